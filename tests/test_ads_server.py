@@ -1,0 +1,186 @@
+"""Raw ADS over a real gRPC server and channel: the protocol rules as a client sees them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf import struct_pb2
+from snapshots import delta_request, request, snapshot
+from waiting import eventually
+
+from xdsfleet.cache.cache import SnapshotCache
+from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.cache.types import CLUSTER, ENDPOINT
+from xdsfleet.model.node import ROLE_KEY
+from xdsfleet.server import listen
+from xdsfleet.server.ads import AdsService
+
+ONE = snapshot({"a": ("10.0.0.1",)})
+TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
+THREE = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",), "c": ("10.0.0.3",)})
+READ_TIMEOUT = 10
+
+
+@dataclass
+class Fixture:
+    cache: SnapshotCache
+    service: AdsService
+    port: int
+    current: Snapshot
+
+    def publish(self, snap: Snapshot) -> None:
+        self.current = snap
+        for profile in self.cache.profiles():
+            self.cache.set(profile, snap)
+
+    def stub(self) -> Any:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+
+
+async def start(initial: Snapshot) -> tuple[Fixture, grpc.aio.Server]:
+    holder: dict[str, Fixture] = {}
+    cache = SnapshotCache(lambda _profile: holder["f"].current)
+    service = AdsService(cache)
+    server, port = await listen.start(service, port=0, host="127.0.0.1")
+    holder["f"] = Fixture(cache, service, port, initial)
+    return holder["f"], server
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[Fixture]:
+    fixture, server = await start(ONE)
+    try:
+        yield fixture
+    finally:
+        await server.stop(0)
+
+
+def with_node(req: Any, role: str = "sidecar") -> Any:
+    req.node.id = "test-node"
+    req.node.locality.CopyFrom(base_pb2.Locality(region="eu-west", zone="eu-west-1a"))
+    req.node.metadata.CopyFrom(
+        struct_pb2.Struct(fields={ROLE_KEY: struct_pb2.Value(string_value=role)})
+    )
+    return req
+
+
+async def read(call: Any) -> Any:
+    return await asyncio.wait_for(call.read(), READ_TIMEOUT)
+
+
+def cluster_names(response: Any) -> list[str]:
+    out = []
+    for packed in response.resources:
+        msg = cluster_pb2.Cluster()
+        packed.Unpack(msg)
+        out.append(msg.name)
+    return sorted(out)
+
+
+async def test_sotw_client_gets_clusters_then_only_changes(ads: Fixture) -> None:
+    call = ads.stub().StreamAggregatedResources()
+    await call.write(with_node(request(CLUSTER)))
+    first = await read(call)
+    assert cluster_names(first) == ["a"]
+    await call.write(request(CLUSTER, nonce=first.nonce, version=first.version_info))
+    ads.publish(TWO)
+    second = await read(call)
+    # Nothing was sent between the ACK and the change: the next message is the change.
+    assert cluster_names(second) == ["a", "b"]
+    assert second.version_info != first.version_info
+    call.cancel()
+
+
+async def test_sotw_nacked_config_is_not_resent(ads: Fixture) -> None:
+    call = ads.stub().StreamAggregatedResources()
+    await call.write(with_node(request(CLUSTER)))
+    first = await read(call)
+    await call.write(request(CLUSTER, nonce=first.nonce, version="", error="cluster a is bad"))
+    await call.write(request(CLUSTER, nonce=first.nonce, version=""))  # a stale re-request
+    ads.publish(TWO)
+    second = await read(call)
+    assert cluster_names(second) == ["a", "b"]
+    info = next(iter(ads.service.streams.values()))
+    assert info.machine.status()[CLUSTER].nack_message == "cluster a is bad"
+    call.cancel()
+
+
+async def test_sotw_unknown_endpoints_are_answered_empty(ads: Fixture) -> None:
+    call = ads.stub().StreamAggregatedResources()
+    await call.write(with_node(request(ENDPOINT, ["nope"])))
+    response = await read(call)
+    assert response.type_url == ENDPOINT
+    assert len(response.resources) == 1
+    call.cancel()
+
+
+async def test_two_servers_serve_identical_versions() -> None:
+    first, server_one = await start(snapshot({"a": ("10.0.0.1",)}))
+    second, server_two = await start(snapshot({"a": ("10.0.0.1",)}))
+    try:
+        responses = []
+        for fixture in (first, second):
+            call = fixture.stub().StreamAggregatedResources()
+            await call.write(with_node(request(CLUSTER)))
+            responses.append(await read(call))
+            call.cancel()
+        assert responses[0].version_info == responses[1].version_info
+        assert responses[0].resources == responses[1].resources
+    finally:
+        await server_one.stop(0)
+        await server_two.stop(0)
+
+
+async def test_delta_client_gets_changes_and_removals(ads: Fixture) -> None:
+    ads.publish(TWO)
+    call = ads.stub().DeltaAggregatedResources()
+    await call.write(with_node(delta_request(CLUSTER)))
+    first = await read(call)
+    assert sorted(r.name for r in first.resources) == ["a", "b"]
+    await call.write(delta_request(CLUSTER, nonce=first.nonce))
+    ads.publish(ONE)
+    second = await read(call)
+    assert list(second.removed_resources) == ["b"]
+    assert list(second.resources) == []
+    call.cancel()
+
+
+async def test_delta_reconnect_with_initial_versions_gets_only_what_is_new(ads: Fixture) -> None:
+    call = ads.stub().DeltaAggregatedResources()
+    await call.write(with_node(delta_request(CLUSTER)))
+    first = await read(call)
+    held = {r.name: r.version for r in first.resources}
+    call.cancel()
+    ads.publish(THREE)
+    again = ads.stub().DeltaAggregatedResources()
+    await again.write(with_node(delta_request(CLUSTER, initial=held)))
+    response = await read(again)
+    assert sorted(r.name for r in response.resources) == ["b", "c"]
+    again.cancel()
+
+
+async def test_node_with_an_unknown_role_is_refused(ads: Fixture) -> None:
+    call = ads.stub().StreamAggregatedResources()
+    await call.write(with_node(request(CLUSTER), role="mystery"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read(call)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "mystery" in (caught.value.details() or "")
+
+
+async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
+    call = ads.stub().StreamAggregatedResources()
+    await call.write(with_node(request(CLUSTER)))
+    await read(call)
+    assert len(ads.service.streams) == 1
+    await call.done_writing()
+    await eventually(lambda: not ads.service.streams and not ads.cache.profiles())

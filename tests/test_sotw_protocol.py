@@ -1,0 +1,198 @@
+"""The SotW state machine against the rules of shared/xds-protocol.md (numbers in names)."""
+
+from __future__ import annotations
+
+from snapshots import request, snapshot
+
+from xdsfleet.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xdsfleet.server.protocol import Outcome, Response
+from xdsfleet.server.sotw import SotwStream
+
+ONE = snapshot({"a": ("10.0.0.1",)})
+TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
+
+
+def names(response: Response) -> list[str]:
+    return [r.name for r in response.resources]
+
+
+def connect(snap: object = TWO) -> tuple[SotwStream, Response]:
+    """A stream that asked for CDS (wildcard) and got the first response."""
+    stream = SotwStream()
+    stream.on_request(request(CLUSTER))
+    [first] = stream.next_responses(snap)  # type: ignore[arg-type]
+    return stream, first
+
+
+def test_wildcard_cds_gets_every_cluster() -> None:
+    _, first = connect()
+    assert first.type_url == CLUSTER
+    assert names(first) == ["a", "b"]
+
+
+def test_initial_cds_request_is_answered_even_when_there_are_no_clusters() -> None:
+    _, first = connect(snapshot({}))
+    assert names(first) == []
+
+
+def test_ack_of_latest_response_sends_nothing_more() -> None:
+    stream, first = connect()
+    result = stream.on_request(request(CLUSTER, nonce=first.nonce, version=first.version))
+    assert result.outcome is Outcome.ACK
+    assert stream.next_responses(TWO) == []
+
+
+def test_rule3_stale_nonce_is_ignored() -> None:
+    stream, first = connect(ONE)
+    stream.on_request(request(CLUSTER, nonce=first.nonce, version=first.version))
+    [second] = stream.next_responses(TWO)
+    result = stream.on_request(request(CLUSTER, nonce=first.nonce, version=first.version))
+    assert result.outcome is Outcome.STALE
+    assert second.nonce != first.nonce
+    assert stream.next_responses(TWO) == []
+
+
+def test_rule5_nack_is_found_by_error_detail_even_with_the_same_version() -> None:
+    stream, first = connect()
+    result = stream.on_request(
+        request(CLUSTER, nonce=first.nonce, version=first.version, error="bad cluster")
+    )
+    assert result.outcome is Outcome.NACK
+    assert result.message == "bad cluster"
+    assert stream.status()[CLUSTER].nack_message == "bad cluster"
+
+
+def test_rule6_nacked_version_is_never_resent_but_the_next_change_is() -> None:
+    stream, first = connect(ONE)
+    stream.on_request(request(CLUSTER, nonce=first.nonce, error="rejected"))
+    assert stream.next_responses(ONE) == []
+    [update] = stream.next_responses(TWO)
+    assert names(update) == ["a", "b"]
+
+
+def test_rule6_nacked_endpoints_are_not_resent_to_a_later_request() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["a"]))
+    [sent] = stream.next_responses(ONE)
+    stream.on_request(request(ENDPOINT, ["a"], nonce=sent.nonce, error="bad endpoints"))
+    assert stream.next_responses(ONE) == []
+
+
+def test_rule8_grown_subscription_sends_the_new_name_even_if_unchanged() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["a"]))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce, version=first.version))
+    [second] = stream.next_responses(TWO)
+    assert names(first) == ["a"]
+    assert names(second) == ["b"]
+
+
+def test_rule8_resubscribing_an_endpoint_resends_it() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["a", "b"]))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(request(ENDPOINT, ["a"], nonce=first.nonce))
+    assert stream.next_responses(TWO) == []
+    stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce))
+    [again] = stream.next_responses(TWO)
+    assert names(again) == ["b"]
+
+
+def test_rule9_empty_names_after_explicit_ones_mean_nothing() -> None:
+    stream = SotwStream()
+    stream.on_request(request(CLUSTER, ["a"]))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(request(CLUSTER, [], nonce=first.nonce))
+    [second] = stream.next_responses(TWO)
+    assert names(first) == ["a"]
+    assert names(second) == []
+
+
+def test_rule9_legacy_wildcard_stays_wildcard_on_empty_acks() -> None:
+    stream, first = connect(ONE)
+    stream.on_request(request(CLUSTER, [], nonce=first.nonce))
+    [second] = stream.next_responses(TWO)
+    assert names(second) == ["a", "b"]
+
+
+def test_rule9_explicit_star_turns_wildcard_on() -> None:
+    stream = SotwStream()
+    stream.on_request(request(CLUSTER, ["a"]))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(request(CLUSTER, ["*", "a"], nonce=first.nonce))
+    [second] = stream.next_responses(TWO)
+    assert names(second) == ["a", "b"]
+
+
+def test_rule10_full_state_response_leaves_out_deleted_clusters() -> None:
+    stream, first = connect(TWO)
+    stream.on_request(request(CLUSTER, nonce=first.nonce))
+    [update] = stream.next_responses(ONE)
+    assert names(update) == ["a"]
+    assert update.removed == ("b",)
+
+
+def test_rule4_version_changes_with_any_resource_of_the_type() -> None:
+    _, with_one = connect(ONE)
+    _, with_two = connect(TWO)
+    assert with_one.version != with_two.version
+
+
+def test_rule14_changed_cluster_forces_its_assignment_even_if_unchanged() -> None:
+    stream, first = connect(ONE)
+    stream.on_request(request(CLUSTER, nonce=first.nonce))
+    stream.on_request(request(ENDPOINT, ["a"]))
+    [eds] = stream.next_responses(ONE)
+    stream.on_request(request(ENDPOINT, ["a"], nonce=eds.nonce))
+    # Same endpoints, new cluster settings: CDS, then the same assignment again.
+    changed = snapshot({"a": ("10.0.0.1",)}, timeout_ms=2000)
+    cds, eds_again = stream.next_responses(changed)
+    assert (cds.type_url, eds_again.type_url) == (CLUSTER, ENDPOINT)
+    assert names(eds_again) == ["a"]
+    assert eds_again.resources[0].version == eds.resources[0].version
+
+
+def test_rule15_unknown_cluster_gets_an_empty_assignment_then_the_real_one() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["c"]))
+    [empty] = stream.next_responses(ONE)
+    stream.on_request(request(ENDPOINT, ["c"], nonce=empty.nonce))
+    [real] = stream.next_responses(snapshot({"c": ("10.0.0.3",)}))
+    assert names(empty) == ["c"]
+    assert real.resources[0].version != empty.resources[0].version
+
+
+def test_rule12_requested_route_is_sent_when_it_appears() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ROUTE, ["r"]))
+    assert stream.next_responses(ONE) == []
+    [sent] = stream.next_responses(snapshot({"a": ("10.0.0.1",)}, {"r": "a"}))
+    assert names(sent) == ["r"]
+
+
+def test_rule13_types_are_sent_clusters_endpoints_listeners_routes() -> None:
+    stream = SotwStream()
+    for type_url, wanted in ((ROUTE, ["r"]), (LISTENER, []), (ENDPOINT, ["a"]), (CLUSTER, [])):
+        stream.on_request(request(type_url, wanted))
+    sent = stream.next_responses(snapshot({"a": ("10.0.0.1",)}, {"r": "a"}))
+    assert [r.type_url for r in sent] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+
+
+def test_rule13_removed_cluster_outlives_the_route_that_used_it() -> None:
+    before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"})
+    after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"})
+    stream = SotwStream()
+    for type_url, wanted in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["r"])):
+        stream.on_request(request(type_url, wanted))
+    stream.next_responses(before)
+    sent = stream.next_responses(after)
+    assert [r.type_url for r in sent] == [ROUTE, CLUSTER]
+    assert names(sent[1]) == ["a"]
+
+
+def test_unsupported_type_is_reported_and_ignored() -> None:
+    stream = SotwStream()
+    result = stream.on_request(request("type.googleapis.com/some.Other"))
+    assert result.outcome is Outcome.UNSUPPORTED
+    assert stream.next_responses(ONE) == []

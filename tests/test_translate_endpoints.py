@@ -1,0 +1,199 @@
+"""Endpoint assignments: localities, weights, health and priorities as a node sees them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import health_check_pb2
+
+from xdsfleet.cache import types
+from xdsfleet.model.fleet import (
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Member,
+    MemberState,
+    Service,
+    ServicePort,
+)
+from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.translate import translate
+
+
+def running(member: Member, *endpoints: Endpoint) -> MemberState:
+    return MemberState(
+        member,
+        services=(Service("ns", "web", (ServicePort("http", 80),)),),
+        endpoint_slices=(
+            EndpointSlice("ns", "web-1", "web", (EndpointPort("http", 8080),), endpoints),
+        ),
+        exports=(("ns", "web"),),
+    )
+
+
+def ready(address: str, zone: str | None = None) -> Endpoint:
+    return Endpoint((address,), zone=zone)
+
+
+def assignment(profile: NodeProfile, *members: MemberState) -> Any:
+    return translate(FleetState("f", members), profile)[types.ENDPOINT]["ns/web:80"]
+
+
+def localities(profile: NodeProfile, *members: MemberState) -> list[tuple[str, int, int]]:
+    """(sub_zone/zone, priority, weight) per locality, in the order sent."""
+    return [
+        (f"{e.locality.sub_zone}/{e.locality.zone}", e.priority, e.load_balancing_weight.value)
+        for e in assignment(profile, *members).endpoints
+    ]
+
+
+SIDECAR = NodeProfile(role=Role.SIDECAR)
+EAST_A = Member("east-a", "east", "east-1a")
+EAST_B = Member("east-b", "east", "east-1b")
+WEST = Member("west", "west", "west-1a")
+FLEET = (
+    running(EAST_A, ready("10.0.0.1")),
+    running(EAST_B, ready("10.0.1.1")),
+    running(WEST, ready("10.1.0.1")),
+)
+
+
+def test_the_assignment_is_named_after_its_cluster() -> None:
+    assert assignment(SIDECAR, *FLEET).cluster_name == "ns/web:80"
+
+
+def test_a_locality_is_member_region_endpoint_zone_and_member_name() -> None:
+    [locality] = assignment(SIDECAR, running(EAST_A, ready("10.0.0.1", zone="east-1c"))).endpoints
+
+    assert (locality.locality.region, locality.locality.zone, locality.locality.sub_zone) == (
+        "east",
+        "east-1c",
+        "east-a",
+    )
+
+
+def test_an_endpoint_without_a_zone_is_in_its_members_zone() -> None:
+    [locality] = assignment(SIDECAR, running(EAST_A, ready("10.0.0.1"))).endpoints
+
+    assert locality.locality.zone == "east-1a"
+
+
+def test_one_member_spread_over_zones_has_one_locality_per_zone() -> None:
+    member = running(EAST_A, ready("10.0.0.1", zone="east-1a"), ready("10.0.0.2", zone="east-1c"))
+
+    assert localities(SIDECAR, member) == [("east-a/east-1a", 0, 1), ("east-a/east-1c", 0, 1)]
+
+
+def test_the_locality_weight_is_healthy_endpoints_times_member_weight() -> None:
+    heavy = Member("east-a", "east", "east-1a", weight=3)
+
+    assert localities(SIDECAR, running(heavy, ready("10.0.0.1"), ready("10.0.0.2"))) == [
+        ("east-a/east-1a", 0, 6)
+    ]
+
+
+def test_serving_terminating_endpoints_drain_and_do_not_add_weight() -> None:
+    member = running(
+        EAST_A, ready("10.0.0.1"), Endpoint(("10.0.0.2",), ready=False, terminating=True)
+    )
+
+    [locality] = assignment(SIDECAR, member).endpoints
+
+    assert [
+        (e.endpoint.address.socket_address.address, e.health_status) for e in locality.lb_endpoints
+    ] == [
+        ("10.0.0.1", health_check_pb2.HEALTHY),
+        ("10.0.0.2", health_check_pb2.DRAINING),
+    ]
+    assert locality.load_balancing_weight.value == 1
+
+
+def test_endpoints_that_are_not_ready_nor_draining_are_left_out() -> None:
+    member = running(
+        EAST_A,
+        ready("10.0.0.1"),
+        Endpoint(("10.0.0.2",), ready=False, serving=False),
+        Endpoint(("10.0.0.3",), ready=False, serving=False, terminating=True),
+        Endpoint(("10.0.0.4",), ready=False, serving=True, terminating=False),
+    )
+
+    [locality] = assignment(SIDECAR, member).endpoints
+
+    assert [e.endpoint.address.socket_address.address for e in locality.lb_endpoints] == [
+        "10.0.0.1"
+    ]
+
+
+def test_a_member_weighted_zero_gets_no_locality() -> None:
+    drained = Member("west", "west", "west-1a", weight=0)
+
+    assert localities(
+        SIDECAR, running(EAST_A, ready("10.0.0.1")), running(drained, ready("10.1.0.1"))
+    ) == [("east-a/east-1a", 0, 1)]
+
+
+def test_a_locality_with_only_draining_endpoints_is_left_out() -> None:
+    member = running(EAST_A, Endpoint(("10.0.0.2",), ready=False, terminating=True))
+
+    assert localities(SIDECAR, member) == []
+
+
+def test_a_node_prefers_its_zone_then_its_region_then_elsewhere() -> None:
+    node = NodeProfile(role=Role.SIDECAR, region="east", zone="east-1a")
+
+    assert localities(node, *FLEET) == [
+        ("east-a/east-1a", 0, 1),
+        ("east-b/east-1b", 1, 1),
+        ("west/west-1a", 2, 1),
+    ]
+
+
+def test_a_node_ranks_its_own_member_first_whatever_the_zone() -> None:
+    node = NodeProfile(role=Role.SIDECAR, member="west", region="east", zone="east-1b")
+
+    assert localities(node, *FLEET) == [
+        ("east-b/east-1b", 0, 1),
+        ("west/west-1a", 0, 1),
+        ("east-a/east-1a", 1, 1),
+    ]
+
+
+def test_unused_tiers_are_compacted_into_contiguous_priorities() -> None:
+    node = NodeProfile(role=Role.SIDECAR, region="east", zone="east-1z")
+
+    assert localities(node, *FLEET) == [
+        ("east-a/east-1a", 0, 1),
+        ("east-b/east-1b", 0, 1),
+        ("west/west-1a", 1, 1),
+    ]
+
+
+def test_a_dropped_locality_leaves_no_priority_gap() -> None:
+    node = NodeProfile(role=Role.SIDECAR, region="east", zone="east-1a")
+    drained = Member("east-a", "east", "east-1a", weight=0)
+
+    assert localities(node, running(drained, ready("10.0.0.1")), *FLEET[1:]) == [
+        ("east-b/east-1b", 0, 1),
+        ("west/west-1a", 1, 1),
+    ]
+
+
+def test_a_node_that_says_nothing_of_its_place_sees_one_priority() -> None:
+    assert localities(SIDECAR, *FLEET) == [
+        ("east-a/east-1a", 0, 1),
+        ("east-b/east-1b", 0, 1),
+        ("west/west-1a", 0, 1),
+    ]
+
+
+def test_localities_and_endpoints_are_sorted_whatever_the_input_order() -> None:
+    member = running(EAST_A, ready("10.0.0.9"), ready("10.0.0.10"), ready("10.0.0.1"))
+
+    [locality] = assignment(SIDECAR, member).endpoints
+
+    assert [e.endpoint.address.socket_address.address for e in locality.lb_endpoints] == [
+        "10.0.0.1",
+        "10.0.0.10",
+        "10.0.0.9",
+    ]

@@ -1,0 +1,188 @@
+"""Which resources each role gets, and the listeners that lead to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from xdsfleet.cache import types
+from xdsfleet.model.fleet import (
+    BackendRef,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Gateway,
+    GatewayListener,
+    HTTPRoute,
+    Member,
+    MemberState,
+    ParentRef,
+    RouteMatch,
+    RouteRule,
+    Service,
+    ServicePort,
+)
+from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.translate import translate
+
+
+def running(member: Member, *services: Service) -> MemberState:
+    return MemberState(
+        member,
+        services=services,
+        endpoint_slices=tuple(
+            EndpointSlice(
+                s.namespace,
+                f"{s.name}-1",
+                s.name,
+                tuple(EndpointPort(p.name, 8000 + p.port) for p in s.ports),
+                (Endpoint((f"10.0.0.{len(s.name)}",)),),
+            )
+            for s in services
+        ),
+        exports=tuple((s.namespace, s.name) for s in services),
+    )
+
+
+WEB = Service("shop", "web", (ServicePort("http", 80), ServicePort("admin", 9090)))
+CART = Service("shop", "cart", (ServicePort("grpc", 50051, app_protocol="grpc"),))
+EAST = Member("east", "r-east", "z-east")
+WEST = Member("west", "r-west", "z-west")
+GATEWAY = Gateway(
+    "infra",
+    "edge",
+    "xdsfleet",
+    (
+        GatewayListener("http", 8080),
+        GatewayListener("tls", 8443, protocol="HTTPS", hostname="shop.example.com"),
+    ),
+)
+ROUTE = HTTPRoute(
+    "shop",
+    "web",
+    (ParentRef("infra", "edge"),),
+    (),
+    (RouteRule((RouteMatch(),), (BackendRef("web", "shop", 80),)),),
+)
+STATE = FleetState(
+    "f", (running(EAST, WEB, CART), running(WEST, WEB)), gateways=(GATEWAY,), http_routes=(ROUTE,)
+)
+ALL_CLUSTERS = {"shop/cart:50051", "shop/web:80", "shop/web:9090"}
+
+
+def unpack_manager(packed: Any) -> Any:
+    manager = hcm_pb2.HttpConnectionManager()
+    assert packed.Unpack(manager)
+    return manager
+
+
+def test_every_type_is_present_even_when_empty() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.GATEWAY))
+
+    assert list(resources) == list(types.ORDER)
+    assert all(named == {} for named in resources.values())
+
+
+def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/nope"))
+
+    assert all(named == {} for named in resources.values())
+
+
+def test_a_gateway_gets_a_listener_and_routes_per_http_listener_only() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
+
+    assert set(resources[types.LISTENER]) == {"infra/edge/http"}
+    assert set(resources[types.ROUTE]) == {"infra/edge/http"}
+
+
+def test_a_gateway_listener_listens_on_all_addresses_and_fetches_its_routes_over_ads() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
+    listener = resources[types.LISTENER]["infra/edge/http"]
+
+    assert listener.name == "infra/edge/http"
+    address = listener.address.socket_address
+    assert (address.address, address.port_value) == ("0.0.0.0", 8080)
+    [chain] = listener.filter_chains
+    [connection_manager] = chain.filters
+    assert connection_manager.name == "envoy.filters.network.http_connection_manager"
+    manager = unpack_manager(connection_manager.typed_config)
+    assert manager.stat_prefix == "infra_edge_http"
+    assert manager.rds.route_config_name == "infra/edge/http"
+    assert manager.rds.config_source.HasField("ads")
+    assert manager.rds.config_source.resource_api_version == config_source_pb2.V3
+    assert manager.strip_any_host_port
+    [router] = manager.http_filters
+    assert router.name == "envoy.filters.http.router"
+    assert router.typed_config.Is(router_pb2.Router.DESCRIPTOR)
+
+
+def test_a_gateway_gets_only_the_clusters_its_routes_send_to() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
+
+    assert set(resources[types.CLUSTER]) == {"shop/web:80"}
+    assert set(resources[types.ENDPOINT]) == {"shop/web:80"}
+
+
+def test_a_gateway_sees_endpoints_prioritised_from_its_own_place() -> None:
+    west_gateway = NodeProfile(role=Role.GATEWAY, gateway="infra/edge", region="r-west")
+
+    assignment = translate(STATE, west_gateway)[types.ENDPOINT]["shop/web:80"]
+
+    assert [(e.locality.sub_zone, e.priority) for e in assignment.endpoints] == [
+        ("west", 0),
+        ("east", 1),
+    ]
+
+
+def test_a_sidecar_gets_every_exported_service_port_and_no_listeners() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.SIDECAR))
+
+    assert set(resources[types.CLUSTER]) == ALL_CLUSTERS
+    assert set(resources[types.ENDPOINT]) == ALL_CLUSTERS
+    assert resources[types.LISTENER] == {}
+    assert resources[types.ROUTE] == {}
+
+
+def test_a_proxyless_client_gets_every_cluster_and_a_listener_per_service_port() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.PROXYLESS))
+
+    assert set(resources[types.CLUSTER]) == ALL_CLUSTERS
+    assert set(resources[types.ENDPOINT]) == ALL_CLUSTERS
+    assert set(resources[types.LISTENER]) == {"cart.shop:50051", "web.shop:80", "web.shop:9090"}
+    assert resources[types.ROUTE] == {}
+
+
+def test_a_proxyless_listener_routes_everything_to_its_cluster_inline() -> None:
+    listener = translate(STATE, NodeProfile(role=Role.PROXYLESS))[types.LISTENER]["cart.shop:50051"]
+
+    manager = unpack_manager(listener.api_listener.api_listener)
+    routes: Any = manager.route_config
+    assert isinstance(routes, route_pb2.RouteConfiguration)
+    [vhost] = routes.virtual_hosts
+    assert list(vhost.domains) == ["*"]
+    [route] = vhost.routes
+    assert route.match.WhichOneof("path_specifier") == "prefix"
+    assert route.match.prefix == ""
+    assert route.route.cluster == "shop/cart:50051"
+    assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+
+
+def test_resources_come_sorted_by_name() -> None:
+    resources = translate(STATE, NodeProfile(role=Role.PROXYLESS))
+
+    assert all(list(named) == sorted(named) for named in resources.values())
+
+
+def test_the_order_of_services_in_a_member_does_not_change_the_output() -> None:
+    reordered = FleetState("f", (running(EAST, CART, WEB), running(WEST, WEB)))
+    profile = NodeProfile(role=Role.SIDECAR, region="r-east")
+
+    assert translate(reordered, profile) == translate(STATE, profile)

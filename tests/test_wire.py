@@ -1,0 +1,63 @@
+"""Responses framed from pre-serialized bytes must be the messages protobuf itself would make."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+from snapshots import assignment
+
+from xdsfleet.cache import types, wire
+from xdsfleet.cache.resources import encode
+
+
+def test_sotw_response_bytes_parse_as_the_discovery_response() -> None:
+    resources = [encode(types.ENDPOINT, n, assignment(n, "10.0.0.1")) for n in ("a", "b")]
+    data = wire.sotw_response(
+        version_info="v1",
+        type_url=types.ENDPOINT,
+        nonce="7",
+        entries=[r.sotw_entry for r in resources],
+    )
+    parsed = discovery_pb2.DiscoveryResponse.FromString(data)
+    expected = discovery_pb2.DiscoveryResponse(
+        version_info="v1", type_url=types.ENDPOINT, nonce="7"
+    )
+    for name in ("a", "b"):
+        expected.resources.add().Pack(assignment(name, "10.0.0.1"))
+    assert parsed == expected
+
+
+def test_delta_response_bytes_parse_as_the_delta_discovery_response() -> None:
+    res = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    data = wire.delta_response(
+        system_version_info="v2",
+        type_url=types.ENDPOINT,
+        nonce="8",
+        entries=[res.delta_entry],
+        removed=["gone"],
+    )
+    parsed = discovery_pb2.DeltaDiscoveryResponse.FromString(data)
+    assert parsed.system_version_info == "v2"
+    assert parsed.nonce == "8"
+    assert list(parsed.removed_resources) == ["gone"]
+    [resource] = parsed.resources
+    assert (resource.name, resource.version) == ("a", res.version)
+    unpacked = type(assignment("a"))()
+    assert resource.resource.Unpack(unpacked)
+    assert unpacked == assignment("a", "10.0.0.1")
+
+
+def test_large_resources_get_multi_byte_lengths() -> None:
+    addresses = [f"10.0.{i // 250}.{i % 250}" for i in range(2000)]
+    res = encode(types.ENDPOINT, "big", assignment("big", *addresses))
+    data = wire.sotw_response(
+        version_info="v", type_url=types.ENDPOINT, nonce="1", entries=[res.sotw_entry]
+    )
+    parsed = discovery_pb2.DiscoveryResponse.FromString(data)
+    assert len(parsed.resources[0].value) == len(res.body) > 16384
+
+
+def test_versions_are_content_hashes() -> None:
+    first = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    again = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    other = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.2"))
+    assert first.version == again.version != other.version

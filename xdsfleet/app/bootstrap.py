@@ -1,0 +1,136 @@
+"""Bootstraps for clients: an Envoy bootstrap, or gRPC's xDS bootstrap for proxyless clients.
+
+The node identity written here is what the server reads back as the node profile
+(DESIGN.md, "Node -> profile"), so the two must agree; both use the keys of `model.node`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from xdsfleet.model.node import GATEWAY_KEY, MEMBER_KEY, ROLE_KEY, NodeProfile, Role
+
+XDS_CLUSTER = "xdsfleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the client finds the control plane, and how it talks to it."""
+
+    host: str = "127.0.0.1"
+    port: int = 18000
+    delta: bool = False
+
+
+def _node(node_id: str, cluster: str, profile: NodeProfile) -> dict[str, Any]:
+    metadata = {ROLE_KEY: profile.role.value}
+    if profile.gateway:
+        metadata[GATEWAY_KEY] = profile.gateway
+    if profile.member:
+        metadata[MEMBER_KEY] = profile.member
+    node: dict[str, Any] = {"id": node_id, "cluster": cluster, "metadata": metadata}
+    locality = {k: v for k, v in (("region", profile.region), ("zone", profile.zone)) if v}
+    if locality:
+        node["locality"] = locality
+    return node
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def envoy_bootstrap(
+    *, node_id: str, cluster: str, profile: NodeProfile, target: Target, admin_port: int
+) -> dict[str, Any]:
+    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": _node(node_id, cluster, profile),
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if target.delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": XDS_CLUSTER,
+                    # A DNS name (the Service of the control plane) is re-resolved, so Envoy
+                    # follows replicas as they come and go.
+                    "type": "STATIC" if _is_ip(target.host) else "STRICT_DNS",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/"
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {
+                                "http2_protocol_options": {
+                                    # Finds a dead control plane in seconds, not at the next
+                                    # TCP timeout, so Envoy reconnects to another replica.
+                                    "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                                }
+                            },
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": XDS_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": target.host,
+                                                    "port_value": target.port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+    }
+
+
+def grpc_bootstrap(
+    *, node_id: str, cluster: str, profile: NodeProfile, target: Target
+) -> dict[str, Any]:
+    """gRPC's own bootstrap format (the file GRPC_XDS_BOOTSTRAP names)."""
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"{target.host}:{target.port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": _node(node_id, cluster, profile),
+    }
+
+
+def bootstrap(
+    *, node_id: str, cluster: str, profile: NodeProfile, target: Target, admin_port: int
+) -> dict[str, Any]:
+    if profile.role is Role.PROXYLESS:
+        return grpc_bootstrap(node_id=node_id, cluster=cluster, profile=profile, target=target)
+    return envoy_bootstrap(
+        node_id=node_id, cluster=cluster, profile=profile, target=target, admin_port=admin_port
+    )

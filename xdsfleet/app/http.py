@@ -1,0 +1,67 @@
+"""The plaintext HTTP side channel: what kubelet probes, Prometheus scrapes and an SRE curls.
+
+`/healthz` says the process is alive; `/readyz` that a first fleet state is being served;
+`/metrics` is Prometheus text; `/debug/clients` lists every connected client with, per type,
+what it was sent, what it accepted and why it last refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from xdsfleet.cache import types
+from xdsfleet.server.ads import AdsService
+
+
+def clients(ads: AdsService) -> list[dict[str, Any]]:
+    return [
+        {
+            "stream": info.stream_id,
+            "protocol": info.protocol,
+            "node": info.node_id,
+            "cluster": info.node_cluster,
+            "peer": info.peer,
+            "profile": info.profile.describe(),
+            "types": {
+                types.SHORT_NAMES[t]: asdict(s) | {"inSync": s.in_sync}
+                for t, s in info.machine.status().items()
+            },
+        }
+        for info in ads.streams.values()
+    ]
+
+
+def app(ads: AdsService, ready: Callable[[], bool]) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="not ready\n")
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def debug_clients(_: web.Request) -> web.Response:
+        return web.json_response(clients(ads))
+
+    application = web.Application()
+    application.router.add_get("/healthz", healthz)
+    application.router.add_get("/readyz", readyz)
+    application.router.add_get("/metrics", metrics)
+    application.router.add_get("/debug/clients", debug_clients)
+    return application
+
+
+async def start(application: web.Application, *, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_port=False).start()
+    return runner

@@ -1,0 +1,87 @@
+"""Encoded resources: a message serialized once, with its version and framed copies.
+
+The version is a content hash, so two replicas given the same inputs serve the same versions and
+an unchanged resource never looks new. The framed copies are what the server joins into
+responses, so no stream ever serializes a resource again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from xdsfleet.cache import wire
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    type_url: str
+    name: str
+    version: str
+    body: bytes  # the message itself, deterministically serialized
+    sotw_entry: bytes  # a DiscoveryResponse `resources` field: the Any, framed
+    delta_entry: bytes  # a DeltaDiscoveryResponse `resources` field: the Resource, framed
+
+
+def content_version(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def encode(type_url: str, name: str, message: Any) -> Encoded:
+    # Deterministic serialization: map fields (Struct metadata, typed_extension_protocol_options)
+    # would otherwise change bytes, and so versions, between runs (envoy#6252).
+    body: bytes = message.SerializeToString(deterministic=True)
+    version = content_version(body)
+    any_bytes = wire.any_message(type_url, body)
+    resource = (
+        wire.text(wire.RESOURCE_VERSION, version)
+        + wire.length_delimited(wire.RESOURCE_RESOURCE, any_bytes)
+        + wire.text(wire.RESOURCE_NAME, name)
+    )
+    return Encoded(
+        type_url=type_url,
+        name=name,
+        version=version,
+        body=body,
+        sotw_entry=wire.length_delimited(wire.RESPONSE_RESOURCES, any_bytes),
+        delta_entry=wire.length_delimited(wire.DELTA_RESOURCES, resource),
+    )
+
+
+def set_version(resources: list[Encoded] | tuple[Encoded, ...]) -> str:
+    """The version of a set of resources: changes when any member or the membership changes."""
+    digest = hashlib.blake2b(digest_size=8)
+    for res in resources:
+        digest.update(res.name.encode())
+        digest.update(b"\0")
+        digest.update(res.version.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+class Encoder:
+    """Encodes messages, remembering the result by message identity.
+
+    Translation memoises its builders, so an unchanged resource arrives as the very same message
+    object and costs a dict lookup here. Entries not used during a generation are dropped at its
+    end, which keeps memory proportional to what is served.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[int, str], tuple[Any, Encoded]] = {}
+        self._previous: dict[tuple[int, str], tuple[Any, Encoded]] = {}
+
+    def encode(self, type_url: str, name: str, message: Any) -> Encoded:
+        key = (id(message), name)
+        hit = self._current.get(key) or self._previous.get(key)
+        # The message is kept alive with the entry, so its id cannot be reused meanwhile.
+        if hit is not None and hit[0] is message:
+            self._current[key] = hit
+            return hit[1]
+        encoded = encode(type_url, name, message)
+        self._current[key] = (message, encoded)
+        return encoded
+
+    def end_generation(self) -> None:
+        self._previous, self._current = self._current, {}

@@ -1,0 +1,195 @@
+"""The `xdsfleet` command line (DESIGN.md, "CLI"): thin commands over the app layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from xdsfleet import logs
+from xdsfleet.app.bootstrap import Target, bootstrap
+from xdsfleet.app.render import render
+from xdsfleet.app.serve import Settings, serve
+from xdsfleet.model.errors import InvalidInput
+from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
+from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
+
+app = typer.Typer(
+    name="xdsfleet",
+    help="An Envoy xDS control plane that serves many Kubernetes clusters as one pool.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    JSON = "json"
+    YAML = "yaml"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+FleetOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--fleet",
+        "-f",
+        help="Fleet file (kind: Fleet). Without it, the built-in demo fleet.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+NodeIdOption = Annotated[str, typer.Option("--node-id", help="The node id the client uses.")]
+RoleOption = Annotated[Role, typer.Option("--role", help="What the client is.")]
+GatewayOption = Annotated[
+    str | None, typer.Option("--gateway", help="The Gateway a gateway serves, as NS/NAME.")
+]
+MemberOption = Annotated[
+    str | None, typer.Option("--member", help="The member cluster the client runs in.")
+]
+RegionOption = Annotated[str, typer.Option("--region", help="The client's locality region.")]
+ZoneOption = Annotated[str, typer.Option("--zone", help="The client's locality zone.")]
+
+
+def _fleet_path(fleet: Path | None) -> Path:
+    return fleet if fleet is not None else builtin_fleet_path()
+
+
+def _profile(
+    role: Role, gateway: str | None, member: str | None, region: str, zone: str
+) -> NodeProfile:
+    try:
+        return profile_from_fields(
+            role=role.value, gateway=gateway, member=member, region=region, zone=zone
+        )
+    except ProfileError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _fail(error: InvalidInput) -> typer.Exit:
+    for problem in error.problems:
+        err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command("serve")
+def serve_command(
+    fleet: FleetOption = None,
+    xds_port: Annotated[int, typer.Option(help="Port of the ADS gRPC server.")] = 18000,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of /metrics, /healthz, /readyz and /debug/clients.")
+    ] = 9102,
+    admin_port: Annotated[
+        int, typer.Option(help="Port of the admin gRPC server (health, reflection).")
+    ] = 18001,
+    address: Annotated[str, typer.Option(help="Address every server listens on.")] = "0.0.0.0",
+    log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
+    log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
+) -> None:
+    """Serve a fleet to Envoys over ADS (SotW and Delta), following its files live."""
+    logs.configure(fmt=log_format.value, level=log_level)
+    settings = Settings(
+        fleet=_fleet_path(fleet),
+        xds_port=xds_port,
+        metrics_port=metrics_port,
+        admin_port=admin_port,
+        host=address,
+    )
+    try:
+        asyncio.run(serve(settings))
+    except InvalidInput as error:
+        raise _fail(error) from None
+
+
+@app.command("validate")
+def validate_command(fleet: FleetOption = None) -> None:
+    """Check a fleet and every file it names; exit 1 on any problem."""
+    path = _fleet_path(fleet)
+    problems = validate_fleet(path)
+    if problems:
+        raise _fail(InvalidInput(problems))
+    state = load_fleet(path).state
+    err.print(
+        f"[green]valid[/green] {path}: {len(state.members)} members, "
+        f"{len(state.gateways)} gateways, {len(state.http_routes)} HTTP routes",
+        highlight=False,
+    )
+
+
+@app.command("render")
+def render_command(
+    fleet: FleetOption = None,
+    node_id: NodeIdOption = "render",
+    role: RoleOption = Role.GATEWAY,
+    gateway: GatewayOption = None,
+    member: MemberOption = None,
+    region: RegionOption = "",
+    zone: ZoneOption = "",
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
+) -> None:
+    """Print the resources a node would be served, sorted by type and name."""
+    profile = _profile(role, gateway, member, region, zone)
+    try:
+        state = load_fleet(_fleet_path(fleet)).state
+    except InvalidInput as error:
+        raise _fail(error) from None
+    _print(render(state, profile), output)
+
+
+@app.command("bootstrap")
+def bootstrap_command(
+    node_id: NodeIdOption = "envoy",
+    role: RoleOption = Role.GATEWAY,
+    gateway: GatewayOption = None,
+    member: MemberOption = None,
+    region: RegionOption = "",
+    zone: ZoneOption = "",
+    cluster: Annotated[
+        str, typer.Option(help="The node's cluster (Envoy's service cluster).")
+    ] = "xdsfleet",
+    xds_address: Annotated[
+        str, typer.Option(help="HOST:PORT of the xdsfleet ADS server.")
+    ] = "127.0.0.1:18000",
+    delta: Annotated[bool, typer.Option("--delta", help="Use Delta (incremental) ADS.")] = False,
+    envoy_admin_port: Annotated[int, typer.Option(help="Port of Envoy's admin interface.")] = 9901,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
+) -> None:
+    """Print a bootstrap for a client: Envoy's, or gRPC's for --role proxyless."""
+    host, _, port = xds_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise typer.BadParameter(
+            f"expected HOST:PORT, got {xds_address!r}", param_hint="--xds-address"
+        )
+    _print(
+        bootstrap(
+            node_id=node_id,
+            cluster=cluster,
+            profile=_profile(role, gateway, member, region, zone),
+            target=Target(host=host.strip("[]"), port=int(port), delta=delta),
+            admin_port=envoy_admin_port,
+        ),
+        output,
+    )
+
+
+def _print(data: Any, output: Output) -> None:
+    if output is Output.JSON:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,45 @@
+"""Priorities of localities as seen from one node: the failover order of DESIGN.md.
+
+Only the node's (member, zone, region) matters here, so every profile that shares them shares
+the endpoint assignments. Nothing here builds messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from xdsfleet.model.fleet import Member
+from xdsfleet.model.node import NodeProfile
+
+SAME_ZONE, SAME_REGION, ELSEWHERE = 0, 1, 2
+
+
+class LocalityView(NamedTuple):
+    """Where a node stands."""
+
+    member: str | None
+    zone: str
+    region: str
+
+
+def view_of(profile: NodeProfile) -> LocalityView:
+    return LocalityView(member=profile.member, zone=profile.zone, region=profile.region)
+
+
+def tier(view: LocalityView, member: Member, zone: str) -> int:
+    """The tier of endpoints in `zone` of `member`: nearer is lower. Empty node fields match
+    nothing, so a node that says nothing about itself sees every endpoint as elsewhere."""
+    if (view.member is not None and view.member == member.name) or (
+        view.zone and view.zone == zone
+    ):
+        return SAME_ZONE
+    if view.region and view.region == member.region:
+        return SAME_REGION
+    return ELSEWHERE
+
+
+def compact(tiers: Iterable[int]) -> dict[int, int]:
+    """Map the tiers in use onto priorities 0..k: clients want them contiguous (gRPC's xDS
+    client rejects an assignment with a gap)."""
+    return {used: priority for priority, used in enumerate(sorted(set(tiers)))}

@@ -1,0 +1,32 @@
+"""Resource names: the one place that spells DESIGN.md's resource-name table.
+
+Clients, routes, tests and tools all find resources by these names, so nothing else may build
+them by hand. Pure string functions; no knowledge of protobuf.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def cluster_name(namespace: str, service: str, port: int) -> str:
+    """The Envoy cluster (and its ClusterLoadAssignment) of a multi-cluster service port."""
+    return f"{namespace}/{service}:{port}"
+
+
+def gateway_listener_name(gateway_namespace: str, gateway_name: str, listener: str) -> str:
+    """A gateway listener; its RouteConfiguration carries the same name."""
+    return f"{gateway_namespace}/{gateway_name}/{listener}"
+
+
+def proxyless_listener_name(service: str, namespace: str, port: int) -> str:
+    """The listener gRPC's xDS client asks for when dialling `xds:///SVC.NS:PORT`."""
+    return f"{service}.{namespace}:{port}"
+
+
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def stat_prefix(name: str) -> str:
+    """A stats-safe prefix: Envoy splits stat names on dots, and tools choke on `/` and `:`."""
+    return _NOT_ALNUM.sub("_", name)

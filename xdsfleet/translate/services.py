@@ -1,0 +1,154 @@
+"""Which service ports the fleet exports, and the endpoints each member contributes to them.
+
+This is where Kubernetes semantics end: ServiceExport (or `exportAll`), EndpointSlice port
+matching and endpoint conditions become plain `MemberPort` values that the Envoy builders key
+their memos on. It builds no Envoy messages and knows nothing of node profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from xdsfleet.model.fleet import (
+    Endpoint,
+    EndpointSlice,
+    FleetState,
+    Member,
+    MemberState,
+    ServicePort,
+)
+from xdsfleet.translate import names
+from xdsfleet.translate.memo import by_identity
+
+# appProtocol values that mean HTTP/2 without TLS towards the pods.
+HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
+
+# Slices of type FQDN name hosts, not addresses: an EDS endpoint cannot carry them.
+_IP_ADDRESS_TYPES = frozenset({"IPv4", "IPv6"})
+
+
+class ServicePortKey(NamedTuple):
+    """A multi-cluster service port: the same namespace, name and port number in every member."""
+
+    namespace: str
+    service: str
+    port: int
+
+    @property
+    def cluster(self) -> str:
+        return names.cluster_name(self.namespace, self.service, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One endpoint address of a service port; `draining` when it serves but is terminating."""
+
+    address: str
+    port: int
+    draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneBackends:
+    zone: str
+    backends: tuple[Backend, ...]  # sorted by (address, port)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPort:
+    """What one member contributes to one service port: its place and its endpoints by zone."""
+
+    member: Member
+    http2: bool
+    zones: tuple[ZoneBackends, ...]  # sorted by zone
+    # Computed once: these values key the assignment memos on every translation of every
+    # profile, and a generated dataclass hash would walk all endpoints each time.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.member, self.http2, self.zones)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+ServiceIndex = Mapping[ServicePortKey, tuple[MemberPort, ...]]
+
+
+@by_identity(maxsize=64)
+def service_index(state: FleetState) -> ServiceIndex:
+    """Every exported service port, sorted, with the contributing members in member order.
+
+    A port of the multi-cluster service exists when any exporting member's Service has it.
+    """
+    gathered: dict[ServicePortKey, list[MemberPort]] = {}
+    for member_state in state.members:
+        for key, contribution in member_ports(member_state, state.export_all):
+            gathered.setdefault(key, []).append(contribution)
+    return {key: tuple(gathered[key]) for key in sorted(gathered)}
+
+
+@by_identity(maxsize=16384)
+def member_ports(
+    member_state: MemberState, export_all: bool
+) -> tuple[tuple[ServicePortKey, MemberPort], ...]:
+    """The service ports one member exports, each with that member's endpoints for it."""
+    exported = set(member_state.exports)
+    slices: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for endpoint_slice in member_state.endpoint_slices:
+        slices.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), []).append(
+            endpoint_slice
+        )
+    contributions = []
+    for service in member_state.services:
+        if not (export_all or (service.namespace, service.name) in exported):
+            continue
+        own_slices = slices.get((service.namespace, service.name), [])
+        for service_port in service.ports:
+            key = ServicePortKey(service.namespace, service.name, service_port.port)
+            contributions.append((key, _member_port(member_state.member, service_port, own_slices)))
+    return tuple(contributions)
+
+
+def _member_port(
+    member: Member, service_port: ServicePort, slices: list[EndpointSlice]
+) -> MemberPort:
+    http2 = service_port.app_protocol in HTTP2_APP_PROTOCOLS
+    # (address, port) -> (zone, draining). During slice rollovers Kubernetes may list one
+    # endpoint in two slices; keep it once, preferring the ready copy.
+    found: dict[tuple[str, int], tuple[str, bool]] = {}
+    for endpoint_slice in slices:
+        if endpoint_slice.address_type not in _IP_ADDRESS_TYPES:
+            continue
+        # Slice ports carry the target port under the Service port's name.
+        slice_port = next((p for p in endpoint_slice.ports if p.name == service_port.name), None)
+        if slice_port is None:
+            continue
+        http2 = http2 or slice_port.app_protocol in HTTP2_APP_PROTOCOLS
+        for endpoint in endpoint_slice.endpoints:
+            draining = _draining(endpoint)
+            if draining is None or not endpoint.addresses:
+                continue
+            # Kubernetes: the addresses are fungible and consumers may use only the first.
+            key = (endpoint.addresses[0], slice_port.port)
+            if key not in found or found[key][1]:
+                found[key] = (endpoint.zone or member.zone, draining)
+    by_zone: dict[str, list[Backend]] = {}
+    for (address, port), (zone, draining) in found.items():
+        by_zone.setdefault(zone, []).append(Backend(address, port, draining))
+    zones = tuple(
+        ZoneBackends(zone, tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))))
+        for zone in sorted(by_zone)
+    )
+    return MemberPort(member=member, http2=http2, zones=zones)
+
+
+def _draining(endpoint: Endpoint) -> bool | None:
+    """False to serve the endpoint, True to keep it only for requests under way, None to skip."""
+    if endpoint.ready:
+        return False
+    if endpoint.serving and endpoint.terminating:
+        return True
+    return None

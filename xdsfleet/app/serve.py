@@ -14,7 +14,8 @@ from pathlib import Path
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
 from xdsfleet.app import http

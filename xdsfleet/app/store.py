@@ -53,7 +53,7 @@ class Store:
         self.current = current
         self._pending: FleetState | None = None
         self._first_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
 
     def update(self, state: FleetState) -> None:
         loop = asyncio.get_running_loop()
@@ -68,6 +68,11 @@ class Store:
         else:
             deadline = min(now + self._quiet, self._first_at + self._max_delay)
             self._timer = loop.call_at(deadline, self.flush)
+
+    @property
+    def pending(self) -> bool:
+        """True while an update waits to be published."""
+        return self._timer is not None
 
     def flush(self) -> None:
         self._timer = None

@@ -7,18 +7,17 @@ the cluster warming again).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.proto import Message, ads_config_source, pack_into
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-@lru_cache(maxsize=65536)
+@memoised
 def cluster(name: str, http2: bool) -> Message:
     """The cluster `name`, its endpoints fetched over ADS under the same name. `http2` speaks
     HTTP/2 without TLS to the pods (h2c, as gRPC backends expect)."""

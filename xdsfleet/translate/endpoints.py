@@ -2,64 +2,67 @@
 
 Assignments are the hot path: they change with every endpoint event and are sent to every
 client. Each is built once per (endpoints, priorities) and handed out as the same object, which
-callers must never mutate; the cache then skips re-encoding it.
+callers must never mutate; the cache then skips re-encoding it. Nodes in different places get
+different priorities for the same localities, so each locality is built once and copied.
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from xdsfleet.translate.localities import LocalityView, compact, tier
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.proto import Message
-from xdsfleet.translate.services import Backend, MemberPort, ZoneBackends
+from xdsfleet.translate.services import Backend, MemberPort, ServicePortBackends
 
 
-@lru_cache(maxsize=65536)
-def assignment(cluster: str, members: tuple[MemberPort, ...], view: LocalityView) -> Message:
-    """The assignment of `cluster` as a node at `view` sees it."""
+@memoised
+def assignment(port: ServicePortBackends, view: LocalityView) -> Message:
+    """The assignment of the service port's cluster as a node at `view` sees it."""
     # Many views give the same tiers (every node in a far region, say): they share one object.
-    tiers = tuple(tuple(tier(view, m.member, z.zone) for z in m.zones) for m in members)
-    return _assignment(cluster, members, tiers)
+    tiers = tuple(tuple(tier(view, m.member, z.zone) for z in m.zones) for m in port.members)
+    return _assignment(port, tiers)
 
 
-@lru_cache(maxsize=65536)
-def _assignment(
-    cluster: str, members: tuple[MemberPort, ...], tiers: tuple[tuple[int, ...], ...]
-) -> Message:
+@memoised
+def _assignment(port: ServicePortBackends, tiers: tuple[tuple[int, ...], ...]) -> Message:
     blocks = []
-    for member_port, member_tiers in zip(members, tiers, strict=True):
-        for zone, zone_tier in zip(member_port.zones, member_tiers, strict=True):
-            healthy = sum(not backend.draining for backend in zone.backends)
-            weight = healthy * member_port.member.weight
-            # Envoy requires locality weights of at least 1. A member weighted 0 is drained on
-            # purpose; a locality with only draining endpoints gets no new requests either way.
-            if weight > 0:
-                blocks.append((zone_tier, member_port, zone, weight))
+    for member_port, member_tiers in zip(port.members, tiers, strict=True):
+        for zone_index, zone_tier in enumerate(member_tiers):
+            locality = _locality(member_port, zone_index)
+            if locality is not None:
+                blocks.append((zone_tier, locality))
     # Compact only the tiers still in use, or a dropped locality would leave a gap.
-    priority = compact(block[0] for block in blocks)
-    blocks.sort(key=lambda b: (b[0], b[1].member.region, b[2].zone, b[1].member.name))
-    return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster,
-        endpoints=[
-            _locality_endpoints(priority[zone_tier], member_port, zone, weight)
-            for zone_tier, member_port, zone, weight in blocks
-        ],
+    priority = compact(zone_tier for zone_tier, _ in blocks)
+    blocks.sort(
+        key=lambda b: (b[0], b[1].locality.region, b[1].locality.zone, b[1].locality.sub_zone)
     )
+    built = endpoint_pb2.ClusterLoadAssignment(cluster_name=port.key.cluster)
+    for zone_tier, locality in blocks:
+        block = built.endpoints.add()
+        block.CopyFrom(locality)
+        block.priority = priority[zone_tier]
+    return built
 
 
-def _locality_endpoints(
-    priority: int, member_port: MemberPort, zone: ZoneBackends, weight: int
-) -> Message:
+@memoised
+def _locality(member_port: MemberPort, zone_index: int) -> Message | None:
+    """One locality with its weight but no priority: every view shares it, and copying it costs
+    a fraction of building it again. None when its weight would be 0."""
+    zone = member_port.zones[zone_index]
+    healthy = sum(not backend.draining for backend in zone.backends)
+    weight = healthy * member_port.member.weight
+    # Envoy requires locality weights of at least 1. A member weighted 0 is drained on purpose;
+    # a locality with only draining endpoints gets no new requests either way.
+    if weight == 0:
+        return None
     return endpoint_components_pb2.LocalityLbEndpoints(
         locality=base_pb2.Locality(
             region=member_port.member.region, zone=zone.zone, sub_zone=member_port.member.name
         ),
         lb_endpoints=[_lb_endpoint(backend) for backend in zone.backends],
         load_balancing_weight={"value": weight},
-        priority=priority,
     )
 
 

@@ -6,8 +6,6 @@ client resolves `xds:///SVC.NS:PORT` with, and it fetches nothing else for them.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -16,6 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import stat_prefix
 from xdsfleet.translate.proto import Message, ads_config_source, pack_into
 
@@ -23,7 +22,7 @@ HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 
 
-@lru_cache(maxsize=65536)
+@memoised
 def gateway_listener(name: str, port: int) -> Message:
     """A plaintext HTTP listener on all addresses; its routes are the RouteConfiguration `name`."""
     manager = hcm_pb2.HttpConnectionManager(
@@ -44,7 +43,7 @@ def gateway_listener(name: str, port: int) -> Message:
     )
 
 
-@lru_cache(maxsize=65536)
+@memoised
 def proxyless_listener(name: str, cluster: str) -> Message:
     """The listener gRPC resolves `name` with: every call goes to `cluster`."""
     routes = route_pb2.RouteConfiguration(

@@ -30,9 +30,7 @@ def view_of(profile: NodeProfile) -> LocalityView:
 def tier(view: LocalityView, member: Member, zone: str) -> int:
     """The tier of endpoints in `zone` of `member`: nearer is lower. Empty node fields match
     nothing, so a node that says nothing about itself sees every endpoint as elsewhere."""
-    if (view.member is not None and view.member == member.name) or (
-        view.zone and view.zone == zone
-    ):
+    if (view.member and view.member == member.name) or (view.zone and view.zone == zone):
         return SAME_ZONE
     if view.region and view.region == member.region:
         return SAME_REGION

@@ -8,7 +8,6 @@ configuration changes only when its routes or the resolvability of their backend
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
@@ -21,6 +20,7 @@ from xdsfleet.model.fleet import (
     PathMatchType,
     RouteRule,
 )
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.services import ServicePortKey
 
@@ -62,7 +62,7 @@ def referenced(routes: Iterable[HTTPRoute]) -> frozenset[ServicePortKey]:
     return frozenset(key for key in keys if key is not None)
 
 
-def used_clusters(
+def used_service_ports(
     routes: Iterable[HTTPRoute], resolved: frozenset[ServicePortKey]
 ) -> frozenset[ServicePortKey]:
     """The service ports the route configuration of these routes sends traffic to."""
@@ -71,7 +71,7 @@ def used_clusters(
     )
 
 
-@lru_cache(maxsize=65536)
+@memoised
 def route_configuration(
     name: str,
     listener_hostname: str | None,

@@ -20,7 +20,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.translate import names
-from xdsfleet.translate.memo import by_identity
+from xdsfleet.translate.memo import memoised_by_identity
 
 # appProtocol values that mean HTTP/2 without TLS towards the pods.
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
@@ -74,12 +74,31 @@ class MemberPort:
         return self._hash
 
 
-ServiceIndex = Mapping[ServicePortKey, tuple[MemberPort, ...]]
+@dataclass(frozen=True, slots=True)
+class ServicePortBackends:
+    """A service port and each exporting member's contribution: all that its cluster and its
+    assignments depend on."""
+
+    key: ServicePortKey
+    members: tuple[MemberPort, ...]  # in member order
+    http2: bool = field(init=False, compare=False)
+    # Computed once, as in MemberPort: every profile looks its assignment up by this value.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "http2", any(m.http2 for m in self.members))
+        object.__setattr__(self, "_hash", hash((self.key, self.members)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
-@by_identity(maxsize=64)
+ServiceIndex = Mapping[ServicePortKey, ServicePortBackends]
+
+
+@memoised_by_identity
 def service_index(state: FleetState) -> ServiceIndex:
-    """Every exported service port, sorted, with the contributing members in member order.
+    """Every exported service port, sorted.
 
     A port of the multi-cluster service exists when any exporting member's Service has it.
     """
@@ -87,10 +106,10 @@ def service_index(state: FleetState) -> ServiceIndex:
     for member_state in state.members:
         for key, contribution in member_ports(member_state, state.export_all):
             gathered.setdefault(key, []).append(contribution)
-    return {key: tuple(gathered[key]) for key in sorted(gathered)}
+    return {key: ServicePortBackends(key, tuple(gathered[key])) for key in sorted(gathered)}
 
 
-@by_identity(maxsize=16384)
+@memoised_by_identity
 def member_ports(
     member_state: MemberState, export_all: bool
 ) -> tuple[tuple[ServicePortKey, MemberPort], ...]:

@@ -14,6 +14,7 @@ from xdsfleet.translate.clusters import cluster
 from xdsfleet.translate.endpoints import assignment
 from xdsfleet.translate.listeners import gateway_listener, proxyless_listener
 from xdsfleet.translate.localities import view_of
+from xdsfleet.translate.memo import start_generation
 from xdsfleet.translate.names import gateway_listener_name, proxyless_listener_name
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
@@ -27,6 +28,7 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
     Pure and deterministic. The messages are shared with other profiles and generations:
     callers must never mutate them.
     """
+    start_generation(state)
     index = service_index(state)
     resources: Resources = {type_url: {} for type_url in types.ORDER}
     if profile.role is Role.GATEWAY:
@@ -40,9 +42,9 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
             _add_proxyless(resources, index)
     view = view_of(profile)
     for key in sorted(keys):
-        members = index[key]
-        resources[types.CLUSTER][key.cluster] = cluster(key.cluster, any(m.http2 for m in members))
-        resources[types.ENDPOINT][key.cluster] = assignment(key.cluster, members, view)
+        port = index[key]
+        resources[types.CLUSTER][key.cluster] = cluster(key.cluster, port.http2)
+        resources[types.ENDPOINT][key.cluster] = assignment(port, view)
     return resources
 
 
@@ -70,7 +72,7 @@ def _add_gateway(
         resources[types.ROUTE][name] = routes.route_configuration(
             name, listener.hostname, attached, resolved
         )
-        used |= routes.used_clusters(attached, resolved)
+        used |= routes.used_service_ports(attached, resolved)
     return used
 
 

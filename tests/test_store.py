@@ -1,0 +1,67 @@
+"""The store coalesces bursts of states, but lets endpoint removals through at once."""
+
+from __future__ import annotations
+
+from waiting import eventually
+
+from xdsfleet.app.store import Store, removes_endpoints
+from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
+
+
+def fleet(*pods: tuple[str, bool]) -> FleetState:
+    slice_ = EndpointSlice(
+        namespace="default",
+        name="shop-1",
+        service_name="shop",
+        ports=(),
+        endpoints=tuple(Endpoint(addresses=(a,), ready=ready) for a, ready in pods),
+    )
+    member = MemberState(
+        member=Member(name="zone-a", region="r", zone="z"), endpoint_slices=(slice_,)
+    )
+    return FleetState(name="f", members=(member,))
+
+
+def test_a_pod_going_unready_is_a_removal() -> None:
+    assert removes_endpoints(fleet(("10.0.0.1", True)), fleet(("10.0.0.1", False)))
+
+
+def test_a_pod_added_is_not_a_removal() -> None:
+    assert not removes_endpoints(
+        fleet(("10.0.0.1", True)), fleet(("10.0.0.1", True), ("10.0.0.2", True))
+    )
+
+
+def test_a_member_gone_with_ready_pods_is_a_removal() -> None:
+    assert removes_endpoints(fleet(("10.0.0.1", True)), FleetState(name="f", members=()))
+
+
+async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> None:
+    published: list[FleetState] = []
+    store = Store(published.append, quiet=0.05, current=fleet(("10.0.0.1", True)))
+    grown = [fleet(*((f"10.0.0.{i}", True) for i in range(1, n + 2))) for n in range(1, 5)]
+    for state in grown:
+        store.update(state)
+    assert published == []
+    await eventually(lambda: bool(published))
+    assert published == [grown[-1]]
+
+
+async def test_a_removal_is_published_without_waiting_for_quiet() -> None:
+    published: list[FleetState] = []
+    # A quiet period far longer than any test: only the removal path can publish in time.
+    store = Store(published.append, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True)))
+    store.update(fleet(("10.0.0.1", False)))
+    await eventually(lambda: bool(published))
+    assert published == [fleet(("10.0.0.1", False))]
+
+
+async def test_an_unchanged_state_is_not_published_again() -> None:
+    published: list[FleetState] = []
+    same = fleet(("10.0.0.1", True))
+    store = Store(published.append, quiet=0.01, current=same)
+    store.update(fleet(("10.0.0.1", True)))
+    store.update(fleet(("10.0.0.1", False)))
+    store.update(same)
+    await eventually(lambda: not store.pending)
+    assert published == []

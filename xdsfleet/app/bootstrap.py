@@ -48,7 +48,6 @@ def _is_ip(host: str) -> bool:
 def envoy_bootstrap(
     *, node_id: str, cluster: str, profile: NodeProfile, target: Target, admin_port: int
 ) -> dict[str, Any]:
-    ads_source = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": _node(node_id, cluster, profile),
         "dynamic_resources": {
@@ -58,8 +57,9 @@ def envoy_bootstrap(
                 "set_node_on_first_message_only": True,
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
             },
-            "cds_config": ads_source,
-            "lds_config": ads_source,
+            # Separate dicts: a shared one would come out of the YAML dumper as an anchor.
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {
             "clusters": [

@@ -1,0 +1,95 @@
+"""The command line as a user meets it: exit codes, output formats, and the files it generated."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from xdsfleet.cache import types
+from xdsfleet.cli import app
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "fleet.yaml"
+runner = CliRunner()
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "render", "validate", "bootstrap"):
+        assert command in result.output
+
+
+def test_validate_accepts_the_example_fleet() -> None:
+    result = runner.invoke(app, ["validate", "--fleet", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "3 members" in result.output
+
+
+def test_validate_without_a_fleet_checks_the_built_in_one() -> None:
+    assert runner.invoke(app, ["validate"]).exit_code == 0
+
+
+def test_validate_names_file_object_and_field_and_exits_non_zero(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "apiVersion: xdsfleet.io/v1alpha1\nkind: Fleet\nmetadata: {name: broken}\n"
+        "spec:\n  members:\n  - {name: a, region: r, zone: z, wieght: 2}\n"
+    )
+    result = runner.invoke(app, ["validate", "--fleet", str(fleet)])
+    assert result.exit_code == 1
+    assert str(fleet) in result.output
+    assert "Fleet broken" in result.output
+    assert "wieght" in result.output
+
+
+def test_render_json_lists_resources_sorted_by_type_and_name() -> None:
+    result = runner.invoke(
+        app, ["render", "--fleet", str(EXAMPLE), "--gateway", "default/demo", "-o", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["typeUrl"], r["name"]) for r in rows] == sorted(
+        (r["typeUrl"], r["name"]) for r in rows
+    )
+    assert {r["typeUrl"] for r in rows} == set(types.ORDER)
+    assert all(set(r) == {"typeUrl", "name", "version", "resource"} for r in rows)
+    clusters = [r for r in rows if r["typeUrl"] == types.CLUSTER]
+    assert [c["name"] for c in clusters] == ["default/shop:80"]
+
+
+def test_render_yaml_carries_the_same_rows_as_json() -> None:
+    args = ["render", "--fleet", str(EXAMPLE), "--role", "sidecar", "--zone", "eu-west-1a"]
+    as_yaml = yaml.safe_load(runner.invoke(app, [*args, "-o", "yaml"]).output)
+    as_json = json.loads(runner.invoke(app, [*args, "-o", "json"]).output)
+    assert as_yaml == as_json
+
+
+def test_render_refuses_a_malformed_gateway_reference() -> None:
+    result = runner.invoke(app, ["render", "--gateway", "no-namespace"])
+    assert result.exit_code == 2
+    assert "NAMESPACE/NAME" in result.output
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "envoy").glob("*.yaml")), ids=lambda p: p.name)
+def test_envoy_bootstraps_are_what_bootstrap_prints(path: Path) -> None:
+    header, _, body = path.read_text().partition("\n")
+    command = header.removeprefix("# Generated: xdsfleet ")
+    result = runner.invoke(app, shlex.split(command))
+    assert result.exit_code == 0, result.output
+    assert result.output == body
+
+
+def test_proxyless_bootstrap_is_grpc_format() -> None:
+    result = runner.invoke(
+        app,
+        ["bootstrap", "--role", "proxyless", "--xds-address", "xds.example:18000", "-o", "json"],
+    )
+    boot = json.loads(result.output)
+    assert boot["xds_servers"][0]["server_uri"] == "xds.example:18000"
+    assert boot["node"]["metadata"]["xdsfleet.io/role"] == "proxyless"

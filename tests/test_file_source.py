@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -81,15 +81,14 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def make_fleet(root: Path, **members: str) -> Path:
-    """A fleet in `root`: each member gets `shop.yaml` with the given text; the routes
-    directory holds the demo Gateway and a route for shop.example.com."""
-    members = members or {"zone_a": service_text("shop", "10.0.0.1")}
-    names = [name.replace("_", "-") for name in members]
-    for name, text in zip(names, members.values(), strict=True):
+def make_fleet(root: Path, members: Mapping[str, str] | None = None) -> Path:
+    """A fleet in `root`: each member gets `shop.yaml` with the given text (by default zone-a
+    runs shop at 10.0.0.1); the routes directory holds a Gateway and a route to shop."""
+    members = members or {"zone-a": service_text("shop", "10.0.0.1")}
+    for name, text in members.items():
         write(root / "members" / name / "shop.yaml", text)
     write(root / "routes" / "gateway.yaml", hostname_routes("shop.example.com"))
-    return write(root / "fleet.yaml", fleet_text(*names))
+    return write(root / "fleet.yaml", fleet_text(*members))
 
 
 def hostname_routes(hostname: str) -> str:
@@ -132,7 +131,7 @@ def test_a_symlinked_fleet_file_finds_the_directories_beside_its_target(tmp_path
 
 
 def test_load_fleet_reports_every_problem_in_every_file(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, zone_a="kind: Service\n", zone_b="a: [\n")
+    fleet = make_fleet(tmp_path, {"zone-a": "kind: Service\n", "zone-b": "a: [\n"})
     with pytest.raises(InvalidInput) as raised:
         load_fleet(fleet)
     assert {p.file for p in raised.value.problems} == {
@@ -180,7 +179,7 @@ def test_an_object_defined_in_two_files_is_reported_on_the_later_one(tmp_path: P
 
 
 def test_validate_fleet_reports_references_with_the_route_file(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, zone_a=service_text("cart", "10.0.0.1"))
+    fleet = make_fleet(tmp_path, {"zone-a": service_text("cart", "10.0.0.1")})
     (problem,) = validate_fleet(fleet)
     assert (problem.file, problem.obj, problem.field) == (
         str(tmp_path / "routes" / "gateway.yaml"),
@@ -190,7 +189,7 @@ def test_validate_fleet_reports_references_with_the_route_file(tmp_path: Path) -
 
 
 def test_validate_fleet_returns_parse_problems(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, zone_a="kind: Service\n")
+    fleet = make_fleet(tmp_path, {"zone-a": "kind: Service\n"})
     assert [p.field for p in validate_fleet(fleet)] == ["apiVersion", "metadata", "spec"]
 
 
@@ -256,7 +255,7 @@ async def test_the_source_hands_over_the_loaded_state_first(tmp_path: Path) -> N
 
 
 async def test_the_source_does_not_start_on_an_invalid_fleet(tmp_path: Path) -> None:
-    source = FileSource(make_fleet(tmp_path, zone_a="kind: Service\n"))
+    source = FileSource(make_fleet(tmp_path, {"zone-a": "kind: Service\n"}))
     try:
         with pytest.raises(InvalidInput):
             await source.run(States())
@@ -352,7 +351,7 @@ async def test_a_member_directory_created_after_the_fleet_names_it_is_read(tmp_p
 
 
 async def test_a_member_removed_from_the_fleet_disappears(tmp_path: Path) -> None:
-    fleet = make_fleet(tmp_path, zone_a=service_text("shop", "10.0.0.1"), zone_b="")
+    fleet = make_fleet(tmp_path, {"zone-a": service_text("shop", "10.0.0.1"), "zone-b": ""})
     async with following(fleet) as (_, states, _):
         write(fleet, fleet_text("zone-a"))
         state = await states.next()

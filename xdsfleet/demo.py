@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -173,9 +174,7 @@ def run(requests: int, listener: int | None) -> bool:
         ):
             started = time.monotonic()
             mark_unready(fleet, member)
-            wait_for(
-                lambda m=member: member_gone(port, m), timeout=20, what=f"traffic off {member}"
-            )
+            wait_for(partial(member_gone, port, member), timeout=20, what=f"traffic off {member}")
             console.print(
                 f"[dim]{member} marked unready; traffic moved within "
                 f"{time.monotonic() - started:.2f} s (file watch included)[/dim]"

@@ -11,6 +11,7 @@ import asyncio
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -88,7 +89,8 @@ async def serve(settings: Settings) -> None:
 
     source = FileSource(settings.fleet)
     source_task = asyncio.create_task(source.run(on_state), name="file-source")
-    await asyncio.wait({source_task, first}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {source_task, first}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if not first.done():
         source_task.result()  # raises what stopped the source
         raise Stopped("the fleet source ended before loading anything")

@@ -1,0 +1,27 @@
+"""`make demo` stays runnable: a short run of it, end to end, must pass."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from xdsfleet.local import free_port
+
+pytestmark = pytest.mark.envoy
+
+
+def test_a_short_demo_run_passes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "xdsfleet.demo", "--requests", "30"]
+        + ["--listener-port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "demo passed" in done.stdout
+    for member in ("zone-a", "zone-b", "idc"):
+        assert member in done.stdout

@@ -303,14 +303,16 @@ async def test_an_invalid_edit_is_rejected_while_other_files_still_apply(tmp_pat
 async def test_a_rejected_file_is_used_again_once_fixed(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path)
     shop = tmp_path / "members" / "zone-a" / "shop.yaml"
-    async with following(fleet) as (source, states, _):
-        write(shop, "apiVersion: v1\nkind: Service\nspec: [\n")
-        write(tmp_path / "routes" / "gateway.yaml", hostname_routes("www.example.com"))
-        await states.next()
-        assert source.problems
-        write(shop, service_text("shop", "10.0.0.7"))
-        assert addresses(await states.next()) == ["10.0.0.7"]
-        assert source.problems == ()
+    with capture_logs() as logs:
+        async with following(fleet) as (source, states, _):
+            write(shop, "apiVersion: v1\nkind: Service\nspec: [\n")
+            write(tmp_path / "routes" / "gateway.yaml", hostname_routes("www.example.com"))
+            await states.next()
+            assert source.problems
+            write(shop, service_text("shop", "10.0.0.7"))
+            assert addresses(await states.next()) == ["10.0.0.7"]
+            assert source.problems == ()
+    assert [e["file"] for e in logs if e["event"] == "source_recovered"] == [str(shop)]
 
 
 async def test_an_added_file_adds_its_objects(tmp_path: Path) -> None:
@@ -401,3 +403,22 @@ async def test_a_new_file_that_redefines_an_object_is_rejected(tmp_path: Path) -
         state = await states.next()
         assert addresses(state) == ["10.0.0.1"]
         assert {(p.file, p.field) for p in source.problems} == {(str(copy), "metadata.name")}
+
+
+async def test_a_service_removed_from_under_its_slice_is_applied_and_reported(
+    tmp_path: Path,
+) -> None:
+    text = service_text("shop", "10.0.0.1").split("---\n")
+    fleet = make_fleet(tmp_path, {"zone-a": "---\n".join(text[1:])})
+    service = write(tmp_path / "members" / "zone-a" / "service.yaml", text[0])
+    slices = tmp_path / "members" / "zone-a" / "shop.yaml"
+    with capture_logs() as logs:
+        async with following(fleet) as (source, states, _):
+            service.unlink()
+            state = await states.next()
+            assert state.members[0].services == ()
+            assert addresses(state) == ["10.0.0.1"]
+            assert [(p.file, p.field) for p in source.problems] == [
+                (str(slices), 'metadata.labels["kubernetes.io/service-name"]')
+            ]
+    assert [e["file"] for e in logs if e["event"] == "source_inconsistent"] == [str(slices)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -94,7 +95,21 @@ BASES: dict[str, tuple[dict[str, Any], Place, str]] = {
     "route": (ROUTE, Place.ROUTES, "HTTPRoute default/shop"),
     "fleet": (FLEET, Place.FLEET, "Fleet demo"),
 }
-DELETE = object()
+PLACES = {
+    Place.FLEET: {"Fleet"},
+    Place.MEMBER: {"Service", "EndpointSlice", "ServiceExport"},
+    Place.ROUTES: {"Gateway", "HTTPRoute"},
+}
+
+
+class _Delete:
+    """Marks a field to remove, in `edited`."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 FILE = "/fleet/file.yaml"
 
 
@@ -247,6 +262,18 @@ def test_harmless_metadata_is_accepted() -> None:
 def test_empty_documents_are_skipped() -> None:
     text = "---\n" + text_of(SERVICE) + "---\n"
     assert len(parse_file(text, FILE, Place.MEMBER).services) == 1
+
+
+DOCUMENTED = re.findall(
+    r"```yaml\n(.*?)```", (Path(__file__).parent.parent / "docs" / "fleet.md").read_text(), re.S
+)
+
+
+@pytest.mark.parametrize("example", DOCUMENTED, ids=lambda text: text.split("kind: ")[1].split()[0])
+def test_every_example_in_the_format_documentation_parses(example: str) -> None:
+    kinds = re.findall(r"^kind: (\w+)", example, re.MULTILINE)
+    place = next(p for p in (Place.FLEET, Place.MEMBER, Place.ROUTES) if kinds[0] in PLACES[p])
+    parse_file(example, "docs/fleet.md", place, "/fleet")
 
 
 # --- Bad documents: each names file, object and field ----------------------------------------

@@ -24,7 +24,9 @@ TRANSLATE_SECONDS = Histogram(
 )
 PROFILES = Gauge("xdsfleet_profiles", "Node profiles with at least one stream.")
 SOURCE_REJECTIONS = Counter(
-    "xdsfleet_source_rejections_total", "Input documents rejected as invalid.", ["source"]
+    "xdsfleet_source_rejections_total",
+    "Times an input file was found invalid or inconsistent (its last good version serves).",
+    ["source"],
 )
 SOURCE_PROBLEMS = Gauge(
     "xdsfleet_source_problems",

@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 from watchfiles import awatch
 
+from xdsfleet import metrics
 from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.sources.manifests import (
@@ -221,10 +222,9 @@ class _Catalog:
             and (error := self._directory_errors.get(Path(directory))) is not None
         ]
 
-    def settle(self) -> _Outcome:
-        """Decide which version of each file counts: the latest when it is valid and fits with
-        the others, else the last good one. Raises `InvalidInput` when there is no good Fleet
-        file at all (a first load)."""
+    def _candidates(self) -> tuple[dict[_Key, FileContents], set[_Key]]:
+        """Each file's latest version when valid, else its last good one; and the files whose
+        candidate differs from the version in use (edited, added or removed)."""
         chosen: dict[_Key, FileContents] = {}
         for key, read in self._latest.items():
             if read.contents is not None:
@@ -234,16 +234,25 @@ class _Catalog:
         pending = {
             k for k in chosen.keys() | self._good.keys() if chosen.get(k) != self._good.get(k)
         }
-        blamed_problems: list[Problem] = []
+        return chosen, pending
+
+    def settle(self) -> _Outcome:
+        """Decide which version of each file counts: the latest when it is valid and fits with
+        the others, else the last good one. Raises `InvalidInput` when there is no good Fleet
+        file at all (a first load)."""
+        chosen, pending = self._candidates()
+        rejected: list[Problem] = []
         while True:
             files, used = self._fleet_files(chosen, pending)
-            loaded, problems = assemble(files)
-            blamed = {k for k in pending if str(k[1]) in {p.file for p in problems}}
+            loaded, clashes = assemble(files)
+            at_fault = {p.file for p in clashes}
+            blamed = {k for k in pending if str(k[1]) in at_fault}
             if not blamed:
                 break
-            # A changed file that clashes with the files in use is rejected like an invalid one.
+            # A changed file that clashes with the files in use is rejected like an invalid
+            # one; each round puts back at least one file, so this ends.
             blamed_files = {str(k[1]) for k in blamed}
-            blamed_problems += [p for p in problems if p.file in blamed_files]
+            rejected += [p for p in clashes if p.file in blamed_files]
             for key in blamed:
                 pending.discard(key)
                 if key in self._good:
@@ -251,17 +260,28 @@ class _Catalog:
                 else:
                     del chosen[key]
         self._good = {key: chosen[key] for key in used}
-        in_play = self._directories([files.fleet]) | {self._fleet_key}
+        return self._outcome(loaded, files.fleet, rejected, clashes)
+
+    def _outcome(
+        self,
+        loaded: LoadedFleet,
+        spec: FleetSpec,
+        rejected: list[Problem],
+        unresolved: list[Problem],
+    ) -> _Outcome:
+        """The problems in play: invalid files of the fleet, missing directories, clashes that
+        rejected a file and those that could not be pinned on a changed file."""
+        in_play = self._directories([spec]) | {self._fleet_key}
         invalid = {
             key: read.problems
             for key, read in self._latest.items()
             if read.problems and (key in in_play or (key[0], key[1].parent) in in_play)
         }
-        all_problems = [p for found in invalid.values() for p in found]
-        all_problems += self._directory_problems(files.fleet) + blamed_problems + problems
-        rejected = {str(k[1]) for k in invalid} | {p.file for p in blamed_problems}
+        problems = [p for found in invalid.values() for p in found]
+        problems += self._directory_problems(spec) + rejected + unresolved
+        rejected_files = {str(k[1]) for k in invalid} | {p.file for p in rejected}
         return _Outcome(
-            loaded, tuple(dict.fromkeys(all_problems)), frozenset(rejected), len(self._good)
+            loaded, tuple(dict.fromkeys(problems)), frozenset(rejected_files), len(self._good)
         )
 
 
@@ -367,7 +387,9 @@ class FileSource:
                 # a member directory gone).
                 event = "source_rejected" if file in outcome.rejected else "source_inconsistent"
                 log.warning(event, file=file, problems=[str(p) for p in problems])
+                metrics.SOURCE_REJECTIONS.labels("files").inc()
         for file in self._reported.keys() - by_file.keys():
             log.info("source_recovered", file=file)
         self._reported = by_file
         self.problems = outcome.problems
+        metrics.SOURCE_PROBLEMS.labels("files").set(len(outcome.problems))

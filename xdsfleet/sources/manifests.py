@@ -197,7 +197,7 @@ def _type_name(value: object) -> str:
         case list():
             return "a list"
         case dict():
-            return "a mapping"
+            return "a map"
         case _:
             return type(value).__name__
 
@@ -605,17 +605,13 @@ def _fixed(entry: _Map, key: str, only: str) -> None:
         entry.problem(key, f"only {only!r} is supported; got {value!r}")
 
 
-def _hostname(entry: _Map, key: str) -> str | None:
-    return entry.optional_name(key, HOSTNAME)
-
-
 def _listener(entry: _Map) -> GatewayListener:
     name = entry.name("name", DNS_SUBDOMAIN)
     port = entry.port("port")
     protocol = entry.required_text("protocol")
     if protocol and protocol != "HTTP":
         entry.problem("protocol", f"only HTTP is supported for now; got {protocol!r}")
-    return GatewayListener(name, port, protocol, _hostname(entry, "hostname"))
+    return GatewayListener(name, port, protocol, entry.optional_name("hostname", HOSTNAME))
 
 
 def _gateway(doc: _Map, kind: _Kind) -> Gateway:

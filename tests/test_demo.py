@@ -13,9 +13,9 @@ pytestmark = pytest.mark.envoy
 
 
 def test_a_short_demo_run_passes() -> None:
+    argv = [sys.executable, "-m", "xdsfleet.demo", "--requests", "30"]
     done = subprocess.run(
-        [sys.executable, "-m", "xdsfleet.demo", "--requests", "30"]
-        + ["--listener-port", str(free_port())],
+        [*argv, "--listener-port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=120,

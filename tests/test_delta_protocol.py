@@ -156,3 +156,13 @@ def test_rule13_cluster_and_endpoint_removals_come_after_routes() -> None:
         (CLUSTER, ("b",)),
         (ENDPOINT, ("b",)),
     ]
+
+
+def test_status_forgets_removed_resources_once_acked() -> None:
+    stream = DeltaStream()
+    stream.on_request(delta_request(CLUSTER))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(delta_request(CLUSTER, nonce=first.nonce))
+    [removal] = stream.next_responses(ONE)
+    stream.on_request(delta_request(CLUSTER, nonce=removal.nonce))
+    assert set(stream.status()[CLUSTER].held) == {"a"}

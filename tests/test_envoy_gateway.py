@@ -158,7 +158,7 @@ def test_envoy_reports_the_versions_we_served(mesh: Mesh) -> None:
     else:
         # SotW: Envoy records the response's version_info, which it also ACKed.
         client = mesh.server.clients()[0]
-        assert active["version_info"] == client["types"]["CDS"]["acked_version"]
+        assert active["version_info"] == client["types"]["CDS"]["ackedVersion"]
     assert client["node"] == f"gateway-{'delta' if mesh.delta else 'sotw'}"
 
 

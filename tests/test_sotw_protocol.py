@@ -196,3 +196,17 @@ def test_unsupported_type_is_reported_and_ignored() -> None:
     result = stream.on_request(request("type.googleapis.com/some.Other"))
     assert result.outcome is Outcome.UNSUPPORTED
     assert stream.next_responses(ONE) == []
+
+
+def test_status_tracks_what_the_client_holds_and_refused() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["a", "b"]))
+    [first] = stream.next_responses(TWO)
+    stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce, version=first.version))
+    moved = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.9",)})
+    [second] = stream.next_responses(moved)
+    stream.on_request(request(ENDPOINT, ["a", "b"], nonce=second.nonce, error="no"))
+    status = stream.status()[ENDPOINT]
+    assert status.held == {r.name: r.version for r in first.resources}
+    assert status.refused == {"b": (second.resources[0].version, "no")}
+    assert status.summary()["refused"] == 1

@@ -8,7 +8,6 @@ what it was sent, what it accepted and why it last refused.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -27,10 +26,7 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
             "cluster": info.node_cluster,
             "peer": info.peer,
             "profile": info.profile.describe(),
-            "types": {
-                types.SHORT_NAMES[t]: asdict(s) | {"inSync": s.in_sync}
-                for t, s in info.machine.status().items()
-            },
+            "types": {types.SHORT_NAMES[t]: s.summary() for t, s in info.machine.status().items()},
         }
         for info in ads.streams.values()
     ]

@@ -38,6 +38,8 @@ class ServicePort:
     protocol: str = "TCP"
     app_protocol: str | None = None
     target_port: int | str | None = None
+    # Set on NodePort and LoadBalancer Services: how members in nodePort mode are reached.
+    node_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,16 @@ class EndpointSlice:
 
 
 @dataclass(frozen=True, slots=True)
+class Node:
+    """A member's node, as far as NodePort endpoints need it."""
+
+    name: str
+    addresses: tuple[str, ...]  # InternalIP addresses, in the order Kubernetes lists them
+    zone: str | None = None  # the `topology.kubernetes.io/zone` label
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class MemberState:
     """What one member currently runs. `stale` marks a member whose source stopped answering:
     its last known objects are kept and still served."""
@@ -89,6 +101,8 @@ class MemberState:
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     # (namespace, name) of each ServiceExport.
     exports: tuple[tuple[str, str], ...] = ()
+    # Only filled for members in nodePort mode.
+    nodes: tuple[Node, ...] = ()
     stale: bool = False
 
 

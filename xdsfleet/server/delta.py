@@ -71,8 +71,7 @@ class DeltaStream:
             assert isinstance(sent, _DeltaSent)
             self._reject(state, sent, request.error_detail.message)
             return RequestResult(Outcome.NACK, type_url, sent.version, request.error_detail.message)
-        state.status.acked_version = sent.version
-        state.status.acks += 1
+        state.status.accept(sent, full_state=False)
         return RequestResult(Outcome.ACK, type_url, sent.version)
 
     def _subscribe(self, state: _TypeState, request: Any) -> None:
@@ -100,6 +99,7 @@ class DeltaStream:
                 state.names.discard(name)
                 state.known.pop(name, None)
                 state.forced.discard(name)
+                state.status.forget(name)
             # Unsubscribing a name never subscribed is ignored (rule 18).
 
     def _reject(self, state: _TypeState, sent: _DeltaSent, message: str) -> None:
@@ -109,9 +109,7 @@ class DeltaStream:
                 state.known.pop(name, None)
             else:
                 state.known[name] = version
-        state.status.nacks += 1
-        state.status.nack_version = sent.version
-        state.status.nack_message = message
+        state.status.refuse(sent, message)
 
     # Responses
 
@@ -186,5 +184,6 @@ class DeltaStream:
         state.status.sent_version = version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        self._inflight.add(nonce, _DeltaSent(type_url, version, tuple(changed), previous=previous))
+        sent = _DeltaSent(type_url, version, tuple(changed), tuple(removed), previous=previous)
+        self._inflight.add(nonce, sent)
         return Response(type_url, nonce, version, tuple(changed), tuple(removed))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from xdsfleet.cache.resources import Encoded
@@ -37,6 +37,16 @@ class RequestResult:
     message: str = ""  # for NACK: Envoy's error_detail.message
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A response remembered until the client answers it."""
+
+    type_url: str
+    version: str
+    resources: tuple[Encoded, ...]
+    removed: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class TypeStatus:
     """Per stream and type, what an SRE asks: what was sent, what the client holds, and why it
@@ -50,19 +60,51 @@ class TypeStatus:
     responses: int = 0
     acks: int = 0
     nacks: int = 0
+    # Per resource: the version the client accepted, and what it refused with its message.
+    held: dict[str, str] = field(default_factory=dict, repr=False)
+    refused: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def in_sync(self) -> bool:
         return self.sent_nonce != "" and self.sent_version == self.acked_version
 
+    def accept(self, sent: Sent, *, full_state: bool) -> None:
+        self.acked_version = sent.version
+        self.acks += 1
+        if full_state:
+            self.held.clear()
+        for res in sent.resources:
+            self.held[res.name] = res.version
+            self.refused.pop(res.name, None)
+        for name in sent.removed:
+            self.held.pop(name, None)
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """A response remembered until the client answers it."""
+    def refuse(self, sent: Sent, message: str) -> None:
+        self.nacks += 1
+        self.nack_version = sent.version
+        self.nack_message = message
+        for res in sent.resources:
+            self.refused[res.name] = (res.version, message)
 
-    type_url: str
-    version: str
-    resources: tuple[Encoded, ...]
+    def forget(self, name: str) -> None:
+        """The client no longer asks for `name`."""
+        self.held.pop(name, None)
+        self.refused.pop(name, None)
+
+    def summary(self) -> dict[str, object]:
+        """The scalar fields, for listings where per-resource maps would be too long."""
+        return {
+            "sentVersion": self.sent_version,
+            "ackedVersion": self.acked_version,
+            "inSync": self.in_sync,
+            "nackVersion": self.nack_version,
+            "nackMessage": self.nack_message,
+            "responses": self.responses,
+            "acks": self.acks,
+            "nacks": self.nacks,
+            "resources": len(self.held),
+            "refused": len(self.refused),
+        }
 
 
 class Inflight:

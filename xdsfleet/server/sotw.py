@@ -82,8 +82,8 @@ class SotwStream:
                 Outcome.NACK, type_url, request.version_info, request.error_detail.message
             )
         elif nonce:
-            state.status.acked_version = request.version_info
-            state.status.acks += 1
+            if sent is not None:
+                state.status.accept(sent, full_state=type_url in types.FULL_STATE)
             result = RequestResult(Outcome.ACK, type_url, request.version_info)
         self._subscribe(type_url, state, list(request.resource_names))
         return result
@@ -93,9 +93,7 @@ class SotwStream:
         state.rejected.update((r.name, r.version) for r in sent.resources)
         if sent.type_url in types.FULL_STATE:
             state.rejected_sets.add(sent.version)
-        state.status.nacks += 1
-        state.status.nack_version = sent.version
-        state.status.nack_message = request.error_detail.message
+        state.status.refuse(sent, request.error_detail.message)
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: list[str]) -> None:
         names = set(resource_names)
@@ -115,6 +113,7 @@ class SotwStream:
             for gone in state.names - names:
                 # Forget it, so that asking again later gets it again.
                 state.sent.pop(gone, None)
+                state.status.forget(gone)
         state.requested = True
         state.wildcard = wildcard
         state.ever_named = state.ever_named or bool(names)
@@ -211,5 +210,5 @@ class SotwStream:
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        self._inflight.add(nonce, Sent(plan.type_url, plan.version, plan.resources))
+        self._inflight.add(nonce, Sent(plan.type_url, plan.version, plan.resources, plan.removed))
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)

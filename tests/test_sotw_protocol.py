@@ -210,3 +210,13 @@ def test_status_tracks_what_the_client_holds_and_refused() -> None:
     assert status.held == {r.name: r.version for r in first.resources}
     assert status.refused == {"b": (second.resources[0].version, "no")}
     assert status.summary()["refused"] == 1
+
+
+def test_a_second_request_with_the_same_nonce_only_changes_the_subscription() -> None:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["a"]))
+    [first] = stream.next_responses(TWO)
+    ack = stream.on_request(request(ENDPOINT, ["a"], nonce=first.nonce, version=first.version))
+    grow = stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce))
+    assert (ack.outcome, grow.outcome) == (Outcome.ACK, Outcome.SUBSCRIBE)
+    assert stream.status()[ENDPOINT].acks == 1

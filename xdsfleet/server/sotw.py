@@ -73,17 +73,17 @@ class SotwStream:
             if nack and sent is not None:
                 self._reject(state, sent, request)
             return RequestResult(Outcome.STALE, type_url, request.version_info)
+        # A request echoing a nonce already answered only changes the subscription: Envoy sends
+        # one whenever its set of names changes between responses.
         result = RequestResult(Outcome.SUBSCRIBE, type_url)
-        if nonce and nack:
+        if sent is not None and nack:
             # Rule 5: a NACK is an error_detail, whatever version it carries.
-            if sent is not None:
-                self._reject(state, sent, request)
+            self._reject(state, sent, request)
             result = RequestResult(
                 Outcome.NACK, type_url, request.version_info, request.error_detail.message
             )
-        elif nonce:
-            if sent is not None:
-                state.status.accept(sent, full_state=type_url in types.FULL_STATE)
+        elif sent is not None:
+            state.status.accept(sent, full_state=type_url in types.FULL_STATE)
             result = RequestResult(Outcome.ACK, type_url, request.version_info)
         self._subscribe(type_url, state, list(request.resource_names))
         return result

@@ -39,6 +39,8 @@ STREAMS_PER_CHANNEL = 50
 # Without a local subchannel pool, channels to one target share one connection; separate
 # connections are what separate Envoys would have.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+OPEN_ATTEMPTS = 5
+RETRY_SECONDS = 0.2  # times the attempt number: a linear backoff, as a start-up storm needs
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +115,43 @@ def _carries_hot(response: Any) -> bool:
     return False
 
 
-async def sidecar(channel: grpc.aio.Channel, index: int, tally: Tally) -> None:
+@dataclass(slots=True)
+class Opens:
+    """Stream opens that failed before a first response and were retried, over all clients."""
+
+    retried: int = 0
+
+
+async def _open(channel: grpc.aio.Channel, index: int, opens: Opens) -> tuple[Any, Any]:
+    """Open the stream and return it with its first response.
+
+    gRPC core cancels calls beyond its queue of calls the server has not yet picked up
+    (`grpc.server.max_pending_requests`, 1,000 by default), which a thousand streams opened at
+    once can reach; the first write then fails as CANCELLED or INTERNAL. Envoy would retry, and
+    so does this, but only before the first response: a stream that fails later ends the run.
+    """
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        call = channel.stream_stream(
+            METHOD,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )()
+        try:
+            await call.write(_first_request(index))
+            return call, await call.read()
+        except grpc.aio.AioRpcError:
+            if attempt == OPEN_ATTEMPTS:
+                raise
+        opens.retried += 1
+        await asyncio.sleep(RETRY_SECONDS * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def sidecar(channel: grpc.aio.Channel, index: int, tally: Tally, opens: Opens) -> None:
     """One Envoy's ADS stream, until the server or the process ends it."""
-    call = channel.stream_stream(
-        METHOD,
-        request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-        response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-    )()
-    await call.write(_first_request(index))
+    call, response = await _open(channel, index, opens)
     eds: list[str] = []
-    while (response := await call.read()) is not grpc.aio.EOF:
+    while response is not grpc.aio.EOF:
         endpoints = response.type_url == types.ENDPOINT
         await call.write(_ack(response, eds if endpoints else []))
         acked_at = time.monotonic()
@@ -133,6 +162,7 @@ async def sidecar(channel: grpc.aio.Channel, index: int, tally: Tally) -> None:
             await call.write(
                 discovery_pb2.DiscoveryRequest(type_url=types.ENDPOINT, resource_names=eds)
             )
+        response = await call.read()
 
 
 async def run(port: int, clients: int) -> None:
@@ -140,13 +170,14 @@ async def run(port: int, clients: int) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     tally = Tally(clients)
+    opens = Opens()
     channels = [
         grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
         for _ in range(0, clients, STREAMS_PER_CHANNEL)
     ]
     tasks = [
         asyncio.create_task(
-            sidecar(channels[i // STREAMS_PER_CHANNEL], i, tally), name=f"sidecar-{i}"
+            sidecar(channels[i // STREAMS_PER_CHANNEL], i, tally, opens), name=f"sidecar-{i}"
         )
         for i in range(clients)
     ]
@@ -155,12 +186,18 @@ async def run(port: int, clients: int) -> None:
         done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
             failed = done.pop()
-            raise RuntimeError(f"{failed.get_name()} ended early: {failed.exception()!r}")
+            why = failed.exception() or "the server ended the stream"
+            raise RuntimeError(f"{failed.get_name()} ended early: {why!r}")
     finally:
         for task in [stopping, *tasks]:
             task.cancel()
         await asyncio.gather(stopping, *tasks, return_exceptions=True)
         await asyncio.gather(*(channel.close() for channel in channels))
+        if opens.retried:
+            print(
+                f"benchmark clients: {opens.retried} stream opens failed early, retried",
+                file=sys.stderr,
+            )
 
 
 def main() -> None:

@@ -126,7 +126,7 @@ class Floor:
     async def _stream(self, requests: AsyncIterator[Any], context: Any) -> None:
         outbox = _Outbox()
         self._streams.add(outbox)
-        reader = asyncio.create_task(self._read(requests, outbox))
+        reader = asyncio.create_task(self._read(requests, outbox), name="floor-reader")
         try:
             while not reader.done():
                 await outbox.wake.wait()

@@ -35,6 +35,10 @@ class FleetFiles:
     listener_port: int
     service_port: int = 80
     app_protocol: str | None = None
+    # TrafficPolicy documents (routes/policies.yaml); `spec` only, keyed by policy name.
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # service -> the rules of its HTTPRoute, instead of one rule to the service.
+    rules: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def fleet(self) -> Path:
@@ -45,8 +49,25 @@ class FleetFiles:
         self.fleet.write_text(yaml.safe_dump(self._fleet_doc(), sort_keys=False))
         routes = [self._gateway_doc(), *self._route_docs()]
         (self.root / "routes" / "gateway.yaml").write_text(yaml.safe_dump_all(routes))
+        self.write_policies()
         for member in self.members:
             self.write_member(member)
+
+    def write_policies(self) -> None:
+        path = self.root / "routes" / "policies.yaml"
+        if not self.policies:
+            path.unlink(missing_ok=True)
+            return
+        docs = [
+            {
+                "apiVersion": "xdsfleet.io/v1alpha1",
+                "kind": "TrafficPolicy",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": spec,
+            }
+            for name, spec in self.policies.items()
+        ]
+        path.write_text(yaml.safe_dump_all(docs))
 
     def write_member(self, member: MemberSpec) -> None:
         directory = self.root / "members" / member.name
@@ -105,23 +126,26 @@ class FleetFiles:
                 "spec": {
                     "parentRefs": [{"name": "gw"}],
                     "hostnames": [f"{service}.example.com"],
-                    "rules": [
+                    "rules": self.rules.get(service)
+                    or [
                         {
                             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                            "backendRefs": [
-                                {
-                                    "group": "multicluster.x-k8s.io",
-                                    "kind": "ServiceImport",
-                                    "name": service,
-                                    "port": self.service_port,
-                                }
-                            ],
+                            "backendRefs": [self.backend(service)],
                         }
                     ],
                 },
             }
             for service in self.services()
         ]
+
+    def backend(self, service: str) -> dict[str, Any]:
+        """A backendRef to the service across its members."""
+        return {
+            "group": "multicluster.x-k8s.io",
+            "kind": "ServiceImport",
+            "name": service,
+            "port": self.service_port,
+        }
 
     def _service_docs(self, member: MemberSpec, service: str, pods: list[Pod]) -> list[Any]:
         port: dict[str, Any] = {"name": "http", "port": self.service_port}

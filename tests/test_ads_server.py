@@ -41,15 +41,15 @@ class Fixture:
         for profile in self.cache.profiles():
             self.cache.set(profile, snap)
 
-    def stub(self) -> Any:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+    def stub(self, *options: tuple[str, int]) -> Any:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=options)
         return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
 
 
-async def start(initial: Snapshot) -> tuple[Fixture, grpc.aio.Server]:
+async def start(initial: Snapshot, *, send_timeout: float = 30) -> tuple[Fixture, grpc.aio.Server]:
     holder: dict[str, Fixture] = {}
     cache = SnapshotCache(lambda _profile: holder["f"].current)
-    service = AdsService(cache)
+    service = AdsService(cache, send_timeout=send_timeout)
     server, port = await listen.start(service, port=0, host="127.0.0.1")
     holder["f"] = Fixture(cache, service, port, initial)
     return holder["f"], server
@@ -184,3 +184,37 @@ async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
     assert len(ads.service.streams) == 1
     await call.done_writing()
     await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
+
+
+def big(version: int) -> Snapshot:
+    """One assignment of about 100 kB, so that a client that does not read fills its windows."""
+    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(4000))
+    return snapshot({"a": addresses})
+
+
+async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> None:
+    fixture, server = await start(big(0), send_timeout=0.5)
+    watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
+    try:
+        # A connection of its own whose windows never grow: it stalls after a response or two.
+        own = (("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0))
+        stalled = fixture.stub(*own).StreamAggregatedResources()
+        await stalled.write(with_node(request(ENDPOINT, ["a"])))
+        reader = fixture.stub().StreamAggregatedResources()
+        await reader.write(with_node(request(ENDPOINT, ["a"])))
+        await eventually(lambda: len(fixture.service.streams) == 2)
+        received = [await read(reader)]
+        for version in range(1, 40):
+            fixture.publish(big(version))
+            received.append(await read(reader))
+            await reader.write(request(ENDPOINT, ["a"], nonce=received[-1].nonce))
+            if len(fixture.service.streams) == 1:
+                break
+        # The reader got every change while the other stalled, and the stalled one was closed.
+        await eventually(lambda: len(fixture.service.streams) == 1)
+        assert len({r.version_info for r in received}) == len(received)
+        stalled.cancel()
+        reader.cancel()
+    finally:
+        watchdog.cancel()
+        await server.stop(0)

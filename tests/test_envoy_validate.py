@@ -2,7 +2,8 @@
 
 Envoy's `--mode validate` checks a bootstrap, not an xDS stream, so each profile's resources
 are folded into a static bootstrap first: clusters become STATIC with their assignment inlined,
-listeners carry their RouteConfiguration inline. What is checked is exactly what we send.
+listeners carry their RouteConfiguration inline, SDS secrets become static secrets. What is
+checked is exactly what we send.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from xdsfleet.cache import types
 from xdsfleet.local import envoy_binary
@@ -45,6 +48,7 @@ from xdsfleet.translate import Resources, translate
 from xdsfleet.translate.listeners import HTTP_CONNECTION_MANAGER
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fleet.yaml"
+FULL_EXAMPLE = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
 
 pytestmark = pytest.mark.envoy
 
@@ -76,7 +80,24 @@ def static_bootstrap(resources: Resources) -> Any:
         for chain in static.filter_chains:
             for connection_manager in chain.filters:
                 _inline_routes(connection_manager, resources[types.ROUTE])
+            if chain.HasField("transport_socket"):
+                _static_secrets(chain.transport_socket)
+    bootstrap.static_resources.secrets.extend(resources[types.SECRET].values())
     return bootstrap
+
+
+def _static_secrets(socket: Any) -> None:
+    """Point a TLS or QUIC transport socket's SDS names at the bootstrap's static secrets."""
+    for kind in (tls_pb2.DownstreamTlsContext, quic_transport_pb2.QuicDownstreamTransport):
+        if socket.typed_config.Is(kind.DESCRIPTOR):
+            config = kind()
+            socket.typed_config.Unpack(config)
+            context = (
+                config if kind is tls_pb2.DownstreamTlsContext else config.downstream_tls_context
+            )
+            for secret in context.common_tls_context.tls_certificate_sds_secret_configs:
+                secret.ClearField("sds_config")
+            socket.typed_config.Pack(config, deterministic=True)
 
 
 def _inline_routes(connection_manager: Any, routes: dict[str, Any]) -> None:
@@ -207,3 +228,18 @@ EXAMPLE_PROFILES = {
 def test_envoy_accepts_what_the_example_fleet_renders(profile: NodeProfile, tmp_path: Path) -> None:
     state = load_fleet(EXAMPLE).state
     assert_envoy_accepts(translate(state, profile), tmp_path)
+
+
+FULL_PROFILES = {
+    "gateway-zone-a": NodeProfile(gateway="default/edge", region="eu-west", zone="eu-west-1a"),
+    "gateway-anywhere": NodeProfile(gateway="default/edge"),
+    "sidecar-idc": NodeProfile(role=Role.SIDECAR, member="idc", region="on-prem", zone="dc1"),
+    "proxyless": NodeProfile(role=Role.PROXYLESS, region="us-east"),
+}
+
+
+@pytest.mark.parametrize("profile", FULL_PROFILES.values(), ids=FULL_PROFILES.keys())
+def test_envoy_accepts_everything_the_full_example_renders(
+    profile: NodeProfile, tmp_path: Path
+) -> None:
+    assert_envoy_accepts(translate(load_fleet(FULL_EXAMPLE).state, profile), tmp_path)

@@ -354,7 +354,7 @@ CASES = [
     Case("gateway", "spec.gatewayClassName", DELETE, "spec.gatewayClassName", "missing"),
     Case("gateway", "spec.listeners", [], "spec.listeners", "must not be empty"),
     Case(
-        "gateway", "spec.listeners[0].protocol", "HTTPS", "spec.listeners[0].protocol", "only HTTP"
+        "gateway", "spec.listeners[0].protocol", "TLS", "spec.listeners[0].protocol", "HTTP, HTTPS"
     ),
     Case("gateway", "spec.listeners[0].port", 0, "spec.listeners[0].port", "between 1 and 65535"),
     Case("gateway", "spec.listeners[0].hostname", "A_b", "spec.listeners[0].hostname", "hostname"),
@@ -362,7 +362,7 @@ CASES = [
     Case(
         "route", "spec.parentRefs[0].kind", "Service", "spec.parentRefs[0].kind", "only 'Gateway'"
     ),
-    Case("route", "spec.rules[0].filters", [], "spec.rules[0].filters", "unknown field"),
+    Case("route", "spec.rules[0].sessionPersistence", {}, "spec.rules[0].sessionPersistence", "un"),
     Case(
         "route",
         "spec.rules[0].backendRefs[0].port",
@@ -394,9 +394,9 @@ CASES = [
     Case(
         "route",
         "spec.rules[0].matches",
-        [{"path": {"type": "RegularExpression", "value": "/.*"}}],
+        [{"path": {"type": "Regex", "value": "/.*"}}],
         "spec.rules[0].matches[0].path.type",
-        "must be one of Exact, PathPrefix",
+        "must be one of Exact, PathPrefix, RegularExpression",
     ),
     Case(
         "route",
@@ -408,9 +408,9 @@ CASES = [
     Case(
         "route",
         "spec.rules[0].matches",
-        [{"headers": []}],
-        "spec.rules[0].matches[0].headers",
-        "unknown field",
+        [{"headers": [{"type": "Prefix", "name": "x-canary", "value": "1"}]}],
+        "spec.rules[0].matches[0].headers[0].type",
+        "must be one of Exact, RegularExpression",
     ),
     Case("fleet", "spec.members[0].name", "Zone_A", "spec.members[0].name", "DNS-1123 label"),
     Case("fleet", "spec.members", [MEMBER, MEMBER], "spec.members[1].name", "duplicate member"),
@@ -424,8 +424,15 @@ CASES = [
         "fleet",
         "spec.members[0].source.kubeconfig",
         "~/.kube/config",
-        "spec.members[0].source.kubeconfig",
-        "unknown field",
+        "spec.members[0].source",
+        "needs exactly one of manifests or kubeconfig or secret; got 2",
+    ),
+    Case(
+        "fleet",
+        "spec.members[0].source.context",
+        "east",
+        "spec.members[0].source.context",
+        "only with kubeconfig",
     ),
     Case(
         "fleet",

@@ -21,10 +21,22 @@ from xdsfleet.model.fleet import (
     PathMatch,
     RouteMatch,
     RouteRule,
+    SecretRef,
     Service,
     ServicePort,
+    TLSSecret,
 )
 from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.model.policy import (
+    Http3,
+    MemberPolicy,
+    Pin,
+    PolicySpec,
+    PolicyTarget,
+    Retry,
+    TargetKind,
+    TrafficPolicy,
+)
 from xdsfleet.translate import translate
 from xdsfleet.translate.services import ServicePortKey, service_index
 
@@ -51,14 +63,35 @@ def running(member: Member, *slices: EndpointSlice) -> MemberState:
 
 EAST = Member("east", "r-east", "z-east")
 WEST = Member("west", "r-west", "z-west")
-GATEWAY = Gateway("infra", "edge", "xdsfleet", (GatewayListener("a", 80), GatewayListener("b", 81)))
+TLS = GatewayListener("c", 443, "HTTPS", certificate_refs=(SecretRef("ns", "edge-tls"),))
+GATEWAY = Gateway(
+    "infra", "edge", "xdsfleet", (GatewayListener("a", 80), GatewayListener("b", 81), TLS)
+)
+# Policies of every level, so that memoisation is checked through them too.
+POLICIES = (
+    TrafficPolicy(
+        "ns",
+        "web",
+        (PolicyTarget(TargetKind.SERVICE, "web"),),
+        PolicySpec(members=(MemberPolicy("west", weight=3),), retry=Retry(attempts=3)),
+    ),
+    TrafficPolicy(
+        "ns",
+        "canary",
+        (PolicyTarget(TargetKind.HTTP_ROUTE, "web"),),
+        PolicySpec(pin=Pin(("east",))),
+    ),
+    TrafficPolicy(
+        "infra", "h3", (PolicyTarget(TargetKind.GATEWAY, "edge", "c"),), PolicySpec(http3=Http3())
+    ),
+)
 
 
-def route_to(service: str, listener: str, path: str = "/") -> HTTPRoute:
+def route_to(service: str, *listeners: str, path: str = "/") -> HTTPRoute:
     return HTTPRoute(
         "ns",
         service,
-        (ParentRef("infra", "edge", listener),),
+        tuple(ParentRef("infra", "edge", listener) for listener in listeners),
         (),
         (RouteRule((RouteMatch(PathMatch(value=path)),), (BackendRef(service, "ns", 80),)),),
     )
@@ -73,7 +106,9 @@ def fleet(web: tuple[str, ...] = ("10.0.0.1",), *, web_path: str = "/") -> Fleet
             running(WEST, slice_of("api", "10.1.0.9"), slice_of("web", "10.1.0.1")),
         ),
         gateways=(GATEWAY,),
-        http_routes=(route_to("api", "a"), route_to("web", "b", web_path)),
+        http_routes=(route_to("api", "a"), route_to("web", "b", "c", path=web_path)),
+        policies=POLICIES,
+        secrets=(TLSSecret("ns", "edge-tls", "CERTIFICATE", "KEY"),),
     )
 
 

@@ -141,13 +141,14 @@ def test_a_gateway_sees_endpoints_prioritised_from_its_own_place() -> None:
     ]
 
 
-def test_a_sidecar_gets_every_exported_service_port_and_no_listeners() -> None:
+def test_a_sidecar_gets_every_exported_service_port_and_an_outbound_listener_per_port() -> None:
     resources = translate(STATE, NodeProfile(role=Role.SIDECAR))
 
     assert set(resources[types.CLUSTER]) == ALL_CLUSTERS
     assert set(resources[types.ENDPOINT]) == ALL_CLUSTERS
-    assert resources[types.LISTENER] == {}
-    assert resources[types.ROUTE] == {}
+    ports = {int(name.split(":")[-1]) for name in ALL_CLUSTERS}
+    assert set(resources[types.LISTENER]) == {f"outbound:{port}" for port in ports}
+    assert set(resources[types.ROUTE]) == set(resources[types.LISTENER])
 
 
 def test_a_proxyless_client_gets_every_cluster_and_a_listener_per_service_port() -> None:

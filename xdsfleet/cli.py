@@ -15,6 +15,8 @@ from rich.console import Console
 
 from xdsfleet import logs
 from xdsfleet.app.bootstrap import Target, bootstrap
+from xdsfleet.app.explain import Request, explain
+from xdsfleet.app.explain import render as render_explanation
 from xdsfleet.app.render import render
 from xdsfleet.app.serve import Settings, serve
 from xdsfleet.model.errors import InvalidInput
@@ -146,6 +148,46 @@ def render_command(
     except InvalidInput as error:
         raise _fail(error) from None
     _print(render(state, profile), output)
+
+
+@app.command("explain")
+def explain_command(
+    host: Annotated[str, typer.Option("--host", help="The request's Host.")],
+    path: Annotated[str, typer.Option("--path", help="The request's path and query.")] = "/",
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="A request header as NAME=VALUE; repeatable."),
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="The request's method.")] = "GET",
+    listener: Annotated[
+        str | None, typer.Option("--listener", help="Only this gateway listener (NAME).")
+    ] = None,
+    fleet: FleetOption = None,
+    node_id: NodeIdOption = "explain",
+    role: RoleOption = Role.GATEWAY,
+    gateway: GatewayOption = None,
+    member: MemberOption = None,
+    region: RegionOption = "",
+    zone: ZoneOption = "",
+) -> None:
+    """Show the route a request takes and each member's share, now and per failover tier."""
+    profile = _profile(role, gateway, member, region, zone)
+    headers = {}
+    for pair in header or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
+        headers[name] = value
+    try:
+        state = load_fleet(_fleet_path(fleet)).state
+    except InvalidInput as error:
+        raise _fail(error) from None
+    request = Request(host=host, path=path, headers=headers, method=method.upper())
+    found = explain(state, profile, request, listener)
+    if found is None:
+        err.print(f"no route matches {method.upper()} {host}{path}", highlight=False)
+        raise typer.Exit(1)
+    Console(width=160).print(render_explanation(found))
 
 
 @app.command("bootstrap")

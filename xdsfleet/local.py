@@ -53,12 +53,14 @@ def envoy_binary() -> str:
 
 
 class Backend:
-    """An HTTP server standing in for one pod: answers every request with who it is."""
+    """An HTTP server standing in for one pod: answers every request with who it is, with
+    `status` (a sick pod answers 503)."""
 
-    def __init__(self, *, member: str, address: str, port: int) -> None:
+    def __init__(self, *, member: str, address: str, port: int, status: int = 200) -> None:
         self.member = member
         self.address = address
         self.port = port
+        self.status = status
         self.requests = 0
         backend = self
 
@@ -66,7 +68,7 @@ class Backend:
             def do_GET(self) -> None:
                 backend.requests += 1
                 body = json.dumps({"member": backend.member, "pod": backend.address}).encode()
-                self.send_response(200)
+                self.send_response(backend.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -92,12 +94,18 @@ class Backend:
 
 
 def get(
-    port: int, path: str = "/", *, host: str = "", address: str = "127.0.0.1", timeout: float = 5
+    port: int,
+    path: str = "/",
+    *,
+    host: str = "",
+    address: str = "127.0.0.1",
+    timeout: float = 5,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTP GET; returns status and body. Connection errors surface as status 0."""
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host} if host else {})
+        conn.request("GET", path, headers={**({"Host": host} if host else {}), **(headers or {})})
         response = conn.getresponse()
         return response.status, response.read()
     except OSError:

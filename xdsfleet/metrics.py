@@ -37,3 +37,46 @@ SNAPSHOT_REJECTIONS = Counter(
     "xdsfleet_snapshot_rejections_total",
     "Translated snapshots refused as inconsistent (the previous one keeps serving).",
 )
+# Kubernetes sources. `resource` is an API plural (services, endpointslices), `member` a member
+# name: both bounded by the fleet's size, never by its traffic.
+KUBE_LISTS = Counter(
+    "xdsfleet_kube_lists_total",
+    "Lists of a Kubernetes resource, by why: initial, gone (410), failure, requested (to "
+    "confirm a mass removal).",
+    ["resource", "reason"],
+)
+KUBE_WATCH_RESTARTS = Counter(
+    "xdsfleet_kube_watch_restarts_total",
+    "Watches resumed from their last resourceVersion, by why: expired (the server-side timeout), "
+    "dropped (the connection broke).",
+    ["resource", "reason"],
+)
+KUBE_FAILURES = Counter(
+    "xdsfleet_kube_request_failures_total",
+    "Lists and watches that could not reach the API server or were refused.",
+    ["resource"],
+)
+MEMBER_STALE = Gauge(
+    "xdsfleet_member_stale",
+    "1 while a member's API server cannot be reached (its last known endpoints keep serving).",
+    ["member"],
+)
+MASS_REMOVALS = Counter(
+    "xdsfleet_mass_removals_total",
+    "Updates removing more than half of a service's endpoints in a member, by outcome: held, "
+    "confirmed (by a fresh list), expired (applied when the hold ran out).",
+    ["outcome"],
+)
+OBJECT_REJECTIONS = Counter(
+    "xdsfleet_kube_object_rejections_total",
+    "Kubernetes objects our parser refused (their last good version serves).",
+    ["resource"],
+)
+STATUS_WRITES = Counter(
+    "xdsfleet_status_writes_total",
+    "Status write-backs, by result: written, conflict (retried), failed.",
+    ["resource", "result"],
+)
+STATUS_LEADER = Gauge(
+    "xdsfleet_status_leader", "1 while this replica holds the status Lease and writes status."
+)

@@ -2,7 +2,8 @@
 
 `/healthz` says the process is alive; `/readyz` that a first fleet state is being served;
 `/metrics` is Prometheus text; `/debug/clients` lists every connected client with, per type,
-what it was sent, what it accepted and why it last refused.
+what it was sent, what it accepted and why it last refused; `/debug/members` lists the
+Kubernetes members: how each is reached, whether it is stale and why.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
     ]
 
 
-def app(ads: AdsService, ready: Callable[[], bool]) -> web.Application:
+def app(
+    ads: AdsService,
+    ready: Callable[[], bool],
+    members: Callable[[], list[dict[str, Any]]] = list,
+) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
@@ -48,11 +53,15 @@ def app(ads: AdsService, ready: Callable[[], bool]) -> web.Application:
     async def debug_clients(_: web.Request) -> web.Response:
         return web.json_response(clients(ads))
 
+    async def debug_members(_: web.Request) -> web.Response:
+        return web.json_response(members())
+
     application = web.Application()
     application.router.add_get("/healthz", healthz)
     application.router.add_get("/readyz", readyz)
     application.router.add_get("/metrics", metrics)
     application.router.add_get("/debug/clients", debug_clients)
+    application.router.add_get("/debug/members", debug_members)
     return application
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format
@@ -23,7 +24,9 @@ def render(state: FleetState, profile: NodeProfile) -> list[dict[str, Any]]:
             "typeUrl": type_url,
             "name": name,
             "version": snapshot.of(type_url)[name].version,
-            "resource": json_format.MessageToDict(message),
+            # Through JSON text: MessageToDict gives `Any` fields as OrderedDicts, which the
+            # YAML output cannot represent.
+            "resource": json.loads(json_format.MessageToJson(message)),
         }
         for type_url, named in messages.items()
         for name, message in named.items()

@@ -8,8 +8,10 @@ stopped following its sources. Signals only set a flag; shutdown gives streams a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
 from xdsfleet.app import http
+from xdsfleet.app.aggregate import Aggregator, cluster_access
 from xdsfleet.app.publisher import Publisher
 from xdsfleet.app.store import Store
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.sources.files import FileSource
+from xdsfleet.sources.kube.client import Access
+from xdsfleet.sources.kube.settings import KubeSettings
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +39,21 @@ GRACE_SECONDS = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    fleet: Path
+    fleet: Path | None = None  # the Fleet file; without it, `fleet_resource` is required
     xds_port: int = 18000
     metrics_port: int = 9102
     admin_port: int = 18001
     host: str = "0.0.0.0"
+    # The Fleet as a custom resource of the fleet cluster, reached through `kubeconfig` and
+    # `context`, or the pod's service account when `kubeconfig` is None.
+    fleet_resource: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    # The server's namespace in the fleet cluster: its member Secrets and its status Lease.
+    namespace: str = "xdsfleet-system"
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    # How long a first state waits for members to answer before it is served without them.
+    member_startup_seconds: float = 30.0
 
 
 class Stopped(Exception):
@@ -47,7 +62,7 @@ class Stopped(Exception):
 
 def _guard(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     def done(t: asyncio.Task[None]) -> None:
-        if t.cancelled():
+        if t.cancelled() or stop.is_set():
             return
         log.error("task_ended", task=t.get_name(), error=repr(t.exception()))
         stop.set()
@@ -70,6 +85,40 @@ async def _start_admin(port: int, host: str) -> tuple[grpc.aio.Server, health.He
     return server, checker
 
 
+def _start_sources(
+    settings: Settings, aggregator: Aggregator
+) -> tuple[FileSource | None, list[asyncio.Task[None]]]:
+    """Feed the aggregator its Fleet: a file source following the Fleet file (which may name
+    a fleet cluster), or the Fleet resource of the fleet cluster."""
+    if settings.fleet_resource is not None:
+        access = Access(kubeconfig=settings.kubeconfig, context=settings.context)
+        aggregator.use_fleet_resource(settings.fleet_resource, access)
+        return None, []
+    if settings.fleet is None:
+        raise ValueError("serve needs a Fleet file or a Fleet resource")
+    source = FileSource(settings.fleet)
+
+    def on_files(state: FleetState) -> None:
+        aggregator.set_base(state, fleet_cluster=cluster_access(source.fleet_spec))
+
+    return source, [asyncio.create_task(source.run(on_files), name="file-source")]
+
+
+async def _stop_sources(
+    source: FileSource | None, tasks: list[asyncio.Task[None]], aggregator: Aggregator
+) -> None:
+    if source is not None:
+        source.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await aggregator.stop()
+
+
+def _members(aggregator: Aggregator) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(report) for report in aggregator.reports()]
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT. Raises `InvalidInput` if the fleet cannot be loaded at
     all: with nothing good to fall back on, refusing to start is the clear error."""
@@ -78,39 +127,60 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    first: asyncio.Future[FleetState] = loop.create_future()
     store: Store | None = None
 
     def on_state(state: FleetState) -> None:
         if store is not None:
             store.update(state)
-        elif not first.done():
-            first.set_result(state)
 
-    source = FileSource(settings.fleet)
-    source_task = asyncio.create_task(source.run(on_state), name="file-source")
-    waiting: set[asyncio.Future[Any]] = {source_task, first}
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if not first.done():
-        source_task.result()  # raises what stopped the source
-        raise Stopped("the fleet source ended before loading anything")
-    _guard(source_task, stop)
+    def on_crash(_: BaseException) -> None:
+        stop.set()  # a watch thread hit a bug; it logged it
+
+    aggregator = Aggregator(
+        on_state=on_state, on_crash=on_crash, settings=settings.kube, namespace=settings.namespace
+    )
+    source, tasks = _start_sources(settings, aggregator)
+    first = asyncio.create_task(
+        aggregator.wait_ready(member_seconds=settings.member_startup_seconds), name="first-state"
+    )
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({first, stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            for task in tasks:
+                if task.done():
+                    task.result()  # raises what stopped the source
+            raise Stopped("stopped before a first fleet state was complete")
+    except BaseException:
+        first.cancel()
+        await _stop_sources(source, tasks, aggregator)
+        raise
+    finally:
+        stopping.cancel()
+    for task in tasks:
+        _guard(task, stop)
 
     publisher = Publisher(first.result())
     store = Store(publisher.publish, current=first.result())
     ads = AdsService(publisher.cache)
+    watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
+    _guard(watchdog, stop)
     xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
     runner = await http.start(
-        http.app(ads, ready=lambda: not stop.is_set()),
+        http.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
         host=settings.host,
         port=settings.metrics_port,
     )
+    # What start-up built lives as long as the process: keep it out of the collector's full
+    # passes, which otherwise land inside a push to every stream (see BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)
     await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
-        fleet=str(settings.fleet),
+        fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
         xds_port=xds_port,
         metrics_port=settings.metrics_port,
         admin_port=settings.admin_port,
@@ -120,8 +190,8 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
-        source.stop()
-        source_task.cancel()
-        await asyncio.gather(source_task, return_exceptions=True)
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+        await _stop_sources(source, tasks, aggregator)
         await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))
         await runner.cleanup()

@@ -54,7 +54,7 @@ class SnapshotCache:
         old = self._snapshots.get(profile)
         if old is not None and old.versions == snapshot.versions:
             return False
-        self._snapshots[profile] = snapshot
+        self._snapshots[profile] = snapshot if old is None else snapshot.after(old)
         for wake in list(self._watchers.get(profile, ())):
             wake()
         return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -30,9 +30,42 @@ class Snapshot:
     versions: Mapping[str, str]
     # Cluster name -> the ClusterLoadAssignment name it warms on (rule 14).
     eds_names: Mapping[str, str] = field(default_factory=dict)
+    # Per type: the versions of the snapshot this one replaced, and the names that differ from
+    # it (added, changed or removed). A stream that was up to date with the previous snapshot
+    # only looks at those names, so its work per change is proportional to the change.
+    base_versions: Mapping[str, str] = field(default_factory=dict)
+    changed: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def of(self, type_url: str) -> Mapping[str, Encoded]:
         return self.resources.get(type_url, {})
+
+    def changes_since(self, type_url: str, version: str | None) -> frozenset[str] | None:
+        """The names of `type_url` that may differ from a snapshot whose version of the type was
+        `version`; None when unknown (the caller must look at every name)."""
+        if version is None:
+            return None
+        if version == self.versions.get(type_url, ""):
+            return frozenset()
+        if version == self.base_versions.get(type_url):
+            return self.changed.get(type_url, frozenset())
+        return None
+
+    def after(self, previous: Snapshot) -> Snapshot:
+        """This snapshot, knowing what changed since `previous`."""
+        changed: dict[str, frozenset[str]] = {}
+        for type_url, now in self.resources.items():
+            before = previous.of(type_url)
+            if self.versions.get(type_url) == previous.versions.get(type_url):
+                changed[type_url] = frozenset()
+                continue
+            changed[type_url] = frozenset(
+                name
+                for name in now.keys() | before.keys()
+                if (a := now.get(name)) is None
+                or (b := before.get(name)) is None
+                or a.version != b.version
+            )
+        return replace(self, base_versions=previous.versions, changed=changed)
 
 
 def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) -> Snapshot:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from xdsfleet.model.policy import TrafficPolicy
+
 
 class EndpointMode(StrEnum):
     """How a member's pods are reached from outside the member."""
@@ -27,8 +29,13 @@ class Member:
     zone: str
     weight: int = 1
     endpoint_mode: EndpointMode = EndpointMode.POD
-    # Where its objects come from: a directory of manifests (resolved, absolute) for now.
+    # Where its objects come from, exactly one of: a directory of manifests; a kubeconfig file
+    # (and a context in it); a Secret of the fleet cluster holding a kubeconfig (its name, in
+    # the server's namespace). Paths are joined to the Fleet file's directory.
     manifests: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +114,21 @@ class MemberState:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A `certificateRefs` entry: a Secret of type kubernetes.io/tls."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayListener:
     name: str
     port: int
-    protocol: str = "HTTP"
+    protocol: str = "HTTP"  # HTTP or HTTPS
     hostname: str | None = None
+    # HTTPS only: the certificates it terminates TLS with (mode Terminate).
+    certificate_refs: tuple[SecretRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +146,19 @@ class ParentRef:
     section_name: str | None = None  # the Gateway listener name, when pinned to one
     port: int | None = None
 
+    def selects(self, gateway: Gateway, listener: GatewayListener) -> bool:
+        """Whether a route with this parentRef attaches to `listener` of `gateway`."""
+        return (
+            (self.namespace, self.name) == (gateway.namespace, gateway.name)
+            and self.section_name in (None, listener.name)
+            and self.port in (None, listener.port)
+        )
+
 
 class PathMatchType(StrEnum):
     EXACT = "Exact"
     PATH_PREFIX = "PathPrefix"
+    REGULAR_EXPRESSION = "RegularExpression"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +166,36 @@ class PathMatch:
     type: PathMatchType = PathMatchType.PATH_PREFIX
     value: str = "/"
 
+    def normalized(self) -> PathMatch:
+        """Gateway API prefixes match whole path elements: `/foo/` and `/foo` are one match."""
+        if self.type is not PathMatchType.PATH_PREFIX:
+            return self
+        return PathMatch(self.type, self.value.rstrip("/") or "/")
+
+
+class ValueMatchType(StrEnum):
+    EXACT = "Exact"
+    REGULAR_EXPRESSION = "RegularExpression"
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatch:
+    """A header or query parameter match. Header names are compared case-insensitively (the
+    parser lowercases them); query parameter names exactly."""
+
+    name: str
+    value: str
+    type: ValueMatchType = ValueMatchType.EXACT
+
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
+    """All of its conditions must hold."""
+
     path: PathMatch = field(default_factory=PathMatch)
+    headers: tuple[ValueMatch, ...] = ()
+    query_params: tuple[ValueMatch, ...] = ()
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +211,88 @@ class BackendRef:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderModifier:
+    """RequestHeaderModifier / ResponseHeaderModifier. Names as given (Envoy compares them
+    case-insensitively)."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMirror:
+    """A copy of each request (or of `percent` of them) to another backend; answers ignored."""
+
+    backend: BackendRef
+    percent: int = 100
+
+
+class PathModifierType(StrEnum):
+    REPLACE_FULL_PATH = "ReplaceFullPath"
+    REPLACE_PREFIX_MATCH = "ReplacePrefixMatch"
+
+
+@dataclass(frozen=True, slots=True)
+class PathModifier:
+    type: PathModifierType
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRedirect:
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = None
+    status_code: int = 302
+
+
+@dataclass(frozen=True, slots=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFilters:
+    """A rule's `filters`, gathered by type (Gateway API allows each type once, mirrors
+    excepted)."""
+
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    mirrors: tuple[RequestMirror, ...] = ()
+    redirect: RequestRedirect | None = None
+    rewrite: URLRewrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTimeouts:
+    """Gateway API `timeouts`, in milliseconds; 0 disables a timeout."""
+
+    request_ms: int | None = None
+    backend_request_ms: int | None = None  # per try
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRetry:
+    """Gateway API's HTTPRouteRule `retry`: retry on these status codes (and connection
+    errors), `attempts` times, waiting `backoff_ms` between tries."""
+
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteRule:
     matches: tuple[RouteMatch, ...]
     backend_refs: tuple[BackendRef, ...]
+    # Gateway API's rule name: what a TrafficPolicy's targetRef sectionName points at.
+    name: str | None = None
+    filters: RouteFilters = field(default_factory=RouteFilters)
+    timeouts: RouteTimeouts | None = None
+    retry: RouteRetry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +305,59 @@ class HTTPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class GRPCMethodMatch:
+    """Gateway API's GRPCMethodMatch: `service` and `method` (either may be missing), compared
+    exactly or as regular expressions."""
+
+    service: str | None = None
+    method: str | None = None
+    type: ValueMatchType = ValueMatchType.EXACT
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteMatch:
+    method: GRPCMethodMatch | None = None
+    headers: tuple[ValueMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteRule:
+    matches: tuple[GRPCRouteMatch, ...]
+    backend_refs: tuple[BackendRef, ...]
+    name: str | None = None
+    # Header modifiers and mirrors only: gRPC has no redirects or rewrites.
+    filters: RouteFilters = field(default_factory=RouteFilters)
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRoute:
+    namespace: str
+    name: str
+    parent_refs: tuple[ParentRef, ...]
+    hostnames: tuple[str, ...]
+    rules: tuple[GRPCRouteRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSecret:
+    """A Secret of type kubernetes.io/tls: a PEM certificate chain and its private key."""
+
+    namespace: str
+    name: str
+    certificate: str
+    private_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetState:
-    """One generation of everything the sources know. Members are sorted by name, gateways and
-    routes by (namespace, name), so equal inputs give equal states."""
+    """One generation of everything the sources know. Members are sorted by name; gateways,
+    routes, policies and secrets by (namespace, name), so equal inputs give equal states."""
 
     name: str
     members: tuple[MemberState, ...]
     gateways: tuple[Gateway, ...] = ()
     http_routes: tuple[HTTPRoute, ...] = ()
     export_all: bool = False
+    grpc_routes: tuple[GRPCRoute, ...] = ()
+    policies: tuple[TrafficPolicy, ...] = ()
+    secrets: tuple[TLSSecret, ...] = ()

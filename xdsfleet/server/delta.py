@@ -6,6 +6,7 @@ tracked per resource, so only what changed is sent and deletions are explicit.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,11 @@ class _TypeState:
     reported_absent: set[str] = field(default_factory=set)
     forced: set[str] = field(default_factory=set)
     rejected: set[tuple[str, str]] = field(default_factory=set)
+    # The snapshot version of the type last looked at; names subscribed since; and whether the
+    # subscription changed so much (first request, wildcard) that every name must be looked at.
+    checked: str | None = None
+    fresh: set[str] = field(default_factory=set)
+    recheck: bool = True
     status: TypeStatus = field(default_factory=TypeStatus)
 
 
@@ -85,8 +91,9 @@ class DeltaStream:
             state.requested = True
         for name in subscribe:
             if name == "*":
-                state.wildcard = True
+                state.wildcard = state.recheck = True
                 continue
+            state.fresh.add(name)
             if name in state.names:
                 # Rule 18: subscribing again asks for the resource again.
                 state.forced.add(name)
@@ -124,6 +131,11 @@ class DeltaStream:
             response = self._respond(type_url, snapshot, hold_removals=hold)
             if response is not None:
                 out.append(response)
+        for type_url, state in self._types.items():
+            if state.requested:
+                state.checked = snapshot.versions.get(type_url, "")
+                state.recheck = False
+                state.fresh.clear()
         return out
 
     def _respond(
@@ -133,25 +145,33 @@ class DeltaStream:
         if not state.requested:
             return None
         available = snapshot.of(type_url)
-        scope = (available.keys() | state.names) if state.wildcard else state.names
+        changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
+        candidates: Collection[str]
+        if changes is None:
+            candidates = state.names | state.known.keys()
+            if state.wildcard:
+                candidates |= available.keys()
+        else:
+            candidates = changes | state.forced | state.fresh
         changed: list[Encoded] = []
-        for name in sorted(scope):
+        removed: list[str] = []
+        for name in sorted(candidates):
             res = available.get(name)
             if res is None:
+                # Rule 17: held by the client and gone (waiting, when asked to, until nothing
+                # uses it), or subscribed and never there (said once, at once).
+                if name in state.known:
+                    if not hold_removals:
+                        removed.append(name)
+                elif name in state.names and name not in state.reported_absent:
+                    removed.append(name)
+                continue
+            if not (state.wildcard or name in state.names):
                 continue
             unchanged = state.known.get(name) == res.version and name not in state.forced
             if unchanged or (name, res.version) in state.rejected:
                 continue
             changed.append(res)
-        # Rule 17: subscribed and not there is said at once; held by the client and gone waits
-        # when asked to, so that nothing still uses it when it goes.
-        removed = sorted(
-            n
-            for n in state.names
-            if n not in available and n not in state.known and n not in state.reported_absent
-        )
-        if not hold_removals:
-            removed += sorted(n for n in state.known if n not in available)
         if not changed and not removed:
             return None
         return self._commit(type_url, state, snapshot, changed, removed)

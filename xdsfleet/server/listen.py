@@ -24,6 +24,9 @@ OPTIONS = [
     # receive limit is unbounded; requests stay small, so only the send side is raised.
     ("grpc.max_send_message_length", 128 * MIB),
     ("grpc.max_receive_message_length", 16 * MIB),
+    # After a control-plane restart every Envoy reconnects at once; gRPC's default queue of
+    # 1,000 pending stream opens cancels the rest (seen with 2,000 clients in `make bench`).
+    ("grpc.server.max_pending_requests", 10_000),
 ]
 
 

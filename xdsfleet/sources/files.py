@@ -236,6 +236,11 @@ class _Catalog:
         }
         return chosen, pending
 
+    def fleet_spec(self) -> FleetSpec | None:
+        """The Fleet document in use."""
+        contents = self._good.get(self._fleet_key)
+        return contents.fleet if contents is not None else None
+
     def settle(self) -> _Outcome:
         """Decide which version of each file counts: the latest when it is valid and fits with
         the others, else the last good one. Raises `InvalidInput` when there is no good Fleet
@@ -313,7 +318,8 @@ def validate_fleet(path: Path) -> list[Problem]:
 
 class FileSource:
     """A fleet from files, followed live. `run` hands the first state to `on_state`, then a new
-    one after each batch of changes that changes it; `problems` lists the current rejections."""
+    one after each batch of changes that changes it (or the Fleet document: `fleet_spec`);
+    `problems` lists the current rejections."""
 
     def __init__(self, path: Path) -> None:
         self._catalog = _Catalog(path)
@@ -321,6 +327,7 @@ class FileSource:
         self._state: FleetState | None = None
         self._reported: dict[str, tuple[Problem, ...]] = {}
         self.problems: tuple[Problem, ...] = ()
+        self.fleet_spec: FleetSpec | None = None
 
     def stop(self) -> None:
         """Make `run` return (within one watch step)."""
@@ -334,6 +341,7 @@ class FileSource:
         if outcome.problems:
             raise InvalidInput(list(outcome.problems))
         self._state = outcome.loaded.state
+        self.fleet_spec = self._catalog.fleet_spec()
         log.info(
             "source_loaded",
             fleet=str(self._catalog.fleet_path),
@@ -364,9 +372,11 @@ class FileSource:
         touched = self._catalog.refresh(changed)
         outcome = self._catalog.settle()
         self._report(outcome)
-        if outcome.loaded.state == self._state:
+        # The spec counts too: its `source.kubeconfig` (the fleet cluster) is not in the state.
+        spec = self._catalog.fleet_spec()
+        if outcome.loaded.state == self._state and spec == self.fleet_spec:
             return
-        self._state = outcome.loaded.state
+        self._state, self.fleet_spec = outcome.loaded.state, spec
         log.info(
             "source_changed",
             fleet=str(self._catalog.fleet_path),

@@ -1,24 +1,98 @@
-"""Clusters: one EDS cluster per multi-cluster service port.
+"""Clusters: one EDS cluster per multi-cluster service port (and per pinned variant of it).
 
 A cluster says how to talk to a service port, never where its endpoints are: those come in the
 ClusterLoadAssignment of the same name, so endpoint churn never touches CDS (which would send
-the cluster warming again).
+the cluster warming again). How it balances, ejects, health-checks and bounds retries comes from
+the service's TrafficPolicy; the defaults here are the ones that make failover work without one
+(docs/policy.md, "Defaults").
 """
 
 from __future__ import annotations
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import protocol_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from dataclasses import dataclass
 
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2, protocol_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.v3 import http_pb2, range_pb2
+
+from xdsfleet.model.policy import (
+    Balancer,
+    ConnectionPool,
+    HashAlgorithm,
+    HealthCheck,
+    HealthCheckType,
+    LoadBalancer,
+    OutlierDetection,
+    PolicySpec,
+    RetryBudget,
+)
 from xdsfleet.translate.memo import memoised
-from xdsfleet.translate.proto import Message, ads_config_source, pack_into
+from xdsfleet.translate.proto import Message, ads_config_source, duration, pack_into
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
+# Ejections that fail over: a host answering gateway errors or refusing connections leaves the
+# pool at once, and a whole member may be ejected (Envoy's default caps ejection at 10 % of the
+# hosts, which would keep a dead member's last hosts in the pool).
+DEFAULT_OUTLIER_DETECTION = OutlierDetection(
+    consecutive_5xx=5,
+    consecutive_gateway_errors=3,
+    consecutive_local_origin_failures=3,
+    interval_ms=1000,
+    base_ejection_time_ms=30_000,
+    max_ejection_percent=100,
+)
+# Envoy's default circuit breaker allows 3 concurrent retries per cluster, which silently stops
+# retries during a failover under load; a budget scales with the traffic instead.
+DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=10)
+HEALTH_CHECK_INTERVAL_MS = 5000
+HEALTH_CHECK_TIMEOUT_MS = 1000
+SLOW_START_AGGRESSION_KEY = "xdsfleet.slow_start.aggression"
+
+_BALANCERS = {
+    Balancer.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
+    Balancer.LEAST_REQUEST: cluster_pb2.Cluster.LEAST_REQUEST,
+    Balancer.RANDOM: cluster_pb2.Cluster.RANDOM,
+}
+_HASHES = {
+    HashAlgorithm.RING_HASH: cluster_pb2.Cluster.RING_HASH,
+    HashAlgorithm.MAGLEV: cluster_pb2.Cluster.MAGLEV,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """The part of a service's policy that its clusters carry; pinned variants share it."""
+
+    load_balancer: LoadBalancer | None = None
+    hash_algorithm: HashAlgorithm | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    connection_pool: ConnectionPool | None = None
+    retry_budget: RetryBudget | None = None
+    panic_threshold: int | None = None
+
+    @classmethod
+    def of(cls, spec: PolicySpec) -> ClusterSettings:
+        session = spec.session_persistence
+        hashed = session.consistent_hash if session is not None else None
+        return cls(
+            load_balancer=spec.load_balancer,
+            hash_algorithm=hashed.algorithm if hashed is not None else None,
+            outlier_detection=spec.outlier_detection,
+            health_check=spec.health_check,
+            connection_pool=spec.connection_pool,
+            retry_budget=spec.retry.budget if spec.retry is not None else None,
+            panic_threshold=spec.failover.panic_threshold if spec.failover is not None else None,
+        )
+
+
+DEFAULT_SETTINGS = ClusterSettings()
+
 
 @memoised
-def cluster(name: str, http2: bool) -> Message:
+def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS) -> Message:
     """The cluster `name`, its endpoints fetched over ADS under the same name. `http2` speaks
     HTTP/2 without TLS to the pods (h2c, as gRPC backends expect)."""
     built = cluster_pb2.Cluster(
@@ -28,12 +102,22 @@ def cluster(name: str, http2: bool) -> Message:
             eds_config=ads_config_source(), service_name=name
         ),
         connect_timeout={"seconds": 1},
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         # Always: gRPC's xDS client drops localities without weight (DESIGN.md).
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
         ),
+        circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
+            thresholds=[_thresholds(settings.connection_pool, settings.retry_budget)]
+        ),
     )
+    _balance(built, settings)
+    if settings.panic_threshold is not None:
+        built.common_lb_config.healthy_panic_threshold.value = settings.panic_threshold
+    outlier = settings.outlier_detection or DEFAULT_OUTLIER_DETECTION
+    if outlier.enabled:
+        built.outlier_detection.CopyFrom(_outlier_detection(outlier))
+    if settings.health_check is not None:
+        built.health_checks.append(_health_check(settings.health_check, http2))
     if http2:
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
@@ -41,4 +125,106 @@ def cluster(name: str, http2: bool) -> Message:
             )
         )
         pack_into(built.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS], options)
+    return built
+
+
+def _balance(built: Message, settings: ClusterSettings) -> None:
+    if settings.hash_algorithm is not None:
+        # The request's hash picks the endpoint (session persistence): nothing else to tune.
+        built.lb_policy = _HASHES[settings.hash_algorithm]
+        return
+    balancer = settings.load_balancer or LoadBalancer()
+    kind = balancer.type or Balancer.ROUND_ROBIN
+    built.lb_policy = _BALANCERS[kind]
+    ramp = balancer.slow_start
+    if ramp is None:
+        return
+    config = cluster_pb2.Cluster.SlowStartConfig(
+        slow_start_window=duration(ramp.window_ms),
+        aggression=base_pb2.RuntimeDouble(
+            default_value=ramp.aggression, runtime_key=SLOW_START_AGGRESSION_KEY
+        ),
+    )
+    config.min_weight_percent.value = ramp.min_weight_percent
+    if kind is Balancer.LEAST_REQUEST:
+        built.least_request_lb_config.slow_start_config.CopyFrom(config)
+    else:
+        built.round_robin_lb_config.slow_start_config.CopyFrom(config)
+
+
+def _thresholds(pool: ConnectionPool | None, budget: RetryBudget | None) -> Message:
+    budget = budget or DEFAULT_RETRY_BUDGET
+    thresholds = circuit_breaker_pb2.CircuitBreakers.Thresholds(priority=base_pb2.DEFAULT)
+    thresholds.retry_budget.budget_percent.value = budget.percent
+    if budget.min_concurrency is not None:
+        thresholds.retry_budget.min_retry_concurrency.value = budget.min_concurrency
+    if pool is not None:
+        for field, value in (
+            ("max_connections", pool.max_connections),
+            ("max_pending_requests", pool.max_pending_requests),
+            ("max_requests", pool.max_requests),
+        ):
+            if value is not None:
+                getattr(thresholds, field).value = value
+    return thresholds
+
+
+def _outlier_detection(given: OutlierDetection) -> Message:
+    default = DEFAULT_OUTLIER_DETECTION
+    built = outlier_detection_pb2.OutlierDetection(
+        interval=duration(_pick(given.interval_ms, default.interval_ms)),
+        base_ejection_time=duration(
+            _pick(given.base_ejection_time_ms, default.base_ejection_time_ms)
+        ),
+        # Local-origin failures (refused connections, timeouts, resets) are counted apart from
+        # the upstream's own errors, so a dead pod is ejected after a few attempts.
+        split_external_local_origin_errors=True,
+    )
+    built.max_ejection_percent.value = _pick(
+        given.max_ejection_percent, default.max_ejection_percent
+    )
+    detectors = {
+        "consecutive_5xx": _pick(given.consecutive_5xx, default.consecutive_5xx),
+        "consecutive_gateway_failure": _pick(
+            given.consecutive_gateway_errors, default.consecutive_gateway_errors
+        ),
+        "consecutive_local_origin_failure": _pick(
+            given.consecutive_local_origin_failures, default.consecutive_local_origin_failures
+        ),
+    }
+    for detector, count in detectors.items():
+        # A count of 0 turns the detector off.
+        if count:
+            getattr(built, detector).value = count
+        getattr(built, f"enforcing_{detector}").value = 100 if count else 0
+    return built
+
+
+def _pick(given: int | None, default: int | None) -> int:
+    return given if given is not None else (default or 0)
+
+
+def _health_check(check: HealthCheck, http2: bool) -> Message:
+    built = health_check_pb2.HealthCheck(
+        interval=duration(check.interval_ms or HEALTH_CHECK_INTERVAL_MS),
+        timeout=duration(check.timeout_ms or HEALTH_CHECK_TIMEOUT_MS),
+    )
+    built.healthy_threshold.value = check.healthy_threshold or 1
+    built.unhealthy_threshold.value = check.unhealthy_threshold or 2
+    match check.type:
+        case HealthCheckType.HTTP:
+            http = built.http_health_check
+            http.path = check.path or "/"
+            if check.host:
+                http.host = check.host
+            http.expected_statuses.extend(
+                range_pb2.Int64Range(start=code, end=code + 1) for code in check.expected_statuses
+            )
+            if http2:
+                http.codec_client_type = http_pb2.HTTP2
+        case HealthCheckType.GRPC:
+            built.grpc_health_check.service_name = check.grpc_service or ""
+        case HealthCheckType.TCP:
+            # An empty check only connects: a listening socket is healthy.
+            built.tcp_health_check.SetInParent()
     return built

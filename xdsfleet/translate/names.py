@@ -14,9 +14,30 @@ def cluster_name(namespace: str, service: str, port: int) -> str:
     return f"{namespace}/{service}:{port}"
 
 
+def pinned_cluster_name(cluster: str, members: tuple[str, ...]) -> str:
+    """The cluster of a service port pinned to some members (the others as fallback):
+    `NS/SVC:PORT@MEMBER`, or `NS/SVC:PORT@A+B` for several, in name order."""
+    return f"{cluster}@{'+'.join(sorted(members))}"
+
+
 def gateway_listener_name(gateway_namespace: str, gateway_name: str, listener: str) -> str:
     """A gateway listener; its RouteConfiguration carries the same name."""
     return f"{gateway_namespace}/{gateway_name}/{listener}"
+
+
+def quic_listener_name(listener: str) -> str:
+    """The HTTP/3 (UDP) twin of a gateway listener; it shares the listener's routes."""
+    return f"{listener}/h3"
+
+
+def outbound_name(port: int) -> str:
+    """A sidecar's outbound listener for one port, and its RouteConfiguration."""
+    return f"outbound:{port}"
+
+
+def secret_name(namespace: str, name: str) -> str:
+    """An SDS secret: the Kubernetes Secret it comes from."""
+    return f"{namespace}/{name}"
 
 
 def proxyless_listener_name(service: str, namespace: str, port: int) -> str:

@@ -1,5 +1,5 @@
-"""Protobuf pieces every resource builder needs: `Any` packing, the ADS config source, and the
-type name for messages.
+"""Protobuf pieces every resource builder needs: `Any` packing, the ADS config source,
+durations, and the type name for messages.
 
 Kept apart so that clusters and listeners point back at the server the same way.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 from envoy.config.core.v3 import config_source_pb2
+from google.protobuf import duration_pb2
 
 # A protobuf message. The Envoy stubs ship no type hints, and neither does protobuf without
 # `types-protobuf`, so importing `google.protobuf` would only trade this alias for ignores.
@@ -27,3 +28,9 @@ def ads_config_source() -> Message:
         ads=config_source_pb2.AggregatedConfigSource(),
         resource_api_version=config_source_pb2.V3,
     )
+
+
+def duration(milliseconds: int) -> Message:
+    built = duration_pb2.Duration()
+    built.FromMilliseconds(milliseconds)
+    return built

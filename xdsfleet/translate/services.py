@@ -13,10 +13,12 @@ from typing import NamedTuple
 
 from xdsfleet.model.fleet import (
     Endpoint,
+    EndpointMode,
     EndpointSlice,
     FleetState,
     Member,
     MemberState,
+    Node,
     ServicePort,
 )
 from xdsfleet.translate import names
@@ -54,6 +56,9 @@ class Backend:
 class ZoneBackends:
     zone: str
     backends: tuple[Backend, ...]  # sorted by (address, port)
+    # Ready pods behind these backends: the backends themselves, or for nodePort members all
+    # the member's ready pods (every node forwards to every pod).
+    replicas: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,19 @@ class MemberPort:
     member: Member
     http2: bool
     zones: tuple[ZoneBackends, ...]  # sorted by zone
+    port_name: str = ""  # the Service port's name in this member
     # Computed once: these values key the assignment memos on every translation of every
     # profile, and a generated dataclass hash would walk all endpoints each time.
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.member, self.http2, self.zones)))
+        object.__setattr__(
+            self, "_hash", hash((self.member, self.http2, self.zones, self.port_name))
+        )
+
+    @property
+    def replicas(self) -> int:
+        return sum(zone.replicas for zone in self.zones)
 
     def __hash__(self) -> int:
         return self._hash
@@ -82,11 +94,16 @@ class ServicePortBackends:
     key: ServicePortKey
     members: tuple[MemberPort, ...]  # in member order
     http2: bool = field(init=False, compare=False)
+    # The port's name, from the first member that names it: policies select ports by name.
+    port_name: str = field(init=False, compare=False)
     # Computed once, as in MemberPort: every profile looks its assignment up by this value.
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "http2", any(m.http2 for m in self.members))
+        object.__setattr__(
+            self, "port_name", next((m.port_name for m in self.members if m.port_name), "")
+        )
         object.__setattr__(self, "_hash", hash((self.key, self.members)))
 
     def __hash__(self) -> int:
@@ -127,7 +144,10 @@ def member_ports(
         own_slices = slices.get((service.namespace, service.name), [])
         for service_port in service.ports:
             key = ServicePortKey(service.namespace, service.name, service_port.port)
-            contributions.append((key, _member_port(member_state.member, service_port, own_slices)))
+            contribution = _member_port(member_state.member, service_port, own_slices)
+            if member_state.member.endpoint_mode is EndpointMode.NODE_PORT:
+                contribution = _through_nodes(contribution, service_port, member_state.nodes)
+            contributions.append((key, contribution))
     return tuple(contributions)
 
 
@@ -158,10 +178,37 @@ def _member_port(
     for (address, port), (zone, draining) in found.items():
         by_zone.setdefault(zone, []).append(Backend(address, port, draining))
     zones = tuple(
-        ZoneBackends(zone, tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))))
+        ZoneBackends(
+            zone,
+            tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))),
+            replicas=sum(not b.draining for b in by_zone[zone]),
+        )
         for zone in sorted(by_zone)
     )
-    return MemberPort(member=member, http2=http2, zones=zones)
+    return MemberPort(member=member, http2=http2, zones=zones, port_name=service_port.name)
+
+
+def _through_nodes(
+    pods: MemberPort, service_port: ServicePort, nodes: tuple[Node, ...]
+) -> MemberPort:
+    """A nodePort member's contribution: its ready nodes at the port's nodePort, as one
+    locality in the member's zone (kube-proxy spreads each node's traffic over every pod), and
+    only while some pod is ready."""
+    replicas = pods.replicas
+    if replicas == 0 or service_port.node_port is None:
+        return MemberPort(pods.member, pods.http2, (), pods.port_name)
+    backends = tuple(
+        sorted(
+            {
+                Backend(n.addresses[0], service_port.node_port, False)
+                for n in nodes
+                if n.ready and n.addresses
+            },
+            key=lambda b: (b.address, b.port),
+        )
+    )
+    zones = (ZoneBackends(pods.member.zone, backends, replicas),) if backends else ()
+    return MemberPort(pods.member, pods.http2, zones, pods.port_name)
 
 
 def _draining(endpoint: Endpoint) -> bool | None:

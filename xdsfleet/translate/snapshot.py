@@ -7,19 +7,43 @@ unchanged resource is the same object as in the previous generation.
 from __future__ import annotations
 
 from xdsfleet.cache import types
-from xdsfleet.model.fleet import FleetState, Gateway
+from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.translate import routes
-from xdsfleet.translate.clusters import cluster
+from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
+from xdsfleet.translate.clusters import ClusterSettings, cluster
 from xdsfleet.translate.endpoints import assignment
-from xdsfleet.translate.listeners import gateway_listener, proxyless_listener
+from xdsfleet.translate.listeners import (
+    gateway_listener,
+    outbound_listener,
+    proxyless_listener,
+    quic_listener,
+)
 from xdsfleet.translate.localities import view_of
-from xdsfleet.translate.memo import start_generation
-from xdsfleet.translate.names import gateway_listener_name, proxyless_listener_name
+from xdsfleet.translate.memo import memoised_by_identity, start_generation
+from xdsfleet.translate.names import (
+    gateway_listener_name,
+    outbound_name,
+    proxyless_listener_name,
+    quic_listener_name,
+    secret_name,
+)
+from xdsfleet.translate.placement import placement_of
 from xdsfleet.translate.proto import Message
-from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
+from xdsfleet.translate.routes import plan_listener, route_configuration, uses_sessions
+from xdsfleet.translate.rules import Destination, Planner
+from xdsfleet.translate.secrets import tls_secret
+from xdsfleet.translate.services import ServiceIndex, service_index
+from xdsfleet.translate.sidecar import plan_outbound
 
 Resources = dict[str, dict[str, Message]]
+# How long clients may remember that a listener also speaks HTTP/3 (Alt-Svc `ma`, seconds).
+ALT_SVC_MAX_AGE = 86400
+
+
+@memoised_by_identity
+def policy_index(policies: tuple[TrafficPolicy, ...]) -> PolicyIndex:
+    """The policies by what they attach to; kept while the store shares the same tuple."""
+    return PolicyIndex(policies)
 
 
 def translate(state: FleetState, profile: NodeProfile) -> Resources:
@@ -30,21 +54,28 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
     """
     start_generation(state)
     index = service_index(state)
+    policies = policy_index(state.policies)
     resources: Resources = {type_url: {} for type_url in types.ORDER}
+    planner = Planner(index, policies, frozenset(m.member.name for m in state.members))
     if profile.role is Role.GATEWAY:
         gateway = _gateway(state, profile.gateway)
         if gateway is None:
             return resources
-        keys = _add_gateway(resources, state, gateway, index)
+        for listener in gateway.listeners:
+            _add_gateway_listener(resources, state, gateway, listener, planner)
+    elif profile.role is Role.SIDECAR:
+        _add_sidecar(resources, state, index, planner)
     else:
-        keys = set(index)
-        if profile.role is Role.PROXYLESS:
-            _add_proxyless(resources, index)
+        _add_proxyless(resources, index, planner)
     view = view_of(profile)
-    for key in sorted(keys):
-        port = index[key]
-        resources[types.CLUSTER][key.cluster] = cluster(key.cluster, port.http2)
-        resources[types.ENDPOINT][key.cluster] = assignment(port, view)
+    for destination in sorted(planner.used, key=lambda d: (d.key, d.pinned)):
+        port = index[destination.key]
+        key = destination.key
+        spec = policies.service(key.namespace, key.service, port.port_name)
+        name = destination.cluster
+        resources[types.CLUSTER][name] = cluster(name, port.http2, ClusterSettings.of(spec))
+        placement = placement_of(spec).with_pinned(destination.pinned)
+        resources[types.ENDPOINT][name] = assignment(port, view, placement)
     return resources
 
 
@@ -55,29 +86,59 @@ def _gateway(state: FleetState, ref: str | None) -> Gateway | None:
     return next((g for g in state.gateways if (g.namespace, g.name) == (namespace, name)), None)
 
 
-def _add_gateway(
-    resources: Resources, state: FleetState, gateway: Gateway, index: ServiceIndex
-) -> set[ServicePortKey]:
-    """Add the gateway's listeners and routes; return the service ports they send to."""
-    used: set[ServicePortKey] = set()
-    for listener in gateway.listeners:
-        # Only plaintext HTTP for now: HTTPS and TLS listeners need certificates we do not
-        # serve yet, and serving them in plaintext would be worse than not at all.
-        if listener.protocol != "HTTP":
-            continue
-        name = gateway_listener_name(gateway.namespace, gateway.name, listener.name)
-        attached = routes.attached(gateway, listener, state.http_routes)
-        resolved = frozenset(k for k in routes.referenced(attached) if k in index)
-        resources[types.LISTENER][name] = gateway_listener(name, listener.port)
-        resources[types.ROUTE][name] = routes.route_configuration(
-            name, listener.hostname, attached, resolved
+def _add_gateway_listener(
+    resources: Resources,
+    state: FleetState,
+    gateway: Gateway,
+    listener: GatewayListener,
+    planner: Planner,
+) -> None:
+    """Add one Gateway listener with its routes, certificates and HTTP/3 twin."""
+    name = gateway_listener_name(gateway.namespace, gateway.name, listener.name)
+    secrets = []
+    if listener.protocol == "HTTPS":
+        by_name = {(s.namespace, s.name): s for s in state.secrets}
+        secrets = [
+            by_name[r.namespace, r.name]
+            for r in listener.certificate_refs
+            if (r.namespace, r.name) in by_name
+        ]
+        if not secrets:
+            # Serving HTTPS in plaintext would be worse than not serving it (validate says why).
+            return
+    names = tuple(secret_name(s.namespace, s.name) for s in secrets)
+    for secret, secret_key in zip(secrets, names, strict=True):
+        resources[types.SECRET][secret_key] = tls_secret(secret)
+    hosts = plan_listener(gateway, listener, state.http_routes, state.grpc_routes, planner)
+    sessions = uses_sessions(hosts)
+    http3 = planner.policies.listener(gateway.namespace, gateway.name, listener.name).http3
+    if not names:
+        http3 = None  # QUIC always encrypts: only HTTPS listeners get a twin
+    alt_svc = f'h3=":{listener.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
+    resources[types.LISTENER][name] = gateway_listener(name, listener.port, names, sessions)
+    resources[types.ROUTE][name] = route_configuration(name, hosts, alt_svc)
+    if http3 is not None:
+        twin = quic_listener_name(name)
+        resources[types.LISTENER][twin] = quic_listener(
+            twin, name, listener.port, names, http3.early_data, sessions
         )
-        used |= routes.used_service_ports(attached, resolved)
-    return used
 
 
-def _add_proxyless(resources: Resources, index: ServiceIndex) -> None:
+def _add_sidecar(
+    resources: Resources, state: FleetState, index: ServiceIndex, planner: Planner
+) -> None:
+    """Outbound listeners for the services in the sidecar scope (all exported by default)."""
+    scope = planner.policies.fleet(state.name).sidecar
+    keys = [k for k in index if scope is None or (k.namespace, k.service) in scope.services]
+    for port, hosts in plan_outbound(keys, planner).items():
+        name = outbound_name(port)
+        resources[types.LISTENER][name] = outbound_listener(name, port, uses_sessions(hosts))
+        resources[types.ROUTE][name] = route_configuration(name, hosts)
+
+
+def _add_proxyless(resources: Resources, index: ServiceIndex, planner: Planner) -> None:
     """Add one listener per service port: the targets gRPC clients dial."""
     for key in index:
         name = proxyless_listener_name(key.service, key.namespace, key.port)
         resources[types.LISTENER][name] = proxyless_listener(name, key.cluster)
+        planner.used.add(Destination(key))

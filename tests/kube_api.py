@@ -1,0 +1,539 @@
+"""A small Kubernetes API server for tests: enough of the real protocol to exercise watches.
+
+kmock 0.8 has no resourceVersions, 410 Gone or bookmarks, so this emulator has: one
+resourceVersion counter for every object (as etcd has), lists and watches with label
+selectors, bookmarks, a bounded window of past events (a watch from before it gets 410 Gone, as
+from a compacted etcd), server-side watch timeouts, and 409 on writes from a stale
+resourceVersion (objects, their status subresource, Leases).
+
+It runs on an event loop of its own in a thread, on a free port, so that the blocking client's
+threads, async tests and child processes can all reach it. Tests inject faults: `go_down` (the
+port refuses), `drop_watches`, `compact`, `conflict_next_writes`. Every method is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import json
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from aiohttp import web
+
+from xdsfleet.local import free_port
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.resources import ApiResource
+
+Obj = dict[str, Any]
+TOKEN = "emulator-token"
+
+MEMBER_RESOURCES = (
+    resources.SERVICES,
+    resources.ENDPOINT_SLICES,
+    resources.SERVICE_EXPORTS,
+    resources.NODES,
+)
+FLEET_RESOURCES = (
+    resources.FLEETS,
+    resources.TRAFFIC_POLICIES,
+    resources.GATEWAYS,
+    resources.HTTP_ROUTES,
+    resources.GRPC_ROUTES,
+    resources.INGRESSES,
+    resources.SECRETS,
+    resources.LEASES,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    version: int
+    resource: ApiResource
+    type: str
+    obj: Obj
+
+
+@dataclass(slots=True)
+class _Watch:
+    response: web.StreamResponse
+    request: web.Request
+    dropped: bool = False
+    abrupt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def watch(self) -> bool:
+        return self.query.get("watch") in ("true", "1")
+
+
+def _status(code: int, reason: str, message: str) -> Obj:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _error(code: int, reason: str, message: str) -> web.Response:
+    return web.json_response(_status(code, reason, message), status=code)
+
+
+def _labels_match(selector: str, labels: dict[str, str]) -> bool:
+    """Equality-based selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, joined by commas."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _metadata(obj: Obj) -> Obj:
+    metadata = obj.setdefault("metadata", {})
+    assert isinstance(metadata, dict)
+    return metadata
+
+
+class ApiEmulator:
+    def __init__(
+        self,
+        *,
+        kinds: Iterable[ApiResource] = MEMBER_RESOURCES + FLEET_RESOURCES,
+        window: int = 1000,
+        bookmark_seconds: float = 0.2,
+    ) -> None:
+        self.port = free_port()
+        self.bookmark_seconds = bookmark_seconds
+        self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
+        self._window = window
+        self._lock = threading.Lock()
+        self._version = 0
+        self._compacted = 0  # events up to this version are gone
+        self._objects: dict[tuple[ApiResource, str, str], Obj] = {}
+        self._events: deque[_Event] = deque()
+        self._watches: list[_Watch] = []
+        self._conflicts = 0
+        self._failing_lists = 0
+        self._uids = itertools.count(1)
+        self.requests: list[Request] = []
+        self.bookmarks: list[int] = []  # the version of every bookmark sent
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kube-api", daemon=True)
+        self._tick = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # --- Life cycle ---
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def go_down(self) -> None:
+        """Close every connection and stop listening: the port refuses until `come_back`."""
+        self._call(self._close())
+
+    def come_back(self) -> None:
+        self._call(self._listen())
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    async def _listen(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        # A short shutdown timeout: watches are aborted, nothing else is in flight for long.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _close(self) -> None:
+        for watch in list(self._watches):
+            watch.abrupt = watch.dropped = True
+            if watch.request.transport is not None:
+                watch.request.transport.abort()
+        self._notify()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def kubeconfig_text(self, *, context: str = "emulator") -> str:
+        """A kubeconfig that reaches this emulator (context `context`)."""
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": context, "cluster": {"server": self.url}}],
+                "users": [{"name": context, "user": {"token": TOKEN}}],
+                "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+                "current-context": context,
+            }
+        )
+
+    def kubeconfig(self, path: Path, *, context: str = "emulator") -> Path:
+        path.write_text(self.kubeconfig_text(context=context))
+        return path
+
+    # --- Faults ---
+
+    def drop_watches(self, *, abrupt: bool = False) -> None:
+        """End every open watch: cleanly (as a server-side timeout does), or by resetting the
+        connection."""
+        with self._lock:
+            for watch in self._watches:
+                watch.dropped, watch.abrupt = True, abrupt
+        self._loop.call_soon_threadsafe(self._notify)
+
+    def compact(self) -> None:
+        """Forget every past event: a watch from any version seen so far gets 410 Gone."""
+        with self._lock:
+            self._compacted = self._version
+            self._events.clear()
+
+    def conflict_next_writes(self, count: int) -> None:
+        """The next `count` PUTs find that someone else wrote first (the stored object's
+        resourceVersion moves on just before), so they get a genuine 409."""
+        with self._lock:
+            self._conflicts += count
+
+    def fail_lists(self, count: int) -> None:
+        """The next `count` lists answer 503, as an overloaded API server does."""
+        with self._lock:
+            self._failing_lists = count
+
+    def glitch_delete(self, kind: ApiResource, name: str, namespace: str = "default") -> None:
+        """Tell watches that an object was deleted while it stays stored: what a watch that
+        went wrong would say, and what a fresh list then contradicts."""
+        with self._lock:
+            obj = copy.deepcopy(self._objects[self._key(kind, namespace, name)])
+            self._version += 1
+            self._record(kind, "DELETED", obj)
+        self._loop.call_soon_threadsafe(self._notify)
+
+    def open_watches(self) -> int:
+        with self._lock:
+            return len(self._watches)
+
+    # --- Objects, from tests ---
+
+    def apply(self, kind: ApiResource, obj: Obj) -> Obj:
+        """Create or replace `obj` regardless of its resourceVersion."""
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            metadata = _metadata(obj)
+            key = self._key(kind, metadata.get("namespace"), metadata["name"])
+            old = self._objects.get(key)
+            stored = self._store(kind, key, obj, old)
+        self._loop.call_soon_threadsafe(self._notify)
+        return copy.deepcopy(stored)
+
+    def delete(self, kind: ApiResource, name: str, namespace: str | None = "default") -> None:
+        with self._lock:
+            self._remove(kind, self._key(kind, namespace, name))
+        self._loop.call_soon_threadsafe(self._notify)
+
+    def get(self, kind: ApiResource, name: str, namespace: str | None = "default") -> Obj | None:
+        with self._lock:
+            found = self._objects.get(self._key(kind, namespace, name))
+            return copy.deepcopy(found)
+
+    def lists(self, kind: ApiResource) -> int:
+        """How many lists (not watches) of `kind` were served."""
+        with self._lock:
+            requests = list(self.requests)
+        routes = [(self._route(r.path), r) for r in requests if r.method == "GET" and not r.watch]
+        return sum(
+            1 for route, _ in routes if route is not None and route[0] == kind and not route[2]
+        )
+
+    # --- Storage (under the lock) ---
+
+    def _key(
+        self, kind: ApiResource, namespace: str | None, name: str
+    ) -> tuple[ApiResource, str, str]:
+        return kind, (namespace or "default") if kind.namespaced else "", name
+
+    def _record(self, kind: ApiResource, type_: str, obj: Obj) -> None:
+        self._events.append(_Event(self._version, kind, type_, copy.deepcopy(obj)))
+        while len(self._events) > self._window:
+            self._compacted = self._events.popleft().version
+
+    def _store(
+        self, kind: ApiResource, key: tuple[ApiResource, str, str], obj: Obj, old: Obj | None
+    ) -> Obj:
+        self._version += 1
+        metadata = _metadata(obj)
+        if kind.namespaced:
+            metadata["namespace"] = key[1]
+        metadata["resourceVersion"] = str(self._version)
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        if old is None:
+            metadata["uid"] = f"uid-{next(self._uids)}"
+            metadata["creationTimestamp"] = "2025-01-01T00:00:00Z"
+            metadata["generation"] = 1
+        else:
+            old_metadata = old["metadata"]
+            metadata["uid"] = old_metadata["uid"]
+            metadata["creationTimestamp"] = old_metadata["creationTimestamp"]
+            changed = obj.get("spec") != old.get("spec")
+            metadata["generation"] = old_metadata.get("generation", 1) + (1 if changed else 0)
+        self._objects[key] = obj
+        self._record(kind, "ADDED" if old is None else "MODIFIED", obj)
+        return obj
+
+    def _remove(self, kind: ApiResource, key: tuple[ApiResource, str, str]) -> Obj | None:
+        obj = self._objects.pop(key, None)
+        if obj is not None:
+            self._version += 1
+            _metadata(obj)["resourceVersion"] = str(self._version)
+            self._record(kind, "DELETED", obj)
+        return obj
+
+    def _notify(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    # --- HTTP ---
+
+    def _route(self, path: str) -> tuple[ApiResource, str | None, str | None, str] | None:
+        """(resource, namespace, name, subresource) of a URL path, or None."""
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif parts[0] == "apis" and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        if not 1 <= len(rest) <= 3:
+            return None
+        kind = self._kinds.get((group, version, rest[0]))
+        if kind is None:
+            return None
+        name = rest[1] if len(rest) >= 2 else None
+        subresource = rest[2] if len(rest) == 3 else ""
+        return kind, namespace, name, subresource
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.requests.append(Request(request.method, request.path, dict(request.query)))
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return _error(401, "Unauthorized", "Unauthorized")
+        route = self._route(request.path)
+        if route is None:
+            return _error(404, "NotFound", "the server could not find the requested resource")
+        kind, namespace, name, subresource = route
+        if name is None:
+            if request.method == "GET":
+                if request.query.get("watch") in ("true", "1"):
+                    return await self._watch(request, kind, namespace)
+                return self._list(request, kind, namespace)
+            if request.method == "POST" and (namespace is not None or not kind.namespaced):
+                return self._create(kind, namespace, await request.json())
+        elif request.method == "GET" and not subresource:
+            with self._lock:
+                found = self._objects.get(self._key(kind, namespace, name))
+            if found is None:
+                return _error(404, "NotFound", f'{kind.plural} "{name}" not found')
+            return web.json_response(found)
+        elif request.method == "PUT" and subresource in ("", "status"):
+            return self._replace(kind, namespace, name, subresource, await request.json())
+        elif request.method == "DELETE" and not subresource:
+            with self._lock:
+                removed = self._remove(kind, self._key(kind, namespace, name))
+            self._notify()
+            if removed is None:
+                return _error(404, "NotFound", f'{kind.plural} "{name}" not found')
+            return web.json_response(removed)
+        return _error(405, "MethodNotAllowed", f"{request.method} {request.path}")
+
+    def _matching(self, kind: ApiResource, namespace: str | None, selector: str, obj: Obj) -> bool:
+        metadata = obj.get("metadata", {})
+        if namespace is not None and metadata.get("namespace") != namespace:
+            return False
+        return _labels_match(selector, metadata.get("labels") or {})
+
+    def _list(self, request: web.Request, kind: ApiResource, namespace: str | None) -> web.Response:
+        selector = request.query.get("labelSelector", "")
+        with self._lock:
+            if self._failing_lists:
+                self._failing_lists -= 1
+                return _error(503, "ServiceUnavailable", "the server is currently unavailable")
+            items = [
+                {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
+                for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
+                if k == kind and self._matching(kind, namespace, selector, obj)
+            ]
+            version = str(self._version)
+        return web.json_response(
+            {
+                "apiVersion": kind.api_version,
+                "kind": f"{kind.kind}List",
+                "metadata": {"resourceVersion": version},
+                "items": items,
+            }
+        )
+
+    def _create(self, kind: ApiResource, namespace: str | None, obj: Obj) -> web.Response:
+        with self._lock:
+            name = _metadata(obj).get("name", "")
+            key = self._key(kind, namespace, name)
+            if key in self._objects:
+                return _error(409, "AlreadyExists", f'{kind.plural} "{name}" already exists')
+            stored = copy.deepcopy(self._store(kind, key, obj, None))
+        self._notify()
+        return web.json_response(stored, status=201)
+
+    def _replace(
+        self, kind: ApiResource, namespace: str | None, name: str, subresource: str, obj: Obj
+    ) -> web.Response:
+        with self._lock:
+            key = self._key(kind, namespace, name)
+            old = self._objects.get(key)
+            if old is None:
+                return _error(404, "NotFound", f'{kind.plural} "{name}" not found')
+            if self._conflicts:
+                self._conflicts -= 1
+                self._store(kind, key, copy.deepcopy(old), old)
+                old = self._objects[key]
+            sent = _metadata(obj).get("resourceVersion")
+            if sent and sent != old["metadata"]["resourceVersion"]:
+                message = (
+                    f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has '
+                    "been modified; please apply your changes to the latest version and try again"
+                )
+                return _error(409, "Conflict", message)
+            new = copy.deepcopy(old)
+            if subresource == "status":
+                new["status"] = obj.get("status")
+            else:
+                new = copy.deepcopy(obj) | {"status": old.get("status")}
+                if old.get("status") is None:
+                    new.pop("status")
+            stored = copy.deepcopy(self._store(kind, key, new, old))
+        self._notify()
+        return web.json_response(stored)
+
+    async def _watch(
+        self, request: web.Request, kind: ApiResource, namespace: str | None
+    ) -> web.StreamResponse:
+        query = request.query
+        selector = query.get("labelSelector", "")
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(query.get("timeoutSeconds") or 1800)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        watch = _Watch(response, request)
+
+        async def send(type_: str, obj: Obj) -> None:
+            await response.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+
+        with self._lock:
+            self._watches.append(watch)
+            start = query.get("resourceVersion", "")
+            initial = []
+            if start in ("", "0"):
+                initial = [
+                    copy.deepcopy(o)
+                    for (k, _, _), o in self._objects.items()
+                    if k == kind and self._matching(kind, namespace, selector, o)
+                ]
+                cursor = self._version
+            else:
+                cursor = int(start)
+        try:
+            for obj in initial:
+                await send("ADDED", obj)
+            next_bookmark = loop.time() + self.bookmark_seconds
+            while not watch.dropped:
+                tick = self._tick
+                with self._lock:
+                    if cursor < self._compacted:
+                        message = f"too old resource version: {cursor} ({self._compacted})"
+                        gone = _status(410, "Expired", message)
+                        break_with: Obj | None = gone
+                        pending: list[_Event] = []
+                    else:
+                        break_with = None
+                        pending = [e for e in self._events if e.version > cursor]
+                        latest = self._version
+                if break_with is not None:
+                    await send("ERROR", break_with)
+                    break
+                for event in pending:
+                    if event.resource == kind and self._matching(
+                        kind, namespace, selector, event.obj
+                    ):
+                        await send(event.type, event.obj)
+                cursor = max(cursor, latest)
+                now = loop.time()
+                if now >= deadline:
+                    break
+                if bookmarks and now >= next_bookmark:
+                    meta = {"resourceVersion": str(cursor)}
+                    bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
+                    await send("BOOKMARK", bookmark)
+                    with self._lock:
+                        self.bookmarks.append(cursor)
+                    next_bookmark = now + self.bookmark_seconds
+                wake = min(deadline, next_bookmark if bookmarks else deadline) - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tick.wait(), max(wake, 0.001))
+            if watch.abrupt:
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            with self._lock:
+                self._watches.remove(watch)
+        return response

@@ -1,0 +1,267 @@
+"""One member cluster watched through the real client: its state, and how its failures are
+kept from making things worse (DESIGN decision 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kube_api import MEMBER_RESOURCES, ApiEmulator
+from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
+from structlog.testing import capture_logs
+from waiting import eventually
+
+from xdsfleet import metrics
+from xdsfleet.model.fleet import EndpointMode, Member, MemberState
+from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
+from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICES
+from xdsfleet.sources.kube.settings import KubeSettings
+
+__all__ = ["no_threads_left"]
+
+MEMBER = Member(name="east", region="eu-west", zone="eu-west-1a")
+PODS = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4")
+
+
+@dataclasses.dataclass
+class Watched:
+    watcher: MemberWatcher
+    states: list[MemberState]
+    # How many lists of EndpointSlices the API had served when each state was published.
+    slice_lists: list[int]
+    crashes: list[BaseException]
+
+    def addresses(self, state: MemberState | None = None) -> set[str]:
+        found = ready_addresses(state or self.watcher.state)
+        return found.get(("default", "shop"), set())
+
+
+Watch = Callable[..., Watched]
+
+
+@pytest.fixture
+def api() -> Iterator[ApiEmulator]:
+    with ApiEmulator() as emulator:
+        emulator.apply(SERVICES, service("shop"))
+        emulator.apply(SERVICE_EXPORTS, service_export("shop"))
+        emulator.apply(ENDPOINT_SLICES, endpoint_slice("shop", *PODS))
+        yield emulator
+
+
+@pytest.fixture
+async def watch(api: ApiEmulator, tmp_path: Path) -> AsyncIterator[Watch]:
+    started: list[MemberWatcher] = []
+
+    def watcher(
+        *,
+        member: Member = MEMBER,
+        settings: KubeSettings = FAST,
+        emulator: ApiEmulator = api,
+    ) -> Watched:
+        kubeconfig = emulator.kubeconfig(tmp_path / f"{member.name}.kubeconfig")
+        cluster = Cluster(Access(kubeconfig=str(kubeconfig)), settings)
+        watched = Watched(None, [], [], [])  # type: ignore[arg-type]
+
+        def on_state(state: MemberState) -> None:
+            watched.states.append(state)
+            watched.slice_lists.append(emulator.lists(ENDPOINT_SLICES))
+
+        watched.watcher = MemberWatcher(
+            member=member,
+            cluster=cluster,
+            on_state=on_state,
+            on_crash=watched.crashes.append,
+            settings=settings,
+        )
+        watched.watcher.start()
+        started.append(watched.watcher)
+        return watched
+
+    yield watcher
+    for member_watcher in started:
+        await member_watcher.stop()
+
+
+async def test_the_member_state_holds_what_the_api_shows(api: ApiEmulator, watch: Watch) -> None:
+    # Objects the model has no use for are left out rather than rejected.
+    api.apply(
+        SERVICES,
+        {
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "db.example.com"},
+        },
+    )
+    orphan = endpoint_slice("shop", "10.9.9.9", name="by-hand")
+    del orphan["metadata"]["labels"]["kubernetes.io/service-name"]
+    api.apply(ENDPOINT_SLICES, orphan)
+    watched = watch()
+    await asyncio.wait_for(watched.watcher.settled.wait(), 5)
+    state = watched.watcher.state
+    assert [s.name for s in state.services] == ["shop"]
+    assert state.exports == (("default", "shop"),)
+    assert watched.addresses() == set(PODS)
+    assert not state.stale
+    assert state.nodes == ()  # pod mode: no Node watch
+    assert len(watched.states) == 1  # not one per resource
+
+
+async def test_an_object_the_parser_refuses_keeps_its_last_good_version(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    bad = endpoint_slice("shop", "10.1.0.1", "not-an-address")
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, bad)
+        await eventually(lambda: any(e["event"] == "object_rejected" for e in logs))
+    [rejected] = [e for e in logs if e["event"] == "object_rejected"]
+    assert (
+        "member east: EndpointSlice default/shop-abcde: endpoints[1].addresses[0]"
+        in (rejected["problems"][0])
+    )
+    api.apply(ENDPOINT_SLICES, endpoint_slice("shop", "10.1.0.1"))
+    await eventually(lambda: watched.addresses() == {"10.1.0.1"})
+
+
+async def test_an_unreachable_member_keeps_its_endpoints_and_is_marked_stale(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.go_down()
+        await eventually(lambda: watched.watcher.state.stale)
+    assert watched.addresses() == set(PODS)
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states)
+    assert any(e["event"] == "member_stale" for e in logs)
+    assert metrics.MEMBER_STALE.labels("east")._value.get() == 1
+    api.come_back()
+    await eventually(lambda: not watched.watcher.state.stale)
+    assert metrics.MEMBER_STALE.labels("east")._value.get() == 0
+
+
+async def test_a_member_that_comes_back_resyncs_in_one_state(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.go_down()
+    await eventually(lambda: len(watched.watcher.failures) == 3)  # every watch noticed
+    before = len(watched.states)
+    # While it was away, a pod moved.
+    api.apply(ENDPOINT_SLICES, endpoint_slice("shop", *PODS[1:], "10.1.0.5"))
+    api.come_back()
+    await eventually(lambda: not watched.watcher.state.stale)
+    [back] = watched.states[before:]
+    assert watched.addresses(back) == {*PODS[1:], "10.1.0.5"}
+
+
+async def test_a_mass_removal_is_held_until_a_fresh_list_confirms_it(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    assert api.lists(ENDPOINT_SLICES) == 1
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, endpoint_slice("shop", PODS[0]))
+        await eventually(lambda: watched.addresses() == {PODS[0]})
+    events = [e["event"] for e in logs if e["event"].startswith("mass_removal")]
+    assert events == ["mass_removal_held", "mass_removal_confirmed"]
+    [emptied] = [i for i, s in enumerate(watched.states) if watched.addresses(s) == {PODS[0]}]
+    # Published only once a list started after the removal had been served.
+    assert watched.slice_lists[emptied] >= 2
+
+
+async def test_a_small_removal_is_not_held(api: ApiEmulator, watch: Watch) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, endpoint_slice("shop", *PODS[:2]))  # half: not more
+        await eventually(lambda: watched.addresses() == set(PODS[:2]))
+    assert not [e for e in logs if e["event"].startswith("mass_removal")]
+    assert api.lists(ENDPOINT_SLICES) == 1
+
+
+async def test_a_removal_that_the_fresh_list_contradicts_is_never_served(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
+        await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    [confirmed] = [e for e in logs if e["event"] == "mass_removal_confirmed"]
+    assert confirmed["removed"] == []
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states)
+
+
+async def test_an_unconfirmed_hold_ends_after_the_hold_time(api: ApiEmulator, watch: Watch) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=0.5))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.fail_lists(1000)  # the confirming list never succeeds
+    with capture_logs() as logs:
+        api.delete(ENDPOINT_SLICES, "shop-abcde")
+        await eventually(lambda: watched.addresses() == set())
+    assert [e["event"] for e in logs if e["event"].startswith("mass_removal")] == [
+        "mass_removal_held",
+        "mass_removal_expired",
+    ]
+    api.fail_lists(0)
+
+
+async def test_without_the_serviceexport_crd_the_member_exports_nothing_itself(
+    watch: Watch,
+) -> None:
+    without_exports = tuple(r for r in MEMBER_RESOURCES if r is not SERVICE_EXPORTS)
+    with ApiEmulator(kinds=without_exports) as bare:
+        bare.apply(SERVICES, service("shop"))
+        with capture_logs() as logs:
+            watched = watch(emulator=bare)
+            await asyncio.wait_for(watched.watcher.settled.wait(), 5)
+        assert watched.watcher.state.exports == ()
+        assert [s.name for s in watched.watcher.state.services] == ["shop"]
+        assert any(e["event"] == "serviceexport_crd_absent" for e in logs)
+        assert not watched.watcher.state.stale
+
+
+async def test_nodes_are_watched_in_node_port_mode(api: ApiEmulator, watch: Watch) -> None:
+    api.apply(
+        NODES,
+        {
+            "metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "z1"}},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": "192.168.0.10"},
+                    {"type": "Hostname", "address": "node-1"},
+                ],
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True", "lastHeartbeatTime": "2025-01-01T00:00Z"},
+                ],
+            },
+        },
+    )
+    member = dataclasses.replace(MEMBER, endpoint_mode=EndpointMode.NODE_PORT)
+    watched = watch(member=member)
+    await asyncio.wait_for(watched.watcher.settled.wait(), 5)
+    [node] = watched.watcher.state.nodes
+    assert (node.name, node.addresses, node.zone, node.ready) == (
+        "node-1",
+        ("192.168.0.10",),
+        "z1",
+        True,
+    )
+
+
+async def test_an_unreachable_member_settles_stale_and_empty(tmp_path: Path, watch: Watch) -> None:
+    with ApiEmulator() as gone:
+        gone.go_down()
+        watched = watch(emulator=gone)
+        await asyncio.wait_for(watched.watcher.settled.wait(), 5)
+        assert watched.watcher.state.stale
+        assert watched.watcher.state.services == ()
+        gone.come_back()

@@ -1,0 +1,210 @@
+"""One resource listed, then watched, through the real client against the API emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kube_api import MEMBER_RESOURCES, ApiEmulator
+from kube_helpers import FAST, no_threads_left, service
+from waiting import eventually
+
+from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.resources import SERVICE_EXPORTS, SERVICES
+from xdsfleet.sources.kube.settings import KubeSettings
+from xdsfleet.sources.kube.watching import Absent, Changed, Event, Failed, Listed, Reflector
+
+__all__ = ["no_threads_left"]
+
+
+class Seen:
+    """What a reflector delivered, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.crashes: list[BaseException] = []
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def names(self) -> set[str]:
+        """The objects known after applying every event, by name."""
+        known: set[str] = set()
+        for event in self.events:
+            if isinstance(event, Listed):
+                known = {item["metadata"]["name"] for item in event.items}
+            elif isinstance(event, Changed):
+                name = event.obj["metadata"]["name"]
+                if event.type == "DELETED":
+                    known.discard(name)
+                else:
+                    known.add(name)
+        return known
+
+
+@pytest.fixture
+def api() -> Iterator[ApiEmulator]:
+    with ApiEmulator() as emulator:
+        yield emulator
+
+
+Start = Callable[..., tuple[Reflector, Seen]]
+
+
+@pytest.fixture
+async def start(api: ApiEmulator, tmp_path: Path) -> AsyncIterator[Start]:
+    """Start reflectors on the emulator; every one is stopped (and its thread joined) after."""
+    started: list[tuple[Reflector, Cluster]] = []
+    loop = asyncio.get_running_loop()
+
+    def starter(
+        resource: object = SERVICES, *, settings: KubeSettings = FAST, emulator: ApiEmulator = api
+    ) -> tuple[Reflector, Seen]:
+        seen = Seen()
+        access = Access(kubeconfig=str(emulator.kubeconfig(tmp_path / "kubeconfig")))
+        cluster = Cluster(access, settings)
+        reflector = Reflector(
+            cluster=cluster,
+            resource=resource,  # type: ignore[arg-type]
+            deliver=seen.events.append,
+            on_crash=seen.crashes.append,
+            loop=loop,
+            settings=settings,
+            name="watch-test",
+        )
+        reflector.start()
+        started.append((reflector, cluster))
+        return reflector, seen
+
+    yield starter
+    for reflector, cluster in started:
+        reflector.stop()
+        assert await asyncio.to_thread(reflector.join, 5), "the watch thread did not end"
+        cluster.close()
+
+
+async def test_a_list_then_a_watch_delivers_every_object_and_every_change(
+    api: ApiEmulator, start: Start
+) -> None:
+    api.apply(SERVICES, service("a"))
+    api.apply(SERVICES, service("b"))
+    _, seen = start()
+    await eventually(lambda: seen.names() == {"a", "b"})
+    [listed] = seen.of(Listed)
+    assert isinstance(listed, Listed)
+    assert listed.sequence == 1
+    api.apply(SERVICES, service("c"))
+    api.delete(SERVICES, "a")
+    await eventually(lambda: seen.names() == {"b", "c"})
+    assert [e.type for e in seen.of(Changed) if isinstance(e, Changed)] == ["ADDED", "DELETED"]
+    assert api.lists(SERVICES) == 1
+    assert not seen.crashes
+
+
+async def test_the_server_side_timeout_ends_a_quiet_watch_which_resumes_without_a_list(
+    api: ApiEmulator, start: Start
+) -> None:
+    _, seen = start()
+    await eventually(lambda: len(seen.of(Listed)) == 1)
+    # FAST asks the server to end each watch after 1-2 s.
+    await eventually(lambda: sum(r.watch for r in api.requests) >= 2, timeout=8)
+    api.apply(SERVICES, service("late"))
+    await eventually(lambda: seen.names() == {"late"})
+    assert api.lists(SERVICES) == 1
+
+
+async def test_bookmarks_keep_the_resume_version_fresh_so_no_list_is_needed(
+    api: ApiEmulator, start: Start
+) -> None:
+    api.apply(SERVICES, service("a"))
+    slow = dataclasses.replace(FAST, watch_seconds=60)
+    _, seen = start(settings=slow)
+    await eventually(lambda: len(seen.of(Listed)) == 1)
+    # Other resources move the version on; only a bookmark tells this watch about it.
+    for i in range(5):
+        api.apply(SERVICE_EXPORTS, {"metadata": {"name": f"other-{i}", "namespace": "default"}})
+    latest = int(api.get(SERVICE_EXPORTS, "other-4")["metadata"]["resourceVersion"])  # type: ignore[index]
+    await eventually(lambda: max(api.bookmarks, default=0) >= latest)
+    # The history before now is gone: a watch resumed from the list's version would get 410.
+    api.compact()
+    api.drop_watches()
+    api.apply(SERVICES, service("b"))
+    await eventually(lambda: seen.names() == {"a", "b"})
+    assert api.lists(SERVICES) == 1
+
+
+async def test_a_410_gone_makes_it_list_again(start: Start, tmp_path: Path) -> None:
+    # No bookmarks in time: the watch keeps the list's version.
+    with ApiEmulator(bookmark_seconds=3600) as quiet:
+        quiet.apply(SERVICES, service("a"))
+        _, seen = start(emulator=quiet, settings=dataclasses.replace(FAST, watch_seconds=60))
+        await eventually(lambda: len(seen.of(Listed)) == 1)
+        quiet.apply(SERVICE_EXPORTS, {"metadata": {"name": "other", "namespace": "default"}})
+        quiet.compact()
+        quiet.drop_watches()
+        await eventually(lambda: len(seen.of(Listed)) == 2)
+        quiet.apply(SERVICES, service("b"))
+        await eventually(lambda: seen.names() == {"a", "b"})
+        assert quiet.lists(SERVICES) == 2
+        assert not seen.of(Failed)
+
+
+@pytest.mark.parametrize("abrupt", [False, True], ids=["closed", "reset"])
+async def test_a_dropped_watch_reconnects_from_where_it_was(
+    api: ApiEmulator, start: Start, abrupt: bool
+) -> None:
+    api.apply(SERVICES, service("a"))
+    _, seen = start(settings=dataclasses.replace(FAST, watch_seconds=60))
+    await eventually(lambda: len(seen.of(Listed)) == 1)
+    api.drop_watches(abrupt=abrupt)
+    api.apply(SERVICES, service("b"))
+    await eventually(lambda: seen.names() == {"a", "b"})
+    assert api.lists(SERVICES) == 1
+    assert not seen.of(Failed)
+
+
+async def test_an_unreachable_api_is_reported_and_listed_again_when_it_is_back(
+    api: ApiEmulator, start: Start
+) -> None:
+    api.apply(SERVICES, service("a"))
+    _, seen = start()
+    await eventually(lambda: len(seen.of(Listed)) == 1)
+    api.go_down()
+    await eventually(lambda: bool(seen.of(Failed)))
+    api.delete(SERVICES, "a")
+    api.apply(SERVICES, service("b"))
+    api.come_back()
+    await eventually(lambda: len(seen.of(Listed)) == 2)
+    assert seen.names() == {"b"}
+
+
+async def test_a_resource_type_the_server_lacks_is_reported_absent(start: Start) -> None:
+    without_exports = tuple(r for r in MEMBER_RESOURCES if r is not SERVICE_EXPORTS)
+    with ApiEmulator(kinds=without_exports) as bare:
+        _, seen = start(SERVICE_EXPORTS, emulator=bare)
+        await eventually(lambda: len(seen.of(Absent)) >= 2)  # and it looks again
+        assert not seen.of(Listed)
+
+
+async def test_a_relist_on_request_is_confirmed_by_its_sequence(
+    api: ApiEmulator, start: Start
+) -> None:
+    reflector, seen = start(settings=dataclasses.replace(FAST, watch_seconds=60))
+    await eventually(lambda: len(seen.of(Listed)) == 1)
+    wanted = reflector.relist()
+    await eventually(
+        lambda: any(isinstance(e, Listed) and e.sequence >= wanted for e in seen.events)
+    )
+    assert api.lists(SERVICES) == 2
+
+
+async def test_stop_ends_a_blocked_watch_at_once(api: ApiEmulator, start: Start) -> None:
+    # A long server-side timeout and a long read timeout: only the interrupt can end it soon.
+    patient = dataclasses.replace(FAST, watch_seconds=600, watch_read_margin=600)
+    reflector, seen = start(settings=patient)
+    await eventually(lambda: len(seen.of(Listed)) == 1 and api.open_watches() == 1)
+    reflector.stop()
+    assert await asyncio.to_thread(reflector.join, 2)

@@ -1,0 +1,319 @@
+"""The one door to a Kubernetes API server: the official `kubernetes` client, wrapped.
+
+Only this module imports `kubernetes` (an import-linter contract), so the rest of the program
+sees plain JSON dicts and the exceptions below, never the client's models or urllib3's errors.
+The client's generated models are skipped on purpose: objects are parsed by our own strict
+parser (`objects`), which needs the JSON as the API server sent it.
+
+Every request carries a client-side timeout (`_request_timeout`); sockets use TCP keepalive.
+Without both, a request over a cut network would block its thread forever. Every call blocks:
+never call this from the event loop's thread. It must not decide anything (retries, backoff,
+relists belong to `watching`), only speak HTTP and report what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.keepalive import tcp_keepalive_socket_options
+from kubernetes.watch.watch import iter_resp_lines
+
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.kube.settings import KubeSettings
+
+JsonObject = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A request the API server refused, or that did not reach it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class Gone(ApiError):
+    """410: the resourceVersion is too old for a watch; list again."""
+
+
+class NotFound(ApiError):
+    """404: no such object, or no such resource type (a CRD that is not installed)."""
+
+
+class Conflict(ApiError):
+    """409: a write from a stale resourceVersion, or a create of something that exists."""
+
+
+class Unreachable(ApiError):
+    """No answer in time, a connection refused or cut, an overloaded or failing server."""
+
+
+class AccessError(Exception):
+    """The kubeconfig (or in-cluster service account) cannot be used to reach a cluster."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How to reach one cluster: a kubeconfig file (and context), a kubeconfig's text (from a
+    member Secret), or, with neither, the pod's own service account."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    kubeconfig_text: str | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        if self.kubeconfig_text is not None:
+            return "kubeconfig from a Secret"
+        if self.kubeconfig is not None:
+            context = f" (context {self.context})" if self.context else ""
+            return f"kubeconfig {self.kubeconfig}{context}"
+        return "in-cluster service account"
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    items: tuple[JsonObject, ...]
+    resource_version: str
+
+
+def _message(body: object, default: str) -> str:
+    """The `message` of a Status body, else `default`."""
+    if isinstance(body, (str, bytes)):
+        with contextlib.suppress(ValueError):
+            body = json.loads(body)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return default
+
+
+def _error(status: int, message: str) -> ApiError:
+    if status == 410:
+        return Gone(status, message)
+    if status == 404:
+        return NotFound(status, message)
+    if status == 409:
+        return Conflict(status, message)
+    if status == 0 or status == 429 or status >= 500:
+        return Unreachable(status, message)
+    return ApiError(status, message)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Turn whatever the client and urllib3 raise into our exceptions."""
+    try:
+        yield
+    except ApiException as error:
+        status = int(error.status or 0)
+        raise _error(status, _message(error.body, str(error.reason or ""))) from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise Unreachable(0, f"{type(error).__name__}: {error}") from None
+    except ValueError as error:  # a body that is not JSON: the server is not well
+        raise Unreachable(0, f"unreadable answer: {error}") from None
+
+
+def _configuration(access: Access, settings: KubeSettings) -> Any:
+    configuration = client.Configuration()
+    try:
+        if access.kubeconfig_text is not None:
+            config.load_kube_config_from_dict(
+                yaml.safe_load(access.kubeconfig_text),
+                context=access.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        elif access.kubeconfig is not None:
+            config.load_kube_config(
+                config_file=access.kubeconfig,
+                context=access.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except Exception as error:
+        # The loaders raise ConfigException, yaml, OS and key errors alike: all mean the same.
+        raise AccessError(f"{access.describe()}: {error}") from None
+    configuration.socket_options = tcp_keepalive_socket_options(
+        idle=settings.keepalive_idle,
+        interval=settings.keepalive_interval,
+        count=settings.keepalive_count,
+    )
+    # No retries inside urllib3: `watching` retries with backoff and reports what failed.
+    configuration.retries = 0
+    return configuration
+
+
+class Cluster:
+    """One API server, reached through one `kubernetes.client.ApiClient` (thread-safe: its
+    urllib3 pool is shared by every watch thread of the cluster)."""
+
+    def __init__(self, access: Access, settings: KubeSettings) -> None:
+        self.access = access
+        self._settings = settings
+        self._api = client.ApiClient(configuration=_configuration(access, settings))
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int | bool | None] | None = None,
+        body: JsonObject | None = None,
+        read_seconds: float,
+    ) -> Any:
+        """Send one request and return urllib3's response, unread; non-2xx answers raise."""
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        timeout = (self._settings.connect_seconds, read_seconds)
+        with _translated():
+            response = self._api.call_api(*serialized, _request_timeout=timeout)
+            if not 200 <= response.status <= 299:
+                data = response.read()
+                raise _error(response.status, _message(data, str(response.reason)))
+            return response.response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> JsonObject:
+        kwargs.setdefault("read_seconds", self._settings.request_seconds)
+        response = self._request(method, path, **kwargs)
+        with _translated():
+            try:
+                document = json.loads(response.data)
+            finally:
+                response.release_conn()
+        if not isinstance(document, dict):
+            raise Unreachable(0, f"expected a JSON object from {path}")
+        return document
+
+    def list(
+        self,
+        resource: ApiResource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> Listing:
+        document = self._json(
+            "GET",
+            resource.path(namespace=namespace),
+            query={"labelSelector": label_selector},
+            read_seconds=self._settings.list_seconds,
+        )
+        items = document.get("items") or []
+        version = (document.get("metadata") or {}).get("resourceVersion", "")
+        return Listing(tuple(item for item in items if isinstance(item, dict)), str(version))
+
+    def watch(
+        self,
+        resource: ApiResource,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> Watch:
+        """A watch from `resource_version`, with bookmarks, ended by the server after
+        `timeout_seconds`. It is not sent until `Watch.open`."""
+        query: dict[str, str | int | bool | None] = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": timeout_seconds,
+            "labelSelector": label_selector,
+        }
+        path = resource.path(namespace=namespace)
+        read_seconds = timeout_seconds + self._settings.watch_read_margin
+        return Watch(lambda: self._request("GET", path, query=query, read_seconds=read_seconds))
+
+    def get(self, resource: ApiResource, *, name: str, namespace: str | None = None) -> JsonObject:
+        return self._json("GET", resource.path(namespace=namespace, name=name))
+
+    def create(self, resource: ApiResource, obj: JsonObject) -> JsonObject:
+        namespace = obj.get("metadata", {}).get("namespace")
+        return self._json("POST", resource.path(namespace=namespace), body=obj)
+
+    def replace(
+        self, resource: ApiResource, obj: JsonObject, *, subresource: str = ""
+    ) -> JsonObject:
+        """PUT the object (or its `status` subresource); the API server answers 409 when its
+        `metadata.resourceVersion` is not the current one."""
+        metadata = obj.get("metadata", {})
+        path = resource.path(
+            namespace=metadata.get("namespace"), name=metadata["name"], subresource=subresource
+        )
+        return self._json("PUT", path, body=obj)
+
+
+class Watch:
+    """One watch request. Iterate it for events (`{"type": ..., "object": ...}`, bookmarks
+    included); an ERROR event raises (`Gone` for 410). `interrupt`, from any thread, ends it:
+    the iteration then stops quietly, even in the middle of a blocking read."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._response: Any = None
+        self.interrupted = False
+
+    def open(self) -> None:
+        """Send the request; raises when the server cannot be reached or refuses."""
+        response = self._send()
+        with self._lock:
+            self._response = response
+            if self.interrupted:
+                self._shut()
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self.interrupted = True
+            if self._response is not None:
+                self._shut()
+
+    def _shut(self) -> None:
+        # Closing the socket would not wake a thread blocked reading it; shutting it down does.
+        # It fails only when the response is already closed, which is the wanted state.
+        with contextlib.suppress(ValueError, RuntimeError, OSError):
+            self._response.shutdown()
+
+    def __iter__(self) -> Iterator[JsonObject]:
+        response = self._response
+        if response is None:
+            raise RuntimeError("Watch.open first")
+        try:
+            with _translated():
+                for line in iter_resp_lines(response):
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise _error(int(status.get("code") or 0), _message(status, line))
+                    yield event
+        except Unreachable:
+            if not self.interrupted:
+                raise
+        finally:
+            response.close()
+            response.release_conn()

@@ -1,0 +1,280 @@
+"""One member cluster, watched: its Services, EndpointSlices, ServiceExports (and Nodes, in
+nodePort mode) kept as one `MemberState` that the member's failures never make worse.
+
+DESIGN decision 5, for a member:
+- An API server that stops answering leaves the last known objects in place, marked stale (log,
+  metric, `MemberState.stale`); they are never replaced by nothing.
+- An update seen on a watch that removes more than half of a service's ready endpoints is held
+  (the service keeps its previous objects) until a list started after it confirms it, at most
+  `hold_seconds`. A removal seen in a fresh list is already confirmed.
+- A member that comes back is listed again; the list is compared with what is known and at
+  most one state goes out.
+Without a ServiceExport CRD the member exports nothing of its own: the Fleet's `exportAll`
+decides, as documented.
+
+It must not know about other members or the Fleet: `on_state` hands each new state on. It runs
+on the event loop; its reflectors' threads only reach it through the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from xdsfleet import metrics
+from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Node, Service
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.group import Watched, WatchGroup
+from xdsfleet.sources.kube.objects import ModelObject, parse_object
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.kube.settings import KubeSettings
+from xdsfleet.sources.kube.watching import Absent, Event, Listed
+
+log = structlog.get_logger(__name__)
+
+ServiceKey = tuple[str, str]  # (namespace, service name)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A mass removal waiting for a list to confirm it."""
+
+    services: set[ServiceKey]
+    confirm: dict[ApiResource, int]  # resource -> the list sequence that confirms
+    timer: asyncio.TimerHandle
+
+
+def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
+    """Per service, the addresses of its ready endpoints (the first of each, as translation)."""
+    found: dict[ServiceKey, set[str]] = {}
+    for endpoint_slice in state.endpoint_slices:
+        addresses = found.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), set())
+        addresses.update(
+            e.addresses[0] for e in endpoint_slice.endpoints if e.ready and e.addresses
+        )
+    return found
+
+
+def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
+    """The services that lose more than half of their ready endpoints from `before` to
+    `after` (a Service deleted loses all of them)."""
+    kept = ready_addresses(after)
+    services = {(s.namespace, s.name) for s in after.services}
+    found = set()
+    for key, addresses in ready_addresses(before).items():
+        remaining = kept.get(key, set()) if key in services else set()
+        if addresses and 2 * len(addresses - remaining) > len(addresses):
+            found.add(key)
+    return found
+
+
+def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKey]) -> MemberState:
+    """`candidate`, except that `services` keep their Service and slices from `previous`."""
+
+    def slice_key(s: EndpointSlice) -> ServiceKey:
+        return s.namespace, s.service_name
+
+    def service_key(s: Service) -> ServiceKey:
+        return s.namespace, s.name
+
+    kept_services = [s for s in candidate.services if service_key(s) not in services]
+    kept_services += [s for s in previous.services if service_key(s) in services]
+    kept_slices = [s for s in candidate.endpoint_slices if slice_key(s) not in services]
+    kept_slices += [s for s in previous.endpoint_slices if slice_key(s) in services]
+    return MemberState(
+        candidate.member,
+        services=tuple(sorted(kept_services, key=service_key)),
+        endpoint_slices=tuple(sorted(kept_slices, key=lambda s: (s.namespace, s.name))),
+        exports=candidate.exports,
+        nodes=candidate.nodes,
+        stale=candidate.stale,
+    )
+
+
+def _order(obj: ModelObject) -> tuple[str, str]:
+    if isinstance(obj, tuple):
+        return obj
+    return getattr(obj, "namespace", ""), obj.name
+
+
+class MemberWatcher:
+    """Watches one member. `start` it on the loop; `state` is its latest published state, and
+    `settled` is set once every resource has answered (listed, absent or failed) once."""
+
+    def __init__(
+        self,
+        *,
+        member: Member,
+        cluster: Cluster,
+        on_state: Callable[[MemberState], None],
+        on_crash: Callable[[BaseException], None],
+        settings: KubeSettings,
+    ) -> None:
+        self.member = member
+        self._on_state = on_state
+        self._settings = settings
+        self.state = MemberState(member)
+        self.settled = asyncio.Event()
+        self._hold: _Hold | None = None
+        self._log = log.bind(member=member.name)
+        kinds = [resources.SERVICES, resources.ENDPOINT_SLICES, resources.SERVICE_EXPORTS]
+        if member.endpoint_mode is EndpointMode.NODE_PORT:
+            kinds.append(resources.NODES)
+        origin = f"member {member.name}"
+        self._group = WatchGroup(
+            name=member.name,
+            cluster=cluster,
+            watched=[Watched(k, functools.partial(parse_object, k, origin=origin)) for k in kinds],
+            settings=settings,
+            on_batch=self._update,
+            on_crash=on_crash,
+            on_event=self._on_event,
+        )
+
+    @property
+    def access(self) -> Access:
+        return self._group.cluster.access
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Resource (plural) -> the error of each resource the API server does not answer for."""
+        return self._group.failures
+
+    def start(self) -> None:
+        self._group.start()
+        self._log.info("member_watch_started", access=self.access.describe())
+
+    async def stop(self) -> None:
+        if self._hold is not None:
+            self._hold.timer.cancel()
+            self._hold = None
+        await self._group.stop()
+        with contextlib.suppress(KeyError):
+            metrics.MEMBER_STALE.remove(self.member.name)
+        self._log.info("member_watch_stopped")
+
+    # --- Events, on the loop ---
+
+    def _on_event(self, kind: ApiResource, event: Event) -> None:
+        mirror = self._group.mirrors[kind]
+        if isinstance(event, Listed) and mirror.failing is not None:
+            self._recovering(kind)
+        if isinstance(event, Absent) and not mirror.absent and kind is resources.SERVICE_EXPORTS:
+            self._log.warning(
+                "serviceexport_crd_absent",
+                hint="this member exports nothing of its own; Fleet spec.exportAll exports "
+                "every Service",
+            )
+
+    def _recovering(self, recovered: ApiResource) -> None:
+        """One resource answers again: the others are surely back too. Have them list now
+        rather than at the end of their backoff, and wait for all of them, so that the member
+        comes back in one state instead of one per resource."""
+        for kind, mirror in self._group.mirrors.items():
+            if kind is not recovered and mirror.failing is not None:
+                mirror.answered = False
+                self._group.relist(kind)
+
+    # --- States ---
+
+    def _candidate(self) -> MemberState:
+        def of(kind: ApiResource) -> list[ModelObject]:
+            mirror = self._group.mirrors.get(kind)
+            return sorted(mirror.objects.values(), key=_order) if mirror else []
+
+        return MemberState(
+            self.member,
+            services=tuple(o for o in of(resources.SERVICES) if isinstance(o, Service)),
+            endpoint_slices=tuple(
+                o for o in of(resources.ENDPOINT_SLICES) if isinstance(o, EndpointSlice)
+            ),
+            exports=tuple(o for o in of(resources.SERVICE_EXPORTS) if isinstance(o, tuple)),
+            nodes=tuple(o for o in of(resources.NODES) if isinstance(o, Node)),
+            stale=bool(self._group.failures),
+        )
+
+    def _update(self, listed: set[ApiResource]) -> None:
+        if not self._group.answered:
+            return  # a first state with half of the member in it would be worse than none
+        candidate = self._candidate()
+        released: set[ServiceKey] = set()
+        if self._hold is not None and self._confirmed(self._hold):
+            released = self._hold.services
+            self._release("confirmed", candidate)
+        # A list is the truth already; a removal only seen on a watch waits for one.
+        fresh = listed & {resources.SERVICES, resources.ENDPOINT_SLICES}
+        removed = set()
+        if self.settled.is_set() and not fresh:
+            removed = mass_removals(self.state, candidate) - released
+        if self._hold is not None:
+            removed -= self._hold.services
+        if removed:
+            self._start_hold(removed)
+        if self._hold is not None:
+            candidate = _keep(candidate, self.state, self._hold.services)
+        self._publish(candidate)
+        self.settled.set()
+
+    def _confirmed(self, hold: _Hold) -> bool:
+        mirrors = self._group.mirrors
+        return all(mirrors[kind].sequence >= wanted for kind, wanted in hold.confirm.items())
+
+    def _start_hold(self, services: set[ServiceKey]) -> None:
+        metrics.MASS_REMOVALS.labels("held").inc()
+        self._log.warning(
+            "mass_removal_held",
+            services=sorted(f"{ns}/{name}" for ns, name in services),
+            hold_seconds=self._settings.hold_seconds,
+        )
+        # A Service deleted and its slices emptied both remove endpoints: list both again.
+        confirm = {
+            kind: self._group.relist(kind)
+            for kind in (resources.SERVICES, resources.ENDPOINT_SLICES)
+        }
+        if self._hold is None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self._settings.hold_seconds, self._expire)
+            self._hold = _Hold(set(services), confirm, timer)
+        else:
+            self._hold.services |= services
+            self._hold.confirm = confirm
+
+    def _expire(self) -> None:
+        if self._hold is not None:
+            candidate = self._candidate()
+            self._release("expired", candidate)
+            self._publish(candidate)
+
+    def _release(self, outcome: str, candidate: MemberState) -> None:
+        assert self._hold is not None
+        hold, self._hold = self._hold, None
+        hold.timer.cancel()
+        metrics.MASS_REMOVALS.labels(outcome).inc()
+        still = mass_removals(self.state, candidate) & hold.services
+        self._log.info(
+            "mass_removal_" + outcome,
+            services=sorted(f"{ns}/{name}" for ns, name in hold.services),
+            removed=sorted(f"{ns}/{name}" for ns, name in still),
+        )
+
+    def _publish(self, state: MemberState) -> None:
+        if state == self.state:
+            return
+        if state.stale != self.state.stale:
+            self._report_staleness(state.stale)
+        self.state = state
+        self._on_state(state)
+
+    def _report_staleness(self, stale: bool) -> None:
+        metrics.MEMBER_STALE.labels(self.member.name).set(1 if stale else 0)
+        if stale:
+            errors = sorted(set(self.failures.values()))
+            self._log.warning("member_stale", errors=errors, kept="last known objects")
+        else:
+            self._log.info("member_recovered")

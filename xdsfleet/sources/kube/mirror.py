@@ -1,0 +1,99 @@
+"""The objects of one watched resource, parsed, as its reflector last described them.
+
+Each object keeps its last good version (DESIGN decision 5): an update our parser refuses is
+reported and the previous version stays in use, as for a file. The mirror also remembers how the
+resource answered (listed, absent, failing), which is what staleness and readiness are made of.
+
+It runs on the event loop and does no I/O: reflector events in, parsed objects out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import structlog
+
+from xdsfleet import metrics
+from xdsfleet.model.errors import InvalidInput, Problem
+from xdsfleet.sources.kube.client import JsonObject
+from xdsfleet.sources.kube.objects import key_of
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.kube.watching import Absent, Changed, Event, Failed, Listed
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An object whose latest version our parser refused; `generation` is that version's."""
+
+    problems: tuple[Problem, ...]
+    generation: int
+
+
+@dataclass(slots=True)
+class Mirror(Generic[T]):
+    """`parse` turns one API object into a model object, None for objects to leave out, or
+    raises `InvalidInput`."""
+
+    resource: ApiResource
+    parse: Callable[[JsonObject], T | None]
+    objects: dict[Key, T] = field(default_factory=dict)
+    # metadata.generation of each object's version in use (what status reports as observed).
+    generations: dict[Key, int] = field(default_factory=dict)
+    refused: dict[Key, Refusal] = field(default_factory=dict)
+    answered: bool = False  # listed, found absent or failed, at least once
+    listed: bool = False  # listed (or found absent) at least once
+    failing: str | None = None  # the last error, while the API server does not answer
+    absent: bool = False  # the resource type does not exist there (a CRD not installed)
+    sequence: int = 0  # of the last list
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case Listed(items=items, sequence=sequence):
+                previous = self.objects, self.generations
+                self.objects, self.generations, self.refused = {}, {}, {}
+                for item in items:
+                    self._put(item, *previous)
+                self.sequence = sequence
+                self.answered, self.listed, self.failing, self.absent = True, True, None, False
+            case Changed(type="DELETED", obj=obj):
+                key = key_of(obj)
+                self.objects.pop(key, None)
+                self.generations.pop(key, None)
+                self.refused.pop(key, None)
+            case Changed(obj=obj):
+                self._put(obj, self.objects, self.generations)
+            case Failed(error=error):
+                self.answered, self.failing = True, error
+            case Absent():
+                self.objects, self.generations, self.refused = {}, {}, {}
+                self.answered, self.listed, self.failing, self.absent = True, True, None, True
+
+    def _put(self, obj: JsonObject, objects: dict[Key, T], generations: dict[Key, int]) -> None:
+        """Parse `obj` into place; when it is refused, its version in `objects` stays."""
+        key = key_of(obj)
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        try:
+            parsed = self.parse(obj)
+        except InvalidInput as invalid:
+            metrics.OBJECT_REJECTIONS.labels(self.resource.plural).inc()
+            log.warning("object_rejected", problems=[str(p) for p in invalid.problems])
+            self.refused[key] = Refusal(invalid.problems, generation)
+            if key in objects:
+                # Its last good version keeps serving.
+                self.objects[key] = objects[key]
+                self.generations[key] = generations.get(key, 0)
+            return
+        self.refused.pop(key, None)
+        if parsed is None:
+            self.objects.pop(key, None)
+            self.generations.pop(key, None)
+        else:
+            self.objects[key] = parsed
+            self.generations[key] = generation

@@ -1,0 +1,177 @@
+"""Kubernetes API objects into model objects, through the very parser that reads files.
+
+An object from an API server went through that server's validation, and carries much the model
+does not read (managedFields, status, a Service's clusterIP and selector, an endpoint's
+targetRef). Member objects are therefore cut down to the fields the model reads before parsing;
+fleet-level objects (Gateway API, TrafficPolicy, the Fleet) keep their whole `spec`, so that a
+field we do not support is reported, as in a file, instead of silently ignored. What is left
+goes through `manifests.parse_documents`: both sources validate identically.
+
+It must not do I/O or keep state: one JSON object in, one model object (or a reason) out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from xdsfleet.model.fleet import EndpointSlice, Gateway, GRPCRoute, HTTPRoute, Node, Service
+from xdsfleet.model.policy import TrafficPolicy
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.manifests import (
+    SERVICE_NAME_LABEL,
+    FileContents,
+    FleetSpec,
+    Place,
+    parse_documents,
+)
+
+JsonObject = dict[str, Any]
+# A ServiceExport is known by (namespace, name) only.
+ModelObject = (
+    Service
+    | EndpointSlice
+    | tuple[str, str]
+    | Node
+    | Gateway
+    | HTTPRoute
+    | GRPCRoute
+    | TrafficPolicy
+    | FleetSpec
+)
+
+
+def key_of(obj: JsonObject) -> tuple[str, str]:
+    """(namespace, name) of an API object; namespace "" for cluster-scoped ones."""
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def _pick(source: Mapping[str, Any], *keys: str) -> JsonObject:
+    """The given keys of `source` that hold a value (the API leaves empty ones out, or sends
+    null)."""
+    return {key: source[key] for key in keys if source.get(key) is not None}
+
+
+def _metadata(obj: JsonObject, *, labels: bool = False) -> JsonObject:
+    return _pick(obj.get("metadata") or {}, "name", "namespace", *(("labels",) if labels else ()))
+
+
+def _service(obj: JsonObject) -> JsonObject | None:
+    ports = (obj.get("spec") or {}).get("ports") or []
+    if not ports:
+        # ExternalName and port-less headless Services: nothing a proxy could send to.
+        return None
+    fields = ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort")
+    return {"metadata": _metadata(obj), "spec": {"ports": [_pick(p, *fields) for p in ports]}}
+
+
+def _endpoint(endpoint: JsonObject) -> JsonObject:
+    picked = _pick(endpoint, "addresses", "zone", "nodeName")
+    conditions = _pick(endpoint.get("conditions") or {}, "ready", "serving", "terminating")
+    if conditions:
+        picked["conditions"] = conditions
+    return picked
+
+
+def _endpoint_slice(obj: JsonObject) -> JsonObject | None:
+    metadata = _metadata(obj, labels=True)
+    if SERVICE_NAME_LABEL not in (metadata.get("labels") or {}):
+        # A slice no Service owns (hand-made, mirrored for another purpose): nothing to serve.
+        return None
+    metadata["labels"] = {SERVICE_NAME_LABEL: metadata["labels"][SERVICE_NAME_LABEL]}
+    fields = ("name", "port", "protocol", "appProtocol")
+    return {
+        "metadata": metadata,
+        "addressType": obj.get("addressType"),
+        # A port without a number means "all ports": no Service port can be matched to it.
+        "ports": [_pick(p, *fields) for p in obj.get("ports") or [] if p.get("port")],
+        "endpoints": [_endpoint(e) for e in obj.get("endpoints") or []],
+    }
+
+
+def _service_export(obj: JsonObject) -> JsonObject:
+    return {"metadata": _metadata(obj)}
+
+
+def _node(obj: JsonObject) -> JsonObject:
+    status = obj.get("status") or {}
+    # Only readiness matters; the other conditions (and every heartbeat time) change often.
+    conditions = [
+        _pick(c, "type", "status")
+        for c in status.get("conditions") or []
+        if c.get("type") == "Ready"
+    ]
+    addresses = [_pick(a, "type", "address") for a in status.get("addresses") or []]
+    return {
+        "metadata": _metadata(obj, labels=True),
+        "status": {"addresses": addresses, "conditions": conditions},
+    }
+
+
+# Fields the Gateway API CRDs default on the server and that the model does not carry: when they
+# hold their defaults they say nothing, so they are dropped; any other value is parsed (and
+# reported, since the parser does not know them).
+_DEFAULT_ALLOWED_ROUTES = {"namespaces": {"from": "Same"}}
+
+
+def _gateway(obj: JsonObject) -> JsonObject:
+    spec = dict(obj.get("spec") or {})
+    listeners = []
+    for listener in spec.get("listeners") or []:
+        if isinstance(listener, dict) and listener.get("allowedRoutes") == _DEFAULT_ALLOWED_ROUTES:
+            listener = {k: v for k, v in listener.items() if k != "allowedRoutes"}
+        listeners.append(listener)
+    if listeners:
+        spec["listeners"] = listeners
+    return {"metadata": _metadata(obj), "spec": spec}
+
+
+def _with_spec(obj: JsonObject) -> JsonObject:
+    return {"metadata": _metadata(obj), "spec": obj.get("spec")}
+
+
+_PROJECTIONS: dict[ApiResource, Callable[[JsonObject], JsonObject | None]] = {
+    resources.SERVICES: _service,
+    resources.ENDPOINT_SLICES: _endpoint_slice,
+    resources.SERVICE_EXPORTS: _service_export,
+    resources.NODES: _node,
+    resources.GATEWAYS: _gateway,
+    resources.HTTP_ROUTES: _with_spec,
+    resources.GRPC_ROUTES: _with_spec,
+    resources.TRAFFIC_POLICIES: _with_spec,
+    resources.FLEETS: _with_spec,
+}
+_PLACES = {
+    resources.SERVICES: Place.MEMBER,
+    resources.ENDPOINT_SLICES: Place.MEMBER,
+    resources.SERVICE_EXPORTS: Place.MEMBER,
+    resources.NODES: Place.MEMBER,
+    resources.FLEETS: Place.FLEET,
+}
+_PICKS: dict[ApiResource, Callable[[FileContents], tuple[Any, ...]]] = {
+    resources.SERVICES: lambda c: c.services,
+    resources.ENDPOINT_SLICES: lambda c: c.endpoint_slices,
+    resources.SERVICE_EXPORTS: lambda c: c.exports,
+    resources.NODES: lambda c: c.nodes,
+    resources.GATEWAYS: lambda c: c.gateways,
+    resources.HTTP_ROUTES: lambda c: c.http_routes,
+    resources.GRPC_ROUTES: lambda c: c.grpc_routes,
+    resources.TRAFFIC_POLICIES: lambda c: c.policies,
+    resources.FLEETS: lambda c: (c.fleet,) if c.fleet else (),
+}
+
+
+def parse_object(resource: ApiResource, obj: JsonObject, origin: str) -> ModelObject | None:
+    """The model object for `obj`, or None for objects that have nothing to serve (a Service
+    without ports, a slice no Service owns). Raises `InvalidInput` naming `origin` (such as
+    `member zone-a`), the object and the field, exactly as for a file."""
+    projected = _PROJECTIONS[resource](obj)
+    if projected is None:
+        return None
+    projected = {"apiVersion": resource.api_version, "kind": resource.kind, **projected}
+    contents = parse_documents([projected], origin, _PLACES.get(resource, Place.ROUTES))
+    [parsed] = _PICKS[resource](contents)
+    found: ModelObject = parsed
+    return found

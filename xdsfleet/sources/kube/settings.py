@@ -1,0 +1,37 @@
+"""Timeouts, backoffs and holds of the Kubernetes sources, in one frozen value.
+
+Production defaults live here; tests pass shorter ones. Nothing reads the environment: `serve`
+builds the settings it wants and hands them down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KubeSettings:
+    # A watch asks the server to end it after a random time in [watch_seconds, 2 x watch_seconds]
+    # (as client-go does), so that the watches of many replicas do not reconnect in step.
+    watch_seconds: int = 300
+    # The client gives up on a watch that has said nothing (not even a bookmark) for its
+    # server-side timeout plus this margin: without a client-side timeout, a watch over a cut
+    # network blocks its thread forever.
+    watch_read_margin: float = 30.0
+    connect_seconds: float = 5.0
+    # Reading a whole list: generous, lists of a big member take time.
+    list_seconds: float = 60.0
+    # Other requests (a status write, a Lease).
+    request_seconds: float = 10.0
+    # Failures back off exponentially with full jitter, from this base up to this cap.
+    backoff_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+    # A resource type that does not exist (a CRD not installed) is looked for again this often.
+    absent_recheck_seconds: float = 60.0
+    # TCP keepalive: a peer that stopped answering is noticed after about
+    # idle + interval x count seconds, even on a quiet watch.
+    keepalive_idle: int = 15
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # DESIGN decision 5: a mass removal is held until a fresh list confirms it, at most this long.
+    hold_seconds: float = 10.0

@@ -1,0 +1,368 @@
+"""Reference checks: what the fleet's documents point at that does not exist, or cannot work.
+
+These are not parse errors (docs/architecture.md, decision 5): a route may name a backend no
+member runs yet, a policy may name a member that joins later, and translation skips what does
+not resolve, the same way on every replica. `xdsfleet validate` reports them, each named by the
+file of the object holding the reference. Nothing here does I/O or knows Envoy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from xdsfleet.model.errors import Problem
+from xdsfleet.model.fleet import (
+    BackendRef,
+    EndpointMode,
+    FleetState,
+    Gateway,
+    GRPCRoute,
+    GRPCRouteMatch,
+    GRPCRouteRule,
+    HTTPRoute,
+    Member,
+    ParentRef,
+    RouteMatch,
+    RouteRule,
+)
+from xdsfleet.model.policy import (
+    Level,
+    MemberPolicy,
+    PolicyIndex,
+    PolicyTarget,
+    TargetKind,
+    TrafficPolicy,
+)
+from xdsfleet.sources.reading import object_label, origin_key
+
+
+class _Route(Protocol):
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def parent_refs(self) -> tuple[ParentRef, ...]: ...
+    @property
+    def hostnames(self) -> tuple[str, ...]: ...
+
+
+R = TypeVar("R", bound=_Route)
+# PolicySpec field -> the YAML key under `spec` that sets it.
+_SPEC_KEYS = {
+    "members": "members",
+    "failover": "failover",
+    "load_balancer": "loadBalancer",
+    "outlier_detection": "outlierDetection",
+    "health_check": "healthCheck",
+    "retry": "retry",
+    "session_persistence": "sessionPersistence",
+    "connection_pool": "connectionPool",
+    "pin": "pin",
+    "http3": "http3",
+    "sidecar": "sidecar",
+}
+
+
+def _parent_problem(parent: ParentRef, gateways: Mapping[tuple[str, str], Gateway]) -> str:
+    gateway = gateways.get((parent.namespace, parent.name))
+    label = object_label("Gateway", parent.namespace, parent.name)
+    if gateway is None:
+        return f"{label} does not exist"
+    if any(parent.selects(gateway, listener) for listener in gateway.listeners):
+        return ""
+    if parent.section_name is not None and parent.port is not None:
+        return f"{label} has no listener {parent.section_name!r} on port {parent.port}"
+    if parent.section_name is not None:
+        return f"{label} has no listener {parent.section_name!r}"
+    return f"{label} has no listener on port {parent.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Offered:
+    """What the members offer, by (namespace, service name)."""
+
+    ports: Mapping[tuple[str, str], frozenset[int]]
+    port_names: Mapping[tuple[str, str], frozenset[str]]
+    exported: frozenset[tuple[str, str]]
+    # (namespace, service) -> the members exporting it
+    exporters: Mapping[tuple[str, str], tuple[str, ...]]
+
+    @classmethod
+    def of(cls, state: FleetState) -> _Offered:
+        ports: dict[tuple[str, str], set[int]] = {}
+        names: dict[tuple[str, str], set[str]] = {}
+        exporters: dict[tuple[str, str], list[str]] = {}
+        for member in state.members:
+            for service in member.services:
+                key = (service.namespace, service.name)
+                ports.setdefault(key, set()).update(p.port for p in service.ports)
+                names.setdefault(key, set()).update(p.name for p in service.ports if p.name)
+                if state.export_all or key in member.exports:
+                    exporters.setdefault(key, []).append(member.member.name)
+        return cls(
+            {k: frozenset(v) for k, v in ports.items()},
+            {k: frozenset(v) for k, v in names.items()},
+            frozenset(exporters),
+            {k: tuple(v) for k, v in exporters.items()},
+        )
+
+    def problem(self, backend: BackendRef) -> str:
+        key = (backend.namespace, backend.name)
+        label = object_label("Service", *key)
+        if key not in self.ports:
+            return f"{label} is not defined by any member"
+        if backend.port not in self.ports[key]:
+            return f"{label} has no port {backend.port} in any member"
+        if key not in self.exported:
+            return f"{label} is not exported by any member (add a ServiceExport)"
+        return ""
+
+
+class _Report:
+    """Problems, each attributed to the file that defines the object it is about."""
+
+    def __init__(self, origins: Mapping[str, str]) -> None:
+        self._origins = origins
+        self.problems: list[Problem] = []
+
+    def add(self, label: str, path: str, message: str, member: str | None = None) -> None:
+        file = self._origins.get(origin_key(label, member), "")
+        self.problems.append(Problem(file, label, path, message))
+
+
+def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Problem]:
+    """What the fleet's documents refer to that does not exist or cannot work: route parents
+    and backends, listener certificates, policy targets and members, conflicting policies and
+    routes, and node ports that nodePort members need. Translation skips such references."""
+    report = _Report(origins)
+    offered = _Offered.of(state)
+    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    for route in state.http_routes:
+        _check_route(report, "HTTPRoute", route, gateways, offered)
+    for grpc_route in state.grpc_routes:
+        _check_route(report, "GRPCRoute", grpc_route, gateways, offered)
+    _check_certificates(report, state)
+    _check_match_conflicts(report, state, "HTTPRoute", state.http_routes, _http_matches)
+    _check_match_conflicts(report, state, "GRPCRoute", state.grpc_routes, _grpc_matches)
+    _check_node_ports(report, state)
+    index = PolicyIndex(state.policies)
+    for policy in state.policies:
+        _check_policy(report, state, policy, offered, index)
+    for conflict in index.conflicts():
+        label = object_label("TrafficPolicy", conflict.loser.namespace, conflict.loser.name)
+        winner = object_label("TrafficPolicy", conflict.winner.namespace, conflict.winner.name)
+        message = f"{winner} sets it too for {_describe(conflict.target)}; {winner} applies"
+        report.add(label, f"spec.{_SPEC_KEYS[conflict.field]}", message)
+    return report.problems
+
+
+# --- Routes ----------------------------------------------------------------------------------
+
+
+def _check_route(
+    report: _Report,
+    kind: str,
+    route: HTTPRoute | GRPCRoute,
+    gateways: Mapping[tuple[str, str], Gateway],
+    offered: _Offered,
+) -> None:
+    label = object_label(kind, route.namespace, route.name)
+    for i, parent in enumerate(route.parent_refs):
+        if message := _parent_problem(parent, gateways):
+            report.add(label, f"spec.parentRefs[{i}]", message)
+    rules: Sequence[RouteRule | GRPCRouteRule] = route.rules
+    for r, rule in enumerate(rules):
+        for b, backend in enumerate(rule.backend_refs):
+            if message := offered.problem(backend):
+                report.add(label, f"spec.rules[{r}].backendRefs[{b}]", message)
+        for m, mirror in enumerate(rule.filters.mirrors):
+            if message := offered.problem(mirror.backend):
+                report.add(label, f"spec.rules[{r}].filters.requestMirror[{m}]", message)
+
+
+def _check_certificates(report: _Report, state: FleetState) -> None:
+    secrets = {(s.namespace, s.name) for s in state.secrets}
+    for gateway in state.gateways:
+        label = object_label("Gateway", gateway.namespace, gateway.name)
+        for i, listener in enumerate(gateway.listeners):
+            for c, ref in enumerate(listener.certificate_refs):
+                if (ref.namespace, ref.name) not in secrets:
+                    path = f"spec.listeners[{i}].tls.certificateRefs[{c}]"
+                    secret = object_label("Secret", ref.namespace, ref.name)
+                    report.add(label, path, f"{secret} does not exist (the listener is not served)")
+
+
+def _http_matches(route: HTTPRoute) -> list[list[RouteMatch]]:
+    return [
+        [RouteMatch(m.path.normalized(), m.headers, m.query_params, m.method) for m in rule.matches]
+        for rule in route.rules
+    ]
+
+
+def _grpc_matches(route: GRPCRoute) -> list[list[GRPCRouteMatch]]:
+    return [list(rule.matches) for rule in route.rules]
+
+
+def _check_match_conflicts(
+    report: _Report,
+    state: FleetState,
+    kind: str,
+    routes: Sequence[R],
+    matches_of: Callable[[R], Sequence[Sequence[object]]],
+) -> None:
+    """A rule whose match another rule on the same listener and hostname already has never
+    applies: the one first by (namespace, name), then rule order, wins (Gateway API)."""
+    for gateway in state.gateways:
+        for listener in gateway.listeners:
+            seen: dict[tuple[str, object], str] = {}
+            for route in routes:
+                if not any(p.selects(gateway, listener) for p in route.parent_refs):
+                    continue
+                label = object_label(kind, route.namespace, route.name)
+                hostnames = route.hostnames or (listener.hostname or "*",)
+                for r, matches in enumerate(matches_of(route)):
+                    for m, match in enumerate(matches):
+                        for hostname in hostnames:
+                            first = seen.setdefault((hostname, match), f"{label} rule {r}")
+                            if first != f"{label} rule {r}":
+                                message = f"{first} has the same match for {hostname}; it wins"
+                                report.add(label, f"spec.rules[{r}].matches[{m}]", message)
+                                break
+
+
+# --- Members ---------------------------------------------------------------------------------
+
+
+def _check_node_ports(report: _Report, state: FleetState) -> None:
+    """Members in nodePort mode are reached at their nodes: each exported port needs a
+    nodePort, and the member needs ready nodes."""
+    for member_state in state.members:
+        member = member_state.member
+        if member.endpoint_mode is not EndpointMode.NODE_PORT:
+            continue
+        exported = set(member_state.exports)
+        for service in member_state.services:
+            if not (state.export_all or (service.namespace, service.name) in exported):
+                continue
+            label = object_label("Service", service.namespace, service.name)
+            for i, port in enumerate(service.ports):
+                if port.node_port is None:
+                    message = f"member {member.name} is in nodePort mode: this port needs one"
+                    report.add(label, f"spec.ports[{i}].nodePort", message, member.name)
+        reachable = any(node.ready and node.addresses for node in member_state.nodes)
+        if (exported or state.export_all) and not reachable:
+            fleet = object_label("Fleet", "", state.name)
+            message = f"member {member.name} is in nodePort mode but has no ready Node"
+            report.add(fleet, "spec.members", message)
+
+
+# --- Policies --------------------------------------------------------------------------------
+
+
+def _describe(target: PolicyTarget) -> str:
+    section = f" section {target.section_name}" if target.section_name else ""
+    return f"{target.kind} {target.name}{section}"
+
+
+def _target_problem(
+    state: FleetState, policy: TrafficPolicy, target: PolicyTarget, offered: _Offered
+) -> str:
+    namespace, section = policy.namespace, target.section_name
+    match target.kind:
+        case TargetKind.SERVICE | TargetKind.SERVICE_IMPORT:
+            key = (namespace, target.name)
+            if key not in offered.ports:
+                return f"{object_label('Service', *key)} is not defined by any member"
+            if section is not None and section not in offered.port_names[key]:
+                return f"{object_label('Service', *key)} has no port named {section!r}"
+        case TargetKind.HTTP_ROUTE | TargetKind.GRPC_ROUTE:
+            routes = (
+                state.http_routes if target.kind is TargetKind.HTTP_ROUTE else state.grpc_routes
+            )
+            route = next(
+                (r for r in routes if (r.namespace, r.name) == (namespace, target.name)), None
+            )
+            if route is None:
+                return f"{object_label(target.kind, namespace, target.name)} does not exist"
+            if section is not None and section not in {rule.name for rule in route.rules}:
+                return (
+                    f"{object_label(target.kind, namespace, target.name)} has no rule {section!r}"
+                )
+        case TargetKind.GATEWAY:
+            gateway = next(
+                (g for g in state.gateways if (g.namespace, g.name) == (namespace, target.name)),
+                None,
+            )
+            if gateway is None:
+                return f"{object_label('Gateway', namespace, target.name)} does not exist"
+            if section is not None and section not in {x.name for x in gateway.listeners}:
+                return (
+                    f"{object_label('Gateway', namespace, target.name)} has no listener {section!r}"
+                )
+        case TargetKind.FLEET:
+            if target.name != state.name:
+                return f"the Fleet is named {state.name!r}"
+    return ""
+
+
+def _named_members(policy: TrafficPolicy) -> list[tuple[str, str]]:
+    """(field path, member name) for every member the policy names."""
+    spec = policy.spec
+    named = [(f"spec.members[{i}].name", m.name) for i, m in enumerate(spec.members)]
+    if spec.failover is not None:
+        for t, tier in enumerate(spec.failover.tiers):
+            named += [(f"spec.failover.tiers[{t}].members[{i}]", n) for i, n in enumerate(tier)]
+    if spec.pin is not None:
+        named += [(f"spec.pin.members[{i}]", n) for i, n in enumerate(spec.pin.members)]
+    return named
+
+
+def _check_policy(
+    report: _Report,
+    state: FleetState,
+    policy: TrafficPolicy,
+    offered: _Offered,
+    index: PolicyIndex,
+) -> None:
+    label = object_label("TrafficPolicy", policy.namespace, policy.name)
+    for i, target in enumerate(policy.targets):
+        if message := _target_problem(state, policy, target, offered):
+            report.add(label, f"spec.targetRefs[{i}]", message)
+    members = {m.member.name: m.member for m in state.members}
+    for path, name in _named_members(policy):
+        if name not in members:
+            report.add(label, path, f"member {name} is not in the Fleet")
+    if policy.spec.sidecar is not None:
+        for i, (namespace, name) in enumerate(policy.spec.sidecar.services):
+            if (namespace, name) not in offered.exported:
+                service = object_label("Service", namespace, name)
+                report.add(label, f"spec.sidecar.services[{i}]", f"{service} is not exported")
+    if policy.level is Level.SERVICE and policy.spec.members:
+        _check_some_member_serves(report, label, policy, offered, index, members)
+
+
+def _check_some_member_serves(
+    report: _Report,
+    label: str,
+    policy: TrafficPolicy,
+    offered: _Offered,
+    index: PolicyIndex,
+    members: Mapping[str, Member],
+) -> None:
+    """Weights that sum to zero: every member exporting the service drained or weighted 0."""
+    for target in policy.targets:
+        exporters = offered.exporters.get((policy.namespace, target.name), ())
+        spec = index.service(policy.namespace, target.name, target.section_name or "")
+        serving = [name for name in exporters if not _silenced(spec.member(name), members[name])]
+        if exporters and not serving:
+            message = f"no member exporting {target.name} would get traffic (all drained or 0)"
+            report.add(label, "spec.members", message)
+
+
+def _silenced(policy: MemberPolicy | None, member: Member) -> bool:
+    if policy is None:
+        return member.weight == 0
+    return policy.drain or (policy.weight if policy.weight is not None else member.weight) == 0

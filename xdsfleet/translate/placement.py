@@ -1,0 +1,95 @@
+"""Where each member of a service port stands for one node: its tier and its locality weights.
+
+DESIGN.md's rules (tiers by topology, weight = healthy endpoints x member weight) and the
+TrafficPolicy's (explicit tiers, shares, drain, pinning; docs/policy.md) meet here, as plain
+values: `endpoints` turns them into assignments. Nothing here builds messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsfleet.model.fleet import Member
+from xdsfleet.model.policy import PolicySpec
+from xdsfleet.translate.localities import LocalityView, tier
+from xdsfleet.translate.services import MemberPort, ServicePortBackends
+
+# Shares are split over a member's zones by their healthy endpoints; scaling keeps that split
+# visible in integer weights. Shares are at most 10,000, so a locality weighs at most 10^6.
+SHARE_SCALE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a policy says about a service port's endpoints. The default places members by
+    topology and weighs them by healthy endpoints x Fleet member weight."""
+
+    # member -> share of its tier, when the policy weighs members (the others keep their Fleet
+    # weight as their share); None weighs by healthy endpoints.
+    shares: tuple[tuple[str, int], ...] | None = None
+    drained: frozenset[str] = frozenset()
+    tiers: tuple[tuple[str, ...], ...] = ()  # explicit, first preferred; empty: by topology
+    pinned: tuple[str, ...] = ()  # first, before every tier
+    overprovisioning_factor: int | None = None
+    health_check_port: int | None = None
+
+    def with_pinned(self, members: tuple[str, ...]) -> Placement:
+        return Placement(
+            self.shares,
+            self.drained,
+            self.tiers,
+            tuple(sorted(members)),
+            self.overprovisioning_factor,
+            self.health_check_port,
+        )
+
+
+DEFAULT_PLACEMENT = Placement()
+
+
+def placement_of(spec: PolicySpec) -> Placement:
+    weighted = tuple((m.name, m.weight) for m in spec.members if m.weight is not None)
+    failover = spec.failover
+    return Placement(
+        shares=tuple(sorted(weighted)) if weighted else None,
+        drained=frozenset(m.name for m in spec.members if m.drain),
+        tiers=failover.tiers if failover is not None else (),
+        overprovisioning_factor=failover.overprovisioning_factor if failover else None,
+        health_check_port=spec.health_check.port if spec.health_check is not None else None,
+    )
+
+
+def member_tier(view: LocalityView, placement: Placement, member: Member, zone: str) -> int:
+    """The tier of `zone` of `member`: explicit tiers by position (members left out come
+    last), else by topology from `view`; pinned members come before all of them."""
+    if placement.tiers:
+        base = next(
+            (i for i, names in enumerate(placement.tiers) if member.name in names),
+            len(placement.tiers),
+        )
+    else:
+        base = tier(view, member, zone)
+    if not placement.pinned:
+        return base
+    return 0 if member.name in placement.pinned else 1 + base
+
+
+def locality_weights(
+    port: ServicePortBackends, placement: Placement
+) -> tuple[tuple[int, ...], ...]:
+    """Per member, per zone: the locality weight; 0 leaves the locality out."""
+    return tuple(_member_weights(m, placement) for m in port.members)
+
+
+def _member_weights(member_port: MemberPort, placement: Placement) -> tuple[int, ...]:
+    member = member_port.member
+    if member.name in placement.drained:
+        return tuple(0 for _ in member_port.zones)
+    if placement.shares is None:
+        return tuple(zone.replicas * member.weight for zone in member_port.zones)
+    share = dict(placement.shares).get(member.name, member.weight)
+    total = member_port.replicas
+    return tuple(
+        max(1, round(share * SHARE_SCALE * zone.replicas / total)) if share and zone.replicas else 0
+        for zone in member_port.zones
+    )

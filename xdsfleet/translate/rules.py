@@ -1,0 +1,252 @@
+"""What a route rule does, as plain values: the clusters it sends to (pinned or not), and how it
+retries, hashes, times out and edits requests.
+
+Gateway API (HTTPRoute and GRPCRoute rules) and the TrafficPolicies on a rule and on its
+services meet here; the most specific says most: the rule's policy, then the rule itself, then
+the service's policy, then the defaults (docs/policy.md). `routes` turns the result into Envoy
+messages. Nothing here builds messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from xdsfleet.model.fleet import (
+    GRPCMethodMatch,
+    GRPCRoute,
+    GRPCRouteMatch,
+    HeaderModifier,
+    HTTPRoute,
+    PathMatch,
+    PathMatchType,
+    RequestRedirect,
+    RouteMatch,
+    RouteRule,
+    URLRewrite,
+    ValueMatchType,
+)
+from xdsfleet.model.policy import (
+    ConsistentHash,
+    Cookie,
+    PolicyIndex,
+    PolicySpec,
+    Retry,
+    TargetKind,
+)
+from xdsfleet.translate.names import pinned_cluster_name
+from xdsfleet.translate.services import ServiceIndex, ServicePortKey
+
+# Both kinds name the service across all exporting members (DESIGN.md, "Fleet documents").
+_SERVICE_KINDS = frozenset({"Service", "ServiceImport"})
+# Retries on another host and another priority, for failures that are safe to repeat.
+DEFAULT_RETRY_ON = (
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+)
+RETRIABLE_STATUS_CODES = "retriable-status-codes"
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """A retry policy with every default filled in."""
+
+    attempts: int = 2
+    retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
+    codes: tuple[int, ...] = (503,)
+    per_try_timeout_ms: int | None = None
+    backoff_base_ms: int | None = None
+    backoff_max_ms: int | None = None
+    other_host: bool = True
+    other_priority: bool = True
+
+    def overlaid(self, retry: Retry | None) -> RetrySettings:
+        """These settings with what `retry` sets replacing them."""
+        if retry is None:
+            return self
+        given = {
+            "attempts": retry.attempts,
+            "retry_on": retry.retry_on or None,
+            "codes": retry.codes or None,
+            "per_try_timeout_ms": retry.per_try_timeout_ms,
+            "backoff_base_ms": retry.backoff_base_ms,
+            "backoff_max_ms": retry.backoff_max_ms,
+            "other_host": retry.other_host,
+            "other_priority": retry.other_priority,
+        }
+        return replace(self, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+
+
+DEFAULT_RETRY = RetrySettings()
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A cluster a rule sends to: a service port, pinned to some members or not."""
+
+    key: ServicePortKey
+    pinned: tuple[str, ...] = ()  # sorted
+
+    @property
+    def cluster(self) -> str:
+        cluster = self.key.cluster
+        return pinned_cluster_name(cluster, self.pinned) if self.pinned else cluster
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Everything a rule does to a request but match it."""
+
+    backends: tuple[tuple[str, int], ...] = ()  # (cluster, weight); none answers 500
+    retry: RetrySettings | None = DEFAULT_RETRY
+    timeout_ms: int | None = None
+    hash: ConsistentHash | None = None
+    session_cookie: Cookie | None = None
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    mirrors: tuple[tuple[str, int], ...] = ()  # (cluster, percent)
+    redirect: RequestRedirect | None = None
+    rewrite: URLRewrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    match: RouteMatch
+    action: Action
+    # Where it comes from, as `HTTPRoute NS/NAME rules[R].matches[M]`: Envoy shows route names
+    # in its logs, and `xdsfleet explain` names the rule that matched.
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHostPlan:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[RoutePlan, ...]
+
+
+@dataclass(slots=True)
+class Planner:
+    """Plans rules against one fleet state; remembers every cluster the plans use."""
+
+    services: ServiceIndex
+    policies: PolicyIndex
+    members: frozenset[str]
+    used: set[Destination] = field(default_factory=set)
+
+    def rule(self, kind: TargetKind, namespace: str, route: str, rule: RouteRule) -> Action:
+        spec = self.policies.rule(kind, namespace, route, rule.name)
+        pinned = tuple(
+            sorted(m for m in (spec.pin.members if spec.pin else ()) if m in self.members)
+        )
+        weights: dict[Destination, int] = {}
+        for ref in rule.backend_refs:
+            key = ServicePortKey(ref.namespace, ref.name, ref.port)
+            # Simplification: Gateway API wants the share of an unresolved backend answered
+            # with 500; it is dropped instead, and the resolved backends keep their ratio.
+            if ref.kind in _SERVICE_KINDS and key in self.services and ref.weight > 0:
+                destination = Destination(key, pinned)
+                weights[destination] = weights.get(destination, 0) + ref.weight
+        self.used.update(weights)
+        first = next(iter(weights), None)
+        service_spec = self._service_spec(first.key) if first is not None else None
+        retry = DEFAULT_RETRY.overlaid(service_spec.retry if service_spec else None)
+        retry = _overlay_gateway_api(retry, rule)
+        retry = retry.overlaid(spec.retry)
+        session = service_spec.session_persistence if service_spec else None
+        filters = rule.filters
+        return Action(
+            backends=tuple((d.cluster, w) for d, w in weights.items()),
+            retry=retry if retry.attempts else None,
+            timeout_ms=rule.timeouts.request_ms if rule.timeouts else None,
+            hash=session.consistent_hash if session else None,
+            session_cookie=session.cookie if session else None,
+            request_headers=filters.request_headers,
+            response_headers=filters.response_headers,
+            mirrors=self._mirrors(rule),
+            redirect=filters.redirect,
+            rewrite=filters.rewrite,
+        )
+
+    def service(self, key: ServicePortKey) -> Action:
+        """A plain route to every member of a service port (what sidecars use)."""
+        spec = self._service_spec(key)
+        self.used.add(Destination(key))
+        retry = DEFAULT_RETRY.overlaid(spec.retry)
+        session = spec.session_persistence
+        return Action(
+            backends=((key.cluster, 1),),
+            retry=retry if retry.attempts else None,
+            hash=session.consistent_hash if session else None,
+            session_cookie=session.cookie if session else None,
+        )
+
+    def _service_spec(self, key: ServicePortKey) -> PolicySpec:
+        port_name = self.services[key].port_name
+        return self.policies.service(key.namespace, key.service, port_name)
+
+    def _mirrors(self, rule: RouteRule) -> tuple[tuple[str, int], ...]:
+        mirrors = []
+        for mirror in rule.filters.mirrors:
+            ref = mirror.backend
+            key = ServicePortKey(ref.namespace, ref.name, ref.port)
+            if key in self.services and mirror.percent > 0:
+                self.used.add(Destination(key))
+                mirrors.append((key.cluster, mirror.percent))
+        return tuple(mirrors)
+
+
+def _overlay_gateway_api(retry: RetrySettings, rule: RouteRule) -> RetrySettings:
+    """Gateway API's `retry` and `timeouts.backendRequest` of the rule itself."""
+    if rule.retry is not None:
+        if rule.retry.codes:
+            on = retry.retry_on
+            on = on if RETRIABLE_STATUS_CODES in on else (*on, RETRIABLE_STATUS_CODES)
+            retry = replace(retry, retry_on=on, codes=rule.retry.codes)
+        if rule.retry.attempts is not None:
+            retry = replace(retry, attempts=rule.retry.attempts)
+        if rule.retry.backoff_ms is not None:
+            retry = replace(retry, backoff_base_ms=rule.retry.backoff_ms)
+    if rule.timeouts is not None and rule.timeouts.backend_request_ms:
+        retry = replace(retry, per_try_timeout_ms=rule.timeouts.backend_request_ms)
+    return retry
+
+
+# --- GRPCRoute -------------------------------------------------------------------------------
+
+
+def grpc_rules(route: GRPCRoute) -> tuple[RouteRule, ...]:
+    """A GRPCRoute's rules as HTTP rules: a gRPC method is the path `/SERVICE/METHOD`."""
+    return tuple(
+        RouteRule(
+            matches=tuple(_grpc_match(m) for m in rule.matches),
+            backend_refs=rule.backend_refs,
+            name=rule.name,
+            filters=rule.filters,
+        )
+        for rule in route.rules
+    )
+
+
+def _grpc_match(match: GRPCRouteMatch) -> RouteMatch:
+    return RouteMatch(path=_grpc_path(match.method), headers=match.headers)
+
+
+def _grpc_path(method: GRPCMethodMatch | None) -> PathMatch:
+    if method is None:
+        return PathMatch()
+    if method.type is ValueMatchType.REGULAR_EXPRESSION or method.service is None:
+        service = method.service or "[^/]+"
+        name = method.method or "[^/]+"
+        return PathMatch(PathMatchType.REGULAR_EXPRESSION, f"/{service}/{name}")
+    if method.method is None:
+        return PathMatch(PathMatchType.PATH_PREFIX, f"/{method.service}")
+    return PathMatch(PathMatchType.EXACT, f"/{method.service}/{method.method}")
+
+
+def as_http_route(route: GRPCRoute) -> HTTPRoute:
+    return HTTPRoute(
+        route.namespace, route.name, route.parent_refs, route.hostnames, grpc_rules(route)
+    )

@@ -13,7 +13,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,14 +222,14 @@ def test_a_member_answering_gateway_errors_is_ejected_and_traffic_fails_over(
     }
     members = {"east": {"sick": [Pod(SICK)]}, "west": {"sick": pods("west", 1)}}
     gateway.apply(members, policies={"sick": policy})
-    converge(lambda: "HTTP 503" in gateway.answers("sick", 1) or gateway.stat(EJECTED) > 0, "503")
-    converge(lambda: gateway.answers("sick", 1) == ["west"], "ejection")
+    converge(lambda: gateway.answers("sick", 1) == ["west"], "traffic off the sick pod")
 
-    assert gateway.stat(EJECTED) >= 1
+    assert gateway.stat(f"{SICK_CLUSTER}.outlier_detection.{EJECTIONS}") == 1
     assert set(gateway.answers("sick", 20)) == {"west"}
 
 
-EJECTED = "cluster.default/sick:80.outlier_detection.ejections_enforced_consecutive_gateway_failure"
+SICK_CLUSTER = "cluster.default/sick:80"
+EJECTIONS = "ejections_enforced_consecutive_gateway_failure"
 
 
 def test_a_retry_after_a_refused_connection_goes_to_the_next_priority(gateway: Gateway) -> None:
@@ -280,10 +279,3 @@ def test_draining_and_undraining_a_member_fails_no_request(gateway: Gateway) -> 
 
     assert statuses
     assert Counter(statuses) == {200: len(statuses)}
-
-
-def test_the_fleet_files_used_here_are_valid(gateway: Gateway, tmp_path: Path) -> None:
-    """The last fleet written is one `validate` accepts: these tests use real documents."""
-    from xdsfleet.sources.files import validate_fleet
-
-    assert validate_fleet(gateway.files.fleet) == []

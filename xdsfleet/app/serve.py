@@ -146,17 +146,20 @@ async def serve(settings: Settings) -> None:
     stopping = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         await asyncio.wait({first, stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-        if not first.done():
-            for task in tasks:
-                if task.done():
-                    task.result()  # raises what stopped the source
-            raise Stopped("stopped before a first fleet state was complete")
+        for task in tasks:
+            if task.done() and not first.done():
+                task.result()  # raises what stopped the source
+                raise Stopped("the fleet source ended before loading anything")
     except BaseException:
         first.cancel()
         await _stop_sources(source, tasks, aggregator)
         raise
     finally:
         stopping.cancel()
+    if not first.done():  # a signal, while the first state was still incomplete
+        first.cancel()
+        await _stop_sources(source, tasks, aggregator)
+        return
     for task in tasks:
         _guard(task, stop)
 

@@ -224,6 +224,7 @@ def test_a_member_answering_gateway_errors_is_ejected_and_traffic_fails_over(
     gateway.apply(members, policies={"sick": policy})
     converge(lambda: gateway.answers("sick", 1) == ["west"], "traffic off the sick pod")
 
+    print(gateway.envoy.admin("/stats?filter=sick.*outlier"))
     assert gateway.stat(f"{SICK_CLUSTER}.outlier_detection.{EJECTIONS}") == 1
     assert set(gateway.answers("sick", 20)) == {"west"}
 

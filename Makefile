@@ -34,3 +34,10 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+
+# A fleet cluster and two member clusters in kind, xdsfleet and Envoys deployed, traffic and
+# failure checks (k8s/e2e/run.sh). Needs Docker, kind and kubectl: without them it says so and
+# fails, it never pretends to pass.
+.PHONY: e2e-kind
+e2e-kind:
+	k8s/e2e/run.sh

@@ -1,15 +1,26 @@
-"""Simulated Envoy sidecars: N SotW ADS streams in one process of their own.
+"""Simulated Envoys: N ADS streams, SotW and Delta, sidecars and gateways over six localities.
 
-Run as `python -m benchmarks.clients --port P --clients N`. The clients live outside the server's
-process so that they never share its event loop or interpreter lock, and the process is spawned,
-never forked, because gRPC does not survive a fork. Each stream does what Envoy does: a first
-request with its node and wildcard CDS, an ACK for every response, then EDS for the clusters it
-learned. The moment a stream has written its ACK of a hot assignment is the moment a change
-reached it; CLOCK_MONOTONIC is system-wide on Linux, so the server's process can subtract its
-own start time from it.
+Run as `python -m benchmarks.clients --port P --clients N [...]`. The clients live in a process
+of their own so that they never share the server's event loop or interpreter lock; it is
+spawned, never forked, because gRPC does not survive a fork. Every stream follows one code path,
+whatever its protocol (a `Dialect` only encodes requests and reads responses) and role, and
+subscribes as Envoy does: node and wildcard CDS first; EDS for the clusters learned; wildcard LDS
+once the clusters have their endpoints; RDS for the route configurations the listeners name; an
+ACK for every response.
 
-Report, on stdout: one JSON line per hot-assignment version once every client has ACKed it,
-`{"version": V, "acked": [monotonic seconds, one per client]}`. SIGTERM ends the process.
+Client `i` sits in locality `i % 6`, is a sidecar or a gateway by `(i // 6) % 2` and speaks SotW or
+Delta by `(i // 12) % 2` (unless `--protocol` picks one), so every N that is a multiple of 24
+covers all 24 combinations equally.
+
+A change reaches a stream when it has written its ACK of the hot assignment whose marker endpoint
+encodes the change's step (`fleet.marker_address`); CLOCK_MONOTONIC is system-wide on Linux, so
+the server's process can subtract its own start time from the ACK time. Step 0 is reached when
+the stream is fully synced (CDS, EDS with marker 0, LDS, RDS all ACKed).
+
+Report, on stdout: one JSON line per step once every measured client has reached it,
+`{"step": K, "acked": [monotonic seconds, one per client]}`. `--stalled K` adds K streams that
+subscribe to everything and then never read, each on a connection of its own, as a wedged Envoy
+would; they are not measured. SIGTERM ends the process.
 """
 
 from __future__ import annotations
@@ -20,166 +31,396 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
-from benchmarks.fleet import HOT_CLUSTER, PROFILE
+from benchmarks import fleet
 from xdsfleet.cache import types
-from xdsfleet.model.node import ROLE_KEY
+from xdsfleet.model.node import GATEWAY_KEY, ROLE_KEY, NodeProfile, Role
 from xdsfleet.server.ads import SERVICE
+from xdsfleet.translate.names import cluster_name
 
-METHOD = f"/{SERVICE}/StreamAggregatedResources"
+SOTW_METHOD = f"/{SERVICE}/StreamAggregatedResources"
+DELTA_METHOD = f"/{SERVICE}/DeltaAggregatedResources"
 STREAMS_PER_CHANNEL = 50
 # Without a local subchannel pool, channels to one target share one connection; separate
 # connections are what separate Envoys would have.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 OPEN_ATTEMPTS = 5
 RETRY_SECONDS = 0.2  # times the attempt number: a linear backoff, as a start-up storm needs
+# A marker-carrying assignment starts with its `cluster_name` field (deterministic serialization
+# writes fields in number order), so a SotW client spots it without decoding every resource.
+HOT_PREFIX = endpoint_pb2.ClusterLoadAssignment(cluster_name=fleet.HOT_CLUSTER).SerializeToString()
+PROTOCOLS = ("mixed", "sotw", "delta")
+# Renewals of a stalled stream's EDS subscription: ~10 MB of responses for the default fleet.
+STALL_RENEWALS = 200
+
+
+def profile_of_client(index: int) -> NodeProfile:
+    region, zone = fleet.LOCALITIES[index % len(fleet.LOCALITIES)]
+    if (index // len(fleet.LOCALITIES)) % 2:
+        return NodeProfile(role=Role.GATEWAY, gateway=fleet.GATEWAY_REF, region=region, zone=zone)
+    return NodeProfile(role=Role.SIDECAR, region=region, zone=zone)
+
+
+def delta_client(index: int, protocol: str) -> bool:
+    if protocol != "mixed":
+        return protocol == "delta"
+    return bool((index // (2 * len(fleet.LOCALITIES))) % 2)
+
+
+def node_of(index: int, profile: NodeProfile) -> Any:
+    metadata = {ROLE_KEY: struct_pb2.Value(string_value=profile.role.value)}
+    if profile.gateway:
+        metadata[GATEWAY_KEY] = struct_pb2.Value(string_value=profile.gateway)
+    request = discovery_pb2.DiscoveryRequest()
+    node = request.node
+    node.id = f"bench-{profile.role.value}-{index}"
+    node.cluster = "bench"
+    node.locality.region = profile.region
+    node.locality.zone = profile.zone
+    node.metadata.CopyFrom(struct_pb2.Struct(fields=metadata))
+    return node
 
 
 @dataclass(frozen=True, slots=True)
 class Converged:
-    """Every client's ACK time (time.monotonic()) of one hot-assignment version."""
+    """Every measured client's ACK time (time.monotonic()) of one step."""
 
-    version: str
+    step: int
     acked: list[float]
 
     def line(self) -> str:
-        return json.dumps({"version": self.version, "acked": self.acked})
+        return json.dumps({"step": self.step, "acked": self.acked})
 
     @classmethod
     def parse(cls, line: str) -> Converged:
         data = json.loads(line)
-        return cls(version=str(data["version"]), acked=[float(t) for t in data["acked"]])
+        return cls(step=int(data["step"]), acked=[float(t) for t in data["acked"]])
 
 
 class Tally:
-    """Collects ACK times by version and reports a version as soon as every client has it."""
+    """Collects ACK times by step and reports a step as soon as every client has it."""
 
     def __init__(self, clients: int) -> None:
         self._clients = clients
-        self._times: dict[str, list[float]] = {}
+        self._times: dict[int, list[float]] = {}
 
-    def record(self, version: str, acked_at: float) -> None:
-        times = self._times.setdefault(version, [])
+    def record(self, step: int, acked_at: float) -> None:
+        times = self._times.setdefault(step, [])
         times.append(acked_at)
         if len(times) == self._clients:
-            print(Converged(version, times).line(), flush=True)
-            del self._times[version]
+            print(Converged(step, times).line(), flush=True)
+            del self._times[step]
 
 
-def _first_request(index: int) -> Any:
-    request = discovery_pb2.DiscoveryRequest(type_url=types.CLUSTER)
-    request.node.id = f"bench-sidecar-{index}"
-    request.node.cluster = "bench"
-    request.node.locality.region = PROFILE.region
-    request.node.locality.zone = PROFILE.zone
-    request.node.metadata.CopyFrom(
-        struct_pb2.Struct(fields={ROLE_KEY: struct_pb2.Value(string_value=PROFILE.role.value)})
-    )
-    return request
+class Decoder:
+    """What a client needs from resources, decoded once per distinct resource in the process:
+    a thousand clients of one profile receive the very same bytes, and decoding them a thousand
+    times would make the clients, not the server, the bottleneck."""
+
+    def __init__(self) -> None:
+        self._eds: dict[bytes, str | None] = {}
+        self._routes: dict[bytes, tuple[str, ...]] = {}
+        self._steps: dict[bytes, int | None] = {}
+
+    def eds_name(self, value: bytes) -> str | None:
+        if value not in self._eds:
+            cluster = cluster_pb2.Cluster.FromString(value)
+            eds = cluster.type == cluster_pb2.Cluster.EDS
+            self._eds[value] = (cluster.eds_cluster_config.service_name or cluster.name) if eds else None
+        return self._eds[value]
+
+    def route_names(self, value: bytes) -> tuple[str, ...]:
+        if value not in self._routes:
+            listener = listener_pb2.Listener.FromString(value)
+            names = []
+            for chain in listener.filter_chains:
+                for flt in chain.filters:
+                    manager = hcm_pb2.HttpConnectionManager()
+                    if flt.typed_config.Unpack(manager) and manager.HasField("rds"):
+                        names.append(manager.rds.route_config_name)
+            self._routes[value] = tuple(names)
+        return self._routes[value]
+
+    def marker_step(self, value: bytes) -> int | None:
+        if value not in self._steps:
+            assignment = endpoint_pb2.ClusterLoadAssignment.FromString(value)
+            steps = (
+                fleet.marker_step(lb.endpoint.address.socket_address.address)
+                for locality in assignment.endpoints
+                for lb in locality.lb_endpoints
+            )
+            self._steps[value] = next((s for s in steps if s is not None), None)
+        return self._steps[value]
 
 
-def _ack(response: Any, names: list[str]) -> Any:
-    # SotW: every request restates the subscription, ACKs included.
-    return discovery_pb2.DiscoveryRequest(
-        type_url=response.type_url,
-        version_info=response.version_info,
-        response_nonce=response.nonce,
-        resource_names=names,
-    )
+# --- Protocols: how requests are written and responses read; nothing else differs -----------
 
 
-def _eds_names(response: Any) -> list[str]:
-    names = []
-    for packed in response.resources:
-        cluster = cluster_pb2.Cluster()
-        packed.Unpack(cluster)
-        if cluster.type == cluster_pb2.Cluster.EDS:
-            names.append(cluster.eds_cluster_config.service_name or cluster.name)
-    return sorted(names)
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str | None  # Delta names its resources; SotW does not
+    value: bytes  # the resource message, serialized
 
 
-def _carries_hot(response: Any) -> bool:
-    for packed in response.resources:
-        assignment = endpoint_pb2.ClusterLoadAssignment()
-        packed.Unpack(assignment)
-        if assignment.cluster_name == HOT_CLUSTER:
-            return True
-    return False
+class Dialect(Protocol):
+    method: str
+
+    def deserialize(self, data: bytes) -> Any: ...
+    def first(self, node: Any, type_url: str) -> bytes: ...
+    def subscribe(self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]) -> bytes: ...
+    def ack(self, response: Any, names: tuple[str, ...]) -> bytes: ...
+    def entries(self, response: Any) -> Iterator[Entry]: ...
+
+
+class Sotw:
+    """State of the world: every request restates the subscription, ACKs included."""
+
+    method = SOTW_METHOD
+    deserialize = staticmethod(discovery_pb2.DiscoveryResponse.FromString)
+
+    def __init__(self) -> None:
+        # The names part of a request, encoded once per subscription: an EDS ACK of a large
+        # fleet restates a thousand names, and building them per ACK would load the clients.
+        self._names: dict[tuple[str, ...], bytes] = {}
+
+    def first(self, node: Any, type_url: str) -> bytes:
+        request = discovery_pb2.DiscoveryRequest(type_url=type_url)
+        request.node.CopyFrom(node)
+        return bytes(request.SerializeToString())
+
+    def subscribe(self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]) -> bytes:
+        request = discovery_pb2.DiscoveryRequest(type_url=type_url)
+        return self._names_part(names) + request.SerializeToString()
+
+    def ack(self, response: Any, names: tuple[str, ...]) -> bytes:
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=response.type_url,
+            version_info=response.version_info,
+            response_nonce=response.nonce,
+        )
+        # Serialized messages concatenate into their merge: the names, then the rest.
+        return self._names_part(names) + request.SerializeToString()
+
+    def entries(self, response: Any) -> Iterator[Entry]:
+        for packed in response.resources:
+            yield Entry(None, packed.value)
+
+    def _names_part(self, names: tuple[str, ...]) -> bytes:
+        part = self._names.get(names)
+        if part is None:
+            part = self._names[names] = bytes(
+                discovery_pb2.DiscoveryRequest(resource_names=names).SerializeToString()
+            )
+        return part
+
+
+class Delta:
+    """Incremental: subscriptions change by difference, ACKs carry only the nonce."""
+
+    method = DELTA_METHOD
+    deserialize = staticmethod(discovery_pb2.DeltaDiscoveryResponse.FromString)
+
+    def first(self, node: Any, type_url: str) -> bytes:
+        request = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
+        request.node.CopyFrom(node)
+        return bytes(request.SerializeToString())
+
+    def subscribe(self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]) -> bytes:
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=sorted(set(names) - set(before)),
+            resource_names_unsubscribe=sorted(set(before) - set(names)),
+        )
+        return bytes(request.SerializeToString())
+
+    def ack(self, response: Any, names: tuple[str, ...]) -> bytes:
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=response.type_url, response_nonce=response.nonce
+        )
+        return bytes(request.SerializeToString())
+
+    def entries(self, response: Any) -> Iterator[Entry]:
+        for resource in response.resources:
+            yield Entry(resource.name, resource.resource.value)
+
+
+# --- One Envoy --------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class Opens:
-    """Stream opens that failed before a first response and were retried, over all clients."""
+class Shared:
+    """What every stream of the process shares."""
 
-    retried: int = 0
-
-
-async def _open(channel: grpc.aio.Channel, index: int, opens: Opens) -> tuple[Any, Any]:
-    """Open the stream and return it with its first response.
-
-    gRPC core cancels calls beyond its queue of calls the server has not yet picked up
-    (`grpc.server.max_pending_requests`, 1,000 by default), which a thousand streams opened at
-    once can reach; the first write then fails as CANCELLED or INTERNAL. Envoy would retry, and
-    so does this, but only before the first response: a stream that fails later ends the run.
-    """
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
-        call = channel.stream_stream(
-            METHOD,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-        )()
-        try:
-            await call.write(_first_request(index))
-            return call, await call.read()
-        except grpc.aio.AioRpcError:
-            if attempt == OPEN_ATTEMPTS:
-                raise
-        opens.retried += 1
-        await asyncio.sleep(RETRY_SECONDS * attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    tally: Tally
+    decoder: Decoder = field(default_factory=Decoder)
+    retried: int = 0  # stream opens that failed before a first response and were retried
+    opening: asyncio.Semaphore | None = None  # at most this many streams syncing at once
 
 
-async def sidecar(channel: grpc.aio.Channel, index: int, tally: Tally, opens: Opens) -> None:
-    """One Envoy's ADS stream, until the server or the process ends it."""
-    call, response = await _open(channel, index, opens)
-    eds: list[str] = []
-    while response is not grpc.aio.EOF:
-        endpoints = response.type_url == types.ENDPOINT
-        await call.write(_ack(response, eds if endpoints else []))
-        acked_at = time.monotonic()
-        if endpoints and _carries_hot(response):
-            tally.record(response.version_info, acked_at)
-        elif response.type_url == types.CLUSTER and (learned := _eds_names(response)) != eds:
-            eds = learned
-            await call.write(
-                discovery_pb2.DiscoveryRequest(type_url=types.ENDPOINT, resource_names=eds)
+@dataclass(slots=True)
+class Envoy:
+    """One ADS stream's subscriptions and progress."""
+
+    index: int
+    dialect: Dialect
+    shared: Shared
+    eds: tuple[str, ...] = ()
+    rds: tuple[str, ...] = ()
+    lds_requested: bool = False
+    hot_step: int = -1  # the last marker step ACKed
+    synced: bool = False
+
+    async def run(self, channel: grpc.aio.Channel, on_synced: Callable[[], None]) -> None:
+        """The stream, until the server or the process ends it."""
+        call, response = await self._open(channel)
+        while response is not grpc.aio.EOF:
+            for request in self._answer(response):
+                await call.write(request)
+            acked_at = time.monotonic()
+            self._progress(response, acked_at, on_synced)
+            response = await call.read()
+
+    def _answer(self, response: Any) -> list[bytes]:
+        """The ACK of `response`, then the subscriptions it makes necessary."""
+        type_url = response.type_url
+        decoder = self.shared.decoder
+        if type_url == types.CLUSTER:
+            ack = self.dialect.ack(response, ())
+            learned = {
+                n for e in self.dialect.entries(response) if (n := decoder.eds_name(e.value))
+            }
+            # SotW CDS is the complete set; Delta CDS adds to what the stream holds.
+            names = tuple(sorted(learned if self.dialect.method == SOTW_METHOD else {*self.eds, *learned}))
+            if names == self.eds:
+                return [ack]
+            before, self.eds = self.eds, names
+            return [ack, self.dialect.subscribe(types.ENDPOINT, names, before)]
+        if type_url == types.ENDPOINT:
+            requests = [self.dialect.ack(response, self.eds)]
+            if not self.lds_requested:
+                self.lds_requested = True
+                requests.append(self.dialect.subscribe(types.LISTENER, (), ()))
+            return requests
+        if type_url == types.LISTENER:
+            ack = self.dialect.ack(response, ())
+            names = tuple(
+                sorted({n for e in self.dialect.entries(response) for n in decoder.route_names(e.value)})
             )
-        response = await call.read()
+            if not names or names == self.rds:
+                return [ack]
+            before, self.rds = self.rds, names
+            return [ack, self.dialect.subscribe(types.ROUTE, names, before)]
+        return [self.dialect.ack(response, self.rds)]
+
+    def _progress(self, response: Any, acked_at: float, on_synced: Callable[[], None]) -> None:
+        type_url = response.type_url
+        if type_url == types.ENDPOINT:
+            for entry in self.dialect.entries(response):
+                hot = entry.name == fleet.HOT_CLUSTER or (
+                    entry.name is None and entry.value.startswith(HOT_PREFIX)
+                )
+                step = self.shared.decoder.marker_step(entry.value) if hot else None
+                if step is not None and step != self.hot_step:
+                    self.hot_step = step
+                    if self.synced:
+                        self.shared.tally.record(step, acked_at)
+        elif type_url == types.ROUTE and not self.synced and self.hot_step == 0:
+            self.synced = True
+            self.shared.tally.record(0, acked_at)
+            on_synced()
+
+    async def _open(self, channel: grpc.aio.Channel) -> tuple[Any, Any]:
+        """Open the stream and return it with its first response.
+
+        gRPC core cancels calls beyond its queue of calls the server has not yet picked up
+        (`grpc.server.max_pending_requests`), which a storm of opens can reach; the first write
+        then fails as CANCELLED or INTERNAL. Envoy would retry, and so does this, but only before
+        the first response: a stream that fails later ends the run.
+        """
+        node = node_of(self.index, profile_of_client(self.index))
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            call = channel.stream_stream(
+                self.dialect.method, request_serializer=None, response_deserializer=self.dialect.deserialize
+            )()
+            try:
+                await call.write(self.dialect.first(node, types.CLUSTER))
+                return call, await call.read()
+            except grpc.aio.AioRpcError:
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+            self.shared.retried += 1
+            await asyncio.sleep(RETRY_SECONDS * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def run(port: int, clients: int) -> None:
+async def stalled(channel: grpc.aio.Channel, index: int, services: int, stop: asyncio.Event) -> None:
+    """An Envoy that subscribes to everything and never reads.
+
+    gRPC buffers about 4 MB per stream before flow control stops the server's writes, which a
+    wedged Envoy fills over minutes. To be stalled for the whole measurement at once, this one
+    drops and renews its EDS subscription again and again: each renewal makes the server send
+    every assignment anew (rule 8), until its writer to this stream blocks."""
+    dialect = Sotw()
+    clusters = tuple(
+        sorted(cluster_name(fleet.NAMESPACE, fleet.service_name(s), fleet.PORT) for s in range(services))
+    )
+    call = channel.stream_stream(dialect.method, request_serializer=None, response_deserializer=None)()
+    await call.write(dialect.first(node_of(index, profile_of_client(index)), types.CLUSTER))
+    await call.write(dialect.subscribe(types.LISTENER, (), ()))
+    for _ in range(STALL_RENEWALS):
+        await call.write(dialect.subscribe(types.ENDPOINT, ("-",), ()))
+        await call.write(dialect.subscribe(types.ENDPOINT, clusters, ()))
+    await stop.wait()
+    call.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    port: int
+    clients: int
+    protocol: str = "mixed"
+    stalled: int = 0
+    services: int = 0  # what stalled streams subscribe to
+    open_limit: int = 0  # 0: every stream opens at once, as after a control-plane restart
+
+
+async def run(options: Options) -> None:
     """Run the clients until SIGTERM; a stream that fails ends the process with its error."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tally = Tally(clients)
-    opens = Opens()
+    shared = Shared(Tally(options.clients))
+    if options.open_limit:
+        shared.opening = asyncio.Semaphore(options.open_limit)
+    target = f"127.0.0.1:{options.port}"
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
-        for _ in range(0, clients, STREAMS_PER_CHANNEL)
+        grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        for _ in range(0, options.clients, STREAMS_PER_CHANNEL)
+    ]
+    stalled_channels = [
+        grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(options.stalled)
     ]
     tasks = [
+        asyncio.create_task(_envoy(channels[i // STREAMS_PER_CHANNEL], i, options, shared), name=f"envoy-{i}")
+        for i in range(options.clients)
+    ]
+    tasks += [
         asyncio.create_task(
-            sidecar(channels[i // STREAMS_PER_CHANNEL], i, tally, opens), name=f"sidecar-{i}"
+            stalled(channel, options.clients + k, options.services, stop), name=f"stalled-{k}"
         )
-        for i in range(clients)
+        for k, channel in enumerate(stalled_channels)
     ]
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
@@ -192,21 +433,51 @@ async def run(port: int, clients: int) -> None:
         for task in [stopping, *tasks]:
             task.cancel()
         await asyncio.gather(stopping, *tasks, return_exceptions=True)
-        await asyncio.gather(*(channel.close() for channel in channels))
-        if opens.retried:
-            print(
-                f"benchmark clients: {opens.retried} stream opens failed early, retried",
-                file=sys.stderr,
-            )
+        await asyncio.gather(*(c.close() for c in [*channels, *stalled_channels]))
+        if shared.retried:
+            print(f"benchmark clients: {shared.retried} stream opens failed early, retried", file=sys.stderr)
+
+
+async def _envoy(channel: grpc.aio.Channel, index: int, options: Options, shared: Shared) -> None:
+    dialect: Dialect = Delta() if delta_client(index, options.protocol) else Sotw()
+    envoy = Envoy(index, dialect, shared)
+    if shared.opening is None:
+        await envoy.run(channel, lambda: None)
+        return
+    await shared.opening.acquire()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released and shared.opening is not None:
+            released = True
+            shared.opening.release()
+
+    try:
+        await envoy.run(channel, release)
+    finally:
+        release()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clients", type=int, required=True)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="mixed")
+    parser.add_argument("--stalled", type=int, default=0)
+    parser.add_argument("--services", type=int, default=0)
+    parser.add_argument("--open-limit", type=int, default=0)
     args = parser.parse_args()
+    options = Options(
+        port=args.port,
+        clients=args.clients,
+        protocol=args.protocol,
+        stalled=args.stalled,
+        services=args.services,
+        open_limit=args.open_limit,
+    )
     try:
-        asyncio.run(run(args.port, args.clients))
+        asyncio.run(run(options))
     except RuntimeError as err:
         sys.exit(f"benchmark clients: {err}")
 

@@ -1,87 +1,86 @@
-"""Figures from convergence samples, and the table `make bench` prints."""
+"""Figures as tables: one section per measure, then every target met or missed.
+
+Measures hand back `Section`s and know nothing of rich; this module knows nothing of how the
+figures were obtained. The raw figures also go to `.bench/results.json` (git-ignored), so that
+BENCHMARKS.md can be written from the very numbers a run printed.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from benchmarks.run import Measurement
-
-# Our serving path may cost at most this much more than gRPC alone, at the median.
-TARGET_RATIO = 1.5
+RESULTS = Path(__file__).resolve().parent.parent / ".bench" / "results.json"
 
 
-@dataclass(frozen=True, slots=True)
-class Figures:
-    """One path at one client count, in seconds: convergence over every client and change, and
-    the server's mean CPU time per change."""
-
-    p50: float
-    p99: float
-    max: float
-    cpu: float
-
-    @classmethod
-    def of(cls, measurement: Measurement) -> Figures:
-        ordered = sorted(measurement.convergence)
-        return cls(
-            p50=_rank(ordered, 0.50),
-            p99=_rank(ordered, 0.99),
-            max=ordered[-1],
-            cpu=statistics.fmean(measurement.cpu),
-        )
-
-
-def _rank(ordered: list[float], quantile: float) -> float:
+def rank(values: Sequence[float], quantile: float) -> float:
     """Nearest-rank percentile: always a measured value, never an interpolation."""
+    ordered = sorted(values)
     return ordered[max(0, math.ceil(quantile * len(ordered)) - 1)]
 
 
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
 @dataclass(frozen=True, slots=True)
-class Row:
-    clients: int
-    server: Figures
-    floor: Figures
-
-    @property
-    def ratio(self) -> float:
-        return self.server.p50 / self.floor.p50
+class Verdict:
+    target: str  # what was promised, in words
+    figure: str  # what was measured, in words
+    met: bool
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}"
+@dataclass(frozen=True, slots=True)
+class Section:
+    measure: str  # the CLI selector that produces it
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    notes: tuple[str, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
 
 
-NOTES = (
-    "p50, p99: over every client and change. max: the last ACK of any change.",
-    "server CPU: the serving process's CPU time per change, until it read every ACK.",
-    "server: xdsfleet driven at Publisher.publish, without the Store's coalescing",
-    "delay (the serving path only). floor: bare gRPC writing the same response bytes.",
-    f"Target: server p50 <= {TARGET_RATIO}x floor p50.",
-)
-
-
-def table(rows: list[Row], *, changes: int) -> Table:
-    out = Table(title=f"Endpoint change -> ACK by every client, ms ({changes} changes per N)")
-    for header in ("N", "path", "p50", "p99", "max", "server CPU", "p50 / floor p50"):
-        out.add_column(header, justify="left" if header == "path" else "right")
-    for row in rows:
-        verdict = "ok" if row.ratio <= TARGET_RATIO else f"over {TARGET_RATIO}x"
-        for name, figures, ratio in (
-            ("server", row.server, f"{row.ratio:.2f}x {verdict}"),
-            ("floor", row.floor, ""),
-        ):
-            out.add_row(
-                f"{row.clients:,}",
-                name,
-                _ms(figures.p50),
-                _ms(figures.p99),
-                _ms(figures.max),
-                _ms(figures.cpu),
-                ratio,
-            )
-        out.add_section()
+def table(section: Section) -> Table:
+    out = Table(title=section.title, title_justify="left")
+    for i, header in enumerate(section.columns):
+        out.add_column(header, justify="left" if i == 0 else "right")
+    for row in section.rows:
+        out.add_row(*row)
     return out
+
+
+def verdicts(sections: Sequence[Section]) -> Table:
+    out = Table(title="Targets", title_justify="left")
+    for header in ("measure", "target", "measured", "verdict"):
+        out.add_column(header)
+    for section in sections:
+        for v in section.verdicts:
+            out.add_row(section.measure, v.target, v.figure, "met" if v.met else "MISSED")
+    return out
+
+
+def render(sections: Sequence[Section], console: Console, *, command: str) -> None:
+    for section in sections:
+        console.print(table(section))
+        for note in section.notes:
+            console.print(f"  {note}")
+        console.print()
+    if any(s.verdicts for s in sections):
+        console.print(verdicts(sections))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps({"command": command, "sections": [asdict(s) for s in sections]}, indent=1)
+    )

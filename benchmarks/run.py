@@ -1,27 +1,30 @@
-"""One comparison: N clients on our server and N on the floor, through every change of the plan.
+"""Running simulated clients against servers: the client process, and paired convergence runs.
 
-Changes are spaced by conditions, not sleeps: the next one starts once every client has ACKed the
-last one and the server has read all those ACKs, so no change pays for the tail of another.
+Paired runs put every server and its own client fleet up together and make each change on each
+server in turns, so load elsewhere on the machine weighs on all alike; the order alternates from
+one change to the next. Changes are spaced by conditions, not sleeps: the next one starts once
+every client has ACKed the last one and the server has read all those ACKs, so no change pays
+for the tail of another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import targets
 from benchmarks.clients import Converged
-from benchmarks.fleet import Plan
 from benchmarks.targets import Target
 
 ROOT = Path(__file__).resolve().parent.parent
 # Connecting and syncing every client at start-up costs more than a change does.
-READY_SECONDS = 120.0
+READY_SECONDS = 300.0
 CHANGE_SECONDS = 60.0
 STOP_SECONDS = 10.0
 POLL_SECONDS = 0.005
@@ -34,11 +37,32 @@ class BenchError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Clients:
+    """One client process: how many streams, and of what kind (see `benchmarks.clients`)."""
+
+    count: int
+    protocol: str = "mixed"
+    stalled: int = 0
+    services: int = 0
+    open_limit: int = 0
+
+    def argv(self, port: int) -> list[str]:
+        return [
+            f"--port={port}",
+            f"--clients={self.count}",
+            f"--protocol={self.protocol}",
+            f"--stalled={self.stalled}",
+            f"--services={self.services}",
+            f"--open-limit={self.open_limit}",
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class ClientProcess:
     process: asyncio.subprocess.Process
 
     async def converged(self) -> Converged:
-        """The next version every client has ACKed."""
+        """The next step every measured client has reached."""
         assert self.process.stdout is not None
         line = await self.process.stdout.readline()
         if not line:
@@ -47,14 +71,13 @@ class ClientProcess:
 
 
 @contextlib.asynccontextmanager
-async def client_process(port: int, clients: int) -> AsyncIterator[ClientProcess]:
+async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientProcess]:
     # Spawned as a fresh interpreter: gRPC must never be forked.
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "benchmarks.clients",
-        f"--port={port}",
-        f"--clients={clients}",
+        *clients.argv(port),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         limit=LINE_LIMIT,
@@ -62,14 +85,19 @@ async def client_process(port: int, clients: int) -> AsyncIterator[ClientProcess
     try:
         yield ClientProcess(process)
     finally:
-        if process.returncode is None:
-            process.terminate()
-        try:
-            async with asyncio.timeout(STOP_SECONDS):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
+        await stop_process(process)
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it does not end in time; always reaped."""
+    if process.returncode is None:
+        process.terminate()
+    try:
+        async with asyncio.timeout(STOP_SECONDS):
             await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def until(condition: Callable[[], bool]) -> float:
@@ -85,10 +113,24 @@ async def until(condition: Callable[[], bool]) -> float:
         await asyncio.sleep(POLL_SECONDS)
 
 
+@contextlib.contextmanager
+def frozen_start_up() -> Iterator[None]:
+    """What `xdsfleet serve` does once started: move what start-up built out of the collector's
+    full passes. Undone afterwards, so that measures run one after another do not pile up."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @dataclass(frozen=True, slots=True)
 class Measurement:
     # Per client and change: its ACK time minus the change's start, in seconds.
-    convergence: list[float] = field(default_factory=list)
+    acks: list[float] = field(default_factory=list)
+    # Per change: the last client's ACK time minus the change's start.
+    last: list[float] = field(default_factory=list)
     # Per change: CPU seconds of this process (the server's, gRPC threads included) from the
     # change to the last ACK read. The latencies alone cannot tell a slow server from busy
     # clients: both share the same two cores.
@@ -102,49 +144,56 @@ class _Side:
     count: int
     measured: Measurement = field(default_factory=Measurement)
 
-    async def converge(self, plan: Plan, step: int, deadline: float) -> tuple[list[float], float]:
+    async def converge(self, step: int, deadline: float) -> tuple[list[float], float]:
         """Every client's ACK time of step `step`, once the server has read those ACKs too, and
         the CPU time spent checking that it has."""
-        version = plan.version(step)
         try:
             async with asyncio.timeout(deadline):
                 converged = await self.clients.converged()
-                if converged.version != version:
-                    raise BenchError(
-                        f"change {step}: clients ACKed {converged.version}, not {version}"
-                    )
-                checks = await until(lambda: self.target.acked(version) >= self.count)
+                if converged.step != step:
+                    raise BenchError(f"clients reached step {converged.step}, not {step}")
+                checks = await until(lambda: self.target.acked(step) >= self.count)
         except TimeoutError:
-            raise BenchError(f"change {step} did not converge within {deadline} s") from None
+            raise BenchError(f"step {step} did not converge within {deadline} s") from None
         return converged.acked, checks
 
-    async def change(self, plan: Plan, step: int) -> None:
+    async def change(self, step: int) -> None:
         cpu0 = time.process_time()
         t0 = time.monotonic()
         self.target.apply(step)
-        acked, checks = await self.converge(plan, step, CHANGE_SECONDS)
+        acked, checks = await self.converge(step, CHANGE_SECONDS)
         self.measured.cpu.append(time.process_time() - cpu0 - checks)
-        self.measured.convergence.extend(t - t0 for t in acked)
+        latencies = [t - t0 for t in acked]
+        self.measured.acks.extend(latencies)
+        self.measured.last.append(max(latencies))
 
 
-async def compare(plan: Plan, count: int) -> tuple[Measurement, Measurement]:
-    """Ours and the floor, each with `count` clients of its own, taking the changes in turns:
-    whatever else the machine does meanwhile weighs on both alike. The idle side costs nothing:
-    its streams wait on reads."""
+async def paired(
+    targets: Sequence[AbstractAsyncContextManager[Target]],
+    clients: Sequence[Clients],
+    changes: int,
+    *,
+    ready: Callable[[Sequence[Target]], bool] | None = None,
+    inspect: Callable[[Sequence[Target]], None] | None = None,
+) -> list[Measurement]:
+    """Each target with its own client process, through every change, in turns. The first
+    change waits for `ready` to hold as well as for every client; `inspect` looks at the servers
+    once the last change has converged, before they stop."""
     async with contextlib.AsyncExitStack() as stack:
-        servers: list[Target] = [
-            await stack.enter_async_context(targets.ours(plan)),
-            await stack.enter_async_context(targets.floor(plan)),
+        servers = [await stack.enter_async_context(t) for t in targets]
+        stack.enter_context(frozen_start_up())
+        sides = [
+            _Side(server, await stack.enter_async_context(client_process(server.port, c)), c.count)
+            for server, c in zip(servers, clients, strict=True)
         ]
-        ours, floor = [
-            _Side(
-                server, await stack.enter_async_context(client_process(server.port, count)), count
-            )
-            for server in servers
-        ]
-        for side in (ours, floor):
-            await side.converge(plan, 0, READY_SECONDS)
-        for step in range(1, len(plan.states)):
-            for side in (ours, floor):
-                await side.change(plan, step)
-    return ours.measured, floor.measured
+        for side in sides:
+            await side.converge(0, READY_SECONDS)
+        if ready is not None:
+            async with asyncio.timeout(READY_SECONDS):
+                await until(lambda: ready(servers))
+        for step in range(1, changes + 1):
+            for side in sides if step % 2 else sides[::-1]:
+                await side.change(step)
+        if inspect is not None:
+            inspect(servers)
+    return [side.measured for side in sides]

@@ -1,13 +1,14 @@
-"""The two servers the clients are measured against: ours, and the floor.
+"""The servers the clients are measured against: ours, and the floor.
 
 Both run in the benchmark's own process and event loop, with the same gRPC options
-(`listen.OPTIONS`), the same request deserializer and the same shape (a reader task and a writer
+(`listen.OPTIONS`), the same request deserializers and the same shape (a reader task and a writer
 loop per stream, woken by an event), so that the difference between their figures is what our
-serving path adds: the per-stream protocol state machine, snapshot lookups, metrics and the
-translation of the new state.
+serving path adds: translation of the new state for every active profile, the per-stream
+protocol state machines, snapshot lookups and metrics.
 
 `xdsfleet` is driven at `Publisher.publish`, not through the Store: the Store's coalescing delay
-(up to 100 ms, none for removals) is a policy, not serving cost, and would only hide it.
+(up to 100 ms, none for removals) is a policy, not serving cost, and would only hide it. The
+churn measure, which is about sustaining a rate, goes through the Store.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from benchmarks.fleet import HOT_CLUSTER, Plan
+from benchmarks.fleet import HOT_CLUSTER
+from benchmarks.plan import Plan
 from xdsfleet.app.publisher import Publisher
 from xdsfleet.cache import types, wire
 from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.model.fleet import FleetState
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
+from xdsfleet.server.nodes import profile_of
 
 HOST = "127.0.0.1"
 
@@ -38,44 +42,108 @@ class Target(Protocol):
     def apply(self, step: int) -> None:
         """Make change `step` of the plan; the clients' ACKs of it are the measurement."""
 
-    def acked(self, version: str) -> int:
-        """How many streams the server has seen ACK EDS `version`."""
+    def acked(self, step: int) -> int:
+        """How many streams the server has seen ACK step `step` (0: fully synced)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Our serving path, as `xdsfleet serve` assembles it."""
+
+    publisher: Publisher
+    ads: AdsService
+    port: int
+
+    def in_sync(self) -> int:
+        """Streams whose every subscribed type has ACKed the version of their profile's latest
+        snapshot: the server's own view of convergence."""
+        cache = self.publisher.cache
+        count = 0
+        for info in self.ads.streams.values():
+            versions = cache.get(info.profile).versions
+            statuses = info.machine.status()
+            if statuses and all(s.acked_version == versions.get(t) for t, s in statuses.items()):
+                count += 1
+        return count
+
+
+@contextlib.asynccontextmanager
+async def serving(state: FleetState) -> AsyncIterator[Serving]:
+    publisher = Publisher(state)
+    ads = AdsService(publisher.cache)
+    server, port = await listen.start(ads, port=0, host=HOST)
+    watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
+    try:
+        yield Serving(publisher, ads, port)
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
+        await server.stop(0)
 
 
 @dataclass(slots=True)
 class Ours:
-    publisher: Publisher
-    ads: AdsService
+    serving: Serving
     plan: Plan
     port: int
 
     def apply(self, step: int) -> None:
-        self.publisher.publish(self.plan.states[step])
+        self.serving.publisher.publish(self.plan.states[step])
 
-    def acked(self, version: str) -> int:
-        statuses = (info.machine.status().get(types.ENDPOINT) for info in self.ads.streams.values())
-        return sum(1 for s in statuses if s is not None and s.acked_version == version)
+    def acked(self, step: int) -> int:
+        # Between changes the cache holds the snapshot of the latest step.
+        return self.serving.in_sync()
 
 
 @contextlib.asynccontextmanager
 async def ours(plan: Plan) -> AsyncIterator[Ours]:
-    publisher = Publisher(plan.states[0])
-    ads = AdsService(publisher.cache)
-    server, port = await listen.start(ads, port=0, host=HOST)
-    try:
-        yield Ours(publisher, ads, plan, port)
-    finally:
-        await server.stop(0)
+    async with serving(plan.states[0]) as served:
+        yield Ours(served, plan, served.port)
 
 
-def _response(snapshot: Snapshot, type_url: str, nonce: str, names: list[str]) -> bytes:
-    """What our server sends for `names` of `type_url`, framed from the cache's encoded bytes."""
-    resources = snapshot.of(type_url)
-    return wire.sotw_response(
-        version_info=snapshot.versions[type_url],
-        type_url=type_url,
-        nonce=nonce,
-        entries=[resources[name].sotw_entry for name in names],
+# --- The floor -------------------------------------------------------------------------------
+
+
+def _initial_nonce(type_url: str) -> str:
+    return f"i{types.SHORT_NAMES[type_url]}"
+
+
+def _change_nonce(step: int) -> str:
+    return f"c{step}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """Everything the floor writes to one profile's streams of one protocol, built once."""
+
+    answers: Mapping[str, bytes]  # type URL -> the complete initial answer
+    changes: tuple[bytes, ...]  # step -> the hot assignment's response
+
+
+def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
+    first = snapshots[0]
+
+    def response(snapshot: Snapshot, type_url: str, nonce: str, names: list[str]) -> bytes:
+        resources = snapshot.of(type_url)
+        version = snapshot.versions[type_url]
+        if delta:
+            entries = [resources[n].delta_entry for n in names]
+            return wire.delta_response(
+                system_version_info=version, type_url=type_url, nonce=nonce, entries=entries, removed=()
+            )
+        entries = [resources[n].sotw_entry for n in names]
+        return wire.sotw_response(version_info=version, type_url=type_url, nonce=nonce, entries=entries)
+
+    return _Tables(
+        answers={
+            t: response(first, t, _initial_nonce(t), sorted(first.of(t)))
+            for t in types.ORDER
+            if first.of(t)
+        },
+        changes=tuple(
+            response(s, types.ENDPOINT, _change_nonce(step), [HOT_CLUSTER])
+            for step, s in enumerate(snapshots)
+        ),
     )
 
 
@@ -84,22 +152,20 @@ def _response(snapshot: Snapshot, type_url: str, nonce: str, names: list[str]) -
 class _Outbox:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list[bytes] = field(default_factory=list)
+    tables: _Tables | None = None
 
 
 class Floor:
-    """A bare ADS server: it answers a stream's subscriptions from a fixed table, writes each
-    change's response bytes, built once, to every stream, and counts ACKs. No protocol logic."""
+    """A bare ADS server: it answers each subscription with its profile's complete set of the
+    type, writes each change's response bytes, built once, to every stream, and counts ACKs by
+    nonce. No protocol logic, no translation, no per-stream state beyond an outbox."""
 
     def __init__(self, plan: Plan) -> None:
-        first = plan.snapshots[0]
-        self._answers = {
-            t: _response(first, t, "floor-0", sorted(first.of(t)))
-            for t in (types.CLUSTER, types.ENDPOINT)
+        self._tables = {
+            (profile, delta): _tables([s[profile] for s in plan.snapshots], delta=delta)
+            for profile in plan.snapshots[0]
+            for delta in (False, True)
         }
-        self._changes = [
-            _response(snapshot, types.ENDPOINT, f"floor-{step}", [HOT_CLUSTER])
-            for step, snapshot in enumerate(plan.snapshots)
-        ]
         self._streams: set[_Outbox] = set()
         self._acks: Counter[str] = Counter()
         self.port = 0
@@ -109,24 +175,37 @@ class Floor:
             SERVICE,
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._stream, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
-                )
+                    self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString
+                ),
             },
         )
 
     def apply(self, step: int) -> None:
-        response = self._changes[step]
         for outbox in self._streams:
-            outbox.pending.append(response)
-            outbox.wake.set()
+            if outbox.tables is not None:
+                outbox.pending.append(outbox.tables.changes[step])
+                outbox.wake.set()
 
-    def acked(self, version: str) -> int:
-        return self._acks[version]
+    def connected(self) -> int:
+        return len(self._streams)
 
-    async def _stream(self, requests: AsyncIterator[Any], context: Any) -> None:
+    def acked(self, step: int) -> int:
+        # Every stream's last initial ACK is of its route configurations.
+        return self._acks[_change_nonce(step) if step else _initial_nonce(types.ROUTE)]
+
+    async def _sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._stream(requests, context, delta=False)
+
+    async def _delta(self, requests: AsyncIterator[Any], context: Any) -> None:
+        await self._stream(requests, context, delta=True)
+
+    async def _stream(self, requests: AsyncIterator[Any], context: Any, *, delta: bool) -> None:
         outbox = _Outbox()
         self._streams.add(outbox)
-        reader = asyncio.create_task(self._read(requests, outbox), name="floor-reader")
+        reader = asyncio.create_task(self._read(requests, outbox, delta), name="floor-reader")
         try:
             while not reader.done():
                 await outbox.wake.wait()
@@ -139,13 +218,15 @@ class Floor:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(self, requests: AsyncIterator[Any], outbox: _Outbox) -> None:
+    async def _read(self, requests: AsyncIterator[Any], outbox: _Outbox, delta: bool) -> None:
         try:
             async for request in requests:
+                if outbox.tables is None:
+                    outbox.tables = self._tables[profile_of(request.node), delta]
                 if request.response_nonce:
-                    self._acks[request.version_info] += 1
-                else:
-                    outbox.pending.append(self._answers[request.type_url])
+                    self._acks[request.response_nonce] += 1
+                elif (answer := outbox.tables.answers.get(request.type_url)) is not None:
+                    outbox.pending.append(answer)
                     outbox.wake.set()
         finally:
             outbox.wake.set()

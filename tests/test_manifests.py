@@ -97,8 +97,8 @@ BASES: dict[str, tuple[dict[str, Any], Place, str]] = {
 }
 PLACES = {
     Place.FLEET: {"Fleet"},
-    Place.MEMBER: {"Service", "EndpointSlice", "ServiceExport"},
-    Place.ROUTES: {"Gateway", "HTTPRoute"},
+    Place.MEMBER: {"Service", "EndpointSlice", "ServiceExport", "Node"},
+    Place.ROUTES: {"Gateway", "HTTPRoute", "GRPCRoute", "Secret", "TrafficPolicy"},
 }
 
 

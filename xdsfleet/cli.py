@@ -97,17 +97,51 @@ def serve_command(
         int, typer.Option(help="Port of the admin gRPC server (health, reflection).")
     ] = 18001,
     address: Annotated[str, typer.Option(help="Address every server listens on.")] = "0.0.0.0",
+    fleet_resource: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve the Fleet custom resource of this name from the fleet cluster (the pod's "
+            "own cluster, or --kubeconfig) instead of a Fleet file."
+        ),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(help="With --fleet-resource: the fleet cluster's kubeconfig file."),
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option(help="With --kubeconfig: the context to use.")
+    ] = None,
+    namespace: Annotated[
+        str,
+        typer.Option(
+            envvar="POD_NAMESPACE",
+            help="The server's namespace in the fleet cluster: member Secrets, status Lease.",
+        ),
+    ] = "xdsfleet-system",
+    status_seconds: Annotated[
+        float,
+        typer.Option(help="How often status is written back to the fleet cluster (if changed)."),
+    ] = 5.0,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
-    """Serve a fleet to Envoys over ADS (SotW and Delta), following its files live."""
+    """Serve a fleet to Envoys over ADS (SotW and Delta), following its sources live."""
     logs.configure(fmt=log_format.value, level=log_level)
+    if fleet_resource is not None and fleet is not None:
+        raise typer.BadParameter("give --fleet or --fleet-resource, not both")
+    if fleet_resource is None and (kubeconfig or context):
+        raise typer.BadParameter("--kubeconfig and --context go with --fleet-resource")
     settings = Settings(
-        fleet=_fleet_path(fleet),
+        fleet=None if fleet_resource else _fleet_path(fleet),
         xds_port=xds_port,
         metrics_port=metrics_port,
         admin_port=admin_port,
         host=address,
+        fleet_resource=fleet_resource,
+        kubeconfig=kubeconfig,
+        context=context,
+        namespace=namespace,
+        status_seconds=status_seconds,
     )
     try:
         asyncio.run(serve(settings))
@@ -125,7 +159,8 @@ def validate_command(fleet: FleetOption = None) -> None:
     state = load_fleet(path).state
     err.print(
         f"[green]valid[/green] {path}: {len(state.members)} members, "
-        f"{len(state.gateways)} gateways, {len(state.http_routes)} HTTP routes",
+        f"{len(state.gateways)} gateways, {len(state.http_routes)} HTTP routes, "
+        f"{len(state.grpc_routes)} gRPC routes, {len(state.policies)} traffic policies",
         highlight=False,
     )
 

@@ -166,9 +166,10 @@ class Server(_Process):
 
     name = "xdsfleet"
 
-    def __init__(self, fleet: Path | None = None) -> None:
+    def __init__(self, fleet: Path | None = None, *, args: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.fleet = fleet
+        self.args = args  # more `serve` options
         self.xds_port = free_port()
         self.metrics_port = free_port()
         self.admin_port = free_port()
@@ -179,7 +180,7 @@ class Server(_Process):
         argv += ["--admin-port", str(self.admin_port)]
         if self.fleet is not None:
             argv += ["--fleet", str(self.fleet)]
-        self._spawn(argv)
+        self._spawn(argv + list(self.args))
         wait_for(self._ready, timeout=timeout, what="xdsfleet /readyz")
         return self
 

@@ -7,7 +7,8 @@ watchers as those change, without a restart. A member whose watcher is replaced 
 kubeconfig, a new context) keeps its last state until the new watcher has settled, and a member
 that cannot be reached at all is present, empty and stale: never silently gone. Fleet-level
 objects of the Fleet file and of the fleet cluster are merged; an object defined in both is a
-conflict that the file wins.
+conflict that the file wins. Ingresses become HTTPRoutes here, where every Gateway is known; an
+HTTPRoute of the same name wins over one made from an Ingress.
 
 It must not watch anything itself (`sources.kube` does), nor translate. Runs on the loop.
 """
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from xdsfleet.model.fleet import FleetState, Member, MemberState
+from xdsfleet.sources.kube import ingress
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.fleetcluster import FleetCluster, FleetObjects
 from xdsfleet.sources.kube.members import MemberWatcher
@@ -32,6 +34,7 @@ from xdsfleet.sources.manifests import FleetSpec
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+_BOTH = "defined in the Fleet's files and in the fleet cluster; the file's is used"
 
 
 def cluster_access(spec: FleetSpec | None) -> Access | None:
@@ -56,7 +59,7 @@ class _Wanted:
 
 @dataclass(frozen=True, slots=True)
 class MemberReport:
-    """A Kubernetes member as `/debug/members` shows it."""
+    """A Kubernetes member as `/debug/members` (and the Fleet resource's status) shows it."""
 
     name: str
     source: str
@@ -66,6 +69,13 @@ class MemberReport:
     failures: dict[str, str]
     services: int
     endpoints: int
+
+    @property
+    def message(self) -> str:
+        """Why it is stale, in one line."""
+        reasons = [self.problem] if self.problem else []
+        reasons += [f"{resource}: {error}" for resource, error in sorted(self.failures.items())]
+        return "; ".join(reasons)
 
 
 class Aggregator:
@@ -88,7 +98,7 @@ class Aggregator:
         self._base: FleetState | None = None
         self._based = asyncio.Event()
         self._emitting = False
-        self._fleet_name: str | None = None
+        self.fleet_resource: str | None = None  # the Fleet's name, when it is a resource
         self.fleet_cluster: FleetCluster | None = None
         self._objects = FleetObjects()
         self._wanted: dict[str, _Wanted] = {}
@@ -98,6 +108,7 @@ class Aggregator:
         self._composed: dict[str, tuple[MemberState, tuple[Member, bool], MemberState]] = {}
         self._reported: set[str] = set()
         self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = False  # once stopped, no watcher starts any more
 
     # --- Inputs ---
 
@@ -112,10 +123,12 @@ class Aggregator:
 
     def use_fleet_resource(self, name: str, access: Access) -> None:
         """The Fleet is the custom resource `name` of the cluster `access` reaches."""
-        self._fleet_name = name
+        self.fleet_resource = name
         self._replace_fleet_cluster(access, fleet_name=name)
 
     def _replace_fleet_cluster(self, access: Access | None, *, fleet_name: str | None) -> None:
+        if self._closed:
+            return
         if self.fleet_cluster is not None:
             self._stop_later("fleet-cluster", self.fleet_cluster.stop())
             self.fleet_cluster = None
@@ -139,10 +152,12 @@ class Aggregator:
         self.fleet_cluster.start()
 
     def _on_objects(self, objects: FleetObjects) -> None:
+        if self._closed or self.fleet_cluster is None or self.fleet_cluster.objects is not objects:
+            return  # from a fleet cluster watch that is being replaced or stopped
         self._objects = objects
-        if self._fleet_name is not None:
+        if self.fleet_resource is not None:
             if objects.fleet is None:
-                self._report("fleet", f"no Fleet {self._fleet_name!r} in the fleet cluster")
+                self._report("fleet", f"no Fleet {self.fleet_resource!r} in the fleet cluster")
             else:
                 self._base = self._state_of(objects.fleet)
                 self._based.set()
@@ -163,7 +178,7 @@ class Aggregator:
 
     def _on_member(self, name: str, state: MemberState) -> None:
         watcher = self._watchers.get(name)
-        if watcher is None or watcher.state is not state:
+        if self._closed or watcher is None or watcher.state is not state:
             return  # from a watcher that is being replaced or stopped
         self._last[name] = state
         self._changed()
@@ -261,7 +276,7 @@ class Aggregator:
 
     def _changed(self) -> None:
         base = self._base
-        if base is None:
+        if base is None or self._closed:
             return
         wanted = self._wanted_members(base)
         self._reconcile(wanted)
@@ -273,11 +288,18 @@ class Aggregator:
         for name in self._composed.keys() - wanted.keys():
             del self._composed[name]
         objects = self._objects
+        gateways = self._merge("Gateway", base.gateways, objects.gateways)
+        http_routes = self._merge("HTTPRoute", base.http_routes, objects.http_routes)
         state = FleetState(
             name=base.name,
             members=tuple(members),
-            gateways=self._merge("Gateway", base.gateways, objects.gateways),
-            http_routes=self._merge("HTTPRoute", base.http_routes, objects.http_routes),
+            gateways=gateways,
+            http_routes=self._merge(
+                "HTTPRoute",
+                http_routes,
+                ingress.routes(objects.ingresses, gateways),
+                "an HTTPRoute and an Ingress of this name; the HTTPRoute is used",
+            ),
             export_all=base.export_all,
             grpc_routes=self._merge("GRPCRoute", base.grpc_routes, objects.grpc_routes),
             policies=self._merge("TrafficPolicy", base.policies, objects.policies),
@@ -289,15 +311,15 @@ class Aggregator:
         if self._emitting:
             self._on_state(state)
 
-    def _merge(self, kind: str, files: Sequence[T], cluster: Iterable[T]) -> tuple[T, ...]:
-        by_key: dict[tuple[str, str], T] = {_key(o): o for o in cluster}
-        for obj in files:
+    def _merge(
+        self, kind: str, preferred: Sequence[T], other: Iterable[T], conflict: str = _BOTH
+    ) -> tuple[T, ...]:
+        """Both sets of objects, sorted; `preferred` wins a (namespace, name) both define."""
+        by_key: dict[tuple[str, str], T] = {_key(o): o for o in other}
+        for obj in preferred:
             key = _key(obj)
             if key in by_key and by_key[key] != obj:
-                self._report(
-                    f"{kind} {key[0]}/{key[1]}",
-                    "defined in the Fleet's files and in the fleet cluster; the file's is used",
-                )
+                self._report(f"{kind} {key[0]}/{key[1]}", conflict)
             by_key[key] = obj
         return tuple(by_key[key] for key in sorted(by_key))
 
@@ -342,6 +364,7 @@ class Aggregator:
             log.error("stop_failed", task=task.get_name(), error=repr(task.exception()))
 
     async def stop(self) -> None:
+        self._closed = True
         self._emitting = False
         if self.fleet_cluster is not None:
             self._stop_later("fleet-cluster", self.fleet_cluster.stop())

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from xdsfleet.app import http
 from xdsfleet.app.aggregate import Aggregator, cluster_access
 from xdsfleet.app.publisher import Publisher
+from xdsfleet.app.status import StatusWriter
 from xdsfleet.app.store import Store
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.server import listen
@@ -54,6 +55,8 @@ class Settings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     # How long a first state waits for members to answer before it is served without them.
     member_startup_seconds: float = 30.0
+    # How often the replica holding the status Lease renews it and writes what changed.
+    status_seconds: float = 5.0
 
 
 class Stopped(Exception):
@@ -168,6 +171,16 @@ async def serve(settings: Settings) -> None:
     ads = AdsService(publisher.cache)
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     _guard(watchdog, stop)
+    writer = StatusWriter(
+        aggregator=aggregator,
+        ads=ads,
+        snapshot_of=publisher.cache.get,
+        served=lambda: store.current if store else None,
+        namespace=settings.namespace,
+        interval=settings.status_seconds,
+    )
+    status = asyncio.create_task(writer.run(), name="status-writer")
+    _guard(status, stop)
     xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
     runner = await http.start(
@@ -194,7 +207,9 @@ async def serve(settings: Settings) -> None:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
         watchdog.cancel()
-        await asyncio.gather(watchdog, return_exceptions=True)
+        status.cancel()
+        await asyncio.gather(watchdog, status, return_exceptions=True)
+        await writer.stop()
         await _stop_sources(source, tasks, aggregator)
         await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))
         await runner.cleanup()

@@ -48,6 +48,7 @@ from xdsfleet.sources.reading import (
     DNS_SUBDOMAIN,
     GATEWAY_GROUP,
     HOSTNAME,
+    HTTP_TOKEN,
     MAX_PORT,
     MAX_WEIGHT,
     MCS_GROUP,
@@ -67,8 +68,6 @@ MAX_MATCH_VALUES = 16
 MAX_RULES = 16
 MAX_HOSTNAMES = 16
 
-# An HTTP header name (RFC 7230 token); Gateway API's HTTPHeaderName.
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
 _GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*")
 _GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _SCHEMES = ("http", "https")
@@ -190,7 +189,7 @@ def _value_match(entry: Map, *, header: bool) -> ValueMatch:
     types = [t.value for t in ValueMatchType]
     match_type = ValueMatchType(entry.choice("type", types, ValueMatchType.EXACT))
     name = entry.required_text("name")
-    if name and _HEADER_NAME.fullmatch(name) is None:
+    if name and HTTP_TOKEN.fullmatch(name) is None:
         entry.problem("name", f"{name!r} is not a valid {'header' if header else 'parameter'} name")
     value = entry.required_string("value")
     if match_type is ValueMatchType.REGULAR_EXPRESSION:
@@ -242,7 +241,7 @@ def _header_pairs(entry: Map, key: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in entry.mappings(key, ("name", "value")):
         name = item.required_text("name")
-        if name and _HEADER_NAME.fullmatch(name) is None:
+        if name and HTTP_TOKEN.fullmatch(name) is None:
             item.problem("name", f"{name!r} is not a valid header name")
         pairs.append((name, item.text("value", "")))
     flag_repeats(entry, key, "name", [n.lower() for n, _ in pairs], "header")
@@ -256,7 +255,7 @@ def _header_modifier(entry: Map) -> HeaderModifier:
         remove=tuple(entry.strings("remove")),
     )
     for i, name in enumerate(modifier.remove):
-        if _HEADER_NAME.fullmatch(name) is None:
+        if HTTP_TOKEN.fullmatch(name) is None:
             entry.problem(f"remove[{i}]", f"{name!r} is not a valid header name")
     if not (modifier.set or modifier.add or modifier.remove):
         entry.report("must set, add or remove at least one header")
@@ -484,22 +483,24 @@ _TLS_KEYS = {"tls.crt": "CERTIFICATE-----", "tls.key": "PRIVATE KEY-----"}
 _SECRET_KEYS = (*_TLS_KEYS, "ca.crt")
 
 
-def _secret_values(doc: Map) -> dict[str, str]:
-    """The Secret's keys, decoded: `data` is base64 as in Kubernetes; `stringData` is plain."""
-    values: dict[str, str] = {}
+def _secret_values(doc: Map) -> dict[str, str | None]:
+    """The Secret's keys, decoded (None when a value was reported undecodable): `data` is
+    base64 as in Kubernetes; `stringData` is plain text."""
+    values: dict[str, str | None] = {}
     for field, encoded in (("data", True), ("stringData", False)):
         for key, value in doc.string_map(field).items():
             path = f'{field}["{key}"]'
             if key not in _SECRET_KEYS:
                 doc.problem(path, f"unknown key (a TLS Secret holds {', '.join(_SECRET_KEYS)})")
                 continue
-            if encoded:
-                try:
-                    value = base64.b64decode(value, validate=True).decode()
-                except (binascii.Error, UnicodeDecodeError):
-                    doc.problem(path, "not base64-encoded PEM text")
-                    continue
-            values[key] = value
+            if not encoded:
+                values[key] = value
+                continue
+            try:
+                values[key] = base64.b64decode(value, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                doc.problem(path, "not base64-encoded PEM text")
+                values[key] = None
     return values
 
 
@@ -512,6 +513,6 @@ def tls_secret(doc: Map) -> TLSSecret:
     for key, marker in _TLS_KEYS.items():
         if key not in values:
             doc.problem(f'data["{key}"]', "missing required key")
-        elif marker not in values[key]:
+        elif (value := values[key]) is not None and marker not in value:
             doc.problem(f'data["{key}"]', f"not a PEM block ending in {marker!r}")
-    return TLSSecret(namespace, name, values.get("tls.crt", ""), values.get("tls.key", ""))
+    return TLSSecret(namespace, name, values.get("tls.crt") or "", values.get("tls.key") or "")

@@ -9,8 +9,6 @@ documents by `references`. Like every parser here it does no I/O and knows nothi
 
 from __future__ import annotations
 
-import re
-
 from xdsfleet.model.policy import (
     LEVEL_FIELDS,
     LEVELS,
@@ -45,6 +43,7 @@ from xdsfleet.sources.reading import (
     FLEET_GROUP,
     GATEWAY_GROUP,
     HOSTNAME,
+    HTTP_TOKEN,
     MAX_PORT,
     MCS_GROUP,
     Map,
@@ -97,10 +96,6 @@ MAX_TARGETS = 16
 MAX_SHARE = 10_000
 MAX_COUNT = 1_000_000
 MAX_LIMIT = 2**31 - 1
-
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
-# A cookie name is an HTTP token too (RFC 6265).
-_COOKIE_NAME = _HEADER_NAME
 
 
 # --- Targets ---------------------------------------------------------------------------------
@@ -259,16 +254,19 @@ def _health_check(spec: Map) -> HealthCheck:
     )
     entry = spec.mapping("healthCheck", fields)
     kinds = [k.value for k in HealthCheckType]
+    given = entry.text("type")
     kind = HealthCheckType(entry.choice("type", kinds, HealthCheckType.TCP))
-    if not entry.has("type"):
+    if given is None:
         entry.problem("type", "missing required field")
-    for key, only in _CHECK_ONLY.items():
-        if entry.has(key) and kind is not only:
-            entry.problem(key, f"only for type {only}")
+    elif given == kind:
+        # Only a known type says which of the other fields belong.
+        for key, only in _CHECK_ONLY.items():
+            if entry.has(key) and kind is not only:
+                entry.problem(key, f"only for type {only}")
+        if kind is HealthCheckType.HTTP and not entry.has("path"):
+            entry.problem("path", "missing required field (type HTTP)")
     path = entry.text("path")
-    if kind is HealthCheckType.HTTP and path is None:
-        entry.problem("path", "missing required field (type HTTP)")
-    elif path is not None and not path.startswith("/"):
+    if path is not None and not path.startswith("/"):
         entry.problem("path", "must start with '/'")
     return HealthCheck(
         type=kind,
@@ -321,7 +319,7 @@ def _retry(spec: Map, level: Level | None) -> Retry:
     budget = None
     if entry.has("budget"):
         budget = _budget(entry)
-        if level is not Level.SERVICE:
+        if level is not None and level is not Level.SERVICE:
             entry.problem("budget", "only in a policy that targets a Service or ServiceImport")
     return Retry(
         attempts=entry.number("attempts", 0, 10),
@@ -338,7 +336,7 @@ def _retry(spec: Map, level: Level | None) -> Retry:
 
 def _cookie(entry: Map) -> Cookie:
     name = entry.required_text("name")
-    if name and _COOKIE_NAME.fullmatch(name) is None:
+    if name and HTTP_TOKEN.fullmatch(name) is None:
         entry.problem("name", f"{name!r} is not a valid cookie name")
     path = entry.text("path")
     if path is not None and not path.startswith("/"):
@@ -356,7 +354,7 @@ def _one_of(entry: Map, keys: tuple[str, ...]) -> None:
 def _consistent_hash(entry: Map) -> ConsistentHash:
     _one_of(entry, ("header", "cookie", "sourceIP"))
     header = entry.text("header")
-    if header is not None and _HEADER_NAME.fullmatch(header) is None:
+    if header is not None and HTTP_TOKEN.fullmatch(header) is None:
         entry.problem("header", f"{header!r} is not a valid header name")
     cookie_fields = ("name", "ttl", "path")
     cookie = _cookie(entry.mapping("cookie", cookie_fields)) if entry.has("cookie") else None

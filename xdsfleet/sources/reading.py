@@ -67,6 +67,8 @@ HOSTNAME = NameRule(
     253,
     "a hostname (DNS-1123 labels separated by dots, optionally starting with '*.')",
 )
+# An HTTP header or cookie name: an RFC 7230 token (Gateway API's HTTPHeaderName).
+HTTP_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}")
 # A named targetPort refers to a container port name, which is an IANA service name.
 PORT_NAME = NameRule(
     re.compile(r"(?=[-a-z0-9]*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?"),

@@ -35,6 +35,7 @@ from xdsfleet.model.policy import (
     TargetKind,
     TrafficPolicy,
 )
+from xdsfleet.sources.policy import SPEC_FIELDS
 from xdsfleet.sources.reading import object_label, origin_key
 
 
@@ -51,19 +52,7 @@ class _Route(Protocol):
 
 R = TypeVar("R", bound=_Route)
 # PolicySpec field -> the YAML key under `spec` that sets it.
-_SPEC_KEYS = {
-    "members": "members",
-    "failover": "failover",
-    "load_balancer": "loadBalancer",
-    "outlier_detection": "outlierDetection",
-    "health_check": "healthCheck",
-    "retry": "retry",
-    "session_persistence": "sessionPersistence",
-    "connection_pool": "connectionPool",
-    "pin": "pin",
-    "http3": "http3",
-    "sidecar": "sidecar",
-}
+_SPEC_KEYS = {field: key for key, field in SPEC_FIELDS.items()}
 
 
 def _parent_problem(parent: ParentRef, gateways: Mapping[tuple[str, str], Gateway]) -> str:
@@ -214,7 +203,9 @@ def _check_match_conflicts(
     matches_of: Callable[[R], Sequence[Sequence[object]]],
 ) -> None:
     """A rule whose match another rule on the same listener and hostname already has never
-    applies: the one first by (namespace, name), then rule order, wins (Gateway API)."""
+    applies: the one first by (namespace, name), then rule order, wins (Gateway API). Each
+    such match is reported once, however many listeners it meets the other on."""
+    reported: set[tuple[str, int, int]] = set()
     for gateway in state.gateways:
         for listener in gateway.listeners:
             seen: dict[tuple[str, object], str] = {}
@@ -227,10 +218,11 @@ def _check_match_conflicts(
                     for m, match in enumerate(matches):
                         for hostname in hostnames:
                             first = seen.setdefault((hostname, match), f"{label} rule {r}")
-                            if first != f"{label} rule {r}":
-                                message = f"{first} has the same match for {hostname}; it wins"
-                                report.add(label, f"spec.rules[{r}].matches[{m}]", message)
-                                break
+                            if first == f"{label} rule {r}" or (label, r, m) in reported:
+                                continue
+                            reported.add((label, r, m))
+                            message = f"{first} has the same match for {hostname}; it wins"
+                            report.add(label, f"spec.rules[{r}].matches[{m}]", message)
 
 
 # --- Members ---------------------------------------------------------------------------------
@@ -342,6 +334,27 @@ def _check_policy(
                 report.add(label, f"spec.sidecar.services[{i}]", f"{service} is not exported")
     if policy.level is Level.SERVICE and policy.spec.members:
         _check_some_member_serves(report, label, policy, offered, index, members)
+    if policy.spec.http3 is not None:
+        _check_http3(report, label, state, policy)
+
+
+def _check_http3(report: _Report, label: str, state: FleetState, policy: TrafficPolicy) -> None:
+    """QUIC always encrypts: HTTP/3 goes with HTTPS listeners only (a whole Gateway needs one)."""
+    for target in policy.targets:
+        gateway = next(
+            (g for g in state.gateways if (g.namespace, g.name) == (policy.namespace, target.name)),
+            None,
+        )
+        if gateway is None:
+            continue  # reported with the target
+        chosen = [x for x in gateway.listeners if target.section_name in (None, x.name)]
+        if not chosen or any(x.protocol == "HTTPS" for x in chosen):
+            continue
+        if target.section_name:
+            found = f"listener {target.section_name} of Gateway {target.name} is HTTP"
+        else:
+            found = f"Gateway {target.name} has no HTTPS listener"
+        report.add(label, "spec.http3", f"HTTP/3 needs HTTPS, and {found}")
 
 
 def _check_some_member_serves(

@@ -9,7 +9,7 @@ the service's TrafficPolicy; the defaults here are the ones that make failover w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, health_check_pb2, protocol_pb2
@@ -85,6 +85,18 @@ class ClusterSettings:
             connection_pool=spec.connection_pool,
             retry_budget=spec.retry.budget if spec.retry is not None else None,
             panic_threshold=spec.failover.panic_threshold if spec.failover is not None else None,
+        )
+
+    def for_proxyless(self) -> ClusterSettings:
+        """What gRPC's xDS client can use: it refuses Maglev and Random clusters, does no active
+        health checks, and its inline routes carry no hash key, so those stay with Envoys."""
+        balancer = self.load_balancer
+        least = balancer is not None and balancer.type is Balancer.LEAST_REQUEST
+        return replace(
+            self,
+            load_balancer=LoadBalancer(Balancer.LEAST_REQUEST) if least else None,
+            hash_algorithm=None,
+            health_check=None,
         )
 
 

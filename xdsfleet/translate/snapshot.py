@@ -73,7 +73,10 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
         key = destination.key
         spec = policies.service(key.namespace, key.service, port.port_name)
         name = destination.cluster
-        resources[types.CLUSTER][name] = cluster(name, port.http2, ClusterSettings.of(spec))
+        settings = ClusterSettings.of(spec)
+        if profile.role is Role.PROXYLESS:
+            settings = settings.for_proxyless()
+        resources[types.CLUSTER][name] = cluster(name, port.http2, settings)
         placement = placement_of(spec).with_pinned(destination.pinned)
         resources[types.ENDPOINT][name] = assignment(port, view, placement)
     return resources

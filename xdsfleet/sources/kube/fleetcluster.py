@@ -1,5 +1,5 @@
-"""The fleet cluster, watched: Gateway API routes, TrafficPolicies and member Secrets (and, when
-the Fleet is a custom resource there, the Fleet itself), as one `FleetObjects` value.
+"""The fleet cluster, watched: Gateway API routes, TrafficPolicies, Ingresses and member Secrets
+(and, when the Fleet is a custom resource there, the Fleet itself), as one `FleetObjects` value.
 
 Fleet-level objects are parsed by the same code as the files (`objects`), each keeping its last
 good version when an update is refused; the refusals stay visible in the mirrors for status
@@ -25,6 +25,7 @@ from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Cluster
 from xdsfleet.sources.kube.group import Watched, WatchGroup
+from xdsfleet.sources.kube.ingress import Ingress, parse_ingress
 from xdsfleet.sources.kube.mirror import Mirror
 from xdsfleet.sources.kube.objects import parse_object
 from xdsfleet.sources.kube.resources import ApiResource
@@ -46,6 +47,7 @@ class FleetObjects:
     http_routes: tuple[HTTPRoute, ...] = ()
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
+    ingresses: tuple[Ingress, ...] = ()
     secrets: tuple[MemberSecret, ...] = ()  # sorted by name
     stale: bool = False
 
@@ -79,6 +81,7 @@ class FleetCluster:
                 resources.TRAFFIC_POLICIES,
             )
         ]
+        watched.append(Watched(resources.INGRESSES, parse_ingress))
         # Only labelled Secrets, only in the server's own namespace: all it may read.
         watched.append(Watched(resources.SECRETS, parse_secret, namespace, MEMBER_LABEL))
         if fleet_name is not None:
@@ -128,6 +131,7 @@ class FleetCluster:
             http_routes=self._sorted(resources.HTTP_ROUTES),
             grpc_routes=self._sorted(resources.GRPC_ROUTES),
             policies=self._sorted(resources.TRAFFIC_POLICIES),
+            ingresses=self._sorted(resources.INGRESSES),
             secrets=self._sorted(resources.SECRETS),
             stale=bool(self._group.failures),
         )

@@ -1,0 +1,141 @@
+"""Memory: resident set size of the serving process, in total and per connected stream.
+
+Each server runs in a process of its own (`benchmarks.server`), so that nothing of the
+benchmark's weighs in: ours, then the floor (bare gRPC holding pre-built answers). Each is
+measured once with every profile's snapshot built and no stream, then with N streams connected
+and synced; the difference divided by N is what a stream costs. Streams open at most
+`open_limit` at a time: the steady state is the figure, not a reconnection storm's peak (the
+peak, VmHWM, is reported beside it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from benchmarks import run
+from benchmarks.fleet import Shape
+from benchmarks.report import Section, Verdict
+
+TARGET_MIB = 500
+START_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    clients: int = 2_000
+    shape: Shape = Shape(members=50, services=1_000, endpoints=100_000)
+    open_limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    idle_mib: float
+    loaded_mib: float
+    peak_mib: float
+    streams: int
+
+    @property
+    def per_stream_kib(self) -> float:
+        return (self.loaded_mib - self.idle_mib) * 1024 / max(1, self.streams)
+
+
+class _Server:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def line(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise run.BenchError(f"the server process exited ({await self.process.wait()})")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    async def measure(self) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"measure\n")
+        await self.process.stdin.drain()
+        return await self.line()
+
+
+@contextlib.asynccontextmanager
+async def server_process(target: str, shape: Shape) -> AsyncIterator[_Server]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.server",
+        f"--target={target}",
+        f"--members={shape.members}",
+        f"--services={shape.services}",
+        f"--endpoints={shape.endpoints}",
+        cwd=run.ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield _Server(process)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        await run.stop_process(process)
+
+
+async def memory_of(target: str, options: Options) -> Memory:
+    async with server_process(target, options.shape) as server:
+        async with asyncio.timeout(START_SECONDS):
+            port = (await server.line())["port"]
+            idle = await server.measure()
+            clients = run.Clients(options.clients, open_limit=options.open_limit)
+            async with run.client_process(port, clients) as process:
+                await process.converged()  # every stream synced
+                loaded = await server.measure()
+    return Memory(
+        idle_mib=idle["rss_kib"] / 1024,
+        loaded_mib=loaded["rss_kib"] / 1024,
+        peak_mib=loaded["hwm_kib"] / 1024,
+        streams=int(loaded["streams"]),
+    )
+
+
+async def measure(options: Options) -> Section:
+    ours = await memory_of("ours", options)
+    floor = await memory_of("floor", options)
+    rows = [
+        (
+            name,
+            f"{m.streams:,}",
+            f"{m.idle_mib:,.0f}",
+            f"{m.loaded_mib:,.0f}",
+            f"{m.per_stream_kib:,.0f}",
+            f"{m.peak_mib:,.0f}",
+        )
+        for name, m in (("xdsfleet", ours), ("floor", floor))
+    ]
+    return Section(
+        measure="rss",
+        title=f"RSS, MiB: {options.clients:,} streams, fleet {options.shape.describe()}",
+        columns=("server", "streams", "no stream", "streams synced", "KiB / stream", "peak"),
+        rows=rows,
+        notes=(
+            "no stream: every profile's snapshot built (ours) or every answer built (floor).",
+            f"Streams open {options.open_limit} at a time; peak = VmHWM over the whole run.",
+        ),
+        verdicts=(
+            Verdict(
+                f"RSS <= {TARGET_MIB} MB with {options.clients:,} streams",
+                f"{ours.loaded_mib:,.0f} MiB ({ours.per_stream_kib:,.0f} KiB per stream)",
+                ours.loaded_mib <= TARGET_MIB,
+            ),
+        ),
+        data={"xdsfleet": _figures(ours), "floor": _figures(floor)},
+    )
+
+
+def _figures(memory: Memory) -> dict[str, float]:
+    return {**asdict(memory), "per_stream_kib": memory.per_stream_kib}

@@ -1,0 +1,98 @@
+"""A stalled client: one stream that never reads, among a thousand that do.
+
+Two copies of our server take the same changes in turns: one with N - 1 streams, one with the
+same N - 1 plus one stream that subscribes to everything and never reads. The figure is how much
+the stalled stream moves the others' p99 (xds-protocol rule 23: a slow client must not stall the
+update path). The two servers share the translation memos; taking turns in alternating order
+gives each the cheaper second translation half of the time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from benchmarks import plan, run, targets
+from benchmarks.report import Section, Verdict, ms, rank
+from benchmarks.targets import Target
+
+TARGET_SHIFT = 0.20
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    clients: int = 1_000
+    changes: int = 30
+
+
+@dataclass(slots=True)
+class _Blocked:
+    """How long the stalled stream's writer has waited on flow control: the measurement only
+    starts once it does, and it should still wait at the end."""
+
+    seconds: float | None = None
+
+    def ready(self, servers: Sequence[Target]) -> bool:
+        self.inspect(servers)
+        return self.seconds is not None
+
+    def inspect(self, servers: Sequence[Target]) -> None:
+        with_stall = servers[1]
+        assert isinstance(with_stall, targets.Ours)
+        now = time.monotonic()  # the loop's clock: asyncio uses time.monotonic
+        waits = [
+            now - info.writing_since
+            for info in with_stall.serving.ads.streams.values()
+            if info.writing_since is not None
+        ]
+        self.seconds = max(waits) if waits else None
+
+
+async def measure(options: Options) -> Section:
+    changes = plan.plan(options.changes)
+    others = options.clients - 1
+    blocked = _Blocked()
+    without, with_stall = await run.paired(
+        [targets.ours(changes), targets.ours(changes)],
+        [
+            run.Clients(others),
+            run.Clients(others, stalled=1, services=changes.shape.services),
+        ],
+        options.changes,
+        ready=blocked.ready,
+        inspect=blocked.inspect,
+    )
+    rows = []
+    p99 = {}
+    for name, measured in (("without", without), ("with one stalled", with_stall)):
+        p99[name] = rank(measured.acks, 0.99)
+        rows.append(
+            (
+                name,
+                ms(rank(measured.acks, 0.50)),
+                ms(p99[name]),
+                ms(rank(measured.last, 0.50)),
+                ms(rank(measured.last, 0.99)),
+            )
+        )
+    shift = p99["with one stalled"] / p99["without"] - 1
+    return Section(
+        measure="stall",
+        title=f"One stalled stream among {options.clients:,}: the other {others:,} streams, ms",
+        columns=("run", "stream p50", "stream p99", "last ACK p50", "last ACK p99"),
+        rows=rows,
+        notes=(
+            "The stalled stream's writer was blocked on flow control before the first change,"
+            f" and at the end had been for {blocked.seconds or 0:.1f} s.",
+            "Both runs are our server, in turns, with the same changes.",
+        ),
+        verdicts=(
+            Verdict(
+                f"a stalled client moves the others' p99 by < {TARGET_SHIFT:.0%}",
+                f"p99 {ms(p99['without'])} -> {ms(p99['with one stalled'])} ms ({shift:+.0%})",
+                abs(shift) < TARGET_SHIFT,
+            ),
+        ),
+        data={"p99_without": p99["without"], "p99_with": p99["with one stalled"], "shift": shift},
+    )

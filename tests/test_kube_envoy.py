@@ -1,0 +1,238 @@
+"""Two emulated member clusters and a fleet cluster, aggregated by `xdsfleet serve` and served
+to a real Envoy gateway that reaches the backends of both members.
+
+The server runs as a child process pointed at the emulators by the Fleet file's kubeconfig
+sources, exactly as it would be at real clusters; every assertion is on what Envoy does or what
+the server reports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from kube_api import ApiEmulator
+from kube_helpers import endpoint_slice, service, service_export
+from waiting import eventually_sync
+
+from xdsfleet.app.bootstrap import Target, envoy_bootstrap
+from xdsfleet.local import Backend, Envoy, Server, free_port, get
+from xdsfleet.model.node import NodeProfile
+from xdsfleet.sources.kube import resources
+
+pytestmark = pytest.mark.envoy
+
+PODS = {"east": ["127.0.31.1", "127.0.31.2"], "west": ["127.0.32.1", "127.0.32.2"]}
+CONVERGE_SECONDS = 20
+
+
+@dataclass
+class KubeMesh:
+    members: dict[str, ApiEmulator]
+    fleet: ApiEmulator
+    server: Server
+    envoy: Envoy
+    listener_port: int
+    backend_port: int
+
+    def answering(self, requests: int = 20) -> set[str]:
+        found = set()
+        for _ in range(requests):
+            status, body = get(self.listener_port, "/", host="shop.example.com")
+            found.add(json.loads(body)["member"] if status == 200 else f"HTTP {status}")
+        return found
+
+    def members_report(self) -> dict[str, dict[str, Any]]:
+        status, body = get(self.server.metrics_port, "/debug/members")
+        return {m["name"]: m for m in json.loads(body)} if status == 200 else {}
+
+
+def gateway(port: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "gw", "namespace": "default", "generation": 1},
+        "spec": {
+            "gatewayClassName": "xdsfleet",
+            "listeners": [
+                {
+                    "name": "http",
+                    "port": port,
+                    "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "Same"}},
+                }
+            ],
+        },
+    }
+
+
+HTTP_ROUTE = {
+    "metadata": {"name": "shop", "namespace": "default", "generation": 1},
+    "spec": {
+        "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}],
+        "hostnames": ["shop.example.com"],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {
+                        "group": "multicluster.x-k8s.io",
+                        "kind": "ServiceImport",
+                        "name": "shop",
+                        "port": 80,
+                        "weight": 1,
+                    }
+                ],
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
+    root = tmp_path_factory.mktemp("kube-fleet")
+    backend_port, listener_port = free_port(), free_port()
+    backends = [
+        Backend(member=member, address=address, port=backend_port).start()
+        for member, addresses in PODS.items()
+        for address in addresses
+    ]
+    emulators = {name: ApiEmulator().start() for name in (*PODS, "fleet")}
+    try:
+        for name in PODS:
+            api = emulators[name]
+            api.apply(resources.SERVICES, service("shop", target=backend_port))
+            api.apply(resources.SERVICE_EXPORTS, service_export("shop"))
+            slice_ = endpoint_slice("shop", *PODS[name], port=backend_port, zone=f"{name}-1")
+            api.apply(resources.ENDPOINT_SLICES, slice_)
+        emulators["fleet"].apply(resources.GATEWAYS, gateway(listener_port))
+        emulators["fleet"].apply(resources.HTTP_ROUTES, HTTP_ROUTE)
+        for name, api in emulators.items():
+            api.kubeconfig(root / f"{name}.kubeconfig", context=name)
+        members = [
+            {
+                "name": name,
+                "region": "eu-west",
+                "zone": f"{name}-1",
+                "source": {"kubeconfig": f"{name}.kubeconfig", "context": name},
+            }
+            for name in PODS
+        ]
+        fleet = {
+            "apiVersion": "xdsfleet.io/v1alpha1",
+            "kind": "Fleet",
+            "metadata": {"name": "kube"},
+            "spec": {"source": {"kubeconfig": "fleet.kubeconfig"}, "members": members},
+        }
+        (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+        with Server(root / "fleet.yaml", args=("--status-seconds", "0.3")) as server:
+            server.start()
+            boot = envoy_bootstrap(
+                node_id="kube-gateway",
+                cluster="test",
+                profile=NodeProfile(gateway="default/gw", region="eu-west"),
+                target=Target(port=server.xds_port),
+                admin_port=0,
+            )
+            with Envoy(boot) as envoy:
+                envoy.start()
+                yield KubeMesh(
+                    members={n: emulators[n] for n in PODS},
+                    fleet=emulators["fleet"],
+                    server=server,
+                    envoy=envoy,
+                    listener_port=listener_port,
+                    backend_port=backend_port,
+                )
+    finally:
+        for api in emulators.values():
+            api.stop()
+        for backend in backends:
+            backend.stop()
+
+
+def converge(condition: Any, what: str) -> None:
+    try:
+        eventually_sync(condition, timeout=CONVERGE_SECONDS)
+    except AssertionError:
+        raise AssertionError(f"{what}: not within {CONVERGE_SECONDS} s") from None
+
+
+def test_a_gateway_reaches_the_backends_of_both_emulated_members(mesh: KubeMesh) -> None:
+    converge(lambda: mesh.answering() == {"east", "west"}, "both members answering")
+
+
+def test_an_endpoint_change_in_a_member_cluster_moves_traffic(mesh: KubeMesh) -> None:
+    converge(lambda: mesh.answering() == {"east", "west"}, "both members answering")
+    east = mesh.members["east"]
+    slice_ = endpoint_slice("shop", *PODS["east"], port=mesh.backend_port, ready=False)
+    east.apply(resources.ENDPOINT_SLICES, slice_)
+    converge(lambda: mesh.answering() == {"west"}, "traffic off east")
+    ready = endpoint_slice("shop", *PODS["east"], port=mesh.backend_port, zone="east-1")
+    east.apply(resources.ENDPOINT_SLICES, ready)
+    converge(lambda: mesh.answering() == {"east", "west"}, "east back")
+
+
+def test_a_member_whose_api_is_down_keeps_serving_its_endpoints_marked_stale(
+    mesh: KubeMesh,
+) -> None:
+    converge(lambda: mesh.answering() == {"east", "west"}, "both members answering")
+    west = mesh.members["west"]
+    west.go_down()
+    try:
+        converge(lambda: mesh.members_report()["west"]["stale"], "west reported stale")
+        assert mesh.answering(40) == {"east", "west"}
+        assert 'xdsfleet_member_stale{member="west"} 1.0' in mesh.server.metrics()
+    finally:
+        west.come_back()
+    converge(lambda: not mesh.members_report()["west"]["stale"], "west back")
+
+
+def route_conditions(mesh: KubeMesh, name: str) -> dict[str, dict[str, Any]]:
+    """Our conditions on the route's first parent, by type."""
+    route = mesh.fleet.get(resources.HTTP_ROUTES, name) or {}
+    parents = (route.get("status") or {}).get("parents") or []
+    ours = [p for p in parents if p["controllerName"] == "xdsfleet.io/controller"]
+    return {c["type"]: c for c in ours[0]["conditions"]} if ours else {}
+
+
+def programmed(mesh: KubeMesh, name: str) -> str:
+    return str(route_conditions(mesh, name).get("Programmed", {}).get("status"))
+
+
+def test_the_route_status_says_accepted_resolved_and_held_by_the_envoy(mesh: KubeMesh) -> None:
+    converge(lambda: programmed(mesh, "shop") == "True", "status written")
+    conditions = route_conditions(mesh, "shop")
+    assert conditions["Accepted"]["status"] == "True"
+    assert conditions["ResolvedRefs"]["status"] == "True"
+    assert conditions["Programmed"]["message"] == "1 Envoy hold it at the served version"
+    assert {c["observedGeneration"] for c in conditions.values()} == {1}
+    lease = mesh.fleet.get(resources.LEASES, "xdsfleet-status", namespace="xdsfleet-system")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"]
+
+
+def test_a_route_envoy_refuses_is_reported_with_the_refusal_and_the_old_config_serves(
+    mesh: KubeMesh,
+) -> None:
+    converge(lambda: mesh.answering() == {"east", "west"}, "both members answering")
+    # Python's re accepts a lookahead; Envoy's RE2 does not, so Envoy refuses the routes.
+    bad: dict[str, Any] = json.loads(json.dumps(HTTP_ROUTE))
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["hostnames"] = ["bad.example.com"]
+    bad["spec"]["rules"][0]["matches"] = [
+        {"path": {"type": "RegularExpression", "value": "/(?=x)"}}
+    ]
+    mesh.fleet.apply(resources.HTTP_ROUTES, bad)
+    try:
+        converge(lambda: programmed(mesh, "bad") == "False", "refusal reported")
+        message = route_conditions(mesh, "bad")["Programmed"]["message"]
+        assert message.startswith("0 Envoys hold it; 1 refused it: ")
+        assert "invalid perl operator" in message  # RE2's own words, through Envoy's NACK
+        assert mesh.answering() == {"east", "west"}
+    finally:
+        mesh.fleet.delete(resources.HTTP_ROUTES, "bad")
+    converge(lambda: programmed(mesh, "shop") == "True", "the fixed config held again")

@@ -1,0 +1,309 @@
+"""File and Kubernetes sources aggregated into one fleet state: members registered by kubeconfig
+or by Secret, added and removed at runtime, and the fleet cluster's objects."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from kube_api import ApiEmulator
+from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
+from structlog.testing import capture_logs
+from waiting import eventually
+
+from xdsfleet.app.aggregate import Aggregator
+from xdsfleet.model.fleet import FleetState, Member, MemberState
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.client import Access
+
+__all__ = ["no_threads_left"]
+
+NAMESPACE = "xdsfleet-system"
+ROUTE = {
+    "metadata": {"name": "shop", "namespace": "default", "generation": 1},
+    "spec": {
+        "parentRefs": [{"name": "gw"}],
+        "rules": [{"backendRefs": [{"name": "shop", "port": 80}]}],
+    },
+}
+
+
+def member_secret(secret: str, kubeconfig: str, **annotations: str) -> dict[str, object]:
+    """A labelled member Secret; `annotations` are `xdsfleet.io/` annotations (`_` for `-`)."""
+    return {
+        "metadata": {
+            "name": secret,
+            "namespace": NAMESPACE,
+            "labels": {"xdsfleet.io/member": "true"},
+            "annotations": {
+                f"xdsfleet.io/{k.replace('_', '-')}": v for k, v in annotations.items()
+            },
+        },
+        "type": "Opaque",
+        "data": {"kubeconfig": base64.b64encode(kubeconfig.encode()).decode()},
+    }
+
+
+def run_shop(api: ApiEmulator, *addresses: str) -> None:
+    api.apply(resources.SERVICES, service("shop"))
+    api.apply(resources.SERVICE_EXPORTS, service_export("shop"))
+    api.apply(resources.ENDPOINT_SLICES, endpoint_slice("shop", *addresses))
+
+
+@pytest.fixture
+def fleet_api() -> Iterator[ApiEmulator]:
+    with ApiEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def east() -> Iterator[ApiEmulator]:
+    with ApiEmulator() as emulator:
+        run_shop(emulator, "10.1.0.1", "10.1.0.2")
+        yield emulator
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.states: list[FleetState] = []
+        self.crashes: list[BaseException] = []
+        self.aggregator = Aggregator(
+            on_state=self.states.append,
+            on_crash=self.crashes.append,
+            settings=FAST,
+            namespace=NAMESPACE,
+        )
+
+    async def start(
+        self, state: FleetState, fleet_cluster: ApiEmulator | None = None
+    ) -> FleetState:
+        """Set the Fleet's state (and fleet cluster), and wait for the first complete state."""
+        access = Access(kubeconfig_text=fleet_cluster.kubeconfig_text()) if fleet_cluster else None
+        self.aggregator.set_base(state, fleet_cluster=access)
+        return await asyncio.wait_for(self.aggregator.wait_ready(member_seconds=5), 10)
+
+    @property
+    def state(self) -> FleetState:
+        assert self.aggregator.state is not None
+        return self.aggregator.state
+
+    def member(self, name: str) -> MemberState | None:
+        return next((m for m in self.state.members if m.member.name == name), None)
+
+    def addresses(self, name: str) -> set[str]:
+        member = self.member(name)
+        if member is None:
+            return set()
+        return {a for s in member.endpoint_slices for e in s.endpoints for a in e.addresses}
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[Fleet]:
+    found = Fleet()
+    yield found
+    await found.aggregator.stop()
+    assert not found.crashes
+
+
+def base(*members: Member) -> FleetState:
+    return FleetState(name="test", members=tuple(MemberState(m) for m in members))
+
+
+async def test_members_by_kubeconfig_and_by_file_join_one_state(
+    fleet: Fleet, east: ApiEmulator, tmp_path: Path
+) -> None:
+    kubeconfig = str(east.kubeconfig(tmp_path / "east.kubeconfig"))
+    on_disk = MemberState(Member("disk", "eu", "eu-1", manifests="/members/disk"))
+    by_kubeconfig = Member("east", "eu", "eu-1a", kubeconfig=kubeconfig, context="emulator")
+    state = await fleet.start(
+        FleetState(name="test", members=(on_disk, MemberState(by_kubeconfig)))
+    )
+    assert [m.member.name for m in state.members] == ["disk", "east"]
+    assert state.members[0] is on_disk
+    assert fleet.addresses("east") == {"10.1.0.1", "10.1.0.2"}
+    # A change in the member reaches the fleet state.
+    east.apply(
+        resources.ENDPOINT_SLICES, endpoint_slice("shop", "10.1.0.1", "10.1.0.2", "10.1.0.3")
+    )
+    await eventually(lambda: fleet.addresses("east") == {"10.1.0.1", "10.1.0.2", "10.1.0.3"})
+    assert fleet.states[-1] is fleet.state
+
+
+async def test_a_member_secret_added_at_runtime_becomes_a_member_and_goes_with_it(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    state = await fleet.start(base(), fleet_api)
+    assert state.members == ()
+    secret = member_secret(
+        "east-cluster", east.kubeconfig_text(), name="east", region="eu", zone="eu-1a", weight="3"
+    )
+    with capture_logs() as logs:
+        fleet_api.apply(resources.SECRETS, secret)
+        await eventually(lambda: fleet.addresses("east") == {"10.1.0.1", "10.1.0.2"})
+    member = fleet.member("east")
+    assert member is not None
+    assert (member.member.region, member.member.weight, member.member.secret) == (
+        "eu",
+        3,
+        "east-cluster",
+    )
+    assert any(e["event"] == "member_added" for e in logs)
+    fleet_api.delete(resources.SECRETS, "east-cluster", NAMESPACE)
+    await eventually(lambda: fleet.member("east") is None)
+
+
+async def test_an_unlabelled_secret_is_never_read(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    await fleet.start(base(), fleet_api)
+    secret = member_secret("east", east.kubeconfig_text(), region="eu", zone="eu-1a")
+    secret["metadata"]["labels"] = {}  # type: ignore[index]
+    fleet_api.apply(resources.SECRETS, secret)
+    fleet_api.apply(
+        resources.SECRETS, member_secret("ok", east.kubeconfig_text(), region="eu", zone="z")
+    )
+    await eventually(lambda: fleet.member("ok") is not None)
+    assert fleet.member("east") is None
+    assert all(
+        r.query.get("labelSelector") == "xdsfleet.io/member"
+        for r in fleet_api.requests
+        if "/secrets" in r.path
+    )
+
+
+async def test_a_secret_with_bad_annotations_is_reported_by_annotation(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    await fleet.start(base(), fleet_api)
+    with capture_logs() as logs:
+        fleet_api.apply(
+            resources.SECRETS, member_secret("east", east.kubeconfig_text(), zone="z", weight="x")
+        )
+        await eventually(lambda: any(e["event"] == "source_problem" for e in logs))
+    [problem] = [e for e in logs if e["event"] == "source_problem"]
+    assert (
+        'metadata.annotations["xdsfleet.io/region"]: missing required field' in problem["problem"]
+    )
+    assert 'metadata.annotations["xdsfleet.io/weight"]: expected an integer' in problem["problem"]
+    assert fleet.member("east") is None
+
+
+async def test_a_fleet_member_borrows_the_kubeconfig_of_the_secret_it_names(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    fleet_api.apply(resources.SECRETS, member_secret("east-kubeconfig", east.kubeconfig_text()))
+    named = Member("east", "eu", "eu-1a", secret="east-kubeconfig")
+    state = await fleet.start(base(named), fleet_api)
+    # The Secret has no annotations: it is no member of its own, only east's kubeconfig.
+    assert [m.member.name for m in state.members] == ["east"]
+    assert fleet.addresses("east") == {"10.1.0.1", "10.1.0.2"}
+
+
+async def test_the_fleet_can_be_a_resource_of_the_fleet_cluster(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    fleet_api.apply(resources.SECRETS, member_secret("east-kubeconfig", east.kubeconfig_text()))
+    fleet_api.apply(
+        resources.FLEETS,
+        {
+            "metadata": {"name": "prod"},
+            "spec": {
+                "exportAll": True,
+                "members": [
+                    {
+                        "name": "east",
+                        "region": "eu",
+                        "zone": "eu-1a",
+                        "source": {"secret": "east-kubeconfig"},
+                    }
+                ],
+            },
+            "status": {"members": []},
+        },
+    )
+    fleet_api.apply(resources.HTTP_ROUTES, ROUTE)
+    fleet.aggregator.use_fleet_resource("prod", Access(kubeconfig_text=fleet_api.kubeconfig_text()))
+    state = await asyncio.wait_for(fleet.aggregator.wait_ready(member_seconds=5), 10)
+    assert (state.name, state.export_all) == ("prod", True)
+    assert fleet.addresses("east") == {"10.1.0.1", "10.1.0.2"}
+    assert [r.name for r in state.http_routes] == ["shop"]
+
+
+async def test_the_server_starts_while_a_member_is_unreachable(
+    fleet: Fleet, east: ApiEmulator, tmp_path: Path
+) -> None:
+    with ApiEmulator() as down:
+        down.go_down()
+        members = (
+            Member("east", "eu", "a", kubeconfig=str(east.kubeconfig(tmp_path / "east"))),
+            Member("west", "eu", "b", kubeconfig=str(down.kubeconfig(tmp_path / "west"))),
+        )
+        state = await fleet.start(base(*members))
+        west = fleet.member("west")
+        assert west is not None
+        assert west.stale
+        assert fleet.addresses("east") == {"10.1.0.1", "10.1.0.2"}
+        assert [r.name for r in fleet.aggregator.reports() if r.stale] == ["west"]
+        down.come_back()
+        await eventually(lambda: not fleet.member("west").stale)  # type: ignore[union-attr]
+        assert state.members[0] is fleet.state.members[0]  # east untouched: the same object
+
+
+async def test_a_bad_kubeconfig_leaves_the_member_stale_and_reported(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    broken = Member("east", "eu", "a", kubeconfig=str(tmp_path / "missing.kubeconfig"))
+    with capture_logs() as logs:
+        await fleet.start(base(broken))
+    member = fleet.member("east")
+    assert member is not None
+    assert member.stale
+    assert any(e["event"] == "source_problem" and e["subject"] == "east" for e in logs)
+
+
+async def test_routes_of_the_fleet_cluster_join_the_files_and_a_refused_update_keeps_the_last_good(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    fleet_api.apply(resources.HTTP_ROUTES, ROUTE)
+    state = await fleet.start(base(), fleet_api)
+    [route] = state.http_routes
+    assert route.rules[0].backend_refs[0].port == 80
+    bad = {**ROUTE, "spec": {**ROUTE["spec"], "bogus": True}}
+    with capture_logs() as logs:
+        fleet_api.apply(resources.HTTP_ROUTES, bad)
+        await eventually(lambda: any(e["event"] == "object_rejected" for e in logs))
+    assert "fleet cluster: HTTPRoute default/shop: spec.bogus: unknown field" in str(logs)
+    assert fleet.state.http_routes == (route,)
+    mirror = fleet.aggregator.fleet_cluster.mirror(resources.HTTP_ROUTES)  # type: ignore[union-attr]
+    assert ("default", "shop") in mirror.refused
+
+
+async def test_an_ingress_of_the_fleet_cluster_is_served_as_an_http_route(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    gateway = {
+        "metadata": {"name": "gw", "namespace": "default"},
+        "spec": {
+            "gatewayClassName": "xdsfleet",
+            "listeners": [{"name": "http", "port": 10080, "protocol": "HTTP"}],
+        },
+    }
+    path = {
+        "path": "/",
+        "pathType": "Prefix",
+        "backend": {"service": {"name": "shop", "port": {"number": 80}}},
+    }
+    legacy = {
+        "metadata": {"name": "legacy", "namespace": "default"},
+        "spec": {"ingressClassName": "xdsfleet", "rules": [{"http": {"paths": [path]}}]},
+    }
+    fleet_api.apply(resources.GATEWAYS, gateway)
+    fleet_api.apply(resources.INGRESSES, legacy)
+    state = await fleet.start(base(), fleet_api)
+    [route] = state.http_routes
+    assert (route.name, route.parent_refs[0].name) == ("legacy", "gw")
+    fleet_api.delete(resources.INGRESSES, "legacy")
+    await eventually(lambda: fleet.state.http_routes == ())

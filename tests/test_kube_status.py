@@ -1,0 +1,327 @@
+"""Status write-back: the Lease that picks one writer, 409s retried, and what the conditions say."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_api import ApiEmulator
+from kube_helpers import FAST, no_threads_left
+from structlog.testing import capture_logs
+from waiting import eventually
+
+from xdsfleet import metrics
+from xdsfleet.app.aggregate import Aggregator
+from xdsfleet.app.conditions import (
+    CONTROLLER,
+    Held,
+    Programmed,
+    merged_status,
+    parent_refs,
+    route_verdict,
+)
+from xdsfleet.app.publisher import Publisher
+from xdsfleet.app.status import StatusWriter
+from xdsfleet.cache import types
+from xdsfleet.model.fleet import BackendRef, HTTPRoute, ParentRef, RouteRule
+from xdsfleet.server.ads import AdsService
+from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.lease import LeaseElector
+from xdsfleet.sources.kube.resources import FLEETS, HTTP_ROUTES, LEASES, SECRETS
+from xdsfleet.sources.kube.status import Written, write_status
+
+__all__ = ["no_threads_left"]
+
+ROUTE_OBJECT: dict[str, Any] = {
+    "metadata": {"name": "shop", "namespace": "default"},
+    "spec": {"parentRefs": [{"name": "gw"}], "rules": []},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def api() -> Iterator[ApiEmulator]:
+    with ApiEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def cluster(api: ApiEmulator, tmp_path: Path) -> Iterator[Cluster]:
+    found = Cluster(Access(kubeconfig=str(api.kubeconfig(tmp_path / "kubeconfig"))), FAST)
+    yield found
+    found.close()
+
+
+def elector(cluster: Cluster, identity: str, clock: Clock) -> LeaseElector:
+    return LeaseElector(
+        cluster=cluster,
+        name="xdsfleet-status",
+        namespace="xdsfleet-system",
+        identity=identity,
+        duration_seconds=15,
+        clock=clock,
+    )
+
+
+# --- The Lease -------------------------------------------------------------------------------
+
+
+def test_one_replica_holds_the_lease_at_a_time(cluster: Cluster) -> None:
+    clock = Clock()
+    a, b = elector(cluster, "a", clock), elector(cluster, "b", clock)
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    clock.now += 5
+    assert a.try_acquire_or_renew()  # renewed
+    clock.now += 14
+    assert not b.try_acquire_or_renew()  # the record moved 14 s ago: still held
+
+
+def test_a_lease_no_longer_renewed_passes_to_another_replica(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    clock = Clock()
+    a, b = elector(cluster, "a", clock), elector(cluster, "b", clock)
+    assert a.try_acquire_or_renew()
+    assert not b.try_acquire_or_renew()
+    clock.now += 15.5  # b has seen the same record for longer than its duration
+    with capture_logs() as logs:
+        assert b.try_acquire_or_renew()
+    assert any(e["event"] == "lease_acquired" for e in logs)
+    lease = api.get(LEASES, "xdsfleet-status", "xdsfleet-system")
+    assert lease is not None
+    assert (lease["spec"]["holderIdentity"], lease["spec"]["leaseTransitions"]) == ("b", 1)
+    assert not a.try_acquire_or_renew()  # a sees b's fresh record
+
+
+def test_a_released_lease_is_taken_at_once(cluster: Cluster) -> None:
+    clock = Clock()
+    a, b = elector(cluster, "a", clock), elector(cluster, "b", clock)
+    assert a.try_acquire_or_renew()
+    a.release()
+    assert b.try_acquire_or_renew()
+
+
+def test_a_write_that_lost_the_race_for_the_lease_does_not_lead(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    clock = Clock()
+    a = elector(cluster, "a", clock)
+    assert a.try_acquire_or_renew()
+    api.conflict_next_writes(1)  # someone wrote the Lease between a's read and a's write
+    assert not a.try_acquire_or_renew()
+    assert a.try_acquire_or_renew()
+
+
+# --- Writing status --------------------------------------------------------------------------
+
+
+def test_a_status_write_retries_on_conflict(api: ApiEmulator, cluster: Cluster) -> None:
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    conflicts = metrics.STATUS_WRITES.labels("httproutes", "conflict")._value.get()
+    api.conflict_next_writes(2)
+    merge = lambda obj: {"parents": [{"controllerName": CONTROLLER}]}  # noqa: E731
+    result = write_status(cluster, HTTP_ROUTES, namespace="default", name="shop", merge=merge)
+    assert result is Written.WRITTEN
+    assert metrics.STATUS_WRITES.labels("httproutes", "conflict")._value.get() == conflicts + 2
+    route = api.get(HTTP_ROUTES, "shop")
+    assert route is not None
+    assert route["status"] == {"parents": [{"controllerName": CONTROLLER}]}
+    assert route["spec"] == ROUTE_OBJECT["spec"]  # the status subresource touches status only
+
+
+def test_nothing_is_written_when_the_status_would_not_change(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    result = write_status(
+        cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: None
+    )
+    assert result is Written.UNCHANGED
+    assert not [r for r in api.requests if r.method == "PUT"]
+
+
+def test_a_status_write_gives_up_after_repeated_conflicts(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    api.conflict_next_writes(100)
+    result = write_status(
+        cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: {"parents": []}
+    )
+    assert result is Written.FAILED
+
+
+def test_a_deleted_object_gets_no_status(cluster: Cluster) -> None:
+    result = write_status(
+        cluster, HTTP_ROUTES, namespace="default", name="gone", merge=lambda obj: {}
+    )
+    assert result is Written.GONE
+
+
+# --- What the conditions say -----------------------------------------------------------------
+
+ROUTE = HTTPRoute(
+    "default",
+    "shop",
+    (ParentRef("default", "gw"), ParentRef("default", "other")),
+    (),
+    (RouteRule((), (BackendRef("shop", "default", 80),)),),
+)
+
+
+def route_held(name: str, *, current: bool = True, refused: str | None = None) -> Held:
+    return Held(types.ROUTE, name, current, refused)
+
+
+def test_programmed_counts_envoys_that_hold_refuse_or_lag_behind() -> None:
+    affects = lambda type_url, name: name == "default/gw/http"  # noqa: E731
+    streams = [
+        [route_held("default/gw/http")],  # holds it
+        [route_held("default/gw/http", refused="bad regex")],  # refused it
+        [route_held("default/gw/http", current=False)],  # an older version: not counted yet
+        [route_held("default/other/http")],  # not sent anything of it
+        [route_held("default/gw/http", refused="second")],
+    ]
+    counted = Programmed.count(streams, affects)
+    assert counted == Programmed(accepted=1, refused=2, first_refusal="bad regex")
+    condition = counted.condition()
+    assert (condition.status, condition.reason) == ("False", "Refused")
+    assert condition.message == "1 Envoy hold it; 2 refused it: bad regex"
+    assert Programmed(0, 0).condition().status == "Unknown"
+
+
+def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve() -> None:
+    problems = {
+        "spec.parentRefs[1]": "Gateway default/other does not exist",
+        "spec.rules[0].backendRefs[0]": "Service default/shop is not exported by any member",
+    }
+    verdict = route_verdict(ROUTE, 3, problems, Programmed(1, 0))
+    first, second = verdict.conditions
+    assert [(c.type, c.status) for c in first] == [
+        ("Accepted", "True"),
+        ("ResolvedRefs", "False"),
+        ("Programmed", "True"),
+    ]
+    assert (second[0].status, second[0].reason) == ("False", "NoMatchingParent")
+    assert "not exported" in first[1].message
+
+
+def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:
+    other = {"parentRef": {"name": "gw"}, "controllerName": "example.com/other", "conditions": []}
+    obj = {**ROUTE_OBJECT, "status": {"parents": [other]}}
+    verdict = route_verdict(ROUTE, 1, {}, Programmed(1, 0))
+    earlier = datetime(2025, 1, 1, tzinfo=UTC)
+    refs = parent_refs(obj)
+    status = merged_status(
+        obj, field="parents", refs=refs, ref_key="parentRef", verdict=verdict, now=earlier
+    )
+    assert status is not None
+    assert status["parents"][0] == other
+    ours = status["parents"][1]
+    assert ours["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "namespace": "default",
+        "name": "gw",
+    }
+    obj["status"] = status
+    later = datetime(2025, 1, 2, tzinfo=UTC)
+    again = merged_status(
+        obj, field="parents", refs=refs, ref_key="parentRef", verdict=verdict, now=later
+    )
+    assert again is None  # nothing changed: nothing to write
+    lagging = route_verdict(ROUTE, 1, {}, Programmed(0, 0))
+    changed = merged_status(
+        obj, field="parents", refs=refs, ref_key="parentRef", verdict=lagging, now=later
+    )
+    assert changed is not None
+    times = {c["type"]: c["lastTransitionTime"] for c in changed["parents"][1]["conditions"]}
+    assert times == {
+        "Accepted": "2025-01-01T00:00:00Z",
+        "ResolvedRefs": "2025-01-01T00:00:00Z",
+        "Programmed": "2025-01-02T00:00:00Z",
+    }
+
+
+# --- The writer, in process ------------------------------------------------------------------
+
+
+async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_changes(
+    api: ApiEmulator, tmp_path: Path
+) -> None:
+    with ApiEmulator() as member:
+        member.go_down()
+        secret = {
+            "metadata": {
+                "name": "east",
+                "namespace": "xdsfleet-system",
+                "labels": {"xdsfleet.io/member": "true"},
+            },
+            "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
+        }
+        api.apply(SECRETS, secret)
+        spec = {
+            "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
+        }
+        api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+        api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+        crashes: list[BaseException] = []
+        aggregator = Aggregator(
+            on_state=lambda _: None,
+            on_crash=crashes.append,
+            settings=FAST,
+            namespace="xdsfleet-system",
+        )
+        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
+        try:
+            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
+            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
+            writer = StatusWriter(
+                aggregator=aggregator,
+                ads=AdsService(publisher.cache),
+                snapshot_of=publisher.cache.get,
+                served=lambda: aggregator.state,
+                namespace="xdsfleet-system",
+            )
+            await writer.tick()
+            fleet = api.get(FLEETS, "prod", namespace=None)
+            assert fleet is not None
+            [east] = fleet["status"]["members"]
+            assert (east["name"], east["stale"]) == ("east", True)
+            assert "Connection refused" in east["message"]
+            route = api.get(HTTP_ROUTES, "shop")
+            assert route is not None
+            [parent] = route["status"]["parents"]
+            conditions = {c["type"]: c for c in parent["conditions"]}
+            # No such Gateway; no Envoy holds anything of it.
+            assert (conditions["Accepted"]["status"], conditions["Accepted"]["reason"]) == (
+                "False",
+                "NoMatchingParent",
+            )
+            assert conditions["Programmed"]["status"] == "Unknown"
+            puts = sum(r.method == "PUT" for r in api.requests)
+            await writer.tick()  # nothing changed: nothing is written
+            assert sum(r.method == "PUT" for r in api.requests) == puts + 1  # the Lease renewal
+            member.come_back()
+            await eventually(lambda: not aggregator.reports()[0].stale)
+            await writer.tick()
+            fleet = api.get(FLEETS, "prod", namespace=None)
+            assert fleet is not None
+            assert fleet["status"]["members"][0]["stale"] is False
+            await writer.stop()
+        finally:
+            await aggregator.stop()
+        assert not crashes

@@ -1,0 +1,43 @@
+"""`xdsfleet render` of examples/full shows the failover machinery a gateway gets (issue 3, 14):
+outlier detection, a retry budget, retries on other hosts and priorities, priorities and
+locality weights. tests/test_envoy_validate.py has Envoy check the same resources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from xdsfleet.cache import types
+from xdsfleet.cli import app
+from xdsfleet.translate.actions import PREVIOUS_HOSTS, PREVIOUS_PRIORITIES
+
+FULL = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
+
+
+def rendered() -> dict[tuple[str, str], Any]:
+    args = ["render", "--fleet", str(FULL), "--node-id", "edge-1", "--role", "gateway"]
+    args += ["--gateway", "default/edge", "--region", "eu-west", "--zone", "eu-west-1a"]
+    result = CliRunner().invoke(app, [*args, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    return {(r["typeUrl"], r["name"]): r["resource"] for r in json.loads(result.output)}
+
+
+def test_the_full_example_renders_failover_for_a_gateway() -> None:
+    resources = rendered()
+
+    shop = resources[(types.CLUSTER, "default/shop:80")]
+    assert shop["outlierDetection"]["consecutiveGatewayFailure"] == 3
+    assert shop["circuitBreakers"]["thresholds"][0]["retryBudget"]["budgetPercent"]["value"] == 25
+    assignment = resources[(types.ENDPOINT, "default/shop:80")]
+    assert {block.get("priority", 0) for block in assignment["endpoints"]} == {0, 1, 2}
+    assert all(block["loadBalancingWeight"] >= 1 for block in assignment["endpoints"])
+    assert assignment["policy"]["overprovisioningFactor"] == 140
+    routes = resources[(types.ROUTE, "default/edge/http")]["virtualHosts"][0]["routes"]
+    retry = next(r for r in routes if "route" in r)["route"]["retryPolicy"]
+    assert [p["name"] for p in retry["retryHostPredicate"]] == [PREVIOUS_HOSTS]
+    assert retry["retryPriority"]["name"] == PREVIOUS_PRIORITIES
+    assert (types.SECRET, "default/example-tls") in resources
+    assert (types.LISTENER, "default/edge/https/h3") in resources

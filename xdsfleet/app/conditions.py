@@ -1,0 +1,314 @@
+"""What the status of a route or TrafficPolicy of the fleet cluster should say.
+
+Gateway API conditions, with our controllerName, on each `status.parents[]` entry of a route
+(one per parentRef) and each `status.ancestors[]` entry of a TrafficPolicy (one per targetRef):
+
+- Accepted: the latest version parsed (otherwise the parser's problems, and which version still
+  serves); for a route parent, also that the Gateway and listener exist;
+- ResolvedRefs: everything else it names exists (the reference checks `validate` runs);
+- Programmed: how many connected Envoys hold what it produced at the version served now, how
+  many refused it, and the first refusal's message, from each ADS stream's per-resource
+  ACK/NACK state.
+
+Pure: the fleet state, the mirrors' refusals and the streams' holdings in, JSON out. Entries of
+other controllers are kept; an unchanged status is reported as None, so nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from xdsfleet.cache import types
+from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.model.fleet import FleetState, GRPCRoute, HTTPRoute
+from xdsfleet.model.node import NodeProfile
+from xdsfleet.model.policy import TargetKind, TrafficPolicy
+from xdsfleet.server.protocol import TypeStatus
+from xdsfleet.translate.names import gateway_listener_name
+from xdsfleet.translate.routes import attached
+
+CONTROLLER = "xdsfleet.io/controller"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+JsonObject = dict[str, Any]
+Affects = Callable[[str, str], bool]  # (type URL, resource name) -> does the object shape it?
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One resource a client was sent: whether it holds the version served now, or refused it
+    (with its message)."""
+
+    type_url: str
+    name: str
+    current: bool
+    refused: str | None = None
+
+
+def holdings(
+    statuses: Iterable[tuple[NodeProfile, Mapping[str, TypeStatus]]],
+    snapshot_of: Callable[[NodeProfile], Snapshot],
+) -> list[list[Held]]:
+    """Per stream (in the order given), every resource it holds or refused."""
+    found = []
+    for profile, by_type in statuses:
+        snapshot = snapshot_of(profile)
+        held = []
+        for type_url, status in by_type.items():
+            served = snapshot.of(type_url)
+            for name, (_, message) in status.refused.items():
+                held.append(Held(type_url, name, False, message))
+            for name, version in status.held.items():
+                if name not in status.refused:
+                    current = name in served and served[name].version == version
+                    held.append(Held(type_url, name, current))
+        found.append(held)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Programmed:
+    accepted: int  # clients holding all of it at the version served now
+    refused: int  # clients that refused some of it
+    first_refusal: str = ""
+
+    @classmethod
+    def count(cls, streams: Iterable[list[Held]], affects: Affects) -> Programmed:
+        accepted = refused = 0
+        first = ""
+        for held in streams:
+            mine = [h for h in held if affects(h.type_url, h.name)]
+            if not mine:
+                continue  # this client is not sent anything of it
+            refusal = next((h.refused for h in mine if h.refused is not None), None)
+            if refusal is not None:
+                refused += 1
+                first = first or refusal
+            elif all(h.current for h in mine):
+                accepted += 1
+        return cls(accepted, refused, first)
+
+    def condition(self) -> Condition:
+        envoys = f"{self.accepted} Envoy{'s' * (self.accepted != 1)} hold it"
+        if self.refused:
+            message = f"{envoys}; {self.refused} refused it: {self.first_refusal}"
+            return Condition("Programmed", "False", "Refused", message)
+        if self.accepted:
+            return Condition("Programmed", "True", "Programmed", f"{envoys} at the served version")
+        return Condition("Programmed", "Unknown", "Pending", "no connected Envoy holds it yet")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: str  # True, False or Unknown
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Everything the status of one object says, per reference (parentRef or targetRef)."""
+
+    generation: int  # the one these conditions are about
+    conditions: tuple[tuple[Condition, ...], ...]  # per reference, in spec order
+
+    @classmethod
+    def refused(cls, generation: int, problems: str, serving: int | None) -> Verdict:
+        keeps = f"; generation {serving} keeps serving" if serving else ""
+        accepted = Condition("Accepted", "False", "UnsupportedValue", problems + keeps)
+        return cls(generation, ((accepted,),))
+
+
+def route_verdict(
+    route: HTTPRoute | GRPCRoute,
+    generation: int,
+    problems: Mapping[str, str],
+    programmed: Programmed,
+) -> Verdict:
+    """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
+    message, from the reference checks."""
+    unresolved = "; ".join(m for f, m in sorted(problems.items()) if f.startswith("spec.rules"))
+    resolved = (
+        Condition("ResolvedRefs", "False", "BackendNotFound", unresolved)
+        if unresolved
+        else Condition("ResolvedRefs", "True", "ResolvedRefs", "every backend resolves")
+    )
+    per_parent = []
+    for i in range(len(route.parent_refs)):
+        if problem := problems.get(f"spec.parentRefs[{i}]"):
+            accepted = Condition("Accepted", "False", "NoMatchingParent", problem)
+        else:
+            accepted = Condition("Accepted", "True", "Accepted", "served")
+        per_parent.append((accepted, resolved, programmed.condition()))
+    return Verdict(generation, tuple(per_parent))
+
+
+def policy_verdict(
+    policy: TrafficPolicy,
+    generation: int,
+    problems: Mapping[str, str],
+    programmed: Programmed,
+) -> Verdict:
+    others = "; ".join(m for f, m in sorted(problems.items()) if not f.startswith("spec.target"))
+    resolved = (
+        Condition("ResolvedRefs", "False", "Invalid", others)
+        if others
+        else Condition("ResolvedRefs", "True", "ResolvedRefs", "everything it names exists")
+    )
+    per_target = []
+    for i in range(len(policy.targets)):
+        if problem := problems.get(f"spec.targetRefs[{i}]"):
+            accepted = Condition("Accepted", "False", "TargetNotFound", problem)
+        else:
+            accepted = Condition("Accepted", "True", "Accepted", "applied")
+        per_target.append((accepted, resolved, programmed.condition()))
+    return Verdict(generation, tuple(per_target))
+
+
+# --- What an object shapes ---------------------------------------------------------------------
+
+
+def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
+    """The gateway RouteConfigurations a route is part of."""
+    return frozenset(
+        gateway_listener_name(gateway.namespace, gateway.name, listener.name)
+        for gateway in state.gateways
+        for listener in gateway.listeners
+        if attached(gateway, listener, (route,))
+    )
+
+
+def route_affects(state: FleetState, route: HTTPRoute | GRPCRoute) -> Affects:
+    names = _route_configurations(state, route)
+    return lambda type_url, name: type_url == types.ROUTE and name in names
+
+
+def _named(prefix: str, *type_urls: str) -> Affects:
+    return lambda type_url, name: type_url in type_urls and name.startswith(prefix)
+
+
+def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
+    """The resources its targets shape: a service's clusters and assignments (every port and
+    pinning), a route's RouteConfigurations, a Gateway's listeners and routes, or, for the
+    Fleet, everything."""
+    tests: list[Affects] = []
+    for target in policy.targets:
+        match target.kind:
+            case TargetKind.SERVICE | TargetKind.SERVICE_IMPORT:
+                prefix = f"{policy.namespace}/{target.name}:"
+                tests.append(_named(prefix, types.CLUSTER, types.ENDPOINT))
+            case TargetKind.HTTP_ROUTE | TargetKind.GRPC_ROUTE:
+                routes: Iterable[HTTPRoute | GRPCRoute] = (
+                    state.http_routes if target.kind is TargetKind.HTTP_ROUTE else state.grpc_routes
+                )
+                for route in routes:
+                    if (route.namespace, route.name) == (policy.namespace, target.name):
+                        tests.append(route_affects(state, route))
+            case TargetKind.GATEWAY:
+                prefix = f"{policy.namespace}/{target.name}/"
+                tests.append(_named(prefix, types.LISTENER, types.ROUTE))
+            case TargetKind.FLEET:
+                tests.append(_named("", *types.ORDER))
+    return lambda type_url, name: any(test(type_url, name) for test in tests)
+
+
+# --- The status document ---------------------------------------------------------------------
+
+
+def parent_refs(route: JsonObject) -> list[JsonObject]:
+    """The route's parentRefs as status names them (defaults spelled out)."""
+    namespace = route["metadata"].get("namespace", "default")
+    return [
+        {
+            "group": ref.get("group", GATEWAY_GROUP),
+            "kind": ref.get("kind", "Gateway"),
+            "namespace": ref.get("namespace", namespace),
+            "name": ref.get("name", ""),
+            **{k: ref[k] for k in ("sectionName", "port") if k in ref},
+        }
+        for ref in (route.get("spec") or {}).get("parentRefs") or []
+    ]
+
+
+def target_refs(policy: JsonObject) -> list[JsonObject]:
+    """The policy's targetRefs as ancestor references."""
+    namespace = policy["metadata"].get("namespace", "default")
+    return [
+        {
+            "group": ref.get("group", ""),
+            "kind": ref.get("kind", ""),
+            "namespace": namespace,
+            "name": ref.get("name", ""),
+            **({"sectionName": ref["sectionName"]} if "sectionName" in ref else {}),
+        }
+        for ref in (policy.get("spec") or {}).get("targetRefs") or []
+    ]
+
+
+def _condition(
+    condition: Condition, generation: int, old: list[JsonObject], now: str
+) -> JsonObject:
+    previous = next((c for c in old if c.get("type") == condition.type), None)
+    # The transition time moves only when the status does.
+    same = previous is not None and previous.get("status") == condition.status
+    return {
+        "type": condition.type,
+        "status": condition.status,
+        "reason": condition.reason,
+        "message": condition.message[:32768],  # the CRDs' bound
+        "observedGeneration": generation,
+        "lastTransitionTime": previous["lastTransitionTime"] if same and previous else now,
+    }
+
+
+def merged_status(
+    obj: JsonObject,
+    *,
+    field: str,
+    refs: list[JsonObject],
+    ref_key: str,
+    verdict: Verdict,
+    now: datetime | None = None,
+) -> JsonObject | None:
+    """`obj`'s status with our entries of `field` (`parents` or `ancestors`) replaced: one per
+    reference in `refs`, under `ref_key` (`parentRef`, `ancestorRef`). None when that changes
+    nothing."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = dict(obj.get("status") or {})
+    entries = [e for e in status.get(field) or [] if isinstance(e, dict)]
+    others = [e for e in entries if e.get("controllerName") != CONTROLLER]
+    ours = {repr(e.get(ref_key)): e for e in entries if e.get("controllerName") == CONTROLLER}
+    written = []
+    for i, ref in enumerate(refs):
+        conditions = verdict.conditions[min(i, len(verdict.conditions) - 1)]
+        old = ours.get(repr(ref), {}).get("conditions") or []
+        written.append(
+            {
+                ref_key: ref,
+                "controllerName": CONTROLLER,
+                "conditions": [_condition(c, verdict.generation, old, stamp) for c in conditions],
+            }
+        )
+    new = {**status, field: others + written}
+    return None if new == status else new
+
+
+def fleet_members_status(
+    obj: JsonObject, members: Iterable[tuple[str, str, bool, str]]
+) -> JsonObject | None:
+    """A Fleet resource's status: its Kubernetes members as (name, source, stale, message).
+    Endpoint counts are left out on purpose: they change all the time, staleness seldom."""
+    status = dict(obj.get("status") or {})
+    new = {
+        **status,
+        "observedGeneration": (obj.get("metadata") or {}).get("generation", 0),
+        "members": [
+            {"name": name, "source": source, "stale": stale, "message": message}
+            for name, source, stale, message in members
+        ],
+    }
+    return None if new == status else new

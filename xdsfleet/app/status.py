@@ -1,0 +1,208 @@
+"""Status write-back to the fleet cluster, by one replica at a time.
+
+Every `interval` seconds, the replica holding the status Lease works out the status of each
+HTTPRoute, GRPCRoute and TrafficPolicy of the fleet cluster (`conditions`), and of the Fleet
+resource when the Fleet is one (its members, stale or not, and why), and writes what changed
+since it last wrote (`sources.kube.status`: the status subresource, 409s retried). A
+replica that gains the Lease writes everything once; one that loses it stops writing.
+
+It must not block the loop: every API call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from xdsfleet import metrics
+from xdsfleet.app.aggregate import Aggregator
+from xdsfleet.app.conditions import (
+    Programmed,
+    Verdict,
+    fleet_members_status,
+    holdings,
+    merged_status,
+    parent_refs,
+    policy_affects,
+    policy_verdict,
+    route_affects,
+    route_verdict,
+    target_refs,
+)
+from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.model.fleet import FleetState
+from xdsfleet.model.node import NodeProfile
+from xdsfleet.server.ads import AdsService
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.client import Cluster, JsonObject
+from xdsfleet.sources.kube.fleetcluster import FleetCluster
+from xdsfleet.sources.kube.lease import LeaseElector
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.sources.reading import object_label
+from xdsfleet.sources.references import reference_problems
+
+log = structlog.get_logger(__name__)
+
+LEASE_NAME = "xdsfleet-status"
+_KINDS = (resources.HTTP_ROUTES, resources.GRPC_ROUTES, resources.TRAFFIC_POLICIES)
+
+
+def identity() -> str:
+    """This replica, as a Lease holder: the pod name (the hostname), made unique per process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        *,
+        aggregator: Aggregator,
+        ads: AdsService,
+        snapshot_of: Callable[[NodeProfile], Snapshot],
+        served: Callable[[], FleetState | None],
+        namespace: str,
+        interval: float = 5.0,
+        lease_seconds: int = 15,
+    ) -> None:
+        self._aggregator = aggregator
+        self._ads = ads
+        self._snapshot_of = snapshot_of
+        self._served = served
+        self._namespace = namespace
+        self._interval = interval
+        self._lease_seconds = lease_seconds
+        self._identity = identity()
+        self._elector: LeaseElector | None = None
+        self._cluster: Cluster | None = None
+        # (resource, namespace, name) -> what was last written (a verdict; a Fleet's members)
+        self._written: dict[tuple[ApiResource, str, str], object] = {}
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(self._interval)
+
+    async def tick(self) -> None:
+        fleet = self._aggregator.fleet_cluster
+        state = self._served()
+        if fleet is None or state is None or not fleet.synced.is_set():
+            return
+        elector = self._elector_for(fleet.cluster)
+        leading = await asyncio.to_thread(elector.try_acquire_or_renew)
+        metrics.STATUS_LEADER.set(1 if leading else 0)
+        if not leading:
+            self._written.clear()  # whoever leads next time writes everything once
+            return
+        await self._write_fleet(fleet)
+        for resource, namespace, name, verdict, field in self._verdicts(fleet, state):
+            key = (resource, namespace, name)
+            if self._written.get(key) == verdict:
+                continue
+            result = await asyncio.to_thread(
+                write_status,
+                fleet.cluster,
+                resource,
+                namespace=namespace,
+                name=name,
+                merge=functools.partial(self._merge, field=field, verdict=verdict),
+            )
+            if result in (Written.WRITTEN, Written.UNCHANGED):
+                self._written[key] = verdict
+            if result is Written.WRITTEN:
+                log.info("status_written", object=f"{resource.kind} {namespace}/{name}")
+
+    async def _write_fleet(self, fleet: FleetCluster) -> None:
+        """The Fleet resource's status: which members are stale, and why."""
+        name = self._aggregator.fleet_resource
+        if name is None:
+            return
+        members = tuple((r.name, r.source, r.stale, r.message) for r in self._aggregator.reports())
+        key = (resources.FLEETS, "", name)
+        if self._written.get(key) == members:
+            return
+        result = await asyncio.to_thread(
+            write_status,
+            fleet.cluster,
+            resources.FLEETS,
+            namespace="",
+            name=name,
+            merge=functools.partial(fleet_members_status, members=members),
+        )
+        if result in (Written.WRITTEN, Written.UNCHANGED):
+            self._written[key] = members
+
+    async def stop(self) -> None:
+        if self._elector is not None:
+            await asyncio.to_thread(self._elector.release)
+        metrics.STATUS_LEADER.set(0)
+
+    def _elector_for(self, cluster: Cluster) -> LeaseElector:
+        if self._elector is None or self._cluster is not cluster:
+            self._cluster = cluster
+            self._written.clear()
+            self._elector = LeaseElector(
+                cluster=cluster,
+                name=LEASE_NAME,
+                namespace=self._namespace,
+                identity=self._identity,
+                duration_seconds=self._lease_seconds,
+            )
+        return self._elector
+
+    @staticmethod
+    def _merge(obj: JsonObject, field: str, verdict: Verdict) -> JsonObject | None:
+        if field == "parents":
+            return merged_status(
+                obj, field=field, refs=parent_refs(obj), ref_key="parentRef", verdict=verdict
+            )
+        return merged_status(
+            obj, field=field, refs=target_refs(obj), ref_key="ancestorRef", verdict=verdict
+        )
+
+    def _verdicts(
+        self, fleet: FleetCluster, state: FleetState
+    ) -> list[tuple[ApiResource, str, str, Verdict, str]]:
+        """(resource, namespace, name, verdict, status field) for each object of the fleet
+        cluster."""
+        problems: dict[str, dict[str, str]] = {}
+        for problem in reference_problems(state, {}):
+            problems.setdefault(problem.obj, {})[problem.field] = problem.message
+        streams = holdings(
+            ((i.profile, i.machine.status()) for i in self._ads.streams.values()),
+            self._snapshot_of,
+        )
+        served: dict[ApiResource, dict[tuple[str, str], Any]] = {
+            resources.HTTP_ROUTES: {(r.namespace, r.name): r for r in state.http_routes},
+            resources.GRPC_ROUTES: {(r.namespace, r.name): r for r in state.grpc_routes},
+            resources.TRAFFIC_POLICIES: {(p.namespace, p.name): p for p in state.policies},
+        }
+        found = []
+        for resource in _KINDS:
+            mirror = fleet.mirror(resource)
+            field = "ancestors" if resource is resources.TRAFFIC_POLICIES else "parents"
+            for key in sorted(mirror.objects.keys() | mirror.refused.keys()):
+                serving = mirror.generations.get(key)
+                if (refusal := mirror.refused.get(key)) is not None:
+                    text = "; ".join(str(p) for p in refusal.problems)
+                    verdict = Verdict.refused(refusal.generation, text, serving)
+                elif (obj := served[resource].get(key)) is not None:
+                    label = object_label(resource.kind, *key)
+                    mine = problems.get(label, {})
+                    if resource is resources.TRAFFIC_POLICIES:
+                        programmed = Programmed.count(streams, policy_affects(state, obj))
+                        verdict = policy_verdict(obj, serving or 0, mine, programmed)
+                    else:
+                        programmed = Programmed.count(streams, route_affects(state, obj))
+                        verdict = route_verdict(obj, serving or 0, mine, programmed)
+                else:
+                    continue  # not served yet (the store coalesces): next time
+                found.append((resource, *key, verdict, field))
+        return found

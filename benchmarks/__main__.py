@@ -1,7 +1,11 @@
-"""`python -m benchmarks`: measure convergence for each client count, ours beside the floor.
+"""`python -m benchmarks [MEASURE ...]`: run measures, print their tables and the targets.
 
-Options: `--quick` (20 clients, 3 changes: the smoke test), `--clients N [N ...]`,
-`--changes K`. Progress goes to stderr, the table to stdout.
+Measures: convergence, translate, coldstart, rss, churn, stall, or `all`. Without one, the
+default set runs (what fits in about ten minutes on a 2-core machine; see BENCHMARKS.md for the
+figure each command produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes
+can be overridden: `--clients` (convergence: a list), `--endpoints` (the fleet of coldstart, rss
+and churn: 50 members, E/100 services), `--changes`, `--seconds` (churn).
+Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -9,38 +13,93 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from rich.console import Console
 
-from benchmarks import fleet, report, run
+from benchmarks import report, run
+from benchmarks.fleet import Shape
+from benchmarks.measures import churn, coldstart, convergence, rss, stall, translate
 from xdsfleet import logs
 
-DEFAULT_CLIENTS = [100, 1000]
-DEFAULT_CHANGES = 50
-QUICK_CLIENTS = [20]
-QUICK_CHANGES = 3
+MEASURES = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
+DEFAULT = MEASURES
+QUICK_SHAPE = Shape(members=6, services=10, endpoints=120)
+MEMBERS = 50
+ENDPOINTS_PER_SERVICE = 100
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="20 clients, 3 changes")
-    parser.add_argument("--clients", type=int, nargs="+", help="client counts to measure")
-    parser.add_argument("--changes", type=int, help="endpoint changes per client count")
+    parser.add_argument("measures", nargs="*", metavar="MEASURE", help=f"{', '.join(MEASURES)} or all")
+    parser.add_argument("--quick", action="store_true", help="every measure at toy sizes")
+    parser.add_argument("--clients", type=int, nargs="+", help="stream counts")
+    parser.add_argument("--endpoints", type=int, help="E of the coldstart, rss and churn fleets")
+    parser.add_argument("--changes", type=int, help="changes per convergence/stall/translate run")
+    parser.add_argument("--seconds", type=float, help="churn: length of the measured window")
     args = parser.parse_args()
-    args.clients = args.clients or (QUICK_CLIENTS if args.quick else DEFAULT_CLIENTS)
-    args.changes = args.changes or (QUICK_CHANGES if args.quick else DEFAULT_CHANGES)
+    unknown = set(args.measures) - {*MEASURES, "all"}
+    if unknown:
+        parser.error(f"unknown measure(s): {', '.join(sorted(unknown))}")
+    chosen = args.measures or (["all"] if args.quick else list(DEFAULT))
+    args.measures = list(MEASURES) if "all" in chosen else list(dict.fromkeys(chosen))
     return args
 
 
-async def _bench(clients: list[int], changes: int) -> list[report.Row]:
-    plan = fleet.plan(changes)
-    progress = Console(stderr=True)
-    rows = []
-    for count in clients:
-        progress.print(f"N={count:,}: {changes} changes, server and floor in turns")
-        server, floor = await run.compare(plan, count)
-        rows.append(report.Row(count, report.Figures.of(server), report.Figures.of(floor)))
-    return rows
+def _shape(endpoints: int) -> Shape:
+    return Shape(MEMBERS, max(1, endpoints // ENDPOINTS_PER_SERVICE), endpoints)
+
+
+def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[report.Section]]]:
+    """Each measure's options: the defaults, `--quick`'s toy sizes, then explicit overrides."""
+    conv, trans, cold = convergence.Options(), translate.Options(), coldstart.Options()
+    mem, sustained, stalled = rss.Options(), churn.Options(), stall.Options()
+    if args.quick:
+        conv = convergence.Options(clients=(24,), changes=3, plot=False)
+        trans = translate.Options(sizes=(1_000,), fixed_sizes=(), changes=3, plot=False)
+        cold = coldstart.Options(shape=QUICK_SHAPE)
+        mem = rss.Options(clients=24, shape=QUICK_SHAPE)
+        sustained = churn.Options(clients=24, shape=QUICK_SHAPE, seconds=2, warmup=0.5, per_minute=3)
+        stalled = stall.Options(clients=24, changes=3)
+    if args.clients:
+        conv = replace(conv, clients=tuple(args.clients))
+        mem = replace(mem, clients=args.clients[-1])
+        sustained = replace(sustained, clients=args.clients[-1])
+        stalled = replace(stalled, clients=args.clients[-1])
+    if args.endpoints:
+        shape = _shape(args.endpoints)
+        cold, mem, sustained = (
+            replace(cold, shape=shape),
+            replace(mem, shape=shape),
+            replace(sustained, shape=shape),
+        )
+    if args.changes:
+        conv, trans = replace(conv, changes=args.changes), replace(trans, changes=args.changes)
+        stalled = replace(stalled, changes=args.changes)
+    if args.seconds:
+        sustained = replace(sustained, seconds=args.seconds)
+
+    async def synchronous(fn: Callable[[], report.Section]) -> report.Section:
+        return fn()
+
+    return {
+        "convergence": lambda: convergence.measure(conv),
+        "translate": lambda: synchronous(lambda: translate.measure(trans)),
+        "coldstart": lambda: synchronous(lambda: coldstart.measure(cold)),
+        "rss": lambda: rss.measure(mem),
+        "churn": lambda: churn.measure(sustained),
+        "stall": lambda: stall.measure(stalled),
+    }
+
+
+async def _bench(args: argparse.Namespace, progress: Console) -> list[report.Section]:
+    runners = _runners(args)
+    sections = []
+    for name in args.measures:
+        progress.print(f"[bold]{name}[/bold] ...")
+        sections.append(await runners[name]())
+    return sections
 
 
 def main() -> None:
@@ -48,12 +107,10 @@ def main() -> None:
     # Stream open/close events at info level would flood the output; warnings still show.
     logs.configure(fmt="console", level="warning")
     try:
-        rows = asyncio.run(_bench(args.clients, args.changes))
+        sections = asyncio.run(_bench(args, Console(stderr=True)))
     except run.BenchError as err:
         sys.exit(f"benchmark failed: {err}")
-    console = Console()
-    console.print(report.table(rows, changes=args.changes))
-    console.print("\n".join(report.NOTES))
+    report.render(sections, Console(width=120), command=" ".join(["python -m benchmarks", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

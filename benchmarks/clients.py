@@ -54,9 +54,14 @@ from xdsfleet.translate.names import cluster_name
 SOTW_METHOD = f"/{SERVICE}/StreamAggregatedResources"
 DELTA_METHOD = f"/{SERVICE}/DeltaAggregatedResources"
 STREAMS_PER_CHANNEL = 50
-# Without a local subchannel pool, channels to one target share one connection; separate
-# connections are what separate Envoys would have.
-CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+CHANNEL_OPTIONS = [
+    # Without a local subchannel pool, channels to one target share one connection; separate
+    # connections are what separate Envoys would have.
+    ("grpc.use_local_subchannel_pool", 1),
+    # Envoy's receive limit is unbounded; gRPC's 4 MiB default is below a SotW EDS response of
+    # a 100,000-endpoint fleet (rule 25).
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+]
 OPEN_ATTEMPTS = 5
 RETRY_SECONDS = 0.2  # times the attempt number: a linear backoff, as a start-up storm needs
 # A marker-carrying assignment starts with its `cluster_name` field (deterministic serialization

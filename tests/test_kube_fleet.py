@@ -130,6 +130,8 @@ async def test_members_by_kubeconfig_and_by_file_join_one_state(
     )
     await eventually(lambda: fleet.addresses("east") == {"10.1.0.1", "10.1.0.2", "10.1.0.3"})
     assert fleet.states[-1] is fleet.state
+    # What did not change is the very same object: translation memos hold on identity.
+    assert fleet.state.members[0] is on_disk
 
 
 async def test_a_member_secret_added_at_runtime_becomes_a_member_and_goes_with_it(

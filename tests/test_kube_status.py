@@ -164,6 +164,20 @@ def test_a_status_write_gives_up_after_repeated_conflicts(
     assert result is Written.FAILED
 
 
+def test_an_object_whose_status_cannot_be_merged_is_left_alone(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    api.apply(HTTP_ROUTES, {**ROUTE_OBJECT, "spec": {"parentRefs": "not a list"}})
+    result = write_status(
+        cluster,
+        HTTP_ROUTES,
+        namespace="default",
+        name="shop",
+        merge=lambda obj: {"parents": parent_refs(obj)},
+    )
+    assert result is Written.FAILED
+
+
 def test_a_deleted_object_gets_no_status(cluster: Cluster) -> None:
     result = write_status(
         cluster, HTTP_ROUTES, namespace="default", name="gone", merge=lambda obj: {}

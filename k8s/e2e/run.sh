@@ -2,7 +2,8 @@
 # make e2e-kind: a fleet cluster and two member clusters in kind, xdsfleet deployed in the fleet
 # cluster with members registered by Secret, an Envoy gateway there, an app with Envoy sidecars
 # in each member; then checks that traffic reaches both members through the gateway and the
-# sidecars, that status is written back, and that a member whose API server stops keeps serving.
+# sidecars, that status is written back, and that a member whose API server is cut off keeps
+# serving, reported stale, until it is back.
 #
 # Needs docker, kind and kubectl. Without them it says so and exits 1: it never pretends to
 # pass. KEEP=1 keeps the clusters afterwards (run.sh is idempotent: it reuses them).
@@ -70,7 +71,12 @@ done
 echo "e2e-kind: CRDs"
 k fleet apply --server-side -f "$GATEWAY_API"
 k fleet apply -f "$K8S/crds/"
-for member in "${MEMBERS[@]}"; do k "$member" apply -f "$MCS_API"; done
+k fleet wait --for condition=established --timeout 60s \
+  crd/fleets.xdsfleet.io crd/httproutes.gateway.networking.k8s.io crd/gateways.gateway.networking.k8s.io
+for member in "${MEMBERS[@]}"; do
+  k "$member" apply -f "$MCS_API"
+  k "$member" wait --for condition=established --timeout 60s crd/serviceexports.multicluster.x-k8s.io
+done
 
 echo "e2e-kind: xdsfleet in the fleet cluster, members registered by Secret"
 k fleet apply -k "$K8S/fleet"
@@ -151,12 +157,21 @@ route_programmed() {
 }
 eventually "HTTPRoute status written back (Programmed)" route_programmed
 
-docker pause xdsfleet-member-b-control-plane
+# Cut member-b's API server off from the fleet cluster (its pods keep running and serving).
+cut() {
+  for source in "$(node_ip fleet)" "$(pod_subnet fleet)"; do
+    docker exec xdsfleet-member-b-control-plane \
+      iptables "$1" INPUT -p tcp --dport 6443 -s "$source" -j DROP
+  done
+}
+cut -I
 member_b_stale() {  # /debug/members lists name, source, stale, ... in that order
   docker exec xdsfleet-fleet-control-plane curl -s "http://127.0.0.1:31902/debug/members" |
     grep -o '"name": "member-b"[^}]*' | grep -q '"stale": true'
 }
-TIMEOUT=180 eventually "member-b, its API server paused, is reported stale" member_b_stale
+TIMEOUT=180 eventually "member-b, its API server cut off, is reported stale" member_b_stale
 eventually "member-b still serves its endpoints" answers_from member-a member-b
-docker unpause xdsfleet-member-b-control-plane
+cut -D
+member_b_back() { ! member_b_stale; }
+TIMEOUT=180 eventually "member-b, its API server back, is no longer stale" member_b_back
 echo "e2e-kind: PASSED"

@@ -307,9 +307,9 @@ class Aggregator:
         )
         if state == self.state:
             return
-        self.state = state
+        self.state = _keeping(self.state, state)
         if self._emitting:
-            self._on_state(state)
+            self._on_state(self.state)
 
     def _merge(
         self, kind: str, preferred: Sequence[T], other: Iterable[T], conflict: str = _BOTH
@@ -397,3 +397,16 @@ class Aggregator:
 
 def _key(obj: Any) -> tuple[str, str]:
     return obj.namespace, obj.name
+
+
+def _keeping(previous: FleetState | None, state: FleetState) -> FleetState:
+    """`state`, with each field that did not change taken from `previous`: translation keys
+    some of its memos on identity (the policy index on the policies tuple, for one)."""
+    if previous is None:
+        return state
+    unchanged = {
+        f.name: getattr(previous, f.name)
+        for f in dataclasses.fields(state)
+        if getattr(previous, f.name) == getattr(state, f.name)
+    }
+    return dataclasses.replace(state, **unchanged)

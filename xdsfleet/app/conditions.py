@@ -123,6 +123,49 @@ class Verdict:
         return cls(generation, ((accepted,),))
 
 
+@dataclass(frozen=True, slots=True)
+class _Wording:
+    """How one kind's conditions read: which problems are its references' (one Accepted per
+    reference) and the reasons and messages Gateway API uses for that kind."""
+
+    references: str  # the field path of its references: spec.parentRefs, spec.targetRefs
+    unmatched: str  # the Accepted=False reason of a reference that does not resolve
+    accepted: str  # the Accepted=True message
+    unresolved: str  # the ResolvedRefs=False reason
+    resolved: str  # the ResolvedRefs=True message
+
+
+_ROUTE = _Wording(
+    "spec.parentRefs", "NoMatchingParent", "served", "BackendNotFound", "every backend resolves"
+)
+_POLICY = _Wording(
+    "spec.targetRefs", "TargetNotFound", "applied", "Invalid", "everything it names exists"
+)
+
+
+def _verdict(
+    wording: _Wording,
+    references: int,
+    generation: int,
+    problems: Mapping[str, str],
+    programmed: Programmed,
+) -> Verdict:
+    others = [m for f, m in sorted(problems.items()) if not f.startswith(wording.references)]
+    resolved = (
+        Condition("ResolvedRefs", "False", wording.unresolved, "; ".join(others))
+        if others
+        else Condition("ResolvedRefs", "True", "ResolvedRefs", wording.resolved)
+    )
+    per_reference = []
+    for i in range(references):
+        if problem := problems.get(f"{wording.references}[{i}]"):
+            accepted = Condition("Accepted", "False", wording.unmatched, problem)
+        else:
+            accepted = Condition("Accepted", "True", "Accepted", wording.accepted)
+        per_reference.append((accepted, resolved, programmed.condition()))
+    return Verdict(generation, tuple(per_reference))
+
+
 def route_verdict(
     route: HTTPRoute | GRPCRoute,
     generation: int,
@@ -131,20 +174,7 @@ def route_verdict(
 ) -> Verdict:
     """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
     message, from the reference checks."""
-    unresolved = "; ".join(m for f, m in sorted(problems.items()) if f.startswith("spec.rules"))
-    resolved = (
-        Condition("ResolvedRefs", "False", "BackendNotFound", unresolved)
-        if unresolved
-        else Condition("ResolvedRefs", "True", "ResolvedRefs", "every backend resolves")
-    )
-    per_parent = []
-    for i in range(len(route.parent_refs)):
-        if problem := problems.get(f"spec.parentRefs[{i}]"):
-            accepted = Condition("Accepted", "False", "NoMatchingParent", problem)
-        else:
-            accepted = Condition("Accepted", "True", "Accepted", "served")
-        per_parent.append((accepted, resolved, programmed.condition()))
-    return Verdict(generation, tuple(per_parent))
+    return _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
 
 
 def policy_verdict(
@@ -153,20 +183,8 @@ def policy_verdict(
     problems: Mapping[str, str],
     programmed: Programmed,
 ) -> Verdict:
-    others = "; ".join(m for f, m in sorted(problems.items()) if not f.startswith("spec.target"))
-    resolved = (
-        Condition("ResolvedRefs", "False", "Invalid", others)
-        if others
-        else Condition("ResolvedRefs", "True", "ResolvedRefs", "everything it names exists")
-    )
-    per_target = []
-    for i in range(len(policy.targets)):
-        if problem := problems.get(f"spec.targetRefs[{i}]"):
-            accepted = Condition("Accepted", "False", "TargetNotFound", problem)
-        else:
-            accepted = Condition("Accepted", "True", "Accepted", "applied")
-        per_target.append((accepted, resolved, programmed.condition()))
-    return Verdict(generation, tuple(per_target))
+    """`problems` as for `route_verdict` (`spec.targetRefs[0]`, `spec.members[1].name`)."""
+    return _verdict(_POLICY, len(policy.targets), generation, problems, programmed)
 
 
 # --- What an object shapes ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,7 +271,7 @@ class Watch:
     included); an ERROR event raises (`Gone` for 410). `interrupt`, from any thread, ends it:
     the iteration then stops quietly, even in the middle of a blocking read."""
 
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Callable[[], Any]) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._response: Any = None

@@ -43,7 +43,13 @@ def write_status(
     for _ in range(ATTEMPTS):
         try:
             obj = cluster.get(resource, namespace=namespace, name=name)
-            status = merge(obj)
+            try:
+                status = merge(obj)
+            except (KeyError, TypeError, AttributeError, ValueError) as error:
+                # An object of a shape its CRD should not allow: leave it, keep serving.
+                log.warning("status_merge_failed", object=f"{namespace}/{name}", error=repr(error))
+                metrics.STATUS_WRITES.labels(resource.plural, "failed").inc()
+                return Written.FAILED
             if status is None:
                 return Written.UNCHANGED
             obj["status"] = status

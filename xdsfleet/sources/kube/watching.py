@@ -19,12 +19,11 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from xdsfleet import metrics
-from xdsfleet.sources.kube.client import ApiError, Cluster, Gone, JsonObject, NotFound
+from xdsfleet.sources.kube.client import ApiError, Cluster, Gone, JsonObject, NotFound, Watch
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 
@@ -101,7 +100,7 @@ class Reflector:
         self._lock = threading.Lock()
         self._lists_started = 0
         self._relist_wanted = False
-        self._watch: Any = None
+        self._watch: Watch | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._log = log.bind(watch=name)
 

@@ -62,6 +62,30 @@ def running(
     )
 
 
+def serving(
+    member: Member, *services: Service, endpoints: tuple[Endpoint, ...] | None = None
+) -> MemberState:
+    """`member` exporting `services`, each with one slice on port 8000 + the service port:
+    `endpoints`, or one ready endpoint of its own."""
+    return MemberState(
+        member,
+        services=services,
+        endpoint_slices=tuple(
+            EndpointSlice(
+                s.namespace,
+                f"{s.name}-1",
+                s.name,
+                tuple(
+                    EndpointPort(p.name, 8000 + p.port, p.protocol, p.app_protocol) for p in s.ports
+                ),
+                endpoints or (Endpoint((f"10.0.0.{len(s.name)}",)),),
+            )
+            for s in services
+        ),
+        exports=tuple((s.namespace, s.name) for s in services),
+    )
+
+
 def policy(
     name: str, target: PolicyTarget | None = None, namespace: str = NS, **spec: Any
 ) -> TrafficPolicy:

@@ -20,20 +20,18 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from states import serving
 
 from xdsfleet.cache import types
 from xdsfleet.local import envoy_binary
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
-    EndpointPort,
-    EndpointSlice,
     FleetState,
     Gateway,
     GatewayListener,
     HTTPRoute,
     Member,
-    MemberState,
     ParentRef,
     PathMatch,
     PathMatchType,
@@ -119,30 +117,10 @@ ENDPOINTS = (
 )
 
 
-def _running(member: Member, *services: Service) -> MemberState:
-    return MemberState(
-        member,
-        services=services,
-        endpoint_slices=tuple(
-            EndpointSlice(
-                s.namespace,
-                f"{s.name}-1",
-                s.name,
-                tuple(
-                    EndpointPort(p.name, 8000 + p.port, p.protocol, p.app_protocol) for p in s.ports
-                ),
-                ENDPOINTS,
-            )
-            for s in services
-        ),
-        exports=tuple((s.namespace, s.name) for s in services),
-    )
-
-
 MEMBERS = (
-    _running(Member("east", "r-east", "z-east-a", weight=3), WEB, CART),
-    _running(Member("idc", "r-idc", "z-idc", weight=0), WEB, CART),
-    _running(Member("west", "r-west", "z-west"), WEB),
+    serving(Member("east", "r-east", "z-east-a", weight=3), WEB, CART, endpoints=ENDPOINTS),
+    serving(Member("idc", "r-idc", "z-idc", weight=0), WEB, CART, endpoints=ENDPOINTS),
+    serving(Member("west", "r-west", "z-west"), WEB, endpoints=ENDPOINTS),
 )
 
 

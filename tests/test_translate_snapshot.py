@@ -9,19 +9,16 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from states import serving
 
 from xdsfleet.cache import types
 from xdsfleet.model.fleet import (
     BackendRef,
-    Endpoint,
-    EndpointPort,
-    EndpointSlice,
     FleetState,
     Gateway,
     GatewayListener,
     HTTPRoute,
     Member,
-    MemberState,
     ParentRef,
     RouteMatch,
     RouteRule,
@@ -30,25 +27,6 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
-
-
-def running(member: Member, *services: Service) -> MemberState:
-    return MemberState(
-        member,
-        services=services,
-        endpoint_slices=tuple(
-            EndpointSlice(
-                s.namespace,
-                f"{s.name}-1",
-                s.name,
-                tuple(EndpointPort(p.name, 8000 + p.port) for p in s.ports),
-                (Endpoint((f"10.0.0.{len(s.name)}",)),),
-            )
-            for s in services
-        ),
-        exports=tuple((s.namespace, s.name) for s in services),
-    )
-
 
 WEB = Service("shop", "web", (ServicePort("http", 80), ServicePort("admin", 9090)))
 CART = Service("shop", "cart", (ServicePort("grpc", 50051, app_protocol="grpc"),))
@@ -71,7 +49,7 @@ ROUTE = HTTPRoute(
     (RouteRule((RouteMatch(),), (BackendRef("web", "shop", 80),)),),
 )
 STATE = FleetState(
-    "f", (running(EAST, WEB, CART), running(WEST, WEB)), gateways=(GATEWAY,), http_routes=(ROUTE,)
+    "f", (serving(EAST, WEB, CART), serving(WEST, WEB)), gateways=(GATEWAY,), http_routes=(ROUTE,)
 )
 ALL_CLUSTERS = {"shop/cart:50051", "shop/web:80", "shop/web:9090"}
 
@@ -174,7 +152,7 @@ def test_a_proxyless_listener_routes_everything_to_its_cluster_inline() -> None:
 
 
 def test_the_order_of_services_in_a_member_does_not_change_the_output() -> None:
-    reordered = FleetState("f", (running(EAST, CART, WEB), running(WEST, WEB)))
+    reordered = FleetState("f", (serving(EAST, CART, WEB), serving(WEST, WEB)))
     profile = NodeProfile(role=Role.SIDECAR, region="r-east")
 
     assert translate(reordered, profile) == translate(STATE, profile)

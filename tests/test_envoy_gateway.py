@@ -162,18 +162,13 @@ def test_envoy_reports_the_versions_we_served(mesh: Mesh) -> None:
     assert client["node"] == f"gateway-{'delta' if mesh.delta else 'sotw'}"
 
 
-def logged(server: Server, event: str) -> list[dict[str, Any]]:
-    lines = filter(None, server.log().splitlines())
-    return [e for e in map(json.loads, lines) if e.get("event") == event]
-
-
 def test_a_broken_file_is_rejected_and_its_last_good_version_keeps_serving(mesh: Mesh) -> None:
     converge(lambda: mesh.members_answering() == {"east", "west"}, "both members answering")
     broken = mesh.files.root / "members" / "east" / "shop.yaml"
     good = broken.read_text()
     broken.write_text(good.replace("kind: EndpointSlice", "kind: EndpointSlice\nbogus: 1"))
-    converge(lambda: bool(logged(mesh.server, "source_rejected")), "rejection logged")
-    [rejected] = logged(mesh.server, "source_rejected")
+    converge(lambda: bool(mesh.server.events("source_rejected")), "rejection logged")
+    [rejected] = mesh.server.events("source_rejected")
     assert rejected["file"] == str(broken.resolve())
     assert any("EndpointSlice default/shop-1" in p and "bogus" in p for p in rejected["problems"])
     assert 'xdsfleet_source_problems{source="files"} 1.0' in mesh.server.metrics()

@@ -251,6 +251,32 @@ def test_a_retry_after_a_refused_connection_goes_to_the_next_priority(gateway: G
     assert gateway.stat(*retried) - before == 20
 
 
+def test_a_policy_naming_a_member_not_in_the_fleet_applies_and_is_reported(
+    gateway: Gateway,
+) -> None:
+    policy = {
+        "targetRefs": [{"group": "", "kind": "Service", "name": "unknown"}],
+        "failover": {"tiers": [{"members": ["west"]}, {"members": ["nowhere"]}]},
+    }
+    members = {"east": {"unknown": pods("east", 1)}, "west": {"unknown": pods("west", 1)}}
+    gateway.apply(members, policies={"unknown": policy})
+    converge(lambda: set(gateway.answers("unknown")) == {"west"}, "the policy's first tier")
+
+    def unresolved() -> list[dict[str, Any]]:
+        found = gateway.server.events("source_unresolved")
+        return [e for e in found if e["object"] == "TrafficPolicy default/unknown"]
+
+    converge(unresolved, "the reference reported")
+    assert [(e["file"], e["field"], e["message"]) for e in unresolved()] == [
+        (
+            str(gateway.files.root.resolve() / "routes" / "policies.yaml"),
+            "spec.failover.tiers[1].members[0]",
+            "member nowhere is not in the Fleet",
+        )
+    ]
+    assert 'xdsfleet_unresolved_references{source="files"} 1.0' in gateway.server.metrics()
+
+
 def test_draining_and_undraining_a_member_fails_no_request(gateway: Gateway) -> None:
     members = {"east": {"drain": pods("east", 1)}, "west": {"drain": pods("west", 1)}}
     target = {"targetRefs": [{"group": "", "kind": "Service", "name": "drain"}]}
@@ -274,6 +300,9 @@ def test_draining_and_undraining_a_member_fails_no_request(gateway: Gateway) -> 
         converge(lambda: set(gateway.answers("drain")) == {"west"}, "east drained")
         gateway.apply(members, policies={"drain": {**target, **ramp}})
         converge(lambda: "east" in gateway.answers("drain", 40), "east back")
+        # Its share ramps back over the slow-start window, then is whole: one pod against one.
+        converge(lambda: bool(gateway.server.events("undrain_ramp_finished")), "the ramp done")
+        converge(lambda: 0.4 <= share(gateway.answers("drain", 40), "east") <= 0.6, "east's share")
     finally:
         stop.set()
         loader.join()

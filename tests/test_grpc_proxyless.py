@@ -86,11 +86,7 @@ def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> 
         assert done.returncode == 0, done.stderr[-3000:]
         answers = json.loads(done.stdout)
         assert set(answers) == {"east", "west"}
-        opened = [
-            event
-            for event in map(json.loads, filter(None, server.log().splitlines()))
-            if event["event"] == "stream_opened"
-        ]
+        opened = server.events("stream_opened")
         assert [(e["node_id"], e["profile"]) for e in opened] == [
             ("proxyless-test", "proxyless eu-west")
         ]

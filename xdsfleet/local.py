@@ -195,6 +195,11 @@ class Server(_Process):
     def metrics(self) -> str:
         return get(self.metrics_port, "/metrics")[1].decode()
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The log events called `name`, oldest first (`serve` logs one JSON object a line)."""
+        lines = filter(None, self.log().splitlines())
+        return [event for event in map(json.loads, lines) if event.get("event") == name]
+
 
 class Envoy(_Process):
     """A real Envoy, bootstrapped by `xdsfleet bootstrap`, with its admin API on a free port."""

@@ -33,6 +33,16 @@ SOURCE_PROBLEMS = Gauge(
     "Problems in the inputs now (their last good version serves).",
     ["source"],
 )
+UNRESOLVED_REFERENCES = Gauge(
+    "xdsfleet_unresolved_references",
+    "References in the served fleet to nothing (translation skips them; `validate` lists them), "
+    "by where the referring object comes from: files or kubernetes.",
+    ["source"],
+)
+UNDRAIN_RAMPS = Gauge(
+    "xdsfleet_undrain_ramps",
+    "Members whose share of a service port is ramping back up after a drain.",
+)
 SNAPSHOT_REJECTIONS = Counter(
     "xdsfleet_snapshot_rejections_total",
     "Translated snapshots refused as inconsistent (the previous one keeps serving).",

@@ -24,8 +24,10 @@ from grpc_reflection.v1alpha import reflection
 from xdsfleet.app import http
 from xdsfleet.app.aggregate import Aggregator, cluster_access
 from xdsfleet.app.publisher import Publisher
+from xdsfleet.app.ramps import Ramper
 from xdsfleet.app.status import StatusWriter
 from xdsfleet.app.store import Store
+from xdsfleet.app.unresolved import UnresolvedReporter
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
@@ -130,11 +132,11 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    store: Store | None = None
+    ramper: Ramper | None = None
 
     def on_state(state: FleetState) -> None:
-        if store is not None:
-            store.update(state)
+        if ramper is not None:
+            ramper.update(state)
 
     def on_crash(_: BaseException) -> None:
         stop.set()  # a watch thread hit a bug; it logged it
@@ -167,7 +169,18 @@ async def serve(settings: Settings) -> None:
         _guard(task, stop)
 
     publisher = Publisher(first.result())
-    store = Store(publisher.publish, current=first.result())
+    unresolved = UnresolvedReporter(lambda: source.origins if source is not None else {})
+    unresolved.check(first.result())
+
+    def published(state: FleetState) -> None:
+        publisher.publish(state)
+        unresolved.check(state)
+
+    store = Store(published, current=first.result())
+    # Sources -> ramps -> store -> publisher.
+    ramper = Ramper(store.update, current=first.result())
+    ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
+    _guard(ramping, stop)
     ads = AdsService(publisher.cache)
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     _guard(watchdog, stop)
@@ -175,7 +188,7 @@ async def serve(settings: Settings) -> None:
         aggregator=aggregator,
         ads=ads,
         snapshot_of=publisher.cache.get,
-        served=lambda: store.current if store else None,
+        served=lambda: store.current,
         namespace=settings.namespace,
         interval=settings.status_seconds,
     )
@@ -206,9 +219,9 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
-        watchdog.cancel()
-        status.cancel()
-        await asyncio.gather(watchdog, status, return_exceptions=True)
+        for task in (ramping, watchdog, status):
+            task.cancel()
+        await asyncio.gather(ramping, watchdog, status, return_exceptions=True)
         await writer.stop()
         await _stop_sources(source, tasks, aggregator)
         await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))

@@ -349,9 +349,24 @@ class TLSSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class Ramp:
+    """A member on its way back from drain: the percentage of its share that one service port
+    gives it for now. No source sets it: the app's ramp agent (`app/ramps.py`) raises it over
+    the slow-start window and then removes it, so that the state is again the one a server that
+    never saw the drain would hold."""
+
+    namespace: str
+    service: str
+    port: int
+    member: str
+    percent: int  # 1 to 99
+
+
+@dataclass(frozen=True, slots=True)
 class FleetState:
-    """One generation of everything the sources know. Members are sorted by name; gateways,
-    routes, policies and secrets by (namespace, name), so equal inputs give equal states."""
+    """One generation of everything the sources know, and the ramps under way. Members are sorted
+    by name; gateways, routes, policies and secrets by (namespace, name); ramps by service port
+    and member: equal inputs give equal states."""
 
     name: str
     members: tuple[MemberState, ...]
@@ -361,3 +376,4 @@ class FleetState:
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
+    ramps: tuple[Ramp, ...] = ()

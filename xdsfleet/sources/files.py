@@ -319,7 +319,7 @@ def validate_fleet(path: Path) -> list[Problem]:
 class FileSource:
     """A fleet from files, followed live. `run` hands the first state to `on_state`, then a new
     one after each batch of changes that changes it (or the Fleet document: `fleet_spec`);
-    `problems` lists the current rejections."""
+    `problems` lists the current rejections, `origins` the file of each object in use."""
 
     def __init__(self, path: Path) -> None:
         self._catalog = _Catalog(path)
@@ -328,6 +328,7 @@ class FileSource:
         self._reported: dict[str, tuple[Problem, ...]] = {}
         self.problems: tuple[Problem, ...] = ()
         self.fleet_spec: FleetSpec | None = None
+        self.origins: Mapping[str, str] = {}
 
     def stop(self) -> None:
         """Make `run` return (within one watch step)."""
@@ -340,7 +341,7 @@ class FileSource:
         outcome = self._catalog.settle()
         if outcome.problems:
             raise InvalidInput(list(outcome.problems))
-        self._state = outcome.loaded.state
+        self._state, self.origins = outcome.loaded.state, outcome.loaded.origins
         self.fleet_spec = self._catalog.fleet_spec()
         log.info(
             "source_loaded",
@@ -372,6 +373,7 @@ class FileSource:
         touched = self._catalog.refresh(changed)
         outcome = self._catalog.settle()
         self._report(outcome)
+        self.origins = outcome.loaded.origins
         # The spec counts too: its `source.kubeconfig` (the fleet cluster) is not in the state.
         spec = self._catalog.fleet_spec()
         if outcome.loaded.state == self._state and spec == self.fleet_spec:

@@ -1,18 +1,22 @@
 """Where each member of a service port stands for one node: its tier and its locality weights.
 
-DESIGN.md's rules (tiers by topology, weight = healthy endpoints x member weight) and the
-TrafficPolicy's (explicit tiers, shares, drain, pinning; docs/policy.md) meet here, as plain
-values: `endpoints` turns them into assignments. Nothing here builds messages.
+DESIGN.md's rules (tiers by topology, weight = healthy endpoints x member weight), the
+TrafficPolicy's (explicit tiers, shares, drain, pinning; docs/policy.md) and the ramps of members
+back from drain meet here, as plain values: `endpoints` turns them into assignments. Nothing here
+builds messages.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xdsfleet.model.fleet import Member
+from xdsfleet.model.fleet import Member, Ramp
 from xdsfleet.model.policy import PolicySpec
 from xdsfleet.translate.localities import LocalityView, tier
-from xdsfleet.translate.services import MemberPort, ServicePortBackends
+from xdsfleet.translate.memo import memoised_by_identity
+from xdsfleet.translate.services import MemberPort, ServicePortBackends, ServicePortKey
 
 # Shares are split over a member's zones by their healthy endpoints; scaling keeps that split
 # visible in integer weights. Shares are at most 10,000, so a locality weighs at most 10^6.
@@ -32,22 +36,17 @@ class Placement:
     pinned: tuple[str, ...] = ()  # first, before every tier
     overprovisioning_factor: int | None = None
     health_check_port: int | None = None
+    # member -> the percentage of its share it gets while it ramps back from drain
+    ramps: tuple[tuple[str, int], ...] = ()
 
     def with_pinned(self, members: tuple[str, ...]) -> Placement:
-        return Placement(
-            self.shares,
-            self.drained,
-            self.tiers,
-            tuple(sorted(members)),
-            self.overprovisioning_factor,
-            self.health_check_port,
-        )
+        return dataclasses.replace(self, pinned=tuple(sorted(members)))
 
 
 DEFAULT_PLACEMENT = Placement()
 
 
-def placement_of(spec: PolicySpec) -> Placement:
+def placement_of(spec: PolicySpec, ramps: tuple[tuple[str, int], ...] = ()) -> Placement:
     weighted = tuple((m.name, m.weight) for m in spec.members if m.weight is not None)
     failover = spec.failover
     return Placement(
@@ -56,7 +55,21 @@ def placement_of(spec: PolicySpec) -> Placement:
         tiers=failover.tiers if failover is not None else (),
         overprovisioning_factor=failover.overprovisioning_factor if failover else None,
         health_check_port=spec.health_check.port if spec.health_check is not None else None,
+        ramps=ramps,
     )
+
+
+@memoised_by_identity
+def ramps_by_port(
+    ramps: tuple[Ramp, ...],
+) -> Mapping[ServicePortKey, tuple[tuple[str, int], ...]]:
+    """The ramps of each service port, as `Placement.ramps`; kept while the state shares the
+    same tuple."""
+    found: dict[ServicePortKey, tuple[tuple[str, int], ...]] = {}
+    for ramp in ramps:
+        key = ServicePortKey(ramp.namespace, ramp.service, ramp.port)
+        found[key] = (*found.get(key, ()), (ramp.member, ramp.percent))
+    return found
 
 
 def member_tier(view: LocalityView, placement: Placement, member: Member, zone: str) -> int:
@@ -78,7 +91,21 @@ def locality_weights(
     port: ServicePortBackends, placement: Placement
 ) -> tuple[tuple[int, ...], ...]:
     """Per member, per zone: the locality weight; 0 leaves the locality out."""
-    return tuple(_member_weights(m, placement) for m in port.members)
+    weights = tuple(_member_weights(m, placement) for m in port.members)
+    ramping = dict(placement.ramps)
+    if not any(m.member.name in ramping for m in port.members):
+        return weights
+    # Weights by endpoints are small integers (one endpoint weighs 1), so scale them as shares
+    # are scaled first: 10 % of 1 would otherwise round back to 1. Only while a member ramps:
+    # once it is done, the weights are those of a state that never saw the drain.
+    scale = 1 if placement.shares is not None else SHARE_SCALE
+    return tuple(
+        tuple(
+            max(1, weight * scale * ramping.get(m.member.name, 100) // 100) if weight else 0
+            for weight in member_weights
+        )
+        for m, member_weights in zip(port.members, weights, strict=True)
+    )
 
 
 def _member_weights(member_port: MemberPort, placement: Placement) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from xdsfleet.translate.names import (
     quic_listener_name,
     secret_name,
 )
-from xdsfleet.translate.placement import placement_of
+from xdsfleet.translate.placement import placement_of, ramps_by_port
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.routes import plan_listener, route_configuration, uses_sessions
 from xdsfleet.translate.rules import Destination, Planner
@@ -55,6 +55,7 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
     start_generation(state)
     index = service_index(state)
     policies = policy_index(state.policies)
+    ramps = ramps_by_port(state.ramps)
     resources: Resources = {type_url: {} for type_url in types.ORDER}
     planner = Planner(index, policies, frozenset(m.member.name for m in state.members))
     if profile.role is Role.GATEWAY:
@@ -77,7 +78,7 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
         if profile.role is Role.PROXYLESS:
             settings = settings.for_proxyless()
         resources[types.CLUSTER][name] = cluster(name, port.http2, settings)
-        placement = placement_of(spec).with_pinned(destination.pinned)
+        placement = placement_of(spec, ramps.get(key, ())).with_pinned(destination.pinned)
         resources[types.ENDPOINT][name] = assignment(port, view, placement)
     return resources
 

@@ -180,3 +180,12 @@ def test_a_node_port_member_without_ready_pods_offers_nothing() -> None:
 def test_a_node_port_member_is_one_locality_in_its_zone() -> None:
     idc = running(IDC, "10.5.0.1", node_port=30080, nodes=NODES)
     assert [(m, z) for m, z, *_ in localities(fleet(idc))] == [("idc", "dc1")]
+
+
+def test_locality_weights_are_scaled_down_to_what_envoy_accepts() -> None:
+    pods = [f"10.0.{i // 250}.{i % 250}" for i in range(6000)]
+    east = running(replace(EAST, weight=1_000_000), *pods[:4000])
+    west = running(replace(WEST, weight=1_000_000), *pods[4000:])
+    weights = [w for *_, w in localities(fleet(east, west))]
+    assert sum(weights) <= 2**32 - 1
+    assert round(weights[0] / weights[1], 3) == 2.0

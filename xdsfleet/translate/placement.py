@@ -94,17 +94,36 @@ def locality_weights(
     weights = tuple(_member_weights(m, placement) for m in port.members)
     ramping = dict(placement.ramps)
     if not any(m.member.name in ramping for m in port.members):
-        return weights
+        return _fit(weights)
     # Weights by endpoints are small integers (one endpoint weighs 1), so scale them as shares
     # are scaled first: 10 % of 1 would otherwise round back to 1. Only while a member ramps:
     # once it is done, the weights are those of a state that never saw the drain.
     scale = 1 if placement.shares is not None else SHARE_SCALE
-    return tuple(
+    return _fit(
         tuple(
-            max(1, weight * scale * ramping.get(m.member.name, 100) // 100) if weight else 0
-            for weight in member_weights
+            tuple(
+                max(1, weight * scale * ramping.get(m.member.name, 100) // 100) if weight else 0
+                for weight in member_weights
+            )
+            for m, member_weights in zip(port.members, weights, strict=True)
         )
-        for m, member_weights in zip(port.members, weights, strict=True)
+    )
+
+
+# Envoy rejects an assignment whose locality weights in one priority add up to more than a
+# uint32; replicas times member weight (up to 1,000,000) can get there.
+MAX_TOTAL_WEIGHT = 2**32 - 1
+
+
+def _fit(weights: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """Scale weights down, keeping their proportions, so that all of them together (and so
+    those of any one priority) stay within what Envoy accepts."""
+    total = sum(sum(member) for member in weights)
+    if total <= MAX_TOTAL_WEIGHT:
+        return weights
+    return tuple(
+        tuple(max(1, w * MAX_TOTAL_WEIGHT // total) if w else 0 for w in member)
+        for member in weights
     )
 
 

@@ -32,7 +32,9 @@ ENDPOINTS_PER_SERVICE = 100
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("measures", nargs="*", metavar="MEASURE", help=f"{', '.join(MEASURES)} or all")
+    parser.add_argument(
+        "measures", nargs="*", metavar="MEASURE", help=f"{', '.join(MEASURES)} or all"
+    )
     parser.add_argument("--quick", action="store_true", help="every measure at toy sizes")
     parser.add_argument("--clients", type=int, nargs="+", help="stream counts")
     parser.add_argument("--endpoints", type=int, help="E of the coldstart, rss and churn fleets")
@@ -60,7 +62,9 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         trans = translate.Options(sizes=(1_000,), fixed_sizes=(), changes=3, plot=False)
         cold = coldstart.Options(shape=QUICK_SHAPE)
         mem = rss.Options(clients=24, shape=QUICK_SHAPE)
-        sustained = churn.Options(clients=24, shape=QUICK_SHAPE, seconds=2, warmup=0.5, per_minute=3)
+        sustained = churn.Options(
+            clients=24, shape=QUICK_SHAPE, seconds=2, warmup=0.5, per_minute=3
+        )
         stalled = stall.Options(clients=24, changes=3)
     if args.clients:
         conv = replace(conv, clients=tuple(args.clients))
@@ -110,7 +114,9 @@ def main() -> None:
         sections = asyncio.run(_bench(args, Console(stderr=True)))
     except run.BenchError as err:
         sys.exit(f"benchmark failed: {err}")
-    report.render(sections, Console(width=120), command=" ".join(["python -m benchmarks", *sys.argv[1:]]))
+    command = " ".join(["python -m benchmarks", *sys.argv[1:]])
+    results = report.QUICK_RESULTS if args.quick else report.RESULTS
+    report.render(sections, Console(width=120), command=command, results=results)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from enum import StrEnum
 from benchmarks.fleet import Fleet, endpoint_address, marker_step
 from xdsfleet.model.fleet import Endpoint
 
+# Random picks before giving up: only a fleet that has lost nearly everything runs out.
+PLACE_ATTEMPTS = 1_000
 # Of every 20 events: 16 flaps, 2 scale-ups, 2 scale-downs.
 _MIX = ("flap",) * 16 + ("up", "up", "down", "down")
 
@@ -104,11 +106,12 @@ class Churn:
         return self.flap_down()  # nothing added to take away: the fleet keeps its size
 
     def _place(self) -> tuple[int, int]:
-        """A random (member, service) of a member that is not lost, and that has endpoints."""
-        shape = self.fleet.shape
-        for _ in range(100):
-            member = self._random.randrange(shape.members)
-            service = self._random.randrange(shape.services)
+        """Where a random generated endpoint lives, if its member is not lost and it still has
+        endpoints: places weigh by their endpoints, as in a real fleet."""
+        for _ in range(PLACE_ATTEMPTS):
+            member, service = self.fleet.place_of(
+                self._random.randrange(self.fleet.shape.endpoints)
+            )
             if not self.fleet.lost(member) and self.fleet.endpoints(member, service):
                 return member, service
         raise RuntimeError("no endpoints left to churn")

@@ -63,13 +63,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
 ]
 OPEN_ATTEMPTS = 5
+RECONNECT_ATTEMPTS = 60  # when reconnecting after the server ended a stream: Envoy keeps trying
 RETRY_SECONDS = 0.2  # times the attempt number: a linear backoff, as a start-up storm needs
+MAX_RETRY_SECONDS = 3.0
 # A marker-carrying assignment starts with its `cluster_name` field (deterministic serialization
 # writes fields in number order), so a SotW client spots it without decoding every resource.
 HOT_PREFIX = endpoint_pb2.ClusterLoadAssignment(cluster_name=fleet.HOT_CLUSTER).SerializeToString()
 PROTOCOLS = ("mixed", "sotw", "delta")
 # Renewals of a stalled stream's EDS subscription: ~10 MB of responses for the default fleet.
 STALL_RENEWALS = 200
+STALL_PACE_SECONDS = 0.005
 
 
 def profile_of_client(index: int) -> NodeProfile:
@@ -144,7 +147,9 @@ class Decoder:
         if value not in self._eds:
             cluster = cluster_pb2.Cluster.FromString(value)
             eds = cluster.type == cluster_pb2.Cluster.EDS
-            self._eds[value] = (cluster.eds_cluster_config.service_name or cluster.name) if eds else None
+            self._eds[value] = (
+                (cluster.eds_cluster_config.service_name or cluster.name) if eds else None
+            )
         return self._eds[value]
 
     def route_names(self, value: bytes) -> tuple[str, ...]:
@@ -185,7 +190,9 @@ class Dialect(Protocol):
 
     def deserialize(self, data: bytes) -> Any: ...
     def first(self, node: Any, type_url: str) -> bytes: ...
-    def subscribe(self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]) -> bytes: ...
+    def subscribe(
+        self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]
+    ) -> bytes: ...
     def ack(self, response: Any, names: tuple[str, ...]) -> bytes: ...
     def entries(self, response: Any) -> Iterator[Entry]: ...
 
@@ -208,7 +215,7 @@ class Sotw:
 
     def subscribe(self, type_url: str, names: tuple[str, ...], before: tuple[str, ...]) -> bytes:
         request = discovery_pb2.DiscoveryRequest(type_url=type_url)
-        return self._names_part(names) + request.SerializeToString()
+        return self._names_part(names) + bytes(request.SerializeToString())
 
     def ack(self, response: Any, names: tuple[str, ...]) -> bytes:
         request = discovery_pb2.DiscoveryRequest(
@@ -217,7 +224,7 @@ class Sotw:
             response_nonce=response.nonce,
         )
         # Serialized messages concatenate into their merge: the names, then the rest.
-        return self._names_part(names) + request.SerializeToString()
+        return self._names_part(names) + bytes(request.SerializeToString())
 
     def entries(self, response: Any) -> Iterator[Entry]:
         for packed in response.resources:
@@ -273,6 +280,9 @@ class Shared:
     decoder: Decoder = field(default_factory=Decoder)
     retried: int = 0  # stream opens that failed before a first response and were retried
     opening: asyncio.Semaphore | None = None  # at most this many streams syncing at once
+    # Open a stream again when the server ends it, as Envoy does; otherwise that ends the run.
+    reconnect: bool = False
+    reconnected: int = 0
 
 
 @dataclass(slots=True)
@@ -289,14 +299,25 @@ class Envoy:
     synced: bool = False
 
     async def run(self, channel: grpc.aio.Channel, on_synced: Callable[[], None]) -> None:
-        """The stream, until the server or the process ends it."""
-        call, response = await self._open(channel)
-        while response is not grpc.aio.EOF:
-            for request in self._answer(response):
-                await call.write(request)
-            acked_at = time.monotonic()
-            self._progress(response, acked_at, on_synced)
-            response = await call.read()
+        """The stream, until the process ends it, or the server does and this does not
+        reconnect."""
+        while True:
+            call, response = await self._open(channel)
+            try:
+                while response is not grpc.aio.EOF:
+                    for request in self._answer(response):
+                        await call.write(request)
+                    acked_at = time.monotonic()
+                    self._progress(response, acked_at, on_synced)
+                    response = await call.read()
+            except grpc.aio.AioRpcError:
+                if not self.shared.reconnect:
+                    raise
+            if not self.shared.reconnect:
+                return
+            # A new stream subscribes from scratch; what was reported stays reported.
+            self.shared.reconnected += 1
+            self.eds, self.rds, self.lds_requested = (), (), False
 
     def _answer(self, response: Any) -> list[bytes]:
         """The ACK of `response`, then the subscriptions it makes necessary."""
@@ -308,7 +329,9 @@ class Envoy:
                 n for e in self.dialect.entries(response) if (n := decoder.eds_name(e.value))
             }
             # SotW CDS is the complete set; Delta CDS adds to what the stream holds.
-            names = tuple(sorted(learned if self.dialect.method == SOTW_METHOD else {*self.eds, *learned}))
+            names = tuple(
+                sorted(learned if self.dialect.method == SOTW_METHOD else {*self.eds, *learned})
+            )
             if names == self.eds:
                 return [ack]
             before, self.eds = self.eds, names
@@ -322,7 +345,13 @@ class Envoy:
         if type_url == types.LISTENER:
             ack = self.dialect.ack(response, ())
             names = tuple(
-                sorted({n for e in self.dialect.entries(response) for n in decoder.route_names(e.value)})
+                sorted(
+                    {
+                        n
+                        for e in self.dialect.entries(response)
+                        for n in decoder.route_names(e.value)
+                    }
+                )
             )
             if not names or names == self.rds:
                 return [ack]
@@ -356,22 +385,27 @@ class Envoy:
         the first response: a stream that fails later ends the run.
         """
         node = node_of(self.index, profile_of_client(self.index))
-        for attempt in range(1, OPEN_ATTEMPTS + 1):
+        attempts = RECONNECT_ATTEMPTS if self.shared.reconnect else OPEN_ATTEMPTS
+        for attempt in range(1, attempts + 1):
             call = channel.stream_stream(
-                self.dialect.method, request_serializer=None, response_deserializer=self.dialect.deserialize
+                self.dialect.method,
+                request_serializer=None,
+                response_deserializer=self.dialect.deserialize,
             )()
             try:
                 await call.write(self.dialect.first(node, types.CLUSTER))
                 return call, await call.read()
             except grpc.aio.AioRpcError:
-                if attempt == OPEN_ATTEMPTS:
+                if attempt == attempts:
                     raise
             self.shared.retried += 1
-            await asyncio.sleep(RETRY_SECONDS * attempt)
+            await asyncio.sleep(min(MAX_RETRY_SECONDS, RETRY_SECONDS * attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def stalled(channel: grpc.aio.Channel, index: int, services: int, stop: asyncio.Event) -> None:
+async def stalled(
+    channel: grpc.aio.Channel, index: int, services: int, stop: asyncio.Event
+) -> None:
     """An Envoy that subscribes to everything and never reads.
 
     gRPC buffers about 4 MB per stream before flow control stops the server's writes, which a
@@ -380,14 +414,21 @@ async def stalled(channel: grpc.aio.Channel, index: int, services: int, stop: as
     every assignment anew (rule 8), until its writer to this stream blocks."""
     dialect = Sotw()
     clusters = tuple(
-        sorted(cluster_name(fleet.NAMESPACE, fleet.service_name(s), fleet.PORT) for s in range(services))
+        sorted(
+            cluster_name(fleet.NAMESPACE, fleet.service_name(s), fleet.PORT)
+            for s in range(services)
+        )
     )
-    call = channel.stream_stream(dialect.method, request_serializer=None, response_deserializer=None)()
+    call = channel.stream_stream(
+        dialect.method, request_serializer=None, response_deserializer=None
+    )()
     await call.write(dialect.first(node_of(index, profile_of_client(index)), types.CLUSTER))
     await call.write(dialect.subscribe(types.LISTENER, (), ()))
     for _ in range(STALL_RENEWALS):
         await call.write(dialect.subscribe(types.ENDPOINT, ("-",), ()))
         await call.write(dialect.subscribe(types.ENDPOINT, clusters, ()))
+        # Paced, so that the server answers each renewal rather than only the last.
+        await asyncio.sleep(STALL_PACE_SECONDS)
     await stop.wait()
     call.cancel()
 
@@ -400,13 +441,14 @@ class Options:
     stalled: int = 0
     services: int = 0  # what stalled streams subscribe to
     open_limit: int = 0  # 0: every stream opens at once, as after a control-plane restart
+    reconnect: bool = False
 
 
 async def run(options: Options) -> None:
     """Run the clients until SIGTERM; a stream that fails ends the process with its error."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    shared = Shared(Tally(options.clients))
+    shared = Shared(Tally(options.clients), reconnect=options.reconnect)
     if options.open_limit:
         shared.opening = asyncio.Semaphore(options.open_limit)
     target = f"127.0.0.1:{options.port}"
@@ -418,7 +460,9 @@ async def run(options: Options) -> None:
         grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(options.stalled)
     ]
     tasks = [
-        asyncio.create_task(_envoy(channels[i // STREAMS_PER_CHANNEL], i, options, shared), name=f"envoy-{i}")
+        asyncio.create_task(
+            _envoy(channels[i // STREAMS_PER_CHANNEL], i, options, shared), name=f"envoy-{i}"
+        )
         for i in range(options.clients)
     ]
     tasks += [
@@ -440,7 +484,15 @@ async def run(options: Options) -> None:
         await asyncio.gather(stopping, *tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in [*channels, *stalled_channels]))
         if shared.retried:
-            print(f"benchmark clients: {shared.retried} stream opens failed early, retried", file=sys.stderr)
+            print(
+                f"benchmark clients: {shared.retried} stream opens failed early, retried",
+                file=sys.stderr,
+            )
+        if shared.reconnected:
+            print(
+                f"benchmark clients: {shared.reconnected} streams ended by the server, reopened",
+                file=sys.stderr,
+            )
 
 
 async def _envoy(channel: grpc.aio.Channel, index: int, options: Options, shared: Shared) -> None:
@@ -472,6 +524,7 @@ def main() -> None:
     parser.add_argument("--stalled", type=int, default=0)
     parser.add_argument("--services", type=int, default=0)
     parser.add_argument("--open-limit", type=int, default=0)
+    parser.add_argument("--reconnect", action="store_true")
     args = parser.parse_args()
     options = Options(
         port=args.port,
@@ -480,6 +533,7 @@ def main() -> None:
         stalled=args.stalled,
         services=args.services,
         open_limit=args.open_limit,
+        reconnect=args.reconnect,
     )
     try:
         asyncio.run(run(options))

@@ -94,7 +94,9 @@ def endpoint_address(index: int) -> str:
 def profiles() -> tuple[NodeProfile, ...]:
     """The twelve profiles of the simulated clients: a sidecar and a gateway per locality."""
     return tuple(
-        NodeProfile(role=role, gateway=GATEWAY_REF if role is Role.GATEWAY else None, region=r, zone=z)
+        NodeProfile(
+            role=role, gateway=GATEWAY_REF if role is Role.GATEWAY else None, region=r, zone=z
+        )
         for r, z in LOCALITIES
         for role in (Role.SIDECAR, Role.GATEWAY)
     )
@@ -112,6 +114,10 @@ class Shape:
 
     def describe(self) -> str:
         return f"M={self.members:,} S={self.services:,} E={self.endpoints:,}"
+
+
+# The largest fleet the targets speak of: 50 members, 1,000 services, 100,000 endpoints.
+FULL_SCALE = Shape(members=50, services=1_000, endpoints=100_000)
 
 
 class Fleet:
@@ -132,7 +138,7 @@ class Fleet:
         self._slice_ports = (EndpointPort(PORT_NAME, TARGET_PORT),)
         addresses: list[list[list[str]]] = [[[] for _ in names] for _ in self.members]
         for j in range(shape.endpoints):
-            s, m = j % shape.services, (j // shape.services) % shape.members
+            m, s = self.place_of(j)
             addresses[m][s].append(marker_address(0) if j == 0 else endpoint_address(j))
         self._slices = [
             [self._slice(m, s, self._endpoints(m, a)) for s, a in enumerate(per_service)]
@@ -158,6 +164,11 @@ class Fleet:
                 http_routes=self._routes,
             )
         return self._state
+
+    def place_of(self, endpoint: int) -> tuple[int, int]:
+        """The (member, service) that generated endpoint number `endpoint` belongs to."""
+        services = self.shape.services
+        return (endpoint // services) % self.shape.members, endpoint % services
 
     def endpoints(self, member: int, service: int) -> tuple[Endpoint, ...]:
         return self._slices[member][service].endpoints

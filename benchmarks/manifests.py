@@ -104,7 +104,12 @@ def _route_docs(fleet: Fleet) -> list[dict[str, Any]]:
                     {
                         "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                         "backendRefs": [
-                            {"group": MCS_GROUP, "kind": "ServiceImport", "name": service.name, "port": PORT}
+                            {
+                                "group": MCS_GROUP,
+                                "kind": "ServiceImport",
+                                "name": service.name,
+                                "port": PORT,
+                            }
                         ],
                     }
                 ],
@@ -141,4 +146,8 @@ def _slice_doc(member: Member, service: str, endpoints: tuple[Endpoint, ...]) ->
 
 
 def _export_doc(name: str) -> dict[str, Any]:
-    return {"apiVersion": f"{MCS_GROUP}/v1alpha1", "kind": "ServiceExport", "metadata": _metadata(name)}
+    return {
+        "apiVersion": f"{MCS_GROUP}/v1alpha1",
+        "kind": "ServiceExport",
+        "metadata": _metadata(name),
+    }

@@ -12,8 +12,10 @@ from typing import Any, Protocol
 
 
 class _Convergence(Protocol):
-    last_p50: float
-    last_p99: float
+    @property
+    def last_p50(self) -> float: ...
+    @property
+    def last_p99(self) -> float: ...
 
 
 def _pyplot() -> Any:
@@ -30,7 +32,9 @@ def convergence(figures: Mapping[int, tuple[_Convergence, _Convergence]], path: 
     plt = _pyplot()
     counts = sorted(figures)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for index, (name, color) in enumerate((("xdsfleet", "tab:blue"), ("floor (bare gRPC)", "tab:gray"))):
+    for index, (name, color) in enumerate(
+        (("xdsfleet", "tab:blue"), ("floor (bare gRPC)", "tab:gray"))
+    ):
         for quantile, style in (("last_p50", "-o"), ("last_p99", "--^")):
             values = [getattr(figures[n][index], quantile) * 1000 for n in counts]
             label = f"{name} {quantile.removeprefix('last_')}"

@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).resolve().parent.parent / ".bench" / "results.json"
+# The smoke test's toy run must not overwrite a real run's figures.
+QUICK_RESULTS = RESULTS.with_name("results-quick.json")
 
 
 def rank(values: Sequence[float], quantile: float) -> float:
@@ -47,7 +49,7 @@ class Section:
     measure: str  # the CLI selector that produces it
     title: str
     columns: tuple[str, ...]
-    rows: list[tuple[str, ...]]
+    rows: Sequence[tuple[str, ...]]
     notes: tuple[str, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +74,7 @@ def verdicts(sections: Sequence[Section]) -> Table:
     return out
 
 
-def render(sections: Sequence[Section], console: Console, *, command: str) -> None:
+def render(sections: Sequence[Section], console: Console, *, command: str, results: Path) -> None:
     for section in sections:
         console.print(table(section))
         for note in section.notes:
@@ -80,7 +82,7 @@ def render(sections: Sequence[Section], console: Console, *, command: str) -> No
         console.print()
     if any(s.verdicts for s in sections):
         console.print(verdicts(sections))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(
         json.dumps({"command": command, "sections": [asdict(s) for s in sections]}, indent=1)
     )

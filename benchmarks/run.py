@@ -45,6 +45,7 @@ class Clients:
     stalled: int = 0
     services: int = 0
     open_limit: int = 0
+    reconnect: bool = False
 
     def argv(self, port: int) -> list[str]:
         return [
@@ -54,6 +55,7 @@ class Clients:
             f"--stalled={self.stalled}",
             f"--services={self.services}",
             f"--open-limit={self.open_limit}",
+            *(["--reconnect"] if self.reconnect else []),
         ]
 
 

@@ -129,10 +129,16 @@ def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
         if delta:
             entries = [resources[n].delta_entry for n in names]
             return wire.delta_response(
-                system_version_info=version, type_url=type_url, nonce=nonce, entries=entries, removed=()
+                system_version_info=version,
+                type_url=type_url,
+                nonce=nonce,
+                entries=entries,
+                removed=(),
             )
         entries = [resources[n].sotw_entry for n in names]
-        return wire.sotw_response(version_info=version, type_url=type_url, nonce=nonce, entries=entries)
+        return wire.sotw_response(
+            version_info=version, type_url=type_url, nonce=nonce, entries=entries
+        )
 
     return _Tables(
         answers={

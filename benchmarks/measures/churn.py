@@ -18,31 +18,78 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import REGISTRY
 
 from benchmarks import proc, run, targets
 from benchmarks.churn import Churn
-from benchmarks.fleet import Fleet, Shape
+from benchmarks.fleet import FULL_SCALE, Fleet, Shape
 from benchmarks.report import Section, Verdict, ms
 from xdsfleet.app.store import Store
 from xdsfleet.cache import types
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.server.ads import StreamInfo
 
 TARGET_CORES = 1.0
 TARGET_LAG = 1
 READY_SECONDS = 600.0
 DRAIN_SECONDS = 120.0
+# After the churn stops, a server that kept up is at most one publish and one fan-out behind.
+CATCH_UP_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     clients: int = 1_000
-    shape: Shape = Shape(members=50, services=1_000, endpoints=100_000)
+    shape: Shape = FULL_SCALE
     seconds: float = 60.0
     warmup: float = 5.0
     per_minute: float = 0.05  # of the endpoints
     open_limit: int = 100
     lose_member: bool = True
+    protocol: str = "mixed"
+
+
+class ClientAcks:
+    """The EDS version each stream's client last ACKed.
+
+    The server's status keeps the last ACK whose nonce was the latest one sent: an older nonce
+    is stale (rule 3), and under churn a SotW client's ACK often arrives after the next response
+    went out, so the status falls behind what the client holds. A SotW ACK's `version_info`
+    says what the client holds all the same, so this watches SotW streams' requests (wrapping
+    the machine's `on_request` on the instance: it observes, it changes nothing). Delta ACKs are
+    matched by nonce, stale or not, and the status is exact."""
+
+    def __init__(self) -> None:
+        self._acked: dict[int, str] = {}
+        self._watched: set[int] = set()
+
+    def client(self, stream_id: int, info: StreamInfo) -> str | None:
+        if stream_id not in self._watched:
+            self._watch(stream_id, info)
+        return self._acked.get(stream_id) or self.server(info)
+
+    @staticmethod
+    def server(info: StreamInfo) -> str | None:
+        status = info.machine.status().get(types.ENDPOINT)
+        return status.acked_version if status is not None else None
+
+    def _watch(self, stream_id: int, info: StreamInfo) -> None:
+        self._watched.add(stream_id)
+        if info.protocol != "sotw":
+            return
+        on_request = info.machine.on_request
+
+        def observed(request: Any) -> Any:
+            acked = request.response_nonce and not request.HasField("error_detail")
+            if acked and request.type_url == types.ENDPOINT:
+                self._acked[stream_id] = request.version_info
+            return on_request(request)
+
+        # setattr: mypy refuses assigning to a method, which is the point here.
+        setattr(info.machine, "on_request", observed)  # noqa: B010
 
 
 @dataclass(slots=True)
@@ -51,7 +98,8 @@ class Lags:
 
     serving: targets.Serving
     generation: int = 0
-    largest: int = 0
+    largest: int = 0  # by what the clients ACKed
+    largest_in_status: int = 0  # by the server's per-stream status
     behind: set[int] = field(default_factory=set)  # streams ever more than TARGET_LAG behind
     # Per publish, the largest lag of any stream: how many publishes had a stream N behind.
     histogram: Counter[int] = field(default_factory=Counter)
@@ -59,6 +107,7 @@ class Lags:
     publishes: int = 0
     bookkeeping: float = 0.0  # this measure's own CPU, to leave out
     measuring: bool = False
+    acks: ClientAcks = field(default_factory=ClientAcks)
     _generations: dict[NodeProfile, dict[str, int]] = field(default_factory=dict)
 
     def record(self) -> None:
@@ -85,53 +134,62 @@ class Lags:
 
     def _check(self) -> None:
         upcoming = self.generation + 1
-        largest = 0
+        largest = None
         for stream_id, info in self.serving.ads.streams.items():
-            status = info.machine.status().get(types.ENDPOINT)
-            if status is None:
-                continue
-            acked = self._generations.get(info.profile, {}).get(status.acked_version, 0)
-            lag = upcoming - acked
-            largest = max(largest, lag)
+            generations = self._generations.get(info.profile, {})
+            client, server = self.acks.client(stream_id, info), self.acks.server(info)
+            if client is None or server is None:
+                continue  # not subscribed to EDS yet
+            lag = upcoming - generations.get(client, 0)
+            in_status = upcoming - generations.get(server, 0)
+            largest = lag if largest is None else max(largest, lag)
+            self.largest_in_status = max(self.largest_in_status, in_status)
             if lag > TARGET_LAG:
                 self.behind.add(stream_id)
-        self.histogram[largest] += 1
-        self.largest = max(self.largest, largest)
+        if largest is not None:  # None: no stream had subscribed (all cut and reconnecting)
+            self.histogram[largest] += 1
+            self.largest = max(self.largest, largest)
 
 
 @dataclass(slots=True)
 class _Generator:
+    """Churn events on a clock. When the loop was busy and events are overdue, all of them are
+    applied and handed to the Store as one state: a source delivers its backlog of watch events
+    as a batch (as the Kubernetes watchers do), and the window ends on time however slow the
+    server is."""
+
     churn: Churn
     store: Store
     cpu: float = 0.0  # making events and states: the sources' work, not the server's
     events: int = 0
 
-    def apply(self, make: str = "event") -> None:
-        started = time.thread_time()
-        if make == "event":
-            self.churn.event()
-            self.events += 1
-        state = self.churn.fleet.state()
-        self.cpu += time.thread_time() - started
-        self.store.update(state)
-
     async def run(self, seconds: float, rate: float, lost_member: int | None) -> None:
-        """`rate` events per second for `seconds`, on a fixed schedule (no drift); the member, if
-        any, is lost at a third and restored at two thirds."""
+        """`rate` events per second for `seconds`; the member, if any, is lost at a third of the
+        events and restored at two thirds."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        marks = {round(seconds * rate / 3): "lose", round(2 * seconds * rate / 3): "restore"}
-        for i in range(round(seconds * rate)):
-            # Always through the loop, even when behind: a source's events reach the Store from
-            # other tasks, never in one uninterrupted burst.
-            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-            if lost_member is not None and (mark := marks.get(i)) is not None:
-                if mark == "lose":
-                    self.churn.fleet.lose(lost_member)
-                else:
-                    self.churn.fleet.restore(lost_member)
-                self.apply("member")
-            self.apply()
+        total = round(seconds * rate)
+        marks = {round(total / 3): "lose", round(2 * total / 3): "restore"}
+        applied = 0
+        while applied < total:
+            due = min(total, int((loop.time() - start) * rate) + 1)
+            if due <= applied:
+                await asyncio.sleep(start + applied / rate - loop.time())
+                continue
+            started = time.thread_time()
+            for i in range(applied, due):
+                if lost_member is not None and (mark := marks.get(i)) is not None:
+                    if mark == "lose":
+                        self.churn.fleet.lose(lost_member)
+                    else:
+                        self.churn.fleet.restore(lost_member)
+                self.churn.event()
+            self.events += due - applied
+            applied = due
+            state = self.churn.fleet.state()
+            self.cpu += time.thread_time() - started
+            self.store.update(state)
+            await asyncio.sleep(0)
 
 
 async def measure(options: Options) -> Section:
@@ -143,7 +201,13 @@ async def measure(options: Options) -> Section:
         store = Store(lags.publish, current=fleet.state())
         generator = _Generator(churn, store)
         with run.frozen_start_up():
-            clients = run.Clients(options.clients, open_limit=options.open_limit)
+            # Streams the server cuts come back, as Envoys would: the run goes on and says so.
+            clients = run.Clients(
+                options.clients,
+                protocol=options.protocol,
+                open_limit=options.open_limit,
+                reconnect=True,
+            )
             async with run.client_process(served.port, clients) as process:
                 async with asyncio.timeout(READY_SECONDS):
                     await process.converged()
@@ -154,29 +218,56 @@ async def measure(options: Options) -> Section:
                 pid = process.process.pid
                 cpu0, clients0, wall0 = time.process_time(), proc.cpu_seconds(pid), time.monotonic()
                 spent0, events0 = lags.bookkeeping + generator.cpu, generator.events
+                cut0 = _send_timeouts()
                 lost = options.shape.members - 1 if options.lose_member else None
                 await generator.run(options.seconds, rate, lost)
                 wall = time.monotonic() - wall0
-                server_cpu = time.process_time() - cpu0 - (lags.bookkeeping + generator.cpu - spent0)
+                server_cpu = (
+                    time.process_time() - cpu0 - (lags.bookkeeping + generator.cpu - spent0)
+                )
                 if process.process.returncode is not None:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
                 lags.measuring = False
                 events = generator.events - events0
-                drained = time.monotonic()
-                async with asyncio.timeout(DRAIN_SECONDS):
-                    await run.until(lambda: not store.pending and served.in_sync() >= options.clients)
-                drain = time.monotonic() - drained
+                drain = await _catch_up(store, served, options.clients)
+                cut = _send_timeouts() - cut0
     cores = server_cpu / wall
+    # One core used in full is no proof of sustaining: the event loop is one thread, so a server
+    # that falls behind also shows about one core. Sustaining means keeping up as well.
+    why = "; ".join(
+        reason
+        for reason, failed in (
+            (f"{cut:,.0f} streams cut", cut > 0),
+            ("no catch-up", drain is None),
+            (f"{drain or 0:.1f} s to catch up", drain is not None and drain > CATCH_UP_SECONDS),
+        )
+        if failed
+    )
+    kept_up = not why
     rows = [
         ("events / s", f"{events / wall:,.1f}", f"{rate:,.1f} asked"),
         ("publishes", f"{lags.publishes:,}", f"{lags.publishes / wall:,.1f} / s"),
-        ("CPU in Publisher.publish per publish, ms", ms(lags.publish_cpu / max(1, lags.publishes)), ""),
+        (
+            "CPU in Publisher.publish per publish, ms",
+            ms(lags.publish_cpu / max(1, lags.publishes)),
+            "",
+        ),
         ("server CPU, cores", f"{cores:.2f}", f"publish: {lags.publish_cpu / wall:.2f}"),
         ("client process CPU, cores", f"{clients_cpu / wall:.2f}", "(not the server's)"),
-        ("largest lag, versions", str(lags.largest), f"{len(lags.behind):,} streams > {TARGET_LAG}"),
+        (
+            "largest lag, versions",
+            str(lags.largest),
+            f"{len(lags.behind):,} streams > {TARGET_LAG}",
+        ),
+        ("largest lag in the server's stream status", str(lags.largest_in_status), "(rule 3)"),
         ("publishes by their largest lag", _histogram(lags.histogram), ""),
-        ("caught up after the churn stopped, s", f"{drain:.2f}", ""),
+        (
+            "caught up after the churn stopped, s",
+            f"{drain:.2f}" if drain is not None else f"not within {DRAIN_SECONDS:g}",
+            "",
+        ),
+        ("streams cut by the send timeout", f"{cut:,.0f}", "(they reconnect)"),
     ]
     return Section(
         measure="churn",
@@ -194,12 +285,13 @@ async def measure(options: Options) -> Section:
         verdicts=(
             Verdict(
                 "5 %/min churn sustained on < 1 core",
-                f"{cores:.2f} cores",
-                cores < TARGET_CORES,
+                f"{cores:.2f} cores" + ("" if kept_up else f"; not kept up ({why})"),
+                cores < TARGET_CORES and kept_up,
             ),
             Verdict(
                 f"no stream ever more than {TARGET_LAG} version behind",
-                f"largest lag {lags.largest}; {len(lags.behind):,} of {options.clients:,} streams over",
+                f"largest lag {lags.largest}; "
+                f"{len(lags.behind):,} of {options.clients:,} streams over",
                 lags.largest <= TARGET_LAG,
             ),
         ),
@@ -210,12 +302,40 @@ async def measure(options: Options) -> Section:
             "cores": cores,
             "client_cores": clients_cpu / wall,
             "largest_lag": lags.largest,
+            "largest_lag_in_status": lags.largest_in_status,
             "streams_behind": len(lags.behind),
             "drain_seconds": drain,
             "lag_histogram": dict(lags.histogram),
+            "streams_cut": cut,
         },
     )
 
 
+async def _catch_up(store: Store, served: targets.Serving, clients: int) -> float | None:
+    """Seconds until every stream has ACKed the last state, or None if not within the limit."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            await run.until(lambda: not store.pending and served.in_sync() >= clients)
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def _send_timeouts() -> float:
+    """Streams our server has closed because a write waited longer than its send timeout."""
+    return REGISTRY.get_sample_value("xdsfleet_send_timeouts_total") or 0.0
+
+
+# Lag buckets for the table: its full histogram is in the results file.
+_BUCKETS = ((1, 1), (2, 2), (3, 5), (6, 20), (21, None))
+
+
 def _histogram(counts: Counter[int]) -> str:
-    return ", ".join(f"{lag}: {n}" for lag, n in sorted(counts.items()))
+    parts = []
+    for low, high in _BUCKETS:
+        n = sum(c for lag, c in counts.items() if lag >= low and (high is None or lag <= high))
+        label = str(low) if low == high else f"{low}-{high}" if high else f">{low - 1}"
+        if n:
+            parts.append(f"{label}: {n}")
+    return ", ".join(parts) or "none"

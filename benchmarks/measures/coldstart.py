@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks import fleet as generated
 from benchmarks import manifests, proc, run
-from benchmarks.fleet import Shape
+from benchmarks.fleet import FULL_SCALE, Shape
 from benchmarks.report import Section, Verdict
 
 TARGET_SECONDS = 3.0
@@ -29,7 +29,7 @@ CHILD_SECONDS = 600
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    shape: Shape = Shape(members=50, services=1_000, endpoints=100_000)
+    shape: Shape = FULL_SCALE
 
 
 def measure(options: Options) -> Section:
@@ -50,17 +50,29 @@ def measure(options: Options) -> Section:
         raise run.BenchError(f"cold start failed: {done.stderr.strip()}")
     figures = json.loads(done.stdout)
     if figures["endpoints"] != options.shape.endpoints:
-        raise run.BenchError(f"loaded {figures['endpoints']} endpoints, wrote {options.shape.endpoints}")
+        raise run.BenchError(
+            f"loaded {figures['endpoints']} endpoints, wrote {options.shape.endpoints}"
+        )
     total = figures["load"] + figures["publish"] + figures["frame"]
     rows = [
-        ("load_fleet (read, parse, validate, assemble)", f"{figures['load']:.2f}", f"{figures['load_cpu']:.2f}"),
-        ("first publish, 12 profiles (translate, encode)", f"{figures['publish']:.2f}", f"{figures['publish_cpu']:.2f}"),
+        (
+            "load_fleet (read, parse, validate, assemble)",
+            f"{figures['load']:.2f}",
+            f"{figures['load_cpu']:.2f}",
+        ),
+        (
+            "first publish, 12 profiles (translate, encode)",
+            f"{figures['publish']:.2f}",
+            f"{figures['publish_cpu']:.2f}",
+        ),
         ("frame one stream's first responses", f"{figures['frame']:.3f}", ""),
         ("total", f"{total:.2f}", ""),
     ]
     return Section(
         measure="coldstart",
-        title=f"Cold start, s: fleet {options.shape.describe()} from {size / 2**20:,.0f} MiB of YAML",
+        title=(
+            f"Cold start, s: fleet {options.shape.describe()} from {size / 2**20:,.0f} MiB of YAML"
+        ),
         columns=("step", "wall", "CPU"),
         rows=rows,
         notes=(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks import run
-from benchmarks.fleet import Shape
+from benchmarks.fleet import FULL_SCALE, Shape
 from benchmarks.report import Section, Verdict
 
 TARGET_MIB = 500
@@ -29,7 +29,7 @@ START_SECONDS = 600.0
 @dataclass(frozen=True, slots=True)
 class Options:
     clients: int = 2_000
-    shape: Shape = Shape(members=50, services=1_000, endpoints=100_000)
+    shape: Shape = FULL_SCALE
     open_limit: int = 100
 
 

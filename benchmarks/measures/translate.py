@@ -22,8 +22,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from benchmarks import plots, run
 from benchmarks.churn import Churn
-from benchmarks.fleet import Fleet, Shape, profiles, service_name
-from benchmarks.fleet import NAMESPACE, PORT
+from benchmarks.fleet import NAMESPACE, PORT, Fleet, Shape, profiles, service_name
 from benchmarks.report import Section, Verdict, ms, rank
 from xdsfleet.app.publisher import Publisher
 from xdsfleet.cache import types
@@ -148,8 +147,19 @@ def measure(options: Options) -> Section:
         )
     return Section(
         measure="translate",
-        title=f"Translation + encode per endpoint change, 12 profiles, ms ({options.changes} changes)",
-        columns=("series", "fleet", "CPU p50", "CPU p90", "wall p50", "floor p50", "x floor", "first publish, s"),
+        title=(
+            f"Translation + encode per endpoint change, 12 profiles, ms ({options.changes} changes)"
+        ),
+        columns=(
+            "series",
+            "fleet",
+            "CPU p50",
+            "CPU p90",
+            "wall p50",
+            "floor p50",
+            "x floor",
+            "first publish, s",
+        ),
         rows=rows,
         notes=(
             "CPU: thread time of Publisher.publish with one endpoint changed (a churn event).",
@@ -159,7 +169,12 @@ def measure(options: Options) -> Section:
         verdicts=tuple(verdicts),
         data={
             name: [
-                {"endpoints": p.shape.endpoints, "services": p.shape.services, "cpu_p50": rank(p.cpu, 0.5), "floor_p50": rank(p.floor, 0.5)}
+                {
+                    "endpoints": p.shape.endpoints,
+                    "services": p.shape.services,
+                    "cpu_p50": rank(p.cpu, 0.5),
+                    "floor_p50": rank(p.floor, 0.5),
+                }
                 for p in points
             ]
             for name, points in series.items()

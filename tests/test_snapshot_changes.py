@@ -3,9 +3,12 @@ skip some (a slow client) or when nothing they hold changed."""
 
 from __future__ import annotations
 
-from snapshots import delta_request, request, snapshot
+import pytest
+from snapshots import assignment, cluster, delta_request, listener, request, route, snapshot
 
-from xdsfleet.cache.types import CLUSTER, ENDPOINT
+from xdsfleet.cache.resources import Encoder
+from xdsfleet.cache.snapshot import InconsistentSnapshot, patch_snapshot
+from xdsfleet.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.sotw import SotwStream
 
@@ -60,3 +63,34 @@ def test_delta_stream_that_skipped_a_snapshot_still_gets_everything_that_changed
     stream.next_responses(S1)
     [update] = stream.next_responses(S3)
     assert [r.name for r in update.resources] == ["a", "b", "c"]
+
+
+def test_a_patch_is_the_snapshot_a_build_gives_and_knows_its_changes() -> None:
+    patched = patch_snapshot(
+        S1,
+        {
+            CLUSTER: {"c": cluster("c")},
+            ENDPOINT: {"a": assignment("a", "10.0.0.1"), "c": assignment("c", "10.0.0.5")},
+            LISTENER: {"L-r": listener("L-r", "r")},
+            ROUTE: {"r": route("r", "c")},
+        },
+        Encoder(),
+    )
+
+    built = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",), "c": ("10.0.0.5",)}, {"r": "c"})
+    assert patched.versions == built.versions
+    assert patched.eds_names == built.eds_names
+    for type_url, named in built.resources.items():
+        assert [(n, e.body) for n, e in patched.of(type_url).items()] == [
+            (n, e.body) for n, e in named.items()
+        ]
+    # "a" was patched with what it had: not a change.
+    assert patched.changes_since(ENDPOINT, S1.versions[ENDPOINT]) == frozenset({"c"})
+    assert patched.after(S1) is patched
+
+
+def test_a_patch_naming_a_missing_resource_is_refused() -> None:
+    with pytest.raises(InconsistentSnapshot, match="'L-x' needs RouteConfiguration 'x'"):
+        patch_snapshot(S1, {LISTENER: {"L-x": listener("L-x", "x")}}, Encoder())
+    with pytest.raises(InconsistentSnapshot, match="'c' needs ClusterLoadAssignment 'c'"):
+        patch_snapshot(S1, {CLUSTER: {"c": cluster("c")}}, Encoder())

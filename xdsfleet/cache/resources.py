@@ -8,6 +8,7 @@ responses, so no stream ever serializes a resource again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,21 @@ class Encoded:
     body: bytes  # the message itself, deterministically serialized
     sotw_entry: bytes  # a DiscoveryResponse `resources` field: the Any, framed
     delta_entry: bytes  # a DeltaDiscoveryResponse `resources` field: the Resource, framed
+    # This resource's share of a set version (`set_version`), computed once with the encoding.
+    set_term: int
+
+
+SET_MODULUS = 2**64
 
 
 def content_version(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def set_term(name: str, version: str) -> int:
+    """A 64-bit hash of one (name, version) pair: what it adds to its set's version."""
+    digest = hashlib.blake2b(f"{name}\0{version}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def encode(type_url: str, name: str, message: Any) -> Encoded:
@@ -46,18 +58,30 @@ def encode(type_url: str, name: str, message: Any) -> Encoded:
         body=body,
         sotw_entry=wire.length_delimited(wire.RESPONSE_RESOURCES, any_bytes),
         delta_entry=wire.length_delimited(wire.DELTA_RESOURCES, resource),
+        set_term=set_term(name, version),
     )
 
 
-def set_version(resources: list[Encoded] | tuple[Encoded, ...]) -> str:
-    """The version of a set of resources: changes when any member or the membership changes."""
-    digest = hashlib.blake2b(digest_size=8)
-    for res in resources:
-        digest.update(res.name.encode())
-        digest.update(b"\0")
-        digest.update(res.version.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+def set_version(resources: Iterable[Encoded]) -> str:
+    """The version of a set of resources: changes when any member or the membership changes.
+
+    The sum of each resource's `set_term`, so it does not depend on order and a patched set's
+    version follows in O(changed) (`patched_set_version`); a content hash, so replicas agree.
+    """
+    return _hex(sum(res.set_term for res in resources))
+
+
+def patched_set_version(version: str, removed: Iterable[Encoded], added: Iterable[Encoded]) -> str:
+    """The version of the set of `version` without `removed` and with `added`."""
+    total = int(version, 16) - sum(r.set_term for r in removed) + sum(a.set_term for a in added)
+    return _hex(total)
+
+
+def _hex(total: int) -> str:
+    return format(total % SET_MODULUS, "016x")
+
+
+EMPTY_SET = _hex(0)
 
 
 class Encoder:

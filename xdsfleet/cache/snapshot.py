@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -14,7 +14,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from xdsfleet.cache import types
-from xdsfleet.cache.resources import Encoded, Encoder, encode, set_version
+from xdsfleet.cache.resources import (
+    EMPTY_SET,
+    Encoded,
+    Encoder,
+    encode,
+    patched_set_version,
+    set_version,
+)
 
 HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
@@ -52,6 +59,8 @@ class Snapshot:
 
     def after(self, previous: Snapshot) -> Snapshot:
         """This snapshot, knowing what changed since `previous`."""
+        if self.base_versions and self.base_versions == previous.versions:
+            return self  # a patch of `previous` (`patch_snapshot`): it knows already
         changed: dict[str, frozenset[str]] = {}
         for type_url, now in self.resources.items():
             before = previous.of(type_url)
@@ -73,28 +82,89 @@ def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) 
     eds_names = {
         name: _eds_name(name, cluster) for name, cluster in messages.get(types.CLUSTER, {}).items()
     }
-    problems = [
-        f"cluster {c!r} needs ClusterLoadAssignment {e!r}, which is missing"
-        for c, e in eds_names.items()
-        if e is not None and e not in messages.get(types.ENDPOINT, {})
-    ]
-    problems += [
-        f"listener {listener!r} needs RouteConfiguration {route!r}, which is missing"
-        for listener, msg in messages.get(types.LISTENER, {}).items()
-        for route in _rds_names(msg)
-        if route not in messages.get(types.ROUTE, {})
-    ]
-    if problems:
-        raise InconsistentSnapshot("; ".join(problems))
+    _check(
+        eds_names,
+        messages.get(types.LISTENER, {}),
+        lambda type_url, name: name in messages.get(type_url, {}),
+    )
     resources = {
         type_url: {name: encoder.encode(type_url, name, msg) for name, msg in sorted(named.items())}
         for type_url, named in messages.items()
     }
     return Snapshot(
         resources=resources,
-        versions={t: set_version(list(named.values())) for t, named in resources.items()},
+        versions={t: set_version(named.values()) for t, named in resources.items()},
         eds_names={c: e for c, e in eds_names.items() if e is not None},
     )
+
+
+def patch_snapshot(
+    previous: Snapshot, patch: Mapping[str, Mapping[str, Any]], encoder: Encoder
+) -> Snapshot:
+    """`previous` with some resources replaced or added: the snapshot `build_snapshot` would
+    give for the whole patched set, in O(patch).
+
+    Only the references of the patched resources are checked: the others were checked when
+    `previous` was built, and nothing they name can have gone since the patch removes nothing.
+    """
+    eds_names = {name: _eds_name(name, c) for name, c in patch.get(types.CLUSTER, {}).items()}
+
+    def present(type_url: str, name: str) -> bool:
+        return name in patch.get(type_url, {}) or name in previous.of(type_url)
+
+    _check(eds_names, patch.get(types.LISTENER, {}), present)
+    resources = dict(previous.resources)
+    versions = dict(previous.versions)
+    changed = {type_url: frozenset[str]() for type_url in previous.resources}
+    for type_url, named in patch.items():
+        before = previous.of(type_url)
+        encoded = (encoder.encode(type_url, name, msg) for name, msg in named.items())
+        new = [
+            e for e in encoded if (old := before.get(e.name)) is None or old.version != e.version
+        ]
+        if new:
+            resources[type_url] = _patched(before, new)
+            replaced = [before[e.name] for e in new if e.name in before]
+            versions[type_url] = patched_set_version(
+                versions.get(type_url, EMPTY_SET), replaced, new
+            )
+            changed[type_url] = frozenset(e.name for e in new)
+    eds = dict(previous.eds_names)
+    for name, eds_name in eds_names.items():
+        if eds_name is None:
+            eds.pop(name, None)
+        else:
+            eds[name] = eds_name
+    return Snapshot(resources, versions, eds, base_versions=previous.versions, changed=changed)
+
+
+def _patched(before: Mapping[str, Encoded], new: list[Encoded]) -> dict[str, Encoded]:
+    now = dict(before)
+    now.update((e.name, e) for e in new)
+    if len(now) != len(before):
+        now = dict(sorted(now.items()))  # names were added: keep build_snapshot's order
+    return now
+
+
+def _check(
+    eds_names: Mapping[str, str | None],
+    listeners: Mapping[str, Any],
+    present: Callable[[str, str], bool],
+) -> None:
+    """Refuse a snapshot whose clusters or listeners name an assignment or a route it lacks."""
+    problems = [
+        f"cluster {c!r} needs ClusterLoadAssignment {e!r}, which is missing"
+        for c, e in eds_names.items()
+        if e is not None and not present(types.ENDPOINT, e)
+    ]
+    problems += [
+        f"listener {listener!r} needs RouteConfiguration {route!r}, which is missing"
+        for listener, msg in listeners.items()
+        for route in _rds_names(msg)
+        if not present(types.ROUTE, route)
+    ]
+    if problems:
+        raise InconsistentSnapshot("; ".join(problems))
 
 
 def _eds_name(name: str, cluster: Any) -> str | None:

@@ -7,7 +7,7 @@ their memos on. It builds no Envoy messages and knows nothing of node profiles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ from xdsfleet.model.fleet import (
     Member,
     MemberState,
     Node,
+    Service,
     ServicePort,
 )
 from xdsfleet.translate import names
@@ -132,23 +133,116 @@ def member_ports(
 ) -> tuple[tuple[ServicePortKey, MemberPort], ...]:
     """The service ports one member exports, each with that member's endpoints for it."""
     exported = set(member_state.exports)
+    slices = _slices_by_service(member_state.endpoint_slices)
+    contributions = []
+    for service in member_state.services:
+        if export_all or (service.namespace, service.name) in exported:
+            contributions += _service_ports(member_state, service, slices)
+    return tuple(contributions)
+
+
+def _slices_by_service(
+    endpoint_slices: Iterable[EndpointSlice],
+) -> dict[tuple[str, str], list[EndpointSlice]]:
     slices: dict[tuple[str, str], list[EndpointSlice]] = {}
-    for endpoint_slice in member_state.endpoint_slices:
+    for endpoint_slice in endpoint_slices:
         slices.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), []).append(
             endpoint_slice
         )
+    return slices
+
+
+def _service_ports(
+    member_state: MemberState,
+    service: Service,
+    slices: Mapping[tuple[str, str], list[EndpointSlice]],
+) -> list[tuple[ServicePortKey, MemberPort]]:
+    """What one member contributes to each port of one of its exported Services."""
+    own_slices = slices.get((service.namespace, service.name), [])
     contributions = []
-    for service in member_state.services:
-        if not (export_all or (service.namespace, service.name) in exported):
-            continue
-        own_slices = slices.get((service.namespace, service.name), [])
-        for service_port in service.ports:
-            key = ServicePortKey(service.namespace, service.name, service_port.port)
-            contribution = _member_port(member_state.member, service_port, own_slices)
-            if member_state.member.endpoint_mode is EndpointMode.NODE_PORT:
-                contribution = _through_nodes(contribution, service_port, member_state.nodes)
-            contributions.append((key, contribution))
-    return tuple(contributions)
+    for service_port in service.ports:
+        key = ServicePortKey(service.namespace, service.name, service_port.port)
+        contribution = _member_port(member_state.member, service_port, own_slices)
+        if member_state.member.endpoint_mode is EndpointMode.NODE_PORT:
+            contribution = _through_nodes(contribution, service_port, member_state.nodes)
+        contributions.append((key, contribution))
+    return contributions
+
+
+class IndexUpdate(NamedTuple):
+    entries: ServiceIndex  # the updated index
+    ports: frozenset[ServicePortKey]  # the ports whose entry was rebuilt, added or removed
+
+
+def updated_index(
+    index: ServiceIndex,
+    state: FleetState,
+    changed: Mapping[int, Collection[tuple[str, str]]],
+) -> IndexUpdate:
+    """`service_index(state)`, from the index of a previous state that differs from `state`
+    only in the given services (namespace, name) of the members at the given positions: the
+    work is proportional to those services, not to the fleet."""
+    updated = dict(index)
+    rebuilt: set[ServicePortKey] = set()
+    for name, ports in _contributions(state, changed).items():
+        # A scan of the keys (not of endpoints): the ports the service had before.
+        keys = {k for k in index if (k.namespace, k.service) == name} | ports.keys()
+        rebuilt |= keys
+        for key in keys:
+            entry = _updated_entry(index.get(key), key, state, changed, ports.get(key, {}))
+            if entry is None:
+                updated.pop(key, None)
+            else:
+                updated[key] = entry
+    if updated.keys() != index.keys():
+        updated = dict(sorted(updated.items()))
+    return IndexUpdate(updated, frozenset(rebuilt))
+
+
+def _contributions(
+    state: FleetState, changed: Mapping[int, Collection[tuple[str, str]]]
+) -> dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]]:
+    """(namespace, service) -> port -> member position -> that member's contribution now,
+    for the changed services of the changed members (absent: it contributes nothing)."""
+    found: dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]] = {}
+    for position, services in changed.items():
+        member_state = state.members[position]
+        exported = set(member_state.exports)
+        slices = _slices_by_service(
+            s for s in member_state.endpoint_slices if (s.namespace, s.service_name) in services
+        )
+        by_name = {
+            (s.namespace, s.name): s
+            for s in member_state.services
+            if (s.namespace, s.name) in services
+        }
+        for name in services:
+            ports = found.setdefault(name, {})
+            service = by_name.get(name)
+            if service is not None and (state.export_all or name in exported):
+                for key, contribution in _service_ports(member_state, service, slices):
+                    ports.setdefault(key, {})[position] = contribution
+    return found
+
+
+def _updated_entry(
+    entry: ServicePortBackends | None,
+    key: ServicePortKey,
+    state: FleetState,
+    changed: Mapping[int, Collection[tuple[str, str]]],
+    fresh: Mapping[int, MemberPort],
+) -> ServicePortBackends | None:
+    """One service port's entry with the changed members' contributions swapped in."""
+    kept = {m.member.name: m for m in entry.members} if entry is not None else {}
+    members = []
+    for position, member_state in enumerate(state.members):
+        if (key.namespace, key.service) in changed.get(position, ()):
+            contribution = fresh.get(position)
+        else:
+            contribution = kept.get(member_state.member.name)
+        if contribution is not None:
+            members.append(contribution)
+    return ServicePortBackends(key, tuple(members)) if members else None
 
 
 def _member_port(

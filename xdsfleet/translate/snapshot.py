@@ -6,6 +6,9 @@ unchanged resource is the same object as in the previous generation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
 from xdsfleet.cache import types
 from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener
 from xdsfleet.model.node import NodeProfile, Role
@@ -32,7 +35,7 @@ from xdsfleet.translate.proto import Message
 from xdsfleet.translate.routes import plan_listener, route_configuration, uses_sessions
 from xdsfleet.translate.rules import Destination, Planner
 from xdsfleet.translate.secrets import tls_secret
-from xdsfleet.translate.services import ServiceIndex, service_index
+from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
 from xdsfleet.translate.sidecar import plan_outbound
 
 Resources = dict[str, dict[str, Message]]
@@ -46,30 +49,67 @@ def policy_index(policies: tuple[TrafficPolicy, ...]) -> PolicyIndex:
     return PolicyIndex(policies)
 
 
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """A profile's resources, and the clusters each service port gave them: what a later
+    change to that port's endpoints must rebuild (`translate_destinations`)."""
+
+    resources: Resources
+    destinations: Mapping[ServicePortKey, tuple[Destination, ...]]
+
+
 def translate(state: FleetState, profile: NodeProfile) -> Resources:
     """Type URL -> resource name -> message, for every type of `cache.types.ORDER`.
 
     Pure and deterministic. The messages are shared with other profiles and generations:
     callers must never mutate them.
     """
+    return translation(state, profile, service_index(state)).resources
+
+
+def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Translation:
+    """`translate`, given the state's `service_index` (which callers may have updated
+    incrementally), and saying which clusters come from which service port."""
     start_generation(state)
-    index = service_index(state)
-    policies = policy_index(state.policies)
-    ramps = ramps_by_port(state.ramps)
     resources: Resources = {type_url: {} for type_url in types.ORDER}
-    planner = Planner(index, policies, frozenset(m.member.name for m in state.members))
+    members = frozenset(m.member.name for m in state.members)
+    planner = Planner(index, policy_index(state.policies), members)
     if profile.role is Role.GATEWAY:
         gateway = _gateway(state, profile.gateway)
         if gateway is None:
-            return resources
+            return Translation(resources, {})
         for listener in gateway.listeners:
             _add_gateway_listener(resources, state, gateway, listener, planner)
     elif profile.role is Role.SIDECAR:
         _add_sidecar(resources, state, index, planner)
     else:
         _add_proxyless(resources, index, planner)
+    used = sorted(planner.used, key=lambda d: (d.key, d.pinned))
+    resources.update(translate_destinations(state, profile, index, used))
+    destinations: dict[ServicePortKey, tuple[Destination, ...]] = {}
+    for destination in used:
+        destinations[destination.key] = (*destinations.get(destination.key, ()), destination)
+    return Translation(resources, destinations)
+
+
+def translate_destinations(
+    state: FleetState,
+    profile: NodeProfile,
+    index: ServiceIndex,
+    destinations: Iterable[Destination],
+) -> Resources:
+    """The clusters and assignments of `destinations`, as `translation` builds them: all
+    they depend on is their service port's entry in `index`, its policy and its ramps.
+
+    Starts no memo generation (`translation` does): patching a few resources must not drop
+    the memos of everything else, or the next full translation would build everything anew.
+    """
+    policies = policy_index(state.policies)
+    ramps = ramps_by_port(state.ramps)
     view = view_of(profile)
-    for destination in sorted(planner.used, key=lambda d: (d.key, d.pinned)):
+    clusters: dict[str, Message] = {}
+    assignments: dict[str, Message] = {}
+    for destination in destinations:
         port = index[destination.key]
         key = destination.key
         spec = policies.service(key.namespace, key.service, port.port_name)
@@ -77,10 +117,10 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
         settings = ClusterSettings.of(spec)
         if profile.role is Role.PROXYLESS:
             settings = settings.for_proxyless()
-        resources[types.CLUSTER][name] = cluster(name, port.http2, settings)
+        clusters[name] = cluster(name, port.http2, settings)
         placement = placement_of(spec, ramps.get(key, ())).with_pinned(destination.pinned)
-        resources[types.ENDPOINT][name] = assignment(port, view, placement)
-    return resources
+        assignments[name] = assignment(port, view, placement)
+    return {types.CLUSTER: clusters, types.ENDPOINT: assignments}
 
 
 def _gateway(state: FleetState, ref: str | None) -> Gateway | None:

@@ -4,7 +4,8 @@ Measures: convergence, translate, coldstart, rss, churn, stall, or `all`. Withou
 default set runs (what fits in about ten minutes on a 2-core machine; see BENCHMARKS.md for the
 figure each command produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes
 can be overridden: `--clients` (convergence: a list), `--endpoints` (the fleet of coldstart, rss
-and churn: 50 members, E/100 services), `--changes`, `--seconds` (churn).
+and churn: 50 members, E/100 services), `--changes`, `--seconds` (churn). `--no-member-loss` and
+`--pace` (an experiment: publishes held apart) vary the churn measure.
 Progress goes to stderr, tables to stdout.
 """
 
@@ -40,6 +41,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--endpoints", type=int, help="E of the coldstart, rss and churn fleets")
     parser.add_argument("--changes", type=int, help="changes per convergence/stall/translate run")
     parser.add_argument("--seconds", type=float, help="churn: length of the measured window")
+    parser.add_argument(
+        "--pace", type=float, help="churn experiment: hold publishes this many seconds apart"
+    )
+    parser.add_argument(
+        "--no-member-loss", action="store_true", help="churn: no member lost and restored"
+    )
     args = parser.parse_args()
     unknown = set(args.measures) - {*MEASURES, "all"}
     if unknown:
@@ -63,9 +70,9 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         cold = coldstart.Options(shape=QUICK_SHAPE)
         mem = rss.Options(clients=24, shape=QUICK_SHAPE)
         sustained = churn.Options(
-            clients=24, shape=QUICK_SHAPE, seconds=2, warmup=0.5, per_minute=3
+            clients=24, shape=QUICK_SHAPE, seconds=1, warmup=0.2, per_minute=6
         )
-        stalled = stall.Options(clients=24, changes=3)
+        stalled = stall.Options(clients=24, changes=3, blocked_seconds=0.2)
     if args.clients:
         conv = replace(conv, clients=tuple(args.clients))
         mem = replace(mem, clients=args.clients[-1])
@@ -83,6 +90,10 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         stalled = replace(stalled, changes=args.changes)
     if args.seconds:
         sustained = replace(sustained, seconds=args.seconds)
+    if args.pace:
+        sustained = replace(sustained, pace=args.pace)
+    if args.no_member_loss:
+        sustained = replace(sustained, lose_member=False)
 
     async def synchronous(fn: Callable[[], report.Section]) -> report.Section:
         return fn()

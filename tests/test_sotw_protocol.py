@@ -220,3 +220,14 @@ def test_a_second_request_with_the_same_nonce_only_changes_the_subscription() ->
     grow = stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce))
     assert (ack.outcome, grow.outcome) == (Outcome.ACK, Outcome.SUBSCRIBE)
     assert stream.status()[ENDPOINT].acks == 1
+
+
+def test_a_stale_ack_still_records_what_the_client_holds() -> None:
+    stream, first = connect(ONE)
+    stream.on_request(request(CLUSTER, nonce=first.nonce))
+    [second] = stream.next_responses(TWO)
+    # The ACK of `second` arrives after a third response went out: stale, but true.
+    [_third] = stream.next_responses(snapshot({"c": ("10.0.0.3",)}))
+    result = stream.on_request(request(CLUSTER, nonce=second.nonce, version=second.version))
+    assert result.outcome is Outcome.STALE
+    assert stream.status()[CLUSTER].acked_version == second.version

@@ -104,8 +104,8 @@ async def memory_of(target: str, options: Options) -> Memory:
 
 
 async def measure(options: Options) -> Section:
-    ours = await memory_of("ours", options)
-    floor = await memory_of("floor", options)
+    # Side by side: each process's memory is its own, and the run takes half the time.
+    ours, floor = await asyncio.gather(memory_of("ours", options), memory_of("floor", options))
     rows = [
         (
             name,

@@ -18,26 +18,28 @@ from benchmarks.report import Section, Verdict, ms, rank
 from benchmarks.targets import Target
 
 TARGET_SHIFT = 0.20
-BLOCKED_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     clients: int = 1_000
     changes: int = 30
+    # How long the stalled stream's writer must have waited before the first change: a second
+    # is no write under way, it is flow control holding it.
+    blocked_seconds: float = 1.0
 
 
 @dataclass(slots=True)
 class _Blocked:
     """How long the stalled stream's writer has waited on flow control: the measurement only
-    starts once it does, and it should still wait at the end."""
+    starts once it has for `enough` seconds, and it should still wait at the end."""
 
+    enough: float
     seconds: float | None = None
 
     def ready(self, servers: Sequence[Target]) -> bool:
-        # Waiting a second is no write under way: it is flow control holding it.
         self.inspect(servers)
-        return self.seconds is not None and self.seconds >= BLOCKED_SECONDS
+        return self.seconds is not None and self.seconds >= self.enough
 
     def inspect(self, servers: Sequence[Target]) -> None:
         with_stall = servers[1]
@@ -54,7 +56,7 @@ class _Blocked:
 async def measure(options: Options) -> Section:
     changes = plan.plan(options.changes)
     others = options.clients - 1
-    blocked = _Blocked()
+    blocked = _Blocked(options.blocked_seconds)
     without, with_stall = await run.paired(
         [targets.ours(changes), targets.ours(changes)],
         [

@@ -75,9 +75,12 @@ class SotwStream:
         nack = request.HasField("error_detail")
         sent = self._inflight.pop(nonce) if nonce else None
         if nonce and nonce != state.latest_nonce:
-            # Rule 3: stale. Its NACK is still worth recording (rule 6), but nothing is sent.
-            if nack and sent is not None:
+            # Rule 3: stale: nothing is sent for it. What it says of an older response is still
+            # true, though: record its NACK (rule 6) or ACK, or status lags under churn.
+            if sent is not None and nack:
                 self._reject(state, sent, request)
+            elif sent is not None:
+                state.status.accept(sent, full_state=type_url in types.FULL_STATE)
             return RequestResult(Outcome.STALE, type_url, request.version_info)
         # A request echoing a nonce already answered only changes the subscription: Envoy sends
         # one whenever its set of names changes between responses.

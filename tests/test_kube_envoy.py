@@ -17,10 +17,9 @@ import pytest
 import yaml
 from kube_api import ApiEmulator
 from kube_helpers import endpoint_slice, service, service_export
-from waiting import eventually_sync
 
 from xdsfleet.app.bootstrap import Target, envoy_bootstrap
-from xdsfleet.local import Backend, Envoy, Server, free_port, get
+from xdsfleet.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.kube import resources
 
@@ -155,10 +154,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
 
 
 def converge(condition: Any, what: str) -> None:
-    try:
-        eventually_sync(condition, timeout=CONVERGE_SECONDS)
-    except AssertionError:
-        raise AssertionError(f"{what}: not within {CONVERGE_SECONDS} s") from None
+    wait_for(condition, timeout=CONVERGE_SECONDS, what=what)
 
 
 def test_a_gateway_reaches_the_backends_of_both_emulated_members(mesh: KubeMesh) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 POLL_SECONDS = 0.02
@@ -17,12 +16,3 @@ async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) ->
                 await asyncio.sleep(POLL_SECONDS)
     except TimeoutError:
         raise AssertionError(f"condition not met within {timeout} s") from None
-
-
-def eventually_sync(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    """The same for code outside an event loop (subprocess peers, HTTP checks)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(POLL_SECONDS)

@@ -27,7 +27,7 @@ test: lint typecheck
 
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install
-	$(BIN)/python -m xdsfleet.demo
+	$(BIN)/python -m harness.demo
 
 bench: install
 	$(BIN)/python -m benchmarks

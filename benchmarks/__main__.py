@@ -22,7 +22,7 @@ from rich.console import Console
 from benchmarks import report, run
 from benchmarks.fleet import Shape
 from benchmarks.measures import churn, coldstart, convergence, rss, stall, translate
-from xdsfleet import logs
+from xdsfleet.telemetry import logs
 
 MEASURES = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
 DEFAULT = MEASURES

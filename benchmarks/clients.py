@@ -46,7 +46,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 
 from benchmarks import fleet
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.node import GATEWAY_KEY, ROLE_KEY, NodeProfile, Role
 from xdsfleet.server.ads import SERVICE
 from xdsfleet.translate.names import cluster_name
@@ -323,7 +323,7 @@ class Envoy:
         """The ACK of `response`, then the subscriptions it makes necessary."""
         type_url = response.type_url
         decoder = self.shared.decoder
-        if type_url == types.CLUSTER:
+        if type_url == typeurls.CLUSTER:
             ack = self.dialect.ack(response, ())
             learned = {
                 n for e in self.dialect.entries(response) if (n := decoder.eds_name(e.value))
@@ -335,14 +335,14 @@ class Envoy:
             if names == self.eds:
                 return [ack]
             before, self.eds = self.eds, names
-            return [ack, self.dialect.subscribe(types.ENDPOINT, names, before)]
-        if type_url == types.ENDPOINT:
+            return [ack, self.dialect.subscribe(typeurls.ENDPOINT, names, before)]
+        if type_url == typeurls.ENDPOINT:
             requests = [self.dialect.ack(response, self.eds)]
             if not self.lds_requested:
                 self.lds_requested = True
-                requests.append(self.dialect.subscribe(types.LISTENER, (), ()))
+                requests.append(self.dialect.subscribe(typeurls.LISTENER, (), ()))
             return requests
-        if type_url == types.LISTENER:
+        if type_url == typeurls.LISTENER:
             ack = self.dialect.ack(response, ())
             names = tuple(
                 sorted(
@@ -356,12 +356,12 @@ class Envoy:
             if not names or names == self.rds:
                 return [ack]
             before, self.rds = self.rds, names
-            return [ack, self.dialect.subscribe(types.ROUTE, names, before)]
+            return [ack, self.dialect.subscribe(typeurls.ROUTE, names, before)]
         return [self.dialect.ack(response, self.rds)]
 
     def _progress(self, response: Any, acked_at: float, on_synced: Callable[[], None]) -> None:
         type_url = response.type_url
-        if type_url == types.ENDPOINT:
+        if type_url == typeurls.ENDPOINT:
             for entry in self.dialect.entries(response):
                 hot = entry.name == fleet.HOT_CLUSTER or (
                     entry.name is None and entry.value.startswith(HOT_PREFIX)
@@ -371,7 +371,7 @@ class Envoy:
                     self.hot_step = step
                     if self.synced:
                         self.shared.tally.record(step, acked_at)
-        elif type_url == types.ROUTE and not self.synced and self.hot_step == 0:
+        elif type_url == typeurls.ROUTE and not self.synced and self.hot_step == 0:
             self.synced = True
             self.shared.tally.record(0, acked_at)
             on_synced()
@@ -393,7 +393,7 @@ class Envoy:
                 response_deserializer=self.dialect.deserialize,
             )()
             try:
-                await call.write(self.dialect.first(node, types.CLUSTER))
+                await call.write(self.dialect.first(node, typeurls.CLUSTER))
                 return call, await call.read()
             except grpc.aio.AioRpcError:
                 if attempt == attempts:
@@ -422,11 +422,11 @@ async def stalled(
     call = channel.stream_stream(
         dialect.method, request_serializer=None, response_deserializer=None
     )()
-    await call.write(dialect.first(node_of(index, profile_of_client(index)), types.CLUSTER))
-    await call.write(dialect.subscribe(types.LISTENER, (), ()))
+    await call.write(dialect.first(node_of(index, profile_of_client(index)), typeurls.CLUSTER))
+    await call.write(dialect.subscribe(typeurls.LISTENER, (), ()))
     for _ in range(STALL_RENEWALS):
-        await call.write(dialect.subscribe(types.ENDPOINT, ("-",), ()))
-        await call.write(dialect.subscribe(types.ENDPOINT, clusters, ()))
+        await call.write(dialect.subscribe(typeurls.ENDPOINT, ("-",), ()))
+        await call.write(dialect.subscribe(typeurls.ENDPOINT, clusters, ()))
         # Paced, so that the server answers each renewal rather than only the last.
         await asyncio.sleep(STALL_PACE_SECONDS)
     await stop.wait()

@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--services", type=int, required=True)
     parser.add_argument("--endpoints", type=int, required=True)
     args = parser.parse_args()
-    from xdsfleet import logs
+    from xdsfleet.telemetry import logs
 
     logs.configure(fmt="console", level="warning")
     asyncio.run(serve(args.target, Shape(args.members, args.services, args.endpoints)))

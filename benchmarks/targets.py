@@ -6,9 +6,9 @@ loop per stream, woken by an event), so that the difference between their figure
 serving path adds: translation of the new state for every active profile, the per-stream
 protocol state machines, snapshot lookups and metrics.
 
-`xdsfleet` is driven at `Publisher.publish`, not through the Store: the Store's coalescing delay
+`xdsfleet` is driven at `Publisher.publish`, not through the debouncer: its coalescing delay
 (up to 100 ms, none for removals) is a policy, not serving cost, and would only hide it. The
-churn measure, which is about sustaining a rate, goes through the Store.
+churn measure, which is about sustaining a rate, goes through the debouncer.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from benchmarks.fleet import HOT_CLUSTER
 from benchmarks.plan import Plan
-from xdsfleet.app.publisher import Publisher
-from xdsfleet.cache import types, wire
+from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
+from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.server.nodes import profile_of
@@ -105,7 +105,7 @@ async def ours(plan: Plan) -> AsyncIterator[Ours]:
 
 
 def _initial_nonce(type_url: str) -> str:
-    return f"i{types.SHORT_NAMES[type_url]}"
+    return f"i{typeurls.SHORT_NAMES[type_url]}"
 
 
 def _change_nonce(step: int) -> str:
@@ -143,11 +143,11 @@ def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
     return _Tables(
         answers={
             t: response(first, t, _initial_nonce(t), sorted(first.of(t)))
-            for t in types.ORDER
+            for t in typeurls.ORDER
             if first.of(t)
         },
         changes=tuple(
-            response(s, types.ENDPOINT, _change_nonce(step), [HOT_CLUSTER])
+            response(s, typeurls.ENDPOINT, _change_nonce(step), [HOT_CLUSTER])
             for step, s in enumerate(snapshots)
         ),
     )
@@ -200,7 +200,7 @@ class Floor:
 
     def acked(self, step: int) -> int:
         # Every stream's last initial ACK is of its route configurations.
-        return self._acks[_change_nonce(step) if step else _initial_nonce(types.ROUTE)]
+        return self._acks[_change_nonce(step) if step else _initial_nonce(typeurls.ROUTE)]
 
     async def _sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
         await self._stream(requests, context, delta=False)

@@ -28,7 +28,7 @@ from typing import Any, Self
 import yaml
 from aiohttp import web
 
-from xdsfleet.local import free_port
+from harness.local import free_port
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource
 

@@ -17,7 +17,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 
@@ -97,10 +97,10 @@ def snapshot(
     clusters = clusters or {}
     routes = routes or {}
     messages: dict[str, dict[str, Any]] = {
-        types.CLUSTER: {n: cluster(n, timeout_ms) for n in clusters},
-        types.ENDPOINT: {n: assignment(n, *a) for n, a in clusters.items()},
-        types.LISTENER: {f"L-{r}": listener(f"L-{r}", r) for r in routes},
-        types.ROUTE: {r: route(r, c) for r, c in routes.items()},
+        typeurls.CLUSTER: {n: cluster(n, timeout_ms) for n in clusters},
+        typeurls.ENDPOINT: {n: assignment(n, *a) for n, a in clusters.items()},
+        typeurls.LISTENER: {f"L-{r}": listener(f"L-{r}", r) for r in routes},
+        typeurls.ROUTE: {r: route(r, c) for r, c in routes.items()},
     }
     return build_snapshot(messages, encoder or Encoder())
 

@@ -18,7 +18,7 @@ from waiting import eventually
 
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.cache.types import CLUSTER, ENDPOINT
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.model.node import ROLE_KEY
 from xdsfleet.server import listen
 from xdsfleet.server.ads import AdsService

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cli import app
 
 ROOT = Path(__file__).parent.parent
@@ -58,9 +58,9 @@ def test_render_json_lists_resources_sorted_by_type_and_name() -> None:
         (r["typeUrl"], r["name"]) for r in rows
     )
     # The demo fleet has no HTTPS listener, so no certificates.
-    assert {r["typeUrl"] for r in rows} == set(types.ORDER) - {types.SECRET}
+    assert {r["typeUrl"] for r in rows} == set(typeurls.ORDER) - {typeurls.SECRET}
     assert all(set(r) == {"typeUrl", "name", "version", "resource"} for r in rows)
-    clusters = [r for r in rows if r["typeUrl"] == types.CLUSTER]
+    clusters = [r for r in rows if r["typeUrl"] == typeurls.CLUSTER]
     assert [c["name"] for c in clusters] == ["default/shop:80"]
 
 

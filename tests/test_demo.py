@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from xdsfleet.local import free_port
+from harness.local import free_port
 
 pytestmark = pytest.mark.envoy
 
 
 def test_a_short_demo_run_passes() -> None:
-    argv = [sys.executable, "-m", "xdsfleet.demo", "--requests", "30"]
+    argv = [sys.executable, "-m", "harness.demo", "--requests", "30"]
     done = subprocess.run(
         [*argv, "--listener-port", str(free_port())],
         capture_output=True,

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
 
-from xdsfleet.app.bootstrap import Target, envoy_bootstrap
-from xdsfleet.app.render import render
-from xdsfleet.cache.types import CLUSTER
-from xdsfleet.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, Envoy, Server, free_port, get, wait_for
+from xdsfleet.cache.typeurls import CLUSTER
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.files import load_fleet
+from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
+from xdsfleet.tools.render import render
 
 pytestmark = pytest.mark.envoy
 

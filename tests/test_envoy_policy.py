@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
 
-from xdsfleet.app.bootstrap import Target, envoy_bootstrap
-from xdsfleet.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
 

@@ -22,8 +22,8 @@ from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from states import serving
 
-from xdsfleet.cache import types
-from xdsfleet.local import envoy_binary
+from harness.local import envoy_binary
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -57,13 +57,13 @@ _FIRST_PORT = 20000
 def static_bootstrap(resources: Resources) -> Any:
     """One profile's resources as a static bootstrap that Envoy can validate on its own."""
     bootstrap = bootstrap_pb2.Bootstrap()
-    for name, cluster in resources[types.CLUSTER].items():
+    for name, cluster in resources[typeurls.CLUSTER].items():
         static = bootstrap.static_resources.clusters.add()
         static.CopyFrom(cluster)
         static.type = cluster_pb2.Cluster.STATIC
         static.ClearField("eds_cluster_config")
-        static.load_assignment.CopyFrom(resources[types.ENDPOINT][name])
-    for port, listener in enumerate(resources[types.LISTENER].values(), start=_FIRST_PORT):
+        static.load_assignment.CopyFrom(resources[typeurls.ENDPOINT][name])
+    for port, listener in enumerate(resources[typeurls.LISTENER].values(), start=_FIRST_PORT):
         static = bootstrap.static_resources.listeners.add()
         static.CopyFrom(listener)
         if listener.HasField("api_listener"):
@@ -77,10 +77,10 @@ def static_bootstrap(resources: Resources) -> Any:
             )
         for chain in static.filter_chains:
             for connection_manager in chain.filters:
-                _inline_routes(connection_manager, resources[types.ROUTE])
+                _inline_routes(connection_manager, resources[typeurls.ROUTE])
             if chain.HasField("transport_socket"):
                 _static_secrets(chain.transport_socket)
-    bootstrap.static_resources.secrets.extend(resources[types.SECRET].values())
+    bootstrap.static_resources.secrets.extend(resources[typeurls.SECRET].values())
     return bootstrap
 
 
@@ -175,7 +175,7 @@ PROFILES = {
 
 
 def assert_envoy_accepts(resources: Resources, tmp_path: Path) -> None:
-    assert resources[types.CLUSTER], "nothing to validate: the fixture state lost its services"
+    assert resources[typeurls.CLUSTER], "nothing to validate: the fixture state lost its services"
     config = tmp_path / "bootstrap.pb"
     config.write_bytes(static_bootstrap(resources).SerializeToString())
     result = subprocess.run(

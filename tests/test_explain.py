@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xdsfleet.app.explain import Request, explain
 from xdsfleet.cli import app
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.files import load_fleet
+from xdsfleet.tools.explain import Request, explain
 
 FULL = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
 EDGE = NodeProfile(gateway="default/edge", region="eu-west", zone="eu-west-1a")

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import pytest
 from test_manifests import DELETE, FILE, ROUTE, SERVICE, edited, parse, problems_of, text_of
 
+from xdsfleet.documents.manifests import Place
 from xdsfleet.model.fleet import (
     GRPCMethodMatch,
     HeaderModifier,
@@ -24,7 +25,6 @@ from xdsfleet.model.fleet import (
     ValueMatch,
     ValueMatchType,
 )
-from xdsfleet.sources.manifests import Place
 
 CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"

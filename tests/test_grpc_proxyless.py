@@ -15,9 +15,9 @@ import grpc
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
 
-from xdsfleet.app.bootstrap import Target, grpc_bootstrap
-from xdsfleet.local import Server, free_port
+from harness.local import Server, free_port
 from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.tools.bootstrap import Target, grpc_bootstrap
 
 CLIENT = Path(__file__).with_name("grpc_xds_client.py")
 

@@ -8,10 +8,9 @@ import dataclasses
 
 import pytest
 
-from xdsfleet.app.publisher import Publisher
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
-from xdsfleet.cache.types import CLUSTER, ENDPOINT
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -32,6 +31,7 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import Pin, PolicySpec, PolicyTarget, TargetKind, TrafficPolicy
+from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
 from xdsfleet.translate.services import ServiceIndex, service_index, updated_index
@@ -140,7 +140,7 @@ def full_translations(monkeypatch: pytest.MonkeyPatch) -> list[NodeProfile]:
         seen.append(profile)
         return translation(state, profile, index)
 
-    monkeypatch.setattr("xdsfleet.app.publisher.translation", counting)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.translation", counting)
     return seen
 
 

@@ -18,10 +18,10 @@ import yaml
 from kube_api import ApiEmulator
 from kube_helpers import endpoint_slice, service, service_export
 
-from xdsfleet.app.bootstrap import Target, envoy_bootstrap
-from xdsfleet.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.kube import resources
+from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
 

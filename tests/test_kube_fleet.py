@@ -14,8 +14,8 @@ from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.app.aggregate import Aggregator
 from xdsfleet.model.fleet import FleetState, Member, MemberState
+from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access
 

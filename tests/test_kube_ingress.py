@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
+from xdsfleet.documents.ingress import parse_ingress, routes
+from xdsfleet.documents.manifests import Place, parse_file
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.fleet import FleetState, HTTPRoute, Member, MemberState, Service, ServicePort
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.sources.kube.ingress import parse_ingress, routes
-from xdsfleet.sources.manifests import Place, parse_file
 from xdsfleet.translate import translate
 
 NGINX = "nginx.ingress.kubernetes.io/"
@@ -58,7 +58,7 @@ def served(http_routes: tuple[HTTPRoute, ...]) -> Any:
     )
     gateways = parse_file(GATEWAY, "gateway.yaml", Place.ROUTES).gateways
     state = FleetState("test", (member,), gateways=gateways, http_routes=http_routes)
-    return translate(state, PROFILE)[types.ROUTE]["default/gw/http"]
+    return translate(state, PROFILE)[typeurls.ROUTE]["default/gw/http"]
 
 
 def equivalent(rules: str) -> tuple[HTTPRoute, ...]:

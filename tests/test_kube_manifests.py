@@ -19,9 +19,9 @@ import pytest
 import yaml
 from kube_schema import problems, unknown_keywords
 
-from xdsfleet.app.status import LEASE_NAME
+from xdsfleet.documents.manifests import Place, parse_documents
 from xdsfleet.sources.kube.secrets import MEMBER_LABEL, parse_secret
-from xdsfleet.sources.manifests import Place, parse_documents
+from xdsfleet.status.writer import LEASE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"

@@ -14,12 +14,12 @@ from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet import metrics
 from xdsfleet.model.fleet import EndpointMode, Member, MemberState
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICES
 from xdsfleet.sources.kube.settings import KubeSettings
+from xdsfleet.telemetry import metrics
 
 __all__ = ["no_threads_left"]
 

@@ -15,9 +15,16 @@ from kube_helpers import FAST, no_threads_left
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet import metrics
-from xdsfleet.app.aggregate import Aggregator
-from xdsfleet.app.conditions import (
+from xdsfleet.cache import typeurls
+from xdsfleet.model.fleet import BackendRef, HTTPRoute, ParentRef, RouteRule
+from xdsfleet.pipeline.aggregate import Aggregator
+from xdsfleet.pipeline.publisher import Publisher
+from xdsfleet.server.ads import AdsService
+from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.lease import LeaseElector
+from xdsfleet.sources.kube.resources import FLEETS, HTTP_ROUTES, LEASES, SECRETS
+from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.status.conditions import (
     CONTROLLER,
     Held,
     Programmed,
@@ -25,15 +32,8 @@ from xdsfleet.app.conditions import (
     parent_refs,
     route_verdict,
 )
-from xdsfleet.app.publisher import Publisher
-from xdsfleet.app.status import StatusWriter
-from xdsfleet.cache import types
-from xdsfleet.model.fleet import BackendRef, HTTPRoute, ParentRef, RouteRule
-from xdsfleet.server.ads import AdsService
-from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.lease import LeaseElector
-from xdsfleet.sources.kube.resources import FLEETS, HTTP_ROUTES, LEASES, SECRETS
-from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.status.writer import StatusWriter
+from xdsfleet.telemetry import metrics
 
 __all__ = ["no_threads_left"]
 
@@ -197,7 +197,7 @@ ROUTE = HTTPRoute(
 
 
 def route_held(name: str, *, current: bool = True, refused: str | None = None) -> Held:
-    return Held(types.ROUTE, name, current, refused)
+    return Held(typeurls.ROUTE, name, current, refused)
 
 
 def test_programmed_counts_envoys_that_hold_refuse_or_lag_behind() -> None:

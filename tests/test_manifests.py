@@ -11,6 +11,17 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from xdsfleet.documents.manifests import (
+    SERVICE_NAME_FIELD,
+    FileContents,
+    FleetFiles,
+    LoadedFleet,
+    Place,
+    assemble,
+    origin_key,
+    parse_file,
+    reference_problems,
+)
 from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.model.fleet import (
     BackendRef,
@@ -22,17 +33,6 @@ from xdsfleet.model.fleet import (
     PathMatchType,
     RouteMatch,
     ServicePort,
-)
-from xdsfleet.sources.manifests import (
-    SERVICE_NAME_FIELD,
-    FileContents,
-    FleetFiles,
-    LoadedFleet,
-    Place,
-    assemble,
-    origin_key,
-    parse_file,
-    reference_problems,
 )
 
 SERVICE: dict[str, Any] = {

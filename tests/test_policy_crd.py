@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kube_schema import problems, unknown_keywords
 
-from xdsfleet.sources.policy import SPEC_FIELDS
+from xdsfleet.documents.policy import SPEC_FIELDS
 
 ROOT = Path(__file__).parent.parent
 [CRD] = list(yaml.safe_load_all((ROOT / "k8s" / "crds" / "trafficpolicy.yaml").read_text()))

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import pytest
 from test_manifests import DELETE, FILE, edited, problems_of, text_of
 
+from xdsfleet.documents.manifests import Place, parse_file
 from xdsfleet.model.policy import (
     Balancer,
     ConsistentHash,
@@ -22,7 +23,6 @@ from xdsfleet.model.policy import (
     RetryBudget,
     TargetKind,
 )
-from xdsfleet.sources.manifests import Place, parse_file
 
 SERVICE_POLICY: dict[str, Any] = {
     "apiVersion": "xdsfleet.io/v1alpha1",

@@ -8,9 +8,9 @@ from pathlib import Path
 from structlog.testing import capture_logs
 from test_file_source import following, hostname_routes, hostnames, make_fleet, write
 
-from xdsfleet import metrics
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.policy import MemberPolicy
+from xdsfleet.telemetry import metrics
 
 POLICY = """\
 apiVersion: xdsfleet.io/v1alpha1

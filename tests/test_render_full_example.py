@@ -10,7 +10,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cli import app
 from xdsfleet.translate.actions import PREVIOUS_HOSTS, PREVIOUS_PRIORITIES
 
@@ -28,16 +28,16 @@ def rendered() -> dict[tuple[str, str], Any]:
 def test_the_full_example_renders_failover_for_a_gateway() -> None:
     resources = rendered()
 
-    shop = resources[(types.CLUSTER, "default/shop:80")]
+    shop = resources[(typeurls.CLUSTER, "default/shop:80")]
     assert shop["outlierDetection"]["consecutiveGatewayFailure"] == 3
     assert shop["circuitBreakers"]["thresholds"][0]["retryBudget"]["budgetPercent"]["value"] == 25
-    assignment = resources[(types.ENDPOINT, "default/shop:80")]
+    assignment = resources[(typeurls.ENDPOINT, "default/shop:80")]
     assert {block.get("priority", 0) for block in assignment["endpoints"]} == {0, 1, 2}
     assert all(block["loadBalancingWeight"] >= 1 for block in assignment["endpoints"])
     assert assignment["policy"]["overprovisioningFactor"] == 140
-    routes = resources[(types.ROUTE, "default/edge/http")]["virtualHosts"][0]["routes"]
+    routes = resources[(typeurls.ROUTE, "default/edge/http")]["virtualHosts"][0]["routes"]
     retry = next(r for r in routes if "route" in r)["route"]["retryPolicy"]
     assert [p["name"] for p in retry["retryHostPredicate"]] == [PREVIOUS_HOSTS]
     assert retry["retryPriority"]["name"] == PREVIOUS_PRIORITIES
-    assert (types.SECRET, "default/example-tls") in resources
-    assert (types.LISTENER, "default/edge/https/h3") in resources
+    assert (typeurls.SECRET, "default/example-tls") in resources
+    assert (typeurls.LISTENER, "default/edge/https/h3") in resources

@@ -1,6 +1,6 @@
 """SDS over ADS: certificates are a resource type like the others, over SotW and Delta alike.
 
-The protocol machines know types only through `cache.types.ORDER`; these tests show that the
+The protocol machines know types only through `cache.typeurls.ORDER`; these tests show that the
 Secret type added there is served, ordered before listeners, and pushed again on rotation.
 """
 
@@ -14,7 +14,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from snapshots import delta_request, request
 from test_ads_server import Fixture, read, start, with_node
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.model.fleet import (
@@ -63,26 +63,28 @@ async def ads() -> AsyncIterator[Fixture]:
 
 async def test_sotw_serves_a_requested_secret_and_pushes_its_rotation(ads: Fixture) -> None:
     call = ads.stub().StreamAggregatedResources()
-    await call.write(with_node(request(types.SECRET, [SECRET]), role="gateway"))
+    await call.write(with_node(request(typeurls.SECRET, [SECRET]), role="gateway"))
     first = await read(call)
-    assert first.type_url == types.SECRET
+    assert first.type_url == typeurls.SECRET
     assert [certificate_of(r) for r in first.resources] == ["FIRST"]
-    await call.write(request(types.SECRET, [SECRET], nonce=first.nonce, version=first.version_info))
+    await call.write(
+        request(typeurls.SECRET, [SECRET], nonce=first.nonce, version=first.version_info)
+    )
 
     ads.publish(fleet_snapshot("SECOND"))
 
     rotated = await read(call)
-    assert rotated.type_url == types.SECRET
+    assert rotated.type_url == typeurls.SECRET
     assert [certificate_of(r) for r in rotated.resources] == ["SECOND"]
     call.cancel()
 
 
 async def test_delta_serves_a_subscribed_secret_and_pushes_its_rotation(ads: Fixture) -> None:
     call = ads.stub().DeltaAggregatedResources()
-    await call.write(with_node(delta_request(types.SECRET, [SECRET]), role="gateway"))
+    await call.write(with_node(delta_request(typeurls.SECRET, [SECRET]), role="gateway"))
     first = await read(call)
     assert [r.name for r in first.resources] == [SECRET]
-    await call.write(delta_request(types.SECRET, nonce=first.nonce))
+    await call.write(delta_request(typeurls.SECRET, nonce=first.nonce))
 
     ads.publish(fleet_snapshot("SECOND"))
 
@@ -96,21 +98,23 @@ async def test_a_new_secret_reaches_the_client_before_the_listener_that_uses_it(
     ads: Fixture,
 ) -> None:
     call = ads.stub().StreamAggregatedResources()
-    await call.write(with_node(request(types.LISTENER), role="gateway"))
+    await call.write(with_node(request(typeurls.LISTENER), role="gateway"))
     listeners = await read(call)
-    await call.write(request(types.LISTENER, nonce=listeners.nonce, version=listeners.version_info))
-    await call.write(request(types.SECRET, [SECRET]))
+    await call.write(
+        request(typeurls.LISTENER, nonce=listeners.nonce, version=listeners.version_info)
+    )
+    await call.write(request(typeurls.SECRET, [SECRET]))
     secrets = await read(call)
     await call.write(
-        request(types.SECRET, [SECRET], nonce=secrets.nonce, version=secrets.version_info)
+        request(typeurls.SECRET, [SECRET], nonce=secrets.nonce, version=secrets.version_info)
     )
 
     ads.publish(fleet_snapshot("SECOND", port=8443))
 
-    assert [(await read(call)).type_url for _ in range(2)] == [types.SECRET, types.LISTENER]
+    assert [(await read(call)).type_url for _ in range(2)] == [typeurls.SECRET, typeurls.LISTENER]
     call.cancel()
 
 
 def test_secrets_come_before_listeners_in_the_serving_order() -> None:
     # Envoy warms a listener until the certificates it names arrive (xds-protocol rule 13).
-    assert types.ORDER.index(types.SECRET) < types.ORDER.index(types.LISTENER)
+    assert typeurls.ORDER.index(typeurls.SECRET) < typeurls.ORDER.index(typeurls.LISTENER)

@@ -8,7 +8,7 @@ from snapshots import assignment, cluster, delta_request, listener, request, rou
 
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import InconsistentSnapshot, patch_snapshot
-from xdsfleet.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.sotw import SotwStream
 

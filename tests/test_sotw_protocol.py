@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from snapshots import request, snapshot
 
-from xdsfleet.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.protocol import Outcome, Response
 from xdsfleet.server.sotw import SotwStream
 

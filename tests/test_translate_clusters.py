@@ -9,7 +9,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     Endpoint,
     EndpointPort,
@@ -45,7 +45,7 @@ def web_cluster(
         exports=(("ns", "web"),),
     )
     resources = translate(FleetState("f", (member,)), NodeProfile(role=Role.SIDECAR))
-    return resources[types.CLUSTER]["ns/web:80"]
+    return resources[typeurls.CLUSTER]["ns/web:80"]
 
 
 def test_a_cluster_is_named_namespace_service_port() -> None:

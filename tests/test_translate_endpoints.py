@@ -6,7 +6,7 @@ from typing import Any
 
 from envoy.config.core.v3 import health_check_pb2
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     Endpoint,
     EndpointPort,
@@ -37,7 +37,7 @@ def ready(address: str, zone: str | None = None) -> Endpoint:
 
 
 def assignment(profile: NodeProfile, *members: MemberState) -> Any:
-    return translate(FleetState("f", members), profile)[types.ENDPOINT]["ns/web:80"]
+    return translate(FleetState("f", members), profile)[typeurls.ENDPOINT]["ns/web:80"]
 
 
 def localities(profile: NodeProfile, *members: MemberState) -> list[tuple[str, int, int]]:

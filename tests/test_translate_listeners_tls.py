@@ -13,7 +13,7 @@ from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from states import AT_GATEWAY, EAST, NS, WEST, fleet, policy, running
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import Gateway, GatewayListener, SecretRef, TLSSecret
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import Http3, PolicyTarget, SidecarScope, TargetKind
@@ -43,35 +43,35 @@ def unpack(packed: Any, kind: Any) -> Any:
 def test_an_https_listener_terminates_tls_with_its_certificate_over_sds() -> None:
     resources = translate(secure(), AT_GATEWAY)
 
-    chain = resources[types.LISTENER][LISTENER].filter_chains[0]
+    chain = resources[typeurls.LISTENER][LISTENER].filter_chains[0]
     context = unpack(chain.transport_socket.typed_config, tls_pb2.DownstreamTlsContext)
     [sds] = context.common_tls_context.tls_certificate_sds_secret_configs
     assert sds.name == "ns/tls"
     assert sds.sds_config.HasField("ads")
     assert list(context.common_tls_context.alpn_protocols) == ["h2", "http/1.1"]
-    secret = resources[types.SECRET]["ns/tls"]
+    secret = resources[typeurls.SECRET]["ns/tls"]
     assert secret.tls_certificate.certificate_chain.inline_string == "CERT"
 
 
 def test_an_https_listener_without_its_certificate_is_not_served() -> None:
     resources = translate(secure(secrets=False), AT_GATEWAY)
-    assert set(resources[types.LISTENER]) == {"ns/gw/http"}
-    assert resources[types.SECRET] == {}
+    assert set(resources[typeurls.LISTENER]) == {"ns/gw/http"}
+    assert resources[typeurls.SECRET] == {}
 
 
 def test_rotating_a_certificate_changes_only_its_secret() -> None:
     before = translate(secure(certificate="OLD"), AT_GATEWAY)
     after = translate(secure(certificate="NEW"), AT_GATEWAY)
 
-    assert after[types.SECRET]["ns/tls"] != before[types.SECRET]["ns/tls"]
-    for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE):
+    assert after[typeurls.SECRET]["ns/tls"] != before[typeurls.SECRET]["ns/tls"]
+    for type_url in (typeurls.CLUSTER, typeurls.ENDPOINT, typeurls.LISTENER, typeurls.ROUTE):
         assert all(after[type_url][n] is m for n, m in before[type_url].items())
 
 
 def test_http3_adds_a_quic_twin_that_shares_routes_and_certificates() -> None:
     resources = translate(secure(HTTP3), AT_GATEWAY)
 
-    twin = resources[types.LISTENER]["ns/gw/https/h3"]
+    twin = resources[typeurls.LISTENER]["ns/gw/https/h3"]
     assert twin.address.socket_address.protocol == address_pb2.SocketAddress.UDP
     assert twin.address.socket_address.port_value == 8443
     assert twin.udp_listener_config.HasField("quic_options")
@@ -88,7 +88,7 @@ def test_http3_adds_a_quic_twin_that_shares_routes_and_certificates() -> None:
 
 
 def test_http3_is_advertised_on_every_response_of_the_listener() -> None:
-    routes = translate(secure(HTTP3), AT_GATEWAY)[types.ROUTE][LISTENER]
+    routes = translate(secure(HTTP3), AT_GATEWAY)[typeurls.ROUTE][LISTENER]
     [header] = routes.response_headers_to_add
     assert (header.header.key, header.header.value) == ("alt-svc", 'h3=":8443"; ma=86400')
 
@@ -96,7 +96,7 @@ def test_http3_is_advertised_on_every_response_of_the_listener() -> None:
 def test_http3_on_a_plain_http_listener_is_not_served() -> None:
     plain = policy("h3", PolicyTarget(TargetKind.GATEWAY, "gw", "http"), http3=Http3())
     resources = translate(secure(plain), AT_GATEWAY)
-    assert set(resources[types.LISTENER]) == {"ns/gw/http", LISTENER}
+    assert set(resources[typeurls.LISTENER]) == {"ns/gw/http", LISTENER}
 
 
 SIDECAR = NodeProfile(role=Role.SIDECAR, member="west", region="r1", zone="z-west")
@@ -117,9 +117,11 @@ def two_services(*policies: Any) -> Any:
 def test_a_sidecar_calls_each_service_on_loopback_at_its_port_by_its_names() -> None:
     resources = translate(two_services(), SIDECAR)
 
-    listener = resources[types.LISTENER]["outbound:80"]
+    listener = resources[typeurls.LISTENER]["outbound:80"]
     assert listener.address.socket_address.address == "127.0.0.1"
-    hosts = {h.name: list(h.domains) for h in resources[types.ROUTE]["outbound:80"].virtual_hosts}
+    hosts = {
+        h.name: list(h.domains) for h in resources[typeurls.ROUTE]["outbound:80"].virtual_hosts
+    }
     assert hosts["ns/web:80"] == [
         "web.ns.svc.clusterset.local",
         "web.ns.svc.cluster.local",
@@ -137,13 +139,13 @@ def test_a_fleet_policy_limits_the_services_sidecars_get() -> None:
     )
     resources = translate(two_services(scope), SIDECAR)
 
-    assert set(resources[types.CLUSTER]) == {"ns/web:80"}
-    [host] = resources[types.ROUTE]["outbound:80"].virtual_hosts
+    assert set(resources[typeurls.CLUSTER]) == {"ns/web:80"}
+    [host] = resources[typeurls.ROUTE]["outbound:80"].virtual_hosts
     assert host.name == "ns/web:80"
 
 
 def test_a_sidecar_prefers_its_own_member() -> None:
-    assignment = translate(two_services(), SIDECAR)[types.ENDPOINT]["ns/web:80"]
+    assignment = translate(two_services(), SIDECAR)[typeurls.ENDPOINT]["ns/web:80"]
     assert [(e.locality.sub_zone, e.priority) for e in assignment.endpoints] == [
         ("west", 0),
         ("east", 1),

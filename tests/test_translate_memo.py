@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -125,14 +125,14 @@ def test_translating_the_same_state_again_gives_back_the_same_objects() -> None:
 
     first, second = translate(state, SIDECAR), translate(state, SIDECAR)
 
-    for type_url in types.ORDER:
+    for type_url in typeurls.ORDER:
         assert same_objects(first[type_url], second[type_url]) == set(first[type_url])
 
 
 def test_an_equal_state_built_anew_gives_back_the_same_objects() -> None:
     first, second = translate(fleet(), GATEWAY_PROFILE), translate(fleet(), GATEWAY_PROFILE)
 
-    for type_url in types.ORDER:
+    for type_url in typeurls.ORDER:
         assert first[type_url]
         assert same_objects(first[type_url], second[type_url]) == set(first[type_url])
 
@@ -143,8 +143,11 @@ def test_an_endpoint_change_rebuilds_only_that_services_assignment() -> None:
     after = translate(fleet(web=("10.0.0.1", "10.0.0.2")), SIDECAR)
 
     # A rebuilt message would be a new object: identity shows what was not rebuilt.
-    assert same_objects(before[types.ENDPOINT], after[types.ENDPOINT]) == {"ns/api:80"}
-    assert same_objects(before[types.CLUSTER], after[types.CLUSTER]) == {"ns/api:80", "ns/web:80"}
+    assert same_objects(before[typeurls.ENDPOINT], after[typeurls.ENDPOINT]) == {"ns/api:80"}
+    assert same_objects(before[typeurls.CLUSTER], after[typeurls.CLUSTER]) == {
+        "ns/api:80",
+        "ns/web:80",
+    }
 
 
 def test_a_member_state_shared_between_generations_is_not_walked_again() -> None:
@@ -166,7 +169,9 @@ def test_profiles_with_the_same_tiers_share_assignments() -> None:
     far = translate(state, NodeProfile(role=Role.SIDECAR, region="r-north"))
     farther = translate(state, NodeProfile(role=Role.PROXYLESS, region="r-south", zone="z-9"))
 
-    assert same_objects(far[types.ENDPOINT], farther[types.ENDPOINT]) == set(far[types.ENDPOINT])
+    assert same_objects(far[typeurls.ENDPOINT], farther[typeurls.ENDPOINT]) == set(
+        far[typeurls.ENDPOINT]
+    )
 
 
 def test_profiles_in_different_places_get_different_assignments() -> None:
@@ -174,7 +179,7 @@ def test_profiles_in_different_places_get_different_assignments() -> None:
     east = translate(state, SIDECAR)
     west = translate(state, NodeProfile(role=Role.SIDECAR, region="r-west"))
 
-    assert east[types.ENDPOINT]["ns/web:80"] != west[types.ENDPOINT]["ns/web:80"]
+    assert east[typeurls.ENDPOINT]["ns/web:80"] != west[typeurls.ENDPOINT]["ns/web:80"]
 
 
 def test_a_route_change_rebuilds_only_the_route_configuration_it_attaches_to() -> None:
@@ -182,25 +187,25 @@ def test_a_route_change_rebuilds_only_the_route_configuration_it_attaches_to() -
 
     after = translate(fleet(web_path="/shop"), GATEWAY_PROFILE)
 
-    assert same_objects(before[types.ROUTE], after[types.ROUTE]) == {"infra/edge/a"}
-    for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER):
+    assert same_objects(before[typeurls.ROUTE], after[typeurls.ROUTE]) == {"infra/edge/a"}
+    for type_url in (typeurls.CLUSTER, typeurls.ENDPOINT, typeurls.LISTENER):
         assert same_objects(before[type_url], after[type_url]) == set(before[type_url])
 
 
 def test_a_resource_unused_for_two_generations_is_forgotten() -> None:
-    first = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/web:80"]
+    first = translate(fleet(), SIDECAR)[typeurls.ENDPOINT]["ns/web:80"]
     for addresses in (("10.0.0.2",), ("10.0.0.3",)):
         translate(fleet(web=addresses), SIDECAR)
 
-    again = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/web:80"]
+    again = translate(fleet(), SIDECAR)[typeurls.ENDPOINT]["ns/web:80"]
 
     assert again is not first
     assert again == first
 
 
 def test_a_resource_used_in_every_generation_is_kept() -> None:
-    first = translate(fleet(), SIDECAR)[types.ENDPOINT]["ns/api:80"]
+    first = translate(fleet(), SIDECAR)[typeurls.ENDPOINT]["ns/api:80"]
     for addresses in (("10.0.0.2",), ("10.0.0.3",), ("10.0.0.4",)):
-        again = translate(fleet(web=addresses), SIDECAR)[types.ENDPOINT]["ns/api:80"]
+        again = translate(fleet(web=addresses), SIDECAR)[typeurls.ENDPOINT]["ns/api:80"]
 
         assert again is first

@@ -7,7 +7,7 @@ from typing import Any
 
 from states import AT_GATEWAY, EAST, FAR, WEST, fleet, policy, route, running, to
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import EndpointMode, Member, Node, RouteRule
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import (
@@ -26,7 +26,7 @@ def localities(
     state: Any, cluster: str = "ns/web:80", profile: NodeProfile = AT_GATEWAY
 ) -> list[tuple[str, str, int, int]]:
     """(member, zone, priority, weight) per locality, in the order sent."""
-    assignment = translate(state, profile)[types.ENDPOINT][cluster]
+    assignment = translate(state, profile)[typeurls.ENDPOINT][cluster]
     return [
         (e.locality.sub_zone, e.locality.zone, e.priority, e.load_balancing_weight.value)
         for e in assignment.endpoints
@@ -73,11 +73,11 @@ def test_a_share_is_split_over_the_member_zones_by_their_endpoints() -> None:
 
 
 def test_a_drained_member_is_left_out_and_returns_as_it_was() -> None:
-    before = translate(three_members(), AT_GATEWAY)[types.ENDPOINT]["ns/web:80"]
+    before = translate(three_members(), AT_GATEWAY)[typeurls.ENDPOINT]["ns/web:80"]
     drained = three_members(policy("p", members=(MemberPolicy("east", drain=True),)))
 
     assert [m for m, *_ in localities(drained)] == ["west", "far"]
-    assert translate(three_members(), AT_GATEWAY)[types.ENDPOINT]["ns/web:80"] == before
+    assert translate(three_members(), AT_GATEWAY)[typeurls.ENDPOINT]["ns/web:80"] == before
 
 
 def test_explicit_tiers_order_members_the_same_for_every_node() -> None:
@@ -94,7 +94,7 @@ def test_weights_inside_a_tier_and_tiers_at_once() -> None:
     shares = (MemberPolicy("east", weight=80), MemberPolicy("west", weight=20))
     tiers = Failover(tiers=(("east", "west"), ("far",)), overprovisioning_factor=120)
     state = three_members(policy("p", members=shares, failover=tiers))
-    assignment = translate(state, AT_GATEWAY)[types.ENDPOINT]["ns/web:80"]
+    assignment = translate(state, AT_GATEWAY)[typeurls.ENDPOINT]["ns/web:80"]
 
     assert localities(state) == [
         ("east", "z-east", 0, 8000),
@@ -117,7 +117,7 @@ def pinned_state(*policies: Any) -> Any:
 def test_a_pinned_rule_gets_a_cluster_with_the_pinned_member_first_and_the_rest_behind() -> None:
     resources = translate(pinned_state(canary("far")), AT_GATEWAY)
 
-    assert set(resources[types.CLUSTER]) == {"ns/web:80", "ns/web:80@far"}
+    assert set(resources[typeurls.CLUSTER]) == {"ns/web:80", "ns/web:80@far"}
     assert localities(pinned_state(canary("far")), "ns/web:80@far") == [
         ("far", "z-far", 0, 1),
         ("east", "z-east", 1, 1),
@@ -127,19 +127,19 @@ def test_a_pinned_rule_gets_a_cluster_with_the_pinned_member_first_and_the_rest_
 
 def test_a_subset_is_pinned_under_one_name_in_member_order() -> None:
     resources = translate(pinned_state(canary("west", "east")), AT_GATEWAY)
-    assert "ns/web:80@east+west" in resources[types.CLUSTER]
-    assert resources[types.ENDPOINT]["ns/web:80@east+west"].cluster_name == "ns/web:80@east+west"
+    assert "ns/web:80@east+west" in resources[typeurls.CLUSTER]
+    assert resources[typeurls.ENDPOINT]["ns/web:80@east+west"].cluster_name == "ns/web:80@east+west"
 
 
 def test_a_pin_to_members_not_in_the_fleet_is_no_pin() -> None:
     resources = translate(pinned_state(canary("mars")), AT_GATEWAY)
-    assert set(resources[types.CLUSTER]) == {"ns/web:80"}
+    assert set(resources[typeurls.CLUSTER]) == {"ns/web:80"}
 
 
 def test_a_health_check_port_goes_on_every_endpoint() -> None:
     check = HealthCheck(HealthCheckType.TCP, port=9000)
     assignment = translate(three_members(policy("p", health_check=check)), AT_GATEWAY)
-    for block in assignment[types.ENDPOINT]["ns/web:80"].endpoints:
+    for block in assignment[typeurls.ENDPOINT]["ns/web:80"].endpoints:
         for endpoint in block.lb_endpoints:
             assert endpoint.endpoint.health_check_config.port_value == 9000
 
@@ -154,7 +154,7 @@ NODES = (
 
 def endpoints(state: Any) -> list[tuple[str, str, int, int]]:
     """(member, address, port, locality weight) per endpoint."""
-    assignment = translate(state, AT_GATEWAY)[types.ENDPOINT]["ns/web:80"]
+    assignment = translate(state, AT_GATEWAY)[typeurls.ENDPOINT]["ns/web:80"]
     found = []
     for block in assignment.endpoints:
         for endpoint in block.lb_endpoints:

@@ -7,7 +7,7 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from states import AT_GATEWAY, EAST, WEST, fleet, policy, running
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import (
     Balancer,
@@ -32,7 +32,7 @@ CLUSTER = "ns/web:80"
 def web_cluster(*policies: Any, app_protocol: str | None = None) -> Any:
     members = (running(EAST, "10.0.0.1", app_protocol=app_protocol), running(WEST, "10.1.0.1"))
     state = fleet(*members, policies=policies)
-    return translate(state, AT_GATEWAY)[types.CLUSTER][CLUSTER]
+    return translate(state, AT_GATEWAY)[typeurls.CLUSTER][CLUSTER]
 
 
 def test_by_default_outlier_detection_ejects_whole_members_on_gateway_and_local_errors() -> None:
@@ -171,7 +171,7 @@ def test_a_proxyless_client_gets_only_what_grpc_understands() -> None:
         policies=(policy("p", session_persistence=hashed, health_check=check),),
     )
 
-    cluster = translate(state, NodeProfile(role=Role.PROXYLESS))[types.CLUSTER][CLUSTER]
+    cluster = translate(state, NodeProfile(role=Role.PROXYLESS))[typeurls.CLUSTER][CLUSTER]
 
     assert cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
     assert list(cluster.health_checks) == []

@@ -8,7 +8,7 @@ from typing import Any
 from states import AT_GATEWAY, EAST, NS, WEST, fleet, policy, route, serving, to
 from test_translate_placement import localities, three_members
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import Ramp, RouteRule, Service, ServicePort
 from xdsfleet.model.policy import MemberPolicy
 from xdsfleet.translate import translate
@@ -41,10 +41,10 @@ def test_a_locality_never_weighs_less_than_one() -> None:
 
 
 def test_a_finished_ramp_serves_what_a_state_that_never_saw_the_drain_serves() -> None:
-    never_drained = translate(three_members(), AT_GATEWAY)[types.ENDPOINT]["ns/web:80"]
+    never_drained = translate(three_members(), AT_GATEWAY)[typeurls.ENDPOINT]["ns/web:80"]
     translate(ramping(three_members(), 50), AT_GATEWAY)
 
-    done = translate(replace(three_members(), ramps=()), AT_GATEWAY)[types.ENDPOINT]
+    done = translate(replace(three_members(), ramps=()), AT_GATEWAY)[typeurls.ENDPOINT]
     assert done["ns/web:80"] == never_drained
 
 
@@ -52,8 +52,8 @@ def test_a_ramp_leaves_other_services_the_very_same_assignments() -> None:
     web, api = (Service(NS, name, (ServicePort("http", 80),)) for name in ("web", "api"))
     routes = (route(RouteRule((), (to(),))), route(RouteRule((), (to("api"),)), name="api"))
     state = fleet(serving(EAST, web, api), serving(WEST, web, api), http_routes=routes)
-    before = translate(state, AT_GATEWAY)[types.ENDPOINT]
-    during = translate(ramping(state, 10), AT_GATEWAY)[types.ENDPOINT]
+    before = translate(state, AT_GATEWAY)[typeurls.ENDPOINT]
+    during = translate(ramping(state, 10), AT_GATEWAY)[typeurls.ENDPOINT]
 
     assert during["ns/api:80"] is before["ns/api:80"]
     assert during["ns/web:80"] != before["ns/web:80"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -78,7 +78,7 @@ def translated(*routes: HTTPRoute, services: tuple[str, ...] = ("web",)) -> dict
 
 
 def route_config(*routes: HTTPRoute, listener: str = "http", **kw: Any) -> Any:
-    return translated(*routes, **kw)[types.ROUTE][f"infra/edge/{listener}"]
+    return translated(*routes, **kw)[typeurls.ROUTE][f"infra/edge/{listener}"]
 
 
 def only_route(*routes: HTTPRoute, **kw: Any) -> Any:
@@ -88,15 +88,15 @@ def only_route(*routes: HTTPRoute, **kw: Any) -> Any:
 
 
 def test_each_gateway_listener_has_a_route_configuration_of_the_same_name() -> None:
-    assert set(translated()[types.ROUTE]) == {"infra/edge/http", "infra/edge/shop"}
+    assert set(translated()[typeurls.ROUTE]) == {"infra/edge/http", "infra/edge/shop"}
     assert route_config().name == "infra/edge/http"
 
 
 def test_a_route_without_section_name_attaches_to_every_listener() -> None:
     resources = translated(http_route("r", rule(to("web"))))
 
-    assert len(resources[types.ROUTE]["infra/edge/http"].virtual_hosts) == 1
-    assert len(resources[types.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
+    assert len(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == 1
+    assert len(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
 
 
 def test_a_section_name_attaches_to_that_listener_only() -> None:
@@ -104,8 +104,8 @@ def test_a_section_name_attaches_to_that_listener_only() -> None:
 
     resources = translated(pinned)
 
-    assert list(resources[types.ROUTE]["infra/edge/http"].virtual_hosts) == []
-    assert len(resources[types.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
+    assert list(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == []
+    assert len(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
 
 
 def test_a_parent_port_attaches_to_the_listener_on_that_port_only() -> None:
@@ -113,8 +113,8 @@ def test_a_parent_port_attaches_to_the_listener_on_that_port_only() -> None:
 
     resources = translated(pinned)
 
-    assert len(resources[types.ROUTE]["infra/edge/http"].virtual_hosts) == 1
-    assert list(resources[types.ROUTE]["infra/edge/shop"].virtual_hosts) == []
+    assert len(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == 1
+    assert list(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == []
 
 
 def test_a_route_for_another_gateway_does_not_attach() -> None:

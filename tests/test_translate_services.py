@@ -6,7 +6,7 @@ from typing import Any
 
 from envoy.config.core.v3 import health_check_pb2
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     Endpoint,
     EndpointPort,
@@ -46,7 +46,7 @@ def member_state(
 
 
 def addresses(state: FleetState, cluster: str = "ns/web:80") -> list[tuple[str, int]]:
-    assignment: Any = translate(state, SIDECAR)[types.ENDPOINT][cluster]
+    assignment: Any = translate(state, SIDECAR)[typeurls.ENDPOINT][cluster]
     return [
         (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
         for locality in assignment.endpoints
@@ -57,7 +57,7 @@ def addresses(state: FleetState, cluster: str = "ns/web:80") -> list[tuple[str, 
 def test_a_service_without_a_service_export_is_not_served() -> None:
     state = FleetState("f", (member_state("a", web_slice("10.0.0.1"), exports=()),))
 
-    assert translate(state, SIDECAR)[types.CLUSTER] == {}
+    assert translate(state, SIDECAR)[typeurls.CLUSTER] == {}
 
 
 def test_export_all_serves_every_service_without_a_service_export() -> None:
@@ -71,7 +71,7 @@ def test_export_all_serves_every_service_without_a_service_export() -> None:
 def test_a_service_export_without_its_service_is_not_served() -> None:
     state = FleetState("f", (member_state("a", web_slice("10.0.0.1"), services=()),))
 
-    assert translate(state, SIDECAR)[types.CLUSTER] == {}
+    assert translate(state, SIDECAR)[typeurls.CLUSTER] == {}
 
 
 def test_only_members_that_export_the_service_contribute_endpoints() -> None:
@@ -90,7 +90,7 @@ def test_the_service_ports_are_the_union_over_exporting_members() -> None:
     with_admin = Service("ns", "web", (ServicePort("http", 80), ServicePort("admin", 9090)))
     state = FleetState("f", (member_state("a"), member_state("b", services=(with_admin,))))
 
-    assert set(translate(state, SIDECAR)[types.CLUSTER]) == {"ns/web:80", "ns/web:9090"}
+    assert set(translate(state, SIDECAR)[typeurls.CLUSTER]) == {"ns/web:80", "ns/web:9090"}
 
 
 def test_an_exported_service_without_endpoints_still_has_a_cluster_and_an_assignment() -> None:
@@ -98,8 +98,8 @@ def test_an_exported_service_without_endpoints_still_has_a_cluster_and_an_assign
 
     resources = translate(state, SIDECAR)
 
-    assert set(resources[types.CLUSTER]) == {"ns/web:80"}
-    assert list(resources[types.ENDPOINT]["ns/web:80"].endpoints) == []
+    assert set(resources[typeurls.CLUSTER]) == {"ns/web:80"}
+    assert list(resources[typeurls.ENDPOINT]["ns/web:80"].endpoints) == []
 
 
 def test_the_endpoint_port_is_the_slice_port_named_like_the_service_port() -> None:
@@ -163,7 +163,7 @@ def test_an_endpoint_listed_in_two_slices_is_served_once_and_ready_wins() -> Non
     )
     state = FleetState("f", (member_state("a", terminating, web_slice("10.0.0.1")),))
 
-    assignment: Any = translate(state, SIDECAR)[types.ENDPOINT]["ns/web:80"]
+    assignment: Any = translate(state, SIDECAR)[typeurls.ENDPOINT]["ns/web:80"]
 
     [locality] = assignment.endpoints
     [endpoint] = locality.lb_endpoints

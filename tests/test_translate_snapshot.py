@@ -11,7 +11,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from states import serving
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
     BackendRef,
     FleetState,
@@ -63,7 +63,7 @@ def unpack_manager(packed: Any) -> Any:
 def test_every_type_is_present_even_when_empty() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY))
 
-    assert list(resources) == list(types.ORDER)
+    assert list(resources) == list(typeurls.ORDER)
     assert all(named == {} for named in resources.values())
 
 
@@ -76,13 +76,13 @@ def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:
 def test_a_gateway_gets_a_listener_and_routes_per_http_listener_only() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
 
-    assert set(resources[types.LISTENER]) == {"infra/edge/http"}
-    assert set(resources[types.ROUTE]) == {"infra/edge/http"}
+    assert set(resources[typeurls.LISTENER]) == {"infra/edge/http"}
+    assert set(resources[typeurls.ROUTE]) == {"infra/edge/http"}
 
 
 def test_a_gateway_listener_listens_on_all_addresses_and_fetches_its_routes_over_ads() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
-    listener = resources[types.LISTENER]["infra/edge/http"]
+    listener = resources[typeurls.LISTENER]["infra/edge/http"]
 
     assert listener.name == "infra/edge/http"
     address = listener.address.socket_address
@@ -104,14 +104,14 @@ def test_a_gateway_listener_listens_on_all_addresses_and_fetches_its_routes_over
 def test_a_gateway_gets_only_the_clusters_its_routes_send_to() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
 
-    assert set(resources[types.CLUSTER]) == {"shop/web:80"}
-    assert set(resources[types.ENDPOINT]) == {"shop/web:80"}
+    assert set(resources[typeurls.CLUSTER]) == {"shop/web:80"}
+    assert set(resources[typeurls.ENDPOINT]) == {"shop/web:80"}
 
 
 def test_a_gateway_sees_endpoints_prioritised_from_its_own_place() -> None:
     west_gateway = NodeProfile(role=Role.GATEWAY, gateway="infra/edge", region="r-west")
 
-    assignment = translate(STATE, west_gateway)[types.ENDPOINT]["shop/web:80"]
+    assignment = translate(STATE, west_gateway)[typeurls.ENDPOINT]["shop/web:80"]
 
     assert [(e.locality.sub_zone, e.priority) for e in assignment.endpoints] == [
         ("west", 0),
@@ -122,24 +122,26 @@ def test_a_gateway_sees_endpoints_prioritised_from_its_own_place() -> None:
 def test_a_sidecar_gets_every_exported_service_port_and_an_outbound_listener_per_port() -> None:
     resources = translate(STATE, NodeProfile(role=Role.SIDECAR))
 
-    assert set(resources[types.CLUSTER]) == ALL_CLUSTERS
-    assert set(resources[types.ENDPOINT]) == ALL_CLUSTERS
+    assert set(resources[typeurls.CLUSTER]) == ALL_CLUSTERS
+    assert set(resources[typeurls.ENDPOINT]) == ALL_CLUSTERS
     ports = {int(name.split(":")[-1]) for name in ALL_CLUSTERS}
-    assert set(resources[types.LISTENER]) == {f"outbound:{port}" for port in ports}
-    assert set(resources[types.ROUTE]) == set(resources[types.LISTENER])
+    assert set(resources[typeurls.LISTENER]) == {f"outbound:{port}" for port in ports}
+    assert set(resources[typeurls.ROUTE]) == set(resources[typeurls.LISTENER])
 
 
 def test_a_proxyless_client_gets_every_cluster_and_a_listener_per_service_port() -> None:
     resources = translate(STATE, NodeProfile(role=Role.PROXYLESS))
 
-    assert set(resources[types.CLUSTER]) == ALL_CLUSTERS
-    assert set(resources[types.ENDPOINT]) == ALL_CLUSTERS
-    assert set(resources[types.LISTENER]) == {"cart.shop:50051", "web.shop:80", "web.shop:9090"}
-    assert resources[types.ROUTE] == {}
+    assert set(resources[typeurls.CLUSTER]) == ALL_CLUSTERS
+    assert set(resources[typeurls.ENDPOINT]) == ALL_CLUSTERS
+    assert set(resources[typeurls.LISTENER]) == {"cart.shop:50051", "web.shop:80", "web.shop:9090"}
+    assert resources[typeurls.ROUTE] == {}
 
 
 def test_a_proxyless_listener_routes_everything_to_its_cluster_inline() -> None:
-    listener = translate(STATE, NodeProfile(role=Role.PROXYLESS))[types.LISTENER]["cart.shop:50051"]
+    listener = translate(STATE, NodeProfile(role=Role.PROXYLESS))[typeurls.LISTENER][
+        "cart.shop:50051"
+    ]
 
     manager = unpack_manager(listener.api_listener.api_listener)
     [vhost] = manager.route_config.virtual_hosts

@@ -12,9 +12,9 @@ from states import AT_GATEWAY, EAST, WEST, fleet, policy, running
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.app.ramps import Ramper
 from xdsfleet.model.fleet import FleetState, MemberState, Ramp
 from xdsfleet.model.policy import LoadBalancer, MemberPolicy, SlowStart
+from xdsfleet.pipeline.ramps import Ramper
 from xdsfleet.translate import translate
 
 

@@ -9,9 +9,9 @@ from states import EAST, fleet, route, running, to
 from structlog.testing import capture_logs
 from test_file_source import ROUTES, following, make_fleet, write
 
-from xdsfleet import metrics
-from xdsfleet.app.unresolved import UnresolvedReporter
 from xdsfleet.model.fleet import RouteRule
+from xdsfleet.pipeline.unresolved import UnresolvedReporter
+from xdsfleet.telemetry import metrics
 
 
 def counted(source: str) -> float:

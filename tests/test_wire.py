@@ -5,21 +5,21 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 from snapshots import assignment
 
-from xdsfleet.cache import types, wire
+from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.resources import encode
 
 
 def test_sotw_response_bytes_parse_as_the_discovery_response() -> None:
-    resources = [encode(types.ENDPOINT, n, assignment(n, "10.0.0.1")) for n in ("a", "b")]
+    resources = [encode(typeurls.ENDPOINT, n, assignment(n, "10.0.0.1")) for n in ("a", "b")]
     data = wire.sotw_response(
         version_info="v1",
-        type_url=types.ENDPOINT,
+        type_url=typeurls.ENDPOINT,
         nonce="7",
         entries=[r.sotw_entry for r in resources],
     )
     parsed = discovery_pb2.DiscoveryResponse.FromString(data)
     expected = discovery_pb2.DiscoveryResponse(
-        version_info="v1", type_url=types.ENDPOINT, nonce="7"
+        version_info="v1", type_url=typeurls.ENDPOINT, nonce="7"
     )
     for name in ("a", "b"):
         expected.resources.add().Pack(assignment(name, "10.0.0.1"))
@@ -27,10 +27,10 @@ def test_sotw_response_bytes_parse_as_the_discovery_response() -> None:
 
 
 def test_delta_response_bytes_parse_as_the_delta_discovery_response() -> None:
-    res = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    res = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.1"))
     data = wire.delta_response(
         system_version_info="v2",
-        type_url=types.ENDPOINT,
+        type_url=typeurls.ENDPOINT,
         nonce="8",
         entries=[res.delta_entry],
         removed=["gone"],
@@ -48,16 +48,16 @@ def test_delta_response_bytes_parse_as_the_delta_discovery_response() -> None:
 
 def test_large_resources_get_multi_byte_lengths() -> None:
     addresses = [f"10.0.{i // 250}.{i % 250}" for i in range(2000)]
-    res = encode(types.ENDPOINT, "big", assignment("big", *addresses))
+    res = encode(typeurls.ENDPOINT, "big", assignment("big", *addresses))
     data = wire.sotw_response(
-        version_info="v", type_url=types.ENDPOINT, nonce="1", entries=[res.sotw_entry]
+        version_info="v", type_url=typeurls.ENDPOINT, nonce="1", entries=[res.sotw_entry]
     )
     parsed = discovery_pb2.DiscoveryResponse.FromString(data)
     assert len(parsed.resources[0].value) == len(res.body) > 16384
 
 
 def test_versions_are_content_hashes() -> None:
-    first = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
-    again = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.1"))
-    other = encode(types.ENDPOINT, "a", assignment("a", "10.0.0.2"))
+    first = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    again = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.1"))
+    other = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.2"))
     assert first.version == again.version != other.version

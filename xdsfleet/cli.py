@@ -13,15 +13,15 @@ import typer
 import yaml
 from rich.console import Console
 
-from xdsfleet import logs
-from xdsfleet.app.bootstrap import Target, bootstrap
-from xdsfleet.app.explain import Request, explain
-from xdsfleet.app.explain import render as render_explanation
-from xdsfleet.app.render import render
-from xdsfleet.app.serve import Settings, serve
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
+from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
+from xdsfleet.telemetry import logs
+from xdsfleet.tools.bootstrap import Target, bootstrap
+from xdsfleet.tools.explain import Request, explain
+from xdsfleet.tools.explain import render as render_explanation
+from xdsfleet.tools.render import render
 
 app = typer.Typer(
     name="xdsfleet",

@@ -1,8 +1,8 @@
-"""Sustained churn: 5 % of the endpoints changing per minute, through the real Store.
+"""Sustained churn: 5 % of the endpoints changing per minute, through the real Debouncer.
 
 Churn events (`benchmarks.churn`) arrive one at a time at a steady rate, each handed to the
-Store as a new state, as a source would; the Store coalesces additions and publishes removals
-at once (rule 24). A member is lost a third of the way through and restored at two thirds.
+debouncer as a new state, as a source would; it coalesces additions and publishes removals at
+once (rule 24). A member is lost a third of the way through and restored at two thirds.
 
 Two figures. CPU: the serving process's CPU time over the window (gRPC threads included), as a
 fraction of one core, without the generator's and this measure's own bookkeeping. Lag: before
@@ -27,10 +27,10 @@ from benchmarks import proc, run, targets
 from benchmarks.churn import Churn
 from benchmarks.fleet import FULL_SCALE, Fleet, Shape
 from benchmarks.report import Section, Verdict, ms
-from xdsfleet.app.store import Store
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.pipeline.debounce import Debouncer
 from xdsfleet.server.ads import StreamInfo
 
 TARGET_CORES = 1.0
@@ -52,7 +52,7 @@ class Options:
     lose_member: bool = True
     protocol: str = "mixed"
     # An experiment, not xdsfleet as it is: publishes held at least this many seconds apart,
-    # as a Store that paced publishes by fan-out would. 0: the Store alone.
+    # as a debouncer that paced publishes by fan-out would. 0: the debouncer alone.
     pace: float = 0.0
 
 
@@ -77,7 +77,7 @@ class ClientAcks:
 
     @staticmethod
     def server(info: StreamInfo) -> str | None:
-        status = info.machine.status().get(types.ENDPOINT)
+        status = info.machine.status().get(typeurls.ENDPOINT)
         return status.acked_version if status is not None else None
 
     def _watch(self, stream_id: int, info: StreamInfo) -> None:
@@ -88,7 +88,7 @@ class ClientAcks:
 
         def observed(request: Any) -> Any:
             acked = request.response_nonce and not request.HasField("error_detail")
-            if acked and request.type_url == types.ENDPOINT:
+            if acked and request.type_url == typeurls.ENDPOINT:
                 self._acked[stream_id] = request.version_info
             return on_request(request)
 
@@ -118,11 +118,11 @@ class Lags:
         """Map each profile's current EDS version to the current generation."""
         cache = self.serving.publisher.cache
         for profile in cache.profiles():
-            version = cache.get(profile).versions.get(types.ENDPOINT, "")
+            version = cache.get(profile).versions.get(typeurls.ENDPOINT, "")
             self._generations.setdefault(profile, {})[version] = self.generation
 
     def publish(self, state: FleetState) -> None:
-        """The Store's publish: check the lags, publish, note the new versions."""
+        """The Debouncer's publish: check the lags, publish, note the new versions."""
         started = time.thread_time()
         if self.measuring:
             self._check()
@@ -192,12 +192,12 @@ class Pacer:
 @dataclass(slots=True)
 class _Generator:
     """Churn events on a clock. When the loop was busy and events are overdue, all of them are
-    applied and handed to the Store as one state: a source delivers its backlog of watch events
+    applied and handed to the debouncer as one state: a source delivers its backlog of watch events
     as a batch (as the Kubernetes watchers do), and the window ends on time however slow the
     server is."""
 
     churn: Churn
-    store: Store
+    store: Debouncer
     cpu: float = 0.0  # making events and states: the sources' work, not the server's
     events: int = 0
 
@@ -237,7 +237,7 @@ async def measure(options: Options) -> Section:
     async with targets.serving(fleet.state()) as served:
         lags = Lags(served)
         pacer = Pacer(lags.publish, options.pace)
-        store = Store(pacer, current=fleet.state())
+        store = Debouncer(pacer, current=fleet.state())
         generator = _Generator(churn, store)
         with run.frozen_start_up():
             # Streams the server cuts come back, as Envoys would: the run goes on and says so.
@@ -319,7 +319,7 @@ async def measure(options: Options) -> Section:
         columns=("figure", "value", ""),
         rows=rows,
         notes=(
-            "Through the Store (coalescing; removals published at once)"
+            "Through the debouncer (coalescing; removals published at once)"
             + (f", then held {options.pace:g} s apart (experiment)" if options.pace else "")
             + ".",
             "A member lost at 1/3 and restored at 2/3."

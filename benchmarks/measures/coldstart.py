@@ -92,8 +92,8 @@ def measure(options: Options) -> Section:
 
 def _child(path: Path) -> dict[str, float]:
     """The timing itself, in the fresh interpreter."""
-    from xdsfleet.app.publisher import Publisher
-    from xdsfleet.cache import types, wire
+    from xdsfleet.cache import typeurls, wire
+    from xdsfleet.pipeline.publisher import Publisher
     from xdsfleet.sources.files import load_fleet
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -107,7 +107,7 @@ def _child(path: Path) -> dict[str, float]:
     publish, publish_cpu = time.perf_counter() - wall, time.process_time() - cpu
     wall = time.perf_counter()
     snapshot = publisher.cache.get(generated.profiles()[0])
-    for type_url in types.ORDER:
+    for type_url in typeurls.ORDER:
         resources = snapshot.of(type_url)
         wire.sotw_response(
             version_info=snapshot.versions.get(type_url, ""),
@@ -129,7 +129,7 @@ def _child(path: Path) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    from xdsfleet import logs
+    from xdsfleet.telemetry import logs
 
     logs.configure(fmt="console", level="warning")
     print(json.dumps(_child(Path(sys.argv[1]))))

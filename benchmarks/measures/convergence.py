@@ -104,7 +104,7 @@ async def measure(options: Options) -> Section:
             "stream: every stream's ACK latency, over all streams and changes.",
             "server CPU: this process's CPU time per change (all threads), until it read every",
             "ACK. xdsfleet is driven at Publisher.publish (translation of 12 profiles included),",
-            "without the Store's coalescing delay. floor: bare grpc.aio writing the same bytes.",
+            "without the coalescing delay. floor: bare grpc.aio writing the same bytes.",
         ),
         verdicts=tuple(verdicts),
         data={str(n): {"xdsfleet": asdict(a), "floor": asdict(b)} for n, (a, b) in figures.items()},

@@ -24,9 +24,9 @@ from benchmarks import plots, run
 from benchmarks.churn import Churn
 from benchmarks.fleet import NAMESPACE, PORT, Fleet, Shape, profiles, service_name
 from benchmarks.report import Section, Verdict, ms, rank
-from xdsfleet.app.publisher import Publisher
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import encode
+from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate.names import cluster_name
 
 TARGET_SECONDS = 0.005
@@ -95,11 +95,11 @@ def _floor(publisher: Publisher, service: str) -> float:
     bodies = {
         id(res): res.body
         for profile in publisher.cache.profiles()
-        if (res := publisher.cache.get(profile).of(types.ENDPOINT).get(name)) is not None
+        if (res := publisher.cache.get(profile).of(typeurls.ENDPOINT).get(name)) is not None
     }
     started = time.thread_time()
     for body in bodies.values():
-        encode(types.ENDPOINT, name, endpoint_pb2.ClusterLoadAssignment.FromString(body))
+        encode(typeurls.ENDPOINT, name, endpoint_pb2.ClusterLoadAssignment.FromString(body))
     return time.thread_time() - started
 
 

@@ -146,7 +146,7 @@ sidecar_reaches_both() {
   local pod seen="" _
   pod=$(k member-a get pod -l app.kubernetes.io/name=shop -o 'jsonpath={.items[0].metadata.name}')
   for _ in $(seq 40); do
-    seen+="$(k member-a exec "$pod" -c app -- python -c "from xdsfleet.local import get; print(get(80, host='shop.default')[1].decode())") "
+    seen+="$(k member-a exec "$pod" -c app -- python -c "from harness.local import get; print(get(80, host='shop.default')[1].decode())") "
   done
   grep -q '"member": "member-a"' <<<"$seen" && grep -q '"member": "member-b"' <<<"$seen"
 }

@@ -13,7 +13,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import (
     EMPTY_SET,
     Encoded,
@@ -80,11 +80,12 @@ class Snapshot:
 def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) -> Snapshot:
     """Encode a translated resource set and check that every reference resolves."""
     eds_names = {
-        name: _eds_name(name, cluster) for name, cluster in messages.get(types.CLUSTER, {}).items()
+        name: _eds_name(name, cluster)
+        for name, cluster in messages.get(typeurls.CLUSTER, {}).items()
     }
     _check(
         eds_names,
-        messages.get(types.LISTENER, {}),
+        messages.get(typeurls.LISTENER, {}),
         lambda type_url, name: name in messages.get(type_url, {}),
     )
     resources = {
@@ -107,12 +108,12 @@ def patch_snapshot(
     Only the references of the patched resources are checked: the others were checked when
     `previous` was built, and nothing they name can have gone since the patch removes nothing.
     """
-    eds_names = {name: _eds_name(name, c) for name, c in patch.get(types.CLUSTER, {}).items()}
+    eds_names = {name: _eds_name(name, c) for name, c in patch.get(typeurls.CLUSTER, {}).items()}
 
     def present(type_url: str, name: str) -> bool:
         return name in patch.get(type_url, {}) or name in previous.of(type_url)
 
-    _check(eds_names, patch.get(types.LISTENER, {}), present)
+    _check(eds_names, patch.get(typeurls.LISTENER, {}), present)
     resources = dict(previous.resources)
     versions = dict(previous.versions)
     changed = {type_url: frozenset[str]() for type_url in previous.resources}
@@ -155,13 +156,13 @@ def _check(
     problems = [
         f"cluster {c!r} needs ClusterLoadAssignment {e!r}, which is missing"
         for c, e in eds_names.items()
-        if e is not None and not present(types.ENDPOINT, e)
+        if e is not None and not present(typeurls.ENDPOINT, e)
     ]
     problems += [
         f"listener {listener!r} needs RouteConfiguration {route!r}, which is missing"
         for listener, msg in listeners.items()
         for route in _rds_names(msg)
-        if not present(types.ROUTE, route)
+        if not present(typeurls.ROUTE, route)
     ]
     if problems:
         raise InconsistentSnapshot("; ".join(problems))
@@ -195,4 +196,4 @@ def _rds_names(listener: Any) -> list[str]:
 def empty_assignment(name: str) -> Encoded:
     """The answer to an EDS request for a cluster we do not know (rule 15): withholding it
     would leave the requesting cluster warming forever (envoy#9934)."""
-    return encode(types.ENDPOINT, name, endpoint_pb2.ClusterLoadAssignment(cluster_name=name))
+    return encode(typeurls.ENDPOINT, name, endpoint_pb2.ClusterLoadAssignment(cluster_name=name))

@@ -351,7 +351,7 @@ class TLSSecret:
 @dataclass(frozen=True, slots=True)
 class Ramp:
     """A member on its way back from drain: the percentage of its share that one service port
-    gives it for now. No source sets it: the app's ramp agent (`app/ramps.py`) raises it over
+    gives it for now. No source sets it: the app's ramp agent (`pipeline/ramps.py`) raises it over
     the slow-start window and then removes it, so that the state is again the one a server that
     never saw the drain would hold."""
 

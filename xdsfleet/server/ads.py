@@ -18,23 +18,23 @@ import grpc
 import structlog
 from envoy.service.discovery.v3 import discovery_pb2
 
-from xdsfleet import metrics
-from xdsfleet.cache import types, wire
+from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.model.node import NodeProfile, ProfileError
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
 from xdsfleet.server.sotw import SotwStream
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 # Label children resolved once: `labels()` on every response showed in profiles.
-_RESPONSES = {t: metrics.RESPONSES.labels(short) for t, short in types.SHORT_NAMES.items()}
-_RESOURCES_SENT = {t: metrics.RESOURCES_SENT.labels(s) for t, s in types.SHORT_NAMES.items()}
-_ACKS = {t: metrics.ACKS.labels(short) for t, short in types.SHORT_NAMES.items()}
+_RESPONSES = {t: metrics.RESPONSES.labels(short) for t, short in typeurls.SHORT_NAMES.items()}
+_RESOURCES_SENT = {t: metrics.RESOURCES_SENT.labels(s) for t, s in typeurls.SHORT_NAMES.items()}
+_ACKS = {t: metrics.ACKS.labels(short) for t, short in typeurls.SHORT_NAMES.items()}
 
 
 class Machine(Protocol):
@@ -221,7 +221,7 @@ class AdsService:
 
     def _on_request(self, info: StreamInfo, request: Any) -> None:
         result = info.machine.on_request(request)
-        short = types.SHORT_NAMES.get(result.type_url, result.type_url)
+        short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
         if result.outcome is Outcome.ACK:
             _ACKS[result.type_url].inc()
         elif result.outcome is Outcome.NACK:

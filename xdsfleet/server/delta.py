@@ -10,7 +10,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.server.protocol import (
@@ -51,7 +51,7 @@ class _DeltaSent(Sent):
 
 class DeltaStream:
     def __init__(self) -> None:
-        self._types = {t: _TypeState() for t in types.ORDER}
+        self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
         self._inflight = Inflight()
 
@@ -124,8 +124,8 @@ class DeltaStream:
         """What to send now, in rule-13 order. Removals of clusters and their endpoints wait for
         the last responses, after listeners and routes have stopped using them (make before
         break)."""
-        held = (types.CLUSTER, types.ENDPOINT)
-        passes = [(t, t in held) for t in types.ORDER] + [(t, False) for t in held]
+        held = (typeurls.CLUSTER, typeurls.ENDPOINT)
+        passes = [(t, t in held) for t in typeurls.ORDER] + [(t, False) for t in held]
         out = []
         for type_url, hold in passes:
             response = self._respond(type_url, snapshot, hold_removals=hold)
@@ -185,9 +185,9 @@ class DeltaStream:
         removed: list[str],
     ) -> Response:
         nonce = self._nonces.next()
-        if type_url == types.CLUSTER:
+        if type_url == typeurls.CLUSTER:
             # Rule 14: every changed cluster needs a fresh assignment to leave warming.
-            endpoints = self._types[types.ENDPOINT]
+            endpoints = self._types[typeurls.ENDPOINT]
             for res in changed:
                 eds_name = snapshot.eds_names.get(res.name)
                 if eds_name:

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
 from xdsfleet.cache.snapshot import Snapshot, empty_assignment
 from xdsfleet.server.protocol import (
@@ -57,7 +57,7 @@ class _Plan:
 
 class SotwStream:
     def __init__(self) -> None:
-        self._types = {t: _TypeState() for t in types.ORDER}
+        self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
         self._inflight = Inflight()
 
@@ -80,7 +80,7 @@ class SotwStream:
             if sent is not None and nack:
                 self._reject(state, sent, request)
             elif sent is not None:
-                state.status.accept(sent, full_state=type_url in types.FULL_STATE)
+                state.status.accept(sent, full_state=type_url in typeurls.FULL_STATE)
             return RequestResult(Outcome.STALE, type_url, request.version_info)
         # A request echoing a nonce already answered only changes the subscription: Envoy sends
         # one whenever its set of names changes between responses.
@@ -92,7 +92,7 @@ class SotwStream:
                 Outcome.NACK, type_url, request.version_info, request.error_detail.message
             )
         elif sent is not None:
-            state.status.accept(sent, full_state=type_url in types.FULL_STATE)
+            state.status.accept(sent, full_state=type_url in typeurls.FULL_STATE)
             result = RequestResult(Outcome.ACK, type_url, request.version_info)
         self._subscribe(type_url, state, list(request.resource_names))
         return result
@@ -100,7 +100,7 @@ class SotwStream:
     def _reject(self, state: _TypeState, sent: Sent, request: Any) -> None:
         # Rule 6: never send these versions again; the next change gets through.
         state.rejected.update((r.name, r.version) for r in sent.resources)
-        if sent.type_url in types.FULL_STATE:
+        if sent.type_url in typeurls.FULL_STATE:
             state.rejected_sets.add(sent.version)
         state.status.refuse(sent, request.error_detail.message)
 
@@ -123,7 +123,7 @@ class SotwStream:
             state.force_all = True
         # Rule 8: newly requested names are sent even if unchanged.
         state.forced |= names - state.names
-        if type_url not in types.FULL_STATE and not wildcard:
+        if type_url not in typeurls.FULL_STATE and not wildcard:
             for gone in state.names - names:
                 # Forget it, so that asking again later gets it again.
                 state.sent.pop(gone, None)
@@ -139,21 +139,21 @@ class SotwStream:
         """What to send now, in rule-13 order. Removed clusters stay in the first CDS response
         while listeners and routes stop using them, and go in a last one (make before break)."""
         out: list[Response] = []
-        cds = self._plan(types.CLUSTER, snapshot)
+        cds = self._plan(typeurls.CLUSTER, snapshot)
         two_phase = bool(cds and cds.removed) and bool(
-            self._plan(types.LISTENER, snapshot) or self._plan(types.ROUTE, snapshot)
+            self._plan(typeurls.LISTENER, snapshot) or self._plan(typeurls.ROUTE, snapshot)
         )
         if two_phase and cds is not None:
-            cds = self._plan(types.CLUSTER, snapshot, retain=cds.removed)
+            cds = self._plan(typeurls.CLUSTER, snapshot, retain=cds.removed)
         if cds is not None:
             out.append(self._commit(cds, snapshot))
         # Every other type in rule-13 order (ORDER starts with CDS, sent above).
-        for type_url in types.ORDER[1:]:
+        for type_url in typeurls.ORDER[1:]:
             plan = self._plan(type_url, snapshot)
             if plan is not None:
                 out.append(self._commit(plan, snapshot))
         if two_phase:
-            plan = self._plan(types.CLUSTER, snapshot)
+            plan = self._plan(typeurls.CLUSTER, snapshot)
             if plan is not None:
                 out.append(self._commit(plan, snapshot))
         for type_url, state in self._types.items():
@@ -171,7 +171,7 @@ class SotwStream:
         available = snapshot.of(type_url)
         recheck = state.force_all or state.recheck
         changes = None if recheck else snapshot.changes_since(type_url, state.checked)
-        if type_url in types.FULL_STATE:
+        if type_url in typeurls.FULL_STATE:
             if changes is not None and not changes and not state.forced and not retain:
                 return None
             return self._plan_full(type_url, state, available, retain)
@@ -182,7 +182,7 @@ class SotwStream:
         for name in sorted(wanted):
             res = available.get(name)
             if res is None:
-                if type_url != types.ENDPOINT or name in state.sent:
+                if type_url != typeurls.ENDPOINT or name in state.sent:
                     # Known before and gone now: its cluster is on its way out.
                     continue
                 res = empty_assignment(name)  # rule 15
@@ -216,15 +216,15 @@ class SotwStream:
     def _commit(self, plan: _Plan, snapshot: Snapshot) -> Response:
         state = self._types[plan.type_url]
         nonce = self._nonces.next()
-        if plan.type_url == types.CLUSTER:
+        if plan.type_url == typeurls.CLUSTER:
             # Rule 14: a changed cluster warms only on a fresh assignment, changed or not.
-            endpoints = self._types[types.ENDPOINT]
+            endpoints = self._types[typeurls.ENDPOINT]
             for res in plan.resources:
                 previous = state.sent.get(res.name)
                 eds_name = snapshot.eds_names.get(res.name)
                 if eds_name and (previous is None or previous.version != res.version):
                     endpoints.forced.add(eds_name)
-        if plan.type_url in types.FULL_STATE:
+        if plan.type_url in typeurls.FULL_STATE:
             state.sent = {r.name: r for r in plan.resources}
             state.sent_set = plan.version
         else:

@@ -1,5 +1,6 @@
-"""Sources: where the fleet comes from, turned into `FleetState`s for the rest of the program.
+"""Sources: where the fleet comes from, turned into `FleetState`s for the pipeline.
 
-`manifests` parses and validates YAML documents (pure); `files` reads them from disk and follows
-their edits. A source only describes the fleet: it must not translate it or know about Envoy.
+`files` reads manifests from disk and follows their edits; `kube` watches member clusters and
+the fleet cluster. Both parse with `xdsfleet.documents`. A source only describes the fleet: it
+must not translate, cache or serve (an import-linter contract).
 """

@@ -21,10 +21,7 @@ from pathlib import Path
 import structlog
 from watchfiles import awatch
 
-from xdsfleet import metrics
-from xdsfleet.model.errors import InvalidInput, Problem
-from xdsfleet.model.fleet import FleetState
-from xdsfleet.sources.manifests import (
+from xdsfleet.documents.manifests import (
     FileContents,
     FleetFiles,
     FleetSpec,
@@ -35,6 +32,9 @@ from xdsfleet.sources.manifests import (
     parse_file,
     reference_problems,
 )
+from xdsfleet.model.errors import InvalidInput, Problem
+from xdsfleet.model.fleet import FleetState
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -1,5 +1,5 @@
 """Which members of which service ports are drained, and the slow start of a port: what the app's
-ramp agent (`app/ramps.py`) compares between states to see a member come back, and how fast to
+ramp agent (`pipeline/ramps.py`) compares between states to see a member come back, and how fast to
 bring it back.
 
 It reads the same service and policy indexes as `snapshot`, so a member counts as drained here

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
@@ -59,7 +59,7 @@ class Translation:
 
 
 def translate(state: FleetState, profile: NodeProfile) -> Resources:
-    """Type URL -> resource name -> message, for every type of `cache.types.ORDER`.
+    """Type URL -> resource name -> message, for every type of `cache.typeurls.ORDER`.
 
     Pure and deterministic. The messages are shared with other profiles and generations:
     callers must never mutate them.
@@ -71,7 +71,7 @@ def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) ->
     """`translate`, given the state's `service_index` (which callers may have updated
     incrementally), and saying which clusters come from which service port."""
     start_generation(state)
-    resources: Resources = {type_url: {} for type_url in types.ORDER}
+    resources: Resources = {type_url: {} for type_url in typeurls.ORDER}
     members = frozenset(m.member.name for m in state.members)
     planner = Planner(index, policy_index(state.policies), members)
     if profile.role is Role.GATEWAY:
@@ -120,7 +120,7 @@ def translate_destinations(
         clusters[name] = cluster(name, port.http2, settings)
         placement = placement_of(spec, ramps.get(key, ())).with_pinned(destination.pinned)
         assignments[name] = assignment(port, view, placement)
-    return {types.CLUSTER: clusters, types.ENDPOINT: assignments}
+    return {typeurls.CLUSTER: clusters, typeurls.ENDPOINT: assignments}
 
 
 def _gateway(state: FleetState, ref: str | None) -> Gateway | None:
@@ -152,18 +152,18 @@ def _add_gateway_listener(
             return
     names = tuple(secret_name(s.namespace, s.name) for s in secrets)
     for secret, secret_key in zip(secrets, names, strict=True):
-        resources[types.SECRET][secret_key] = tls_secret(secret)
+        resources[typeurls.SECRET][secret_key] = tls_secret(secret)
     hosts = plan_listener(gateway, listener, state.http_routes, state.grpc_routes, planner)
     sessions = uses_sessions(hosts)
     http3 = planner.policies.listener(gateway.namespace, gateway.name, listener.name).http3
     if not names:
         http3 = None  # QUIC always encrypts: only HTTPS listeners get a twin
     alt_svc = f'h3=":{listener.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
-    resources[types.LISTENER][name] = gateway_listener(name, listener.port, names, sessions)
-    resources[types.ROUTE][name] = route_configuration(name, hosts, alt_svc)
+    resources[typeurls.LISTENER][name] = gateway_listener(name, listener.port, names, sessions)
+    resources[typeurls.ROUTE][name] = route_configuration(name, hosts, alt_svc)
     if http3 is not None:
         twin = quic_listener_name(name)
-        resources[types.LISTENER][twin] = quic_listener(
+        resources[typeurls.LISTENER][twin] = quic_listener(
             twin, name, listener.port, names, http3.early_data, sessions
         )
 
@@ -176,13 +176,13 @@ def _add_sidecar(
     keys = [k for k in index if scope is None or (k.namespace, k.service) in scope.services]
     for port, hosts in plan_outbound(keys, planner).items():
         name = outbound_name(port)
-        resources[types.LISTENER][name] = outbound_listener(name, port, uses_sessions(hosts))
-        resources[types.ROUTE][name] = route_configuration(name, hosts)
+        resources[typeurls.LISTENER][name] = outbound_listener(name, port, uses_sessions(hosts))
+        resources[typeurls.ROUTE][name] = route_configuration(name, hosts)
 
 
 def _add_proxyless(resources: Resources, index: ServiceIndex, planner: Planner) -> None:
     """Add one listener per service port: the targets gRPC clients dial."""
     for key in index:
         name = proxyless_listener_name(key.service, key.namespace, key.port)
-        resources[types.LISTENER][name] = proxyless_listener(name, key.cluster)
+        resources[typeurls.LISTENER][name] = proxyless_listener(name, key.cluster)
         planner.used.add(Destination(key))

@@ -27,10 +27,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from kubernetes.watch.watch import iter_resp_lines
 
+from xdsfleet.documents.reading import JsonObject
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
-
-JsonObject = dict[str, Any]
 
 
 class ApiError(Exception):

@@ -20,18 +20,18 @@ from typing import Any
 
 import structlog
 
+from xdsfleet.documents.ingress import Ingress, parse_ingress
+from xdsfleet.documents.manifests import FleetSpec
 from xdsfleet.model.fleet import Gateway, GRPCRoute, HTTPRoute
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Cluster
 from xdsfleet.sources.kube.group import Watched, WatchGroup
-from xdsfleet.sources.kube.ingress import Ingress, parse_ingress
 from xdsfleet.sources.kube.mirror import Mirror
 from xdsfleet.sources.kube.objects import parse_object
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.secrets import MEMBER_LABEL, MemberSecret, parse_secret
 from xdsfleet.sources.kube.settings import KubeSettings
-from xdsfleet.sources.manifests import FleetSpec
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from xdsfleet.sources.kube.client import Cluster, JsonObject
+from xdsfleet.documents.reading import JsonObject
+from xdsfleet.sources.kube.client import Cluster
 from xdsfleet.sources.kube.mirror import Mirror
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings

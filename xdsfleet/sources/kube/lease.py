@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 import structlog
 
-from xdsfleet.sources.kube.client import ApiError, Cluster, Conflict, JsonObject, NotFound
+from xdsfleet.documents.reading import JsonObject
+from xdsfleet.sources.kube.client import ApiError, Cluster, Conflict, NotFound
 from xdsfleet.sources.kube.resources import LEASES
 
 log = structlog.get_logger(__name__)

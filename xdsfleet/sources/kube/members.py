@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from xdsfleet import metrics
 from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Node, Service
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access, Cluster
@@ -35,6 +34,7 @@ from xdsfleet.sources.kube.objects import ModelObject, parse_object
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.sources.kube.watching import Absent, Event, Listed
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from xdsfleet import metrics
+from xdsfleet.documents.reading import JsonObject
 from xdsfleet.model.errors import InvalidInput, Problem
-from xdsfleet.sources.kube.client import JsonObject
 from xdsfleet.sources.kube.objects import key_of
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.watching import Absent, Changed, Event, Failed, Listed
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

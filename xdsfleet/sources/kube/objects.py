@@ -15,17 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from xdsfleet.model.fleet import EndpointSlice, Gateway, GRPCRoute, HTTPRoute, Node, Service
-from xdsfleet.model.policy import TrafficPolicy
-from xdsfleet.sources.kube import resources
-from xdsfleet.sources.kube.resources import ApiResource
-from xdsfleet.sources.manifests import (
+from xdsfleet.documents.manifests import (
     SERVICE_NAME_LABEL,
     FileContents,
     FleetSpec,
     Place,
     parse_documents,
 )
+from xdsfleet.model.fleet import EndpointSlice, Gateway, GRPCRoute, HTTPRoute, Node, Service
+from xdsfleet.model.policy import TrafficPolicy
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.resources import ApiResource
 
 JsonObject = dict[str, Any]
 # A ServiceExport is known by (namespace, name) only.

@@ -17,11 +17,10 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from xdsfleet.documents.manifests import parse_member
+from xdsfleet.documents.reading import JsonObject, object_label
 from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.model.fleet import Member
-from xdsfleet.sources.kube.client import JsonObject
-from xdsfleet.sources.manifests import parse_member
-from xdsfleet.sources.reading import object_label
 
 MEMBER_LABEL = "xdsfleet.io/member"
 KUBECONFIG_KEY = "kubeconfig"

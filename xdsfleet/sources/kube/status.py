@@ -15,9 +15,10 @@ from enum import StrEnum
 
 import structlog
 
-from xdsfleet import metrics
-from xdsfleet.sources.kube.client import ApiError, Cluster, Conflict, JsonObject, NotFound
+from xdsfleet.documents.reading import JsonObject
+from xdsfleet.sources.kube.client import ApiError, Cluster, Conflict, NotFound
 from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from xdsfleet import metrics
-from xdsfleet.sources.kube.client import ApiError, Cluster, Gone, JsonObject, NotFound, Watch
+from xdsfleet.documents.reading import JsonObject
+from xdsfleet.sources.kube.client import ApiError, Cluster, Gone, NotFound, Watch
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
@@ -88,12 +88,12 @@ def _route_configurations(
 ) -> Iterable[tuple[str, Any]]:
     if profile.role is Role.PROXYLESS:
         # Proxyless listeners carry their routes inline.
-        for name, message in sorted(resources[types.LISTENER].items()):
+        for name, message in sorted(resources[typeurls.LISTENER].items()):
             manager = hcm_pb2.HttpConnectionManager()
             message.api_listener.api_listener.Unpack(manager)
             yield name, manager.route_config
         return
-    for name, config in sorted(resources[types.ROUTE].items()):
+    for name, config in sorted(resources[typeurls.ROUTE].items()):
         if listener is None or listener in (name, name.rsplit("/", 1)[-1]):
             yield name, config
 
@@ -183,7 +183,7 @@ def _explained(
         weighted = [(c.name, c.weight.value) for c in target.weighted_clusters.clusters]
     total = sum(weight for _, weight in weighted) or 1
     clusters = tuple(
-        ClusterShare(name, weight / total, _shares(resources[types.ENDPOINT].get(name)))
+        ClusterShare(name, weight / total, _shares(resources[typeurls.ENDPOINT].get(name)))
         for name, weight in weighted
     )
     names = ", ".join(name for name, _ in weighted)

@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import structlog
 
+from xdsfleet.documents import ingress
+from xdsfleet.documents.manifests import FleetSpec
 from xdsfleet.model.fleet import FleetState, Member, MemberState
-from xdsfleet.sources.kube import ingress
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.fleetcluster import FleetCluster, FleetObjects
 from xdsfleet.sources.kube.members import MemberWatcher
 from xdsfleet.sources.kube.settings import KubeSettings
-from xdsfleet.sources.manifests import FleetSpec
+from xdsfleet.status.reports import MemberReport
 
 log = structlog.get_logger(__name__)
 
@@ -55,27 +56,6 @@ class _Wanted:
     member: Member
     access: Access | None
     problem: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MemberReport:
-    """A Kubernetes member as `/debug/members` (and the Fleet resource's status) shows it."""
-
-    name: str
-    source: str
-    stale: bool
-    settled: bool
-    problem: str
-    failures: dict[str, str]
-    services: int
-    endpoints: int
-
-    @property
-    def message(self) -> str:
-        """Why it is stale, in one line."""
-        reasons = [self.problem] if self.problem else []
-        reasons += [f"{resource}: {error}" for resource, error in sorted(self.failures.items())]
-        return "; ".join(reasons)
 
 
 class Aggregator:

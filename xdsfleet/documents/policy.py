@@ -9,6 +9,20 @@ documents by `references`. Like every parser here it does no I/O and knows nothi
 
 from __future__ import annotations
 
+from xdsfleet.documents.reading import (
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    FLEET_GROUP,
+    GATEWAY_GROUP,
+    HOSTNAME,
+    HTTP_TOKEN,
+    MAX_PORT,
+    MCS_GROUP,
+    Map,
+    flag_repeats,
+    metadata,
+)
 from xdsfleet.model.policy import (
     LEVEL_FIELDS,
     LEVELS,
@@ -35,20 +49,6 @@ from xdsfleet.model.policy import (
     SlowStart,
     TargetKind,
     TrafficPolicy,
-)
-from xdsfleet.sources.reading import (
-    DNS_1035_LABEL,
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
-    FLEET_GROUP,
-    GATEWAY_GROUP,
-    HOSTNAME,
-    HTTP_TOKEN,
-    MAX_PORT,
-    MCS_GROUP,
-    Map,
-    flag_repeats,
-    metadata,
 )
 
 TARGET_GROUPS = {

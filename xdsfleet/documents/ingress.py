@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from xdsfleet.documents.reading import JsonObject, object_label
 from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.model.fleet import (
     BackendRef,
@@ -38,8 +39,6 @@ from xdsfleet.model.fleet import (
     ValueMatch,
     ValueMatchType,
 )
-from xdsfleet.sources.kube.client import JsonObject
-from xdsfleet.sources.reading import object_label
 
 ORIGIN = "fleet cluster"
 NGINX = "nginx.ingress.kubernetes.io/"

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from xdsfleet import metrics
+from xdsfleet.documents.references import reference_problems
 from xdsfleet.model.errors import Problem
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.sources.references import reference_problems
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 

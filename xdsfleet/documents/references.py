@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from xdsfleet.documents.policy import SPEC_FIELDS
+from xdsfleet.documents.reading import object_label, origin_key
 from xdsfleet.model.errors import Problem
 from xdsfleet.model.fleet import (
     BackendRef,
@@ -35,8 +37,6 @@ from xdsfleet.model.policy import (
     TargetKind,
     TrafficPolicy,
 )
-from xdsfleet.sources.policy import SPEC_FIELDS
-from xdsfleet.sources.reading import object_label, origin_key
 
 
 class _Route(Protocol):

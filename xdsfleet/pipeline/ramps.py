@@ -25,9 +25,9 @@ from typing import Protocol
 
 import structlog
 
-from xdsfleet import metrics
 from xdsfleet.model.fleet import FleetState, Ramp
 from xdsfleet.model.policy import SlowStart
+from xdsfleet.telemetry import metrics
 from xdsfleet.translate.drains import drained, slow_start
 from xdsfleet.translate.services import ServicePortKey
 

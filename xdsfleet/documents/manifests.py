@@ -21,26 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from xdsfleet.model.errors import InvalidInput, Problem
-from xdsfleet.model.fleet import (
-    Endpoint,
-    EndpointMode,
-    EndpointPort,
-    EndpointSlice,
-    FleetState,
-    Gateway,
-    GRPCRoute,
-    HTTPRoute,
-    Member,
-    MemberState,
-    Node,
-    Service,
-    ServicePort,
-    TLSSecret,
-)
-from xdsfleet.model.policy import TrafficPolicy
-from xdsfleet.sources import gateway_api, policy
-from xdsfleet.sources.reading import (
+from xdsfleet.documents import gateway_api, policy
+from xdsfleet.documents.reading import (
     DNS_1035_LABEL,
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -59,9 +41,27 @@ from xdsfleet.sources.reading import (
     metadata,
     type_name,
 )
-from xdsfleet.sources.reading import object_label as object_label
-from xdsfleet.sources.reading import origin_key as origin_key
-from xdsfleet.sources.references import reference_problems as reference_problems
+from xdsfleet.documents.reading import object_label as object_label
+from xdsfleet.documents.reading import origin_key as origin_key
+from xdsfleet.documents.references import reference_problems as reference_problems
+from xdsfleet.model.errors import InvalidInput, Problem
+from xdsfleet.model.fleet import (
+    Endpoint,
+    EndpointMode,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Gateway,
+    GRPCRoute,
+    HTTPRoute,
+    Member,
+    MemberState,
+    Node,
+    Service,
+    ServicePort,
+    TLSSecret,
+)
+from xdsfleet.model.policy import TrafficPolicy
 
 T = TypeVar("T")
 

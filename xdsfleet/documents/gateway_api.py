@@ -14,6 +14,21 @@ import binascii
 import re
 from dataclasses import replace
 
+from xdsfleet.documents.reading import (
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    GATEWAY_GROUP,
+    HOSTNAME,
+    HTTP_TOKEN,
+    MAX_PORT,
+    MAX_WEIGHT,
+    MCS_GROUP,
+    Map,
+    fixed,
+    flag_repeats,
+    metadata,
+)
 from xdsfleet.model.fleet import (
     BackendRef,
     Gateway,
@@ -41,21 +56,6 @@ from xdsfleet.model.fleet import (
     URLRewrite,
     ValueMatch,
     ValueMatchType,
-)
-from xdsfleet.sources.reading import (
-    DNS_1035_LABEL,
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
-    GATEWAY_GROUP,
-    HOSTNAME,
-    HTTP_TOKEN,
-    MAX_PORT,
-    MAX_WEIGHT,
-    MCS_GROUP,
-    Map,
-    fixed,
-    flag_repeats,
-    metadata,
 )
 
 # The group a backendRef must name for each kind it may point at.

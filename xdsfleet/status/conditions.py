@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState, GRPCRoute, HTTPRoute
 from xdsfleet.model.node import NodeProfile
@@ -202,7 +202,7 @@ def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> fr
 
 def route_affects(state: FleetState, route: HTTPRoute | GRPCRoute) -> Affects:
     names = _route_configurations(state, route)
-    return lambda type_url, name: type_url == types.ROUTE and name in names
+    return lambda type_url, name: type_url == typeurls.ROUTE and name in names
 
 
 def _named(prefix: str, *type_urls: str) -> Affects:
@@ -218,7 +218,7 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
         match target.kind:
             case TargetKind.SERVICE | TargetKind.SERVICE_IMPORT:
                 prefix = f"{policy.namespace}/{target.name}:"
-                tests.append(_named(prefix, types.CLUSTER, types.ENDPOINT))
+                tests.append(_named(prefix, typeurls.CLUSTER, typeurls.ENDPOINT))
             case TargetKind.HTTP_ROUTE | TargetKind.GRPC_ROUTE:
                 routes: Iterable[HTTPRoute | GRPCRoute] = (
                     state.http_routes if target.kind is TargetKind.HTTP_ROUTE else state.grpc_routes
@@ -228,9 +228,9 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
                         tests.append(route_affects(state, route))
             case TargetKind.GATEWAY:
                 prefix = f"{policy.namespace}/{target.name}/"
-                tests.append(_named(prefix, types.LISTENER, types.ROUTE))
+                tests.append(_named(prefix, typeurls.LISTENER, typeurls.ROUTE))
             case TargetKind.FLEET:
-                tests.append(_named("", *types.ORDER))
+                tests.append(_named("", *typeurls.ORDER))
     return lambda type_url, name: any(test(type_url, name) for test in tests)
 
 

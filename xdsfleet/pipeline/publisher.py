@@ -21,12 +21,12 @@ from collections.abc import Collection, Mapping
 
 import structlog
 
-from xdsfleet import metrics
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import InconsistentSnapshot, Snapshot, build_snapshot, patch_snapshot
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index

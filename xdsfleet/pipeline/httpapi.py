@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from xdsfleet.cache import types
+from xdsfleet.cache import typeurls
 from xdsfleet.server.ads import AdsService
 
 
@@ -27,7 +27,9 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
             "cluster": info.node_cluster,
             "peer": info.peer,
             "profile": info.profile.describe(),
-            "types": {types.SHORT_NAMES[t]: s.summary() for t, s in info.machine.status().items()},
+            "types": {
+                typeurls.SHORT_NAMES[t]: s.summary() for t, s in info.machine.status().items()
+            },
         }
         for info in ads.streams.values()
     ]

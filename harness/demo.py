@@ -26,11 +26,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from xdsfleet.app.bootstrap import Target, envoy_bootstrap
-from xdsfleet.local import Backend, Envoy, Server, get, wait_for
+from harness.local import Backend, Envoy, Server, get, wait_for
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet
+from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 GATEWAY = "default/demo"
 HOST = "shop.example.com"
@@ -188,7 +188,7 @@ def member_gone(port: int, member: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xdsfleet.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__)
     parser.add_argument("--requests", type=int, default=200, help="requests per step")
     parser.add_argument(
         "--listener-port", type=int, default=None, help="override the Gateway listener port"

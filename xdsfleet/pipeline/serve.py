@@ -21,19 +21,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
-from xdsfleet.app import http
-from xdsfleet.app.aggregate import Aggregator, cluster_access
-from xdsfleet.app.publisher import Publisher
-from xdsfleet.app.ramps import Ramper
-from xdsfleet.app.status import StatusWriter
-from xdsfleet.app.store import Store
-from xdsfleet.app.unresolved import UnresolvedReporter
 from xdsfleet.model.fleet import FleetState
+from xdsfleet.pipeline import httpapi
+from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
+from xdsfleet.pipeline.debounce import Debouncer
+from xdsfleet.pipeline.publisher import Publisher
+from xdsfleet.pipeline.ramps import Ramper
+from xdsfleet.pipeline.unresolved import UnresolvedReporter
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.sources.files import FileSource
 from xdsfleet.sources.kube.client import Access
 from xdsfleet.sources.kube.settings import KubeSettings
+from xdsfleet.status.writer import StatusWriter
 
 log = structlog.get_logger(__name__)
 
@@ -176,9 +176,9 @@ async def serve(settings: Settings) -> None:
         publisher.publish(state)
         unresolved.check(state)
 
-    store = Store(published, current=first.result())
-    # Sources -> ramps -> store -> publisher.
-    ramper = Ramper(store.update, current=first.result())
+    debouncer = Debouncer(published, current=first.result())
+    # Sources -> ramps -> debouncer -> publisher.
+    ramper = Ramper(debouncer.update, current=first.result())
     ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
     _guard(ramping, stop)
     ads = AdsService(publisher.cache)
@@ -188,7 +188,7 @@ async def serve(settings: Settings) -> None:
         aggregator=aggregator,
         ads=ads,
         snapshot_of=publisher.cache.get,
-        served=lambda: store.current,
+        served=lambda: debouncer.current,
         namespace=settings.namespace,
         interval=settings.status_seconds,
     )
@@ -196,8 +196,8 @@ async def serve(settings: Settings) -> None:
     _guard(status, stop)
     xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
-    runner = await http.start(
-        http.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
+    runner = await httpapi.start(
+        httpapi.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
         host=settings.host,
         port=settings.metrics_port,
     )

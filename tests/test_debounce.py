@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from waiting import eventually
 
-from xdsfleet.app.store import Store, removes_endpoints
 from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
+from xdsfleet.pipeline.debounce import Debouncer, removes_endpoints
 
 
 def fleet(*pods: tuple[str, bool]) -> FleetState:
@@ -38,7 +38,7 @@ def test_a_member_gone_with_ready_pods_is_a_removal() -> None:
 
 async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> None:
     published: list[FleetState] = []
-    store = Store(published.append, quiet=0.05, current=fleet(("10.0.0.1", True)))
+    store = Debouncer(published.append, quiet=0.05, current=fleet(("10.0.0.1", True)))
     grown = [fleet(*((f"10.0.0.{i}", True) for i in range(1, n + 2))) for n in range(1, 5)]
     for state in grown:
         store.update(state)
@@ -50,7 +50,9 @@ async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> Non
 async def test_a_removal_is_published_without_waiting_for_quiet() -> None:
     published: list[FleetState] = []
     # A quiet period far longer than any test: only the removal path can publish in time.
-    store = Store(published.append, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True)))
+    store = Debouncer(
+        published.append, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True))
+    )
     store.update(fleet(("10.0.0.1", False)))
     await eventually(lambda: bool(published))
     assert published == [fleet(("10.0.0.1", False))]
@@ -59,7 +61,7 @@ async def test_a_removal_is_published_without_waiting_for_quiet() -> None:
 async def test_an_unchanged_state_is_not_published_again() -> None:
     published: list[FleetState] = []
     same = fleet(("10.0.0.1", True))
-    store = Store(published.append, quiet=0.01, current=same)
+    store = Debouncer(published.append, quiet=0.01, current=same)
     store.update(fleet(("10.0.0.1", True)))
     store.update(fleet(("10.0.0.1", False)))
     store.update(same)

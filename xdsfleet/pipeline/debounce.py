@@ -1,4 +1,4 @@
-"""The store: the current fleet state, with bursts of source events coalesced.
+"""The debouncer: the current fleet state, with bursts of source events coalesced.
 
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
@@ -38,7 +38,7 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
     return any(_ready_addresses(m) for m in before.values())
 
 
-class Store:
+class Debouncer:
     def __init__(
         self,
         publish: Callable[[FleetState], None],

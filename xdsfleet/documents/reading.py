@@ -83,6 +83,9 @@ PORT_NAME = NameRule(
 
 # libyaml's parser when PyYAML has it (about 4x faster on a large fleet's first load, see
 # BENCHMARKS.md); the constructors, and so the checks below, are the same Python code.
+JsonObject = dict[str, Any]
+"""An object of a Kubernetes API response or a YAML document, as plain JSON types."""
+
 _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -16,14 +16,24 @@ import functools
 import os
 import socket
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 
-from xdsfleet import metrics
-from xdsfleet.app.aggregate import Aggregator
-from xdsfleet.app.conditions import (
+from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.documents.reading import JsonObject, object_label
+from xdsfleet.documents.references import reference_problems
+from xdsfleet.model.fleet import FleetState
+from xdsfleet.model.node import NodeProfile
+from xdsfleet.server.ads import AdsService
+from xdsfleet.sources.kube import resources
+from xdsfleet.sources.kube.client import Cluster
+from xdsfleet.sources.kube.fleetcluster import FleetCluster
+from xdsfleet.sources.kube.lease import LeaseElector
+from xdsfleet.sources.kube.resources import ApiResource
+from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.status.conditions import (
     Programmed,
     Verdict,
     fleet_members_status,
@@ -36,18 +46,8 @@ from xdsfleet.app.conditions import (
     route_verdict,
     target_refs,
 )
-from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.fleet import FleetState
-from xdsfleet.model.node import NodeProfile
-from xdsfleet.server.ads import AdsService
-from xdsfleet.sources.kube import resources
-from xdsfleet.sources.kube.client import Cluster, JsonObject
-from xdsfleet.sources.kube.fleetcluster import FleetCluster
-from xdsfleet.sources.kube.lease import LeaseElector
-from xdsfleet.sources.kube.resources import ApiResource
-from xdsfleet.sources.kube.status import Written, write_status
-from xdsfleet.sources.reading import object_label
-from xdsfleet.sources.references import reference_problems
+from xdsfleet.status.reports import MemberReport
+from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +60,20 @@ def identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+class Reporting(Protocol):
+    """What the writer reads of the sources' aggregator (the pipeline owns it)."""
+
+    fleet_cluster: FleetCluster | None
+    fleet_resource: str | None
+
+    def reports(self) -> Sequence[MemberReport]: ...
+
+
 class StatusWriter:
     def __init__(
         self,
         *,
-        aggregator: Aggregator,
+        aggregator: Reporting,
         ads: AdsService,
         snapshot_of: Callable[[NodeProfile], Snapshot],
         served: Callable[[], FleetState | None],

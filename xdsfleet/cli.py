@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 import yaml
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.console import Console
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
 from xdsfleet.pipeline.serve import Settings, serve
+from xdsfleet.pipeline.supervisor import Crashed, Refused
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
@@ -31,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+log = structlog.get_logger("xdsfleet.cli")
 
 
 class Output(StrEnum):
@@ -147,6 +150,12 @@ def serve_command(
         asyncio.run(serve(settings))
     except InvalidInput as error:
         raise _fail(error) from None
+    except Refused as error:
+        # One line, in the log stream the operator already reads.
+        log.error("start_refused", error=str(error))
+        raise typer.Exit(1) from None
+    except Crashed:
+        raise typer.Exit(1) from None  # `task_failed` logged what, with its traceback
 
 
 @app.command("validate")

@@ -49,6 +49,9 @@ class Publisher:
         self._destinations: dict[NodeProfile, Destinations] = {}
         # Resources patched since the last full translation.
         self._patched = 0
+        # Set when a publish raised: what it left half-done (index, destinations) is not
+        # trusted, and the next publish translates everything from scratch.
+        self._broken = False
         self.cache = SnapshotCache(self._first_snapshot)
 
     def _build(self, profile: NodeProfile) -> Snapshot | None:
@@ -91,11 +94,26 @@ class Publisher:
         return self._build(profile) or EMPTY
 
     def publish(self, state: FleetState) -> None:
+        """Bring every watched profile's snapshot up to `state`. If this raises, the cache
+        still holds complete snapshots (each profile's old or new one), and the next call
+        translates in full."""
+        try:
+            self._publish(state)
+        except Exception:
+            self._broken = True
+            self._destinations.clear()
+            raise
+
+    def _publish(self, state: FleetState) -> None:
         started = time.perf_counter()
         previous, self.state = self.state, state
-        ports = self._update_index(previous, state)
-        if not only_members_changed(previous, state) or self._patched > self._served():
-            ports = None
+        ports: frozenset[ServicePortKey] | None = None
+        if self._broken:
+            self._index = service_index(state)
+        else:
+            ports = self._update_index(previous, state)
+            if not only_members_changed(previous, state) or self._patched > self._served():
+                ports = None
         profiles = self.cache.profiles()
         for gone in self._destinations.keys() - set(profiles):
             del self._destinations[gone]
@@ -108,6 +126,7 @@ class Publisher:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
+            self._broken = False
         elapsed = time.perf_counter() - started
         metrics.GENERATIONS.inc()
         metrics.TRANSLATE_SECONDS.observe(elapsed)

@@ -18,9 +18,10 @@ from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
 from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.pipeline.supervisor import Crashed, Refused
+from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
-from xdsfleet.tools.bootstrap import Target, bootstrap
+from xdsfleet.tools.bootstrap import ClientTls, Target, bootstrap
 from xdsfleet.tools.explain import Request, explain
 from xdsfleet.tools.explain import render as render_explanation
 from xdsfleet.tools.render import render
@@ -125,6 +126,29 @@ def serve_command(
         float,
         typer.Option(help="How often status is written back to the fleet cluster (if changed)."),
     ] = 5.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="TLS on the xDS port: the server's certificate (PEM), reloaded on change."
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="With --tls-cert: its private key (PEM).")
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="mTLS: clients must present a certificate this CA signed; its identity must "
+            "be allowed the profile it claims (the Fleet's spec.identities)."
+        ),
+    ] = None,
+    insecure_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-secrets",
+            help="Serve TLS Secrets to clients without mTLS on a non-loopback address.",
+        ),
+    ] = False,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -134,6 +158,11 @@ def serve_command(
         raise typer.BadParameter("give --fleet or --fleet-resource, not both")
     if fleet_resource is None and (kubeconfig or context):
         raise typer.BadParameter("--kubeconfig and --context go with --fleet-resource")
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if client_ca is not None and tls_cert is None:
+        raise typer.BadParameter("--client-ca needs --tls-cert and --tls-key")
+    files = TlsFiles(tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
     settings = Settings(
         fleet=None if fleet_resource else _fleet_path(fleet),
         xds_port=xds_port,
@@ -145,6 +174,8 @@ def serve_command(
         context=context,
         namespace=namespace,
         status_seconds=status_seconds,
+        tls=files,
+        insecure_secrets=insecure_secrets,
     )
     try:
         asyncio.run(serve(settings))
@@ -250,6 +281,14 @@ def bootstrap_command(
     ] = "127.0.0.1:18000",
     delta: Annotated[bool, typer.Option("--delta", help="Use Delta (incremental) ADS.")] = False,
     envoy_admin_port: Annotated[int, typer.Option(help="Port of Envoy's admin interface.")] = 9901,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(help="mTLS to the server: the client's certificate file, as it sees it."),
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="mTLS: the client's key file.")] = None,
+    tls_ca: Annotated[
+        str | None, typer.Option(help="mTLS: the CA file that signed the server's certificate.")
+    ] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
 ) -> None:
     """Print a bootstrap for a client: Envoy's, or gRPC's for --role proxyless."""
@@ -258,12 +297,16 @@ def bootstrap_command(
         raise typer.BadParameter(
             f"expected HOST:PORT, got {xds_address!r}", param_hint="--xds-address"
         )
+    given = [tls_cert, tls_key, tls_ca]
+    if any(given) and not all(given):
+        raise typer.BadParameter("--tls-cert, --tls-key and --tls-ca go together")
+    tls = ClientTls(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None
     _print(
         bootstrap(
             node_id=node_id,
             cluster=cluster,
             profile=_profile(role, gateway, member, region, zone),
-            target=Target(host=host.strip("[]"), port=int(port), delta=delta),
+            target=Target(host=host.strip("[]"), port=int(port), delta=delta, tls=tls),
             admin_port=envoy_admin_port,
         ),
         output,

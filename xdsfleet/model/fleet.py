@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from xdsfleet.model.identity import IdentityRule
 from xdsfleet.model.policy import TrafficPolicy
 
 
@@ -377,3 +378,5 @@ class FleetState:
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
     ramps: tuple[Ramp, ...] = ()
+    # Who may claim which node profile (the Fleet's spec.identities); translation ignores it.
+    identities: tuple[IdentityRule, ...] = ()

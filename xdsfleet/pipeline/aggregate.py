@@ -154,6 +154,7 @@ class Aggregator:
             name=spec.name,
             members=tuple(sorted(members, key=lambda m: m.member.name)),
             export_all=spec.export_all,
+            identities=spec.identities,
         )
 
     def _on_member(self, name: str, state: MemberState) -> None:
@@ -284,6 +285,7 @@ class Aggregator:
             grpc_routes=self._merge("GRPCRoute", base.grpc_routes, objects.grpc_routes),
             policies=self._merge("TrafficPolicy", base.policies, objects.policies),
             secrets=base.secrets,
+            identities=base.identities,
         )
         if state == self.state:
             return

@@ -26,6 +26,7 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
             "node": info.node_id,
             "cluster": info.node_cluster,
             "peer": info.peer,
+            "identity": info.identity,
             "profile": info.profile.describe(),
             "types": {
                 typeurls.SHORT_NAMES[t]: s.summary() for t, s in info.machine.status().items()

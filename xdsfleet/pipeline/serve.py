@@ -28,9 +28,11 @@ from grpc_reflection.v1alpha import reflection
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.pipeline import chain, httpapi
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
+from xdsfleet.pipeline.security import Security
 from xdsfleet.pipeline.supervisor import Refused, Supervisor
-from xdsfleet.server import listen
+from xdsfleet.server import listen, tls
 from xdsfleet.server.ads import SERVICE, AdsService
+from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import FileSource
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.settings import KubeSettings
@@ -61,6 +63,15 @@ class Settings:
     member_startup_seconds: float = 30.0
     # How often the replica holding the status Lease renews it and writes what changed.
     status_seconds: float = 5.0
+    # TLS on the xDS port (mTLS with a client CA); without mTLS, TLS Secrets are served only
+    # on loopback or with `insecure_secrets` (pipeline/security.py).
+    tls: TlsFiles | None = None
+    insecure_secrets: bool = False
+
+    @property
+    def security(self) -> Security:
+        mutual = self.tls is not None and self.tls.mutual
+        return Security(self.tls is not None, mutual, self.host, self.insecure_secrets)
 
 
 async def _start_admin(port: int, host: str) -> tuple[grpc.aio.Server, health.HealthServicer]:
@@ -130,6 +141,12 @@ async def serve(settings: Settings) -> None:
     for any other reason not to start, and `Crashed` once stopped because a task died."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(logs.asyncio_exception_handler)
+    if settings.tls is not None:
+        try:
+            tls.Reloading(settings.tls)  # the files are read again when the port opens
+        except tls.TlsError as error:
+            raise Refused(f"--tls-cert/--tls-key/--client-ca: {error}") from None
+    security = settings.security
     supervisor = Supervisor()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop.set)
@@ -137,7 +154,11 @@ async def serve(settings: Settings) -> None:
 
     def on_state(state: FleetState) -> None:
         for built in chains:  # none yet: `chain.build` catches up from `aggregator.state`
-            built.update(state)
+            built.update(security.prepare(state))
+
+    def latest() -> FleetState | None:
+        state = aggregator.state
+        return security.prepare(state) if state is not None else None
 
     aggregator = Aggregator(
         on_state=on_state,
@@ -151,9 +172,10 @@ async def serve(settings: Settings) -> None:
         if first is not None:
             for task in tasks:
                 supervisor.watch(task)
+            security.announce(first)
             built = chain.build(
-                first,
-                latest=lambda: aggregator.state,
+                security.prepare(first),
+                latest=latest,
                 origins=lambda: source.origins if source is not None else {},
             )
             chains.append(built)
@@ -198,7 +220,8 @@ async def _serve(
     """Start the servers and the agents around `built`; run until the supervisor stops."""
     supervisor.start(built.ramper.run(), name="undrain-ramper")
     cache = built.publisher.cache
-    ads = AdsService(cache)
+    security = settings.security
+    ads = AdsService(cache, authorize=security.authorizer(lambda: aggregator.state))
     supervisor.start(ads.watchdog(), name="ads-watchdog")
     writer = StatusWriter(
         aggregator=aggregator,
@@ -210,7 +233,11 @@ async def _serve(
     )
     supervisor.start(writer.run(), name="status-writer")
     try:
-        xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
+        xds, xds_port = await listen.start(
+            ads, port=settings.xds_port, host=settings.host, tls=settings.tls
+        )
+    except tls.TlsError as error:
+        raise Refused(f"--tls-cert/--tls-key/--client-ca: {error}") from None
     except (RuntimeError, OSError) as error:
         where = f"{settings.host}:{settings.xds_port}"
         raise Refused(f"cannot listen on {where} (xDS port): {error}") from None
@@ -232,6 +259,7 @@ async def _serve(
             "serving",
             fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
             xds_port=xds_port,
+            xds_tls="mtls" if security.mutual else "tls" if security.tls else "plaintext",
             metrics_port=settings.metrics_port,
             admin_port=settings.admin_port,
         )

@@ -25,6 +25,7 @@ from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
 from xdsfleet.server.sotw import SotwStream
+from xdsfleet.server.tls import peer_identity
 from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class StreamInfo:
     peer: str
     profile: NodeProfile
     machine: Machine
+    identity: str | None = None  # from the client certificate, over mTLS
     started: float = field(default_factory=time.time)
     # Set while a write is under way (loop time), for the watchdog; the task it would cancel.
     writing_since: float | None = None
@@ -80,12 +82,24 @@ def _delta_bytes(response: Response) -> bytes:
     )
 
 
+# Why a client may not claim a profile (None: it may), given its identity (None: no client
+# certificate). The pipeline answers from the Fleet's identity rules (model/identity.py).
+Authorizer = Callable[[str | None, NodeProfile], str | None]
+
+
+def _anyone(_: str | None, __: NodeProfile) -> str | None:
+    return None
+
+
 class AdsService:
     """Serves SotW and Delta ADS from a snapshot cache."""
 
-    def __init__(self, cache: SnapshotCache, *, send_timeout: float = 30.0) -> None:
+    def __init__(
+        self, cache: SnapshotCache, *, send_timeout: float = 30.0, authorize: Authorizer = _anyone
+    ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
+        self._authorize = authorize
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
 
@@ -125,8 +139,24 @@ class AdsService:
         try:
             profile = profile_of(first.node)
         except ProfileError as err:
+            metrics.STREAMS_REFUSED.labels("invalid_node").inc()
             log.warning("stream_refused", node_id=first.node.id, error=str(err))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return
+        identity = peer_identity(context)
+        refused = self._authorize(identity, profile)
+        if refused is not None:
+            # A node claiming a gateway, member or role its certificate does not allow: it
+            # would be served what that profile holds, TLS private keys included.
+            metrics.STREAMS_REFUSED.labels("permission_denied").inc()
+            log.warning(
+                "stream_refused",
+                node_id=first.node.id,
+                identity=identity,
+                profile=profile.describe(),
+                error=refused,
+            )
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
             return
         info = StreamInfo(
             stream_id=next(self._ids),
@@ -136,6 +166,7 @@ class AdsService:
             peer=context.peer(),
             profile=profile,
             machine=machine,
+            identity=identity,
         )
         with structlog.contextvars.bound_contextvars(
             stream_id=info.stream_id, node_id=info.node_id

@@ -100,3 +100,9 @@ PUBLISH_FAILURES = Counter(
     "xdsfleet_publish_failures_total",
     "Publishes that raised (the last good snapshots keep serving; the state is retried).",
 )
+STREAMS_REFUSED = Counter(
+    "xdsfleet_streams_refused_total",
+    "ADS streams refused at their first request, by why: invalid_node (metadata naming no valid "
+    "profile), permission_denied (a profile its client certificate may not claim).",
+    ["reason"],
+)

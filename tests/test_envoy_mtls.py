@@ -89,10 +89,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         }
     ]
     routes.write_text(yaml.safe_dump_all([gateway, *others, secret_doc(gateway_tls)]))
-    tls_args = ("--tls-cert", str(server_pair.cert), "--tls-key", str(server_pair.key))
-    tls_args += ("--client-ca", str(ca.ca))
+    tls_args = ["--tls-cert", str(server_pair.cert), "--tls-key", str(server_pair.key)]
+    tls_args += ["--client-ca", str(ca.ca)]
     try:
-        with Server(files.fleet, args=tls_args) as server:
+        with Server(files.fleet, args=tuple(tls_args)) as server:
             server.start()
             yield Setup(files, ca, client, gateway_tls, server)
     finally:

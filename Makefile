@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo bench clean
+.PHONY: install lint typecheck test demo bench clean protos
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# Our own API (protos/), compiled into the package; tests/test_protos.py fails when the committed
+# modules are not what this makes. Messages and type stubs only: the servicer and the client
+# register the methods themselves, so no untyped generated gRPC code enters the package.
+PROTOS := $(wildcard protos/xdsfleet/*/*/*.proto)
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. $(PROTOS)
 
 lint: install
 	$(BIN)/ruff check .

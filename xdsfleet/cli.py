@@ -9,11 +9,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import grpc
 import structlog
 import typer
 import yaml
 from rich.console import Console
 
+from xdsfleet.admin.client import AdminClient, Connection
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
 from xdsfleet.pipeline.serve import Settings, serve
@@ -22,6 +24,7 @@ from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import ClientTls, Target, bootstrap
+from xdsfleet.tools.clients import as_data, config_rows, status_table
 from xdsfleet.tools.explain import Request, explain
 from xdsfleet.tools.explain import render as render_explanation
 from xdsfleet.tools.render import render
@@ -149,6 +152,10 @@ def serve_command(
             help="Serve TLS Secrets to clients without mTLS on a non-loopback address.",
         ),
     ] = False,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the bearer token the admin API requires."),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -176,6 +183,7 @@ def serve_command(
         status_seconds=status_seconds,
         tls=files,
         insecure_secrets=insecure_secrets,
+        admin_token=admin_token_file,
     )
     try:
         asyncio.run(serve(settings))
@@ -311,6 +319,82 @@ def bootstrap_command(
         ),
         output,
     )
+
+
+ServerOption = Annotated[
+    str, typer.Option("--server", help="HOST:PORT of the server's admin port.")
+]
+TokenFileOption = Annotated[
+    Path | None, typer.Option(help="A file holding the admin API's bearer token.")
+]
+CaOption = Annotated[
+    Path | None, typer.Option("--tls-ca", help="TLS: the CA of the server's certificate.")
+]
+CertOption = Annotated[Path | None, typer.Option("--tls-cert", help="mTLS: our certificate.")]
+KeyOption = Annotated[Path | None, typer.Option("--tls-key", help="mTLS: our key.")]
+
+
+def _admin(
+    server: str, token_file: Path | None, ca: Path | None, cert: Path | None, key: Path | None
+) -> AdminClient:
+    if (cert is None) != (key is None) or (cert is not None and ca is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together, with --tls-ca")
+    token = token_file.read_text().strip() if token_file is not None else None
+    return AdminClient(Connection(server, token=token, ca=ca, cert=cert, key=key))
+
+
+def _asking(call: Any) -> Any:
+    """The admin API's answer, or one line saying why there is none (exit 1)."""
+    try:
+        return call()
+    except grpc.RpcError as error:
+        err.print(f"[red]error[/red] {error.code().name}: {error.details()}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("status")
+def status_command(
+    server: ServerOption = "127.0.0.1:18001",
+    token_file: TokenFileOption = None,
+    tls_ca: CaOption = None,
+    tls_cert: CertOption = None,
+    tls_key: KeyOption = None,
+    output: Annotated[
+        Output | None, typer.Option("--output", "-o", help="json or yaml instead of a table.")
+    ] = None,
+) -> None:
+    """One row per connected client: per type SYNCED, PENDING, STALE or NACKED (with why)."""
+    client = _admin(server, token_file, tls_ca, tls_cert, tls_key)
+    try:
+        clients = _asking(client.list_clients)
+    finally:
+        client.close()
+    if output is not None:
+        _print(as_data(clients).get("clients", []), output)
+        return
+    Console(width=200).print(status_table(clients))
+
+
+@app.command("config")
+def config_command(
+    node: Annotated[str, typer.Option("--node", help="The client's node id.")],
+    server: ServerOption = "127.0.0.1:18001",
+    token_file: TokenFileOption = None,
+    tls_ca: CaOption = None,
+    tls_cert: CertOption = None,
+    tls_key: KeyOption = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
+) -> None:
+    """What a connected client holds, as `render` prints it (Secrets by name only)."""
+    client = _admin(server, token_file, tls_ca, tls_cert, tls_key)
+    try:
+        configs = _asking(lambda: client.client_config(node))
+    finally:
+        client.close()
+    if not configs.configs:
+        err.print(f"no client with node id {node!r} is connected", highlight=False)
+        raise typer.Exit(1)
+    _print(config_rows(configs), output)
 
 
 def _print(data: Any, output: Output) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,6 +88,7 @@ class Aggregator:
         # Per member: (the state it was made from, (member, stale), the state made).
         self._composed: dict[str, tuple[MemberState, tuple[Member, bool], MemberState]] = {}
         self._reported: set[str] = set()
+        self._stale_since: dict[str, float] = {}  # per member: when it was first seen stale
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False  # once stopped, no watcher starts any more
 
@@ -266,6 +268,10 @@ class Aggregator:
         # Members of their own Secrets.
         members += [self._member_state(w.member) for n, w in wanted.items() if n not in from_base]
         members.sort(key=lambda m: m.member.name)
+        now = time.time()
+        self._stale_since = {
+            m.member.name: self._stale_since.get(m.member.name, now) for m in members if m.stale
+        }
         for name in self._composed.keys() - wanted.keys():
             del self._composed[name]
         objects = self._objects
@@ -372,6 +378,7 @@ class Aggregator:
                     failures=watcher.failures if watcher else {},
                     services=len(state.services),
                     endpoints=endpoints,
+                    stale_since=self._stale_since.get(name) if state.stale else None,
                 )
             )
         return found

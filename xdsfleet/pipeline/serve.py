@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import gc
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import chain, httpapi
+from xdsfleet.pipeline import adminport, chain, httpapi
+from xdsfleet.pipeline.adminport import AdminSettings
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.security import Security
 from xdsfleet.pipeline.supervisor import Refused, Supervisor
@@ -67,34 +65,13 @@ class Settings:
     # on loopback or with `insecure_secrets` (pipeline/security.py).
     tls: TlsFiles | None = None
     insecure_secrets: bool = False
+    # A file holding the admin API's bearer token (pipeline/adminport.py).
+    admin_token: Path | None = None
 
     @property
     def security(self) -> Security:
         mutual = self.tls is not None and self.tls.mutual
         return Security(self.tls is not None, mutual, self.host, self.insecure_secrets)
-
-
-async def _start_admin(port: int, host: str) -> tuple[grpc.aio.Server, health.HealthServicer]:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    checker = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    names = (
-        SERVICE,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
-    _bind("admin", lambda: server.add_insecure_port(f"{host}:{port}"), host, port)
-    await server.start()
-    return server, checker
-
-
-def _bind(what: str, bind: Callable[[], object], host: str, port: int) -> None:
-    """Run `bind`; a port that cannot be bound refuses the start with one line."""
-    try:
-        bind()
-    except (RuntimeError, OSError) as error:
-        raise Refused(f"cannot listen on {host}:{port} ({what} port): {error}") from None
 
 
 def _start_sources(
@@ -146,6 +123,8 @@ async def serve(settings: Settings) -> None:
             tls.Reloading(settings.tls)  # the files are read again when the port opens
         except tls.TlsError as error:
             raise Refused(f"--tls-cert/--tls-key/--client-ca: {error}") from None
+    if settings.admin_token is not None:
+        adminport.read_token(settings.admin_token)  # read again when the port opens
     security = settings.security
     supervisor = Supervisor()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,7 +223,12 @@ async def _serve(
     admin: grpc.aio.Server | None = None
     runner: web.AppRunner | None = None
     try:
-        admin, checker = await _start_admin(settings.admin_port, settings.host)
+        admin, checker, _ = await adminport.start(
+            AdminSettings(settings.host, settings.admin_port, settings.tls, settings.admin_token),
+            ads,
+            snapshot_of=cache.get,
+            members=aggregator.reports,
+        )
         application = httpapi.app(
             ads, ready=lambda: not supervisor.stop.is_set(), members=lambda: _members(aggregator)
         )

@@ -59,6 +59,8 @@ class StreamInfo:
     started: float = field(default_factory=time.time)
     # Set while a write is under way (loop time), for the watchdog; the task it would cancel.
     writing_since: float | None = None
+    # Per type: when (Unix seconds) the last response was written, for `status` (STALE).
+    sent_at: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
 
@@ -209,6 +211,7 @@ class AdsService:
                     info.writing_since = loop.time()
                     await context.write(to_bytes(response))
                     info.writing_since = None
+                    info.sent_at[response.type_url] = time.time()
                     _RESPONSES[response.type_url].inc()
                     _RESOURCES_SENT[response.type_url].inc(len(response.resources))
         except asyncio.CancelledError:

@@ -140,6 +140,13 @@ class _Process:
         if not self.running():
             raise RuntimeError(f"{self.name} exited early; its log:\n{self.log()[-4000:]}")
 
+    def terminate(self, *, timeout: float = 30) -> int:
+        """SIGTERM, as a Deployment stops a pod; its exit code once it has exited."""
+        process = self._process
+        assert process is not None, f"{self.name} was not started"
+        os.killpg(process.pid, signal.SIGTERM)
+        return process.wait(timeout=timeout)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:

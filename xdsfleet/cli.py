@@ -156,6 +156,13 @@ def serve_command(
         Path | None,
         typer.Option(help="A file holding the bearer token the admin API requires."),
     ] = None,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            help="On SIGTERM: how long open streams are still served after GOAWAY, before "
+            "they are closed and their clients reconnect to another replica."
+        ),
+    ] = 5.0,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -184,6 +191,7 @@ def serve_command(
         tls=files,
         insecure_secrets=insecure_secrets,
         admin_token=admin_token_file,
+        drain_seconds=drain_seconds,
     )
     try:
         asyncio.run(serve(settings))

@@ -39,7 +39,9 @@ from xdsfleet.telemetry import logs
 
 log = structlog.get_logger(__name__)
 
-GRACE_SECONDS = 5.0
+# After SIGTERM: how long streams keep being served once every connection got its GOAWAY,
+# before they are cancelled and their clients reconnect to another replica.
+DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Settings:
     insecure_secrets: bool = False
     # A file holding the admin API's bearer token (pipeline/adminport.py).
     admin_token: Path | None = None
+    drain_seconds: float = DRAIN_SECONDS
 
     @property
     def security(self) -> Security:
@@ -248,16 +251,20 @@ async def _serve(
             admin_port=settings.admin_port,
         )
         await supervisor.stop.wait()
-        log.info("stopping", grace_seconds=GRACE_SECONDS)
+        # /readyz answers 503 from here on (the stop flag); health says NOT_SERVING.
+        log.info("stopping", drain_seconds=settings.drain_seconds, streams=len(ads.streams))
         await checker.enter_graceful_shutdown()
     finally:
         await supervisor.close()
-        await writer.stop()
-        await asyncio.gather(
-            xds.stop(GRACE_SECONDS), *([admin.stop(GRACE_SECONDS)] if admin else [])
-        )
+        await writer.stop()  # releases the status Lease now: another replica takes it over
+        # Every connection gets a GOAWAY and no new stream is accepted; the streams open are
+        # served for `drain_seconds` more, then cancelled, and their clients reconnect to
+        # another replica, which serves the same versions (content hashes).
+        grace = settings.drain_seconds
+        await asyncio.gather(xds.stop(grace), *([admin.stop(grace)] if admin else []))
         if runner is not None:
             await runner.cleanup()
+        log.info("stopped")
 
 
 async def _start_http(application: web.Application, host: str, port: int) -> web.AppRunner:

@@ -1,6 +1,7 @@
-"""Two replicas of `xdsfleet serve` and a real Envoy whose ADS cluster lists both: SIGTERM to
-the replica Envoy is connected to drains it (exit 0), Envoy moves to the other replica, and the
-other replica serves the very versions Envoy already holds, so nothing new is applied."""
+"""Graceful stop and replicas. Two replicas of `xdsfleet serve` and a real Envoy whose ADS
+cluster lists both: SIGTERM to the replica Envoy is connected to drains it (exit 0), Envoy moves
+to the other replica, and the other replica serves the very versions Envoy already holds, so
+nothing new is applied. SIGTERM releases the status Lease at once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fleets import FleetFiles, MemberSpec, Pod
+from kube_api import ApiEmulator
 
 from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.sources.kube.resources import LEASES
 from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
@@ -121,3 +125,24 @@ def test_a_terminated_replica_drains_and_envoy_moves_without_a_new_version(
 def connected(envoy: Envoy) -> bool:
     stats = json.loads(envoy.admin("/stats?format=json&filter=control_plane.connected_state"))
     return [s["value"] for s in stats["stats"]] == [1]
+
+
+def test_sigterm_releases_the_status_lease_and_exits_0(tmp_path: Path) -> None:
+    with ApiEmulator() as fleet_cluster:
+        files = FleetFiles(root=tmp_path, members=[], target_port=1, listener_port=free_port())
+        files.write()
+        fleet = yaml.safe_load(files.fleet.read_text())
+        kubeconfig = fleet_cluster.kubeconfig(tmp_path / "fleet.kubeconfig")
+        fleet["spec"]["source"] = {"kubeconfig": str(kubeconfig)}
+        files.fleet.write_text(yaml.safe_dump(fleet))
+        with Server(files.fleet, args=("--status-seconds", "0.2")) as server:
+            server.start()
+
+            def holder() -> str | None:
+                lease = fleet_cluster.get(LEASES, "xdsfleet-status", "xdsfleet-system")
+                return lease["spec"].get("holderIdentity") if lease else None
+
+            wait_for(lambda: bool(holder()), timeout=SECONDS, what="the Lease held")
+            assert server.terminate() == 0
+            assert holder() == ""
+            assert server.events("lease_released")

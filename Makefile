@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo bench clean protos
+.PHONY: install lint typecheck test demo bench clean protos fuzz
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ test: lint typecheck
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install
 	$(BIN)/python -m harness.demo
+
+# The document fuzzer for long: `make test` runs 40 examples per property, this 5,000.
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz_documents.py -o timeout=0 -q
 
 bench: install
 	$(BIN)/python -m benchmarks

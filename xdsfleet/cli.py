@@ -163,6 +163,13 @@ def serve_command(
             "they are closed and their clients reconnect to another replica."
         ),
     ] = 5.0,
+    admit_rate: Annotated[
+        float,
+        typer.Option(
+            help="New ADS streams admitted per second after a burst of 200 (a reconnect storm "
+            "waits its turn; established streams never wait); 0: no limit."
+        ),
+    ] = 500.0,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -192,6 +199,7 @@ def serve_command(
         insecure_secrets=insecure_secrets,
         admin_token=admin_token_file,
         drain_seconds=drain_seconds,
+        admit_rate=admit_rate,
     )
     try:
         asyncio.run(serve(settings))

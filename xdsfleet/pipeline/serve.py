@@ -29,6 +29,7 @@ from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.security import Security
 from xdsfleet.pipeline.supervisor import Refused, Supervisor
 from xdsfleet.server import listen, tls
+from xdsfleet.server.admission import Admission
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import FileSource
@@ -70,6 +71,9 @@ class Settings:
     # A file holding the admin API's bearer token (pipeline/adminport.py).
     admin_token: Path | None = None
     drain_seconds: float = DRAIN_SECONDS
+    # New ADS streams admitted per second after a burst (server/admission.py); 0: no limit.
+    admit_rate: float = 500.0
+    admit_burst: int = 200
 
     @property
     def security(self) -> Security:
@@ -203,7 +207,11 @@ async def _serve(
     supervisor.start(built.ramper.run(), name="undrain-ramper")
     cache = built.publisher.cache
     security = settings.security
-    ads = AdsService(cache, authorize=security.authorizer(lambda: aggregator.state))
+    ads = AdsService(
+        cache,
+        authorize=security.authorizer(lambda: aggregator.state),
+        admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
+    )
     supervisor.start(ads.watchdog(), name="ads-watchdog")
     writer = StatusWriter(
         aggregator=aggregator,

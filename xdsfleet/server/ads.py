@@ -21,6 +21,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.model.node import NodeProfile, ProfileError
+from xdsfleet.server.admission import Admission
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
@@ -97,11 +98,18 @@ class AdsService:
     """Serves SotW and Delta ADS from a snapshot cache."""
 
     def __init__(
-        self, cache: SnapshotCache, *, send_timeout: float = 30.0, authorize: Authorizer = _anyone
+        self,
+        cache: SnapshotCache,
+        *,
+        send_timeout: float = 30.0,
+        authorize: Authorizer = _anyone,
+        admission: Admission | None = None,
     ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
         self._authorize = authorize
+        # New streams wait their turn (a reconnect storm); None: admitted at once.
+        self.admission = admission or Admission(rate=0, burst=1)
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
 
@@ -160,6 +168,7 @@ class AdsService:
             )
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
             return
+        await self.admission.admit()
         info = StreamInfo(
             stream_id=next(self._ids),
             protocol=protocol,

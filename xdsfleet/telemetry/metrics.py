@@ -106,3 +106,7 @@ STREAMS_REFUSED = Counter(
     "profile), permission_denied (a profile its client certificate may not claim).",
     ["reason"],
 )
+STREAMS_WAITING = Gauge(
+    "xdsfleet_streams_waiting_admission",
+    "New ADS streams waiting for their turn (new streams are admitted at a bounded rate).",
+)

@@ -83,7 +83,7 @@ def test_envoy_bootstraps_are_what_bootstrap_prints(path: Path) -> None:
     command = header.removeprefix("# Generated: xdsfleet ")
     result = runner.invoke(app, shlex.split(command))
     assert result.exit_code == 0, result.output
-    assert result.output == body
+    assert result.stdout == body
 
 
 def test_proxyless_bootstrap_is_grpc_format() -> None:
@@ -91,6 +91,6 @@ def test_proxyless_bootstrap_is_grpc_format() -> None:
         app,
         ["bootstrap", "--role", "proxyless", "--xds-address", "xds.example:18000", "-o", "json"],
     )
-    boot = json.loads(result.output)
+    boot = json.loads(result.stdout)
     assert boot["xds_servers"][0]["server_uri"] == "xds.example:18000"
     assert boot["node"]["metadata"]["xdsfleet.io/role"] == "proxyless"

@@ -45,7 +45,7 @@ def test_a_canary_header_explains_the_pinned_cluster(state: FleetState) -> None:
     [cluster] = found.clusters
     assert cluster.cluster == "default/shop:80@zone-b"
     first = cluster.localities[0]
-    assert (first.member, first.priority) == ("zone-b", 0)
+    assert (first.member, first.tier) == ("zone-b", 0)
 
 
 def test_a_weighted_rule_splits_the_route_between_clusters(state: FleetState) -> None:
@@ -73,7 +73,7 @@ def test_the_command_prints_the_route_and_a_table_per_cluster() -> None:
     assert result.exit_code == 0, result.output
     assert "HTTPRoute default/shop rules[0].matches[0]" in result.output
     assert "default/shop:80@zone-b" in result.output
-    assert "if priority 0 fails" in result.output
+    assert "if tier 0 fails" in result.output
 
 
 def test_the_command_fails_when_nothing_matches() -> None:

@@ -288,12 +288,14 @@ def _blocks(assignment: Any, failed: frozenset[str] = frozenset()) -> list[_Bloc
     found = []
     for block in assignment.endpoints:
         member = block.locality.sub_zone
-        healthy = sum(e.health_status == health_check_pb2.HEALTHY for e in block.lb_endpoints)
+        statuses = [e.health_status for e in block.lb_endpoints]
+        healthy = statuses.count(health_check_pb2.HEALTHY)
         locality = Locality(
             priority=block.priority,
             weight=block.load_balancing_weight.value,
-            hosts=len(block.lb_endpoints),
+            hosts=len(statuses),
             healthy=0 if member in failed else healthy,
+            excluded=statuses.count(health_check_pb2.DRAINING),
         )
         found.append(_Block(member, block.locality.region, block.locality.zone, locality))
     return found
@@ -343,7 +345,7 @@ def _cluster_share(
     by_failures = [
         balancing.loads(
             [
-                Locality(loc.priority, loc.weight, loc.hosts, 0) if loc.priority < k else loc
+                replace(loc, healthy=0) if loc.priority < k else loc
                 for loc in (b.locality for b in blocks)
             ]
         )

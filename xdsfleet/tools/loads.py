@@ -6,7 +6,7 @@ It follows Envoy's load balancer (arch overview: "Priority levels", "Overprovisi
 prediction can be checked against a real Envoy request for request:
 
 1. A priority's health is min(100, overprovisioning factor (percent) x healthy hosts / hosts),
-   in integers.
+   in integers; hosts sent as DRAINING are excluded from every such ratio.
 2. The normalized total availability is min(100, the sum of those healths). Each priority in
    turn takes health x 100 / total availability of what is left (integers again), so traffic
    spills to the next priority only what a priority cannot take; what rounding leaves goes to
@@ -35,13 +35,19 @@ DEFAULT_PANIC_THRESHOLD = 50
 
 @dataclass(frozen=True, slots=True)
 class Locality:
-    """One `LocalityLbEndpoints` as Envoy holds it: its priority, its weight, its hosts and how
-    many of them are healthy."""
+    """One `LocalityLbEndpoints` as Envoy holds it: its priority, its weight, its hosts, how
+    many of them are healthy, and how many are excluded (sent as DRAINING: Envoy leaves them
+    out of every health ratio, yet a priority in panic sends to them too)."""
 
     priority: int
     weight: int
     hosts: int
     healthy: int
+    excluded: int = 0
+
+    @property
+    def counted(self) -> int:
+        return self.hosts - self.excluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +77,16 @@ def loads(
     if not localities:
         return Loads((), (), ())
     count = max(loc.priority for loc in localities) + 1
-    hosts = [0] * count
+    hosts = [0] * count  # all of them: what panic spreads over
+    counted = [0] * count  # less the excluded: what health is a ratio of
     healthy = [0] * count
     for loc in localities:
         hosts[loc.priority] += loc.hosts
+        counted[loc.priority] += loc.counted
         healthy[loc.priority] += loc.healthy
     health = [
-        min(100, overprovisioning * healthy[p] // hosts[p]) if hosts[p] else 0 for p in range(count)
+        min(100, overprovisioning * healthy[p] // counted[p]) if counted[p] else 0
+        for p in range(count)
     ]
     availability = min(100, sum(health))
     load = _priority_load(health, availability)
@@ -86,7 +95,7 @@ def loads(
         # Nothing healthy and panic disabled: Envoy finds no host.
         return Loads(tuple(0.0 for _ in localities), tuple(load), tuple(False for _ in hosts))
     panic = [
-        availability != 100 and _in_panic(hosts[p], healthy[p], threshold) for p in range(count)
+        availability != 100 and _in_panic(counted[p], healthy[p], threshold) for p in range(count)
     ]
     if all(panic):
         load = _load_in_total_panic(hosts)
@@ -132,9 +141,9 @@ def _load_in_total_panic(hosts: Sequence[int]) -> list[int]:
 
 
 def _effective_weight(loc: Locality, overprovisioning: int) -> float:
-    if not loc.hosts:
+    if not loc.counted:
         return 0.0
-    return loc.weight * min(1.0, overprovisioning / 100 * loc.healthy / loc.hosts)
+    return loc.weight * min(1.0, overprovisioning / 100 * loc.healthy / loc.counted)
 
 
 def _part_of_priority(

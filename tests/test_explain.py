@@ -111,7 +111,7 @@ def test_draining_the_rest_of_a_tier_sends_everything_to_the_next(state: FleetSt
     [cluster] = found.clusters
     rows = {loc.member: loc for loc in cluster.localities}
     assert rows["zone-b"].after == After(tier=None, healthy=0, share=0.0)
-    assert rows["idc"].after == After(tier=1, healthy=2, share=pytest.approx(1.0))
+    assert rows["idc"].after == After(tier=1, healthy=2, share=1.0)
     assert any("100% of default/shop:80's requests spill" in w for w in cluster.warnings)
 
 

@@ -152,16 +152,22 @@ def _targets(spec: Map) -> tuple[tuple[PolicyTarget, ...], Level | None]:
 
 
 def _members(spec: Map, level: Level | None) -> tuple[MemberPolicy, ...]:
-    # A Fleet policy drains members from every service; shares stay per service (a member's
-    # Fleet-wide share is its Fleet `weight`).
-    fields = ("name", "drain") if level is Level.FLEET else ("name", "weight", "drain")
+    entries = spec.mappings("members", ("name", "weight", "drain"), non_empty=True)
+    for entry in entries:
+        if level is Level.FLEET and entry.has("weight"):
+            # A Fleet policy drains members from every service; shares stay per service.
+            entry.problem(
+                "weight",
+                "not for a policy that targets the Fleet (use the Fleet "
+                "member's weight, or a policy per service)",
+            )
     members = tuple(
         MemberPolicy(
             name=entry.name("name", DNS_LABEL),
-            weight=entry.number("weight", 0, MAX_SHARE) if "weight" in fields else None,
+            weight=entry.number("weight", 0, MAX_SHARE) if level is not Level.FLEET else None,
             drain=entry.flag("drain", False),
         )
-        for entry in spec.mappings("members", fields, non_empty=True)
+        for entry in entries
     )
     flag_repeats(spec, "members", "name", [m.name for m in members], "member")
     return members

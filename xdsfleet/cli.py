@@ -214,7 +214,7 @@ def validate_command(
             ],
         }
         if state is not None:
-            document["counts"] = _counts(state)
+            document["counts"] = {key: n for key, (_, n) in _counts(state).items()}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         if errors:
             raise typer.Exit(1)
@@ -222,18 +222,20 @@ def validate_command(
     _print_problems(problems)
     if state is None:
         raise typer.Exit(1)
-    counts = ", ".join(f"{n} {what}" for what, n in _counts(state).items())
-    warned = f" ({len(problems)} warnings)" if problems else ""
+    counts = ", ".join(f"{n} {what}" for what, n in _counts(state).values())
+    plural = "s" if len(problems) > 1 else ""
+    warned = f" ({len(problems)} warning{plural})" if problems else ""
     sys.stdout.write(f"valid {path}: {counts}{warned}\n")
 
 
-def _counts(state: FleetState) -> dict[str, int]:
+def _counts(state: FleetState) -> dict[str, tuple[str, int]]:
+    """JSON key -> (what a person reads, how many)."""
     return {
-        "members": len(state.members),
-        "gateways": len(state.gateways),
-        "HTTP routes": len(state.http_routes),
-        "gRPC routes": len(state.grpc_routes),
-        "traffic policies": len(state.policies),
+        "members": ("members", len(state.members)),
+        "gateways": ("gateways", len(state.gateways)),
+        "httpRoutes": ("HTTP routes", len(state.http_routes)),
+        "grpcRoutes": ("gRPC routes", len(state.grpc_routes)),
+        "trafficPolicies": ("traffic policies", len(state.policies)),
     }
 
 

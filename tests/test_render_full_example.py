@@ -69,7 +69,7 @@ def test_the_summary_is_one_line_per_resource() -> None:
 
 
 def test_type_and_name_filters_narrow_the_output() -> None:
-    assert [line.split()[:2] for line in summary("--type", "cds", "--name", "default/shop*")] == [
+    assert [line.split()[:2] for line in summary("--type", "cds", "--name", "default/shop:*")] == [
         ["cds", "default/shop:80"],
         ["cds", "default/shop:80@zone-b"],
     ]

@@ -37,7 +37,7 @@ class Member:
     context: str | None = None
     secret: str | None = None
     # Taken out of every service in one push, and brought back on the undrain ramp
-    # (docs/policy.md, "Draining a member").
+    # (docs/policy.md, "Draining a member (a zone upgrade)").
     drain: bool = False
 
 

@@ -200,7 +200,11 @@ class AdsService:
         metrics.STREAMS.labels(info.protocol).inc()
         metrics.PROFILES.set(len(self._cache.profiles()))
         log.info(
-            "stream_opened", protocol=info.protocol, peer=info.peer, profile=info.profile.describe()
+            "stream_opened",
+            protocol=info.protocol,
+            peer=info.peer,
+            profile=info.profile.describe(),
+            identity=info.identity,
         )
         self._on_request(info, first)
         wake.set()

@@ -90,7 +90,7 @@ STATUS_WRITES = Counter(
 STATUS_LEADER = Gauge(
     "xdsfleet_status_leader", "1 while this replica holds the status Lease and writes status."
 )
-# Failures that stop loudly (pipeline/supervisor.py, pipeline/publishing.py, server/identity.py).
+# Failures that stop loudly (pipeline/supervisor.py, pipeline/publishing.py).
 TASK_FAILURES = Counter(
     "xdsfleet_task_failures_total",
     "Long-lived tasks of `serve` that died (the process then exits non-zero).",

@@ -1,7 +1,7 @@
-"""`xdsfleet status` and `xdsfleet config` against a real server and a real Envoy: the row of
-a client that holds everything says SYNCED per type; a Secret Envoy rejects (its key does not
-fit its certificate) makes SDS NACKED with Envoy's message; `config` prints what it holds, in
-`render`'s shape, Secrets by name only."""
+"""`xdsfleet status` and `xdsfleet config` against a real server and a real Envoy (SotW and
+Delta): the row of a client that holds everything says SYNCED per type; a Secret Envoy rejects
+(its key does not fit its certificate) makes SDS NACKED with Envoy's message; `config` prints
+what it holds, in `render`'s shape, Secrets by name only."""
 
 from __future__ import annotations
 
@@ -49,8 +49,10 @@ def types(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["shortName"]: t for t in row["types"]}
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@pytest.fixture(scope="module", params=["sotw", "delta"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("status")
     ca = Authority(root)
     good, other = ca.issue("good", server=True), ca.issue("other", server=True)
@@ -88,7 +90,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 node_id=NODE,
                 cluster="test",
                 profile=NodeProfile(gateway="default/gw", region="eu-west"),
-                target=Target(port=server.xds_port),
+                target=Target(port=server.xds_port, delta=request.param == "delta"),
                 admin_port=0,
             )
             with Envoy(boot).start(wait_ready=False) as envoy:

@@ -148,3 +148,29 @@ def test_no_private_key_in_the_log_or_on_debug_pages(setup: Setup) -> None:
 
 
 DEBUG_PAGES = ("/debug/clients", "/debug/members", "/metrics", "/readyz", "/healthz")
+
+
+def test_an_identity_removed_from_the_fleet_loses_its_stream(setup: Setup) -> None:
+    """Last in this module: it changes the Fleet."""
+    with setup.envoy("default/gw").start():
+        wait_for(
+            lambda: any(c["node"] == "envoy-default-gw" for c in setup.server.clients()),
+            timeout=SECONDS,
+            what="the gateway connected",
+        )
+        fleet = yaml.safe_load(setup.files.fleet.read_text())
+        fleet["spec"]["identities"][0]["identity"] = "spiffe://test.example/ns/default/sa/other"
+        setup.files.fleet.write_text(yaml.safe_dump(fleet))
+
+        def cut_off() -> bool:
+            revoked = setup.server.events("stream_revoked")
+            refused = [
+                e
+                for e in setup.server.events("stream_refused")
+                if e["node_id"] == "envoy-default-gw"
+            ]
+            return bool(revoked) and bool(refused)
+
+        wait_for(cut_off, timeout=SECONDS, what="the stream revoked and the next refused")
+    [revoked] = setup.server.events("stream_revoked")
+    assert revoked["identity"] == EDGE

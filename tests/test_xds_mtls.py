@@ -43,6 +43,7 @@ class Server:
     ca: Authority
     port: int
     ads: AdsService
+    fleet: dict[str, FleetState]  # "state": what the authorizer reads the rules from
 
     def channel(self, client: Pair | None, ca: Path | None = None) -> grpc.aio.Channel:
         credentials = grpc.ssl_channel_credentials(
@@ -59,12 +60,12 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     files = ca.issue("server", server=True)
     cache = SnapshotCache(lambda _: snapshot({"a": ("10.0.0.1",)}))
     security = Security(tls=True, mutual=True, host="127.0.0.1")
-    state = FleetState("f", (), identities=RULES)
-    ads = AdsService(cache, authorize=security.authorizer(lambda: state))
+    fleet = {"state": FleetState("f", (), identities=RULES)}
+    ads = AdsService(cache, authorize=security.authorizer(lambda: fleet["state"]))
     tls = TlsFiles(files.cert, files.key, ca.ca)
     grpc_server, port = await listen.start(ads, port=0, host="127.0.0.1", tls=tls)
     try:
-        yield Server(tmp_path, ca, port, ads)
+        yield Server(tmp_path, ca, port, ads, fleet)
     finally:
         await grpc_server.stop(0)
 
@@ -118,6 +119,41 @@ async def test_a_node_claiming_another_role_is_refused(server: Server) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await first_response(server.channel(edge), claiming("sidecar"))
     assert error.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_stream_the_new_rules_no_longer_allow_is_closed_and_refused_again(
+    server: Server,
+) -> None:
+    edge = server.ca.issue("edge", spiffe=EDGE)
+    sidecar = server.ca.issue("sidecar", common_name="sidecar-web-1")
+    channel = server.channel(edge)
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+    await call.write(claiming("gateway", "infra/edge"))
+    assert (await asyncio.wait_for(call.read(), 10)).type_url == CLUSTER
+    other = server.channel(sidecar)
+    kept = await first_stream(other, claiming("sidecar"))
+
+    server.fleet["state"] = FleetState("f", (), identities=RULES[1:])  # edge is no longer listed
+    with capture_logs() as events:
+        assert server.ads.revoke() == 1
+
+    assert await asyncio.wait_for(call.read(), 10) is grpc.aio.EOF
+    [revoked] = [e for e in events if e["event"] == "stream_revoked"]
+    assert revoked["identity"] == EDGE
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await first_response(server.channel(edge), claiming("gateway", "infra/edge"))
+    assert error.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert [info.identity for info in server.ads.streams.values()] == ["sidecar-web-1"]
+    kept.cancel()
+    await asyncio.gather(channel.close(), other.close())
+
+
+async def first_stream(channel: grpc.aio.Channel, req: Any) -> Any:
+    """An open stream that has had its first response."""
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+    await call.write(req)
+    await asyncio.wait_for(call.read(), 10)
+    return call
 
 
 async def test_without_a_spiffe_id_the_common_name_is_the_identity(server: Server) -> None:

@@ -24,7 +24,7 @@ import structlog
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.identity import refusal
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.server.ads import Authorizer
+from xdsfleet.server.ads import AdsService, Authorizer
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,19 @@ class Security:
             return refusal(state.identities, identity, profile)
 
         return authorize
+
+    def revoker(self, ads: AdsService, current: FleetState | None) -> Callable[[FleetState], None]:
+        """Follows each state: when the identity rules change (under mTLS), the streams they
+        no longer allow are closed; their clients reconnect and are refused."""
+        seen = [current.identities if current else ()]
+
+        def follow(state: FleetState) -> None:
+            if not self.mutual or state.identities == seen[0]:
+                return
+            seen[0] = state.identities
+            ads.revoke()
+
+        return follow
 
     def announce(self, first: FleetState) -> None:
         """Say at start what clients can claim and whether Secrets are served."""

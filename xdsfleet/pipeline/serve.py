@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import gc
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,10 +138,13 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop.set)
     chains: list[chain.Chain] = []
+    listeners: list[Callable[[FleetState], None]] = []  # more of what follows each state
 
     def on_state(state: FleetState) -> None:
         for built in chains:  # none yet: `chain.build` catches up from `aggregator.state`
             built.update(security.prepare(state))
+        for listener in listeners:
+            listener(state)
 
     def latest() -> FleetState | None:
         state = aggregator.state
@@ -166,7 +170,7 @@ async def serve(settings: Settings) -> None:
             )
             chains.append(built)
             try:
-                await _serve(settings, supervisor, aggregator, built)
+                await _serve(settings, supervisor, aggregator, built, listeners)
             finally:
                 built.close()
     finally:
@@ -201,7 +205,11 @@ async def _first_state(
 
 
 async def _serve(
-    settings: Settings, supervisor: Supervisor, aggregator: Aggregator, built: chain.Chain
+    settings: Settings,
+    supervisor: Supervisor,
+    aggregator: Aggregator,
+    built: chain.Chain,
+    listeners: list[Callable[[FleetState], None]],
 ) -> None:
     """Start the servers and the agents around `built`; run until the supervisor stops."""
     supervisor.start(built.ramper.run(), name="undrain-ramper")
@@ -212,6 +220,7 @@ async def _serve(
         authorize=security.authorizer(lambda: aggregator.state),
         admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
     )
+    listeners.append(security.revoker(ads, aggregator.state))
     supervisor.start(ads.watchdog(), name="ads-watchdog")
     writer = StatusWriter(
         aggregator=aggregator,

@@ -64,6 +64,7 @@ class StreamInfo:
     sent_at: dict[str, float] = field(default_factory=dict)
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
+    revoked: str | None = None  # why its identity may no longer claim its profile
 
 
 def _sotw_bytes(response: Response) -> bytes:
@@ -228,12 +229,16 @@ class AdsService:
                     _RESPONSES[response.type_url].inc()
                     _RESOURCES_SENT[response.type_url].inc(len(response.resources))
         except asyncio.CancelledError:
-            if not info.timed_out:
+            if not info.timed_out and info.revoked is None:
                 raise
-            # Rule 23: a client that stopped reading is cut loose; it reconnects when it can.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            reason = "send_timeout"
-            metrics.SEND_TIMEOUTS.inc()
+            if info.timed_out:
+                # Rule 23: a client that stopped reading is cut loose; it reconnects when it can.
+                reason = "send_timeout"
+                metrics.SEND_TIMEOUTS.inc()
+            else:
+                # It reconnects, and its new stream is refused.
+                reason = "permission_revoked"
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -242,6 +247,30 @@ class AdsService:
             metrics.STREAMS.labels(info.protocol).dec()
             metrics.PROFILES.set(len(self._cache.profiles()))
             log.info("stream_closed", reason=reason)
+
+    def revoke(self) -> int:
+        """Close every stream whose identity may no longer claim its profile (the identity
+        rules changed); returns how many were closed."""
+        closed = 0
+        for info in list(self.streams.values()):
+            if info.task is None or info.revoked is not None or info.timed_out:
+                continue
+            refused = self._authorize(info.identity, info.profile)
+            if refused is None:
+                continue
+            info.revoked = refused
+            metrics.STREAMS_REFUSED.labels("permission_revoked").inc()
+            log.warning(
+                "stream_revoked",
+                stream_id=info.stream_id,
+                node_id=info.node_id,
+                identity=info.identity,
+                profile=info.profile.describe(),
+                error=refused,
+            )
+            info.task.cancel()
+            closed += 1
+        return closed
 
     async def watchdog(self, *, interval: float = 1.0) -> None:
         """Close streams whose current write has waited longer than `send_timeout`: a client

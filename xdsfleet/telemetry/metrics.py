@@ -102,8 +102,9 @@ PUBLISH_FAILURES = Counter(
 )
 STREAMS_REFUSED = Counter(
     "xdsfleet_streams_refused_total",
-    "ADS streams refused at their first request, by why: invalid_node (metadata naming no valid "
-    "profile), permission_denied (a profile its client certificate may not claim).",
+    "ADS streams refused, by why: invalid_node (metadata naming no valid profile), "
+    "permission_denied (a profile its client certificate may not claim), permission_revoked "
+    "(an open stream closed when the identity rules stopped allowing its profile).",
     ["reason"],
 )
 STREAMS_WAITING = Gauge(

@@ -27,6 +27,8 @@ from xdsfleet.documents.reading import (
 from xdsfleet.model.policy import (
     LEVEL_FIELDS,
     LEVELS,
+    AccessLog,
+    AccessLogFormat,
     Balancer,
     ConnectionPool,
     ConsistentHash,
@@ -73,6 +75,7 @@ SPEC_FIELDS = {
     "pin": "pin",
     "http3": "http3",
     "sidecar": "sidecar",
+    "accessLog": "access_log",
 }
 # Envoy's retry conditions (x-envoy-retry-on and x-envoy-retry-grpc-on).
 RETRY_ON = (
@@ -419,6 +422,12 @@ def _http3(spec: Map) -> Http3:
     return Http3(early_data=spec.mapping("http3", ("earlyData",)).flag("earlyData", True))
 
 
+def _access_log(spec: Map) -> AccessLog:
+    formats = [f.value for f in AccessLogFormat]
+    entry = spec.mapping("accessLog", ("format",))
+    return AccessLog(AccessLogFormat(entry.choice("format", formats, AccessLogFormat.JSON.value)))
+
+
 def _sidecar(spec: Map, namespace: str) -> SidecarScope:
     entry = spec.mapping("sidecar", ("services",))
     services = tuple(
@@ -485,5 +494,7 @@ def _parse_field(spec: Map, key: str, level: Level | None, namespace: str) -> ob
             return _pin(spec)
         case "http3":
             return _http3(spec)
+        case "accessLog":
+            return _access_log(spec)
         case _:
             return _sidecar(spec, namespace)

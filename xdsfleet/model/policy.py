@@ -197,6 +197,19 @@ class Http3:
     early_data: bool = True  # accept 0-RTT requests
 
 
+class AccessLogFormat(StrEnum):
+    JSON = "JSON"  # one JSON object per request (the default on gateway listeners)
+    TEXT = "Text"  # Envoy's default text line
+    OFF = "Off"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """The access log a gateway listener writes to Envoy's stdout."""
+
+    format: AccessLogFormat = AccessLogFormat.JSON
+
+
 @dataclass(frozen=True, slots=True)
 class SidecarScope:
     """The services sidecars get outbound listeners for, as (namespace, name)."""
@@ -220,6 +233,7 @@ class PolicySpec:
     pin: Pin | None = None
     http3: Http3 | None = None
     sidecar: SidecarScope | None = None
+    access_log: AccessLog | None = None
 
     def set_fields(self) -> Iterator[str]:
         """The names of the fields this spec sets."""
@@ -247,7 +261,7 @@ LEVEL_FIELDS = {
         }
     ),
     Level.ROUTE: frozenset({"pin", "retry"}),
-    Level.LISTENER: frozenset({"http3"}),
+    Level.LISTENER: frozenset({"http3", "access_log"}),
     # `members` of a Fleet policy drain members from every service (drain only).
     Level.FLEET: frozenset({"sidecar", "members"}),
 }

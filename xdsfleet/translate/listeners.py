@@ -20,6 +20,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
+from xdsfleet.model.policy import AccessLogFormat
+from xdsfleet.translate.accesslog import access_logs
 from xdsfleet.translate.actions import STATEFUL_SESSION
 from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import stat_prefix
@@ -35,12 +37,17 @@ LOOPBACK = "127.0.0.1"
 
 @memoised
 def gateway_listener(
-    name: str, port: int, secrets: tuple[str, ...] = (), sessions: bool = False
+    name: str,
+    port: int,
+    secrets: tuple[str, ...] = (),
+    sessions: bool = False,
+    access_log: AccessLogFormat = AccessLogFormat.JSON,
 ) -> Message:
     """A gateway listener on all addresses; its routes are the RouteConfiguration `name`.
     With `secrets` (SDS names) it terminates TLS; `sessions` adds the stateful-session filter
-    that routes keeping sessions by cookie configure."""
-    chain = listener_components_pb2.FilterChain(filters=[_manager(name, name, sessions)])
+    that routes keeping sessions by cookie configure; `access_log` is its log's format."""
+    manager = _manager(name, name, sessions, access_log=access_log)
+    chain = listener_components_pb2.FilterChain(filters=[manager])
     if secrets:
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h2", "http/1.1"))
         chain.transport_socket.name = TLS
@@ -52,11 +59,17 @@ def gateway_listener(
 
 @memoised
 def quic_listener(
-    name: str, routes: str, port: int, secrets: tuple[str, ...], early_data: bool, sessions: bool
+    name: str,
+    routes: str,
+    port: int,
+    secrets: tuple[str, ...],
+    early_data: bool,
+    sessions: bool,
+    access_log: AccessLogFormat = AccessLogFormat.JSON,
 ) -> Message:
-    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same routes
-    and certificates. `early_data` accepts 0-RTT requests."""
-    manager = _manager(name, routes, sessions, http3=True)
+    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same routes,
+    certificates and access log. `early_data` accepts 0-RTT requests."""
+    manager = _manager(name, routes, sessions, http3=True, access_log=access_log)
     transport = quic_transport_pb2.QuicDownstreamTransport(
         downstream_tls_context=tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
     )
@@ -118,7 +131,14 @@ def _address(host: str, port: int, protocol: int = address_pb2.SocketAddress.TCP
     )
 
 
-def _manager(name: str, routes: str, sessions: bool, *, http3: bool = False) -> Message:
+def _manager(
+    name: str,
+    routes: str,
+    sessions: bool,
+    *,
+    http3: bool = False,
+    access_log: AccessLogFormat = AccessLogFormat.OFF,
+) -> Message:
     """An HTTP connection manager fetching the RouteConfiguration `routes` over ADS."""
     filters = [_stateful_session()] if sessions else []
     manager = hcm_pb2.HttpConnectionManager(
@@ -128,6 +148,7 @@ def _manager(name: str, routes: str, sessions: bool, *, http3: bool = False) -> 
         # Gateway API hostnames never carry a port; clients often send one in Host.
         strip_any_host_port=True,
     )
+    manager.access_log.extend(access_logs(access_log))
     if http3:
         manager.codec_type = hcm_pb2.HttpConnectionManager.HTTP3
         manager.http3_protocol_options.CopyFrom(protocol_pb2.Http3ProtocolOptions())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
+from xdsfleet.model.policy import AccessLogFormat, PolicyIndex, TrafficPolicy
 from xdsfleet.translate.clusters import ClusterSettings, cluster
 from xdsfleet.translate.endpoints import assignment
 from xdsfleet.translate.listeners import (
@@ -167,16 +167,20 @@ def _add_gateway_listener(
         resources[typeurls.SECRET][secret_key] = tls_secret(secret)
     hosts = plan_listener(gateway, listener, state.http_routes, state.grpc_routes, planner)
     sessions = uses_sessions(hosts)
-    http3 = planner.policies.listener(gateway.namespace, gateway.name, listener.name).http3
+    settings = planner.policies.listener(gateway.namespace, gateway.name, listener.name)
+    http3 = settings.http3
+    log_format = settings.access_log.format if settings.access_log else AccessLogFormat.JSON
     if not names:
         http3 = None  # QUIC always encrypts: only HTTPS listeners get a twin
     alt_svc = f'h3=":{listener.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
-    resources[typeurls.LISTENER][name] = gateway_listener(name, listener.port, names, sessions)
+    resources[typeurls.LISTENER][name] = gateway_listener(
+        name, listener.port, names, sessions, log_format
+    )
     resources[typeurls.ROUTE][name] = route_configuration(name, hosts, alt_svc)
     if http3 is not None:
         twin = quic_listener_name(name)
         resources[typeurls.LISTENER][twin] = quic_listener(
-            twin, name, listener.port, names, http3.early_data, sessions
+            twin, name, listener.port, names, http3.early_data, sessions, log_format
         )
 
 

@@ -140,7 +140,7 @@ def test_a_rule_keeps_its_name_matches_filters_timeouts_and_retry() -> None:
         set=(("x-a", "1"),), add=(("x-b", "2"),), remove=("x-c",)
     )
     [mirror] = rule.filters.mirrors
-    assert (mirror.backend.name, mirror.percent) == ("shadow", 5)
+    assert (mirror.backend.name, mirror.numerator, mirror.denominator) == ("shadow", 5, 100)
     assert rule.timeouts == RouteTimeouts(10_000, 2_000)
     assert rule.retry == RouteRetry((502, 503), 3, 100)
 

@@ -16,7 +16,15 @@ from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache import typeurls
-from xdsfleet.model.fleet import BackendRef, HTTPRoute, ParentRef, RouteRule
+from xdsfleet.model.fleet import (
+    BackendRef,
+    FleetState,
+    Gateway,
+    GatewayListener,
+    HTTPRoute,
+    ParentRef,
+    RouteRule,
+)
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import AdsService
@@ -194,6 +202,9 @@ ROUTE = HTTPRoute(
     (),
     (RouteRule((), (BackendRef("shop", "default", 80),)),),
 )
+STATE = FleetState(
+    "test", (), gateways=(Gateway("default", "gw", "xdsfleet", (GatewayListener("http", 80),)),)
+)
 
 
 def route_held(name: str, *, current: bool = True, refused: str | None = None) -> Held:
@@ -222,7 +233,7 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
         "spec.parentRefs[1]": "Gateway default/other does not exist",
         "spec.rules[0].backendRefs[0]": "Service default/shop is not exported by any member",
     }
-    verdict = route_verdict(ROUTE, 3, problems, Programmed(1, 0))
+    verdict = route_verdict(STATE, ROUTE, 3, problems, Programmed(1, 0))
     first, second = verdict.conditions
     assert [(c.type, c.status) for c in first] == [
         ("Accepted", "True"),
@@ -236,7 +247,7 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:
     other = {"parentRef": {"name": "gw"}, "controllerName": "example.com/other", "conditions": []}
     obj = {**ROUTE_OBJECT, "status": {"parents": [other]}}
-    verdict = route_verdict(ROUTE, 1, {}, Programmed(1, 0))
+    verdict = route_verdict(STATE, ROUTE, 1, {}, Programmed(1, 0))
     earlier = datetime(2025, 1, 1, tzinfo=UTC)
     refs = parent_refs(obj)
     status = merged_status(
@@ -257,7 +268,7 @@ def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_chang
         obj, field="parents", refs=refs, ref_key="parentRef", verdict=verdict, now=later
     )
     assert again is None  # nothing changed: nothing to write
-    lagging = route_verdict(ROUTE, 1, {}, Programmed(0, 0))
+    lagging = route_verdict(STATE, ROUTE, 1, {}, Programmed(0, 0))
     changed = merged_status(
         obj, field="parents", refs=refs, ref_key="parentRef", verdict=lagging, now=later
     )

@@ -154,7 +154,7 @@ def test_header_edits_mirrors_and_rewrites() -> None:
     filters = RouteFilters(
         request_headers=HeaderModifier(set=(("x-a", "1"),), add=(("x-b", "2"),), remove=("x-c",)),
         response_headers=HeaderModifier(remove=("server",)),
-        mirrors=(RequestMirror(BackendRef("shadow", NS, 80), percent=10),),
+        mirrors=(RequestMirror(BackendRef("shadow", NS, 80), numerator=10),),
         rewrite=URLRewrite(
             hostname="internal.example.com",
             path=PathModifier(PathModifierType.REPLACE_PREFIX_MATCH, "/v2"),
@@ -173,7 +173,12 @@ def test_header_edits_mirrors_and_rewrites() -> None:
     assert list(built.request_headers_to_remove) == ["x-c"]
     assert list(built.response_headers_to_remove) == ["server"]
     [mirror] = built.route.request_mirror_policies
-    assert (mirror.cluster, mirror.runtime_fraction.default_value.numerator) == ("ns/shadow:80", 10)
+    fraction = mirror.runtime_fraction.default_value
+    assert (mirror.cluster, fraction.numerator, fraction.denominator) == (
+        "ns/shadow:80",
+        100_000,
+        fraction.MILLION,
+    )
     assert "ns/shadow:80" in resources[typeurls.CLUSTER]
     assert built.route.host_rewrite_literal == "internal.example.com"
     rewrite = built.route.regex_rewrite

@@ -4,8 +4,10 @@ Gateway API conditions, with our controllerName, on each `status.parents[]` entr
 (one per parentRef) and each `status.ancestors[]` entry of a TrafficPolicy (one per targetRef):
 
 - Accepted: the latest version parsed (otherwise the parser's problems, and which version still
-  serves); for a route parent, also that the Gateway and listener exist;
-- ResolvedRefs: everything else it names exists (the reference checks `validate` runs);
+  serves); for a route parent, also that it attaches to a listener of that Gateway, with
+  Gateway API's reasons (NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname);
+- ResolvedRefs: everything else it names exists (the reference checks `validate` runs), with
+  Gateway API's reasons for backendRefs (RefNotPermitted, InvalidKind, BackendNotFound);
 - Programmed: how many connected Envoys hold what it produced at the version served now, how
   many refused it, and the first refusal's message, from each ADS stream's per-resource
   ACK/NACK state.
@@ -23,12 +25,13 @@ from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.model.attachment import backend_problem, parent_problem
 from xdsfleet.model.fleet import FleetState, GRPCRoute, HTTPRoute
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
-from xdsfleet.translate.names import gateway_listener_name
-from xdsfleet.translate.routes import attached
+from xdsfleet.translate.names import gateway_port_name
+from xdsfleet.translate.routes import attached, gateway_ports, namespace_labels
 
 CONTROLLER = "xdsfleet.io/controller"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -167,14 +170,44 @@ def _verdict(
 
 
 def route_verdict(
+    state: FleetState,
     route: HTTPRoute | GRPCRoute,
     generation: int,
     problems: Mapping[str, str],
     programmed: Programmed,
 ) -> Verdict:
     """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
-    message, from the reference checks."""
-    return _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
+    message, from the reference checks. The reasons are Gateway API's: per parent, why the
+    route attaches to none of its listeners; for the refs, the first of RefNotPermitted,
+    InvalidKind, BackendNotFound that applies."""
+    verdict = _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
+    kind = _kind(route)
+    labels = namespace_labels(state.namespaces)
+    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    reasons = [
+        reason
+        for rule in route.rules
+        for ref in rule.backend_refs
+        if (found := backend_problem(state, kind, route.namespace, ref)) is not None
+        for reason in (found[0],)
+    ]
+    unresolved = next((r for r in ("RefNotPermitted", "InvalidKind") if r in reasons), None)
+    per_parent = []
+    for parent, (accepted, resolved, programmed_condition) in zip(
+        route.parent_refs, verdict.conditions, strict=True
+    ):
+        gateway = gateways.get((parent.namespace, parent.name))
+        found = parent_problem(gateway, parent, kind, route, labels) if gateway else None
+        if found is not None:
+            accepted = Condition("Accepted", "False", found[0], found[1])
+        if unresolved is not None and resolved.status == "False":
+            resolved = Condition("ResolvedRefs", "False", unresolved, resolved.message)
+        per_parent.append((accepted, resolved, programmed_condition))
+    return Verdict(generation, tuple(per_parent))
+
+
+def _kind(route: HTTPRoute | GRPCRoute) -> str:
+    return TargetKind.GRPC_ROUTE if isinstance(route, GRPCRoute) else TargetKind.HTTP_ROUTE
 
 
 def policy_verdict(
@@ -191,12 +224,13 @@ def policy_verdict(
 
 
 def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
-    """The gateway RouteConfigurations a route is part of."""
+    """The gateway RouteConfigurations (one per Gateway port) a route is part of."""
+    labels = namespace_labels(state.namespaces)
     return frozenset(
-        gateway_listener_name(gateway.namespace, gateway.name, listener.name)
+        gateway_port_name(gateway.namespace, gateway.name, port.port)
         for gateway in state.gateways
-        for listener in gateway.listeners
-        if attached(gateway, listener, (route,))
+        for port in gateway_ports(gateway)
+        if any(attached(gateway, x, _kind(route), (route,), labels) for x in port.listeners)
     )
 
 
@@ -227,7 +261,7 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
                     if (route.namespace, route.name) == (policy.namespace, target.name):
                         tests.append(route_affects(state, route))
             case TargetKind.GATEWAY:
-                prefix = f"{policy.namespace}/{target.name}/"
+                prefix = f"{policy.namespace}/{target.name}:"
                 tests.append(_named(prefix, typeurls.LISTENER, typeurls.ROUTE))
             case TargetKind.FLEET:
                 tests.append(_named("", *typeurls.ORDER))

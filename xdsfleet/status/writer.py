@@ -210,7 +210,7 @@ class StatusWriter:
                         verdict = policy_verdict(obj, serving or 0, mine, programmed)
                     else:
                         programmed = Programmed.count(streams, route_affects(state, obj))
-                        verdict = route_verdict(obj, serving or 0, mine, programmed)
+                        verdict = route_verdict(state, obj, serving or 0, mine, programmed)
                 else:
                     continue  # not served yet (the store coalesces): next time
                 found.append((resource, *key, verdict, field))

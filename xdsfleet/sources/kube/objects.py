@@ -22,7 +22,16 @@ from xdsfleet.documents.manifests import (
     Place,
     parse_documents,
 )
-from xdsfleet.model.fleet import EndpointSlice, Gateway, GRPCRoute, HTTPRoute, Node, Service
+from xdsfleet.model.fleet import (
+    EndpointSlice,
+    Gateway,
+    GRPCRoute,
+    HTTPRoute,
+    Namespace,
+    Node,
+    ReferenceGrant,
+    Service,
+)
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource
@@ -39,6 +48,8 @@ ModelObject = (
     | GRPCRoute
     | TrafficPolicy
     | FleetSpec
+    | ReferenceGrant
+    | Namespace
 )
 
 
@@ -128,6 +139,10 @@ def _gateway(obj: JsonObject) -> JsonObject:
     return {"metadata": _metadata(obj), "spec": spec}
 
 
+def _namespace(obj: JsonObject) -> JsonObject:
+    return {"metadata": _metadata(obj, labels=True)}
+
+
 def _with_spec(obj: JsonObject) -> JsonObject:
     return {"metadata": _metadata(obj), "spec": obj.get("spec")}
 
@@ -142,6 +157,8 @@ _PROJECTIONS: dict[ApiResource, Callable[[JsonObject], JsonObject | None]] = {
     resources.GRPC_ROUTES: _with_spec,
     resources.TRAFFIC_POLICIES: _with_spec,
     resources.FLEETS: _with_spec,
+    resources.REFERENCE_GRANTS: _with_spec,
+    resources.NAMESPACES: _namespace,
 }
 _PLACES = {
     resources.SERVICES: Place.MEMBER,
@@ -160,6 +177,8 @@ _PICKS: dict[ApiResource, Callable[[FileContents], tuple[Any, ...]]] = {
     resources.GRPC_ROUTES: lambda c: c.grpc_routes,
     resources.TRAFFIC_POLICIES: lambda c: c.policies,
     resources.FLEETS: lambda c: (c.fleet,) if c.fleet else (),
+    resources.REFERENCE_GRANTS: lambda c: c.reference_grants,
+    resources.NAMESPACES: lambda c: c.namespaces,
 }
 
 

@@ -243,7 +243,7 @@ CASES = [
         f"{RULE}.matches[0].path.value",
         "/api/(",
         f"{RULE}.matches[0].path.value",
-        "not a valid regular expression",
+        "not a valid RE2 regular expression: missing )",
     ),
     Case(
         RT,
@@ -326,9 +326,9 @@ CASES = [
         RT,
         ROUTES,
         RULE,
-        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 307}}]},
+        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 304}}]},
         f"{RULE}.filters[0].requestRedirect.statusCode",
-        "must be 301 or 302",
+        "must be one of 301, 302, 303, 307, 308; got 304",
     ),
     Case(
         RT,

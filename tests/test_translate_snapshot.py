@@ -13,6 +13,7 @@ from states import serving
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     FleetState,
     Gateway,
@@ -21,6 +22,7 @@ from xdsfleet.model.fleet import (
     Member,
     ParentRef,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     Service,
     ServicePort,
@@ -32,13 +34,15 @@ WEB = Service("shop", "web", (ServicePort("http", 80), ServicePort("admin", 9090
 CART = Service("shop", "cart", (ServicePort("grpc", 50051, app_protocol="grpc"),))
 EAST = Member("east", "r-east", "z-east")
 WEST = Member("west", "r-west", "z-west")
+# The routes live in other namespaces than the Gateway.
+ANY_NAMESPACE = AllowedRoutes(RouteNamespaces.ALL)
 GATEWAY = Gateway(
     "infra",
     "edge",
     "xdsfleet",
     (
-        GatewayListener("http", 8080),
-        GatewayListener("tls", 8443, protocol="HTTPS", hostname="shop.example.com"),
+        GatewayListener("http", 8080, allowed_routes=ANY_NAMESPACE),
+        GatewayListener("tls", 8443, "HTTPS", "shop.example.com", allowed_routes=ANY_NAMESPACE),
     ),
 )
 ROUTE = HTTPRoute(
@@ -76,26 +80,29 @@ def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:
 def test_a_gateway_gets_a_listener_and_routes_per_http_listener_only() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
 
-    assert set(resources[typeurls.LISTENER]) == {"infra/edge/http"}
-    assert set(resources[typeurls.ROUTE]) == {"infra/edge/http"}
+    assert set(resources[typeurls.LISTENER]) == {"infra/edge:8080"}
+    assert set(resources[typeurls.ROUTE]) == {"infra/edge:8080"}
 
 
 def test_a_gateway_listener_listens_on_all_addresses_and_fetches_its_routes_over_ads() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
-    listener = resources[typeurls.LISTENER]["infra/edge/http"]
+    listener = resources[typeurls.LISTENER]["infra/edge:8080"]
 
-    assert listener.name == "infra/edge/http"
+    assert listener.name == "infra/edge:8080"
     address = listener.address.socket_address
     assert (address.address, address.port_value) == ("0.0.0.0", 8080)
     [chain] = listener.filter_chains
     [connection_manager] = chain.filters
     assert connection_manager.name == "envoy.filters.network.http_connection_manager"
     manager = unpack_manager(connection_manager.typed_config)
-    assert manager.stat_prefix == "infra_edge_http"
-    assert manager.rds.route_config_name == "infra/edge/http"
+    assert manager.stat_prefix == "infra_edge_8080"
+    assert manager.rds.route_config_name == "infra/edge:8080"
     assert manager.rds.config_source.HasField("ads")
     assert manager.rds.config_source.resource_api_version == config_source_pb2.V3
-    assert manager.strip_any_host_port
+    # The Host goes to backends as sent; the route table ignores its port when matching.
+    assert not manager.strip_any_host_port
+    assert resources[typeurls.ROUTE]["infra/edge:8080"].ignore_port_in_host_matching
+    assert [u.upgrade_type for u in manager.upgrade_configs] == ["websocket"]
     [router] = manager.http_filters
     assert router.name == "envoy.filters.http.router"
     assert router.typed_config.Is(router_pb2.Router.DESCRIPTOR)

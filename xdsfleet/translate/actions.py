@@ -72,8 +72,12 @@ def envoy_route(plan: RoutePlan) -> Message:
             built.scheme_redirect = redirect.scheme
         if redirect.hostname:
             built.host_redirect = redirect.hostname
-        port = redirect.port or _SCHEME_PORTS.get(redirect.scheme or "") or action.listener_port
-        if port:
+        # Gateway API: the given port, else the new scheme's own, else the listener's. Envoy
+        # writes a port_redirect even when it is the scheme's default, so that one is left
+        # out (a port the client sent in Host then stays: docs/fleet.md, "Redirects").
+        default = _SCHEME_PORTS.get(redirect.scheme or "")
+        port = redirect.port or default or action.listener_port
+        if port and port != default:
             built.port_redirect = port
         if redirect.path is not None:
             built.regex_rewrite.CopyFrom(_path_rewrite(redirect.path, plan.match.path))

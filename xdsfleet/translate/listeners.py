@@ -18,6 +18,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -34,6 +35,7 @@ HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 TLS = "envoy.transport_sockets.tls"
 QUIC = "envoy.transport_sockets.quic"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ANY_ADDRESS = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
 WEBSOCKET = "websocket"
@@ -57,6 +59,10 @@ def gateway_listener(
     built = listener_pb2.Listener(name=name, address=_address(ANY_ADDRESS, port))
     if not chains:
         built.filter_chains.add(filters=filters)
+    if any(server_name is not None for server_name, _ in chains):
+        # Reads the SNI name from the ClientHello, so that filter chains can match on it.
+        inspector = built.listener_filters.add(name=TLS_INSPECTOR)
+        pack_into(inspector.typed_config, tls_inspector_pb2.TlsInspector())
     for server_name, secrets in chains:
         chain = built.filter_chains.add(filters=filters)
         if server_name is not None:

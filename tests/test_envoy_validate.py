@@ -24,18 +24,25 @@ from states import serving
 
 from harness.local import envoy_binary
 from xdsfleet.cache import typeurls
+from xdsfleet.model.attachment import MCS_GROUP
 from xdsfleet.model.fleet import (
+    CORS,
+    AllowedRoutes,
     BackendRef,
     Endpoint,
     FleetState,
     Gateway,
     GatewayListener,
+    HeaderModifier,
     HTTPRoute,
     Member,
     ParentRef,
     PathMatch,
     PathMatchType,
+    RequestRedirect,
+    RouteFilters,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     Service,
     ServicePort,
@@ -103,6 +110,9 @@ def _inline_routes(connection_manager: Any, routes: dict[str, Any]) -> None:
     assert connection_manager.typed_config.Unpack(manager)
     if manager.HasField("rds"):
         manager.route_config.CopyFrom(routes[manager.rds.route_config_name])
+        # As over RDS, where Envoy does not check that named clusters exist: a share of
+        # requests is meant to go to a missing one (an invalid backendRef, answered 500).
+        manager.route_config.validate_clusters.value = False
         connection_manager.typed_config.Pack(manager, deterministic=True)
 
 
@@ -129,16 +139,20 @@ def _rule(path: str, *backends: BackendRef, exact: bool = False) -> RouteRule:
     return RouteRule((RouteMatch(PathMatch(kind, path)),), backends)
 
 
+ANY_NAMESPACE = AllowedRoutes(RouteNamespaces.ALL)
 GATEWAY = Gateway(
     "infra",
     "edge",
     "xdsfleet",
     (
-        GatewayListener("http", 8080),
-        GatewayListener("shop", 8081, hostname="shop.example.com"),
+        GatewayListener("http", 8080, allowed_routes=ANY_NAMESPACE),
+        GatewayListener("shop", 8081, hostname="shop.example.com", allowed_routes=ANY_NAMESPACE),
+        # Two HTTP listeners sharing a port, told apart by hostname.
+        GatewayListener("shop2", 8081, hostname="*.shop.example", allowed_routes=ANY_NAMESPACE),
         GatewayListener("tls", 8443, protocol="HTTPS"),
     ),
 )
+EDITS = HeaderModifier(set=(("x-backend", "web"),))
 ROUTES = (
     HTTPRoute(
         "shop",
@@ -153,6 +167,19 @@ ROUTES = (
             ),
             _rule("/gone", BackendRef("missing", "shop", 80)),
             _rule("/off", BackendRef("web", "shop", 80, weight=0)),
+            # Partly invalid: an unknown kind's share is answered 500.
+            _rule("/pod", BackendRef("web", "shop", 80), BackendRef("p", "shop", 80, kind="Pod")),
+            _rule("/edited", BackendRef("web", "shop", 80, request_headers=EDITS)),
+            RouteRule(
+                (RouteMatch(PathMatch(value="/moved")),),
+                (),
+                filters=RouteFilters(redirect=RequestRedirect(status_code=308)),
+            ),
+            RouteRule(
+                (RouteMatch(PathMatch(value="/cors")),),
+                (BackendRef("web", "shop", 80),),
+                filters=RouteFilters(cors=CORS(("https://*.example.com",), ("GET",))),
+            ),
         ),
     ),
     HTTPRoute(
@@ -160,7 +187,11 @@ ROUTES = (
         "cart",
         (ParentRef("infra", "edge", "shop"),),
         (),
-        (RouteRule((), (BackendRef("cart", "shop", 50051, kind="ServiceImport"),)),),
+        (
+            RouteRule(
+                (), (BackendRef("cart", "shop", 50051, kind="ServiceImport", group=MCS_GROUP),)
+            ),
+        ),
     ),
 )
 STATE = FleetState("demo", MEMBERS, gateways=(GATEWAY,), http_routes=ROUTES)

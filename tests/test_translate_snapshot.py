@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
@@ -65,10 +66,18 @@ def unpack_manager(packed: Any) -> Any:
 
 
 def test_every_type_is_present_even_when_empty() -> None:
-    resources = translate(STATE, NodeProfile(role=Role.GATEWAY))
+    resources = translate(replace(STATE, gateways=()), NodeProfile(role=Role.GATEWAY))
 
     assert list(resources) == list(typeurls.ORDER)
     assert all(named == {} for named in resources.values())
+
+
+def test_a_gateway_profile_naming_no_gateway_gets_the_only_one_of_the_fleet() -> None:
+    unnamed = NodeProfile(role=Role.GATEWAY)
+
+    assert set(translate(STATE, unnamed)[typeurls.LISTENER]) == {"infra/edge:8080"}
+    two = replace(STATE, gateways=(GATEWAY, replace(GATEWAY, name="other")))
+    assert all(named == {} for named in translate(two, unnamed).values())
 
 
 def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:

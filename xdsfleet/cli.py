@@ -14,6 +14,7 @@ import yaml
 from rich.console import Console
 
 from xdsfleet.model.errors import InvalidInput
+from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
 from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
@@ -21,7 +22,7 @@ from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
 from xdsfleet.tools.explain import Request, explain
 from xdsfleet.tools.explain import render as render_explanation
-from xdsfleet.tools.render import render
+from xdsfleet.tools.render import render, unnamed_gateway
 
 app = typer.Typer(
     name="xdsfleet",
@@ -78,6 +79,12 @@ def _profile(
         )
     except ProfileError as error:
         raise typer.BadParameter(str(error)) from None
+
+
+def _check_gateway(state: FleetState, profile: NodeProfile) -> None:
+    if (problem := unnamed_gateway(state, profile)) is not None:
+        err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _fail(error: InvalidInput) -> typer.Exit:
@@ -182,6 +189,7 @@ def render_command(
         state = load_fleet(_fleet_path(fleet)).state
     except InvalidInput as error:
         raise _fail(error) from None
+    _check_gateway(state, profile)
     _print(render(state, profile), output)
 
 
@@ -217,6 +225,7 @@ def explain_command(
         state = load_fleet(_fleet_path(fleet)).state
     except InvalidInput as error:
         raise _fail(error) from None
+    _check_gateway(state, profile)
     request = Request(host=host, path=path, headers=headers, method=method.upper())
     found = explain(state, profile, request, listener)
     if found is None:

@@ -28,6 +28,8 @@ from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
+from xdsfleet.translate.names import gateway_port_name
+from xdsfleet.translate.snapshot import gateway_of
 
 # Envoy's default when an assignment sets no overprovisioning factor.
 DEFAULT_OVERPROVISIONING = 140
@@ -73,8 +75,11 @@ def explain(
     state: FleetState, profile: NodeProfile, request: Request, listener: str | None = None
 ) -> Explanation | None:
     """What happens to `request` at a client of `profile`; None when no route matches.
-    `listener` limits the search to one gateway listener (its name or `NS/GATEWAY/NAME`)."""
+    `listener` limits the search to one gateway listener (its name, or the port's route
+    configuration name `NS/GATEWAY:PORT`): the listeners sharing its port share its routes."""
     resources = translate(state, profile)
+    if listener is not None:
+        listener = _port_name(state, profile, listener)
     for name, config in _route_configurations(resources, profile, listener):
         found = _match(config, request)
         if found is not None:
@@ -94,8 +99,20 @@ def _route_configurations(
             yield name, manager.route_config
         return
     for name, config in sorted(resources[typeurls.ROUTE].items()):
-        if listener is None or listener in (name, name.rsplit("/", 1)[-1]):
+        if listener is None or listener == name:
             yield name, config
+
+
+def _port_name(state: FleetState, profile: NodeProfile, listener: str) -> str:
+    """The route configuration serving the Gateway listener named `listener` (or `listener`
+    itself, when it names none of the profile's Gateway)."""
+    gateway = gateway_of(state, profile.gateway)
+    if gateway is None:
+        return listener
+    for found in gateway.listeners:
+        if found.name == listener:
+            return gateway_port_name(gateway.namespace, gateway.name, found.port)
+    return listener
 
 
 # --- Matching, as Envoy does -----------------------------------------------------------------
@@ -125,7 +142,7 @@ def _virtual_host(config: Any, host: str) -> Any:
 
 
 def _match(config: Any, request: Request) -> tuple[Any, Any] | None:
-    # Listeners strip the port from Host before routing.
+    # Route tables match the Host without its port (ignore_port_in_host_matching).
     vhost = _virtual_host(config, request.host.lower().split(":", 1)[0])
     if vhost is None:
         return None

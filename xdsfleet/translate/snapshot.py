@@ -85,7 +85,7 @@ def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) ->
     members = frozenset(m.member.name for m in state.members)
     planner = Planner(index, policy_index(state.policies), members, state.permits)
     if profile.role is Role.GATEWAY:
-        gateway = _gateway(state, profile.gateway)
+        gateway = gateway_of(state, profile.gateway)
         if gateway is None:
             return Translation(resources, {})
         for port in gateway_ports(gateway):
@@ -133,9 +133,12 @@ def translate_destinations(
     return {typeurls.CLUSTER: clusters, typeurls.ENDPOINT: assignments}
 
 
-def _gateway(state: FleetState, ref: str | None) -> Gateway | None:
+def gateway_of(state: FleetState, ref: str | None) -> Gateway | None:
+    """The Gateway a gateway profile names (`NS/NAME`). A profile naming none gets the fleet's
+    Gateway when it has exactly one (an Envoy started without `xdsfleet.io/gateway`), else
+    nothing."""
     if ref is None:
-        return None
+        return state.gateways[0] if len(state.gateways) == 1 else None
     namespace, _, name = ref.partition("/")
     return next((g for g in state.gateways if (g.namespace, g.name) == (namespace, name)), None)
 

@@ -30,7 +30,7 @@ from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import AdsService
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.lease import LeaseElector
-from xdsfleet.sources.kube.resources import FLEETS, HTTP_ROUTES, LEASES, SECRETS
+from xdsfleet.sources.kube.resources import FLEETS, GATEWAYS, HTTP_ROUTES, LEASES, SECRETS
 from xdsfleet.sources.kube.status import Written, write_status
 from xdsfleet.status.conditions import (
     CONTROLLER,
@@ -350,3 +350,102 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
         finally:
             await aggregator.stop()
         assert not crashes
+
+
+async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
+    api: ApiEmulator,
+) -> None:
+    with ApiEmulator() as member:
+        secret = {
+            "metadata": {
+                "name": "east",
+                "namespace": "xdsfleet-system",
+                "labels": {"xdsfleet.io/member": "true"},
+            },
+            "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
+        }
+        api.apply(SECRETS, secret)
+        spec = {
+            "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
+        }
+        api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+        https = {
+            "name": "https",
+            "port": 443,
+            "protocol": "HTTPS",
+            "hostname": "a.example.com",
+            "tls": {"certificateRefs": [{"name": "missing"}]},
+        }
+        listeners = [
+            {"name": "http", "port": 80, "protocol": "HTTP"},
+            https,
+            # HTTPS on the HTTP port: a protocol conflict.
+            {**https, "name": "clash", "port": 80},
+        ]
+        gateway = {
+            "metadata": {"name": "gw", "namespace": "default", "generation": 3},
+            "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+        }
+        api.apply(GATEWAYS, gateway)
+        api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+        aggregator = Aggregator(
+            on_state=lambda _: None,
+            on_crash=lambda _: None,
+            settings=FAST,
+            namespace="xdsfleet-system",
+        )
+        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
+        try:
+            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
+            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
+            writer = StatusWriter(
+                aggregator=aggregator,
+                ads=AdsService(publisher.cache),
+                snapshot_of=publisher.cache.get,
+                served=lambda: aggregator.state,
+                namespace="xdsfleet-system",
+            )
+            await writer.tick()
+            await writer.stop()
+        finally:
+            await aggregator.stop()
+    written = api.get(GATEWAYS, "gw")
+    assert written is not None
+    found = {
+        entry["name"]: (
+            entry["attachedRoutes"],
+            {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]},
+        )
+        for entry in written["status"]["listeners"]
+    }
+    assert found == {
+        "http": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("False", "NoConflicts"),
+                "ResolvedRefs": ("True", "ResolvedRefs"),
+                "Programmed": ("Unknown", "Pending"),  # no Envoy connected
+            },
+        ),
+        "https": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("False", "NoConflicts"),
+                "ResolvedRefs": ("False", "InvalidCertificateRef"),
+                "Programmed": ("Unknown", "Pending"),
+            },
+        ),
+        "clash": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("True", "ProtocolConflict"),
+                "ResolvedRefs": ("False", "InvalidCertificateRef"),
+                "Programmed": ("False", "Invalid"),
+            },
+        ),
+    }
+    kinds = [k["kind"] for k in written["status"]["listeners"][0]["supportedKinds"]]
+    assert kinds == ["HTTPRoute", "GRPCRoute"]

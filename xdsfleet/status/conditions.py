@@ -25,8 +25,16 @@ from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.attachment import backend_problem, parent_problem
-from xdsfleet.model.fleet import FleetState, GRPCRoute, HTTPRoute
+from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, parent_problem
+from xdsfleet.model.fleet import (
+    FleetState,
+    Gateway,
+    GatewayListener,
+    GrantFrom,
+    GRPCRoute,
+    HTTPRoute,
+    SecretRef,
+)
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
@@ -34,7 +42,6 @@ from xdsfleet.translate.names import gateway_port_name
 from xdsfleet.translate.routes import attached, gateway_ports, namespace_labels
 
 CONTROLLER = "xdsfleet.io/controller"
-GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 JsonObject = dict[str, Any]
 Affects = Callable[[str, str], bool]  # (type URL, resource name) -> does the object shape it?
@@ -361,6 +368,131 @@ def fleet_members_status(
         "members": [
             {"name": name, "source": source, "stale": stale, "message": message}
             for name, source, stale, message in members
+        ],
+    }
+    return None if new == status else new
+
+
+# --- Gateways --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerVerdict:
+    """What `status.listeners[]` says of one Gateway listener."""
+
+    name: str
+    attached_routes: int
+    supported_kinds: tuple[str, ...]
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVerdict:
+    generation: int
+    conditions: tuple[Condition, ...]
+    listeners: tuple[ListenerVerdict, ...]
+
+
+def _certificate_problem(state: FleetState, gateway: Gateway, listener: GatewayListener) -> str:
+    """Why some certificateRef of an HTTPS listener cannot be used (its reason: message)."""
+    secrets = {(s.namespace, s.name) for s in state.secrets}
+    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+    for ref in listener.certificate_refs:
+        if not state.permits(source, "", "Secret", ref.namespace, ref.name):
+            return (
+                f"RefNotPermitted: no ReferenceGrant lets it use Secret {ref.namespace}/{ref.name}"
+            )
+        if (ref.namespace, ref.name) not in secrets:
+            return f"InvalidCertificateRef: Secret {ref.namespace}/{ref.name} does not exist"
+    return ""
+
+
+def _secret(ref: SecretRef) -> str:
+    return f"Secret {ref.namespace}/{ref.name}"
+
+
+def _listener_named(name: str) -> Affects:
+    return lambda type_url, found: type_url == typeurls.LISTENER and found == name
+
+
+def gateway_verdict(
+    state: FleetState, gateway: Gateway, generation: int, streams: Iterable[list[Held]]
+) -> GatewayVerdict:
+    """Per listener: Accepted, Conflicted (ProtocolConflict on a shared port), ResolvedRefs
+    (its certificates) and Programmed (how many Envoys hold its port's listener), with the
+    routes attached to it; and the Gateway's own Accepted and Programmed."""
+    streams = list(streams)
+    labels = namespace_labels(state.namespaces)
+    ports = {x.name: port for port in gateway_ports(gateway) for x in port.listeners}
+    conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
+    found = []
+    for listener in gateway.listeners:
+        kinds = tuple(
+            k
+            for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE)
+            if not listener.allowed_routes.kinds
+            or any(k == allowed.kind for allowed in listener.allowed_routes.kinds)
+        )
+        attached_routes = len(
+            attached(gateway, listener, TargetKind.HTTP_ROUTE, state.http_routes, labels)
+        ) + len(attached(gateway, listener, TargetKind.GRPC_ROUTE, state.grpc_routes, labels))
+        problem = _certificate_problem(state, gateway, listener)
+        reason, _, message = problem.partition(": ")
+        conditions = [
+            Condition("Accepted", "True", "Accepted", "served"),
+            Condition("Conflicted", "True", "ProtocolConflict", "another protocol has the port")
+            if listener.name in conflicted
+            else Condition("Conflicted", "False", "NoConflicts", "no conflict"),
+            Condition("ResolvedRefs", "False", reason, message)
+            if problem
+            else Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves"),
+        ]
+        if listener.name in conflicted:
+            conditions.append(Condition("Programmed", "False", "Invalid", "not served"))
+        else:
+            port = ports[listener.name]
+            name = gateway_port_name(gateway.namespace, gateway.name, port.port)
+            conditions.append(Programmed.count(streams, _listener_named(name)).condition())
+        found.append(ListenerVerdict(listener.name, attached_routes, kinds, tuple(conditions)))
+    programmed = [c for v in found for c in v.conditions if c.type == "Programmed"]
+    overall = (
+        Condition("Programmed", "True", "Programmed", "every listener is held by its Envoys")
+        if all(c.status == "True" for c in programmed)
+        else next(c for c in programmed if c.status != "True")
+    )
+    accepted = Condition("Accepted", "True", "Accepted", "served")
+    return GatewayVerdict(generation, (accepted, overall), tuple(found))
+
+
+def gateway_status(
+    obj: JsonObject, verdict: GatewayVerdict, now: datetime | None = None
+) -> JsonObject | None:
+    """`obj`'s status with the conditions and listeners of `verdict`; None when that changes
+    nothing. Transition times move only when a condition's status does."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = dict(obj.get("status") or {})
+    old_listeners = {
+        entry.get("name"): entry.get("conditions") or []
+        for entry in status.get("listeners") or []
+        if isinstance(entry, dict)
+    }
+    old = status.get("conditions") or []
+    new = {
+        **status,
+        "conditions": [_condition(c, verdict.generation, old, stamp) for c in verdict.conditions],
+        "listeners": [
+            {
+                "name": listener.name,
+                "supportedKinds": [
+                    {"group": GATEWAY_GROUP, "kind": kind} for kind in listener.supported_kinds
+                ],
+                "attachedRoutes": listener.attached_routes,
+                "conditions": [
+                    _condition(c, verdict.generation, old_listeners.get(listener.name, []), stamp)
+                    for c in listener.conditions
+                ],
+            }
+            for listener in verdict.listeners
         ],
     }
     return None if new == status else new

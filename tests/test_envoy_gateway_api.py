@@ -10,9 +10,13 @@ ReferenceGrants, partially invalid routes, backend filters, redirects and CORS.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,11 @@ PODS = {
     "web/web-backend": "127.0.31.4",
     "web/web-other": "127.0.31.5",
     "blue/blue-backend": "127.0.31.6",
+    "infra/ws": "127.0.31.7",
 }
+# Service ports with an appProtocol (Gateway API backend protocol).
+APP_PROTOCOLS = {"ws": "kubernetes.io/ws"}
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass
@@ -89,14 +97,15 @@ def _member_docs(target_port: int) -> list[dict[str, Any]]:
     for key, address in PODS.items():
         namespace, name = key.split("/")
         metadata = {"name": name, "namespace": namespace}
+        port: dict[str, Any] = {"name": "http", "port": SERVICE_PORT, "targetPort": target_port}
+        if name in APP_PROTOCOLS:
+            port["appProtocol"] = APP_PROTOCOLS[name]
         docs.append(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": metadata,
-                "spec": {
-                    "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": target_port}]
-                },
+                "spec": {"ports": [port]},
             }
         )
         docs.append(
@@ -319,6 +328,7 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             hostnames=["cors.example"],
             port=shared,
         ),
+        _route("websocket", [_to("ws")], hostnames=["ws.example"], port=shared),
         # SNI picks the listener; each route is pinned to one.
         _route("tls-a", [_to("v1")], section="tls-a"),
         _route("tls-b", [_to("v2")], section="tls-b"),
@@ -342,6 +352,84 @@ def _secret_doc(name: str, certificate: str, key: str) -> dict[str, Any]:
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": certificate, "tls.key": key},
     }
+
+
+class WebSocketEcho:
+    """A WebSocket server answering each connection's first text frame with the same text."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self._server = socket.create_server((address, port))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> WebSocketEcho:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        # shutdown() wakes the accept() that close() alone would leave blocked.
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:
+                return  # shut down
+            connection.settimeout(5)
+            with connection, contextlib.suppress(OSError):
+                head = _read_head(connection)
+                key = next(
+                    line.split(":", 1)[1].strip()
+                    for line in head.split("\r\n")
+                    if line.lower().startswith("sec-websocket-key:")
+                )
+                accept = base64.b64encode(
+                    hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()
+                ).decode()
+                connection.sendall(
+                    (
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    ).encode()
+                )
+                connection.sendall(_frame(_read_frame(connection), mask=b""))
+
+
+def _read_head(connection: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed mid-frame")
+        data += chunk
+    return data
+
+
+def _frame(payload: bytes, mask: bytes) -> bytes:
+    """One final text frame of a short payload, masked when `mask` is given (clients must)."""
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return bytes([0x81, (0x80 if mask else 0) | len(payload)]) + mask + masked
+
+
+def _read_frame(connection: socket.socket) -> bytes:
+    first, second = _read_exactly(connection, 2)
+    assert first == 0x81, "a final text frame"
+    assert (second & 0x7F) < 126, "a short one"
+    mask = _read_exactly(connection, 4) if second & 0x80 else b""
+    payload = _read_exactly(connection, second & 0x7F)
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
 
 
 @pytest.fixture(scope="module")
@@ -372,10 +460,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     docs = [*_route_docs(ports), *secrets]
     (root / "routes" / "gateway.yaml").write_text(yaml.safe_dump_all(docs))
     (root / "m1" / "services.yaml").write_text(yaml.safe_dump_all(_member_docs(target_port)))
-    backends = [
+    backends: list[Backend | WebSocketEcho] = [
         Backend(member=key.split("/")[1], address=address, port=target_port).start()
         for key, address in PODS.items()
+        if key != "infra/ws"
     ]
+    backends.append(WebSocketEcho(PODS["infra/ws"], target_port).start())
     try:
         with Server(root / "fleet.yaml") as server:
             server.start()
@@ -525,3 +615,17 @@ def test_cors_answers_preflight_and_allows_the_listed_origins(gateway: Gateway) 
     assert allowed.headers.get("access-control-allow-origin") == "https://www.foo.com"
     refused = gateway.send("shared", "cors.example", headers={"Origin": "https://evil.com"})
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_a_websocket_upgrade_reaches_the_backend_and_echoes(gateway: Gateway) -> None:
+    key = base64.b64encode(b"sixteen byte key").decode()
+    handshake = (
+        "GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.ports["shared"]), timeout=5) as client:
+        client.sendall(handshake.encode())
+        head = _read_head(client)
+        assert head.startswith("HTTP/1.1 101"), head
+        client.sendall(_frame(b"hello", mask=b"\x01\x02\x03\x04"))
+        assert _read_frame(client) == b"hello"

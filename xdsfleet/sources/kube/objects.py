@@ -121,24 +121,6 @@ def _node(obj: JsonObject) -> JsonObject:
     }
 
 
-# Fields the Gateway API CRDs default on the server and that the model does not carry: when they
-# hold their defaults they say nothing, so they are dropped; any other value is parsed (and
-# reported, since the parser does not know them).
-_DEFAULT_ALLOWED_ROUTES = {"namespaces": {"from": "Same"}}
-
-
-def _gateway(obj: JsonObject) -> JsonObject:
-    spec = dict(obj.get("spec") or {})
-    listeners = []
-    for listener in spec.get("listeners") or []:
-        if isinstance(listener, dict) and listener.get("allowedRoutes") == _DEFAULT_ALLOWED_ROUTES:
-            listener = {k: v for k, v in listener.items() if k != "allowedRoutes"}
-        listeners.append(listener)
-    if listeners:
-        spec["listeners"] = listeners
-    return {"metadata": _metadata(obj), "spec": spec}
-
-
 def _namespace(obj: JsonObject) -> JsonObject:
     return {"metadata": _metadata(obj, labels=True)}
 
@@ -152,7 +134,7 @@ _PROJECTIONS: dict[ApiResource, Callable[[JsonObject], JsonObject | None]] = {
     resources.ENDPOINT_SLICES: _endpoint_slice,
     resources.SERVICE_EXPORTS: _service_export,
     resources.NODES: _node,
-    resources.GATEWAYS: _gateway,
+    resources.GATEWAYS: _with_spec,
     resources.HTTP_ROUTES: _with_spec,
     resources.GRPC_ROUTES: _with_spec,
     resources.TRAFFIC_POLICIES: _with_spec,

@@ -98,7 +98,15 @@ BASES: dict[str, tuple[dict[str, Any], Place, str]] = {
 PLACES = {
     Place.FLEET: {"Fleet"},
     Place.MEMBER: {"Service", "EndpointSlice", "ServiceExport", "Node"},
-    Place.ROUTES: {"Gateway", "HTTPRoute", "GRPCRoute", "Secret", "TrafficPolicy"},
+    Place.ROUTES: {
+        "Gateway",
+        "HTTPRoute",
+        "GRPCRoute",
+        "Secret",
+        "TrafficPolicy",
+        "ReferenceGrant",
+        "Namespace",
+    },
 }
 
 

@@ -683,7 +683,7 @@ def reference_grant(doc: Map) -> ReferenceGrant:
     return ReferenceGrant(namespace, name, sources, targets)
 
 
-def namespace_labels(doc: Map) -> Namespace:
+def namespace_object(doc: Map) -> Namespace:
     """A Namespace, for its labels only (listeners select route namespaces by them)."""
     _, name, labels = metadata(doc, DNS_LABEL, namespaced=False)
     return Namespace(name, tuple(sorted(labels.items())))

@@ -514,7 +514,7 @@ def _parse_document(
         case "ReferenceGrant":
             found.reference_grants.append(gateway_api.reference_grant(doc))
         case "Namespace":
-            found.namespaces.append(gateway_api.namespace_labels(doc))
+            found.namespaces.append(gateway_api.namespace_object(doc))
 
 
 def parse_file(text: str, file: str, place: Place, base_dir: str = "") -> FileContents:

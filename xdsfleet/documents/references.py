@@ -20,6 +20,7 @@ from xdsfleet.model.attachment import (
     attaches,
     backend_problem,
     effective_hostnames,
+    labels_of,
     parent_problem,
 )
 from xdsfleet.model.errors import Problem
@@ -147,7 +148,7 @@ def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Pr
     report = _Report(origins)
     offered = _Offered.of(state)
     gateways = {(g.namespace, g.name): g for g in state.gateways}
-    labels = {n.name: dict(n.labels) for n in state.namespaces}
+    labels = labels_of(state.namespaces)
     for route in state.http_routes:
         _check_route(report, state, "HTTPRoute", route, gateways, offered, labels)
     for grpc_route in state.grpc_routes:

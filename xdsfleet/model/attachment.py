@@ -17,6 +17,7 @@ from xdsfleet.model.fleet import (
     Gateway,
     GatewayListener,
     GrantFrom,
+    Namespace,
     ParentRef,
     RouteGroupKind,
     RouteNamespaces,
@@ -28,6 +29,11 @@ MCS_GROUP = "multicluster.x-k8s.io"
 # every exporting member (docs/architecture.md, "Fleet documents").
 SERVICE_KINDS = frozenset({("", "Service"), (MCS_GROUP, "ServiceImport")})
 Labels = Mapping[str, Mapping[str, str]]  # namespace -> its labels
+
+
+def labels_of(namespaces: tuple[Namespace, ...]) -> Labels:
+    """Each known namespace's labels (what `allowedRoutes` selectors read)."""
+    return {n.name: dict(n.labels) for n in namespaces}
 
 
 class Attachable(Protocol):

@@ -25,21 +25,23 @@ from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, parent_problem
+from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, labels_of, parent_problem
 from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
     GatewayListener,
     GrantFrom,
     GRPCRoute,
+    GRPCRouteRule,
     HTTPRoute,
+    RouteRule,
     SecretRef,
 )
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
 from xdsfleet.translate.names import gateway_port_name
-from xdsfleet.translate.routes import attached, gateway_ports, namespace_labels
+from xdsfleet.translate.routes import attached, gateway_ports
 
 CONTROLLER = "xdsfleet.io/controller"
 
@@ -189,15 +191,14 @@ def route_verdict(
     InvalidKind, BackendNotFound that applies."""
     verdict = _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
     kind = _kind(route)
-    labels = namespace_labels(state.namespaces)
+    labels = labels_of(state.namespaces)
     gateways = {(g.namespace, g.name): g for g in state.gateways}
-    reasons = [
-        reason
-        for rule in route.rules
-        for ref in rule.backend_refs
-        if (found := backend_problem(state, kind, route.namespace, ref)) is not None
-        for reason in (found[0],)
-    ]
+    rules: Iterable[RouteRule | GRPCRouteRule] = route.rules
+    reasons = set()
+    for rule in rules:
+        for ref in rule.backend_refs:
+            if (problem := backend_problem(state, kind, route.namespace, ref)) is not None:
+                reasons.add(problem[0])
     unresolved = next((r for r in ("RefNotPermitted", "InvalidKind") if r in reasons), None)
     per_parent = []
     for parent, (accepted, resolved, programmed_condition) in zip(
@@ -232,7 +233,7 @@ def policy_verdict(
 
 def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
     """The gateway RouteConfigurations (one per Gateway port) a route is part of."""
-    labels = namespace_labels(state.namespaces)
+    labels = labels_of(state.namespaces)
     return frozenset(
         gateway_port_name(gateway.namespace, gateway.name, port.port)
         for gateway in state.gateways
@@ -422,7 +423,7 @@ def gateway_verdict(
     (its certificates) and Programmed (how many Envoys hold its port's listener), with the
     routes attached to it; and the Gateway's own Accepted and Programmed."""
     streams = list(streams)
-    labels = namespace_labels(state.namespaces)
+    labels = labels_of(state.namespaces)
     ports = {x.name: port for port in gateway_ports(gateway) for x in port.listeners}
     conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
     found = []

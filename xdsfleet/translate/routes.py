@@ -30,13 +30,12 @@ from xdsfleet.model.fleet import (
     GatewayListener,
     GRPCRoute,
     HTTPRoute,
-    Namespace,
     PathMatchType,
     RouteMatch,
 )
 from xdsfleet.model.policy import TargetKind
 from xdsfleet.translate.actions import envoy_route
-from xdsfleet.translate.memo import memoised, memoised_by_identity
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.rules import Planner, RoutePlan, VirtualHostPlan, as_http_route
 
@@ -49,13 +48,6 @@ _PATH_ORDER = {
 }
 # The port a listener's protocol implies: a redirect from it names no other.
 DEFAULT_PORTS = {"HTTP": 80, "HTTPS": 443}
-
-
-@memoised_by_identity
-def namespace_labels(namespaces: tuple[Namespace, ...]) -> Labels:
-    """Each known namespace's labels (what `allowedRoutes` selectors read); `namespaces` is
-    FleetState.namespaces, kept while the store shares the same tuple."""
-    return {n.name: dict(n.labels) for n in namespaces}
 
 
 def attached(

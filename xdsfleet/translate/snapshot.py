@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from xdsfleet.cache import typeurls
-from xdsfleet.model.attachment import GATEWAY_GROUP
+from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
 from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener, GrantFrom, TLSSecret
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
@@ -37,7 +37,6 @@ from xdsfleet.translate.proto import Message
 from xdsfleet.translate.routes import (
     GatewayPort,
     gateway_ports,
-    namespace_labels,
     plan_port,
     route_configuration,
     uses_cors,
@@ -183,7 +182,7 @@ def _add_gateway_port(
             http3 = http3 or wanted.http3  # QUIC always encrypts: HTTPS listeners only
         if not chains:
             return
-    labels = namespace_labels(state.namespaces)
+    labels = labels_of(state.namespaces)
     hosts = plan_port(gateway, port, state.http_routes, state.grpc_routes, planner, labels)
     sessions, cors = uses_sessions(hosts), uses_cors(hosts)
     alt_svc = f'h3=":{port.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None

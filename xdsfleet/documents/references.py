@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from xdsfleet.documents.policy import SPEC_FIELDS
-from xdsfleet.documents.reading import object_label, origin_key
+from xdsfleet.documents.reading import did_you_mean, object_label, origin_key
 from xdsfleet.model.attachment import (
     GATEWAY_GROUP,
     Labels,
@@ -75,7 +75,8 @@ def _parent_problem(
     gateway = gateways.get((parent.namespace, parent.name))
     label = object_label("Gateway", parent.namespace, parent.name)
     if gateway is None:
-        return f"{label} does not exist"
+        names = [name for namespace, name in gateways if namespace == parent.namespace]
+        return f"{label} does not exist{did_you_mean(parent.name, names)}"
     found = parent_problem(gateway, parent, kind, route, labels)
     if found is None:
         return ""
@@ -327,7 +328,9 @@ def _target_problem(
                 None,
             )
             if gateway is None:
-                return f"{object_label('Gateway', namespace, target.name)} does not exist"
+                names = [g.name for g in state.gateways if g.namespace == namespace]
+                hint = did_you_mean(target.name, names)
+                return f"{object_label('Gateway', namespace, target.name)} does not exist{hint}"
             if section is not None and section not in {x.name for x in gateway.listeners}:
                 return (
                     f"{object_label('Gateway', namespace, target.name)} has no listener {section!r}"
@@ -364,7 +367,8 @@ def _check_policy(
     members = {m.member.name: m.member for m in state.members}
     for path, name in _named_members(policy):
         if name not in members:
-            report.add(label, path, f"member {name} is not in the Fleet")
+            hint = did_you_mean(name, members)
+            report.add(label, path, f"member {name} is not in the Fleet{hint}")
     if policy.spec.sidecar is not None:
         for i, (namespace, name) in enumerate(policy.spec.sidecar.services):
             if (namespace, name) not in offered.exported:

@@ -2,7 +2,7 @@
 
 Only message building: what a rule does was decided by `rules`. The retry policy always asks
 Envoy for another host and another priority on a retry, so a retry after a failure in one member
-lands in another (docs/policy.md, "Retries").
+lands in another (docs/policy.md, "retry").
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def envoy_route(plan: RoutePlan) -> Message:
             built.host_redirect = redirect.hostname
         # Gateway API: the given port, else the new scheme's own, else the listener's. Envoy
         # writes a port_redirect even when it is the scheme's default, so that one is left
-        # out (a port the client sent in Host then stays: docs/fleet.md, "Redirects").
+        # out (a port the client sent in Host then stays: docs/fleet.md, "Gateway API
+        # support").
         default = _SCHEME_PORTS.get(redirect.scheme or "")
         port = redirect.port or default or action.listener_port
         if port and port != default:

@@ -157,11 +157,14 @@ def _plan_route(
     """Add the rules of `route` to every virtual host among `domains` one of its `names`
     takes, ranked by the most specific of those names first (Gateway API: across routes,
     hostname specificity, then match precedence)."""
-    ranks = {}
-    for domain in domains:
-        taking = [specificity(h) for h in names if covers(h, domain)]
-        if taking:
-            ranks[domain] = min(taking)
+    ranks: dict[str, tuple[int, int]] = {}
+    for name in names:
+        # An exact name takes only itself: no scan of every domain (a fleet has thousands).
+        taken = (name,) if not name.startswith("*") else (d for d in domains if covers(name, d))
+        for domain in taken:
+            if domain in domains:
+                rank = specificity(name)
+                ranks[domain] = min(ranks.get(domain, rank), rank)
     if not ranks:
         return
     for rule_index, rule in enumerate(route.rules):

@@ -434,7 +434,7 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
                 "Accepted": ("True", "Accepted"),
                 "Conflicted": ("False", "NoConflicts"),
                 "ResolvedRefs": ("False", "InvalidCertificateRef"),
-                "Programmed": ("Unknown", "Pending"),
+                "Programmed": ("False", "Invalid"),
             },
         ),
         "clash": (

@@ -42,6 +42,7 @@ from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
 from xdsfleet.translate.names import gateway_port_name
 from xdsfleet.translate.routes import attached, gateway_ports
+from xdsfleet.translate.snapshot import certificates
 
 CONTROLLER = "xdsfleet.io/controller"
 
@@ -450,6 +451,9 @@ def gateway_verdict(
         ]
         if listener.name in conflicted:
             conditions.append(Condition("Programmed", "False", "Invalid", "not served"))
+        elif listener.protocol == "HTTPS" and not certificates(state, gateway, listener):
+            message = "not served: none of its certificates can be used"
+            conditions.append(Condition("Programmed", "False", "Invalid", message))
         else:
             port = ports[listener.name]
             name = gateway_port_name(gateway.namespace, gateway.name, port.port)

@@ -7,7 +7,7 @@ unchanged resource is the same object as in the previous generation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
@@ -180,6 +180,7 @@ def _add_gateway_port(
     chains: list[TlsChain] = []
     http3 = None
     if port.protocol == "HTTPS":
+        served = []
         for listener in port.listeners:
             secrets = certificates(state, gateway, listener)
             if not secrets:
@@ -190,10 +191,13 @@ def _add_gateway_port(
             for secret, secret_key in zip(secrets, names, strict=True):
                 resources[typeurls.SECRET][secret_key] = tls_secret(secret)
             chains.append((listener.hostname, names))
+            served.append(listener)
             wanted = planner.policies.listener(gateway.namespace, gateway.name, listener.name)
             http3 = http3 or wanted.http3  # QUIC always encrypts: HTTPS listeners only
         if not chains:
             return
+        # A listener without its chain serves no hosts either (whatever SNI a client sent).
+        port = replace(port, listeners=tuple(served))
     labels = labels_of(state.namespaces)
     hosts = plan_port(gateway, port, state.http_routes, state.grpc_routes, planner, labels)
     sessions, cors = uses_sessions(hosts), uses_cors(hosts)

@@ -296,6 +296,50 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             hostnames=["filters.example"],
             port=shared,
         ),
+        # URLRewrite and RequestRedirect on a rule's only backendRef (BackendURLRewrite,
+        # BackendRequestRedirect).
+        _route(
+            "backend-rewrite",
+            [
+                {
+                    **_to("v1", "/full"),
+                    "backendRefs": [
+                        {
+                            "name": "v1",
+                            "port": SERVICE_PORT,
+                            "filters": [
+                                {
+                                    "type": "URLRewrite",
+                                    "urlRewrite": {
+                                        "path": {
+                                            "type": "ReplaceFullPath",
+                                            "replaceFullPath": "/rewritten-full",
+                                        }
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                },
+                {
+                    **_to("v1", "/redirect"),
+                    "backendRefs": [
+                        {
+                            "name": "v1",
+                            "port": SERVICE_PORT,
+                            "filters": [
+                                {
+                                    "type": "RequestRedirect",
+                                    "requestRedirect": {"hostname": "elsewhere.example"},
+                                }
+                            ],
+                        }
+                    ],
+                },
+            ],
+            hostnames=["backend-filters.example"],
+            port=shared,
+        ),
         _route(
             "redirects",
             [
@@ -629,3 +673,14 @@ def test_a_websocket_upgrade_reaches_the_backend_and_echoes(gateway: Gateway) ->
         assert head.startswith("HTTP/1.1 101"), head
         client.sendall(_frame(b"hello", mask=b"\x01\x02\x03\x04"))
         assert _read_frame(client) == b"hello"
+
+
+def test_a_sole_backends_rewrite_and_redirect_apply(gateway: Gateway) -> None:
+    rewritten = gateway.send("shared", "backend-filters.example", "/full/original").json()
+    assert (rewritten["member"], rewritten["path"]) == ("v1", "/rewritten-full")
+    moved = gateway.send("shared", "backend-filters.example", "/redirect/x")
+    port = gateway.ports["shared"]
+    assert (moved.status, moved.headers.get("location")) == (
+        302,
+        f"http://elsewhere.example:{port}/redirect/x",
+    )

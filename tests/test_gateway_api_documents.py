@@ -296,6 +296,23 @@ def test_mirror_fractions_cors_and_the_newer_redirect_codes_are_read() -> None:
     assert second.filters.redirect == RequestRedirect(status_code=308)
 
 
+def test_a_sole_backend_rewrite_or_redirect_acts_as_the_rules() -> None:
+    rewrite = {"type": "URLRewrite", "urlRewrite": {"hostname": "internal.example.com"}}
+    redirect = {"type": "RequestRedirect", "requestRedirect": {"statusCode": 301}}
+    rules = [
+        {"backendRefs": [{"name": "shop", "port": 80, "filters": [rewrite]}]},
+        {"backendRefs": [{"name": "shop", "port": 80, "filters": [redirect]}]},
+    ]
+    rewritten, redirected = (
+        parse(edited(ROUTE, "spec.rules", rules), place=ROUTES).http_routes[0].rules
+    )
+    assert rewritten.filters.rewrite is not None
+    assert rewritten.filters.rewrite.hostname == "internal.example.com"
+    assert [b.name for b in rewritten.backend_refs] == ["shop"]
+    assert redirected.filters.redirect == RequestRedirect(status_code=301)
+    assert redirected.backend_refs == ()  # the redirect answers
+
+
 def _redirect_rule(code: int) -> dict[str, Any]:
     return {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": code}}]}
 
@@ -313,6 +330,7 @@ class Case(NamedTuple):
 
 
 RULE = "spec.rules[0]"
+HOST_X = {"hostname": "x"}
 BACKEND = {"backendRefs": [{"name": "shop", "port": 80}]}
 G, RT, GR, SE, N = HTTPS_GATEWAY, rich_route(), GRPC_ROUTE, SECRET, NODE
 L = "spec.listeners[0]"
@@ -354,9 +372,21 @@ CASES = [
         RT,
         ROUTES,
         f"{RULE}.backendRefs[0].filters",
-        [{"type": "URLRewrite"}],
+        [{"type": "RequestMirror"}],
         f"{RULE}.backendRefs[0].filters[0].type",
-        "must be one of RequestHeaderModifier, ResponseHeaderModifier; got 'URLRewrite'",
+        "must be one of RequestHeaderModifier, ResponseHeaderModifier, URLRewrite,"
+        " RequestRedirect; got 'RequestMirror'",
+    ),
+    Case(
+        RT,
+        ROUTES,
+        f"{RULE}.backendRefs",
+        [
+            {"name": "a", "port": 80},
+            {"name": "b", "port": 80, "filters": [{"type": "URLRewrite", "urlRewrite": HOST_X}]},
+        ],
+        f"{RULE}.backendRefs[1].filters",
+        "need it to be the rule's only one",
     ),
     Case(G, ROUTES, f"{L}.tls", DELETE, f"{L}.tls", "HTTPS needs tls.certificateRefs"),
     Case(G, ROUTES, f"{L}.protocol", "HTTP", f"{L}.tls", "an HTTP listener has no TLS"),

@@ -224,27 +224,44 @@ def backend_ref(entry: Map, route_namespace: str, *, weighted: bool = True) -> B
     )
 
 
-def _routed_backend(entry: Map, route_namespace: str) -> BackendRef:
-    """A rule's backendRef, with its own header filters (Gateway API's backendRefs[].filters;
-    the other filter types are not supported there)."""
+# Filters a backendRef may carry: header edits apply to the requests sent to it alone; the
+# others only on a rule's sole backendRef, where they act as the rule's own (Envoy cannot
+# rewrite a path or redirect per weighted cluster).
+_BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+_SOLE_BACKEND_FILTERS = ("URLRewrite", "RequestRedirect")
+
+
+def _routed_backend(
+    entry: Map, route_namespace: str, allowed: tuple[str, ...]
+) -> tuple[BackendRef, RouteFilters]:
+    """A rule's backendRef with its header filters, and its other filters apart."""
     backend = backend_ref(entry, route_namespace)
     if not entry.has("filters"):
-        return backend
-    allowed = ("RequestHeaderModifier", "ResponseHeaderModifier")
+        return backend, RouteFilters()
     filters = _filters(entry, route_namespace, allowed)
-    return replace(
+    edited = replace(
         backend,
         request_headers=filters.request_headers,
         response_headers=filters.response_headers,
     )
+    return edited, replace(filters, request_headers=None, response_headers=None)
 
 
-def _backend_refs(rule: Map, route_namespace: str) -> tuple[BackendRef, ...]:
+def _backend_refs(
+    rule: Map, route_namespace: str, allowed: tuple[str, ...] = _BACKEND_FILTERS
+) -> tuple[tuple[BackendRef, ...], RouteFilters]:
+    """The rule's backendRefs, and the filters of its sole backendRef that act on the rule."""
     entries = rule.mappings("backendRefs", (*_BACKEND_FIELDS, "weight", "filters"))
-    backends = tuple(_routed_backend(b, route_namespace) for b in entries)
+    parsed = [_routed_backend(b, route_namespace, allowed) for b in entries]
+    backends = tuple(backend for backend, _ in parsed)
     if backends and not any(b.weight for b in backends):
         rule.problem("backendRefs", "weights sum to zero: every request would be answered 500")
-    return backends
+    hoisted = [(i, f) for i, (_, f) in enumerate(parsed) if f != RouteFilters()]
+    if hoisted and len(backends) > 1:
+        path = f"backendRefs[{hoisted[0][0]}].filters"
+        message = f"{' and '.join(_SOLE_BACKEND_FILTERS)} on a backendRef need it to be the "
+        rule.problem(path, message + "rule's only one (Envoy cannot apply them per backend)")
+    return backends, hoisted[0][1] if hoisted else RouteFilters()
 
 
 def _parents_and_hostnames(spec: Map, namespace: str) -> tuple[tuple[ParentRef, ...], list[str]]:
@@ -483,8 +500,6 @@ def _filters(rule: Map, namespace: str, allowed: tuple[str, ...]) -> RouteFilter
                 filters = replace(filters, rewrite=_rewrite(config))
             case "CORS":
                 filters = replace(filters, cors=_cors(config))
-    if filters.redirect is not None and filters.rewrite is not None:
-        rule.problem("filters", "RequestRedirect and URLRewrite cannot both be used in a rule")
     return filters
 
 
@@ -533,11 +548,24 @@ def _route_rule(rule: Map, namespace: str) -> RouteRule:
     fields = ("path", "headers", "queryParams", "method")
     # Gateway API: a rule without matches matches every path (PathPrefix "/").
     matches = tuple(_route_match(m) for m in rule.mappings("matches", fields))
+    backends, hoisted = _backend_refs(rule, namespace, _BACKEND_FILTERS + _SOLE_BACKEND_FILTERS)
+    filters = _filters(rule, namespace, tuple(_FILTERS))
+    if hoisted.rewrite is not None:
+        if filters.rewrite is not None:
+            rule.problem("backendRefs[0].filters", "the rule has its own URLRewrite too")
+        filters = replace(filters, rewrite=hoisted.rewrite)
+    if hoisted.redirect is not None:
+        if filters.redirect is not None:
+            rule.problem("backendRefs[0].filters", "the rule has its own RequestRedirect too")
+        filters = replace(filters, redirect=hoisted.redirect)
+        backends = ()  # the redirect answers: nothing is sent to the backend
+    if filters.redirect is not None and filters.rewrite is not None:
+        rule.problem("filters", "RequestRedirect and URLRewrite cannot both be used in a rule")
     parsed = RouteRule(
         matches=matches or (RouteMatch(),),
-        backend_refs=_backend_refs(rule, namespace),
+        backend_refs=backends,
         name=_rule_name(rule),
-        filters=_filters(rule, namespace, tuple(_FILTERS)),
+        filters=filters,
         timeouts=_timeouts(rule),
         retry=_retry(rule),
     )
@@ -596,7 +624,7 @@ def _grpc_rule(rule: Map, namespace: str) -> GRPCRouteRule:
     matches = tuple(_grpc_match(m) for m in rule.mappings("matches", ("method", "headers")))
     return GRPCRouteRule(
         matches=matches or (GRPCRouteMatch(),),
-        backend_refs=_backend_refs(rule, namespace),
+        backend_refs=_backend_refs(rule, namespace)[0],
         name=_rule_name(rule),
         filters=_filters(rule, namespace, _GRPC_FILTERS),
     )

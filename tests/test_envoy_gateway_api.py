@@ -18,12 +18,15 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from harness.local import Backend, Envoy, Response, Server, free_port, request, wait_for
 from xdsfleet.model.node import NodeProfile
@@ -42,9 +45,10 @@ PODS = {
     "web/web-other": "127.0.31.5",
     "blue/blue-backend": "127.0.31.6",
     "infra/ws": "127.0.31.7",
+    "infra/h2c": "127.0.31.8",
 }
 # Service ports with an appProtocol (Gateway API backend protocol).
-APP_PROTOCOLS = {"ws": "kubernetes.io/ws"}
+APP_PROTOCOLS = {"ws": "kubernetes.io/ws", "h2c": "kubernetes.io/h2c"}
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -373,6 +377,7 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             port=shared,
         ),
         _route("websocket", [_to("ws")], hostnames=["ws.example"], port=shared),
+        _route("h2c", [_to("h2c")], hostnames=["h2c.example"], port=shared),
         # SNI picks the listener; each route is pinned to one.
         _route("tls-a", [_to("v1")], section="tls-a"),
         _route("tls-b", [_to("v2")], section="tls-b"),
@@ -507,9 +512,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     backends: list[Backend | WebSocketEcho] = [
         Backend(member=key.split("/")[1], address=address, port=target_port).start()
         for key, address in PODS.items()
-        if key != "infra/ws"
+        if key not in ("infra/ws", "infra/h2c")
     ]
     backends.append(WebSocketEcho(PODS["infra/ws"], target_port).start())
+    # A gRPC server speaks HTTP/2 only, in cleartext here: an h2c backend.
+    h2c = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), h2c)
+    h2c.add_insecure_port(f"{PODS['infra/h2c']}:{target_port}")
+    h2c.start()
     try:
         with Server(root / "fleet.yaml") as server:
             server.start()
@@ -536,6 +546,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 )
                 yield found
     finally:
+        h2c.stop(grace=None)
         for backend in backends:
             backend.stop()
 
@@ -684,3 +695,12 @@ def test_a_sole_backends_rewrite_and_redirect_apply(gateway: Gateway) -> None:
         302,
         f"http://elsewhere.example:{port}/redirect/x",
     )
+
+
+def test_an_h2c_backend_is_reached_over_http2(gateway: Gateway) -> None:
+    options = [("grpc.default_authority", "h2c.example")]
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.ports['shared']}", options=options) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -40,9 +40,12 @@ from xdsfleet.tools.loads import (
 )
 from xdsfleet.translate.drains import drained
 from xdsfleet.translate.names import gateway_port_name
+from xdsfleet.translate.rules import INVALID_BACKEND
 from xdsfleet.translate.services import ServicePortKey, service_index
 from xdsfleet.translate.snapshot import Resources, gateway_of, translation
 
+# What happens to the share of a backendRef that does not resolve (translate/rules.py).
+INVALID_SHARE = "answered 500: its backendRef does not resolve (validate says why)"
 # A share below this counts as none in warnings: rounding, not traffic.
 NEGLIGIBLE = 0.005
 
@@ -339,7 +342,9 @@ def _explained(
         weighted = [(c.name, c.weight.value) for c in target.weighted_clusters.clusters]
     total = sum(weight for _, weight in weighted) or 1
     clusters = tuple(
-        _cluster_share(name, weight / total, now, after, scenario, profile)
+        ClusterShare(name, weight / total, (), (INVALID_SHARE,))
+        if name == INVALID_BACKEND
+        else _cluster_share(name, weight / total, now, after, scenario, profile)
         for name, weight in weighted
     )
     names = ", ".join(name for name, _ in weighted)

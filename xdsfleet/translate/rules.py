@@ -50,10 +50,6 @@ INVALID_BACKEND = "invalid-backend-ref"
 Permits = Callable[[GrantFrom, str, str, str, str], bool]
 
 
-def _same_namespace(source: GrantFrom, group: str, kind: str, namespace: str, name: str) -> bool:
-    return source.namespace == namespace
-
-
 # Retries on another host and another priority, for failures that are safe to repeat.
 DEFAULT_RETRY_ON = (
     "connect-failure",
@@ -170,7 +166,7 @@ class Planner:
     services: ServiceIndex
     policies: PolicyIndex
     members: frozenset[str]
-    permits: Permits = _same_namespace
+    permits: Permits
     used: set[Destination] = field(default_factory=set)
 
     def resolve(self, kind: TargetKind, namespace: str, ref: BackendRef) -> ServicePortKey | None:

@@ -9,6 +9,7 @@ checked is exactly what we send.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,17 @@ def test_envoy_accepts_everything_the_full_example_renders(
     profile: NodeProfile, tmp_path: Path
 ) -> None:
     assert_envoy_accepts(translate(load_fleet(FULL_EXAMPLE).state, profile), tmp_path)
+
+
+def test_envoy_accepts_https_listeners_sharing_the_http3_port(tmp_path: Path) -> None:
+    """Two SNI filter chains on the TCP listener and on its QUIC twin."""
+    state = load_fleet(FULL_EXAMPLE).state
+    [edge] = state.gateways
+    [https] = [x for x in edge.listeners if x.protocol == "HTTPS"]
+    other = replace(https, name="other", hostname="other.example.org")
+    state = replace(state, gateways=(replace(edge, listeners=(*edge.listeners, other)),))
+    resources = translate(state, FULL_PROFILES["gateway-zone-a"])
+
+    twin = resources[typeurls.LISTENER][f"default/edge:{https.port}/h3"]
+    assert len(twin.filter_chains) == 2
+    assert_envoy_accepts(resources, tmp_path)

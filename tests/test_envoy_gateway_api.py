@@ -637,6 +637,12 @@ def test_https_listeners_sharing_a_port_present_their_own_certificate(gateway: G
         assert backend_of(response) == service
 
 
+def test_a_host_of_another_https_listener_of_the_port_is_misdirected(gateway: Gateway) -> None:
+    wrong = gateway.send("tls", "b.example.com", tls_server_name="a.example.com")
+    unknown = gateway.send("tls", "c.example.com", tls_server_name="a.example.com")
+    assert (wrong.status, unknown.status) == (421, 404)
+
+
 def _served_certificate(port: int, server_name: str) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname = False

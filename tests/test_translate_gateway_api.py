@@ -200,6 +200,31 @@ def test_https_listeners_sharing_a_port_get_one_sni_chain_each_with_their_certif
     assert served == {("a.example.com",): ["infra/a"], ("b.example.com",): ["infra/b"]}
 
 
+def test_each_sni_chain_of_a_shared_https_port_answers_421_for_the_others_hosts() -> None:
+    listeners = (
+        GatewayListener("a", 443, "HTTPS", "a.example.com", (SecretRef(NS, "a"),), ALL),
+        GatewayListener("rest", 443, "HTTPS", None, (SecretRef(NS, "a"),), ALL),
+    )
+    routes = (route("r", rule("/", to("v1")), hostnames=("a.example.com", "b.example.com")),)
+    secrets = (TLSSecret(NS, "a", "CERT", "KEY"),)
+    resources = translate(state(*routes, listeners=listeners, secrets=secrets), PROFILE)
+
+    names = {c.name for c in resources[typeurls.ROUTE].values()}
+    assert names == {"infra/gw:443/a", "infra/gw:443/rest"}
+    served = {}
+    for name in sorted(names):
+        hosts = resources[typeurls.ROUTE][name].virtual_hosts
+        served[name] = {
+            domain: h.routes[0].direct_response.status or h.routes[0].route.cluster
+            for h in hosts
+            for domain in h.domains
+        }
+    assert served == {
+        "infra/gw:443/a": {"a.example.com": "ns/v1:80", "b.example.com": 421},
+        "infra/gw:443/rest": {"a.example.com": 421, "b.example.com": "ns/v1:80"},
+    }
+
+
 def test_a_protocol_conflict_on_a_port_serves_the_first_protocol_only() -> None:
     listeners = (
         GatewayListener("http", 80),

@@ -41,7 +41,7 @@ from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
 from xdsfleet.translate.names import gateway_port_name
-from xdsfleet.translate.routes import attached, gateway_ports
+from xdsfleet.translate.routes import attached, gateway_ports, route_names
 from xdsfleet.translate.snapshot import certificates
 
 CONTROLLER = "xdsfleet.io/controller"
@@ -233,13 +233,14 @@ def policy_verdict(
 
 
 def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
-    """The gateway RouteConfigurations (one per Gateway port) a route is part of."""
+    """The gateway RouteConfigurations a route is part of (a port's, or an SNI chain's)."""
     labels = labels_of(state.namespaces)
     return frozenset(
-        gateway_port_name(gateway.namespace, gateway.name, port.port)
+        route_names(gateway, port)[listener.name]
         for gateway in state.gateways
         for port in gateway_ports(gateway)
-        if any(attached(gateway, x, _kind(route), (route,), labels) for x in port.listeners)
+        for listener in port.listeners
+        if attached(gateway, listener, _kind(route), (route,), labels)
     )
 
 

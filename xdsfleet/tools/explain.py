@@ -39,7 +39,7 @@ from xdsfleet.tools.loads import (
     loads,
 )
 from xdsfleet.translate.drains import drained
-from xdsfleet.translate.names import gateway_port_name
+from xdsfleet.translate.routes import gateway_ports, route_names
 from xdsfleet.translate.rules import INVALID_BACKEND
 from xdsfleet.translate.services import ServicePortKey, service_index
 from xdsfleet.translate.snapshot import Resources, gateway_of, translation
@@ -165,9 +165,10 @@ def _port_name(state: FleetState, profile: NodeProfile, listener: str) -> str:
     gateway = gateway_of(state, profile.gateway)
     if gateway is None:
         return listener
-    for found in gateway.listeners:
-        if found.name == listener:
-            return gateway_port_name(gateway.namespace, gateway.name, found.port)
+    for port in gateway_ports(gateway):
+        names = route_names(gateway, port)
+        if listener in names:
+            return names[listener]
     return listener
 
 

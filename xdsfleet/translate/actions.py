@@ -65,7 +65,9 @@ def envoy_route(plan: RoutePlan) -> Message:
         pack_into(route.typed_per_filter_config[STATEFUL_SESSION], _session(action.session_cookie))
     if action.cors is not None:
         pack_into(route.typed_per_filter_config[CORS_FILTER], _cors(action.cors))
-    if action.redirect is not None:
+    if action.answer is not None:
+        route.direct_response.status = action.answer
+    elif action.redirect is not None:
         redirect = action.redirect
         built = route.redirect
         if redirect.scheme:

@@ -39,8 +39,9 @@ TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ANY_ADDRESS = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
 WEBSOCKET = "websocket"
-# (SNI hostname or None for any, SDS names of its certificates): one HTTPS Gateway listener.
-TlsChain = tuple[str | None, tuple[str, ...]]
+# (SNI hostname or None for any, SDS names of its certificates, its RouteConfiguration): one
+# HTTPS Gateway listener.
+TlsChain = tuple[str | None, tuple[str, ...], str]
 
 
 @memoised
@@ -51,20 +52,19 @@ def gateway_listener(
     sessions: bool = False,
     cors: bool = False,
 ) -> Message:
-    """A gateway listener on all addresses; its routes are the RouteConfiguration `name`.
-    With `chains` it terminates TLS, one filter chain per SNI hostname; `sessions` and `cors`
-    add the filters that routes keeping sessions by cookie, or with a CORS policy, configure.
-    """
-    filters = [_manager(name, name, sessions, cors)]
+    """A gateway listener on all addresses. Plain HTTP: its routes are the RouteConfiguration
+    `name`. With `chains` it terminates TLS, one filter chain per SNI hostname, each with its
+    certificates and routes. `sessions` and `cors` add the filters that routes keeping sessions
+    by cookie, or with a CORS policy, configure."""
     built = listener_pb2.Listener(name=name, address=_address(ANY_ADDRESS, port))
     if not chains:
-        built.filter_chains.add(filters=filters)
-    if any(server_name is not None for server_name, _ in chains):
+        built.filter_chains.add(filters=[_manager(name, name, sessions, cors)])
+    if any(server_name is not None for server_name, _, _ in chains):
         # Reads the SNI name from the ClientHello, so that filter chains can match on it.
         inspector = built.listener_filters.add(name=TLS_INSPECTOR)
         pack_into(inspector.typed_config, tls_inspector_pb2.TlsInspector())
-    for server_name, secrets in chains:
-        chain = built.filter_chains.add(filters=filters)
+    for server_name, secrets, routes in chains:
+        chain = built.filter_chains.add(filters=[_manager(name, routes, sessions, cors)])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h2", "http/1.1"))
@@ -76,23 +76,22 @@ def gateway_listener(
 @memoised
 def quic_listener(
     name: str,
-    routes: str,
     port: int,
     chains: tuple[TlsChain, ...],
     early_data: bool,
     sessions: bool,
     cors: bool = False,
 ) -> Message:
-    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same routes,
-    SNI hostnames and certificates. `early_data` accepts 0-RTT requests."""
-    manager = _manager(name, routes, sessions, cors, http3=True)
+    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same SNI
+    hostnames, certificates and routes. `early_data` accepts 0-RTT requests."""
     listener = listener_pb2.Listener(
         name=name, address=_address(ANY_ADDRESS, port, address_pb2.SocketAddress.UDP)
     )
-    for server_name, secrets in chains:
+    for server_name, secrets, routes in chains:
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
         transport = quic_transport_pb2.QuicDownstreamTransport(downstream_tls_context=context)
         transport.enable_early_data.value = early_data
+        manager = _manager(name, routes, sessions, cors, http3=True)
         chain = listener.filter_chains.add(filters=[manager])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)

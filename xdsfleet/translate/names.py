@@ -27,6 +27,12 @@ def gateway_port_name(gateway_namespace: str, gateway_name: str, port: int) -> s
     return f"{gateway_namespace}/{gateway_name}:{port}"
 
 
+def sni_routes_name(port_name: str, listener: str) -> str:
+    """The RouteConfiguration of one Gateway listener of an HTTPS port that several share
+    (its SNI filter chain answers 421 for the others' hosts)."""
+    return f"{port_name}/{listener}"
+
+
 def quic_listener_name(listener: str) -> str:
     """The HTTP/3 (UDP) twin of a gateway listener; it shares the listener's routes."""
     return f"{listener}/h3"

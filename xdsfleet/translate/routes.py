@@ -36,8 +36,9 @@ from xdsfleet.model.fleet import (
 from xdsfleet.model.policy import TargetKind
 from xdsfleet.translate.actions import envoy_route
 from xdsfleet.translate.memo import memoised
+from xdsfleet.translate.names import gateway_port_name, sni_routes_name
 from xdsfleet.translate.proto import Message
-from xdsfleet.translate.rules import Planner, RoutePlan, VirtualHostPlan, as_http_route
+from xdsfleet.translate.rules import Action, Planner, RoutePlan, VirtualHostPlan, as_http_route
 
 A = TypeVar("A", bound=Attachable)
 # Path kinds in Gateway API precedence order.
@@ -102,6 +103,16 @@ def gateway_ports(gateway: Gateway) -> tuple[GatewayPort, ...]:
     return tuple(ports)
 
 
+def route_names(gateway: Gateway, port: GatewayPort) -> dict[str, str]:
+    """Gateway listener name -> the RouteConfiguration serving it: the port's, or, where
+    several HTTPS listeners share the port, one each (`sni_routes_name`), so that the SNI filter
+    chain of one answers 421 for the hosts of the others (a misdirected request)."""
+    name = gateway_port_name(gateway.namespace, gateway.name, port.port)
+    if port.protocol == "HTTPS" and len(port.listeners) > 1:
+        return {x.name: sni_routes_name(name, x.name) for x in port.listeners}
+    return {x.name: name for x in port.listeners}
+
+
 def plan_port(
     gateway: Gateway,
     port: GatewayPort,
@@ -109,11 +120,13 @@ def plan_port(
     grpc_routes: Iterable[GRPCRoute],
     planner: Planner,
     labels: Labels,
-) -> tuple[VirtualHostPlan, ...]:
-    """The virtual hosts of one port, each with its routes in precedence order. A hostname is
-    served by the listener it belongs to only, so that listeners stay apart on a shared port."""
+) -> dict[str, tuple[VirtualHostPlan, ...]]:
+    """The virtual hosts of one port by the listener they belong to, each with its routes in
+    precedence order. A hostname is served by the listener it belongs to only, so that listeners
+    stay apart on a shared port."""
     http_routes, grpc_routes = tuple(http_routes), tuple(grpc_routes)
     hosts: dict[str, list[tuple[tuple[object, ...], RoutePlan]]] = {}
+    owners: dict[str, str] = {}  # virtual host -> its listener
     for listener in port.listeners:
         routes = [
             (TargetKind.HTTP_ROUTE, r)
@@ -132,12 +145,23 @@ def plan_port(
         domains = {d for d in domains if port.owner(d) is listener}
         for domain in domains:
             hosts[domain] = []
+            owners[domain] = listener.name
         for kind, route, names in serving:
             _plan_route(hosts, domains, kind, route, names, listener, port, planner)
-    return tuple(
-        VirtualHostPlan(domain, (domain,), tuple(p for _, p in sorted(hosts[domain], key=_key)))
-        for domain in sorted(hosts)
-    )
+    planned: dict[str, tuple[VirtualHostPlan, ...]] = {x.name: () for x in port.listeners}
+    for domain in sorted(hosts):
+        plans = tuple(p for _, p in sorted(hosts[domain], key=_key))
+        owner = owners[domain]
+        planned[owner] = (*planned[owner], VirtualHostPlan(domain, (domain,), plans))
+    return planned
+
+
+def misdirected(domains: Iterable[str]) -> VirtualHostPlan:
+    """A virtual host answering 421 for `domains`: those of the other listeners of an HTTPS
+    port, reached through this listener's SNI name (Gateway API: misdirected requests)."""
+    plan = RoutePlan(RouteMatch(), Action(answer=421), "misdirected: another listener's host")
+    # Not a hostname (a space), so it cannot clash with the name of another virtual host.
+    return VirtualHostPlan("misdirected requests", tuple(sorted(domains)), (plan,))
 
 
 def _key(entry: tuple[tuple[object, ...], RoutePlan]) -> tuple[object, ...]:

@@ -141,6 +141,8 @@ class Action:
     # Where the listener of the route listens: a redirect that changes nothing but the path
     # keeps it (Gateway API, RequestRedirect port).
     listener_port: int | None = None
+    # Answer every request with this status instead (421 for a misdirected request).
+    answer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

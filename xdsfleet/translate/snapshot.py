@@ -17,7 +17,6 @@ from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
 from xdsfleet.translate.clusters import ClusterSettings, cluster
 from xdsfleet.translate.endpoints import assignment
 from xdsfleet.translate.listeners import (
-    TlsChain,
     gateway_listener,
     outbound_listener,
     proxyless_listener,
@@ -37,8 +36,10 @@ from xdsfleet.translate.proto import Message
 from xdsfleet.translate.routes import (
     GatewayPort,
     gateway_ports,
+    misdirected,
     plan_port,
     route_configuration,
+    route_names,
     uses_cors,
     uses_sessions,
 )
@@ -177,39 +178,47 @@ def _add_gateway_port(
     """Add the Envoy listener of one Gateway port with its routes, certificates and HTTP/3
     twin: every Gateway listener on the port, HTTPS ones by SNI."""
     name = gateway_port_name(gateway.namespace, gateway.name, port.port)
-    chains: list[TlsChain] = []
+    secrets: dict[str, tuple[str, ...]] = {}  # listener -> its SDS secrets
     http3 = None
     if port.protocol == "HTTPS":
-        served = []
         for listener in port.listeners:
-            secrets = certificates(state, gateway, listener)
-            if not secrets:
+            found = certificates(state, gateway, listener)
+            if not found:
                 # Serving HTTPS in plaintext would be worse than not serving it (validate says
                 # why); the port's other listeners keep their chains.
                 continue
-            names = tuple(secret_name(s.namespace, s.name) for s in secrets)
-            for secret, secret_key in zip(secrets, names, strict=True):
+            secrets[listener.name] = tuple(secret_name(s.namespace, s.name) for s in found)
+            for secret, secret_key in zip(found, secrets[listener.name], strict=True):
                 resources[typeurls.SECRET][secret_key] = tls_secret(secret)
-            chains.append((listener.hostname, names))
-            served.append(listener)
             wanted = planner.policies.listener(gateway.namespace, gateway.name, listener.name)
             http3 = http3 or wanted.http3  # QUIC always encrypts: HTTPS listeners only
-        if not chains:
+        if not secrets:
             return
         # A listener without its chain serves no hosts either (whatever SNI a client sent).
-        port = replace(port, listeners=tuple(served))
+        port = replace(port, listeners=tuple(x for x in port.listeners if x.name in secrets))
     labels = labels_of(state.namespaces)
-    hosts = plan_port(gateway, port, state.http_routes, state.grpc_routes, planner, labels)
-    sessions, cors = uses_sessions(hosts), uses_cors(hosts)
+    planned = plan_port(gateway, port, state.http_routes, state.grpc_routes, planner, labels)
+    every = tuple(sorted((h for hosts in planned.values() for h in hosts), key=lambda h: h.name))
+    sessions, cors = uses_sessions(every), uses_cors(every)
     alt_svc = f'h3=":{port.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
-    resources[typeurls.LISTENER][name] = gateway_listener(
-        name, port.port, tuple(chains), sessions, cors
-    )
-    resources[typeurls.ROUTE][name] = route_configuration(name, hosts, alt_svc)
+    routes = route_names(gateway, port)
+    for listener in port.listeners:
+        own = routes[listener.name]
+        if own in resources[typeurls.ROUTE]:
+            continue  # the port's one route table, already built
+        hosts = every
+        if own != name:
+            # This listener's SNI chain: its own hosts; the others' hosts answer 421.
+            others = [h.name for h in every if h not in planned[listener.name]]
+            hosts = (*planned[listener.name], *((misdirected(others),) if others else ()))
+        resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
+    # HTTPS: one chain per listener with certificates (the others were left out above).
+    chains = tuple((x.hostname, secrets[x.name], routes[x.name]) for x in port.listeners if secrets)
+    resources[typeurls.LISTENER][name] = gateway_listener(name, port.port, chains, sessions, cors)
     if http3 is not None:
         twin = quic_listener_name(name)
         resources[typeurls.LISTENER][twin] = quic_listener(
-            twin, name, port.port, tuple(chains), http3.early_data, sessions, cors
+            twin, port.port, chains, http3.early_data, sessions, cors
         )
 
 

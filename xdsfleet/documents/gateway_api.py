@@ -1,8 +1,11 @@
-"""Gateway API documents (Gateway, HTTPRoute, GRPCRoute) and the TLS Secrets listeners use.
+"""Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant), the TLS Secrets
+listeners use and the Namespaces whose labels listeners select routes by.
 
 The subset of Gateway API v1 this control plane implements, read strictly: a field it does not
 implement is reported as unknown, never ignored, because a silently ignored match or filter
-would send traffic where nobody meant it to go. docs/fleet.md documents each field.
+would send traffic where nobody meant it to go. One exception, because the specification says
+so: a backendRef of a kind we cannot send to is kept (the route is served, that backend's share
+is answered 500). docs/fleet.md documents each field.
 
 Like every parser here it does no I/O and knows nothing of Envoy.
 """

@@ -61,6 +61,16 @@ class Gateway:
     def send(self, port: str, host: str, path: str = "/", **kw: Any) -> Response:
         return request(self.ports[port], path, host=host, **kw)
 
+    def serving(self) -> bool:
+        """Whether every port answers from a backend (each is a listener of its own)."""
+        return [
+            backend_of(self.send("hosts", "very.specific.com", "/s1")),
+            backend_of(self.send("shared", "grant.example")),
+            backend_of(self.send("selected", "blue.example")),
+            backend_of(self.send("tls", "a.example.com", tls_server_name="a.example.com")),
+            backend_of(self.send("tls", "b.example.com", tls_server_name="b.example.com")),
+        ] == ["v1", "web-backend", "blue-backend", "v1", "v2"]
+
 
 def backend_of(response: Response) -> str:
     """Which service answered (the Backend's `member` label), or the status when none did."""
@@ -533,17 +543,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             with Envoy(boot) as envoy:
                 envoy.start()
                 found = Gateway(envoy, ports, certificates)
-                wait_for(
-                    lambda: (
-                        backend_of(found.send("shared", "grant.example")) == "web-backend"
-                        and found.send(
-                            "tls", "a.example.com", tls_server_name="a.example.com"
-                        ).status
-                        == 200
-                    ),
-                    timeout=CONVERGE_SECONDS,
-                    what="the gateway serving every port",
-                )
+                wait_for(found.serving, timeout=CONVERGE_SECONDS, what="every port serving")
                 yield found
     finally:
         h2c.stop(grace=None)

@@ -155,6 +155,7 @@ def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Pr
     for grpc_route in state.grpc_routes:
         _check_route(report, state, "GRPCRoute", grpc_route, gateways, offered, labels)
     _check_certificates(report, state)
+    _check_shared_ports(report, state)
     _check_match_conflicts(report, state, "HTTPRoute", state.http_routes, _http_matches, labels)
     _check_match_conflicts(report, state, "GRPCRoute", state.grpc_routes, _grpc_matches, labels)
     _check_node_ports(report, state)
@@ -220,6 +221,20 @@ def _check_certificates(report: _Report, state: FleetState) -> None:
                     message = f"no ReferenceGrant in namespace {ref.namespace} lets Gateways of "
                     message += f"{gateway.namespace} use {secret} (RefNotPermitted)"
                     report.add(label, path, message)
+
+
+def _check_shared_ports(report: _Report, state: FleetState) -> None:
+    """Listeners may share a port only with one protocol: the port's first listener sets it
+    (Gateway API: the others are Conflicted, ProtocolConflict)."""
+    for gateway in state.gateways:
+        label = object_label("Gateway", gateway.namespace, gateway.name)
+        first: dict[int, tuple[str, str]] = {}
+        for i, listener in enumerate(gateway.listeners):
+            protocol, name = first.setdefault(listener.port, (listener.protocol, listener.name))
+            if listener.protocol != protocol:
+                message = f"port {listener.port} serves {protocol} (listener {name}): this "
+                message += f"{listener.protocol} listener is not served (ProtocolConflict)"
+                report.add(label, f"spec.listeners[{i}].protocol", message)
 
 
 def _http_matches(route: HTTPRoute) -> list[list[RouteMatch]]:

@@ -27,7 +27,6 @@ from xdsfleet.model.policy import AccessLog, AccessLogFormat, PolicyTarget, Targ
 from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 from xdsfleet.translate import translate
 
-GATEWAY_LISTENER = "ns/gw/http"
 
 
 def manager_of(listener: Any) -> Any:
@@ -45,7 +44,8 @@ def stdout_log(manager: Any) -> Any:
 
 def gateway_manager(*policies: Any) -> Any:
     state = fleet(running(EAST, "10.0.0.1"), policies=policies)
-    return manager_of(translate(state, AT_GATEWAY)[LISTENER][GATEWAY_LISTENER])
+    [listener] = translate(state, AT_GATEWAY)[LISTENER].values()
+    return manager_of(listener)
 
 
 def on_listener(log_format: AccessLogFormat) -> Any:

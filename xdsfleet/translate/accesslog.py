@@ -7,12 +7,14 @@ Pure: it builds the `access_log` entries a connection manager carries, nothing e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as format_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from google.protobuf import struct_pb2
 
-from xdsfleet.model.policy import AccessLogFormat
+from xdsfleet.model.policy import AccessLog, AccessLogFormat
 from xdsfleet.translate.proto import Message, pack_into
 
 STDOUT = "envoy.access_loggers.stdout"
@@ -39,6 +41,12 @@ JSON_FIELDS = {
     "route_name": "%ROUTE_NAME%",
     "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
 }
+
+
+def port_format(settings: Iterable[AccessLog | None]) -> AccessLogFormat:
+    """The format of one Envoy listener, from the `accessLog` policies of the Gateway
+    listeners on its port, in their order: the first one set decides; JSON by default."""
+    return next((s.format for s in settings if s is not None), AccessLogFormat.JSON)
 
 
 def access_logs(log_format: AccessLogFormat) -> list[Message]:

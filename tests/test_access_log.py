@@ -28,7 +28,6 @@ from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 from xdsfleet.translate import translate
 
 
-
 def manager_of(listener: Any) -> Any:
     manager = hcm_pb2.HttpConnectionManager()
     assert listener.filter_chains[0].filters[0].typed_config.Unpack(manager)

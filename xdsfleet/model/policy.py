@@ -211,6 +211,17 @@ class AccessLog:
 
 
 @dataclass(frozen=True, slots=True)
+class Tracing:
+    """OpenTelemetry traces of a gateway listener's requests, sent over OTLP/gRPC to the
+    collector Service `namespace/name:port` of the fleet, for `sampling_percent` of them."""
+
+    collector: str
+    namespace: str
+    port: int
+    sampling_percent: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarScope:
     """The services sidecars get outbound listeners for, as (namespace, name)."""
 
@@ -234,6 +245,7 @@ class PolicySpec:
     http3: Http3 | None = None
     sidecar: SidecarScope | None = None
     access_log: AccessLog | None = None
+    tracing: Tracing | None = None
 
     def set_fields(self) -> Iterator[str]:
         """The names of the fields this spec sets."""
@@ -261,7 +273,7 @@ LEVEL_FIELDS = {
         }
     ),
     Level.ROUTE: frozenset({"pin", "retry"}),
-    Level.LISTENER: frozenset({"http3", "access_log"}),
+    Level.LISTENER: frozenset({"http3", "access_log", "tracing"}),
     # `members` of a Fleet policy drain members from every service (drain only).
     Level.FLEET: frozenset({"sidecar", "members"}),
 }

@@ -48,6 +48,7 @@ from xdsfleet.translate.rules import Destination, Planner
 from xdsfleet.translate.secrets import tls_secret
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
 from xdsfleet.translate.sidecar import plan_outbound
+from xdsfleet.translate.tracing import plan_trace
 
 Resources = dict[str, dict[str, Message]]
 # How long clients may remember that a listener also speaks HTTP/3 (Alt-Svc `ma`, seconds).
@@ -215,17 +216,18 @@ def _add_gateway_port(
         resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
     # HTTPS: one chain per listener with certificates (the others were left out above).
     chains = tuple((x.hostname, secrets[x.name], routes[x.name]) for x in port.listeners if secrets)
-    log = port_format(
-        planner.policies.listener(gateway.namespace, gateway.name, x.name).access_log
-        for x in port.listeners
-    )
+    on_port = [
+        planner.policies.listener(gateway.namespace, gateway.name, x.name) for x in port.listeners
+    ]
+    log = port_format(p.access_log for p in on_port)
+    trace = plan_trace((p.tracing for p in on_port), planner, f"{gateway.namespace}/{gateway.name}")
     resources[typeurls.LISTENER][name] = gateway_listener(
-        name, port.port, chains, sessions, cors, log
+        name, port.port, chains, sessions, cors, log, trace
     )
     if http3 is not None:
         twin = quic_listener_name(name)
         resources[typeurls.LISTENER][twin] = quic_listener(
-            twin, port.port, chains, http3.early_data, sessions, cors, log
+            twin, port.port, chains, http3.early_data, sessions, cors, log, trace
         )
 
 

@@ -4,55 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from ads_fixture import ONE, THREE, TWO, Fixture, big, read, start, with_node
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc
-from google.protobuf import struct_pb2
 from snapshots import delta_request, request, snapshot
 from waiting import eventually
 
-from xdsfleet.cache.cache import SnapshotCache
-from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
-from xdsfleet.model.node import ROLE_KEY
-from xdsfleet.server import listen
-from xdsfleet.server.ads import AdsService
-
-ONE = snapshot({"a": ("10.0.0.1",)})
-TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
-THREE = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",), "c": ("10.0.0.3",)})
-READ_TIMEOUT = 10
-
-
-@dataclass
-class Fixture:
-    cache: SnapshotCache
-    service: AdsService
-    port: int
-    current: Snapshot
-
-    def publish(self, snap: Snapshot) -> None:
-        self.current = snap
-        for profile in self.cache.profiles():
-            self.cache.set(profile, snap)
-
-    def stub(self, *options: tuple[str, int]) -> Any:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=options)
-        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-
-
-async def start(initial: Snapshot, *, send_timeout: float = 30) -> tuple[Fixture, grpc.aio.Server]:
-    holder: dict[str, Fixture] = {}
-    cache = SnapshotCache(lambda _profile: holder["f"].current)
-    service = AdsService(cache, send_timeout=send_timeout)
-    server, port = await listen.start(service, port=0, host="127.0.0.1")
-    holder["f"] = Fixture(cache, service, port, initial)
-    return holder["f"], server
 
 
 @pytest.fixture
@@ -62,19 +23,6 @@ async def ads() -> AsyncIterator[Fixture]:
         yield fixture
     finally:
         await server.stop(0)
-
-
-def with_node(req: Any, role: str = "sidecar") -> Any:
-    req.node.id = "test-node"
-    req.node.locality.CopyFrom(base_pb2.Locality(region="eu-west", zone="eu-west-1a"))
-    req.node.metadata.CopyFrom(
-        struct_pb2.Struct(fields={ROLE_KEY: struct_pb2.Value(string_value=role)})
-    )
-    return req
-
-
-async def read(call: Any) -> Any:
-    return await asyncio.wait_for(call.read(), READ_TIMEOUT)
 
 
 def cluster_names(response: Any) -> list[str]:
@@ -184,12 +132,6 @@ async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
     assert len(ads.service.streams) == 1
     await call.done_writing()
     await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
-
-
-def big(version: int) -> Snapshot:
-    """One assignment of about 100 kB, so that a client that does not read fills its windows."""
-    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(4000))
-    return snapshot({"a": addresses})
 
 
 async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> None:

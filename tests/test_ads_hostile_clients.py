@@ -1,0 +1,243 @@
+"""Clients that misbehave over the wire: each stream ends with a status that says why, leaves
+nothing on the books, and costs others nothing.
+
+A real gRPC server throughout; the clients are real gRPC channels or, where a client library
+cannot be made to misbehave, raw HTTP/2 (tests/raw_http2.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from typing import Any
+
+import grpc
+import pytest
+from ads_fixture import ONE, TWO, Fixture, big, read, start, with_node
+from prometheus_client import REGISTRY
+from raw_http2 import read_part_and_vanish
+from snapshots import delta_request, request, snapshot
+from structlog.testing import capture_logs
+from waiting import eventually
+
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
+from xdsfleet.pipeline.httpapi import clients
+from xdsfleet.server.ads import Limits
+from xdsfleet.server.sotw import SotwStream
+
+# A client that stalls must fill every window before the server's write blocks: with gRPC's
+# BDP probing those grow to a few MB, so a stalled client is sent this many large responses.
+MAX_PUBLISHES = 200
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def closed(
+    logs: list[MutableMapping[str, Any]], reason: str | None = None
+) -> list[MutableMapping[str, Any]]:
+    return [
+        e
+        for e in logs
+        if e["event"] == "stream_closed" and (reason is None or e["reason"] == reason)
+    ]
+
+
+async def status_of(call: Any) -> grpc.StatusCode:
+    """Read until the call ends; its status code."""
+    try:
+        while True:
+            if await read(call) is grpc.aio.EOF:
+                break
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    code: grpc.StatusCode = await call.code()
+    return code
+
+
+async def test_connections_dropped_mid_response_leave_nothing_behind() -> None:
+    # About 2.5 MB of endpoints: no client here reads all of it before it vanishes.
+    addresses = tuple(f"10.{i // 62500}.{i // 250 % 250}.{i % 250}" for i in range(100_000))
+    fixture, server = await start(snapshot({"a": addresses}))
+    connections = 60
+    first = with_node(request(ENDPOINT, ["a"])).SerializeToString()
+    before = sample("xdsfleet_streams", protocol="sotw")
+    try:
+        with capture_logs() as logs:
+            await asyncio.gather(
+                *(
+                    read_part_and_vanish(fixture.port, first, read=40_000, reset=i % 2 == 0)
+                    for i in range(connections)
+                )
+            )
+            service = fixture.service
+            await eventually(lambda: len(closed(logs)) == connections)
+        assert not service.streams
+        assert not service.waiting
+        assert not fixture.cache.profiles()
+        assert sample("xdsfleet_streams", protocol="sotw") == before
+        # Each was served (so each was mid-response when it went), and each close was logged.
+        assert len([e for e in logs if e["event"] == "stream_opened"]) == connections
+    finally:
+        await server.stop(0)
+
+
+async def test_a_client_that_stopped_reading_is_told_and_reconnects() -> None:
+    fixture, server = await start(big(0), send_timeout=0.3)
+    watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
+    try:
+        stalled = fixture.stub(("grpc.use_local_subchannel_pool", 1)).StreamAggregatedResources()
+        await stalled.write(with_node(request(ENDPOINT, ["a"])))
+        await eventually(lambda: len(fixture.service.streams) == 1)
+        info = next(iter(fixture.service.streams.values()))
+        version = 0
+        with capture_logs() as logs:
+            while fixture.service.streams and version < MAX_PUBLISHES:
+                version += 1
+                fixture.publish(big(version))
+                # The writer has sent it, or is stuck sending it, or the stream was cut.
+                await eventually(
+                    lambda: (
+                        not fixture.service.streams
+                        or info.writing_since is not None
+                        or info.machine.status()[ENDPOINT].sent_version
+                        == fixture.cache.get(info.profile).versions[ENDPOINT]
+                    )
+                )
+            await eventually(lambda: not fixture.service.streams)
+        assert [e["code"] for e in closed(logs, "send_timeout")] == ["UNAVAILABLE"]
+        # It reads again: what was under way, then the status that makes it reconnect.
+        assert await status_of(stalled) == grpc.StatusCode.UNAVAILABLE
+        again = fixture.stub().StreamAggregatedResources()
+        await again.write(with_node(request(ENDPOINT, ["a"])))
+        response = await read(again)
+        assert response.version_info == fixture.cache.get(info.profile).versions[ENDPOINT]
+        again.cancel()
+    finally:
+        watchdog.cancel()
+        await server.stop(0)
+
+
+def raw_stub(fixture: Fixture) -> Any:
+    """A SotW call whose requests are bytes, so that a test can send what no client would."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{fixture.port}")
+    return channel.stream_stream(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )()
+
+
+async def test_garbage_after_a_valid_request_ends_the_stream_with_an_error() -> None:
+    fixture, server = await start(ONE)
+    try:
+        call = raw_stub(fixture)
+        with capture_logs() as logs:
+            await call.write(with_node(request(CLUSTER)).SerializeToString())
+            assert await read(call)
+            await call.write(b"\xff\xff\xff\xff not a protobuf")
+            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+            await eventually(lambda: bool(closed(logs)))
+        assert [e["reason"] for e in closed(logs)] == ["malformed_request"]
+        assert any(e["event"] == "request_malformed" for e in logs)
+    finally:
+        await server.stop(0)
+
+
+async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = SotwStream.on_request
+
+    def failing(self: SotwStream, req: Any) -> Any:
+        if req.type_url == "type.googleapis.com/fault.Injected":
+            raise RuntimeError("injected fault")
+        return real(self, req)
+
+    monkeypatch.setattr(SotwStream, "on_request", failing)
+    fixture, server = await start(ONE)
+    try:
+        call = fixture.stub().StreamAggregatedResources()
+        with capture_logs() as logs:
+            await call.write(with_node(request(CLUSTER)))
+            await read(call)
+            await call.write(request("type.googleapis.com/fault.Injected"))
+            assert await status_of(call) == grpc.StatusCode.INTERNAL
+            await eventually(lambda: bool(closed(logs)))
+        assert [e["reason"] for e in closed(logs)] == ["reader_failed"]
+        failed = [e for e in logs if e["event"] == "stream_reader_failed"]
+        assert isinstance(failed[0]["exc_info"], RuntimeError)
+    finally:
+        await server.stop(0)
+
+
+async def test_an_oversized_request_is_refused_and_others_are_still_served() -> None:
+    fixture, server = await start(ONE, limits=Limits(names_per_request=1000, unknown_names=100))
+    try:
+        other = fixture.stub().StreamAggregatedResources()
+        await other.write(with_node(request(CLUSTER)))
+        first = await read(other)
+        await other.write(request(CLUSTER, nonce=first.nonce, version=first.version_info))
+        refused_before = sample("xdsfleet_streams_refused_total", reason="too_many_names")
+        with capture_logs() as logs:
+            huge = fixture.stub().StreamAggregatedResources()
+            await huge.write(with_node(request(ENDPOINT, [f"c{i}" for i in range(5000)])))
+            assert await status_of(huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            unknown = fixture.stub().StreamAggregatedResources()
+            await unknown.write(with_node(request(ENDPOINT, [f"u{i}" for i in range(101)])))
+            assert await status_of(unknown) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert {e["reason"] for e in logs if e["event"] == "request_refused"} == {
+            "too_many_names",
+            "too_many_unknown_names",
+        }
+        assert sample("xdsfleet_streams_refused_total", reason="too_many_names") == (
+            refused_before + 1
+        )
+        # Within the limits, unknown names are answered (with placeholders), and the other
+        # client keeps getting changes.
+        small = fixture.stub().StreamAggregatedResources()
+        await small.write(with_node(request(ENDPOINT, ["a", *(f"u{i}" for i in range(100))])))
+        assert len((await read(small)).resources) == 101
+        fixture.publish(TWO)
+        assert len((await read(other)).resources) == 2
+        for call in (other, small):
+            call.cancel()
+    finally:
+        await server.stop(0)
+
+
+async def test_a_stream_that_never_names_its_node_is_listed_then_timed_out() -> None:
+    fixture, server = await start(ONE, limits=Limits(first_request_seconds=0.5))
+    try:
+        silent = fixture.stub().StreamAggregatedResources()
+        await eventually(lambda: bool(fixture.service.waiting))
+        assert [c["problem"] for c in clients(fixture.service)] == [
+            "no first request yet (it names the node)"
+        ]
+        assert await status_of(silent) == grpc.StatusCode.DEADLINE_EXCEEDED
+        await eventually(lambda: not fixture.service.waiting)
+    finally:
+        await server.stop(0)
+
+
+async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it_has_one() -> None:
+    fixture, server = await start(None)
+    try:
+        for stub in (fixture.stub(), fixture.stub()):
+            sotw = stub.StreamAggregatedResources()
+            await sotw.write(with_node(request(CLUSTER)))
+            assert await status_of(sotw) == grpc.StatusCode.UNAVAILABLE
+            delta = stub.DeltaAggregatedResources()
+            await delta.write(with_node(delta_request(CLUSTER, initial={"a": "v"})))
+            assert await status_of(delta) == grpc.StatusCode.UNAVAILABLE
+        assert not fixture.service.streams
+        assert not fixture.cache.profiles()
+        # A later build succeeds: the client's retry is served.
+        fixture.current = ONE
+        call = fixture.stub().StreamAggregatedResources()
+        await call.write(with_node(request(CLUSTER)))
+        assert len((await read(call)).resources) == 1
+        call.cancel()
+    finally:
+        await server.stop(0)

@@ -12,7 +12,7 @@ from enum import StrEnum
 # `describe` cuts each part to this: labels go into log lines, and node fields come from clients.
 _PART = 64
 
-# Metadata keys read from the Envoy `node` (DESIGN.md, "Node -> profile").
+# Metadata keys read from the Envoy `node` (docs/architecture.md, "Node → profile").
 ROLE_KEY = "xdsfleet.io/role"
 GATEWAY_KEY = "xdsfleet.io/gateway"
 MEMBER_KEY = "xdsfleet.io/member"

@@ -4,6 +4,7 @@ its tests: over real gRPC channels, nothing of the servicer replaced."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from snapshots import snapshot
 
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.node import ROLE_KEY
+from xdsfleet.model.node import ROLE_KEY, NodeProfile
 from xdsfleet.server import listen
 from xdsfleet.server.ads import AdsService, Limits
 
@@ -43,12 +44,21 @@ class Fixture:
 
 
 async def start(
-    initial: Snapshot | None, *, send_timeout: float = 30, limits: Limits | None = None
+    initial: Snapshot | None,
+    *,
+    send_timeout: float = 30,
+    limits: Limits | None = None,
+    problem_of: Callable[[NodeProfile], str | None] | None = None,
 ) -> tuple[Fixture, grpc.aio.Server]:
     """`initial` None: every first build fails, until `publish` gives a snapshot."""
     holder: dict[str, Fixture] = {}
     cache = SnapshotCache(lambda _profile: holder["f"].current)
-    service = AdsService(cache, send_timeout=send_timeout, limits=limits or Limits())
+    service = AdsService(
+        cache,
+        send_timeout=send_timeout,
+        limits=limits or Limits(),
+        problem_of=problem_of or (lambda _profile: None),
+    )
     server, port = await listen.start(service, port=0, host="127.0.0.1")
     holder["f"] = Fixture(cache, service, port, initial)
     return holder["f"], server

@@ -13,21 +13,35 @@ from typing import Any
 
 import grpc
 import pytest
-from ads_fixture import ONE, TWO, Fixture, big, read, start, with_node
+from ads_fixture import ONE, TWO, Fixture, read, start, with_node
+from google.protobuf import struct_pb2
 from prometheus_client import REGISTRY
 from raw_http2 import read_part_and_vanish
 from snapshots import delta_request, request, snapshot
 from structlog.testing import capture_logs
 from waiting import eventually
 
+from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
+from xdsfleet.model.node import GATEWAY_KEY, ROLE_KEY, NodeProfile
 from xdsfleet.pipeline.httpapi import clients
 from xdsfleet.server.ads import Limits
 from xdsfleet.server.sotw import SotwStream
 
-# A client that stalls must fill every window before the server's write blocks: with gRPC's
-# BDP probing those grow to a few MB, so a stalled client is sent this many large responses.
-MAX_PUBLISHES = 200
+# A stalled client has a connection of its own whose windows stay at 1 MB (BDP probing would
+# grow them as data comes): a few responses of about 375 kB (two snapshots in turn, so each
+# publish is a change) block the server's write. The bound only keeps a broken test finite.
+MAX_PUBLISHES = 400
+STALLING = (
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 1_000_000),
+)
+
+
+def large(version: int) -> Snapshot:
+    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(16_000))
+    return snapshot({"a": addresses})
 
 
 def sample(name: str, **labels: str) -> float:
@@ -84,10 +98,11 @@ async def test_connections_dropped_mid_response_leave_nothing_behind() -> None:
 
 
 async def test_a_client_that_stopped_reading_is_told_and_reconnects() -> None:
-    fixture, server = await start(big(0), send_timeout=0.3)
+    turns = (large(1), large(2))
+    fixture, server = await start(turns[0], send_timeout=0.3)
     watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
     try:
-        stalled = fixture.stub(("grpc.use_local_subchannel_pool", 1)).StreamAggregatedResources()
+        stalled = fixture.stub(*STALLING).StreamAggregatedResources()
         await stalled.write(with_node(request(ENDPOINT, ["a"])))
         await eventually(lambda: len(fixture.service.streams) == 1)
         info = next(iter(fixture.service.streams.values()))
@@ -95,12 +110,11 @@ async def test_a_client_that_stopped_reading_is_told_and_reconnects() -> None:
         with capture_logs() as logs:
             while fixture.service.streams and version < MAX_PUBLISHES:
                 version += 1
-                fixture.publish(big(version))
-                # The writer has sent it, or is stuck sending it, or the stream was cut.
+                fixture.publish(turns[version % 2])
+                # The writer sent it, or got stuck sending it and the stream was cut.
                 await eventually(
                     lambda: (
                         not fixture.service.streams
-                        or info.writing_since is not None
                         or info.machine.status()[ENDPOINT].sent_version
                         == fixture.cache.get(info.profile).versions[ENDPOINT]
                     )
@@ -238,6 +252,90 @@ async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it
         call = fixture.stub().StreamAggregatedResources()
         await call.write(with_node(request(CLUSTER)))
         assert len((await read(call)).resources) == 1
+        call.cancel()
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [struct_pb2.Value(number_value=1), struct_pb2.Value(list_value=struct_pb2.ListValue())],
+)
+async def test_a_role_that_is_not_a_string_is_refused_naming_the_field(value: Any) -> None:
+    fixture, server = await start(ONE)
+    try:
+        req = with_node(request(CLUSTER))
+        req.node.metadata.fields[ROLE_KEY].CopyFrom(value)
+        call = fixture.stub().StreamAggregatedResources()
+        await call.write(req)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await read(call)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert ROLE_KEY in (caught.value.details() or "")
+    finally:
+        await server.stop(0)
+
+
+async def test_a_node_naming_an_unknown_gateway_is_logged_once_and_listed() -> None:
+    def problem_of(profile: NodeProfile) -> str | None:
+        return f"gateway {profile.gateway} is not in the fleet" if profile.gateway else None
+
+    fixture, server = await start(ONE, problem_of=problem_of)
+    try:
+        req = with_node(request(CLUSTER), role="gateway")
+        req.node.metadata.fields[GATEWAY_KEY].string_value = "infra/nope"
+        call = fixture.stub().StreamAggregatedResources()
+        with capture_logs() as logs:
+            await call.write(req)
+            first = await read(call)
+            await call.write(request(CLUSTER, nonce=first.nonce, version=first.version_info))
+            fixture.publish(TWO)
+            await read(call)
+        assert [e["problem"] for e in logs if e["event"] == "node_misconfigured"] == [
+            "gateway infra/nope is not in the fleet"
+        ]
+        assert [c["problem"] for c in clients(fixture.service)] == [
+            "gateway infra/nope is not in the fleet"
+        ]
+        call.cancel()
+    finally:
+        await server.stop(0)
+
+
+async def test_huge_node_fields_are_clipped_in_logs_and_listings() -> None:
+    fixture, server = await start(ONE)
+    try:
+        req = with_node(request(CLUSTER))
+        req.node.id = "n" * 1_000_000
+        req.node.locality.region = "r" * 1_000_000
+        call = fixture.stub(
+            ("grpc.max_send_message_length", 8 * 1024 * 1024)
+        ).StreamAggregatedResources()
+        with capture_logs() as logs:
+            await call.write(req)
+            await read(call)
+        opened = next(e for e in logs if e["event"] == "stream_opened")
+        assert len(opened["profile"]) < 200
+        listed = clients(fixture.service)[0]
+        assert len(listed["node"]) < 300
+        assert len(listed["profile"]) < 200
+        call.cancel()
+    finally:
+        await server.stop(0)
+
+
+async def test_unknown_types_are_counted_and_logged_once_per_stream() -> None:
+    fixture, server = await start(ONE)
+    try:
+        before = sample("xdsfleet_unsupported_requests_total")
+        call = fixture.stub().StreamAggregatedResources()
+        with capture_logs() as logs:
+            await call.write(with_node(request(CLUSTER)))
+            await read(call)
+            for _ in range(5):
+                await call.write(request("type.googleapis.com/unknown.Thing"))
+            await eventually(lambda: sample("xdsfleet_unsupported_requests_total") == before + 5)
+        assert len([e for e in logs if e["event"] == "unsupported_type"]) == 1
         call.cancel()
     finally:
         await server.stop(0)

@@ -14,6 +14,7 @@ from snapshots import delta_request, request, snapshot
 from waiting import eventually
 
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
+from xdsfleet.pipeline.httpapi import clients
 
 
 @pytest.fixture
@@ -113,6 +114,25 @@ async def test_delta_reconnect_with_initial_versions_gets_only_what_is_new(ads: 
     await again.write(with_node(delta_request(CLUSTER, initial=held)))
     response = await read(again)
     assert sorted(r.name for r in response.resources) == ["b", "c"]
+    again.cancel()
+
+
+async def test_delta_reconnect_holding_the_current_config_shows_in_sync(ads: Fixture) -> None:
+    call = ads.stub().DeltaAggregatedResources()
+    await call.write(with_node(delta_request(CLUSTER)))
+    first = await read(call)
+    held = {r.name: r.version for r in first.resources}
+    call.cancel()
+    await eventually(lambda: not ads.service.streams)
+    again = ads.stub().DeltaAggregatedResources()
+    await again.write(with_node(delta_request(CLUSTER, subscribe=["a"], initial=held)))
+
+    def listed() -> dict[str, Any]:
+        return clients(ads.service)[0]["types"]["CDS"] if ads.service.streams else {}
+
+    # Nothing is sent (it holds what is current), and it shows in sync, holding `a`.
+    await eventually(lambda: listed().get("inSync") is True)
+    assert listed()["resources"] == 1
     again.cancel()
 
 

@@ -313,9 +313,10 @@ class AdsService:
                     info.writing_since = loop.time()
                     try:
                         await context.write(data)
-                    except (grpc.RpcError, RuntimeError) as err:
-                        # The call is over (the client went); gRPC says so by raising here.
-                        ending = _Ending("write_failed", details=str(err))
+                    except Exception as err:
+                        # The call is over: the client went. gRPC says so by raising here, with
+                        # a class of its private module (cygrpc.ExecuteBatchError): not our bug.
+                        ending = _Ending("write_failed", details=type(err).__name__)
                         return
                     info.writing_since = None
                     _RESPONSES[response.type_url].inc()

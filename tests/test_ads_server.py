@@ -11,6 +11,7 @@ import pytest
 from ads_fixture import ONE, THREE, TWO, Fixture, big, read, start, with_node
 from envoy.config.cluster.v3 import cluster_pb2
 from snapshots import delta_request, request, snapshot
+from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
@@ -150,8 +151,11 @@ async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
     await call.write(with_node(request(CLUSTER)))
     await read(call)
     assert len(ads.service.streams) == 1
-    await call.done_writing()
-    await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
+    with capture_logs() as logs:
+        await call.done_writing()
+        await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
+    closed = [e for e in logs if e["event"] == "stream_closed"]
+    assert [(e["reason"], e["code"]) for e in closed] == [("client_closed", "OK")]
 
 
 async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> None:

@@ -304,7 +304,7 @@ class AdsService:
                 await wake.wait()
                 wake.clear()
                 if reader.done():
-                    ending = _reader_ending(reader)
+                    ending = _reader_ending(reader, context)
                     break
                 snapshot = self._cache.get(info.profile)
                 for response in info.machine.next_responses(snapshot):
@@ -435,11 +435,13 @@ class AdsService:
             )
 
 
-def _reader_ending(reader: asyncio.Task[None]) -> _Ending:
-    """How the stream ends once its reader has: the client half-closed, or what went wrong."""
+def _reader_ending(reader: asyncio.Task[None], context: Any) -> _Ending:
+    """How the stream ends once its reader has: the client half-closed or went, or what went
+    wrong."""
     err = None if reader.cancelled() else reader.exception()
     if err is None:
-        return _Ending()
+        # A reset connection can end the requests as a half-close does.
+        return _Ending("cancelled") if context.cancelled() else _Ending()
     if isinstance(err, Refused):
         return _refusal(err)
     if isinstance(err, DecodeError):

@@ -69,18 +69,20 @@ def open_stream(request: bytes, *, path: str = ADS_SOTW, stream: int = 1) -> byt
 
 
 async def read_part_and_vanish(port: int, request: bytes, *, read: int, reset: bool) -> int:
-    """Open a stream, read at least `read` bytes of whatever comes back, then drop the
-    connection: with a TCP reset (`reset`) or a plain close. Returns the bytes read."""
+    """Open a stream, read DATA frames until they carried at least `read` bytes of the answer,
+    then drop the connection: with a TCP reset (`reset`) or a plain close. Returns the DATA
+    bytes read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     got = 0
     try:
         writer.write(open_stream(request))
         await writer.drain()
         while got < read:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            got += len(chunk)
+            head = await reader.readexactly(9)
+            length = int.from_bytes(head[:3], "big")
+            await reader.readexactly(length)
+            if head[3] == DATA:
+                got += length
     finally:
         if reset:
             sock = writer.get_extra_info("socket")

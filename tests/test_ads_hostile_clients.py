@@ -348,3 +348,25 @@ async def test_unknown_types_are_counted_and_logged_once_per_stream() -> None:
         call.cancel()
     finally:
         await server.stop(0)
+
+
+async def test_delta_subscriptions_are_bounded_over_requests_too() -> None:
+    fixture, server = await start(ONE, limits=Limits(names_per_request=1000, unknown_names=1000))
+    try:
+        call = fixture.stub().DeltaAggregatedResources()
+        await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
+        await read(call)
+        # Each request is within the bound; together they subscribe 600 - 300 + 800 = 1,100.
+        await call.write(delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)]))
+        await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(800)]))
+        assert await status_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Unsubscribing made room: 600 - 300 + 700 = 1,000 fits, and is answered.
+        ok = fixture.stub().DeltaAggregatedResources()
+        await ok.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
+        await read(ok)
+        await ok.write(delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)]))
+        await ok.write(delta_request(ENDPOINT, [f"v{i}" for i in range(700)]))
+        assert len((await read(ok)).removed_resources) == 700
+        ok.cancel()
+    finally:
+        await server.stop(0)

@@ -65,7 +65,8 @@ class Limits:
     """
 
     # Names in one request: SotW `resource_names`; Delta subscribe, unsubscribe and initial
-    # versions together. A SotW request replaces the subscription, so it bounds the stream too.
+    # versions together. A SotW request replaces the subscription, so it bounds the stream too;
+    # the names a Delta stream subscribes to over its requests are bounded by it as well.
     names_per_request: int = 50_000
     # Names of one request that the node's snapshot does not hold (each costs a placeholder).
     unknown_names: int = 10_000
@@ -112,6 +113,8 @@ class StreamInfo:
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
     unsupported: set[str] = field(default_factory=set)
+    # Delta only: the names subscribed per type, to bound their sum (`Limits`).
+    subscribed: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -422,6 +425,18 @@ class AdsService:
                 "too_many_names",
                 f"{count} resource names in one request (at most {self.limits.names_per_request})",
             )
+        if info.protocol == "delta" and request.type_url in typeurls.SHORT_NAMES:
+            # Delta subscriptions add up over requests: the same bound holds for their sum.
+            subscribed = info.subscribed.setdefault(request.type_url, set())
+            subscribed.difference_update(request.resource_names_unsubscribe)
+            subscribed.update(names)
+            if len(subscribed) > self.limits.names_per_request:
+                raise Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too_many_names",
+                    f"{len(subscribed)} resource names subscribed on this stream (at most "
+                    f"{self.limits.names_per_request})",
+                )
         if len(names) <= self.limits.unknown_names:
             return
         held = self._cache.get(info.profile).of(request.type_url)

@@ -201,7 +201,9 @@ class AdsService:
         requests: AsyncIterator[Any],
         context: Any,
     ) -> None:
-        first = await self._first_request(protocol, requests, context)
+        # One id for the stream's life, from waiting for its first request on.
+        stream_id = next(self._ids)
+        first = await self._first_request(stream_id, protocol, requests, context)
         if first is None:
             return
         # Rule 1: only the first request is sure to carry the node.
@@ -216,7 +218,7 @@ class AdsService:
             _finish(context, _Ending("invalid_node", grpc.StatusCode.INVALID_ARGUMENT, error))
             return
         info = StreamInfo(
-            stream_id=next(self._ids),
+            stream_id=stream_id,
             protocol=protocol,
             node_id=first.node.id,
             node_cluster=first.node.cluster,
@@ -230,10 +232,10 @@ class AdsService:
             await self._run(info, first, to_bytes, requests, context)
 
     async def _first_request(
-        self, protocol: str, requests: AsyncIterator[Any], context: Any
+        self, stream_id: int, protocol: str, requests: AsyncIterator[Any], context: Any
     ) -> Any | None:
         """The first request, or None when the stream ended (with a status) before it."""
-        waiting = Waiting(stream_id=next(self._ids), protocol=protocol, peer=context.peer())
+        waiting = Waiting(stream_id=stream_id, protocol=protocol, peer=context.peer())
         self.waiting[waiting.stream_id] = waiting
         ending: _Ending | None = None
         try:

@@ -283,7 +283,6 @@ class AdsService:
             _finish(context, _Ending("no_snapshot", grpc.StatusCode.UNAVAILABLE, str(err)))
             return
         info.task = asyncio.current_task()
-        info.problem = self._problem_of(info.profile)
         self.streams[info.stream_id] = info
         metrics.STREAMS.labels(info.protocol).inc()
         metrics.PROFILES.set(len(self._cache.profiles()))
@@ -293,13 +292,14 @@ class AdsService:
             peer=clip(info.peer),
             profile=info.profile.describe(),
         )
-        if info.problem is not None:
-            metrics.STREAMS_MISCONFIGURED.inc()
-            log.warning("node_misconfigured", problem=info.problem)
         reader: asyncio.Task[None] | None = None
         ending = _Ending()
         # From here every way out goes through `finally`, with no await before the bookkeeping.
         try:
+            info.problem = self._problem_of(info.profile)
+            if info.problem is not None:
+                metrics.STREAMS_MISCONFIGURED.inc()
+                log.warning("node_misconfigured", problem=info.problem)
             self._on_request(info, first)
             wake.set()
             reader = asyncio.create_task(

@@ -282,6 +282,9 @@ class AdsService:
             log.warning("stream_refused", reason="no_snapshot", profile=info.profile.describe())
             _finish(context, _Ending("no_snapshot", grpc.StatusCode.UNAVAILABLE, str(err)))
             return
+        except BaseException:
+            cancel_watch()
+            raise
         info.task = asyncio.current_task()
         self.streams[info.stream_id] = info
         metrics.STREAMS.labels(info.protocol).inc()

@@ -13,12 +13,12 @@ from typing import Any
 
 import grpc
 import pytest
-from ads_fixture import ONE, TWO, Fixture, read, start, with_node
 from google.protobuf import struct_pb2
 from prometheus_client import REGISTRY
 from raw_http2 import read_part_and_vanish
 from snapshots import delta_request, request, snapshot
 from structlog.testing import capture_logs
+from test_ads_server import ONE, TWO, Fixture, read, start, with_node
 from waiting import eventually
 
 from xdsfleet.cache.snapshot import Snapshot
@@ -245,7 +245,8 @@ async def test_a_stream_that_never_names_its_node_is_listed_then_timed_out() -> 
 
 
 async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it_has_one() -> None:
-    fixture, server = await start(None)
+    fixture, server = await start(ONE)
+    fixture.failing = True
     try:
         for stub in (fixture.stub(), fixture.stub()):
             sotw = stub.StreamAggregatedResources()
@@ -257,7 +258,7 @@ async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it
         assert not fixture.service.streams
         assert not fixture.cache.profiles()
         # A later build succeeds: the client's retry is served.
-        fixture.current = ONE
+        fixture.failing = False
         call = fixture.stub().StreamAggregatedResources()
         await call.write(with_node(request(CLUSTER)))
         assert len((await read(call)).resources) == 1
@@ -368,5 +369,20 @@ async def test_delta_subscriptions_are_bounded_over_requests_too() -> None:
         await ok.write(delta_request(ENDPOINT, [f"v{i}" for i in range(700)]))
         assert len((await read(ok)).removed_resources) == 700
         ok.cancel()
+    finally:
+        await server.stop(0)
+
+
+async def test_a_half_closed_stream_ends_ok_as_client_closed() -> None:
+    fixture, server = await start(ONE)
+    try:
+        call = fixture.stub().StreamAggregatedResources()
+        with capture_logs() as logs:
+            await call.write(with_node(request(CLUSTER)))
+            await read(call)
+            await call.done_writing()
+            assert await status_of(call) == grpc.StatusCode.OK
+            await eventually(lambda: bool(closed(logs)))
+        assert [(e["reason"], e["code"]) for e in closed(logs)] == [("client_closed", "OK")]
     finally:
         await server.stop(0)

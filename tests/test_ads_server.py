@@ -3,19 +3,69 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from ads_fixture import ONE, THREE, TWO, Fixture, big, read, start, with_node
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf import struct_pb2
 from snapshots import delta_request, request, snapshot
-from structlog.testing import capture_logs
 from waiting import eventually
 
+from xdsfleet.cache.cache import SnapshotCache
+from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
-from xdsfleet.pipeline.httpapi import clients
+from xdsfleet.model.node import ROLE_KEY, NodeProfile
+from xdsfleet.server import listen
+from xdsfleet.server.ads import AdsService, Limits
+
+ONE = snapshot({"a": ("10.0.0.1",)})
+TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
+THREE = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",), "c": ("10.0.0.3",)})
+READ_TIMEOUT = 10
+
+
+@dataclass
+class Fixture:
+    cache: SnapshotCache
+    service: AdsService
+    port: int
+    current: Snapshot
+    # Every first build of a profile fails (the builder gives no snapshot) while this is set.
+    failing: bool = False
+
+    def publish(self, snap: Snapshot) -> None:
+        self.current = snap
+        for profile in self.cache.profiles():
+            self.cache.set(profile, snap)
+
+    def stub(self, *options: tuple[str, int]) -> Any:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=options)
+        return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+
+
+async def start(
+    initial: Snapshot,
+    *,
+    send_timeout: float = 30,
+    limits: Limits | None = None,
+    problem_of: Callable[[NodeProfile], str | None] | None = None,
+) -> tuple[Fixture, grpc.aio.Server]:
+    holder: dict[str, Fixture] = {}
+    cache = SnapshotCache(lambda _profile: None if holder["f"].failing else holder["f"].current)
+    service = AdsService(
+        cache,
+        send_timeout=send_timeout,
+        limits=limits or Limits(),
+        problem_of=problem_of or (lambda _profile: None),
+    )
+    server, port = await listen.start(service, port=0, host="127.0.0.1")
+    holder["f"] = Fixture(cache, service, port, initial)
+    return holder["f"], server
 
 
 @pytest.fixture
@@ -25,6 +75,19 @@ async def ads() -> AsyncIterator[Fixture]:
         yield fixture
     finally:
         await server.stop(0)
+
+
+def with_node(req: Any, role: str = "sidecar") -> Any:
+    req.node.id = "test-node"
+    req.node.locality.CopyFrom(base_pb2.Locality(region="eu-west", zone="eu-west-1a"))
+    req.node.metadata.CopyFrom(
+        struct_pb2.Struct(fields={ROLE_KEY: struct_pb2.Value(string_value=role)})
+    )
+    return req
+
+
+async def read(call: Any) -> Any:
+    return await asyncio.wait_for(call.read(), READ_TIMEOUT)
 
 
 def cluster_names(response: Any) -> list[str]:
@@ -118,25 +181,6 @@ async def test_delta_reconnect_with_initial_versions_gets_only_what_is_new(ads: 
     again.cancel()
 
 
-async def test_delta_reconnect_holding_the_current_config_shows_in_sync(ads: Fixture) -> None:
-    call = ads.stub().DeltaAggregatedResources()
-    await call.write(with_node(delta_request(CLUSTER)))
-    first = await read(call)
-    held = {r.name: r.version for r in first.resources}
-    call.cancel()
-    await eventually(lambda: not ads.service.streams)
-    again = ads.stub().DeltaAggregatedResources()
-    await again.write(with_node(delta_request(CLUSTER, subscribe=["a"], initial=held)))
-
-    def listed() -> dict[str, Any]:
-        return clients(ads.service)[0]["types"]["CDS"] if ads.service.streams else {}
-
-    # Nothing is sent (it holds what is current), and it shows in sync, holding `a`.
-    await eventually(lambda: listed().get("inSync") is True)
-    assert listed()["resources"] == 1
-    again.cancel()
-
-
 async def test_node_with_an_unknown_role_is_refused(ads: Fixture) -> None:
     call = ads.stub().StreamAggregatedResources()
     await call.write(with_node(request(CLUSTER), role="mystery"))
@@ -151,11 +195,14 @@ async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
     await call.write(with_node(request(CLUSTER)))
     await read(call)
     assert len(ads.service.streams) == 1
-    with capture_logs() as logs:
-        await call.done_writing()
-        await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
-    closed = [e for e in logs if e["event"] == "stream_closed"]
-    assert [(e["reason"], e["code"]) for e in closed] == [("client_closed", "OK")]
+    await call.done_writing()
+    await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
+
+
+def big(version: int, endpoints: int = 4000) -> Snapshot:
+    """One assignment of about 100 kB (by default), larger than a connection's windows."""
+    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(endpoints))
+    return snapshot({"a": addresses})
 
 
 async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> None:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from ads_fixture import Fixture, read, start, with_node
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from snapshots import delta_request, request
+from test_ads_server import Fixture, read, start, with_node
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder

@@ -88,7 +88,6 @@ class DeltaStream:
             state.wildcard = not subscribe and not unsubscribe
             # Rule 19: what the client already holds from an earlier stream.
             state.known.update(request.initial_resource_versions)
-            state.status.resume(dict(request.initial_resource_versions))
             state.requested = True
         for name in subscribe:
             if name == "*":
@@ -132,14 +131,11 @@ class DeltaStream:
             response = self._respond(type_url, snapshot, hold_removals=hold)
             if response is not None:
                 out.append(response)
-        answered = {r.type_url for r in out}
         for type_url, state in self._types.items():
             if state.requested:
                 state.checked = snapshot.versions.get(type_url, "")
                 state.recheck = False
                 state.fresh.clear()
-                if not state.status.sent_nonce and type_url not in answered:
-                    state.status.up_to_date(state.checked)
         return out
 
     def _respond(

@@ -63,23 +63,10 @@ class TypeStatus:
     # Per resource: the version the client accepted, and what it refused with its message.
     held: dict[str, str] = field(default_factory=dict, repr=False)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
-    # A Delta client that reconnected holding what is current: nothing was sent, all the same
-    # it is in sync (rule 19).
-    resumed: bool = False
 
     @property
     def in_sync(self) -> bool:
-        sent = self.sent_nonce != "" or self.resumed
-        return sent and self.sent_version == self.acked_version
-
-    def resume(self, held: dict[str, str]) -> None:
-        """What a reconnecting Delta client says it holds (rule 19)."""
-        self.held.update(held)
-
-    def up_to_date(self, version: str) -> None:
-        """Nothing had to be sent to a client that resumed: it holds `version` already."""
-        self.resumed = True
-        self.sent_version = self.acked_version = version
+        return self.sent_nonce != "" and self.sent_version == self.acked_version
 
     def accept(self, sent: Sent, *, full_state: bool) -> None:
         self.acked_version = sent.version

@@ -304,6 +304,10 @@ class AdsService:
                 metrics.STREAMS_MISCONFIGURED.inc()
                 log.warning("node_misconfigured", problem=info.problem)
             self._on_request(info, first)
+            # Response headers on their own, before any response: a status that ends the call
+            # must not wait behind a first write still holding them (a client stalled on its
+            # first response would then never see it).
+            await context.send_initial_metadata(())
             wake.set()
             reader = asyncio.create_task(
                 self._read(info, requests, wake), name=f"ads-reader-{info.stream_id}"

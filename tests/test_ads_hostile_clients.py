@@ -341,16 +341,20 @@ async def test_delta_subscriptions_are_bounded_over_requests_too() -> None:
     try:
         call = fixture.stub().DeltaAggregatedResources()
         await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        await read(call)
+        first = await read(call)
         # Each request is within the bound; together they subscribe 600 - 300 + 800 = 1,100.
-        await call.write(delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)]))
+        await call.write(
+            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
+        )
         await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(800)]))
         assert await status_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Unsubscribing made room: 600 - 300 + 700 = 1,000 fits, and is answered.
         ok = fixture.stub().DeltaAggregatedResources()
         await ok.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        await read(ok)
-        await ok.write(delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)]))
+        first = await read(ok)
+        await ok.write(
+            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
+        )
         await ok.write(delta_request(ENDPOINT, [f"v{i}" for i in range(700)]))
         assert len((await read(ok)).removed_resources) == 700
         ok.cancel()

@@ -153,6 +153,21 @@ async def test_garbage_after_a_valid_request_ends_the_stream_with_an_error() -> 
         await server.stop(0)
 
 
+async def test_garbage_as_the_first_request_is_refused() -> None:
+    fixture, server = await start(ONE)
+    try:
+        call = raw_stub(fixture)
+        with capture_logs() as logs:
+            await call.write(b"\xff\xff\xff\xff not a protobuf")
+            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+        refused = [e for e in logs if e["event"] == "stream_refused"]
+        assert [e["reason"] for e in refused] == ["malformed_request"]
+        assert not fixture.service.waiting
+        assert not fixture.service.streams
+    finally:
+        await server.stop(0)
+
+
 async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

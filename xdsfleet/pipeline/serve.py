@@ -219,6 +219,7 @@ async def _serve(
         cache,
         authorize=security.authorizer(lambda: aggregator.state),
         admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
+        problem_of=built.publisher.node_problem,
     )
     listeners.append(security.revoker(ads, aggregator.state))
     supervisor.start(ads.watchdog(), name="ads-watchdog")

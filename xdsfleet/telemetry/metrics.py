@@ -16,6 +16,24 @@ NACKS = Counter("xdsfleet_nacks_total", "Responses clients rejected (NACK).", ["
 SEND_TIMEOUTS = Counter(
     "xdsfleet_send_timeouts_total", "Streams closed because a client stopped reading."
 )
+STREAMS_REFUSED = Counter(
+    "xdsfleet_streams_refused_total",
+    "Streams ended with an error status because of what the client sent or what we could not "
+    "serve it, by reason (invalid_node, no_snapshot, no_first_request, malformed_request, "
+    "too_many_names, too_many_unknown_names; permission_denied: a profile its client "
+    "certificate may not claim; permission_revoked: an open stream closed when the identity "
+    "rules stopped allowing its profile).",
+    ["reason"],
+)
+STREAMS_MISCONFIGURED = Counter(
+    "xdsfleet_streams_misconfigured_total",
+    "Streams opened by a node whose metadata names something the fleet lacks (a gateway): "
+    "they are served, but an empty configuration.",
+)
+UNSUPPORTED_REQUESTS = Counter(
+    "xdsfleet_unsupported_requests_total",
+    "Requests for a type URL this server does not serve (answered with nothing).",
+)
 GENERATIONS = Counter("xdsfleet_generations_total", "Fleet states translated.")
 TRANSLATE_SECONDS = Histogram(
     "xdsfleet_translate_seconds",
@@ -99,13 +117,6 @@ TASK_FAILURES = Counter(
 PUBLISH_FAILURES = Counter(
     "xdsfleet_publish_failures_total",
     "Publishes that raised (the last good snapshots keep serving; the state is retried).",
-)
-STREAMS_REFUSED = Counter(
-    "xdsfleet_streams_refused_total",
-    "ADS streams refused, by why: invalid_node (metadata naming no valid profile), "
-    "permission_denied (a profile its client certificate may not claim), permission_revoked "
-    "(an open stream closed when the identity rules stopped allowing its profile).",
-    ["reason"],
 )
 STREAMS_WAITING = Gauge(
     "xdsfleet_streams_waiting_admission",

@@ -63,7 +63,7 @@ def envoy_versions(envoy: Envoy) -> dict[str, str]:
 
 
 def node_of(server: Server) -> dict[str, Any] | None:
-    return next((c for c in server.clients() if c["node"] == NODE), None)
+    return next((c for c in server.clients() if c.get("node") == NODE), None)
 
 
 def acked(client: dict[str, Any]) -> dict[str, str]:

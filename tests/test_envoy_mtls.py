@@ -154,7 +154,7 @@ def test_an_identity_removed_from_the_fleet_loses_its_stream(setup: Setup) -> No
     """Last in this module: it changes the Fleet."""
     with setup.envoy("default/gw").start():
         wait_for(
-            lambda: any(c["node"] == "envoy-default-gw" for c in setup.server.clients()),
+            lambda: any(c.get("node") == "envoy-default-gw" for c in setup.server.clients()),
             timeout=SECONDS,
             what="the gateway connected",
         )

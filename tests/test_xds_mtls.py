@@ -137,7 +137,9 @@ async def test_a_stream_the_new_rules_no_longer_allow_is_closed_and_refused_agai
     with capture_logs() as events:
         assert server.ads.revoke() == 1
 
-    assert await asyncio.wait_for(call.read(), 10) is grpc.aio.EOF
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 10)
+    assert ended.value.code() is grpc.StatusCode.PERMISSION_DENIED
     [revoked] = [e for e in events if e["event"] == "stream_revoked"]
     assert revoked["identity"] == EDGE
     with pytest.raises(grpc.aio.AioRpcError) as error:

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from certs import Authority
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from snapshots import request, snapshot
 from test_ads_server import Fixture, read, start, with_node
@@ -22,6 +23,7 @@ from xdsfleet.admin.service import AdminService
 from xdsfleet.admin.v1 import admin_pb2
 from xdsfleet.cache.typeurls import CLUSTER
 from xdsfleet.pipeline import adminport
+from xdsfleet.server.tls import TlsFiles
 from xdsfleet.status.reports import MemberReport
 
 TOKEN = "let-me-in"
@@ -155,3 +157,33 @@ async def wait_state(admin: Admin, state: int) -> None:
             if clients and clients[0].state == state:
                 return
             await asyncio.sleep(0.02)
+
+
+async def test_behind_mtls_the_admin_api_answers_clients_with_a_certificate(
+    tmp_path: Path,
+) -> None:
+    ca = Authority(tmp_path)
+    served, sre = ca.issue("admin", server=True), ca.issue("sre", common_name="sre")
+    fixture, xds = await start(snapshot({"a": ("10.0.0.1",)}))
+    tls = TlsFiles(served.cert, served.key, ca.ca)
+    server, _, port = await adminport.start(
+        adminport.AdminSettings("127.0.0.1", 0, tls=tls),
+        fixture.service,
+        snapshot_of=fixture.cache.get,
+        members=list,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        with_cert = AdminClient(Connection(address, ca=ca.ca, cert=sre.cert, key=sre.key))
+        without = AdminClient(Connection(address, ca=ca.ca))
+        try:
+            answer = await asyncio.to_thread(with_cert.list_clients)
+            assert list(answer.clients) == []
+            with pytest.raises(grpc.RpcError) as error:
+                await asyncio.to_thread(without.list_clients)
+            assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+        finally:
+            with_cert.close()
+            without.close()
+    finally:
+        await asyncio.gather(server.stop(0), xds.stop(0))

@@ -190,12 +190,19 @@ class _Process:
         if not self.running():
             raise RuntimeError(f"{self.name} exited early; its log:\n{self.log()[-4000:]}")
 
+    def sigterm(self) -> None:
+        """SIGTERM, as a Deployment stops a pod (`wait` for the exit code)."""
+        assert self._process is not None, f"{self.name} was not started"
+        os.killpg(self._process.pid, signal.SIGTERM)
+
+    def wait(self, *, timeout: float = 30) -> int:
+        assert self._process is not None, f"{self.name} was not started"
+        return self._process.wait(timeout=timeout)
+
     def terminate(self, *, timeout: float = 30) -> int:
-        """SIGTERM, as a Deployment stops a pod; its exit code once it has exited."""
-        process = self._process
-        assert process is not None, f"{self.name} was not started"
-        os.killpg(process.pid, signal.SIGTERM)
-        return process.wait(timeout=timeout)
+        """SIGTERM, and the exit code once it has exited."""
+        self.sigterm()
+        return self.wait(timeout=timeout)
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -1,7 +1,7 @@
 """Graceful stop and replicas. Two replicas of `xdsfleet serve` and a real Envoy whose ADS
-cluster lists both: SIGTERM to the replica Envoy is connected to drains it (exit 0), Envoy moves
-to the other replica, and the other replica serves the very versions Envoy already holds, so
-nothing new is applied. SIGTERM releases the status Lease at once."""
+cluster lists both: SIGTERM to the replica Envoy is connected to drains it (unready at once,
+exit 0), Envoy moves to the other replica, and the other replica serves the very versions Envoy
+already holds, so nothing new is applied. SIGTERM releases the status Lease at once."""
 
 from __future__ import annotations
 
@@ -109,7 +109,14 @@ def test_a_terminated_replica_drains_and_envoy_moves_without_a_new_version(
             assert len(before) >= 3  # the cluster, the listener and its routes
             held = acked(node_of(serving))  # type: ignore[arg-type]
 
-            assert serving.terminate() == 0
+            serving.sigterm()
+            # Draining (a stream is open, so it lasts --drain-seconds): no longer ready.
+            wait_for(
+                lambda: get(serving.metrics_port, "/readyz")[0] == 503,
+                timeout=SECONDS,
+                what="/readyz 503 while draining",
+            )
+            assert serving.wait() == 0
             [stopping] = serving.events("stopping")
             assert stopping["streams"] == 1
             assert serving.events("stopped")

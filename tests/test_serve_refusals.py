@@ -71,7 +71,7 @@ def test_an_unreadable_kubeconfig_is_refused_without_quoting_it(tmp_path: Path) 
     assert SECRET not in json.dumps(events)
 
 
-def test_stderr_stays_json_whatever_fails() -> None:
+def test_stderr_stays_json_whatever_fails_and_tracebacks_hold_no_locals() -> None:
     script = textwrap.dedent(
         """
         import asyncio, logging, threading
@@ -81,6 +81,7 @@ def test_stderr_stays_json_whatever_fails() -> None:
         logging.getLogger("grpc._cython").warning("a library speaks: %s", "plain text?")
 
         def broken():
+            private_key = "SECRET"  # a local of the failing frame: never logged
             raise ValueError("in a callback")
 
         async def main():
@@ -96,6 +97,7 @@ def test_stderr_stays_json_whatever_fails() -> None:
         raise SystemError("uncaught")
         """
     )
+    script = script.replace("SECRET", SECRET)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
@@ -106,3 +108,18 @@ def test_stderr_stays_json_whatever_fails() -> None:
     assert by_name["asyncio_error"]["exception"][0]["exc_value"] == "in a callback"
     assert by_name["thread_failed"]["thread"] == "worker"
     assert by_name["uncaught_exception"]["exception"][0]["exc_type"] == "SystemError"
+    assert SECRET not in done.stderr  # tracebacks carry no local variables
+
+
+def test_unusable_tls_files_refuse_the_start(tmp_path: Path) -> None:
+    missing = tmp_path / "server.pem"
+    code, events = serve("--tls-cert", str(missing), "--tls-key", str(tmp_path / "server.key"))
+    assert code == 1
+    assert str(missing) in refusal(events)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate")
+    key.write_text("-----BEGIN PRIVATE KEY-----\n" + SECRET + "\n-----END PRIVATE KEY-----\n")
+    code, events = serve("--tls-cert", str(cert), "--tls-key", str(key))
+    assert code == 1
+    assert str(cert) in refusal(events)
+    assert SECRET not in json.dumps(events)

@@ -75,7 +75,10 @@ class Reloading:
 
     def __init__(self, files: TlsFiles) -> None:
         self.files = files
-        self._stamp = _stamp(files.paths())
+        try:
+            self._stamp = _stamp(files.paths())
+        except OSError as error:
+            raise TlsError(f"{error.filename}: {error.strerror}") from None
         self.initial = _configuration(files)  # raises TlsError: a start must be refused
 
     def __call__(self) -> object | None:

@@ -30,8 +30,12 @@ _SHARED: list[structlog.types.Processor] = [
 def configure(*, fmt: str = "json", level: str = "info") -> None:
     renderers: list[structlog.types.Processor]
     if fmt == "json":
-        # A traceback as structured frames, inside the one JSON line of its event.
-        renderers = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # A traceback as structured frames, inside the one JSON line of its event; without the
+        # frames' local variables, which may hold a private key or a kubeconfig.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        renderers = [tracebacks, structlog.processors.JSONRenderer()]
     else:
         renderers = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     number = logging.getLevelNamesMapping()[level.upper()]

@@ -150,8 +150,23 @@ def test_grpc_and_tcp_health_checks() -> None:
     assert health.HasField("tcp_health_check")
 
 
-def test_health_checks_are_opt_in() -> None:
-    assert list(web_cluster().health_checks) == []
+def test_gateways_probe_with_tcp_by_default_and_sidecars_do_not() -> None:
+    [health] = web_cluster().health_checks
+    assert health.HasField("tcp_health_check")
+    assert (health.interval.seconds, health.timeout.seconds) == (5, 1)
+    # What the control plane removes leaves at once, whatever the probe says.
+    assert web_cluster().ignore_health_on_host_removal
+
+    members = (running(EAST, "10.0.0.1"), running(WEST, "10.1.0.1"))
+    sidecar = NodeProfile(role=Role.SIDECAR, region="r1")
+    assert list(translate(fleet(*members), sidecar)[typeurls.CLUSTER][CLUSTER].health_checks) == []
+
+
+def test_a_policy_turns_the_default_probe_off() -> None:
+    off = HealthCheck(HealthCheckType.TCP, enabled=False)
+    cluster = web_cluster(policy("p", health_check=off))
+    assert list(cluster.health_checks) == []
+    assert not cluster.ignore_health_on_host_removal
 
 
 def test_the_upstream_speaks_http2_when_the_port_says_grpc_or_h2c() -> None:

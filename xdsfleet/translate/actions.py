@@ -85,6 +85,8 @@ def _route_action(action: Action, path: PathMatch) -> Message:
         built.timeout.CopyFrom(duration(action.timeout_ms))
     if action.retry is not None:
         built.retry_policy.CopyFrom(retry_policy(action.retry))
+        if action.retry.hedge and action.retry.per_try_timeout_ms:
+            built.hedge_policy.hedge_on_per_try_timeout = True
     if action.hash is not None:
         built.hash_policy.append(_hash_policy(action.hash))
     for cluster, percent in action.mirrors:

@@ -48,6 +48,11 @@ DEFAULT_OUTLIER_DETECTION = OutlierDetection(
 DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=10)
 HEALTH_CHECK_INTERVAL_MS = 5000
 HEALTH_CHECK_TIMEOUT_MS = 1000
+# Gateways probe every endpoint with a TCP connect when the policy asks for no health check: a
+# dead or cut-off endpoint leaves the pool before a request finds it, and a passing probe brings
+# an ejected endpoint back within one interval of its recovery instead of the ejection time.
+# Sidecars do not: a fleet of N sidecars would probe every endpoint N times (docs/failover.md).
+DEFAULT_GATEWAY_HEALTH_CHECK = HealthCheck(HealthCheckType.TCP)
 SLOW_START_AGGRESSION_KEY = "xdsfleet.slow_start.aggression"
 
 _BALANCERS = {
@@ -72,6 +77,8 @@ class ClusterSettings:
     connection_pool: ConnectionPool | None = None
     retry_budget: RetryBudget | None = None
     panic_threshold: int | None = None
+    # The default health check applies (gateways): a policy's `healthCheck` still wins.
+    probe: bool = False
 
     @classmethod
     def of(cls, spec: PolicySpec) -> ClusterSettings:
@@ -86,6 +93,10 @@ class ClusterSettings:
             retry_budget=spec.retry.budget if spec.retry is not None else None,
             panic_threshold=spec.failover.panic_threshold if spec.failover is not None else None,
         )
+
+    def for_gateway(self) -> ClusterSettings:
+        """Gateways also probe endpoints when the policy sets no health check."""
+        return replace(self, probe=True)
 
     def for_proxyless(self) -> ClusterSettings:
         """What gRPC's xDS client can use: it refuses Maglev and Random clusters, does no active
@@ -128,8 +139,14 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
     outlier = settings.outlier_detection or DEFAULT_OUTLIER_DETECTION
     if outlier.enabled:
         built.outlier_detection.CopyFrom(_outlier_detection(outlier))
-    if settings.health_check is not None:
-        built.health_checks.append(_health_check(settings.health_check, http2))
+    check = settings.health_check
+    if check is None and settings.probe:
+        check = DEFAULT_GATEWAY_HEALTH_CHECK
+    if check is not None and check.enabled:
+        built.health_checks.append(_health_check(check, http2))
+        # An endpoint the control plane removes (a drain, a scale-down) leaves at once: by
+        # default Envoy keeps a removed endpoint while its health checks still pass.
+        built.ignore_health_on_host_removal = True
     if http2:
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(

@@ -117,6 +117,8 @@ def translate_destinations(
         settings = ClusterSettings.of(spec)
         if profile.role is Role.PROXYLESS:
             settings = settings.for_proxyless()
+        elif profile.role is Role.GATEWAY:
+            settings = settings.for_gateway()
         clusters[name] = cluster(name, port.http2, settings)
         placement = placement_of(spec, ramps.get(key, ())).with_pinned(destination.pinned)
         assignments[name] = assignment(port, view, placement)

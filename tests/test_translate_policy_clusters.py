@@ -40,11 +40,32 @@ def test_by_default_outlier_detection_ejects_whole_members_on_gateway_and_local_
 
     assert outlier.consecutive_gateway_failure.value == 3
     assert outlier.enforcing_consecutive_gateway_failure.value == 100
-    assert outlier.split_external_local_origin_errors
-    assert outlier.consecutive_local_origin_failure.value == 3
+    # Refused connections and (per-try) timeouts count as gateway errors: counted apart, every
+    # connection a hung host's kernel accepts would reset the count (docs/failover.md).
+    assert not outlier.split_external_local_origin_errors
+    assert not outlier.HasField("consecutive_local_origin_failure")
     assert outlier.consecutive_5xx.value == 5
     # Envoy's default (10 %) would keep a dead member's last hosts in the pool.
     assert outlier.max_ejection_percent.value == 100
+    assert outlier.base_ejection_time.seconds == 5
+    # The TCP probe passes on a hung host: it must not end the host's ejection.
+    assert not outlier.successful_active_health_check_uneject_host.value
+
+
+def test_health_changes_apply_at_once() -> None:
+    # Envoy merges health changes for 1 s after a first one by default: the second host of a
+    # hung member would keep its traffic that long.
+    config = web_cluster().common_lb_config
+    assert config.HasField("update_merge_window")
+    assert config.update_merge_window.ToMilliseconds() == 0
+
+
+def test_local_origin_failures_are_counted_apart_when_a_policy_asks() -> None:
+    given = OutlierDetection(consecutive_local_origin_failures=4)
+    outlier = web_cluster(policy("p", outlier_detection=given)).outlier_detection
+    assert outlier.split_external_local_origin_errors
+    assert outlier.consecutive_local_origin_failure.value == 4
+    assert outlier.enforcing_consecutive_local_origin_failure.value == 100
 
 
 def test_a_policy_overrides_outlier_detection_field_by_field() -> None:
@@ -71,7 +92,8 @@ def test_every_cluster_has_a_retry_budget_instead_of_three_concurrent_retries() 
     [thresholds] = web_cluster().circuit_breakers.thresholds
 
     assert thresholds.retry_budget.budget_percent.value == 20
-    assert thresholds.retry_budget.min_retry_concurrency.value == 10
+    # A cut-off host's waiting requests all retry at once when it is ejected: the floor is high.
+    assert thresholds.retry_budget.min_retry_concurrency.value == 1024
 
 
 def test_a_policy_sets_the_retry_budget_and_connection_limits() -> None:

@@ -32,20 +32,25 @@ from xdsfleet.translate.proto import Message, ads_config_source, duration, pack_
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-# Ejections that fail over: a host answering gateway errors or refusing connections leaves the
-# pool at once, and a whole member may be ejected (Envoy's default caps ejection at 10 % of the
-# hosts, which would keep a dead member's last hosts in the pool).
+# Ejections that fail over: a host answering gateway errors, refusing connections or timing out
+# (a per-try timeout counts) leaves the pool at once, and a whole member may be ejected (Envoy's
+# default caps ejection at 10 % of the hosts, which would keep a dead member's last hosts in the
+# pool). A first ejection lasts 5 s, so traffic returns soon after a recovery; Envoy lengthens
+# each further ejection of a host that is still bad, so probing a dead member costs ever less.
 DEFAULT_OUTLIER_DETECTION = OutlierDetection(
     consecutive_5xx=5,
     consecutive_gateway_errors=3,
-    consecutive_local_origin_failures=3,
     interval_ms=1000,
-    base_ejection_time_ms=30_000,
+    base_ejection_time_ms=5_000,
     max_ejection_percent=100,
 )
 # Envoy's default circuit breaker allows 3 concurrent retries per cluster, which silently stops
-# retries during a failover under load; a budget scales with the traffic instead.
-DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=10)
+# retries during a failover under load. A budget scales with the traffic, but not with a burst:
+# when a cut-off host is ejected, every request waiting to connect to it fails at that instant
+# and asks for a retry, while few requests are in flight elsewhere (docs/failover.md). So the
+# floor is high, Envoy's own default for its other circuit breakers (1,024), and the percentage
+# bounds retries and hedges (which also run while a whole service is slow) beyond it.
+DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=1024)
 HEALTH_CHECK_INTERVAL_MS = 5000
 HEALTH_CHECK_TIMEOUT_MS = 1000
 # Gateways probe every endpoint with a TCP connect when the policy asks for no health check: a
@@ -127,7 +132,11 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
         connect_timeout={"seconds": 1},
         # Always: gRPC's xDS client drops localities without weight (DESIGN.md).
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
-            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
+            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
+            # Health changes apply at once. Envoy's default merges those that follow a first one
+            # for 1 s: the second host of a hung member ejected a moment after the first kept
+            # its traffic for that second (docs/failover.md).
+            update_merge_window={},
         ),
         circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
             thresholds=[_thresholds(settings.connection_pool, settings.retry_budget)]
@@ -144,6 +153,10 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
         check = DEFAULT_GATEWAY_HEALTH_CHECK
     if check is not None and check.enabled:
         built.health_checks.append(_health_check(check, http2))
+        if outlier.enabled and check.type is HealthCheckType.TCP:
+            # A hung host still accepts connections: a passing connect must not end its
+            # ejection (Envoy's default), or it takes requests again at every probe.
+            built.outlier_detection.successful_active_health_check_uneject_host.value = False
         # An endpoint the control plane removes (a drain, a scale-down) leaves at once: by
         # default Envoy keeps a removed endpoint while its health checks still pass.
         built.ignore_health_on_host_removal = True
@@ -205,10 +218,14 @@ def _outlier_detection(given: OutlierDetection) -> Message:
         base_ejection_time=duration(
             _pick(given.base_ejection_time_ms, default.base_ejection_time_ms)
         ),
-        # Local-origin failures (refused connections, timeouts, resets) are counted apart from
-        # the upstream's own errors, so a dead pod is ejected after a few attempts.
-        split_external_local_origin_errors=True,
     )
+    # By default local-origin failures (refused or timed-out connections, resets, per-try
+    # timeouts) count as gateway errors (503, 504): a hung host is ejected after a few per-try
+    # timeouts. Counted apart (`consecutiveLocalOriginFailures` given), every connection the
+    # host's kernel accepts resets the count, and a hung host that accepts connections is never
+    # ejected (docs/failover.md).
+    split = given.consecutive_local_origin_failures is not None
+    built.split_external_local_origin_errors = split
     built.max_ejection_percent.value = _pick(
         given.max_ejection_percent, default.max_ejection_percent
     )
@@ -217,10 +234,11 @@ def _outlier_detection(given: OutlierDetection) -> Message:
         "consecutive_gateway_failure": _pick(
             given.consecutive_gateway_errors, default.consecutive_gateway_errors
         ),
-        "consecutive_local_origin_failure": _pick(
-            given.consecutive_local_origin_failures, default.consecutive_local_origin_failures
-        ),
     }
+    if split:
+        detectors["consecutive_local_origin_failure"] = _pick(
+            given.consecutive_local_origin_failures, 0
+        )
     for detector, count in detectors.items():
         # A count of 0 turns the detector off.
         if count:

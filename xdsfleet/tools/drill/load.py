@@ -116,8 +116,13 @@ async def run_load(
 
     def fire(event: Event) -> None:
         # In a thread: restarting a member's backends takes a while, and the load goes on.
+        # Marked when it starts and, as `LABEL:done`, when it has taken effect.
         marks.append(Mark(time.monotonic() - began, event.label))
-        tasks.append(loop.run_in_executor(None, event.action))
+        done = loop.run_in_executor(None, event.action)
+        done.add_done_callback(
+            lambda _: marks.append(Mark(time.monotonic() - began, f"{event.label}:done"))
+        )
+        tasks.append(done)
 
     for i in range(int(rate * seconds)):
         due = began + i / rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -61,7 +62,8 @@ class Topology:
     """Members and their backends on this machine. Use as a context manager."""
 
     def __init__(self, *, namespaces: bool = True) -> None:
-        self._tag = f"{os.getpid() % 100000}"
+        # Unique per topology (several may live in one process): names of namespaces and links.
+        self._tag = secrets.token_hex(3)[:5]
         self._sites: dict[str, _Site] = {}
         self.mode = Mode.LOOPBACK
         self.why_loopback = "namespaces not asked for"
@@ -139,6 +141,10 @@ class Topology:
     def members(self) -> list[str]:
         return list(self._sites)
 
+    def faulted(self) -> list[str]:
+        """The members under a fault now."""
+        return [name for name, site in self._sites.items() if site.fault is not None]
+
     def addresses(self, member: str) -> list[str]:
         return list(self._sites[member].addresses)
 
@@ -161,10 +167,14 @@ class Topology:
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
         assert process.stdout is not None
-        if process.stdout.readline().strip() != b"ready":
-            process.wait()
-            error = process.stderr.read().decode() if process.stderr else ""
-            raise RuntimeError(f"backends of member {site.name} did not start:\n{error[-2000:]}")
+        assert process.stderr is not None
+        with process.stdout, process.stderr:
+            if process.stdout.readline().strip() != b"ready":
+                process.wait()
+                error = process.stderr.read().decode()
+                raise RuntimeError(
+                    f"backends of member {site.name} did not start:\n{error[-2000:]}"
+                )
         site.process = process
 
     def _signal(self, site: _Site, sig: signal.Signals) -> None:

@@ -19,6 +19,9 @@ from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
+from xdsfleet.tools.drill.command import Drill, DrillError
+from xdsfleet.tools.drill.command import run as run_drill
+from xdsfleet.tools.drill.topology import Fault
 from xdsfleet.tools.explain import Request, explain
 from xdsfleet.tools.explain import render as render_explanation
 from xdsfleet.tools.render import render
@@ -259,6 +262,61 @@ def bootstrap_command(
         ),
         output,
     )
+
+
+@app.command("drill")
+def drill_command(
+    gateway: Annotated[str, typer.Option("--gateway", help="The Gateway to drive, as NS/NAME.")],
+    member: Annotated[
+        list[str], typer.Option("--member", help="A member the fault hits; repeatable.")
+    ],
+    fault: Annotated[
+        str, typer.Option("--fault", help="kill (refused), hang (SIGSTOP) or cut (dropped).")
+    ],
+    fleet: FleetOption = None,
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 200,
+    seconds: Annotated[float, typer.Option(help="How long the load lasts.")] = 12,
+    fault_at: Annotated[float, typer.Option(help="When the fault hits (s).")] = 3,
+    restore_at: Annotated[
+        float | None, typer.Option(help="When the members recover (s); none: never.")
+    ] = 6,
+    host: Annotated[str | None, typer.Option(help="Host header (default: a route's).")] = None,
+    path: Annotated[str, typer.Option(help="Request path.")] = "/",
+    region: RegionOption = "",
+    zone: ZoneOption = "",
+    loopback: Annotated[
+        bool, typer.Option(help="Members on loopback addresses, not network namespaces.")
+    ] = False,
+) -> None:
+    """Rehearse a failure: local backends for every endpoint of the fleet, its own routes and
+    policies served to a real Envoy, a fault under load, the figures; exit 1 if a request
+    failed."""
+    if fault not in {f.value for f in Fault}:
+        raise typer.BadParameter("kill, hang or cut", param_hint="--fault")
+    drill = Drill(
+        fleet=_fleet_path(fleet),
+        gateway=gateway,
+        members=tuple(member),
+        fault=Fault(fault),
+        rate=rate,
+        seconds=seconds,
+        fault_at=fault_at,
+        restore_at=restore_at,
+        host=host,
+        path=path,
+        region=region,
+        zone=zone,
+        namespaces=not loopback,
+    )
+    try:
+        ok = run_drill(drill, Console(width=160))
+    except DrillError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    except InvalidInput as error:
+        raise _fail(error) from None
+    if not ok:
+        raise typer.Exit(1)
 
 
 def _print(data: Any, output: Output) -> None:

@@ -109,11 +109,16 @@ class Rig:
         return str(self.topology.mode)
 
     def target(
-        self, host: str, *, port: int | None = None, headers: dict[str, str] | None = None
+        self,
+        host: str,
+        *,
+        port: int | None = None,
+        headers: dict[str, str] | None = None,
+        path: str = "/",
     ) -> Target:
         """Requests to the gateway's first listener (or `port`, a sidecar's outbound one)."""
         chosen = port or next(iter(self.staged.listeners.values()))
-        return Target(chosen, host, headers=tuple((headers or {}).items()))
+        return Target(chosen, host, path, tuple((headers or {}).items()))
 
     def wait_serving(self, target: Target, members: Iterable[str] = ()) -> None:
         """Until the target answers, and from each of `members` when given."""

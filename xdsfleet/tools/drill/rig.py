@@ -37,6 +37,13 @@ class Place:
     member: str | None = None
 
 
+def asyncio_load(
+    target: Target, *, rate: float, seconds: float, events: Sequence[Event] = ()
+) -> tuple[list[Sample], list[Mark]]:
+    """`run_load` from synchronous code."""
+    return asyncio.run(run_load(target, rate=rate, seconds=seconds, events=events))
+
+
 class Rig:
     """Use as a context manager: everything it starts stops at exit."""
 
@@ -144,7 +151,7 @@ class Rig:
         seconds: float,
         events: Sequence[Event] = (),
     ) -> tuple[list[Sample], list[Mark]]:
-        return asyncio.run(run_load(target, rate=rate, seconds=seconds, events=events))
+        return asyncio_load(target, rate=rate, seconds=seconds, events=events)
 
     # --- faults --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from benchmarks import dns_baseline
 from harness.failover import Run
 from harness.scenarios import (
     CANARY_HEADER,
@@ -276,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"  done in {time.monotonic() - started:.0f} s")
     baseline: list[Row] = []
     if args.dns:
-        from benchmarks import dns_baseline
-
         baseline = dns_baseline.run_all(RATE, SECONDS, FAULT_AT, RESTORE_AT, console)
     rows = [Row(r.case.title, r.case.label, r.figures) for r in results]
     Console(width=170).print(table(rows, title="Failover (ours)"))

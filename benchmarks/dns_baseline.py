@@ -24,13 +24,14 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from xdsfleet.tools.drill.figures import figures
-from xdsfleet.tools.drill.load import Event, Target
+from xdsfleet.tools.drill.load import Event, Mark, Sample, Target
 from xdsfleet.tools.drill.processes import Envoy, free_port, get, wait_for
 from xdsfleet.tools.drill.report import Row
 from xdsfleet.tools.drill.rig import asyncio_load
@@ -204,7 +205,14 @@ def _bootstrap(listener: int, dns_port: int) -> dict[str, Any]:
     return {"static_resources": {"listeners": [listener_config], "clusters": [cluster]}}
 
 
-def run_one(fault: Fault, rate: float, console: Console) -> Row:
+@dataclass(frozen=True)
+class Baseline:
+    row: Row
+    samples: list[Sample]
+    marks: list[Mark]
+
+
+def run_one(fault: Fault, rate: float, console: Console) -> Baseline:
     with tempfile.TemporaryDirectory(prefix="xdsfleet-dns-") as tmp, Topology() as topology:
         members = {m: topology.add_member(m, 2) for m in ("zone-a", "zone-b")}
         for member, addresses in members.items():
@@ -230,13 +238,10 @@ def run_one(fault: Fault, rate: float, console: Console) -> Row:
             dns.stop()
     at = {m.label: m.at for m in marks}
     found = figures(samples, fault_at=at["fault"], restore_at=at["restore"], members=["zone-b"])
-    return Row(
-        "DNS failover (STRICT_DNS, TTL 30 s, checks every 5 s, 3 to fail)", str(fault), found
-    )
+    setup = f"DNS failover (TTL {TTL_S} s, checks every {INTERVAL_S:g} s, {THRESHOLD} to fail)"
+    return Baseline(Row(setup, str(fault), found), samples, marks)
 
 
-def run_all(
-    rate: float, _seconds: float, _fault_at: float, _restore_at: float, console: Console
-) -> list[Row]:
-    """Each fault once. The timing differs from the scenarios' on purpose: DNS needs longer."""
+def run_all(rate: float, console: Console) -> list[Baseline]:
+    """Each fault once, SECONDS long: DNS needs longer than the scenarios' runs."""
     return [run_one(fault, rate, console) for fault in Fault]

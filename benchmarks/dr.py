@@ -143,8 +143,10 @@ def run_case(case: Case, work: Path) -> Result:
         return Result(case, run, run.figures(), rig.mode)
 
 
-def _bins(samples: Sequence[Sample], key: Callable[[Sample], str]) -> dict[str, list[int]]:
-    count = int(SECONDS / BIN_S) + 1
+def _bins(
+    samples: Sequence[Sample], key: Callable[[Sample], str], seconds: float
+) -> dict[str, list[int]]:
+    count = int(seconds / BIN_S) + 1
     series: dict[str, list[int]] = {}
     for sample in samples:
         series.setdefault(key(sample), [0] * count)[min(count - 1, int(sample.start / BIN_S))] += 1
@@ -157,7 +159,7 @@ def _outcome(sample: Sample) -> str:
     return "slow (> 1 s)" if sample.latency > 1 else sample.member
 
 
-def plot(results: Sequence[Result], path: Path) -> None:
+def plot(results: Sequence[Result], path: Path, seconds: float = SECONDS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,8 +175,8 @@ def plot(results: Sequence[Result], path: Path) -> None:
         "failed": "red",
     }
     for ax, result in zip(axes[:, 0], results, strict=True):
-        series = _bins(result.run.samples, _outcome)
-        xs = [i * BIN_S for i in range(int(SECONDS / BIN_S) + 1)]
+        series = _bins(result.run.samples, _outcome, seconds)
+        xs = [i * BIN_S for i in range(int(seconds / BIN_S) + 1)]
         bottom = [0] * len(xs)
         for name in [n for n in colors if n in series] + sorted(set(series) - set(colors)):
             ax.bar(
@@ -193,7 +195,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
                 ax.axvline(at, color="black", linestyle=style[1:], linewidth=1)
         ax.set_title(f"{result.case.title}: {result.case.label}", fontsize=10)
         ax.set_ylabel("requests / 100 ms")
-        ax.set_xlim(0, SECONDS)
+        ax.set_xlim(0, seconds)
         ax.legend(fontsize=7, loc="upper right", ncol=3)
     axes[-1, 0].set_xlabel("seconds (dashed: fault, dotted: restore)")
     fig.tight_layout()
@@ -250,6 +252,8 @@ def markdown(results: Sequence[Result], baseline: Sequence[Row], command: str) -
     lines += ["", "Timelines (requests per 100 ms by answering member and outcome):", ""]
     for scenario in dict.fromkeys(r.case.scenario for r in results):
         lines.append(f"![{scenario}](failover-{scenario}.png)")
+    if baseline:
+        lines.append("![DNS baseline](failover-dns.png)")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -275,9 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             results.append(run_case(case, Path(tmp)))
             console.print(f"  done in {time.monotonic() - started:.0f} s")
-    baseline: list[Row] = []
-    if args.dns:
-        baseline = dns_baseline.run_all(RATE, SECONDS, FAULT_AT, RESTORE_AT, console)
+    baselines = dns_baseline.run_all(RATE, console) if args.dns else []
+    baseline = [b.row for b in baselines]
     rows = [Row(r.case.title, r.case.label, r.figures) for r in results]
     Console(width=170).print(table(rows, title="Failover (ours)"))
     if baseline:
@@ -288,6 +291,17 @@ def main(argv: list[str] | None = None) -> int:
                 [r for r in results if r.case.scenario == scenario],
                 DOC.parent / f"failover-{scenario}.png",
             )
+        if baselines:
+            dns_results = [
+                Result(
+                    Case("dns", b.row.scenario, b.row.fault, ("zone-b",)),
+                    Run(b.samples, b.marks, ("zone-b",)),
+                    b.row.figures,
+                    "network namespaces",
+                )
+                for b in baselines
+            ]
+            plot(dns_results, DOC.parent / "failover-dns.png", dns_baseline.SECONDS)
         command = "make bench-dr" + ("" if args.dns else " (without --dns)")
         write_doc(markdown(results, baseline, command))
     return 0

@@ -101,6 +101,17 @@ def _profile(
         raise typer.BadParameter(str(error)) from None
 
 
+def _headers(pairs: list[str] | None) -> dict[str, str]:
+    """`--header NAME=VALUE` options as a mapping."""
+    headers = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
+        headers[name] = value
+    return headers
+
+
 def _fail(error: InvalidInput) -> typer.Exit:
     _print_problems(error.problems)
     return typer.Exit(1)
@@ -314,12 +325,7 @@ def explain_command(
     """Show the route a request takes and each member's share: now, per failover tier, or
     with --fail/--drain, after those members fail or are drained."""
     profile = _profile(role, gateway, member, region, zone)
-    headers = {}
-    for pair in header or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
-        headers[name] = value
+    headers = _headers(header)
     state = _load(fleet)
     scenario = None
     if fail or drain:
@@ -401,6 +407,10 @@ def drill_command(
     ] = 6,
     host: Annotated[str | None, typer.Option(help="Host header (default: a route's).")] = None,
     path: Annotated[str, typer.Option(help="Request path.")] = "/",
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="A request header as NAME=VALUE; repeatable."),
+    ] = None,
     region: RegionOption = "",
     zone: ZoneOption = "",
     loopback: Annotated[
@@ -423,6 +433,7 @@ def drill_command(
         restore_at=restore_at,
         host=host,
         path=path,
+        headers=tuple(_headers(header).items()),
         region=region,
         zone=zone,
         namespaces=not loopback,

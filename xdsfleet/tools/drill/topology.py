@@ -22,10 +22,6 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Self
 
-from xdsfleet.tools.drill.backends import ANSWER_HEADER
-
-__all__ = ["ANSWER_HEADER", "Fault", "Mode", "Topology", "Unsupported"]
-
 
 class Mode(StrEnum):
     NAMESPACES = "network namespaces"

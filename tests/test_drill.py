@@ -59,6 +59,13 @@ def test_a_policy_without_retries_or_ejection_fails_requests_and_the_drill_says_
     assert "requests failed" in done.stdout
 
 
+def test_a_cut_without_network_namespaces_is_refused(fleet: Path) -> None:
+    done = drill(fleet, "--member", "zone-b", "--fault", "cut", "--loopback", *SHORT)
+
+    assert done.returncode == 2
+    assert "a cut needs network namespaces" in done.stderr
+
+
 def test_an_unknown_member_is_refused_before_anything_starts(fleet: Path) -> None:
     done = drill(fleet, "--member", "nowhere", "--fault", "kill")
 

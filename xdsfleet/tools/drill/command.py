@@ -77,6 +77,8 @@ def run(drill: Drill, console: Console) -> bool:
         with rig:
             if rig.topology.mode is Mode.LOOPBACK:
                 why = rig.topology.why_loopback
+                if drill.fault is Fault.CUT:
+                    raise DrillError(f"a cut needs network namespaces ({why}): run as root")
                 console.print(f"[yellow]members on loopback addresses[/yellow] ({why})")
             else:
                 console.print("members in network namespaces of their own")

@@ -20,7 +20,7 @@ from xdsfleet.tools.drill.processes import envoy_binary
 from xdsfleet.tools.drill.report import Row, table
 from xdsfleet.tools.drill.rig import Place, Rig
 from xdsfleet.tools.drill.stage import CannotStage
-from xdsfleet.tools.drill.topology import Fault, Mode
+from xdsfleet.tools.drill.topology import Fault, Mode, Topology
 
 FALLBACK_HOST = "drill.example.com"
 
@@ -71,14 +71,17 @@ def run(drill: Drill, console: Console) -> bool:
     unknown = [m for m in drill.members if m not in known]
     if unknown:
         raise DrillError(f"no member {', '.join(unknown)} in {drill.fleet}")
+    if drill.fault is Fault.CUT:
+        with Topology(namespaces=drill.namespaces) as probe:
+            if probe.mode is Mode.LOOPBACK:
+                why = probe.why_loopback
+                raise DrillError(f"a cut needs network namespaces ({why}): run as root")
     place = Place(role=Role.GATEWAY, region=drill.region, zone=drill.zone)
     try:
         rig = Rig(drill.fleet, drill.gateway, place=place, namespaces=drill.namespaces)
         with rig:
             if rig.topology.mode is Mode.LOOPBACK:
                 why = rig.topology.why_loopback
-                if drill.fault is Fault.CUT:
-                    raise DrillError(f"a cut needs network namespaces ({why}): run as root")
                 console.print(f"[yellow]members on loopback addresses[/yellow] ({why})")
             else:
                 console.print("members in network namespaces of their own")

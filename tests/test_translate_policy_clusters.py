@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from states import AT_GATEWAY, EAST, WEST, fleet, policy, running
 
 from xdsfleet.cache import typeurls
@@ -213,3 +216,23 @@ def test_a_proxyless_client_gets_only_what_grpc_understands() -> None:
     assert cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
     assert list(cluster.health_checks) == []
     assert cluster.HasField("outlier_detection")
+
+
+def test_a_proxyless_route_retries_only_on_the_grpc_statuses_a_policy_names() -> None:
+    members = (running(EAST, "10.0.0.1"), running(WEST, "10.1.0.1"))
+    proxyless = NodeProfile(role=Role.PROXYLESS)
+
+    def route(*policies: Any) -> Any:
+        [listener] = translate(fleet(*members, policies=policies), proxyless)[
+            typeurls.LISTENER
+        ].values()
+        manager = hcm_pb2.HttpConnectionManager()
+        listener.api_listener.api_listener.Unpack(manager)
+        return manager.route_config.virtual_hosts[0].routes[0].route
+
+    given = Retry(attempts=3, retry_on=("connect-failure", "unavailable", "internal"))
+    retry = route(policy("p", retry=given)).retry_policy
+    assert (retry.retry_on, retry.num_retries.value) == ("unavailable,internal", 3)
+    assert not route(policy("p", retry=Retry(attempts=0))).HasField("retry_policy")
+    only_envoy = Retry(retry_on=("connect-failure",))
+    assert not route(policy("p", retry=only_envoy)).HasField("retry_policy")

@@ -198,5 +198,6 @@ def _add_proxyless(resources: Resources, index: ServiceIndex, planner: Planner) 
     """Add one listener per service port: the targets gRPC clients dial."""
     for key in index:
         name = proxyless_listener_name(key.service, key.namespace, key.port)
-        resources[typeurls.LISTENER][name] = proxyless_listener(name, key.cluster)
-        planner.used.add(Destination(key))
+        # `service` also records the cluster as used.
+        retry = planner.service(key).retry
+        resources[typeurls.LISTENER][name] = proxyless_listener(name, key.cluster, retry)

@@ -15,19 +15,32 @@ from typing import Any, Self
 
 from xdsfleet.tools.drill.processes import (
     Envoy,
+    Response,
     Server,
     envoy_binary,
     free_port,
     get,
+    request,
     wait_for,
 )
 
-__all__ = ["Backend", "Envoy", "Server", "envoy_binary", "free_port", "get", "wait_for"]
+__all__ = [
+    "Backend",
+    "Envoy",
+    "Response",
+    "Server",
+    "envoy_binary",
+    "free_port",
+    "get",
+    "request",
+    "wait_for",
+]
 
 
 class Backend:
-    """An HTTP server standing in for one pod: answers every request with who it is, with
-    `status` (a sick pod answers 503)."""
+    """An HTTP server standing in for one pod: answers every request with who it is (`member`,
+    `pod`) and what it received (`method`, `path`, `host`, `headers`, names lowercased), with
+    `status` (a sick pod answers 503). `received` keeps the paths of the requests so far."""
 
     def __init__(self, *, member: str, address: str, port: int, status: int = 200) -> None:
         self.member = member
@@ -35,12 +48,22 @@ class Backend:
         self.port = port
         self.status = status
         self.requests = 0
+        self.received: list[str] = []
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 backend.requests += 1
-                body = json.dumps({"member": backend.member, "pod": backend.address}).encode()
+                backend.received.append(self.path)
+                answer = {
+                    "member": backend.member,
+                    "pod": backend.address,
+                    "method": self.command,
+                    "path": self.path,
+                    "host": self.headers.get("Host", ""),
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                }
+                body = json.dumps(answer).encode()
                 self.send_response(backend.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

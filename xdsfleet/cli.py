@@ -32,7 +32,7 @@ from xdsfleet.tools.drill.command import Drill, DrillError
 from xdsfleet.tools.drill.command import run as run_drill
 from xdsfleet.tools.drill.topology import Fault
 from xdsfleet.tools.explain import Request, Scenario, explain, render_explanation
-from xdsfleet.tools.render import Kind, redacted, render, select, summary
+from xdsfleet.tools.render import Kind, redacted, render, select, summary, unnamed_gateway
 
 app = typer.Typer(
     name="xdsfleet",
@@ -99,6 +99,12 @@ def _profile(
         )
     except ProfileError as error:
         raise typer.BadParameter(str(error)) from None
+
+
+def _check_gateway(state: FleetState, profile: NodeProfile) -> None:
+    if (problem := unnamed_gateway(state, profile)) is not None:
+        err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _headers(pairs: list[str] | None) -> dict[str, str]:
@@ -282,7 +288,9 @@ def render_command(
 ) -> None:
     """Print the resources a node would be served, sorted by type and name."""
     profile = _profile(role, gateway, member, region, zone)
-    rows = select(render(_load(fleet), profile), kinds=kind or (), names=name or ())
+    state = _load(fleet)
+    _check_gateway(state, profile)
+    rows = select(render(state, profile), kinds=kind or (), names=name or ())
     if not show_secrets:
         rows = redacted(rows)
     if output is RenderOutput.SUMMARY:
@@ -327,6 +335,7 @@ def explain_command(
     profile = _profile(role, gateway, member, region, zone)
     headers = _headers(header)
     state = _load(fleet)
+    _check_gateway(state, profile)
     scenario = None
     if fail or drain:
         known = [m.member.name for m in state.members]

@@ -2,7 +2,7 @@
 and Envoy, each with its own log file, on free ports, always stopped by their owner.
 
 Also the small synchronous helpers around them: a free port, a wait with a deadline, one HTTP
-GET. Nothing here is used by `serve` itself.
+request. Nothing here is used by `serve` itself.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -52,6 +54,50 @@ def envoy_binary() -> str:
     return found
 
 
+@dataclass(frozen=True)
+class Response:
+    status: int  # 0: the connection failed
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    port: int,
+    path: str = "/",
+    *,
+    host: str = "",
+    address: str = "127.0.0.1",
+    method: str = "GET",
+    timeout: float = 5,
+    headers: dict[str, str] | None = None,
+    tls_server_name: str | None = None,
+) -> Response:
+    """One HTTP request, over TLS with that SNI name (certificate not verified) when
+    `tls_server_name` is given. Connection errors surface as status 0."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        if tls_server_name is not None:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            # Connected here: http.client would send the Host header as the SNI name.
+            conn.sock = context.wrap_socket(
+                socket.create_connection((address, port), timeout),
+                server_hostname=tls_server_name,
+            )
+        conn.request(method, path, headers={**({"Host": host} if host else {}), **(headers or {})})
+        response = conn.getresponse()
+        found = {k.lower(): v for k, v in response.getheaders()}
+        return Response(response.status, found, response.read())
+    except OSError:
+        return Response(0, {}, b"")
+    finally:
+        conn.close()
+
+
 def get(
     port: int,
     path: str = "/",
@@ -62,15 +108,8 @@ def get(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTP GET; returns status and body. Connection errors surface as status 0."""
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={**({"Host": host} if host else {}), **(headers or {})})
-        response = conn.getresponse()
-        return response.status, response.read()
-    except OSError:
-        return 0, b""
-    finally:
-        conn.close()
+    answer = request(port, path, host=host, address=address, timeout=timeout, headers=headers)
+    return answer.status, answer.body
 
 
 class ChildProcess:

@@ -28,6 +28,8 @@ from xdsfleet.server import ads as ads_server
 from xdsfleet.server import tls
 from xdsfleet.server.ads import AdsService
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class AdminSettings:
@@ -35,9 +37,6 @@ class AdminSettings:
     port: int
     tls: tls.TlsFiles | None = None
     token_file: Path | None = None
-
-
-log = structlog.get_logger(__name__)
 
 
 def read_token(path: Path) -> str:

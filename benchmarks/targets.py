@@ -28,6 +28,8 @@ from benchmarks.plan import Plan
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
+from xdsfleet.pipeline import grpcwake
+from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
@@ -53,6 +55,7 @@ class Serving:
     publisher: Publisher
     ads: AdsService
     port: int
+    lag: LoopLag  # the event loop's lag, measured all along as `serve` does
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -72,12 +75,16 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     publisher = Publisher(state)
     ads = AdsService(publisher.cache)
     server, port = await listen.start(ads, port=0, host=HOST)
+    grpcwake.install()
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
+    lag = LoopLag()
+    lagging = asyncio.create_task(lag.run(), name="loop-lag")
     try:
-        yield Serving(publisher, ads, port)
+        yield Serving(publisher, ads, port, lag)
     finally:
         watchdog.cancel()
-        await asyncio.gather(watchdog, return_exceptions=True)
+        lagging.cancel()
+        await asyncio.gather(watchdog, lagging, return_exceptions=True)
         await server.stop(0)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from waiting import eventually
 
 from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
@@ -22,6 +24,23 @@ def fleet(*pods: tuple[str, bool]) -> FleetState:
     return FleetState(name="f", members=(member,))
 
 
+class Published(list[FleetState]):
+    """The states published, in order; a publish takes `seconds` (yielding to the loop)."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.running = 0
+        self.overlapped = False
+
+    async def __call__(self, state: FleetState) -> None:
+        self.running += 1
+        self.overlapped |= self.running > 1
+        await asyncio.sleep(self.seconds)
+        self.append(state)
+        self.running -= 1
+
+
 def test_a_pod_going_unready_is_a_removal() -> None:
     assert removes_endpoints(fleet(("10.0.0.1", True)), fleet(("10.0.0.1", False)))
 
@@ -37,8 +56,8 @@ def test_a_member_gone_with_ready_pods_is_a_removal() -> None:
 
 
 async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> None:
-    published: list[FleetState] = []
-    store = Debouncer(published.append, quiet=0.05, current=fleet(("10.0.0.1", True)))
+    published = Published()
+    store = Debouncer(published, quiet=0.05, current=fleet(("10.0.0.1", True)))
     grown = [fleet(*((f"10.0.0.{i}", True) for i in range(1, n + 2))) for n in range(1, 5)]
     for state in grown:
         store.update(state)
@@ -48,22 +67,57 @@ async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> Non
 
 
 async def test_a_removal_is_published_without_waiting_for_quiet() -> None:
-    published: list[FleetState] = []
+    published = Published()
     # A quiet period far longer than any test: only the removal path can publish in time.
-    store = Debouncer(
-        published.append, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True))
-    )
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True)))
     store.update(fleet(("10.0.0.1", False)))
     await eventually(lambda: bool(published))
     assert published == [fleet(("10.0.0.1", False))]
 
 
 async def test_an_unchanged_state_is_not_published_again() -> None:
-    published: list[FleetState] = []
+    published = Published()
     same = fleet(("10.0.0.1", True))
-    store = Debouncer(published.append, quiet=0.01, current=same)
+    store = Debouncer(published, quiet=0.01, current=same)
     store.update(fleet(("10.0.0.1", True)))
     store.update(fleet(("10.0.0.1", False)))
     store.update(same)
     await eventually(lambda: not store.pending)
     assert published == []
+
+
+async def test_removals_during_a_publish_wait_for_it_and_only_the_latest_goes_out() -> None:
+    published = Published(seconds=0.2)
+    everything = fleet(*((f"10.0.0.{i}", True) for i in range(1, 6)))
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=everything)
+    # Removals, one after another, while the first publish runs.
+    states = [fleet(*((f"10.0.0.{i}", i > n) for i in range(1, 6))) for n in range(1, 5)]
+    for state in states:
+        store.update(state)
+        await asyncio.sleep(0.01)
+    await eventually(lambda: not store.pending)
+    assert not published.overlapped
+    assert published == [states[0], states[-1]]
+
+
+async def test_publishes_are_paced_by_the_last_one() -> None:
+    published = Published()
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def publish(state: FleetState) -> None:
+        starts.append(loop.time())
+        await published(state)
+
+    store = Debouncer(
+        publish,
+        quiet=3600,
+        max_delay=3600,
+        current=fleet(("10.0.0.1", True), ("10.0.0.2", True)),
+        pace=lambda: 0.3,
+    )
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
+    await eventually(lambda: bool(published))
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", False)))
+    await eventually(lambda: len(published) == 2)
+    assert starts[1] - starts[0] >= 0.3

@@ -35,7 +35,7 @@ from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
 from xdsfleet.translate.services import ServiceIndex, service_index, updated_index
-from xdsfleet.translate.snapshot import Translation, translation
+from xdsfleet.translate.snapshot import Plan, plan
 
 MEMBERS = (Member("east", "r1", "z1"), Member("north", "r1", "z2"), Member("west", "r2", "z3"))
 SERVICES = ("api", "db", "web")
@@ -136,11 +136,11 @@ def full_translations(monkeypatch: pytest.MonkeyPatch) -> list[NodeProfile]:
     """The profiles the publisher translated in full, in order."""
     seen: list[NodeProfile] = []
 
-    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Translation:
+    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Plan:
         seen.append(profile)
-        return translation(state, profile, index)
+        return plan(state, profile, index)
 
-    monkeypatch.setattr("xdsfleet.pipeline.publisher.translation", counting)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.plan", counting)
     return seen
 
 

@@ -2,15 +2,20 @@
 
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
-removals are what a failover waits for.
+removals are what a failover waits for. "At once" still waits for the publish under way and its
+pace (below): a second publish started over the first would only make every stream skip one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+import structlog
 
 from xdsfleet.model.fleet import FleetState, MemberState
+
+log = structlog.get_logger(__name__)
 
 QUIET = 0.1
 MAX_DELAY = 1.0
@@ -39,21 +44,35 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
 
 
 class Debouncer:
+    """Hands states to an asynchronous `publish`, one publish at a time.
+
+    Publishes are paced: one starts no earlier than `pace()` seconds after the previous one
+    ended (`serve` passes the last publish's wall time, during which its slices shared the loop
+    with the fan-out of what it set). While a publish runs, states keep arriving and only the
+    latest waits; so no generation is skipped because the next was published over it before it
+    went out, and a burst costs one publish per fan-out, not one per event.
+    """
+
     def __init__(
         self,
-        publish: Callable[[FleetState], None],
+        publish: Callable[[FleetState], Awaitable[None]],
         *,
         quiet: float = QUIET,
         max_delay: float = MAX_DELAY,
         current: FleetState | None = None,
+        pace: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._publish = publish
         self._quiet = quiet
         self._max_delay = max_delay
+        self._pace = pace
         self.current = current
         self._pending: FleetState | None = None
         self._first_at = 0.0
         self._timer: asyncio.Handle | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._ended_at = -float("inf")
+        self._due = False  # a flush came while a publish ran: publish again when it ends
 
     def update(self, state: FleetState) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +80,8 @@ class Debouncer:
         if self._pending is None:
             self._first_at = now
         self._pending = state
+        if self._due:
+            return  # the state goes out as soon as the running publish and its pace allow
         if self._timer is not None:
             self._timer.cancel()
         if self.current is None or removes_endpoints(self.current, state):
@@ -71,13 +92,45 @@ class Debouncer:
 
     @property
     def pending(self) -> bool:
-        """True while an update waits to be published."""
-        return self._timer is not None
+        """True while an update waits to be published or a publish runs."""
+        return self._timer is not None or self._running is not None or self._due
 
     def flush(self) -> None:
         self._timer = None
+        loop = asyncio.get_running_loop()
+        if self._running is not None:
+            self._due = True
+            return
+        not_before = self._ended_at + self._pace()
+        if loop.time() < not_before:
+            self._timer = loop.call_at(not_before, self.flush)
+            return
+        self._due = False
         state, self._pending = self._pending, None
         if state is None or state == self.current:
             return
         self.current = state
-        self._publish(state)
+        self._running = asyncio.create_task(self._run(state), name="publish")
+
+    async def stop(self) -> None:
+        """Cancel what waits and the publish under way."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = False
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def _run(self, state: FleetState) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._publish(state)
+        except Exception as err:
+            # A bug: the streams keep what they were last sent, and the next state is tried.
+            log.error("publish_failed", error=repr(err))
+        finally:
+            self._running = None
+            self._ended_at = loop.time()
+            if self._due:
+                self.flush()

@@ -16,8 +16,11 @@ full translation per that many patched resources.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
@@ -30,13 +33,30 @@ from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
-from xdsfleet.translate.snapshot import translate_destinations, translation
+from xdsfleet.translate.snapshot import Resources, by_port, plan, translate_destinations
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 EMPTY = Snapshot(resources={}, versions={})
 
 Destinations = Mapping[ServicePortKey, tuple[Destination, ...]]
+
+
+# The longest stretch a publish runs on the event loop before letting streams be served:
+# grpc.aio moves no byte while the loop is held (BENCHMARKS.md, finding 2.1).
+SLICE_SECONDS = 0.01
+# Destinations translated between two looks at the clock.
+_STEP = 16
+
+Steps = Generator[None, None, T]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    profiles: int
+    changed: int
+    incremental: bool
 
 
 class Publisher:
@@ -49,49 +69,44 @@ class Publisher:
         self._destinations: dict[NodeProfile, Destinations] = {}
         # Resources patched since the last full translation.
         self._patched = 0
+        # Wall time of the last publish, slices and what ran between them included, and the
+        # CPU time of its own work.
+        self.last_seconds = 0.0
+        self.last_cpu = 0.0
         self.cache = SnapshotCache(self._first_snapshot)
 
-    def _build(self, profile: NodeProfile) -> Snapshot | None:
-        self._destinations.pop(profile, None)
-        try:
-            result = translation(self.state, profile, self._index)
-            snapshot = build_snapshot(result.resources, self._encoder)
-        except InconsistentSnapshot as err:
-            self._rejected(profile, err)
-            return None
-        self._destinations[profile] = result.destinations
-        return snapshot
+    def publish(self, state: FleetState) -> None:
+        """Publish `state` in one go: for callers with no streams to keep serving (the CLI,
+        tests, benchmarks that measure translation itself)."""
+        started, cpu = time.perf_counter(), time.thread_time()
+        done = _run(self._publishing(state))
+        self._published(done, started, time.thread_time() - cpu)
 
-    def _patch(self, profile: NodeProfile, ports: Collection[ServicePortKey]) -> Snapshot | None:
-        """The profile's snapshot with the clusters and assignments of `ports` rebuilt: all
-        that a change of endpoints alone can change."""
-        previous = self.cache.get(profile)
-        destinations = self._destinations.pop(profile, None)
-        if destinations is None:
-            return self._build(profile)
-        used = [d for key in sorted(ports) for d in destinations.get(key, ())]
-        patch = translate_destinations(self.state, profile, self._index, used)
-        self._patched += sum(len(named) for named in patch.values())
-        try:
-            snapshot = patch_snapshot(previous, patch, self._encoder)
-        except InconsistentSnapshot as err:
-            self._rejected(profile, err)
-            return None
-        self._destinations[profile] = destinations
-        return snapshot
-
-    @staticmethod
-    def _rejected(profile: NodeProfile, err: InconsistentSnapshot) -> None:
-        # A bug in translation, not bad input: say so loudly, and keep serving the previous
-        # snapshot rather than one that would leave clients warming.
-        metrics.SNAPSHOT_REJECTIONS.inc()
-        log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
+    async def publish_in_slices(self, state: FleetState) -> None:
+        """Publish `state`, handing the loop back every `SLICE_SECONDS` so that streams keep
+        being served while a large change (a member lost: every assignment of every profile)
+        is translated. Profiles are set as they are done. Never run two at once."""
+        started = time.perf_counter()
+        steps = self._publishing(state)
+        cpu = 0.0
+        while True:
+            deadline = time.perf_counter() + SLICE_SECONDS
+            slice_started = time.thread_time()
+            try:
+                while time.perf_counter() < deadline:
+                    next(steps)
+            except StopIteration as end:
+                cpu += time.thread_time() - slice_started
+                self._published(end.value, started, cpu)
+                return
+            cpu += time.thread_time() - slice_started
+            await asyncio.sleep(0)
 
     def _first_snapshot(self, profile: NodeProfile) -> Snapshot:
-        return self._build(profile) or EMPTY
+        return _run(self._build(profile)) or EMPTY
 
-    def publish(self, state: FleetState) -> None:
-        started = time.perf_counter()
+    def _publishing(self, state: FleetState) -> Steps[_Done]:
+        """The work of a publish, yielding wherever it may be interrupted."""
         previous, self.state = self.state, state
         ports = self._update_index(previous, state)
         if not only_members_changed(previous, state) or self._patched > self._served():
@@ -101,23 +116,91 @@ class Publisher:
             del self._destinations[gone]
         changed = 0
         for profile in profiles:
-            snapshot = self._build(profile) if ports is None else self._patch(profile, ports)
+            yield
+            if ports is None:
+                snapshot = yield from self._build(profile)
+            else:
+                snapshot = yield from self._patch(profile, ports)
             if snapshot is not None:
                 changed += self.cache.set(profile, snapshot)
         if ports is None:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
-        elapsed = time.perf_counter() - started
+        return _Done(len(profiles), changed, incremental=ports is not None)
+
+    def _published(self, done: _Done, started: float, cpu: float) -> None:
+        self.last_seconds = elapsed = time.perf_counter() - started
+        self.last_cpu = cpu
         metrics.GENERATIONS.inc()
-        metrics.TRANSLATE_SECONDS.observe(elapsed)
+        metrics.TRANSLATE_SECONDS.observe(cpu)
+        metrics.PUBLISH_SECONDS.observe(elapsed)
         log.info(
             "fleet_published",
-            profiles=len(profiles),
-            changed=changed,
-            incremental=ports is not None,
+            profiles=done.profiles,
+            changed=done.changed,
+            incremental=done.incremental,
             ms=round(elapsed * 1000, 2),
+            cpu_ms=round(cpu * 1000, 2),
         )
+
+    def _build(self, profile: NodeProfile) -> Steps[Snapshot | None]:
+        self._destinations.pop(profile, None)
+        state, index = self.state, self._index
+        planned = plan(state, profile, index)
+        resources = planned.resources
+        yield from self._translate(resources, profile, planned.used)
+        try:
+            snapshot = build_snapshot(resources, self._encoder)
+        except InconsistentSnapshot as err:
+            self._rejected(profile, err)
+            return None
+        self._destinations[profile] = by_port(planned.used)
+        return snapshot
+
+    def _patch(
+        self, profile: NodeProfile, ports: Collection[ServicePortKey]
+    ) -> Steps[Snapshot | None]:
+        """The profile's snapshot with the clusters and assignments of `ports` rebuilt: all
+        that a change of endpoints alone can change."""
+        destinations = self._destinations.pop(profile, None)
+        if destinations is None:
+            return (yield from self._build(profile))
+        used = [d for key in sorted(ports) for d in destinations.get(key, ())]
+        patch: Resources = {}
+        yield from self._translate(patch, profile, used)
+        self._patched += sum(len(named) for named in patch.values())
+        try:
+            # The profile's snapshot as it is now: a stream may have built it meanwhile.
+            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder)
+        except InconsistentSnapshot as err:
+            self._rejected(profile, err)
+            return None
+        self._destinations[profile] = destinations
+        return snapshot
+
+    def _translate(
+        self, resources: Resources, profile: NodeProfile, used: Sequence[Destination]
+    ) -> Steps[None]:
+        """Add the clusters and assignments of `used` to `resources`, encoded, a few at a
+        time. The encoder remembers each message, so building the snapshot then only looks
+        them up."""
+        for start in range(0, len(used), _STEP):
+            chunk = used[start : start + _STEP]
+            for type_url, named in translate_destinations(
+                self.state, profile, self._index, chunk
+            ).items():
+                resources.setdefault(type_url, {}).update(named)
+                for name, message in named.items():
+                    self._encoder.encode(type_url, name, message)
+            yield
+
+    @staticmethod
+    def _rejected(profile: NodeProfile, err: InconsistentSnapshot) -> None:
+        # A bug in translation, not bad input: say so loudly, and keep serving the previous
+        # snapshot rather than one that would leave clients warming.
+        metrics.SNAPSHOT_REJECTIONS.inc()
+        log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
     def _served(self) -> int:
         """How many resources the cached snapshots hold: what patches may add to memory before
@@ -142,6 +225,15 @@ class Publisher:
         if all(_same_shape(before, self._index, key) for key in ports):
             return ports
         return None
+
+
+def _run(steps: Steps[T]) -> T:
+    """Run `steps` to the end without interruption; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 def _same_shape(before: ServiceIndex, after: ServiceIndex, key: ServicePortKey) -> bool:

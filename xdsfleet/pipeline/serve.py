@@ -22,9 +22,10 @@ from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import httpapi
+from xdsfleet.pipeline import grpcwake, httpapi
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.debounce import Debouncer
+from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.pipeline.ramps import Ramper
 from xdsfleet.pipeline.unresolved import UnresolvedReporter
@@ -172,11 +173,11 @@ async def serve(settings: Settings) -> None:
     unresolved = UnresolvedReporter(lambda: source.origins if source is not None else {})
     unresolved.check(first.result())
 
-    def published(state: FleetState) -> None:
-        publisher.publish(state)
+    async def published(state: FleetState) -> None:
+        await publisher.publish_in_slices(state)
         unresolved.check(state)
 
-    debouncer = Debouncer(published, current=first.result())
+    debouncer = Debouncer(published, current=first.result(), pace=lambda: publisher.last_seconds)
     # Sources -> ramps -> debouncer -> publisher.
     ramper = Ramper(debouncer.update, current=first.result())
     ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
@@ -195,6 +196,9 @@ async def serve(settings: Settings) -> None:
     status = asyncio.create_task(writer.run(), name="status-writer")
     _guard(status, stop)
     xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
+    grpcwake.install()
+    lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
+    _guard(lag, stop)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
     runner = await httpapi.start(
         httpapi.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
@@ -219,9 +223,10 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
-        for task in (ramping, watchdog, status):
+        for task in (ramping, watchdog, status, lag):
             task.cancel()
-        await asyncio.gather(ramping, watchdog, status, return_exceptions=True)
+        await asyncio.gather(ramping, watchdog, status, lag, return_exceptions=True)
+        await debouncer.stop()
         await writer.stop()
         await _stop_sources(source, tasks, aggregator)
         await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))

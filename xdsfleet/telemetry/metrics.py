@@ -90,3 +90,16 @@ STATUS_WRITES = Counter(
 STATUS_LEADER = Gauge(
     "xdsfleet_status_leader", "1 while this replica holds the status Lease and writes status."
 )
+# Event-loop health: a callback that holds the loop delays every stream's I/O (grpc.aio stops
+# reading and writing while the loop is busy; BENCHMARKS.md, finding 2.1).
+EVENT_LOOP_LAG = Histogram(
+    "xdsfleet_event_loop_lag_seconds",
+    "How late the event loop ran a timer due now: the longest any callback held it, sampled.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PUBLISH_SECONDS = Histogram(
+    "xdsfleet_publish_seconds",
+    "Wall time from a fleet state handed to the publisher until every watched profile's snapshot "
+    "is set; translation runs in slices, so this includes the serving done between them.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)

@@ -288,3 +288,58 @@ def test_patches_give_way_to_a_full_translation_once_they_add_up(
     assert 0 < len(full_translations) < served
     assert len(full_translations) % len(PROFILES) == 0
     assert_as_rebuilt(publisher)
+
+
+def lost(state: FleetState, position: int) -> FleetState:
+    """The member as the aggregator shows one it cannot reach: empty and stale."""
+    return with_member(state, position, services=(), endpoint_slices=(), exports=(), stale=True)
+
+
+EXPORTING = dataclasses.replace(
+    STATE,
+    export_all=False,
+    members=tuple(
+        dataclasses.replace(m, exports=tuple(("ns", s) for s in SERVICES)) for m in STATE.members
+    ),
+)
+
+
+@pytest.mark.parametrize("base", [STATE, EXPORTING], ids=["export-all", "exports"])
+def test_a_member_lost_and_restored_is_patched_as_a_rebuild_would(
+    base: FleetState, full_translations: list[NodeProfile]
+) -> None:
+    publisher = published(base)
+    full_translations.clear()
+
+    publisher.publish(lost(base, 2))
+    assert_as_rebuilt(publisher)
+    publisher.publish(base)
+    assert_as_rebuilt(publisher)
+
+    # Every other member still has every service: only assignments and clusters changed.
+    assert full_translations == []
+
+
+def test_a_service_no_longer_exported_by_one_member_is_patched(
+    full_translations: list[NodeProfile],
+) -> None:
+    publisher = published(EXPORTING)
+    full_translations.clear()
+
+    publisher.publish(with_member(EXPORTING, 1, exports=(("ns", "api"), ("ns", "web"))))
+
+    assert full_translations == []
+    assert_as_rebuilt(publisher)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [lost(EXPORTING, 0), with_member(EXPORTING, 2, exports=(("ns", "db"),))],
+)
+def test_the_updated_index_follows_exports(after: FleetState) -> None:
+    changes = service_changes(EXPORTING, after)
+    assert changes is not None
+
+    entries, _ = updated_index(service_index(EXPORTING), after, changes)
+
+    assert list(entries.items()) == list(service_index(after).items())

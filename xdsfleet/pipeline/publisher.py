@@ -17,6 +17,7 @@ full translation per that many patched resources.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ class Publisher:
                 while time.perf_counter() < deadline:
                     next(steps)
             except StopIteration as end:
+                # What the publish built lives until a later one replaces it: out of the
+                # collector's full passes, which otherwise walk the whole fleet (100-500 ms at
+                # E = 20,000, finding nothing) and hold the loop. Freezing is O(1); a frozen
+                # object is still freed when its last reference goes, only a cycle formed
+                # after freezing is not collected.
+                gc.freeze()
                 cpu += time.thread_time() - slice_started
                 self._published(end.value, started, cpu)
                 return

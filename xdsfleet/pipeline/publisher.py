@@ -32,6 +32,7 @@ from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
+from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
 from xdsfleet.translate.snapshot import Resources, by_port, plan, translate_destinations
@@ -65,6 +66,8 @@ class Publisher:
         self.state = state
         self._index = service_index(state)
         self._encoder = Encoder()
+        # This publisher's translation memos: nothing else shares them.
+        self._memo = Memo()
         # Per profile whose cached snapshot was made from `self.state`: the clusters each
         # service port gave it. A profile missing here is translated in full.
         self._destinations: dict[NodeProfile, Destinations] = {}
@@ -80,7 +83,7 @@ class Publisher:
         """Publish `state` in one go: for callers with no streams to keep serving (the CLI,
         tests, benchmarks that measure translation itself)."""
         started, cpu = time.perf_counter(), time.thread_time()
-        done = _run(self._publishing(state))
+        done = self._run(self._publishing(state))
         self._published(done, started, time.thread_time() - cpu)
 
     async def publish_in_slices(self, state: FleetState) -> None:
@@ -94,8 +97,9 @@ class Publisher:
             deadline = time.perf_counter() + SLICE_SECONDS
             slice_started = time.thread_time()
             try:
-                while time.perf_counter() < deadline:
-                    next(steps)
+                with self._memo.active():
+                    while time.perf_counter() < deadline:
+                        next(steps)
             except StopIteration as end:
                 # What the publish built lives until a later one replaces it: out of the
                 # collector's full passes, which otherwise walk the whole fleet (100-500 ms at
@@ -110,7 +114,16 @@ class Publisher:
             await asyncio.sleep(0)
 
     def _first_snapshot(self, profile: NodeProfile) -> Snapshot:
-        return _run(self._build(profile)) or EMPTY
+        return self._run(self._build(profile)) or EMPTY
+
+    def _run(self, steps: Steps[T]) -> T:
+        """Run `steps` to the end without interruption; its result."""
+        with self._memo.active():
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
 
     def _publishing(self, state: FleetState) -> Steps[_Done]:
         """The work of a publish, yielding wherever it may be interrupted."""
@@ -232,15 +245,6 @@ class Publisher:
         if all(_same_shape(before, self._index, key) for key in ports):
             return ports
         return None
-
-
-def _run(steps: Steps[T]) -> T:
-    """Run `steps` to the end without interruption; its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
 
 def _same_shape(before: ServiceIndex, after: ServiceIndex, key: ServicePortKey) -> bool:

@@ -22,7 +22,7 @@ from xdsfleet.translate.listeners import (
     quic_listener,
 )
 from xdsfleet.translate.localities import view_of
-from xdsfleet.translate.memo import memoised_by_identity, start_generation
+from xdsfleet.translate.memo import Memo, current, memoised_by_identity, start_generation
 from xdsfleet.translate.names import (
     gateway_listener_name,
     outbound_name,
@@ -62,9 +62,11 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
     """Type URL -> resource name -> message, for every type of `cache.typeurls.ORDER`.
 
     Pure and deterministic. The messages are shared with other profiles and generations:
-    callers must never mutate them.
+    callers must never mutate them. Uses the current memo (`memo.Memo.active`), or one of its
+    own for this call.
     """
-    return translation(state, profile, service_index(state)).resources
+    with (current() or Memo()).active():
+        return translation(state, profile, service_index(state)).resources
 
 
 def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Translation:

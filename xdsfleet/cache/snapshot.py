@@ -28,6 +28,9 @@ HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR
 
 # One generation's change: the versions it started from, and the names it changed, per type.
 Step = tuple[Mapping[str, str], Mapping[str, frozenset[str]]]
+# Generations of change sets kept at most; fewer when they name more resources than the
+# snapshot holds (walking every name is then no dearer than their union).
+HISTORY = 32
 
 
 class InconsistentSnapshot(ValueError):
@@ -50,6 +53,8 @@ class Snapshot:
     # so that a stream a few generations behind still does work in proportion to the changes
     # (under churn a stream is often two or three behind). Bounded by `_keep`.
     earlier: tuple[Step, ...] = ()
+    # How many names `changed` and `earlier` hold together: what bounds `earlier`.
+    history_size: int = 0
 
     def of(self, type_url: str) -> Mapping[str, Encoded]:
         return self.resources.get(type_url, {})
@@ -70,11 +75,20 @@ class Snapshot:
                 return frozenset(names)
         return None
 
-    def _history(self) -> tuple[Step, ...]:
-        """What a snapshot that replaces this one keeps as `earlier`."""
+    def _succeeded(self, changed: Mapping[str, frozenset[str]]) -> dict[str, Any]:
+        """The history fields of a snapshot that replaces this one with `changed`: this one's
+        own step joins `earlier`, and the oldest steps go while the names they hold outnumber
+        the resources (or there are more than HISTORY)."""
+        size = sum(len(names) for names in changed.values())
         if not self.base_versions:
-            return ()
-        return _keep(((self.base_versions, self.changed), *self.earlier), self.resources)
+            return {"earlier": (), "history_size": size}
+        steps = ((self.base_versions, self.changed), *self.earlier)
+        total = size + self.history_size
+        budget = sum(len(named) for named in self.resources.values())
+        while steps and (total > budget or len(steps) > HISTORY):
+            total -= sum(len(names) for names in steps[-1][1].values())
+            steps = steps[:-1]
+        return {"earlier": steps, "history_size": total}
 
     def after(self, previous: Snapshot) -> Snapshot:
         """This snapshot, knowing what changed since `previous`."""
@@ -94,7 +108,7 @@ class Snapshot:
                 or a.version != b.version
             )
         return replace(
-            self, base_versions=previous.versions, changed=changed, earlier=previous._history()
+            self, base_versions=previous.versions, changed=changed, **previous._succeeded(changed)
         )
 
 
@@ -163,7 +177,7 @@ def patch_snapshot(
         eds,
         base_versions=previous.versions,
         changed=changed,
-        earlier=previous._history(),
+        **previous._succeeded(changed),
     )
 
 

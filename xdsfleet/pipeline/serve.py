@@ -31,7 +31,7 @@ from xdsfleet.pipeline.ramps import Ramper
 from xdsfleet.pipeline.unresolved import UnresolvedReporter
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
-from xdsfleet.sources.files import FileSource
+from xdsfleet.sources.files import FileSource, ParseCache
 from xdsfleet.sources.kube.client import Access
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.status.writer import StatusWriter
@@ -60,6 +60,8 @@ class Settings:
     member_startup_seconds: float = 30.0
     # How often the replica holding the status Lease renews it and writes what changed.
     status_seconds: float = 5.0
+    # Where parsed fleet files are kept across restarts (sources.files.ParseCache); None: off.
+    parse_cache: Path | None = None
 
 
 class Stopped(Exception):
@@ -102,7 +104,8 @@ def _start_sources(
         return None, []
     if settings.fleet is None:
         raise ValueError("serve needs a Fleet file or a Fleet resource")
-    source = FileSource(settings.fleet)
+    cache = ParseCache(settings.parse_cache) if settings.parse_cache is not None else None
+    source = FileSource(settings.fleet, cache)
 
     def on_files(state: FleetState) -> None:
         aggregator.set_base(state, fleet_cluster=cluster_access(source.fleet_spec))

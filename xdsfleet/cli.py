@@ -1,4 +1,5 @@
-"""The `xdsfleet` command line (DESIGN.md, "CLI"): thin commands over the app layer."""
+"""The `xdsfleet` command line (docs/architecture.md, "CLI"): thin commands over the pipeline and
+tools."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-# Metadata keys read from the Envoy `node` (DESIGN.md, "Node -> profile").
+# Metadata keys read from the Envoy `node` (docs/architecture.md, "Node → profile").
 ROLE_KEY = "xdsfleet.io/role"
 GATEWAY_KEY = "xdsfleet.io/gateway"
 MEMBER_KEY = "xdsfleet.io/member"

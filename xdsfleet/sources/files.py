@@ -1,9 +1,9 @@
 """The file source: a fleet kept as YAML files on disk, loaded once or followed live.
 
 Files are the simplest way to run a fleet: the built-in demo, tests, small fleets, a GitOps
-checkout. Each file is parsed alone and keeps its last good version, so an edit that breaks one
-file is rejected with precise problems while valid edits of every other file still apply (DESIGN
-decision 5, "never make things worse").
+checkout. Each file is parsed alone and keeps its last good version, so an edit that breaks one file
+is rejected with precise problems while valid edits of every other file still apply
+(docs/architecture.md, decision 5, "never make things worse").
 
 It must not interpret documents (that is `manifests.py`) nor know what the state is used for: it
 reads, watches, decides which version of each file counts, and hands on whole `FleetState`s.

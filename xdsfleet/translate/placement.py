@@ -1,9 +1,9 @@
 """Where each member of a service port stands for one node: its tier and its locality weights.
 
-DESIGN.md's rules (tiers by topology, weight = healthy endpoints x member weight), the
-TrafficPolicy's (explicit tiers, shares, drain, pinning; docs/policy.md) and the ramps of members
-back from drain meet here, as plain values: `endpoints` turns them into assignments. Nothing here
-builds messages.
+The rules of docs/architecture.md, "Localities and tiers" (tiers by topology, weight = healthy
+endpoints x member weight), the TrafficPolicy's (explicit tiers, shares, drain, pinning;
+docs/policy.md) and the ramps of members back from drain meet here, as plain values: `endpoints`
+turns them into assignments. Nothing here builds messages.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.pipeline import grpcwake
+from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server import listen
@@ -56,6 +57,7 @@ class Serving:
     ads: AdsService
     port: int
     lag: LoopLag  # the event loop's lag, measured all along as `serve` does
+    fanout: FanOut  # publish pacing and convergence, as in `serve`
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -76,15 +78,19 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     ads = AdsService(publisher.cache)
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
-    watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     lag = LoopLag()
-    lagging = asyncio.create_task(lag.run(), name="loop-lag")
+    fanout = FanOut(publisher.cache, ads.streams.values)
+    background = [
+        asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
+        asyncio.create_task(lag.run(), name="loop-lag"),
+        asyncio.create_task(fanout.run(), name="convergence"),
+    ]
     try:
-        yield Serving(publisher, ads, port, lag)
+        yield Serving(publisher, ads, port, lag, fanout)
     finally:
-        watchdog.cancel()
-        lagging.cancel()
-        await asyncio.gather(watchdog, lagging, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await server.stop(0)
 
 

@@ -31,3 +31,4 @@ async def test_a_member_lost_and_restored_cuts_no_stream_and_all_end_on_the_late
     # type it subscribes to (None: not within the measure's limit).
     assert section.data["drain_seconds"] is not None
     assert section.data["publishes"] > 2  # the loss and the restore were published, at least
+    assert section.data["eds_converged"] > 0  # xdsfleet_convergence_seconds saw them through

@@ -52,9 +52,6 @@ class Options:
     open_limit: int = 100
     lose_member: bool = True
     protocol: str = "mixed"
-    # An experiment, not xdsfleet as it is: publishes held at least this many seconds apart,
-    # as a debouncer that paced publishes by fan-out would. 0: the debouncer alone.
-    pace: float = 0.0
 
 
 class ClientAcks:
@@ -206,12 +203,7 @@ async def measure(options: Options) -> Section:
     rate = options.shape.endpoints * options.per_minute / 60
     async with targets.serving(fleet.state()) as served:
         lags = Lags(served)
-        publisher = served.publisher
-        store = Debouncer(
-            lags.publish,
-            current=fleet.state(),
-            pace=lambda: max(options.pace, publisher.last_seconds),
-        )
+        store = Debouncer(lags.publish, current=fleet.state(), settle=served.fanout.settle)
         generator = _Generator(churn, store)
         with run.frozen_start_up():
             # Streams the server cuts come back, as Envoys would: the run goes on and says so.
@@ -232,6 +224,7 @@ async def measure(options: Options) -> Section:
                 cpu0, clients0, wall0 = time.process_time(), proc.cpu_seconds(pid), time.monotonic()
                 spent0, events0 = lags.bookkeeping + generator.cpu, generator.events
                 cut0 = _send_timeouts()
+                converged0 = _convergence()
                 served.lag.reset()
                 lost = options.shape.members - 1 if options.lose_member else None
                 await generator.run(options.seconds, rate, lost)
@@ -243,6 +236,9 @@ async def measure(options: Options) -> Section:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
                 loop_lag = served.lag.largest
+                converged_sum, converged_count = (
+                    now - before for now, before in zip(_convergence(), converged0, strict=True)
+                )
                 lags.measuring = False
                 events = generator.events - events0
                 drain = await _catch_up(lambda: store.pending, served, options.clients)
@@ -284,6 +280,11 @@ async def measure(options: Options) -> Section:
         ),
         ("streams cut by the send timeout", f"{cut:,.0f}", "(they reconnect)"),
         ("event-loop lag, largest, ms", ms(loop_lag), f"target ≤ {ms(TARGET_LOOP_LAG)}"),
+        (
+            "EDS convergence, mean, ms",
+            ms(converged_sum / converged_count) if converged_count else "-",
+            f"{converged_count:,.0f} of {lags.publishes:,} publishes converged",
+        ),
     ]
     return Section(
         measure="churn",
@@ -294,9 +295,8 @@ async def measure(options: Options) -> Section:
         columns=("figure", "value", ""),
         rows=rows,
         notes=(
-            "Through the debouncer (coalescing; removals published at once)"
-            + (f", then held {options.pace:g} s apart (experiment)" if options.pace else "")
-            + ".",
+            "Through the debouncer (coalescing; removals published at once) and the fan-out",
+            "pacing of `serve` (the next publish waits until the streams took the last).",
             "A member lost at 1/3 and restored at 2/3."
             if options.lose_member
             else "No member lost.",
@@ -334,6 +334,8 @@ async def measure(options: Options) -> Section:
             "lag_histogram": dict(lags.histogram),
             "streams_cut": cut,
             "loop_lag_max": loop_lag,
+            "eds_convergence_mean": converged_sum / converged_count if converged_count else None,
+            "eds_converged": converged_count,
         },
     )
 
@@ -349,6 +351,16 @@ async def _catch_up(
     except TimeoutError:
         return None
     return time.monotonic() - started
+
+
+def _convergence() -> tuple[float, float]:
+    """Sum and count of `xdsfleet_convergence_seconds{type="EDS"}` so far."""
+    labels = {"type": typeurls.SHORT_NAMES[typeurls.ENDPOINT]}
+    sample = REGISTRY.get_sample_value
+    return (
+        sample("xdsfleet_convergence_seconds_sum", labels) or 0.0,
+        sample("xdsfleet_convergence_seconds_count", labels) or 0.0,
+    )
 
 
 def _send_timeouts() -> float:

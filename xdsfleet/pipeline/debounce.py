@@ -46,11 +46,12 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
 class Debouncer:
     """Hands states to an asynchronous `publish`, one publish at a time.
 
-    Publishes are paced: one starts no earlier than `pace()` seconds after the previous one
-    ended (`serve` passes the last publish's wall time, during which its slices shared the loop
-    with the fan-out of what it set). While a publish runs, states keep arriving and only the
-    latest waits; so no generation is skipped because the next was published over it before it
-    went out, and a burst costs one publish per fan-out, not one per event.
+    Publishes are paced: after each, `settle(event_at)` is awaited before the next may start
+    (`serve` passes `FanOut.settle`, which waits until the streams have taken what was
+    published; `event_at` is the loop time of the first event of the state published). While a
+    publish and its settling run, states keep arriving and only the latest waits; so no
+    generation is skipped because the next was published over it before the streams got to it,
+    and a burst costs one publish per fan-out, not one per event.
     """
 
     def __init__(
@@ -60,18 +61,17 @@ class Debouncer:
         quiet: float = QUIET,
         max_delay: float = MAX_DELAY,
         current: FleetState | None = None,
-        pace: Callable[[], float] = lambda: 0.0,
+        settle: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._publish = publish
         self._quiet = quiet
         self._max_delay = max_delay
-        self._pace = pace
+        self._settle = settle
         self.current = current
         self._pending: FleetState | None = None
         self._first_at = 0.0
         self._timer: asyncio.Handle | None = None
         self._running: asyncio.Task[None] | None = None
-        self._ended_at = -float("inf")
         self._due = False  # a flush came while a publish ran: publish again when it ends
 
     def update(self, state: FleetState) -> None:
@@ -97,20 +97,15 @@ class Debouncer:
 
     def flush(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
         if self._running is not None:
             self._due = True
-            return
-        not_before = self._ended_at + self._pace()
-        if loop.time() < not_before:
-            self._timer = loop.call_at(not_before, self.flush)
             return
         self._due = False
         state, self._pending = self._pending, None
         if state is None or state == self.current:
             return
         self.current = state
-        self._running = asyncio.create_task(self._run(state), name="publish")
+        self._running = asyncio.create_task(self._run(state, self._first_at), name="publish")
 
     async def stop(self) -> None:
         """Cancel what waits and the publish under way."""
@@ -122,15 +117,15 @@ class Debouncer:
             self._running.cancel()
             await asyncio.gather(self._running, return_exceptions=True)
 
-    async def _run(self, state: FleetState) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run(self, state: FleetState, event_at: float) -> None:
         try:
             await self._publish(state)
+            if self._settle is not None:
+                await self._settle(event_at)
         except Exception as err:
             # A bug: the streams keep what they were last sent, and the next state is tried.
             log.error("publish_failed", error=repr(err))
         finally:
             self._running = None
-            self._ended_at = loop.time()
             if self._due:
                 self.flush()

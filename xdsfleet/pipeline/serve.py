@@ -25,6 +25,7 @@ from xdsfleet.model.fleet import FleetState
 from xdsfleet.pipeline import grpcwake, httpapi
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.debounce import Debouncer
+from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.pipeline.ramps import Ramper
@@ -180,12 +181,13 @@ async def serve(settings: Settings) -> None:
         await publisher.publish_in_slices(state)
         unresolved.check(state)
 
-    debouncer = Debouncer(published, current=first.result(), pace=lambda: publisher.last_seconds)
+    ads = AdsService(publisher.cache)
+    fanout = FanOut(publisher.cache, ads.streams.values)
+    debouncer = Debouncer(published, current=first.result(), settle=fanout.settle)
     # Sources -> ramps -> debouncer -> publisher.
     ramper = Ramper(debouncer.update, current=first.result())
     ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
     _guard(ramping, stop)
-    ads = AdsService(publisher.cache)
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     _guard(watchdog, stop)
     writer = StatusWriter(
@@ -202,6 +204,8 @@ async def serve(settings: Settings) -> None:
     grpcwake.install()
     lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
     _guard(lag, stop)
+    converging = asyncio.create_task(fanout.run(), name="convergence")
+    _guard(converging, stop)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
     runner = await httpapi.start(
         httpapi.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
@@ -226,9 +230,9 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
-        for task in (ramping, watchdog, status, lag):
+        for task in (ramping, watchdog, status, lag, converging):
             task.cancel()
-        await asyncio.gather(ramping, watchdog, status, lag, return_exceptions=True)
+        await asyncio.gather(ramping, watchdog, status, lag, converging, return_exceptions=True)
         await debouncer.stop()
         await writer.stop()
         await _stop_sources(source, tasks, aggregator)

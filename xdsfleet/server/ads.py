@@ -172,7 +172,7 @@ class AdsService:
                 wake.clear()
                 if reader.done():
                     break
-                snapshot = self._cache.get(info.profile)
+                snapshot = self._cache.take(info.profile, wake.set)
                 for response in info.machine.next_responses(snapshot):
                     # No timer per write (it showed in profiles): the watchdog checks this.
                     info.writing_since = loop.time()

@@ -1,0 +1,74 @@
+"""The snapshot cache counts the streams woken that have not taken their snapshot yet: what
+publishes are paced by (pipeline/fanout.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from snapshots import snapshot
+
+from xdsfleet.cache.cache import SnapshotCache
+from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.pipeline.fanout import FanOut
+
+SIDECAR = NodeProfile(role=Role.SIDECAR)
+GATEWAY = NodeProfile(role=Role.GATEWAY, gateway="infra/edge")
+ONE = snapshot({"a": ("10.0.0.1",)})
+TWO = snapshot({"a": ("10.0.0.2",)})
+
+
+class Stream:
+    def __init__(self, cache: SnapshotCache, profile: NodeProfile) -> None:
+        self.woken = 0
+        self.cancel = cache.watch(profile, self.wake)
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def test_a_set_owes_each_watcher_of_the_profile_one_take() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    first, second, other = Stream(cache, SIDECAR), Stream(cache, SIDECAR), Stream(cache, GATEWAY)
+    taken: list[int] = []
+    cache.on_taken = lambda: taken.append(cache.owed)
+
+    cache.set(SIDECAR, TWO)
+    assert (first.woken, second.woken, other.woken) == (1, 1, 0)
+    assert cache.owed == 2
+    assert cache.take(SIDECAR, first.wake).versions == TWO.versions
+    assert cache.owed == 1
+    assert taken == []
+    second.cancel()  # a stream that goes owes nothing
+    assert cache.owed == 0
+    assert taken == [0]
+
+
+def test_a_watcher_given_up_on_is_not_owed_until_it_takes_again() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    Stream(cache, SIDECAR)  # slow: never takes
+    fast = Stream(cache, SIDECAR)
+    cache.set(SIDECAR, TWO)
+    cache.give_up()
+    assert cache.owed == 0
+
+    cache.set(SIDECAR, ONE)
+    assert cache.owed == 0  # both still woken; both given up on
+    cache.take(SIDECAR, fast.wake)
+    cache.set(SIDECAR, TWO)
+    assert cache.owed == 1  # the fast one again; the slow one never took
+
+
+async def test_settling_waits_for_the_streams_to_take_and_gives_up_at_the_limit() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    stream = Stream(cache, SIDECAR)
+    fanout = FanOut(cache, list, limit=0.2)
+    cache.set(SIDECAR, TWO)
+    settling = asyncio.create_task(fanout.settle(0.0))
+    await asyncio.sleep(0)
+    assert not settling.done()
+    cache.take(SIDECAR, stream.wake)
+    await asyncio.wait_for(settling, 1.0)
+
+    cache.set(SIDECAR, ONE)  # not taken: settling ends at the limit
+    await asyncio.wait_for(fanout.settle(0.0), 1.0)
+    assert cache.owed == 0

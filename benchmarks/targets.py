@@ -75,7 +75,7 @@ class Serving:
 @contextlib.asynccontextmanager
 async def serving(state: FleetState) -> AsyncIterator[Serving]:
     publisher = Publisher(state)
-    ads = AdsService(publisher.cache)
+    ads = AdsService(publisher.cache, prepare=publisher.prepare)
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
     lag = LoopLag()

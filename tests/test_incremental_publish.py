@@ -4,6 +4,7 @@ versions (so replicas that never took the incremental path agree)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -343,3 +344,22 @@ def test_the_updated_index_follows_exports(after: FleetState) -> None:
     entries, _ = updated_index(service_index(EXPORTING), after, changes)
 
     assert list(entries.items()) == list(service_index(after).items())
+
+
+async def test_a_first_snapshot_prepared_in_slices_is_of_the_latest_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publisher = published(STATE)
+    newcomer = NodeProfile(role=Role.SIDECAR, region="r2", zone="z9")
+    publisher.cache.watch(newcomer, lambda: None)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.SLICE_SECONDS", 0.0)  # yield at every step
+    preparing = asyncio.create_task(publisher.prepare(newcomer))
+    await asyncio.sleep(0)  # under way, and suspended
+
+    await publisher.publish_in_slices(new_endpoints(STATE, 2, "api", 7))
+    await preparing
+
+    served = publisher.cache.get(newcomer)
+    rebuilt = build_snapshot(translate(publisher.state, newcomer), Encoder())
+    assert wire_view(served) == wire_view(rebuilt)
+    assert_as_rebuilt(publisher)

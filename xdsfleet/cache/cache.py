@@ -55,6 +55,10 @@ class SnapshotCache:
             snapshot = self._snapshots[profile] = self._builder(profile)
         return snapshot
 
+    def peek(self, profile: NodeProfile) -> Snapshot | None:
+        """The profile's snapshot if it has one; never builds it."""
+        return self._snapshots.get(profile)
+
     def take(self, profile: NodeProfile, wake: Wake) -> Snapshot:
         """The latest snapshot, for the watcher `wake` that was woken: it is no longer owed
         one."""

@@ -81,7 +81,11 @@ class FanOut:
 
     def _follow(self, event_at: float) -> None:
         targets: dict[str, dict[NodeProfile, str]] = {}
-        versions = {p: self._cache.get(p).versions for p in self._cache.profiles()}
+        versions = {
+            profile: snapshot.versions
+            for profile in self._cache.profiles()
+            if (snapshot := self._cache.peek(profile)) is not None
+        }
         for profile, now in versions.items():
             before = self._versions.get(profile, {})
             for type_url, version in now.items():

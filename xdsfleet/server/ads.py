@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,9 +83,18 @@ def _delta_bytes(response: Response) -> bytes:
 class AdsService:
     """Serves SotW and Delta ADS from a snapshot cache."""
 
-    def __init__(self, cache: SnapshotCache, *, send_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        *,
+        send_timeout: float = 30.0,
+        prepare: Callable[[NodeProfile], Awaitable[None]] | None = None,
+    ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
+        # Builds a new profile's first snapshot without holding the loop (the publisher's);
+        # without it, the cache builds it when the stream first reads it.
+        self._prepare = prepare
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
 
@@ -167,6 +176,8 @@ class AdsService:
         )
         reason = "client_closed"
         try:
+            if self._prepare is not None:
+                await self._prepare(info.profile)
             while True:
                 await wake.wait()
                 wake.clear()

@@ -9,7 +9,7 @@ from snapshots import snapshot
 
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.pipeline.fanout import FanOut
+from xdsfleet.pipeline.fanout import WAKE_BATCH, FanOut
 
 SIDECAR = NodeProfile(role=Role.SIDECAR)
 GATEWAY = NodeProfile(role=Role.GATEWAY, gateway="infra/edge")
@@ -72,3 +72,17 @@ async def test_settling_waits_for_the_streams_to_take_and_gives_up_at_the_limit(
     cache.set(SIDECAR, ONE)  # not taken: settling ends at the limit
     await asyncio.wait_for(fanout.settle(0.0), 1.0)
     assert cache.owed == 0
+
+
+async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    FanOut(cache, list)
+    streams = [Stream(cache, SIDECAR) for _ in range(WAKE_BATCH * 2 + 1)]
+
+    cache.set(SIDECAR, TWO)
+
+    assert sum(s.woken for s in streams) == WAKE_BATCH
+    await asyncio.sleep(0)
+    assert sum(s.woken for s in streams) == 2 * WAKE_BATCH
+    await asyncio.sleep(0)
+    assert all(s.woken == 1 for s in streams)

@@ -31,6 +31,9 @@ class SnapshotCache:
         self._laggards: set[Wake] = set()
         # Called when the last woken watcher not given up on takes its snapshot (or goes).
         self.on_taken: Callable[[], None] | None = None
+        # Calls the watchers to wake; the server spreads them over loop iterations (FanOut),
+        # so that a thousand streams answering one change do not make one long iteration.
+        self.waker: Callable[[list[Wake]], None] = _wake_all
 
     def watch(self, profile: NodeProfile, wake: Wake) -> Callable[[], None]:
         """Wake `wake` whenever `profile`'s snapshot changes; returns the cancel function."""
@@ -91,7 +94,12 @@ class SnapshotCache:
         if old is not None and old.versions == snapshot.versions:
             return False
         self._snapshots[profile] = snapshot if old is None else snapshot.after(old)
-        for wake in list(self._watchers.get(profile, ())):
-            self._woken.add(wake)
-            wake()
+        wakes = list(self._watchers.get(profile, ()))
+        self._woken.update(wakes)
+        self.waker(wakes)
         return True
+
+
+def _wake_all(wakes: list[Wake]) -> None:
+    for wake in wakes:
+        wake()

@@ -61,17 +61,20 @@ def test_a_watcher_given_up_on_is_not_owed_until_it_takes_again() -> None:
 async def test_settling_waits_for_the_streams_to_take_and_gives_up_at_the_limit() -> None:
     cache = SnapshotCache(lambda _: ONE)
     stream = Stream(cache, SIDECAR)
-    fanout = FanOut(cache, list, limit=0.2)
+    fanout = FanOut(cache, list, limit=30)  # no stream status: each poll finds all ACKed
+    following = asyncio.create_task(fanout.run())
     cache.set(SIDECAR, TWO)
     settling = asyncio.create_task(fanout.settle(0.0))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.1)  # polls come and go: only the take ends the wait
     assert not settling.done()
     cache.take(SIDECAR, stream.wake)
-    await asyncio.wait_for(settling, 1.0)
+    await asyncio.wait_for(settling, 5.0)
 
-    cache.set(SIDECAR, ONE)  # not taken: settling ends at the limit
-    await asyncio.wait_for(fanout.settle(0.0), 1.0)
+    fanout.limit = 0.2
+    cache.set(SIDECAR, ONE)  # not taken: settling ends at the limit, and gives up on it
+    await asyncio.wait_for(fanout.settle(0.0), 5.0)
     assert cache.owed == 0
+    following.cancel()
 
 
 async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:

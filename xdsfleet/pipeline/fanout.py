@@ -2,20 +2,22 @@
 measure convergence, from the source event to the last stream's ACK of what it changed.
 
 Pacing by fan-out: a publish that comes while streams are still taking the previous one makes
-them skip it (a stream always reads the latest snapshot). Waiting until every woken stream has
-taken its snapshot, for at most `limit` seconds, costs nothing when streams keep up and, when
+them skip it (a stream always reads the latest snapshot). So after a publish, the next waits
+until every woken stream has taken its snapshot and every stream has ACKed the versions it
+changed, for at most `limit` seconds in all: this costs little when streams keep up and, when
 they do not, turns a storm of publishes into one per fan-out. Streams still owed a snapshot
-when the limit passes are slow ones: they are not waited for again until they catch up
-(rule 23; `SnapshotCache.give_up`).
+when the limit passes are slow ones and are not waited for again until they catch up (rule 23;
+`SnapshotCache.give_up`); a stream stuck in a write for longer than `limit` is not waited for
+an ACK.
 
 Waking: the streams of a profile that changed are woken `WAKE_BATCH` per loop iteration, not all
 at once (each answers in the iteration after its wake-up).
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
-stream of those profiles subscribed to the type has ACKed the new version; found by looking at
-the streams' status every `poll` seconds, so it is exact to that much. A generation replaced
-before it converged is not observed.
+stream of those profiles subscribed to the type (and not stuck) has ACKed the new version; found
+by looking at the streams' status every `poll` seconds, so it is exact to that much. A
+generation replaced before it converged is not observed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from xdsfleet.server.ads import StreamInfo
 from xdsfleet.telemetry import metrics
 
 LIMIT = 1.0  # rule 24: no change waits longer than a second for another
-POLL = 0.05
+POLL = 0.025
 # Streams woken per loop iteration: each then computes and writes its responses in the next
 # one (~0.1-0.5 ms each at E = 100,000), so an iteration stays in the tens of milliseconds.
 WAKE_BATCH = 32
@@ -64,6 +66,7 @@ class FanOut:
         self._waking: deque[Wake] = deque()
         self._versions: dict[NodeProfile, Mapping[str, str]] = {}
         self._pending: _Pending | None = None
+        self._converged = asyncio.Event()
 
     async def settle(self, event_at: float) -> None:
         """Wait until every stream woken by the publish just made has taken its snapshot (at
@@ -71,13 +74,14 @@ class FanOut:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._follow(event_at)
-        if self._cache.owed:
-            self._taken.clear()
-            try:
-                async with asyncio.timeout(self.limit):
+        try:
+            async with asyncio.timeout(self.limit):
+                if self._cache.owed:
+                    self._taken.clear()
                     await self._taken.wait()
-            except TimeoutError:
-                self._cache.give_up()
+                await self._converged.wait()
+        except TimeoutError:
+            self._cache.give_up()
         metrics.FANOUT_SECONDS.observe(loop.time() - started)
 
     async def run(self) -> None:
@@ -115,12 +119,18 @@ class FanOut:
                     targets.setdefault(type_url, {})[profile] = version
         self._versions = versions
         self._pending = _Pending(event_at, targets) if targets else None
+        if targets:
+            self._converged.clear()
+        else:
+            self._converged.set()
 
     def _check(self, now: float) -> None:
         pending = self._pending
         assert pending is not None
         behind: set[str] = set()
         for info in self._streams():
+            if info.writing_since is not None and info.writing_since < now - self.limit:
+                continue  # stuck: the watchdog's business, not a reason to wait
             for type_url, status in info.machine.status().items():
                 target = pending.targets.get(type_url, {}).get(info.profile)
                 if target is not None and status.acked_version != target:
@@ -131,3 +141,4 @@ class FanOut:
             del pending.targets[type_url]
         if not pending.targets:
             self._pending = None
+            self._converged.set()

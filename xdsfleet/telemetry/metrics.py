@@ -105,14 +105,14 @@ PUBLISH_SECONDS = Histogram(
 )
 FANOUT_SECONDS = Histogram(
     "xdsfleet_fanout_seconds",
-    "After a publish, until every stream woken has taken the new snapshot (capped at 1 s; "
-    "slower streams are not waited for): what paces the next publish.",
+    "After a publish, until every stream woken has taken the new snapshot and ACKed what it "
+    "changed (capped at 1 s; slower streams are not waited for): what paces the next publish.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 CONVERGENCE_SECONDS = Histogram(
     "xdsfleet_convergence_seconds",
     "From the first source event of a published state to the last ACK, by every stream "
-    "subscribed, of the versions it changed, per type (sampled every 50 ms).",
+    "subscribed, of the versions it changed, per type (sampled every 25 ms).",
     ["type"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

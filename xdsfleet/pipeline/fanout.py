@@ -23,6 +23,7 @@ generation replaced before it converged is not observed.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ class FanOut:
         except TimeoutError:
             self._cache.give_up()
         metrics.FANOUT_SECONDS.observe(loop.time() - started)
+        # What the fan-out made (each stream's responses, remembered until ACKed) out of the
+        # collector's full passes, as the publisher does with what it built: at E = 100,000
+        # and 1,000 streams those passes otherwise take 70-240 ms each.
+        gc.freeze()
+        metrics.GC_FROZEN.set(gc.get_freeze_count())
 
     async def run(self) -> None:
         """Observe convergence until cancelled."""

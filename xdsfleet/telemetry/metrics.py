@@ -116,3 +116,9 @@ CONVERGENCE_SECONDS = Histogram(
     ["type"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+GC_FROZEN = Gauge(
+    "xdsfleet_gc_frozen_objects",
+    "Objects moved out of the collector's passes (gc.freeze after each publish and fan-out): "
+    "a frozen object is freed when its last reference goes, but a reference cycle it joins "
+    "after freezing is never collected, so steady growth here is such a leak.",
+)

@@ -248,7 +248,8 @@ LEVEL_FIELDS = {
     ),
     Level.ROUTE: frozenset({"pin", "retry"}),
     Level.LISTENER: frozenset({"http3"}),
-    Level.FLEET: frozenset({"sidecar"}),
+    # `members` of a Fleet policy drain members from every service (drain only).
+    Level.FLEET: frozenset({"sidecar", "members"}),
 }
 
 EMPTY = PolicySpec()

@@ -21,11 +21,13 @@ import pickle
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from watchfiles import awatch
 
+from xdsfleet.documents.certificates import certificate_problems
 from xdsfleet.documents.manifests import (
     FileContents,
     FleetFiles,
@@ -377,14 +379,17 @@ def load_fleet(path: Path, cache: ParseCache | None = None) -> LoadedFleet:
     return outcome.loaded
 
 
-def validate_fleet(path: Path) -> list[Problem]:
+def validate_fleet(path: Path, now: datetime | None = None) -> list[Problem]:
     """Everything wrong with a fleet: parse problems, or when it parses, what its routes
-    reference that does not exist. Empty when valid."""
+    reference that does not exist and what is wrong with its TLS Secrets at `now` (default:
+    the clock). Empty when valid; warnings (`Severity.WARNING`) do not make it invalid."""
     try:
         loaded = load_fleet(path)
     except InvalidInput as invalid:
         return list(invalid.problems)
-    return reference_problems(loaded.state, loaded.origins)
+    problems = reference_problems(loaded.state, loaded.origins)
+    when = now if now is not None else datetime.now(UTC)
+    return problems + certificate_problems(loaded.state, loaded.origins, when)
 
 
 class FileSource:

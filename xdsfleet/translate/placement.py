@@ -46,12 +46,18 @@ class Placement:
 DEFAULT_PLACEMENT = Placement()
 
 
-def placement_of(spec: PolicySpec, ramps: tuple[tuple[str, int], ...] = ()) -> Placement:
+def placement_of(
+    spec: PolicySpec,
+    ramps: tuple[tuple[str, int], ...] = (),
+    fleet_drained: frozenset[str] = frozenset(),
+) -> Placement:
+    """The placement a service port's policy asks for; `fleet_drained` are the members drained
+    from every service (`snapshot.fleet_drained`)."""
     weighted = tuple((m.name, m.weight) for m in spec.members if m.weight is not None)
     failover = spec.failover
     return Placement(
         shares=tuple(sorted(weighted)) if weighted else None,
-        drained=frozenset(m.name for m in spec.members if m.drain),
+        drained=fleet_drained | {m.name for m in spec.members if m.drain},
         tiers=failover.tiers if failover is not None else (),
         overprovisioning_factor=failover.overprovisioning_factor if failover else None,
         health_check_port=spec.health_check.port if spec.health_check is not None else None,

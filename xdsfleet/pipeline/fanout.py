@@ -12,8 +12,8 @@ an ACK.
 
 Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
 once (each answers in the iteration after its wake-up), the batch sized so that an iteration
-takes about `ITERATION_SECONDS`: 32 streams when each answers a small change in 0.1 ms, one at a
-time when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
+takes about `ITERATION_SECONDS`: 32 streams when each answers a small change in 0.1 ms, down to
+`MIN_WAKE_BATCH` when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
@@ -39,10 +39,12 @@ from xdsfleet.telemetry import metrics
 
 LIMIT = 1.0  # rule 24: no change waits longer than a second for another
 POLL = 0.025
-# Streams woken per loop iteration at first and at most; the batch then follows how long the
-# iterations take.
+# Streams woken per loop iteration at first and at most, and at least; in between, the batch
+# follows how long the iterations take (they also run ACKs, gRPC completions and the
+# collector, so the floor keeps a fan-out from crawling one stream per iteration).
 WAKE_BATCH = 32
-ITERATION_SECONDS = 0.01
+MIN_WAKE_BATCH = 4
+ITERATION_SECONDS = 0.02
 
 
 @dataclass(slots=True)
@@ -116,7 +118,8 @@ class FanOut:
         if self._batch_at is not None:
             # The iteration since the last batch ran that batch's streams: scale to the target.
             took = max(now - self._batch_at, 1e-4)
-            self._batch = max(1, min(WAKE_BATCH, int(self._batch * ITERATION_SECONDS / took)))
+            wanted = int(self._batch * ITERATION_SECONDS / took)
+            self._batch = max(MIN_WAKE_BATCH, min(WAKE_BATCH, wanted))
         for _ in range(min(self._batch, len(self._waking))):
             self._waking.popleft()()
         if self._waking:

@@ -88,6 +88,6 @@ async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:
         woken.append(sum(s.woken for s in streams))
         await asyncio.sleep(0)
 
-    assert woken[0] == WAKE_BATCH  # the first batch at once, the others later
-    assert len(woken) > 1
+    # The first batch at once, the others in later iterations (cheap wake-ups: bigger batches).
+    assert woken[0] == WAKE_BATCH < len(streams)
     assert all(s.woken == 1 for s in streams)

@@ -12,8 +12,8 @@ an ACK.
 
 Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
 once (each answers in the iteration after its wake-up), the batch sized so that an iteration
-takes about `ITERATION_SECONDS`: 32 streams when each answers a small change in 0.1 ms, down to
-`MIN_WAKE_BATCH` when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
+takes about `ITERATION_SECONDS`: hundreds of streams when each answers a small change in 0.1 ms,
+two or so when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
@@ -39,11 +39,12 @@ from xdsfleet.telemetry import metrics
 
 LIMIT = 1.0  # rule 24: no change waits longer than a second for another
 POLL = 0.025
-# Streams woken per loop iteration at first and at most, and at least; in between, the batch
-# follows how long the iterations take (they also run ACKs, gRPC completions and the
-# collector, so the floor keeps a fan-out from crawling one stream per iteration).
-WAKE_BATCH = 32
-MIN_WAKE_BATCH = 4
+# Streams woken in the first loop iteration of a fan-out; then the batch follows how long the
+# iterations take, within [MIN_WAKE_BATCH, MAX_WAKE_BATCH]. Each fan-out starts small again:
+# the last one's batch says nothing of what this change costs a stream.
+WAKE_BATCH = 8
+MIN_WAKE_BATCH = 2
+MAX_WAKE_BATCH = 1024
 ITERATION_SECONDS = 0.02
 
 
@@ -111,15 +112,18 @@ class FanOut:
         idle = not self._waking
         self._waking.extend(wakes)
         if idle:
+            self._batch = WAKE_BATCH
             self._wake_batch()
 
     def _wake_batch(self) -> None:
-        now = time.perf_counter()
+        now = time.thread_time()
         if self._batch_at is not None:
             # The iteration since the last batch ran that batch's streams: scale to the target.
+            # Thread CPU, not wall time: on a busy machine a process that is not scheduled
+            # would otherwise shrink the batches for nothing.
             took = max(now - self._batch_at, 1e-4)
             wanted = int(self._batch * ITERATION_SECONDS / took)
-            self._batch = max(MIN_WAKE_BATCH, min(WAKE_BATCH, wanted))
+            self._batch = max(MIN_WAKE_BATCH, min(MAX_WAKE_BATCH, wanted))
         for _ in range(min(self._batch, len(self._waking))):
             self._waking.popleft()()
         if self._waking:

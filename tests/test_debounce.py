@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import given
+from hypothesis import strategies as st
 from waiting import eventually
 
 from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
@@ -126,3 +128,59 @@ async def test_the_next_publish_waits_for_the_last_to_settle() -> None:
     await eventually(lambda: len(published) == 2)
     # The event time handed to settle is the loop time of the state's first update.
     assert settling[0] <= asyncio.get_running_loop().time()
+
+
+def reference_removes(old: FleetState, new: FleetState) -> bool:
+    """The definition: some (namespace, service, address) ready in a member of `old` is not
+    ready in that member of `new` (or the member is gone)."""
+
+    def ready(member: MemberState) -> set[tuple[str, str, str]]:
+        return {
+            (s.namespace, s.service_name, a)
+            for s in member.endpoint_slices
+            for e in s.endpoints
+            if e.ready
+            for a in e.addresses
+        }
+
+    after = {m.member.name: ready(m) for m in new.members}
+    return any(ready(m) - after.get(m.member.name, set()) for m in old.members)
+
+
+_endpoints = st.lists(
+    st.builds(
+        lambda address, ready: Endpoint(addresses=(address,), ready=ready),
+        st.sampled_from(("10.0.0.1", "10.0.0.2", "10.0.0.3")),
+        st.booleans(),
+    ),
+    max_size=3,
+)
+_slice = st.builds(
+    lambda name, service, endpoints: EndpointSlice("default", name, service, (), tuple(endpoints)),
+    st.sampled_from(("s1", "s2", "s3")),
+    st.sampled_from(("shop", "cart")),
+    _endpoints,
+)
+
+
+@given(
+    st.lists(_slice, max_size=4),
+    st.lists(st.sampled_from(("keep", "replace", "drop")), min_size=4, max_size=4),
+    st.lists(_slice, min_size=4, max_size=4),
+    st.lists(_slice, max_size=2),
+)
+def test_the_removal_check_looks_only_at_replaced_slices_and_agrees_with_its_definition(
+    slices: list[EndpointSlice],
+    fates: list[str],
+    replacements: list[EndpointSlice],
+    added: list[EndpointSlice],
+) -> None:
+    zone = Member(name="zone-a", region="r", zone="z")
+    new_slices = [
+        s if fate == "keep" else replacement
+        for s, fate, replacement in zip(slices, fates, replacements, strict=False)
+        if fate != "drop"
+    ] + added
+    old = FleetState("f", (MemberState(zone, endpoint_slices=tuple(slices)),))
+    new = FleetState("f", (MemberState(zone, endpoint_slices=tuple(new_slices)),))
+    assert removes_endpoints(old, new) == reference_removes(old, new)

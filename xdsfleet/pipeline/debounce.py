@@ -9,11 +9,11 @@ pace (below): a second publish started over the first would only make every stre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from xdsfleet.model.fleet import FleetState, MemberState
+from xdsfleet.model.fleet import EndpointSlice, FleetState, MemberState
 
 log = structlog.get_logger(__name__)
 
@@ -21,14 +21,32 @@ QUIET = 0.1
 MAX_DELAY = 1.0
 
 
-def _ready_addresses(member: MemberState) -> set[tuple[str, str, str]]:
+def _ready_addresses(slices: Iterable[EndpointSlice]) -> set[tuple[str, str, str]]:
     return {
         (s.namespace, s.service_name, address)
-        for s in member.endpoint_slices
+        for s in slices
         for e in s.endpoints
         if e.ready
         for address in e.addresses
     }
+
+
+def _member_removes(previous: MemberState, member: MemberState) -> bool:
+    """Whether a ready address of `previous` is gone or not ready in `member`. Only the slices
+    that are not the very same objects are looked at (the sources share unchanged ones): an
+    event costs its slice, not the member's thousands."""
+    if previous.endpoint_slices is member.endpoint_slices:
+        return False
+    kept = {id(s) for s in member.endpoint_slices}
+    replaced = [s for s in previous.endpoint_slices if id(s) not in kept]
+    before = _ready_addresses(replaced)
+    if not before:
+        return False
+    services = {(namespace, service) for namespace, service, _ in before}
+    after = _ready_addresses(
+        s for s in member.endpoint_slices if (s.namespace, s.service_name) in services
+    )
+    return bool(before - after)
 
 
 def removes_endpoints(old: FleetState, new: FleetState) -> bool:
@@ -38,9 +56,9 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
         previous = before.pop(member.member.name, None)
         if previous is None or previous is member:
             continue
-        if _ready_addresses(previous) - _ready_addresses(member):
+        if _member_removes(previous, member):
             return True
-    return any(_ready_addresses(m) for m in before.values())
+    return any(_ready_addresses(m.endpoint_slices) for m in before.values())
 
 
 class Debouncer:

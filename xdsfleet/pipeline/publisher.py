@@ -46,8 +46,6 @@ from xdsfleet.translate.snapshot import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-EMPTY = Snapshot(resources={}, versions={})
-
 Destinations = Mapping[ServicePortKey, tuple[Destination, ...]]
 
 
@@ -109,14 +107,20 @@ class Publisher:
         """Build the first snapshot of a profile that a stream has just started watching, in
         slices: at E = 100,000 a profile takes ~0.3 s to translate, which would otherwise hold
         the loop when a new kind of client connects (the cache builds synchronously for any
-        other caller). Returns once the profile has a snapshot of the latest state."""
+        other caller). Returns once the profile has a snapshot of the latest state, or when
+        the build fails: the cache's own build then decides (and refuses the stream)."""
         if self.cache.peek(profile) is None:
             self._warn_without_locality(profile)
         while self.cache.peek(profile) is None:
             state = self.state
-            snapshot, _ = await self._sliced(self._build(profile))
+            try:
+                snapshot, _ = await self._sliced(self._build(profile))
+            except Exception:  # logged when the cache's build meets it again
+                return
+            if snapshot is None:
+                return
             if self.cache.peek(profile) is None and self.state is state:
-                self.cache.set(profile, snapshot or EMPTY)
+                self.cache.set(profile, snapshot)
 
     async def _sliced(self, steps: Steps[T]) -> tuple[T, float]:
         """Run `steps` to the end in slices of at most `SLICE_SECONDS`; its result and the CPU
@@ -135,9 +139,19 @@ class Publisher:
             cpu += time.thread_time() - slice_started
             await asyncio.sleep(0)
 
-    def _first_snapshot(self, profile: NodeProfile) -> Snapshot:
+    def _first_snapshot(self, profile: NodeProfile) -> Snapshot | None:
+        """A new profile's snapshot, or None when it cannot be built: the cache then refuses
+        its streams (`UNAVAILABLE`, and Envoy keeps what it has) instead of serving an empty
+        snapshot, which would delete all of it."""
         self._warn_without_locality(profile)
-        return self._run(self._build(profile)) or EMPTY
+        try:
+            return self._run(self._build(profile))
+        except Exception as err:
+            # Any failure, not only an inconsistent result: one profile's bug must not end
+            # the stream (or the process) of everyone else.
+            metrics.SNAPSHOT_REJECTIONS.inc()
+            log.error("snapshot_build_failed", profile=profile.describe(), exc_info=err)
+            return None
 
     def _warn_without_locality(self, profile: NodeProfile) -> None:
         if locality_warning(profile) is not None:
@@ -152,6 +166,15 @@ class Publisher:
                     hint="give the node --region/--zone/--member (xdsfleet bootstrap) or "
                     "explicit failover.tiers in a TrafficPolicy",
                 )
+
+    def node_problem(self, profile: NodeProfile) -> str | None:
+        """What makes `profile`'s configuration empty that its clients cannot tell: a gateway
+        the fleet does not have."""
+        if profile.gateway is None:
+            return None
+        if any(f"{g.namespace}/{g.name}" == profile.gateway for g in self.state.gateways):
+            return None
+        return f"gateway {profile.gateway} is not in the fleet: its listeners are empty"
 
     def _run(self, steps: Steps[T]) -> T:
         """Run `steps` to the end without interruption; its result."""

@@ -181,7 +181,7 @@ async def serve(settings: Settings) -> None:
         await publisher.publish_in_slices(state)
         unresolved.check(state)
 
-    ads = AdsService(publisher.cache, prepare=publisher.prepare)
+    ads = AdsService(publisher.cache, problem_of=publisher.node_problem, prepare=publisher.prepare)
     fanout = FanOut(publisher.cache, ads.streams.values)
     debouncer = Debouncer(published, current=first.result(), settle=fanout.settle)
     # Sources -> ramps -> debouncer -> publisher.

@@ -24,11 +24,9 @@ class LoopLag:
         self.interval = interval
         self.largest = 0.0  # seconds, since the start or the last `reset`
         self.largest_own = 0.0
-        self.samples = 0
 
     def reset(self) -> None:
         self.largest = self.largest_own = 0.0
-        self.samples = 0
 
     async def run(self) -> None:
         """Sample until cancelled."""
@@ -40,4 +38,3 @@ class LoopLag:
             metrics.EVENT_LOOP_LAG.observe(lag)
             self.largest = max(self.largest, lag)
             self.largest_own = max(self.largest_own, min(lag, time.thread_time() - cpu))
-            self.samples += 1

@@ -77,9 +77,7 @@ class Publisher:
         self._destinations: dict[NodeProfile, Destinations] = {}
         # Resources patched since the last full translation.
         self._patched = 0
-        # Wall time of the last publish, slices and what ran between them included, and the
-        # CPU time of its own work.
-        self.last_seconds = 0.0
+        # The CPU time of the last publish's own work (its slices, not what ran between them).
         self.last_cpu = 0.0
         self.cache = SnapshotCache(self._first_snapshot)
 
@@ -212,7 +210,7 @@ class Publisher:
         return _Done(len(profiles), changed, incremental=ports is not None)
 
     def _published(self, done: _Done, started: float, cpu: float) -> None:
-        self.last_seconds = elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
         self.last_cpu = cpu
         metrics.GENERATIONS.inc()
         metrics.TRANSLATE_SECONDS.observe(cpu)

@@ -4,12 +4,15 @@ publishes are paced by (pipeline/fanout.py)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from snapshots import snapshot
 
 from xdsfleet.cache.cache import SnapshotCache
+from xdsfleet.cache.typeurls import ENDPOINT
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.pipeline.fanout import WAKE_BATCH, FanOut
+from xdsfleet.server.protocol import TypeStatus
 
 SIDECAR = NodeProfile(role=Role.SIDECAR)
 GATEWAY = NodeProfile(role=Role.GATEWAY, gateway="infra/edge")
@@ -91,3 +94,42 @@ async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:
     # The first batch at once, the others in later iterations (cheap wake-ups: bigger batches).
     assert woken[0] == WAKE_BATCH < len(streams)
     assert all(s.woken == 1 for s in streams)
+
+
+@dataclass
+class FakeStream:
+    """What FanOut reads of a stream: its profile, whether it is stuck, its per-type status."""
+
+    profile: NodeProfile
+    statuses: dict[str, TypeStatus]
+    writing_since: float | None = None
+
+    @property
+    def machine(self) -> FakeStream:
+        return self
+
+    def status(self) -> dict[str, TypeStatus]:
+        return self.statuses
+
+
+async def test_convergence_waits_for_the_acks_of_what_each_stream_was_sent() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    watcher = Stream(cache, SIDECAR)  # the two streams' watch: they take at once
+    cache.set(SIDECAR, ONE)
+    cache.take(SIDECAR, watcher.wake)
+    new = TWO.versions[ENDPOINT]
+    old = ONE.versions[ENDPOINT]
+    sent = FakeStream(SIDECAR, {ENDPOINT: TypeStatus(sent_version=new, acked_version=old)})
+    untouched = FakeStream(SIDECAR, {ENDPOINT: TypeStatus(sent_version=old, acked_version=old)})
+    fanout = FanOut(cache, lambda: [sent, untouched], limit=30, poll=0.01)  # type: ignore[list-item]
+    following = asyncio.create_task(fanout.run())
+    await asyncio.wait_for(fanout.settle(0.0), 5.0)  # the first look: all held already
+    cache.set(SIDECAR, TWO)
+    cache.take(SIDECAR, watcher.wake)
+    settling = asyncio.create_task(fanout.settle(0.0))
+    await asyncio.sleep(0.1)  # polls come and go: one stream still owes its ACK
+    assert not settling.done()
+
+    sent.statuses[ENDPOINT].acked_version = new  # the untouched one was sent nothing: done
+    await asyncio.wait_for(settling, 5.0)
+    following.cancel()

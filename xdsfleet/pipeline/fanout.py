@@ -17,7 +17,8 @@ two or so when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
-stream of those profiles subscribed to the type (and not stuck) has ACKed the new version; found
+stream of those profiles subscribed to the type (and not stuck) has ACKed the new version, or
+ACKed all it was sent when none of its resources changed; found
 by looking at the streams' status every `poll` seconds, so it is exact to that much. A
 generation replaced before it converged is not observed.
 """
@@ -154,13 +155,19 @@ class FanOut:
     def _check(self, now: float) -> None:
         pending = self._pending
         assert pending is not None
+        if self._cache.owed:
+            # Streams still to take the snapshot have not said yet what they will be sent.
+            return
         behind: set[str] = set()
         for info in self._streams():
             if info.writing_since is not None and info.writing_since < now - self.limit:
                 continue  # stuck: the watchdog's business, not a reason to wait
             for type_url, status in info.machine.status().items():
                 target = pending.targets.get(type_url, {}).get(info.profile)
-                if target is not None and status.acked_version != target:
+                # A stream subscribed to none of what changed (a proxyless client naming a
+                # few resources) is sent nothing new: it is done once it ACKed what it was sent.
+                waiting = status.acked_version not in (target, status.sent_version)
+                if target is not None and waiting:
                     behind.add(type_url)
         for type_url in [t for t in pending.targets if t not in behind]:
             short = typeurls.SHORT_NAMES.get(type_url, type_url)

@@ -3,7 +3,8 @@
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
 removals are what a failover waits for. "At once" still waits for the publish under way and its
-pace (below): a second publish started over the first would only make every stream skip one.
+settling (the streams taking and ACKing it, at most 1 s; `Debouncer`): a second publish started
+over the first would only make every stream skip one.
 """
 
 from __future__ import annotations

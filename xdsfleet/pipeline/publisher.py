@@ -12,6 +12,12 @@ change, say) would cost a cold start. What patches add meanwhile is bounded: onc
 patched as many resources as the snapshots hold, the next state is translated in full, which
 ends the generation. Memory then stays within about twice the served set, for one
 full translation per that many patched resources.
+
+A publish is a generator of small steps, so that it never holds the event loop: `serve` runs it
+with `publish_in_slices` (the loop handed back every `SLICE_SECONDS`; a member lost rebuilds
+every assignment of every profile), and a new profile's first snapshot with `prepare`; the CLI,
+tests and the translation benchmark run it in one go (`publish`). The memos belong to the
+publisher (`translate.memo.Memo`), made current around each slice.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from xdsfleet.pipeline import chain
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.pipeline.publishing import RetryingPublish
 from xdsfleet.pipeline.supervisor import Crashed, Supervisor
+from xdsfleet.server.ads import AdsService
 
 
 def counter(name: str, **labels: str) -> float:
@@ -78,32 +79,41 @@ async def test_a_failure_outside_tasks_stops_the_server() -> None:
         supervisor.raise_if_failed()
 
 
-async def test_a_failing_publish_is_logged_counted_and_retried_with_the_latest_state() -> None:
-    first, second = fleet(running(EAST, "10.0.0.1")), fleet(running(EAST, "10.0.0.2"))
+async def test_a_failing_publish_is_logged_counted_and_retried_until_it_goes_through() -> None:
+    state = fleet(running(EAST, "10.0.0.1"))
     published: list[FleetState] = []
     failures = iter([True, True])
 
-    def publish(state: FleetState) -> None:
+    async def publish(state: FleetState) -> None:
         if next(failures, False):
             raise RuntimeError("translation bug")
         published.append(state)
 
-    retrying = RetryingPublish(publish, first_retry=0.01, max_retry=0.02)
+    retrying = RetryingPublish(publish, newer=lambda: False, first_retry=0.01, max_retry=0.02)
     before = counter("xdsfleet_publish_failures_total")
     with capture_logs() as events:
-        retrying(first)
-        assert retrying.failing
-        retrying(second)  # a newer state replaces the one being retried
-        await eventually(lambda: bool(published))
-    retrying.close()
+        await asyncio.wait_for(retrying(state), 5)
 
-    assert published == [second]
+    assert published == [state]
     assert counter("xdsfleet_publish_failures_total") == before + 2
     failed = [e for e in events if e["event"] == "publish_failed"]
     assert len(failed) == 2
     assert all(isinstance(e["exc_info"], RuntimeError) for e in failed)
     assert [e["event"] for e in events][-1] == "publish_recovered"
     assert not retrying.failing
+
+
+async def test_a_failing_publish_gives_way_to_a_newer_state() -> None:
+    waiting = [False]
+
+    async def publish(_: FleetState) -> None:
+        waiting[0] = True  # a newer state arrived meanwhile
+        raise RuntimeError("translation bug")
+
+    retrying = RetryingPublish(publish, newer=lambda: waiting[0], first_retry=5, max_retry=5)
+    with capture_logs():
+        await asyncio.wait_for(retrying(fleet(running(EAST, "10.0.0.1"))), 2)
+    assert retrying.failing
 
 
 def test_a_publish_that_raises_leaves_the_last_good_snapshot_and_recovers_in_full() -> None:
@@ -125,9 +135,11 @@ def test_a_publish_that_raises_leaves_the_last_good_snapshot_and_recovers_in_ful
 async def test_a_state_that_arrives_while_the_chain_is_built_is_served() -> None:
     first = fleet(running(EAST, "10.0.0.1"))
     moved_on = fleet(running(EAST, "10.0.0.1"), running(WEST, "10.0.1.1"))
-    built = chain.build(first, latest=lambda: moved_on, origins=dict)
+    built = chain.build(
+        first, latest=lambda: moved_on, origins=dict, serving=lambda p: AdsService(p.cache)
+    )
     try:
         await eventually(lambda: built.publisher.state is moved_on)
         assert built.debouncer.current is moved_on
     finally:
-        built.close()
+        await built.close()

@@ -221,6 +221,13 @@ def serve_command(
             "waits its turn; established streams never wait); 0: no limit."
         ),
     ] = 500.0,
+    parse_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory of the server's own where parsed fleet files are kept, so that "
+            "a restart parses only the files that changed."
+        ),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -251,6 +258,7 @@ def serve_command(
         admin_token=admin_token_file,
         drain_seconds=drain_seconds,
         admit_rate=admit_rate,
+        parse_cache=parse_cache,
     )
     try:
         asyncio.run(serve(settings))

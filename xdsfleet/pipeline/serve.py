@@ -24,16 +24,17 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import adminport, chain, httpapi
+from xdsfleet.pipeline import adminport, chain, grpcwake, httpapi
 from xdsfleet.pipeline.adminport import AdminSettings
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
+from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.security import Security
 from xdsfleet.pipeline.supervisor import Refused, Supervisor
 from xdsfleet.server import listen, tls
 from xdsfleet.server.admission import Admission
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.server.tls import TlsFiles
-from xdsfleet.sources.files import FileSource
+from xdsfleet.sources.files import FileSource, ParseCache
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.status.writer import StatusWriter
@@ -75,6 +76,8 @@ class Settings:
     # New ADS streams admitted per second after a burst (server/admission.py); 0: no limit.
     admit_rate: float = 500.0
     admit_burst: int = 200
+    # Where parsed fleet files are kept across restarts (sources.files.ParseCache); None: off.
+    parse_cache: Path | None = None
 
     @property
     def security(self) -> Security:
@@ -97,7 +100,8 @@ def _start_sources(
         return None, []
     if settings.fleet is None:
         raise Refused("serve needs a Fleet file or a Fleet resource")
-    source = FileSource(settings.fleet)
+    cache = ParseCache(settings.parse_cache) if settings.parse_cache is not None else None
+    source = FileSource(settings.fleet, cache)
 
     def on_files(state: FleetState) -> None:
         aggregator.set_base(state, fleet_cluster=cluster_access(source.fleet_spec))
@@ -167,12 +171,19 @@ async def serve(settings: Settings) -> None:
                 security.prepare(first),
                 latest=latest,
                 origins=lambda: source.origins if source is not None else {},
+                serving=lambda publisher: AdsService(
+                    publisher.cache,
+                    authorize=security.authorizer(lambda: aggregator.state),
+                    admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
+                    problem_of=publisher.node_problem,
+                    prepare=publisher.prepare,
+                ),
             )
             chains.append(built)
             try:
                 await _serve(settings, supervisor, aggregator, built, listeners)
             finally:
-                built.close()
+                await built.close()
     finally:
         await supervisor.close()
         await _stop_sources(source, tasks, aggregator)
@@ -215,12 +226,7 @@ async def _serve(
     supervisor.start(built.ramper.run(), name="undrain-ramper")
     cache = built.publisher.cache
     security = settings.security
-    ads = AdsService(
-        cache,
-        authorize=security.authorizer(lambda: aggregator.state),
-        admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
-        problem_of=built.publisher.node_problem,
-    )
+    ads = built.ads
     listeners.append(security.revoker(ads, aggregator.state))
     supervisor.start(ads.watchdog(), name="ads-watchdog")
     writer = StatusWriter(
@@ -241,6 +247,9 @@ async def _serve(
     except (RuntimeError, OSError) as error:
         where = f"{settings.host}:{settings.xds_port}"
         raise Refused(f"cannot listen on {where} (xDS port): {error}") from None
+    grpcwake.install()
+    supervisor.start(LoopLag().run(), name="loop-lag")
+    supervisor.start(built.fanout.run(), name="convergence")
     admin: grpc.aio.Server | None = None
     runner: web.AppRunner | None = None
     try:

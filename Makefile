@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo bench clean
+.PHONY: install lint typecheck test proptest demo bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ typecheck: install
 # Lint and types first: CI runs exactly this.
 test: lint typecheck
 	$(BIN)/pytest
+
+# The protocol machines' property tests with many more examples than `make test` runs
+# (minutes, not seconds); a failure prints the shortest sequence of steps that breaks a rule.
+proptest: install
+	XDSFLEET_HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_protocol_properties.py --timeout 0 -p no:cacheprovider
 
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install

@@ -162,8 +162,8 @@ class SotwStream:
             # Rule 9: an empty list keeps the legacy wildcard only on a stream that never named
             # anything (`*` included); after an explicit name it means "nothing".
             wildcard = star or (not names and state.wildcard and not state.explicit)
-        if wildcard and not state.wildcard:
-            state.force_all = True
+        if wildcard and not state.wildcard and state.requested:
+            state.force_all = True  # re-subscribing sends everything again (rule 8)
         # Rule 8: newly requested names are sent even if unchanged.
         state.forced |= names - state.names
         if type_url not in typeurls.FULL_STATE and not wildcard:

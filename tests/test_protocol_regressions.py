@@ -253,3 +253,18 @@ def test_sotw_reconnect_with_the_current_wildcard_version_sends_nothing_again() 
     older.on_request(request(CLUSTER, version="0123456789abcdef"))
     assert current.next_responses(snap) == []
     assert [names(r) for r in older.next_responses(snap)] == [["a", "b"]]
+
+
+def test_a_client_back_with_the_current_config_is_shown_in_sync() -> None:
+    snap = snapshot({"a": ("1",)})
+    first = DeltaStream()
+    first.on_request(delta_request(CLUSTER))
+    [held] = first.next_responses(snap)
+    delta = DeltaStream()
+    delta.on_request(delta_request(CLUSTER, initial={r.name: r.version for r in held.resources}))
+    sotw = SotwStream()
+    sotw.on_request(request(CLUSTER, version=held.version))
+    for stream in (delta, sotw):
+        stream.next_responses(snap)
+        assert stream.status()[CLUSTER].in_sync
+        assert stream.status()[CLUSTER].held == {"a": held.resources[0].version}

@@ -17,6 +17,7 @@ from xdsfleet.cache.resources import Encoded
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
+    LEGACY_WILDCARD,
     Everything,
     Nonces,
     Outcome,
@@ -29,8 +30,6 @@ from xdsfleet.server.protocol import (
     clusters_ready,
 )
 
-# Rule 20: only these types know the legacy wildcard (both lists empty on the first request).
-LEGACY_WILDCARD = typeurls.FULL_STATE
 # In `rejected`: the client refused a response that removed the name.
 _REMOVAL = "\0removal"
 
@@ -123,9 +122,13 @@ class DeltaStream:
             # Rule 20: both lists empty on the first request is the legacy wildcard.
             legacy = not subscribe and not unsubscribe and type_url in LEGACY_WILDCARD
             state.wildcard = legacy or "*" in subscribe
-            state.answer_first = state.wildcard and type_url in typeurls.FULL_STATE
             # Rule 19: what the client already holds from an earlier stream.
             state.held.update(request.initial_resource_versions)
+            if state.held:
+                state.status.resume(state.held)
+            # Rule 20; a client that holds some already has had its first answer.
+            fresh = not state.held
+            state.answer_first = fresh and state.wildcard and type_url in typeurls.FULL_STATE
             state.requested = True
         for name in subscribe:
             if name == "*":

@@ -6,7 +6,11 @@ from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
+
+# Rules 9 and 20: only these types know the legacy wildcard (an empty first request).
+LEGACY_WILDCARD = typeurls.FULL_STATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,19 @@ class TypeStatus:
     # Per resource: the version the client accepted, and what it refused with its message.
     held: dict[str, str] = field(default_factory=dict, repr=False)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # The client came back holding what it needed: nothing had to be sent (rules 7 and 19).
+    resumed: bool = False
 
     @property
     def in_sync(self) -> bool:
-        return self.sent_nonce != "" and self.sent_version == self.acked_version
+        if self.sent_nonce == "":
+            return self.resumed
+        return self.sent_version == self.acked_version
+
+    def resume(self, held: dict[str, str]) -> None:
+        """A reconnecting client says what it holds."""
+        self.held.update(held)
+        self.resumed = True
 
     def accept(self, sent: Sent, *, full_state: bool) -> None:
         self.acked_version = sent.version

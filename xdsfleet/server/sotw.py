@@ -19,6 +19,7 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
 from xdsfleet.cache.snapshot import Snapshot, empty_assignment
 from xdsfleet.server.protocol import (
+    LEGACY_WILDCARD,
     Everything,
     Nonces,
     Outcome,
@@ -30,9 +31,6 @@ from xdsfleet.server.protocol import (
     Warming,
     clusters_ready,
 )
-
-# Rule 9: only these types know the legacy wildcard (an empty first list of names).
-LEGACY_WILDCARD = typeurls.FULL_STATE
 
 
 @dataclass(slots=True)
@@ -267,6 +265,8 @@ class SotwStream:
             state.held = {r.name: r for r in resources}
             state.held_set = version
             state.uses = {n: uses[n] for n in state.held if n in uses}
+            state.status.resume({r.name: r.version for r in resources})
+            state.status.acked_version = version
         state.resumed = ""
         if not state.force_all and version in (state.held_set, state.rejected_set):
             return None

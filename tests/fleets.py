@@ -45,6 +45,7 @@ class FleetFiles:
         return self.root / "fleet.yaml"
 
     def write(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         self.fleet.write_text(yaml.safe_dump(self._fleet_doc(), sort_keys=False))
         self.write_routes()
         self.write_policies()

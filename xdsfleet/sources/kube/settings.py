@@ -33,5 +33,6 @@ class KubeSettings:
     keepalive_idle: int = 15
     keepalive_interval: int = 5
     keepalive_count: int = 3
-    # DESIGN decision 5: a mass removal is held until a fresh list confirms it, at most this long.
+    # docs/architecture.md, decision 5: a mass removal is held until a fresh list confirms it, at
+    # most this long.
     hold_seconds: float = 10.0

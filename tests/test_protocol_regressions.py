@@ -268,3 +268,31 @@ def test_a_client_back_with_the_current_config_is_shown_in_sync() -> None:
         stream.next_responses(snap)
         assert stream.status()[CLUSTER].in_sync
         assert stream.status()[CLUSTER].held == {"a": held.resources[0].version}
+
+
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+def test_back_to_what_the_client_holds_after_a_refusal_closes_the_refusal(protocol: str) -> None:
+    """The rejected change is undone: the client's copy is current again, but its refusal stays
+    on record (ours and Envoy's) unless something is sent and accepted. Sent once, not again."""
+    chain = Chain()
+    stream: Any = SotwStream() if protocol == "sotw" else DeltaStream()
+    stream.on_request(
+        request(ENDPOINT, ["a"]) if protocol == "sotw" else delta_request(ENDPOINT, ["a"])
+    )
+
+    def answer(response: Response, error: str | None = None) -> None:
+        if protocol == "sotw":
+            stream.on_request(request(ENDPOINT, ["a"], nonce=response.nonce, error=error))
+        else:
+            stream.on_request(delta_request(ENDPOINT, nonce=response.nonce, error=error))
+
+    [good] = stream.next_responses(chain({"a": ("1",)}))
+    answer(good)
+    [bad] = stream.next_responses(chain({"a": ("2",)}))
+    answer(bad, error="no")
+    assert stream.status()[ENDPOINT].refused
+    [again] = stream.next_responses(chain({"a": ("1",)}))
+    answer(again)
+    assert again.resources[0].version == good.resources[0].version
+    assert not stream.status()[ENDPOINT].refused
+    assert stream.next_responses(chain.current) == []  # type: ignore[arg-type]

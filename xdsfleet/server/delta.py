@@ -219,7 +219,10 @@ class DeltaStream:
                 continue
             if not (state.wildcard or name in state.names):
                 continue
-            known = res.version in (state.held.get(name), state.rejected.get(name))
+            refused = state.rejected.get(name)
+            # Back to what the client holds: sent again only after a refusal, so that the
+            # client's answer closes it on both sides.
+            known = refused == res.version or (state.held.get(name) == res.version and not refused)
             if known and name not in state.forced:
                 continue
             if name in uses and not self._ready(uses[name], snapshot):

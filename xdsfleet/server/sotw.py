@@ -219,9 +219,12 @@ class SotwStream:
                 res = empty_assignment(name)  # rule 15
             if name not in state.forced:
                 previous = state.held.get(name)
-                if previous is not None and previous.version == res.version:
+                refused = state.rejected.get(name)
+                if refused == res.version:
                     continue
-                if state.rejected.get(name) == res.version:
+                # Back to what the client holds: sent again only after a refusal, so that the
+                # client's answer closes it (and Envoy's own error state) on both sides.
+                if previous is not None and previous.version == res.version and refused is None:
                     continue
             if not self._ready(snapshot.uses.get(type_url, {}).get(name, ()), snapshot):
                 deferred.add(name)
@@ -268,8 +271,11 @@ class SotwStream:
             state.status.resume({r.name: r.version for r in resources})
             state.status.acked_version = version
         state.resumed = ""
-        if not state.force_all and version in (state.held_set, state.rejected_set):
-            return None
+        if not state.force_all:
+            if version == state.rejected_set:
+                return None
+            if version == state.held_set and state.rejected_set is None:
+                return None
         removed = tuple(sorted(state.held.keys() - chosen.keys()))
         return _Plan(type_url, version, resources, removed)
 

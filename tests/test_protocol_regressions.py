@@ -295,4 +295,4 @@ def test_back_to_what_the_client_holds_after_a_refusal_closes_the_refusal(protoc
     answer(again)
     assert again.resources[0].version == good.resources[0].version
     assert not stream.status()[ENDPOINT].refused
-    assert stream.next_responses(chain.current) == []  # type: ignore[arg-type]
+    assert stream.next_responses(chain.current) == []

@@ -55,6 +55,8 @@ def route_cluster(res: Encoded) -> str:
 @dataclass
 class Client:
     delta: bool
+    # A gRPC client: one listener per target by name, clusters by name once a route names them.
+    proxyless: bool = False
     star: bool = False  # wildcard said as `*` rather than with an empty list (rule 9)
     held: dict[str, dict[str, Encoded]] = field(default_factory=lambda: {t: {} for t in TYPES})
     warm: set[str] = field(default_factory=set)
@@ -73,11 +75,18 @@ class Client:
 
     # What it subscribes to
 
+    def wildcard(self, type_url: str) -> bool:
+        return type_url in FULL_STATE and not self.proxyless
+
     def names(self, type_url: str) -> set[str]:
         if type_url == ENDPOINT:
             return set(self.held[CLUSTER])
         if type_url == ROUTE:
             return {name.removeprefix("L-") for name in self.held[LISTENER]}
+        if type_url == CLUSTER and self.proxyless:
+            return {route_cluster(r) for r in self.held[ROUTE].values()}
+        if type_url == LISTENER and self.proxyless:
+            return {"L-r0", "L-r1"}
         return set()
 
     def routes_using(self, cluster_name: str, *, inherited: bool = True) -> list[str]:
@@ -95,7 +104,7 @@ class Client:
         self.inherited = set(self.held[ROUTE])
         for type_url in TYPES:
             names = self.names(type_url)
-            if type_url not in FULL_STATE and not names:
+            if not self.wildcard(type_url) and not names:
                 continue
             if self.delta:
                 subscribe = sorted(names) or (["*"] if star else [])
@@ -108,14 +117,22 @@ class Client:
                 self.outbox.append(request(type_url, wanted, nonce=nonce, version=version))
 
     def _sotw_names(self, type_url: str) -> list[str]:
-        if type_url in FULL_STATE:
+        if self.wildcard(type_url):
             return ["*"] if self.star else []
         return sorted(self.names(type_url))
+
+    def dependent(self, type_url: str) -> str | None:
+        """The type whose names follow what the client holds of `type_url`."""
+        if type_url == ROUTE:
+            return CLUSTER if self.proxyless else None
+        return {CLUSTER: ENDPOINT, LISTENER: ROUTE}.get(type_url)
 
     def _subscription_changed(self, type_url: str, before: set[str]) -> None:
         after = self.names(type_url)
         if after == before:
             return
+        dependent = self.dependent(type_url)
+        dependent_before = self.names(dependent) if dependent else set()
         for gone in before - after:
             self.held[type_url].pop(gone, None)
             self.inherited.discard(gone)
@@ -132,6 +149,8 @@ class Client:
                     version=self.accepted.get(type_url, ""),
                 )
             )
+        if dependent:
+            self._subscription_changed(dependent, dependent_before)
 
     # Responses
 
@@ -159,7 +178,7 @@ class Client:
                     )
                 )
             return
-        dependent = {CLUSTER: ENDPOINT, LISTENER: ROUTE}.get(type_url)
+        dependent = self.dependent(type_url)
         before = self.names(dependent) if dependent else set()
         self._apply(type_url, response, full=full)
         if dependent:
@@ -183,7 +202,7 @@ class Client:
         removed = set(response.removed)
         if full:
             removed |= held.keys() - incoming.keys()
-        wanted = None if type_url in FULL_STATE else self.names(type_url)
+        wanted = None if self.wildcard(type_url) else self.names(type_url)
         if type_url == CLUSTER:
             for name in removed & held.keys():
                 users = self.routes_using(name, inherited=False)
@@ -194,7 +213,8 @@ class Client:
         if type_url == ENDPOINT:
             for name in removed & held.keys():
                 assert name not in self.held[CLUSTER], f"assignment {name} removed under it"
-        if type_url == ROUTE:
+        if type_url == ROUTE and not self.proxyless:
+            # A gRPC client asks for a route's clusters once it has the route.
             for name, res in incoming.items():
                 if wanted is not None and name not in wanted:
                     continue
@@ -218,7 +238,7 @@ class Client:
             latest = snapshot.of(type_url)
             held = self.held[type_url]
             rejected = self.rejected[type_url]
-            wanted = latest.keys() if type_url in FULL_STATE else self.names(type_url)
+            wanted = latest.keys() if self.wildcard(type_url) else self.names(type_url)
             for name in wanted:
                 res = latest.get(name)
                 if res is None:
@@ -238,7 +258,7 @@ class Client:
                 assert kept, f"{type_url} {name} is gone yet still held"
         for name, res in self.held[ROUTE].items():
             used = route_cluster(res)
-            if name not in self.inherited:
+            if name not in self.inherited and not self.proxyless:
                 assert used in self.held[CLUSTER], f"route {name} -> {used}, not held"
                 assert used in self.warm, f"route {name} -> {used}, still warming"
 

@@ -3,7 +3,8 @@ a protocol machine (`SotwStream` or `DeltaStream`), for tests that try every int
 
 The client subscribes to every cluster and listener (wildcard), to the assignments of the
 clusters it holds and to the route configurations of the listeners it holds; it answers every
-response, with an ACK or, when told to, a NACK that rejects the whole response. It checks, as
+response, with an ACK or, when told to, a NACK that rejects the whole response. As a gRPC client
+(`proxyless`) it asks for its listeners by name and for a cluster only once a route names it. It checks, as
 it goes, what Envoy needs to serve without errors: a route arrives only once every cluster it
 uses is held and warm (an assignment accepted after the cluster), and no cluster or assignment
 goes while something it holds uses it. Convention of `tests/snapshots.py`: a cluster's

@@ -229,11 +229,13 @@ class DeltaStream:
                 deferred.add(name)
                 continue
             changed.append(res)
-        state.deferred = deferred
         if changed or removed:
             # A removal the client refused goes again only with something else (rule 6).
             removed += retried
-        elif not state.answer_first:
+        else:
+            deferred.update(retried)
+        state.deferred = deferred
+        if not (changed or removed or state.answer_first):
             return None
         return self._commit(type_url, state, snapshot, changed, removed)
 

@@ -296,3 +296,22 @@ def test_back_to_what_the_client_holds_after_a_refusal_closes_the_refusal(protoc
     assert again.resources[0].version == good.resources[0].version
     assert not stream.status()[ENDPOINT].refused
     assert stream.next_responses(chain.current) == []
+
+
+def test_delta_client_back_from_another_replica_keeps_a_cluster_its_route_still_uses() -> None:
+    """While it was away, its route moved from a to a new cluster c and a was deleted. The new
+    stream answers its cluster request before its route request has even arrived: a must stay
+    until the route has moved (the model client checks every step)."""
+    before = World((("a", 0, 0),), (("r", "a", True),)).snapshot()
+    client = Client(delta=True)
+    link = Link.open(client)
+    link.settle(before)
+    moved = World((("c", 0, 0),), (("r", "c", True),)).snapshot().after(before)
+    link = Link.open(client)
+    link.deliver_request()  # only the cluster request so far
+    link.server_writes(moved)
+    [first] = link.to_client
+    assert (first.type_url, names(first), first.removed) == (CLUSTER, ["c"], ())
+    link.settle(moved)
+    client.check_settled(moved)
+    assert set(client.held[CLUSTER]) == {"c"}

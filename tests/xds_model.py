@@ -4,10 +4,10 @@ a protocol machine (`SotwStream` or `DeltaStream`), for tests that try every int
 The client subscribes to every cluster and listener (wildcard), to the assignments of the
 clusters it holds and to the route configurations of the listeners it holds; it answers every
 response, with an ACK or, when told to, a NACK that rejects the whole response. As a gRPC client
-(`proxyless`) it asks for its listeners by name and for a cluster only once a route names it. It checks, as
-it goes, what Envoy needs to serve without errors: a route arrives only once every cluster it
-uses is held and warm (an assignment accepted after the cluster), and no cluster or assignment
-goes while something it holds uses it. Convention of `tests/snapshots.py`: a cluster's
+(`proxyless`) it asks for its listeners by name and for a cluster only once a route names it.
+It checks, as it goes, what Envoy needs to serve without errors: a route arrives only once every
+cluster it uses is held and warm (an assignment accepted after the cluster), and no cluster or
+assignment goes while something it holds uses it. Convention of `tests/snapshots.py`: a cluster's
 assignment has its name, listener `L-x` uses route configuration `x`.
 """
 
@@ -70,8 +70,10 @@ class Client:
     )
     rejected_removals: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     outbox: deque[Any] = field(default_factory=deque)
-    # Routes held from before a reconnect. A new stream cannot know what they use (a request
-    # says no more than a version), so a cluster they use may go first.
+    # Routes held from before a reconnect, until replaced. A SotW stream cannot know what they
+    # use (a request says no more than a version per type), so a cluster they use may go first.
+    # A Delta stream learns it from their versions, or from sending them again, unless the
+    # client refuses that.
     inherited: set[str] = field(default_factory=set)
 
     # What it subscribes to
@@ -90,11 +92,16 @@ class Client:
             return {"L-r0", "L-r1"}
         return set()
 
+    def unknowable(self, route_name: str) -> bool:
+        """A route held from before a reconnect whose use the server cannot know."""
+        refused = route_name in self.rejected[ROUTE] or route_name in self.rejected_removals[ROUTE]
+        return route_name in self.inherited and (not self.delta or refused)
+
     def routes_using(self, cluster_name: str, *, inherited: bool = True) -> list[str]:
         return [
             n
             for n, r in self.held[ROUTE].items()
-            if route_cluster(r) == cluster_name and (inherited or n not in self.inherited)
+            if route_cluster(r) == cluster_name and (inherited or not self.unknowable(n))
         ]
 
     # Requests
@@ -259,7 +266,7 @@ class Client:
                 assert kept, f"{type_url} {name} is gone yet still held"
         for name, res in self.held[ROUTE].items():
             used = route_cluster(res)
-            if name not in self.inherited and not self.proxyless:
+            if not self.unknowable(name) and not self.proxyless:
                 assert used in self.held[CLUSTER], f"route {name} -> {used}, not held"
                 assert used in self.warm, f"route {name} -> {used}, still warming"
 

@@ -42,6 +42,8 @@ class _TypeState:
     # name -> version the client holds, as its answers tell (rule 19 seeds it).
     held: dict[str, str] = field(default_factory=dict)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
+    # Listeners and routes held from an earlier stream, until their version is seen here.
+    unknown_uses: set[str] = field(default_factory=set)
     pending: Pending | None = None
     # Subscribed names already reported absent (rule 17), so it is said once.
     reported_absent: set[str] = field(default_factory=set)
@@ -65,6 +67,10 @@ class DeltaStream:
         self._warming = Warming()
         # The assignment each cluster sent uses, so that it is removed after the cluster.
         self._eds_of: dict[str, str] = {}
+        # The client came back holding resources: until it has said which listeners and routes
+        # it holds (rule 19) and what they use is known, no cluster is removed (rule 13).
+        self._resuming = False
+        self._answered = False
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -85,6 +91,7 @@ class DeltaStream:
         if pending is None or nonce != pending.nonce:
             return RequestResult(Outcome.STALE, type_url)
         state.pending = None
+        self._answered = True
         sent = pending.sent
         if request.HasField("error_detail"):
             # The client kept what it had; these versions are not sent again (rule 6).
@@ -98,6 +105,7 @@ class DeltaStream:
         for res in sent.resources:
             if state.rejected.get(res.name) != res.version:
                 state.rejected.pop(res.name, None)
+            state.unknown_uses.discard(res.name)
             # Unless the client stopped asking for it meanwhile, and so dropped it.
             if state.wildcard or res.name in state.names:
                 state.held[res.name] = res.version
@@ -110,6 +118,7 @@ class DeltaStream:
             state.held.pop(name, None)
             state.uses.pop(name, None)
             state.rejected.pop(name, None)
+            state.unknown_uses.discard(name)
             if type_url == typeurls.CLUSTER:
                 # Its assignment may go now (not before: the client may refuse to let it go).
                 self._eds_of.pop(name, None)
@@ -126,6 +135,9 @@ class DeltaStream:
             state.held.update(request.initial_resource_versions)
             if state.held:
                 state.status.resume(state.held)
+                self._resuming = True
+                if type_url in USERS:
+                    state.unknown_uses.update(state.held)
             # Rule 20; a client that holds some already has had its first answer.
             fresh = not state.held
             state.answer_first = fresh and state.wildcard and type_url in typeurls.FULL_STATE
@@ -169,6 +181,8 @@ class DeltaStream:
         """What to send now, in rule-13 order, one response per type at most and none for a
         type whose last response is unanswered. A route waits for its new clusters to be warm;
         clusters and assignments leave only once nothing the client holds uses them."""
+        if self._resuming:
+            self._learn_uses(snapshot)
         out = []
         for type_url in typeurls.ORDER:
             state = self._types[type_url]
@@ -256,6 +270,31 @@ class DeltaStream:
             warming=self._warming,
         )
 
+    def _learn_uses(self, snapshot: Snapshot) -> None:
+        """What the listeners and routes held from an earlier stream use, where the snapshot
+        has their version; and whether the client has said all it holds."""
+        for user in USERS:
+            state = self._types[user]
+            available = snapshot.of(user)
+            uses = snapshot.uses.get(user, {})
+            for name in list(state.unknown_uses):
+                res = available.get(name)
+                if name not in state.held or name in state.rejected:
+                    # Gone, or the client refused what would have told (its replacement or
+                    # removal): nothing more can be learnt, and waiting would keep every
+                    # deleted cluster for good.
+                    state.unknown_uses.discard(name)
+                elif res is not None and res.version == state.held[name]:
+                    state.unknown_uses.discard(name)
+                    if name in uses:
+                        state.uses[name] = uses[name]
+        listeners, routes = self._types[typeurls.LISTENER], self._types[typeurls.ROUTE]
+        # A client answers only after its first requests, so by its first answer it has said
+        # what it holds; before, until it asked for listeners and for the routes they name.
+        said = self._answered or (listeners.requested and (routes.requested or not listeners.held))
+        if said and not listeners.unknown_uses and not routes.unknown_uses:
+            self._resuming = False
+
     def _in_use(self, type_url: str) -> Container[str]:
         """What the client holds (or is being sent) that still needs a resource of the type:
         clusters are used by listeners and routes, assignments by clusters."""
@@ -265,6 +304,8 @@ class DeltaStream:
             return set(self._eds_of.values()) | self._types[typeurls.CLUSTER].held.keys()
         if type_url != typeurls.CLUSTER:
             return ()
+        if self._resuming:
+            return Everything()
         used: set[str] = set()
         for user in USERS:
             state = self._types[user]

@@ -315,3 +315,15 @@ def test_delta_client_back_from_another_replica_keeps_a_cluster_its_route_still_
     link.settle(moved)
     client.check_settled(moved)
     assert set(client.held[CLUSTER]) == {"c"}
+
+
+def test_delta_client_back_without_listeners_has_its_deleted_clusters_removed() -> None:
+    """It asks for clusters only: an empty response draws the answer that says so."""
+    stream = DeltaStream()
+    stream.on_request(delta_request(CLUSTER, initial={"gone": "v1"}))
+    snap = snapshot({})
+    [probe] = stream.next_responses(snap)
+    assert (probe.resources, probe.removed) == ((), ())
+    delta_ack(stream, probe)
+    [removal] = stream.next_responses(snap)
+    assert removal.removed == ("gone",)

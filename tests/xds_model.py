@@ -242,6 +242,17 @@ class Client:
     # What it should hold once everything has settled
 
     def check_settled(self, snapshot: Snapshot) -> None:
+        routes = snapshot.of(ROUTE)
+        # Delta: a route held from before a reconnect whose replacement waits on a cluster the
+        # client refused; the server cannot know what the old one uses, so it keeps every
+        # cluster meanwhile.
+        unknown_route = self.delta and any(
+            name in self.inherited
+            and name in routes
+            and have.version != routes[name].version
+            and self._blocked(ROUTE, routes[name], snapshot)
+            for name, have in self.held[ROUTE].items()
+        )
         for type_url in TYPES:
             latest = snapshot.of(type_url)
             held = self.held[type_url]
@@ -260,7 +271,7 @@ class Client:
             for name in held.keys() - latest.keys():
                 kept = name in self.rejected_removals[type_url]
                 if type_url == CLUSTER:
-                    kept = kept or bool(self.routes_using(name))
+                    kept = kept or bool(self.routes_using(name)) or unknown_route
                 if type_url in (ENDPOINT, ROUTE):
                     kept = True  # follows what it holds, checked through its parent
                 assert kept, f"{type_url} {name} is gone yet still held"

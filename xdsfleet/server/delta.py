@@ -249,9 +249,17 @@ class DeltaStream:
         else:
             deferred.update(retried)
         state.deferred = deferred
-        if not (changed or removed or state.answer_first):
+        if not (changed or removed or state.answer_first or self._probe(type_url, deferred)):
             return None
         return self._commit(type_url, state, snapshot, changed, removed)
+
+    def _probe(self, type_url: str, deferred: set[str]) -> bool:
+        """Whether to send an empty response to a resuming client so that its answer tells the
+        first requests are all in (a client with no listeners would otherwise never say):
+        only when clusters wait for that and nothing else is on its way."""
+        waiting = type_url == typeurls.CLUSTER and bool(deferred) and self._resuming
+        idle = all(s.pending is None for s in self._types.values())
+        return waiting and not self._answered and idle
 
     def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
         cds = self._types[typeurls.CLUSTER]

@@ -245,3 +245,17 @@ def test_a_second_request_with_the_same_nonce_only_changes_the_subscription() ->
     grow = stream.on_request(request(ENDPOINT, ["a", "b"], nonce=first.nonce))
     assert (ack.outcome, grow.outcome) == (Outcome.ACK, Outcome.SUBSCRIBE)
     assert stream.status()[ENDPOINT].acks == 1
+
+
+def test_rule13_a_type_waiting_for_an_answer_holds_back_the_types_after_it() -> None:
+    stream = SotwStream()
+    stream.on_request(request(CLUSTER))
+    stream.on_request(request(LISTENER))
+    first = snapshot({"a": ("10.0.0.1",)})
+    cds, lds = stream.next_responses(first)
+    ack(stream, lds)
+    # Clusters and listeners change; the client has not answered the clusters yet.
+    changed = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"}).after(first)
+    assert stream.next_responses(changed) == []
+    ack(stream, cds)
+    assert [r.type_url for r in stream.next_responses(changed)] == [CLUSTER, LISTENER]

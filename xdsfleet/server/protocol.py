@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
@@ -175,6 +176,13 @@ class Warming:
         for cluster, (eds_name, since) in list(self._clusters.items()):
             if since < sent and eds_name in assignments:
                 del self._clusters[cluster]
+
+
+def news(state: Any, changes: Collection[str] | None) -> bool:
+    """Whether a type has something to send: its snapshot changed since it last looked
+    (`changes`; None when unknown), or its client asked for more."""
+    asked = state.recheck or any(n in state.names for n in state.forced)
+    return changes is None or bool(changes) or asked
 
 
 class Everything:

@@ -30,6 +30,7 @@ from xdsfleet.server.protocol import (
     TypeStatus,
     Warming,
     clusters_ready,
+    news,
 )
 
 
@@ -185,9 +186,19 @@ class SotwStream:
         type whose last response is unanswered. A route waits for its new clusters to be warm;
         a cluster leaves only once no listener or route the client holds uses it."""
         out: list[Response] = []
+        held_back = False
         for type_url in typeurls.ORDER:
             state = self._types[type_url]
-            if not state.requested or state.pending is not None:
+            if not state.requested:
+                continue
+            if state.pending is not None:
+                # Rule 13: what comes earlier in a push goes first, so a type that has news
+                # but waits for an answer (rule 26) holds back the types after it.
+                held_back = held_back or news(
+                    state, snapshot.changes_since(type_url, state.checked)
+                )
+                continue
+            if held_back:
                 continue
             plan = self._plan(type_url, state, snapshot)
             if plan is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from certs import NOW, certificate
+from harness.certs import NOW, certificate
 from cryptography.hazmat.primitives.asymmetric import ec
 from states import GATEWAY, fleet
 from typer.testing import CliRunner

@@ -1,0 +1,333 @@
+"""Read the upstream Gateway API conformance tests (Go source) as data: each test's name,
+features, manifests, and the requests it sends with the answers it expects.
+
+The upstream suite is Go; its cases are composite literals (`http.ExpectedResponse{...}`)
+inside test functions. This module tokenizes the Go text and parses those literals into plain
+dicts, and guesses which Gateway each case is sent to by following the `gwNN`/`gwAddr`
+variables the tests use. It does not run Go and does not understand control flow: a case it
+cannot place is reported, never guessed silently. Nothing here is copied from upstream; the
+files are read from the path the user gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+INFRA_NAMESPACE = "InfrastructureNamespace"
+CONSTANT = re.compile(r'^\s*([A-Z][A-Za-z0-9]*)\s*=\s*"([^"]*)"', re.M)
+TOKEN = re.compile(
+    r"""(?P<space>\s+)|(?P<comment>//[^\n]*|/\*.*?\*/)|(?P<string>"(?:\\.|[^"\\])*"|`[^`]*`)"""
+    r"""|(?P<number>\d+)|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"""
+    r"""|(?P<op>:=|\.\.\.|[{}()\[\],:&=*+\-<>!;.])""",
+    re.S,
+)
+
+
+@dataclass(frozen=True)
+class Tok:
+    kind: str
+    text: str
+    at: int
+
+
+def tokenize(source: str) -> list[Tok]:
+    out: list[Tok] = []
+    for m in TOKEN.finditer(source):
+        kind = m.lastgroup or ""
+        if kind in ("space", "comment"):
+            continue
+        out.append(Tok(kind, m.group(), m.start()))
+    return out
+
+
+@dataclass(frozen=True)
+class Var:
+    """A Go identifier used as a value (resolved later, when it can be)."""
+
+    name: str
+
+
+@dataclass
+class Case:
+    expected: dict[str, Any]
+    gateway: str | None  # "namespace/name", None when it cannot be told
+    section: str | None  # the listener the address was asked for (its port), if named
+    port: str | None  # a port the test joins to the Gateway's host, if any
+    tls: bool  # sent with the TLS helper
+
+
+@dataclass
+class GoTest:
+    name: str
+    description: str
+    features: list[str]
+    manifests: list[str]
+    cases: list[Case] = field(default_factory=list)
+    custom: bool = False  # asserts with code of its own (distributions, mirrors, timings)
+
+
+def constants(sources: list[str]) -> dict[str, str]:
+    """The suite's string constants (namespaces, backend names) from its Go sources."""
+    return {m[1]: m[2] for source in sources for m in CONSTANT.finditer(source)}
+
+
+class Parser:
+    def __init__(self, toks: list[Tok], variables: dict[str, Any], known: dict[str, str]) -> None:
+        self.toks = toks
+        self.variables = variables
+        self.known = known
+
+    def value(self, i: int) -> tuple[Any, int]:
+        t = self.toks[i]
+        if t.kind == "string":
+            return _unquote(t.text), i + 1
+        if t.kind == "number":
+            return int(t.text), i + 1
+        if t.text == "&":
+            return self.value(i + 1)
+        if t.text == "{":
+            return self.composite(i)
+        if t.text in ("[", "map", "*") or t.kind == "ident":
+            # A type (maybe map[..]..., []T) then a literal, or an identifier / call.
+            j = self._skip_type(i)
+            if j < len(self.toks) and self.toks[j].text == "{" and (j > i + 1 or _is_type(t)):
+                return self.composite(j)
+            if t.kind == "ident":
+                if j < len(self.toks) and self.toks[j].text == "(":
+                    end = _matching(self.toks, j)
+                    if _next_comma(self.toks, j + 1, end) == end and end > j + 1:
+                        # One argument: a conversion such as string(ns) is its argument.
+                        with contextlib.suppress(ValueError):
+                            inner, after = self.value(j + 1)
+                            if after == end:
+                                return inner, end + 1
+                    return _call(t.text, self.toks[j + 1 : end]), end + 1
+                return self.resolve(t.text), i + 1
+        raise ValueError(f"cannot read a value at {t.text!r}")
+
+    def resolve(self, name: str) -> Any:
+        short = name.rsplit(".", 1)[-1]
+        if "." in name and short in self.known:
+            return self.known[short]
+        if name in ("true", "false"):
+            return name == "true"
+        if name == "nil":
+            return None
+        return self.variables.get(name, Var(name))
+
+    def _skip_type(self, i: int) -> int:
+        t = self.toks[i]
+        if t.text == "[":
+            return self._skip_type(_matching(self.toks, i, "[", "]") + 1)
+        if t.text == "*":
+            return self._skip_type(i + 1)
+        if t.text == "map":
+            return self._skip_type(_matching(self.toks, i + 1, "[", "]") + 1)
+        return i + 1
+
+    def composite(self, i: int) -> tuple[Any, int]:
+        assert self.toks[i].text == "{"
+        end = _matching(self.toks, i)
+        j = i + 1
+        keyed: dict[str, Any] = {}
+        items: list[Any] = []
+        while j < end:
+            if self.toks[j + 1].text == ":" and self.toks[j].kind in ("ident", "string"):
+                key = self.toks[j].text
+                key = _unquote(key) if self.toks[j].kind == "string" else key
+                j += 2
+                try:
+                    keyed[key], j = self.value(j)
+                except ValueError:
+                    keyed[key], j = Var("?"), _next_comma(self.toks, j, end)
+            else:
+                try:
+                    item, j = self.value(j)
+                except ValueError:
+                    item, j = Var("?"), _next_comma(self.toks, j, end)
+                items.append(item)
+            if j < end and self.toks[j].text != ",":
+                j = _next_comma(self.toks, j, end)  # an expression: a + b, ...
+            j += 1 if j < end else 0
+        return (keyed if keyed or not items else items), end + 1
+
+
+def _is_type(t: Tok) -> bool:
+    return t.kind == "ident" and t.text[:1].isupper() or "." in t.text
+
+
+def _call(name: str, args: list[Tok]) -> Any:
+    if name.endswith("JoinHostPort") and args and args[-1].kind == "string":
+        return Var("port:" + _unquote(args[-1].text))
+    return Var(name + "()")
+
+
+def _unquote(text: str) -> str:
+    if text.startswith("`"):
+        return text[1:-1]
+    return bytes(text[1:-1], "utf-8").decode("unicode_escape")
+
+
+def _matching(toks: list[Tok], i: int, open_: str = "{", close: str = "}") -> int:
+    pairs = {"{": "}", "(": ")", "[": "]"}
+    open_ = toks[i].text
+    close = pairs[open_]
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j].text == open_:
+            depth += 1
+        elif toks[j].text == close:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise ValueError("unbalanced")
+
+
+def _next_comma(toks: list[Tok], j: int, end: int) -> int:
+    depth = 0
+    while j < end:
+        text = toks[j].text
+        if text in "{([":
+            depth += 1
+        elif text in "})]":
+            depth -= 1
+        elif text == "," and depth == 0:
+            return j
+        j += 1
+    return end
+
+
+def _assignments(toks: list[Tok]) -> list[tuple[int, str, int]]:
+    """(token index, variable, index of the value) for each `x := v` / `x = v`."""
+    out = []
+    for i in range(1, len(toks) - 1):
+        if toks[i].text in (":=", "=") and toks[i - 1].kind == "ident":
+            out.append((i - 1, toks[i - 1].text, i + 1))
+    return out
+
+
+def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
+    toks = tokenize(source)
+    tests: list[GoTest] = []
+    parser = Parser(toks, {}, known)
+    for i, t in enumerate(toks):
+        if t.text.endswith("ConformanceTest") and i + 1 < len(toks) and toks[i + 1].text == "{":
+            if "." not in t.text:
+                continue
+            head, end = parser.composite(i + 1)
+            if not isinstance(head, dict) or "ShortName" not in head:
+                continue
+            test = GoTest(
+                name=head["ShortName"],
+                description=head.get("Description", ""),
+                features=[v.name.rsplit(".", 1)[-1] for v in head.get("Features", [])],
+                manifests=[m for m in head.get("Manifests", []) if isinstance(m, str)],
+            )
+            body_start = next(
+                (k for k in range(i, end) if toks[k].text == "Test" and toks[k + 1].text == ":"),
+                end,
+            )
+            test.cases = _cases(toks, body_start, end, known)
+            test.custom = not test.cases or _uses_own_checks(toks, body_start, end)
+            tests.append(test)
+    return tests
+
+
+def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
+    texts = " ".join(t.text for t in toks[start:end])
+    return any(
+        k in texts
+        for k in ("testDistribution", "websocket.Dial", "grpc.Dial", "MirroredRequestsDistribution")
+    )
+
+
+def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list[Case]:
+    """Each ExpectedResponse literal of a test body, with the Gateway it is sent to."""
+    variables: dict[str, Any] = {}
+    gateways: dict[str, str] = {}  # gwNN variable -> ns/name
+    addresses: dict[str, tuple[str, str | None]] = {}  # gwAddr -> (ns/name, listener)
+    ports: dict[str, str] = {}  # address variable -> port joined to it
+    cases: list[Case] = []
+    parser = Parser(toks, variables, known)
+    infra = known.get(INFRA_NAMESPACE, "default")
+    assigned = {i: (name, v) for i, name, v in _assignments(toks[:end]) if i >= start}
+    i = start
+    while i < end:
+        t = toks[i]
+        if i in assigned:
+            name, v = assigned[i]
+            try:
+                value, _ = parser.value(v)
+            except (ValueError, IndexError):
+                value = None
+            if isinstance(value, str):
+                variables[name] = value
+            elif isinstance(value, dict) and "Name" in value:
+                ns = value.get("Namespace")
+                gateways[name] = f"{ns if isinstance(ns, str) else infra}/{value['Name']}"
+            elif isinstance(value, Var) and value.name.startswith("port:"):
+                ports[name] = value.name[5:]
+            # gwAddr := kubernetes.GatewayAndHTTPRoutesMustBeAccepted(..., NewGatewayRef(gwNN), ...)
+            if toks[v].text.endswith("MustBeAccepted") or toks[v].text.endswith("GatewayAddress"):
+                call_end = _matching(toks, v + 1)
+                for k in range(v, call_end):
+                    if toks[k].text.endswith("NewGatewayRef") and toks[k + 2].text in gateways:
+                        section = toks[k + 4] if toks[k + 3].text == "," else None
+                        addresses[name] = (
+                            gateways[toks[k + 2].text],
+                            _unquote(section.text) if section and section.kind == "string" else None,
+                        )
+            elif toks[v].text.endswith("JoinHostPort") and toks[v + 2].text in addresses:
+                addresses[name] = addresses[toks[v + 2].text]
+        if t.text == "ExpectedResponse" or t.text.endswith(".ExpectedResponse"):
+            j = i + 1
+            if toks[j].text == "{":
+                literal, after = parser.composite(j)
+                found = [literal] if isinstance(literal, dict) else []
+            else:
+                i += 1
+                continue
+            if toks[i - 1].text == "]":  # []http.ExpectedResponse{...}: a list of cases
+                found = literal if isinstance(literal, list) else [literal]
+            gateway, section, port, tls = _destination(toks, i, after, end, addresses, ports)
+            cases += [Case(c, gateway, section, port, tls) for c in found if isinstance(c, dict)]
+            i = after
+            continue
+        i += 1
+    # A case given to an address chosen at run time (a loop over cases): the test's first.
+    first = next(iter(addresses.values()), (None, None))
+    for case in cases:
+        if case.gateway is None:
+            case.gateway, case.section = first
+    return cases
+
+
+def _destination(
+    toks: list[Tok],
+    literal: int,
+    start: int,
+    end: int,
+    addresses: dict[str, tuple[str, str | None]],
+    ports: dict[str, str],
+) -> tuple[str | None, str | None, str | None, bool]:
+    """The Gateway (and listener) of the request helper a case is given to: the call around
+    the literal, else the next call after it."""
+    calls = [
+        k
+        for k in range(end)
+        if "MakeRequest" in toks[k].text or "MakeTLSRequest" in toks[k].text
+    ]
+    around = [k for k in calls if k < literal and _matching(toks, k + 1) > literal]
+    after = [k for k in calls if k >= start]
+    for k in around[-1:] or after[:1]:
+        tls = "TLS" in toks[k].text
+        for a in range(k + 1, _matching(toks, k + 1)):
+            name = toks[a].text
+            if name in addresses:
+                gateway, section = addresses[name]
+                return gateway, section, ports.get(name), tls
+        return None, None, None, tls
+    return None, None, None, False

@@ -1,0 +1,267 @@
+"""Run one upstream HTTPRoute conformance test against `xdsfleet serve` and real Envoys.
+
+Each case is sent as upstream sends it (Host, path, method, headers) to the Envoy serving the
+Gateway the test names, and checked as upstream's `CompareRoundTrip` checks: status, the backend
+(pod name prefix and namespace) and what it received (path, host, method, headers, absent
+headers), response headers, redirect Location (scheme, host, port, path), and the mirrors.
+Like upstream, a case may take a few seconds to become true (eventual consistency); it fails
+when it is still wrong at its deadline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from conformance.fleet import Fleet, build, read_manifests
+from conformance.gocases import Case, GoTest, Var
+from harness.local import Backend, Envoy, Response, Server, request, wait_for
+from xdsfleet.model.node import NodeProfile
+from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
+
+CASE_SECONDS = 4.0
+CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportReferenceGrant"}
+
+
+@dataclass
+class Outcome:
+    test: GoTest
+    passed: int = 0
+    failures: list[str] = field(default_factory=list)
+    skipped: str = ""  # why the test was not run
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped and not self.failures and self.passed > 0
+
+
+def is_core(test: GoTest) -> bool:
+    return set(test.features) <= CORE_FEATURES
+
+
+def run(test: GoTest, upstream: Path) -> Outcome:
+    outcome = Outcome(test)
+    manifests = [upstream / "base" / "manifests.yaml"] + [upstream / m for m in test.manifests]
+    with tempfile.TemporaryDirectory(prefix="xdsfleet-conformance-") as tmp, ExitStack() as stack:
+        fleet = build(read_manifests(manifests), Path(tmp))
+        backends: dict[str, list[Backend]] = {}  # ns/pod -> its backends (one per port)
+        for pod in fleet.pods:
+            for port in pod.ports.values():
+                key = f"{pod.namespace}/{pod.name}"
+                backend = Backend(member=key, address=pod.address, port=port)
+                backends.setdefault(key, []).append(backend.start())
+                stack.callback(backend.stop)
+        server = stack.enter_context(Server(fleet.root / "fleet.yaml"))
+        server.start()
+        envoys: dict[str, Envoy] = {}
+
+        def envoy_for(gateway: str) -> Envoy:
+            if gateway not in envoys:
+                boot = envoy_bootstrap(
+                    node_id=f"conformance-{gateway.replace('/', '-')}",
+                    cluster="conformance",
+                    profile=NodeProfile(gateway=gateway, region="r1"),
+                    target=Target(port=server.xds_port),
+                    admin_port=0,
+                )
+                envoy = stack.enter_context(Envoy(boot))
+                envoy.start()
+                wait_for(lambda: _configured(envoy), timeout=30, what=f"{gateway} configured")
+                envoys[gateway] = envoy
+            return envoys[gateway]
+
+        for number, case in enumerate(test.cases):
+            problem = _run_case(case, fleet, envoy_for, backends)
+            if problem:
+                outcome.failures.append(f"case {number} {_describe(case)}: {problem}")
+            else:
+                outcome.passed += 1
+    return outcome
+
+
+def _configured(envoy: Envoy) -> bool:
+    stats = dict(
+        line.split(": ", 1) for line in envoy.admin("/stats?filter=manager").splitlines()
+        if ": " in line
+    )
+    return (
+        int(stats.get("listener_manager.lds.update_success", "0")) > 0
+        and int(stats.get("cluster_manager.cds.update_success", "0")) > 0
+        and stats.get("cluster_manager.warming_clusters") == "0"
+        and stats.get("listener_manager.total_listeners_warming") == "0"
+    )
+
+
+def _describe(case: Case) -> str:
+    req = case.expected.get("Request", {})
+    return f"{req.get('Method', 'GET')} {req.get('Host', '')}{req.get('Path', '')}"
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _run_case(
+    case: Case,
+    fleet: Fleet,
+    envoy_for: Callable[[str], Envoy],
+    backends: dict[str, list[Backend]],
+) -> str:
+    if case.gateway is None or case.gateway not in fleet.ports:
+        return f"cannot tell its Gateway ({case.gateway})"
+    envoy_for(case.gateway)
+    expected = case.expected
+    req: dict[str, Any] = expected.get("Request", {})
+    host = _text(req.get("Host"))
+    moved = fleet.ports[case.gateway]
+    upstream_port = _port_of(case, fleet, host)
+    scheme = "https" if upstream_port in fleet.https[case.gateway] or case.tls else "http"
+    if not host:  # Go sends the address it dials, without a scheme's default port
+        default = {"http": 80, "https": 443}[scheme]
+        host = "127.0.0.1" if upstream_port == default else f"127.0.0.1:{upstream_port}"
+    headers = {k: _text(v) for k, v in (req.get("Headers") or {}).items()}
+    echo = expected.get("BackendSetResponseHeaders") or {}
+    headers["X-Echo-Set-Header"] = ",".join(f"{k}:{v}" for k, v in echo.items())
+    path = _text(req.get("Path")) or "/"
+    method = _text(req.get("Method")) or "GET"
+    mirrors = [m.get("BackendRef", {}) for m in expected.get("MirroredTo") or []]
+    mirrored = [b for m in mirrors for b in backends.get(f"{m.get('Namespace')}/{m.get('Name')}", [])]
+    seen = sum(len(b.received) for b in mirrored)
+    deadline = time.monotonic() + CASE_SECONDS
+    while True:
+        answer = request(
+            moved[upstream_port],
+            path,
+            host=host,
+            method=method,
+            headers=headers,
+            tls_server_name=host.rsplit(":", 1)[0] if scheme == "https" else None,
+        )
+        problem = compare(expected, answer, scheme, path, moved) or _mirrored(
+            mirrors, mirrored, seen, path, deadline
+        )
+        if not problem or time.monotonic() > deadline:
+            return problem
+        time.sleep(0.2)
+
+
+def _mirrored(
+    mirrors: list[dict[str, Any]], mirrored: list[Backend], seen: int, path: str, deadline: float
+) -> str:
+    """Whether every mirror backend received the path since the case began."""
+    for ref in mirrors:
+        key = f"{ref.get('Namespace')}/{ref.get('Name')}"
+        def arrived(key: str = key) -> bool:
+            return any(
+                path in b.received[seen:] for b in mirrored if b.member == key
+            )
+        try:
+            wait_for(arrived, timeout=max(0.1, deadline - time.monotonic()), what="mirror")
+        except TimeoutError:
+            return f"mirror {key} did not receive {path}"
+    return ""
+
+
+def _port_of(case: Case, fleet: Fleet, host: str) -> int:
+    """The upstream port the case is sent to: its listener's, a port the test joined, the
+    port in the Host when the Gateway listens there (a loop over hosts), else the first."""
+    gateway = case.gateway or ""
+    listeners = fleet.listeners[gateway]
+    if case.section in listeners:
+        return listeners[case.section]
+    if case.port:
+        return int(case.port)
+    _, _, port = host.rpartition(":")
+    if port.isdigit() and int(port) in fleet.ports[gateway]:
+        return int(port)
+    return next(iter(listeners.values()))
+
+
+def compare(
+    expected: dict[str, Any], answer: Response, scheme: str, path: str, moved: dict[int, int]
+) -> str:
+    """What is wrong with the answer, as upstream's CompareRoundTrip tells it ("" = right)."""
+    response = expected.get("Response") or {}
+    codes = response.get("StatusCodes") or [response.get("StatusCode") or 200]
+    if answer.status not in codes:
+        return f"status {answer.status}, want {codes}"
+    if answer.status in (200, 204):
+        return _compare_backend(expected, answer, path)
+    if answer.status in (301, 302, 303, 307, 308) and expected.get("RedirectRequest"):
+        return _compare_redirect(expected["RedirectRequest"], answer, scheme, path, moved)
+    return ""
+
+
+def _compare_backend(expected: dict[str, Any], answer: Response, path: str) -> str:
+    want = (expected.get("ExpectedRequest") or {}).get("Request") or expected.get("Request") or {}
+    absent_req = (expected.get("ExpectedRequest") or {}).get("AbsentHeaders") or []
+    response = expected.get("Response") or {}
+    for name, value in (response.get("Headers") or {}).items():
+        if answer.headers.get(name.lower()) != value:
+            return f"response header {name}: {answer.headers.get(name.lower())!r}, want {value!r}"
+    for name in response.get("AbsentHeaders") or []:
+        if name.lower() in answer.headers:
+            return f"response header {name} present, want absent"
+    backend = _text(expected.get("Backend"))
+    namespace = _text(expected.get("Namespace"))
+    if not backend and not namespace and "ExpectedRequest" not in expected:
+        return ""  # only the status was asked (e.g. CORS preflight)
+    try:
+        got = answer.json()
+    except ValueError:
+        return f"not answered by a backend: {answer.body[:80]!r}"
+    got_ns, _, got_pod = str(got.get("member", "")).partition("/")
+    if namespace and got_ns != namespace:
+        return f"namespace {got_ns}, want {namespace}"
+    if not got_pod.startswith(backend):
+        return f"backend {got_pod}, want {backend}"
+    if _text(want.get("Path")) != got["path"] and (want.get("Path") or path != got["path"]):
+        return f"backend got path {got['path']}, want {want.get('Path')}"
+    if (_text(want.get("Method")) or "GET") != got["method"]:
+        return f"backend got method {got['method']}, want {want.get('Method') or 'GET'}"
+    if _text(want.get("Host")) and want["Host"] != got["host"]:
+        return f"backend got host {got['host']}, want {want['Host']}"
+    for name, value in (want.get("Headers") or {}).items():
+        if "ExpectedRequest" in expected and got["headers"].get(name.lower()) != value:
+            return f"backend got {name}: {got['headers'].get(name.lower())!r}, want {value!r}"
+    for name in absent_req:
+        if name.lower() in got["headers"]:
+            return f"backend got {name}, want it absent"
+    return ""
+
+
+def _compare_redirect(
+    want: dict[str, Any], answer: Response, scheme: str, path: str, moved: dict[int, int]
+) -> str:
+    location = urlsplit(answer.headers.get("location", ""))
+    back = {local: port for port, local in moved.items()}
+    got_port = str(back.get(location.port, location.port)) if location.port else ""
+    got = {
+        "Scheme": location.scheme,
+        "Host": location.hostname or "",
+        "Path": location.path,
+    }
+    wanted = {
+        "Scheme": _text(want.get("Scheme")) or scheme,
+        "Host": _text(want.get("Host")) or got["Host"],
+        "Path": _text(want.get("Path")) or urlsplit(path).path,
+    }
+    for key, value in wanted.items():
+        if got[key] != value:
+            return f"Location {answer.headers.get('location')}: {key} {got[key]!r}, want {value!r}"
+    port = _text(want.get("Port"))
+    if port and got_port != port:
+        return f"Location {answer.headers.get('location')}: port {got_port!r}, want {port!r}"
+    default = {"http": "80", "https": "443"}.get(got["Scheme"])
+    if not port and got_port not in ("", default):
+        return f"Location {answer.headers.get('location')}: port {got_port!r}, want none"
+    return ""
+
+
+__all__ = ["Outcome", "Var", "is_core", "run"]

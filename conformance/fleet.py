@@ -172,3 +172,17 @@ def _service(doc: dict[str, Any], pods: list[Pod]) -> list[dict[str, Any]]:
             "endpoints": [{"addresses": [pod.address]}],
         },
     ]
+
+
+def remove(fleet: Fleet, objects: tuple[tuple[str, str, str], ...]) -> None:
+    """Rewrite the fleet's route manifests without these (kind, namespace, name) objects, as
+    a test that deletes them from its cluster; `serve` notices the file change."""
+    path = fleet.root / "routes" / "routes.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    kept = [
+        d
+        for d in docs
+        if (d["kind"], d["metadata"].get("namespace", "default"), d["metadata"]["name"])
+        not in objects
+    ]
+    path.write_text(yaml.safe_dump_all(kept))

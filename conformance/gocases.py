@@ -57,6 +57,9 @@ class Case:
     section: str | None  # the listener the address was asked for (its port), if named
     port: str | None  # a port the test joins to the Gateway's host, if any
     tls: bool  # sent with the TLS helper
+    sni: str | None = None  # the server name the TLS helper is given
+    # Objects the test deleted before this case: (kind, namespace, name).
+    deleted: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass
@@ -124,6 +127,8 @@ class Parser:
             return self._skip_type(_matching(self.toks, i, "[", "]") + 1)
         if t.text == "*":
             return self._skip_type(i + 1)
+        if t.text == "struct":  # an anonymous struct type: its field list
+            return _matching(self.toks, i + 1) + 1
         if t.text == "map":
             return self._skip_type(_matching(self.toks, i + 1, "[", "]") + 1)
         return i + 1
@@ -156,7 +161,7 @@ class Parser:
 
 
 def _is_type(t: Tok) -> bool:
-    return t.kind == "ident" and t.text[:1].isupper() or "." in t.text
+    return (t.kind == "ident" and t.text[:1].isupper()) or "." in t.text
 
 
 def _call(name: str, args: list[Tok]) -> Any:
@@ -251,6 +256,9 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
     addresses: dict[str, tuple[str, str | None]] = {}  # gwAddr -> (ns/name, listener)
     ports: dict[str, str] = {}  # address variable -> port joined to it
     cases: list[Case] = []
+    tables: list[list[dict[str, Any]]] = []
+    objects: dict[str, tuple[str, str, str]] = {}  # variable -> an API object it names
+    deleted: list[tuple[str, str, str]] = []
     parser = Parser(toks, variables, known)
     infra = known.get(INFRA_NAMESPACE, "default")
     assigned = {i: (name, v) for i, name, v in _assignments(toks[:end]) if i >= start}
@@ -265,6 +273,12 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
                 value = None
             if isinstance(value, str):
                 variables[name] = value
+            elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+                tables.append(value)  # rows of an anonymous struct a loop fills cases from
+            if isinstance(value, dict) and isinstance(value.get("ObjectMeta"), dict):
+                meta = value["ObjectMeta"]  # v1.ReferenceGrant{ObjectMeta: ...}: an object
+                kind = toks[v].text.rsplit(".", 1)[-1]
+                objects[name] = (kind, str(meta.get("Namespace", "")), str(meta.get("Name", "")))
             elif isinstance(value, dict) and "Name" in value:
                 ns = value.get("Namespace")
                 gateways[name] = f"{ns if isinstance(ns, str) else infra}/{value['Name']}"
@@ -278,10 +292,17 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
                         section = toks[k + 4] if toks[k + 3].text == "," else None
                         addresses[name] = (
                             gateways[toks[k + 2].text],
-                            _unquote(section.text) if section and section.kind == "string" else None,
+                            _unquote(section.text)
+                            if section and section.kind == "string"
+                            else None,
                         )
             elif toks[v].text.endswith("JoinHostPort") and toks[v + 2].text in addresses:
                 addresses[name] = addresses[toks[v + 2].text]
+        if t.text.endswith(".Delete") and toks[i + 1].text == "(":
+            # suite.Client.Delete(ctx, &obj): later cases see the fleet without it.
+            for k in range(i + 2, _matching(toks, i + 1)):
+                if toks[k].text in objects:
+                    deleted.append(objects[toks[k].text])
         if t.text == "ExpectedResponse" or t.text.endswith(".ExpectedResponse"):
             j = i + 1
             if toks[j].text == "{":
@@ -292,8 +313,31 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
                 continue
             if toks[i - 1].text == "]":  # []http.ExpectedResponse{...}: a list of cases
                 found = literal if isinstance(literal, list) else [literal]
-            gateway, section, port, tls = _destination(toks, i, after, end, addresses, ports)
-            cases += [Case(c, gateway, section, port, tls) for c in found if isinstance(c, dict)]
+            rows: list[dict[str, Any]] = [{}]
+            if (
+                toks[i - 1].text != "]"
+                and isinstance(literal, dict)
+                and _fields(literal)
+                and tables
+            ):
+                rows = tables[-1]
+            gateway, section, port, tls, sni = _destination(toks, i, after, end, addresses, ports)
+            for row in rows:
+                for c in found:
+                    if isinstance(c, dict):
+                        named = _fill(sni, row) if row else sni
+                        filled = _fill(c, row)
+                        cases.append(
+                            Case(
+                                filled,
+                                gateway,
+                                section,
+                                port,
+                                tls,
+                                _str_or_none(named),
+                                tuple(deleted),
+                            )
+                        )
             i = after
             continue
         i += 1
@@ -305,6 +349,28 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
     return cases
 
 
+def _fields(value: Any) -> set[str]:
+    """The `row.field` references in a literal (a case filled from a table row)."""
+    if isinstance(value, Var) and "." in value.name and value.name[:1].islower():
+        return {value.name.split(".", 1)[1]}
+    if isinstance(value, dict):
+        return set().union(*map(_fields, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_fields, value)) if value else set()
+    return set()
+
+
+def _fill(value: Any, row: dict[str, Any]) -> Any:
+    """The literal with each `row.field` replaced by the row's value (Go's zero value: "")."""
+    if isinstance(value, Var) and "." in value.name and value.name[:1].islower():
+        return row.get(value.name.split(".", 1)[1], "")
+    if isinstance(value, dict):
+        return {k: _fill(v, row) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, row) for v in value]
+    return value
+
+
 def _destination(
     toks: list[Tok],
     literal: int,
@@ -312,22 +378,46 @@ def _destination(
     end: int,
     addresses: dict[str, tuple[str, str | None]],
     ports: dict[str, str],
-) -> tuple[str | None, str | None, str | None, bool]:
+) -> tuple[str | None, str | None, str | None, bool, Any]:
     """The Gateway (and listener) of the request helper a case is given to: the call around
-    the literal, else the next call after it."""
+    the literal, else the next call after it; for the TLS helper, the server name it gets
+    (its second-to-last argument)."""
     calls = [
-        k
-        for k in range(end)
-        if "MakeRequest" in toks[k].text or "MakeTLSRequest" in toks[k].text
+        k for k in range(end) if "MakeRequest" in toks[k].text or "MakeTLSRequest" in toks[k].text
     ]
     around = [k for k in calls if k < literal and _matching(toks, k + 1) > literal]
     after = [k for k in calls if k >= start]
     for k in around[-1:] or after[:1]:
         tls = "TLS" in toks[k].text
-        for a in range(k + 1, _matching(toks, k + 1)):
+        close = _matching(toks, k + 1)
+        sni: Any = None
+        if tls:
+            commas = [
+                a
+                for a in range(k + 2, close)
+                if toks[a].text == "," and _depth(toks, k + 1, a) == 1
+            ]
+            if len(commas) >= 2 and commas[-1] == commas[-2] + 2:
+                arg = toks[commas[-2] + 1]
+                sni = _unquote(arg.text) if arg.kind == "string" else Var(arg.text)
+        for a in range(k + 1, close):
             name = toks[a].text
             if name in addresses:
                 gateway, section = addresses[name]
-                return gateway, section, ports.get(name), tls
-        return None, None, None, tls
-    return None, None, None, False
+                return gateway, section, ports.get(name), tls, sni
+        return None, None, None, tls, sni
+    return None, None, None, False, None
+
+
+def _depth(toks: list[Tok], start: int, at: int) -> int:
+    depth = 0
+    for k in range(start, at):
+        if toks[k].text in "({[":
+            depth += 1
+        elif toks[k].text in ")}]":
+            depth -= 1
+    return depth
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -89,8 +89,7 @@ class Backend:
                     "host": self.headers.get("Host", ""),
                     # Repeated headers joined with commas, as the upstream echo server does.
                     "headers": {
-                        k.lower(): ",".join(self.headers.get_all(k) or [])
-                        for k in self.headers
+                        k.lower(): ",".join(self.headers.get_all(k) or []) for k in self.headers
                     },
                 }
                 body = json.dumps(answer).encode()
@@ -105,8 +104,8 @@ class Backend:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_CONNECT = do_GET
-            do_TRACE = do_GET
+            # Every method answers alike (method matching, CORS preflights reaching a pod).
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the demo prints its own summary
@@ -170,7 +169,11 @@ def request(
             )
         conn.request(method, path, headers={**({"Host": host} if host else {}), **(headers or {})})
         response = conn.getresponse()
-        found = {k.lower(): v for k, v in response.getheaders()}
+        found: dict[str, str] = {}
+        for name, value in response.getheaders():  # repeated headers joined, as Go does
+            found[name.lower()] = (
+                f"{found[name.lower()]},{value}" if name.lower() in found else value
+            )
         return Response(response.status, found, response.read())
     except OSError:
         return Response(0, {}, b"")

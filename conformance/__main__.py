@@ -12,13 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from conformance.gocases import GoTest, constants, parse_file
+from conformance.gocases import GoTest, constants, parse_file, unread
 from conformance.run import Outcome, is_core, run
 
 # Tests whose checks are not replayed here, and why (they are counted apart, not as passes).
 NOT_REPLAYED = {
     "status": "no traffic cases read: status conditions, or requests built in code of its own",
-    "custom": "asserts with code of its own (distributions, WebSocket, gRPC)",
+    "custom": "asserts or builds its cases with code of its own (distributions, loops, patches)",
     "protocol": "needs an h2c or WebSocket echo backend (tests/test_envoy_gateway_api.py has both)",
 }
 
@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     tests = [t for t in load(upstream) if not args.tests or t.name in args.tests]
     outcomes: list[Outcome] = []
     for test in tests:
-        if test.custom or "BackendProtocol" in test.name:
-            why = "status" if not test.cases else "custom" if test.custom else "protocol"
+        computed = any(unread(c.expected) for c in test.cases)
+        if test.custom or computed or "BackendProtocol" in test.name:
+            why = (
+                "status" if not test.cases else "custom" if test.custom or computed else "protocol"
+            )
             outcomes.append(Outcome(test, skipped=NOT_REPLAYED[why]))
         else:
             outcomes.append(run(test, upstream))

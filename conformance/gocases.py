@@ -50,6 +50,20 @@ class Var:
     name: str
 
 
+UNREAD = Var("?")  # a value computed by the test's code
+
+
+def unread(value: Any) -> bool:
+    """Whether a case holds a value the test computes at run time."""
+    if isinstance(value, Var):
+        return True
+    if isinstance(value, dict):
+        return any(map(unread, value.values()))
+    if isinstance(value, list):
+        return any(map(unread, value))
+    return False
+
+
 @dataclass
 class Case:
     expected: dict[str, Any]
@@ -140,22 +154,22 @@ class Parser:
         keyed: dict[str, Any] = {}
         items: list[Any] = []
         while j < end:
+            key = None
             if self.toks[j + 1].text == ":" and self.toks[j].kind in ("ident", "string"):
                 key = self.toks[j].text
                 key = _unquote(key) if self.toks[j].kind == "string" else key
                 j += 2
-                try:
-                    keyed[key], j = self.value(j)
-                except ValueError:
-                    keyed[key], j = Var("?"), _next_comma(self.toks, j, end)
-            else:
-                try:
-                    item, j = self.value(j)
-                except ValueError:
-                    item, j = Var("?"), _next_comma(self.toks, j, end)
-                items.append(item)
+            try:
+                item, j = self.value(j)
+            except ValueError:
+                item, j = UNREAD, _next_comma(self.toks, j, end)
             if j < end and self.toks[j].text != ",":
-                j = _next_comma(self.toks, j, end)  # an expression: a + b, ...
+                # An expression ("/" + path): computed at run time, not read here.
+                item, j = UNREAD, _next_comma(self.toks, j, end)
+            if key is None:
+                items.append(item)
+            else:
+                keyed[key] = item
             j += 1 if j < end else 0
         return (keyed if keyed or not items else items), end + 1
 
@@ -245,7 +259,12 @@ def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
     texts = " ".join(t.text for t in toks[start:end])
     return any(
         k in texts
-        for k in ("testDistribution", "websocket.Dial", "grpc.Dial", "MirroredRequestsDistribution")
+        for k in (
+            "WeightedDistribution",
+            "websocket.Dial",
+            "grpc.Dial",
+            "MirroredRequestsDistribution",
+        )
     )
 
 

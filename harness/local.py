@@ -55,6 +55,14 @@ def envoy_binary() -> str:
     return found
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gave up (a gateway timing a slow answer out) is not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Backend:
     """An HTTP server standing in for one pod: answers every request (any method) with who it
     is (`member`, `pod`) and what it received (`method`, `path`, `host`, `headers`, names
@@ -110,7 +118,7 @@ class Backend:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the demo prints its own summary
 
-        self._server = ThreadingHTTPServer((address, port), Handler)
+        self._server = _QuietServer((address, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"backend-{address}", daemon=True

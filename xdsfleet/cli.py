@@ -229,14 +229,16 @@ def validate_command(
     _print_problems(problems)
     if state is None:
         raise typer.Exit(1)
-    counts = ", ".join(f"{n} {what}" for what, n in _counts(state).values())
+    counts = ", ".join(
+        f"{n} {what if n != 1 else what[:-1]}" for what, n in _counts(state).values()
+    )
     plural = "s" if len(problems) > 1 else ""
     warned = f" ({len(problems)} warning{plural})" if problems else ""
     sys.stdout.write(f"valid {path}: {counts}{warned}\n")
 
 
 def _counts(state: FleetState) -> dict[str, tuple[str, int]]:
-    """JSON key -> (what a person reads, how many)."""
+    """JSON key -> (what a person reads, in the plural: one drops the final s; how many)."""
     return {
         "members": ("members", len(state.members)),
         "gateways": ("gateways", len(state.gateways)),
@@ -307,7 +309,9 @@ def explain_command(
     ] = None,
     drain: Annotated[
         list[str] | None,
-        typer.Option("--drain", help="What if this member is drained; repeatable."),
+        typer.Option(
+            "--drain", help="What if these members are drained: MEMBER[,MEMBER...]; repeatable."
+        ),
     ] = None,
     fleet: FleetOption = None,
     role: RoleOption = Role.GATEWAY,
@@ -330,7 +334,7 @@ def explain_command(
     scenario = None
     if fail or drain:
         known = [m.member.name for m in state.members]
-        failed = _members([n for item in fail or [] for n in item.split(",")], known, "--fail")
+        failed = _members(fail or [], known, "--fail")
         scenario = Scenario(failed=failed, drained=_members(drain or [], known, "--drain"))
     request = Request(host=host, path=path, headers=headers, method=method.upper())
     found = explain(state, profile, request, listener, scenario)
@@ -340,7 +344,9 @@ def explain_command(
     Console(width=160).print(render_explanation(found))
 
 
-def _members(names: list[str], known: list[str], option: str) -> frozenset[str]:
+def _members(items: list[str], known: list[str], option: str) -> frozenset[str]:
+    """The members named by a repeatable option, each use a name or a comma-separated list."""
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     for name in names:
         if name not in known:
             hint = did_you_mean(name, known)

@@ -308,11 +308,11 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
                 call_end = _matching(toks, v + 1)
                 for k in range(v, call_end):
                     if toks[k].text.endswith("NewGatewayRef") and toks[k + 2].text in gateways:
-                        section = toks[k + 4] if toks[k + 3].text == "," else None
+                        listener = toks[k + 4] if toks[k + 3].text == "," else None
                         addresses[name] = (
                             gateways[toks[k + 2].text],
-                            _unquote(section.text)
-                            if section and section.kind == "string"
+                            _unquote(listener.text)
+                            if listener and listener.kind == "string"
                             else None,
                         )
             elif toks[v].text.endswith("JoinHostPort") and toks[v + 2].text in addresses:

@@ -633,7 +633,7 @@ def test_routes_to_defined_exported_services_have_no_reference_problems() -> Non
             "spec.rules[0].backendRefs[0].port",
             8080,
             "spec.rules[0].backendRefs[0]",
-            "Service default/shop has no port 8080 in any member",
+            "Service default/shop has no port 8080 in any member (it has 80)",
         ),
         (
             "spec.rules[0].backendRefs[0].namespace",
@@ -658,7 +658,7 @@ def test_routes_to_defined_exported_services_have_no_reference_problems() -> Non
             "spec.parentRefs[0].sectionName",
             "https",
             "spec.parentRefs[0]",
-            "Gateway default/demo has no listener 'https'",
+            "Gateway default/demo has no listener 'https'; did you mean http?",
         ),
         (
             "spec.parentRefs[0].port",

@@ -82,10 +82,10 @@ def _parent_problem(
         return ""
     if found[0] != "NoMatchingParent":
         return f"{label}: {found[1]}"
-    if parent.section_name is not None and parent.port is not None:
-        return f"{label} has no listener {parent.section_name!r} on port {parent.port}"
     if parent.section_name is not None:
-        return f"{label} has no listener {parent.section_name!r}"
+        hint = did_you_mean(parent.section_name, (x.name for x in gateway.listeners))
+        on = f" on port {parent.port}" if parent.port is not None else ""
+        return f"{label} has no listener {parent.section_name!r}{on}{hint}"
     return f"{label} has no listener on port {parent.port}"
 
 
@@ -122,9 +122,11 @@ class _Offered:
         key = (backend.namespace, backend.name)
         label = object_label("Service", *key)
         if key not in self.ports:
-            return f"{label} is not defined by any member"
+            names = (name for namespace, name in self.ports if namespace == backend.namespace)
+            return f"{label} is not defined by any member{did_you_mean(backend.name, names)}"
         if backend.port not in self.ports[key]:
-            return f"{label} has no port {backend.port} in any member"
+            offered = ", ".join(map(str, sorted(self.ports[key])))
+            return f"{label} has no port {backend.port} in any member (it has {offered})"
         if key not in self.exported:
             return f"{label} is not exported by any member (add a ServiceExport)"
         return ""

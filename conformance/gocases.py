@@ -20,7 +20,7 @@ INFRA_NAMESPACE = "InfrastructureNamespace"
 CONSTANT = re.compile(r'^\s*([A-Z][A-Za-z0-9]*)\s*=\s*"([^"]*)"', re.M)
 TOKEN = re.compile(
     r"""(?P<space>\s+)|(?P<comment>//[^\n]*|/\*.*?\*/)|(?P<string>"(?:\\.|[^"\\])*"|`[^`]*`)"""
-    r"""|(?P<number>\d+)|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"""
+    r"""|(?P<number>\d+(?:\.\d+)?)|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"""
     r"""|(?P<op>:=|\.\.\.|[{}()\[\],:&=*+\-<>!;.])""",
     re.S,
 )
@@ -84,6 +84,8 @@ class GoTest:
     manifests: list[str]
     cases: list[Case] = field(default_factory=list)
     custom: bool = False  # asserts with code of its own (distributions, mirrors, timings)
+    # backend -> share of requests, when the test checks a weighted distribution
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 def constants(sources: list[str]) -> dict[str, str]:
@@ -102,7 +104,7 @@ class Parser:
         if t.kind == "string":
             return _unquote(t.text), i + 1
         if t.kind == "number":
-            return int(t.text), i + 1
+            return (float(t.text) if "." in t.text else int(t.text)), i + 1
         if t.text == "&":
             return self.value(i + 1)
         if t.text == "{":
@@ -157,7 +159,10 @@ class Parser:
             key = None
             if self.toks[j + 1].text == ":" and self.toks[j].kind in ("ident", "string"):
                 key = self.toks[j].text
-                key = _unquote(key) if self.toks[j].kind == "string" else key
+                if self.toks[j].kind == "string":
+                    key = _unquote(key)
+                elif "." in key and isinstance(self.resolve(key), str):
+                    key = self.resolve(key)  # a map keyed by constants
                 j += 2
             try:
                 item, j = self.value(j)
@@ -249,7 +254,7 @@ def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
                 (k for k in range(i, end) if toks[k].text == "Test" and toks[k + 1].text == ":"),
                 end,
             )
-            test.cases = _cases(toks, body_start, end, known)
+            test.cases = _cases(toks, body_start, end, known, test.weights)
             test.custom = not test.cases or _uses_own_checks(toks, body_start, end)
             tests.append(test)
     return tests
@@ -260,7 +265,6 @@ def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
     return any(
         k in texts
         for k in (
-            "WeightedDistribution",
             "websocket.Dial",
             "grpc.Dial",
             "MirroredRequestsDistribution",
@@ -268,7 +272,9 @@ def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
     )
 
 
-def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list[Case]:
+def _cases(
+    toks: list[Tok], start: int, end: int, known: dict[str, str], weights: dict[str, float]
+) -> list[Case]:
     """Each ExpectedResponse literal of a test body, with the Gateway it is sent to."""
     variables: dict[str, Any] = {}
     gateways: dict[str, str] = {}  # gwNN variable -> ns/name
@@ -292,6 +298,8 @@ def _cases(toks: list[Tok], start: int, end: int, known: dict[str, str]) -> list
                 value = None
             if isinstance(value, str):
                 variables[name] = value
+            elif name == "expectedWeights" and isinstance(value, dict):
+                weights.update({k: v for k, v in value.items() if isinstance(v, (int, float))})
             elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
                 tables.append(value)  # rows of an anonymous struct a loop fills cases from
             if isinstance(value, dict) and isinstance(value.get("ObjectMeta"), dict):

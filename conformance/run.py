@@ -26,6 +26,9 @@ from xdsfleet.model.node import NodeProfile
 from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 CASE_SECONDS = 4.0
+DISTRIBUTION_REQUESTS = 500
+DISTRIBUTION_TRIES = 10
+DISTRIBUTION_TOLERANCE = 0.05
 CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportReferenceGrant"}
 
 
@@ -86,7 +89,33 @@ def run(test: GoTest, upstream: Path) -> Outcome:
                 outcome.failures.append(f"case {number} {_describe(case)}: {problem}")
             else:
                 outcome.passed += 1
+        if test.weights and test.cases and not outcome.failures:
+            moved = fleet.ports[test.cases[0].gateway or ""]
+            if problem := distribution(test.weights, moved[_port_of(test.cases[0], fleet, "")]):
+                outcome.failures.append(f"weights: {problem}")
     return outcome
+
+
+def distribution(weights: dict[str, float], port: int) -> str:
+    """As upstream's weighted-distribution check: of 500 requests, each backend's share within
+    5 points of its weight; up to 10 tries, as upstream retries."""
+    problem = ""
+    for _ in range(DISTRIBUTION_TRIES):
+        counts: dict[str, int] = {}
+        for _ in range(DISTRIBUTION_REQUESTS):
+            answer = request(port, "/")
+            pod = str(answer.json()["member"]).partition("/")[2] if answer.status == 200 else ""
+            counts[pod] = counts.get(pod, 0) + 1
+        shares = {k: n / DISTRIBUTION_REQUESTS for k, n in counts.items()}
+        wrong = {
+            k: round(shares.get(k, 0.0), 3)
+            for k in {*weights, *shares}
+            if abs(shares.get(k, 0.0) - weights.get(k, 0.0)) > DISTRIBUTION_TOLERANCE
+        }
+        if not wrong:
+            return ""
+        problem = f"shares {wrong}, want {weights} +/- {DISTRIBUTION_TOLERANCE}"
+    return problem
 
 
 def _configured(envoy: Envoy) -> bool:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from conformance.gocases import GoTest, constants, parse_file, unread
+from conformance.hand import convert
 from conformance.run import Outcome, is_core, run
 
 # Tests whose checks are not replayed here, and why (they are counted apart, not as passes).
@@ -28,7 +29,7 @@ def load(upstream: Path) -> list[GoTest]:
     known = constants(suite)
     tests: list[GoTest] = []
     for path in sorted((upstream / "tests").glob("httproute-*.go")):
-        tests += parse_file(path.read_text(), known)
+        tests += map(convert, parse_file(path.read_text(), known))
     return tests
 
 
@@ -70,7 +71,8 @@ def _print(outcome: Outcome, verbose: bool) -> None:
         return
     state = "PASS" if outcome.ok else "FAIL"
     cases = f"{outcome.passed}/{outcome.passed + len(outcome.failures)} cases"
-    print(f"{state} {test.name} ({profile}): {cases}", flush=True)
+    hand = ", cases converted by hand" if test.hand else ""
+    print(f"{state} {test.name} ({profile}{hand}): {cases}", flush=True)
     for failure in outcome.failures if verbose else outcome.failures[:3]:
         print(f"     {failure}", flush=True)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from conformance.hand import PODS_OF
 from harness.certs import certificate
 from harness.local import free_port
 
@@ -145,7 +146,7 @@ def _service(doc: dict[str, Any], pods: list[Pod]) -> list[dict[str, Any]]:
     spec = doc.get("spec", {})
     if spec.get("type") == "ExternalName" or not spec.get("ports"):
         return []
-    selected = (spec.get("selector") or {}).get("app", name)
+    selected = (spec.get("selector") or {}).get("app") or PODS_OF.get((namespace, name), name)
     pod = Pod(namespace, selected, next(_addresses), {})
     ports, slice_ports = [], []
     for i, port in enumerate(spec["ports"]):

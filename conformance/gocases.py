@@ -84,6 +84,7 @@ class GoTest:
     manifests: list[str]
     cases: list[Case] = field(default_factory=list)
     custom: bool = False  # asserts with code of its own (distributions, mirrors, timings)
+    hand: bool = False  # its cases were converted by hand (conformance/hand.py)
     # backend -> share of requests, when the test checks a weighted distribution
     weights: dict[str, float] = field(default_factory=dict)
 

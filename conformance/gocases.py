@@ -237,6 +237,8 @@ def _assignments(toks: list[Tok]) -> list[tuple[int, str, int]]:
 def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
     toks = tokenize(source)
     tests: list[GoTest] = []
+    declared: dict[str, GoTest] = {}  # Go variable -> the test it holds
+    borrowed: list[tuple[GoTest, str]] = []
     parser = Parser(toks, {}, known)
     for i, t in enumerate(toks):
         if t.text.endswith("ConformanceTest") and i + 1 < len(toks) and toks[i + 1].text == "{":
@@ -258,6 +260,15 @@ def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
             test.cases = _cases(toks, body_start, end, known, test.weights)
             test.custom = not test.cases or _uses_own_checks(toks, body_start, end)
             tests.append(test)
+            declared[toks[i - 2].text if toks[i - 1].text == "=" else ""] = test
+            body = head.get("Test")
+            if isinstance(body, Var) and body.name.endswith(".Test"):
+                borrowed.append((test, body.name.removesuffix(".Test")))
+    # Test: OtherTest.Test — the same requests against this test's own manifests.
+    for test, other in borrowed:
+        if other in declared:
+            test.cases, test.custom = declared[other].cases, declared[other].custom
+            test.weights = declared[other].weights
     return tests
 
 

@@ -23,7 +23,8 @@ var Example = confsuite.ConformanceTest{
 \tTest: func(t *testing.T, suite *confsuite.ConformanceTestSuite) {
 \t\tns := confsuite.InfraNamespace
 \t\tgwNN := types.NamespacedName{Name: "gw", Namespace: ns}
-\t\tgwAddr := kubernetes.GatewayAndHTTPRoutesMustBeAccepted(t, c, kubernetes.NewGatewayRef(gwNN, "web"))
+\t\tgwAddr := kubernetes.GatewayAndHTTPRoutesMustBeAccepted(
+\t\t\tt, c, kubernetes.NewGatewayRef(gwNN, "web"))
 \t\tcases := []http.ExpectedResponse{{
 \t\t\tRequest: http.Request{Host: "a.example", Path: "/a?x=1"},
 \t\t\tBackend: confsuite.BackendV1,
@@ -43,7 +44,8 @@ var Example = confsuite.ConformanceTest{
 \t\t\t\tRequest:  http.Request{Host: row.host, Path: "/"},
 \t\t\t\tResponse: http.Response{StatusCode: row.code},
 \t\t\t}
-\t\t\ttls.MakeTLSRequestAndExpectEventuallyConsistentResponse(t, rt, to, gwAddr, pem, nil, nil, row.host, expected)
+\t\t\ttls.MakeTLSRequestAndExpectEventuallyConsistentResponse(
+\t\t\t\tt, rt, to, gwAddr, pem, nil, nil, row.host, expected)
 \t\t}
 \t\tgrant := v1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: "other"}}
 \t\trequire.NoError(t, suite.Client.Delete(ctx, &grant))
@@ -71,7 +73,8 @@ def test_cases_are_read_with_their_gateway_listener_and_values() -> None:
     }
     assert (first.gateway, first.section, first.tls) == ("infra-ns/gw", "web", False)
     # A value computed at run time is marked, never guessed.
-    assert unread(computed.expected) and not unread(first.expected)
+    assert unread(computed.expected)
+    assert not unread(first.expected)
     # Rows of a table fill the case the loop builds, and give the TLS server name.
     assert [
         (r.expected["Request"]["Host"], r.expected["Response"], r.sni, r.tls) for r in rows

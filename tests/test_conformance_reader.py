@@ -19,7 +19,7 @@ package tests
 var Example = confsuite.ConformanceTest{
 \tShortName: "Example",
 \tFeatures: []features.FeatureName{features.SupportGateway, features.SupportHTTPRoute},
-\tManifests: []string{"tests/example.yaml"},
+\tManifests: []string{"example.yaml"},
 \tTest: func(t *testing.T, suite *confsuite.ConformanceTestSuite) {
 \t\tns := confsuite.InfraNamespace
 \t\tgwNN := types.NamespacedName{Name: "gw", Namespace: ns}
@@ -63,7 +63,7 @@ def test_cases_are_read_with_their_gateway_listener_and_values() -> None:
     assert (test.name, test.features, test.manifests) == (
         "Example",
         ["SupportGateway", "SupportHTTPRoute"],
-        ["tests/example.yaml"],
+        ["example.yaml"],
     )
     first, computed, *rows, after = test.cases
     assert first.expected == {

@@ -220,7 +220,8 @@ def test_each_sni_chain_of_a_shared_https_port_answers_421_for_the_others_hosts(
             for domain in h.domains
         }
     assert served == {
-        "infra/gw:443/a": {"a.example.com": "ns/v1:80", "b.example.com": 421},
+        # Any other host belongs to the hostname-less listener: misdirected too.
+        "infra/gw:443/a": {"a.example.com": "ns/v1:80", "b.example.com": 421, "*": 421},
         "infra/gw:443/rest": {"a.example.com": 421, "b.example.com": "ns/v1:80"},
     }
 

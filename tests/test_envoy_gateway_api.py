@@ -610,6 +610,19 @@ def test_cross_namespace_backends_need_a_reference_grant(gateway: Gateway) -> No
     assert gateway.send("shared", "partial.example", "/invalid").status == 500
 
 
+def test_the_gateway_faces_clients_as_an_edge_proxy(gateway: Gateway) -> None:
+    # The client's address (the peer Envoy sees) reaches the backend after whatever the
+    # client claimed.
+    claimed = {"X-Forwarded-For": "203.0.113.7"}
+    answer = gateway.send("hosts", "very.specific.com", "/s1", headers=claimed).json()
+    forwarded = answer["headers"]["x-forwarded-for"].replace(" ", "").split(",")
+    assert len(forwarded) == 2
+    assert forwarded[0] == "203.0.113.7"
+    # Dot segments are resolved before routing: no reaching /s1 past a /s2 rule's prefix.
+    normalized = gateway.send("hosts", "very.specific.com", "/s2/../s1").json()
+    assert (normalized["member"], normalized["path"]) == ("v1", "/s1")
+
+
 def test_a_backend_of_an_unknown_kind_answers_500_and_keeps_the_route(gateway: Gateway) -> None:
     assert backend_of(gateway.send("shared", "kind.example", "/valid")) == "v1"
     assert gateway.send("shared", "kind.example", "/unknown").status == 500

@@ -279,7 +279,6 @@ def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
         for k in (
             "websocket.Dial",
             "grpc.Dial",
-            "MirroredRequestsDistribution",
         )
     )
 

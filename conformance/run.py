@@ -10,8 +10,10 @@ when it is still wrong at its deadline.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ CASE_SECONDS = 4.0
 DISTRIBUTION_REQUESTS = 500
 DISTRIBUTION_TRIES = 10
 DISTRIBUTION_TOLERANCE = 0.05
+MIRROR_ROUNDS = 5
 CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportReferenceGrant"}
 
 
@@ -89,11 +92,51 @@ def run(test: GoTest, upstream: Path) -> Outcome:
                 outcome.failures.append(f"case {number} {_describe(case)}: {problem}")
             else:
                 outcome.passed += 1
+        for number, case in enumerate(test.cases):
+            shares = [m for m in case.expected.get("MirroredTo") or [] if m.get("Percent")]
+            if shares and not outcome.failures:
+                moved = fleet.ports[case.gateway or ""]
+                port = moved[_port_of(case, fleet, "")]
+                if problem := mirrored_share(case, shares[0], backends, port):
+                    outcome.failures.append(f"case {number} mirror share: {problem}")
         if test.weights and test.cases and not outcome.failures:
             moved = fleet.ports[test.cases[0].gateway or ""]
             if problem := distribution(test.weights, moved[_port_of(test.cases[0], fleet, "")]):
                 outcome.failures.append(f"weights: {problem}")
     return outcome
+
+
+def mirrored_share(
+    case: Case, mirror: dict[str, Any], backends: dict[str, list[Backend]], port: int
+) -> str:
+    """As upstream's percentage-mirror check: of 500 requests (a fresh request id each
+    round), the share the mirror received within 3 binomial standard deviations of its
+    percent; up to 5 rounds."""
+    ref = mirror.get("BackendRef") or {}
+    pods = backends.get(f"{ref.get('Namespace')}/{ref.get('Name')}", [])
+    want = float(mirror["Percent"]) / 100
+    tolerance = 3 * math.sqrt(want * (1 - want) / DISTRIBUTION_REQUESTS)
+    req = case.expected.get("Request") or {}
+    headers = {k: _text(v) for k, v in (req.get("Headers") or {}).items()}
+    problem = ""
+    for _ in range(MIRROR_ROUNDS):
+        path = f"{_text(req.get('Path'))}?rid={uuid.uuid4().hex}"
+        for _ in range(DISTRIBUTION_REQUESTS):
+            request(port, path, host=_text(req.get("Host")), headers=headers)
+
+        def mirrored(path: str = path) -> int:
+            return sum(b.received.count(path) for b in pods)
+
+        # Mirrors are sent in the background: count once the count stops growing.
+        counts = [-1, mirrored()]
+        while counts[-1] != counts[-2]:
+            time.sleep(0.5)
+            counts.append(mirrored())
+        got = counts[-1] / DISTRIBUTION_REQUESTS
+        if abs(got - want) <= tolerance:
+            return ""
+        problem = f"{got:.3f} of requests mirrored, want {want:.2f} +/- {tolerance:.3f}"
+    return problem
 
 
 def distribution(weights: dict[str, float], port: int) -> str:
@@ -164,7 +207,9 @@ def _run_case(
     headers["X-Echo-Set-Header"] = ",".join(f"{k}:{v}" for k, v in echo.items())
     path = _text(req.get("Path")) or "/"
     method = _text(req.get("Method")) or "GET"
-    mirrors = [m.get("BackendRef", {}) for m in expected.get("MirroredTo") or []]
+    # Every request mirrored; a share of them is checked apart (mirrored_share).
+    every = [m for m in expected.get("MirroredTo") or [] if not m.get("Percent")]
+    mirrors = [m.get("BackendRef", {}) for m in every]
     mirrored = [
         b for m in mirrors for b in backends.get(f"{m.get('Namespace')}/{m.get('Name')}", [])
     ]

@@ -278,7 +278,14 @@ def render_command(
     profile = _profile(role, gateway, member, region, zone)
     state = _load(fleet)
     _check_gateway(state, profile)
-    rows = select(render(state, profile), kinds=kind or (), names=name or ())
+    every = render(state, profile)
+    rows = select(every, kinds=kind or (), names=name or ())
+    if every and not rows:
+        # As kubectl: nothing found is not an error, but say so (a mistyped --name is silent
+        # otherwise), with the names there are.
+        names = ", ".join(sorted({row["name"] for row in select(every, kinds=kind or ())}))
+        message = f"no resource matches --type/--name (names: {names or 'none'})"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
     if not show_secrets:
         rows = redacted(rows)
     if output is RenderOutput.SUMMARY:

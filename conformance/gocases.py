@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INFRA_NAMESPACE = "InfrastructureNamespace"
-CONSTANT = re.compile(r'^\s*([A-Z][A-Za-z0-9]*)\s*=\s*"([^"]*)"', re.M)
+# `Name = "value"` or `Name Type = "value"` (the API's typed constants: condition reasons).
+CONSTANT = re.compile(r'^\s*([A-Z][A-Za-z0-9]*)\s*(?:[A-Z][A-Za-z0-9]*\s*)?=\s*"([^"]*)"', re.M)
+# metav1's condition statuses (apimachinery is not in the checkout).
+CONDITION_STATUSES = {
+    "ConditionTrue": "True",
+    "ConditionFalse": "False",
+    "ConditionUnknown": "Unknown",
+}
 TOKEN = re.compile(
     r"""(?P<space>\s+)|(?P<comment>//[^\n]*|/\*.*?\*/)|(?P<string>"(?:\\.|[^"\\])*"|`[^`]*`)"""
     r"""|(?P<number>\d+(?:\.\d+)?)|(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"""
@@ -76,6 +83,18 @@ class Case:
     deleted: tuple[tuple[str, str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class StatusCheck:
+    """One status assertion: `condition` (the route's condition for that Gateway), `accepted`
+    (whether any parent may be Accepted), or `routes` (routes attached to the Gateway)."""
+
+    what: str
+    route: str | None  # namespace/name
+    gateway: str | None  # namespace/name
+    condition: tuple[str, str, str] | None = None  # type, status, reason ("" = any)
+    want: int | bool | None = None
+
+
 @dataclass
 class GoTest:
     name: str
@@ -85,13 +104,15 @@ class GoTest:
     cases: list[Case] = field(default_factory=list)
     custom: bool = False  # asserts with code of its own (distributions, mirrors, timings)
     hand: bool = False  # its cases were converted by hand (conformance/hand.py)
+    status: list[StatusCheck] = field(default_factory=list)
     # backend -> share of requests, when the test checks a weighted distribution
     weights: dict[str, float] = field(default_factory=dict)
 
 
 def constants(sources: list[str]) -> dict[str, str]:
     """The suite's string constants (namespaces, backend names) from its Go sources."""
-    return {m[1]: m[2] for source in sources for m in CONSTANT.finditer(source)}
+    found = {m[1]: m[2] for source in sources for m in CONSTANT.finditer(source)}
+    return {**CONDITION_STATUSES, **found}
 
 
 class Parser:
@@ -257,8 +278,13 @@ def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
                 (k for k in range(i, end) if toks[k].text == "Test" and toks[k + 1].text == ":"),
                 end,
             )
-            test.cases = _cases(toks, body_start, end, known, test.weights)
-            test.custom = not test.cases or _uses_own_checks(toks, body_start, end)
+            test.cases = _cases(toks, body_start, end, known, test.weights, test.status)
+            # Requests sent by code of its own (no case literal read; the file's helpers too)
+            # cannot be replayed; a test of status only can.
+            sends = any("MakeRequest" in t.text or "RoundTrip" in t.text for t in toks)
+            test.custom = _uses_own_checks(toks, body_start, end) or (
+                not test.cases and (sends or not test.status)
+            )
             tests.append(test)
             declared[toks[i - 2].text if toks[i - 1].text == "=" else ""] = test
             body = head.get("Test")
@@ -284,7 +310,12 @@ def _uses_own_checks(toks: list[Tok], start: int, end: int) -> bool:
 
 
 def _cases(
-    toks: list[Tok], start: int, end: int, known: dict[str, str], weights: dict[str, float]
+    toks: list[Tok],
+    start: int,
+    end: int,
+    known: dict[str, str],
+    weights: dict[str, float],
+    status: list[StatusCheck],
 ) -> list[Case]:
     """Each ExpectedResponse literal of a test body, with the Gateway it is sent to."""
     variables: dict[str, Any] = {}
@@ -307,8 +338,8 @@ def _cases(
                 value, _ = parser.value(v)
             except (ValueError, IndexError):
                 value = None
-            if isinstance(value, str):
-                variables[name] = value
+            if isinstance(value, str) or (isinstance(value, dict) and "Type" in value):
+                variables[name] = value  # a string, or a condition a helper is given later
             elif name == "expectedWeights" and isinstance(value, dict):
                 weights.update({k: v for k, v in value.items() if isinstance(v, (int, float))})
             elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
@@ -336,6 +367,8 @@ def _cases(
                         )
             elif toks[v].text.endswith("JoinHostPort") and toks[v + 2].text in addresses:
                 addresses[name] = addresses[toks[v + 2].text]
+        if t.text.startswith("kubernetes.") and toks[i + 1].text == "(":
+            status += _status_check(t.text.split(".", 1)[1], toks, i + 1, parser, gateways)
         if t.text.endswith(".Delete") and toks[i + 1].text == "(":
             # suite.Client.Delete(ctx, &obj): later cases see the fleet without it.
             for k in range(i + 2, _matching(toks, i + 1)):
@@ -385,6 +418,37 @@ def _cases(
         if case.gateway is None:
             case.gateway, case.section = first
     return cases
+
+
+def _status_check(
+    helper: str, toks: list[Tok], open_: int, parser: Parser, names: dict[str, str]
+) -> list[StatusCheck]:
+    """The status assertion a `kubernetes.X(...)` helper call makes, if it is one read here."""
+    close = _matching(toks, open_)
+    args = [t.text for t in toks[open_ + 1 : close] if t.text in names]
+    route = names.get(args[0]) if args else None
+    gateway = names.get(args[1]) if len(args) > 1 else None
+    if helper == "HTTPRouteMustHaveCondition":
+        literal = next((k for k in range(open_, close) if toks[k].text == "{"), None)
+        given = [parser.variables[t.text] for t in toks[open_:close] if t.text in parser.variables]
+        if literal is not None:
+            condition, _ = parser.composite(literal)
+        else:
+            condition = next((v for v in given if isinstance(v, dict)), None)
+        if not isinstance(condition, dict):
+            return []
+        wanted = tuple(
+            v if isinstance(v, str) else ""
+            for v in (condition.get(k) for k in ("Type", "Status", "Reason"))
+        )
+        return [StatusCheck("condition", route, gateway, (wanted[0], wanted[1], wanted[2]))]
+    if helper == "HTTPRouteMustHaveResolvedRefsConditionsTrue":
+        return [StatusCheck("condition", route, gateway, ("ResolvedRefs", "True", "ResolvedRefs"))]
+    if helper == "HTTPRouteMustHaveNoAcceptedParents":
+        return [StatusCheck("accepted", route, None, want=False)]
+    if helper == "GatewayMustHaveZeroRoutes":
+        return [StatusCheck("routes", None, route, want=0)]  # its one name is the Gateway's
+    return []
 
 
 def _fields(value: Any) -> set[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from conformance import status
 from conformance.fleet import Fleet, build, read_manifests, remove
 from conformance.gocases import Case, GoTest, Var
 from harness.local import Backend, Envoy, Response, Server, request, wait_for
@@ -56,6 +57,12 @@ def run(test: GoTest, upstream: Path) -> Outcome:
     manifests = [upstream / "base" / "manifests.yaml"] + [upstream / m for m in test.manifests]
     with tempfile.TemporaryDirectory(prefix="xdsfleet-conformance-") as tmp, ExitStack() as stack:
         fleet = build(read_manifests(manifests), Path(tmp))
+        found = status.check(test.status, fleet.root / "fleet.yaml")
+        outcome.failures += found
+        refused = any("the fleet is refused" in line for line in found)
+        outcome.passed += 0 if refused else len(test.status) - len(found)
+        if not test.cases:
+            return outcome
         backends: dict[str, list[Backend]] = {}  # ns/pod -> its backends (one per port)
         for pod in fleet.pods:
             for port in pod.ports.values():

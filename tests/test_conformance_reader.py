@@ -84,3 +84,49 @@ def test_cases_are_read_with_their_gateway_listener_and_values() -> None:
     ]
     assert [c.deleted for c in test.cases[:-1]] == [()] * 4
     assert after.deleted == (("ReferenceGrant", "other", "g"),)
+
+
+STATUS_ONLY = """
+package tests
+var StatusOnly = confsuite.ConformanceTest{
+\tShortName: "StatusOnly",
+\tTest: func(t *testing.T, suite *confsuite.ConformanceTestSuite) {
+\t\tgwNN := types.NamespacedName{Name: "gw", Namespace: confsuite.InfraNamespace}
+\t\trouteNN := types.NamespacedName{Name: "r", Namespace: "apps"}
+\t\tcond := metav1.Condition{
+\t\t\tType:   string(v1.RouteConditionAccepted),
+\t\t\tStatus: metav1.ConditionFalse,
+\t\t\tReason: string(v1.RouteReasonNotAllowedByListeners),
+\t\t}
+\t\tkubernetes.HTTPRouteMustHaveCondition(t, suite.Client, suite.TimeoutConfig, routeNN, gwNN, cond)
+\t\tkubernetes.HTTPRouteMustHaveNoAcceptedParents(t, suite.Client, suite.TimeoutConfig, routeNN)
+\t\tfor _, other := range others {
+\t\t\tkubernetes.HTTPRouteMustHaveResolvedRefsConditionsTrue(t, c, to, other, gwNN)
+\t\t}
+\t\tkubernetes.GatewayMustHaveZeroRoutes(t, suite.Client, suite.TimeoutConfig, gwNN)
+\t},
+}
+"""
+API = """
+const (
+\tRouteConditionAccepted RouteConditionType = "Accepted"
+\tRouteReasonNotAllowedByListeners RouteConditionReason = "NotAllowedByListeners"
+)
+"""
+
+
+def test_status_assertions_are_read_by_position_and_unknown_names_left_out() -> None:
+    [test] = parse_file(STATUS_ONLY, constants([SUITE, API]))
+    assert not test.custom
+    assert [(c.what, c.route, c.gateway, c.condition, c.want) for c in test.status] == [
+        (
+            "condition",
+            "apps/r",
+            "infra-ns/gw",
+            ("Accepted", "False", "NotAllowedByListeners"),
+            None,
+        ),
+        ("accepted", "apps/r", None, None, False),
+        # `other` (a loop variable) cannot be told: that assertion is not guessed.
+        ("routes", None, "infra-ns/gw", None, 0),
+    ]

@@ -281,7 +281,10 @@ def parse_file(source: str, known: dict[str, str]) -> list[GoTest]:
             test.cases = _cases(toks, body_start, end, known, test.weights, test.status)
             # Requests sent by code of its own (no case literal read; the file's helpers too)
             # cannot be replayed; a test of status only can.
-            sends = any("MakeRequest" in t.text or "RoundTrip" in t.text for t in toks)
+            # Asking for the Gateway's address (...MustBeAccepted) means requests follow.
+            sends = any(
+                k in t.text for t in toks for k in ("MakeRequest", "RoundTrip", "MustBeAccepted")
+            )
             test.custom = _uses_own_checks(toks, body_start, end) or (
                 not test.cases and (sends or not test.status)
             )

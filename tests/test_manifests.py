@@ -370,7 +370,7 @@ CASES = [
     Case("gateway", "spec.gatewayClassName", DELETE, "spec.gatewayClassName", "missing"),
     Case("gateway", "spec.listeners", [], "spec.listeners", "must not be empty"),
     Case(
-        "gateway", "spec.listeners[0].protocol", "TLS", "spec.listeners[0].protocol", "HTTP, HTTPS"
+        "gateway", "spec.listeners[0].protocol", "SCTP", "spec.listeners[0].protocol", "HTTP, HTTPS"
     ),
     Case("gateway", "spec.listeners[0].port", 0, "spec.listeners[0].port", "between 1 and 65535"),
     Case("gateway", "spec.listeners[0].hostname", "A_b", "spec.listeners[0].hostname", "hostname"),

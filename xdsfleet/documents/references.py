@@ -23,7 +23,7 @@ from xdsfleet.model.attachment import (
     labels_of,
     parent_problem,
 )
-from xdsfleet.model.errors import Problem
+from xdsfleet.model.errors import Problem, Severity
 from xdsfleet.model.fleet import (
     BackendRef,
     EndpointMode,
@@ -139,9 +139,18 @@ class _Report:
         self._origins = origins
         self.problems: list[Problem] = []
 
-    def add(self, label: str, path: str, message: str, member: str | None = None) -> None:
+    def add(
+        self,
+        label: str,
+        path: str,
+        message: str,
+        member: str | None = None,
+        *,
+        warning: bool = False,
+    ) -> None:
         file = self._origins.get(origin_key(label, member), "")
-        self.problems.append(Problem(file, label, path, message))
+        severity = Severity.WARNING if warning else Severity.ERROR
+        self.problems.append(Problem(file, label, path, message, severity=severity))
 
 
 def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Problem]:
@@ -232,6 +241,11 @@ def _check_shared_ports(report: _Report, state: FleetState) -> None:
         label = object_label("Gateway", gateway.namespace, gateway.name)
         first: dict[int, tuple[str, str]] = {}
         for i, listener in enumerate(gateway.listeners):
+            if not listener.served:
+                message = f"protocol {listener.protocol} is not served by xdsfleet: this "
+                message += "listener is left alone (UnsupportedProtocol)"
+                report.add(label, f"spec.listeners[{i}].protocol", message, warning=True)
+                continue
             protocol, name = first.setdefault(listener.port, (listener.protocol, listener.name))
             if listener.protocol != protocol:
                 message = f"port {listener.port} serves {protocol} (listener {name}): this "

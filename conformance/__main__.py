@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             outcomes.append(Outcome(test, skipped=NOT_REPLAYED[why]))
         else:
-            outcomes.append(run(test, upstream))
+            try:
+                outcomes.append(run(test, upstream))
+            except (RuntimeError, TimeoutError) as error:  # serve or Envoy did not come up
+                first = str(error).splitlines()[0]
+                outcomes.append(Outcome(test, failures=[f"could not run: {first}"]))
         _print(outcomes[-1], args.verbose)
     _totals(outcomes)
     return 0 if all(o.ok or o.skipped for o in outcomes) else 1

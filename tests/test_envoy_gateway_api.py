@@ -393,6 +393,12 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             hostnames=["cors.example"],
             port=shared,
         ),
+        _route(
+            "backend-timeout",
+            [{**_to("v1"), "timeouts": {"backendRequest": "500ms"}}],
+            hostnames=["slow.example"],
+            port=shared,
+        ),
         _route("websocket", [_to("ws")], hostnames=["ws.example"], port=shared),
         _route("h2c", [_to("h2c")], hostnames=["h2c.example"], port=shared),
         # SNI picks the listener; each route is pinned to one.
@@ -626,6 +632,13 @@ def test_the_gateway_faces_clients_as_an_edge_proxy(gateway: Gateway) -> None:
     # Dot segments are resolved before routing: no reaching /s1 past a /s2 rule's prefix.
     normalized = gateway.send("hosts", "very.specific.com", "/s2/../s1").json()
     assert (normalized["member"], normalized["path"]) == ("v1", "/s1")
+
+
+def test_a_backend_request_timeout_bounds_each_request_to_the_backend(gateway: Gateway) -> None:
+    # HTTPRouteTimeoutBackendRequest: a backend slower than timeouts.backendRequest is a 504
+    # (a hedged try would have let the slow answer through).
+    assert gateway.send("shared", "slow.example", "/?delay=1s").status == 504
+    assert backend_of(gateway.send("shared", "slow.example", "/?delay=100ms")) == "v1"
 
 
 def test_a_backend_of_an_unknown_kind_answers_500_and_keeps_the_route(gateway: Gateway) -> None:

@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="every failing case")
     args = parser.parse_args(argv)
     upstream: Path = args.upstream
+    if str(args.upstream) in ("", "."):
+        print(
+            "no upstream conformance tests given: make conformance GATEWAY_API=<a"
+            " kubernetes-sigs/gateway-api checkout>/conformance; nothing measured",
+            file=sys.stderr,
+        )
+        return 2
     if not (upstream / "tests").is_dir() or not (upstream / "base" / "manifests.yaml").is_file():
         print(
             f"no upstream conformance tests at {upstream} (want tests/ and base/manifests.yaml"

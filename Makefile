@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test proptest demo bench clean
+.PHONY: install lint typecheck test proptest demo bench conformance clean
 
 # grpc-js-xds, the third xDS client the tests run (tests/grpcjs), at the versions the lock file
 # pins; node_modules is not committed.
@@ -44,6 +44,13 @@ demo: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The upstream Gateway API HTTPRoute conformance cases replayed through `serve` and real Envoys
+# (conformance/, docs/fleet.md "Gateway API support"). GATEWAY_API: the conformance/ folder of a
+# kubernetes-sigs/gateway-api checkout (never kept here); without it the harness says so, exit 2.
+GATEWAY_API ?=
+conformance: install
+	$(BIN)/python -m conformance --upstream "$(GATEWAY_API)" $(TESTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info $(GRPCJS)/node_modules

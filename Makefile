@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# npm ci has been seen to hang on the registry: each try is bounded, and a hung one tried again.
 $(GRPCJS)/node_modules/.installed: $(GRPCJS)/package.json $(GRPCJS)/package-lock.json
-	cd $(GRPCJS) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(GRPCJS) && for try in 1 2 3; do \
+		timeout 300 npm ci --no-audit --no-fund --loglevel=error --fetch-timeout=60000 && exit 0; \
+		echo "npm ci: try $$try failed" >&2; \
+	done; exit 1
 	touch $@
 
 lint: install

@@ -13,11 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
-from certs import Authority
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from snapshots import request, snapshot
 from test_ads_server import Fixture, read, start, with_node
 
+from harness.certs import Authority
 from xdsfleet.admin.client import AdminClient, Connection
 from xdsfleet.admin.service import AdminService
 from xdsfleet.admin.v1 import admin_pb2

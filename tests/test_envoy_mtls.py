@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from certs import Authority, Pair
 from fleets import FleetFiles, MemberSpec, Pod
 
+from harness.certs import Authority, Pair
 from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.tools.bootstrap import ClientTls, Target, envoy_bootstrap

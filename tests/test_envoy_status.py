@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from certs import Authority
 from fleets import FleetFiles, MemberSpec, Pod
 
+from harness.certs import Authority
 from harness.local import Backend, Envoy, Server, free_port, wait_for
 from xdsfleet.cache import typeurls
 from xdsfleet.model.node import NodeProfile

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import yaml
-from certs import Authority
 from fleets import FleetFiles, MemberSpec, Pod
 from test_grpc_proxyless import CLIENT, backends
 
+from harness.certs import Authority
 from harness.local import Server, free_port
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.tools.bootstrap import ClientTls, Target, grpc_bootstrap

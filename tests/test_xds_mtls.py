@@ -13,13 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
-from certs import Authority, Pair
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from google.protobuf import struct_pb2
 from prometheus_client import REGISTRY
 from snapshots import request, snapshot
 from structlog.testing import capture_logs
 
+from harness.certs import Authority, Pair
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.typeurls import CLUSTER
 from xdsfleet.model.fleet import FleetState, TLSSecret

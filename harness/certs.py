@@ -1,8 +1,8 @@
-"""Certificates made on the spot for tests: self-signed ones with the names, dates and keys a
-test asks for (`certificate`), and a CA that signs server and client certificates for the TLS
-and mTLS tests (`Authority`: a server certificate for 127.0.0.1, client certificates with a
-SPIFFE URI SAN or only a subject CN). Nothing here is a secret: the keys live as long as the
-test."""
+"""Certificates made on the spot for tests and the conformance harness: self-signed ones with
+the names, dates and keys a caller asks for (`certificate`), and a CA that signs server and
+client certificates for the TLS and mTLS tests (`Authority`: a server certificate for
+127.0.0.1, client certificates with a SPIFFE URI SAN or only a subject CN). Nothing here is a
+secret: the keys live as long as the test."""
 
 from __future__ import annotations
 

@@ -4,11 +4,18 @@ kmock 0.8 has no resourceVersions, 410 Gone or bookmarks, so this emulator has: 
 resourceVersion counter for every object (as etcd has), lists and watches with label
 selectors, bookmarks, a bounded window of past events (a watch from before it gets 410 Gone, as
 from a compacted etcd), server-side watch timeouts, and 409 on writes from a stale
-resourceVersion (objects, their status subresource, Leases).
+resourceVersion (objects, their status subresource, Leases). Like the real server it answers
+400 to a resourceVersion that is not a number, and waits (`too_large_seconds`, 3 s on a real
+server) then answers 504 `ResourceVersionTooLarge` to one it has not reached; it pages lists
+with `limit`/`continue` (except from the cache, `resourceVersion=0`), and a continue token
+expires (410); it serves discovery (`/api/v1`, `/apis/GROUP/VERSION`). docs/kubernetes.md says
+what it models and what it does not.
 
 It runs on an event loop of its own in a thread, on a free port, so that the blocking client's
 threads, async tests and child processes can all reach it. Tests inject faults: `go_down` (the
-port refuses), `drop_watches`, `compact`, `conflict_next_writes`. Every method is thread-safe.
+port refuses), `drop_watches`, `compact`, `conflict_next_writes`, `fail_lists`, `fault` (429,
+503 or 504 with `Retry-After`), `hide` (a kind answers 404 and leaves discovery for a while),
+`expire_continues`. Every method is thread-safe.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import copy
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -69,11 +77,13 @@ class _Watch:
     abrupt: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     method: str
     path: str
     query: dict[str, str] = field(default_factory=dict)
+    at: float = 0.0  # time.monotonic() when it arrived
+    status: int = 0  # what it was answered; 0 while a watch streams
 
     @property
     def watch(self) -> bool:
@@ -92,8 +102,46 @@ def _status(code: int, reason: str, message: str) -> Obj:
     }
 
 
-def _error(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(_status(code, reason, message), status=code)
+def _error(code: int, reason: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    body = _status(code, reason, message)
+    headers = {}
+    if retry_after is not None:
+        # The real server says it twice: in the header and in the Status details.
+        body["details"] = {"retryAfterSeconds": retry_after}
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response(body, status=code, headers=headers)
+
+
+def _too_large(wanted: int, current: int) -> web.Response:
+    body = _status(504, "Timeout", f"Too large resource version: {wanted}, current: {current}")
+    cause = {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    body["details"] = {"causes": [cause], "retryAfterSeconds": 1}
+    return web.json_response(body, status=504, headers={"Retry-After": "1"})
+
+
+_REASONS = {429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout", 500: "InternalError"}
+
+
+@dataclass(slots=True)
+class _Fault:
+    """The next `count` matching requests answer `status`."""
+
+    status: int
+    count: int
+    retry_after: int | None
+    watches: bool
+    lists: bool
+    kind: ApiResource | None
+    too_large: bool
+
+
+@dataclass(slots=True)
+class _Page:
+    """A list being paged: the items left and when its continue token stops working."""
+
+    items: list[Obj]
+    version: str
+    expires: float
 
 
 def _labels_match(selector: str, labels: dict[str, str]) -> bool:
@@ -128,9 +176,16 @@ class ApiEmulator:
         kinds: Iterable[ApiResource] = MEMBER_RESOURCES + FLEET_RESOURCES,
         window: int = 1000,
         bookmark_seconds: float = 0.2,
+        too_large_seconds: float = 3.0,
+        continue_seconds: float = 300.0,
     ) -> None:
+        """`too_large_seconds`: how long a request for a resourceVersion the server has not
+        reached waits before its 504 (3 s on a real server). `continue_seconds`: how long a
+        continue token works (until etcd compacts its revision: 5 minutes by default)."""
         self.port = free_port()
         self.bookmark_seconds = bookmark_seconds
+        self.too_large_seconds = too_large_seconds
+        self.continue_seconds = continue_seconds
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
         self._lock = threading.Lock()
@@ -141,6 +196,10 @@ class ApiEmulator:
         self._watches: list[_Watch] = []
         self._conflicts = 0
         self._failing_lists = 0
+        self._faults: list[_Fault] = []
+        self._hidden: dict[ApiResource, float] = {}  # kind -> until (time.monotonic())
+        self._pages: dict[str, _Page] = {}
+        self._tokens = itertools.count(1)
         self._uids = itertools.count(1)
         self.requests: list[Request] = []
         self.bookmarks: list[int] = []  # the version of every bookmark sent
@@ -243,6 +302,42 @@ class ApiEmulator:
         """The next `count` lists answer 503, as an overloaded API server does."""
         with self._lock:
             self._failing_lists = count
+
+    def fault(
+        self,
+        status: int,
+        *,
+        count: int = 1,
+        retry_after: int | None = None,
+        watches: bool = True,
+        lists: bool = False,
+        kind: ApiResource | None = None,
+        too_large: bool = False,
+    ) -> None:
+        """The next `count` watches (and/or lists) of `kind` (any kind without it) answer
+        `status` (429 from API Priority and Fairness, 503 or 504 from a server in trouble), with
+        `Retry-After` when given. `too_large`: a 504 ResourceVersionTooLarge, what an API
+        server whose watch cache lags behind another's answers (after its wait)."""
+        fault = _Fault(status, count, retry_after, watches, lists, kind, too_large)
+        with self._lock:
+            self._faults.append(fault)
+
+    def hide(self, kind: ApiResource, seconds: float = 3600.0) -> None:
+        """For `seconds`, `kind` answers 404 and is missing from discovery, as a CRD does while
+        an API server restarts (or for good, once it is deleted). Open watches of it end."""
+        with self._lock:
+            self._hidden[kind] = time.monotonic() + seconds
+        self.drop_watches()
+
+    def unhide(self, kind: ApiResource) -> None:
+        with self._lock:
+            self._hidden.pop(kind, None)
+
+    def expire_continues(self) -> None:
+        """Every continue token handed out so far is too old now (etcd compacted it)."""
+        with self._lock:
+            for page in self._pages.values():
+                page.expires = 0.0
 
     def glitch_delete(self, kind: ApiResource, name: str, namespace: str = "default") -> None:
         """Tell watches that an object was deleted while it stays stored: what a watch that
@@ -360,17 +455,92 @@ class ApiEmulator:
         return kind, namespace, name, subresource
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        record = Request(request.method, request.path, dict(request.query), time.monotonic())
         with self._lock:
-            self.requests.append(Request(request.method, request.path, dict(request.query)))
+            self.requests.append(record)
+        response = await self._answer(request)
+        record.status = response.status
+        return response
+
+    def _hidden_now(self, kind: ApiResource) -> bool:
+        until = self._hidden.get(kind)
+        return until is not None and time.monotonic() < until
+
+    def _discovery(self, path: str) -> web.Response | None:
+        """The APIResourceList of `/api/v1` or `/apis/GROUP/VERSION`, None for other paths."""
+        parts = path.strip("/").split("/")
+        if parts == ["api", "v1"]:
+            group, version = "", "v1"
+        elif len(parts) == 3 and parts[0] == "apis":
+            group, version = parts[1], parts[2]
+        else:
+            return None
+        with self._lock:
+            kinds = [
+                k
+                for (g, v, _), k in sorted(self._kinds.items())
+                if (g, v) == (group, version) and not self._hidden_now(k)
+            ]
+        if not kinds:
+            return _error(404, "NotFound", "the server could not find the requested resource")
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version,
+                "resources": [
+                    {
+                        "name": k.plural,
+                        "singularName": k.kind.lower(),
+                        "namespaced": k.namespaced,
+                        "kind": k.kind,
+                        "verbs": ["get", "list", "watch", "create", "update", "delete"],
+                    }
+                    for k in kinds
+                ],
+            }
+        )
+
+    def _take_fault(self, kind: ApiResource, watch: bool) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind not in (None, kind) or not (fault.watches if watch else fault.lists):
+                    continue
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return _error(401, "Unauthorized", "Unauthorized")
+        if request.method == "GET" and (discovery := self._discovery(request.path)) is not None:
+            return discovery
         route = self._route(request.path)
         if route is None:
             return _error(404, "NotFound", "the server could not find the requested resource")
         kind, namespace, name, subresource = route
+        with self._lock:
+            hidden = self._hidden_now(kind)
+        if hidden:
+            return _error(404, "NotFound", "the server could not find the requested resource")
         if name is None:
             if request.method == "GET":
-                if request.query.get("watch") in ("true", "1"):
+                watch = request.query.get("watch") in ("true", "1")
+                fault = self._take_fault(kind, watch)
+                if fault is not None and fault.too_large:
+                    with self._lock:
+                        current = self._version
+                    return _too_large(current + 1, current)
+                if fault is not None:
+                    reason = _REASONS.get(fault.status, "InternalError")
+                    message = f"emulated {fault.status}"
+                    return _error(fault.status, reason, message, retry_after=fault.retry_after)
+                refused = await self._check_version(request)
+                if refused is not None:
+                    return refused
+                if watch:
                     return await self._watch(request, kind, namespace)
                 return self._list(request, kind, namespace)
             if request.method == "POST" and (namespace is not None or not kind.namespaced):
@@ -398,23 +568,72 @@ class ApiEmulator:
             return False
         return _labels_match(selector, metadata.get("labels") or {})
 
+    async def _check_version(self, request: web.Request) -> web.Response | None:
+        """400 for a resourceVersion that is not a number; for one the server has not reached
+        yet, a wait and then 504 ResourceVersionTooLarge (what an HA control plane's lagging
+        watch cache answers), unless the server gets there meanwhile."""
+        text = request.query.get("resourceVersion", "")
+        if not text:
+            return None
+        if not text.isdigit():
+            message = f"invalid resource version {text!r}"
+            return _error(400, "BadRequest", message)
+        wanted = int(text)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.too_large_seconds
+        while True:
+            with self._lock:
+                current = self._version
+                tick = self._tick
+            if wanted <= current:
+                return None
+            if loop.time() >= deadline:
+                return _too_large(wanted, current)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tick.wait(), max(deadline - loop.time(), 0.001))
+
     def _list(self, request: web.Request, kind: ApiResource, namespace: str | None) -> web.Response:
-        selector = request.query.get("labelSelector", "")
+        query = request.query
+        selector = query.get("labelSelector", "")
+        token = query.get("continue", "")
         with self._lock:
             if self._failing_lists:
                 self._failing_lists -= 1
                 return _error(503, "ServiceUnavailable", "the server is currently unavailable")
-            items = [
-                {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
-                for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
-                if k == kind and self._matching(kind, namespace, selector, obj)
-            ]
-            version = str(self._version)
+            if token:
+                if query.get("resourceVersion"):
+                    message = "specifying resource version is not allowed when using continue"
+                    return _error(400, "BadRequest", message)
+                page = self._pages.pop(token, None)
+                if page is None or time.monotonic() >= page.expires:
+                    message = (
+                        "The provided continue parameter is too old to display a consistent list "
+                        "result. You can start a new list without the continue parameter."
+                    )
+                    return _error(410, "Expired", message)
+                items, version = page.items, page.version
+            else:
+                items = [
+                    {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
+                    for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
+                    if k == kind and self._matching(kind, namespace, selector, obj)
+                ]
+                version = str(self._version)
+            metadata: Obj = {"resourceVersion": version}
+            limit = int(query.get("limit") or 0)
+            # The watch cache (resourceVersion=0) ignores `limit`, as a real server does.
+            if limit > 0 and query.get("resourceVersion") != "0" and len(items) > limit:
+                items, rest = items[:limit], items[limit:]
+                next_token = f"page-{next(self._tokens)}"
+                expires = time.monotonic() + self.continue_seconds
+                self._pages[next_token] = _Page(rest, version, expires)
+                metadata["continue"] = next_token
+                metadata["remainingItemCount"] = len(rest)
         return web.json_response(
             {
                 "apiVersion": kind.api_version,
                 "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": version},
+                "metadata": metadata,
                 "items": items,
             }
         )

@@ -33,16 +33,18 @@ from xdsfleet.sources.kube.settings import KubeSettings
 
 
 class ApiError(Exception):
-    """A request the API server refused, or that did not reach it."""
+    """A request the API server refused, or that did not reach it. `retry_after`: the seconds
+    its `Retry-After` header asked the client to wait, if any."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 class Gone(ApiError):
-    """410: the resourceVersion is too old for a watch; list again."""
+    """410: the resourceVersion (or a list's continue token) is too old; list again."""
 
 
 class NotFound(ApiError):
@@ -55,6 +57,11 @@ class Conflict(ApiError):
 
 class Unreachable(ApiError):
     """No answer in time, a connection refused or cut, an overloaded or failing server."""
+
+
+class TooLarge(Unreachable):
+    """504 ResourceVersionTooLarge: this API server (an HA control plane's lagging watch cache)
+    has not reached the resourceVersion asked for; a list from etcd (a quorum read) has."""
 
 
 class AccessError(Exception):
@@ -95,16 +102,27 @@ def _message(body: object, default: str) -> str:
     return default
 
 
-def _error(status: int, message: str) -> ApiError:
+def _error(status: int, message: str, retry_after: float | None = None) -> ApiError:
     if status == 410:
         return Gone(status, message)
     if status == 404:
         return NotFound(status, message)
     if status == 409:
         return Conflict(status, message)
+    if status == 504 and "too large resource version" in message.lower():
+        return TooLarge(status, message, retry_after)
     if status == 0 or status == 429 or status >= 500:
-        return Unreachable(status, message)
+        return Unreachable(status, message, retry_after)
     return ApiError(status, message)
+
+
+def _retry_after(value: object) -> float | None:
+    """A `Retry-After` header in seconds (the API server never sends an HTTP date)."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 @contextlib.contextmanager
@@ -192,7 +210,8 @@ class Cluster:
             response = self._api.call_api(*serialized, _request_timeout=timeout)
             if not 200 <= response.status <= 299:
                 data = response.read()
-                raise _error(response.status, _message(data, str(response.reason)))
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                raise _error(response.status, _message(data, str(response.reason)), retry_after)
             return response.response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> JsonObject:
@@ -213,16 +232,52 @@ class Cluster:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        resource_version: str = "",
+        limit: int = 0,
     ) -> Listing:
-        document = self._json(
-            "GET",
-            resource.path(namespace=namespace),
-            query={"labelSelector": label_selector},
-            read_seconds=self._settings.list_seconds,
+        """Every object, in pages of `limit` when it is set. `resource_version`: "" for the
+        latest (a quorum read from etcd), "0" for any (the API server's watch cache), a version
+        for one at least that new. A continue token that expired (410) restarts the list
+        without pages, as client-go's pager does."""
+        items: list[JsonObject] = []
+        first: dict[str, str | int | bool | None] = {
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version or None,
+        }
+        query = {**first, "limit": limit or None}
+        while True:
+            try:
+                document = self._json(
+                    "GET",
+                    resource.path(namespace=namespace),
+                    query=query,
+                    read_seconds=self._settings.list_seconds,
+                )
+            except Gone:
+                if "continue" not in query:
+                    raise
+                query = first
+                items.clear()
+                continue
+            items += [item for item in document.get("items") or [] if isinstance(item, dict)]
+            metadata = document.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return Listing(tuple(items), str(metadata.get("resourceVersion", "")))
+            # Pages go on from the first one's snapshot: no resourceVersion with a token.
+            query = {"labelSelector": label_selector, "limit": limit, "continue": str(token)}
+
+    def served(self, resource: ApiResource) -> bool:
+        """Whether discovery lists `resource`: False once its CRD is really gone."""
+        root = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+        try:
+            document = self._json("GET", root)
+        except NotFound:
+            return False
+        return any(
+            isinstance(r, dict) and r.get("name") == resource.plural
+            for r in document.get("resources") or []
         )
-        items = document.get("items") or []
-        version = (document.get("metadata") or {}).get("resourceVersion", "")
-        return Listing(tuple(item for item in items if isinstance(item, dict)), str(version))
 
     def watch(
         self,

@@ -399,6 +399,10 @@ class ApiEmulator:
     def _store(
         self, kind: ApiResource, key: tuple[ApiResource, str, str], obj: Obj, old: Obj | None
     ) -> Obj:
+        if kind == resources.ENDPOINT_SLICES:
+            # Go's encoding of a slice's empty lists (no omitempty): null, never [] or absent.
+            for field_name in ("endpoints", "ports"):
+                obj[field_name] = obj.get(field_name) or None
         self._version += 1
         metadata = _metadata(obj)
         if kind.namespaced:

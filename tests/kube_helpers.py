@@ -60,13 +60,17 @@ def endpoint_slice(
     port: int = 8080,
     ready: bool = True,
     zone: str | None = None,
+    address_type: str = "IPv4",
+    pods: tuple[str, ...] = (),
 ) -> Obj:
+    """`pods`: the Pod behind each address (by default, one per address)."""
     endpoints: list[Obj] = []
-    for address in addresses:
+    for i, address in enumerate(addresses):
+        pod = pods[i] if pods else f"pod-{address}".replace(":", "-")
         endpoint: Obj = {
             "addresses": [address],
             "conditions": {"ready": ready, "serving": ready, "terminating": False},
-            "targetRef": {"kind": "Pod", "name": f"pod-{address}", "namespace": namespace},
+            "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
             "nodeName": "node-1",
         }
         if zone:
@@ -82,12 +86,10 @@ def endpoint_slice(
             },
             "ownerReferences": [{"kind": "Service", "name": service_name}],
         },
-        "addressType": "IPv4",
+        "addressType": address_type,
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
     }
-    # The API server leaves out an empty list.
-    if endpoints:
-        obj["endpoints"] = endpoints
     return obj
 
 

@@ -134,9 +134,29 @@ def test_a_member_weighted_zero_gets_no_locality() -> None:
 
 
 def test_a_locality_with_only_draining_endpoints_is_left_out() -> None:
-    member = running(EAST_A, Endpoint(("10.0.0.2",), ready=False, terminating=True))
+    member = running(
+        EAST_A,
+        ready("10.0.0.1"),
+        Endpoint(("10.0.0.2",), ready=False, terminating=True, zone="east-1b"),
+    )
 
-    assert localities(SIDECAR, member) == []
+    assert localities(SIDECAR, member) == [("east-a/east-1a", 0, 1)]
+
+
+def test_a_member_whose_every_endpoint_terminates_serves_those_still_serving() -> None:
+    # KEP-1669: a one-replica service during a node drain answers rather than 503.
+    member = running(
+        EAST_A,
+        Endpoint(("10.0.0.2",), ready=False, serving=True, terminating=True),
+        Endpoint(("10.0.0.3",), ready=False, serving=False, terminating=True),
+    )
+
+    [locality] = assignment(SIDECAR, member).endpoints
+
+    assert [e.endpoint.address.socket_address.address for e in locality.lb_endpoints] == [
+        "10.0.0.2"
+    ]
+    assert locality.lb_endpoints[0].health_status == health_check_pb2.HEALTHY
 
 
 def test_a_node_prefers_its_zone_then_its_region_then_elsewhere() -> None:

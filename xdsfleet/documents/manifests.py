@@ -115,6 +115,7 @@ class FileContents:
 # --- Kinds -----------------------------------------------------------------------------------
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
+_IP_FAMILIES = ("IPv4", "IPv6")
 _ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
 _NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
 
@@ -285,7 +286,7 @@ def _service_port(port: Map) -> ServicePort:
 
 def _service(doc: Map, kind: _Kind) -> Service:
     namespace, name, _ = _metadata(doc, kind, DNS_1035_LABEL)
-    spec = doc.mapping("spec", ("ports",), required=True)
+    spec = doc.mapping("spec", ("ports", "ipFamilies"), required=True)
     entries = spec.mappings(
         "ports",
         ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort"),
@@ -300,7 +301,11 @@ def _service(doc: Map, kind: _Kind) -> Service:
     flag_repeats(spec, "ports", "name", [p.name for p in ports if p.name], "port name")
     numbers = [f"{p.port}/{p.protocol}" for p in ports]
     flag_repeats(spec, "ports", "port", numbers, "port")
-    return Service(namespace, name, ports)
+    families = spec.strings("ipFamilies")
+    for i, family in enumerate(families):
+        if family not in _IP_FAMILIES:
+            spec.problem(f"ipFamilies[{i}]", f"must be one of {', '.join(_IP_FAMILIES)}")
+    return Service(namespace, name, ports, tuple(families))
 
 
 def _check_address(entry: Map, i: int, address: str, address_type: str) -> None:
@@ -323,6 +328,8 @@ def _endpoint(entry: Map, address_type: str) -> Endpoint:
         for i, address in enumerate(addresses):
             _check_address(entry, i, address, address_type)
     conditions = entry.mapping("conditions", ("ready", "serving", "terminating"))
+    target = entry.mapping("targetRef", ("kind", "namespace", "name"))
+    target_name = target.text("name")
     # Kubernetes defaults: unknown readiness counts as ready, and serving follows ready.
     ready = conditions.flag("ready", True)
     return Endpoint(
@@ -332,6 +339,7 @@ def _endpoint(entry: Map, address_type: str) -> Endpoint:
         terminating=conditions.flag("terminating", False),
         zone=entry.text("zone"),
         node_name=entry.text("nodeName"),
+        target=f"{target.text('namespace', '')}/{target_name}" if target_name else None,
     )
 
 
@@ -358,7 +366,7 @@ def _endpoint_slice(doc: Map, kind: _Kind) -> EndpointSlice:
     ports = tuple(_endpoint_port(entry) for entry in doc.mappings("ports", fields))
     flag_repeats(doc, "ports", "name", [p.name for p in ports], "port name")
     entries = doc.mappings(
-        "endpoints", ("addresses", "conditions", "zone", "nodeName"), required=True
+        "endpoints", ("addresses", "conditions", "zone", "nodeName", "targetRef"), required=True
     )
     endpoints = tuple(_endpoint(entry, address_type) for entry in entries)
     return EndpointSlice(namespace, name, service, ports, endpoints, address_type or "IPv4")

@@ -54,6 +54,8 @@ class Service:
     namespace: str
     name: str
     ports: tuple[ServicePort, ...]
+    # `spec.ipFamilies`: a dual-stack Service's first family is the one served.
+    ip_families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class Endpoint:
     terminating: bool = False
     zone: str | None = None
     node_name: str | None = None
+    # The Pod behind it (`targetRef`, "namespace/name"): replicas are counted by pod.
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

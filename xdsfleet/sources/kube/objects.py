@@ -64,7 +64,10 @@ def _service(obj: JsonObject) -> JsonObject | None:
         # ExternalName and port-less headless Services: nothing a proxy could send to.
         return None
     fields = ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort")
-    return {"metadata": _metadata(obj), "spec": {"ports": [_pick(p, *fields) for p in ports]}}
+    spec = {"ports": [_pick(p, *fields) for p in ports]}
+    if families := (obj.get("spec") or {}).get("ipFamilies"):
+        spec["ipFamilies"] = families
+    return {"metadata": _metadata(obj), "spec": spec}
 
 
 def _endpoint(endpoint: JsonObject) -> JsonObject:
@@ -72,6 +75,9 @@ def _endpoint(endpoint: JsonObject) -> JsonObject:
     conditions = _pick(endpoint.get("conditions") or {}, "ready", "serving", "terminating")
     if conditions:
         picked["conditions"] = conditions
+    target = _pick(endpoint.get("targetRef") or {}, "kind", "namespace", "name")
+    if target.get("name"):
+        picked["targetRef"] = target
     return picked
 
 

@@ -184,8 +184,12 @@ def slice_of(
     )
 
 
-def pod(address: str, name: str, **conditions: bool) -> Endpoint:
-    return Endpoint((address,), target=f"ns/{name}", **conditions)
+def pod(
+    address: str, name: str, *, ready: bool = True, serving: bool = True, terminating: bool = False
+) -> Endpoint:
+    return Endpoint(
+        (address,), ready=ready, serving=serving, terminating=terminating, target=f"ns/{name}"
+    )
 
 
 def test_a_dual_stack_service_serves_its_first_family_and_counts_each_pod_once() -> None:

@@ -28,7 +28,7 @@ class KubeSettings:
     backoff_cap_seconds: float = 30.0
     # A watch the server will not open (connection refused, 429, 5xx) is retried from the same
     # resourceVersion for this long before the resource is listed again.
-    watch_retry_seconds: float = 30.0
+    watch_retry_seconds: float = 10.0
     # Lists ask for pages of this many objects, where the server pages (quorum reads).
     list_page_size: int = 500
     # A resource type that does not exist (a CRD not installed) is looked for again this often.

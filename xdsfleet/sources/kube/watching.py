@@ -215,6 +215,10 @@ class Reflector:
             delay, reason = self._watch_from(self._resume or self._last, failures)
             if delay is None:
                 failures = 0
+            elif self._resume is None:
+                # The watch retries ran out: lists back off from the start again.
+                failures = 1
+                self._wait(delay)
             else:
                 failures += 1
                 self._wait(delay)
@@ -353,14 +357,18 @@ class Reflector:
         now = time.monotonic()
         if self._refused_since is None:
             self._refused_since = now
-        retrying = now - self._refused_since < self._settings.watch_retry_seconds
-        if isinstance(error, Unreachable) and retrying:
+        left = self._settings.watch_retry_seconds - (now - self._refused_since)
+        if isinstance(error, Unreachable) and left > 0:
             metrics.KUBE_WATCH_RESTARTS.labels(self.resource.plural, "refused").inc()
+            # Backoff, but no later than the end of the retries: a server that stays away is
+            # noticed by a list that fails (stale) soon after, not a backoff cap later.
             delay = self._delay(failures, error)
+            if error.retry_after is None:
+                delay = min(delay, left)
             self._log.info("watch_refused", error=str(error), retry_seconds=round(delay, 2))
             self._resume = self._last
             return delay
         self._log.warning("watch_failed", error=str(error))
         self._refused_since = None
         self._resume = None
-        return self._delay(failures, error)
+        return self._delay(0, error)

@@ -25,11 +25,13 @@ import contextlib
 import copy
 import itertools
 import json
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -42,6 +44,19 @@ from xdsfleet.sources.kube.resources import ApiResource
 
 Obj = dict[str, Any]
 TOKEN = "emulator-token"
+
+# An exec credential plugin: asks the emulator for a token that expires, as `aws eks get-token`
+# asks AWS. Arguments: the emulator's URL and the token's lifetime in seconds.
+_PLUGIN = """\
+import sys, urllib.error, urllib.request
+try:
+    url = sys.argv[1] + "/emulator/token?lifetime=" + sys.argv[2]
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        print(answer.read().decode())
+except urllib.error.HTTPError as error:
+    sys.stderr.write("token service: " + error.read().decode())
+    sys.exit(1)
+"""
 
 MEMBER_RESOURCES = (
     resources.SERVICES,
@@ -200,6 +215,9 @@ class ApiEmulator:
         self._hidden: dict[ApiResource, float] = {}  # kind -> until (time.monotonic())
         self._pages: dict[str, _Page] = {}
         self._tokens = itertools.count(1)
+        self._credentials: dict[str, float] = {}  # token -> when it expires (time.time())
+        self._issuing = True
+        self.issued = 0  # tokens handed to exec plugins
         self._uids = itertools.count(1)
         self.requests: list[Request] = []
         self.bookmarks: list[int] = []  # the version of every bookmark sent
@@ -275,6 +293,34 @@ class ApiEmulator:
     def kubeconfig(self, path: Path, *, context: str = "emulator") -> Path:
         path.write_text(self.kubeconfig_text(context=context))
         return path
+
+    def exec_kubeconfig(self, path: Path, *, lifetime: int = 3600) -> Path:
+        """A kubeconfig whose user runs an exec credential plugin (a script beside it) that
+        gets a token valid for `lifetime` seconds; an expired or revoked one gets 401."""
+        script = path.with_suffix(".plugin.py")
+        script.write_text(_PLUGIN)
+        user = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": sys.executable,
+                "args": [str(script), self.url, str(lifetime)],
+                "interactiveMode": "Never",
+            }
+        }
+        document = yaml.safe_load(self.kubeconfig_text())
+        document["users"] = [{"name": "emulator", "user": user}]
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def revoke_tokens(self) -> None:
+        """Every token plugins got so far answers 401 from now on."""
+        with self._lock:
+            self._credentials.clear()
+
+    def issue_tokens(self, issuing: bool) -> None:
+        """Whether the plugins' token service answers (it fails with 503 when not)."""
+        with self._lock:
+            self._issuing = issuing
 
     # --- Faults ---
 
@@ -516,8 +562,32 @@ class ApiEmulator:
                 return fault
         return None
 
+    def _issue(self, request: web.Request) -> web.Response:
+        with self._lock:
+            if not self._issuing:
+                return web.Response(status=503, text="no tokens for now")
+            self.issued += 1
+            token = f"exec-{self.issued}"
+            # Whole seconds, as RFC 3339 timestamps usually are; the token lasts exactly that.
+            expires = int(time.time()) + int(request.query.get("lifetime", "3600"))
+            self._credentials[token] = float(expires)
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        credential = {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "kind": "ExecCredential",
+            "status": {"token": token, "expirationTimestamp": stamp},
+        }
+        return web.json_response(credential)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            return token == TOKEN or self._credentials.get(token, 0.0) > time.time()
+
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        if request.path == "/emulator/token":
+            return self._issue(request)
+        if not self._authorized(request):
             return _error(401, "Unauthorized", "Unauthorized")
         if request.method == "GET" and (discovery := self._discovery(request.path)) is not None:
             return discovery

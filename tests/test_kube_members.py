@@ -316,3 +316,39 @@ async def test_a_slice_without_endpoints_comes_as_null_and_empties_the_service(
     # A mass removal: held until a list confirms it, then served.
     await eventually(lambda: watched.addresses() == set())
     assert not watched.crashes
+
+
+def terminating(obj: dict[str, object], *addresses: str) -> dict[str, object]:
+    """`obj` (a slice) with the endpoints at `addresses` terminating, still serving."""
+    for endpoint in obj["endpoints"]:  # type: ignore[attr-defined]
+        if endpoint["addresses"][0] in addresses:
+            endpoint["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    return obj
+
+
+async def test_pods_that_begin_terminating_are_news_not_a_mass_removal(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, terminating(endpoint_slice("shop", *PODS), *PODS[1:]))
+        await eventually(lambda: watched.addresses() == {PODS[0]})
+    assert not [e for e in logs if e["event"].startswith("mass_removal")]
+    assert api.lists(ENDPOINT_SLICES) == 1
+
+
+async def test_a_hold_serves_the_pods_still_listed_with_their_latest_conditions(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=30))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.fail_lists(1000)  # the confirming list never comes: the hold lasts
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, endpoint_slice("shop", PODS[0]))
+        await eventually(lambda: any(e["event"] == "mass_removal_held" for e in logs))
+    assert watched.addresses() == set(PODS)
+    # The pod still listed begins terminating: served as such, the others still held.
+    api.apply(ENDPOINT_SLICES, terminating(endpoint_slice("shop", PODS[0]), PODS[0]))
+    await eventually(lambda: watched.addresses() == set(PODS[1:]))
+    api.fail_lists(0)

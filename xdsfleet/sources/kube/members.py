@@ -6,7 +6,11 @@ DESIGN decision 5, for a member:
   metric, `MemberState.stale`); they are never replaced by nothing.
 - An update seen on a watch that removes more than half of a service's ready endpoints is held
   (the service keeps its previous objects) until a list started after it confirms it, at most
-  `hold_seconds`. A removal seen in a fresh list is already confirmed.
+  `hold_seconds`. A removal seen in a fresh list is already confirmed. Removed means gone from
+  the slices: an endpoint that turns terminating or not ready is news from the API server, not
+  a glitch of the watch, so it is never held, and while a hold keeps endpoints that went away,
+  those still listed take their latest conditions (a pod that began terminating is not served
+  as ready again).
 - A member that comes back is listed again; the list is compared with what is known and at
   most one state goes out.
 Without a ServiceExport CRD the member exports nothing of its own: the Fleet's `exportAll`
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,10 +66,19 @@ def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
     return found
 
 
+def listed_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
+    """Per service, the addresses of all its endpoints, whatever their conditions."""
+    found: dict[ServiceKey, set[str]] = {}
+    for endpoint_slice in state.endpoint_slices:
+        addresses = found.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), set())
+        addresses.update(e.addresses[0] for e in endpoint_slice.endpoints if e.addresses)
+    return found
+
+
 def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
-    """The services that lose more than half of their ready endpoints from `before` to
-    `after` (a Service deleted loses all of them)."""
-    kept = ready_addresses(after)
+    """The services more than half of whose ready endpoints are gone (not listed at all) from
+    `before` to `after` (a Service deleted loses all of them)."""
+    kept = listed_addresses(after)
     services = {(s.namespace, s.name) for s in after.services}
     found = set()
     for key, addresses in ready_addresses(before).items():
@@ -86,7 +100,25 @@ def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKe
     kept_services = [s for s in candidate.services if service_key(s) not in services]
     kept_services += [s for s in previous.services if service_key(s) in services]
     kept_slices = [s for s in candidate.endpoint_slices if slice_key(s) not in services]
-    kept_slices += [s for s in previous.endpoint_slices if slice_key(s) in services]
+    # The held services' endpoints still listed, as they are listed now, by first address.
+    latest = {
+        (slice_key(s), e.addresses[0]): e
+        for s in candidate.endpoint_slices
+        if slice_key(s) in services
+        for e in s.endpoints
+        if e.addresses
+    }
+    kept_slices += [
+        dataclasses.replace(
+            s,
+            endpoints=tuple(
+                latest.get((slice_key(s), e.addresses[0]), e) if e.addresses else e
+                for e in s.endpoints
+            ),
+        )
+        for s in previous.endpoint_slices
+        if slice_key(s) in services
+    ]
     return MemberState(
         candidate.member,
         services=tuple(sorted(kept_services, key=service_key)),

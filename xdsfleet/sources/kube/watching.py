@@ -266,6 +266,12 @@ class Reflector:
             self._missing_since = None
             return None, reason
         metrics.KUBE_FAILURES.labels(self.resource.plural).inc()
+        if reason == "requested" and self._last:
+            # A list asked for to confirm what the watch said: without it, the watch still
+            # tells what changes (the owner's hold ends on its own), so go back to it.
+            self._log.info("confirming_list_failed", error=str(failed))
+            self._resume = self._last
+            return self._delay(0, failed), "requested"
         self._log.warning("list_failed", reason=reason, error=str(failed))
         self._send(Failed(str(failed)))
         return self._delay(failures, failed), "failure"

@@ -4,7 +4,9 @@ Each object keeps its last good version (DESIGN decision 5): an update our parse
 reported and the previous version stays in use, as for a file. The mirror also remembers how the
 resource answered (listed, absent, failing), which is what staleness and readiness are made of.
 
-It runs on the event loop and does no I/O: reflector events in, parsed objects out.
+Objects are parsed where they arrive, in the reflector's thread (`prepare`): a list of ten
+thousand EndpointSlices takes seconds to parse, which the event loop must not spend. The mirror
+itself runs on the event loop and does no I/O: prepared events in, parsed objects out.
 """
 
 from __future__ import annotations
@@ -36,13 +38,32 @@ class Refusal:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[T]):
+    """One API object, parsed: the model object (None: left out), or why it was refused."""
+
+    key: Key
+    generation: int  # metadata.generation
+    parsed: T | None
+    problems: tuple[Problem, ...] | None = None  # set when the parser refused it
+
+
+def prepare(parse: Callable[[JsonObject], T | None], obj: JsonObject) -> Prepared[T]:
+    """`parse` turns one API object into a model object, None for objects to leave out, or
+    raises `InvalidInput`. Pure: the reflector's thread runs it."""
+    key = key_of(obj)
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    try:
+        return Prepared(key, generation, parse(obj))
+    except InvalidInput as invalid:
+        return Prepared(key, generation, None, invalid.problems)
+
+
 @dataclass(slots=True)
 class Mirror(Generic[T]):
-    """`parse` turns one API object into a model object, None for objects to leave out, or
-    raises `InvalidInput`."""
+    """Applies a reflector's events, whose objects were prepared with `prepare`."""
 
     resource: ApiResource
-    parse: Callable[[JsonObject], T | None]
     objects: dict[Key, T] = field(default_factory=dict)
     # metadata.generation of each object's version in use (what status reports as observed).
     generations: dict[Key, int] = field(default_factory=dict)
@@ -55,10 +76,10 @@ class Mirror(Generic[T]):
 
     def apply(self, event: Event) -> None:
         match event:
-            case Listed(items=items, sequence=sequence):
+            case Listed(prepared=prepared, sequence=sequence):
                 previous = self.objects, self.generations
                 self.objects, self.generations, self.refused = {}, {}, {}
-                for item in items:
+                for item in prepared:
                     self._put(item, *previous)
                 self.sequence = sequence
                 self.answered, self.listed, self.failing, self.absent = True, True, None, False
@@ -67,33 +88,32 @@ class Mirror(Generic[T]):
                 self.objects.pop(key, None)
                 self.generations.pop(key, None)
                 self.refused.pop(key, None)
-            case Changed(obj=obj):
-                self._put(obj, self.objects, self.generations)
+            case Changed(prepared=prepared):
+                self._put(prepared, self.objects, self.generations)
             case Failed(error=error):
                 self.answered, self.failing = True, error
             case Absent():
                 self.objects, self.generations, self.refused = {}, {}, {}
                 self.answered, self.listed, self.failing, self.absent = True, True, None, True
 
-    def _put(self, obj: JsonObject, objects: dict[Key, T], generations: dict[Key, int]) -> None:
-        """Parse `obj` into place; when it is refused, its version in `objects` stays."""
-        key = key_of(obj)
-        generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        try:
-            parsed = self.parse(obj)
-        except InvalidInput as invalid:
+    def _put(
+        self, prepared: Prepared[T], objects: dict[Key, T], generations: dict[Key, int]
+    ) -> None:
+        """Put `prepared` in place; when it was refused, its version in `objects` stays."""
+        key, generation = prepared.key, prepared.generation
+        if prepared.problems is not None:
             metrics.OBJECT_REJECTIONS.labels(self.resource.plural).inc()
-            log.warning("object_rejected", problems=[str(p) for p in invalid.problems])
-            self.refused[key] = Refusal(invalid.problems, generation)
+            log.warning("object_rejected", problems=[str(p) for p in prepared.problems])
+            self.refused[key] = Refusal(prepared.problems, generation)
             if key in objects:
                 # Its last good version keeps serving.
                 self.objects[key] = objects[key]
                 self.generations[key] = generations.get(key, 0)
             return
         self.refused.pop(key, None)
-        if parsed is None:
+        if prepared.parsed is None:
             self.objects.pop(key, None)
             self.generations.pop(key, None)
         else:
-            self.objects[key] = parsed
+            self.objects[key] = prepared.parsed
             self.generations[key] = generation

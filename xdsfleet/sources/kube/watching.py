@@ -20,7 +20,9 @@ after the watch retries ran out. A 404 after a successful list is a type that ma
 come back (an API server restarting serves CRDs late): its objects stay until discovery has not
 listed the type for `absent_confirm_seconds`.
 
-It must not interpret objects: it reports raw dicts, and whether the API server answers.
+It must not interpret objects: it reports raw dicts, each with what the owner's `prepare`
+made of it (parsing, done here so that the event loop never spends seconds on a big list), and
+whether the API server answers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -58,6 +61,7 @@ class Listed:
 
     items: tuple[JsonObject, ...]
     sequence: int
+    prepared: tuple[Any, ...] = ()  # the reflector's `prepare` of each item, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class Changed:
 
     type: str
     obj: JsonObject
+    prepared: Any = None  # the reflector's `prepare` of `obj`
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,11 @@ class Reflector:
         name: str,
         namespace: str | None = None,
         label_selector: str | None = None,
+        prepare: Callable[[JsonObject], Any] | None = None,
     ) -> None:
+        """`prepare` (such as parsing) runs on each object in the reflector's thread."""
         self._cluster = cluster
+        self._prepare = prepare
         self.resource = resource
         self._deliver = deliver
         self._on_crash = on_crash
@@ -192,6 +200,9 @@ class Reflector:
         ceiling = self._settings.backoff_seconds * 2 ** max(failures - 1, 0)
         return random.uniform(0, min(self._settings.backoff_cap_seconds, ceiling))
 
+    def _prepared(self, obj: JsonObject) -> Any:
+        return self._prepare(obj) if self._prepare is not None else None
+
     def _take_relist_request(self) -> bool:
         with self._lock:
             wanted, self._relist_wanted = self._relist_wanted, False
@@ -258,7 +269,8 @@ class Reflector:
         except ApiError as error:
             failed = error
         else:
-            self._send(Listed(listing.items, sequence))
+            prepared = tuple(map(self._prepared, listing.items))
+            self._send(Listed(listing.items, sequence, prepared))
             self._log.debug("listed", reason=reason, items=len(listing.items), version=version)
             self._last = self._resume = listing.resource_version
             self._quorum = False
@@ -328,7 +340,8 @@ class Reflector:
             for event in watch:
                 self._last = resource_version(event.get("object") or {}) or self._last
                 if event.get("type") != "BOOKMARK":
-                    self._send(Changed(str(event.get("type")), event.get("object") or {}))
+                    obj = event.get("object") or {}
+                    self._send(Changed(str(event.get("type")), obj, self._prepared(obj)))
         except Gone:
             self._log.info("watch_version_expired", version=self._last)
             self._resume = None  # list, not older than the last version seen

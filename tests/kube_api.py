@@ -200,6 +200,7 @@ class ApiEmulator:
         self.port = free_port()
         self.bookmark_seconds = bookmark_seconds
         self.too_large_seconds = too_large_seconds
+        self.list_delay = 0.0  # seconds each list takes before it is answered
         self.continue_seconds = continue_seconds
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
@@ -616,6 +617,8 @@ class ApiEmulator:
                     return refused
                 if watch:
                     return await self._watch(request, kind, namespace)
+                if self.list_delay:
+                    await asyncio.sleep(self.list_delay)  # a big list, or a slow etcd
                 return self._list(request, kind, namespace)
             if request.method == "POST" and (namespace is not None or not kind.namespaced):
                 return self._create(kind, namespace, await request.json())

@@ -26,6 +26,7 @@ FAST = KubeSettings(
     keepalive_interval=1,
     keepalive_count=2,
     hold_seconds=2.0,
+    relist_interval_seconds=0.2,
 )
 
 Obj = dict[str, Any]

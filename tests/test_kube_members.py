@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -352,3 +353,35 @@ async def test_a_hold_serves_the_pods_still_listed_with_their_latest_conditions(
     api.apply(ENDPOINT_SLICES, terminating(endpoint_slice("shop", PODS[0]), PODS[0]))
     await eventually(lambda: watched.addresses() == set(PODS[1:]))
     api.fail_lists(0)
+
+
+async def test_a_hold_waits_for_a_confirming_list_slower_than_the_hold(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=0.3))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.list_delay = 1.0  # a big member: its list takes longer than the hold
+    with capture_logs() as logs:
+        api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
+        await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    assert [e["event"] for e in logs if e["event"].startswith("mass_removal")] == [
+        "mass_removal_held",
+        "mass_removal_extended",
+        "mass_removal_confirmed",
+    ]
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states)
+
+
+async def test_lists_asked_for_come_no_more_often_than_the_relist_interval(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, relist_interval_seconds=1.0))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    for _ in range(3):  # three glitches in a row, each held and confirmed by a list
+        with capture_logs() as logs:
+            api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
+            await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    lists = [r for r in api.requests if not r.watch and r.path == ENDPOINT_SLICES.path()]
+    asked = [r.at for r in lists if r.query.get("resourceVersion") not in (None, "0")]
+    assert len(asked) >= 3, lists
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(asked)), lists

@@ -95,6 +95,10 @@ class WatchGroup:
         """See `Reflector.relist`."""
         return self._reflectors[resource].relist()
 
+    def listing(self, resource: ApiResource) -> int | None:
+        """The sequence of the list of `resource` under way, if one is."""
+        return self._reflectors[resource].listing
+
     @property
     def answered(self) -> bool:
         """Every resource has been listed, found absent or failed, at least once."""

@@ -6,7 +6,8 @@ DESIGN decision 5, for a member:
   metric, `MemberState.stale`); they are never replaced by nothing.
 - An update seen on a watch that removes more than half of a service's ready endpoints is held
   (the service keeps its previous objects) until a list started after it confirms it, at most
-  `hold_seconds`. A removal seen in a fresh list is already confirmed. Removed means gone from
+  `hold_seconds` (or, when the confirming list is under way then, until it ends, at most
+  `list_seconds` more). A removal seen in a fresh list is already confirmed. Removed means gone from
   the slices: an endpoint that turns terminating or not ready is news from the API server, not
   a glitch of the watch, so it is never held, and while a hold keeps endpoints that went away,
   those still listed take their latest conditions (a pod that began terminating is not served
@@ -53,6 +54,7 @@ class _Hold:
     services: set[ServiceKey]
     confirm: dict[ApiResource, int]  # resource -> the list sequence that confirms
     timer: asyncio.TimerHandle
+    extended: bool = False  # past `hold_seconds`, for a confirming list under way
 
 
 def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
@@ -253,6 +255,13 @@ class MemberWatcher:
         self._publish(candidate)
         self.settled.set()
 
+    def _confirming(self, hold: _Hold) -> bool:
+        """A list that would confirm the hold is under way."""
+        return any(
+            (listing := self._group.listing(kind)) is not None and listing >= wanted
+            for kind, wanted in hold.confirm.items()
+        )
+
     def _confirmed(self, hold: _Hold) -> bool:
         mirrors = self._group.mirrors
         return all(mirrors[kind].sequence >= wanted for kind, wanted in hold.confirm.items())
@@ -278,6 +287,17 @@ class MemberWatcher:
             self._hold.confirm = confirm
 
     def _expire(self) -> None:
+        hold = self._hold
+        if hold is not None and not hold.extended and self._confirming(hold):
+            # A big member's list can take longer than the hold: its answer is worth waiting
+            # for (as long as the client waits for a list), rather than serving what it may
+            # contradict a moment later.
+            hold.extended = True
+            hold.timer = asyncio.get_running_loop().call_later(
+                self._settings.list_seconds, self._expire
+            )
+            self._log.info("mass_removal_extended", wait_seconds=self._settings.list_seconds)
+            return
         if self._hold is not None:
             candidate = self._candidate()
             self._release("expired", candidate)

@@ -129,6 +129,10 @@ class Reflector:
         self._lock = threading.Lock()
         self._lists_started = 0
         self._relist_wanted = False
+        # The sequence of the list under way (None between lists): read by the loop.
+        self.listing: int | None = None
+        self._requested_at = -float("inf")  # when the last list asked for started
+        self._relist_due: float | None = None  # when the list asked for may start
         self._watch: Watch | None = None
         # The thread's own state (never touched by the loop):
         self._last = ""  # the newest resourceVersion seen (list, event or bookmark)
@@ -212,7 +216,14 @@ class Reflector:
         reason = "initial"
         failures = 0
         while not self._stopping.is_set():
-            if self._take_relist_request():
+            if self._take_relist_request() and self._relist_due is None:
+                # Lists asked for come at most every `relist_interval_seconds`: a fleet of
+                # flapping services must not keep a big member listing. The watch goes on.
+                interval = self._settings.relist_interval_seconds
+                self._relist_due = max(time.monotonic(), self._requested_at + interval)
+            if self._relist_due is not None and time.monotonic() >= self._relist_due:
+                self._relist_due = None
+                self._requested_at = time.monotonic()
                 self._resume, reason = None, "requested"
             if self._resume is None:
                 delay, reason = self._list(reason, failures)
@@ -223,7 +234,17 @@ class Reflector:
                 if failures:
                     self._log.info("watch_recovered", failures=failures)
                 failures = 0
-            delay, reason = self._watch_from(self._resume or self._last, failures)
+            timer = None
+            if self._relist_due is not None:
+                # The list asked for ends this watch when it is due.
+                timer = threading.Timer(self._relist_due - time.monotonic(), self._interrupt)
+                timer.daemon = True
+                timer.start()
+            try:
+                delay, reason = self._watch_from(self._resume or self._last, failures)
+            finally:
+                if timer is not None:
+                    timer.cancel()
             if delay is None:
                 failures = 0
             elif self._resume is None:
@@ -245,7 +266,13 @@ class Reflector:
         and the reason of that next list."""
         with self._lock:
             self._lists_started += 1
-            sequence = self._lists_started
+            sequence = self.listing = self._lists_started
+        try:
+            return self._list_once(reason, failures, sequence)
+        finally:
+            self.listing = None
+
+    def _list_once(self, reason: str, failures: int, sequence: int) -> tuple[float | None, str]:
         version = "" if self._quorum else (self._last or "0")
         metrics.KUBE_LISTS.labels(self.resource.plural, reason).inc()
         try:
@@ -254,7 +281,9 @@ class Reflector:
                 namespace=self._namespace,
                 label_selector=self._label_selector,
                 resource_version=version,
-                limit=self._settings.list_page_size,
+                # Pages only from etcd: the watch cache answers whole lists (and pages of a
+                # list at an older version would be an exact read of etcd's history).
+                limit=self._settings.list_page_size if not version else 0,
             )
         except NotFound as error:
             return self._not_found(error, reason, failures)

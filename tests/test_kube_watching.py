@@ -344,3 +344,25 @@ def test_the_api_refuses_a_bad_version_and_one_it_has_not_reached_after_a_wait(
             assert ahead.value.retry_after == 1
         finally:
             cluster.close()
+
+
+@pytest.mark.parametrize("expiring", [False, True], ids=["pages", "expired-token"])
+def test_a_paged_list_gets_every_object_and_restarts_whole_when_its_token_expired(
+    tmp_path: Path, expiring: bool
+) -> None:
+    with ApiEmulator(continue_seconds=0 if expiring else 300) as paging:
+        for i in range(5):
+            paging.apply(SERVICES, service(f"s{i}"))
+        cluster = Cluster(Access(kubeconfig=str(paging.kubeconfig(tmp_path / "k"))), FAST)
+        try:
+            listing = cluster.list(SERVICES, limit=2)
+        finally:
+            cluster.close()
+        assert [s["metadata"]["name"] for s in listing.items] == [f"s{i}" for i in range(5)]
+        assert listing.resource_version == "5"
+        sent = [(r.query.get("limit"), "continue" in r.query, r.status) for r in paging.requests]
+        if expiring:
+            # The second page finds its token expired (410): one whole list instead.
+            assert sent == [("2", False, 200), ("2", True, 410), (None, False, 200)]
+        else:
+            assert sent == [("2", False, 200), ("2", True, 200), ("2", True, 200)]

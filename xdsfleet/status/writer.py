@@ -4,7 +4,10 @@ Every `interval` seconds, the replica holding the status Lease works out the sta
 HTTPRoute, GRPCRoute and TrafficPolicy of the fleet cluster (`conditions`), and of the Fleet
 resource when the Fleet is one (its members, stale or not, and why), and writes what changed
 since it last wrote (`sources.kube.status`: the status subresource, 409s retried). A
-replica that gains the Lease writes everything once; one that loses it stops writing.
+replica that gains the Lease writes everything once; one that loses it stops writing. The
+Lease is renewed on its own schedule (`lease_retry_seconds`), whatever `interval` is and however
+long writes take; each write starts only while the renew deadline holds. What was written is
+remembered per object uid: an object deleted and created again gets its status again.
 
 It must not block the loop: every API call runs in a thread.
 """
@@ -80,6 +83,8 @@ class StatusWriter:
         namespace: str,
         interval: float = 5.0,
         lease_seconds: int = 15,
+        lease_retry_seconds: float = 2.0,
+        renew_deadline_seconds: float = 10.0,
     ) -> None:
         self._aggregator = aggregator
         self._ads = ads
@@ -88,33 +93,59 @@ class StatusWriter:
         self._namespace = namespace
         self._interval = interval
         self._lease_seconds = lease_seconds
+        self._lease_retry = lease_retry_seconds
+        self._renew_deadline = renew_deadline_seconds
         self._identity = identity()
         self._elector: LeaseElector | None = None
         self._cluster: Cluster | None = None
-        # (resource, namespace, name) -> what was last written (a verdict; a Fleet's members)
-        self._written: dict[tuple[ApiResource, str, str], object] = {}
+        # (resource, namespace, name, uid) -> what was last written (a verdict; a Fleet's members)
+        self._written: dict[tuple[ApiResource, str, str, str], object] = {}
 
     async def run(self) -> None:
+        await self.renew()
+        keeper = asyncio.create_task(self._keep_lease(), name="status-lease")
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(self._interval)
+        finally:
+            keeper.cancel()
+
+    async def _keep_lease(self) -> None:
         while True:
-            await self.tick()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._lease_retry)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """One attempt to take or keep the Lease."""
+        fleet = self._aggregator.fleet_cluster
+        if fleet is None or not fleet.synced.is_set():
+            return
+        elector = self._elector_for(fleet.cluster)
+        leading = await asyncio.to_thread(elector.try_acquire_or_renew)
+        metrics.STATUS_LEADER.set(1 if leading else 0)
+
+    def _holding(self, fleet: FleetCluster) -> bool:
+        return (
+            self._elector is not None and self._cluster is fleet.cluster and self._elector.holding()
+        )
 
     async def tick(self) -> None:
         fleet = self._aggregator.fleet_cluster
         state = self._served()
         if fleet is None or state is None or not fleet.synced.is_set():
             return
-        elector = self._elector_for(fleet.cluster)
-        leading = await asyncio.to_thread(elector.try_acquire_or_renew)
-        metrics.STATUS_LEADER.set(1 if leading else 0)
-        if not leading:
+        if not self._holding(fleet):
             self._written.clear()  # whoever leads next time writes everything once
             return
         await self._write_fleet(fleet)
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state):
-            key = (resource, namespace, name)
+            uid = fleet.mirror(resource).uids.get((namespace, name), "")
+            key = (resource, namespace, name, uid)
             if self._written.get(key) == verdict:
                 continue
+            if not self._holding(fleet):
+                return  # the renew deadline passed while writing: another replica may lead
             result = await asyncio.to_thread(
                 write_status,
                 fleet.cluster,
@@ -134,7 +165,7 @@ class StatusWriter:
         if name is None:
             return
         members = tuple((r.name, r.source, r.stale, r.message) for r in self._aggregator.reports())
-        key = (resources.FLEETS, "", name)
+        key = (resources.FLEETS, "", name, fleet.mirror(resources.FLEETS).uids.get(("", name), ""))
         if self._written.get(key) == members:
             return
         result = await asyncio.to_thread(
@@ -163,6 +194,7 @@ class StatusWriter:
                 namespace=self._namespace,
                 identity=self._identity,
                 duration_seconds=self._lease_seconds,
+                renew_deadline_seconds=self._renew_deadline,
             )
         return self._elector
 

@@ -46,17 +46,20 @@ class Prepared(Generic[T]):
     generation: int  # metadata.generation
     parsed: T | None
     problems: tuple[Problem, ...] | None = None  # set when the parser refused it
+    uid: str = ""  # metadata.uid: the same name may be another object after a delete
 
 
 def prepare(parse: Callable[[JsonObject], T | None], obj: JsonObject) -> Prepared[T]:
     """`parse` turns one API object into a model object, None for objects to leave out, or
     raises `InvalidInput`. Pure: the reflector's thread runs it."""
     key = key_of(obj)
-    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    metadata = obj.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    uid = str(metadata.get("uid") or "")
     try:
-        return Prepared(key, generation, parse(obj))
+        return Prepared(key, generation, parse(obj), uid=uid)
     except InvalidInput as invalid:
-        return Prepared(key, generation, None, invalid.problems)
+        return Prepared(key, generation, None, invalid.problems, uid)
 
 
 @dataclass(slots=True)
@@ -68,6 +71,7 @@ class Mirror(Generic[T]):
     # metadata.generation of each object's version in use (what status reports as observed).
     generations: dict[Key, int] = field(default_factory=dict)
     refused: dict[Key, Refusal] = field(default_factory=dict)
+    uids: dict[Key, str] = field(default_factory=dict)  # of every object listed or seen
     answered: bool = False  # listed, found absent or failed, at least once
     listed: bool = False  # listed (or found absent) at least once
     failing: str | None = None  # the last error, while the API server does not answer
@@ -78,7 +82,7 @@ class Mirror(Generic[T]):
         match event:
             case Listed(prepared=prepared, sequence=sequence):
                 previous = self.objects, self.generations
-                self.objects, self.generations, self.refused = {}, {}, {}
+                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
                 for item in prepared:
                     self._put(item, *previous)
                 self.sequence = sequence
@@ -88,12 +92,13 @@ class Mirror(Generic[T]):
                 self.objects.pop(key, None)
                 self.generations.pop(key, None)
                 self.refused.pop(key, None)
+                self.uids.pop(key, None)
             case Changed(prepared=prepared):
                 self._put(prepared, self.objects, self.generations)
             case Failed(error=error):
                 self.answered, self.failing = True, error
             case Absent():
-                self.objects, self.generations, self.refused = {}, {}, {}
+                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
                 self.answered, self.listed, self.failing, self.absent = True, True, None, True
 
     def _put(
@@ -101,6 +106,7 @@ class Mirror(Generic[T]):
     ) -> None:
         """Put `prepared` in place; when it was refused, its version in `objects` stays."""
         key, generation = prepared.key, prepared.generation
+        self.uids[key] = prepared.uid
         if prepared.problems is not None:
             metrics.OBJECT_REJECTIONS.labels(self.resource.plural).inc()
             log.warning("object_rejected", problems=[str(p) for p in prepared.problems])

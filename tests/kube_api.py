@@ -82,6 +82,8 @@ class _Event:
     resource: ApiResource
     type: str
     obj: Obj
+    old: Obj | None = None  # the version before, for a MODIFIED event
+    at: float = 0.0  # time.monotonic() when it happened
 
 
 @dataclass(slots=True)
@@ -190,13 +192,19 @@ class ApiEmulator:
         *,
         kinds: Iterable[ApiResource] = MEMBER_RESOURCES + FLEET_RESOURCES,
         window: int = 1000,
-        bookmark_seconds: float = 0.2,
+        history_seconds: float = 75.0,
+        bookmark_seconds: float = 60.0,
         too_large_seconds: float = 3.0,
         continue_seconds: float = 300.0,
     ) -> None:
-        """`too_large_seconds`: how long a request for a resourceVersion the server has not
-        reached waits before its 504 (3 s on a real server). `continue_seconds`: how long a
-        continue token works (until etcd compacts its revision: 5 minutes by default)."""
+        """History is kept per resource, as the API server's watch cache keeps it: at most
+        `window` events and none older than `history_seconds` (its event freshness, 75 s); a
+        watch from before what is kept of its resource gets 410 Gone. `bookmark_seconds`: how
+        often a quiet watch gets a bookmark (a minute on a real server; one also comes just
+        before the server-side timeout ends a watch). `too_large_seconds`: how long a request
+        for a resourceVersion the server has not reached waits before its 504 (3 s on a real
+        server). `continue_seconds`: how long a continue token works (until etcd compacts its
+        revision: 5 minutes by default)."""
         self.port = free_port()
         self.bookmark_seconds = bookmark_seconds
         self.too_large_seconds = too_large_seconds
@@ -204,11 +212,13 @@ class ApiEmulator:
         self.continue_seconds = continue_seconds
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
+        self._history_seconds = history_seconds
         self._lock = threading.Lock()
         self._version = 0
-        self._compacted = 0  # events up to this version are gone
+        # Per resource: its past events, and the version up to which they are gone.
+        self._history: dict[ApiResource, deque[_Event]] = {}
+        self._compacted: dict[ApiResource, int] = {}
         self._objects: dict[tuple[ApiResource, str, str], Obj] = {}
-        self._events: deque[_Event] = deque()
         self._watches: list[_Watch] = []
         self._conflicts = 0
         self._failing_lists = 0
@@ -336,8 +346,9 @@ class ApiEmulator:
     def compact(self) -> None:
         """Forget every past event: a watch from any version seen so far gets 410 Gone."""
         with self._lock:
-            self._compacted = self._version
-            self._events.clear()
+            for kind in self._kinds.values():
+                self._compacted[kind] = self._version
+            self._history.clear()
 
     def conflict_next_writes(self, count: int) -> None:
         """The next `count` PUTs find that someone else wrote first (the stored object's
@@ -438,23 +449,37 @@ class ApiEmulator:
     ) -> tuple[ApiResource, str, str]:
         return kind, (namespace or "default") if kind.namespaced else "", name
 
-    def _record(self, kind: ApiResource, type_: str, obj: Obj) -> None:
-        self._events.append(_Event(self._version, kind, type_, copy.deepcopy(obj)))
-        while len(self._events) > self._window:
-            self._compacted = self._events.popleft().version
+    def _record(self, kind: ApiResource, type_: str, obj: Obj, old: Obj | None = None) -> None:
+        event = _Event(
+            self._version, kind, type_, copy.deepcopy(obj), copy.deepcopy(old), time.monotonic()
+        )
+        self._history.setdefault(kind, deque()).append(event)
+        self._trim(kind)
+
+    def _trim(self, kind: ApiResource) -> None:
+        history = self._history.get(kind, deque())
+        oldest = time.monotonic() - self._history_seconds
+        while history and (len(history) > self._window or history[0].at < oldest):
+            self._compacted[kind] = history.popleft().version
 
     def _store(
-        self, kind: ApiResource, key: tuple[ApiResource, str, str], obj: Obj, old: Obj | None
+        self,
+        kind: ApiResource,
+        key: tuple[ApiResource, str, str],
+        obj: Obj,
+        old: Obj | None,
+        *,
+        touch: bool = False,
     ) -> Obj:
+        """Store `obj` as the new version of `old`; an update that changes nothing keeps the
+        version (no event), as on a real server, unless `touch`."""
         if kind == resources.ENDPOINT_SLICES:
             # Go's encoding of a slice's empty lists (no omitempty): null, never [] or absent.
             for field_name in ("endpoints", "ports"):
                 obj[field_name] = obj.get(field_name) or None
-        self._version += 1
         metadata = _metadata(obj)
         if kind.namespaced:
             metadata["namespace"] = key[1]
-        metadata["resourceVersion"] = str(self._version)
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         if old is None:
             metadata["uid"] = f"uid-{next(self._uids)}"
@@ -466,8 +491,16 @@ class ApiEmulator:
             metadata["creationTimestamp"] = old_metadata["creationTimestamp"]
             changed = obj.get("spec") != old.get("spec")
             metadata["generation"] = old_metadata.get("generation", 1) + (1 if changed else 0)
+            for kept in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+                if kept in old_metadata:
+                    metadata[kept] = old_metadata[kept]
+            metadata["resourceVersion"] = old_metadata["resourceVersion"]
+            if obj == old and not touch:
+                return old
+        self._version += 1
+        metadata["resourceVersion"] = str(self._version)
         self._objects[key] = obj
-        self._record(kind, "ADDED" if old is None else "MODIFIED", obj)
+        self._record(kind, "ADDED" if old is None else "MODIFIED", obj, old)
         return obj
 
     def _remove(self, kind: ApiResource, key: tuple[ApiResource, str, str]) -> Obj | None:
@@ -735,7 +768,7 @@ class ApiEmulator:
                 return _error(404, "NotFound", f'{kind.plural} "{name}" not found')
             if self._conflicts:
                 self._conflicts -= 1
-                self._store(kind, key, copy.deepcopy(old), old)
+                self._store(kind, key, copy.deepcopy(old), old, touch=True)
                 old = self._objects[key]
             sent = _metadata(obj).get("resourceVersion")
             if sent and sent != old["metadata"]["resourceVersion"]:
@@ -754,6 +787,25 @@ class ApiEmulator:
             stored = copy.deepcopy(self._store(kind, key, new, old))
         self._notify()
         return web.json_response(stored)
+
+    async def _send_event(
+        self, send: Any, event: _Event, namespace: str | None, selector: str
+    ) -> None:
+        """One event as a filtered watch sees it: an object that comes into the selector is
+        ADDED, one that leaves it DELETED (as it was, at the new version)."""
+        kind = event.resource
+        now_in = self._matching(kind, namespace, selector, event.obj)
+        if event.type != "MODIFIED" or event.old is None:
+            if now_in:
+                await send(event.type, event.obj)
+            return
+        was_in = self._matching(kind, namespace, selector, event.old)
+        if now_in:
+            await send("MODIFIED" if was_in else "ADDED", event.obj)
+        elif was_in:
+            left = copy.deepcopy(event.old)
+            left["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
+            await send("DELETED", left)
 
     async def _watch(
         self, request: web.Request, kind: ApiResource, namespace: str | None
@@ -788,36 +840,44 @@ class ApiEmulator:
             for obj in initial:
                 await send("ADDED", obj)
             next_bookmark = loop.time() + self.bookmark_seconds
+
+            async def bookmark() -> None:
+                meta = {"resourceVersion": str(cursor)}
+                await send(
+                    "BOOKMARK",
+                    {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta},
+                )
+                with self._lock:
+                    self.bookmarks.append(cursor)
+
             while not watch.dropped:
                 tick = self._tick
                 with self._lock:
-                    if cursor < self._compacted:
-                        message = f"too old resource version: {cursor} ({self._compacted})"
+                    self._trim(kind)
+                    compacted = self._compacted.get(kind, 0)
+                    if cursor < compacted:
+                        message = f"too old resource version: {cursor} ({compacted})"
                         gone = _status(410, "Expired", message)
                         break_with: Obj | None = gone
                         pending: list[_Event] = []
                     else:
                         break_with = None
-                        pending = [e for e in self._events if e.version > cursor]
+                        history = self._history.get(kind, deque())
+                        pending = [e for e in history if e.version > cursor]
                         latest = self._version
                 if break_with is not None:
                     await send("ERROR", break_with)
                     break
                 for event in pending:
-                    if event.resource == kind and self._matching(
-                        kind, namespace, selector, event.obj
-                    ):
-                        await send(event.type, event.obj)
+                    await self._send_event(send, event, namespace, selector)
                 cursor = max(cursor, latest)
                 now = loop.time()
                 if now >= deadline:
+                    if bookmarks:
+                        await bookmark()  # the last version, before the timeout ends it
                     break
                 if bookmarks and now >= next_bookmark:
-                    meta = {"resourceVersion": str(cursor)}
-                    bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
-                    await send("BOOKMARK", bookmark)
-                    with self._lock:
-                        self.bookmarks.append(cursor)
+                    await bookmark()
                     next_bookmark = now + self.bookmark_seconds
                 wake = min(deadline, next_bookmark if bookmarks else deadline) - now
                 with contextlib.suppress(TimeoutError):

@@ -157,6 +157,19 @@ async def test_a_member_secret_added_at_runtime_becomes_a_member_and_goes_with_i
     await eventually(lambda: fleet.member("east") is None)
 
 
+async def test_a_secret_that_loses_its_member_label_stops_being_a_member(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    await fleet.start(base(), fleet_api)
+    secret = member_secret("east", east.kubeconfig_text(), region="eu", zone="eu-1a")
+    fleet_api.apply(resources.SECRETS, secret)
+    await eventually(lambda: fleet.member("east") is not None)
+    # The label selector's watch sees it leave: DELETED, as a real API server says it.
+    del secret["metadata"]["labels"]  # type: ignore[attr-defined]
+    fleet_api.apply(resources.SECRETS, secret)
+    await eventually(lambda: fleet.member("east") is None)
+
+
 async def test_an_unlabelled_secret_is_never_read(
     fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
 ) -> None:

@@ -120,12 +120,20 @@ async def test_the_server_side_timeout_ends_a_quiet_watch_which_resumes_without_
     assert api.lists(SERVICES) == 1
 
 
+@pytest.fixture
+def chatty() -> Iterator[ApiEmulator]:
+    """An emulator that sends bookmarks every 0.2 s, not every minute."""
+    with ApiEmulator(bookmark_seconds=0.2) as emulator:
+        yield emulator
+
+
 async def test_bookmarks_keep_the_resume_version_fresh_so_no_list_is_needed(
-    api: ApiEmulator, start: Start
+    chatty: ApiEmulator, start: Start
 ) -> None:
+    api = chatty
     api.apply(SERVICES, service("a"))
     slow = dataclasses.replace(FAST, watch_seconds=60)
-    _, seen = start(settings=slow)
+    _, seen = start(settings=slow, emulator=api)
     await eventually(lambda: len(seen.of(Listed)) == 1)
     # Other resources move the version on; only a bookmark tells this watch about it.
     for i in range(5):
@@ -366,3 +374,32 @@ def test_a_paged_list_gets_every_object_and_restarts_whole_when_its_token_expire
             assert sent == [("2", False, 200), ("2", True, 410), (None, False, 200)]
         else:
             assert sent == [("2", False, 200), ("2", True, 200), ("2", True, 200)]
+
+
+async def test_an_update_that_changes_nothing_keeps_the_version_and_says_nothing(
+    api: ApiEmulator, start: Start
+) -> None:
+    first = api.apply(SERVICES, service("a"))
+    _, seen = start(settings=PATIENT)
+    await eventually(lambda: len(seen.of(Listed)) == 1 and api.open_watches() == 1)
+    again = api.apply(SERVICES, service("a"))
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    api.apply(SERVICES, service("b"))
+    await eventually(lambda: seen.names() == {"a", "b"})
+    changed = [e.obj["metadata"]["name"] for e in seen.events if isinstance(e, Changed)]
+    assert changed == ["b"]
+
+
+async def test_a_busy_resource_does_not_push_a_quiet_ones_history_out(
+    start: Start,
+) -> None:
+    with ApiEmulator(window=10) as small:
+        small.apply(SERVICES, service("a"))
+        _, seen = start(emulator=small, settings=PATIENT)
+        await eventually(lambda: len(seen.of(Listed)) == 1 and small.open_watches() == 1)
+        for i in range(30):  # Leases renewing, say: far more than the window
+            small.apply(SERVICE_EXPORTS, {"metadata": {"name": f"e{i}", "namespace": "default"}})
+        small.drop_watches()
+        small.apply(SERVICES, service("b"))
+        await eventually(lambda: seen.names() == {"a", "b"})
+        assert small.lists(SERVICES) == 1  # resumed, no 410

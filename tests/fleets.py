@@ -23,6 +23,7 @@ class MemberSpec:
     # service name -> pods; every service listens on `target_port` behind service port 80.
     services: dict[str, list[Pod]] = field(default_factory=dict)
     weight: int = 1
+    drain: bool = False
 
 
 @dataclass
@@ -100,6 +101,7 @@ class FleetFiles:
                         "weight": m.weight,
                         "source": {"manifests": f"members/{m.name}"},
                     }
+                    | ({"drain": True} if m.drain else {})
                     for m in self.members
                 ],
             },

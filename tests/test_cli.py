@@ -48,6 +48,37 @@ def test_validate_names_file_object_and_field_and_exits_non_zero(tmp_path: Path)
     assert "wieght" in result.output
 
 
+def test_validate_prints_its_success_on_stdout_and_json_for_pipelines() -> None:
+    text = runner.invoke(app, ["validate", "--fleet", str(EXAMPLE)])
+    assert text.stdout.startswith(f"valid {EXAMPLE}: 3 members")
+    assert text.stderr == ""
+
+    result = runner.invoke(app, ["validate", "--fleet", str(EXAMPLE), "-o", "json"])
+    report = json.loads(result.stdout)
+    assert (report["valid"], report["problems"], report["counts"]["members"]) == (True, [], 3)
+
+
+def test_validate_json_lists_every_problem_with_its_place_and_a_suggestion(
+    tmp_path: Path,
+) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "apiVersion: xdsfleet.io/v1alpha1\nkind: Fleet\nmetadata: {name: broken}\n"
+        "spec:\n  members:\n  - {name: a, region: r, zone: z, wieght: 2}\n"
+    )
+    result = runner.invoke(app, ["validate", "--fleet", str(fleet), "-o", "json"])
+
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert {
+        "file": str(fleet),
+        "object": "Fleet broken",
+        "field": "spec.members[0].wieght",
+        "message": "unknown field; did you mean weight?",
+        "severity": "error",
+    } in problems
+
+
 def test_render_json_lists_resources_sorted_by_type_and_name() -> None:
     result = runner.invoke(
         app, ["render", "--fleet", str(EXAMPLE), "--gateway", "default/demo", "-o", "json"]
@@ -83,7 +114,7 @@ def test_envoy_bootstraps_are_what_bootstrap_prints(path: Path) -> None:
     command = header.removeprefix("# Generated: xdsfleet ")
     result = runner.invoke(app, shlex.split(command))
     assert result.exit_code == 0, result.output
-    assert result.output == body
+    assert result.stdout == body
 
 
 def test_proxyless_bootstrap_is_grpc_format() -> None:
@@ -91,6 +122,6 @@ def test_proxyless_bootstrap_is_grpc_format() -> None:
         app,
         ["bootstrap", "--role", "proxyless", "--xds-address", "xds.example:18000", "-o", "json"],
     )
-    boot = json.loads(result.output)
+    boot = json.loads(result.stdout)
     assert boot["xds_servers"][0]["server_uri"] == "xds.example:18000"
     assert boot["node"]["metadata"]["xdsfleet.io/role"] == "proxyless"

@@ -1,4 +1,4 @@
-"""The Delta state machine against the rules of shared/xds-protocol.md (numbers in names)."""
+"""The Delta state machine against the rules of docs/xds-protocol.md (numbers in names)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Kubernetes manifests, checked statically (DESIGN decision 7: the kind e2e needs Docker).
+"""The Kubernetes manifests, checked statically (docs/architecture.md, decision 7: the kind e2e
+needs Docker).
 
 Every manifest parses; every document of a kind we define validates against its CRD's schema
 (and the Fleets against our parser too); RBAC is least privilege; every name a manifest refers

@@ -1,5 +1,5 @@
 """One member cluster watched through the real client: its state, and how its failures are
-kept from making things worse (DESIGN decision 5)."""
+kept from making things worse (docs/architecture.md, decision 5)."""
 
 from __future__ import annotations
 

@@ -239,6 +239,13 @@ def test_a_fleet_joins_member_directories_to_the_base_directory() -> None:
     assert fleet.export_all is False
 
 
+def test_a_fleet_member_may_be_drained() -> None:
+    fleet = parse(edited(FLEET, "spec.members[0].drain", True), place=Place.FLEET).fleet
+    assert fleet is not None
+    assert [m.drain for m in fleet.members] == [True]
+    assert parse(FLEET, place=Place.FLEET).fleet.members[0].drain is False  # type: ignore[union-attr]
+
+
 def test_a_fleet_file_may_hold_gateways_and_routes_after_the_fleet() -> None:
     contents = parse(FLEET, GATEWAY, ROUTE, place=Place.FLEET)
     assert [g.name for g in contents.gateways] == ["demo"]
@@ -420,6 +427,16 @@ CASES = [
     Case("fleet", "spec.members[0].source", DELETE, "spec.members[0].source", "missing"),
     Case("fleet", "spec.members", DELETE, "spec.members", "missing required field"),
     Case("fleet", "spec.exportAll", "yes", "spec.exportAll", "expected a boolean"),
+    Case("fleet", "spec.members[0].drain", "yes", "spec.members[0].drain", "expected a boolean"),
+    Case("fleet", "spec.members[0].wieght", 2, "spec.members[0].wieght", "did you mean weight?"),
+    Case(
+        "service",
+        "kind",
+        "Servise",
+        "kind",
+        "unknown kind 'Servise'; did you mean Service?",
+        obj="Servise default/shop",
+    ),
     Case(
         "fleet",
         "spec.members[0].source.kubeconfig",

@@ -70,6 +70,10 @@ FLEET_POLICY: dict[str, Any] = {
         "sidecar": {"services": [{"name": "shop"}]},
     },
 }
+FLEET_TARGET_ONLY: dict[str, Any] = {
+    **FLEET_POLICY,
+    "spec": {"targetRefs": FLEET_POLICY["spec"]["targetRefs"]},
+}
 # A service policy that balances by hash: no loadBalancer.
 HASHED = {
     **SERVICE_POLICY,
@@ -105,6 +109,14 @@ def test_a_route_policy_pins_members() -> None:
     assert policy.level is Level.ROUTE
     assert policy.targets == (PolicyTarget(TargetKind.HTTP_ROUTE, "shop", "canary"),)
     assert policy.spec.pin.members == ("zone-b",)
+
+
+def test_a_fleet_policy_drains_members_everywhere() -> None:
+    document = edited(FLEET_TARGET_ONLY, "spec.members", [{"name": "zone-a", "drain": True}])
+    policy = policy_of(document)
+
+    assert policy.level is Level.FLEET
+    assert policy.spec.members == (MemberPolicy("zone-a", drain=True),)
 
 
 def test_durations_add_up_their_parts() -> None:
@@ -299,6 +311,25 @@ CASES = [
         "shop",
         "spec",
         "sets nothing",
+    ),
+    # A setting of the wrong level is reported once: not as "sets nothing" on top.
+    Case(
+        FLEET_TARGET_ONLY,
+        "spec.failover",
+        {"tiers": [{"members": ["a"]}]},
+        "spec.failover",
+        "not for a policy that targets the Fleet",
+    ),
+    Case(
+        FLEET_TARGET_ONLY,
+        "spec.members",
+        [{"name": "a", "weight": 5}],
+        "spec.members[0].weight",
+        "not for a policy that targets the Fleet",
+    ),
+    Case(S, "spec.members[0].drian", True, "spec.members[0].drian", "did you mean drain?"),
+    Case(
+        S, "spec.targetRefs[0].kind", "Servce", "spec.targetRefs[0].kind", "did you mean Service?"
     ),
 ]
 

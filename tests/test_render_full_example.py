@@ -18,7 +18,7 @@ FULL = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
 
 
 def rendered() -> dict[tuple[str, str], Any]:
-    args = ["render", "--fleet", str(FULL), "--node-id", "edge-1", "--role", "gateway"]
+    args = ["render", "--fleet", str(FULL), "--role", "gateway"]
     args += ["--gateway", "default/edge", "--region", "eu-west", "--zone", "eu-west-1a"]
     result = CliRunner().invoke(app, [*args, "-o", "json"])
     assert result.exit_code == 0, result.output
@@ -41,3 +41,41 @@ def test_the_full_example_renders_failover_for_a_gateway() -> None:
     assert retry["retryPriority"]["name"] == PREVIOUS_PRIORITIES
     assert (typeurls.SECRET, "default/example-tls") in resources
     assert (typeurls.LISTENER, "default/edge/https/h3") in resources
+
+
+def summary(*extra: str) -> list[str]:
+    args = ["render", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
+    result = CliRunner().invoke(app, [*args, "-o", "summary", *extra])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_private_keys_are_redacted_unless_asked_for() -> None:
+    args = ["render", "--fleet", str(FULL), "--gateway", "default/edge", "--type", "sds"]
+    redacted = CliRunner().invoke(app, args).stdout
+    shown = CliRunner().invoke(app, [*args, "--show-secrets"]).stdout
+
+    assert "PRIVATE KEY" not in redacted
+    assert "<redacted: render --show-secrets prints it>" in redacted
+    assert "BEGIN CERTIFICATE" in redacted  # certificates are public
+    assert "PRIVATE KEY" in shown
+
+
+def test_the_summary_is_one_line_per_resource() -> None:
+    lines = summary()
+    assert len(lines) == len(rendered_for_edge())
+    [eds] = [line for line in lines if line.startswith("eds  default/shop:80  ")]
+    assert eds.endswith("9 endpoints in 4 localities, 3 tiers")
+
+
+def test_type_and_name_filters_narrow_the_output() -> None:
+    assert [line.split()[:2] for line in summary("--type", "cds", "--name", "default/shop:*")] == [
+        ["cds", "default/shop:80"],
+        ["cds", "default/shop:80@zone-b"],
+    ]
+    assert {line.split()[0] for line in summary("-t", "lds", "-t", "rds")} == {"lds", "rds"}
+
+
+def rendered_for_edge() -> list[Any]:
+    args = ["render", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
+    return list(json.loads(CliRunner().invoke(app, [*args, "-o", "json"]).stdout))

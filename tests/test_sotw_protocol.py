@@ -1,4 +1,4 @@
-"""The SotW state machine against the rules of shared/xds-protocol.md (numbers in names)."""
+"""The SotW state machine against the rules of docs/xds-protocol.md (numbers in names)."""
 
 from __future__ import annotations
 

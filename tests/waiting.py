@@ -1,4 +1,5 @@
-"""Waiting for a condition with a deadline: the only synchronisation tests use."""
+"""Waiting for a condition with a deadline, in async tests (`harness.local.wait_for` is the
+same for synchronous code): the only synchronisation tests use."""
 
 from __future__ import annotations
 

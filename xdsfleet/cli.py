@@ -1,4 +1,5 @@
-"""The `xdsfleet` command line (DESIGN.md, "CLI"): thin commands over the app layer."""
+"""The `xdsfleet` command line (docs/architecture.md, "CLI"): thin commands over the pipeline and
+tools."""
 
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ import typer
 import yaml
 from rich.console import Console
 
-from xdsfleet.model.errors import InvalidInput
-from xdsfleet.model.node import NodeProfile, ProfileError, Role, profile_from_fields
+from xdsfleet.documents.reading import did_you_mean
+from xdsfleet.model.errors import InvalidInput, Problem, Severity
+from xdsfleet.model.fleet import FleetState
+from xdsfleet.model.node import (
+    NodeProfile,
+    ProfileError,
+    Role,
+    locality_warning,
+    profile_from_fields,
+)
 from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
-from xdsfleet.tools.explain import Request, explain
-from xdsfleet.tools.explain import render as render_explanation
-from xdsfleet.tools.render import render
+from xdsfleet.tools.explain import Request, Scenario, explain, render_explanation
+from xdsfleet.tools.render import Kind, redacted, render, select, summary
 
 app = typer.Typer(
     name="xdsfleet",
@@ -36,6 +44,17 @@ err = Console(stderr=True)
 class Output(StrEnum):
     JSON = "json"
     YAML = "yaml"
+
+
+class RenderOutput(StrEnum):
+    JSON = "json"
+    YAML = "yaml"
+    SUMMARY = "summary"
+
+
+class Report(StrEnum):
+    TEXT = "text"
+    JSON = "json"
 
 
 class LogFormat(StrEnum):
@@ -53,7 +72,6 @@ FleetOption = Annotated[
         dir_okay=False,
     ),
 ]
-NodeIdOption = Annotated[str, typer.Option("--node-id", help="The node id the client uses.")]
 RoleOption = Annotated[Role, typer.Option("--role", help="What the client is.")]
 GatewayOption = Annotated[
     str | None, typer.Option("--gateway", help="The Gateway a gateway serves, as NS/NAME.")
@@ -81,9 +99,22 @@ def _profile(
 
 
 def _fail(error: InvalidInput) -> typer.Exit:
-    for problem in error.problems:
-        err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+    _print_problems(error.problems)
     return typer.Exit(1)
+
+
+def _print_problems(problems: tuple[Problem, ...] | list[Problem]) -> None:
+    for problem in problems:
+        color = "red" if problem.severity is Severity.ERROR else "yellow"
+        label = f"[{color}]{problem.severity}[/{color}]"
+        err.print(f"{label} {problem}", highlight=False, markup=True, soft_wrap=True)
+
+
+def _load(fleet: Path | None) -> FleetState:
+    try:
+        return load_fleet(_fleet_path(fleet)).state
+    except InvalidInput as error:
+        raise _fail(error) from None
 
 
 @app.command("serve")
@@ -150,39 +181,100 @@ def serve_command(
 
 
 @app.command("validate")
-def validate_command(fleet: FleetOption = None) -> None:
-    """Check a fleet and every file it names; exit 1 on any problem."""
+def validate_command(
+    fleet: FleetOption = None,
+    output: Annotated[
+        Report,
+        typer.Option(
+            "--output",
+            "-o",
+            help="text: problems on stderr, a summary on stdout; json: one document on stdout "
+            "with every problem (file, object, field, message, severity).",
+        ),
+    ] = Report.TEXT,
+) -> None:
+    """Check a fleet and every file it names, TLS certificates included; exit 1 on any error
+    (warnings alone exit 0)."""
     path = _fleet_path(fleet)
     problems = validate_fleet(path)
-    if problems:
-        raise _fail(InvalidInput(problems))
-    state = load_fleet(path).state
-    err.print(
-        f"[green]valid[/green] {path}: {len(state.members)} members, "
-        f"{len(state.gateways)} gateways, {len(state.http_routes)} HTTP routes, "
-        f"{len(state.grpc_routes)} gRPC routes, {len(state.policies)} traffic policies",
-        highlight=False,
-    )
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    state = None if errors else load_fleet(path).state
+    if output is Report.JSON:
+        document = {
+            "fleet": str(path),
+            "valid": not errors,
+            "problems": [
+                {
+                    "file": p.file,
+                    "object": p.obj,
+                    "field": p.field,
+                    "message": p.message,
+                    "severity": p.severity.value,
+                }
+                for p in problems
+            ],
+        }
+        if state is not None:
+            document["counts"] = {key: n for key, (_, n) in _counts(state).items()}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        if errors:
+            raise typer.Exit(1)
+        return
+    _print_problems(problems)
+    if state is None:
+        raise typer.Exit(1)
+    counts = ", ".join(f"{n} {what}" for what, n in _counts(state).values())
+    plural = "s" if len(problems) > 1 else ""
+    warned = f" ({len(problems)} warning{plural})" if problems else ""
+    sys.stdout.write(f"valid {path}: {counts}{warned}\n")
+
+
+def _counts(state: FleetState) -> dict[str, tuple[str, int]]:
+    """JSON key -> (what a person reads, how many)."""
+    return {
+        "members": ("members", len(state.members)),
+        "gateways": ("gateways", len(state.gateways)),
+        "httpRoutes": ("HTTP routes", len(state.http_routes)),
+        "grpcRoutes": ("gRPC routes", len(state.grpc_routes)),
+        "trafficPolicies": ("traffic policies", len(state.policies)),
+    }
 
 
 @app.command("render")
 def render_command(
     fleet: FleetOption = None,
-    node_id: NodeIdOption = "render",
     role: RoleOption = Role.GATEWAY,
     gateway: GatewayOption = None,
     member: MemberOption = None,
     region: RegionOption = "",
     zone: ZoneOption = "",
-    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
+    output: Annotated[
+        RenderOutput,
+        typer.Option("--output", "-o", help="Output format; summary: one line per resource."),
+    ] = RenderOutput.YAML,
+    kind: Annotated[
+        list[Kind] | None,
+        typer.Option("--type", "-t", help="Only resources of this type; repeatable."),
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--name", help="Only resources of this name (a glob, like 'default/*'); repeatable."
+        ),
+    ] = None,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Print private keys instead of redacting them.")
+    ] = False,
 ) -> None:
     """Print the resources a node would be served, sorted by type and name."""
     profile = _profile(role, gateway, member, region, zone)
-    try:
-        state = load_fleet(_fleet_path(fleet)).state
-    except InvalidInput as error:
-        raise _fail(error) from None
-    _print(render(state, profile), output)
+    rows = select(render(_load(fleet), profile), kinds=kind or (), names=name or ())
+    if not show_secrets:
+        rows = redacted(rows)
+    if output is RenderOutput.SUMMARY:
+        sys.stdout.write("".join(line + "\n" for line in summary(rows)))
+    else:
+        _print(rows, Output(output.value))
 
 
 @app.command("explain")
@@ -197,15 +289,27 @@ def explain_command(
     listener: Annotated[
         str | None, typer.Option("--listener", help="Only this gateway listener (NAME).")
     ] = None,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail",
+            help="What if these members fail (their endpoints fail Envoy's health checks): "
+            "MEMBER[,MEMBER...]; repeatable.",
+        ),
+    ] = None,
+    drain: Annotated[
+        list[str] | None,
+        typer.Option("--drain", help="What if this member is drained; repeatable."),
+    ] = None,
     fleet: FleetOption = None,
-    node_id: NodeIdOption = "explain",
     role: RoleOption = Role.GATEWAY,
     gateway: GatewayOption = None,
     member: MemberOption = None,
     region: RegionOption = "",
     zone: ZoneOption = "",
 ) -> None:
-    """Show the route a request takes and each member's share, now and per failover tier."""
+    """Show the route a request takes and each member's share: now, per failover tier, or
+    with --fail/--drain, after those members fail or are drained."""
     profile = _profile(role, gateway, member, region, zone)
     headers = {}
     for pair in header or []:
@@ -213,21 +317,33 @@ def explain_command(
         if not sep or not name:
             raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
         headers[name] = value
-    try:
-        state = load_fleet(_fleet_path(fleet)).state
-    except InvalidInput as error:
-        raise _fail(error) from None
+    state = _load(fleet)
+    scenario = None
+    if fail or drain:
+        known = [m.member.name for m in state.members]
+        failed = _members([n for item in fail or [] for n in item.split(",")], known, "--fail")
+        scenario = Scenario(failed=failed, drained=_members(drain or [], known, "--drain"))
     request = Request(host=host, path=path, headers=headers, method=method.upper())
-    found = explain(state, profile, request, listener)
+    found = explain(state, profile, request, listener, scenario)
     if found is None:
         err.print(f"no route matches {method.upper()} {host}{path}", highlight=False)
         raise typer.Exit(1)
     Console(width=160).print(render_explanation(found))
 
 
+def _members(names: list[str], known: list[str], option: str) -> frozenset[str]:
+    for name in names:
+        if name not in known:
+            hint = did_you_mean(name, known)
+            raise typer.BadParameter(f"no member {name!r} in the fleet{hint}", param_hint=option)
+    return frozenset(names)
+
+
 @app.command("bootstrap")
 def bootstrap_command(
-    node_id: NodeIdOption = "envoy",
+    node_id: Annotated[
+        str, typer.Option("--node-id", help="The node id the client uses.")
+    ] = "envoy",
     role: RoleOption = Role.GATEWAY,
     gateway: GatewayOption = None,
     member: MemberOption = None,
@@ -244,6 +360,7 @@ def bootstrap_command(
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
 ) -> None:
     """Print a bootstrap for a client: Envoy's, or gRPC's for --role proxyless."""
+    profile = _profile(role, gateway, member, region, zone)
     host, _, port = xds_address.rpartition(":")
     if not host or not port.isdigit():
         raise typer.BadParameter(
@@ -253,12 +370,14 @@ def bootstrap_command(
         bootstrap(
             node_id=node_id,
             cluster=cluster,
-            profile=_profile(role, gateway, member, region, zone),
+            profile=profile,
             target=Target(host=host.strip("[]"), port=int(port), delta=delta),
             admin_port=envoy_admin_port,
         ),
         output,
     )
+    if warning := locality_warning(profile):
+        err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 def _print(data: Any, output: Output) -> None:

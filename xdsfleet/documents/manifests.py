@@ -36,6 +36,7 @@ from xdsfleet.documents.reading import (
     Map,
     NameRule,
     Where,
+    did_you_mean,
     flag_repeats,
     load_documents,
     metadata,
@@ -224,10 +225,11 @@ def _member(entry: Map, base_dir: str) -> Member:
         kubeconfig=source.kubeconfig,
         context=source.context,
         secret=source.secret,
+        drain=entry.flag("drain", False),
     )
 
 
-_MEMBER_FIELDS = ("name", "region", "zone", "weight", "endpointMode", "source")
+_MEMBER_FIELDS = ("name", "region", "zone", "weight", "endpointMode", "source", "drain")
 
 
 def parse_member(entry: Mapping[str, object], file: str, obj: str) -> Member:
@@ -448,7 +450,7 @@ def _check_kind(where: Where, document: dict[Any, Any], place: Place) -> _Kind |
         return None
     kind = _KINDS.get(kind_name)
     if kind is None:
-        where.add("kind", f"unknown kind {kind_name!r}")
+        where.add("kind", f"unknown kind {kind_name!r}{did_you_mean(kind_name, _KINDS)}")
         return None
     if kind_name not in _PLACE_KINDS[place]:
         allowed = ", ".join(_PLACE_KINDS[place])

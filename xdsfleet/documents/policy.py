@@ -20,6 +20,7 @@ from xdsfleet.documents.reading import (
     MAX_PORT,
     MCS_GROUP,
     Map,
+    did_you_mean,
     flag_repeats,
     metadata,
 )
@@ -105,7 +106,8 @@ def _target(entry: Map) -> PolicyTarget | None:
     kinds = [k.value for k in TargetKind]
     kind_name = entry.required_text("kind")
     if kind_name and kind_name not in kinds:
-        entry.problem("kind", f"must be one of {', '.join(kinds)}; got {kind_name!r}")
+        hint = did_you_mean(kind_name, kinds)
+        entry.problem("kind", f"must be one of {', '.join(kinds)}; got {kind_name!r}{hint}")
         return None
     if not kind_name:
         return None
@@ -149,14 +151,23 @@ def _targets(spec: Map) -> tuple[tuple[PolicyTarget, ...], Level | None]:
 # --- Service-level settings ------------------------------------------------------------------
 
 
-def _members(spec: Map) -> tuple[MemberPolicy, ...]:
+def _members(spec: Map, level: Level | None) -> tuple[MemberPolicy, ...]:
+    entries = spec.mappings("members", ("name", "weight", "drain"), non_empty=True)
+    for entry in entries:
+        if level is Level.FLEET and entry.has("weight"):
+            # A Fleet policy drains members from every service; shares stay per service.
+            entry.problem(
+                "weight",
+                "not for a policy that targets the Fleet (use the Fleet "
+                "member's weight, or a policy per service)",
+            )
     members = tuple(
         MemberPolicy(
             name=entry.name("name", DNS_LABEL),
-            weight=entry.number("weight", 0, MAX_SHARE),
+            weight=entry.number("weight", 0, MAX_SHARE) if level is not Level.FLEET else None,
             drain=entry.flag("drain", False),
         )
-        for entry in spec.mappings("members", ("name", "weight", "drain"), non_empty=True)
+        for entry in entries
     )
     flag_repeats(spec, "members", "name", [m.name for m in members], "member")
     return members
@@ -445,7 +456,9 @@ def traffic_policy(doc: Map) -> TrafficPolicy:
         values[field_name] = _parse_field(spec, key, level, namespace)
     parsed = PolicySpec(**values)  # type: ignore[arg-type]
     _check_combinations(spec, parsed)
-    if not values and level is not None:
+    # A setting given for the wrong level was reported above: saying it sets nothing would
+    # only repeat that.
+    if level is not None and not any(spec.has(key) for key in SPEC_FIELDS):
         spec.report("sets nothing: give at least one setting besides targetRefs")
     return TrafficPolicy(namespace, name, targets, parsed)
 
@@ -453,7 +466,7 @@ def traffic_policy(doc: Map) -> TrafficPolicy:
 def _parse_field(spec: Map, key: str, level: Level | None, namespace: str) -> object:
     match key:
         case "members":
-            return _members(spec)
+            return _members(spec, level)
         case "failover":
             return _failover(spec)
         case "loadBalancer":

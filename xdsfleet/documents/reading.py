@@ -7,8 +7,9 @@ the object and the field. Like its users, it must not do I/O or know about Envoy
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -170,6 +171,12 @@ class Where:
         self.problems.append(Problem(self.file, self.obj, path, message))
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`; did you mean X?` when one of `choices` is close to `word` (a typo), else ""."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 class Map:
     """One mapping of a document, read field by field. It reports its unknown keys once, when
     created, and every value of the wrong type as it is read, so that each parser only says what
@@ -187,7 +194,8 @@ class Map:
             self._raw = value
             for key in value:
                 if key not in fields:
-                    where.add(self.at(str(key)), "unknown field")
+                    hint = did_you_mean(str(key), fields)
+                    where.add(self.at(str(key)), f"unknown field{hint}")
         elif value is not None:
             where.add(path, f"expected a map, got {type_name(value)}")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from xdsfleet.documents.policy import SPEC_FIELDS
-from xdsfleet.documents.reading import object_label, origin_key
+from xdsfleet.documents.reading import did_you_mean, object_label, origin_key
 from xdsfleet.model.errors import Problem
 from xdsfleet.model.fleet import (
     BackendRef,
@@ -59,7 +59,8 @@ def _parent_problem(parent: ParentRef, gateways: Mapping[tuple[str, str], Gatewa
     gateway = gateways.get((parent.namespace, parent.name))
     label = object_label("Gateway", parent.namespace, parent.name)
     if gateway is None:
-        return f"{label} does not exist"
+        names = [name for namespace, name in gateways if namespace == parent.namespace]
+        return f"{label} does not exist{did_you_mean(parent.name, names)}"
     if any(parent.selects(gateway, listener) for listener in gateway.listeners):
         return ""
     if parent.section_name is not None and parent.port is not None:
@@ -289,7 +290,9 @@ def _target_problem(
                 None,
             )
             if gateway is None:
-                return f"{object_label('Gateway', namespace, target.name)} does not exist"
+                names = [g.name for g in state.gateways if g.namespace == namespace]
+                hint = did_you_mean(target.name, names)
+                return f"{object_label('Gateway', namespace, target.name)} does not exist{hint}"
             if section is not None and section not in {x.name for x in gateway.listeners}:
                 return (
                     f"{object_label('Gateway', namespace, target.name)} has no listener {section!r}"
@@ -326,7 +329,8 @@ def _check_policy(
     members = {m.member.name: m.member for m in state.members}
     for path, name in _named_members(policy):
         if name not in members:
-            report.add(label, path, f"member {name} is not in the Fleet")
+            hint = did_you_mean(name, members)
+            report.add(label, path, f"member {name} is not in the Fleet{hint}")
     if policy.spec.sidecar is not None:
         for i, (namespace, name) in enumerate(policy.spec.sidecar.services):
             if (namespace, name) not in offered.exported:

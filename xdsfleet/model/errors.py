@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """An error makes the input invalid; a warning (a certificate about to expire) does not."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +23,7 @@ class Problem:
     obj: str
     field: str
     message: str
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
         where = ": ".join(p for p in (self.file, self.obj, self.field) if p)

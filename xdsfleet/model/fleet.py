@@ -36,6 +36,9 @@ class Member:
     kubeconfig: str | None = None
     context: str | None = None
     secret: str | None = None
+    # Taken out of every service in one push, and brought back on the undrain ramp
+    # (docs/policy.md, "Draining a member (a zone upgrade)").
+    drain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

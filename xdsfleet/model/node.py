@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-# Metadata keys read from the Envoy `node` (DESIGN.md, "Node -> profile").
+# Metadata keys read from the Envoy `node` (docs/architecture.md, "Node → profile").
 ROLE_KEY = "xdsfleet.io/role"
 GATEWAY_KEY = "xdsfleet.io/gateway"
 MEMBER_KEY = "xdsfleet.io/member"
@@ -57,4 +57,17 @@ def profile_from_fields(
         raise ProfileError(f"{GATEWAY_KEY}: expected NAMESPACE/NAME, got {gateway!r}")
     return NodeProfile(
         role=parsed_role, gateway=gateway or None, member=member or None, region=region, zone=zone
+    )
+
+
+def locality_warning(profile: NodeProfile) -> str | None:
+    """What goes wrong for a client that says nothing about where it is, if anything: with tiers
+    by topology (no `failover.tiers`), every member is then in its first tier, a far region
+    included. Proxyless clients are warned too: they share Envoy's priorities."""
+    if profile.region or profile.zone or profile.member:
+        return None
+    return (
+        f"{profile.describe()} has no locality (--region, --zone or --member): where tiers "
+        "follow topology, every member is in its first tier, other regions included; give "
+        "its place, or explicit failover.tiers in a TrafficPolicy"
     )

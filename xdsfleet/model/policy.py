@@ -70,7 +70,7 @@ class MemberPolicy:
 @dataclass(frozen=True, slots=True)
 class Failover:
     """Tiers: explicit (member names, first tier preferred) or, when empty, by topology
-    (DESIGN.md: same member or zone, same region, elsewhere)."""
+    (same member or zone, same region, elsewhere: docs/architecture.md, "Localities and tiers")."""
 
     tiers: tuple[tuple[str, ...], ...] = ()
     overprovisioning_factor: int | None = None  # percent; Envoy's default is 140
@@ -248,7 +248,8 @@ LEVEL_FIELDS = {
     ),
     Level.ROUTE: frozenset({"pin", "retry"}),
     Level.LISTENER: frozenset({"http3"}),
-    Level.FLEET: frozenset({"sidecar"}),
+    # `members` of a Fleet policy drain members from every service (drain only).
+    Level.FLEET: frozenset({"sidecar", "members"}),
 }
 
 EMPTY = PolicySpec()

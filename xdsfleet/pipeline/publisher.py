@@ -25,12 +25,12 @@ from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import InconsistentSnapshot, Snapshot, build_snapshot, patch_snapshot
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.model.node import NodeProfile
+from xdsfleet.model.node import NodeProfile, locality_warning
 from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
-from xdsfleet.translate.snapshot import translate_destinations, translation
+from xdsfleet.translate.snapshot import policy_index, translate_destinations, translation
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +88,18 @@ class Publisher:
         log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
     def _first_snapshot(self, profile: NodeProfile) -> Snapshot:
+        if locality_warning(profile) is not None:
+            regions = _regions_in_one_tier(self.state, self._index)
+            if regions:
+                # A node that says nothing of where it is sees every member as elsewhere:
+                # without explicit tiers, a far region shares its first tier (issue 14).
+                log.warning(
+                    "node_without_locality",
+                    profile=profile.describe(),
+                    regions=regions,
+                    hint="give the node --region/--zone/--member (xdsfleet bootstrap) or "
+                    "explicit failover.tiers in a TrafficPolicy",
+                )
         return self._build(profile) or EMPTY
 
     def publish(self, state: FleetState) -> None:
@@ -149,3 +161,18 @@ def _same_shape(before: ServiceIndex, after: ServiceIndex, key: ServicePortKey) 
     routes see of it (rules.Planner)."""
     was, now = before.get(key), after.get(key)
     return was is not None and now is not None and was.port_name == now.port_name
+
+
+def _regions_in_one_tier(state: FleetState, index: ServiceIndex) -> list[str]:
+    """The regions that share a first tier for a node without locality: those of the service
+    ports whose tiers follow topology (no explicit `failover.tiers`) and span several regions."""
+    policies = policy_index(state.policies)
+    regions: set[str] = set()
+    for key, port in index.items():
+        failover = policies.service(key.namespace, key.service, port.port_name).failover
+        if failover is not None and failover.tiers:
+            continue
+        spanned = {m.member.region for m in port.members}
+        if len(spanned) > 1:
+            regions |= spanned
+    return sorted(regions)

@@ -1,5 +1,5 @@
-"""The undrain ramp: a member that a policy stops draining gets its share of each service port
-back over the slow-start window, in steps, instead of in one push.
+"""The undrain ramp: a member that a policy or the Fleet stops draining gets its share of each
+service port back over the slow-start window, in steps, instead of in one push.
 
 Envoy's slow start ramps endpoints against one another inside their locality; a member's share
 is its locality weight, which only the control plane can raise over time. Translation stays
@@ -25,7 +25,7 @@ from typing import Protocol
 
 import structlog
 
-from xdsfleet.model.fleet import FleetState, Ramp
+from xdsfleet.model.fleet import FleetState, Member, Ramp
 from xdsfleet.model.policy import SlowStart
 from xdsfleet.telemetry import metrics
 from xdsfleet.translate.drains import drained, slow_start
@@ -121,9 +121,9 @@ class Ramper:
     def update(self, state: FleetState) -> None:
         """A new state from the sources: start a ramp for each member no longer drained, stop
         it for each member drained again, and hand the state on."""
-        # Only a policy drains a member or brings it back: skip the walk over every service
-        # port for the endpoint changes that make up most updates.
-        if state.policies != self._input.policies:
+        # Only a policy or the Fleet's members drain a member or bring it back: skip the walk
+        # over every service port for the endpoint changes that make up most updates.
+        if state.policies != self._input.policies or _members(state) != _members(self._input):
             now_drained = drained(state)
             now = self._clock.now()
             for key, member in sorted(self._drained - now_drained):
@@ -176,3 +176,7 @@ class Ramper:
         if changed or always:
             ramped = dataclasses.replace(self._input, ramps=self._ramps)
             self._publish(ramped if self._ramps else self._input)
+
+
+def _members(state: FleetState) -> tuple[Member, ...]:
+    return tuple(m.member for m in state.members)

@@ -1,7 +1,7 @@
 """The state-of-the-world protocol of one ADS stream, as pure code.
 
 Feed it requests (`on_request`) and ask it what to send for a snapshot (`next_responses`); it
-does no I/O, so every rule of shared/xds-protocol.md is a table test away. Rule numbers below
+does no I/O, so every rule of docs/xds-protocol.md is a table test away. Rule numbers below
 refer to that file.
 """
 

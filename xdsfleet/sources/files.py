@@ -1,9 +1,9 @@
 """The file source: a fleet kept as YAML files on disk, loaded once or followed live.
 
 Files are the simplest way to run a fleet: the built-in demo, tests, small fleets, a GitOps
-checkout. Each file is parsed alone and keeps its last good version, so an edit that breaks one
-file is rejected with precise problems while valid edits of every other file still apply (DESIGN
-decision 5, "never make things worse").
+checkout. Each file is parsed alone and keeps its last good version, so an edit that breaks one file
+is rejected with precise problems while valid edits of every other file still apply
+(docs/architecture.md, decision 5, "never make things worse").
 
 It must not interpret documents (that is `manifests.py`) nor know what the state is used for: it
 reads, watches, decides which version of each file counts, and hands on whole `FleetState`s.
@@ -16,11 +16,13 @@ import contextlib
 import importlib.resources
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from watchfiles import awatch
 
+from xdsfleet.documents.certificates import certificate_problems
 from xdsfleet.documents.manifests import (
     FileContents,
     FleetFiles,
@@ -306,14 +308,17 @@ def load_fleet(path: Path) -> LoadedFleet:
     return outcome.loaded
 
 
-def validate_fleet(path: Path) -> list[Problem]:
+def validate_fleet(path: Path, now: datetime | None = None) -> list[Problem]:
     """Everything wrong with a fleet: parse problems, or when it parses, what its routes
-    reference that does not exist. Empty when valid."""
+    reference that does not exist and what is wrong with its TLS Secrets at `now` (default:
+    the clock). Empty when valid; warnings (`Severity.WARNING`) do not make it invalid."""
     try:
         loaded = load_fleet(path)
     except InvalidInput as invalid:
         return list(invalid.problems)
-    return reference_problems(loaded.state, loaded.origins)
+    problems = reference_problems(loaded.state, loaded.origins)
+    when = now if now is not None else datetime.now(UTC)
+    return problems + certificate_problems(loaded.state, loaded.origins, when)
 
 
 class FileSource:

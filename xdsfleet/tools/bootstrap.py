@@ -1,7 +1,7 @@
 """Bootstraps for clients: an Envoy bootstrap, or gRPC's xDS bootstrap for proxyless clients.
 
 The node identity written here is what the server reads back as the node profile
-(DESIGN.md, "Node -> profile"), so the two must agree; both use the keys of `model.node`.
+(docs/architecture.md, "Node → profile"), so the two must agree; both use the keys of `model.node`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Only message building: what a rule does was decided by `rules`. The retry policy always asks
 Envoy for another host and another priority on a retry, so a retry after a failure in one member
-lands in another (docs/policy.md, "Retries").
+lands in another (docs/policy.md, "retry").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A cluster says how to talk to a service port, never where its endpoints are: tho
 ClusterLoadAssignment of the same name, so endpoint churn never touches CDS (which would send
 the cluster warming again). How it balances, ejects, health-checks and bounds retries comes from
 the service's TrafficPolicy; the defaults here are the ones that make failover work without one
-(docs/policy.md, "Defaults").
+(docs/policy.md, "How it maps to Envoy").
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
             eds_config=ads_config_source(), service_name=name
         ),
         connect_timeout={"seconds": 1},
-        # Always: gRPC's xDS client drops localities without weight (DESIGN.md).
+        # Always: gRPC's xDS client drops localities without weight (docs/architecture.md,
+        # "Localities and tiers").
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
         ),

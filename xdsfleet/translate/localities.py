@@ -1,4 +1,5 @@
-"""Priorities of localities as seen from one node: the failover order of DESIGN.md.
+"""Priorities of localities as seen from one node: the failover order of
+docs/architecture.md, "Localities and tiers".
 
 Only the node's (member, zone, region) matters here, so every profile that shares them shares
 the endpoint assignments. Nothing here builds messages.

@@ -1,4 +1,5 @@
-"""Resource names: the one place that spells DESIGN.md's resource-name table.
+"""Resource names: the one place that spells the table of docs/architecture.md,
+"Resource names".
 
 Clients, routes, tests and tools all find resources by these names, so nothing else may build
 them by hand. Pure string functions; no knowledge of protobuf.

@@ -1,9 +1,9 @@
 """Where each member of a service port stands for one node: its tier and its locality weights.
 
-DESIGN.md's rules (tiers by topology, weight = healthy endpoints x member weight), the
-TrafficPolicy's (explicit tiers, shares, drain, pinning; docs/policy.md) and the ramps of members
-back from drain meet here, as plain values: `endpoints` turns them into assignments. Nothing here
-builds messages.
+The rules of docs/architecture.md, "Localities and tiers" (tiers by topology, weight = healthy
+endpoints x member weight), the TrafficPolicy's (explicit tiers, shares, drain, pinning;
+docs/policy.md) and the ramps of members back from drain meet here, as plain values: `endpoints`
+turns them into assignments. Nothing here builds messages.
 """
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ class Placement:
 DEFAULT_PLACEMENT = Placement()
 
 
-def placement_of(spec: PolicySpec, ramps: tuple[tuple[str, int], ...] = ()) -> Placement:
+def placement_of(
+    spec: PolicySpec,
+    ramps: tuple[tuple[str, int], ...] = (),
+    fleet_drained: frozenset[str] = frozenset(),
+) -> Placement:
+    """The placement a service port's policy asks for; `fleet_drained` are the members drained
+    from every service (`snapshot.fleet_drained`)."""
     weighted = tuple((m.name, m.weight) for m in spec.members if m.weight is not None)
     failover = spec.failover
     return Placement(
         shares=tuple(sorted(weighted)) if weighted else None,
-        drained=frozenset(m.name for m in spec.members if m.drain),
+        drained=fleet_drained | {m.name for m in spec.members if m.drain},
         tiers=failover.tiers if failover is not None else (),
         overprovisioning_factor=failover.overprovisioning_factor if failover else None,
         health_check_port=spec.health_check.port if spec.health_check is not None else None,

@@ -36,7 +36,8 @@ from xdsfleet.model.policy import (
 from xdsfleet.translate.names import pinned_cluster_name
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey
 
-# Both kinds name the service across all exporting members (DESIGN.md, "Fleet documents").
+# Both kinds name the service across all exporting members (docs/architecture.md, "Fleet
+# documents").
 _SERVICE_KINDS = frozenset({"Service", "ServiceImport"})
 # Retries on another host and another priority, for failures that are safe to repeat.
 DEFAULT_RETRY_ON = (

@@ -49,6 +49,16 @@ def policy_index(policies: tuple[TrafficPolicy, ...]) -> PolicyIndex:
     return PolicyIndex(policies)
 
 
+def fleet_drained(state: FleetState) -> frozenset[str]:
+    """The members drained from every service: `drain: true` on the Fleet's member, or in the
+    `members` of a policy that targets the Fleet."""
+    drained = {m.member.name for m in state.members if m.member.drain}
+    drained.update(
+        m.name for m in policy_index(state.policies).fleet(state.name).members if m.drain
+    )
+    return frozenset(drained)
+
+
 @dataclass(frozen=True, slots=True)
 class Translation:
     """A profile's resources, and the clusters each service port gave them: what a later
@@ -107,6 +117,7 @@ def translate_destinations(
     policies = policy_index(state.policies)
     ramps = ramps_by_port(state.ramps)
     view = view_of(profile)
+    everywhere = fleet_drained(state)
     clusters: dict[str, Message] = {}
     assignments: dict[str, Message] = {}
     for destination in destinations:
@@ -118,7 +129,8 @@ def translate_destinations(
         if profile.role is Role.PROXYLESS:
             settings = settings.for_proxyless()
         clusters[name] = cluster(name, port.http2, settings)
-        placement = placement_of(spec, ramps.get(key, ())).with_pinned(destination.pinned)
+        placement = placement_of(spec, ramps.get(key, ()), everywhere)
+        placement = placement.with_pinned(destination.pinned)
         assignments[name] = assignment(port, view, placement)
     return {typeurls.CLUSTER: clusters, typeurls.ENDPOINT: assignments}
 

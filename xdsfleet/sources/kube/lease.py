@@ -1,9 +1,9 @@
 """Leader election on a `coordination.k8s.io` Lease: which replica writes status.
 
-Replicas are identical and all serve (DESIGN decision 6); only status write-back needs a single
-writer, or replicas would overwrite each other's conditions. The protocol is client-go's
-leader election: the holder renews `renewTime` every few seconds, on a schedule of its own
-(never behind other work); another replica takes over once it has seen the same record,
+Replicas are identical and all serve (docs/architecture.md, decision 6); only status write-back
+needs a single writer, or replicas would overwrite each other's conditions. The protocol is
+client-go's leader election: the holder renews `renewTime` every few seconds, on a schedule of
+its own (never behind other work); another replica takes over once it has seen the same record,
 unchanged, for `leaseDurationSeconds` by its own clock (clocks of different machines are never
 compared); every write is a PUT from the resourceVersion just read, so two replicas racing for
 the Lease cannot both win (the loser gets a 409). A holder that has not renewed for

@@ -1,7 +1,7 @@
 """One member cluster, watched: its Services, EndpointSlices, ServiceExports (and Nodes, in
 nodePort mode) kept as one `MemberState` that the member's failures never make worse.
 
-DESIGN decision 5, for a member:
+docs/architecture.md, decision 5, for a member:
 - An API server that stops answering leaves the last known objects in place, marked stale (log,
   metric, `MemberState.stale`); they are never replaced by nothing.
 - An update seen on a watch that removes more than half of a service's ready endpoints is held

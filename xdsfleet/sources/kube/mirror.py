@@ -1,8 +1,9 @@
 """The objects of one watched resource, parsed, as its reflector last described them.
 
-Each object keeps its last good version (DESIGN decision 5): an update our parser refuses is
-reported and the previous version stays in use, as for a file. The mirror also remembers how the
-resource answered (listed, absent, failing), which is what staleness and readiness are made of.
+Each object keeps its last good version (docs/architecture.md, decision 5): an update our parser
+refuses is reported and the previous version stays in use, as for a file. The mirror also remembers
+how the resource answered (listed, absent, failing), which is what staleness and readiness are made
+of.
 
 Objects are parsed where they arrive, in the reflector's thread (`prepare`): a list of ten
 thousand EndpointSlices takes seconds to parse, which the event loop must not spend. The mirror

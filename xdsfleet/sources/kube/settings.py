@@ -41,8 +41,8 @@ class KubeSettings:
     keepalive_idle: int = 15
     keepalive_interval: int = 5
     keepalive_count: int = 3
-    # DESIGN decision 5: a mass removal is held until a fresh list confirms it, at most this long
-    # (longer while the confirming list is under way: up to `list_seconds` more).
+    # docs/architecture.md, decision 5: a mass removal is held until a fresh list confirms it, at
+    # most this long (longer while the confirming list is under way: up to `list_seconds` more).
     hold_seconds: float = 10.0
     # Lists asked for (to confirm mass removals) start at most this often per resource.
     relist_interval_seconds: float = 2.0

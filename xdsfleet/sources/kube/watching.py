@@ -1,8 +1,8 @@
 """List, then watch, one API resource in a thread of its own; hand what it sees to the loop.
 
-DESIGN decision 2: the official client blocks, so each watch gets a thread, and everything it
-learns reaches the asyncio loop through `loop.call_soon_threadsafe`, in order. The loop side never
-blocks and the thread never touches loop state.
+docs/architecture.md, decision 2: the official client blocks, so each watch gets a thread, and
+everything it learns reaches the asyncio loop through `loop.call_soon_threadsafe`, in order. The
+loop side never blocks and the thread never touches loop state.
 
 The protocol is client-go's reflector's: list (a snapshot and its resourceVersion), then watch
 from that version with bookmarks, resuming from the last version seen whenever a watch ends or

@@ -179,6 +179,26 @@ def test_a_node_ranks_its_own_member_first_whatever_the_zone() -> None:
     ]
 
 
+def test_in_its_own_regional_member_a_node_prefers_endpoints_of_its_zone() -> None:
+    regional = Member("eu", "eu-west", "eu-west")  # a regional cluster: zones come from slices
+    member = running(regional, ready("10.0.0.1", "eu-west-1a"), ready("10.0.0.2", "eu-west-1b"))
+    node = NodeProfile(role=Role.SIDECAR, member="eu", region="eu-west", zone="eu-west-1b")
+
+    assert localities(node, member) == [("eu/eu-west-1b", 0, 1), ("eu/eu-west-1a", 1, 1)]
+
+
+def test_a_zone_of_the_same_name_in_another_region_is_not_the_nodes_zone() -> None:
+    node = NodeProfile(role=Role.SIDECAR, region="east", zone="z1")
+    here, there = Member("here", "east", "z1"), Member("there", "west", "z1")
+
+    assert localities(
+        node, running(here, ready("10.0.0.1")), running(there, ready("10.1.0.1"))
+    ) == [
+        ("here/z1", 0, 1),
+        ("there/z1", 1, 1),
+    ]
+
+
 def test_unused_tiers_are_compacted_into_contiguous_priorities() -> None:
     node = NodeProfile(role=Role.SIDECAR, region="east", zone="east-1z")
 

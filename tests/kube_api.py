@@ -224,6 +224,7 @@ class ApiEmulator:
         self._failing_lists = 0
         self._faults: list[_Fault] = []
         self._hidden: dict[ApiResource, float] = {}  # kind -> until (time.monotonic())
+        self._forbidden: set[ApiResource] = set()
         self._pages: dict[str, _Page] = {}
         self._tokens = itertools.count(1)
         self._credentials: dict[str, float] = {}  # token -> when it expires (time.time())
@@ -386,6 +387,14 @@ class ApiEmulator:
         with self._lock:
             self._hidden[kind] = time.monotonic() + seconds
         self.drop_watches()
+
+    def forbid(self, kind: ApiResource, forbidden: bool = True) -> None:
+        """RBAC refuses `kind` (403), as when a Role lacks it."""
+        with self._lock:
+            if forbidden:
+                self._forbidden.add(kind)
+            else:
+                self._forbidden.discard(kind)
 
     def unhide(self, kind: ApiResource) -> None:
         with self._lock:
@@ -631,8 +640,18 @@ class ApiEmulator:
         kind, namespace, name, subresource = route
         with self._lock:
             hidden = self._hidden_now(kind)
+            forbidden = kind in self._forbidden
         if hidden:
             return _error(404, "NotFound", "the server could not find the requested resource")
+        if forbidden:
+            verb = "watch" if request.query.get("watch") in ("true", "1") else "list"
+            group = f" in API group {kind.group!r}" if kind.group else ""
+            message = (
+                f"{kind.plural}{'.' + kind.group if kind.group else ''} is forbidden: User "
+                f'"system:serviceaccount:xdsfleet-system:xdsfleet" cannot {verb} resource '
+                f'"{kind.plural}"{group} at the cluster scope'
+            )
+            return _error(403, "Forbidden", message)
         if name is None:
             if request.method == "GET":
                 watch = request.query.get("watch") in ("true", "1")

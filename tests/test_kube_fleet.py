@@ -322,3 +322,21 @@ async def test_an_ingress_of_the_fleet_cluster_is_served_as_an_http_route(
     assert (route.name, route.parent_refs[0].name) == ("legacy", "gw")
     fleet_api.delete(resources.INGRESSES, "legacy")
     await eventually(lambda: fleet.state.http_routes == ())
+
+
+async def test_a_forbidden_fleet_resource_is_named_and_keeps_the_server_unready(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    fleet_api.forbid(resources.GRPC_ROUTES)  # a Role that lacks GRPCRoutes
+    with capture_logs() as logs:
+        fleet.aggregator.set_base(
+            base(), fleet_cluster=Access(kubeconfig_text=fleet_api.kubeconfig_text())
+        )
+        await eventually(lambda: any(e["event"] == "fleet_resource_forbidden" for e in logs))
+    [said] = [e for e in logs if e["event"] == "fleet_resource_forbidden"]
+    assert said["resource"] == "grpcroutes"
+    assert 'cannot list resource "grpcroutes"' in said["error"]
+    assert fleet.aggregator.fleet_cluster is not None
+    assert not fleet.aggregator.fleet_cluster.synced.is_set()
+    fleet_api.forbid(resources.GRPC_ROUTES, False)
+    await asyncio.wait_for(fleet.aggregator.wait_ready(member_seconds=5), 10)

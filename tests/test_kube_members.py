@@ -97,15 +97,37 @@ async def test_the_member_state_holds_what_the_api_shows(api: ApiEmulator, watch
             "spec": {"type": "ExternalName", "externalName": "db.example.com"},
         },
     )
+    api.apply(
+        SERVICES,
+        {
+            "metadata": {"name": "alias", "namespace": "default"},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "shop.example.com",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
+        },
+    )
     orphan = endpoint_slice("shop", "10.9.9.9", name="by-hand")
     del orphan["metadata"]["labels"]["kubernetes.io/service-name"]
     api.apply(ENDPOINT_SLICES, orphan)
+    # Endpoints of another cluster, imported by an MCS controller: not this member's.
+    imported = endpoint_slice("shop", "10.8.8.8", name="imported")
+    imported["metadata"]["labels"] |= {
+        "multicluster.kubernetes.io/source-cluster": "west",
+        "endpointslice.kubernetes.io/managed-by": "lighthouse-agent.submariner.io",
+    }
+    api.apply(ENDPOINT_SLICES, imported)
+    # Endpoints another controller manages for a Service without a selector: this member's.
+    external = endpoint_slice("shop", "10.7.7.7", name="external")
+    external["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "operator.example"
+    api.apply(ENDPOINT_SLICES, external)
     watched = watch()
     await asyncio.wait_for(watched.watcher.settled.wait(), 5)
     state = watched.watcher.state
     assert [s.name for s in state.services] == ["shop"]
     assert state.exports == (("default", "shop"),)
-    assert watched.addresses() == set(PODS)
+    assert watched.addresses() == {*PODS, "10.7.7.7"}
     assert not state.stale
     assert state.nodes == ()  # pod mode: no Node watch
     assert len(watched.states) == 1  # not one per resource

@@ -21,11 +21,15 @@ port refuses), `drop_watches`, `compact`, `conflict_next_writes`, `fail_lists`, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import itertools
 import json
+import shutil
+import ssl
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -37,6 +41,7 @@ from typing import Any, Self
 
 import yaml
 from aiohttp import web
+from certs import certificate
 
 from harness.local import free_port
 from xdsfleet.sources.kube import resources
@@ -129,6 +134,23 @@ def _error(code: int, reason: str, message: str, *, retry_after: int | None = No
     return web.json_response(body, status=code, headers=headers)
 
 
+@dataclass(frozen=True, slots=True)
+class _Tls:
+    """The emulator's serving certificate (self-signed, for `localhost`), in files for `ssl`."""
+
+    pem: bytes
+    certificate: str
+    key: str
+
+    @classmethod
+    def made(cls) -> _Tls:
+        cert_pem, key_pem = certificate(("localhost",))
+        folder = Path(tempfile.mkdtemp(prefix="kube-api-tls-"))
+        (folder / "tls.crt").write_text(cert_pem)
+        (folder / "tls.key").write_text(key_pem)
+        return cls(cert_pem.encode(), str(folder / "tls.crt"), str(folder / "tls.key"))
+
+
 def _too_large(wanted: int, current: int) -> web.Response:
     body = _status(504, "Timeout", f"Too large resource version: {wanted}, current: {current}")
     cause = {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
@@ -196,6 +218,7 @@ class ApiEmulator:
         bookmark_seconds: float = 60.0,
         too_large_seconds: float = 3.0,
         continue_seconds: float = 300.0,
+        tls: bool = False,
     ) -> None:
         """History is kept per resource, as the API server's watch cache keeps it: at most
         `window` events and none older than `history_seconds` (its event freshness, 75 s); a
@@ -204,8 +227,10 @@ class ApiEmulator:
         before the server-side timeout ends a watch). `too_large_seconds`: how long a request
         for a resourceVersion the server has not reached waits before its 504 (3 s on a real
         server). `continue_seconds`: how long a continue token works (until etcd compacts its
-        revision: 5 minutes by default)."""
+        revision: 5 minutes by default). `tls`: serve HTTPS at `https://localhost:PORT` with a
+        certificate of its own, which its kubeconfigs trust (`certificate-authority-data`)."""
         self.port = free_port()
+        self._tls = _Tls.made() if tls else None
         self.bookmark_seconds = bookmark_seconds
         self.too_large_seconds = too_large_seconds
         self.list_delay = 0.0  # seconds each list takes before it is answered
@@ -242,6 +267,8 @@ class ApiEmulator:
 
     @property
     def url(self) -> str:
+        if self._tls is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
@@ -254,6 +281,8 @@ class ApiEmulator:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        if self._tls is not None:
+            shutil.rmtree(Path(self._tls.certificate).parent, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -277,7 +306,11 @@ class ApiEmulator:
         # A short shutdown timeout: watches are aborted, nothing else is in flight for long.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self._tls.certificate, self._tls.key)
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
 
     async def _close(self) -> None:
         for watch in list(self._watches):
@@ -289,13 +322,19 @@ class ApiEmulator:
             await self._runner.cleanup()
             self._runner = None
 
+    def _cluster_entry(self) -> Obj:
+        entry: Obj = {"server": self.url}
+        if self._tls is not None:
+            entry["certificate-authority-data"] = base64.b64encode(self._tls.pem).decode()
+        return entry
+
     def kubeconfig_text(self, *, context: str = "emulator") -> str:
         """A kubeconfig that reaches this emulator (context `context`)."""
         return yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": context, "cluster": {"server": self.url}}],
+                "clusters": [{"name": context, "cluster": self._cluster_entry()}],
                 "users": [{"name": context, "user": {"token": TOKEN}}],
                 "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
                 "current-context": context,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kube_api import MEMBER_RESOURCES, ApiEmulator, Request
 from kube_helpers import FAST, no_threads_left, service
 from waiting import eventually
@@ -403,3 +404,21 @@ async def test_a_busy_resource_does_not_push_a_quiet_ones_history_out(
         small.apply(SERVICES, service("b"))
         await eventually(lambda: seen.names() == {"a", "b"})
         assert small.lists(SERVICES) == 1  # resumed, no 410
+
+
+async def test_a_cluster_is_reached_over_tls_trusting_the_kubeconfigs_authority(
+    start: Start, tmp_path: Path
+) -> None:
+    with ApiEmulator(tls=True) as secure:
+        secure.apply(SERVICES, service("a"))
+        _, seen = start(emulator=secure)
+        await eventually(lambda: seen.names() == {"a"})
+        # Without the authority, the server's certificate is refused, and said so.
+        untrusting = yaml.safe_load(secure.kubeconfig_text())
+        del untrusting["clusters"][0]["cluster"]["certificate-authority-data"]
+        cluster = Cluster(Access(kubeconfig_text=yaml.safe_dump(untrusting)), FAST)
+        try:
+            with pytest.raises(ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+                await asyncio.to_thread(cluster.list, SERVICES)
+        finally:
+            cluster.close()

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import functools
 import itertools
 import json
 import shutil
@@ -35,10 +36,11 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
+import kube_schema
 import yaml
 from aiohttp import web
 from certs import certificate
@@ -250,6 +252,7 @@ class ApiEmulator:
         self._faults: list[_Fault] = []
         self._hidden: dict[ApiResource, float] = {}  # kind -> until (time.monotonic())
         self._forbidden: set[ApiResource] = set()
+        self._status_schemas: dict[ApiResource, Obj] = {}
         self._pages: dict[str, _Page] = {}
         self._tokens = itertools.count(1)
         self._credentials: dict[str, float] = {}  # token -> when it expires (time.time())
@@ -471,10 +474,38 @@ class ApiEmulator:
         self._loop.call_soon_threadsafe(self._notify)
         return copy.deepcopy(stored)
 
-    def delete(self, kind: ApiResource, name: str, namespace: str | None = "default") -> None:
+    def delete(
+        self,
+        kind: ApiResource,
+        name: str,
+        namespace: str | None = "default",
+        *,
+        grace_seconds: float = 0.0,
+    ) -> None:
+        """Delete at once, or gracefully: the object first gets `metadata.deletionTimestamp`
+        (a MODIFIED event) and is gone `grace_seconds` later, as a pod in its grace period or
+        an object held by a finalizer is."""
+        key = self._key(kind, namespace, name)
         with self._lock:
-            self._remove(kind, self._key(kind, namespace, name))
+            if not grace_seconds:
+                self._remove(kind, key)
+            elif (old := self._objects.get(key)) is not None:
+                marked = copy.deepcopy(old)
+                stamp = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+                marked["metadata"]["deletionTimestamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+                marked["metadata"]["deletionGracePeriodSeconds"] = int(grace_seconds)
+                self._store(kind, key, marked, old, touch=True)
+                gone = functools.partial(self.delete, kind, name, namespace)
+                self._loop.call_soon_threadsafe(
+                    functools.partial(self._loop.call_later, grace_seconds, gone)
+                )
         self._loop.call_soon_threadsafe(self._notify)
+
+    def status_schema(self, kind: ApiResource, schema: Obj) -> None:
+        """Check every status written to `kind` against `schema` (the CRD's OpenAPI v3 schema
+        of `status`): what breaks it gets 422 Invalid, as from a real API server."""
+        with self._lock:
+            self._status_schemas[kind] = schema
 
     def get(self, kind: ApiResource, name: str, namespace: str | None = "default") -> Obj | None:
         with self._lock:
@@ -837,6 +868,13 @@ class ApiEmulator:
                 return _error(409, "Conflict", message)
             new = copy.deepcopy(old)
             if subresource == "status":
+                schema = self._status_schemas.get(kind)
+                wrong = kube_schema.problems(obj.get("status"), schema) if schema else []
+                if wrong:
+                    message = f'{kind.kind} "{name}" is invalid: ' + "; ".join(
+                        f"status{w}" for w in wrong
+                    )
+                    return _error(422, "Invalid", message)
                 new["status"] = obj.get("status")
             else:
                 new = copy.deepcopy(obj) | {"status": old.get("status")}

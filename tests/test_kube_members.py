@@ -407,3 +407,19 @@ async def test_lists_asked_for_come_no_more_often_than_the_relist_interval(
     asked = [r.at for r in lists if r.query.get("resourceVersion") not in (None, "0")]
     assert len(asked) >= 3, lists
     assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(asked)), lists
+
+
+async def test_a_service_deleted_gracefully_serves_until_it_is_gone(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    # A finalizer holds it a moment: first deletionTimestamp (an update), then the deletion.
+    api.delete(SERVICES, "shop", grace_seconds=1.0)
+    marked = api.get(SERVICES, "shop")
+    assert marked is not None
+    assert "deletionTimestamp" in marked["metadata"]
+    await eventually(lambda: api.get(SERVICES, "shop") is None)
+    await eventually(lambda: watched.watcher.state.services == ())
+    # Every state before the deletion itself still served it.
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states[:-1])

@@ -415,3 +415,71 @@ async def test_the_lease_is_renewed_on_its_own_schedule_whatever_the_status_inte
         await writer.stop()
         await fleet.stop()
     assert not crashes
+
+
+# Gateway API's bounds on HTTPRoute status (gateway.networking.k8s.io/v1), as its CRD states
+# them: what a real API server answers 422 to.
+_CONDITION = {
+    "type": "object",
+    "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+    "properties": {
+        "type": {"type": "string", "maxLength": 316},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "observedGeneration": {"type": "integer", "minimum": 0},
+        "lastTransitionTime": {"type": "string"},
+        "reason": {
+            "type": "string",
+            "maxLength": 1024,
+            "minLength": 1,
+            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        },
+        "message": {"type": "string", "maxLength": 32768},
+    },
+}
+ROUTE_STATUS = {
+    "type": "object",
+    "required": ["parents"],
+    "properties": {
+        "parents": {
+            "type": "array",
+            "maxItems": 32,
+            "items": {
+                "type": "object",
+                "required": ["parentRef", "controllerName"],
+                "properties": {
+                    "parentRef": {"type": "object"},
+                    "controllerName": {"type": "string", "maxLength": 253},
+                    "conditions": {"type": "array", "maxItems": 8, "items": _CONDITION},
+                },
+            },
+        }
+    },
+}
+
+
+def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    api.status_schema(HTTP_ROUTES, ROUTE_STATUS)
+    bad = {"parents": [{"parentRef": {"name": "gw"}, "controllerName": CONTROLLER}] * 33}
+    with capture_logs() as logs:
+        result = write_status(
+            cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: bad
+        )
+    assert result is Written.FAILED
+    [failed] = [e for e in logs if e["event"] == "status_write_failed"]
+    assert "HTTP 422" in failed["error"]
+    # What the writer writes: a refusal whose message is longer than the CRD allows.
+    refused = route_verdict(ROUTE, 1, {}, Programmed(0, 1, "x" * 40000))
+    ours = merged_status(
+        api.get(HTTP_ROUTES, "shop") or {},
+        field="parents",
+        refs=parent_refs(ROUTE_OBJECT),
+        ref_key="parentRef",
+        verdict=refused,
+    )
+    result = write_status(
+        cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: ours
+    )
+    assert result is Written.WRITTEN

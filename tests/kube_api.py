@@ -281,6 +281,7 @@ class ApiEmulator:
 
     def stop(self) -> None:
         self._call(self._close())
+        self._call(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -314,6 +315,17 @@ class ApiEmulator:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self._tls.certificate, self._tls.key)
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
+
+    async def _finish(self) -> None:
+        """End what is still running on the loop (handlers of connections the clients keep
+        open, watches waking up), so that every socket is closed before the loop is."""
+        running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        # Closing a transport closes its socket in a callback: let those run.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     async def _close(self) -> None:
         for watch in list(self._watches):

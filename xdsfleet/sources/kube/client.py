@@ -160,13 +160,15 @@ def _named(entries: object, name: object, key: str) -> dict[str, Any]:
 
 
 def _runs_a_plugin(document: object, context: str | None) -> bool:
-    """Whether the kubeconfig's user (in `context`, else the current one) runs an exec plugin."""
+    """Whether the kubeconfig's user (in `context`, else the current one) gets credentials by
+    running something: an exec plugin, or an auth provider (OIDC's refresh is a request)."""
     if not isinstance(document, dict):
         return False
     selected = _named(
         document.get("contexts"), context or document.get("current-context"), "context"
     )
-    return "exec" in _named(document.get("users"), selected.get("user"), "user")
+    user = _named(document.get("users"), selected.get("user"), "user")
+    return "exec" in user or "auth-provider" in user
 
 
 class _Swallowed(logging.Handler):

@@ -281,9 +281,10 @@ class Reflector:
                 namespace=self._namespace,
                 label_selector=self._label_selector,
                 resource_version=version,
-                # Pages only from etcd: the watch cache answers whole lists (and pages of a
-                # list at an older version would be an exact read of etcd's history).
-                limit=self._settings.list_page_size if not version else 0,
+                # No pages for a list not older than N: with `limit`, N means exactly N, an
+                # etcd read of its history (client-go drops paging there too). Servers whose
+                # watch cache cannot page ignore `limit` at "0"; newer ones page from it.
+                limit=self._settings.list_page_size if version in ("", "0") else 0,
             )
         except NotFound as error:
             return self._not_found(error, reason, failures)

@@ -386,7 +386,7 @@ async def test_the_lease_is_renewed_on_its_own_schedule_whatever_the_status_inte
     )
     fleet.start()
     aggregator = SimpleNamespace(fleet_cluster=fleet, fleet_resource=None, reports=lambda: ())
-    # Status every 30 s, a 1 s Lease (the default is 15 s with 5 s ticks: the same mismatch).
+    # Status every 30 s, a 2 s Lease (the default is 15 s with 5 s ticks: the same mismatch).
     writer = StatusWriter(
         aggregator=aggregator,
         ads=AdsService(Publisher(FleetState("f", ())).cache),
@@ -394,9 +394,9 @@ async def test_the_lease_is_renewed_on_its_own_schedule_whatever_the_status_inte
         served=lambda: FleetState("f", ()),
         namespace="xdsfleet-system",
         interval=30,
-        lease_seconds=1,
-        lease_retry_seconds=0.2,
-        renew_deadline_seconds=0.7,
+        lease_seconds=2,
+        lease_retry_seconds=0.25,
+        renew_deadline_seconds=1.5,
     )
     running = asyncio.create_task(writer.run())
     try:
@@ -404,10 +404,10 @@ async def test_the_lease_is_renewed_on_its_own_schedule_whatever_the_status_inte
         other = LeaseElector(
             cluster=cluster, name="xdsfleet-status", namespace="xdsfleet-system", identity="b"
         )
-        # Three lease durations of another replica trying: the holder keeps renewing.
-        for _ in range(15):
+        # Over two lease durations of another replica trying: the holder keeps renewing.
+        for _ in range(20):
             assert not await asyncio.to_thread(other.try_acquire_or_renew)
-            await asyncio.sleep(0.2)  # the other replica's retry period, not a synchronisation
+            await asyncio.sleep(0.25)  # the other replica's retry period, not a synchronisation
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -380,9 +380,9 @@ async def test_a_hold_serves_the_pods_still_listed_with_their_latest_conditions(
 async def test_a_hold_waits_for_a_confirming_list_slower_than_the_hold(
     api: ApiEmulator, watch: Watch
 ) -> None:
-    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=0.8))
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=0.6))
     await eventually(lambda: watched.addresses() == set(PODS))
-    api.list_delay = 2.5  # a big member: its list takes longer than the hold
+    api.list_delay = 1.5  # a big member: its list takes longer than the hold (not the client)
     with capture_logs() as logs:
         api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
         await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))

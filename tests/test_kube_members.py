@@ -423,3 +423,18 @@ async def test_a_service_deleted_gracefully_serves_until_it_is_gone(
     await eventually(lambda: watched.watcher.state.services == ())
     # Every state before the deletion itself still served it.
     assert all(watched.addresses(s) == set(PODS) for s in watched.states[:-1])
+
+
+async def test_an_export_deleted_on_the_watch_is_held_like_its_endpoints(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.glitch_delete(SERVICE_EXPORTS, "shop")  # a list says it is still there
+        await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    assert all(s.exports == (("default", "shop"),) for s in watched.states)
+    # Really deleted: held, then confirmed by a list, then unexported.
+    api.delete(SERVICE_EXPORTS, "shop")
+    await eventually(lambda: watched.watcher.state.exports == ())
+    assert api.lists(SERVICE_EXPORTS) >= 3

@@ -4,7 +4,8 @@ nodePort mode) kept as one `MemberState` that the member's failures never make w
 docs/architecture.md, decision 5, for a member:
 - An API server that stops answering leaves the last known objects in place, marked stale (log,
   metric, `MemberState.stale`); they are never replaced by nothing.
-- An update seen on a watch that removes more than half of a service's ready endpoints is held
+- An update seen on a watch that removes more than half of a service's ready endpoints (its
+  ServiceExport deleted removes them all) is held
   (the service keeps its previous objects) until a list started after it confirms it, at most
   `hold_seconds` (or, when the confirming list is under way then, until it ends, at most
   `list_seconds` more). A removal seen in a fresh list is already confirmed. Removed means gone from
@@ -79,19 +80,21 @@ def listed_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
 
 def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
     """The services more than half of whose ready endpoints are gone (not listed at all) from
-    `before` to `after` (a Service deleted loses all of them)."""
+    `before` to `after` (a Service deleted, or its ServiceExport, loses all of them)."""
     kept = listed_addresses(after)
     services = {(s.namespace, s.name) for s in after.services}
+    unexported = set(before.exports) - set(after.exports)
     found = set()
     for key, addresses in ready_addresses(before).items():
-        remaining = kept.get(key, set()) if key in services else set()
+        remaining = kept.get(key, set()) if key in services - unexported else set()
         if addresses and 2 * len(addresses - remaining) > len(addresses):
             found.add(key)
     return found
 
 
 def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKey]) -> MemberState:
-    """`candidate`, except that `services` keep their Service and slices from `previous`."""
+    """`candidate`, except that `services` keep their Service, slices and export from
+    `previous`."""
 
     def slice_key(s: EndpointSlice) -> ServiceKey:
         return s.namespace, s.service_name
@@ -125,7 +128,12 @@ def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKe
         candidate.member,
         services=tuple(sorted(kept_services, key=service_key)),
         endpoint_slices=tuple(sorted(kept_slices, key=lambda s: (s.namespace, s.name))),
-        exports=candidate.exports,
+        exports=tuple(
+            sorted(
+                {e for e in candidate.exports if e not in services}
+                | {e for e in previous.exports if e in services}
+            )
+        ),
         nodes=candidate.nodes,
         stale=candidate.stale,
     )
@@ -242,7 +250,7 @@ class MemberWatcher:
             released = self._hold.services
             self._release("confirmed", candidate)
         # A list is the truth already; a removal only seen on a watch waits for one.
-        fresh = listed & {resources.SERVICES, resources.ENDPOINT_SLICES}
+        fresh = listed & {resources.SERVICES, resources.ENDPOINT_SLICES, resources.SERVICE_EXPORTS}
         removed = set()
         if self.settled.is_set() and not fresh:
             removed = mass_removals(self.state, candidate) - released
@@ -273,11 +281,12 @@ class MemberWatcher:
             services=sorted(f"{ns}/{name}" for ns, name in services),
             hold_seconds=self._settings.hold_seconds,
         )
-        # A Service deleted and its slices emptied both remove endpoints: list both again.
-        confirm = {
-            kind: self._group.relist(kind)
-            for kind in (resources.SERVICES, resources.ENDPOINT_SLICES)
-        }
+        # A Service deleted, its slices emptied and its export deleted all remove endpoints:
+        # list all three again (the exports unless their CRD is absent: nothing to list).
+        kinds = [resources.SERVICES, resources.ENDPOINT_SLICES]
+        if not self._group.mirrors[resources.SERVICE_EXPORTS].absent:
+            kinds.append(resources.SERVICE_EXPORTS)
+        confirm = {kind: self._group.relist(kind) for kind in kinds}
         if self._hold is None:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self._settings.hold_seconds, self._expire)

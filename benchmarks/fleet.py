@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from xdsfleet.model.attachment import MCS_GROUP
 from xdsfleet.model.fleet import (
     BackendRef,
     Endpoint,
@@ -250,7 +251,9 @@ class Fleet:
             rules=(
                 RouteRule(
                     matches=(RouteMatch(),),
-                    backend_refs=(BackendRef(service, NAMESPACE, PORT, kind="ServiceImport"),),
+                    backend_refs=(
+                        BackendRef(service, NAMESPACE, PORT, kind="ServiceImport", group=MCS_GROUP),
+                    ),
                 ),
             ),
         )

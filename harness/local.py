@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -53,8 +55,9 @@ def envoy_binary() -> str:
 
 
 class Backend:
-    """An HTTP server standing in for one pod: answers every request with who it is, with
-    `status` (a sick pod answers 503)."""
+    """An HTTP server standing in for one pod: answers every request with who it is (`member`,
+    `pod`) and what it received (`method`, `path`, `host`, `headers`, names lowercased), with
+    `status` (a sick pod answers 503). `received` keeps the paths of the requests so far."""
 
     def __init__(self, *, member: str, address: str, port: int, status: int = 200) -> None:
         self.member = member
@@ -62,12 +65,22 @@ class Backend:
         self.port = port
         self.status = status
         self.requests = 0
+        self.received: list[str] = []
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 backend.requests += 1
-                body = json.dumps({"member": backend.member, "pod": backend.address}).encode()
+                backend.received.append(self.path)
+                answer = {
+                    "member": backend.member,
+                    "pod": backend.address,
+                    "method": self.command,
+                    "path": self.path,
+                    "host": self.headers.get("Host", ""),
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                }
+                body = json.dumps(answer).encode()
                 self.send_response(backend.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -93,6 +106,50 @@ class Backend:
         self._thread.join()
 
 
+@dataclass(frozen=True)
+class Response:
+    status: int  # 0: the connection failed
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    port: int,
+    path: str = "/",
+    *,
+    host: str = "",
+    address: str = "127.0.0.1",
+    method: str = "GET",
+    timeout: float = 5,
+    headers: dict[str, str] | None = None,
+    tls_server_name: str | None = None,
+) -> Response:
+    """One HTTP request, over TLS with that SNI name (certificate not verified) when
+    `tls_server_name` is given. Connection errors surface as status 0."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        if tls_server_name is not None:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            # Connected here: http.client would send the Host header as the SNI name.
+            conn.sock = context.wrap_socket(
+                socket.create_connection((address, port), timeout),
+                server_hostname=tls_server_name,
+            )
+        conn.request(method, path, headers={**({"Host": host} if host else {}), **(headers or {})})
+        response = conn.getresponse()
+        found = {k.lower(): v for k, v in response.getheaders()}
+        return Response(response.status, found, response.read())
+    except OSError:
+        return Response(0, {}, b"")
+    finally:
+        conn.close()
+
+
 def get(
     port: int,
     path: str = "/",
@@ -103,15 +160,8 @@ def get(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One HTTP GET; returns status and body. Connection errors surface as status 0."""
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={**({"Host": host} if host else {}), **(headers or {})})
-        response = conn.getresponse()
-        return response.status, response.read()
-    except OSError:
-        return 0, b""
-    finally:
-        conn.close()
+    answer = request(port, path, host=host, address=address, timeout=timeout, headers=headers)
+    return answer.status, answer.body
 
 
 class _Process:

@@ -77,6 +77,8 @@ FLEET_RESOURCES = (
     resources.GATEWAYS,
     resources.HTTP_ROUTES,
     resources.GRPC_ROUTES,
+    resources.REFERENCE_GRANTS,
+    resources.NAMESPACES,
     resources.INGRESSES,
     resources.SECRETS,
     resources.LEASES,

@@ -108,6 +108,23 @@ def test_render_refuses_a_malformed_gateway_reference() -> None:
     assert "NAMESPACE/NAME" in result.output
 
 
+def test_render_without_gateway_uses_the_fleets_only_gateway() -> None:
+    unnamed = runner.invoke(app, ["render", "--fleet", str(EXAMPLE), "-o", "json"])
+    named = runner.invoke(
+        app, ["render", "--fleet", str(EXAMPLE), "--gateway", "default/demo", "-o", "json"]
+    )
+    assert unnamed.exit_code == 0, unnamed.output
+    assert json.loads(unnamed.output) == json.loads(named.output)
+
+
+def test_render_and_explain_name_the_gateways_when_the_one_asked_for_is_missing() -> None:
+    for command in (["render"], ["explain", "--host", "shop.example.com"]):
+        result = runner.invoke(app, [*command, "--fleet", str(EXAMPLE), "--gateway", "x/y"])
+        assert result.exit_code == 2
+        assert "no Gateway x/y" in result.output
+        assert "default/demo" in result.output
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "envoy").glob("*.yaml")), ids=lambda p: p.name)
 def test_envoy_bootstraps_are_what_bootstrap_prints(path: Path) -> None:
     header, _, body = path.read_text().partition("\n")

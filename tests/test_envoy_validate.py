@@ -9,6 +9,7 @@ checked is exactly what we send.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,25 @@ from states import serving
 
 from harness.local import envoy_binary
 from xdsfleet.cache import typeurls
+from xdsfleet.model.attachment import MCS_GROUP
 from xdsfleet.model.fleet import (
+    CORS,
+    AllowedRoutes,
     BackendRef,
     Endpoint,
     FleetState,
     Gateway,
     GatewayListener,
+    HeaderModifier,
     HTTPRoute,
     Member,
     ParentRef,
     PathMatch,
     PathMatchType,
+    RequestRedirect,
+    RouteFilters,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     Service,
     ServicePort,
@@ -103,6 +111,9 @@ def _inline_routes(connection_manager: Any, routes: dict[str, Any]) -> None:
     assert connection_manager.typed_config.Unpack(manager)
     if manager.HasField("rds"):
         manager.route_config.CopyFrom(routes[manager.rds.route_config_name])
+        # As over RDS, where Envoy does not check that named clusters exist: a share of
+        # requests is meant to go to a missing one (an invalid backendRef, answered 500).
+        manager.route_config.validate_clusters.value = False
         connection_manager.typed_config.Pack(manager, deterministic=True)
 
 
@@ -129,16 +140,20 @@ def _rule(path: str, *backends: BackendRef, exact: bool = False) -> RouteRule:
     return RouteRule((RouteMatch(PathMatch(kind, path)),), backends)
 
 
+ANY_NAMESPACE = AllowedRoutes(RouteNamespaces.ALL)
 GATEWAY = Gateway(
     "infra",
     "edge",
     "xdsfleet",
     (
-        GatewayListener("http", 8080),
-        GatewayListener("shop", 8081, hostname="shop.example.com"),
+        GatewayListener("http", 8080, allowed_routes=ANY_NAMESPACE),
+        GatewayListener("shop", 8081, hostname="shop.example.com", allowed_routes=ANY_NAMESPACE),
+        # Two HTTP listeners sharing a port, told apart by hostname.
+        GatewayListener("shop2", 8081, hostname="*.shop.example", allowed_routes=ANY_NAMESPACE),
         GatewayListener("tls", 8443, protocol="HTTPS"),
     ),
 )
+EDITS = HeaderModifier(set=(("x-backend", "web"),))
 ROUTES = (
     HTTPRoute(
         "shop",
@@ -153,6 +168,19 @@ ROUTES = (
             ),
             _rule("/gone", BackendRef("missing", "shop", 80)),
             _rule("/off", BackendRef("web", "shop", 80, weight=0)),
+            # Partly invalid: an unknown kind's share is answered 500.
+            _rule("/pod", BackendRef("web", "shop", 80), BackendRef("p", "shop", 80, kind="Pod")),
+            _rule("/edited", BackendRef("web", "shop", 80, request_headers=EDITS)),
+            RouteRule(
+                (RouteMatch(PathMatch(value="/moved")),),
+                (),
+                filters=RouteFilters(redirect=RequestRedirect(status_code=308)),
+            ),
+            RouteRule(
+                (RouteMatch(PathMatch(value="/cors")),),
+                (BackendRef("web", "shop", 80),),
+                filters=RouteFilters(cors=CORS(("https://*.example.com",), ("GET",))),
+            ),
         ),
     ),
     HTTPRoute(
@@ -160,7 +188,11 @@ ROUTES = (
         "cart",
         (ParentRef("infra", "edge", "shop"),),
         (),
-        (RouteRule((), (BackendRef("cart", "shop", 50051, kind="ServiceImport"),)),),
+        (
+            RouteRule(
+                (), (BackendRef("cart", "shop", 50051, kind="ServiceImport", group=MCS_GROUP),)
+            ),
+        ),
     ),
 )
 STATE = FleetState("demo", MEMBERS, gateways=(GATEWAY,), http_routes=ROUTES)
@@ -221,3 +253,17 @@ def test_envoy_accepts_everything_the_full_example_renders(
     profile: NodeProfile, tmp_path: Path
 ) -> None:
     assert_envoy_accepts(translate(load_fleet(FULL_EXAMPLE).state, profile), tmp_path)
+
+
+def test_envoy_accepts_https_listeners_sharing_the_http3_port(tmp_path: Path) -> None:
+    """Two SNI filter chains on the TCP listener and on its QUIC twin."""
+    state = load_fleet(FULL_EXAMPLE).state
+    [edge] = state.gateways
+    [https] = [x for x in edge.listeners if x.protocol == "HTTPS"]
+    other = replace(https, name="other", hostname="other.example.org")
+    state = replace(state, gateways=(replace(edge, listeners=(*edge.listeners, other)),))
+    resources = translate(state, FULL_PROFILES["gateway-zone-a"])
+
+    twin = resources[typeurls.LISTENER][f"default/edge:{https.port}/h3"]
+    assert len(twin.filter_chains) == 2
+    assert_envoy_accepts(resources, tmp_path)

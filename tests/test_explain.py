@@ -13,7 +13,7 @@ from xdsfleet.cli import app
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.files import load_fleet
-from xdsfleet.tools.explain import After, Request, Scenario, explain
+from xdsfleet.tools.explain import INVALID_SHARE, After, Request, Scenario, explain
 
 FULL = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
 EDGE = NodeProfile(gateway="default/edge", region="eu-west", zone="eu-west-1a")
@@ -59,6 +59,25 @@ def test_a_weighted_rule_splits_the_route_between_clusters(state: FleetState) ->
         ("default/shop:80", 0.9),
         ("default/checkout:8080", 0.1),
     ]
+
+
+def test_the_share_of_a_backend_that_does_not_resolve_is_answered_500(state: FleetState) -> None:
+    [shop] = [r for r in state.http_routes if r.name == "shop"]
+    # The weighted rule's second backend becomes a kind no gateway sends to.
+    rules = tuple(
+        replace(rule, backend_refs=(refs[0], replace(refs[1], kind="Pod")))
+        if len(refs := rule.backend_refs) == 2
+        else rule
+        for rule in shop.rules
+    )
+    broken = replace(state, http_routes=(replace(shop, rules=rules),))
+
+    found = explain(broken, EDGE, Request("shop.example.com", "/api/orders"))
+
+    assert found is not None
+    shop_share, invalid = found.clusters
+    assert (shop_share.cluster, shop_share.fraction) == ("default/shop:80", 0.9)
+    assert (invalid.fraction, invalid.localities, invalid.warnings) == (0.1, (), (INVALID_SHARE,))
 
 
 def test_a_redirect_and_a_miss(state: FleetState) -> None:

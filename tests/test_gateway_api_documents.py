@@ -10,15 +10,25 @@ import pytest
 from test_manifests import DELETE, FILE, ROUTE, SERVICE, edited, parse, problems_of, text_of
 
 from xdsfleet.documents.manifests import Place
+from xdsfleet.model.attachment import GATEWAY_GROUP
 from xdsfleet.model.fleet import (
+    CORS,
+    AllowedRoutes,
+    GrantFrom,
+    GrantTo,
     GRPCMethodMatch,
     HeaderModifier,
+    LabelSelector,
+    Namespace,
     Node,
     PathMatch,
     PathMatchType,
     PathModifier,
     PathModifierType,
+    ReferenceGrant,
     RequestRedirect,
+    RouteGroupKind,
+    RouteNamespaces,
     RouteRetry,
     RouteTimeouts,
     SecretRef,
@@ -140,7 +150,7 @@ def test_a_rule_keeps_its_name_matches_filters_timeouts_and_retry() -> None:
         set=(("x-a", "1"),), add=(("x-b", "2"),), remove=("x-c",)
     )
     [mirror] = rule.filters.mirrors
-    assert (mirror.backend.name, mirror.percent) == ("shadow", 5)
+    assert (mirror.backend.name, mirror.numerator, mirror.denominator) == ("shadow", 5, 100)
     assert rule.timeouts == RouteTimeouts(10_000, 2_000)
     assert rule.retry == RouteRetry((502, 503), 3, 100)
 
@@ -198,6 +208,115 @@ def test_a_service_port_may_name_its_node_port() -> None:
     assert service.ports[0].node_port == 30080
 
 
+def test_allowed_routes_are_read_with_their_selector_and_kinds() -> None:
+    allowed = {
+        "namespaces": {
+            "from": "Selector",
+            "selector": {
+                "matchLabels": {"team": "blue"},
+                "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}],
+            },
+        },
+        "kinds": [{"kind": "HTTPRoute"}],
+    }
+    [gateway] = parse(edited(HTTPS_GATEWAY, f"{L}.allowedRoutes", allowed), place=ROUTES).gateways
+    [listener] = gateway.listeners
+    selector = LabelSelector((("team", "blue"),), (("env", "NotIn", ("dev",)),))
+    assert listener.allowed_routes == AllowedRoutes(
+        RouteNamespaces.SELECTOR, selector, (RouteGroupKind(GATEWAY_GROUP, "HTTPRoute"),)
+    )
+    assert selector.matches({"team": "blue"})
+    assert not selector.matches({"team": "blue", "env": "dev"})
+    assert not selector.matches({"team": "red"})
+
+
+def test_a_reference_grant_and_a_namespace_are_read() -> None:
+    grant = {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "g", "namespace": "web"},
+        "spec": {
+            "from": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute", "namespace": "infra"}],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    }
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}
+    labelled = edited(namespace, "metadata.labels", {"team": "blue"})
+    contents = parse(grant, labelled, place=ROUTES)
+    [found] = contents.reference_grants
+    assert found == ReferenceGrant(
+        "web", "g", (GrantFrom(GATEWAY_GROUP, "HTTPRoute", "infra"),), (GrantTo("", "Service"),)
+    )
+    assert contents.namespaces == (Namespace("web", (("team", "blue"),)),)
+
+
+def test_a_backend_ref_keeps_an_unknown_kind_and_its_own_header_filters() -> None:
+    backends = [
+        {"group": "example.com", "kind": "Bucket", "name": "b"},
+        {
+            "name": "shop",
+            "port": 80,
+            "filters": [
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"set": [{"name": "x-b", "value": "1"}]},
+                }
+            ],
+        },
+    ]
+    route = edited(ROUTE, "spec.rules", [{"backendRefs": backends}])
+    [rule] = parse(route, place=ROUTES).http_routes[0].rules
+    bucket, shop = rule.backend_refs
+    assert (bucket.group, bucket.kind, bucket.port) == ("example.com", "Bucket", 0)
+    assert shop.request_headers == HeaderModifier(set=(("x-b", "1"),))
+
+
+def test_mirror_fractions_cors_and_the_newer_redirect_codes_are_read() -> None:
+    rule = {
+        "filters": [
+            {
+                "type": "RequestMirror",
+                "requestMirror": {
+                    "backendRef": {"name": "shadow", "port": 80},
+                    "fraction": {"numerator": 1, "denominator": 1000},
+                },
+            },
+            {
+                "type": "CORS",
+                "cors": {"allowOrigins": ["https://*.example.com"], "allowMethods": ["GET"]},
+            },
+        ],
+        **BACKEND,
+    }
+    route = edited(ROUTE, "spec.rules", [rule, _redirect_rule(308)])
+    first, second = parse(route, place=ROUTES).http_routes[0].rules
+    [mirror] = first.filters.mirrors
+    assert (mirror.numerator, mirror.denominator) == (1, 1000)
+    assert first.filters.cors == CORS(("https://*.example.com",), ("GET",))
+    assert second.filters.redirect == RequestRedirect(status_code=308)
+
+
+def test_a_sole_backend_rewrite_or_redirect_acts_as_the_rules() -> None:
+    rewrite = {"type": "URLRewrite", "urlRewrite": {"hostname": "internal.example.com"}}
+    redirect = {"type": "RequestRedirect", "requestRedirect": {"statusCode": 301}}
+    rules = [
+        {"backendRefs": [{"name": "shop", "port": 80, "filters": [rewrite]}]},
+        {"backendRefs": [{"name": "shop", "port": 80, "filters": [redirect]}]},
+    ]
+    rewritten, redirected = (
+        parse(edited(ROUTE, "spec.rules", rules), place=ROUTES).http_routes[0].rules
+    )
+    assert rewritten.filters.rewrite is not None
+    assert rewritten.filters.rewrite.hostname == "internal.example.com"
+    assert [b.name for b in rewritten.backend_refs] == ["shop"]
+    assert redirected.filters.redirect == RequestRedirect(status_code=301)
+    assert redirected.backend_refs == ()  # the redirect answers
+
+
+def _redirect_rule(code: int) -> dict[str, Any]:
+    return {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": code}}]}
+
+
 # --- Bad documents: each names file, object and field ----------------------------------------
 
 
@@ -211,11 +330,64 @@ class Case(NamedTuple):
 
 
 RULE = "spec.rules[0]"
+HOST_X = {"hostname": "x"}
 BACKEND = {"backendRefs": [{"name": "shop", "port": 80}]}
 G, RT, GR, SE, N = HTTPS_GATEWAY, rich_route(), GRPC_ROUTE, SECRET, NODE
 L = "spec.listeners[0]"
 ROUTES, MEMBER = Place.ROUTES, Place.MEMBER
 CASES = [
+    Case(
+        G,
+        ROUTES,
+        f"{L}.allowedRoutes",
+        {"namespaces": {"from": "Selector"}},
+        f"{L}.allowedRoutes.namespaces.selector",
+        "from: Selector needs one",
+    ),
+    Case(
+        G,
+        ROUTES,
+        f"{L}.allowedRoutes",
+        {"kinds": [{"kind": "TCPRoute"}]},
+        f"{L}.allowedRoutes.kinds[0].kind",
+        "HTTP and HTTPS listeners take HTTPRoute, GRPCRoute; got 'TCPRoute'",
+    ),
+    Case(
+        RT,
+        ROUTES,
+        f"{RULE}.matches[0].path.value",
+        "/(?=x)",
+        f"{RULE}.matches[0].path.value",
+        "not a valid RE2 regular expression: invalid perl operator: (?=",
+    ),
+    Case(
+        RT,
+        ROUTES,
+        f"{RULE}.filters",
+        [{"type": "CORS", "cors": {"allowOrigins": ["example.com"]}}],
+        f"{RULE}.filters[0].cors.allowOrigins[0]",
+        "is not '*' or SCHEME://HOST[:PORT]",
+    ),
+    Case(
+        RT,
+        ROUTES,
+        f"{RULE}.backendRefs[0].filters",
+        [{"type": "RequestMirror"}],
+        f"{RULE}.backendRefs[0].filters[0].type",
+        "must be one of RequestHeaderModifier, ResponseHeaderModifier, URLRewrite,"
+        " RequestRedirect; got 'RequestMirror'",
+    ),
+    Case(
+        RT,
+        ROUTES,
+        f"{RULE}.backendRefs",
+        [
+            {"name": "a", "port": 80},
+            {"name": "b", "port": 80, "filters": [{"type": "URLRewrite", "urlRewrite": HOST_X}]},
+        ],
+        f"{RULE}.backendRefs[1].filters",
+        "need it to be the rule's only one",
+    ),
     Case(G, ROUTES, f"{L}.tls", DELETE, f"{L}.tls", "HTTPS needs tls.certificateRefs"),
     Case(G, ROUTES, f"{L}.protocol", "HTTP", f"{L}.tls", "an HTTP listener has no TLS"),
     Case(G, ROUTES, f"{L}.tls.mode", "Passthrough", f"{L}.tls.mode", "only 'Terminate'"),
@@ -243,7 +415,7 @@ CASES = [
         f"{RULE}.matches[0].path.value",
         "/api/(",
         f"{RULE}.matches[0].path.value",
-        "not a valid regular expression",
+        "not a valid RE2 regular expression: missing )",
     ),
     Case(
         RT,
@@ -326,9 +498,9 @@ CASES = [
         RT,
         ROUTES,
         RULE,
-        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 307}}]},
+        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 304}}]},
         f"{RULE}.filters[0].requestRedirect.statusCode",
-        "must be 301 or 302",
+        "must be one of 301, 302, 303, 307, 308; got 304",
     ),
     Case(
         RT,

@@ -42,7 +42,7 @@ SERVICES = ("api", "db", "web")
 PROFILES = (
     NodeProfile(role=Role.SIDECAR, region="r1", zone="z1"),
     NodeProfile(role=Role.SIDECAR, region="r2", zone="z3"),
-    NodeProfile(role=Role.GATEWAY, gateway="infra/edge", region="r1"),
+    NodeProfile(role=Role.GATEWAY, gateway="ns/edge", region="r1"),
     NodeProfile(role=Role.PROXYLESS, region="r2"),
 )
 
@@ -69,7 +69,7 @@ def route(path: str = "/") -> HTTPRoute:
     return HTTPRoute(
         "ns",
         "web",
-        (ParentRef("infra", "edge", "a"),),
+        (ParentRef("ns", "edge", "a"),),
         (),
         (
             RouteRule((RouteMatch(PathMatch(value=path)),), (BackendRef("web", "ns", 80),)),
@@ -89,7 +89,7 @@ PIN = TrafficPolicy(
 STATE = FleetState(
     "f",
     tuple(member_state(i) for i in range(len(MEMBERS))),
-    gateways=(Gateway("infra", "edge", "xdsfleet", (GatewayListener("a", 80),)),),
+    gateways=(Gateway("ns", "edge", "xdsfleet", (GatewayListener("a", 80),)),),
     http_routes=(route(),),
     export_all=True,
     policies=(PIN,),

@@ -14,7 +14,8 @@ from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.model.fleet import FleetState, Member, MemberState
+from xdsfleet.model.attachment import GATEWAY_GROUP
+from xdsfleet.model.fleet import FleetState, GrantFrom, Member, MemberState, Namespace
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access
@@ -340,3 +341,30 @@ async def test_a_forbidden_fleet_resource_is_named_and_keeps_the_server_unready(
     assert not fleet.aggregator.fleet_cluster.synced.is_set()
     fleet_api.forbid(resources.GRPC_ROUTES, False)
     await asyncio.wait_for(fleet.aggregator.wait_ready(member_seconds=5), 10)
+
+
+async def test_reference_grants_and_namespace_labels_of_the_fleet_cluster_join_the_state(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    grant = {
+        "metadata": {"name": "from-infra", "namespace": "web"},
+        "spec": {
+            "from": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute", "namespace": "infra"}],
+            "to": [{"group": "", "kind": "Service"}],
+        },
+    }
+    fleet_api.apply(resources.REFERENCE_GRANTS, grant)
+    # Namespaces carry status and fields the model does not read: only the labels are kept.
+    blue = {
+        "metadata": {"name": "blue", "labels": {"team": "blue"}, "uid": "1"},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
+    fleet_api.apply(resources.NAMESPACES, blue)
+    state = await fleet.start(base(), fleet_api)
+
+    [found] = state.reference_grants
+    assert found.permits(GrantFrom(GATEWAY_GROUP, "HTTPRoute", "infra"), "", "Service", "web-1")
+    assert state.namespaces == (Namespace("blue", (("team", "blue"),)),)
+    fleet_api.delete(resources.REFERENCE_GRANTS, "from-infra", namespace="web")
+    await eventually(lambda: fleet.state.reference_grants == ())

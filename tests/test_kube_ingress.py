@@ -58,7 +58,7 @@ def served(http_routes: tuple[HTTPRoute, ...]) -> Any:
     )
     gateways = parse_file(GATEWAY, "gateway.yaml", Place.ROUTES).gateways
     state = FleetState("test", (member,), gateways=gateways, http_routes=http_routes)
-    return translate(state, PROFILE)[typeurls.ROUTE]["default/gw/http"]
+    return translate(state, PROFILE)[typeurls.ROUTE]["default/gw:10080"]
 
 
 def equivalent(rules: str) -> tuple[HTTPRoute, ...]:

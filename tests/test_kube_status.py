@@ -18,14 +18,22 @@ from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache import typeurls
-from xdsfleet.model.fleet import BackendRef, FleetState, HTTPRoute, ParentRef, RouteRule
+from xdsfleet.model.fleet import (
+    BackendRef,
+    FleetState,
+    Gateway,
+    GatewayListener,
+    HTTPRoute,
+    ParentRef,
+    RouteRule,
+)
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import AdsService
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.fleetcluster import FleetCluster
 from xdsfleet.sources.kube.lease import LeaseElector
-from xdsfleet.sources.kube.resources import FLEETS, HTTP_ROUTES, LEASES, SECRETS
+from xdsfleet.sources.kube.resources import FLEETS, GATEWAYS, HTTP_ROUTES, LEASES, SECRETS
 from xdsfleet.sources.kube.status import Written, write_status
 from xdsfleet.status.conditions import (
     CONTROLLER,
@@ -197,6 +205,9 @@ ROUTE = HTTPRoute(
     (),
     (RouteRule((), (BackendRef("shop", "default", 80),)),),
 )
+STATE = FleetState(
+    "test", (), gateways=(Gateway("default", "gw", "xdsfleet", (GatewayListener("http", 80),)),)
+)
 
 
 def route_held(name: str, *, current: bool = True, refused: str | None = None) -> Held:
@@ -225,7 +236,7 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
         "spec.parentRefs[1]": "Gateway default/other does not exist",
         "spec.rules[0].backendRefs[0]": "Service default/shop is not exported by any member",
     }
-    verdict = route_verdict(ROUTE, 3, problems, Programmed(1, 0))
+    verdict = route_verdict(STATE, ROUTE, 3, problems, Programmed(1, 0))
     first, second = verdict.conditions
     assert [(c.type, c.status) for c in first] == [
         ("Accepted", "True"),
@@ -239,7 +250,7 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:
     other = {"parentRef": {"name": "gw"}, "controllerName": "example.com/other", "conditions": []}
     obj = {**ROUTE_OBJECT, "status": {"parents": [other]}}
-    verdict = route_verdict(ROUTE, 1, {}, Programmed(1, 0))
+    verdict = route_verdict(STATE, ROUTE, 1, {}, Programmed(1, 0))
     earlier = datetime(2025, 1, 1, tzinfo=UTC)
     refs = parent_refs(obj)
     status = merged_status(
@@ -260,7 +271,7 @@ def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_chang
         obj, field="parents", refs=refs, ref_key="parentRef", verdict=verdict, now=later
     )
     assert again is None  # nothing changed: nothing to write
-    lagging = route_verdict(ROUTE, 1, {}, Programmed(0, 0))
+    lagging = route_verdict(STATE, ROUTE, 1, {}, Programmed(0, 0))
     changed = merged_status(
         obj, field="parents", refs=refs, ref_key="parentRef", verdict=lagging, now=later
     )
@@ -471,7 +482,7 @@ def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
     [failed] = [e for e in logs if e["event"] == "status_write_failed"]
     assert "HTTP 422" in failed["error"]
     # What the writer writes: a refusal whose message is longer than the CRD allows.
-    refused = route_verdict(ROUTE, 1, {}, Programmed(0, 1, "x" * 40000))
+    refused = route_verdict(STATE, ROUTE, 1, {}, Programmed(0, 1, "x" * 40000))
     ours = merged_status(
         api.get(HTTP_ROUTES, "shop") or {},
         field="parents",
@@ -483,3 +494,103 @@ def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
         cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: ours
     )
     assert result is Written.WRITTEN
+
+
+async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
+    api: ApiEmulator,
+) -> None:
+    with ApiEmulator() as member:
+        secret = {
+            "metadata": {
+                "name": "east",
+                "namespace": "xdsfleet-system",
+                "labels": {"xdsfleet.io/member": "true"},
+            },
+            "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
+        }
+        api.apply(SECRETS, secret)
+        spec = {
+            "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
+        }
+        api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+        https = {
+            "name": "https",
+            "port": 443,
+            "protocol": "HTTPS",
+            "hostname": "a.example.com",
+            "tls": {"certificateRefs": [{"name": "missing"}]},
+        }
+        listeners = [
+            {"name": "http", "port": 80, "protocol": "HTTP"},
+            https,
+            # HTTPS on the HTTP port: a protocol conflict.
+            {**https, "name": "clash", "port": 80},
+        ]
+        gateway = {
+            "metadata": {"name": "gw", "namespace": "default", "generation": 3},
+            "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+        }
+        api.apply(GATEWAYS, gateway)
+        api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+        aggregator = Aggregator(
+            on_state=lambda _: None,
+            on_crash=lambda _: None,
+            settings=FAST,
+            namespace="xdsfleet-system",
+        )
+        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
+        try:
+            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
+            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
+            writer = StatusWriter(
+                aggregator=aggregator,
+                ads=AdsService(publisher.cache),
+                snapshot_of=publisher.cache.get,
+                served=lambda: aggregator.state,
+                namespace="xdsfleet-system",
+            )
+            await writer.renew()
+            await writer.tick()
+            await writer.stop()
+        finally:
+            await aggregator.stop()
+    written = api.get(GATEWAYS, "gw")
+    assert written is not None
+    found = {
+        entry["name"]: (
+            entry["attachedRoutes"],
+            {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]},
+        )
+        for entry in written["status"]["listeners"]
+    }
+    assert found == {
+        "http": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("False", "NoConflicts"),
+                "ResolvedRefs": ("True", "ResolvedRefs"),
+                "Programmed": ("Unknown", "Pending"),  # no Envoy connected
+            },
+        ),
+        "https": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("False", "NoConflicts"),
+                "ResolvedRefs": ("False", "InvalidCertificateRef"),
+                "Programmed": ("False", "Invalid"),
+            },
+        ),
+        "clash": (
+            1,
+            {
+                "Accepted": ("True", "Accepted"),
+                "Conflicted": ("True", "ProtocolConflict"),
+                "ResolvedRefs": ("False", "InvalidCertificateRef"),
+                "Programmed": ("False", "Invalid"),
+            },
+        ),
+    }
+    kinds = [k["kind"] for k in written["status"]["listeners"][0]["supportedKinds"]]
+    assert kinds == ["HTTPRoute", "GRPCRoute"]

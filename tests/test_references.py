@@ -188,6 +188,16 @@ CASES = [
         "Secret default/gone does not exist (the listener is not served)",
     ),
     Case(
+        "routes/gateway.yaml",
+        "edge",
+        "spec.listeners[1].port",
+        10080,
+        "Gateway default/edge",
+        "spec.listeners[1].protocol",
+        "port 10080 serves HTTP (listener http): this HTTPS listener is not served"
+        " (ProtocolConflict)",
+    ),
+    Case(
         ROUTES,
         "shop",
         "spec.rules[1].filters[2].requestMirror.backendRef.name",

@@ -35,12 +35,12 @@ def test_the_full_example_renders_failover_for_a_gateway() -> None:
     assert {block.get("priority", 0) for block in assignment["endpoints"]} == {0, 1, 2}
     assert all(block["loadBalancingWeight"] >= 1 for block in assignment["endpoints"])
     assert assignment["policy"]["overprovisioningFactor"] == 140
-    routes = resources[(typeurls.ROUTE, "default/edge/http")]["virtualHosts"][0]["routes"]
+    routes = resources[(typeurls.ROUTE, "default/edge:10080")]["virtualHosts"][0]["routes"]
     retry = next(r for r in routes if "route" in r)["route"]["retryPolicy"]
     assert [p["name"] for p in retry["retryHostPredicate"]] == [PREVIOUS_HOSTS]
     assert retry["retryPriority"]["name"] == PREVIOUS_PRIORITIES
     assert (typeurls.SECRET, "default/example-tls") in resources
-    assert (typeurls.LISTENER, "default/edge/https/h3") in resources
+    assert (typeurls.LISTENER, "default/edge:10443/h3") in resources
 
 
 def summary(*extra: str) -> list[str]:

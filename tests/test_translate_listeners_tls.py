@@ -21,7 +21,7 @@ from xdsfleet.translate import translate
 
 HTTPS = GatewayListener("https", 8443, "HTTPS", certificate_refs=(SecretRef(NS, "tls"),))
 SECURE = Gateway(NS, "gw", "xdsfleet", (GatewayListener("http", 8080), HTTPS))
-LISTENER = "ns/gw/https"
+LISTENER = "ns/gw:8443"
 HTTP3 = policy("h3", PolicyTarget(TargetKind.GATEWAY, "gw", "https"), http3=Http3(early_data=False))
 
 
@@ -55,7 +55,7 @@ def test_an_https_listener_terminates_tls_with_its_certificate_over_sds() -> Non
 
 def test_an_https_listener_without_its_certificate_is_not_served() -> None:
     resources = translate(secure(secrets=False), AT_GATEWAY)
-    assert set(resources[typeurls.LISTENER]) == {"ns/gw/http"}
+    assert set(resources[typeurls.LISTENER]) == {"ns/gw:8080"}
     assert resources[typeurls.SECRET] == {}
 
 
@@ -71,7 +71,7 @@ def test_rotating_a_certificate_changes_only_its_secret() -> None:
 def test_http3_adds_a_quic_twin_that_shares_routes_and_certificates() -> None:
     resources = translate(secure(HTTP3), AT_GATEWAY)
 
-    twin = resources[typeurls.LISTENER]["ns/gw/https/h3"]
+    twin = resources[typeurls.LISTENER]["ns/gw:8443/h3"]
     assert twin.address.socket_address.protocol == address_pb2.SocketAddress.UDP
     assert twin.address.socket_address.port_value == 8443
     assert twin.udp_listener_config.HasField("quic_options")
@@ -96,7 +96,7 @@ def test_http3_is_advertised_on_every_response_of_the_listener() -> None:
 def test_http3_on_a_plain_http_listener_is_not_served() -> None:
     plain = policy("h3", PolicyTarget(TargetKind.GATEWAY, "gw", "http"), http3=Http3())
     resources = translate(secure(plain), AT_GATEWAY)
-    assert set(resources[typeurls.LISTENER]) == {"ns/gw/http", LISTENER}
+    assert set(resources[typeurls.LISTENER]) == {"ns/gw:8080", LISTENER}
 
 
 SIDECAR = NodeProfile(role=Role.SIDECAR, member="west", region="r1", zone="z-west")

@@ -7,6 +7,7 @@ import dataclasses
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     Endpoint,
     EndpointPort,
@@ -14,12 +15,16 @@ from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
     GatewayListener,
+    GrantFrom,
+    GrantTo,
     HTTPRoute,
     Member,
     MemberState,
     ParentRef,
     PathMatch,
+    ReferenceGrant,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     SecretRef,
     Service,
@@ -63,9 +68,30 @@ def running(member: Member, *slices: EndpointSlice) -> MemberState:
 
 EAST = Member("east", "r-east", "z-east")
 WEST = Member("west", "r-west", "z-west")
-TLS = GatewayListener("c", 443, "HTTPS", certificate_refs=(SecretRef("ns", "edge-tls"),))
+ANY_NAMESPACE = AllowedRoutes(RouteNamespaces.ALL)
+# The Gateway (in infra) uses a certificate of namespace ns.
+CERTIFICATES_FOR_THE_GATEWAY = ReferenceGrant(
+    "ns",
+    "certificates",
+    (GrantFrom("gateway.networking.k8s.io", "Gateway", "infra"),),
+    (GrantTo("", "Secret"),),
+)
+TLS = GatewayListener(
+    "c",
+    443,
+    "HTTPS",
+    certificate_refs=(SecretRef("ns", "edge-tls"),),
+    allowed_routes=ANY_NAMESPACE,
+)
 GATEWAY = Gateway(
-    "infra", "edge", "xdsfleet", (GatewayListener("a", 80), GatewayListener("b", 81), TLS)
+    "infra",
+    "edge",
+    "xdsfleet",
+    (
+        GatewayListener("a", 80, allowed_routes=ANY_NAMESPACE),
+        GatewayListener("b", 81, allowed_routes=ANY_NAMESPACE),
+        TLS,
+    ),
 )
 # Policies of every level, so that memoisation is checked through them too.
 POLICIES = (
@@ -109,6 +135,7 @@ def fleet(web: tuple[str, ...] = ("10.0.0.1",), *, web_path: str = "/") -> Fleet
         http_routes=(route_to("api", "a"), route_to("web", "b", "c", path=web_path)),
         policies=POLICIES,
         secrets=(TLSSecret("ns", "edge-tls", "CERTIFICATE", "KEY"),),
+        reference_grants=(CERTIFICATES_FOR_THE_GATEWAY,),
     )
 
 
@@ -187,7 +214,7 @@ def test_a_route_change_rebuilds_only_the_route_configuration_it_attaches_to() -
 
     after = translate(fleet(web_path="/shop"), GATEWAY_PROFILE)
 
-    assert same_objects(before[typeurls.ROUTE], after[typeurls.ROUTE]) == {"infra/edge/a"}
+    assert same_objects(before[typeurls.ROUTE], after[typeurls.ROUTE]) == {"infra/edge:80"}
     for type_url in (typeurls.CLUSTER, typeurls.ENDPOINT, typeurls.LISTENER):
         assert same_objects(before[type_url], after[type_url]) == set(before[type_url])
 

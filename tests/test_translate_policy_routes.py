@@ -52,7 +52,7 @@ MEMBERS = (running(EAST, "10.0.0.1"), running(WEST, "10.1.0.1"))
 
 def envoy_routes(*rules: RouteRule, policies: tuple[Any, ...] = (), **parts: Any) -> list[Any]:
     state = fleet(*MEMBERS, http_routes=(route(*rules),), policies=policies, **parts)
-    config = translate(state, AT_GATEWAY)[typeurls.ROUTE]["ns/gw/http"]
+    config = translate(state, AT_GATEWAY)[typeurls.ROUTE]["ns/gw:8080"]
     [host] = config.virtual_hosts
     return list(host.routes)
 
@@ -154,7 +154,7 @@ def test_header_edits_mirrors_and_rewrites() -> None:
     filters = RouteFilters(
         request_headers=HeaderModifier(set=(("x-a", "1"),), add=(("x-b", "2"),), remove=("x-c",)),
         response_headers=HeaderModifier(remove=("server",)),
-        mirrors=(RequestMirror(BackendRef("shadow", NS, 80), percent=10),),
+        mirrors=(RequestMirror(BackendRef("shadow", NS, 80), numerator=10),),
         rewrite=URLRewrite(
             hostname="internal.example.com",
             path=PathModifier(PathModifierType.REPLACE_PREFIX_MATCH, "/v2"),
@@ -163,7 +163,7 @@ def test_header_edits_mirrors_and_rewrites() -> None:
     shadow = running(FAR, "10.2.0.9", service="shadow")
     routes = (route(rule(RouteMatch(PathMatch(value="/v1")), filters=filters)),)
     resources = translate(fleet(*MEMBERS, shadow, http_routes=routes), AT_GATEWAY)
-    [built] = resources[typeurls.ROUTE]["ns/gw/http"].virtual_hosts[0].routes
+    [built] = resources[typeurls.ROUTE]["ns/gw:8080"].virtual_hosts[0].routes
 
     added = {(h.header.key, h.append_action) for h in built.request_headers_to_add}
     assert added == {
@@ -173,7 +173,12 @@ def test_header_edits_mirrors_and_rewrites() -> None:
     assert list(built.request_headers_to_remove) == ["x-c"]
     assert list(built.response_headers_to_remove) == ["server"]
     [mirror] = built.route.request_mirror_policies
-    assert (mirror.cluster, mirror.runtime_fraction.default_value.numerator) == ("ns/shadow:80", 10)
+    fraction = mirror.runtime_fraction.default_value
+    assert (mirror.cluster, fraction.numerator, fraction.denominator) == (
+        "ns/shadow:80",
+        100_000,
+        fraction.MILLION,
+    )
     assert "ns/shadow:80" in resources[typeurls.CLUSTER]
     assert built.route.host_rewrite_literal == "internal.example.com"
     rewrite = built.route.regex_rewrite
@@ -221,13 +226,13 @@ def test_a_stateful_session_cookie_is_set_per_route_and_the_listener_gets_the_fi
     state = fleet(*MEMBERS, policies=(policy("p", session_persistence=session),))
     resources = translate(state, AT_GATEWAY)
 
-    [built] = resources[typeurls.ROUTE]["ns/gw/http"].virtual_hosts[0].routes
+    [built] = resources[typeurls.ROUTE]["ns/gw:8080"].virtual_hosts[0].routes
     assert STATEFUL_SESSION in built.typed_per_filter_config
-    assert filters_of(resources[typeurls.LISTENER]["ns/gw/http"]) == [
+    assert filters_of(resources[typeurls.LISTENER]["ns/gw:8080"]) == [
         STATEFUL_SESSION,
         "envoy.filters.http.router",
     ]
-    assert filters_of(translate(fleet(*MEMBERS), AT_GATEWAY)[typeurls.LISTENER]["ns/gw/http"]) == [
+    assert filters_of(translate(fleet(*MEMBERS), AT_GATEWAY)[typeurls.LISTENER]["ns/gw:8080"]) == [
         "envoy.filters.http.router"
     ]
 
@@ -255,7 +260,7 @@ def test_a_grpc_method_is_a_path() -> None:
     }
     for method, (kind, value) in cases.items():
         state = fleet(*MEMBERS, http_routes=(), grpc_routes=(grpc_route(GRPCRouteMatch(method)),))
-        config = translate(state, AT_GATEWAY)[typeurls.ROUTE]["ns/gw/http"]
+        config = translate(state, AT_GATEWAY)[typeurls.ROUTE]["ns/gw:8080"]
         [built] = config.virtual_hosts[0].routes
         specifier = built.match.WhichOneof("path_specifier")
         found = built.match.safe_regex.regex if kind == "safe_regex" else getattr(built.match, kind)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from xdsfleet.cache import typeurls
+from xdsfleet.model.attachment import GATEWAY_GROUP, MCS_GROUP
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     Endpoint,
     EndpointPort,
@@ -13,26 +15,40 @@ from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
     GatewayListener,
+    GrantFrom,
+    GrantTo,
     HTTPRoute,
     Member,
     MemberState,
     ParentRef,
     PathMatch,
     PathMatchType,
+    ReferenceGrant,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     Service,
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
+from xdsfleet.translate.rules import INVALID_BACKEND
 
 GATEWAY = Gateway(
     "infra",
     "edge",
     "xdsfleet",
-    (GatewayListener("http", 8080), GatewayListener("shop", 8081, hostname="shop.example.com")),
+    (
+        GatewayListener("http", 8080, allowed_routes=AllowedRoutes(RouteNamespaces.ALL)),
+        GatewayListener(
+            "shop",
+            8081,
+            hostname="shop.example.com",
+            allowed_routes=AllowedRoutes(RouteNamespaces.ALL),
+        ),
+    ),
 )
+PORTS = {"http": 8080, "shop": 8081}
 PROFILE = NodeProfile(role=Role.GATEWAY, gateway="infra/edge")
 PARENT = ParentRef("infra", "edge")
 
@@ -73,12 +89,17 @@ def to(service: str, weight: int = 1, port: int = 80, kind: str = "Service") -> 
     return BackendRef(service, "ns", port, weight=weight, kind=kind)
 
 
-def translated(*routes: HTTPRoute, services: tuple[str, ...] = ("web",)) -> dict[str, Any]:
-    return translate(FleetState("f", members(*services), (GATEWAY,), routes), PROFILE)
+def translated(
+    *routes: HTTPRoute,
+    services: tuple[str, ...] = ("web",),
+    grants: tuple[ReferenceGrant, ...] = (),
+) -> dict[str, Any]:
+    state = FleetState("f", members(*services), (GATEWAY,), routes, reference_grants=grants)
+    return translate(state, PROFILE)
 
 
 def route_config(*routes: HTTPRoute, listener: str = "http", **kw: Any) -> Any:
-    return translated(*routes, **kw)[typeurls.ROUTE][f"infra/edge/{listener}"]
+    return translated(*routes, **kw)[typeurls.ROUTE][f"infra/edge:{PORTS[listener]}"]
 
 
 def only_route(*routes: HTTPRoute, **kw: Any) -> Any:
@@ -88,15 +109,15 @@ def only_route(*routes: HTTPRoute, **kw: Any) -> Any:
 
 
 def test_each_gateway_listener_has_a_route_configuration_of_the_same_name() -> None:
-    assert set(translated()[typeurls.ROUTE]) == {"infra/edge/http", "infra/edge/shop"}
-    assert route_config().name == "infra/edge/http"
+    assert set(translated()[typeurls.ROUTE]) == {"infra/edge:8080", "infra/edge:8081"}
+    assert route_config().name == "infra/edge:8080"
 
 
 def test_a_route_without_section_name_attaches_to_every_listener() -> None:
     resources = translated(http_route("r", rule(to("web"))))
 
-    assert len(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == 1
-    assert len(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
+    assert len(resources[typeurls.ROUTE]["infra/edge:8080"].virtual_hosts) == 1
+    assert len(resources[typeurls.ROUTE]["infra/edge:8081"].virtual_hosts) == 1
 
 
 def test_a_section_name_attaches_to_that_listener_only() -> None:
@@ -104,8 +125,8 @@ def test_a_section_name_attaches_to_that_listener_only() -> None:
 
     resources = translated(pinned)
 
-    assert list(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == []
-    assert len(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == 1
+    assert list(resources[typeurls.ROUTE]["infra/edge:8080"].virtual_hosts) == []
+    assert len(resources[typeurls.ROUTE]["infra/edge:8081"].virtual_hosts) == 1
 
 
 def test_a_parent_port_attaches_to_the_listener_on_that_port_only() -> None:
@@ -113,8 +134,10 @@ def test_a_parent_port_attaches_to_the_listener_on_that_port_only() -> None:
 
     resources = translated(pinned)
 
-    assert len(resources[typeurls.ROUTE]["infra/edge/http"].virtual_hosts) == 1
-    assert list(resources[typeurls.ROUTE]["infra/edge/shop"].virtual_hosts) == []
+    assert len(resources[typeurls.ROUTE]["infra/edge:8080"].virtual_hosts) == 1
+    # The listener's own hostname answers 404 there.
+    [empty] = resources[typeurls.ROUTE]["infra/edge:8081"].virtual_hosts
+    assert list(empty.routes) == []
 
 
 def test_a_route_for_another_gateway_does_not_attach() -> None:
@@ -178,8 +201,12 @@ def test_equal_matches_are_ordered_by_route_namespace_and_name_then_rule_order()
         http_route("z", rule(to("s1"), path="/x"), namespace="a"),
         http_route("a", rule(to("s2"), path="/x")),
     )
+    grant = ReferenceGrant(
+        "ns", "from-a", (GrantFrom(GATEWAY_GROUP, "HTTPRoute", "a"),), (GrantTo("", "Service"),)
+    )
 
-    [vhost] = route_config(*routes, services=("s1", "s2", "s3", "s4")).virtual_hosts
+    services = ("s1", "s2", "s3", "s4")
+    [vhost] = route_config(*routes, services=services, grants=(grant,)).virtual_hosts
 
     assert [r.route.cluster for r in vhost.routes] == [f"ns/s{i}:80" for i in (1, 2, 3, 4)]
 
@@ -245,15 +272,17 @@ def test_the_same_backend_twice_is_one_weighted_entry() -> None:
     ]
 
 
-def test_unresolved_backends_are_dropped_and_the_others_keep_their_weights() -> None:
+def test_an_unresolved_backend_keeps_its_share_which_is_answered_500() -> None:
     route = http_route("r", rule(to("web", 3), to("missing", 5), to("api", 1)))
 
     action = only_route(route, services=("web", "api")).route
 
     assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
         ("ns/web:80", 3),
+        (INVALID_BACKEND, 5),
         ("ns/api:80", 1),
     ]
+    assert action.cluster_not_found_response_code == action.INTERNAL_SERVER_ERROR
 
 
 def test_a_backend_on_a_port_nobody_exports_is_unresolved() -> None:
@@ -269,7 +298,8 @@ def test_a_backend_of_an_unknown_kind_is_unresolved() -> None:
 
 
 def test_a_service_import_backend_means_the_service_across_members() -> None:
-    action = only_route(http_route("r", rule(to("web", kind="ServiceImport"))))
+    imported = BackendRef("web", "ns", 80, kind="ServiceImport", group=MCS_GROUP)
+    action = only_route(http_route("r", rule(imported)))
 
     assert action.route.cluster == "ns/web:80"
 

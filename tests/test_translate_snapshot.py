@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
@@ -13,6 +14,7 @@ from states import serving
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     FleetState,
     Gateway,
@@ -21,6 +23,7 @@ from xdsfleet.model.fleet import (
     Member,
     ParentRef,
     RouteMatch,
+    RouteNamespaces,
     RouteRule,
     Service,
     ServicePort,
@@ -32,13 +35,15 @@ WEB = Service("shop", "web", (ServicePort("http", 80), ServicePort("admin", 9090
 CART = Service("shop", "cart", (ServicePort("grpc", 50051, app_protocol="grpc"),))
 EAST = Member("east", "r-east", "z-east")
 WEST = Member("west", "r-west", "z-west")
+# The routes live in other namespaces than the Gateway.
+ANY_NAMESPACE = AllowedRoutes(RouteNamespaces.ALL)
 GATEWAY = Gateway(
     "infra",
     "edge",
     "xdsfleet",
     (
-        GatewayListener("http", 8080),
-        GatewayListener("tls", 8443, protocol="HTTPS", hostname="shop.example.com"),
+        GatewayListener("http", 8080, allowed_routes=ANY_NAMESPACE),
+        GatewayListener("tls", 8443, "HTTPS", "shop.example.com", allowed_routes=ANY_NAMESPACE),
     ),
 )
 ROUTE = HTTPRoute(
@@ -61,10 +66,18 @@ def unpack_manager(packed: Any) -> Any:
 
 
 def test_every_type_is_present_even_when_empty() -> None:
-    resources = translate(STATE, NodeProfile(role=Role.GATEWAY))
+    resources = translate(replace(STATE, gateways=()), NodeProfile(role=Role.GATEWAY))
 
     assert list(resources) == list(typeurls.ORDER)
     assert all(named == {} for named in resources.values())
+
+
+def test_a_gateway_profile_naming_no_gateway_gets_the_only_one_of_the_fleet() -> None:
+    unnamed = NodeProfile(role=Role.GATEWAY)
+
+    assert set(translate(STATE, unnamed)[typeurls.LISTENER]) == {"infra/edge:8080"}
+    two = replace(STATE, gateways=(GATEWAY, replace(GATEWAY, name="other")))
+    assert all(named == {} for named in translate(two, unnamed).values())
 
 
 def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:
@@ -76,26 +89,29 @@ def test_a_gateway_profile_naming_an_unknown_gateway_gets_nothing() -> None:
 def test_a_gateway_gets_a_listener_and_routes_per_http_listener_only() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
 
-    assert set(resources[typeurls.LISTENER]) == {"infra/edge/http"}
-    assert set(resources[typeurls.ROUTE]) == {"infra/edge/http"}
+    assert set(resources[typeurls.LISTENER]) == {"infra/edge:8080"}
+    assert set(resources[typeurls.ROUTE]) == {"infra/edge:8080"}
 
 
 def test_a_gateway_listener_listens_on_all_addresses_and_fetches_its_routes_over_ads() -> None:
     resources = translate(STATE, NodeProfile(role=Role.GATEWAY, gateway="infra/edge"))
-    listener = resources[typeurls.LISTENER]["infra/edge/http"]
+    listener = resources[typeurls.LISTENER]["infra/edge:8080"]
 
-    assert listener.name == "infra/edge/http"
+    assert listener.name == "infra/edge:8080"
     address = listener.address.socket_address
     assert (address.address, address.port_value) == ("0.0.0.0", 8080)
     [chain] = listener.filter_chains
     [connection_manager] = chain.filters
     assert connection_manager.name == "envoy.filters.network.http_connection_manager"
     manager = unpack_manager(connection_manager.typed_config)
-    assert manager.stat_prefix == "infra_edge_http"
-    assert manager.rds.route_config_name == "infra/edge/http"
+    assert manager.stat_prefix == "infra_edge_8080"
+    assert manager.rds.route_config_name == "infra/edge:8080"
     assert manager.rds.config_source.HasField("ads")
     assert manager.rds.config_source.resource_api_version == config_source_pb2.V3
-    assert manager.strip_any_host_port
+    # The Host goes to backends as sent; the route table ignores its port when matching.
+    assert not manager.strip_any_host_port
+    assert resources[typeurls.ROUTE]["infra/edge:8080"].ignore_port_in_host_matching
+    assert [u.upgrade_type for u in manager.upgrade_configs] == ["websocket"]
     [router] = manager.http_filters
     assert router.name == "envoy.filters.http.router"
     assert router.typed_config.Is(router_pb2.Router.DESCRIPTOR)

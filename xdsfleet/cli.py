@@ -29,7 +29,7 @@ from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_flee
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
 from xdsfleet.tools.explain import Request, Scenario, explain, render_explanation
-from xdsfleet.tools.render import Kind, redacted, render, select, summary
+from xdsfleet.tools.render import Kind, redacted, render, select, summary, unnamed_gateway
 
 app = typer.Typer(
     name="xdsfleet",
@@ -96,6 +96,12 @@ def _profile(
         )
     except ProfileError as error:
         raise typer.BadParameter(str(error)) from None
+
+
+def _check_gateway(state: FleetState, profile: NodeProfile) -> None:
+    if (problem := unnamed_gateway(state, profile)) is not None:
+        err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def _fail(error: InvalidInput) -> typer.Exit:
@@ -268,7 +274,9 @@ def render_command(
 ) -> None:
     """Print the resources a node would be served, sorted by type and name."""
     profile = _profile(role, gateway, member, region, zone)
-    rows = select(render(_load(fleet), profile), kinds=kind or (), names=name or ())
+    state = _load(fleet)
+    _check_gateway(state, profile)
+    rows = select(render(state, profile), kinds=kind or (), names=name or ())
     if not show_secrets:
         rows = redacted(rows)
     if output is RenderOutput.SUMMARY:
@@ -318,6 +326,7 @@ def explain_command(
             raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
         headers[name] = value
     state = _load(fleet)
+    _check_gateway(state, profile)
     scenario = None
     if fail or drain:
         known = [m.member.name for m in state.members]

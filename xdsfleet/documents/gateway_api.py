@@ -1,8 +1,11 @@
-"""Gateway API documents (Gateway, HTTPRoute, GRPCRoute) and the TLS Secrets listeners use.
+"""Gateway API documents (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant), the TLS Secrets
+listeners use and the Namespaces whose labels listeners select routes by.
 
 The subset of Gateway API v1 this control plane implements, read strictly: a field it does not
 implement is reported as unknown, never ignored, because a silently ignored match or filter
-would send traffic where nobody meant it to go. docs/fleet.md documents each field.
+would send traffic where nobody meant it to go. One exception, because the specification says
+so: a backendRef of a kind we cannot send to is kept (the route is served, that backend's share
+is answered 500). docs/fleet.md documents each field.
 
 Like every parser here it does no I/O and knows nothing of Envoy.
 """
@@ -13,6 +16,8 @@ import base64
 import binascii
 import re
 from dataclasses import replace
+
+import re2
 
 from xdsfleet.documents.reading import (
     DNS_1035_LABEL,
@@ -30,24 +35,33 @@ from xdsfleet.documents.reading import (
     metadata,
 )
 from xdsfleet.model.fleet import (
+    CORS,
+    AllowedRoutes,
     BackendRef,
     Gateway,
     GatewayListener,
+    GrantFrom,
+    GrantTo,
     GRPCMethodMatch,
     GRPCRoute,
     GRPCRouteMatch,
     GRPCRouteRule,
     HeaderModifier,
     HTTPRoute,
+    LabelSelector,
+    Namespace,
     ParentRef,
     PathMatch,
     PathMatchType,
     PathModifier,
     PathModifierType,
+    ReferenceGrant,
     RequestMirror,
     RequestRedirect,
     RouteFilters,
+    RouteGroupKind,
     RouteMatch,
+    RouteNamespaces,
     RouteRetry,
     RouteRule,
     RouteTimeouts,
@@ -60,6 +74,11 @@ from xdsfleet.model.fleet import (
 
 # The group a backendRef must name for each kind it may point at.
 BACKEND_GROUPS = {"Service": "", "ServiceImport": MCS_GROUP}
+# The route kinds an HTTP or HTTPS listener accepts (allowedRoutes.kinds).
+ROUTE_KINDS = (
+    RouteGroupKind(GATEWAY_GROUP, "HTTPRoute"),
+    RouteGroupKind(GATEWAY_GROUP, "GRPCRoute"),
+)
 LISTENER_PROTOCOLS = ("HTTP", "HTTPS")
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -71,7 +90,9 @@ MAX_HOSTNAMES = 16
 _GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*")
 _GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _SCHEMES = ("http", "https")
-_REDIRECT_CODES = (301, 302)
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
+_SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_KIND_NAME = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
 
 
 # --- Gateway ---------------------------------------------------------------------------------
@@ -106,16 +127,62 @@ def _listener(entry: Map, namespace: str) -> GatewayListener:
     elif protocol == "HTTPS":
         entry.problem("tls", "missing required field (HTTPS needs tls.certificateRefs)")
     hostname = entry.optional_name("hostname", HOSTNAME)
-    return GatewayListener(name, port, protocol, hostname, certificate_refs=refs)
+    allowed = AllowedRoutes()
+    if entry.has("allowedRoutes"):
+        allowed = _allowed_routes(entry.mapping("allowedRoutes", ("namespaces", "kinds")))
+    return GatewayListener(
+        name, port, protocol, hostname, certificate_refs=refs, allowed_routes=allowed
+    )
+
+
+def label_selector(entry: Map) -> LabelSelector:
+    labels = tuple(sorted(entry.string_map("matchLabels").items()))
+    expressions = []
+    for item in entry.mappings("matchExpressions", ("key", "operator", "values")):
+        key = item.required_text("key")
+        operator = item.choice("operator", _SELECTOR_OPERATORS, "In")
+        values = tuple(item.strings("values"))
+        if operator in ("In", "NotIn") and not values:
+            item.problem("values", f"operator {operator} needs values")
+        if operator in ("Exists", "DoesNotExist") and values:
+            item.problem("values", f"operator {operator} takes no values")
+        expressions.append((key, operator, values))
+    return LabelSelector(labels, tuple(expressions))
+
+
+def _allowed_routes(entry: Map) -> AllowedRoutes:
+    namespaces = RouteNamespaces.SAME
+    selector = None
+    if entry.has("namespaces"):
+        where = entry.mapping("namespaces", ("from", "selector"))
+        choices = [n.value for n in RouteNamespaces]
+        namespaces = RouteNamespaces(where.choice("from", choices, RouteNamespaces.SAME))
+        if where.has("selector"):
+            selector = label_selector(
+                where.mapping("selector", ("matchLabels", "matchExpressions"))
+            )
+        if namespaces is RouteNamespaces.SELECTOR and selector is None:
+            where.problem("selector", "missing required field (from: Selector needs one)")
+        elif namespaces is not RouteNamespaces.SELECTOR and selector is not None:
+            where.problem("selector", f"only used with from: Selector; got from: {namespaces}")
+    kinds = []
+    for item in entry.mappings("kinds", ("group", "kind")):
+        kind = RouteGroupKind(item.text("group", GATEWAY_GROUP), item.required_text("kind"))
+        if kind not in ROUTE_KINDS:
+            # Gateway API: such a listener is not accepted (InvalidRouteKinds); saying so here
+            # is the same refusal, earlier.
+            supported = ", ".join(k.kind for k in ROUTE_KINDS)
+            item.problem("kind", f"HTTP and HTTPS listeners take {supported}; got {kind.kind!r}")
+        kinds.append(kind)
+    return AllowedRoutes(namespaces, selector, tuple(kinds))
 
 
 def gateway(doc: Map) -> Gateway:
     namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
     spec = doc.mapping("spec", ("gatewayClassName", "listeners"), required=True)
     gateway_class = spec.name("gatewayClassName", DNS_SUBDOMAIN)
-    entries = spec.mappings(
-        "listeners", ("name", "port", "protocol", "hostname", "tls"), required=True, non_empty=True
-    )
+    fields = ("name", "port", "protocol", "hostname", "tls", "allowedRoutes")
+    entries = spec.mappings("listeners", fields, required=True, non_empty=True)
     listeners = tuple(_listener(entry, namespace) for entry in entries)
     flag_repeats(spec, "listeners", "name", [x.name for x in listeners], "listener name")
     bindings = [f"{x.port} {x.hostname or '*'}" for x in listeners]
@@ -141,25 +208,63 @@ _BACKEND_FIELDS = ("group", "kind", "name", "namespace", "port")
 
 
 def backend_ref(entry: Map, route_namespace: str, *, weighted: bool = True) -> BackendRef:
-    kind = entry.choice("kind", tuple(BACKEND_GROUPS), "Service")
+    """A backendRef. A group or kind this control plane cannot send to is not a parse error:
+    Gateway API keeps the route and answers that backend's share with 500 (`InvalidKind`)."""
+    kind = entry.text("kind", "Service")
     group = entry.text("group", "")
-    if group != BACKEND_GROUPS[kind]:
-        entry.problem("group", f"kind {kind} needs group {BACKEND_GROUPS[kind]!r}; got {group!r}")
+    if _KIND_NAME.fullmatch(kind) is None:
+        entry.problem("kind", f"{kind!r} is not a kind name")
+    if group and not DNS_SUBDOMAIN.accepts(group):
+        entry.problem("group", f"{group!r} is not {DNS_SUBDOMAIN.description}")
+    known = kind in BACKEND_GROUPS and group == BACKEND_GROUPS[kind]
     return BackendRef(
-        name=entry.name("name", DNS_1035_LABEL),
+        name=entry.name("name", DNS_1035_LABEL if known else DNS_SUBDOMAIN),
         namespace=entry.optional_name("namespace", DNS_LABEL) or route_namespace,
-        port=entry.port("port"),
+        port=entry.port("port") if known else entry.number("port", 1, MAX_PORT, 0),
         weight=entry.number("weight", 0, MAX_WEIGHT, 1) if weighted else 1,
         kind=kind,
+        group=group,
     )
 
 
-def _backend_refs(rule: Map, route_namespace: str) -> tuple[BackendRef, ...]:
-    entries = rule.mappings("backendRefs", (*_BACKEND_FIELDS, "weight"))
-    backends = tuple(backend_ref(b, route_namespace) for b in entries)
+# Filters a backendRef may carry: header edits apply to the requests sent to it alone; the
+# others only on a rule's sole backendRef, where they act as the rule's own (Envoy cannot
+# rewrite a path or redirect per weighted cluster).
+_BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+_SOLE_BACKEND_FILTERS = ("URLRewrite", "RequestRedirect")
+
+
+def _routed_backend(
+    entry: Map, route_namespace: str, allowed: tuple[str, ...]
+) -> tuple[BackendRef, RouteFilters]:
+    """A rule's backendRef with its header filters, and its other filters apart."""
+    backend = backend_ref(entry, route_namespace)
+    if not entry.has("filters"):
+        return backend, RouteFilters()
+    filters = _filters(entry, route_namespace, allowed)
+    edited = replace(
+        backend,
+        request_headers=filters.request_headers,
+        response_headers=filters.response_headers,
+    )
+    return edited, replace(filters, request_headers=None, response_headers=None)
+
+
+def _backend_refs(
+    rule: Map, route_namespace: str, allowed: tuple[str, ...] = _BACKEND_FILTERS
+) -> tuple[tuple[BackendRef, ...], RouteFilters]:
+    """The rule's backendRefs, and the filters of its sole backendRef that act on the rule."""
+    entries = rule.mappings("backendRefs", (*_BACKEND_FIELDS, "weight", "filters"))
+    parsed = [_routed_backend(b, route_namespace, allowed) for b in entries]
+    backends = tuple(backend for backend, _ in parsed)
     if backends and not any(b.weight for b in backends):
         rule.problem("backendRefs", "weights sum to zero: every request would be answered 500")
-    return backends
+    hoisted = [(i, f) for i, (_, f) in enumerate(parsed) if f != RouteFilters()]
+    if hoisted and len(backends) > 1:
+        path = f"backendRefs[{hoisted[0][0]}].filters"
+        message = f"{' and '.join(_SOLE_BACKEND_FILTERS)} on a backendRef need it to be the "
+        rule.problem(path, message + "rule's only one (Envoy cannot apply them per backend)")
+    return backends, hoisted[0][1] if hoisted else RouteFilters()
 
 
 def _parents_and_hostnames(spec: Map, namespace: str) -> tuple[tuple[ParentRef, ...], list[str]]:
@@ -178,11 +283,17 @@ def _parents_and_hostnames(spec: Map, namespace: str) -> tuple[tuple[ParentRef, 
 
 
 def _check_regex(entry: Map, key: str, value: str) -> None:
-    # Envoy uses RE2, close enough to Python's syntax to catch what users get wrong.
+    # Envoy matches with RE2: compile with RE2 itself, so that what passes here Envoy accepts
+    # (Python's `re` takes lookarounds and backreferences, which RE2 refuses).
     try:
-        re.compile(value)
-    except re.error as error:
-        entry.problem(key, f"not a valid regular expression: {error}")
+        re2.compile(value)
+    except re2.error as error:
+        entry.problem(key, f"not a valid RE2 regular expression: {_re2_message(error)}")
+
+
+def _re2_message(error: Exception) -> str:
+    text = str(error.args[0] if error.args else error)
+    return text[2:-1] if text.startswith(("b'", 'b"')) else text
 
 
 def _value_match(entry: Map, *, header: bool) -> ValueMatch:
@@ -279,6 +390,15 @@ def _mirror(entry: Map, namespace: str) -> RequestMirror:
     backend = backend_ref(
         entry.mapping("backendRef", _BACKEND_FIELDS, required=True), namespace, weighted=False
     )
+    if entry.has("percent") and entry.has("fraction"):
+        entry.problem("fraction", "give percent or fraction, not both")
+    if entry.has("fraction"):
+        fraction = entry.mapping("fraction", ("numerator", "denominator"), required=True)
+        numerator = fraction.number("numerator", 0, MAX_WEIGHT, 0)
+        denominator = fraction.number("denominator", 1, MAX_WEIGHT, 100)
+        if numerator > denominator:
+            fraction.problem("numerator", "must not be greater than the denominator")
+        return RequestMirror(backend, numerator, denominator)
     return RequestMirror(backend, entry.number("percent", 0, 100, 100))
 
 
@@ -288,7 +408,8 @@ def _redirect(entry: Map) -> RequestRedirect:
         entry.problem("scheme", f"must be one of {', '.join(_SCHEMES)}; got {scheme!r}")
     code = entry.number("statusCode", 100, 599, 302)
     if code not in _REDIRECT_CODES:
-        entry.problem("statusCode", f"must be 301 or 302; got {code}")
+        codes = ", ".join(map(str, _REDIRECT_CODES))
+        entry.problem("statusCode", f"must be one of {codes}; got {code}")
     return RequestRedirect(
         scheme=scheme,
         hostname=entry.optional_name("hostname", HOSTNAME),
@@ -305,18 +426,53 @@ def _rewrite(entry: Map) -> URLRewrite:
     return rewrite
 
 
+_CORS_FIELDS = (
+    "allowOrigins",
+    "allowMethods",
+    "allowHeaders",
+    "exposeHeaders",
+    "maxAge",
+    "allowCredentials",
+)
+
+
+def _cors(entry: Map) -> CORS:
+    origins = tuple(entry.strings("allowOrigins"))
+    for i, origin in enumerate(origins):
+        if origin != "*" and "://" not in origin:
+            entry.problem(f"allowOrigins[{i}]", f"{origin!r} is not '*' or SCHEME://HOST[:PORT]")
+    methods = tuple(entry.strings("allowMethods"))
+    for i, method in enumerate(methods):
+        if method != "*" and method not in METHODS:
+            entry.problem(f"allowMethods[{i}]", f"must be '*' or one of {', '.join(METHODS)}")
+    cors = CORS(
+        allow_origins=origins,
+        allow_methods=methods,
+        allow_headers=tuple(entry.strings("allowHeaders")),
+        expose_headers=tuple(entry.strings("exposeHeaders")),
+        max_age_seconds=entry.number("maxAge", 1, 86400 * 365),
+        allow_credentials=entry.flag("allowCredentials", False),
+    )
+    if not cors.allow_origins:
+        entry.problem("allowOrigins", "missing required field (no origin would be allowed)")
+    return cors
+
+
 # Filter type -> (its config field, the fields of that config).
 _FILTERS = {
     "RequestHeaderModifier": ("requestHeaderModifier", ("set", "add", "remove")),
     "ResponseHeaderModifier": ("responseHeaderModifier", ("set", "add", "remove")),
-    "RequestMirror": ("requestMirror", ("backendRef", "percent")),
+    "RequestMirror": ("requestMirror", ("backendRef", "percent", "fraction")),
     "RequestRedirect": ("requestRedirect", ("scheme", "hostname", "path", "port", "statusCode")),
     "URLRewrite": ("urlRewrite", ("hostname", "path")),
+    "CORS": ("cors", _CORS_FIELDS),
 }
 _GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror")
 
 
 def _filters(rule: Map, namespace: str, allowed: tuple[str, ...]) -> RouteFilters:
+    """A rule's (or a backendRef's) `filters`. A type outside `allowed` is refused whole: an
+    unsupported filter must not be skipped, since requests would then go out unfiltered."""
     fields = ("type", *(_FILTERS[t][0] for t in allowed))
     filters = RouteFilters()
     seen: set[str] = set()
@@ -345,8 +501,8 @@ def _filters(rule: Map, namespace: str, allowed: tuple[str, ...]) -> RouteFilter
                 filters = replace(filters, redirect=_redirect(config))
             case "URLRewrite":
                 filters = replace(filters, rewrite=_rewrite(config))
-    if filters.redirect is not None and filters.rewrite is not None:
-        rule.problem("filters", "RequestRedirect and URLRewrite cannot both be used in a rule")
+            case "CORS":
+                filters = replace(filters, cors=_cors(config))
     return filters
 
 
@@ -395,11 +551,24 @@ def _route_rule(rule: Map, namespace: str) -> RouteRule:
     fields = ("path", "headers", "queryParams", "method")
     # Gateway API: a rule without matches matches every path (PathPrefix "/").
     matches = tuple(_route_match(m) for m in rule.mappings("matches", fields))
+    backends, hoisted = _backend_refs(rule, namespace, _BACKEND_FILTERS + _SOLE_BACKEND_FILTERS)
+    filters = _filters(rule, namespace, tuple(_FILTERS))
+    if hoisted.rewrite is not None:
+        if filters.rewrite is not None:
+            rule.problem("backendRefs[0].filters", "the rule has its own URLRewrite too")
+        filters = replace(filters, rewrite=hoisted.rewrite)
+    if hoisted.redirect is not None:
+        if filters.redirect is not None:
+            rule.problem("backendRefs[0].filters", "the rule has its own RequestRedirect too")
+        filters = replace(filters, redirect=hoisted.redirect)
+        backends = ()  # the redirect answers: nothing is sent to the backend
+    if filters.redirect is not None and filters.rewrite is not None:
+        rule.problem("filters", "RequestRedirect and URLRewrite cannot both be used in a rule")
     parsed = RouteRule(
         matches=matches or (RouteMatch(),),
-        backend_refs=_backend_refs(rule, namespace),
+        backend_refs=backends,
         name=_rule_name(rule),
-        filters=_filters(rule, namespace, tuple(_FILTERS)),
+        filters=filters,
         timeouts=_timeouts(rule),
         retry=_retry(rule),
     )
@@ -458,7 +627,7 @@ def _grpc_rule(rule: Map, namespace: str) -> GRPCRouteRule:
     matches = tuple(_grpc_match(m) for m in rule.mappings("matches", ("method", "headers")))
     return GRPCRouteRule(
         matches=matches or (GRPCRouteMatch(),),
-        backend_refs=_backend_refs(rule, namespace),
+        backend_refs=_backend_refs(rule, namespace)[0],
         name=_rule_name(rule),
         filters=_filters(rule, namespace, _GRPC_FILTERS),
     )
@@ -516,3 +685,36 @@ def tls_secret(doc: Map) -> TLSSecret:
         elif (value := values[key]) is not None and marker not in value:
             doc.problem(f'data["{key}"]', f"not a PEM block ending in {marker!r}")
     return TLSSecret(namespace, name, values.get("tls.crt") or "", values.get("tls.key") or "")
+
+
+# --- ReferenceGrant and Namespace --------------------------------------------------------------
+
+
+def reference_grant(doc: Map) -> ReferenceGrant:
+    namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
+    spec = doc.mapping("spec", ("from", "to"), required=True)
+    sources = tuple(
+        GrantFrom(
+            entry.text("group", ""), entry.required_text("kind"), entry.name("namespace", DNS_LABEL)
+        )
+        for entry in spec.mappings("from", ("group", "kind", "namespace"), required=True)
+    )
+    targets = tuple(
+        GrantTo(
+            entry.text("group", ""),
+            entry.required_text("kind"),
+            entry.optional_name("name", DNS_SUBDOMAIN),
+        )
+        for entry in spec.mappings("to", ("group", "kind", "name"), required=True)
+    )
+    if not sources:
+        spec.problem("from", "must name at least one kind and namespace")
+    if not targets:
+        spec.problem("to", "must name at least one kind")
+    return ReferenceGrant(namespace, name, sources, targets)
+
+
+def namespace_object(doc: Map) -> Namespace:
+    """A Namespace, for its labels only (listeners select route namespaces by them)."""
+    _, name, labels = metadata(doc, DNS_LABEL, namespaced=False)
+    return Namespace(name, tuple(sorted(labels.items())))

@@ -57,7 +57,9 @@ from xdsfleet.model.fleet import (
     HTTPRoute,
     Member,
     MemberState,
+    Namespace,
     Node,
+    ReferenceGrant,
     Service,
     ServicePort,
     TLSSecret,
@@ -111,6 +113,8 @@ class FileContents:
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
+    reference_grants: tuple[ReferenceGrant, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
 
 
 # --- Kinds -----------------------------------------------------------------------------------
@@ -123,13 +127,14 @@ _NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "E
 
 @dataclass(frozen=True, slots=True)
 class _Kind:
-    api_version: str
+    api_versions: tuple[str, ...]  # the first is the one written in messages
     namespaced: bool
     fields: frozenset[str]  # the top-level keys besides apiVersion, kind and metadata
 
 
-def _kind(api_version: str, *fields: str, namespaced: bool = True) -> _Kind:
-    return _Kind(api_version, namespaced, frozenset({"apiVersion", "kind", "metadata", *fields}))
+def _kind(api_version: str | tuple[str, ...], *fields: str, namespaced: bool = True) -> _Kind:
+    versions = (api_version,) if isinstance(api_version, str) else api_version
+    return _Kind(versions, namespaced, frozenset({"apiVersion", "kind", "metadata", *fields}))
 
 
 _KINDS = {
@@ -143,8 +148,20 @@ _KINDS = {
     "GRPCRoute": _kind(f"{GATEWAY_GROUP}/v1", "spec"),
     "Secret": _kind("v1", "type", "data", "stringData"),
     "TrafficPolicy": _kind(FLEET_API_VERSION, "spec"),
+    # Served as v1 and v1beta1 alike by current Gateway API CRDs.
+    "ReferenceGrant": _kind((f"{GATEWAY_GROUP}/v1", f"{GATEWAY_GROUP}/v1beta1"), "spec"),
+    # Read for its labels (allowedRoutes selectors); its spec and status say nothing to us.
+    "Namespace": _kind("v1", "spec", "status", namespaced=False),
 }
-_FLEET_LEVEL_KINDS = ("Gateway", "HTTPRoute", "GRPCRoute", "TrafficPolicy", "Secret")
+_FLEET_LEVEL_KINDS = (
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TrafficPolicy",
+    "Secret",
+    "ReferenceGrant",
+    "Namespace",
+)
 _PLACE_KINDS = {
     Place.FLEET: ("Fleet", *_FLEET_LEVEL_KINDS),
     Place.MEMBER: ("Service", "EndpointSlice", "ServiceExport", "Node"),
@@ -425,6 +442,8 @@ class _Found:
     grpc_routes: list[GRPCRoute] = field(default_factory=list)
     policies: list[TrafficPolicy] = field(default_factory=list)
     secrets: list[TLSSecret] = field(default_factory=list)
+    reference_grants: list[ReferenceGrant] = field(default_factory=list)
+    namespaces: list[Namespace] = field(default_factory=list)
 
     def contents(self) -> FileContents:
         return FileContents(
@@ -438,6 +457,8 @@ class _Found:
             grpc_routes=tuple(self.grpc_routes),
             policies=tuple(self.policies),
             secrets=tuple(self.secrets),
+            reference_grants=tuple(self.reference_grants),
+            namespaces=tuple(self.namespaces),
         )
 
 
@@ -459,8 +480,9 @@ def _check_kind(where: Where, document: dict[Any, Any], place: Place) -> _Kind |
     api_version = document.get("apiVersion")
     if api_version is None:
         where.add("apiVersion", "missing required field")
-    elif api_version != kind.api_version:
-        where.add("apiVersion", f"{kind_name} needs {kind.api_version!r}; got {api_version!r}")
+    elif api_version not in kind.api_versions:
+        wanted = " or ".join(repr(v) for v in kind.api_versions)
+        where.add("apiVersion", f"{kind_name} needs {wanted}; got {api_version!r}")
     return kind
 
 
@@ -499,6 +521,10 @@ def _parse_document(
             found.secrets.append(gateway_api.tls_secret(doc))
         case "TrafficPolicy":
             found.policies.append(policy.traffic_policy(doc))
+        case "ReferenceGrant":
+            found.reference_grants.append(gateway_api.reference_grant(doc))
+        case "Namespace":
+            found.namespaces.append(gateway_api.namespace_object(doc))
 
 
 def parse_file(text: str, file: str, place: Place, base_dir: str = "") -> FileContents:
@@ -645,6 +671,8 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
     grpc_routes = found.gather("GRPCRoute", level, lambda c: c.grpc_routes, _namespaced_name)
     policies = found.gather("TrafficPolicy", level, lambda c: c.policies, _namespaced_name)
     secrets = found.gather("Secret", level, lambda c: c.secrets, _namespaced_name)
+    grants = found.gather("ReferenceGrant", level, lambda c: c.reference_grants, _namespaced_name)
+    namespaces = found.gather("Namespace", level, lambda c: c.namespaces, _namespaced_name)
     state = FleetState(
         name=files.fleet.name,
         members=members,
@@ -654,5 +682,7 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
         grpc_routes=_in_order(grpc_routes),
         policies=_in_order(policies),
         secrets=_in_order(secrets),
+        reference_grants=_in_order(grants),
+        namespaces=_in_order(namespaces),
     )
     return LoadedFleet(state, origins), problems

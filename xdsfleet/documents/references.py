@@ -14,12 +14,22 @@ from typing import Protocol, TypeVar
 
 from xdsfleet.documents.policy import SPEC_FIELDS
 from xdsfleet.documents.reading import did_you_mean, object_label, origin_key
+from xdsfleet.model.attachment import (
+    GATEWAY_GROUP,
+    Labels,
+    attaches,
+    backend_problem,
+    effective_hostnames,
+    labels_of,
+    parent_problem,
+)
 from xdsfleet.model.errors import Problem
 from xdsfleet.model.fleet import (
     BackendRef,
     EndpointMode,
     FleetState,
     Gateway,
+    GrantFrom,
     GRPCRoute,
     GRPCRouteMatch,
     GRPCRouteRule,
@@ -55,14 +65,23 @@ R = TypeVar("R", bound=_Route)
 _SPEC_KEYS = {field: key for key, field in SPEC_FIELDS.items()}
 
 
-def _parent_problem(parent: ParentRef, gateways: Mapping[tuple[str, str], Gateway]) -> str:
+def _parent_problem(
+    parent: ParentRef,
+    gateways: Mapping[tuple[str, str], Gateway],
+    kind: str,
+    route: HTTPRoute | GRPCRoute,
+    labels: Labels,
+) -> str:
     gateway = gateways.get((parent.namespace, parent.name))
     label = object_label("Gateway", parent.namespace, parent.name)
     if gateway is None:
         names = [name for namespace, name in gateways if namespace == parent.namespace]
         return f"{label} does not exist{did_you_mean(parent.name, names)}"
-    if any(parent.selects(gateway, listener) for listener in gateway.listeners):
+    found = parent_problem(gateway, parent, kind, route, labels)
+    if found is None:
         return ""
+    if found[0] != "NoMatchingParent":
+        return f"{label}: {found[1]}"
     if parent.section_name is not None and parent.port is not None:
         return f"{label} has no listener {parent.section_name!r} on port {parent.port}"
     if parent.section_name is not None:
@@ -130,13 +149,15 @@ def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Pr
     report = _Report(origins)
     offered = _Offered.of(state)
     gateways = {(g.namespace, g.name): g for g in state.gateways}
+    labels = labels_of(state.namespaces)
     for route in state.http_routes:
-        _check_route(report, "HTTPRoute", route, gateways, offered)
+        _check_route(report, state, "HTTPRoute", route, gateways, offered, labels)
     for grpc_route in state.grpc_routes:
-        _check_route(report, "GRPCRoute", grpc_route, gateways, offered)
+        _check_route(report, state, "GRPCRoute", grpc_route, gateways, offered, labels)
     _check_certificates(report, state)
-    _check_match_conflicts(report, state, "HTTPRoute", state.http_routes, _http_matches)
-    _check_match_conflicts(report, state, "GRPCRoute", state.grpc_routes, _grpc_matches)
+    _check_shared_ports(report, state)
+    _check_match_conflicts(report, state, "HTTPRoute", state.http_routes, _http_matches, labels)
+    _check_match_conflicts(report, state, "GRPCRoute", state.grpc_routes, _grpc_matches, labels)
     _check_node_ports(report, state)
     index = PolicyIndex(state.policies)
     for policy in state.policies:
@@ -154,35 +175,66 @@ def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Pr
 
 def _check_route(
     report: _Report,
+    state: FleetState,
     kind: str,
     route: HTTPRoute | GRPCRoute,
     gateways: Mapping[tuple[str, str], Gateway],
     offered: _Offered,
+    labels: Labels,
 ) -> None:
     label = object_label(kind, route.namespace, route.name)
     for i, parent in enumerate(route.parent_refs):
-        if message := _parent_problem(parent, gateways):
+        if message := _parent_problem(parent, gateways, kind, route, labels):
             report.add(label, f"spec.parentRefs[{i}]", message)
     rules: Sequence[RouteRule | GRPCRouteRule] = route.rules
     for r, rule in enumerate(rules):
         for b, backend in enumerate(rule.backend_refs):
-            if message := offered.problem(backend):
+            if message := _backend_message(state, kind, route.namespace, backend, offered):
                 report.add(label, f"spec.rules[{r}].backendRefs[{b}]", message)
         for m, mirror in enumerate(rule.filters.mirrors):
-            if message := offered.problem(mirror.backend):
+            ref = mirror.backend
+            if message := _backend_message(state, kind, route.namespace, ref, offered):
                 report.add(label, f"spec.rules[{r}].filters.requestMirror[{m}]", message)
+
+
+def _backend_message(
+    state: FleetState, kind: str, namespace: str, backend: BackendRef, offered: _Offered
+) -> str:
+    found = backend_problem(state, kind, namespace, backend)
+    if found is not None:
+        return f"{found[1]} (its requests are answered 500)"
+    return offered.problem(backend)
 
 
 def _check_certificates(report: _Report, state: FleetState) -> None:
     secrets = {(s.namespace, s.name) for s in state.secrets}
     for gateway in state.gateways:
         label = object_label("Gateway", gateway.namespace, gateway.name)
+        source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
         for i, listener in enumerate(gateway.listeners):
             for c, ref in enumerate(listener.certificate_refs):
+                path = f"spec.listeners[{i}].tls.certificateRefs[{c}]"
+                secret = object_label("Secret", ref.namespace, ref.name)
                 if (ref.namespace, ref.name) not in secrets:
-                    path = f"spec.listeners[{i}].tls.certificateRefs[{c}]"
-                    secret = object_label("Secret", ref.namespace, ref.name)
                     report.add(label, path, f"{secret} does not exist (the listener is not served)")
+                elif not state.permits(source, "", "Secret", ref.namespace, ref.name):
+                    message = f"no ReferenceGrant in namespace {ref.namespace} lets Gateways of "
+                    message += f"{gateway.namespace} use {secret} (RefNotPermitted)"
+                    report.add(label, path, message)
+
+
+def _check_shared_ports(report: _Report, state: FleetState) -> None:
+    """Listeners may share a port only with one protocol: the port's first listener sets it
+    (Gateway API: the others are Conflicted, ProtocolConflict)."""
+    for gateway in state.gateways:
+        label = object_label("Gateway", gateway.namespace, gateway.name)
+        first: dict[int, tuple[str, str]] = {}
+        for i, listener in enumerate(gateway.listeners):
+            protocol, name = first.setdefault(listener.port, (listener.protocol, listener.name))
+            if listener.protocol != protocol:
+                message = f"port {listener.port} serves {protocol} (listener {name}): this "
+                message += f"{listener.protocol} listener is not served (ProtocolConflict)"
+                report.add(label, f"spec.listeners[{i}].protocol", message)
 
 
 def _http_matches(route: HTTPRoute) -> list[list[RouteMatch]]:
@@ -202,6 +254,7 @@ def _check_match_conflicts(
     kind: str,
     routes: Sequence[R],
     matches_of: Callable[[R], Sequence[Sequence[object]]],
+    labels: Labels,
 ) -> None:
     """A rule whose match another rule on the same listener and hostname already has never
     applies: the one first by (namespace, name), then rule order, wins (Gateway API). Each
@@ -211,10 +264,10 @@ def _check_match_conflicts(
         for listener in gateway.listeners:
             seen: dict[tuple[str, object], str] = {}
             for route in routes:
-                if not any(p.selects(gateway, listener) for p in route.parent_refs):
+                if not attaches(gateway, listener, kind, route, labels):
                     continue
                 label = object_label(kind, route.namespace, route.name)
-                hostnames = route.hostnames or (listener.hostname or "*",)
+                hostnames = effective_hostnames(listener, route.hostnames)
                 for r, matches in enumerate(matches_of(route)):
                     for m, match in enumerate(matches):
                         for hostname in hostnames:

@@ -7,6 +7,7 @@ hashable and shared between generations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -129,6 +130,55 @@ class SecretRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelSelector:
+    """A Kubernetes label selector: `matchLabels` and `matchExpressions` (operator In, NotIn,
+    Exists, DoesNotExist), all of which must hold. The empty selector selects everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    # (key, operator, values)
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels):
+            return False
+        for key, operator, values in self.match_expressions:
+            present = key in labels
+            held = {
+                "In": present and labels.get(key) in values,
+                "NotIn": not present or labels.get(key) not in values,
+                "Exists": present,
+                "DoesNotExist": not present,
+            }[operator]
+            if not held:
+                return False
+        return True
+
+
+class RouteNamespaces(StrEnum):
+    """`allowedRoutes.namespaces.from`: where routes that attach to a listener may live."""
+
+    SAME = "Same"
+    ALL = "All"
+    SELECTOR = "Selector"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGroupKind:
+    group: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedRoutes:
+    """A listener's `allowedRoutes`. `kinds` empty means every kind the listener's protocol
+    supports (HTTPRoute and GRPCRoute for HTTP and HTTPS)."""
+
+    namespaces: RouteNamespaces = RouteNamespaces.SAME
+    selector: LabelSelector | None = None  # with namespaces Selector
+    kinds: tuple[RouteGroupKind, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayListener:
     name: str
     port: int
@@ -136,6 +186,7 @@ class GatewayListener:
     hostname: str | None = None
     # HTTPS only: the certificates it terminates TLS with (mode Terminate).
     certificate_refs: tuple[SecretRef, ...] = ()
+    allowed_routes: AllowedRoutes = field(default_factory=AllowedRoutes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +259,19 @@ class RouteMatch:
 @dataclass(frozen=True, slots=True)
 class BackendRef:
     """A weighted backend. `kind` is `ServiceImport` (the service across all exporting members)
-    or `Service` (documented to mean the same)."""
+    or `Service` (documented to mean the same); any other group and kind is kept as written,
+    so that translation answers its share with 500 and status says `InvalidKind` (Gateway
+    API: an invalid backendRef invalidates that backend, not the route). The header modifiers
+    are the backendRef's own `filters`, applied to requests sent to this backend only."""
 
     name: str
     namespace: str
     port: int
     weight: int = 1
     kind: str = "Service"
+    group: str = ""
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +286,12 @@ class HeaderModifier:
 
 @dataclass(frozen=True, slots=True)
 class RequestMirror:
-    """A copy of each request (or of `percent` of them) to another backend; answers ignored."""
+    """A copy of a fraction of the requests (`numerator`/`denominator`: Gateway API's
+    `percent` or `fraction`) to another backend; answers ignored."""
 
     backend: BackendRef
-    percent: int = 100
+    numerator: int = 100
+    denominator: int = 100
 
 
 class PathModifierType(StrEnum):
@@ -262,6 +321,19 @@ class URLRewrite:
 
 
 @dataclass(frozen=True, slots=True)
+class CORS:
+    """HTTPRoute's CORS filter (experimental in Gateway API): the origins (exact, or with `*`
+    wildcards), methods and headers a browser may use across origins."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_seconds: int | None = None
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RouteFilters:
     """A rule's `filters`, gathered by type (Gateway API allows each type once, mirrors
     excepted)."""
@@ -271,6 +343,7 @@ class RouteFilters:
     mirrors: tuple[RequestMirror, ...] = ()
     redirect: RequestRedirect | None = None
     rewrite: URLRewrite | None = None
+    cors: CORS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +429,50 @@ class TLSSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantFrom:
+    group: str
+    kind: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTo:
+    group: str
+    kind: str
+    name: str | None = None  # None: every object of that kind in the grant's namespace
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceGrant:
+    """Gateway API ReferenceGrant: objects of the `from` kinds in those namespaces may refer
+    to the `to` objects of the grant's own namespace."""
+
+    namespace: str
+    name: str
+    from_: tuple[GrantFrom, ...]
+    to: tuple[GrantTo, ...]
+
+    def permits(self, source: GrantFrom, group: str, kind: str, name: str) -> bool:
+        return source in self.from_ and any(
+            (t.group, t.kind) == (group, kind) and t.name in (None, name) for t in self.to
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A namespace's labels: what listeners with `allowedRoutes.namespaces.from: Selector`
+    select routes by."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def namespace(self) -> str:
+        """Namespaces are cluster-scoped: keyed like other objects, with namespace ""."""
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
 class Ramp:
     """A member on its way back from drain: the percentage of its share that one service port
     gives it for now. No source sets it: the app's ramp agent (`pipeline/ramps.py`) raises it over
@@ -384,3 +501,15 @@ class FleetState:
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()
     ramps: tuple[Ramp, ...] = ()
+    reference_grants: tuple[ReferenceGrant, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+
+    def permits(self, source: GrantFrom, group: str, kind: str, namespace: str, name: str) -> bool:
+        """Whether an object described by `source` may refer to `kind` `namespace/name`:
+        always within its own namespace, across namespaces only with a ReferenceGrant there."""
+        if namespace == source.namespace:
+            return True
+        return any(
+            g.namespace == namespace and g.permits(source, group, kind, name)
+            for g in self.reference_grants
+        )

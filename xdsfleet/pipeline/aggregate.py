@@ -284,6 +284,10 @@ class Aggregator:
             grpc_routes=self._merge("GRPCRoute", base.grpc_routes, objects.grpc_routes),
             policies=self._merge("TrafficPolicy", base.policies, objects.policies),
             secrets=base.secrets,
+            reference_grants=self._merge(
+                "ReferenceGrant", base.reference_grants, objects.reference_grants
+            ),
+            namespaces=self._merge("Namespace", base.namespaces, objects.namespaces),
         )
         if state == self.state:
             return

@@ -4,8 +4,10 @@ Gateway API conditions, with our controllerName, on each `status.parents[]` entr
 (one per parentRef) and each `status.ancestors[]` entry of a TrafficPolicy (one per targetRef):
 
 - Accepted: the latest version parsed (otherwise the parser's problems, and which version still
-  serves); for a route parent, also that the Gateway and listener exist;
-- ResolvedRefs: everything else it names exists (the reference checks `validate` runs);
+  serves); for a route parent, also that it attaches to a listener of that Gateway, with
+  Gateway API's reasons (NoMatchingParent, NotAllowedByListeners, NoMatchingListenerHostname);
+- ResolvedRefs: everything else it names exists (the reference checks `validate` runs), with
+  Gateway API's reasons for backendRefs (RefNotPermitted, InvalidKind, BackendNotFound);
 - Programmed: how many connected Envoys hold what it produced at the version served now, how
   many refused it, and the first refusal's message, from each ADS stream's per-resource
   ACK/NACK state.
@@ -23,15 +25,26 @@ from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.fleet import FleetState, GRPCRoute, HTTPRoute
+from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, labels_of, parent_problem
+from xdsfleet.model.fleet import (
+    FleetState,
+    Gateway,
+    GatewayListener,
+    GrantFrom,
+    GRPCRoute,
+    GRPCRouteRule,
+    HTTPRoute,
+    RouteRule,
+    SecretRef,
+)
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
-from xdsfleet.translate.names import gateway_listener_name
-from xdsfleet.translate.routes import attached
+from xdsfleet.translate.names import gateway_port_name
+from xdsfleet.translate.routes import attached, gateway_ports, route_names
+from xdsfleet.translate.snapshot import certificates
 
 CONTROLLER = "xdsfleet.io/controller"
-GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 JsonObject = dict[str, Any]
 Affects = Callable[[str, str], bool]  # (type URL, resource name) -> does the object shape it?
@@ -167,14 +180,43 @@ def _verdict(
 
 
 def route_verdict(
+    state: FleetState,
     route: HTTPRoute | GRPCRoute,
     generation: int,
     problems: Mapping[str, str],
     programmed: Programmed,
 ) -> Verdict:
     """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
-    message, from the reference checks."""
-    return _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
+    message, from the reference checks. The reasons are Gateway API's: per parent, why the
+    route attaches to none of its listeners; for the refs, the first of RefNotPermitted,
+    InvalidKind, BackendNotFound that applies."""
+    verdict = _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
+    kind = _kind(route)
+    labels = labels_of(state.namespaces)
+    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    rules: Iterable[RouteRule | GRPCRouteRule] = route.rules
+    reasons = set()
+    for rule in rules:
+        for ref in rule.backend_refs:
+            if (problem := backend_problem(state, kind, route.namespace, ref)) is not None:
+                reasons.add(problem[0])
+    unresolved = next((r for r in ("RefNotPermitted", "InvalidKind") if r in reasons), None)
+    per_parent = []
+    for parent, (accepted, resolved, programmed_condition) in zip(
+        route.parent_refs, verdict.conditions, strict=True
+    ):
+        gateway = gateways.get((parent.namespace, parent.name))
+        found = parent_problem(gateway, parent, kind, route, labels) if gateway else None
+        if found is not None:
+            accepted = Condition("Accepted", "False", found[0], found[1])
+        if unresolved is not None and resolved.status == "False":
+            resolved = Condition("ResolvedRefs", "False", unresolved, resolved.message)
+        per_parent.append((accepted, resolved, programmed_condition))
+    return Verdict(generation, tuple(per_parent))
+
+
+def _kind(route: HTTPRoute | GRPCRoute) -> str:
+    return TargetKind.GRPC_ROUTE if isinstance(route, GRPCRoute) else TargetKind.HTTP_ROUTE
 
 
 def policy_verdict(
@@ -191,12 +233,14 @@ def policy_verdict(
 
 
 def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
-    """The gateway RouteConfigurations a route is part of."""
+    """The gateway RouteConfigurations a route is part of (a port's, or an SNI chain's)."""
+    labels = labels_of(state.namespaces)
     return frozenset(
-        gateway_listener_name(gateway.namespace, gateway.name, listener.name)
+        route_names(gateway, port)[listener.name]
         for gateway in state.gateways
-        for listener in gateway.listeners
-        if attached(gateway, listener, (route,))
+        for port in gateway_ports(gateway)
+        for listener in port.listeners
+        if attached(gateway, listener, _kind(route), (route,), labels)
     )
 
 
@@ -227,7 +271,7 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
                     if (route.namespace, route.name) == (policy.namespace, target.name):
                         tests.append(route_affects(state, route))
             case TargetKind.GATEWAY:
-                prefix = f"{policy.namespace}/{target.name}/"
+                prefix = f"{policy.namespace}/{target.name}:"
                 tests.append(_named(prefix, typeurls.LISTENER, typeurls.ROUTE))
             case TargetKind.FLEET:
                 tests.append(_named("", *typeurls.ORDER))
@@ -327,6 +371,134 @@ def fleet_members_status(
         "members": [
             {"name": name, "source": source, "stale": stale, "message": message}
             for name, source, stale, message in members
+        ],
+    }
+    return None if new == status else new
+
+
+# --- Gateways --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerVerdict:
+    """What `status.listeners[]` says of one Gateway listener."""
+
+    name: str
+    attached_routes: int
+    supported_kinds: tuple[str, ...]
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVerdict:
+    generation: int
+    conditions: tuple[Condition, ...]
+    listeners: tuple[ListenerVerdict, ...]
+
+
+def _certificate_problem(state: FleetState, gateway: Gateway, listener: GatewayListener) -> str:
+    """Why some certificateRef of an HTTPS listener cannot be used (its reason: message)."""
+    secrets = {(s.namespace, s.name) for s in state.secrets}
+    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+    for ref in listener.certificate_refs:
+        if not state.permits(source, "", "Secret", ref.namespace, ref.name):
+            return (
+                f"RefNotPermitted: no ReferenceGrant lets it use Secret {ref.namespace}/{ref.name}"
+            )
+        if (ref.namespace, ref.name) not in secrets:
+            return f"InvalidCertificateRef: Secret {ref.namespace}/{ref.name} does not exist"
+    return ""
+
+
+def _secret(ref: SecretRef) -> str:
+    return f"Secret {ref.namespace}/{ref.name}"
+
+
+def _listener_named(name: str) -> Affects:
+    return lambda type_url, found: type_url == typeurls.LISTENER and found == name
+
+
+def gateway_verdict(
+    state: FleetState, gateway: Gateway, generation: int, streams: Iterable[list[Held]]
+) -> GatewayVerdict:
+    """Per listener: Accepted, Conflicted (ProtocolConflict on a shared port), ResolvedRefs
+    (its certificates) and Programmed (how many Envoys hold its port's listener), with the
+    routes attached to it; and the Gateway's own Accepted and Programmed."""
+    streams = list(streams)
+    labels = labels_of(state.namespaces)
+    ports = {x.name: port for port in gateway_ports(gateway) for x in port.listeners}
+    conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
+    found = []
+    for listener in gateway.listeners:
+        kinds = tuple(
+            k
+            for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE)
+            if not listener.allowed_routes.kinds
+            or any(k == allowed.kind for allowed in listener.allowed_routes.kinds)
+        )
+        attached_routes = len(
+            attached(gateway, listener, TargetKind.HTTP_ROUTE, state.http_routes, labels)
+        ) + len(attached(gateway, listener, TargetKind.GRPC_ROUTE, state.grpc_routes, labels))
+        problem = _certificate_problem(state, gateway, listener)
+        reason, _, message = problem.partition(": ")
+        conditions = [
+            Condition("Accepted", "True", "Accepted", "served"),
+            Condition("Conflicted", "True", "ProtocolConflict", "another protocol has the port")
+            if listener.name in conflicted
+            else Condition("Conflicted", "False", "NoConflicts", "no conflict"),
+            Condition("ResolvedRefs", "False", reason, message)
+            if problem
+            else Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves"),
+        ]
+        if listener.name in conflicted:
+            conditions.append(Condition("Programmed", "False", "Invalid", "not served"))
+        elif listener.protocol == "HTTPS" and not certificates(state, gateway, listener):
+            message = "not served: none of its certificates can be used"
+            conditions.append(Condition("Programmed", "False", "Invalid", message))
+        else:
+            port = ports[listener.name]
+            name = gateway_port_name(gateway.namespace, gateway.name, port.port)
+            conditions.append(Programmed.count(streams, _listener_named(name)).condition())
+        found.append(ListenerVerdict(listener.name, attached_routes, kinds, tuple(conditions)))
+    programmed = [c for v in found for c in v.conditions if c.type == "Programmed"]
+    overall = (
+        Condition("Programmed", "True", "Programmed", "every listener is held by its Envoys")
+        if all(c.status == "True" for c in programmed)
+        else next(c for c in programmed if c.status != "True")
+    )
+    accepted = Condition("Accepted", "True", "Accepted", "served")
+    return GatewayVerdict(generation, (accepted, overall), tuple(found))
+
+
+def gateway_status(
+    obj: JsonObject, verdict: GatewayVerdict, now: datetime | None = None
+) -> JsonObject | None:
+    """`obj`'s status with the conditions and listeners of `verdict`; None when that changes
+    nothing. Transition times move only when a condition's status does."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = dict(obj.get("status") or {})
+    old_listeners = {
+        entry.get("name"): entry.get("conditions") or []
+        for entry in status.get("listeners") or []
+        if isinstance(entry, dict)
+    }
+    old = status.get("conditions") or []
+    new = {
+        **status,
+        "conditions": [_condition(c, verdict.generation, old, stamp) for c in verdict.conditions],
+        "listeners": [
+            {
+                "name": listener.name,
+                "supportedKinds": [
+                    {"group": GATEWAY_GROUP, "kind": kind} for kind in listener.supported_kinds
+                ],
+                "attachedRoutes": listener.attached_routes,
+                "conditions": [
+                    _condition(c, verdict.generation, old_listeners.get(listener.name, []), stamp)
+                    for c in listener.conditions
+                ],
+            }
+            for listener in verdict.listeners
         ],
     }
     return None if new == status else new

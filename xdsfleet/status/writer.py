@@ -1,7 +1,8 @@
 """Status write-back to the fleet cluster, by one replica at a time.
 
 Every `interval` seconds, the replica holding the status Lease works out the status of each
-HTTPRoute, GRPCRoute and TrafficPolicy of the fleet cluster (`conditions`), and of the Fleet
+Gateway (per listener), HTTPRoute, GRPCRoute and TrafficPolicy of the fleet cluster
+(`conditions`), and of the Fleet
 resource when the Fleet is one (its members, stale or not, and why), and writes what changed
 since it last wrote (`sources.kube.status`: the status subresource, 409s retried). A
 replica that gains the Lease writes everything once; one that loses it stops writing. The
@@ -37,9 +38,12 @@ from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.status import Written, write_status
 from xdsfleet.status.conditions import (
+    Held,
     Programmed,
     Verdict,
     fleet_members_status,
+    gateway_status,
+    gateway_verdict,
     holdings,
     merged_status,
     parent_refs,
@@ -139,9 +143,13 @@ class StatusWriter:
             self._written.clear()  # whoever leads next time writes everything once
             return
         await self._write_fleet(fleet)
-        for resource, namespace, name, verdict, field in self._verdicts(fleet, state):
-            uid = fleet.mirror(resource).uids.get((namespace, name), "")
-            key = (resource, namespace, name, uid)
+        streams = holdings(
+            ((i.profile, i.machine.status()) for i in self._ads.streams.values()),
+            self._snapshot_of,
+        )
+        await self._write_gateways(fleet, state, streams)
+        for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
+            key = self._key(fleet, resource, namespace, name)
             if self._written.get(key) == verdict:
                 continue
             if not self._holding(fleet):
@@ -165,7 +173,7 @@ class StatusWriter:
         if name is None:
             return
         members = tuple((r.name, r.source, r.stale, r.message) for r in self._aggregator.reports())
-        key = (resources.FLEETS, "", name, fleet.mirror(resources.FLEETS).uids.get(("", name), ""))
+        key = self._key(fleet, resources.FLEETS, "", name)
         if self._written.get(key) == members:
             return
         result = await asyncio.to_thread(
@@ -178,6 +186,40 @@ class StatusWriter:
         )
         if result in (Written.WRITTEN, Written.UNCHANGED):
             self._written[key] = members
+
+    @staticmethod
+    def _key(
+        fleet: FleetCluster, resource: ApiResource, namespace: str, name: str
+    ) -> tuple[ApiResource, str, str, str]:
+        """What a write is remembered by: the object's uid too, since a name may be reused."""
+        return resource, namespace, name, fleet.mirror(resource).uids.get((namespace, name), "")
+
+    async def _write_gateways(
+        self, fleet: FleetCluster, state: FleetState, streams: list[list[Held]]
+    ) -> None:
+        """Each served Gateway of the fleet cluster: its listeners' conditions."""
+        mirror = fleet.mirror(resources.GATEWAYS)
+        served = {(g.namespace, g.name): g for g in state.gateways}
+        for key in sorted(mirror.objects):
+            gateway = served.get(key)
+            if gateway is None:
+                continue  # not served yet (the store coalesces): next time
+            verdict = gateway_verdict(state, gateway, mirror.generations.get(key) or 0, streams)
+            written = self._key(fleet, resources.GATEWAYS, *key)
+            if self._written.get(written) == verdict:
+                continue
+            if not self._holding(fleet):
+                return  # the renew deadline passed while writing: another replica may lead
+            result = await asyncio.to_thread(
+                write_status,
+                fleet.cluster,
+                resources.GATEWAYS,
+                namespace=key[0],
+                name=key[1],
+                merge=functools.partial(gateway_status, verdict=verdict),
+            )
+            if result in (Written.WRITTEN, Written.UNCHANGED):
+                self._written[written] = verdict
 
     async def stop(self) -> None:
         if self._elector is not None:
@@ -209,17 +251,13 @@ class StatusWriter:
         )
 
     def _verdicts(
-        self, fleet: FleetCluster, state: FleetState
+        self, fleet: FleetCluster, state: FleetState, streams: list[list[Held]]
     ) -> list[tuple[ApiResource, str, str, Verdict, str]]:
-        """(resource, namespace, name, verdict, status field) for each object of the fleet
-        cluster."""
+        """(resource, namespace, name, verdict, status field) for each route and policy of the
+        fleet cluster."""
         problems: dict[str, dict[str, str]] = {}
         for problem in reference_problems(state, {}):
             problems.setdefault(problem.obj, {})[problem.field] = problem.message
-        streams = holdings(
-            ((i.profile, i.machine.status()) for i in self._ads.streams.values()),
-            self._snapshot_of,
-        )
         served: dict[ApiResource, dict[tuple[str, str], Any]] = {
             resources.HTTP_ROUTES: {(r.namespace, r.name): r for r in state.http_routes},
             resources.GRPC_ROUTES: {(r.namespace, r.name): r for r in state.grpc_routes},
@@ -242,7 +280,7 @@ class StatusWriter:
                         verdict = policy_verdict(obj, serving or 0, mine, programmed)
                     else:
                         programmed = Programmed.count(streams, route_affects(state, obj))
-                        verdict = route_verdict(obj, serving or 0, mine, programmed)
+                        verdict = route_verdict(state, obj, serving or 0, mine, programmed)
                 else:
                     continue  # not served yet (the store coalesces): next time
                 found.append((resource, *key, verdict, field))

@@ -39,9 +39,13 @@ from xdsfleet.tools.loads import (
     loads,
 )
 from xdsfleet.translate.drains import drained
+from xdsfleet.translate.routes import gateway_ports, route_names
+from xdsfleet.translate.rules import INVALID_BACKEND
 from xdsfleet.translate.services import ServicePortKey, service_index
-from xdsfleet.translate.snapshot import Resources, translation
+from xdsfleet.translate.snapshot import Resources, gateway_of, translation
 
+# What happens to the share of a backendRef that does not resolve (translate/rules.py).
+INVALID_SHARE = "answered 500: its backendRef does not resolve (validate says why)"
 # A share below this counts as none in warnings: rounding, not traffic.
 NEGLIGIBLE = 0.005
 
@@ -123,9 +127,12 @@ def explain(
     scenario: Scenario | None = None,
 ) -> Explanation | None:
     """What happens to `request` at a client of `profile`, now and under `scenario`; None when
-    no route matches. `listener` limits the search to one gateway listener (its name or
-    `NS/GATEWAY/NAME`)."""
+    no route matches. `listener` limits the search to one gateway listener (its name, or the
+    port's route configuration name `NS/GATEWAY:PORT`): the listeners sharing its port share
+    its routes."""
     now = _Served.of(state, profile)
+    if listener is not None:
+        listener = _port_name(state, profile, listener)
     for name, config in _route_configurations(now.resources, profile, listener):
         found = _match(config, request)
         if found is not None:
@@ -148,8 +155,21 @@ def _route_configurations(
             yield name, manager.route_config
         return
     for name, config in sorted(resources[typeurls.ROUTE].items()):
-        if listener is None or listener in (name, name.rsplit("/", 1)[-1]):
+        if listener is None or listener == name:
             yield name, config
+
+
+def _port_name(state: FleetState, profile: NodeProfile, listener: str) -> str:
+    """The route configuration serving the Gateway listener named `listener` (or `listener`
+    itself, when it names none of the profile's Gateway)."""
+    gateway = gateway_of(state, profile.gateway)
+    if gateway is None:
+        return listener
+    for port in gateway_ports(gateway):
+        names = route_names(gateway, port)
+        if listener in names:
+            return names[listener]
+    return listener
 
 
 # --- Matching, as Envoy does -----------------------------------------------------------------
@@ -179,7 +199,7 @@ def _virtual_host(config: Any, host: str) -> Any:
 
 
 def _match(config: Any, request: Request) -> tuple[Any, Any] | None:
-    # Listeners strip the port from Host before routing.
+    # Route tables match the Host without its port (ignore_port_in_host_matching).
     vhost = _virtual_host(config, request.host.lower().split(":", 1)[0])
     if vhost is None:
         return None
@@ -323,7 +343,9 @@ def _explained(
         weighted = [(c.name, c.weight.value) for c in target.weighted_clusters.clusters]
     total = sum(weight for _, weight in weighted) or 1
     clusters = tuple(
-        _cluster_share(name, weight / total, now, after, scenario, profile)
+        ClusterShare(name, weight / total, (), (INVALID_SHARE,))
+        if name == INVALID_BACKEND
+        else _cluster_share(name, weight / total, now, after, scenario, profile)
         for name, weight in weighted
     )
     names = ", ".join(name for name, _ in weighted)

@@ -18,8 +18,21 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import build_snapshot
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.model.node import NodeProfile
+from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
+from xdsfleet.translate.snapshot import gateway_of
+
+
+def unnamed_gateway(state: FleetState, profile: NodeProfile) -> str | None:
+    """Why a gateway profile gets no Gateway (it names none, and the fleet has not exactly
+    one to default to, or it names one the fleet lacks), naming the Gateways there are."""
+    if profile.role is not Role.GATEWAY or gateway_of(state, profile.gateway) is not None:
+        return None
+    there = ", ".join(f"{g.namespace}/{g.name}" for g in state.gateways) or "none"
+    if profile.gateway is None:
+        return f"name a Gateway with --gateway NS/NAME (the fleet's Gateways: {there})"
+    return f"no Gateway {profile.gateway} in the fleet (its Gateways: {there})"
+
 
 REDACTED = "<redacted: render --show-secrets prints it>"
 

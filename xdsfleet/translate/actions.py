@@ -11,6 +11,7 @@ import re
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -21,6 +22,7 @@ from envoy.type.http.v3 import cookie_pb2 as http_cookie_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from xdsfleet.model.fleet import (
+    CORS,
     HeaderModifier,
     PathMatch,
     PathMatchType,
@@ -32,9 +34,10 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.policy import ConsistentHash, Cookie
 from xdsfleet.translate.proto import Message, duration, pack_into
-from xdsfleet.translate.rules import Action, RetrySettings, RoutePlan
+from xdsfleet.translate.rules import PER_MILLION, Action, Backend, RetrySettings, RoutePlan
 
 STATEFUL_SESSION = "envoy.filters.http.stateful_session"
+CORS_FILTER = "envoy.filters.http.cors"
 COOKIE_SESSION_STATE = "envoy.http.stateful_session.cookie"
 PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
 PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
@@ -42,7 +45,15 @@ PREVIOUS_PRIORITIES = "envoy.retry_priorities.previous_priorities"
 HOST_SELECTION_ATTEMPTS = 5
 # Envoy recomputes which priorities to skip after this many attempts.
 PRIORITY_UPDATE_FREQUENCY = 2
-_REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND}
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+# Gateway API: a redirect that changes the scheme but names no port goes to the scheme's own.
+_SCHEME_PORTS = {"http": 80, "https": 443}
 
 
 def envoy_route(plan: RoutePlan) -> Message:
@@ -52,19 +63,29 @@ def envoy_route(plan: RoutePlan) -> Message:
     _edit_headers(route, action.response_headers, "response")
     if action.session_cookie is not None:
         pack_into(route.typed_per_filter_config[STATEFUL_SESSION], _session(action.session_cookie))
-    if action.redirect is not None:
+    if action.cors is not None:
+        pack_into(route.typed_per_filter_config[CORS_FILTER], _cors(action.cors))
+    if action.answer is not None:
+        route.direct_response.status = action.answer
+    elif action.redirect is not None:
         redirect = action.redirect
         built = route.redirect
         if redirect.scheme:
             built.scheme_redirect = redirect.scheme
         if redirect.hostname:
             built.host_redirect = redirect.hostname
-        if redirect.port:
-            built.port_redirect = redirect.port
+        # Gateway API: the given port, else the new scheme's own, else the listener's. Envoy
+        # writes a port_redirect even when it is the scheme's default, so that one is left
+        # out (a port the client sent in Host then stays: docs/fleet.md, "Gateway API
+        # support").
+        default = _SCHEME_PORTS.get(redirect.scheme or "")
+        port = redirect.port or default or action.listener_port
+        if port and port != default:
+            built.port_redirect = port
         if redirect.path is not None:
             built.regex_rewrite.CopyFrom(_path_rewrite(redirect.path, plan.match.path))
         built.response_code = _REDIRECT_CODES[redirect.status_code]
-    elif not action.backends:
+    elif all(backend.invalid for backend in action.backends):
         # Gateway API: traffic for a rule whose backends are all invalid gets a 500.
         route.direct_response.status = 500
     else:
@@ -74,23 +95,26 @@ def envoy_route(plan: RoutePlan) -> Message:
 
 def _route_action(action: Action, path: PathMatch) -> Message:
     built = rc.RouteAction()
-    if len(action.backends) == 1:
-        built.cluster = action.backends[0][0]
+    [first, *others] = action.backends
+    if not others and first.request_headers is None and first.response_headers is None:
+        built.cluster = first.cluster
     else:
-        built.weighted_clusters.clusters.extend(
-            rc.WeightedCluster.ClusterWeight(name=cluster, weight={"value": weight})
-            for cluster, weight in action.backends
-        )
+        built.weighted_clusters.clusters.extend(_weighted(b) for b in action.backends)
+    if any(b.invalid for b in action.backends):
+        # The invalid backends' share goes to a cluster that does not exist: answered 500.
+        built.cluster_not_found_response_code = rc.RouteAction.INTERNAL_SERVER_ERROR
     if action.timeout_ms is not None:
         built.timeout.CopyFrom(duration(action.timeout_ms))
     if action.retry is not None:
         built.retry_policy.CopyFrom(retry_policy(action.retry))
     if action.hash is not None:
         built.hash_policy.append(_hash_policy(action.hash))
-    for cluster, percent in action.mirrors:
+    for cluster, per_million in action.mirrors:
         mirror = built.request_mirror_policies.add(cluster=cluster)
-        if percent < 100:
-            mirror.runtime_fraction.default_value.numerator = percent
+        if per_million < PER_MILLION:
+            fraction = mirror.runtime_fraction.default_value
+            fraction.numerator = per_million
+            fraction.denominator = fraction.MILLION
     rewrite = action.rewrite
     if rewrite is not None:
         if rewrite.hostname:
@@ -98,6 +122,37 @@ def _route_action(action: Action, path: PathMatch) -> Message:
         if rewrite.path is not None:
             built.regex_rewrite.CopyFrom(_path_rewrite(rewrite.path, path))
     return built
+
+
+def _weighted(backend: Backend) -> Message:
+    """A weighted cluster, with the header edits of its backendRef's own filters."""
+    built = rc.WeightedCluster.ClusterWeight(name=backend.cluster, weight={"value": backend.weight})
+    _edit_headers(built, backend.request_headers, "request")
+    _edit_headers(built, backend.response_headers, "response")
+    return built
+
+
+def _cors(cors: CORS) -> Message:
+    """Envoy's per-route CORS policy; the listener carries the (otherwise idle) CORS filter."""
+    policy = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[_origin(origin) for origin in cors.allow_origins],
+        allow_methods=", ".join(cors.allow_methods),
+        allow_headers=", ".join(cors.allow_headers),
+        expose_headers=", ".join(cors.expose_headers),
+    )
+    if cors.max_age_seconds is not None:
+        policy.max_age = str(cors.max_age_seconds)
+    if cors.allow_credentials:
+        policy.allow_credentials.value = True
+    return policy
+
+
+def _origin(origin: str) -> Message:
+    """Gateway API origins are exact, `*`, or carry `*` wildcards for host labels."""
+    if "*" not in origin:
+        return string_pb2.StringMatcher(exact=origin)
+    pattern = ".*".join(re.escape(part) for part in origin.split("*"))
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
 
 
 def retry_policy(retry: RetrySettings) -> Message:

@@ -1,6 +1,10 @@
 """Listeners: gateway listeners (HTTP, HTTPS, and an HTTP/3 twin), sidecar outbound listeners,
 and proxyless gRPC listeners.
 
+A gateway listener serves one port of a Gateway: every Gateway listener on that port, HTTP ones
+as virtual hosts of one route table, HTTPS ones as one filter chain each, picked by SNI and
+terminating TLS with its own certificates (Envoy refuses two listeners on one address).
+
 Gateway and sidecar listeners fetch their routes over RDS and their certificates over SDS, so
 route and certificate changes never touch a listener (which Envoy would drain). Proxyless
 listeners are `api_listener`s with the route inline: that is the shape gRPC's xDS client resolves
@@ -12,15 +16,17 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
-from xdsfleet.translate.actions import STATEFUL_SESSION
+from xdsfleet.translate.actions import CORS_FILTER, STATEFUL_SESSION
 from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import stat_prefix
 from xdsfleet.translate.proto import Message, ads_config_source, pack_into
@@ -29,46 +35,68 @@ HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 TLS = "envoy.transport_sockets.tls"
 QUIC = "envoy.transport_sockets.quic"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 ANY_ADDRESS = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
+WEBSOCKET = "websocket"
+# (SNI hostname or None for any, SDS names of its certificates, its RouteConfiguration): one
+# HTTPS Gateway listener.
+TlsChain = tuple[str | None, tuple[str, ...], str]
 
 
 @memoised
 def gateway_listener(
-    name: str, port: int, secrets: tuple[str, ...] = (), sessions: bool = False
+    name: str,
+    port: int,
+    chains: tuple[TlsChain, ...] = (),
+    sessions: bool = False,
+    cors: bool = False,
 ) -> Message:
-    """A gateway listener on all addresses; its routes are the RouteConfiguration `name`.
-    With `secrets` (SDS names) it terminates TLS; `sessions` adds the stateful-session filter
-    that routes keeping sessions by cookie configure."""
-    chain = listener_components_pb2.FilterChain(filters=[_manager(name, name, sessions)])
-    if secrets:
+    """A gateway listener on all addresses. Plain HTTP: its routes are the RouteConfiguration
+    `name`. With `chains` it terminates TLS, one filter chain per SNI hostname, each with its
+    certificates and routes. `sessions` and `cors` add the filters that routes keeping sessions
+    by cookie, or with a CORS policy, configure."""
+    built = listener_pb2.Listener(name=name, address=_address(ANY_ADDRESS, port))
+    if not chains:
+        built.filter_chains.add(filters=[_manager(name, name, sessions, cors)])
+    if any(server_name is not None for server_name, _, _ in chains):
+        # Reads the SNI name from the ClientHello, so that filter chains can match on it.
+        inspector = built.listener_filters.add(name=TLS_INSPECTOR)
+        pack_into(inspector.typed_config, tls_inspector_pb2.TlsInspector())
+    for server_name, secrets, routes in chains:
+        chain = built.filter_chains.add(filters=[_manager(name, routes, sessions, cors)])
+        if server_name is not None:
+            chain.filter_chain_match.server_names.append(server_name)
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h2", "http/1.1"))
         chain.transport_socket.name = TLS
         pack_into(chain.transport_socket.typed_config, context)
-    return listener_pb2.Listener(
-        name=name, address=_address(ANY_ADDRESS, port), filter_chains=[chain]
-    )
+    return built
 
 
 @memoised
 def quic_listener(
-    name: str, routes: str, port: int, secrets: tuple[str, ...], early_data: bool, sessions: bool
+    name: str,
+    port: int,
+    chains: tuple[TlsChain, ...],
+    early_data: bool,
+    sessions: bool,
+    cors: bool = False,
 ) -> Message:
-    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same routes
-    and certificates. `early_data` accepts 0-RTT requests."""
-    manager = _manager(name, routes, sessions, http3=True)
-    transport = quic_transport_pb2.QuicDownstreamTransport(
-        downstream_tls_context=tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
-    )
-    transport.enable_early_data.value = early_data
-    chain = listener_components_pb2.FilterChain(filters=[manager])
-    chain.transport_socket.name = QUIC
-    pack_into(chain.transport_socket.typed_config, transport)
+    """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same SNI
+    hostnames, certificates and routes. `early_data` accepts 0-RTT requests."""
     listener = listener_pb2.Listener(
-        name=name,
-        address=_address(ANY_ADDRESS, port, address_pb2.SocketAddress.UDP),
-        filter_chains=[chain],
+        name=name, address=_address(ANY_ADDRESS, port, address_pb2.SocketAddress.UDP)
     )
+    for server_name, secrets, routes in chains:
+        context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
+        transport = quic_transport_pb2.QuicDownstreamTransport(downstream_tls_context=context)
+        transport.enable_early_data.value = early_data
+        manager = _manager(name, routes, sessions, cors, http3=True)
+        chain = listener.filter_chains.add(filters=[manager])
+        if server_name is not None:
+            chain.filter_chain_match.server_names.append(server_name)
+        chain.transport_socket.name = QUIC
+        pack_into(chain.transport_socket.typed_config, transport)
     listener.udp_listener_config.quic_options.SetInParent()
     return listener
 
@@ -118,16 +146,22 @@ def _address(host: str, port: int, protocol: int = address_pb2.SocketAddress.TCP
     )
 
 
-def _manager(name: str, routes: str, sessions: bool, *, http3: bool = False) -> Message:
-    """An HTTP connection manager fetching the RouteConfiguration `routes` over ADS."""
-    filters = [_stateful_session()] if sessions else []
+def _manager(
+    name: str, routes: str, sessions: bool, cors: bool = False, *, http3: bool = False
+) -> Message:
+    """An HTTP connection manager fetching the RouteConfiguration `routes` over ADS. The Host
+    header is left as sent, port included: gateway route tables match hosts without their
+    port (`ignore_port_in_host_matching`), and backends see what the client sent.
+    WebSocket upgrades pass through (Gateway API: `appProtocol: kubernetes.io/ws`)."""
+    filters = [_cors()] if cors else []
+    filters += [_stateful_session()] if sessions else []
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix(name),
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=routes),
         http_filters=[*filters, _router()],
-        # Gateway API hostnames never carry a port; clients often send one in Host.
-        strip_any_host_port=True,
     )
+    if not http3:
+        manager.upgrade_configs.add(upgrade_type=WEBSOCKET)
     if http3:
         manager.codec_type = hcm_pb2.HttpConnectionManager.HTTP3
         manager.http3_protocol_options.CopyFrom(protocol_pb2.Http3ProtocolOptions())
@@ -144,6 +178,13 @@ def _tls(secrets: tuple[str, ...], *alpn: str) -> Message:
         ],
         alpn_protocols=alpn,
     )
+
+
+def _cors() -> Message:
+    """Present but idle: only routes with a CORS filter configure it (per route)."""
+    cors = hcm_pb2.HttpFilter(name=CORS_FILTER)
+    pack_into(cors.typed_config, cors_pb2.Cors())
+    return cors
 
 
 def _stateful_session() -> Message:

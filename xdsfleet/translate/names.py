@@ -21,9 +21,16 @@ def pinned_cluster_name(cluster: str, members: tuple[str, ...]) -> str:
     return f"{cluster}@{'+'.join(sorted(members))}"
 
 
-def gateway_listener_name(gateway_namespace: str, gateway_name: str, listener: str) -> str:
-    """A gateway listener; its RouteConfiguration carries the same name."""
-    return f"{gateway_namespace}/{gateway_name}/{listener}"
+def gateway_port_name(gateway_namespace: str, gateway_name: str, port: int) -> str:
+    """The gateway listener serving every Gateway listener on `port`; its RouteConfiguration
+    carries the same name."""
+    return f"{gateway_namespace}/{gateway_name}:{port}"
+
+
+def sni_routes_name(port_name: str, listener: str) -> str:
+    """The RouteConfiguration of one Gateway listener of an HTTPS port that several share
+    (its SNI filter chain answers 421 for the others' hosts)."""
+    return f"{port_name}/{listener}"
 
 
 def quic_listener_name(listener: str) -> str:

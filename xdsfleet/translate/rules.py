@@ -9,9 +9,14 @@ messages. Nothing here builds messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from xdsfleet.model.attachment import GATEWAY_GROUP, SERVICE_KINDS
 from xdsfleet.model.fleet import (
+    CORS,
+    BackendRef,
+    GrantFrom,
     GRPCMethodMatch,
     GRPCRoute,
     GRPCRouteMatch,
@@ -36,9 +41,15 @@ from xdsfleet.model.policy import (
 from xdsfleet.translate.names import pinned_cluster_name
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey
 
-# Both kinds name the service across all exporting members (docs/architecture.md, "Fleet
-# documents").
-_SERVICE_KINDS = frozenset({"Service", "ServiceImport"})
+# The cluster name an invalid backendRef's share goes to. No cluster has it (real ones are
+# `NS/SVC:PORT`), and routes answer a missing cluster with 500: Gateway API's answer for the
+# requests of a backend that does not resolve, while the valid backends keep theirs.
+INVALID_BACKEND = "invalid-backend-ref"
+# Whether an object may refer to another namespace's object: (from, group, kind, namespace,
+# name) -> permitted (FleetState.permits: ReferenceGrants).
+Permits = Callable[[GrantFrom, str, str, str, str], bool]
+
+
 # Retries on another host and another priority, for failures that are safe to repeat.
 DEFAULT_RETRY_ON = (
     "connect-failure",
@@ -48,6 +59,7 @@ DEFAULT_RETRY_ON = (
     "retriable-status-codes",
 )
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
+PER_MILLION = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +109,40 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
+class Backend:
+    """A weighted cluster of a rule, with the header edits of its own backendRef filters."""
+
+    cluster: str
+    weight: int
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+
+    @property
+    def invalid(self) -> bool:
+        return self.cluster == INVALID_BACKEND
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """Everything a rule does to a request but match it."""
 
-    backends: tuple[tuple[str, int], ...] = ()  # (cluster, weight); none answers 500
+    # None, or only invalid ones: every request is answered 500.
+    backends: tuple[Backend, ...] = ()
     retry: RetrySettings | None = DEFAULT_RETRY
     timeout_ms: int | None = None
     hash: ConsistentHash | None = None
     session_cookie: Cookie | None = None
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
-    mirrors: tuple[tuple[str, int], ...] = ()  # (cluster, percent)
+    mirrors: tuple[tuple[str, int], ...] = ()  # (cluster, parts per million mirrored)
     redirect: RequestRedirect | None = None
     rewrite: URLRewrite | None = None
+    cors: CORS | None = None
+    # Where the listener of the route listens: a redirect that changes nothing but the path
+    # keeps it (Gateway API, RequestRedirect port).
+    listener_port: int | None = None
+    # Answer every request with this status instead (421 for a misdirected request).
+    answer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,23 +168,43 @@ class Planner:
     services: ServiceIndex
     policies: PolicyIndex
     members: frozenset[str]
+    permits: Permits
     used: set[Destination] = field(default_factory=set)
+
+    def resolve(self, kind: TargetKind, namespace: str, ref: BackendRef) -> ServicePortKey | None:
+        """The service port a backendRef of a `kind` route in `namespace` sends to, or None
+        when it does not resolve: a kind we cannot send to, a namespace that grants no
+        reference, a service port no member exports."""
+        if (ref.group, ref.kind) not in SERVICE_KINDS:
+            return None
+        source = GrantFrom(GATEWAY_GROUP, str(kind), namespace)
+        if not self.permits(source, ref.group, ref.kind, ref.namespace, ref.name):
+            return None
+        key = ServicePortKey(ref.namespace, ref.name, ref.port)
+        return key if key in self.services else None
 
     def rule(self, kind: TargetKind, namespace: str, route: str, rule: RouteRule) -> Action:
         spec = self.policies.rule(kind, namespace, route, rule.name)
         pinned = tuple(
             sorted(m for m in (spec.pin.members if spec.pin else ()) if m in self.members)
         )
-        weights: dict[Destination, int] = {}
+        # Gateway API: an unresolved backendRef keeps its weight, and its share of the
+        # requests is answered 500; the others keep theirs.
+        backends: dict[tuple[str, HeaderModifier | None, HeaderModifier | None], int] = {}
+        destinations: list[Destination] = []
         for ref in rule.backend_refs:
-            key = ServicePortKey(ref.namespace, ref.name, ref.port)
-            # Simplification: Gateway API wants the share of an unresolved backend answered
-            # with 500; it is dropped instead, and the resolved backends keep their ratio.
-            if ref.kind in _SERVICE_KINDS and key in self.services and ref.weight > 0:
-                destination = Destination(key, pinned)
-                weights[destination] = weights.get(destination, 0) + ref.weight
-        self.used.update(weights)
-        first = next(iter(weights), None)
+            if ref.weight <= 0:
+                continue
+            resolved = self.resolve(kind, namespace, ref)
+            cluster = INVALID_BACKEND
+            if resolved is not None:
+                destination = Destination(resolved, pinned)
+                destinations.append(destination)
+                cluster = destination.cluster
+            edits = (cluster, ref.request_headers, ref.response_headers)
+            backends[edits] = backends.get(edits, 0) + ref.weight
+        self.used.update(destinations)
+        first = destinations[0] if destinations else None
         service_spec = self._service_spec(first.key) if first is not None else None
         retry = DEFAULT_RETRY.overlaid(service_spec.retry if service_spec else None)
         retry = _overlay_gateway_api(retry, rule)
@@ -159,16 +212,17 @@ class Planner:
         session = service_spec.session_persistence if service_spec else None
         filters = rule.filters
         return Action(
-            backends=tuple((d.cluster, w) for d, w in weights.items()),
+            backends=tuple(Backend(c, w, req, resp) for (c, req, resp), w in backends.items()),
             retry=retry if retry.attempts else None,
             timeout_ms=rule.timeouts.request_ms if rule.timeouts else None,
             hash=session.consistent_hash if session else None,
             session_cookie=session.cookie if session else None,
             request_headers=filters.request_headers,
             response_headers=filters.response_headers,
-            mirrors=self._mirrors(rule),
+            mirrors=self._mirrors(kind, namespace, rule),
             redirect=filters.redirect,
             rewrite=filters.rewrite,
+            cors=filters.cors,
         )
 
     def service(self, key: ServicePortKey) -> Action:
@@ -178,7 +232,7 @@ class Planner:
         retry = DEFAULT_RETRY.overlaid(spec.retry)
         session = spec.session_persistence
         return Action(
-            backends=((key.cluster, 1),),
+            backends=(Backend(key.cluster, 1),),
             retry=retry if retry.attempts else None,
             hash=session.consistent_hash if session else None,
             session_cookie=session.cookie if session else None,
@@ -188,14 +242,15 @@ class Planner:
         port_name = self.services[key].port_name
         return self.policies.service(key.namespace, key.service, port_name)
 
-    def _mirrors(self, rule: RouteRule) -> tuple[tuple[str, int], ...]:
+    def _mirrors(
+        self, kind: TargetKind, namespace: str, rule: RouteRule
+    ) -> tuple[tuple[str, int], ...]:
         mirrors = []
         for mirror in rule.filters.mirrors:
-            ref = mirror.backend
-            key = ServicePortKey(ref.namespace, ref.name, ref.port)
-            if key in self.services and mirror.percent > 0:
+            key = self.resolve(kind, namespace, mirror.backend)
+            if key is not None and mirror.numerator > 0:
                 self.used.add(Destination(key))
-                mirrors.append((key.cluster, mirror.percent))
+                mirrors.append((key.cluster, PER_MILLION * mirror.numerator // mirror.denominator))
         return tuple(mirrors)
 
 

@@ -7,10 +7,11 @@ unchanged resource is the same object as in the previous generation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsfleet.cache import typeurls
-from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener
+from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
+from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener, GrantFrom, TLSSecret
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
 from xdsfleet.translate.clusters import ClusterSettings, cluster
@@ -24,7 +25,7 @@ from xdsfleet.translate.listeners import (
 from xdsfleet.translate.localities import view_of
 from xdsfleet.translate.memo import memoised_by_identity, start_generation
 from xdsfleet.translate.names import (
-    gateway_listener_name,
+    gateway_port_name,
     outbound_name,
     proxyless_listener_name,
     quic_listener_name,
@@ -32,7 +33,16 @@ from xdsfleet.translate.names import (
 )
 from xdsfleet.translate.placement import placement_of, ramps_by_port
 from xdsfleet.translate.proto import Message
-from xdsfleet.translate.routes import plan_listener, route_configuration, uses_sessions
+from xdsfleet.translate.routes import (
+    GatewayPort,
+    gateway_ports,
+    misdirected,
+    plan_port,
+    route_configuration,
+    route_names,
+    uses_cors,
+    uses_sessions,
+)
 from xdsfleet.translate.rules import Destination, Planner
 from xdsfleet.translate.secrets import tls_secret
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
@@ -83,13 +93,13 @@ def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) ->
     start_generation(state)
     resources: Resources = {type_url: {} for type_url in typeurls.ORDER}
     members = frozenset(m.member.name for m in state.members)
-    planner = Planner(index, policy_index(state.policies), members)
+    planner = Planner(index, policy_index(state.policies), members, state.permits)
     if profile.role is Role.GATEWAY:
-        gateway = _gateway(state, profile.gateway)
+        gateway = gateway_of(state, profile.gateway)
         if gateway is None:
             return Translation(resources, {})
-        for listener in gateway.listeners:
-            _add_gateway_listener(resources, state, gateway, listener, planner)
+        for port in gateway_ports(gateway):
+            _add_gateway_port(resources, state, gateway, port, planner)
     elif profile.role is Role.SIDECAR:
         _add_sidecar(resources, state, index, planner)
     else:
@@ -135,48 +145,80 @@ def translate_destinations(
     return {typeurls.CLUSTER: clusters, typeurls.ENDPOINT: assignments}
 
 
-def _gateway(state: FleetState, ref: str | None) -> Gateway | None:
+def gateway_of(state: FleetState, ref: str | None) -> Gateway | None:
+    """The Gateway a gateway profile names (`NS/NAME`). A profile naming none gets the fleet's
+    Gateway when it has exactly one (an Envoy started without `xdsfleet.io/gateway`), else
+    nothing."""
     if ref is None:
-        return None
+        return state.gateways[0] if len(state.gateways) == 1 else None
     namespace, _, name = ref.partition("/")
     return next((g for g in state.gateways if (g.namespace, g.name) == (namespace, name)), None)
 
 
-def _add_gateway_listener(
+def certificates(state: FleetState, gateway: Gateway, listener: GatewayListener) -> list[TLSSecret]:
+    """The TLS Secrets a listener may use: those that exist, in its own namespace or granted
+    to Gateways by a ReferenceGrant in theirs."""
+    by_name = {(s.namespace, s.name): s for s in state.secrets}
+    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+    return [
+        by_name[r.namespace, r.name]
+        for r in listener.certificate_refs
+        if (r.namespace, r.name) in by_name
+        and state.permits(source, "", "Secret", r.namespace, r.name)
+    ]
+
+
+def _add_gateway_port(
     resources: Resources,
     state: FleetState,
     gateway: Gateway,
-    listener: GatewayListener,
+    port: GatewayPort,
     planner: Planner,
 ) -> None:
-    """Add one Gateway listener with its routes, certificates and HTTP/3 twin."""
-    name = gateway_listener_name(gateway.namespace, gateway.name, listener.name)
-    secrets = []
-    if listener.protocol == "HTTPS":
-        by_name = {(s.namespace, s.name): s for s in state.secrets}
-        secrets = [
-            by_name[r.namespace, r.name]
-            for r in listener.certificate_refs
-            if (r.namespace, r.name) in by_name
-        ]
+    """Add the Envoy listener of one Gateway port with its routes, certificates and HTTP/3
+    twin: every Gateway listener on the port, HTTPS ones by SNI."""
+    name = gateway_port_name(gateway.namespace, gateway.name, port.port)
+    secrets: dict[str, tuple[str, ...]] = {}  # listener -> its SDS secrets
+    http3 = None
+    if port.protocol == "HTTPS":
+        for listener in port.listeners:
+            found = certificates(state, gateway, listener)
+            if not found:
+                # Serving HTTPS in plaintext would be worse than not serving it (validate says
+                # why); the port's other listeners keep their chains.
+                continue
+            secrets[listener.name] = tuple(secret_name(s.namespace, s.name) for s in found)
+            for secret, secret_key in zip(found, secrets[listener.name], strict=True):
+                resources[typeurls.SECRET][secret_key] = tls_secret(secret)
+            wanted = planner.policies.listener(gateway.namespace, gateway.name, listener.name)
+            http3 = http3 or wanted.http3  # QUIC always encrypts: HTTPS listeners only
         if not secrets:
-            # Serving HTTPS in plaintext would be worse than not serving it (validate says why).
             return
-    names = tuple(secret_name(s.namespace, s.name) for s in secrets)
-    for secret, secret_key in zip(secrets, names, strict=True):
-        resources[typeurls.SECRET][secret_key] = tls_secret(secret)
-    hosts = plan_listener(gateway, listener, state.http_routes, state.grpc_routes, planner)
-    sessions = uses_sessions(hosts)
-    http3 = planner.policies.listener(gateway.namespace, gateway.name, listener.name).http3
-    if not names:
-        http3 = None  # QUIC always encrypts: only HTTPS listeners get a twin
-    alt_svc = f'h3=":{listener.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
-    resources[typeurls.LISTENER][name] = gateway_listener(name, listener.port, names, sessions)
-    resources[typeurls.ROUTE][name] = route_configuration(name, hosts, alt_svc)
+        # A listener without its chain serves no hosts either (whatever SNI a client sent).
+        port = replace(port, listeners=tuple(x for x in port.listeners if x.name in secrets))
+    labels = labels_of(state.namespaces)
+    planned = plan_port(gateway, port, state.http_routes, state.grpc_routes, planner, labels)
+    every = tuple(sorted((h for hosts in planned.values() for h in hosts), key=lambda h: h.name))
+    sessions, cors = uses_sessions(every), uses_cors(every)
+    alt_svc = f'h3=":{port.port}"; ma={ALT_SVC_MAX_AGE}' if http3 else None
+    routes = route_names(gateway, port)
+    for listener in port.listeners:
+        own = routes[listener.name]
+        if own in resources[typeurls.ROUTE]:
+            continue  # the port's one route table, already built
+        hosts = every
+        if own != name:
+            # This listener's SNI chain: its own hosts; the others' hosts answer 421.
+            others = [h.name for h in every if h not in planned[listener.name]]
+            hosts = (*planned[listener.name], *((misdirected(others),) if others else ()))
+        resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
+    # HTTPS: one chain per listener with certificates (the others were left out above).
+    chains = tuple((x.hostname, secrets[x.name], routes[x.name]) for x in port.listeners if secrets)
+    resources[typeurls.LISTENER][name] = gateway_listener(name, port.port, chains, sessions, cors)
     if http3 is not None:
         twin = quic_listener_name(name)
         resources[typeurls.LISTENER][twin] = quic_listener(
-            twin, name, listener.port, names, http3.early_data, sessions
+            twin, port.port, chains, http3.early_data, sessions, cors
         )
 
 

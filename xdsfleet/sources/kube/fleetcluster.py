@@ -22,7 +22,7 @@ import structlog
 
 from xdsfleet.documents.ingress import Ingress, parse_ingress
 from xdsfleet.documents.manifests import FleetSpec
-from xdsfleet.model.fleet import Gateway, GRPCRoute, HTTPRoute
+from xdsfleet.model.fleet import Gateway, GRPCRoute, HTTPRoute, Namespace, ReferenceGrant
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Cluster
@@ -48,6 +48,8 @@ class FleetObjects:
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
     ingresses: tuple[Ingress, ...] = ()
+    reference_grants: tuple[ReferenceGrant, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
     secrets: tuple[MemberSecret, ...] = ()  # sorted by name
     stale: bool = False
 
@@ -80,6 +82,8 @@ class FleetCluster:
                 resources.HTTP_ROUTES,
                 resources.GRPC_ROUTES,
                 resources.TRAFFIC_POLICIES,
+                resources.REFERENCE_GRANTS,
+                resources.NAMESPACES,
             )
         ]
         watched.append(Watched(resources.INGRESSES, parse_ingress))
@@ -153,6 +157,8 @@ class FleetCluster:
             grpc_routes=self._sorted(resources.GRPC_ROUTES),
             policies=self._sorted(resources.TRAFFIC_POLICIES),
             ingresses=self._sorted(resources.INGRESSES),
+            reference_grants=self._sorted(resources.REFERENCE_GRANTS),
+            namespaces=self._sorted(resources.NAMESPACES),
             secrets=self._sorted(resources.SECRETS),
             stale=bool(self._group.failures),
         )

@@ -22,7 +22,16 @@ from xdsfleet.documents.manifests import (
     Place,
     parse_documents,
 )
-from xdsfleet.model.fleet import EndpointSlice, Gateway, GRPCRoute, HTTPRoute, Node, Service
+from xdsfleet.model.fleet import (
+    EndpointSlice,
+    Gateway,
+    GRPCRoute,
+    HTTPRoute,
+    Namespace,
+    Node,
+    ReferenceGrant,
+    Service,
+)
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource
@@ -39,6 +48,8 @@ ModelObject = (
     | GRPCRoute
     | TrafficPolicy
     | FleetSpec
+    | ReferenceGrant
+    | Namespace
 )
 
 
@@ -126,22 +137,8 @@ def _node(obj: JsonObject) -> JsonObject:
     }
 
 
-# Fields the Gateway API CRDs default on the server and that the model does not carry: when they
-# hold their defaults they say nothing, so they are dropped; any other value is parsed (and
-# reported, since the parser does not know them).
-_DEFAULT_ALLOWED_ROUTES = {"namespaces": {"from": "Same"}}
-
-
-def _gateway(obj: JsonObject) -> JsonObject:
-    spec = dict(obj.get("spec") or {})
-    listeners = []
-    for listener in spec.get("listeners") or []:
-        if isinstance(listener, dict) and listener.get("allowedRoutes") == _DEFAULT_ALLOWED_ROUTES:
-            listener = {k: v for k, v in listener.items() if k != "allowedRoutes"}
-        listeners.append(listener)
-    if listeners:
-        spec["listeners"] = listeners
-    return {"metadata": _metadata(obj), "spec": spec}
+def _namespace(obj: JsonObject) -> JsonObject:
+    return {"metadata": _metadata(obj, labels=True)}
 
 
 def _with_spec(obj: JsonObject) -> JsonObject:
@@ -153,11 +150,13 @@ _PROJECTIONS: dict[ApiResource, Callable[[JsonObject], JsonObject | None]] = {
     resources.ENDPOINT_SLICES: _endpoint_slice,
     resources.SERVICE_EXPORTS: _service_export,
     resources.NODES: _node,
-    resources.GATEWAYS: _gateway,
+    resources.GATEWAYS: _with_spec,
     resources.HTTP_ROUTES: _with_spec,
     resources.GRPC_ROUTES: _with_spec,
     resources.TRAFFIC_POLICIES: _with_spec,
     resources.FLEETS: _with_spec,
+    resources.REFERENCE_GRANTS: _with_spec,
+    resources.NAMESPACES: _namespace,
 }
 _PLACES = {
     resources.SERVICES: Place.MEMBER,
@@ -176,6 +175,8 @@ _PICKS: dict[ApiResource, Callable[[FileContents], tuple[Any, ...]]] = {
     resources.GRPC_ROUTES: lambda c: c.grpc_routes,
     resources.TRAFFIC_POLICIES: lambda c: c.policies,
     resources.FLEETS: lambda c: (c.fleet,) if c.fleet else (),
+    resources.REFERENCE_GRANTS: lambda c: c.reference_grants,
+    resources.NAMESPACES: lambda c: c.namespaces,
 }
 
 

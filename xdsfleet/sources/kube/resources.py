@@ -51,6 +51,12 @@ TRAFFIC_POLICIES = ApiResource("xdsfleet.io", "v1alpha1", "trafficpolicies", "Tr
 GATEWAYS = ApiResource("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
 HTTP_ROUTES = ApiResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 GRPC_ROUTES = ApiResource("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute")
+# v1beta1: the version every Gateway API release since v0.6 serves.
+REFERENCE_GRANTS = ApiResource(
+    "gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant"
+)
+# Their labels only: listeners may select the namespaces of the routes they take.
+NAMESPACES = ApiResource("", "v1", "namespaces", "Namespace", namespaced=False)
 INGRESSES = ApiResource("networking.k8s.io", "v1", "ingresses", "Ingress")
 SECRETS = ApiResource("", "v1", "secrets", "Secret")
 LEASES = ApiResource("coordination.k8s.io", "v1", "leases", "Lease")

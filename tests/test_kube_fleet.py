@@ -102,7 +102,9 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet() -> AsyncIterator[Fleet]:
+async def fleet(fleet_api: ApiEmulator, east: ApiEmulator) -> AsyncIterator[Fleet]:
+    """Set up after the emulators, so torn down before them: watches that outlive their API
+    server would keep connecting to it while it stops."""
     found = Fleet()
     yield found
     await found.aggregator.stop()

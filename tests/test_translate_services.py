@@ -288,3 +288,15 @@ def test_a_terminating_endpoint_is_draining_even_when_published_ready() -> None:
         ("10.0.0.2", True),
     ]
     assert zone.replicas == 1
+
+
+def test_the_fleets_address_family_wins_where_a_service_has_it() -> None:
+    dual = Service("ns", "web", (ServicePort("http", 80),), ip_families=("IPv4", "IPv6"))
+    v4 = slice_of("web", "IPv4", pod("10.0.0.1", "a"))
+    v6 = slice_of("web", "IPv6", pod("fd00::1", "a"))
+    single = member_state("single", web_slice("10.1.0.1"))  # IPv4 only: serves IPv4
+    state = FleetState(
+        "f", (member_state("dual", v4, v6, services=(dual,)), single), ip_family="IPv6"
+    )
+
+    assert addresses(state) == [("fd00::1", 8080), ("10.1.0.1", 8080)]

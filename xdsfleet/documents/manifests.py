@@ -97,6 +97,8 @@ class FleetSpec:
     # objects and member Secrets are watched.
     kubeconfig: str | None = None
     context: str | None = None
+    # spec.ipFamily: the address family dual-stack Services serve (else each one's first).
+    ip_family: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +263,7 @@ def parse_member(entry: Mapping[str, object], file: str, obj: str) -> Member:
 
 def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
     _, name, _ = _metadata(doc, kind, DNS_SUBDOMAIN)
-    spec = doc.mapping("spec", ("exportAll", "source", "members"), required=True)
+    spec = doc.mapping("spec", ("exportAll", "ipFamily", "source", "members"), required=True)
     source = _source(spec, base_dir, secret=False, required=False)
     routes_dir = source.manifests
     entries = spec.mappings("members", _MEMBER_FIELDS, required=True)
@@ -278,6 +280,7 @@ def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
         routes_dir,
         kubeconfig=source.kubeconfig,
         context=source.context,
+        ip_family=spec.choice("ipFamily", _IP_FAMILIES, "IPv4") if spec.has("ipFamily") else None,
     )
 
 
@@ -679,6 +682,7 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
         gateways=_in_order(gateways),
         http_routes=_in_order(routes),
         export_all=files.fleet.export_all,
+        ip_family=files.fleet.ip_family,
         grpc_routes=_in_order(grpc_routes),
         policies=_in_order(policies),
         secrets=_in_order(secrets),

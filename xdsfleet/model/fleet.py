@@ -497,6 +497,9 @@ class FleetState:
     gateways: tuple[Gateway, ...] = ()
     http_routes: tuple[HTTPRoute, ...] = ()
     export_all: bool = False
+    # The address family dual-stack Services serve when they have it (the Fleet's
+    # spec.ipFamily); None: each Service's first.
+    ip_family: str | None = None
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()

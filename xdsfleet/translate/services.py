@@ -6,8 +6,8 @@ their memos on. It builds no Envoy messages and knows nothing of node profiles.
 
 Only TCP ports are served: every cluster is an HTTP or gRPC upstream, and no listener carries
 UDP or SCTP to one (kube-dns's 53/UDP beside 53/TCP is left out, so one port number keys one
-port). A dual-stack Service serves one family, its first `ipFamilies` entry, and counts its
-replicas by pod (`targetRef`), not by address.
+port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it has it, else its first
+`ipFamilies` entry) and counts its replicas by pod (`targetRef`), not by address.
 """
 
 from __future__ import annotations
@@ -130,14 +130,14 @@ def service_index(state: FleetState) -> ServiceIndex:
     """
     gathered: dict[ServicePortKey, list[MemberPort]] = {}
     for member_state in state.members:
-        for key, contribution in member_ports(member_state, state.export_all):
+        for key, contribution in member_ports(member_state, state.export_all, state.ip_family):
             gathered.setdefault(key, []).append(contribution)
     return {key: ServicePortBackends(key, tuple(gathered[key])) for key in sorted(gathered)}
 
 
 @memoised_by_identity
 def member_ports(
-    member_state: MemberState, export_all: bool
+    member_state: MemberState, export_all: bool, ip_family: str | None
 ) -> tuple[tuple[ServicePortKey, MemberPort], ...]:
     """The service ports one member exports, each with that member's endpoints for it."""
     exported = set(member_state.exports)
@@ -145,7 +145,7 @@ def member_ports(
     contributions = []
     for service in member_state.services:
         if export_all or (service.namespace, service.name) in exported:
-            contributions += _service_ports(member_state, service, slices)
+            contributions += _service_ports(member_state, service, slices, ip_family)
     return tuple(contributions)
 
 
@@ -164,10 +164,11 @@ def _service_ports(
     member_state: MemberState,
     service: Service,
     slices: Mapping[tuple[str, str], list[EndpointSlice]],
+    ip_family: str | None,
 ) -> list[tuple[ServicePortKey, MemberPort]]:
     """What one member contributes to each port of one of its exported Services."""
     own_slices = slices.get((service.namespace, service.name), [])
-    family = _family(service, own_slices)
+    family = _family(service, own_slices, ip_family)
     served = [s for s in own_slices if s.address_type == family]
     contributions = []
     for service_port in service.ports:
@@ -232,7 +233,9 @@ def _contributions(
             ports = found.setdefault(name, {})
             service = by_name.get(name)
             if service is not None and (state.export_all or name in exported):
-                for key, contribution in _service_ports(member_state, service, slices):
+                for key, contribution in _service_ports(
+                    member_state, service, slices, state.ip_family
+                ):
                     ports.setdefault(key, {})[position] = contribution
     return found
 
@@ -257,12 +260,14 @@ def _updated_entry(
     return ServicePortBackends(key, tuple(members)) if members else None
 
 
-def _family(service: Service, slices: list[EndpointSlice]) -> str:
-    """The address family served: the Service's first, else the first its slices carry."""
-    if service.ip_families:
-        return service.ip_families[0]
+def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:
+    """The address family served: the Fleet's when the Service has it, else the Service's
+    first; without `ipFamilies` (a file), what its slices carry, IPv4 first."""
     carried = {s.address_type for s in slices}
-    return next((f for f in _IP_ADDRESS_TYPES if f in carried), _IP_ADDRESS_TYPES[0])
+    families = service.ip_families or tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
+    if preferred in families:
+        return preferred
+    return families[0] if families else _IP_ADDRESS_TYPES[0]
 
 
 class _Found(NamedTuple):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,9 +16,19 @@ from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.model.fleet import EndpointMode, FleetState, Member, MemberState
+from xdsfleet.model.fleet import (
+    Endpoint,
+    EndpointMode,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Member,
+    MemberState,
+    Service,
+    ServicePort,
+)
 from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
+from xdsfleet.sources.kube.members import MemberWatcher, keep_held, mass_removals, ready_addresses
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICES
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.telemetry import metrics
@@ -440,3 +451,57 @@ async def test_an_export_deleted_on_the_watch_is_held_like_its_endpoints(
     api.delete(SERVICE_EXPORTS, "shop")
     await eventually(lambda: watched.watcher.state.exports == ())
     assert api.lists(SERVICE_EXPORTS) >= 3
+
+
+# --- The hold's rules, over every combination of endpoint conditions -------------------------
+
+CONDITIONS = {
+    "ready": Endpoint(("",), ready=True, serving=True, terminating=False),
+    "terminating": Endpoint(("",), ready=False, serving=True, terminating=True),
+    "unready": Endpoint(("",), ready=False, serving=False, terminating=False),
+}
+THREE = ("10.2.0.1", "10.2.0.2", "10.2.0.3")
+
+
+def shop_state(conditions: tuple[str, ...]) -> MemberState:
+    """One member with the shop Service and one slice; `absent` endpoints are not listed."""
+    endpoints = tuple(
+        dataclasses.replace(CONDITIONS[c], addresses=(a,))
+        for a, c in zip(THREE, conditions, strict=True)
+        if c != "absent"
+    )
+    return MemberState(
+        MEMBER,
+        services=(Service("default", "shop", (ServicePort("http", 80),)),),
+        endpoint_slices=(
+            EndpointSlice("default", "shop-1", "shop", (EndpointPort("http", 8080),), endpoints),
+        ),
+        exports=(("default", "shop"),),
+    )
+
+
+ALL = list(itertools.product([*CONDITIONS, "absent"], repeat=len(THREE)))
+
+
+@pytest.mark.parametrize("before", ALL, ids="-".join)
+def test_only_endpoints_gone_from_the_slices_count_as_removed_and_a_hold_keeps_them_current(
+    before: tuple[str, ...],
+) -> None:
+    previous = shop_state(before)
+    ready_before = {a for a, c in zip(THREE, before, strict=True) if c == "ready"}
+    for after in ALL:
+        candidate = shop_state(after)
+        gone = {a for a, c in zip(THREE, after, strict=True) if c == "absent"} & ready_before
+        held = mass_removals(previous, candidate) == {("default", "shop")}
+        assert held == (2 * len(gone) > len(ready_before)), (before, after)
+        if not held:
+            continue
+        [kept] = keep_held(candidate, previous, {("default", "shop")}).endpoint_slices
+        served = {e.addresses[0]: e for e in kept.endpoints}
+        # What was known stays, as the API server describes it now where it still lists it.
+        assert served.keys() == {a for a, c in zip(THREE, before, strict=True) if c != "absent"}
+        for address, condition in zip(THREE, after, strict=True):
+            if address in served and condition != "absent":
+                assert served[address] == dataclasses.replace(
+                    CONDITIONS[condition], addresses=(address,)
+                )

@@ -92,7 +92,9 @@ def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
     return found
 
 
-def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKey]) -> MemberState:
+def keep_held(
+    candidate: MemberState, previous: MemberState, services: set[ServiceKey]
+) -> MemberState:
     """`candidate`, except that `services` keep their Service, slices and export from
     `previous`."""
 
@@ -259,7 +261,7 @@ class MemberWatcher:
         if removed:
             self._start_hold(removed)
         if self._hold is not None:
-            candidate = _keep(candidate, self.state, self._hold.services)
+            candidate = keep_held(candidate, self.state, self._hold.services)
         self._publish(candidate)
         self.settled.set()
 

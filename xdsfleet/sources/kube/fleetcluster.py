@@ -4,7 +4,9 @@
 Fleet-level objects are parsed by the same code as the files (`objects`), each keeping its last
 good version when an update is refused; the refusals stay visible in the mirrors for status
 write-back. Resource types the cluster lacks (no GRPCRoute CRD, say) simply hold nothing. While
-the API server does not answer, the last known objects are kept and marked stale.
+the API server does not answer, the last known objects are kept and marked stale. Until every
+resource has listed once there is nothing to serve; each one that keeps it so (403 from RBAC
+above all) is named in a log.
 
 It must not decide which members run or how objects combine with the Fleet file's: that is the
 aggregator's (app layer). It runs on the event loop.

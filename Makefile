@@ -5,12 +5,20 @@ BIN := $(VENV)/bin
 
 .PHONY: install lint typecheck test demo bench clean
 
-install: $(VENV)/.installed
+# grpc-js-xds, the third xDS client the tests run (tests/grpcjs), at the versions the lock file
+# pins; node_modules is not committed.
+GRPCJS := tests/grpcjs
+
+install: $(VENV)/.installed $(GRPCJS)/node_modules/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(GRPCJS)/node_modules/.installed: $(GRPCJS)/package.json $(GRPCJS)/package-lock.json
+	cd $(GRPCJS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint: install
@@ -33,7 +41,7 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info $(GRPCJS)/node_modules
 
 # A fleet cluster and two member clusters in kind, xdsfleet and Envoys deployed, traffic and
 # failure checks (k8s/e2e/run.sh). Needs Docker, kind and kubectl: without them it says so and

@@ -1,11 +1,12 @@
 """`python -m benchmarks [MEASURE ...]`: run measures, print their tables and the targets.
 
-Measures: convergence, translate, coldstart, rss, churn, stall, or `all`. Without one, the
-default set runs (what fits in about ten minutes on a 2-core machine; see BENCHMARKS.md for the
-figure each command produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes
-can be overridden: `--clients` (convergence: a list), `--endpoints` (the fleet of coldstart, rss
-and churn: 50 members, E/100 services), `--changes`, `--seconds` (churn). `--no-member-loss` and
-`--pace` (an experiment: publishes held apart) vary the churn measure.
+Measures: convergence, translate, coldstart, rss, churn, stall, oversized, or `all`. Without
+one, the default set runs (all but oversized: what fits in about ten minutes on a 2-core
+machine; see BENCHMARKS.md for the figure each command produced). `--quick` runs every measure
+at toy sizes: the smoke test. Sizes can be overridden: `--clients` (convergence: a list),
+`--endpoints` (the fleet of coldstart, rss and churn: 50 members, E/100 services), `--changes`,
+`--seconds` (churn). `--no-member-loss` and `--pace` (an experiment: publishes held apart) vary
+the churn measure.
 Progress goes to stderr, tables to stdout.
 """
 
@@ -21,11 +22,11 @@ from rich.console import Console
 
 from benchmarks import report, run
 from benchmarks.fleet import Shape
-from benchmarks.measures import churn, coldstart, convergence, rss, stall, translate
+from benchmarks.measures import churn, coldstart, convergence, oversized, rss, stall, translate
 from xdsfleet.telemetry import logs
 
-MEASURES = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
-DEFAULT = MEASURES
+MEASURES = ("convergence", "translate", "coldstart", "rss", "churn", "stall", "oversized")
+DEFAULT = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
 QUICK_SHAPE = Shape(members=6, services=10, endpoints=120)
 MEMBERS = 50
 ENDPOINTS_PER_SERVICE = 100
@@ -64,6 +65,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
     """Each measure's options: the defaults, `--quick`'s toy sizes, then explicit overrides."""
     conv, trans, cold = convergence.Options(), translate.Options(), coldstart.Options()
     mem, sustained, stalled = rss.Options(), churn.Options(), stall.Options()
+    hostile = oversized.Options()
     if args.quick:
         conv = convergence.Options(clients=(24,), changes=3, plot=False)
         trans = translate.Options(sizes=(1_000,), fixed_sizes=(), changes=3, plot=False)
@@ -73,11 +75,13 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
             clients=24, shape=QUICK_SHAPE, seconds=1, warmup=0.2, per_minute=6
         )
         stalled = stall.Options(clients=24, changes=3, blocked_seconds=0.2)
+        hostile = oversized.Options(clients=24, changes=3)
     if args.clients:
         conv = replace(conv, clients=tuple(args.clients))
         mem = replace(mem, clients=args.clients[-1])
         sustained = replace(sustained, clients=args.clients[-1])
         stalled = replace(stalled, clients=args.clients[-1])
+        hostile = replace(hostile, clients=args.clients[-1])
     if args.endpoints:
         shape = _shape(args.endpoints)
         cold, mem, sustained = (
@@ -88,6 +92,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
     if args.changes:
         conv, trans = replace(conv, changes=args.changes), replace(trans, changes=args.changes)
         stalled = replace(stalled, changes=args.changes)
+        hostile = replace(hostile, changes=args.changes)
     if args.seconds:
         sustained = replace(sustained, seconds=args.seconds)
     if args.pace:
@@ -105,6 +110,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         "rss": lambda: rss.measure(mem),
         "churn": lambda: churn.measure(sustained),
         "stall": lambda: stall.measure(stalled),
+        "oversized": lambda: oversized.measure(hostile),
     }
 
 

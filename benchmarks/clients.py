@@ -20,13 +20,16 @@ the stream is fully synced (CDS, EDS with marker 0, LDS, RDS all ACKed).
 Report, on stdout: one JSON line per step once every measured client has reached it,
 `{"step": K, "acked": [monotonic seconds, one per client]}`. `--stalled K` adds K streams that
 subscribe to everything and then never read, each on a connection of its own, as a wedged Envoy
-would; they are not measured. SIGTERM ends the process.
+would; they are not measured. `--oversized K` adds K clients that each send an EDS request
+naming 100,000 clusters that do not exist, on a new stream every 1.4 s; not measured either.
+SIGTERM ends the process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -73,6 +76,10 @@ PROTOCOLS = ("mixed", "sotw", "delta")
 # Renewals of a stalled stream's EDS subscription: ~10 MB of responses for the default fleet.
 STALL_RENEWALS = 200
 STALL_PACE_SECONDS = 0.005
+# An oversized client names this many clusters that do not exist, on a new stream every
+# OVERSIZED_PACE_SECONDS: as measured for issue 8, answering it took the loop about a second.
+OVERSIZED_NAMES = 100_000
+OVERSIZED_PACE_SECONDS = 1.4
 
 
 def profile_of_client(index: int) -> NodeProfile:
@@ -433,12 +440,35 @@ async def stalled(
     call.cancel()
 
 
+async def oversized(channel: grpc.aio.Channel, index: int, stop: asyncio.Event) -> None:
+    """A broken or hostile client: an EDS request naming `OVERSIZED_NAMES` clusters that do not
+    exist, again and again on a new stream, whether it is answered or refused."""
+    dialect = Sotw()
+    names = tuple(f"no-such-cluster-{i}" for i in range(OVERSIZED_NAMES))
+    node = node_of(index, profile_of_client(index))
+    request = dialect.subscribe(typeurls.ENDPOINT, names, ()) + dialect.first(
+        node, typeurls.ENDPOINT
+    )
+    while not stop.is_set():
+        call = channel.stream_stream(
+            dialect.method, request_serializer=None, response_deserializer=None
+        )()
+        await call.write(request)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call.read()  # the answer, or the refusal
+        call.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(OVERSIZED_PACE_SECONDS):
+                await stop.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     port: int
     clients: int
     protocol: str = "mixed"
     stalled: int = 0
+    oversized: int = 0
     services: int = 0  # what stalled streams subscribe to
     open_limit: int = 0  # 0: every stream opens at once, as after a control-plane restart
     reconnect: bool = False
@@ -471,6 +501,16 @@ async def run(options: Options) -> None:
         )
         for k, channel in enumerate(stalled_channels)
     ]
+    oversized_channels = [
+        grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(options.oversized)
+    ]
+    tasks += [
+        asyncio.create_task(
+            oversized(channel, options.clients + options.stalled + k, stop),
+            name=f"oversized-{k}",
+        )
+        for k, channel in enumerate(oversized_channels)
+    ]
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
         done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -482,7 +522,8 @@ async def run(options: Options) -> None:
         for task in [stopping, *tasks]:
             task.cancel()
         await asyncio.gather(stopping, *tasks, return_exceptions=True)
-        await asyncio.gather(*(c.close() for c in [*channels, *stalled_channels]))
+        extra = [*stalled_channels, *oversized_channels]
+        await asyncio.gather(*(c.close() for c in [*channels, *extra]))
         if shared.retried:
             print(
                 f"benchmark clients: {shared.retried} stream opens failed early, retried",
@@ -522,6 +563,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--protocol", choices=PROTOCOLS, default="mixed")
     parser.add_argument("--stalled", type=int, default=0)
+    parser.add_argument("--oversized", type=int, default=0)
     parser.add_argument("--services", type=int, default=0)
     parser.add_argument("--open-limit", type=int, default=0)
     parser.add_argument("--reconnect", action="store_true")
@@ -531,6 +573,7 @@ def main() -> None:
         clients=args.clients,
         protocol=args.protocol,
         stalled=args.stalled,
+        oversized=args.oversized,
         services=args.services,
         open_limit=args.open_limit,
         reconnect=args.reconnect,

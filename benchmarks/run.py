@@ -46,6 +46,7 @@ class Clients:
     services: int = 0
     open_limit: int = 0
     reconnect: bool = False
+    oversized: int = 0
 
     def argv(self, port: int) -> list[str]:
         return [
@@ -55,6 +56,7 @@ class Clients:
             f"--stalled={self.stalled}",
             f"--services={self.services}",
             f"--open-limit={self.open_limit}",
+            f"--oversized={self.oversized}",
             *(["--reconnect"] if self.reconnect else []),
         ]
 

@@ -245,10 +245,11 @@ class Server(_Process):
     def metrics(self) -> str:
         return get(self.metrics_port, "/metrics")[1].decode()
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        """The log events called `name`, oldest first (`serve` logs one JSON object a line)."""
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        """The log events with one of these names, oldest first (`serve` logs one JSON object a
+        line)."""
         lines = filter(None, self.log().splitlines())
-        return [event for event in map(json.loads, lines) if event.get("event") == name]
+        return [event for event in map(json.loads, lines) if event.get("event") in names]
 
 
 class Envoy(_Process):

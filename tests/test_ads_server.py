@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,9 @@ from waiting import eventually
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
-from xdsfleet.model.node import ROLE_KEY
+from xdsfleet.model.node import ROLE_KEY, NodeProfile
 from xdsfleet.server import listen
-from xdsfleet.server.ads import AdsService
+from xdsfleet.server.ads import AdsService, Limits
 
 ONE = snapshot({"a": ("10.0.0.1",)})
 TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
@@ -35,6 +35,8 @@ class Fixture:
     service: AdsService
     port: int
     current: Snapshot
+    # Every first build of a profile fails (the builder gives no snapshot) while this is set.
+    failing: bool = False
 
     def publish(self, snap: Snapshot) -> None:
         self.current = snap
@@ -46,10 +48,21 @@ class Fixture:
         return ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
 
 
-async def start(initial: Snapshot, *, send_timeout: float = 30) -> tuple[Fixture, grpc.aio.Server]:
+async def start(
+    initial: Snapshot,
+    *,
+    send_timeout: float = 30,
+    limits: Limits | None = None,
+    problem_of: Callable[[NodeProfile], str | None] | None = None,
+) -> tuple[Fixture, grpc.aio.Server]:
     holder: dict[str, Fixture] = {}
-    cache = SnapshotCache(lambda _profile: holder["f"].current)
-    service = AdsService(cache, send_timeout=send_timeout)
+    cache = SnapshotCache(lambda _profile: None if holder["f"].failing else holder["f"].current)
+    service = AdsService(
+        cache,
+        send_timeout=send_timeout,
+        limits=limits or Limits(),
+        problem_of=problem_of or (lambda _profile: None),
+    )
     server, port = await listen.start(service, port=0, host="127.0.0.1")
     holder["f"] = Fixture(cache, service, port, initial)
     return holder["f"], server
@@ -186,9 +199,9 @@ async def test_closed_stream_leaves_no_trace(ads: Fixture) -> None:
     await eventually(lambda: not ads.service.streams and not ads.cache.profiles())
 
 
-def big(version: int) -> Snapshot:
-    """One assignment of about 100 kB, so that a client that does not read fills its windows."""
-    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(4000))
+def big(version: int, endpoints: int = 4000) -> Snapshot:
+    """One assignment of about 100 kB (by default), larger than a connection's windows."""
+    addresses = tuple(f"10.{version}.{i // 250}.{i % 250}" for i in range(endpoints))
     return snapshot({"a": addresses})
 
 

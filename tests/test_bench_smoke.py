@@ -19,6 +19,7 @@ TITLES = (
     "RSS",
     "Sustained churn",
     "One stalled stream",
+    "One oversized client",
 )
 # A convergence row for the quick run's 24 clients, whatever box characters the terminal allows.
 ROW = re.compile(r"^\W*24\W+(xdsfleet|floor)\W")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -15,11 +16,15 @@ import grpc
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
 
-from harness.local import Server, free_port
+from harness.local import Server, free_port, wait_for
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.tools.bootstrap import Target, grpc_bootstrap
 
 CLIENT = Path(__file__).with_name("grpc_xds_client.py")
+GRPCJS = Path(__file__).with_name("grpcjs")
+# Calls the grpc-js client makes (one every 50 ms) after its first answer before it is taken
+# to have survived our config: it crashed about one second in, on its first ejection interval.
+SURVIVE_CALLS = 100
 
 
 def who_server(member: str, address: str, port: int) -> grpc.Server:
@@ -51,18 +56,23 @@ def backends() -> Iterator[int]:
             server.stop(None)
 
 
-def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> None:
+def two_members(root: Path, port: int) -> FleetFiles:
     files = FleetFiles(
-        root=tmp_path / "fleet",
+        root=root,
         members=[
             MemberSpec("east", "eu-west", "eu-west-1a", {"who": [Pod("127.0.21.1")]}),
             MemberSpec("west", "eu-west", "eu-west-1b", {"who": [Pod("127.0.22.1")]}),
         ],
-        target_port=backends,
+        target_port=port,
         listener_port=free_port(),
         app_protocol="grpc",
     )
     files.write()
+    return files
+
+
+def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> None:
+    files = two_members(tmp_path / "fleet", backends)
     with Server(files.fleet) as server:
         server.start()
         bootstrap = tmp_path / "grpc-bootstrap.json"
@@ -89,4 +99,106 @@ def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> 
         opened = server.events("stream_opened")
         assert [(e["node_id"], e["profile"]) for e in opened] == [
             ("proxyless-test", "proxyless eu-west")
+        ]
+
+
+class NodeClient:
+    """tests/grpcjs/who_client.js in its own process, its answers collected as they come."""
+
+    def __init__(self, target: str, bootstrap: Path) -> None:
+        if not (GRPCJS / "node_modules" / ".installed").exists():
+            pytest.fail("grpc-js-xds is not installed: run `make install`")
+        self.answers: list[dict[str, str]] = []
+        self.process = subprocess.Popen(
+            ["node", str(GRPCJS / "who_client.js"), target],
+            env=os.environ | {"GRPC_XDS_BOOTSTRAP": str(bootstrap)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.answers.append(json.loads(line))
+
+    def members(self, since: int = 0) -> list[str]:
+        return [a["member"] for a in self.answers[since:] if "member" in a]
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            assert self.process.stderr is not None
+            raise AssertionError(f"grpc-js client exited: {self.process.stderr.read()[-3000:]}")
+        return True
+
+    def stop(self) -> tuple[int, str]:
+        """Close its input (it exits 0 then) and return its exit code and error output."""
+        process = self.process
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdin.close()
+        try:
+            code = process.wait(timeout=20)
+        finally:
+            process.kill()
+            self._reader.join(timeout=5)
+            errors = process.stderr.read()
+            process.stdout.close()
+            process.stderr.close()
+        return code, errors
+
+
+def test_grpc_js_xds_follows_a_member_going_unready_and_survives_our_config(
+    tmp_path: Path, backends: int
+) -> None:
+    files = two_members(tmp_path / "fleet", backends)
+    with Server(files.fleet) as server:
+        server.start()
+        bootstrap = tmp_path / "grpc-bootstrap.json"
+        made = subprocess.run(
+            [
+                *(sys.executable, "-m", "xdsfleet", "bootstrap", "--role", "proxyless"),
+                *("--node-id", "grpc-js-test", "--region", "eu-west", "--output", "json"),
+                *("--xds-address", f"127.0.0.1:{server.xds_port}"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        bootstrap.write_text(made.stdout)
+        client = NodeClient("xds:///who.default:80", bootstrap)
+        try:
+            wait_for(
+                lambda: client.alive() and set(client.members()) == {"east", "west"},
+                timeout=60,
+                what="grpc-js answers from both members",
+            )
+            west = files.member("west")
+            west.services["who"] = [Pod("127.0.22.1", ready=False)]
+            files.write_member(west)
+            changed = len(client.answers)
+            # Once it follows, only east answers: the last twenty answers all come from it.
+            wait_for(
+                lambda: client.alive() and client.members(changed)[-20:] == ["east"] * 20,
+                timeout=60,
+                what="grpc-js following west going unready",
+            )
+            wait_for(
+                lambda: client.alive() and len(client.members()) >= SURVIVE_CALLS,
+                timeout=60,
+                what=f"{SURVIVE_CALLS} answers",
+            )
+        finally:
+            code, errors = client.stop()
+        assert code == 0, errors[-3000:]
+        assert "TypeError" not in errors
+        assert server.events("nack_received") == []
+        opened = server.events("stream_opened")
+        assert [(e["node_id"], e["profile"]) for e in opened] == [
+            ("grpc-js-test", "proxyless eu-west")
         ]

@@ -26,7 +26,10 @@ from xdsfleet.translate.clusters import HTTP_PROTOCOL_OPTIONS
 
 
 def web_cluster(
-    *, service_app_protocol: str | None = None, slice_app_protocol: str | None = None
+    *,
+    service_app_protocol: str | None = None,
+    slice_app_protocol: str | None = None,
+    role: Role = Role.SIDECAR,
 ) -> Any:
     member = MemberState(
         Member("a", "r1", "z1"),
@@ -44,7 +47,7 @@ def web_cluster(
         ),
         exports=(("ns", "web"),),
     )
-    resources = translate(FleetState("f", (member,)), NodeProfile(role=Role.SIDECAR))
+    resources = translate(FleetState("f", (member,)), NodeProfile(role=role))
     return resources[typeurls.CLUSTER]["ns/web:80"]
 
 
@@ -92,3 +95,29 @@ def test_other_app_protocols_stay_on_http1() -> None:
     cluster = web_cluster(service_app_protocol="kubernetes.io/ws")
 
     assert dict(cluster.typed_extension_protocol_options) == {}
+
+
+def test_proxyless_clients_get_outlier_detectors_grpc_implements_with_every_field_set() -> None:
+    # gRFC A50: gRPC implements success rate and failure percentage only; grpc-js-xds read an
+    # unset success-rate block as zeros and crashed (tests/test_grpc_proxyless.py runs it).
+    outlier = web_cluster(role=Role.PROXYLESS).outlier_detection
+    assert outlier.enforcing_success_rate.value == 0
+    assert outlier.enforcing_failure_percentage.value == 100
+    for field in (
+        "interval",
+        "base_ejection_time",
+        "max_ejection_time",
+        "max_ejection_percent",
+        "success_rate_minimum_hosts",
+        "success_rate_request_volume",
+        "success_rate_stdev_factor",
+        "failure_percentage_threshold",
+        "failure_percentage_minimum_hosts",
+        "failure_percentage_request_volume",
+    ):
+        assert outlier.HasField(field), field
+    # The consecutive-error detectors mean nothing to gRPC: not sent to it.
+    assert not outlier.HasField("consecutive_5xx")
+    assert not outlier.HasField("consecutive_gateway_failure")
+    # Envoys keep theirs.
+    assert web_cluster().outlier_detection.HasField("consecutive_gateway_failure")

@@ -13,7 +13,14 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.node import NodeProfile
 
 Wake = Callable[[], None]
-Builder = Callable[[NodeProfile], Snapshot]
+# None: the profile has no good snapshot (its build failed); nothing is stored, and the next
+# `get` tries again.
+Builder = Callable[[NodeProfile], Snapshot | None]
+
+
+class NoSnapshot(LookupError):
+    """A profile whose first build failed: there is nothing good to serve it yet, and serving
+    an empty snapshot instead would delete everything its clients hold."""
 
 
 class SnapshotCache:
@@ -40,9 +47,14 @@ class SnapshotCache:
         return cancel
 
     def get(self, profile: NodeProfile) -> Snapshot:
+        """The profile's latest snapshot, built on first use; raises `NoSnapshot` when that
+        build fails."""
         snapshot = self._snapshots.get(profile)
         if snapshot is None:
-            snapshot = self._snapshots[profile] = self._builder(profile)
+            snapshot = self._builder(profile)
+            if snapshot is None:
+                raise NoSnapshot(f"no configuration could be built for {profile.describe()} yet")
+            self._snapshots[profile] = snapshot
         return snapshot
 
     def profiles(self) -> list[NodeProfile]:

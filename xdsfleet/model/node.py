@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# `describe` cuts each part to this: labels go into log lines, and node fields come from clients.
+_PART = 64
+
 # Metadata keys read from the Envoy `node` (docs/architecture.md, "Node → profile").
 ROLE_KEY = "xdsfleet.io/role"
 GATEWAY_KEY = "xdsfleet.io/gateway"
@@ -33,11 +36,15 @@ class NodeProfile:
         """A short human label, used in logs and metrics."""
         parts = [self.role.value]
         if self.gateway:
-            parts.append(self.gateway)
-        where = "/".join(p for p in (self.region, self.zone, self.member or "") if p)
+            parts.append(_short(self.gateway))
+        where = "/".join(_short(p) for p in (self.region, self.zone, self.member or "") if p)
         if where:
             parts.append(where)
         return " ".join(parts)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _PART else text[:_PART] + "..."
 
 
 class ProfileError(ValueError):

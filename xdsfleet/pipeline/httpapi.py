@@ -8,6 +8,7 @@ Kubernetes members: how each is reached, whether it is stale and why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,23 +17,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from xdsfleet.cache import typeurls
 from xdsfleet.server.ads import AdsService
+from xdsfleet.server.nodes import clip
 
 
 def clients(ads: AdsService) -> list[dict[str, Any]]:
-    return [
+    """Every stream: those serving a node, then those still waiting for their first request."""
+    serving: list[dict[str, Any]] = [
         {
             "stream": info.stream_id,
             "protocol": info.protocol,
-            "node": info.node_id,
-            "cluster": info.node_cluster,
-            "peer": info.peer,
+            "node": clip(info.node_id),
+            "cluster": clip(info.node_cluster),
+            "peer": clip(info.peer),
             "profile": info.profile.describe(),
+            "problem": info.problem,
             "types": {
                 typeurls.SHORT_NAMES[t]: s.summary() for t, s in info.machine.status().items()
             },
         }
         for info in ads.streams.values()
     ]
+    waiting = [
+        {
+            "stream": w.stream_id,
+            "protocol": w.protocol,
+            "peer": clip(w.peer),
+            "waitingSeconds": round(time.time() - w.started, 1),
+            "problem": "no first request yet (it names the node)",
+        }
+        for w in ads.waiting.values()
+    ]
+    return serving + waiting
 
 
 def app(

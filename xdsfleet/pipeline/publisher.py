@@ -34,8 +34,6 @@ from xdsfleet.translate.snapshot import policy_index, translate_destinations, tr
 
 log = structlog.get_logger(__name__)
 
-EMPTY = Snapshot(resources={}, versions={})
-
 Destinations = Mapping[ServicePortKey, tuple[Destination, ...]]
 
 
@@ -87,7 +85,10 @@ class Publisher:
         metrics.SNAPSHOT_REJECTIONS.inc()
         log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
-    def _first_snapshot(self, profile: NodeProfile) -> Snapshot:
+    def _first_snapshot(self, profile: NodeProfile) -> Snapshot | None:
+        """A new profile's snapshot, or None when it cannot be built: the cache then refuses
+        its streams (`UNAVAILABLE`, and Envoy keeps what it has) instead of serving an empty
+        snapshot, which would delete all of it."""
         if locality_warning(profile) is not None:
             regions = _regions_in_one_tier(self.state, self._index)
             if regions:
@@ -100,7 +101,23 @@ class Publisher:
                     hint="give the node --region/--zone/--member (xdsfleet bootstrap) or "
                     "explicit failover.tiers in a TrafficPolicy",
                 )
-        return self._build(profile) or EMPTY
+        try:
+            return self._build(profile)
+        except Exception as err:
+            # Any failure, not only an inconsistent result: one profile's bug must not end
+            # the stream (or the process) of everyone else.
+            metrics.SNAPSHOT_REJECTIONS.inc()
+            log.error("snapshot_build_failed", profile=profile.describe(), exc_info=err)
+            return None
+
+    def node_problem(self, profile: NodeProfile) -> str | None:
+        """What makes `profile`'s configuration empty that its clients cannot tell: a gateway
+        the fleet does not have."""
+        if profile.gateway is None:
+            return None
+        if any(f"{g.namespace}/{g.name}" == profile.gateway for g in self.state.gateways):
+            return None
+        return f"gateway {profile.gateway} is not in the fleet: its listeners are empty"
 
     def publish(self, state: FleetState) -> None:
         started = time.perf_counter()

@@ -181,7 +181,7 @@ async def serve(settings: Settings) -> None:
     ramper = Ramper(debouncer.update, current=first.result())
     ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
     _guard(ramping, stop)
-    ads = AdsService(publisher.cache)
+    ads = AdsService(publisher.cache, problem_of=publisher.node_problem)
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     _guard(watchdog, stop)
     writer = StatusWriter(

@@ -3,6 +3,12 @@
 The writer computes responses when woken, from the latest snapshot, so a client that reads
 slowly only delays itself and skips generations instead of queueing them (rule 23). Responses
 are joined from bytes the cache encoded once (rule 21); nothing is serialized per stream.
+
+Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
+handler at its next `await` when the connection goes, including one inside its cleanup, so the
+bookkeeping of a closing stream is synchronous and comes before anything awaited. A stream
+whose node has no good configuration yet is refused `UNAVAILABLE` (Envoy keeps what it has and
+retries) rather than served an empty one, which would delete everything it holds.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from typing import Any, Protocol
 import grpc
 import structlog
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
 from xdsfleet.cache import typeurls, wire
-from xdsfleet.cache.cache import SnapshotCache
+from xdsfleet.cache.cache import NoSnapshot, SnapshotCache
 from xdsfleet.model.node import NodeProfile, ProfileError
 from xdsfleet.server.delta import DeltaStream
-from xdsfleet.server.nodes import profile_of
+from xdsfleet.server.nodes import clip, profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.telemetry import metrics
@@ -36,11 +43,55 @@ _RESPONSES = {t: metrics.RESPONSES.labels(short) for t, short in typeurls.SHORT_
 _RESOURCES_SENT = {t: metrics.RESOURCES_SENT.labels(s) for t, s in typeurls.SHORT_NAMES.items()}
 _ACKS = {t: metrics.ACKS.labels(short) for t, short in typeurls.SHORT_NAMES.items()}
 
+# Unknown type URLs a stream is warned about by name; past that they are only counted.
+_UNSUPPORTED_NAMED = 8
+
 
 class Machine(Protocol):
     def on_request(self, request: Any) -> RequestResult: ...
     def next_responses(self, snapshot: Any) -> list[Response]: ...
     def status(self) -> dict[str, TypeStatus]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one stream may cost the loop that serves everyone.
+
+    A request naming 100,000 unknown clusters took a second of the loop to answer with
+    placeholder assignments (rule 15), and every other client waited. Names a fleet serves are
+    far fewer than `names_per_request`; names it does not serve are transient (a cluster on its
+    way out), far fewer than `unknown_names`. Past either, the stream is refused
+    `RESOURCE_EXHAUSTED`; a real Envoy never gets there.
+    """
+
+    # Names in one request: SotW `resource_names`; Delta subscribe, unsubscribe and initial
+    # versions together. A SotW request replaces the subscription, so it bounds the stream too;
+    # the names a Delta stream subscribes to over its requests are bounded by it as well.
+    names_per_request: int = 50_000
+    # Names of one request that the node's snapshot does not hold (each costs a placeholder).
+    unknown_names: int = 10_000
+    # A connection that opens a stream and never says who it is holds a handler for nothing.
+    first_request_seconds: float = 15.0
+
+
+class Refused(Exception):
+    """A request the stream cannot serve: it ends with `code`, logged as `reason`."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.reason = reason
+        self.details = details
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A stream opened whose first request (the one naming the node) has not come yet."""
+
+    stream_id: int
+    protocol: str
+    peer: str
+    started: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)
@@ -55,10 +106,24 @@ class StreamInfo:
     profile: NodeProfile
     machine: Machine
     started: float = field(default_factory=time.time)
+    # Why the node's configuration may not be what its operator expects (an unknown gateway).
+    problem: str | None = None
     # Set while a write is under way (loop time), for the watchdog; the task it would cancel.
     writing_since: float | None = None
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
+    unsupported: set[str] = field(default_factory=set)
+    # Delta only: the names subscribed per type, to bound their sum (`Limits`).
+    subscribed: dict[str, set[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Ending:
+    """How a stream ends: the reason logged, and the status the client gets (None: OK)."""
+
+    reason: str = "client_closed"
+    code: grpc.StatusCode | None = None
+    details: str = ""
 
 
 def _sotw_bytes(response: Response) -> bytes:
@@ -80,14 +145,32 @@ def _delta_bytes(response: Response) -> bytes:
     )
 
 
-class AdsService:
-    """Serves SotW and Delta ADS from a snapshot cache."""
+def _no_problem(_: NodeProfile) -> str | None:
+    return None
 
-    def __init__(self, cache: SnapshotCache, *, send_timeout: float = 30.0) -> None:
+
+class AdsService:
+    """Serves SotW and Delta ADS from a snapshot cache.
+
+    `problem_of` says what is wrong with a profile's configuration that its clients cannot see
+    (a gateway the fleet does not have): logged once per stream and shown in `/debug/clients`.
+    """
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        *,
+        send_timeout: float = 30.0,
+        limits: Limits = Limits(),
+        problem_of: Callable[[NodeProfile], str | None] = _no_problem,
+    ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
+        self.limits = limits
+        self._problem_of = problem_of
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
+        self.waiting: dict[int, Waiting] = {}
 
     def handler(self) -> grpc.GenericRpcHandler:
         # No response serializer: the writer hands gRPC finished bytes.
@@ -118,18 +201,24 @@ class AdsService:
         requests: AsyncIterator[Any],
         context: Any,
     ) -> None:
-        first = await anext(aiter(requests), None)
+        # One id for the stream's life, from waiting for its first request on.
+        stream_id = next(self._ids)
+        first = await self._first_request(stream_id, protocol, requests, context)
         if first is None:
             return
         # Rule 1: only the first request is sure to carry the node.
         try:
             profile = profile_of(first.node)
         except ProfileError as err:
-            log.warning("stream_refused", node_id=first.node.id, error=str(err))
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            error = clip(str(err))
+            log.warning(
+                "stream_refused", reason="invalid_node", node_id=clip(first.node.id), error=error
+            )
+            metrics.STREAMS_REFUSED.labels("invalid_node").inc()
+            _finish(context, _Ending("invalid_node", grpc.StatusCode.INVALID_ARGUMENT, error))
             return
         info = StreamInfo(
-            stream_id=next(self._ids),
+            stream_id=stream_id,
             protocol=protocol,
             node_id=first.node.id,
             node_cluster=first.node.cluster,
@@ -138,9 +227,40 @@ class AdsService:
             machine=machine,
         )
         with structlog.contextvars.bound_contextvars(
-            stream_id=info.stream_id, node_id=info.node_id
+            stream_id=info.stream_id, node_id=clip(info.node_id)
         ):
             await self._run(info, first, to_bytes, requests, context)
+
+    async def _first_request(
+        self, stream_id: int, protocol: str, requests: AsyncIterator[Any], context: Any
+    ) -> Any | None:
+        """The first request, or None when the stream ended (with a status) before it."""
+        waiting = Waiting(stream_id=stream_id, protocol=protocol, peer=context.peer())
+        self.waiting[waiting.stream_id] = waiting
+        ending: _Ending | None = None
+        try:
+            async with asyncio.timeout(self.limits.first_request_seconds):
+                return await anext(aiter(requests), None)
+        except TimeoutError:
+            ending = _Ending(
+                "no_first_request",
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no request within {self.limits.first_request_seconds:g} s of opening the stream",
+            )
+        except DecodeError as err:
+            ending = _Ending("malformed_request", grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        finally:
+            del self.waiting[waiting.stream_id]
+            if ending is not None:
+                metrics.STREAMS_REFUSED.labels(ending.reason).inc()
+                log.warning(
+                    "stream_refused",
+                    reason=ending.reason,
+                    peer=clip(waiting.peer),
+                    error=ending.details,
+                )
+                _finish(context, ending)
+        return None
 
     async def _run(
         self,
@@ -152,49 +272,102 @@ class AdsService:
     ) -> None:
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Watch before building, so that the profile is translated on every publish from now.
+        cancel_watch = self._cache.watch(info.profile, wake.set)
+        try:
+            self._cache.get(info.profile)
+        except NoSnapshot as err:
+            cancel_watch()
+            metrics.STREAMS_REFUSED.labels("no_snapshot").inc()
+            log.warning("stream_refused", reason="no_snapshot", profile=info.profile.describe())
+            _finish(context, _Ending("no_snapshot", grpc.StatusCode.UNAVAILABLE, str(err)))
+            return
+        except BaseException:
+            cancel_watch()
+            raise
         info.task = asyncio.current_task()
         self.streams[info.stream_id] = info
-        cancel_watch = self._cache.watch(info.profile, wake.set)
         metrics.STREAMS.labels(info.protocol).inc()
         metrics.PROFILES.set(len(self._cache.profiles()))
         log.info(
-            "stream_opened", protocol=info.protocol, peer=info.peer, profile=info.profile.describe()
+            "stream_opened",
+            protocol=info.protocol,
+            peer=clip(info.peer),
+            profile=info.profile.describe(),
         )
-        self._on_request(info, first)
-        wake.set()
-        reader = asyncio.create_task(
-            self._read(info, requests, wake), name=f"ads-reader-{info.stream_id}"
-        )
-        reason = "client_closed"
+        reader: asyncio.Task[None] | None = None
+        ending = _Ending()
+        # From here every way out goes through `finally`, with no await before the bookkeeping.
         try:
+            info.problem = self._problem_of(info.profile)
+            if info.problem is not None:
+                metrics.STREAMS_MISCONFIGURED.inc()
+                log.warning("node_misconfigured", problem=info.problem)
+            self._on_request(info, first)
+            # Response headers on their own, before any response: a status that ends the call
+            # must not wait behind a first write still holding them (a client stalled on its
+            # first response would then never see it).
+            await context.send_initial_metadata(())
+            wake.set()
+            reader = asyncio.create_task(
+                self._read(info, requests, wake), name=f"ads-reader-{info.stream_id}"
+            )
             while True:
                 await wake.wait()
                 wake.clear()
                 if reader.done():
+                    ending = _reader_ending(reader, context)
                     break
                 snapshot = self._cache.get(info.profile)
                 for response in info.machine.next_responses(snapshot):
+                    data = to_bytes(response)
                     # No timer per write (it showed in profiles): the watchdog checks this.
                     info.writing_since = loop.time()
-                    await context.write(to_bytes(response))
+                    try:
+                        await context.write(data)
+                    except Exception as err:
+                        # The call is over: the client went. gRPC says so by raising here, with
+                        # a class of its private module (cygrpc.ExecuteBatchError): not our bug.
+                        ending = _Ending("write_failed", details=type(err).__name__)
+                        return
                     info.writing_since = None
                     _RESPONSES[response.type_url].inc()
                     _RESOURCES_SENT[response.type_url].inc(len(response.resources))
         except asyncio.CancelledError:
             if not info.timed_out:
+                ending = _Ending("cancelled")  # the client went, or the server is stopping
                 raise
-            # Rule 23: a client that stopped reading is cut loose; it reconnects when it can.
+            # Rule 23: a client that stopped reading is cut loose, and told so: the status goes
+            # out behind the data it has not read, and it reconnects when it reads again.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            reason = "send_timeout"
+            ending = _Ending(
+                "send_timeout",
+                grpc.StatusCode.UNAVAILABLE,
+                f"the client read nothing for {self.send_timeout:g} s; reconnect",
+            )
             metrics.SEND_TIMEOUTS.inc()
+        except Refused as err:
+            ending = _refusal(err)
+        except Exception as err:
+            ending = _Ending("stream_failed", grpc.StatusCode.INTERNAL, "internal error")
+            log.error("stream_failed", exc_info=err)
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            if reader is not None:
+                reader.cancel()
             cancel_watch()
             del self.streams[info.stream_id]
             metrics.STREAMS.labels(info.protocol).dec()
             metrics.PROFILES.set(len(self._cache.profiles()))
-            log.info("stream_closed", reason=reason)
+            log.info(
+                "stream_closed",
+                reason=ending.reason,
+                code=ending.code.name if ending.code else "OK",
+                detail=ending.details or None,
+            )
+            _finish(context, ending)
+            if reader is not None:
+                # Shielded: if this task is cancelled here, the reader still finishes.
+                await asyncio.shield(asyncio.gather(reader, return_exceptions=True))
 
     async def watchdog(self, *, interval: float = 1.0) -> None:
         """Close streams whose current write has waited longer than `send_timeout`: a client
@@ -220,6 +393,7 @@ class AdsService:
             wake.set()
 
     def _on_request(self, info: StreamInfo, request: Any) -> None:
+        self._check_size(info, request)
         result = info.machine.on_request(request)
         short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
         if result.outcome is Outcome.ACK:
@@ -234,4 +408,84 @@ class AdsService:
                 profile=info.profile.describe(),
             )
         elif result.outcome is Outcome.UNSUPPORTED:
-            log.warning("unsupported_type", type=result.type_url)
+            metrics.UNSUPPORTED_REQUESTS.inc()
+            # Once per type and stream: a client asks again on every response it gets.
+            if result.type_url not in info.unsupported and (
+                len(info.unsupported) < _UNSUPPORTED_NAMED
+            ):
+                info.unsupported.add(result.type_url)
+                log.warning("unsupported_type", type=clip(result.type_url))
+
+    def _check_size(self, info: StreamInfo, request: Any) -> None:
+        """Refuse a request that would cost more than `limits` allow (before any of it does)."""
+        if info.protocol == "sotw":
+            names = request.resource_names
+            count = len(names)
+        else:
+            names = request.resource_names_subscribe
+            count = (
+                len(names)
+                + len(request.resource_names_unsubscribe)
+                + len(request.initial_resource_versions)
+            )
+        if count > self.limits.names_per_request:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too_many_names",
+                f"{count} resource names in one request (at most {self.limits.names_per_request})",
+            )
+        if info.protocol == "delta" and request.type_url in typeurls.SHORT_NAMES:
+            # Delta subscriptions add up over requests: the same bound holds for their sum.
+            subscribed = info.subscribed.setdefault(request.type_url, set())
+            subscribed.difference_update(request.resource_names_unsubscribe)
+            subscribed.update(names)
+            if len(subscribed) > self.limits.names_per_request:
+                raise Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too_many_names",
+                    f"{len(subscribed)} resource names subscribed on this stream (at most "
+                    f"{self.limits.names_per_request})",
+                )
+        if len(names) <= self.limits.unknown_names:
+            return
+        held = self._cache.get(info.profile).of(request.type_url)
+        unknown = sum(1 for name in names if name not in held)
+        if unknown > self.limits.unknown_names:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too_many_unknown_names",
+                f"{unknown} names this server does not serve in one request (at most "
+                f"{self.limits.unknown_names})",
+            )
+
+
+def _reader_ending(reader: asyncio.Task[None], context: Any) -> _Ending:
+    """How the stream ends once its reader has: the client half-closed or went, or what went
+    wrong."""
+    err = None if reader.cancelled() else reader.exception()
+    if err is None:
+        # A reset connection can end the requests as a half-close does.
+        return _Ending("cancelled") if context.cancelled() else _Ending()
+    if isinstance(err, Refused):
+        return _refusal(err)
+    if isinstance(err, DecodeError):
+        log.warning("request_malformed", error=str(err))
+        metrics.STREAMS_REFUSED.labels("malformed_request").inc()
+        return _Ending(
+            "malformed_request", grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {err}"
+        )
+    log.error("stream_reader_failed", exc_info=err)
+    return _Ending("reader_failed", grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _refusal(err: Refused) -> _Ending:
+    metrics.STREAMS_REFUSED.labels(err.reason).inc()
+    log.warning("request_refused", reason=err.reason, error=err.details)
+    return _Ending(err.reason, err.code, err.details)
+
+
+def _finish(context: Any, ending: _Ending) -> None:
+    """Set the status the call ends with (synchronous: nothing can cancel it halfway)."""
+    if ending.code is not None:
+        context.set_code(ending.code)
+        context.set_details(ending.details)

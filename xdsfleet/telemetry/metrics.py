@@ -16,6 +16,22 @@ NACKS = Counter("xdsfleet_nacks_total", "Responses clients rejected (NACK).", ["
 SEND_TIMEOUTS = Counter(
     "xdsfleet_send_timeouts_total", "Streams closed because a client stopped reading."
 )
+STREAMS_REFUSED = Counter(
+    "xdsfleet_streams_refused_total",
+    "Streams ended with an error status because of what the client sent or what we could not "
+    "serve it, by reason (invalid_node, no_snapshot, no_first_request, malformed_request, "
+    "too_many_names, too_many_unknown_names).",
+    ["reason"],
+)
+STREAMS_MISCONFIGURED = Counter(
+    "xdsfleet_streams_misconfigured_total",
+    "Streams opened by a node whose metadata names something the fleet lacks (a gateway): "
+    "they are served, but an empty configuration.",
+)
+UNSUPPORTED_REQUESTS = Counter(
+    "xdsfleet_unsupported_requests_total",
+    "Requests for a type URL this server does not serve (answered with nothing).",
+)
 GENERATIONS = Counter("xdsfleet_generations_total", "Fleet states translated.")
 TRANSLATE_SECONDS = Histogram(
     "xdsfleet_translate_seconds",

@@ -13,6 +13,12 @@ from typing import Any
 from xdsfleet.model.node import GATEWAY_KEY, MEMBER_KEY, ROLE_KEY, NodeProfile, Role
 
 XDS_CLUSTER = "xdsfleet"
+# How soon Envoy opens a new ADS stream after one ends (a replica restarting, a refusal with
+# UNAVAILABLE): jittered exponential from the base up to the cap. Envoy's own default (500 ms to
+# 30 s) left gateways up to 10.5 s without a control plane after a restart; the cap keeps a
+# reconnecting fleet spread out all the same.
+ADS_RETRY_BASE = "0.25s"
+ADS_RETRY_MAX = "3s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,19 @@ def envoy_bootstrap(
                 "api_type": "DELTA_GRPC" if target.delta else "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            "retry_policy": {
+                                "retry_back_off": {
+                                    "base_interval": ADS_RETRY_BASE,
+                                    "max_interval": ADS_RETRY_MAX,
+                                }
+                            },
+                        }
+                    }
+                ],
             },
             # Separate dicts: a shared one would come out of the YAML dumper as an anchor.
             "cds_config": {"ads": {}, "resource_api_version": "V3"},

@@ -43,6 +43,22 @@ DEFAULT_OUTLIER_DETECTION = OutlierDetection(
     base_ejection_time_ms=30_000,
     max_ejection_percent=100,
 )
+# Proxyless gRPC clients implement only the success-rate and failure-percentage detectors
+# (gRFC A50), so the consecutive-error ones above do nothing there, and an unset field is not
+# always their default: grpc-js-xds 1.14 read an unset success-rate block as zeros and crashed
+# on its first interval. So they get a failure-percentage detector with every field set, and
+# success rate explicitly off (it needs many hosts to mean anything). A host failing at least
+# half of ten calls or more in an interval is ejected, once two hosts have that much traffic.
+PROXYLESS_FAILURE_PERCENT = 50
+PROXYLESS_MINIMUM_HOSTS = 2
+PROXYLESS_REQUEST_VOLUME = 10
+PROXYLESS_MAX_EJECTION_MS = 300_000
+# The success-rate fields, set though it is off: Envoy's documented defaults.
+_SUCCESS_RATE_DEFAULTS = {
+    "success_rate_minimum_hosts": 5,
+    "success_rate_request_volume": 100,
+    "success_rate_stdev_factor": 1900,
+}
 # Envoy's default circuit breaker allows 3 concurrent retries per cluster, which silently stops
 # retries during a failover under load; a budget scales with the traffic instead.
 DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=10)
@@ -72,6 +88,8 @@ class ClusterSettings:
     connection_pool: ConnectionPool | None = None
     retry_budget: RetryBudget | None = None
     panic_threshold: int | None = None
+    # For a proxyless gRPC client: outlier detectors it implements (`for_proxyless`).
+    proxyless: bool = False
 
     @classmethod
     def of(cls, spec: PolicySpec) -> ClusterSettings:
@@ -89,7 +107,8 @@ class ClusterSettings:
 
     def for_proxyless(self) -> ClusterSettings:
         """What gRPC's xDS client can use: it refuses Maglev and Random clusters, does no active
-        health checks, and its inline routes carry no hash key, so those stay with Envoys."""
+        health checks, its inline routes carry no hash key, so those stay with Envoys; and its
+        outlier detection has other detectors."""
         balancer = self.load_balancer
         least = balancer is not None and balancer.type is Balancer.LEAST_REQUEST
         return replace(
@@ -97,6 +116,7 @@ class ClusterSettings:
             load_balancer=LoadBalancer(Balancer.LEAST_REQUEST) if least else None,
             hash_algorithm=None,
             health_check=None,
+            proxyless=True,
         )
 
 
@@ -128,7 +148,8 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
         built.common_lb_config.healthy_panic_threshold.value = settings.panic_threshold
     outlier = settings.outlier_detection or DEFAULT_OUTLIER_DETECTION
     if outlier.enabled:
-        built.outlier_detection.CopyFrom(_outlier_detection(outlier))
+        detection = _grpc_outlier_detection if settings.proxyless else _outlier_detection
+        built.outlier_detection.CopyFrom(detection(outlier))
     if settings.health_check is not None:
         built.health_checks.append(_health_check(settings.health_check, http2))
     if http2:
@@ -210,6 +231,31 @@ def _outlier_detection(given: OutlierDetection) -> Message:
         if count:
             getattr(built, detector).value = count
         getattr(built, f"enforcing_{detector}").value = 100 if count else 0
+    return built
+
+
+def _grpc_outlier_detection(given: OutlierDetection) -> Message:
+    """Detection for a proxyless gRPC client (gRFC A50): the policy's interval, ejection time
+    and cap; failure percentage on, success rate off, every field set."""
+    default = DEFAULT_OUTLIER_DETECTION
+    built = outlier_detection_pb2.OutlierDetection(
+        interval=duration(_pick(given.interval_ms, default.interval_ms)),
+        base_ejection_time=duration(
+            _pick(given.base_ejection_time_ms, default.base_ejection_time_ms)
+        ),
+        max_ejection_time=duration(PROXYLESS_MAX_EJECTION_MS),
+    )
+    values = {
+        "max_ejection_percent": _pick(given.max_ejection_percent, default.max_ejection_percent),
+        "enforcing_success_rate": 0,
+        **_SUCCESS_RATE_DEFAULTS,
+        "enforcing_failure_percentage": 100,
+        "failure_percentage_threshold": PROXYLESS_FAILURE_PERCENT,
+        "failure_percentage_minimum_hosts": PROXYLESS_MINIMUM_HOSTS,
+        "failure_percentage_request_volume": PROXYLESS_REQUEST_VOLUME,
+    }
+    for field, value in values.items():
+        getattr(built, field).value = value
     return built
 
 

@@ -380,6 +380,15 @@ class ApiEmulator:
         path.write_text(yaml.safe_dump(document))
         return path
 
+    def token(self, lifetime: int = 3600) -> str:
+        """A token as the plugins get them (for a kubeconfig's `tokenFile`, say), valid for
+        `lifetime` seconds, to the whole second as RFC 3339 timestamps usually are."""
+        with self._lock:
+            self.issued += 1
+            token = f"exec-{self.issued}"
+            self._credentials[token] = float(int(time.time()) + lifetime)
+        return token
+
     def revoke_tokens(self) -> None:
         """Every token plugins got so far answers 401 from now on."""
         with self._lock:
@@ -693,11 +702,9 @@ class ApiEmulator:
         with self._lock:
             if not self._issuing:
                 return web.Response(status=503, text="no tokens for now")
-            self.issued += 1
-            token = f"exec-{self.issued}"
-            # Whole seconds, as RFC 3339 timestamps usually are; the token lasts exactly that.
-            expires = int(time.time()) + int(request.query.get("lifetime", "3600"))
-            self._credentials[token] = float(expires)
+        token = self.token(int(request.query.get("lifetime", "3600")))
+        with self._lock:
+            expires = self._credentials[token]
         stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         credential = {
             "apiVersion": "client.authentication.k8s.io/v1",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kube_api import ApiEmulator
 from kube_helpers import FAST, no_threads_left, service
 from waiting import eventually
@@ -117,3 +118,21 @@ async def test_a_revoked_credential_is_refreshed_on_401_and_the_request_sent_aga
     assert [r.status for r in api.requests if r.status == 401] == [401]
     assert api.issued == 2
     assert not [e for e in events if isinstance(e, Failed)]
+
+
+def test_a_rotated_token_file_is_read_again_when_the_server_refuses_the_old_token(
+    api: ApiEmulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(api.token())
+    document = yaml.safe_load(api.kubeconfig_text())
+    document["users"][0]["user"] = {"tokenFile": str(token_file)}
+    cluster = Cluster(Access(kubeconfig_text=yaml.safe_dump(document)), FAST)
+    try:
+        assert len(cluster.list(SERVICES).items) == 1
+        api.revoke_tokens()
+        token_file.write_text(api.token())  # whoever rotates it wrote a new one
+        assert len(cluster.list(SERVICES).items) == 1
+        assert [r.status for r in api.requests if r.status == 401] == [401]
+    finally:
+        cluster.close()

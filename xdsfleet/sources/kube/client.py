@@ -160,15 +160,16 @@ def _named(entries: object, name: object, key: str) -> dict[str, Any]:
 
 
 def _runs_a_plugin(document: object, context: str | None) -> bool:
-    """Whether the kubeconfig's user (in `context`, else the current one) gets credentials by
-    running something: an exec plugin, or an auth provider (OIDC's refresh is a request)."""
+    """Whether the kubeconfig's user (in `context`, else the current one) gets credentials that
+    change: from an exec plugin, an auth provider (OIDC's refresh is a request), or a token file
+    (rotated by whoever writes it: a projected service account token, a Vault agent)."""
     if not isinstance(document, dict):
         return False
     selected = _named(
         document.get("contexts"), context or document.get("current-context"), "context"
     )
     user = _named(document.get("users"), selected.get("user"), "user")
-    return "exec" in user or "auth-provider" in user
+    return bool({"exec", "auth-provider", "tokenFile"} & user.keys())
 
 
 class _Swallowed(logging.Handler):
@@ -255,7 +256,7 @@ class _Credentials:
         self.generation += 1
         self._loaded = True
         if not (self._configuration.api_key.get("BearerToken") or self._configuration.cert_file):
-            reason = "; ".join(swallowed.messages) or "the exec plugin gave no credentials"
+            reason = "; ".join(swallowed.messages) or "the kubeconfig's user gave no credentials"
             self._loaded = False  # try again on the next request
             raise ApiError(401, f"no credentials from {self._access.describe()}: {reason}")
         expiry = getattr(self._loader, "expiry", None)

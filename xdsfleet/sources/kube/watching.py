@@ -330,20 +330,22 @@ class Reflector:
         first = self._missing_since is None
         if self._missing_since is None:
             self._missing_since = now
+        served: bool | None
         try:
             served = self._cluster.served(self.resource)
         except ApiError as discovery_error:
-            served, error = True, NotFound(404, str(discovery_error))
+            served = None  # discovery does not answer either: that confirms nothing
+            self._log.debug("discovery_failed", error=str(discovery_error))
         missing = now - self._missing_since
         (self._log.warning if first else self._log.debug)(
             "resource_not_found", served=served, missing_seconds=round(missing, 1), error=str(error)
         )
         if missing >= self._settings.absent_confirm_seconds:
-            if not served:
+            if served is False:
                 self._listed_before = False
                 self._send(Absent(str(error)))
                 return self._settings.absent_recheck_seconds, "absent"
-            # Discovery lists it, the API refuses it: that is a failing server.
+            # Discovery lists it (or does not answer) while the API refuses it: a failing server.
             self._send(Failed(str(error)))
         return min(self._delay(failures), self._settings.absent_confirm_seconds), "missing"
 

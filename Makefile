@@ -49,3 +49,11 @@ clean:
 .PHONY: e2e-kind
 e2e-kind:
 	k8s/e2e/run.sh
+
+# Every failover scenario at 200 requests/s with full figures, PNG timelines and the figures
+# section of docs/failover.md, beside a DNS-failover baseline (dnsmasq, from Debian, installed
+# when missing). Needs root for network namespaces; about 15 minutes.
+.PHONY: bench-dr
+bench-dr: install
+	@command -v dnsmasq >/dev/null || ( apt-get update -q && apt-get install -y -q dnsmasq )
+	$(BIN)/python -m benchmarks.dr --dns

@@ -1,200 +1,161 @@
-"""`make demo`: the built-in fleet served to a real Envoy gateway, and a failover watched live.
+"""`make demo`: the built-in fleet under load through a real Envoy gateway, watched live while a
+zone is killed, restored, hung and restored again.
 
-Backends on loopback addresses stand in for each member's pods. The demo sends requests through
-the gateway and prints which member answered what share: first from a gateway with no
-locality (shares follow replicas), then from one in zone eu-west-1a (its own zone first), then
-while that zone's pods and then the rest of its region go unready (traffic moves to the next
-tier). It needs no terminal input, ends by itself and exits non-zero if a share is wrong.
+Each member's pods are backends in a network namespace of their own (loopback addresses where
+namespaces cannot be made), `xdsfleet serve` serves the built-in fleet with no TrafficPolicy, and
+a load at a fixed rate goes through the gateway. The live view shows, over the last second, each
+member's share, the success rate and p99; the summary shows the figures of each fault
+(docs/failover.md). It needs no terminal input (without a terminal it prints the last view and
+the summary), ends by itself, and exits non-zero if a request failed, if the shares before the
+faults do not follow the replicas, or if the zone's traffic did not come back.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
+import asyncio
 import sys
-import tempfile
-import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-import yaml
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from harness.local import Backend, Envoy, Server, get, wait_for
-from xdsfleet.model.fleet import FleetState
-from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.sources.files import builtin_fleet_path, load_fleet
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
+from xdsfleet.sources.files import builtin_fleet_path
+from xdsfleet.tools.drill.figures import answering, figures, percentile
+from xdsfleet.tools.drill.load import Event, Mark, Sample, run_load
+from xdsfleet.tools.drill.report import Row, table
+from xdsfleet.tools.drill.rig import Rig
+from xdsfleet.tools.drill.topology import Fault, Mode
 
 GATEWAY = "default/demo"
 HOST = "shop.example.com"
-# Shares are compared with this slack: Envoy's weighted round robin is exact over long runs,
-# but a short run starts wherever its scheduler happens to be.
+ZONE = "zone-b"
+# Ready replicas: zone-a 2, zone-b 2, idc 1; a gateway with no locality shares by replicas.
+EXPECTED = {"zone-a": 0.4, "zone-b": 0.4, "idc": 0.2}
+# Shares are compared with this slack: a short window starts wherever the balancer stands.
 TOLERANCE = 0.12
+WINDOW_S = 1.0
+# When things happen (s): a zone killed, restored, hung, restored; an ejection lasts 5 s, so
+# each restore is followed by time for the traffic to come back.
+KILL_AT, KILL_RESTORE_AT = 3.0, 6.0
+HANG_AT, HANG_RESTORE_AT = 13.0, 16.0
+SECONDS = 23.0
 
-console = Console()
+# Without a terminal (CI, a pipe) rich would assume 80 columns: too narrow for the summary.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 @dataclass(frozen=True)
-class Step:
-    title: str
-    expected: dict[str, float]  # member -> share
+class Phase:
+    fault: Fault
+    at: float
+    restore_at: float
 
 
-@contextmanager
-def fleet_copy(listener_port: int | None) -> Iterator[Path]:
-    """The built-in fleet in a temporary directory, so the demo can edit it."""
-    source = builtin_fleet_path().resolve().parent
-    with tempfile.TemporaryDirectory(prefix="xdsfleet-demo-") as tmp:
-        root = Path(tmp) / "fleet"
-        shutil.copytree(source, root)
-        if listener_port is not None:
-            _set_listener_port(root, listener_port)
-        yield root / "fleet.yaml"
+PHASES = (Phase(Fault.KILL, KILL_AT, KILL_RESTORE_AT), Phase(Fault.HANG, HANG_AT, HANG_RESTORE_AT))
 
 
-def _set_listener_port(root: Path, port: int) -> None:
-    for path in root.rglob("*.yaml"):
-        docs = list(yaml.safe_load_all(path.read_text()))
-        gateways = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Gateway"]
-        for gateway in gateways:
-            for listener in gateway["spec"]["listeners"]:
-                listener["port"] = port
-        if gateways:
-            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+def view(samples: Sequence[Sample], now: float, marks: Sequence[Mark], rate: float) -> Group:
+    recent = [s for s in samples if s.start + s.latency >= now - WINDOW_S]
+    ok = [s for s in recent if s.ok]
+    shares = Counter(s.member for s in ok)
+    members = Table(title=f"last {WINDOW_S:g} s at {now:5.1f} s", title_justify="left")
+    members.add_column("member")
+    members.add_column("share", justify="right")
+    members.add_column("", min_width=30)
+    for member in sorted(EXPECTED):
+        share = shares[member] / len(ok) if ok else 0.0
+        members.add_row(member, f"{share:4.0%}", "█" * round(share * 30))
+    rate_ok = len(ok) / len(recent) if recent else 1.0
+    p99 = percentile([s.latency for s in recent], 0.99) * 1000
+    colour = "green" if rate_ok == 1 else "red"
+    summary = Text.assemble(
+        (f"success {rate_ok:.1%}", colour), f"   p99 {p99:.0f} ms   {rate:g} requests/s"
+    )
+    happened = Text(" · ".join(f"{m.at:.1f} s {m.label}" for m in marks if ":" not in m.label))
+    return Group(members, summary, happened)
 
 
-def listener_port(state: FleetState) -> int:
-    namespace, name = GATEWAY.split("/")
-    [gateway] = [g for g in state.gateways if (g.namespace, g.name) == (namespace, name)]
-    return gateway.listeners[0].port
+async def watch(rig: Rig, rate: float) -> tuple[list[Sample], list[Mark]]:
+    target = rig.target(HOST)
+    samples: list[Sample] = []
+    events = []
+    for phase in PHASES:
+        events.append(
+            Event(phase.at, f"{phase.fault} {ZONE}", partial(rig.inject, [ZONE], phase.fault))
+        )
+        events.append(Event(phase.restore_at, f"restore {ZONE}", partial(rig.restore, [ZONE])))
+    marks: list[Mark] = []
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with Live(console=console, auto_refresh=False) as live:
+        load = asyncio.ensure_future(
+            run_load(target, rate=rate, seconds=SECONDS, events=events, on_sample=samples.append)
+        )
+        while not load.done():
+            live.update(view(samples, loop.time() - began, marks, rate), refresh=True)
+            await asyncio.wait([load], timeout=0.25)
+        done, marks = load.result()
+        live.update(view(done, SECONDS, marks, rate), refresh=True)
+    return done, marks
 
 
-def backends(state: FleetState) -> list[Backend]:
-    return [
-        Backend(member=m.member.name, address=address, port=port.port)
-        for m in state.members
-        for s in m.endpoint_slices
-        for port in s.ports[:1]
-        for e in s.endpoints
-        for address in e.addresses
-    ]
+def judge(samples: Sequence[Sample], marks: Sequence[Mark]) -> tuple[list[Row], list[str]]:
+    faults = [m.at for m in marks if m.label in {f"{p.fault} {ZONE}" for p in PHASES}]
+    restores = [m.at for m in marks if m.label == f"restore {ZONE}"]
+    rows, problems = [], []
+    before = [s for s in samples if s.ok and s.start < faults[0]]
+    counts = Counter(s.member for s in before)
+    for member, expected in EXPECTED.items():
+        share = counts[member] / len(before) if before else 0.0
+        if abs(share - expected) > TOLERANCE:
+            problems.append(f"{member} took {share:.0%} before the faults, not ~{expected:.0%}")
+    for index, phase in enumerate(PHASES):
+        start, restore = faults[index], restores[index]
+        end = faults[index + 1] if index + 1 < len(PHASES) else SECONDS
+        window = [s for s in samples if start <= s.start < end]
+        found = figures(window, fault_at=start, restore_at=restore, members=[ZONE])
+        rows.append(Row(f"built-in fleet, {ZONE}", str(phase.fault), found))
+        if found.failed:
+            problems.append(f"{found.failed} requests failed during the {phase.fault} of {ZONE}")
+        if ZONE not in answering(window, restore):
+            problems.append(f"{ZONE} took no traffic back after the {phase.fault}")
+    return rows, problems
 
 
-def mark_unready(fleet: Path, member: str) -> None:
-    """Edit a member's EndpointSlices as Kubernetes would when its pods fail readiness."""
-    for path in (fleet.parent / "members" / member).glob("*.yaml"):
-        docs = list(yaml.safe_load_all(path.read_text()))
-        for doc in docs:
-            if isinstance(doc, dict) and doc.get("kind") == "EndpointSlice":
-                for endpoint in doc.get("endpoints", []):
-                    endpoint["conditions"] = {"ready": False, "serving": False}
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-
-
-def sample(port: int, requests: int) -> Counter[str]:
-    answered: Counter[str] = Counter()
-    for _ in range(requests):
-        status, body = get(port, "/", host=HOST)
-        answered[json.loads(body)["member"] if status == 200 else f"HTTP {status}"] += 1
-    return answered
-
-
-def report(step: Step, answered: Counter[str]) -> bool:
-    total = sum(answered.values())
-    table = Table(title=step.title, title_justify="left")
-    for column in ("member", "requests", "share", "expected"):
-        table.add_column(column, justify="left" if column == "member" else "right")
-    ok = True
-    for member in sorted(set(step.expected) | set(answered)):
-        share = answered[member] / total
-        expected = step.expected.get(member, 0.0)
-        good = abs(share - expected) <= TOLERANCE
-        ok &= good
-        mark = "" if good else " [red]✗[/red]"
-        table.add_row(member, str(answered[member]), f"{share:.0%}", f"{expected:.0%}{mark}")
-    console.print(table)
-    return ok
-
-
-def run(requests: int, listener: int | None) -> bool:
-    with ExitStack() as stack:
-        fleet = stack.enter_context(fleet_copy(listener))
-        state = load_fleet(fleet).state
-        port = listener_port(state)
-        for backend in backends(state):
-            stack.callback(backend.start().stop)
-        server = stack.enter_context(Server(fleet)).start()
+def run(rate: float, namespaces: bool) -> bool:
+    with Rig(builtin_fleet_path(), GATEWAY, namespaces=namespaces) as rig:
+        where = str(rig.topology.mode)
+        if rig.topology.mode is Mode.LOOPBACK:
+            where += f" ({rig.topology.why_loopback})"
         console.print(
-            f"xdsfleet serving [bold]{state.name}[/bold] on port {server.xds_port}: "
-            + ", ".join(
-                f"{m.member.name} ({m.member.region}/{m.member.zone})" for m in state.members
-            )
+            f"xdsfleet serving the built-in fleet to an Envoy gateway; members in {where}. "
+            f"{ZONE} is killed at {KILL_AT:g} s, restored at {KILL_RESTORE_AT:g} s, hung "
+            f"(SIGSTOP) at {HANG_AT:g} s, restored at {HANG_RESTORE_AT:g} s."
         )
-        target = Target(port=server.xds_port)
-        ok = True
-
-        def gateway(region: str = "", zone: str = "") -> Envoy:
-            profile = NodeProfile(role=Role.GATEWAY, gateway=GATEWAY, region=region, zone=zone)
-            boot = envoy_bootstrap(
-                node_id=f"demo-gateway-{zone or 'anywhere'}",
-                cluster="demo",
-                profile=profile,
-                target=target,
-                admin_port=0,
-            )
-            envoy = stack.enter_context(Envoy(boot)).start()
-            wait_for(lambda: get(port, "/", host=HOST)[0] == 200, timeout=20, what="first route")
-            return envoy
-
-        anywhere = gateway()
-        ok &= report(
-            Step(
-                "Gateway with no locality: shares follow ready replicas",
-                {"zone-a": 0.4, "zone-b": 0.4, "idc": 0.2},
-            ),
-            sample(port, requests),
-        )
-        anywhere.stop()
-
-        gateway(region="eu-west", zone="eu-west-1a")
-        ok &= report(
-            Step("Gateway in eu-west/eu-west-1a: its own zone first", {"zone-a": 1.0}),
-            sample(port, requests),
-        )
-        for member, step in (
-            ("zone-a", Step("zone-a unready: the rest of eu-west next", {"zone-b": 1.0})),
-            ("zone-b", Step("zone-b unready too: on-prem last", {"idc": 1.0})),
-        ):
-            started = time.monotonic()
-            mark_unready(fleet, member)
-            wait_for(partial(member_gone, port, member), timeout=20, what=f"traffic off {member}")
-            console.print(
-                f"[dim]{member} marked unready; traffic moved within "
-                f"{time.monotonic() - started:.2f} s (file watch included)[/dim]"
-            )
-            ok &= report(step, sample(port, requests))
-        return ok
-
-
-def member_gone(port: int, member: str) -> bool:
-    return member not in sample(port, 10)
+        rig.wait_serving(rig.target(HOST), EXPECTED)
+        samples, marks = asyncio.run(watch(rig, rate))
+    rows, problems = judge(samples, marks)
+    console.print()
+    console.print(table(rows, title="Summary"))
+    for problem in problems:
+        console.print(f"[red]✗[/red] {problem}")
+    return not problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__)
-    parser.add_argument("--requests", type=int, default=200, help="requests per step")
+    parser.add_argument("--rate", type=float, default=200, help="requests per second")
     parser.add_argument(
-        "--listener-port", type=int, default=None, help="override the Gateway listener port"
+        "--loopback", action="store_true", help="members on loopback addresses, not namespaces"
     )
     args = parser.parse_args(argv)
-    ok = run(args.requests, args.listener_port)
+    ok = run(args.rate, not args.loopback)
     console.print("[green]demo passed[/green]" if ok else "[red]demo failed[/red]")
     return 0 if ok else 1
 

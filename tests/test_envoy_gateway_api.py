@@ -440,10 +440,15 @@ class WebSocketEcho:
             with connection, contextlib.suppress(OSError):
                 head = _read_head(connection)
                 key = next(
-                    line.split(":", 1)[1].strip()
-                    for line in head.split("\r\n")
-                    if line.lower().startswith("sec-websocket-key:")
+                    (
+                        line.split(":", 1)[1].strip()
+                        for line in head.split("\r\n")
+                        if line.lower().startswith("sec-websocket-key:")
+                    ),
+                    None,
                 )
+                if key is None:
+                    continue  # a gateway's TCP health check: it connects and closes
                 accept = base64.b64encode(
                     hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()
                 ).decode()

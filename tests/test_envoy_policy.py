@@ -237,8 +237,10 @@ def test_a_retry_after_a_refused_connection_goes_to_the_next_priority(gateway: G
     policy = {
         "targetRefs": [{"group": "", "kind": "Service", "name": "refused"}],
         "failover": {"tiers": [{"members": ["east"]}, {"members": ["west"]}]},
-        # Without ejection every request meets the dead pod first: only the retry saves it.
+        # Without ejection and the gateway's default probe, every request meets the dead pod
+        # first: only the retry saves it.
         "outlierDetection": {"enabled": False},
+        "healthCheck": {"enabled": False},
     }
     members = {"east": {"refused": [Pod(DEAD)]}, "west": {"refused": pods("west", 1)}}
     gateway.apply(members, policies={"refused": policy})

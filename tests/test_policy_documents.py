@@ -124,6 +124,16 @@ def test_durations_add_up_their_parts() -> None:
     assert policy_of(document).spec.retry.per_try_timeout_ms == 90_250
 
 
+def test_defaults_of_failover_can_be_turned_off() -> None:
+    # docs/failover.md: non-idempotent routes turn off the per-try timeout or hedging, and a
+    # service turns off the gateways' default probe.
+    document = edited(SERVICE_POLICY, "spec.retry", {"perTryTimeout": "0s", "hedge": False})
+    document = edited(document, "spec.healthCheck", {"enabled": False})
+    spec = policy_of(document).spec
+    assert (spec.retry.per_try_timeout_ms, spec.retry.hedge) == (0, False)
+    assert not spec.health_check.enabled
+
+
 def test_a_consistent_hash_takes_one_key_and_an_algorithm() -> None:
     session = {"consistentHash": {"cookie": {"name": "sid", "ttl": "1h"}, "algorithm": "Maglev"}}
     document = edited(HASHED, "spec.sessionPersistence", session)
@@ -259,6 +269,13 @@ CASES = [
     ),
     Case(S, "spec.healthCheck.type", DELETE, "spec.healthCheck.type", "missing required field"),
     Case(S, "spec.healthCheck.path", DELETE, "spec.healthCheck.path", "type HTTP"),
+    Case(
+        S,
+        "spec.healthCheck",
+        {"enabled": False, "type": "TCP"},
+        "spec.healthCheck.type",
+        "not with enabled: false",
+    ),
     Case(
         S,
         "spec.healthCheck.grpcService",

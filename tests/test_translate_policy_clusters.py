@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from states import AT_GATEWAY, EAST, WEST, fleet, policy, running
 
 from xdsfleet.cache import typeurls
@@ -40,11 +43,32 @@ def test_by_default_outlier_detection_ejects_whole_members_on_gateway_and_local_
 
     assert outlier.consecutive_gateway_failure.value == 3
     assert outlier.enforcing_consecutive_gateway_failure.value == 100
-    assert outlier.split_external_local_origin_errors
-    assert outlier.consecutive_local_origin_failure.value == 3
+    # Refused connections and (per-try) timeouts count as gateway errors: counted apart, every
+    # connection a hung host's kernel accepts would reset the count (docs/failover.md).
+    assert not outlier.split_external_local_origin_errors
+    assert not outlier.HasField("consecutive_local_origin_failure")
     assert outlier.consecutive_5xx.value == 5
     # Envoy's default (10 %) would keep a dead member's last hosts in the pool.
     assert outlier.max_ejection_percent.value == 100
+    assert outlier.base_ejection_time.seconds == 5
+    # The TCP probe passes on a hung host: it must not end the host's ejection.
+    assert not outlier.successful_active_health_check_uneject_host.value
+
+
+def test_health_changes_apply_at_once() -> None:
+    # Envoy merges health changes for 1 s after a first one by default: the second host of a
+    # hung member would keep its traffic that long.
+    config = web_cluster().common_lb_config
+    assert config.HasField("update_merge_window")
+    assert config.update_merge_window.ToMilliseconds() == 0
+
+
+def test_local_origin_failures_are_counted_apart_when_a_policy_asks() -> None:
+    given = OutlierDetection(consecutive_local_origin_failures=4)
+    outlier = web_cluster(policy("p", outlier_detection=given)).outlier_detection
+    assert outlier.split_external_local_origin_errors
+    assert outlier.consecutive_local_origin_failure.value == 4
+    assert outlier.enforcing_consecutive_local_origin_failure.value == 100
 
 
 def test_a_policy_overrides_outlier_detection_field_by_field() -> None:
@@ -71,7 +95,8 @@ def test_every_cluster_has_a_retry_budget_instead_of_three_concurrent_retries() 
     [thresholds] = web_cluster().circuit_breakers.thresholds
 
     assert thresholds.retry_budget.budget_percent.value == 20
-    assert thresholds.retry_budget.min_retry_concurrency.value == 10
+    # A cut-off host's waiting requests all retry at once when it is ejected: the floor is high.
+    assert thresholds.retry_budget.min_retry_concurrency.value == 1024
 
 
 def test_a_policy_sets_the_retry_budget_and_connection_limits() -> None:
@@ -150,8 +175,23 @@ def test_grpc_and_tcp_health_checks() -> None:
     assert health.HasField("tcp_health_check")
 
 
-def test_health_checks_are_opt_in() -> None:
-    assert list(web_cluster().health_checks) == []
+def test_gateways_probe_with_tcp_by_default_and_sidecars_do_not() -> None:
+    [health] = web_cluster().health_checks
+    assert health.HasField("tcp_health_check")
+    assert (health.interval.seconds, health.timeout.seconds) == (5, 1)
+    # What the control plane removes leaves at once, whatever the probe says.
+    assert web_cluster().ignore_health_on_host_removal
+
+    members = (running(EAST, "10.0.0.1"), running(WEST, "10.1.0.1"))
+    sidecar = NodeProfile(role=Role.SIDECAR, region="r1")
+    assert list(translate(fleet(*members), sidecar)[typeurls.CLUSTER][CLUSTER].health_checks) == []
+
+
+def test_a_policy_turns_the_default_probe_off() -> None:
+    off = HealthCheck(HealthCheckType.TCP, enabled=False)
+    cluster = web_cluster(policy("p", health_check=off))
+    assert list(cluster.health_checks) == []
+    assert not cluster.ignore_health_on_host_removal
 
 
 def test_the_upstream_speaks_http2_when_the_port_says_grpc_or_h2c() -> None:
@@ -176,3 +216,23 @@ def test_a_proxyless_client_gets_only_what_grpc_understands() -> None:
     assert cluster.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN
     assert list(cluster.health_checks) == []
     assert cluster.HasField("outlier_detection")
+
+
+def test_a_proxyless_route_retries_only_on_the_grpc_statuses_a_policy_names() -> None:
+    members = (running(EAST, "10.0.0.1"), running(WEST, "10.1.0.1"))
+    proxyless = NodeProfile(role=Role.PROXYLESS)
+
+    def route(*policies: Any) -> Any:
+        [listener] = translate(fleet(*members, policies=policies), proxyless)[
+            typeurls.LISTENER
+        ].values()
+        manager = hcm_pb2.HttpConnectionManager()
+        listener.api_listener.api_listener.Unpack(manager)
+        return manager.route_config.virtual_hosts[0].routes[0].route
+
+    given = Retry(attempts=3, retry_on=("connect-failure", "unavailable", "internal"))
+    retry = route(policy("p", retry=given)).retry_policy
+    assert (retry.retry_on, retry.num_retries.value) == ("unavailable,internal", 3)
+    assert not route(policy("p", retry=Retry(attempts=0))).HasField("retry_policy")
+    only_envoy = Retry(retry_on=("connect-failure",))
+    assert not route(policy("p", retry=only_envoy)).HasField("retry_policy")

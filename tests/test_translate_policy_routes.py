@@ -105,12 +105,33 @@ def test_by_default_a_retry_goes_to_another_host_and_another_priority() -> None:
     assert retry.num_retries.value == 2
     assert (
         retry.retry_on
-        == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+        == "connect-failure,refused-stream,reset,unavailable,cancelled,retriable-status-codes"
     )
     assert list(retry.retriable_status_codes) == [503]
     assert [p.name for p in retry.retry_host_predicate] == [PREVIOUS_HOSTS]
     assert retry.retry_priority.name == PREVIOUS_PRIORITIES
     assert retry.host_selection_retry_max_attempts == 5
+
+
+def test_by_default_a_try_without_an_answer_is_hedged_on_another_host() -> None:
+    # A hung host accepts and never answers: only a per-try timeout moves the request off it,
+    # and hedging keeps a slow but live host's answer in the race (docs/failover.md).
+    action = only(rule()).route
+
+    assert action.retry_policy.per_try_timeout.ToMilliseconds() == 250
+    assert action.hedge_policy.hedge_on_per_try_timeout
+
+
+def test_a_policy_can_turn_the_per_try_timeout_or_hedging_off() -> None:
+    no_timeout = Retry(per_try_timeout_ms=0)
+    action = only(rule(), policies=(policy("p", retry=no_timeout),)).route
+    assert not action.retry_policy.HasField("per_try_timeout")
+    assert not action.HasField("hedge_policy")
+
+    cancel = Retry(hedge=False)
+    action = only(rule(), policies=(policy("p", retry=cancel),)).route
+    assert action.retry_policy.per_try_timeout.ToMilliseconds() == 250
+    assert not action.HasField("hedge_policy")
 
 
 def test_a_service_policy_retry_applies_to_routes_to_that_service() -> None:

@@ -167,6 +167,13 @@ def test_a_proxyless_listener_routes_everything_to_its_cluster_inline() -> None:
     assert route.match.prefix == ""
     assert route.route.cluster == "shop/cart:50051"
     assert [f.name for f in manager.http_filters] == ["envoy.filters.http.router"]
+    # What gRPC's client implements of the default retry: statuses, attempts; no per-try
+    # timeout, hedging or host predicates (docs/failover.md).
+    retry = route.route.retry_policy
+    assert (retry.retry_on, retry.num_retries.value) == ("unavailable,cancelled", 2)
+    assert not retry.HasField("per_try_timeout")
+    assert not retry.retry_host_predicate
+    assert not route.route.HasField("hedge_policy")
 
 
 def test_the_order_of_services_in_a_member_does_not_change_the_output() -> None:

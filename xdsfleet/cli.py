@@ -28,6 +28,9 @@ from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import Target, bootstrap
+from xdsfleet.tools.drill.command import Drill, DrillError
+from xdsfleet.tools.drill.command import run as run_drill
+from xdsfleet.tools.drill.topology import Fault
 from xdsfleet.tools.explain import Request, Scenario, explain, render_explanation
 from xdsfleet.tools.render import Kind, redacted, render, select, summary, unnamed_gateway
 
@@ -102,6 +105,17 @@ def _check_gateway(state: FleetState, profile: NodeProfile) -> None:
     if (problem := unnamed_gateway(state, profile)) is not None:
         err.print(f"[red]error[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2)
+
+
+def _headers(pairs: list[str] | None) -> dict[str, str]:
+    """`--header NAME=VALUE` options as a mapping."""
+    headers = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
+        headers[name] = value
+    return headers
 
 
 def _fail(error: InvalidInput) -> typer.Exit:
@@ -319,12 +333,7 @@ def explain_command(
     """Show the route a request takes and each member's share: now, per failover tier, or
     with --fail/--drain, after those members fail or are drained."""
     profile = _profile(role, gateway, member, region, zone)
-    headers = {}
-    for pair in header or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--header")
-        headers[name] = value
+    headers = _headers(header)
     state = _load(fleet)
     _check_gateway(state, profile)
     scenario = None
@@ -387,6 +396,66 @@ def bootstrap_command(
     )
     if warning := locality_warning(profile):
         err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
+@app.command("drill")
+def drill_command(
+    gateway: Annotated[str, typer.Option("--gateway", help="The Gateway to drive, as NS/NAME.")],
+    member: Annotated[
+        list[str], typer.Option("--member", help="A member the fault hits; repeatable.")
+    ],
+    fault: Annotated[
+        str, typer.Option("--fault", help="kill (refused), hang (SIGSTOP) or cut (dropped).")
+    ],
+    fleet: FleetOption = None,
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 200,
+    seconds: Annotated[float, typer.Option(help="How long the load lasts.")] = 12,
+    fault_at: Annotated[float, typer.Option(help="When the fault hits (s).")] = 3,
+    restore_at: Annotated[
+        float | None, typer.Option(help="When the members recover (s); none: never.")
+    ] = 6,
+    host: Annotated[str | None, typer.Option(help="Host header (default: a route's).")] = None,
+    path: Annotated[str, typer.Option(help="Request path.")] = "/",
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="A request header as NAME=VALUE; repeatable."),
+    ] = None,
+    region: RegionOption = "",
+    zone: ZoneOption = "",
+    loopback: Annotated[
+        bool, typer.Option(help="Members on loopback addresses, not network namespaces.")
+    ] = False,
+) -> None:
+    """Rehearse a failure: local backends for every endpoint of the fleet, its own routes and
+    policies served to a real Envoy, a fault under load, the figures; exit 1 if a request
+    failed."""
+    if fault not in {f.value for f in Fault}:
+        raise typer.BadParameter("kill, hang or cut", param_hint="--fault")
+    drill = Drill(
+        fleet=_fleet_path(fleet),
+        gateway=gateway,
+        members=tuple(member),
+        fault=Fault(fault),
+        rate=rate,
+        seconds=seconds,
+        fault_at=fault_at,
+        restore_at=restore_at,
+        host=host,
+        path=path,
+        headers=tuple(_headers(header).items()),
+        region=region,
+        zone=zone,
+        namespaces=not loopback,
+    )
+    try:
+        ok = run_drill(drill, Console(width=160))
+    except DrillError as error:
+        err.print(f"[red]error[/red] {error}", highlight=False)
+        raise typer.Exit(2) from None
+    except InvalidInput as error:
+        raise _fail(error) from None
+    if not ok:
+        raise typer.Exit(1)
 
 
 def _print(data: Any, output: Output) -> None:

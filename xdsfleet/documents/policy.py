@@ -252,6 +252,7 @@ _CHECK_ONLY = {
 
 def _health_check(spec: Map) -> HealthCheck:
     fields = (
+        "enabled",
         "type",
         "path",
         "host",
@@ -267,6 +268,13 @@ def _health_check(spec: Map) -> HealthCheck:
     kinds = [k.value for k in HealthCheckType]
     given = entry.text("type")
     kind = HealthCheckType(entry.choice("type", kinds, HealthCheckType.TCP))
+    enabled = entry.flag("enabled", True)
+    if not enabled:
+        # Off: gateways' default probe too (docs/failover.md); nothing else may be said.
+        for key in fields[1:]:
+            if entry.has(key):
+                entry.problem(key, "not with enabled: false")
+        return HealthCheck(kind, enabled=False)
     if given is None:
         entry.problem("type", "missing required field")
     elif given == kind:
@@ -310,6 +318,7 @@ def _retry(spec: Map, level: Level | None) -> Retry:
         "backoff",
         "otherHost",
         "otherPriority",
+        "hedge",
         "budget",
     )
     entry = spec.mapping("retry", fields)
@@ -334,13 +343,15 @@ def _retry(spec: Map, level: Level | None) -> Retry:
             entry.problem("budget", "only in a policy that targets a Service or ServiceImport")
     return Retry(
         attempts=entry.number("attempts", 0, 10),
-        per_try_timeout_ms=entry.duration("perTryTimeout", positive=True),
+        # 0s turns the default per-try timeout off (docs/failover.md, non-idempotent requests).
+        per_try_timeout_ms=entry.duration("perTryTimeout"),
         retry_on=tuple(retry_on),
         codes=tuple(entry.numbers("codes", 400, 599)),
         backoff_base_ms=base,
         backoff_max_ms=maximum,
         other_host=entry.optional_flag("otherHost"),
         other_priority=entry.optional_flag("otherPriority"),
+        hedge=entry.optional_flag("hedge"),
         budget=budget,
     )
 

@@ -125,6 +125,7 @@ class HealthCheck:
     healthy_threshold: int | None = None
     unhealthy_threshold: int | None = None
     expected_statuses: tuple[int, ...] = ()  # HTTP
+    enabled: bool = True  # False: no health check at all, not even a gateway's default probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +137,14 @@ class RetryBudget:
 @dataclass(frozen=True, slots=True)
 class Retry:
     attempts: int | None = None
-    per_try_timeout_ms: int | None = None
+    per_try_timeout_ms: int | None = None  # 0: no per-try timeout
     retry_on: tuple[str, ...] = ()
     codes: tuple[int, ...] = ()
     backoff_base_ms: int | None = None
     backoff_max_ms: int | None = None
     other_host: bool | None = None
     other_priority: bool | None = None
+    hedge: bool | None = None  # on a per-try timeout, race another try instead of cancelling
     # Service level only: it bounds the cluster's concurrent retries.
     budget: RetryBudget | None = None
 

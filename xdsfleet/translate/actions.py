@@ -107,6 +107,8 @@ def _route_action(action: Action, path: PathMatch) -> Message:
         built.timeout.CopyFrom(duration(action.timeout_ms))
     if action.retry is not None:
         built.retry_policy.CopyFrom(retry_policy(action.retry))
+        if action.retry.hedge and action.retry.per_try_timeout_ms:
+            built.hedge_policy.hedge_on_per_try_timeout = True
     if action.hash is not None:
         built.hash_policy.append(_hash_policy(action.hash))
     for cluster, per_million in action.mirrors:
@@ -177,6 +179,25 @@ def retry_policy(retry: RetrySettings) -> Message:
             update_frequency=PRIORITY_UPDATE_FREQUENCY
         )
         pack_into(built.retry_priority.typed_config, config)
+    return built
+
+
+# The retry conditions gRPC's xDS client implements (gRFC A44): gRPC status codes only.
+GRPC_RETRY_ON = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
+
+
+def grpc_retry_policy(retry: RetrySettings | None) -> Message | None:
+    """What a proxyless gRPC client can do of `retry`: retry on gRPC statuses (another host:
+    its balancer picks again), with the backoff. No per-try timeout, hedging or host and priority
+    predicates: gRPC does not implement them (docs/failover.md). None: nothing to retry on."""
+    codes = [c for c in retry.retry_on if c in GRPC_RETRY_ON] if retry is not None else []
+    if retry is None or not codes or not retry.attempts:
+        return None
+    built = rc.RetryPolicy(retry_on=",".join(codes), num_retries={"value": retry.attempts})
+    if retry.backoff_base_ms:
+        built.retry_back_off.base_interval.CopyFrom(duration(retry.backoff_base_ms))
+        if retry.backoff_max_ms:
+            built.retry_back_off.max_interval.CopyFrom(duration(retry.backoff_max_ms))
     return built
 
 

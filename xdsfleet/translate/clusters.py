@@ -32,15 +32,16 @@ from xdsfleet.translate.proto import Message, ads_config_source, duration, pack_
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-# Ejections that fail over: a host answering gateway errors or refusing connections leaves the
-# pool at once, and a whole member may be ejected (Envoy's default caps ejection at 10 % of the
-# hosts, which would keep a dead member's last hosts in the pool).
+# Ejections that fail over: a host answering gateway errors, refusing connections or timing out
+# (a per-try timeout counts) leaves the pool at once, and a whole member may be ejected (Envoy's
+# default caps ejection at 10 % of the hosts, which would keep a dead member's last hosts in the
+# pool). A first ejection lasts 5 s, so traffic returns soon after a recovery; Envoy lengthens
+# each further ejection of a host that is still bad, so probing a dead member costs ever less.
 DEFAULT_OUTLIER_DETECTION = OutlierDetection(
     consecutive_5xx=5,
     consecutive_gateway_errors=3,
-    consecutive_local_origin_failures=3,
     interval_ms=1000,
-    base_ejection_time_ms=30_000,
+    base_ejection_time_ms=5_000,
     max_ejection_percent=100,
 )
 # Proxyless gRPC clients implement only the success-rate and failure-percentage detectors
@@ -60,10 +61,19 @@ _SUCCESS_RATE_DEFAULTS = {
     "success_rate_stdev_factor": 1900,
 }
 # Envoy's default circuit breaker allows 3 concurrent retries per cluster, which silently stops
-# retries during a failover under load; a budget scales with the traffic instead.
-DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=10)
+# retries during a failover under load. A budget scales with the traffic, but not with a burst:
+# when a cut-off host is ejected, every request waiting to connect to it fails at that instant
+# and asks for a retry, while few requests are in flight elsewhere (docs/failover.md). So the
+# floor is high, Envoy's own default for its other circuit breakers (1,024), and the percentage
+# bounds retries and hedges (which also run while a whole service is slow) beyond it.
+DEFAULT_RETRY_BUDGET = RetryBudget(percent=20, min_concurrency=1024)
 HEALTH_CHECK_INTERVAL_MS = 5000
 HEALTH_CHECK_TIMEOUT_MS = 1000
+# Gateways probe every endpoint with a TCP connect when the policy asks for no health check: a
+# dead or cut-off endpoint leaves the pool before a request finds it (a quiet route would pay the
+# first connect timeouts), and comes back within an interval of its recovery. Sidecars do not: a
+# fleet of N sidecars would probe every endpoint N times (docs/failover.md).
+DEFAULT_GATEWAY_HEALTH_CHECK = HealthCheck(HealthCheckType.TCP)
 SLOW_START_AGGRESSION_KEY = "xdsfleet.slow_start.aggression"
 
 _BALANCERS = {
@@ -90,6 +100,8 @@ class ClusterSettings:
     panic_threshold: int | None = None
     # For a proxyless gRPC client: outlier detectors it implements (`for_proxyless`).
     proxyless: bool = False
+    # The default health check applies (gateways): a policy's `healthCheck` still wins.
+    probe: bool = False
 
     @classmethod
     def of(cls, spec: PolicySpec) -> ClusterSettings:
@@ -104,6 +116,10 @@ class ClusterSettings:
             retry_budget=spec.retry.budget if spec.retry is not None else None,
             panic_threshold=spec.failover.panic_threshold if spec.failover is not None else None,
         )
+
+    def for_gateway(self) -> ClusterSettings:
+        """Gateways also probe endpoints when the policy sets no health check."""
+        return replace(self, probe=True)
 
     def for_proxyless(self) -> ClusterSettings:
         """What gRPC's xDS client can use: it refuses Maglev and Random clusters, does no active
@@ -137,7 +153,11 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
         # Always: gRPC's xDS client drops localities without weight (docs/architecture.md,
         # "Localities and tiers").
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
-            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig()
+            locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
+            # Health changes apply at once. Envoy's default merges those that follow a first one
+            # for 1 s: the second host of a hung member ejected a moment after the first kept
+            # its traffic for that second (docs/failover.md).
+            update_merge_window={},
         ),
         circuit_breakers=circuit_breaker_pb2.CircuitBreakers(
             thresholds=[_thresholds(settings.connection_pool, settings.retry_budget)]
@@ -150,8 +170,18 @@ def cluster(name: str, http2: bool, settings: ClusterSettings = DEFAULT_SETTINGS
     if outlier.enabled:
         detection = _grpc_outlier_detection if settings.proxyless else _outlier_detection
         built.outlier_detection.CopyFrom(detection(outlier))
-    if settings.health_check is not None:
-        built.health_checks.append(_health_check(settings.health_check, http2))
+    check = settings.health_check
+    if check is None and settings.probe:
+        check = DEFAULT_GATEWAY_HEALTH_CHECK
+    if check is not None and check.enabled:
+        built.health_checks.append(_health_check(check, http2))
+        if outlier.enabled and check.type is HealthCheckType.TCP:
+            # A hung host still accepts connections: a passing connect must not end its
+            # ejection (Envoy's default), or it takes requests again at every probe.
+            built.outlier_detection.successful_active_health_check_uneject_host.value = False
+        # An endpoint the control plane removes (a drain, a scale-down) leaves at once: by
+        # default Envoy keeps a removed endpoint while its health checks still pass.
+        built.ignore_health_on_host_removal = True
     if http2:
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
@@ -210,10 +240,14 @@ def _outlier_detection(given: OutlierDetection) -> Message:
         base_ejection_time=duration(
             _pick(given.base_ejection_time_ms, default.base_ejection_time_ms)
         ),
-        # Local-origin failures (refused connections, timeouts, resets) are counted apart from
-        # the upstream's own errors, so a dead pod is ejected after a few attempts.
-        split_external_local_origin_errors=True,
     )
+    # By default local-origin failures (refused or timed-out connections, resets, per-try
+    # timeouts) count as gateway errors (503, 504): a hung host is ejected after a few per-try
+    # timeouts. Counted apart (`consecutiveLocalOriginFailures` given), every connection the
+    # host's kernel accepts resets the count, and a hung host that accepts connections is never
+    # ejected (docs/failover.md).
+    split = given.consecutive_local_origin_failures is not None
+    built.split_external_local_origin_errors = split
     built.max_ejection_percent.value = _pick(
         given.max_ejection_percent, default.max_ejection_percent
     )
@@ -222,10 +256,11 @@ def _outlier_detection(given: OutlierDetection) -> Message:
         "consecutive_gateway_failure": _pick(
             given.consecutive_gateway_errors, default.consecutive_gateway_errors
         ),
-        "consecutive_local_origin_failure": _pick(
-            given.consecutive_local_origin_failures, default.consecutive_local_origin_failures
-        ),
     }
+    if split:
+        detectors["consecutive_local_origin_failure"] = _pick(
+            given.consecutive_local_origin_failures, 0
+        )
     for detector, count in detectors.items():
         # A count of 0 turns the detector off.
         if count:

@@ -26,10 +26,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
-from xdsfleet.translate.actions import CORS_FILTER, STATEFUL_SESSION
+from xdsfleet.translate.actions import CORS_FILTER, STATEFUL_SESSION, grpc_retry_policy
 from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import stat_prefix
 from xdsfleet.translate.proto import Message, ads_config_source, pack_into
+from xdsfleet.translate.rules import RetrySettings
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
@@ -115,8 +116,13 @@ def outbound_listener(name: str, port: int, sessions: bool = False) -> Message:
 
 
 @memoised
-def proxyless_listener(name: str, cluster: str) -> Message:
-    """The listener gRPC resolves `name` with: every call goes to `cluster`."""
+def proxyless_listener(name: str, cluster: str, retry: RetrySettings | None = None) -> Message:
+    """The listener gRPC resolves `name` with: every call goes to `cluster`, retried as far as
+    gRPC can (`grpc_retry_policy`)."""
+    action = route_components_pb2.RouteAction(cluster=cluster)
+    policy = grpc_retry_policy(retry)
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
     routes = route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=[
@@ -125,8 +131,7 @@ def proxyless_listener(name: str, cluster: str) -> Message:
                 domains=["*"],
                 routes=[
                     route_components_pb2.Route(
-                        match=route_components_pb2.RouteMatch(prefix=""),
-                        route=route_components_pb2.RouteAction(cluster=cluster),
+                        match=route_components_pb2.RouteMatch(prefix=""), route=action
                     )
                 ],
             )

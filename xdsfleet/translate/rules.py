@@ -50,14 +50,24 @@ INVALID_BACKEND = "invalid-backend-ref"
 Permits = Callable[[GrantFrom, str, str, str, str], bool]
 
 
-# Retries on another host and another priority, for failures that are safe to repeat.
+# Retries on another host and another priority (docs/failover.md): connections that fail or are
+# reset, streams refused, gRPC's unavailable and cancelled, and 503. `reset` also covers a try
+# that hits its per-try timeout: without it Envoy would not hedge a try to a hung host.
 DEFAULT_RETRY_ON = (
     "connect-failure",
     "refused-stream",
+    "reset",
     "unavailable",
     "cancelled",
     "retriable-status-codes",
 )
+# A try that has no response headers after this long is hedged: another try goes to another host
+# (and tier) while the first keeps going, and the first answer wins. A hung host (it accepts
+# connections and never answers) then costs a request this much, not the route timeout, and
+# outlier detection counts each such timeout against the host. Slow but live backends still
+# answer (hedging never cancels); services whose normal answers take longer set
+# `retry.perTryTimeout` (docs/failover.md).
+DEFAULT_PER_TRY_TIMEOUT_MS = 250
 RETRIABLE_STATUS_CODES = "retriable-status-codes"
 PER_MILLION = 1_000_000
 
@@ -69,11 +79,12 @@ class RetrySettings:
     attempts: int = 2
     retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
     codes: tuple[int, ...] = (503,)
-    per_try_timeout_ms: int | None = None
+    per_try_timeout_ms: int | None = DEFAULT_PER_TRY_TIMEOUT_MS  # None or 0: no per-try timeout
     backoff_base_ms: int | None = None
     backoff_max_ms: int | None = None
     other_host: bool = True
     other_priority: bool = True
+    hedge: bool = True  # on a per-try timeout, keep the try going and race another
 
     def overlaid(self, retry: Retry | None) -> RetrySettings:
         """These settings with what `retry` sets replacing them."""
@@ -88,6 +99,7 @@ class RetrySettings:
             "backoff_max_ms": retry.backoff_max_ms,
             "other_host": retry.other_host,
             "other_priority": retry.other_priority,
+            "hedge": retry.hedge,
         }
         return replace(self, **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
 

@@ -138,6 +138,8 @@ def translate_destinations(
         settings = ClusterSettings.of(spec)
         if profile.role is Role.PROXYLESS:
             settings = settings.for_proxyless()
+        elif profile.role is Role.GATEWAY:
+            settings = settings.for_gateway()
         clusters[name] = cluster(name, port.http2, settings)
         placement = placement_of(spec, ramps.get(key, ()), everywhere)
         placement = placement.with_pinned(destination.pinned)
@@ -238,5 +240,6 @@ def _add_proxyless(resources: Resources, index: ServiceIndex, planner: Planner) 
     """Add one listener per service port: the targets gRPC clients dial."""
     for key in index:
         name = proxyless_listener_name(key.service, key.namespace, key.port)
-        resources[typeurls.LISTENER][name] = proxyless_listener(name, key.cluster)
-        planner.used.add(Destination(key))
+        # `service` also records the cluster as used.
+        retry = planner.service(key).retry
+        resources[typeurls.LISTENER][name] = proxyless_listener(name, key.cluster, retry)

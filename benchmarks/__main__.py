@@ -5,8 +5,7 @@ one, the default set runs (all but oversized: what fits in about ten minutes on 
 machine; see BENCHMARKS.md for the figure each command produced). `--quick` runs every measure
 at toy sizes: the smoke test. Sizes can be overridden: `--clients` (convergence: a list),
 `--endpoints` (the fleet of coldstart, rss and churn: 50 members, E/100 services), `--changes`,
-`--seconds` (churn). `--no-member-loss` and `--pace` (an experiment: publishes held apart) vary
-the churn measure.
+`--seconds` (churn). `--no-member-loss` varies the churn measure.
 Progress goes to stderr, tables to stdout.
 """
 
@@ -42,9 +41,6 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--endpoints", type=int, help="E of the coldstart, rss and churn fleets")
     parser.add_argument("--changes", type=int, help="changes per convergence/stall/translate run")
     parser.add_argument("--seconds", type=float, help="churn: length of the measured window")
-    parser.add_argument(
-        "--pace", type=float, help="churn experiment: hold publishes this many seconds apart"
-    )
     parser.add_argument(
         "--no-member-loss", action="store_true", help="churn: no member lost and restored"
     )
@@ -95,8 +91,6 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         hostile = replace(hostile, changes=args.changes)
     if args.seconds:
         sustained = replace(sustained, seconds=args.seconds)
-    if args.pace:
-        sustained = replace(sustained, pace=args.pace)
     if args.no_member_loss:
         sustained = replace(sustained, lose_member=False)
 

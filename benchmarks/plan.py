@@ -18,6 +18,7 @@ from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.translate import translate
+from xdsfleet.translate.memo import Memo
 
 # Small enough that two thousand clients sync in seconds, large enough to have every locality,
 # role and tier: 6 members (one per locality), 50 services of 24 endpoints (4 per member).
@@ -45,7 +46,8 @@ def plan(changes: int, shape: Shape = CONVERGENCE_SHAPE) -> Plan:
         states.append(fleet.state())
     encoder = Encoder()
     snapshots = []
-    for state in states:
-        snapshots.append({p: build_snapshot(translate(state, p), encoder) for p in profiles()})
-        encoder.end_generation()
+    with Memo().active():  # one translator for every state, as a publisher is
+        for state in states:
+            snapshots.append({p: build_snapshot(translate(state, p), encoder) for p in profiles()})
+            encoder.end_generation()
     return Plan(shape=shape, states=tuple(states), snapshots=tuple(snapshots))

@@ -28,6 +28,9 @@ from benchmarks.plan import Plan
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
+from xdsfleet.pipeline import grpcwake
+from xdsfleet.pipeline.fanout import FanOut
+from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
@@ -53,6 +56,8 @@ class Serving:
     publisher: Publisher
     ads: AdsService
     port: int
+    lag: LoopLag  # the event loop's lag, measured all along as `serve` does
+    fanout: FanOut  # publish pacing and convergence, as in `serve`
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -70,14 +75,22 @@ class Serving:
 @contextlib.asynccontextmanager
 async def serving(state: FleetState) -> AsyncIterator[Serving]:
     publisher = Publisher(state)
-    ads = AdsService(publisher.cache)
+    ads = AdsService(publisher.cache, prepare=publisher.prepare)
     server, port = await listen.start(ads, port=0, host=HOST)
-    watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
+    grpcwake.install()
+    lag = LoopLag()
+    fanout = FanOut(publisher.cache, ads.streams.values)
+    background = [
+        asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
+        asyncio.create_task(lag.run(), name="loop-lag"),
+        asyncio.create_task(fanout.run(), name="convergence"),
+    ]
     try:
-        yield Serving(publisher, ads, port)
+        yield Serving(publisher, ads, port, lag, fanout)
     finally:
-        watchdog.cancel()
-        await asyncio.gather(watchdog, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await server.stop(0)
 
 

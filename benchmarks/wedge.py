@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 
+from xdsfleet.pipeline import grpcwake
+
 SERVICE = "bench.Wedge"
 METHOD = f"/{SERVICE}/Push"
 INTERVAL = 0.05
@@ -64,7 +66,7 @@ async def _rates(counts: Counts, seconds: int, label: str) -> None:
         print(f"{label} {second + 1:2d} s: {counts.received - before:5d} messages/s", flush=True)
 
 
-async def demonstrate(streams: int, busy: float, seconds: int) -> None:
+async def demonstrate(streams: int, busy: float, seconds: int, fixed: bool) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     handler = grpc.stream_stream_rpc_method_handler(_push)
     server.add_generic_rpc_handlers(
@@ -72,6 +74,8 @@ async def demonstrate(streams: int, busy: float, seconds: int) -> None:
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    if fixed:
+        print(f"poller reader wrapped: {grpcwake.install()}", flush=True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     counts = Counts()
     readers = [
@@ -99,8 +103,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--busy", type=float, default=0.3, help="seconds of work per iteration")
     parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument(
+        "--fixed", action="store_true", help="with xdsfleet.pipeline.grpcwake installed"
+    )
     args = parser.parse_args()
-    asyncio.run(demonstrate(args.streams, args.busy, args.seconds))
+    asyncio.run(demonstrate(args.streams, args.busy, args.seconds, args.fixed))
 
 
 if __name__ == "__main__":

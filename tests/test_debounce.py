@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
 from waiting import eventually
 
 from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
@@ -22,6 +26,23 @@ def fleet(*pods: tuple[str, bool]) -> FleetState:
     return FleetState(name="f", members=(member,))
 
 
+class Published(list[FleetState]):
+    """The states published, in order; a publish takes `seconds` (yielding to the loop)."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.running = 0
+        self.overlapped = False
+
+    async def __call__(self, state: FleetState) -> None:
+        self.running += 1
+        self.overlapped |= self.running > 1
+        await asyncio.sleep(self.seconds)
+        self.append(state)
+        self.running -= 1
+
+
 def test_a_pod_going_unready_is_a_removal() -> None:
     assert removes_endpoints(fleet(("10.0.0.1", True)), fleet(("10.0.0.1", False)))
 
@@ -37,8 +58,8 @@ def test_a_member_gone_with_ready_pods_is_a_removal() -> None:
 
 
 async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> None:
-    published: list[FleetState] = []
-    store = Debouncer(published.append, quiet=0.05, current=fleet(("10.0.0.1", True)))
+    published = Published()
+    store = Debouncer(published, quiet=0.05, current=fleet(("10.0.0.1", True)))
     grown = [fleet(*((f"10.0.0.{i}", True) for i in range(1, n + 2))) for n in range(1, 5)]
     for state in grown:
         store.update(state)
@@ -48,22 +69,118 @@ async def test_a_burst_of_additions_is_published_once_as_its_last_state() -> Non
 
 
 async def test_a_removal_is_published_without_waiting_for_quiet() -> None:
-    published: list[FleetState] = []
+    published = Published()
     # A quiet period far longer than any test: only the removal path can publish in time.
-    store = Debouncer(
-        published.append, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True))
-    )
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=fleet(("10.0.0.1", True)))
     store.update(fleet(("10.0.0.1", False)))
     await eventually(lambda: bool(published))
     assert published == [fleet(("10.0.0.1", False))]
 
 
 async def test_an_unchanged_state_is_not_published_again() -> None:
-    published: list[FleetState] = []
+    published = Published()
     same = fleet(("10.0.0.1", True))
-    store = Debouncer(published.append, quiet=0.01, current=same)
+    store = Debouncer(published, quiet=0.01, current=same)
     store.update(fleet(("10.0.0.1", True)))
     store.update(fleet(("10.0.0.1", False)))
     store.update(same)
     await eventually(lambda: not store.pending)
     assert published == []
+
+
+async def test_removals_during_a_publish_wait_for_it_and_only_the_latest_goes_out() -> None:
+    published = Published(seconds=0.2)
+    everything = fleet(*((f"10.0.0.{i}", True) for i in range(1, 6)))
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=everything)
+    # Removals, one after another, while the first publish runs.
+    states = [fleet(*((f"10.0.0.{i}", i > n) for i in range(1, 6))) for n in range(1, 5)]
+    for state in states:
+        store.update(state)
+        await asyncio.sleep(0.01)
+    await eventually(lambda: not store.pending)
+    assert not published.overlapped
+    assert published == [states[0], states[-1]]
+
+
+async def test_the_next_publish_waits_for_the_last_to_settle() -> None:
+    published = Published()
+    settled = asyncio.Event()
+    settling: list[float] = []
+
+    async def settle(event_at: float) -> None:
+        settling.append(event_at)
+        await settled.wait()
+
+    store = Debouncer(
+        published,
+        quiet=3600,
+        max_delay=3600,
+        current=fleet(("10.0.0.1", True), ("10.0.0.2", True)),
+        settle=settle,
+    )
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
+    await eventually(lambda: bool(settling))
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", False)))  # a removal: "at once"
+    for _ in range(5):  # the loop iterations a flush and a publish task would need
+        await asyncio.sleep(0)
+    assert len(published) == 1
+    settled.set()
+    await eventually(lambda: len(published) == 2)
+    # The event time handed to settle is the loop time of the state's first update.
+    assert settling[0] <= asyncio.get_running_loop().time()
+
+
+def reference_removes(old: FleetState, new: FleetState) -> bool:
+    """The definition: some (namespace, service, address) ready in a member of `old` is not
+    ready in that member of `new` (or the member is gone)."""
+
+    def ready(member: MemberState) -> set[tuple[str, str, str]]:
+        return {
+            (s.namespace, s.service_name, a)
+            for s in member.endpoint_slices
+            for e in s.endpoints
+            if e.ready
+            for a in e.addresses
+        }
+
+    after = {m.member.name: ready(m) for m in new.members}
+    return any(ready(m) - after.get(m.member.name, set()) for m in old.members)
+
+
+_endpoints = st.lists(
+    st.builds(
+        lambda address, ready: Endpoint(addresses=(address,), ready=ready),
+        st.sampled_from(("10.0.0.1", "10.0.0.2", "10.0.0.3")),
+        st.booleans(),
+    ),
+    max_size=3,
+)
+_slice = st.builds(
+    lambda name, service, endpoints: EndpointSlice("default", name, service, (), tuple(endpoints)),
+    st.sampled_from(("s1", "s2", "s3")),
+    st.sampled_from(("shop", "cart")),
+    _endpoints,
+)
+
+
+@given(
+    st.lists(_slice, max_size=4),
+    st.lists(st.sampled_from(("keep", "replace", "drop")), min_size=4, max_size=4),
+    st.lists(_slice, min_size=4, max_size=4),
+    st.lists(_slice, max_size=2),
+)
+def test_the_removal_check_looks_only_at_replaced_slices_and_agrees_with_its_definition(
+    slices: list[EndpointSlice],
+    fates: list[str],
+    replacements: list[EndpointSlice],
+    added: list[EndpointSlice],
+) -> None:
+    zone = Member(name="zone-a", region="r", zone="z")
+    new_slices = [
+        s if fate == "keep" else replacement
+        for s, fate, replacement in zip(slices, fates, replacements, strict=False)
+        if fate != "drop"
+    ] + added
+    old = FleetState("f", (MemberState(zone, endpoint_slices=tuple(slices)),))
+    new = FleetState("f", (MemberState(zone, endpoint_slices=tuple(new_slices)),))
+    assert removes_endpoints(old, new) == reference_removes(old, new)

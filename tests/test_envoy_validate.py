@@ -70,7 +70,9 @@ def static_bootstrap(resources: Resources) -> Any:
         static.CopyFrom(cluster)
         static.type = cluster_pb2.Cluster.STATIC
         static.ClearField("eds_cluster_config")
-        static.load_assignment.CopyFrom(resources[typeurls.ENDPOINT][name])
+        # Through bytes: assignments are joined from serialized parts (translate.endpoints).
+        assignment = resources[typeurls.ENDPOINT][name].SerializeToString(deterministic=True)
+        static.load_assignment.ParseFromString(assignment)
     for port, listener in enumerate(resources[typeurls.LISTENER].values(), start=_FIRST_PORT):
         static = bootstrap.static_resources.listeners.add()
         static.CopyFrom(listener)

@@ -7,14 +7,17 @@ import contextlib
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from xdsfleet.documents.manifests import FileContents, parse_file
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.sources.files import (
     FileSource,
+    ParseCache,
     builtin_fleet_path,
     load_fleet,
     validate_fleet,
@@ -107,6 +110,49 @@ def addresses(state: FleetState, member: str = "zone-a") -> list[str]:
 
 def hostnames(state: FleetState) -> list[str]:
     return [hostname for route in state.http_routes for hostname in route.hostnames]
+
+
+# --- The parse cache -------------------------------------------------------------------------
+
+
+def test_a_restart_reuses_the_parses_of_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = make_fleet(tmp_path / "fleet")
+    cache = ParseCache(tmp_path / "cache")
+    first = load_fleet(fleet, cache)
+    write(fleet.parent / "members" / "zone-a" / "shop.yaml", service_text("shop", "10.0.0.7"))
+    parsed: list[str] = []
+
+    def counting(text: str, file: str, *args: Any) -> FileContents:
+        parsed.append(Path(file).name)
+        return parse_file(text, file, *args)
+
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", counting)
+    again = load_fleet(fleet, ParseCache(tmp_path / "cache"))  # a new process would start so
+
+    assert parsed == ["shop.yaml"]  # the edited file only
+    assert addresses(again.state) == ["10.0.0.7"]
+    assert again.state.http_routes == first.state.http_routes
+
+
+def test_an_unreadable_cache_entry_is_parsed_again(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path / "fleet")
+    cache = ParseCache(tmp_path / "cache")
+    first = load_fleet(fleet, cache)
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_bytes(b"not a pickle")
+
+    assert load_fleet(fleet, cache).state == first.state
+
+
+def test_an_invalid_file_is_not_cached_and_still_rejected(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path / "fleet")
+    write(fleet.parent / "routes" / "broken.yaml", "kind: HTTPRoute\nspec: [\n")
+    cache = ParseCache(tmp_path / "cache")
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match=r"broken\.yaml"):
+            load_fleet(fleet, cache)
 
 
 # --- Loading ---------------------------------------------------------------------------------

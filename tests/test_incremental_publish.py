@@ -4,6 +4,7 @@ versions (so replicas that never took the incremental path agree)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -35,7 +36,7 @@ from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
 from xdsfleet.translate.services import ServiceIndex, service_index, updated_index
-from xdsfleet.translate.snapshot import Translation, translation
+from xdsfleet.translate.snapshot import Plan, plan
 
 MEMBERS = (Member("east", "r1", "z1"), Member("north", "r1", "z2"), Member("west", "r2", "z3"))
 SERVICES = ("api", "db", "web")
@@ -136,11 +137,11 @@ def full_translations(monkeypatch: pytest.MonkeyPatch) -> list[NodeProfile]:
     """The profiles the publisher translated in full, in order."""
     seen: list[NodeProfile] = []
 
-    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Translation:
+    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Plan:
         seen.append(profile)
-        return translation(state, profile, index)
+        return plan(state, profile, index)
 
-    monkeypatch.setattr("xdsfleet.pipeline.publisher.translation", counting)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.plan", counting)
     return seen
 
 
@@ -287,4 +288,78 @@ def test_patches_give_way_to_a_full_translation_once_they_add_up(
 
     assert 0 < len(full_translations) < served
     assert len(full_translations) % len(PROFILES) == 0
+    assert_as_rebuilt(publisher)
+
+
+def lost(state: FleetState, position: int) -> FleetState:
+    """The member as the aggregator shows one it cannot reach: empty and stale."""
+    return with_member(state, position, services=(), endpoint_slices=(), exports=(), stale=True)
+
+
+EXPORTING = dataclasses.replace(
+    STATE,
+    export_all=False,
+    members=tuple(
+        dataclasses.replace(m, exports=tuple(("ns", s) for s in SERVICES)) for m in STATE.members
+    ),
+)
+
+
+@pytest.mark.parametrize("base", [STATE, EXPORTING], ids=["export-all", "exports"])
+def test_a_member_lost_and_restored_is_patched_as_a_rebuild_would(
+    base: FleetState, full_translations: list[NodeProfile]
+) -> None:
+    publisher = published(base)
+    full_translations.clear()
+
+    publisher.publish(lost(base, 2))
+    assert_as_rebuilt(publisher)
+    publisher.publish(base)
+    assert_as_rebuilt(publisher)
+
+    # Every other member still has every service: only assignments and clusters changed.
+    assert full_translations == []
+
+
+def test_a_service_no_longer_exported_by_one_member_is_patched(
+    full_translations: list[NodeProfile],
+) -> None:
+    publisher = published(EXPORTING)
+    full_translations.clear()
+
+    publisher.publish(with_member(EXPORTING, 1, exports=(("ns", "api"), ("ns", "web"))))
+
+    assert full_translations == []
+    assert_as_rebuilt(publisher)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [lost(EXPORTING, 0), with_member(EXPORTING, 2, exports=(("ns", "db"),))],
+)
+def test_the_updated_index_follows_exports(after: FleetState) -> None:
+    changes = service_changes(EXPORTING, after)
+    assert changes is not None
+
+    entries, _ = updated_index(service_index(EXPORTING), after, changes)
+
+    assert list(entries.items()) == list(service_index(after).items())
+
+
+async def test_a_first_snapshot_prepared_in_slices_is_of_the_latest_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publisher = published(STATE)
+    newcomer = NodeProfile(role=Role.SIDECAR, region="r2", zone="z9")
+    publisher.cache.watch(newcomer, lambda: None)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.SLICE_SECONDS", 0.0)  # yield at every step
+    preparing = asyncio.create_task(publisher.prepare(newcomer))
+    await asyncio.sleep(0)  # under way, and suspended
+
+    await publisher.publish_in_slices(new_endpoints(STATE, 2, "api", 7))
+    await preparing
+
+    served = publisher.cache.get(newcomer)
+    rebuilt = build_snapshot(translate(publisher.state, newcomer), Encoder())
+    assert wire_view(served) == wire_view(rebuilt)
     assert_as_rebuilt(publisher)

@@ -4,6 +4,8 @@ skip some (a slow client) or when nothing they hold changed."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from snapshots import assignment, cluster, delta_request, listener, request, route, snapshot
 
 from xdsfleet.cache.resources import Encoder
@@ -23,11 +25,27 @@ def test_after_names_what_changed_per_type() -> None:
     assert S3.changed[CLUSTER] == {"c"}
 
 
-def test_changes_since_knows_only_the_previous_snapshot() -> None:
+def test_changes_since_knows_the_generations_before() -> None:
     assert S2.changes_since(ENDPOINT, S1.versions[ENDPOINT]) == frozenset({"b"})
     assert S2.changes_since(ENDPOINT, S2.versions[ENDPOINT]) == frozenset()
-    assert S3.changes_since(ENDPOINT, S1.versions[ENDPOINT]) is None
+    # Two generations back: the union of both changes.
+    assert S3.changes_since(ENDPOINT, S1.versions[ENDPOINT]) == frozenset({"a", "b", "c"})
+    assert S3.changes_since(CLUSTER, S1.versions[CLUSTER]) == frozenset({"c"})
     assert S3.changes_since(ENDPOINT, None) is None
+    assert S3.changes_since(ENDPOINT, "a version it never had") is None
+
+
+def test_history_is_bounded_by_what_the_snapshot_holds() -> None:
+    latest = S3
+    for i in range(6, 40):
+        latest = snapshot({"a": (f"10.0.0.{i}",), "b": ("10.0.0.3",), "c": ("10.0.0.5",)}).after(
+            latest
+        )
+    # One name changed per generation: no more generations kept than the snapshot holds
+    # resources, and beyond them a full walk.
+    holds = sum(len(named) for named in latest.resources.values())
+    assert 0 < len(latest.earlier) <= holds
+    assert latest.changes_since(ENDPOINT, S1.versions[ENDPOINT]) is None
 
 
 def test_sotw_stream_following_each_snapshot_gets_each_change() -> None:
@@ -94,3 +112,32 @@ def test_a_patch_naming_a_missing_resource_is_refused() -> None:
         patch_snapshot(S1, {LISTENER: {"L-x": listener("L-x", "x")}}, Encoder())
     with pytest.raises(InconsistentSnapshot, match="'c' needs ClusterLoadAssignment 'c'"):
         patch_snapshot(S1, {CLUSTER: {"c": cluster("c")}}, Encoder())
+
+
+# Up to five clusters, each with one of three addresses or absent: generations that change,
+# add and remove names, and come back to earlier versions.
+_generation = st.dictionaries(
+    st.sampled_from("abcde"), st.sampled_from(("10.0.0.1", "10.0.0.2", "10.0.0.3")), max_size=5
+)
+
+
+@given(st.lists(_generation, min_size=1, max_size=40))
+def test_changes_since_never_misses_a_difference(generations: list[dict[str, str]]) -> None:
+    """Whatever generations came between, the names `changes_since` gives cover every name
+    that differs (or it says it does not know)."""
+    history = [snapshot({n: (a,) for n, a in generations[0].items()})]
+    for clusters in generations[1:]:
+        history.append(snapshot({n: (a,) for n, a in clusters.items()}).after(history[-1]))
+    latest = history[-1]
+    for old in history:
+        for type_url in (CLUSTER, ENDPOINT):
+            names = latest.changes_since(type_url, old.versions[type_url])
+            if names is None:
+                continue
+            now, before = latest.of(type_url), old.of(type_url)
+            differ = {
+                n
+                for n in now.keys() | before.keys()
+                if n not in now or n not in before or now[n].version != before[n].version
+            }
+            assert differ <= names

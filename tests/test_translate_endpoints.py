@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
@@ -18,7 +19,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.translate import translate
+from xdsfleet.translate import endpoints, translate
 
 
 def running(member: Member, *endpoints: Endpoint) -> MemberState:
@@ -237,3 +238,33 @@ def test_localities_and_endpoints_are_sorted_whatever_the_input_order() -> None:
         "10.0.0.10",
         "10.0.0.9",
     ]
+
+
+def test_the_field_numbers_joined_are_those_of_the_descriptors() -> None:
+    cla = endpoint_pb2.ClusterLoadAssignment.DESCRIPTOR.fields_by_name
+    block = endpoint_components_pb2.LocalityLbEndpoints.DESCRIPTOR.fields_by_name
+    assert (cla["cluster_name"].number, cla["endpoints"].number, cla["policy"].number) == (
+        endpoints._CLUSTER_NAME,
+        endpoints._ENDPOINTS,
+        endpoints._POLICY,
+    )
+    assert block["priority"].number == endpoints._PRIORITY
+    # Joining a block's priority after its bytes keeps field order only while it is the last
+    # field set: the fields after it (proximity, metadata, LEDS) are never set.
+    assert [f.number for f in block.values() if f.number > endpoints._PRIORITY] == [9, 7, 8, 6]
+
+
+def joined_bytes_are_deterministic(profile: NodeProfile, *members: MemberState) -> None:
+    data = assignment(profile, *members).SerializeToString(deterministic=True)
+    parsed = endpoint_pb2.ClusterLoadAssignment.FromString(data)
+    assert parsed.SerializeToString(deterministic=True) == data
+
+
+def test_a_joined_assignment_is_what_serializing_the_message_gives() -> None:
+    east_node = NodeProfile(role=Role.SIDECAR, region="east", zone="east-1a")
+    spread = running(EAST_A, ready("10.0.0.1", "east-1a"), ready("10.0.0.2", "east-1c"))
+    for profile in (SIDECAR, east_node):
+        joined_bytes_are_deterministic(profile, *FLEET)
+        joined_bytes_are_deterministic(profile, spread, *FLEET[1:])
+    # Priorities 0, 1 and 2 all present: the blocks with a priority carry field 5.
+    assert [e.priority for e in assignment(east_node, *FLEET).endpoints] == [0, 1, 2]

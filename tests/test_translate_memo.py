@@ -4,6 +4,9 @@ only the resources that depend on it (the cache skips re-encoding by object iden
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+
+import pytest
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
@@ -43,7 +46,15 @@ from xdsfleet.model.policy import (
     TrafficPolicy,
 )
 from xdsfleet.translate import translate
+from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.services import ServicePortKey, service_index
+
+
+@pytest.fixture(autouse=True)
+def memo() -> Iterator[Memo]:
+    """One memo per test, current for all its translations, as a publisher's is."""
+    with Memo().active() as current:
+        yield current
 
 
 def slice_of(service: str, *addresses: str) -> EndpointSlice:

@@ -173,6 +173,13 @@ def serve_command(
         float,
         typer.Option(help="How often status is written back to the fleet cluster (if changed)."),
     ] = 5.0,
+    parse_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory of the server's own where parsed fleet files are kept, so that "
+            "a restart parses only the files that changed."
+        ),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option(help="Log output.")] = LogFormat.JSON,
     log_level: Annotated[str, typer.Option(help="Lowest level logged.")] = "info",
 ) -> None:
@@ -193,6 +200,7 @@ def serve_command(
         context=context,
         namespace=namespace,
         status_seconds=status_seconds,
+        parse_cache=parse_cache,
     )
     try:
         asyncio.run(serve(settings))

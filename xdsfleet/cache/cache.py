@@ -1,8 +1,11 @@
 """The snapshot cache: the latest snapshot of each node profile, and who is watching it.
 
 Contract: used from one asyncio loop only (it is not thread-safe). Streams watch a profile and
-are woken, without arguments, when its snapshot changes; they then read the latest snapshot
-themselves, so a slow stream skips intermediate generations instead of queueing them.
+are woken, without arguments, when its snapshot changes; they then `take` the latest snapshot
+themselves, so a slow stream skips intermediate generations instead of queueing them. The cache
+counts the streams woken that have not taken their snapshot yet: the publisher waits for that
+count to reach zero (or a limit) before publishing again, so that no stream skips a generation
+merely because the next one came before it got to it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ class SnapshotCache:
         self._builder = builder
         self._snapshots: dict[NodeProfile, Snapshot] = {}
         self._watchers: dict[NodeProfile, set[Wake]] = {}
+        # Watchers woken by `set` that have not called `take` since; and those of them given
+        # up on (`give_up`): slow streams skip generations (rule 23) and are not waited for.
+        self._woken: set[Wake] = set()
+        self._laggards: set[Wake] = set()
+        # Called when the last woken watcher not given up on takes its snapshot (or goes).
+        self.on_taken: Callable[[], None] | None = None
+        # Calls the watchers to wake; the server spreads them over loop iterations (FanOut),
+        # so that a thousand streams answering one change do not make one long iteration.
+        self.waker: Callable[[list[Wake]], None] = _wake_all
 
     def watch(self, profile: NodeProfile, wake: Wake) -> Callable[[], None]:
         """Wake `wake` whenever `profile`'s snapshot changes; returns the cancel function."""
@@ -39,6 +51,7 @@ class SnapshotCache:
             if watchers is None:
                 return
             watchers.discard(wake)
+            self._untake(wake)
             if not watchers:
                 # Nobody needs it any more: the next stream of this profile rebuilds it.
                 del self._watchers[profile]
@@ -57,6 +70,32 @@ class SnapshotCache:
             self._snapshots[profile] = snapshot
         return snapshot
 
+    def peek(self, profile: NodeProfile) -> Snapshot | None:
+        """The profile's snapshot if it has one; never builds it."""
+        return self._snapshots.get(profile)
+
+    def take(self, profile: NodeProfile, wake: Wake) -> Snapshot:
+        """The latest snapshot, for the watcher `wake` that was woken: it is no longer owed
+        one."""
+        self._untake(wake)
+        return self.get(profile)
+
+    @property
+    def owed(self) -> int:
+        """How many woken watchers, not given up on, have not taken their snapshot yet."""
+        return len(self._woken - self._laggards)
+
+    def give_up(self) -> None:
+        """Stop waiting for the watchers owed a snapshot now, until they take one."""
+        self._laggards |= self._woken
+
+    def _untake(self, wake: Wake) -> None:
+        self._laggards.discard(wake)
+        if wake in self._woken:
+            self._woken.discard(wake)
+            if self._woken <= self._laggards and self.on_taken is not None:
+                self.on_taken()
+
     def profiles(self) -> list[NodeProfile]:
         """The profiles that someone watches: the ones worth translating for."""
         return list(self._watchers)
@@ -67,6 +106,12 @@ class SnapshotCache:
         if old is not None and old.versions == snapshot.versions:
             return False
         self._snapshots[profile] = snapshot if old is None else snapshot.after(old)
-        for wake in list(self._watchers.get(profile, ())):
-            wake()
+        wakes = list(self._watchers.get(profile, ()))
+        self._woken.update(wakes)
+        self.waker(wakes)
         return True
+
+
+def _wake_all(wakes: list[Wake]) -> None:
+    for wake in wakes:
+        wake()

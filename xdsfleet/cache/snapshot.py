@@ -26,6 +26,13 @@ from xdsfleet.cache.resources import (
 HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 
 
+# One generation's change: the versions it started from, and the names it changed, per type.
+Step = tuple[Mapping[str, str], Mapping[str, frozenset[str]]]
+# Generations of change sets kept at most; fewer when they name more resources than the
+# snapshot holds (walking every name is then no dearer than their union).
+HISTORY = 32
+
+
 class InconsistentSnapshot(ValueError):
     """A snapshot that names resources it does not hold; serving it would leave Envoy warming."""
 
@@ -42,6 +49,12 @@ class Snapshot:
     # only looks at those names, so its work per change is proportional to the change.
     base_versions: Mapping[str, str] = field(default_factory=dict)
     changed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The same for the generations before, newest first (`base_versions`, `changed` of each),
+    # so that a stream a few generations behind still does work in proportion to the changes
+    # (under churn a stream is often two or three behind). Bounded by `_keep`.
+    earlier: tuple[Step, ...] = ()
+    # How many names `changed` and `earlier` hold together: what bounds `earlier`.
+    history_size: int = 0
 
     def of(self, type_url: str) -> Mapping[str, Encoded]:
         return self.resources.get(type_url, {})
@@ -55,7 +68,27 @@ class Snapshot:
             return frozenset()
         if version == self.base_versions.get(type_url):
             return self.changed.get(type_url, frozenset())
+        names = set(self.changed.get(type_url, ()))
+        for base, changed in self.earlier:
+            names.update(changed.get(type_url, ()))
+            if version == base.get(type_url):
+                return frozenset(names)
         return None
+
+    def _succeeded(self, changed: Mapping[str, frozenset[str]]) -> dict[str, Any]:
+        """The history fields of a snapshot that replaces this one with `changed`: this one's
+        own step joins `earlier`, and the oldest steps go while the names they hold outnumber
+        the resources (or there are more than HISTORY)."""
+        size = sum(len(names) for names in changed.values())
+        if not self.base_versions:
+            return {"earlier": (), "history_size": size}
+        steps = ((self.base_versions, self.changed), *self.earlier)
+        total = size + self.history_size
+        budget = sum(len(named) for named in self.resources.values())
+        while steps and (total > budget or len(steps) > HISTORY):
+            total -= sum(len(names) for names in steps[-1][1].values())
+            steps = steps[:-1]
+        return {"earlier": steps, "history_size": total}
 
     def after(self, previous: Snapshot) -> Snapshot:
         """This snapshot, knowing what changed since `previous`."""
@@ -74,7 +107,9 @@ class Snapshot:
                 or (b := before.get(name)) is None
                 or a.version != b.version
             )
-        return replace(self, base_versions=previous.versions, changed=changed)
+        return replace(
+            self, base_versions=previous.versions, changed=changed, **previous._succeeded(changed)
+        )
 
 
 def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) -> Snapshot:
@@ -136,7 +171,32 @@ def patch_snapshot(
             eds.pop(name, None)
         else:
             eds[name] = eds_name
-    return Snapshot(resources, versions, eds, base_versions=previous.versions, changed=changed)
+    return Snapshot(
+        resources,
+        versions,
+        eds,
+        base_versions=previous.versions,
+        changed=changed,
+        **previous._succeeded(changed),
+    )
+
+
+# Generations of change sets kept at most; fewer when they name more resources than the
+# snapshot holds (walking every name is then no dearer than their union).
+HISTORY = 32
+
+
+def _keep(
+    steps: tuple[Step, ...], resources: Mapping[str, Mapping[str, Encoded]]
+) -> tuple[Step, ...]:
+    budget = sum(len(named) for named in resources.values())
+    kept = 0
+    for _, changed in steps[:HISTORY]:
+        budget -= sum(len(names) for names in changed.values())
+        if budget < 0:
+            break
+        kept += 1
+    return steps[:kept]
 
 
 def _patched(before: Mapping[str, Encoded], new: list[Encoded]) -> dict[str, Encoded]:

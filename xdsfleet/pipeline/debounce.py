@@ -2,28 +2,52 @@
 
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
-removals are what a failover waits for.
+removals are what a failover waits for. "At once" still waits for the publish under way and its
+settling (the streams taking and ACKing it, at most 1 s; `Debouncer`): a second publish started
+over the first would only make every stream skip one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from xdsfleet.model.fleet import FleetState, MemberState
+import structlog
+
+from xdsfleet.model.fleet import EndpointSlice, FleetState, MemberState
+
+log = structlog.get_logger(__name__)
 
 QUIET = 0.1
 MAX_DELAY = 1.0
 
 
-def _ready_addresses(member: MemberState) -> set[tuple[str, str, str]]:
+def _ready_addresses(slices: Iterable[EndpointSlice]) -> set[tuple[str, str, str]]:
     return {
         (s.namespace, s.service_name, address)
-        for s in member.endpoint_slices
+        for s in slices
         for e in s.endpoints
         if e.ready
         for address in e.addresses
     }
+
+
+def _member_removes(previous: MemberState, member: MemberState) -> bool:
+    """Whether a ready address of `previous` is gone or not ready in `member`. Only the slices
+    that are not the very same objects are looked at (the sources share unchanged ones): an
+    event costs its slice, not the member's thousands."""
+    if previous.endpoint_slices is member.endpoint_slices:
+        return False
+    kept = {id(s) for s in member.endpoint_slices}
+    replaced = [s for s in previous.endpoint_slices if id(s) not in kept]
+    before = _ready_addresses(replaced)
+    if not before:
+        return False
+    services = {(namespace, service) for namespace, service, _ in before}
+    after = _ready_addresses(
+        s for s in member.endpoint_slices if (s.namespace, s.service_name) in services
+    )
+    return bool(before - after)
 
 
 def removes_endpoints(old: FleetState, new: FleetState) -> bool:
@@ -33,27 +57,41 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
         previous = before.pop(member.member.name, None)
         if previous is None or previous is member:
             continue
-        if _ready_addresses(previous) - _ready_addresses(member):
+        if _member_removes(previous, member):
             return True
-    return any(_ready_addresses(m) for m in before.values())
+    return any(_ready_addresses(m.endpoint_slices) for m in before.values())
 
 
 class Debouncer:
+    """Hands states to an asynchronous `publish`, one publish at a time.
+
+    Publishes are paced: after each, `settle(event_at)` is awaited before the next may start
+    (`serve` passes `FanOut.settle`, which waits until the streams have taken what was
+    published; `event_at` is the loop time of the first event of the state published). While a
+    publish and its settling run, states keep arriving and only the latest waits; so no
+    generation is skipped because the next was published over it before the streams got to it,
+    and a burst costs one publish per fan-out, not one per event.
+    """
+
     def __init__(
         self,
-        publish: Callable[[FleetState], None],
+        publish: Callable[[FleetState], Awaitable[None]],
         *,
         quiet: float = QUIET,
         max_delay: float = MAX_DELAY,
         current: FleetState | None = None,
+        settle: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._publish = publish
         self._quiet = quiet
         self._max_delay = max_delay
+        self._settle = settle
         self.current = current
         self._pending: FleetState | None = None
         self._first_at = 0.0
         self._timer: asyncio.Handle | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._due = False  # a flush came while a publish ran: publish again when it ends
 
     def update(self, state: FleetState) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +99,8 @@ class Debouncer:
         if self._pending is None:
             self._first_at = now
         self._pending = state
+        if self._due:
+            return  # the state goes out as soon as the running publish and its pace allow
         if self._timer is not None:
             self._timer.cancel()
         if self.current is None or removes_endpoints(self.current, state):
@@ -71,13 +111,40 @@ class Debouncer:
 
     @property
     def pending(self) -> bool:
-        """True while an update waits to be published."""
-        return self._timer is not None
+        """True while an update waits to be published or a publish runs."""
+        return self._timer is not None or self._running is not None or self._due
 
     def flush(self) -> None:
         self._timer = None
+        if self._running is not None:
+            self._due = True
+            return
+        self._due = False
         state, self._pending = self._pending, None
         if state is None or state == self.current:
             return
         self.current = state
-        self._publish(state)
+        self._running = asyncio.create_task(self._run(state, self._first_at), name="publish")
+
+    async def stop(self) -> None:
+        """Cancel what waits and the publish under way."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due = False
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def _run(self, state: FleetState, event_at: float) -> None:
+        try:
+            await self._publish(state)
+            if self._settle is not None:
+                await self._settle(event_at)
+        except Exception as err:
+            # A bug: the streams keep what they were last sent, and the next state is tried.
+            log.error("publish_failed", error=repr(err))
+        finally:
+            self._running = None
+            if self._due:
+                self.flush()

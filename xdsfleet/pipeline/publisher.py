@@ -12,12 +12,22 @@ change, say) would cost a cold start. What patches add meanwhile is bounded: onc
 patched as many resources as the snapshots hold, the next state is translated in full, which
 ends the generation. Memory then stays within about twice the served set, for one
 full translation per that many patched resources.
+
+A publish is a generator of small steps, so that it never holds the event loop: `serve` runs it
+with `publish_in_slices` (the loop handed back every `SLICE_SECONDS`; a member lost rebuilds
+every assignment of every profile), and a new profile's first snapshot with `prepare`; the CLI,
+tests and the translation benchmark run it in one go (`publish`). The memos belong to the
+publisher (`translate.memo.Memo`), made current around each slice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
@@ -28,13 +38,37 @@ from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, locality_warning
 from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
+from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
-from xdsfleet.translate.snapshot import policy_index, translate_destinations, translation
+from xdsfleet.translate.snapshot import (
+    Resources,
+    by_port,
+    plan,
+    policy_index,
+    translate_destinations,
+)
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 Destinations = Mapping[ServicePortKey, tuple[Destination, ...]]
+
+
+# The longest stretch a publish runs on the event loop before letting streams be served:
+# grpc.aio moves no byte while the loop is held (BENCHMARKS.md, finding 2.1).
+SLICE_SECONDS = 0.01
+# Destinations translated between two looks at the clock.
+_STEP = 16
+
+Steps = Generator[None, None, T]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    profiles: int
+    changed: int
+    incremental: bool
 
 
 class Publisher:
@@ -42,53 +76,88 @@ class Publisher:
         self.state = state
         self._index = service_index(state)
         self._encoder = Encoder()
+        # This publisher's translation memos: nothing else shares them.
+        self._memo = Memo()
         # Per profile whose cached snapshot was made from `self.state`: the clusters each
         # service port gave it. A profile missing here is translated in full.
         self._destinations: dict[NodeProfile, Destinations] = {}
         # Resources patched since the last full translation.
         self._patched = 0
+        # The CPU time of the last publish's own work (its slices, not what ran between them).
+        self.last_cpu = 0.0
         self.cache = SnapshotCache(self._first_snapshot)
 
-    def _build(self, profile: NodeProfile) -> Snapshot | None:
-        self._destinations.pop(profile, None)
-        try:
-            result = translation(self.state, profile, self._index)
-            snapshot = build_snapshot(result.resources, self._encoder)
-        except InconsistentSnapshot as err:
-            self._rejected(profile, err)
-            return None
-        self._destinations[profile] = result.destinations
-        return snapshot
+    def publish(self, state: FleetState) -> None:
+        """Publish `state` in one go: for callers with no streams to keep serving (the CLI,
+        tests, benchmarks that measure translation itself)."""
+        started, cpu = time.perf_counter(), time.thread_time()
+        done = self._run(self._publishing(state))
+        self._published(done, started, time.thread_time() - cpu)
 
-    def _patch(self, profile: NodeProfile, ports: Collection[ServicePortKey]) -> Snapshot | None:
-        """The profile's snapshot with the clusters and assignments of `ports` rebuilt: all
-        that a change of endpoints alone can change."""
-        previous = self.cache.get(profile)
-        destinations = self._destinations.pop(profile, None)
-        if destinations is None:
-            return self._build(profile)
-        used = [d for key in sorted(ports) for d in destinations.get(key, ())]
-        patch = translate_destinations(self.state, profile, self._index, used)
-        self._patched += sum(len(named) for named in patch.values())
-        try:
-            snapshot = patch_snapshot(previous, patch, self._encoder)
-        except InconsistentSnapshot as err:
-            self._rejected(profile, err)
-            return None
-        self._destinations[profile] = destinations
-        return snapshot
+    async def publish_in_slices(self, state: FleetState) -> None:
+        """Publish `state`, handing the loop back every `SLICE_SECONDS` so that streams keep
+        being served while a large change (a member lost: every assignment of every profile)
+        is translated. Profiles are set as they are done. Never run two at once."""
+        started = time.perf_counter()
+        done, cpu = await self._sliced(self._publishing(state))
+        # What the publish built lives until a later one replaces it: out of the collector's
+        # full passes, which otherwise walk the whole fleet (100-500 ms at E = 20,000, finding
+        # nothing) and hold the loop. Freezing is O(1); a frozen object is still freed when its
+        # last reference goes, only a cycle formed after freezing is not collected.
+        gc.freeze()
+        self._published(done, started, cpu)
 
-    @staticmethod
-    def _rejected(profile: NodeProfile, err: InconsistentSnapshot) -> None:
-        # A bug in translation, not bad input: say so loudly, and keep serving the previous
-        # snapshot rather than one that would leave clients warming.
-        metrics.SNAPSHOT_REJECTIONS.inc()
-        log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
+    async def prepare(self, profile: NodeProfile) -> None:
+        """Build the first snapshot of a profile that a stream has just started watching, in
+        slices: at E = 100,000 a profile takes ~0.3 s to translate, which would otherwise hold
+        the loop when a new kind of client connects (the cache builds synchronously for any
+        other caller). Returns once the profile has a snapshot of the latest state, or when
+        the build fails: the cache's own build then decides (and refuses the stream)."""
+        if self.cache.peek(profile) is None:
+            self._warn_without_locality(profile)
+        while self.cache.peek(profile) is None:
+            state = self.state
+            try:
+                snapshot, _ = await self._sliced(self._build(profile))
+            except Exception:  # logged when the cache's build meets it again
+                return
+            if snapshot is None:
+                return
+            if self.cache.peek(profile) is None and self.state is state:
+                self.cache.set(profile, snapshot)
+
+    async def _sliced(self, steps: Steps[T]) -> tuple[T, float]:
+        """Run `steps` to the end in slices of at most `SLICE_SECONDS`; its result and the CPU
+        time of its own slices."""
+        cpu = 0.0
+        while True:
+            deadline = time.perf_counter() + SLICE_SECONDS
+            slice_started = time.thread_time()
+            try:
+                with self._memo.active():
+                    next(steps)  # at least one step per slice, however short the slice
+                    while time.perf_counter() < deadline:
+                        next(steps)
+            except StopIteration as end:
+                return end.value, cpu + time.thread_time() - slice_started
+            cpu += time.thread_time() - slice_started
+            await asyncio.sleep(0)
 
     def _first_snapshot(self, profile: NodeProfile) -> Snapshot | None:
         """A new profile's snapshot, or None when it cannot be built: the cache then refuses
         its streams (`UNAVAILABLE`, and Envoy keeps what it has) instead of serving an empty
         snapshot, which would delete all of it."""
+        self._warn_without_locality(profile)
+        try:
+            return self._run(self._build(profile))
+        except Exception as err:
+            # Any failure, not only an inconsistent result: one profile's bug must not end
+            # the stream (or the process) of everyone else.
+            metrics.SNAPSHOT_REJECTIONS.inc()
+            log.error("snapshot_build_failed", profile=profile.describe(), exc_info=err)
+            return None
+
+    def _warn_without_locality(self, profile: NodeProfile) -> None:
         if locality_warning(profile) is not None:
             regions = _regions_in_one_tier(self.state, self._index)
             if regions:
@@ -101,14 +170,6 @@ class Publisher:
                     hint="give the node --region/--zone/--member (xdsfleet bootstrap) or "
                     "explicit failover.tiers in a TrafficPolicy",
                 )
-        try:
-            return self._build(profile)
-        except Exception as err:
-            # Any failure, not only an inconsistent result: one profile's bug must not end
-            # the stream (or the process) of everyone else.
-            metrics.SNAPSHOT_REJECTIONS.inc()
-            log.error("snapshot_build_failed", profile=profile.describe(), exc_info=err)
-            return None
 
     def node_problem(self, profile: NodeProfile) -> str | None:
         """What makes `profile`'s configuration empty that its clients cannot tell: a gateway
@@ -119,8 +180,17 @@ class Publisher:
             return None
         return f"gateway {profile.gateway} is not in the fleet: its listeners are empty"
 
-    def publish(self, state: FleetState) -> None:
-        started = time.perf_counter()
+    def _run(self, steps: Steps[T]) -> T:
+        """Run `steps` to the end without interruption; its result."""
+        with self._memo.active():
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+
+    def _publishing(self, state: FleetState) -> Steps[_Done]:
+        """The work of a publish, yielding wherever it may be interrupted."""
         previous, self.state = self.state, state
         ports = self._update_index(previous, state)
         if not only_members_changed(previous, state) or self._patched > self._served():
@@ -130,23 +200,97 @@ class Publisher:
             del self._destinations[gone]
         changed = 0
         for profile in profiles:
-            snapshot = self._build(profile) if ports is None else self._patch(profile, ports)
+            yield
+            if self.cache.peek(profile) is None:
+                continue  # its first snapshot is being prepared (`prepare`), from this state
+            if ports is None:
+                snapshot = yield from self._build(profile)
+            else:
+                snapshot = yield from self._patch(profile, ports)
             if snapshot is not None:
                 changed += self.cache.set(profile, snapshot)
         if ports is None:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
+        return _Done(len(profiles), changed, incremental=ports is not None)
+
+    def _published(self, done: _Done, started: float, cpu: float) -> None:
         elapsed = time.perf_counter() - started
+        self.last_cpu = cpu
         metrics.GENERATIONS.inc()
-        metrics.TRANSLATE_SECONDS.observe(elapsed)
+        metrics.TRANSLATE_SECONDS.observe(cpu)
+        metrics.PUBLISH_SECONDS.observe(elapsed)
         log.info(
             "fleet_published",
-            profiles=len(profiles),
-            changed=changed,
-            incremental=ports is not None,
+            profiles=done.profiles,
+            changed=done.changed,
+            incremental=done.incremental,
             ms=round(elapsed * 1000, 2),
+            cpu_ms=round(cpu * 1000, 2),
         )
+
+    def _build(self, profile: NodeProfile) -> Steps[Snapshot | None]:
+        self._destinations.pop(profile, None)
+        # A publish may start while this one is suspended: build from one state throughout.
+        state, index = self.state, self._index
+        planned = plan(state, profile, index)
+        resources = planned.resources
+        yield from self._translate(resources, state, index, profile, planned.used)
+        try:
+            snapshot = build_snapshot(resources, self._encoder)
+        except InconsistentSnapshot as err:
+            self._rejected(profile, err)
+            return None
+        self._destinations[profile] = by_port(planned.used)
+        return snapshot
+
+    def _patch(
+        self, profile: NodeProfile, ports: Collection[ServicePortKey]
+    ) -> Steps[Snapshot | None]:
+        """The profile's snapshot with the clusters and assignments of `ports` rebuilt: all
+        that a change of endpoints alone can change."""
+        destinations = self._destinations.pop(profile, None)
+        if destinations is None:
+            return (yield from self._build(profile))
+        used = [d for key in sorted(ports) for d in destinations.get(key, ())]
+        patch: Resources = {}
+        yield from self._translate(patch, self.state, self._index, profile, used)
+        self._patched += sum(len(named) for named in patch.values())
+        try:
+            # The profile's snapshot as it is now: a stream may have built it meanwhile.
+            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder)
+        except InconsistentSnapshot as err:
+            self._rejected(profile, err)
+            return None
+        self._destinations[profile] = destinations
+        return snapshot
+
+    def _translate(
+        self,
+        resources: Resources,
+        state: FleetState,
+        index: ServiceIndex,
+        profile: NodeProfile,
+        used: Sequence[Destination],
+    ) -> Steps[None]:
+        """Add the clusters and assignments of `used` to `resources`, encoded, a few at a
+        time. The encoder remembers each message, so building the snapshot then only looks
+        them up."""
+        for start in range(0, len(used), _STEP):
+            chunk = used[start : start + _STEP]
+            for type_url, named in translate_destinations(state, profile, index, chunk).items():
+                resources.setdefault(type_url, {}).update(named)
+                for name, message in named.items():
+                    self._encoder.encode(type_url, name, message)
+            yield
+
+    @staticmethod
+    def _rejected(profile: NodeProfile, err: InconsistentSnapshot) -> None:
+        # A bug in translation, not bad input: say so loudly, and keep serving the previous
+        # snapshot rather than one that would leave clients warming.
+        metrics.SNAPSHOT_REJECTIONS.inc()
+        log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
     def _served(self) -> int:
         """How many resources the cached snapshots hold: what patches may add to memory before

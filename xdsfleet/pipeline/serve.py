@@ -22,15 +22,17 @@ from grpc_health.v1.health import aio as health
 from grpc_reflection.v1alpha import reflection
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import httpapi
+from xdsfleet.pipeline import grpcwake, httpapi
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.debounce import Debouncer
+from xdsfleet.pipeline.fanout import FanOut
+from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.pipeline.ramps import Ramper
 from xdsfleet.pipeline.unresolved import UnresolvedReporter
 from xdsfleet.server import listen
 from xdsfleet.server.ads import SERVICE, AdsService
-from xdsfleet.sources.files import FileSource
+from xdsfleet.sources.files import FileSource, ParseCache
 from xdsfleet.sources.kube.client import Access
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.status.writer import StatusWriter
@@ -59,6 +61,8 @@ class Settings:
     member_startup_seconds: float = 30.0
     # How often the replica holding the status Lease renews it and writes what changed.
     status_seconds: float = 5.0
+    # Where parsed fleet files are kept across restarts (sources.files.ParseCache); None: off.
+    parse_cache: Path | None = None
 
 
 class Stopped(Exception):
@@ -101,7 +105,8 @@ def _start_sources(
         return None, []
     if settings.fleet is None:
         raise ValueError("serve needs a Fleet file or a Fleet resource")
-    source = FileSource(settings.fleet)
+    cache = ParseCache(settings.parse_cache) if settings.parse_cache is not None else None
+    source = FileSource(settings.fleet, cache)
 
     def on_files(state: FleetState) -> None:
         aggregator.set_base(state, fleet_cluster=cluster_access(source.fleet_spec))
@@ -172,16 +177,17 @@ async def serve(settings: Settings) -> None:
     unresolved = UnresolvedReporter(lambda: source.origins if source is not None else {})
     unresolved.check(first.result())
 
-    def published(state: FleetState) -> None:
-        publisher.publish(state)
+    async def published(state: FleetState) -> None:
+        await publisher.publish_in_slices(state)
         unresolved.check(state)
 
-    debouncer = Debouncer(published, current=first.result())
+    ads = AdsService(publisher.cache, problem_of=publisher.node_problem, prepare=publisher.prepare)
+    fanout = FanOut(publisher.cache, ads.streams.values)
+    debouncer = Debouncer(published, current=first.result(), settle=fanout.settle)
     # Sources -> ramps -> debouncer -> publisher.
     ramper = Ramper(debouncer.update, current=first.result())
     ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
     _guard(ramping, stop)
-    ads = AdsService(publisher.cache, problem_of=publisher.node_problem)
     watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
     _guard(watchdog, stop)
     writer = StatusWriter(
@@ -195,6 +201,11 @@ async def serve(settings: Settings) -> None:
     status = asyncio.create_task(writer.run(), name="status-writer")
     _guard(status, stop)
     xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
+    grpcwake.install()
+    lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
+    _guard(lag, stop)
+    converging = asyncio.create_task(fanout.run(), name="convergence")
+    _guard(converging, stop)
     admin, checker = await _start_admin(settings.admin_port, settings.host)
     runner = await httpapi.start(
         httpapi.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
@@ -219,9 +230,10 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("stopping", grace_seconds=GRACE_SECONDS)
         await checker.enter_graceful_shutdown()
-        for task in (ramping, watchdog, status):
+        for task in (ramping, watchdog, status, lag, converging):
             task.cancel()
-        await asyncio.gather(ramping, watchdog, status, return_exceptions=True)
+        await asyncio.gather(ramping, watchdog, status, lag, converging, return_exceptions=True)
+        await debouncer.stop()
         await writer.stop()
         await _stop_sources(source, tasks, aggregator)
         await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -163,11 +163,15 @@ class AdsService:
         send_timeout: float = 30.0,
         limits: Limits = Limits(),
         problem_of: Callable[[NodeProfile], str | None] = _no_problem,
+        prepare: Callable[[NodeProfile], Awaitable[None]] | None = None,
     ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
         self.limits = limits
         self._problem_of = problem_of
+        # Builds a new profile's first snapshot without holding the loop (the publisher's);
+        # without it, the cache builds it when the stream first reads it.
+        self._prepare = prepare
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
         self.waiting: dict[int, Waiting] = {}
@@ -275,6 +279,8 @@ class AdsService:
         # Watch before building, so that the profile is translated on every publish from now.
         cancel_watch = self._cache.watch(info.profile, wake.set)
         try:
+            if self._prepare is not None:
+                await self._prepare(info.profile)
             self._cache.get(info.profile)
         except NoSnapshot as err:
             cancel_watch()
@@ -318,7 +324,7 @@ class AdsService:
                 if reader.done():
                     ending = _reader_ending(reader, context)
                     break
-                snapshot = self._cache.get(info.profile)
+                snapshot = self._cache.take(info.profile, wake.set)
                 for response in info.machine.next_responses(snapshot):
                     data = to_bytes(response)
                     # No timer per write (it showed in profiles): the watchdog checks this.

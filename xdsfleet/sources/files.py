@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.metadata
 import importlib.resources
+import os
+import pickle
+import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +59,64 @@ def builtin_fleet_path() -> Path:
     return Path(str(importlib.resources.files("xdsfleet") / "builtin" / "fleet.yaml"))
 
 
+class ParseCache:
+    """Parsed files kept on disk, so that a restart parses only the files that changed.
+
+    At E = 100,000 the YAML of a fleet takes ~20 s to parse and validate, and unpickling what it
+    gave takes well under a second (BENCHMARKS.md, cold start). An entry is found by the file's
+    place, path and anchor directory, and used only when the content hash it was made from is
+    that of the text just read (the catalog's stat stamp says when to read a file again; the
+    hash says whether a parse of it can be reused), and only by the same build of xdsfleet on
+    the same Python. Anything unreadable there is a miss. The directory must be the server's
+    own (0700): its entries are pickles, which run code when loaded.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _entry(self, place: Place, path: Path, base: str) -> Path:
+        key = "\0".join((_BUILD, place.value, str(path), base))
+        return self.directory / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.pkl"
+
+    def get(self, place: Place, path: Path, base: str, text: str) -> FileContents | None:
+        try:
+            with self._entry(place, path, base).open("rb") as stored:
+                digest, contents = pickle.load(stored)
+        except Exception:  # a missing, partial or foreign entry: a miss
+            return None
+        if digest != _digest(text) or not isinstance(contents, FileContents):
+            return None
+        return contents
+
+    def put(self, place: Place, path: Path, base: str, text: str, contents: FileContents) -> None:
+        entry = self._entry(place, path, base)
+        partial = entry.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            with partial.open("wb") as stored:
+                pickle.dump((_digest(text), contents), stored, protocol=pickle.HIGHEST_PROTOCOL)
+            partial.replace(entry)  # atomic: a reader sees the old entry or the new one
+        except OSError as error:
+            # The cache only saves time: serving goes on without it.
+            log.warning("parse_cache_unwritable", path=str(entry), error=str(error))
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _build() -> str:
+    try:
+        version = importlib.metadata.version("xdsfleet")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{version}/{sys.version}"
+
+
+# Which parser made an entry: pickles of another version's model are not reused.
+_BUILD = _build()
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     """The latest version of one file on disk: its contents when valid, else its problems."""
@@ -82,9 +145,10 @@ class _Catalog:
     """Every file of one fleet as last read, and the last good version of each. `refresh` reads
     what changed; `settle` decides which version of each file counts and builds the state."""
 
-    def __init__(self, fleet_path: Path) -> None:
+    def __init__(self, fleet_path: Path, cache: ParseCache | None = None) -> None:
         # Resolved first, so that a symlinked Fleet file finds its real siblings.
         self.fleet_path = fleet_path.resolve()
+        self._cache = cache
         self._fleet_key: _Key = (Place.FLEET, self.fleet_path)
         self._latest: dict[_Key, _Read] = {}
         self._good: dict[_Key, FileContents] = {}
@@ -175,12 +239,19 @@ class _Catalog:
         except (OSError, UnicodeDecodeError) as error:
             self._latest[key] = _unreadable(path, error)
             return True
+        base = str(self.fleet_path.parent)
+        cached = self._cache.get(place, path, base, text) if self._cache else None
+        if cached is not None:
+            self._latest[key] = _Read(stamp, cached)
+            return True
         try:
-            contents = parse_file(text, str(path), place, str(self.fleet_path.parent))
+            contents = parse_file(text, str(path), place, base)
         except InvalidInput as invalid:
             self._latest[key] = _Read(stamp, None, invalid.problems)
         else:
             self._latest[key] = _Read(stamp, contents)
+            if self._cache is not None:
+                self._cache.put(place, path, base, text, contents)
         return True
 
     # --- Deciding ---
@@ -297,10 +368,10 @@ def _unreadable(path: Path, error: Exception) -> _Read:
     return _Read(_UNREAD, None, (Problem(str(path), "", "", f"cannot read: {reason}"),))
 
 
-def load_fleet(path: Path) -> LoadedFleet:
+def load_fleet(path: Path, cache: ParseCache | None = None) -> LoadedFleet:
     """Load the fleet of the Fleet file at `path` and every file it names; raises
     `InvalidInput` listing every problem in every file."""
-    catalog = _Catalog(path)
+    catalog = _Catalog(path, cache)
     catalog.refresh(())
     outcome = catalog.settle()
     if outcome.problems:
@@ -326,8 +397,8 @@ class FileSource:
     one after each batch of changes that changes it (or the Fleet document: `fleet_spec`);
     `problems` lists the current rejections, `origins` the file of each object in use."""
 
-    def __init__(self, path: Path) -> None:
-        self._catalog = _Catalog(path)
+    def __init__(self, path: Path, cache: ParseCache | None = None) -> None:
+        self._catalog = _Catalog(path, cache)
         self._stop = asyncio.Event()
         self._state: FleetState | None = None
         self._reported: dict[str, tuple[Problem, ...]] = {}

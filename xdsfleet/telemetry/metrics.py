@@ -106,3 +106,35 @@ STATUS_WRITES = Counter(
 STATUS_LEADER = Gauge(
     "xdsfleet_status_leader", "1 while this replica holds the status Lease and writes status."
 )
+# Event-loop health: a callback that holds the loop delays every stream's I/O (grpc.aio stops
+# reading and writing while the loop is busy; BENCHMARKS.md, finding 2.1).
+EVENT_LOOP_LAG = Histogram(
+    "xdsfleet_event_loop_lag_seconds",
+    "How late the event loop ran a timer due now: the longest any callback held it, sampled.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PUBLISH_SECONDS = Histogram(
+    "xdsfleet_publish_seconds",
+    "Wall time from a fleet state handed to the publisher until every watched profile's snapshot "
+    "is set; translation runs in slices, so this includes the serving done between them.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+FANOUT_SECONDS = Histogram(
+    "xdsfleet_fanout_seconds",
+    "After a publish, until every stream woken has taken the new snapshot and ACKed what it "
+    "changed (capped at 1 s; slower streams are not waited for): what paces the next publish.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+CONVERGENCE_SECONDS = Histogram(
+    "xdsfleet_convergence_seconds",
+    "From the first source event of a published state to the last ACK, by every stream "
+    "subscribed, of the versions it changed, per type (sampled every 25 ms).",
+    ["type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+GC_FROZEN = Gauge(
+    "xdsfleet_gc_frozen_objects",
+    "Objects moved out of the collector's passes (gc.freeze after each publish and fan-out): "
+    "a frozen object is freed when its last reference goes, but a reference cycle it joins "
+    "after freezing is never collected, so steady growth here is such a leak.",
+)

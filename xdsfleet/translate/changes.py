@@ -20,13 +20,15 @@ T = TypeVar("T")
 ServiceChanges = Mapping[int, frozenset[tuple[str, str]]]
 
 # MemberState fields compared object by object; `stale` changes no resource (a stale member's
-# objects keep serving).
-_NOT_COMPARED = frozenset({"services", "endpoint_slices", "stale"})
+# objects keep serving); exports are told apart by service, like Services and slices (a member
+# lost takes all three with it, and must not cost a translation of everything).
+_NOT_COMPARED = frozenset({"services", "endpoint_slices", "exports", "stale"})
 
 
 def service_changes(before: FleetState, after: FleetState) -> ServiceChanges | None:
-    """The services of each member that changed from `before` to `after`, or None when more
-    than services did: the member list, a member itself, its exports or nodes, `export_all`."""
+    """The services of each member that changed from `before` to `after` (their Service, slices
+    or export), or None when more did: the member list, a member itself, its nodes,
+    `export_all`."""
     if before.export_all != after.export_all or len(before.members) != len(after.members):
         return None
     changes: dict[int, frozenset[tuple[str, str]]] = {}
@@ -64,6 +66,8 @@ def _changed_services(old: MemberState, new: MemberState) -> frozenset[tuple[str
             old.endpoint_slices, new.endpoint_slices, lambda s: (s.namespace, s.name)
         )
     )
+    if old.exports is not new.exports:
+        changed.update(set(old.exports) ^ set(new.exports))
     return frozenset(changed)
 
 

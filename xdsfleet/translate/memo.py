@@ -1,55 +1,48 @@
 """Memos for translation: unchanged inputs give back the very same message objects, and memory
 stays proportional to what is being served.
 
+The entries belong to a `Memo` object owned by whoever translates (the publisher, a CLI
+command, a test), made current with `memo.active()` around the calls. Nothing lives in module
+state: two owners never share entries by accident, and an owner could take its memo to another
+process. A builder called with no memo current simply builds (`translate` makes a memo for its
+one call, so that profiles share objects within it).
+
 Entries live by generation. A generation starts when translation is handed a `FleetState` other
-than the last one, and each memo keeps only the entries used in the current or the previous
-generation. An `lru_cache` would instead keep thousands of stale assignments of a churning
-service alive, and a 5,000-endpoint assignment weighs about 2 MB here.
+than the last one, and each memo table keeps only the entries used in the current or the
+previous generation. An `lru_cache` would instead keep thousands of stale assignments of a
+churning service alive, and a 5,000-endpoint assignment weighs about 2 MB here.
 
 Two keyings. By value (`memoised`), for inputs that hash cheaply or have their hash cached. By
 the identity of the first argument (`memoised_by_identity`), for large model objects: frozen
 dataclasses recompute their hash on every lookup (about 1 ms for a 5,000-endpoint EndpointSlice),
 while the store shares unchanged objects between generations. An equal but new object merely
 misses there, and the value-keyed memos below it still hand back the same messages.
+
+A memo is used from one thread (a context variable makes it current for that thread or task).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
 from typing import Generic, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_lock = threading.Lock()
-_generation = 0
-_last_state: object = None
-
-
-def start_generation(state: object) -> None:
-    """Note the state about to be translated: a state other than the last starts a generation.
-
-    Translating two states by turns therefore starts one each time: still correct, only slower.
-    """
-    global _generation, _last_state
-    with _lock:
-        if state is not _last_state:
-            _last_state = state
-            _generation += 1
-
 
 class _Entries(Generic[R]):
-    """One memo's entries, in the current and the previous generation. Callers hold `_lock`."""
+    """One builder's entries, in the current and the previous generation of its memo."""
 
-    def __init__(self) -> None:
-        self._seen = _generation
+    def __init__(self, generation: int) -> None:
+        self._seen = generation
         self._current: dict[Hashable, tuple[object, R]] = {}
         self._previous: dict[Hashable, tuple[object, R]] = {}
 
-    def get(self, key: Hashable) -> tuple[object, R] | None:
-        self._rotate()
+    def get(self, key: Hashable, generation: int) -> tuple[object, R] | None:
+        self._rotate(generation)
         hit = self._current.get(key)
         if hit is None:
             hit = self._previous.pop(key, None)
@@ -57,36 +50,83 @@ class _Entries(Generic[R]):
                 self._current[key] = hit
         return hit
 
-    def put(self, key: Hashable, entry: tuple[object, R]) -> None:
-        self._rotate()
+    def put(self, key: Hashable, entry: tuple[object, R], generation: int) -> None:
+        self._rotate(generation)
         self._current[key] = entry
 
-    def _rotate(self) -> None:
-        if self._seen != _generation:
+    def _rotate(self, generation: int) -> None:
+        if self._seen != generation:
             # Entries last used before the previous generation are dropped.
-            self._previous = self._current if self._seen == _generation - 1 else {}
+            self._previous = self._current if self._seen == generation - 1 else {}
             self._current = {}
-            self._seen = _generation
+            self._seen = generation
+
+
+class Memo:
+    """Every memoised builder's entries, for one translator."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._last_state: object = None
+        self._tables: dict[Callable[..., object], _Entries[object]] = {}
+
+    def start_generation(self, state: object) -> None:
+        """Note the state about to be translated: a state other than the last starts a
+        generation. Translating two states by turns therefore starts one each time: still
+        correct, only slower."""
+        if state is not self._last_state:
+            self._last_state = state
+            self.generation += 1
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Memo]:
+        """Make this the memo the builders use, for the duration of the block."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
+    def _table(self, builder: Callable[..., object]) -> _Entries[object]:
+        table = self._tables.get(builder)
+        if table is None:
+            table = self._tables[builder] = _Entries(self.generation)
+        return table
+
+
+_CURRENT: ContextVar[Memo | None] = ContextVar("xdsfleet_translate_memo", default=None)
+
+
+def current() -> Memo | None:
+    """The memo made current by `Memo.active`, if any."""
+    return _CURRENT.get()
+
+
+def start_generation(state: object) -> None:
+    """`Memo.start_generation` on the current memo, if any."""
+    memo = _CURRENT.get()
+    if memo is not None:
+        memo.start_generation(state)
 
 
 def _memo(
     key_of: Callable[[tuple[object, ...], dict[str, object]], Hashable],
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        entries: _Entries[R] = _Entries()
-
         @functools.wraps(fn)
         def memoised(*args: P.args, **kwargs: P.kwargs) -> R:
+            memo = _CURRENT.get()
+            if memo is None:
+                return fn(*args, **kwargs)
+            entries = memo._table(memoised)
             key = key_of(args, kwargs)
-            with _lock:
-                hit = entries.get(key)
+            hit = entries.get(key, memo.generation)
             if hit is not None:
-                return hit[1]
+                return hit[1]  # type: ignore[return-value]
             value = fn(*args, **kwargs)
-            with _lock:
-                # The first argument stays alive with the entry, so an identity key cannot be
-                # reused by another object while cached.
-                entries.put(key, (args[0], value))
+            # The first argument stays alive with the entry, so an identity key cannot be
+            # reused by another object while cached.
+            entries.put(key, (args[0], value), memo.generation)
             return value
 
         return memoised

@@ -197,9 +197,15 @@ def updated_index(
     work is proportional to those services, not to the fleet."""
     updated = dict(index)
     rebuilt: set[ServicePortKey] = set()
-    for name, ports in _contributions(state, changed).items():
-        # A scan of the keys (not of endpoints): the ports the service had before.
-        keys = {k for k in index if (k.namespace, k.service) == name} | ports.keys()
+    contributions = _contributions(state, changed)
+    # The ports each changed service had before: one pass over the keys (not the endpoints).
+    before: dict[tuple[str, str], set[ServicePortKey]] = {name: set() for name in contributions}
+    for key in index:
+        had = before.get((key.namespace, key.service))
+        if had is not None:
+            had.add(key)
+    for name, ports in contributions.items():
+        keys = before[name] | ports.keys()
         rebuilt |= keys
         for key in keys:
             entry = _updated_entry(index.get(key), key, state, changed, ports.get(key, {}))

@@ -23,7 +23,7 @@ from xdsfleet.translate.listeners import (
     quic_listener,
 )
 from xdsfleet.translate.localities import view_of
-from xdsfleet.translate.memo import memoised_by_identity, start_generation
+from xdsfleet.translate.memo import Memo, current, memoised_by_identity, start_generation
 from xdsfleet.translate.names import (
     gateway_port_name,
     outbound_name,
@@ -82,14 +82,34 @@ def translate(state: FleetState, profile: NodeProfile) -> Resources:
     """Type URL -> resource name -> message, for every type of `cache.typeurls.ORDER`.
 
     Pure and deterministic. The messages are shared with other profiles and generations:
-    callers must never mutate them.
+    callers must never mutate them. Uses the current memo (`memo.Memo.active`), or one of its
+    own for this call.
     """
-    return translation(state, profile, service_index(state)).resources
+    with (current() or Memo()).active():
+        return translation(state, profile, service_index(state)).resources
 
 
 def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Translation:
     """`translate`, given the state's `service_index` (which callers may have updated
     incrementally), and saying which clusters come from which service port."""
+    planned = plan(state, profile, index)
+    resources = planned.resources
+    resources.update(translate_destinations(state, profile, index, planned.used))
+    return Translation(resources, by_port(planned.used))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A profile's listeners, routes and secrets, and the destinations they use: what remains
+    to translate are those destinations' clusters and assignments (`translate_destinations`),
+    which callers may do a few at a time."""
+
+    resources: Resources  # every type present; clusters and assignments still empty
+    used: tuple[Destination, ...]  # in the order `translation` builds them
+
+
+def plan(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Plan:
+    """The first half of `translation`; starts a memo generation when `state` is new."""
     start_generation(state)
     resources: Resources = {type_url: {} for type_url in typeurls.ORDER}
     members = frozenset(m.member.name for m in state.members)
@@ -97,19 +117,22 @@ def translation(state: FleetState, profile: NodeProfile, index: ServiceIndex) ->
     if profile.role is Role.GATEWAY:
         gateway = gateway_of(state, profile.gateway)
         if gateway is None:
-            return Translation(resources, {})
+            return Plan(resources, ())
         for port in gateway_ports(gateway):
             _add_gateway_port(resources, state, gateway, port, planner)
     elif profile.role is Role.SIDECAR:
         _add_sidecar(resources, state, index, planner)
     else:
         _add_proxyless(resources, index, planner)
-    used = sorted(planner.used, key=lambda d: (d.key, d.pinned))
-    resources.update(translate_destinations(state, profile, index, used))
+    return Plan(resources, tuple(sorted(planner.used, key=lambda d: (d.key, d.pinned))))
+
+
+def by_port(used: Iterable[Destination]) -> dict[ServicePortKey, tuple[Destination, ...]]:
+    """The destinations of each service port: what a change of its endpoints rebuilds."""
     destinations: dict[ServicePortKey, tuple[Destination, ...]] = {}
     for destination in used:
         destinations[destination.key] = (*destinations.get(destination.key, ()), destination)
-    return Translation(resources, destinations)
+    return destinations
 
 
 def translate_destinations(

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test demo bench clean
+.PHONY: install lint typecheck test proptest demo bench conformance clean
 
 # grpc-js-xds, the third xDS client the tests run (tests/grpcjs), at the versions the lock file
 # pins; node_modules is not committed.
@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# npm ci has been seen to hang on the registry: each try is bounded, and a hung one tried again.
 $(GRPCJS)/node_modules/.installed: $(GRPCJS)/package.json $(GRPCJS)/package-lock.json
-	cd $(GRPCJS) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(GRPCJS) && for try in 1 2 3; do \
+		timeout 300 npm ci --no-audit --no-fund --loglevel=error --fetch-timeout=60000 && exit 0; \
+		echo "npm ci: try $$try failed" >&2; \
+	done; exit 1
 	touch $@
 
 lint: install
@@ -33,12 +37,24 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest
 
+# The protocol machines' property tests with many more examples than `make test` runs
+# (minutes, not seconds); a failure prints the shortest sequence of steps that breaks a rule.
+proptest: install
+	XDSFLEET_HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_protocol_properties.py --timeout 0 -p no:cacheprovider
+
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install
 	$(BIN)/python -m harness.demo
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# The upstream Gateway API HTTPRoute conformance cases replayed through `serve` and real Envoys
+# (conformance/, docs/fleet.md "Gateway API support"). GATEWAY_API: the conformance/ folder of a
+# kubernetes-sigs/gateway-api checkout (never kept here); without it the harness says so, exit 2.
+GATEWAY_API ?=
+conformance: install
+	$(BIN)/python -m conformance --upstream "$(GATEWAY_API)" $(TESTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info $(GRPCJS)/node_modules

@@ -416,9 +416,11 @@ async def stalled(
     """An Envoy that subscribes to everything and never reads.
 
     gRPC buffers about 4 MB per stream before flow control stops the server's writes, which a
-    wedged Envoy fills over minutes. To be stalled for the whole measurement at once, this one
-    drops and renews its EDS subscription again and again: each renewal makes the server send
-    every assignment anew (rule 8), until its writer to this stream blocks."""
+    wedged Envoy filled over minutes. To be stalled for the whole measurement at once, this one
+    drops and renews its EDS subscription again and again: each renewal used to make the server
+    send every assignment anew (rule 8), until its writer to this stream blocked. Since rule 26
+    (one unanswered response per type) the server sends it one response per type and nothing
+    more, however often it renews."""
     dialect = Sotw()
     clusters = tuple(
         sorted(

@@ -46,13 +46,17 @@ class FleetFiles:
         return self.root / "fleet.yaml"
 
     def write(self) -> None:
-        (self.root / "routes").mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.fleet.write_text(yaml.safe_dump(self._fleet_doc(), sort_keys=False))
-        routes = [self._gateway_doc(), *self._route_docs()]
-        (self.root / "routes" / "gateway.yaml").write_text(yaml.safe_dump_all(routes))
+        self.write_routes()
         self.write_policies()
         for member in self.members:
             self.write_member(member)
+
+    def write_routes(self) -> None:
+        (self.root / "routes").mkdir(parents=True, exist_ok=True)
+        routes = [self._gateway_doc(), *self._route_docs()]
+        (self.root / "routes" / "gateway.yaml").write_text(yaml.safe_dump_all(routes))
 
     def write_policies(self) -> None:
         path = self.root / "routes" / "policies.yaml"
@@ -119,7 +123,7 @@ class FleetFiles:
         }
 
     def _route_docs(self) -> list[dict[str, Any]]:
-        """One HTTPRoute per service: host `SERVICE.example.com`."""
+        """One HTTPRoute per service, and per entry of `rules`: host `SERVICE.example.com`."""
         return [
             {
                 "apiVersion": "gateway.networking.k8s.io/v1",
@@ -137,7 +141,7 @@ class FleetFiles:
                     ],
                 },
             }
-            for service in self.services()
+            for service in sorted({*self.services(), *self.rules})
         ]
 
     def backend(self, service: str) -> dict[str, Any]:

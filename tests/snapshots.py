@@ -140,3 +140,14 @@ def delta_request(
     if error is not None:
         req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
     return req
+
+
+def ack(stream: Any, response: Any, names: list[str] | tuple[str, ...] = ()) -> Any:
+    """The SotW client's ACK of `response`, still asking for `names`."""
+    return stream.on_request(
+        request(response.type_url, names, nonce=response.nonce, version=response.version)
+    )
+
+
+def delta_ack(stream: Any, response: Any) -> Any:
+    return stream.on_request(delta_request(response.type_url, nonce=response.nonce))

@@ -206,10 +206,12 @@ def big(version: int, endpoints: int = 4000) -> Snapshot:
 
 
 async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> None:
-    fixture, server = await start(big(0), send_timeout=0.5)
+    # About 1 MB: more than gRPC buffers for a connection that does not read, so that the one
+    # response it is sent (rule 26: nothing more until it answers) is never written out.
+    fixture, server = await start(big(0, endpoints=40_000), send_timeout=0.5)
     watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
     try:
-        # A connection of its own whose windows never grow: it stalls after a response or two.
+        # A connection of its own whose windows never grow.
         own = (("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0))
         stalled = fixture.stub(*own).StreamAggregatedResources()
         await stalled.write(with_node(request(ENDPOINT, ["a"])))
@@ -218,9 +220,9 @@ async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> N
         await eventually(lambda: len(fixture.service.streams) == 2)
         received = [await read(reader)]
         for version in range(1, 40):
+            await reader.write(request(ENDPOINT, ["a"], nonce=received[-1].nonce))
             fixture.publish(big(version))
             received.append(await read(reader))
-            await reader.write(request(ENDPOINT, ["a"], nonce=received[-1].nonce))
             if len(fixture.service.streams) == 1:
                 break
         # The reader got every change while the other stalled, and the stalled one was closed.

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from certs import NOW, certificate
 from cryptography.hazmat.primitives.asymmetric import ec
 from states import GATEWAY, fleet
 from typer.testing import CliRunner
 
+from harness.certs import NOW, certificate
 from xdsfleet.cli import app
 from xdsfleet.documents.certificates import certificate_problems
 from xdsfleet.model.errors import Severity

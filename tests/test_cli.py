@@ -125,6 +125,14 @@ def test_render_and_explain_name_the_gateways_when_the_one_asked_for_is_missing(
         assert "default/demo" in result.output
 
 
+def test_render_says_when_its_filters_match_nothing_and_names_what_there_is() -> None:
+    args = ["render", "--fleet", str(EXAMPLE), "--type", "lds", "--name", "default/dmeo*"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.stdout) == []
+    assert "no resource matches --type/--name (names: default/demo:10080)" in result.stderr
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "envoy").glob("*.yaml")), ids=lambda p: p.name)
 def test_envoy_bootstraps_are_what_bootstrap_prints(path: Path) -> None:
     header, _, body = path.read_text().partition("\n")

@@ -200,6 +200,13 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             }
             for x in ("a", "b")
         ),
+        # And one for every other host (no hostname): a host no other listener owns is its.
+        {
+            "name": "tls-any",
+            "port": tls,
+            "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"kind": "Secret", "name": "cert-any"}]},
+        },
         {
             "name": "selected",
             "port": selected,
@@ -386,6 +393,12 @@ def _route_docs(ports: dict[str, int]) -> list[dict[str, Any]]:
             hostnames=["cors.example"],
             port=shared,
         ),
+        _route(
+            "backend-timeout",
+            [{**_to("v1"), "timeouts": {"backendRequest": "500ms"}}],
+            hostnames=["slow.example"],
+            port=shared,
+        ),
         _route("websocket", [_to("ws")], hostnames=["ws.example"], port=shared),
         _route("h2c", [_to("h2c")], hostnames=["h2c.example"], port=shared),
         # SNI picks the listener; each route is pinned to one.
@@ -502,9 +515,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     target_port = free_port()
     ports = {name: free_port() for name in ("hosts", "shared", "tls", "selected")}
     certificates, secrets = {}, []
-    for x in ("a", "b"):
-        certificate, key, der = _certificate(root, f"{x}.example.com")
-        certificates[f"{x}.example.com"] = der
+    for x, name in (("a", "a.example.com"), ("b", "b.example.com"), ("any", "any.example")):
+        certificate, key, der = _certificate(root, name)
+        certificates[name] = der
         secrets.append(_secret_doc(f"cert-{x}", certificate, key))
     fleet = {
         "apiVersion": "xdsfleet.io/v1alpha1",
@@ -608,6 +621,26 @@ def test_cross_namespace_backends_need_a_reference_grant(gateway: Gateway) -> No
     assert gateway.send("shared", "partial.example", "/invalid").status == 500
 
 
+def test_the_gateway_faces_clients_as_an_edge_proxy(gateway: Gateway) -> None:
+    # The client's address (the peer Envoy sees) reaches the backend after whatever the
+    # client claimed.
+    claimed = {"X-Forwarded-For": "203.0.113.7"}
+    answer = gateway.send("hosts", "very.specific.com", "/s1", headers=claimed).json()
+    forwarded = answer["headers"]["x-forwarded-for"].replace(" ", "").split(",")
+    assert len(forwarded) == 2
+    assert forwarded[0] == "203.0.113.7"
+    # Dot segments are resolved before routing: no reaching /s1 past a /s2 rule's prefix.
+    normalized = gateway.send("hosts", "very.specific.com", "/s2/../s1").json()
+    assert (normalized["member"], normalized["path"]) == ("v1", "/s1")
+
+
+def test_a_backend_request_timeout_bounds_each_request_to_the_backend(gateway: Gateway) -> None:
+    # HTTPRouteTimeoutBackendRequest: a backend slower than timeouts.backendRequest is a 504
+    # (a hedged try would have let the slow answer through).
+    assert gateway.send("shared", "slow.example", "/?delay=1s").status == 504
+    assert backend_of(gateway.send("shared", "slow.example", "/?delay=100ms")) == "v1"
+
+
 def test_a_backend_of_an_unknown_kind_answers_500_and_keeps_the_route(gateway: Gateway) -> None:
     assert backend_of(gateway.send("shared", "kind.example", "/valid")) == "v1"
     assert gateway.send("shared", "kind.example", "/unknown").status == 500
@@ -643,9 +676,18 @@ def test_https_listeners_sharing_a_port_present_their_own_certificate(gateway: G
 
 
 def test_a_host_of_another_https_listener_of_the_port_is_misdirected(gateway: Gateway) -> None:
-    wrong = gateway.send("tls", "b.example.com", tls_server_name="a.example.com")
-    unknown = gateway.send("tls", "c.example.com", tls_server_name="a.example.com")
-    assert (wrong.status, unknown.status) == (421, 404)
+    def status(sni: str, host: str) -> int:
+        return gateway.send("tls", host, tls_server_name=sni).status
+
+    # Through a.example.com's chain: b's host, and any host the hostname-less listener owns
+    # (no route names it), are another listener's: 421 (HTTPRouteHTTPSListenerDetect...).
+    assert (status("a.example.com", "b.example.com"), status("a.example.com", "c.example")) == (
+        421,
+        421,
+    )
+    # Through the hostname-less listener's chain (any other SNI name): the named listeners'
+    # hosts are misdirected; its own hosts without a route are not found.
+    assert (status("c.example", "a.example.com"), status("c.example", "c.example")) == (421, 404)
 
 
 def _served_certificate(port: int, server_name: str) -> bytes:
@@ -681,6 +723,15 @@ def test_cors_answers_preflight_and_allows_the_listed_origins(gateway: Gateway) 
     assert allowed.headers.get("access-control-allow-origin") == "https://www.foo.com"
     refused = gateway.send("shared", "cors.example", headers={"Origin": "https://evil.com"})
     assert "access-control-allow-origin" not in refused.headers
+    # A preflight from an origin not allowed is Envoy's to answer, not the backend's.
+    stranger = gateway.send(
+        "shared",
+        "cors.example",
+        method="OPTIONS",
+        headers={"Origin": "https://evil.com", "Access-Control-Request-Method": "PUT"},
+    )
+    assert "access-control-allow-origin" not in stranger.headers
+    assert stranger.headers.get("content-type") != "application/json", "reached the backend"
 
 
 def test_a_websocket_upgrade_reaches_the_backend_and_echoes(gateway: Gateway) -> None:

@@ -174,3 +174,12 @@ def test_an_unknown_member_is_refused_with_a_suggestion() -> None:
     assert result.exit_code == 2
     # Whatever the terminal's width: the message may wrap inside rich's error box.
     assert "did you mean zone-b?" in " ".join(result.output.replace("│", "").split())
+
+
+def test_drain_takes_a_comma_separated_list_as_fail_does() -> None:
+    args = ["explain", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
+    args += ["--host", "shop.example.com", "--drain", "zone-a,zone-b"]
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    assert "drain zone-a, drain zone-b" in result.output

@@ -136,6 +136,20 @@ def test_an_https_listener_names_its_certificates() -> None:
     assert listener.certificate_refs == (SecretRef("infra", "tls"),)
 
 
+def test_a_tls_passthrough_listener_is_read_as_written_and_not_served() -> None:
+    passthrough = {
+        "name": "tls",
+        "port": 8443,
+        "protocol": "TLS",
+        "tls": {"mode": "Passthrough"},
+        "allowedRoutes": {"kinds": [{"kind": "TLSRoute"}]},
+    }
+    document = edited(HTTPS_GATEWAY, "spec.listeners", [passthrough])
+    [gateway] = parse(document, place=Place.ROUTES).gateways
+    [listener] = gateway.listeners
+    assert (listener.protocol, listener.served) == ("TLS", False)
+
+
 def test_a_rule_keeps_its_name_matches_filters_timeouts_and_retry() -> None:
     [route] = parse(rich_route(), place=Place.ROUTES).http_routes
     [rule] = route.rules

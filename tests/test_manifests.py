@@ -370,7 +370,7 @@ CASES = [
     Case("gateway", "spec.gatewayClassName", DELETE, "spec.gatewayClassName", "missing"),
     Case("gateway", "spec.listeners", [], "spec.listeners", "must not be empty"),
     Case(
-        "gateway", "spec.listeners[0].protocol", "TLS", "spec.listeners[0].protocol", "HTTP, HTTPS"
+        "gateway", "spec.listeners[0].protocol", "SCTP", "spec.listeners[0].protocol", "HTTP, HTTPS"
     ),
     Case("gateway", "spec.listeners[0].port", 0, "spec.listeners[0].port", "between 1 and 65535"),
     Case("gateway", "spec.listeners[0].hostname", "A_b", "spec.listeners[0].hostname", "hostname"),
@@ -634,7 +634,7 @@ def test_routes_to_defined_exported_services_have_no_reference_problems() -> Non
             "spec.rules[0].backendRefs[0].port",
             8080,
             "spec.rules[0].backendRefs[0]",
-            "Service default/shop has no port 8080 in any member",
+            "Service default/shop has no port 8080 in any member (it has 80)",
         ),
         (
             "spec.rules[0].backendRefs[0].namespace",
@@ -659,7 +659,7 @@ def test_routes_to_defined_exported_services_have_no_reference_problems() -> Non
             "spec.parentRefs[0].sectionName",
             "https",
             "spec.parentRefs[0]",
-            "Gateway default/demo has no listener 'https'",
+            "Gateway default/demo has no listener 'https'; did you mean http?",
         ),
         (
             "spec.parentRefs[0].port",

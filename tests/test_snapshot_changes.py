@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from snapshots import assignment, cluster, delta_request, listener, request, route, snapshot
+from snapshots import (
+    ack,
+    assignment,
+    cluster,
+    delta_ack,
+    delta_request,
+    listener,
+    request,
+    route,
+    snapshot,
+)
 
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import InconsistentSnapshot, patch_snapshot
@@ -51,8 +61,10 @@ def test_history_is_bounded_by_what_the_snapshot_holds() -> None:
 def test_sotw_stream_following_each_snapshot_gets_each_change() -> None:
     stream = SotwStream()
     stream.on_request(request(ENDPOINT, ["a", "b", "c"]))
-    stream.next_responses(S1)
+    [first] = stream.next_responses(S1)
+    ack(stream, first, ["a", "b", "c"])
     [second] = stream.next_responses(S2)
+    ack(stream, second, ["a", "b", "c"])
     [third] = stream.next_responses(S3)
     assert [r.name for r in second.resources] == ["b"]
     assert [r.name for r in third.resources] == ["a", "c"]
@@ -61,7 +73,8 @@ def test_sotw_stream_following_each_snapshot_gets_each_change() -> None:
 def test_sotw_stream_that_skipped_a_snapshot_still_gets_everything_that_changed() -> None:
     stream = SotwStream()
     stream.on_request(request(ENDPOINT, ["a", "b", "c"]))
-    stream.next_responses(S1)
+    [first] = stream.next_responses(S1)
+    ack(stream, first, ["a", "b", "c"])
     [update] = stream.next_responses(S3)
     assert [r.name for r in update.resources] == ["a", "b", "c"]
 
@@ -69,7 +82,8 @@ def test_sotw_stream_that_skipped_a_snapshot_still_gets_everything_that_changed(
 def test_delta_stream_following_each_snapshot_gets_each_change_and_removal() -> None:
     stream = DeltaStream()
     stream.on_request(delta_request(CLUSTER))
-    stream.next_responses(S3)
+    [first] = stream.next_responses(S3)
+    delta_ack(stream, first)
     shrunk = snapshot({"a": ("10.0.0.4",), "b": ("10.0.0.3",)}).after(S3)
     [removal] = stream.next_responses(shrunk)
     assert removal.removed == ("c",)
@@ -78,7 +92,8 @@ def test_delta_stream_following_each_snapshot_gets_each_change_and_removal() -> 
 def test_delta_stream_that_skipped_a_snapshot_still_gets_everything_that_changed() -> None:
     stream = DeltaStream()
     stream.on_request(delta_request(ENDPOINT, ["a", "b", "c"]))
-    stream.next_responses(S1)
+    [first] = stream.next_responses(S1)
+    delta_ack(stream, first)
     [update] = stream.next_responses(S3)
     assert [r.name for r in update.resources] == ["a", "b", "c"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from snapshots import request, snapshot
+from snapshots import ack, request, snapshot
 
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.protocol import Outcome, Response
@@ -173,22 +173,47 @@ def test_rule12_requested_route_is_sent_when_it_appears() -> None:
 
 def test_rule13_types_are_sent_clusters_endpoints_listeners_routes() -> None:
     stream = SotwStream()
-    for type_url, wanted in ((ROUTE, ["r"]), (LISTENER, []), (ENDPOINT, ["a"]), (CLUSTER, [])):
-        stream.on_request(request(type_url, wanted))
-    sent = stream.next_responses(snapshot({"a": ("10.0.0.1",)}, {"r": "a"}))
-    assert [r.type_url for r in sent] == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    wanted = {ROUTE: ["r"], LISTENER: [], ENDPOINT: ["a"], CLUSTER: []}
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_))
+    snap = snapshot({"a": ("10.0.0.1",)}, {"r": "a"})
+    sent = stream.next_responses(snap)
+    assert [r.type_url for r in sent] == [CLUSTER, ENDPOINT, LISTENER]
+    # Rule 14: the route waits until the client took the new cluster's assignment.
+    for response in sent:
+        ack(stream, response, wanted[response.type_url])
+    [route_config] = stream.next_responses(snap)
+    assert route_config.type_url == ROUTE
+
+
+def settle(stream: SotwStream, snap: object, wanted: dict[str, list[str]]) -> None:
+    """Send and ACK until nothing more goes out."""
+    while sent := stream.next_responses(snap):  # type: ignore[arg-type]
+        for response in sent:
+            ack(stream, response, wanted[response.type_url])
 
 
 def test_rule13_removed_cluster_outlives_the_route_that_used_it() -> None:
     before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"})
-    after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"})
+    after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"}).after(before)
     stream = SotwStream()
-    for type_url, wanted in ((CLUSTER, []), (LISTENER, []), (ROUTE, ["r"])):
-        stream.on_request(request(type_url, wanted))
-    stream.next_responses(before)
-    sent = stream.next_responses(after)
-    assert [r.type_url for r in sent] == [ROUTE, CLUSTER]
-    assert names(sent[1]) == ["a"]
+    wanted = {CLUSTER: [], ENDPOINT: ["a", "b"], LISTENER: [], ROUTE: ["r"]}
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_))
+    settle(stream, before, wanted)
+    [route_update] = stream.next_responses(after)
+    assert route_update.type_url == ROUTE
+    ack(stream, route_update, wanted[ROUTE])
+    [removal] = stream.next_responses(after)
+    assert (removal.type_url, names(removal), removal.removed) == (CLUSTER, ["a"], ("b",))
+
+
+def test_rule26_nothing_more_of_a_type_until_the_client_answers() -> None:
+    stream, first = connect(ONE)
+    assert stream.next_responses(TWO) == []
+    stream.on_request(request(CLUSTER, nonce=first.nonce, version=first.version))
+    [second] = stream.next_responses(TWO)
+    assert names(second) == ["a", "b"]
 
 
 def test_unsupported_type_is_reported_and_ignored() -> None:
@@ -222,12 +247,15 @@ def test_a_second_request_with_the_same_nonce_only_changes_the_subscription() ->
     assert stream.status()[ENDPOINT].acks == 1
 
 
-def test_a_stale_ack_still_records_what_the_client_holds() -> None:
-    stream, first = connect(ONE)
-    stream.on_request(request(CLUSTER, nonce=first.nonce))
-    [second] = stream.next_responses(TWO)
-    # The ACK of `second` arrives after a third response went out: stale, but true.
-    [_third] = stream.next_responses(snapshot({"c": ("10.0.0.3",)}))
-    result = stream.on_request(request(CLUSTER, nonce=second.nonce, version=second.version))
-    assert result.outcome is Outcome.STALE
-    assert stream.status()[CLUSTER].acked_version == second.version
+def test_rule13_a_type_waiting_for_an_answer_holds_back_the_types_after_it() -> None:
+    stream = SotwStream()
+    stream.on_request(request(CLUSTER))
+    stream.on_request(request(LISTENER))
+    first = snapshot({"a": ("10.0.0.1",)})
+    cds, lds = stream.next_responses(first)
+    ack(stream, lds)
+    # Clusters and listeners change; the client has not answered the clusters yet.
+    changed = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"}).after(first)
+    assert stream.next_responses(changed) == []
+    ack(stream, cds)
+    assert [r.type_url for r in stream.next_responses(changed)] == [CLUSTER, LISTENER]

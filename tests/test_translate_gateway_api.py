@@ -40,7 +40,7 @@ from xdsfleet.model.fleet import (
     TLSSecret,
 )
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.status.conditions import Programmed, route_verdict
+from xdsfleet.status.conditions import Programmed, gateway_verdict, route_verdict
 from xdsfleet.translate import translate
 from xdsfleet.translate.listeners import TLS_INSPECTOR
 from xdsfleet.translate.routes import gateway_ports
@@ -220,7 +220,8 @@ def test_each_sni_chain_of_a_shared_https_port_answers_421_for_the_others_hosts(
             for domain in h.domains
         }
     assert served == {
-        "infra/gw:443/a": {"a.example.com": "ns/v1:80", "b.example.com": 421},
+        # Any other host belongs to the hostname-less listener: misdirected too.
+        "infra/gw:443/a": {"a.example.com": "ns/v1:80", "b.example.com": 421, "*": 421},
         "infra/gw:443/rest": {"a.example.com": 421, "b.example.com": "ns/v1:80"},
     }
 
@@ -306,3 +307,30 @@ def test_route_status_names_the_spec_reasons() -> None:
     assert reasons(other_ns) == ("Accepted", "RefNotPermitted")
     assert reasons(wrong_host) == ("NoMatchingListenerHostname", "RefNotPermitted")
     assert reasons(not_allowed) == ("NotAllowedByListeners", "InvalidKind")
+
+
+def test_a_tls_listener_is_left_alone_and_its_gateways_http_listener_served() -> None:
+    listeners = (
+        GatewayListener("web", 80, "HTTP", allowed_routes=ALL),
+        GatewayListener("tls", 443, "TLS"),  # passthrough, for TLSRoutes: not served
+    )
+    to_tls = route("to-tls", rule("/", to("v1")), section_name="tls")
+    to_any = route("to-any", rule("/", to("v1")))
+    fleet = state(to_tls, to_any, listeners=listeners)
+
+    resources = translate(fleet, PROFILE)
+    assert set(resources[typeurls.LISTENER]) == {"infra/gw:80"}
+    assert [p.port for p in gateway_ports(fleet.gateways[0])] == [80]
+
+    def accepted(found: HTTPRoute) -> tuple[str, str]:
+        [(condition, _, _)] = route_verdict(fleet, found, 1, {}, Programmed(0, 0)).conditions
+        return condition.status, condition.reason
+
+    assert accepted(to_tls) == ("False", "NotAllowedByListeners")
+    assert accepted(to_any) == ("True", "Accepted")
+    verdict = gateway_verdict(fleet, fleet.gateways[0], 1, [])
+    tls = next(x for x in verdict.listeners if x.name == "tls")
+    assert (tls.attached_routes, tls.supported_kinds) == (0, ())
+    accepted_condition = tls.conditions[0]
+    assert (accepted_condition.type, accepted_condition.status) == ("Accepted", "False")
+    assert accepted_condition.reason == "UnsupportedProtocol"

@@ -251,14 +251,16 @@ def validate_command(
     _print_problems(problems)
     if state is None:
         raise typer.Exit(1)
-    counts = ", ".join(f"{n} {what}" for what, n in _counts(state).values())
+    counts = ", ".join(
+        f"{n} {what if n != 1 else what[:-1]}" for what, n in _counts(state).values()
+    )
     plural = "s" if len(problems) > 1 else ""
     warned = f" ({len(problems)} warning{plural})" if problems else ""
     sys.stdout.write(f"valid {path}: {counts}{warned}\n")
 
 
 def _counts(state: FleetState) -> dict[str, tuple[str, int]]:
-    """JSON key -> (what a person reads, how many)."""
+    """JSON key -> (what a person reads, in the plural: one drops the final s; how many)."""
     return {
         "members": ("members", len(state.members)),
         "gateways": ("gateways", len(state.gateways)),
@@ -298,7 +300,14 @@ def render_command(
     profile = _profile(role, gateway, member, region, zone)
     state = _load(fleet)
     _check_gateway(state, profile)
-    rows = select(render(state, profile), kinds=kind or (), names=name or ())
+    every = render(state, profile)
+    rows = select(every, kinds=kind or (), names=name or ())
+    if every and not rows:
+        # As kubectl: nothing found is not an error, but say so (a mistyped --name is silent
+        # otherwise), with the names there are.
+        names = ", ".join(sorted({row["name"] for row in select(every, kinds=kind or ())}))
+        message = f"no resource matches --type/--name (names: {names or 'none'})"
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
     if not show_secrets:
         rows = redacted(rows)
     if output is RenderOutput.SUMMARY:
@@ -329,7 +338,9 @@ def explain_command(
     ] = None,
     drain: Annotated[
         list[str] | None,
-        typer.Option("--drain", help="What if this member is drained; repeatable."),
+        typer.Option(
+            "--drain", help="What if these members are drained: MEMBER[,MEMBER...]; repeatable."
+        ),
     ] = None,
     fleet: FleetOption = None,
     role: RoleOption = Role.GATEWAY,
@@ -347,7 +358,7 @@ def explain_command(
     scenario = None
     if fail or drain:
         known = [m.member.name for m in state.members]
-        failed = _members([n for item in fail or [] for n in item.split(",")], known, "--fail")
+        failed = _members(fail or [], known, "--fail")
         scenario = Scenario(failed=failed, drained=_members(drain or [], known, "--drain"))
     request = Request(host=host, path=path, headers=headers, method=method.upper())
     found = explain(state, profile, request, listener, scenario)
@@ -357,7 +368,9 @@ def explain_command(
     Console(width=160).print(render_explanation(found))
 
 
-def _members(names: list[str], known: list[str], option: str) -> frozenset[str]:
+def _members(items: list[str], known: list[str], option: str) -> frozenset[str]:
+    """The members named by a repeatable option, each use a name or a comma-separated list."""
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     for name in names:
         if name not in known:
             hint = did_you_mean(name, known)

@@ -31,11 +31,15 @@ class Options:
 
 @dataclass(slots=True)
 class _Blocked:
-    """How long the stalled stream's writer has waited on flow control: the measurement only
-    starts once it has for `enough` seconds, and it should still wait at the end."""
+    """How long the stalled stream has been stalled: its writer waiting on flow control, or
+    (since xds-protocol rule 26) every response it was sent left unanswered, after which nothing
+    more is written to it. The measurement only starts once it has been for `enough` seconds,
+    and it should still be at the end."""
 
     enough: float
     seconds: float | None = None
+    how: str = ""
+    silent_since: float | None = None
 
     def ready(self, servers: Sequence[Target]) -> bool:
         self.inspect(servers)
@@ -45,12 +49,20 @@ class _Blocked:
         with_stall = servers[1]
         assert isinstance(with_stall, targets.Ours)
         now = time.monotonic()  # the loop's clock: asyncio uses time.monotonic
-        waits = [
-            now - info.writing_since
-            for info in with_stall.serving.ads.streams.values()
-            if info.writing_since is not None
-        ]
-        self.seconds = max(waits) if waits else None
+        streams = list(with_stall.serving.ads.streams.values())
+        waits = [now - i.writing_since for i in streams if i.writing_since is not None]
+        if waits:
+            self.seconds, self.how = max(waits), "blocked on flow control"
+            return
+        silent = any(
+            statuses and all(s.responses and not s.acks and not s.nacks for s in statuses)
+            for statuses in (list(i.machine.status().values()) for i in streams)
+        )
+        if not silent:
+            self.seconds = self.silent_since = None
+            return
+        self.silent_since = self.silent_since or now
+        self.seconds, self.how = now - self.silent_since, "sent its responses, answering none"
 
 
 async def measure(options: Options) -> Section:
@@ -87,8 +99,8 @@ async def measure(options: Options) -> Section:
         columns=("run", "stream p50", "stream p99", "last ACK p50", "last ACK p99"),
         rows=rows,
         notes=(
-            "The stalled stream's writer was blocked on flow control before the first change,"
-            f" and at the end had been for {blocked.seconds or 0:.1f} s.",
+            f"The stalled stream was {blocked.how or 'stalled'} before the first change, and at"
+            f" the end had been for {blocked.seconds or 0:.1f} s.",
             "Both runs are our server, in turns, with the same changes.",
         ),
         verdicts=(

@@ -22,9 +22,7 @@ from xdsfleet.cache.resources import (
     patched_set_version,
     set_version,
 )
-
-HCM_TYPE_URL = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
-
+from xdsfleet.cache.uses import HCM_TYPE_URL, uses_of
 
 # One generation's change: the versions it started from, and the names it changed, per type.
 Step = tuple[Mapping[str, str], Mapping[str, frozenset[str]]]
@@ -44,6 +42,8 @@ class Snapshot:
     versions: Mapping[str, str]
     # Cluster name -> the ClusterLoadAssignment name it warms on (rule 14).
     eds_names: Mapping[str, str] = field(default_factory=dict)
+    # Listeners and routes: the clusters each one uses (`uses.uses_of`), for make before break.
+    uses: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
     # Per type: the versions of the snapshot this one replaced, and the names that differ from
     # it (added, changed or removed). A stream that was up to date with the previous snapshot
     # only looks at those names, so its work per change is proportional to the change.
@@ -131,6 +131,7 @@ def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) 
         resources=resources,
         versions={t: set_version(named.values()) for t, named in resources.items()},
         eds_names={c: e for c, e in eds_names.items() if e is not None},
+        uses=uses_of(messages),
     )
 
 
@@ -171,10 +172,20 @@ def patch_snapshot(
             eds.pop(name, None)
         else:
             eds[name] = eds_name
+    uses = dict(previous.uses)
+    for type_url, named in uses_of(patch).items():
+        if not patch.get(type_url):
+            continue
+        merged = dict(uses.get(type_url, {}))
+        for name in patch[type_url]:
+            merged.pop(name, None)
+        merged.update(named)
+        uses[type_url] = merged
     return Snapshot(
         resources,
         versions,
         eds,
+        uses=uses,
         base_versions=previous.versions,
         changed=changed,
         **previous._succeeded(changed),

@@ -36,6 +36,8 @@ from xdsfleet.documents.reading import (
 )
 from xdsfleet.model.fleet import (
     CORS,
+    SERVED_PROTOCOLS,
+    UNSERVED_PROTOCOLS,
     AllowedRoutes,
     BackendRef,
     Gateway,
@@ -79,7 +81,7 @@ ROUTE_KINDS = (
     RouteGroupKind(GATEWAY_GROUP, "HTTPRoute"),
     RouteGroupKind(GATEWAY_GROUP, "GRPCRoute"),
 )
-LISTENER_PROTOCOLS = ("HTTP", "HTTPS")
+LISTENER_PROTOCOLS = (*SERVED_PROTOCOLS, *UNSERVED_PROTOCOLS)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 # Gateway API's limits.
@@ -116,6 +118,11 @@ def _listener(entry: Map, namespace: str) -> GatewayListener:
             "protocol", f"must be one of {', '.join(LISTENER_PROTOCOLS)}; got {protocol!r}"
         )
     refs: tuple[SecretRef, ...] = ()
+    hostname = entry.optional_name("hostname", HOSTNAME)
+    if protocol in UNSERVED_PROTOCOLS:
+        # Not served (status: UnsupportedProtocol): its TLS mode and route kinds (TLSRoute,
+        # TCPRoute...) are not ours to judge; it must not make the Gateway invalid.
+        return GatewayListener(name, port, protocol, hostname)
     if entry.has("tls"):
         tls = entry.mapping("tls", ("mode", "certificateRefs"))
         fixed(tls, "mode", "Terminate")
@@ -126,7 +133,6 @@ def _listener(entry: Map, namespace: str) -> GatewayListener:
             entry.problem("tls", "an HTTP listener has no TLS (use protocol HTTPS)")
     elif protocol == "HTTPS":
         entry.problem("tls", "missing required field (HTTPS needs tls.certificateRefs)")
-    hostname = entry.optional_name("hostname", HOSTNAME)
     allowed = AllowedRoutes()
     if entry.has("allowedRoutes"):
         allowed = _allowed_routes(entry.mapping("allowedRoutes", ("namespaces", "kinds")))

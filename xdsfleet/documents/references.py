@@ -23,7 +23,7 @@ from xdsfleet.model.attachment import (
     labels_of,
     parent_problem,
 )
-from xdsfleet.model.errors import Problem
+from xdsfleet.model.errors import Problem, Severity
 from xdsfleet.model.fleet import (
     BackendRef,
     EndpointMode,
@@ -82,10 +82,10 @@ def _parent_problem(
         return ""
     if found[0] != "NoMatchingParent":
         return f"{label}: {found[1]}"
-    if parent.section_name is not None and parent.port is not None:
-        return f"{label} has no listener {parent.section_name!r} on port {parent.port}"
     if parent.section_name is not None:
-        return f"{label} has no listener {parent.section_name!r}"
+        hint = did_you_mean(parent.section_name, (x.name for x in gateway.listeners))
+        on = f" on port {parent.port}" if parent.port is not None else ""
+        return f"{label} has no listener {parent.section_name!r}{on}{hint}"
     return f"{label} has no listener on port {parent.port}"
 
 
@@ -122,9 +122,11 @@ class _Offered:
         key = (backend.namespace, backend.name)
         label = object_label("Service", *key)
         if key not in self.ports:
-            return f"{label} is not defined by any member"
+            names = (name for namespace, name in self.ports if namespace == backend.namespace)
+            return f"{label} is not defined by any member{did_you_mean(backend.name, names)}"
         if backend.port not in self.ports[key]:
-            return f"{label} has no port {backend.port} in any member"
+            offered = ", ".join(map(str, sorted(self.ports[key])))
+            return f"{label} has no port {backend.port} in any member (it has {offered})"
         if key not in self.exported:
             return f"{label} is not exported by any member (add a ServiceExport)"
         return ""
@@ -137,9 +139,18 @@ class _Report:
         self._origins = origins
         self.problems: list[Problem] = []
 
-    def add(self, label: str, path: str, message: str, member: str | None = None) -> None:
+    def add(
+        self,
+        label: str,
+        path: str,
+        message: str,
+        member: str | None = None,
+        *,
+        warning: bool = False,
+    ) -> None:
         file = self._origins.get(origin_key(label, member), "")
-        self.problems.append(Problem(file, label, path, message))
+        severity = Severity.WARNING if warning else Severity.ERROR
+        self.problems.append(Problem(file, label, path, message, severity=severity))
 
 
 def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Problem]:
@@ -230,6 +241,11 @@ def _check_shared_ports(report: _Report, state: FleetState) -> None:
         label = object_label("Gateway", gateway.namespace, gateway.name)
         first: dict[int, tuple[str, str]] = {}
         for i, listener in enumerate(gateway.listeners):
+            if not listener.served:
+                message = f"protocol {listener.protocol} is not served by xdsfleet: this "
+                message += "listener is left alone (UnsupportedProtocol)"
+                report.add(label, f"spec.listeners[{i}].protocol", message, warning=True)
+                continue
             protocol, name = first.setdefault(listener.port, (listener.protocol, listener.name))
             if listener.protocol != protocol:
                 message = f"port {listener.port} serves {protocol} (listener {name}): this "

@@ -87,7 +87,10 @@ def effective_hostnames(listener: GatewayListener, hostnames: tuple[str, ...]) -
 def allows(
     gateway: Gateway, listener: GatewayListener, kind: str, namespace: str, labels: Labels
 ) -> bool:
-    """Whether the listener's `allowedRoutes` take a route of `kind` from `namespace`."""
+    """Whether the listener's `allowedRoutes` take a route of `kind` from `namespace`. A
+    listener xdsfleet does not serve (TLS, TCP, UDP) takes none of its route kinds."""
+    if not listener.served:
+        return False
     allowed = listener.allowed_routes
     if allowed.kinds and RouteGroupKind(GATEWAY_GROUP, kind) not in allowed.kinds:
         return False

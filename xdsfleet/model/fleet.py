@@ -178,15 +178,27 @@ class AllowedRoutes:
     kinds: tuple[RouteGroupKind, ...] = ()
 
 
+# Gateway listener protocols: those served, and those accepted but not served.
+SERVED_PROTOCOLS = ("HTTP", "HTTPS")
+UNSERVED_PROTOCOLS = ("TLS", "TCP", "UDP")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayListener:
     name: str
     port: int
-    protocol: str = "HTTP"  # HTTP or HTTPS
+    protocol: str = "HTTP"  # SERVED_PROTOCOLS or UNSERVED_PROTOCOLS
     hostname: str | None = None
     # HTTPS only: the certificates it terminates TLS with (mode Terminate).
     certificate_refs: tuple[SecretRef, ...] = ()
     allowed_routes: AllowedRoutes = field(default_factory=AllowedRoutes)
+
+    @property
+    def served(self) -> bool:
+        """Whether xdsfleet serves it. A TLS, TCP or UDP listener is kept as written and left
+        alone (its status says UnsupportedProtocol), so that one such listener does not make
+        the Gateway, or a fleet file, invalid."""
+        return self.protocol in SERVED_PROTOCOLS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,27 +1,38 @@
 """The incremental (Delta) protocol of one ADS stream, as pure code.
 
 Same shape as `sotw.SotwStream`: requests in, responses out, no I/O. The client's holdings are
-tracked per resource, so only what changed is sent and deletions are explicit.
+tracked per resource, so only what changed is sent and deletions are explicit. As in SotW, at
+most one response per type is unanswered (rule 26), so a NACK never rewinds past a later
+response and what the client holds is known exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from dataclasses import dataclass, field
 from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
 from xdsfleet.cache.snapshot import Snapshot
+from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
-    Inflight,
+    LEGACY_WILDCARD,
+    Everything,
     Nonces,
     Outcome,
+    Pending,
     RequestResult,
     Response,
     Sent,
     TypeStatus,
+    Warming,
+    clusters_ready,
+    news,
 )
+
+# In `rejected`: the client refused a response that removed the name.
+_REMOVAL = "\0removal"
 
 
 @dataclass(slots=True)
@@ -29,12 +40,19 @@ class _TypeState:
     requested: bool = False
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
-    # name -> version the client holds, as far as we know (rule 19 seeds it).
-    known: dict[str, str] = field(default_factory=dict)
+    # name -> version the client holds, as its answers tell (rule 19 seeds it).
+    held: dict[str, str] = field(default_factory=dict)
+    uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
+    # Listeners and routes held from an earlier stream, until their version is seen here.
+    unknown_uses: set[str] = field(default_factory=set)
+    pending: Pending | None = None
     # Subscribed names already reported absent (rule 17), so it is said once.
     reported_absent: set[str] = field(default_factory=set)
     forced: set[str] = field(default_factory=set)
-    rejected: set[tuple[str, str]] = field(default_factory=set)
+    # Rule 6: the last rejected version of each name, forgotten once another goes out.
+    rejected: dict[str, str] = field(default_factory=dict)
+    deferred: set[str] = field(default_factory=set)  # held back (make before break)
+    answer_first: bool = False  # rule 20: the first wildcard request is answered, even empty
     # The snapshot version of the type last looked at; names subscribed since; and whether the
     # subscription changed so much (first request, wildcard) that every name must be looked at.
     checked: str | None = None
@@ -43,17 +61,17 @@ class _TypeState:
     status: TypeStatus = field(default_factory=TypeStatus)
 
 
-@dataclass(frozen=True, slots=True)
-class _DeltaSent(Sent):
-    # What the client held before this response, to restore on a NACK.
-    previous: tuple[tuple[str, str | None], ...] = ()
-
-
 class DeltaStream:
     def __init__(self) -> None:
         self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
-        self._inflight = Inflight()
+        self._warming = Warming()
+        # The assignment each cluster sent uses, so that it is removed after the cluster.
+        self._eds_of: dict[str, str] = {}
+        # The client came back holding resources: until it has said which listeners and routes
+        # it holds (rule 19) and what they use is known, no cluster is removed (rule 13).
+        self._resuming = False
+        self._answered = False
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -66,28 +84,64 @@ class DeltaStream:
         if state is None:
             return RequestResult(Outcome.UNSUPPORTED, type_url)
         # Rule 18: subscription changes count even on a stale nonce.
-        self._subscribe(state, request)
+        self._subscribe(type_url, state, request)
         nonce = request.response_nonce
+        pending = state.pending
         if not nonce:
             return RequestResult(Outcome.SUBSCRIBE, type_url)
-        sent = self._inflight.pop(nonce)
-        if sent is None:
+        if pending is None or nonce != pending.nonce:
             return RequestResult(Outcome.STALE, type_url)
+        state.pending = None
+        self._answered = True
+        sent = pending.sent
         if request.HasField("error_detail"):
-            assert isinstance(sent, _DeltaSent)
-            self._reject(state, sent, request.error_detail.message)
+            # The client kept what it had; these versions are not sent again (rule 6).
+            state.rejected.update((r.name, r.version) for r in sent.resources)
+            state.rejected.update((name, _REMOVAL) for name in sent.removed)
+            state.status.refuse(sent, request.error_detail.message)
             return RequestResult(Outcome.NACK, type_url, sent.version, request.error_detail.message)
         state.status.accept(sent, full_state=False)
+        if type_url == typeurls.ENDPOINT:
+            self._warming.accepted(pending.names(), pending.nonce)
+        for res in sent.resources:
+            if state.rejected.get(res.name) != res.version:
+                state.rejected.pop(res.name, None)
+            state.unknown_uses.discard(res.name)
+            # Unless the client stopped asking for it meanwhile, and so dropped it.
+            if state.wildcard or res.name in state.names:
+                state.held[res.name] = res.version
+                used = pending.uses.get(res.name)
+                if used is None:
+                    state.uses.pop(res.name, None)
+                else:
+                    state.uses[res.name] = used
+        for name in sent.removed:
+            state.held.pop(name, None)
+            state.uses.pop(name, None)
+            state.rejected.pop(name, None)
+            state.unknown_uses.discard(name)
+            if type_url == typeurls.CLUSTER:
+                # Its assignment may go now (not before: the client may refuse to let it go).
+                self._eds_of.pop(name, None)
         return RequestResult(Outcome.ACK, type_url, sent.version)
 
-    def _subscribe(self, state: _TypeState, request: Any) -> None:
+    def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
         subscribe = list(request.resource_names_subscribe)
         unsubscribe = list(request.resource_names_unsubscribe)
         if not state.requested:
             # Rule 20: both lists empty on the first request is the legacy wildcard.
-            state.wildcard = not subscribe and not unsubscribe
+            legacy = not subscribe and not unsubscribe and type_url in LEGACY_WILDCARD
+            state.wildcard = legacy or "*" in subscribe
             # Rule 19: what the client already holds from an earlier stream.
-            state.known.update(request.initial_resource_versions)
+            state.held.update(request.initial_resource_versions)
+            if state.held:
+                state.status.resume(state.held)
+                self._resuming = True
+                if type_url in USERS:
+                    state.unknown_uses.update(state.held)
+            # Rule 20; a client that holds some already has had its first answer.
+            fresh = not state.held
+            state.answer_first = fresh and state.wildcard and type_url in typeurls.FULL_STATE
             state.requested = True
         for name in subscribe:
             if name == "*":
@@ -102,79 +156,184 @@ class DeltaStream:
         for name in unsubscribe:
             if name == "*":
                 state.wildcard = False
-            elif name in state.names:
-                state.names.discard(name)
-                state.known.pop(name, None)
-                state.forced.discard(name)
-                state.status.forget(name)
-            # Unsubscribing a name never subscribed is ignored (rule 18).
-
-    def _reject(self, state: _TypeState, sent: _DeltaSent, message: str) -> None:
-        state.rejected.update((r.name, r.version) for r in sent.resources)
-        for name, version in sent.previous:
-            if version is None:
-                state.known.pop(name, None)
-            else:
-                state.known[name] = version
-        state.status.refuse(sent, message)
+                state.recheck = True
+                continue
+            if name not in state.names:
+                continue  # never subscribed: ignored (rule 18)
+            state.names.discard(name)
+            state.reported_absent.discard(name)
+            state.rejected.pop(name, None)
+            if state.wildcard:
+                # The client drops its copy, yet the wildcard still covers the name: tell it
+                # again what the name is (or that it does not exist).
+                state.held.pop(name, None)
+                state.forced.add(name)
+                continue
+            state.held.pop(name, None)
+            state.uses.pop(name, None)
+            state.forced.discard(name)
+            state.status.forget(name)
+            if type_url == typeurls.CLUSTER:
+                self._eds_of.pop(name, None)
 
     # Responses
 
     def next_responses(self, snapshot: Snapshot) -> list[Response]:
-        """What to send now, in rule-13 order. Removals of clusters and their endpoints wait for
-        the last responses, after listeners and routes have stopped using them (make before
-        break)."""
-        held = (typeurls.CLUSTER, typeurls.ENDPOINT)
-        passes = [(t, t in held) for t in typeurls.ORDER] + [(t, False) for t in held]
+        """What to send now, in rule-13 order, one response per type at most and none for a
+        type whose last response is unanswered. A route waits for its new clusters to be warm;
+        clusters and assignments leave only once nothing the client holds uses them."""
+        if self._resuming:
+            self._learn_uses(snapshot)
         out = []
-        for type_url, hold in passes:
-            response = self._respond(type_url, snapshot, hold_removals=hold)
+        held_back = False
+        for type_url in typeurls.ORDER:
+            state = self._types[type_url]
+            if not state.requested:
+                continue
+            if state.pending is not None:
+                # Rule 13: what comes earlier in a push goes first, so a type that has news
+                # but waits for an answer (rule 26) holds back the types after it.
+                held_back = held_back or news(
+                    state, snapshot.changes_since(type_url, state.checked)
+                )
+                continue
+            if held_back:
+                continue
+            response = self._respond(type_url, state, snapshot)
             if response is not None:
                 out.append(response)
-        for type_url, state in self._types.items():
-            if state.requested:
-                state.checked = snapshot.versions.get(type_url, "")
-                state.recheck = False
-                state.fresh.clear()
+            state.checked = snapshot.versions.get(type_url, "")
+            state.recheck = False
+            state.fresh.clear()
         return out
 
-    def _respond(
-        self, type_url: str, snapshot: Snapshot, *, hold_removals: bool
-    ) -> Response | None:
-        state = self._types[type_url]
-        if not state.requested:
-            return None
+    def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
         available = snapshot.of(type_url)
+        uses = snapshot.uses.get(type_url, {})
         changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
         candidates: Collection[str]
         if changes is None:
-            candidates = state.names | state.known.keys()
+            candidates = state.names | state.held.keys() | state.forced
             if state.wildcard:
                 candidates |= available.keys()
         else:
-            candidates = changes | state.forced | state.fresh
+            candidates = changes | state.forced | state.fresh | state.deferred
         changed: list[Encoded] = []
         removed: list[str] = []
+        retried: list[str] = []
+        deferred = set()
+        in_use: Container[str] | None = None
         for name in sorted(candidates):
             res = available.get(name)
             if res is None:
-                # Rule 17: held by the client and gone (waiting, when asked to, until nothing
-                # uses it), or subscribed and never there (said once, at once).
-                if name in state.known:
-                    if not hold_removals:
+                # Rule 17: held by the client and gone, or subscribed and never there (said
+                # once, at once).
+                if name in state.held:
+                    if in_use is None:
+                        in_use = self._in_use(type_url)
+                    if name in in_use:
+                        deferred.add(name)  # rule 13: something the client holds uses it
+                    elif state.rejected.get(name) == _REMOVAL and name not in state.forced:
+                        retried.append(name)
+                    else:
                         removed.append(name)
-                elif name in state.names and name not in state.reported_absent:
+                elif (name in state.names or (state.wildcard and name in state.forced)) and (
+                    name not in state.reported_absent
+                ):
                     removed.append(name)
                 continue
             if not (state.wildcard or name in state.names):
                 continue
-            unchanged = state.known.get(name) == res.version and name not in state.forced
-            if unchanged or (name, res.version) in state.rejected:
+            refused = state.rejected.get(name)
+            # Back to what the client holds: sent again only after a refusal, so that the
+            # client's answer closes it on both sides.
+            known = refused == res.version or (state.held.get(name) == res.version and not refused)
+            if known and name not in state.forced:
+                continue
+            if name in uses and not self._ready(uses[name], snapshot):
+                deferred.add(name)
                 continue
             changed.append(res)
-        if not changed and not removed:
+        if changed or removed:
+            # A removal the client refused goes again only with something else (rule 6).
+            removed += retried
+        else:
+            deferred.update(retried)
+        state.deferred = deferred
+        if not (changed or removed or state.answer_first or self._probe(type_url, deferred)):
             return None
         return self._commit(type_url, state, snapshot, changed, removed)
+
+    def _probe(self, type_url: str, deferred: set[str]) -> bool:
+        """Whether to send an empty response to a resuming client so that its answer tells the
+        first requests are all in (a client with no listeners would otherwise never say):
+        only when clusters wait for that and nothing else is on its way."""
+        waiting = type_url == typeurls.CLUSTER and bool(deferred) and self._resuming
+        idle = all(s.pending is None for s in self._types.values())
+        return waiting and not self._answered and idle
+
+    def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
+        cds = self._types[typeurls.CLUSTER]
+        subscribed: Container[str] | None = None
+        if cds.requested:
+            subscribed = Everything() if cds.wildcard else cds.names
+        # What the client will hold once it takes the response on its way, if any.
+        sent: Container[str] = cds.held
+        if cds.pending is not None:
+            sent = (cds.held.keys() | cds.pending.names()) - set(cds.pending.sent.removed)
+        return clusters_ready(
+            clusters,
+            subscribed=subscribed,
+            available=snapshot.of(typeurls.CLUSTER),
+            sent=sent,
+            warming=self._warming,
+        )
+
+    def _learn_uses(self, snapshot: Snapshot) -> None:
+        """What the listeners and routes held from an earlier stream use, where the snapshot
+        has their version; and whether the client has said all it holds."""
+        for user in USERS:
+            state = self._types[user]
+            available = snapshot.of(user)
+            uses = snapshot.uses.get(user, {})
+            for name in list(state.unknown_uses):
+                res = available.get(name)
+                if name not in state.held or name in state.rejected:
+                    # Gone, or the client refused what would have told (its replacement or
+                    # removal): nothing more can be learnt, and waiting would keep every
+                    # deleted cluster for good.
+                    state.unknown_uses.discard(name)
+                elif res is not None and res.version == state.held[name]:
+                    state.unknown_uses.discard(name)
+                    if name in uses:
+                        state.uses[name] = uses[name]
+        listeners, routes = self._types[typeurls.LISTENER], self._types[typeurls.ROUTE]
+        # A client answers only after its first requests, so by its first answer it has said
+        # what it holds; before, until it asked for listeners and for the routes they name.
+        said = self._answered or (listeners.requested and (routes.requested or not listeners.held))
+        if said and not listeners.unknown_uses and not routes.unknown_uses:
+            self._resuming = False
+
+    def _in_use(self, type_url: str) -> Container[str]:
+        """What the client holds (or is being sent) that still needs a resource of the type:
+        clusters are used by listeners and routes, assignments by clusters."""
+        if type_url == typeurls.ENDPOINT:
+            # A cluster held from an earlier stream (rule 19) was never seen here: its
+            # assignment has its name unless it names another (`eds_cluster_config`).
+            return set(self._eds_of.values()) | self._types[typeurls.CLUSTER].held.keys()
+        if type_url != typeurls.CLUSTER:
+            return ()
+        if self._resuming:
+            return Everything()
+        used: set[str] = set()
+        for user in USERS:
+            state = self._types[user]
+            for clusters in state.uses.values():
+                used |= clusters
+            if state.pending is not None:
+                for clusters in state.pending.uses.values():
+                    used |= clusters
+        return used
 
     def _commit(
         self,
@@ -186,24 +345,32 @@ class DeltaStream:
     ) -> Response:
         nonce = self._nonces.next()
         if type_url == typeurls.CLUSTER:
-            # Rule 14: every changed cluster needs a fresh assignment to leave warming.
+            # Rule 14: every changed cluster needs a fresh assignment to leave warming; a new
+            # one is not ready for routes until then.
             endpoints = self._types[typeurls.ENDPOINT]
             for res in changed:
                 eds_name = snapshot.eds_names.get(res.name)
                 if eds_name:
                     endpoints.forced.add(eds_name)
-        previous = tuple((r.name, state.known.get(r.name)) for r in changed)
-        for res in changed:
-            state.known[res.name] = res.version
-            state.forced.discard(res.name)
-        for name in removed:
-            state.known.pop(name, None)
-            if name in state.names:
-                state.reported_absent.add(name)
+                    self._eds_of[res.name] = eds_name
+                    if res.name not in state.held:
+                        self._warming.start(res.name, eds_name, nonce)
+                else:
+                    self._eds_of.pop(res.name, None)
+            for name in removed:
+                self._warming.stop(name)
+        state.forced.difference_update(r.name for r in changed)
+        state.forced.difference_update(removed)
+        state.reported_absent.update(n for n in removed if n in state.names)
+        state.answer_first = False
         version = snapshot.versions.get(type_url, "")
         state.status.sent_version = version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        sent = _DeltaSent(type_url, version, tuple(changed), tuple(removed), previous=previous)
-        self._inflight.add(nonce, sent)
+        uses = snapshot.uses.get(type_url, {})
+        state.pending = Pending(
+            nonce,
+            Sent(type_url, version, tuple(changed), tuple(removed)),
+            {r.name: uses[r.name] for r in changed if r.name in uses},
+        )
         return Response(type_url, nonce, version, tuple(changed), tuple(removed))

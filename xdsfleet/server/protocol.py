@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
+from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
 
-# How many unanswered responses per stream are remembered to match ACKs and NACKs against.
-INFLIGHT_LIMIT = 64
+# Rules 9 and 20: only these types know the legacy wildcard (an empty first request).
+LEGACY_WILDCARD = typeurls.FULL_STATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,19 @@ class TypeStatus:
     # Per resource: the version the client accepted, and what it refused with its message.
     held: dict[str, str] = field(default_factory=dict, repr=False)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # The client came back holding what it needed: nothing had to be sent (rules 7 and 19).
+    resumed: bool = False
 
     @property
     def in_sync(self) -> bool:
-        return self.sent_nonce != "" and self.sent_version == self.acked_version
+        if self.sent_nonce == "":
+            return self.resumed
+        return self.sent_version == self.acked_version
+
+    def resume(self, held: dict[str, str]) -> None:
+        """A reconnecting client says what it holds."""
+        self.held.update(held)
+        self.resumed = True
 
     def accept(self, sent: Sent, *, full_state: bool) -> None:
         self.acked_version = sent.version
@@ -107,19 +118,78 @@ class TypeStatus:
         }
 
 
-class Inflight:
-    """Responses sent and not yet answered, by nonce, bounded."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The one response of a type that the client has not answered yet (rule 26): nothing more
+    of that type is sent until it does, so an ACK or NACK always speaks of the latest response
+    and what the client holds is known exactly."""
+
+    nonce: str
+    sent: Sent
+    # Listeners and routes: the clusters each resource of the response uses.
+    uses: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return {r.name for r in self.sent.resources}
+
+
+def clusters_ready(
+    clusters: Collection[str],
+    *,
+    subscribed: Container[str] | None,
+    available: Container[str],
+    sent: Container[str],
+    warming: Container[str],
+) -> bool:
+    """Whether a route or listener using `clusters` may go out now (rules 13 and 14): every one
+    of them the client will be sent without the route (`subscribed`: the names it asks for, or
+    None when it asks for none; a wildcard subscription contains every name) has been sent, and
+    its assignment after it. A client that asks for clusters only once a route names them
+    (gRPC) gets the route first: waiting would deadlock it."""
+    if subscribed is None:
+        return True
+    return all(
+        c in sent and c not in warming for c in clusters if c in available and c in subscribed
+    )
+
+
+class Warming:
+    """Clusters sent to a client that did not have them, until it accepts an assignment sent
+    after them (rule 14): until then they are warming there, and a route naming one would fail
+    its requests, so it waits."""
 
     def __init__(self) -> None:
-        self._by_nonce: OrderedDict[str, Sent] = OrderedDict()
+        self._clusters: dict[str, tuple[str, int]] = {}
 
-    def add(self, nonce: str, sent: Sent) -> None:
-        self._by_nonce[nonce] = sent
-        while len(self._by_nonce) > INFLIGHT_LIMIT:
-            self._by_nonce.popitem(last=False)
+    def __contains__(self, cluster: object) -> bool:
+        return cluster in self._clusters
 
-    def pop(self, nonce: str) -> Sent | None:
-        return self._by_nonce.pop(nonce, None)
+    def start(self, cluster: str, eds_name: str, nonce: str) -> None:
+        self._clusters[cluster] = (eds_name, int(nonce))
+
+    def stop(self, cluster: str) -> None:
+        self._clusters.pop(cluster, None)
+
+    def accepted(self, assignments: Collection[str], nonce: str) -> None:
+        """The client accepted the response `nonce`, carrying these assignments."""
+        sent = int(nonce)
+        for cluster, (eds_name, since) in list(self._clusters.items()):
+            if since < sent and eds_name in assignments:
+                del self._clusters[cluster]
+
+
+def news(state: Any, changes: Collection[str] | None) -> bool:
+    """Whether a type has something to send: its snapshot changed since it last looked
+    (`changes`; None when unknown), or its client asked for more."""
+    asked = state.recheck or any(n in state.names for n in state.forced)
+    return changes is None or bool(changes) or asked
+
+
+class Everything:
+    """The names a wildcard subscription covers: all of them."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
 
 
 class Nonces:

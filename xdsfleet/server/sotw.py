@@ -2,12 +2,16 @@
 
 Feed it requests (`on_request`) and ask it what to send for a snapshot (`next_responses`); it
 does no I/O, so every rule of docs/xds-protocol.md is a table test away. Rule numbers below
-refer to that file.
+refer to that page.
+
+At most one response per type is unanswered at a time (rule 26): what the client holds is then
+known exactly (its ACK says it took the response, its NACK that it kept what it had), and no
+later response can overtake the one a NACK speaks of.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +19,18 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
 from xdsfleet.cache.snapshot import Snapshot, empty_assignment
 from xdsfleet.server.protocol import (
-    Inflight,
+    LEGACY_WILDCARD,
+    Everything,
     Nonces,
     Outcome,
+    Pending,
     RequestResult,
     Response,
     Sent,
     TypeStatus,
+    Warming,
+    clusters_ready,
+    news,
 )
 
 
@@ -29,20 +38,27 @@ from xdsfleet.server.protocol import (
 class _TypeState:
     requested: bool = False
     wildcard: bool = False
-    ever_named: bool = False
+    explicit: bool = False  # ever named a resource, `*` included (rule 9)
     names: set[str] = field(default_factory=set)
+    last_request: tuple[str, ...] | None = None
+    # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
+    held: dict[str, Encoded] = field(default_factory=dict)
+    held_set: str | None = None
+    uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
+    # A reconnecting client's `version_info` for a wildcard LDS or CDS (rule 7).
+    resumed: str = ""
+    pending: Pending | None = None
     latest_nonce: str = ""
-    # What the client was last sent, by name: our view of what it holds.
-    sent: dict[str, Encoded] = field(default_factory=dict)
-    sent_set: str | None = None  # full-state types: the set version last sent
     forced: set[str] = field(default_factory=set)
     force_all: bool = False
-    rejected: set[tuple[str, str]] = field(default_factory=set)  # (name, version)
-    rejected_sets: set[str] = field(default_factory=set)
-    # The snapshot version of the type last looked at, and the names last requested, so that
-    # unchanged types and repeated requests cost next to nothing.
+    # Rule 6: the last rejected version of each name (and of the set, for LDS and CDS): never
+    # sent again, forgotten once another version goes out. Bounded by the names subscribed.
+    rejected: dict[str, str] = field(default_factory=dict)
+    rejected_set: str | None = None
+    # Names held back (make before break) or kept for a route: looked at again every time.
+    deferred: set[str] = field(default_factory=set)
+    # The snapshot version of the type last looked at, so that unchanged types cost nothing.
     checked: str | None = None
-    last_request: tuple[str, ...] | None = None
     recheck: bool = False  # the subscription changed: look at every name once
     status: TypeStatus = field(default_factory=TypeStatus)
 
@@ -59,7 +75,7 @@ class SotwStream:
     def __init__(self) -> None:
         self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
-        self._inflight = Inflight()
+        self._warming = Warming()
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -72,37 +88,63 @@ class SotwStream:
         if state is None:
             return RequestResult(Outcome.UNSUPPORTED, type_url)
         nonce = request.response_nonce
-        nack = request.HasField("error_detail")
-        sent = self._inflight.pop(nonce) if nonce else None
-        if nonce and nonce != state.latest_nonce:
-            # Rule 3: stale: nothing is sent for it. What it says of an older response is still
-            # true, though: record its NACK (rule 6) or ACK, or status lags under churn.
-            if sent is not None and nack:
-                self._reject(state, sent, request)
-            elif sent is not None:
-                state.status.accept(sent, full_state=type_url in typeurls.FULL_STATE)
-            return RequestResult(Outcome.STALE, type_url, request.version_info)
-        # A request echoing a nonce already answered only changes the subscription: Envoy sends
-        # one whenever its set of names changes between responses.
+        pending = state.pending
         result = RequestResult(Outcome.SUBSCRIBE, type_url)
-        if sent is not None and nack:
-            # Rule 5: a NACK is an error_detail, whatever version it carries.
-            self._reject(state, sent, request)
-            result = RequestResult(
-                Outcome.NACK, type_url, request.version_info, request.error_detail.message
-            )
-        elif sent is not None:
-            state.status.accept(sent, full_state=type_url in typeurls.FULL_STATE)
-            result = RequestResult(Outcome.ACK, type_url, request.version_info)
+        if pending is not None and nonce == pending.nonce:
+            state.pending = None
+            if request.HasField("error_detail"):
+                # Rule 5: a NACK is an error_detail, whatever version it carries.
+                self._reject(state, pending, request.error_detail.message)
+                result = RequestResult(
+                    Outcome.NACK, type_url, request.version_info, request.error_detail.message
+                )
+            else:
+                self._accept(type_url, state, pending)
+                result = RequestResult(Outcome.ACK, type_url, request.version_info)
+        elif state.latest_nonce and nonce != state.latest_nonce:
+            # Rule 3: written before the client saw our latest response: nothing is sent in
+            # reply. Its names still count below: the client will not repeat them.
+            result = RequestResult(Outcome.STALE, type_url, request.version_info)
+        # A first request may carry a nonce of another stream (a client resuming): it is not
+        # stale, nothing was sent on this one.
+        first = not state.requested
         self._subscribe(type_url, state, list(request.resource_names))
+        if first and state.wildcard and type_url in typeurls.FULL_STATE:
+            state.resumed = request.version_info
         return result
 
-    def _reject(self, state: _TypeState, sent: Sent, request: Any) -> None:
-        # Rule 6: never send these versions again; the next change gets through.
-        state.rejected.update((r.name, r.version) for r in sent.resources)
+    def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
+        sent = pending.sent
+        if type_url == typeurls.ENDPOINT:
+            self._warming.accepted(pending.names(), pending.nonce)
+        full = type_url in typeurls.FULL_STATE
+        state.status.accept(sent, full_state=full)
+        if full:
+            state.held = {r.name: r for r in sent.resources}
+            state.held_set = sent.version
+            state.uses = dict(pending.uses)
+            state.rejected_set = None
+            return
+        for res in sent.resources:
+            if state.rejected.get(res.name) != res.version:
+                state.rejected.pop(res.name, None)
+            # Unless the client stopped asking for it meanwhile, and so dropped it.
+            if state.wildcard or res.name in state.names:
+                state.held[res.name] = res
+                used = pending.uses.get(res.name)
+                if used is None:
+                    state.uses.pop(res.name, None)
+                else:
+                    state.uses[res.name] = used
+
+    def _reject(self, state: _TypeState, pending: Pending, message: str) -> None:
+        # Rule 6: the client kept what it had; these versions are not sent again.
+        sent = pending.sent
         if sent.type_url in typeurls.FULL_STATE:
-            state.rejected_sets.add(sent.version)
-        state.status.refuse(sent, request.error_detail.message)
+            state.rejected_set = sent.version
+        else:
+            state.rejected.update((r.name, r.version) for r in sent.resources)
+        state.status.refuse(sent, message)
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: list[str]) -> None:
         requested = tuple(resource_names)
@@ -114,125 +156,199 @@ class SotwStream:
         star = "*" in names
         names.discard("*")
         if not state.requested:
-            wildcard = star or not names
+            wildcard = star or (not names and type_url in LEGACY_WILDCARD)
         else:
             # Rule 9: an empty list keeps the legacy wildcard only on a stream that never named
-            # anything; after an explicit name it means "nothing".
-            wildcard = star or (not names and state.wildcard and not state.ever_named)
-        if wildcard and not state.wildcard:
-            state.force_all = True
+            # anything (`*` included); after an explicit name it means "nothing".
+            wildcard = star or (not names and state.wildcard and not state.explicit)
+        if wildcard and not state.wildcard and state.requested:
+            state.force_all = True  # re-subscribing sends everything again (rule 8)
         # Rule 8: newly requested names are sent even if unchanged.
         state.forced |= names - state.names
         if type_url not in typeurls.FULL_STATE and not wildcard:
-            for gone in state.names - names:
-                # Forget it, so that asking again later gets it again.
-                state.sent.pop(gone, None)
+            for gone in state.held.keys() - names:
+                # The client drops what it no longer asks for: asking again gets it again.
+                del state.held[gone]
+                state.uses.pop(gone, None)
                 state.status.forget(gone)
+            for gone in state.names - names:
+                state.rejected.pop(gone, None)
+                state.forced.discard(gone)
         state.requested = True
         state.wildcard = wildcard
-        state.ever_named = state.ever_named or bool(names)
+        state.explicit = state.explicit or star or bool(names)
         state.names = names
 
     # Responses
 
     def next_responses(self, snapshot: Snapshot) -> list[Response]:
-        """What to send now, in rule-13 order. Removed clusters stay in the first CDS response
-        while listeners and routes stop using them, and go in a last one (make before break)."""
+        """What to send now, in rule-13 order, one response per type at most and none for a
+        type whose last response is unanswered. A route waits for its new clusters to be warm;
+        a cluster leaves only once no listener or route the client holds uses it."""
         out: list[Response] = []
-        cds = self._plan(typeurls.CLUSTER, snapshot)
-        two_phase = bool(cds and cds.removed) and bool(
-            self._plan(typeurls.LISTENER, snapshot) or self._plan(typeurls.ROUTE, snapshot)
-        )
-        if two_phase and cds is not None:
-            cds = self._plan(typeurls.CLUSTER, snapshot, retain=cds.removed)
-        if cds is not None:
-            out.append(self._commit(cds, snapshot))
-        # Every other type in rule-13 order (ORDER starts with CDS, sent above).
-        for type_url in typeurls.ORDER[1:]:
-            plan = self._plan(type_url, snapshot)
+        held_back = False
+        for type_url in typeurls.ORDER:
+            state = self._types[type_url]
+            if not state.requested:
+                continue
+            if state.pending is not None:
+                # Rule 13: what comes earlier in a push goes first, so a type that has news
+                # but waits for an answer (rule 26) holds back the types after it.
+                held_back = held_back or news(
+                    state, snapshot.changes_since(type_url, state.checked)
+                )
+                continue
+            if held_back:
+                continue
+            plan = self._plan(type_url, state, snapshot)
             if plan is not None:
                 out.append(self._commit(plan, snapshot))
-        if two_phase:
-            plan = self._plan(typeurls.CLUSTER, snapshot)
-            if plan is not None:
-                out.append(self._commit(plan, snapshot))
-        for type_url, state in self._types.items():
-            if state.requested:
-                state.checked = snapshot.versions.get(type_url, "")
-                state.force_all = state.recheck = False
+            state.checked = snapshot.versions.get(type_url, "")
+            state.force_all = state.recheck = False
         return out
 
-    def _plan(
-        self, type_url: str, snapshot: Snapshot, retain: tuple[str, ...] = ()
-    ) -> _Plan | None:
-        state = self._types[type_url]
-        if not state.requested:
-            return None
+    def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)
         recheck = state.force_all or state.recheck
         changes = None if recheck else snapshot.changes_since(type_url, state.checked)
+        quiet = changes is not None and not changes and not state.forced and not state.deferred
+        if quiet:
+            return None
         if type_url in typeurls.FULL_STATE:
-            if changes is not None and not changes and not state.forced and not retain:
-                return None
-            return self._plan_full(type_url, state, available, retain)
+            return self._plan_full(type_url, state, snapshot)
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
-            wanted = {n for n in changes | state.forced if n in wanted}
+            wanted = {n for n in changes | state.forced | state.deferred if n in wanted}
+        deferred = set()
         resources = []
         for name in sorted(wanted):
             res = available.get(name)
             if res is None:
-                if type_url != typeurls.ENDPOINT or name in state.sent:
+                if type_url != typeurls.ENDPOINT or name in state.held:
                     # Known before and gone now: its cluster is on its way out.
                     continue
                 res = empty_assignment(name)  # rule 15
-            previous = state.sent.get(name)
-            unchanged = previous is not None and previous.version == res.version
-            if (unchanged and name not in state.forced) or (name, res.version) in state.rejected:
+            if name not in state.forced:
+                previous = state.held.get(name)
+                refused = state.rejected.get(name)
+                if refused == res.version:
+                    continue
+                # Back to what the client holds: sent again only after a refusal, so that the
+                # client's answer closes it (and Envoy's own error state) on both sides.
+                if previous is not None and previous.version == res.version and refused is None:
+                    continue
+            if not self._ready(snapshot.uses.get(type_url, {}).get(name, ()), snapshot):
+                deferred.add(name)
                 continue
             resources.append(res)
+        state.deferred = deferred
         if not resources:
             return None
         return _Plan(type_url, snapshot.versions.get(type_url, ""), tuple(resources))
 
-    @staticmethod
-    def _plan_full(
-        type_url: str,
-        state: _TypeState,
-        available: Any,
-        retain: tuple[str, ...],
-    ) -> _Plan | None:
-        wanted = set(available) if state.wildcard else state.names & set(available)
-        resources = [available[name] for name in wanted]
-        resources += [state.sent[name] for name in retain if name in state.sent]
-        resources.sort(key=lambda r: r.name)
+    def _plan_full(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
+        available = snapshot.of(type_url)
+        uses = snapshot.uses.get(type_url, {})
+        wanted = available.keys() if state.wildcard else state.names & available.keys()
+        chosen: dict[str, Encoded] = {}
+        deferred = set()
+        for name in wanted:
+            if name in uses and not self._ready(uses[name], snapshot):
+                # A listener whose new clusters are not warm yet keeps its old version.
+                deferred.add(name)
+                if name in state.held:
+                    chosen[name] = state.held[name]
+                continue
+            chosen[name] = available[name]
+        if type_url == typeurls.CLUSTER:
+            subscribed = Everything() if state.wildcard else state.names
+            gone = [n for n in state.held if n not in chosen and n in subscribed]
+            if gone:
+                # Rule 13: a deleted cluster stays while a listener or route the client holds
+                # (or is being sent) uses it.
+                in_use = self._in_use()
+                for name in gone:
+                    if name in in_use:
+                        deferred.add(name)
+                        chosen[name] = state.held[name]
+        state.deferred = deferred
+        resources = tuple(sorted(chosen.values(), key=lambda r: r.name))
         version = set_version(resources)
-        unchanged = version == state.sent_set and not state.force_all
-        if unchanged or version in state.rejected_sets:
-            return None
-        removed = tuple(sorted(state.sent.keys() - {r.name for r in resources}))
-        return _Plan(type_url, version, tuple(resources), removed)
+        if state.held_set is None and state.resumed == version:
+            # Rule 7: a client back from another replica with this very set holds it already.
+            state.held = {r.name: r for r in resources}
+            state.held_set = version
+            state.uses = {n: uses[n] for n in state.held if n in uses}
+            state.status.resume({r.name: r.version for r in resources})
+            state.status.acked_version = version
+        state.resumed = ""
+        if not state.force_all:
+            if version == state.rejected_set:
+                return None
+            if version == state.held_set and state.rejected_set is None:
+                return None
+        removed = tuple(sorted(state.held.keys() - chosen.keys()))
+        return _Plan(type_url, version, resources, removed)
+
+    def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
+        if not clusters:
+            return True
+        cds = self._types[typeurls.CLUSTER]
+        subscribed: Container[str] | None = None
+        if cds.requested:
+            subscribed = Everything() if cds.wildcard else cds.names
+        # What the client will hold once it takes the response on its way, if any.
+        sent: Container[str] = cds.held if cds.pending is None else cds.pending.names()
+        return clusters_ready(
+            clusters,
+            subscribed=subscribed,
+            available=snapshot.of(typeurls.CLUSTER),
+            sent=sent,
+            warming=self._warming,
+        )
+
+    def _in_use(self) -> set[str]:
+        """The clusters that the listeners and routes the client holds or is being sent use."""
+        used: set[str] = set()
+        for type_url in (typeurls.LISTENER, typeurls.ROUTE):
+            state = self._types[type_url]
+            for clusters in state.uses.values():
+                used |= clusters
+            if state.pending is not None:
+                for clusters in state.pending.uses.values():
+                    used |= clusters
+        return used
 
     def _commit(self, plan: _Plan, snapshot: Snapshot) -> Response:
         state = self._types[plan.type_url]
         nonce = self._nonces.next()
         if plan.type_url == typeurls.CLUSTER:
-            # Rule 14: a changed cluster warms only on a fresh assignment, changed or not.
-            endpoints = self._types[typeurls.ENDPOINT]
-            for res in plan.resources:
-                previous = state.sent.get(res.name)
-                eds_name = snapshot.eds_names.get(res.name)
-                if eds_name and (previous is None or previous.version != res.version):
-                    endpoints.forced.add(eds_name)
-        if plan.type_url in typeurls.FULL_STATE:
-            state.sent = {r.name: r for r in plan.resources}
-            state.sent_set = plan.version
-        else:
-            state.sent.update((r.name, r) for r in plan.resources)
+            self._clusters_sent(state, plan, snapshot.eds_names, nonce)
         state.forced.difference_update(r.name for r in plan.resources)
         state.latest_nonce = nonce
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        self._inflight.add(nonce, Sent(plan.type_url, plan.version, plan.resources, plan.removed))
+        uses = snapshot.uses.get(plan.type_url, {})
+        state.pending = Pending(
+            nonce,
+            Sent(plan.type_url, plan.version, plan.resources, plan.removed),
+            {r.name: uses[r.name] for r in plan.resources if r.name in uses},
+        )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)
+
+    def _clusters_sent(
+        self, state: _TypeState, plan: _Plan, eds_names: Mapping[str, str], nonce: str
+    ) -> None:
+        # Rule 14: a changed cluster warms only on a fresh assignment, changed or not; a new one
+        # is not ready for routes until then.
+        endpoints = self._types[typeurls.ENDPOINT]
+        for res in plan.resources:
+            previous = state.held.get(res.name)
+            eds_name = eds_names.get(res.name)
+            if eds_name and (previous is None or previous.version != res.version):
+                endpoints.forced.add(eds_name)
+                if previous is None:
+                    self._warming.start(res.name, eds_name, nonce)
+        for name in plan.removed:
+            self._warming.stop(name)

@@ -430,6 +430,14 @@ def gateway_verdict(
     conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
     found = []
     for listener in gateway.listeners:
+        if not listener.served:
+            unsupported = f"protocol {listener.protocol} is not served by xdsfleet"
+            left_alone = (
+                Condition("Accepted", "False", "UnsupportedProtocol", unsupported),
+                Condition("Programmed", "False", "Invalid", "not served"),
+            )
+            found.append(ListenerVerdict(listener.name, 0, (), left_alone))
+            continue
         kinds = tuple(
             k
             for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE)
@@ -460,11 +468,17 @@ def gateway_verdict(
             name = gateway_port_name(gateway.namespace, gateway.name, port.port)
             conditions.append(Programmed.count(streams, _listener_named(name)).condition())
         found.append(ListenerVerdict(listener.name, attached_routes, kinds, tuple(conditions)))
-    programmed = [c for v in found for c in v.conditions if c.type == "Programmed"]
+    served = {x.name for x in gateway.listeners if x.served}
+    programmed = [
+        c for v in found if v.name in served for c in v.conditions if c.type == "Programmed"
+    ]
     overall = (
         Condition("Programmed", "True", "Programmed", "every listener is held by its Envoys")
-        if all(c.status == "True" for c in programmed)
-        else next(c for c in programmed if c.status != "True")
+        if programmed and all(c.status == "True" for c in programmed)
+        else next(
+            (c for c in programmed if c.status != "True"),
+            Condition("Programmed", "False", "Invalid", "no listener is served"),
+        )
     )
     accepted = Condition("Accepted", "True", "Accepted", "served")
     return GatewayVerdict(generation, (accepted, overall), tuple(found))

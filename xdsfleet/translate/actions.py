@@ -141,6 +141,10 @@ def _cors(cors: CORS) -> Message:
         allow_methods=", ".join(cors.allow_methods),
         allow_headers=", ".join(cors.allow_headers),
         expose_headers=", ".join(cors.expose_headers),
+        # A preflight from an origin not allowed is answered by Envoy without CORS headers,
+        # never forwarded: the backend would answer it as an ordinary request (the spec's
+        # HTTPRouteCORS case "preflight from a non-matching origin").
+        forward_not_matching_preflights={"value": False},
     )
     if cors.max_age_seconds is not None:
         policy.max_age = str(cors.max_age_seconds)

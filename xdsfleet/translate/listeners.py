@@ -59,13 +59,13 @@ def gateway_listener(
     by cookie, or with a CORS policy, configure."""
     built = listener_pb2.Listener(name=name, address=_address(ANY_ADDRESS, port))
     if not chains:
-        built.filter_chains.add(filters=[_manager(name, name, sessions, cors)])
+        built.filter_chains.add(filters=[_manager(name, name, sessions, cors, edge=True)])
     if any(server_name is not None for server_name, _, _ in chains):
         # Reads the SNI name from the ClientHello, so that filter chains can match on it.
         inspector = built.listener_filters.add(name=TLS_INSPECTOR)
         pack_into(inspector.typed_config, tls_inspector_pb2.TlsInspector())
     for server_name, secrets, routes in chains:
-        chain = built.filter_chains.add(filters=[_manager(name, routes, sessions, cors)])
+        chain = built.filter_chains.add(filters=[_manager(name, routes, sessions, cors, edge=True)])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h2", "http/1.1"))
@@ -92,7 +92,7 @@ def quic_listener(
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
         transport = quic_transport_pb2.QuicDownstreamTransport(downstream_tls_context=context)
         transport.enable_early_data.value = early_data
-        manager = _manager(name, routes, sessions, cors, http3=True)
+        manager = _manager(name, routes, sessions, cors, http3=True, edge=True)
         chain = listener.filter_chains.add(filters=[manager])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)
@@ -152,12 +152,23 @@ def _address(host: str, port: int, protocol: int = address_pb2.SocketAddress.TCP
 
 
 def _manager(
-    name: str, routes: str, sessions: bool, cors: bool = False, *, http3: bool = False
+    name: str,
+    routes: str,
+    sessions: bool,
+    cors: bool = False,
+    *,
+    http3: bool = False,
+    edge: bool = False,
 ) -> Message:
     """An HTTP connection manager fetching the RouteConfiguration `routes` over ADS. The Host
     header is left as sent, port included: gateway route tables match hosts without their
     port (`ignore_port_in_host_matching`), and backends see what the client sent.
-    WebSocket upgrades pass through (Gateway API: `appProtocol: kubernetes.io/ws`)."""
+    WebSocket upgrades pass through (Gateway API: `appProtocol: kubernetes.io/ws`).
+
+    `edge` (a gateway, facing clients), as Envoy's edge-proxy guidance asks: the peer address
+    is the client's (appended to X-Forwarded-For for backends; a client cannot pose as internal
+    with a forged X-Forwarded-For and so have its `x-envoy-*` headers obeyed), and paths are
+    normalized before routing (`/a/../admin` is routed as `/admin`)."""
     filters = [_cors()] if cors else []
     filters += [_stateful_session()] if sessions else []
     manager = hcm_pb2.HttpConnectionManager(
@@ -165,6 +176,9 @@ def _manager(
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=routes),
         http_filters=[*filters, _router()],
     )
+    if edge:
+        manager.use_remote_address.value = True
+        manager.normalize_path.value = True
     if not http3:
         manager.upgrade_configs.add(upgrade_type=WEBSOCKET)
     if http3:

@@ -87,9 +87,10 @@ class GatewayPort:
 
 
 def gateway_ports(gateway: Gateway) -> tuple[GatewayPort, ...]:
-    """The Gateway's listeners grouped by port, in port order."""
+    """The Gateway's served listeners grouped by port, in port order (TLS, TCP and UDP
+    listeners are not served: no Envoy listener)."""
     by_port: dict[int, list[GatewayListener]] = {}
-    for listener in gateway.listeners:
+    for listener in (x for x in gateway.listeners if x.served):
         by_port.setdefault(listener.port, []).append(listener)
     ports = []
     for port, listeners in sorted(by_port.items()):

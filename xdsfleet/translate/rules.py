@@ -278,7 +278,9 @@ def _overlay_gateway_api(retry: RetrySettings, rule: RouteRule) -> RetrySettings
         if rule.retry.backoff_ms is not None:
             retry = replace(retry, backoff_base_ms=rule.retry.backoff_ms)
     if rule.timeouts is not None and rule.timeouts.backend_request_ms:
-        retry = replace(retry, per_try_timeout_ms=rule.timeouts.backend_request_ms)
+        # A bound on each request to a backend (Gateway API: exceeded, the client gets 504):
+        # the try is cancelled, not hedged (a hedged try would still answer, late).
+        retry = replace(retry, per_try_timeout_ms=rule.timeouts.backend_request_ms, hedge=False)
     return retry
 
 

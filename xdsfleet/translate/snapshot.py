@@ -233,8 +233,13 @@ def _add_gateway_port(
             continue  # the port's one route table, already built
         hosts = every
         if own != name:
-            # This listener's SNI chain: its own hosts; the others' hosts answer 421.
-            others = [h.name for h in every if h not in planned[listener.name]]
+            # This listener's SNI chain: its own hosts; the others' hosts answer 421, and so
+            # does any host another listener of the port would own (its hostname, or every
+            # host for one without), not only those its routes name.
+            mine = {d for h in planned[listener.name] for d in h.domains}
+            others = {h.name for h in every if h not in planned[listener.name]}
+            others |= {x.hostname or "*" for x in port.listeners if x is not listener}
+            others -= mine
             hosts = (*planned[listener.name], *((misdirected(others),) if others else ()))
         resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
     # HTTPS: one chain per listener with certificates (the others were left out above).

@@ -90,7 +90,10 @@ def request(
             )
         conn.request(method, path, headers={**({"Host": host} if host else {}), **(headers or {})})
         response = conn.getresponse()
-        found = {k.lower(): v for k, v in response.getheaders()}
+        found: dict[str, str] = {}
+        for name, value in response.getheaders():  # repeated headers joined, as Go does
+            key = name.lower()
+            found[key] = f"{found[key]},{value}" if key in found else value
         return Response(response.status, found, response.read())
     except OSError:
         return Response(0, {}, b"")

@@ -1,5 +1,6 @@
-"""Certificates made on the spot for tests: self-signed, with the names, dates and keys a test
-asks for. Nothing here is a secret: the keys live as long as the test."""
+"""Certificates made on the spot for tests and the conformance harness: self-signed, with the
+names, dates and keys a caller asks for. Nothing here is a secret: the keys live as long as
+the test."""
 
 from __future__ import annotations
 

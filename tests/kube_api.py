@@ -43,8 +43,8 @@ from typing import Any, Self
 import kube_schema
 import yaml
 from aiohttp import web
-from certs import certificate
 
+from harness.certs import certificate
 from harness.local import free_port
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource

@@ -4,36 +4,66 @@ kmock 0.8 has no resourceVersions, 410 Gone or bookmarks, so this emulator has: 
 resourceVersion counter for every object (as etcd has), lists and watches with label
 selectors, bookmarks, a bounded window of past events (a watch from before it gets 410 Gone, as
 from a compacted etcd), server-side watch timeouts, and 409 on writes from a stale
-resourceVersion (objects, their status subresource, Leases).
+resourceVersion (objects, their status subresource, Leases). Like the real server it answers
+400 to a resourceVersion that is not a number, and waits (`too_large_seconds`, 3 s on a real
+server) then answers 504 `ResourceVersionTooLarge` to one it has not reached; it pages lists
+with `limit`/`continue` (except from the cache, `resourceVersion=0`), and a continue token
+expires (410); it serves discovery (`/api/v1`, `/apis/GROUP/VERSION`). docs/kubernetes.md says
+what it models and what it does not.
 
 It runs on an event loop of its own in a thread, on a free port, so that the blocking client's
 threads, async tests and child processes can all reach it. Tests inject faults: `go_down` (the
-port refuses), `drop_watches`, `compact`, `conflict_next_writes`. Every method is thread-safe.
+port refuses), `drop_watches`, `compact`, `conflict_next_writes`, `fail_lists`, `fault` (429,
+503 or 504 with `Retry-After`), `hide` (a kind answers 404 and leaves discovery for a while),
+`expire_continues`. Every method is thread-safe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
+import functools
 import itertools
 import json
+import shutil
+import ssl
+import sys
+import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
+import kube_schema
 import yaml
 from aiohttp import web
 
+from harness.certs import certificate
 from harness.local import free_port
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource
 
 Obj = dict[str, Any]
 TOKEN = "emulator-token"
+
+# An exec credential plugin: asks the emulator for a token that expires, as `aws eks get-token`
+# asks AWS. Arguments: the emulator's URL and the token's lifetime in seconds.
+_PLUGIN = """\
+import sys, urllib.error, urllib.request
+try:
+    url = sys.argv[1] + "/emulator/token?lifetime=" + sys.argv[2]
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        print(answer.read().decode())
+except urllib.error.HTTPError as error:
+    sys.stderr.write("token service: " + error.read().decode())
+    sys.exit(1)
+"""
 
 MEMBER_RESOURCES = (
     resources.SERVICES,
@@ -61,6 +91,8 @@ class _Event:
     resource: ApiResource
     type: str
     obj: Obj
+    old: Obj | None = None  # the version before, for a MODIFIED event
+    at: float = 0.0  # time.monotonic() when it happened
 
 
 @dataclass(slots=True)
@@ -71,11 +103,13 @@ class _Watch:
     abrupt: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     method: str
     path: str
     query: dict[str, str] = field(default_factory=dict)
+    at: float = 0.0  # time.monotonic() when it arrived
+    status: int = 0  # what it was answered; 0 while a watch streams
 
     @property
     def watch(self) -> bool:
@@ -94,8 +128,63 @@ def _status(code: int, reason: str, message: str) -> Obj:
     }
 
 
-def _error(code: int, reason: str, message: str) -> web.Response:
-    return web.json_response(_status(code, reason, message), status=code)
+def _error(code: int, reason: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    body = _status(code, reason, message)
+    headers = {}
+    if retry_after is not None:
+        # The real server says it twice: in the header and in the Status details.
+        body["details"] = {"retryAfterSeconds": retry_after}
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response(body, status=code, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tls:
+    """The emulator's serving certificate (self-signed, for `localhost`), in files for `ssl`."""
+
+    pem: bytes
+    certificate: str
+    key: str
+
+    @classmethod
+    def made(cls) -> _Tls:
+        cert_pem, key_pem = certificate(("localhost",))
+        folder = Path(tempfile.mkdtemp(prefix="kube-api-tls-"))
+        (folder / "tls.crt").write_text(cert_pem)
+        (folder / "tls.key").write_text(key_pem)
+        return cls(cert_pem.encode(), str(folder / "tls.crt"), str(folder / "tls.key"))
+
+
+def _too_large(wanted: int, current: int) -> web.Response:
+    body = _status(504, "Timeout", f"Too large resource version: {wanted}, current: {current}")
+    cause = {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    body["details"] = {"causes": [cause], "retryAfterSeconds": 1}
+    return web.json_response(body, status=504, headers={"Retry-After": "1"})
+
+
+_REASONS = {429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout", 500: "InternalError"}
+
+
+@dataclass(slots=True)
+class _Fault:
+    """The next `count` matching requests answer `status`."""
+
+    status: int
+    count: int
+    retry_after: int | None
+    watches: bool
+    lists: bool
+    kind: ApiResource | None
+    too_large: bool
+
+
+@dataclass(slots=True)
+class _Page:
+    """A list being paged: the items left and when its continue token stops working."""
+
+    items: list[Obj]
+    version: str
+    expires: float
 
 
 def _labels_match(selector: str, labels: dict[str, str]) -> bool:
@@ -129,20 +218,48 @@ class ApiEmulator:
         *,
         kinds: Iterable[ApiResource] = MEMBER_RESOURCES + FLEET_RESOURCES,
         window: int = 1000,
-        bookmark_seconds: float = 0.2,
+        history_seconds: float = 75.0,
+        bookmark_seconds: float = 60.0,
+        too_large_seconds: float = 3.0,
+        continue_seconds: float = 300.0,
+        tls: bool = False,
     ) -> None:
+        """History is kept per resource, as the API server's watch cache keeps it: at most
+        `window` events and none older than `history_seconds` (its event freshness, 75 s); a
+        watch from before what is kept of its resource gets 410 Gone. `bookmark_seconds`: how
+        often a quiet watch gets a bookmark (a minute on a real server; one also comes just
+        before the server-side timeout ends a watch). `too_large_seconds`: how long a request
+        for a resourceVersion the server has not reached waits before its 504 (3 s on a real
+        server). `continue_seconds`: how long a continue token works (until etcd compacts its
+        revision: 5 minutes by default). `tls`: serve HTTPS at `https://localhost:PORT` with a
+        certificate of its own, which its kubeconfigs trust (`certificate-authority-data`)."""
         self.port = free_port()
+        self._tls = _Tls.made() if tls else None
         self.bookmark_seconds = bookmark_seconds
+        self.too_large_seconds = too_large_seconds
+        self.list_delay = 0.0  # seconds each list takes before it is answered
+        self.continue_seconds = continue_seconds
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
+        self._history_seconds = history_seconds
         self._lock = threading.Lock()
         self._version = 0
-        self._compacted = 0  # events up to this version are gone
+        # Per resource: its past events, and the version up to which they are gone.
+        self._history: dict[ApiResource, deque[_Event]] = {}
+        self._compacted: dict[ApiResource, int] = {}
         self._objects: dict[tuple[ApiResource, str, str], Obj] = {}
-        self._events: deque[_Event] = deque()
         self._watches: list[_Watch] = []
         self._conflicts = 0
         self._failing_lists = 0
+        self._faults: list[_Fault] = []
+        self._hidden: dict[ApiResource, float] = {}  # kind -> until (time.monotonic())
+        self._forbidden: set[ApiResource] = set()
+        self._status_schemas: dict[ApiResource, Obj] = {}
+        self._pages: dict[str, _Page] = {}
+        self._tokens = itertools.count(1)
+        self._credentials: dict[str, float] = {}  # token -> when it expires (time.time())
+        self._issuing = True
+        self.issued = 0  # tokens handed to exec plugins
         self._uids = itertools.count(1)
         self.requests: list[Request] = []
         self.bookmarks: list[int] = []  # the version of every bookmark sent
@@ -155,6 +272,8 @@ class ApiEmulator:
 
     @property
     def url(self) -> str:
+        if self._tls is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
@@ -164,9 +283,12 @@ class ApiEmulator:
 
     def stop(self) -> None:
         self._call(self._close())
+        self._call(self._finish())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        if self._tls is not None:
+            shutil.rmtree(Path(self._tls.certificate).parent, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -190,7 +312,22 @@ class ApiEmulator:
         # A short shutdown timeout: watches are aborted, nothing else is in flight for long.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self._tls.certificate, self._tls.key)
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
+
+    async def _finish(self) -> None:
+        """End what is still running on the loop (handlers of connections the clients keep
+        open, watches waking up), so that every socket is closed before the loop is."""
+        running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        # Closing a transport closes its socket in a callback: let those run.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     async def _close(self) -> None:
         for watch in list(self._watches):
@@ -202,13 +339,19 @@ class ApiEmulator:
             await self._runner.cleanup()
             self._runner = None
 
+    def _cluster_entry(self) -> Obj:
+        entry: Obj = {"server": self.url}
+        if self._tls is not None:
+            entry["certificate-authority-data"] = base64.b64encode(self._tls.pem).decode()
+        return entry
+
     def kubeconfig_text(self, *, context: str = "emulator") -> str:
         """A kubeconfig that reaches this emulator (context `context`)."""
         return yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": context, "cluster": {"server": self.url}}],
+                "clusters": [{"name": context, "cluster": self._cluster_entry()}],
                 "users": [{"name": context, "user": {"token": TOKEN}}],
                 "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
                 "current-context": context,
@@ -218,6 +361,43 @@ class ApiEmulator:
     def kubeconfig(self, path: Path, *, context: str = "emulator") -> Path:
         path.write_text(self.kubeconfig_text(context=context))
         return path
+
+    def exec_kubeconfig(self, path: Path, *, lifetime: int = 3600) -> Path:
+        """A kubeconfig whose user runs an exec credential plugin (a script beside it) that
+        gets a token valid for `lifetime` seconds; an expired or revoked one gets 401."""
+        script = path.with_suffix(".plugin.py")
+        script.write_text(_PLUGIN)
+        user = {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": sys.executable,
+                "args": [str(script), self.url, str(lifetime)],
+                "interactiveMode": "Never",
+            }
+        }
+        document = yaml.safe_load(self.kubeconfig_text())
+        document["users"] = [{"name": "emulator", "user": user}]
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def token(self, lifetime: int = 3600) -> str:
+        """A token as the plugins get them (for a kubeconfig's `tokenFile`, say), valid for
+        `lifetime` seconds, to the whole second as RFC 3339 timestamps usually are."""
+        with self._lock:
+            self.issued += 1
+            token = f"exec-{self.issued}"
+            self._credentials[token] = float(int(time.time()) + lifetime)
+        return token
+
+    def revoke_tokens(self) -> None:
+        """Every token plugins got so far answers 401 from now on."""
+        with self._lock:
+            self._credentials.clear()
+
+    def issue_tokens(self, issuing: bool) -> None:
+        """Whether the plugins' token service answers (it fails with 503 when not)."""
+        with self._lock:
+            self._issuing = issuing
 
     # --- Faults ---
 
@@ -232,8 +412,9 @@ class ApiEmulator:
     def compact(self) -> None:
         """Forget every past event: a watch from any version seen so far gets 410 Gone."""
         with self._lock:
-            self._compacted = self._version
-            self._events.clear()
+            for kind in self._kinds.values():
+                self._compacted[kind] = self._version
+            self._history.clear()
 
     def conflict_next_writes(self, count: int) -> None:
         """The next `count` PUTs find that someone else wrote first (the stored object's
@@ -245,6 +426,50 @@ class ApiEmulator:
         """The next `count` lists answer 503, as an overloaded API server does."""
         with self._lock:
             self._failing_lists = count
+
+    def fault(
+        self,
+        status: int,
+        *,
+        count: int = 1,
+        retry_after: int | None = None,
+        watches: bool = True,
+        lists: bool = False,
+        kind: ApiResource | None = None,
+        too_large: bool = False,
+    ) -> None:
+        """The next `count` watches (and/or lists) of `kind` (any kind without it) answer
+        `status` (429 from API Priority and Fairness, 503 or 504 from a server in trouble), with
+        `Retry-After` when given. `too_large`: a 504 ResourceVersionTooLarge, what an API
+        server whose watch cache lags behind another's answers (after its wait)."""
+        fault = _Fault(status, count, retry_after, watches, lists, kind, too_large)
+        with self._lock:
+            self._faults.append(fault)
+
+    def hide(self, kind: ApiResource, seconds: float = 3600.0) -> None:
+        """For `seconds`, `kind` answers 404 and is missing from discovery, as a CRD does while
+        an API server restarts (or for good, once it is deleted). Open watches of it end."""
+        with self._lock:
+            self._hidden[kind] = time.monotonic() + seconds
+        self.drop_watches()
+
+    def forbid(self, kind: ApiResource, forbidden: bool = True) -> None:
+        """RBAC refuses `kind` (403), as when a Role lacks it."""
+        with self._lock:
+            if forbidden:
+                self._forbidden.add(kind)
+            else:
+                self._forbidden.discard(kind)
+
+    def unhide(self, kind: ApiResource) -> None:
+        with self._lock:
+            self._hidden.pop(kind, None)
+
+    def expire_continues(self) -> None:
+        """Every continue token handed out so far is too old now (etcd compacted it)."""
+        with self._lock:
+            for page in self._pages.values():
+                page.expires = 0.0
 
     def glitch_delete(self, kind: ApiResource, name: str, namespace: str = "default") -> None:
         """Tell watches that an object was deleted while it stays stored: what a watch that
@@ -272,10 +497,38 @@ class ApiEmulator:
         self._loop.call_soon_threadsafe(self._notify)
         return copy.deepcopy(stored)
 
-    def delete(self, kind: ApiResource, name: str, namespace: str | None = "default") -> None:
+    def delete(
+        self,
+        kind: ApiResource,
+        name: str,
+        namespace: str | None = "default",
+        *,
+        grace_seconds: float = 0.0,
+    ) -> None:
+        """Delete at once, or gracefully: the object first gets `metadata.deletionTimestamp`
+        (a MODIFIED event) and is gone `grace_seconds` later, as a pod in its grace period or
+        an object held by a finalizer is."""
+        key = self._key(kind, namespace, name)
         with self._lock:
-            self._remove(kind, self._key(kind, namespace, name))
+            if not grace_seconds:
+                self._remove(kind, key)
+            elif (old := self._objects.get(key)) is not None:
+                marked = copy.deepcopy(old)
+                stamp = datetime.now(UTC) + timedelta(seconds=grace_seconds)
+                marked["metadata"]["deletionTimestamp"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+                marked["metadata"]["deletionGracePeriodSeconds"] = int(grace_seconds)
+                self._store(kind, key, marked, old, touch=True)
+                gone = functools.partial(self.delete, kind, name, namespace)
+                self._loop.call_soon_threadsafe(
+                    functools.partial(self._loop.call_later, grace_seconds, gone)
+                )
         self._loop.call_soon_threadsafe(self._notify)
+
+    def status_schema(self, kind: ApiResource, schema: Obj) -> None:
+        """Check every status written to `kind` against `schema` (the CRD's OpenAPI v3 schema
+        of `status`): what breaks it gets 422 Invalid, as from a real API server."""
+        with self._lock:
+            self._status_schemas[kind] = schema
 
     def get(self, kind: ApiResource, name: str, namespace: str | None = "default") -> Obj | None:
         with self._lock:
@@ -298,19 +551,37 @@ class ApiEmulator:
     ) -> tuple[ApiResource, str, str]:
         return kind, (namespace or "default") if kind.namespaced else "", name
 
-    def _record(self, kind: ApiResource, type_: str, obj: Obj) -> None:
-        self._events.append(_Event(self._version, kind, type_, copy.deepcopy(obj)))
-        while len(self._events) > self._window:
-            self._compacted = self._events.popleft().version
+    def _record(self, kind: ApiResource, type_: str, obj: Obj, old: Obj | None = None) -> None:
+        event = _Event(
+            self._version, kind, type_, copy.deepcopy(obj), copy.deepcopy(old), time.monotonic()
+        )
+        self._history.setdefault(kind, deque()).append(event)
+        self._trim(kind)
+
+    def _trim(self, kind: ApiResource) -> None:
+        history = self._history.get(kind, deque())
+        oldest = time.monotonic() - self._history_seconds
+        while history and (len(history) > self._window or history[0].at < oldest):
+            self._compacted[kind] = history.popleft().version
 
     def _store(
-        self, kind: ApiResource, key: tuple[ApiResource, str, str], obj: Obj, old: Obj | None
+        self,
+        kind: ApiResource,
+        key: tuple[ApiResource, str, str],
+        obj: Obj,
+        old: Obj | None,
+        *,
+        touch: bool = False,
     ) -> Obj:
-        self._version += 1
+        """Store `obj` as the new version of `old`; an update that changes nothing keeps the
+        version (no event), as on a real server, unless `touch`."""
+        if kind == resources.ENDPOINT_SLICES:
+            # Go's encoding of a slice's empty lists (no omitempty): null, never [] or absent.
+            for field_name in ("endpoints", "ports"):
+                obj[field_name] = obj.get(field_name) or None
         metadata = _metadata(obj)
         if kind.namespaced:
             metadata["namespace"] = key[1]
-        metadata["resourceVersion"] = str(self._version)
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         if old is None:
             metadata["uid"] = f"uid-{next(self._uids)}"
@@ -322,8 +593,16 @@ class ApiEmulator:
             metadata["creationTimestamp"] = old_metadata["creationTimestamp"]
             changed = obj.get("spec") != old.get("spec")
             metadata["generation"] = old_metadata.get("generation", 1) + (1 if changed else 0)
+            for kept in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+                if kept in old_metadata:
+                    metadata[kept] = old_metadata[kept]
+            metadata["resourceVersion"] = old_metadata["resourceVersion"]
+            if obj == old and not touch:
+                return old
+        self._version += 1
+        metadata["resourceVersion"] = str(self._version)
         self._objects[key] = obj
-        self._record(kind, "ADDED" if old is None else "MODIFIED", obj)
+        self._record(kind, "ADDED" if old is None else "MODIFIED", obj, old)
         return obj
 
     def _remove(self, kind: ApiResource, key: tuple[ApiResource, str, str]) -> Obj | None:
@@ -362,18 +641,127 @@ class ApiEmulator:
         return kind, namespace, name, subresource
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        record = Request(request.method, request.path, dict(request.query), time.monotonic())
         with self._lock:
-            self.requests.append(Request(request.method, request.path, dict(request.query)))
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self.requests.append(record)
+        response = await self._answer(request)
+        record.status = response.status
+        return response
+
+    def _hidden_now(self, kind: ApiResource) -> bool:
+        until = self._hidden.get(kind)
+        return until is not None and time.monotonic() < until
+
+    def _discovery(self, path: str) -> web.Response | None:
+        """The APIResourceList of `/api/v1` or `/apis/GROUP/VERSION`, None for other paths."""
+        parts = path.strip("/").split("/")
+        if parts == ["api", "v1"]:
+            group, version = "", "v1"
+        elif len(parts) == 3 and parts[0] == "apis":
+            group, version = parts[1], parts[2]
+        else:
+            return None
+        with self._lock:
+            kinds = [
+                k
+                for (g, v, _), k in sorted(self._kinds.items())
+                if (g, v) == (group, version) and not self._hidden_now(k)
+            ]
+        if not kinds:
+            return _error(404, "NotFound", "the server could not find the requested resource")
+        return web.json_response(
+            {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version,
+                "resources": [
+                    {
+                        "name": k.plural,
+                        "singularName": k.kind.lower(),
+                        "namespaced": k.namespaced,
+                        "kind": k.kind,
+                        "verbs": ["get", "list", "watch", "create", "update", "delete"],
+                    }
+                    for k in kinds
+                ],
+            }
+        )
+
+    def _take_fault(self, kind: ApiResource, watch: bool) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind not in (None, kind) or not (fault.watches if watch else fault.lists):
+                    continue
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _issue(self, request: web.Request) -> web.Response:
+        with self._lock:
+            if not self._issuing:
+                return web.Response(status=503, text="no tokens for now")
+        token = self.token(int(request.query.get("lifetime", "3600")))
+        with self._lock:
+            expires = self._credentials[token]
+        stamp = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        credential = {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "kind": "ExecCredential",
+            "status": {"token": token, "expirationTimestamp": stamp},
+        }
+        return web.json_response(credential)
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self._lock:
+            return token == TOKEN or self._credentials.get(token, 0.0) > time.time()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/emulator/token":
+            return self._issue(request)
+        if not self._authorized(request):
             return _error(401, "Unauthorized", "Unauthorized")
+        if request.method == "GET" and (discovery := self._discovery(request.path)) is not None:
+            return discovery
         route = self._route(request.path)
         if route is None:
             return _error(404, "NotFound", "the server could not find the requested resource")
         kind, namespace, name, subresource = route
+        with self._lock:
+            hidden = self._hidden_now(kind)
+            forbidden = kind in self._forbidden
+        if hidden:
+            return _error(404, "NotFound", "the server could not find the requested resource")
+        if forbidden:
+            verb = "watch" if request.query.get("watch") in ("true", "1") else "list"
+            group = f" in API group {kind.group!r}" if kind.group else ""
+            message = (
+                f"{kind.plural}{'.' + kind.group if kind.group else ''} is forbidden: User "
+                f'"system:serviceaccount:xdsfleet-system:xdsfleet" cannot {verb} resource '
+                f'"{kind.plural}"{group} at the cluster scope'
+            )
+            return _error(403, "Forbidden", message)
         if name is None:
             if request.method == "GET":
-                if request.query.get("watch") in ("true", "1"):
+                watch = request.query.get("watch") in ("true", "1")
+                fault = self._take_fault(kind, watch)
+                if fault is not None and fault.too_large:
+                    with self._lock:
+                        current = self._version
+                    return _too_large(current + 1, current)
+                if fault is not None:
+                    reason = _REASONS.get(fault.status, "InternalError")
+                    message = f"emulated {fault.status}"
+                    return _error(fault.status, reason, message, retry_after=fault.retry_after)
+                refused = await self._check_version(request)
+                if refused is not None:
+                    return refused
+                if watch:
                     return await self._watch(request, kind, namespace)
+                if self.list_delay:
+                    await asyncio.sleep(self.list_delay)  # a big list, or a slow etcd
                 return self._list(request, kind, namespace)
             if request.method == "POST" and (namespace is not None or not kind.namespaced):
                 return self._create(kind, namespace, await request.json())
@@ -400,23 +788,72 @@ class ApiEmulator:
             return False
         return _labels_match(selector, metadata.get("labels") or {})
 
+    async def _check_version(self, request: web.Request) -> web.Response | None:
+        """400 for a resourceVersion that is not a number; for one the server has not reached
+        yet, a wait and then 504 ResourceVersionTooLarge (what an HA control plane's lagging
+        watch cache answers), unless the server gets there meanwhile."""
+        text = request.query.get("resourceVersion", "")
+        if not text:
+            return None
+        if not text.isdigit():
+            message = f"invalid resource version {text!r}"
+            return _error(400, "BadRequest", message)
+        wanted = int(text)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.too_large_seconds
+        while True:
+            with self._lock:
+                current = self._version
+                tick = self._tick
+            if wanted <= current:
+                return None
+            if loop.time() >= deadline:
+                return _too_large(wanted, current)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tick.wait(), max(deadline - loop.time(), 0.001))
+
     def _list(self, request: web.Request, kind: ApiResource, namespace: str | None) -> web.Response:
-        selector = request.query.get("labelSelector", "")
+        query = request.query
+        selector = query.get("labelSelector", "")
+        token = query.get("continue", "")
         with self._lock:
             if self._failing_lists:
                 self._failing_lists -= 1
                 return _error(503, "ServiceUnavailable", "the server is currently unavailable")
-            items = [
-                {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
-                for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
-                if k == kind and self._matching(kind, namespace, selector, obj)
-            ]
-            version = str(self._version)
+            if token:
+                if query.get("resourceVersion"):
+                    message = "specifying resource version is not allowed when using continue"
+                    return _error(400, "BadRequest", message)
+                page = self._pages.pop(token, None)
+                if page is None or time.monotonic() >= page.expires:
+                    message = (
+                        "The provided continue parameter is too old to display a consistent list "
+                        "result. You can start a new list without the continue parameter."
+                    )
+                    return _error(410, "Expired", message)
+                items, version = page.items, page.version
+            else:
+                items = [
+                    {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
+                    for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
+                    if k == kind and self._matching(kind, namespace, selector, obj)
+                ]
+                version = str(self._version)
+            metadata: Obj = {"resourceVersion": version}
+            limit = int(query.get("limit") or 0)
+            # The watch cache (resourceVersion=0) ignores `limit`, as a real server does.
+            if limit > 0 and query.get("resourceVersion") != "0" and len(items) > limit:
+                items, rest = items[:limit], items[limit:]
+                next_token = f"page-{next(self._tokens)}"
+                expires = time.monotonic() + self.continue_seconds
+                self._pages[next_token] = _Page(rest, version, expires)
+                metadata["continue"] = next_token
+                metadata["remainingItemCount"] = len(rest)
         return web.json_response(
             {
                 "apiVersion": kind.api_version,
                 "kind": f"{kind.kind}List",
-                "metadata": {"resourceVersion": version},
+                "metadata": metadata,
                 "items": items,
             }
         )
@@ -441,7 +878,7 @@ class ApiEmulator:
                 return _error(404, "NotFound", f'{kind.plural} "{name}" not found')
             if self._conflicts:
                 self._conflicts -= 1
-                self._store(kind, key, copy.deepcopy(old), old)
+                self._store(kind, key, copy.deepcopy(old), old, touch=True)
                 old = self._objects[key]
             sent = _metadata(obj).get("resourceVersion")
             if sent and sent != old["metadata"]["resourceVersion"]:
@@ -452,6 +889,13 @@ class ApiEmulator:
                 return _error(409, "Conflict", message)
             new = copy.deepcopy(old)
             if subresource == "status":
+                schema = self._status_schemas.get(kind)
+                wrong = kube_schema.problems(obj.get("status"), schema) if schema else []
+                if wrong:
+                    message = f'{kind.kind} "{name}" is invalid: ' + "; ".join(
+                        f"status{w}" for w in wrong
+                    )
+                    return _error(422, "Invalid", message)
                 new["status"] = obj.get("status")
             else:
                 new = copy.deepcopy(obj) | {"status": old.get("status")}
@@ -460,6 +904,25 @@ class ApiEmulator:
             stored = copy.deepcopy(self._store(kind, key, new, old))
         self._notify()
         return web.json_response(stored)
+
+    async def _send_event(
+        self, send: Any, event: _Event, namespace: str | None, selector: str
+    ) -> None:
+        """One event as a filtered watch sees it: an object that comes into the selector is
+        ADDED, one that leaves it DELETED (as it was, at the new version)."""
+        kind = event.resource
+        now_in = self._matching(kind, namespace, selector, event.obj)
+        if event.type != "MODIFIED" or event.old is None:
+            if now_in:
+                await send(event.type, event.obj)
+            return
+        was_in = self._matching(kind, namespace, selector, event.old)
+        if now_in:
+            await send("MODIFIED" if was_in else "ADDED", event.obj)
+        elif was_in:
+            left = copy.deepcopy(event.old)
+            left["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
+            await send("DELETED", left)
 
     async def _watch(
         self, request: web.Request, kind: ApiResource, namespace: str | None
@@ -494,36 +957,44 @@ class ApiEmulator:
             for obj in initial:
                 await send("ADDED", obj)
             next_bookmark = loop.time() + self.bookmark_seconds
+
+            async def bookmark() -> None:
+                meta = {"resourceVersion": str(cursor)}
+                await send(
+                    "BOOKMARK",
+                    {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta},
+                )
+                with self._lock:
+                    self.bookmarks.append(cursor)
+
             while not watch.dropped:
                 tick = self._tick
                 with self._lock:
-                    if cursor < self._compacted:
-                        message = f"too old resource version: {cursor} ({self._compacted})"
+                    self._trim(kind)
+                    compacted = self._compacted.get(kind, 0)
+                    if cursor < compacted:
+                        message = f"too old resource version: {cursor} ({compacted})"
                         gone = _status(410, "Expired", message)
                         break_with: Obj | None = gone
                         pending: list[_Event] = []
                     else:
                         break_with = None
-                        pending = [e for e in self._events if e.version > cursor]
+                        history = self._history.get(kind, deque())
+                        pending = [e for e in history if e.version > cursor]
                         latest = self._version
                 if break_with is not None:
                     await send("ERROR", break_with)
                     break
                 for event in pending:
-                    if event.resource == kind and self._matching(
-                        kind, namespace, selector, event.obj
-                    ):
-                        await send(event.type, event.obj)
+                    await self._send_event(send, event, namespace, selector)
                 cursor = max(cursor, latest)
                 now = loop.time()
                 if now >= deadline:
+                    if bookmarks:
+                        await bookmark()  # the last version, before the timeout ends it
                     break
                 if bookmarks and now >= next_bookmark:
-                    meta = {"resourceVersion": str(cursor)}
-                    bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta}
-                    await send("BOOKMARK", bookmark)
-                    with self._lock:
-                        self.bookmarks.append(cursor)
+                    await bookmark()
                     next_bookmark = now + self.bookmark_seconds
                 wake = min(deadline, next_bookmark if bookmarks else deadline) - now
                 with contextlib.suppress(TimeoutError):

@@ -19,11 +19,14 @@ FAST = KubeSettings(
     request_seconds=2.0,
     backoff_seconds=0.05,
     backoff_cap_seconds=0.3,
+    watch_retry_seconds=0.5,
     absent_recheck_seconds=0.3,
+    absent_confirm_seconds=1.0,
     keepalive_idle=1,
     keepalive_interval=1,
     keepalive_count=2,
     hold_seconds=2.0,
+    relist_interval_seconds=0.2,
 )
 
 Obj = dict[str, Any]
@@ -58,13 +61,17 @@ def endpoint_slice(
     port: int = 8080,
     ready: bool = True,
     zone: str | None = None,
+    address_type: str = "IPv4",
+    pods: tuple[str, ...] = (),
 ) -> Obj:
+    """`pods`: the Pod behind each address (by default, one per address)."""
     endpoints: list[Obj] = []
-    for address in addresses:
+    for i, address in enumerate(addresses):
+        pod = pods[i] if pods else f"pod-{address}".replace(":", "-")
         endpoint: Obj = {
             "addresses": [address],
             "conditions": {"ready": ready, "serving": ready, "terminating": False},
-            "targetRef": {"kind": "Pod", "name": f"pod-{address}", "namespace": namespace},
+            "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
             "nodeName": "node-1",
         }
         if zone:
@@ -80,12 +87,10 @@ def endpoint_slice(
             },
             "ownerReferences": [{"kind": "Service", "name": service_name}],
         },
-        "addressType": "IPv4",
+        "addressType": address_type,
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
     }
-    # The API server leaves out an empty list.
-    if endpoints:
-        obj["endpoints"] = endpoints
     return obj
 
 

@@ -9,8 +9,9 @@ the server reports.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ class KubeMesh:
     envoy: Envoy
     listener_port: int
     backend_port: int
+    backends: dict[str, Backend] = field(default_factory=dict)  # by address
 
     def answering(self, requests: int = 20) -> set[str]:
         found = set()
@@ -145,6 +147,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
                     envoy=envoy,
                     listener_port=listener_port,
                     backend_port=backend_port,
+                    backends={b.address: b for b in backends},
                 )
     finally:
         for api in emulators.values():
@@ -233,3 +236,118 @@ def test_a_route_envoy_refuses_is_reported_with_the_refusal_and_the_old_config_s
     finally:
         mesh.fleet.delete(resources.HTTP_ROUTES, "bad")
     converge(lambda: programmed(mesh, "shop") == "True", "the fixed config held again")
+
+
+# --- A rolling update in one member, under load ----------------------------------------------
+
+NEW_PODS = ["127.0.31.3", "127.0.31.4"]
+
+
+class Load:
+    """Requests through the gateway, one after another on each of a few threads, until
+    stopped: what each got."""
+
+    def __init__(self, port: int, threads: int = 2) -> None:
+        self._port = port
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.answers: list[tuple[int, str]] = []  # (status, pod)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, body = get(self._port, "/", host="shop.example.com")
+            pod = json.loads(body)["pod"] if status == 200 else ""
+            with self._lock:
+                self.answers.append((status, pod))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.answers)
+
+    def failures(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return [a for a in self.answers if a[0] != 200]
+
+    def pods_since(self, start: int) -> set[str]:
+        with self._lock:
+            return {pod for _, pod in self.answers[start:]}
+
+
+def rollout_slice(mesh: KubeMesh, pods: dict[str, str]) -> dict[str, Any]:
+    """East's slice with each pod `starting` (not ready), `ready` or `terminating` (still
+    serving, as a pod in its grace period is), in the EndpointSlice controller's terms."""
+    conditions = {
+        "starting": {"ready": False, "serving": False, "terminating": False},
+        "ready": {"ready": True, "serving": True, "terminating": False},
+        "terminating": {"ready": False, "serving": True, "terminating": True},
+    }
+    obj = endpoint_slice("shop", *pods, port=mesh.backend_port, zone="east-1")
+    for endpoint in obj["endpoints"]:
+        endpoint["conditions"] = conditions[pods[endpoint["addresses"][0]]]
+    return obj
+
+
+def envoy_hosts(mesh: KubeMesh) -> dict[str, str]:
+    """The gateway's endpoints of the shop cluster: address -> EDS health status."""
+    data = json.loads(mesh.envoy.admin("/clusters?format=json"))
+    statuses = [c for c in data["cluster_statuses"] if c["name"] == "default/shop:80"]
+    return {
+        h["address"]["socket_address"]["address"]: h["health_status"].get("eds_health_status", "")
+        for status in statuses
+        for h in status.get("host_statuses", [])
+    }
+
+
+def test_a_rolling_update_in_one_member_fails_no_request(mesh: KubeMesh) -> None:
+    """maxSurge 1, maxUnavailable 0: a new pod starts and gets ready, then an old one
+    terminates (serving through its grace period), leaves the slice, and dies."""
+    converge(lambda: mesh.answering() == {"east", "west"}, "both members answering")
+    east = mesh.members["east"]
+    old = PODS["east"]
+    started = [Backend(member="east", address=a, port=mesh.backend_port).start() for a in NEW_PODS]
+    pods = dict.fromkeys(old, "ready")
+    try:
+        with Load(mesh.listener_port) as load:
+            converge(lambda: load.count() > 20, "load running")
+            for old_pod, new_pod in zip(old, NEW_PODS, strict=True):
+                pods[new_pod] = "starting"
+                east.apply(resources.ENDPOINT_SLICES, rollout_slice(mesh, pods))
+                pods[new_pod] = "ready"
+                east.apply(resources.ENDPOINT_SLICES, rollout_slice(mesh, pods))
+                converge(lambda p=new_pod: envoy_hosts(mesh).get(p) == "HEALTHY", "new pod in")
+                pods[old_pod] = "terminating"
+                east.apply(resources.ENDPOINT_SLICES, rollout_slice(mesh, pods))
+                converge(lambda p=old_pod: envoy_hosts(mesh).get(p) != "HEALTHY", "draining")
+                del pods[old_pod]
+                east.apply(resources.ENDPOINT_SLICES, rollout_slice(mesh, pods))
+                converge(lambda p=old_pod: p not in envoy_hosts(mesh), "old pod out")
+                mesh.backends[old_pod].status = 503  # gone: a request sent there now fails
+            after = load.count()
+            converge(lambda: load.count() > after + 40, "load after the rollout")
+            assert load.pods_since(after) & set(NEW_PODS)
+            assert not load.pods_since(after) & set(old)
+        assert load.failures() == []
+        assert load.count() > 100
+    finally:
+        for address in old:
+            mesh.backends[address].status = 200
+        east.apply(
+            resources.ENDPOINT_SLICES,
+            endpoint_slice("shop", *old, port=mesh.backend_port, zone="east-1"),
+        )
+        converge(
+            lambda: set(envoy_hosts(mesh)) == {*old, *PODS["west"]}, "the old pods back, alone"
+        )
+        for backend in started:
+            backend.stop()

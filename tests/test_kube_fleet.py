@@ -102,7 +102,9 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet() -> AsyncIterator[Fleet]:
+async def fleet(fleet_api: ApiEmulator, east: ApiEmulator) -> AsyncIterator[Fleet]:
+    """Set up after the emulators, so torn down before them: watches that outlive their API
+    server would keep connecting to it while it stops."""
     found = Fleet()
     yield found
     await found.aggregator.stop()
@@ -155,6 +157,19 @@ async def test_a_member_secret_added_at_runtime_becomes_a_member_and_goes_with_i
     )
     assert any(e["event"] == "member_added" for e in logs)
     fleet_api.delete(resources.SECRETS, "east-cluster", NAMESPACE)
+    await eventually(lambda: fleet.member("east") is None)
+
+
+async def test_a_secret_that_loses_its_member_label_stops_being_a_member(
+    fleet: Fleet, fleet_api: ApiEmulator, east: ApiEmulator
+) -> None:
+    await fleet.start(base(), fleet_api)
+    secret = member_secret("east", east.kubeconfig_text(), region="eu", zone="eu-1a")
+    fleet_api.apply(resources.SECRETS, secret)
+    await eventually(lambda: fleet.member("east") is not None)
+    # The label selector's watch sees it leave: DELETED, as a real API server says it.
+    del secret["metadata"]["labels"]  # type: ignore[attr-defined]
+    fleet_api.apply(resources.SECRETS, secret)
     await eventually(lambda: fleet.member("east") is None)
 
 
@@ -310,6 +325,24 @@ async def test_an_ingress_of_the_fleet_cluster_is_served_as_an_http_route(
     assert (route.name, route.parent_refs[0].name) == ("legacy", "gw")
     fleet_api.delete(resources.INGRESSES, "legacy")
     await eventually(lambda: fleet.state.http_routes == ())
+
+
+async def test_a_forbidden_fleet_resource_is_named_and_keeps_the_server_unready(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    fleet_api.forbid(resources.GRPC_ROUTES)  # a Role that lacks GRPCRoutes
+    with capture_logs() as logs:
+        fleet.aggregator.set_base(
+            base(), fleet_cluster=Access(kubeconfig_text=fleet_api.kubeconfig_text())
+        )
+        await eventually(lambda: any(e["event"] == "fleet_resource_forbidden" for e in logs))
+    [said] = [e for e in logs if e["event"] == "fleet_resource_forbidden"]
+    assert said["resource"] == "grpcroutes"
+    assert 'cannot list resource "grpcroutes"' in said["error"]
+    assert fleet.aggregator.fleet_cluster is not None
+    assert not fleet.aggregator.fleet_cluster.synced.is_set()
+    fleet_api.forbid(resources.GRPC_ROUTES, False)
+    await asyncio.wait_for(fleet.aggregator.wait_ready(member_seconds=5), 10)
 
 
 async def test_reference_grants_and_namespace_labels_of_the_fleet_cluster_join_the_state(

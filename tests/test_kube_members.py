@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -14,12 +16,23 @@ from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.model.fleet import EndpointMode, Member, MemberState
+from xdsfleet.model.fleet import (
+    Endpoint,
+    EndpointMode,
+    EndpointPort,
+    EndpointSlice,
+    FleetState,
+    Member,
+    MemberState,
+    Service,
+    ServicePort,
+)
 from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
+from xdsfleet.sources.kube.members import MemberWatcher, keep_held, mass_removals, ready_addresses
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICES
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.telemetry import metrics
+from xdsfleet.translate.services import service_index
 
 __all__ = ["no_threads_left"]
 
@@ -95,15 +108,37 @@ async def test_the_member_state_holds_what_the_api_shows(api: ApiEmulator, watch
             "spec": {"type": "ExternalName", "externalName": "db.example.com"},
         },
     )
+    api.apply(
+        SERVICES,
+        {
+            "metadata": {"name": "alias", "namespace": "default"},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "shop.example.com",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
+        },
+    )
     orphan = endpoint_slice("shop", "10.9.9.9", name="by-hand")
     del orphan["metadata"]["labels"]["kubernetes.io/service-name"]
     api.apply(ENDPOINT_SLICES, orphan)
+    # Endpoints of another cluster, imported by an MCS controller: not this member's.
+    imported = endpoint_slice("shop", "10.8.8.8", name="imported")
+    imported["metadata"]["labels"] |= {
+        "multicluster.kubernetes.io/source-cluster": "west",
+        "endpointslice.kubernetes.io/managed-by": "lighthouse-agent.submariner.io",
+    }
+    api.apply(ENDPOINT_SLICES, imported)
+    # Endpoints another controller manages for a Service without a selector: this member's.
+    external = endpoint_slice("shop", "10.7.7.7", name="external")
+    external["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "operator.example"
+    api.apply(ENDPOINT_SLICES, external)
     watched = watch()
     await asyncio.wait_for(watched.watcher.settled.wait(), 5)
     state = watched.watcher.state
     assert [s.name for s in state.services] == ["shop"]
     assert state.exports == (("default", "shop"),)
-    assert watched.addresses() == set(PODS)
+    assert watched.addresses() == {*PODS, "10.7.7.7"}
     assert not state.stale
     assert state.nodes == ()  # pod mode: no Node watch
     assert len(watched.states) == 1  # not one per resource
@@ -265,3 +300,208 @@ async def test_an_unreachable_member_settles_stale_and_empty(tmp_path: Path, wat
         assert watched.watcher.state.stale
         assert watched.watcher.state.services == ()
         gone.come_back()
+
+
+async def test_a_dual_stack_service_counts_its_pods_once_and_dns_its_tcp_port_once(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    shop = service("shop")
+    shop["spec"]["ipFamilies"] = ["IPv4", "IPv6"]
+    shop["spec"]["ipFamilyPolicy"] = "PreferDualStack"
+    api.apply(SERVICES, shop)
+    pods = ("a", "b", "c", "d")
+    v6 = ("fd00::1", "fd00::2", "fd00::3", "fd00::4")
+    api.apply(ENDPOINT_SLICES, endpoint_slice("shop", *PODS, pods=pods))
+    api.apply(
+        ENDPOINT_SLICES,
+        endpoint_slice("shop", *v6, name="shop-v6", address_type="IPv6", pods=pods),
+    )
+    dns = service("dns", port=53, target=53)
+    dns["spec"]["ports"] = [
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+    ]
+    api.apply(SERVICES, dns)
+    api.apply(SERVICE_EXPORTS, service_export("dns"))
+    dns_slice = endpoint_slice("dns", "10.1.0.53", port=53)
+    dns_slice["ports"] = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+    ]
+    api.apply(ENDPOINT_SLICES, dns_slice)
+    watched = watch()
+    await eventually(lambda: len(watched.watcher.state.endpoint_slices) == 3)
+    index = service_index(FleetState("f", (watched.watcher.state,)))
+    assert sorted((k.service, k.port) for k in index) == [("dns", 53), ("shop", 80)]
+    shop_port = next(e for k, e in index.items() if k.service == "shop")
+    assert shop_port.members[0].replicas == len(pods)
+    assert {b.address for z in shop_port.members[0].zones for b in z.backends} == set(PODS)
+    dns_port = next(e for k, e in index.items() if k.service == "dns")
+    assert (dns_port.port_name, dns_port.members[0].replicas) == ("dns-tcp", 1)
+
+
+async def test_a_slice_without_endpoints_comes_as_null_and_empties_the_service(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.apply(ENDPOINT_SLICES, endpoint_slice("shop"))
+    assert api.get(ENDPOINT_SLICES, "shop-abcde")["endpoints"] is None  # type: ignore[index]
+    # A mass removal: held until a list confirms it, then served.
+    await eventually(lambda: watched.addresses() == set())
+    assert not watched.crashes
+
+
+def terminating(obj: dict[str, object], *addresses: str) -> dict[str, object]:
+    """`obj` (a slice) with the endpoints at `addresses` terminating, still serving."""
+    for endpoint in obj["endpoints"]:  # type: ignore[attr-defined]
+        if endpoint["addresses"][0] in addresses:
+            endpoint["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    return obj
+
+
+async def test_pods_that_begin_terminating_are_news_not_a_mass_removal(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, terminating(endpoint_slice("shop", *PODS), *PODS[1:]))
+        await eventually(lambda: watched.addresses() == {PODS[0]})
+    assert not [e for e in logs if e["event"].startswith("mass_removal")]
+    assert api.lists(ENDPOINT_SLICES) == 1
+
+
+async def test_a_hold_serves_the_pods_still_listed_with_their_latest_conditions(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=30))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.fail_lists(1000)  # the confirming list never comes: the hold lasts
+    with capture_logs() as logs:
+        api.apply(ENDPOINT_SLICES, endpoint_slice("shop", PODS[0]))
+        await eventually(lambda: any(e["event"] == "mass_removal_held" for e in logs))
+    assert watched.addresses() == set(PODS)
+    # The pod still listed begins terminating: served as such, the others still held.
+    api.apply(ENDPOINT_SLICES, terminating(endpoint_slice("shop", PODS[0]), PODS[0]))
+    await eventually(lambda: watched.addresses() == set(PODS[1:]))
+    api.fail_lists(0)
+
+
+async def test_a_hold_waits_for_a_confirming_list_slower_than_the_hold(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, hold_seconds=0.6))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    api.list_delay = 1.5  # a big member: its list takes longer than the hold (not the client)
+    with capture_logs() as logs:
+        api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
+        await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    assert [e["event"] for e in logs if e["event"].startswith("mass_removal")] == [
+        "mass_removal_held",
+        "mass_removal_extended",
+        "mass_removal_confirmed",
+    ]
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states)
+
+
+async def test_lists_asked_for_come_no_more_often_than_the_relist_interval(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch(settings=dataclasses.replace(FAST, relist_interval_seconds=1.0))
+    await eventually(lambda: watched.addresses() == set(PODS))
+    asked = metrics.KUBE_LISTS.labels(ENDPOINT_SLICES.plural, "requested")
+    before = asked._value.get()
+    started = time.monotonic()
+    for _ in range(3):  # three glitches in a row, each held and confirmed by a list
+        with capture_logs() as logs:
+            api.glitch_delete(ENDPOINT_SLICES, "shop-abcde")
+            await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    assert asked._value.get() == before + 3
+    # The first may start at once; the next two each wait out the interval after the last.
+    assert time.monotonic() - started >= 2.0
+
+
+async def test_a_service_deleted_gracefully_serves_until_it_is_gone(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    # A finalizer holds it a moment: first deletionTimestamp (an update), then the deletion.
+    api.delete(SERVICES, "shop", grace_seconds=1.0)
+    marked = api.get(SERVICES, "shop")
+    assert marked is not None
+    assert "deletionTimestamp" in marked["metadata"]
+    await eventually(lambda: api.get(SERVICES, "shop") is None)
+    await eventually(lambda: watched.watcher.state.services == ())
+    # Every state before the deletion itself still served it.
+    assert all(watched.addresses(s) == set(PODS) for s in watched.states[:-1])
+
+
+async def test_an_export_deleted_on_the_watch_is_held_like_its_endpoints(
+    api: ApiEmulator, watch: Watch
+) -> None:
+    watched = watch()
+    await eventually(lambda: watched.addresses() == set(PODS))
+    with capture_logs() as logs:
+        api.glitch_delete(SERVICE_EXPORTS, "shop")  # a list says it is still there
+        await eventually(lambda: any(e["event"] == "mass_removal_confirmed" for e in logs))
+    assert all(s.exports == (("default", "shop"),) for s in watched.states)
+    # Really deleted: held, then confirmed by a list, then unexported.
+    api.delete(SERVICE_EXPORTS, "shop")
+    await eventually(lambda: watched.watcher.state.exports == ())
+    assert api.lists(SERVICE_EXPORTS) >= 3
+
+
+# --- The hold's rules, over every combination of endpoint conditions -------------------------
+
+CONDITIONS = {
+    "ready": Endpoint(("",), ready=True, serving=True, terminating=False),
+    "terminating": Endpoint(("",), ready=False, serving=True, terminating=True),
+    "unready": Endpoint(("",), ready=False, serving=False, terminating=False),
+}
+THREE = ("10.2.0.1", "10.2.0.2", "10.2.0.3")
+
+
+def shop_state(conditions: tuple[str, ...]) -> MemberState:
+    """One member with the shop Service and one slice; `absent` endpoints are not listed."""
+    endpoints = tuple(
+        dataclasses.replace(CONDITIONS[c], addresses=(a,))
+        for a, c in zip(THREE, conditions, strict=True)
+        if c != "absent"
+    )
+    return MemberState(
+        MEMBER,
+        services=(Service("default", "shop", (ServicePort("http", 80),)),),
+        endpoint_slices=(
+            EndpointSlice("default", "shop-1", "shop", (EndpointPort("http", 8080),), endpoints),
+        ),
+        exports=(("default", "shop"),),
+    )
+
+
+ALL = list(itertools.product([*CONDITIONS, "absent"], repeat=len(THREE)))
+
+
+@pytest.mark.parametrize("before", ALL, ids="-".join)
+def test_only_endpoints_gone_from_the_slices_count_as_removed_and_a_hold_keeps_them_current(
+    before: tuple[str, ...],
+) -> None:
+    previous = shop_state(before)
+    ready_before = {a for a, c in zip(THREE, before, strict=True) if c == "ready"}
+    for after in ALL:
+        candidate = shop_state(after)
+        gone = {a for a, c in zip(THREE, after, strict=True) if c == "absent"} & ready_before
+        held = mass_removals(previous, candidate) == {("default", "shop")}
+        assert held == (2 * len(gone) > len(ready_before)), (before, after)
+        if not held:
+            continue
+        [kept] = keep_held(candidate, previous, {("default", "shop")}).endpoint_slices
+        served = {e.addresses[0]: e for e in kept.endpoints}
+        # What was known stays, as the API server describes it now where it still lists it.
+        assert served.keys() == {a for a, c in zip(THREE, before, strict=True) if c != "absent"}
+        for address, condition in zip(THREE, after, strict=True):
+            if address in served and condition != "absent":
+                assert served[address] == dataclasses.replace(
+                    CONDITIONS[condition], addresses=(address,)
+                )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import AdsService
 from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.fleetcluster import FleetCluster
 from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import FLEETS, GATEWAYS, HTTP_ROUTES, LEASES, SECRETS
 from xdsfleet.sources.kube.status import Written, write_status
@@ -321,6 +324,7 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
                 served=lambda: aggregator.state,
                 namespace="xdsfleet-system",
             )
+            await writer.renew()
             await writer.tick()
             fleet = api.get(FLEETS, "prod", namespace=None)
             assert fleet is not None
@@ -339,7 +343,18 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
             assert conditions["Programmed"]["status"] == "Unknown"
             puts = sum(r.method == "PUT" for r in api.requests)
             await writer.tick()  # nothing changed: nothing is written
-            assert sum(r.method == "PUT" for r in api.requests) == puts + 1  # the Lease renewal
+            assert sum(r.method == "PUT" for r in api.requests) == puts
+            # Deleted and created again as it was (kubectl replace --force): a new object,
+            # without status, that gets it again.
+            mirror = aggregator.fleet_cluster.mirror(HTTP_ROUTES)  # type: ignore[union-attr]
+            first = mirror.uids[("default", "shop")]
+            api.delete(HTTP_ROUTES, "shop")
+            api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+            await eventually(lambda: mirror.uids.get(("default", "shop"), first) != first)
+            await writer.tick()
+            route = api.get(HTTP_ROUTES, "shop")
+            assert route is not None
+            assert route["status"]["parents"][0]["controllerName"] == CONTROLLER
             member.come_back()
             await eventually(lambda: not aggregator.reports()[0].stale)
             await writer.tick()
@@ -350,6 +365,135 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
         finally:
             await aggregator.stop()
         assert not crashes
+
+
+def test_a_holder_that_cannot_renew_stops_holding_at_the_renew_deadline(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    clock = Clock()
+    a = elector(cluster, "a", clock)
+    assert a.try_acquire_or_renew()
+    api.go_down()
+    clock.now += 5
+    assert a.try_acquire_or_renew()  # one failed renewal: still within the deadline
+    assert a.holding()
+    clock.now += 5.5  # 10.5 s since the last renewal: past the deadline, before the lease ends
+    assert not a.try_acquire_or_renew()
+    assert not a.holding()
+    api.come_back()
+
+
+async def test_the_lease_is_renewed_on_its_own_schedule_whatever_the_status_interval(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    crashes: list[BaseException] = []
+    fleet = FleetCluster(
+        cluster=Cluster(Access(kubeconfig_text=api.kubeconfig_text()), FAST),
+        namespace="xdsfleet-system",
+        fleet_name=None,
+        on_change=lambda _: None,
+        on_crash=crashes.append,
+        settings=FAST,
+    )
+    fleet.start()
+    aggregator = SimpleNamespace(fleet_cluster=fleet, fleet_resource=None, reports=lambda: ())
+    # Status every 30 s, a 2 s Lease (the default is 15 s with 5 s ticks: the same mismatch).
+    writer = StatusWriter(
+        aggregator=aggregator,
+        ads=AdsService(Publisher(FleetState("f", ())).cache),
+        snapshot_of=lambda _: None,  # type: ignore[arg-type,return-value]
+        served=lambda: FleetState("f", ()),
+        namespace="xdsfleet-system",
+        interval=30,
+        lease_seconds=2,
+        lease_retry_seconds=0.25,
+        renew_deadline_seconds=1.5,
+    )
+    running = asyncio.create_task(writer.run())
+    try:
+        await eventually(lambda: metrics.STATUS_LEADER._value.get() == 1)
+        other = LeaseElector(
+            cluster=cluster, name="xdsfleet-status", namespace="xdsfleet-system", identity="b"
+        )
+        # Over two lease durations of another replica trying: the holder keeps renewing.
+        for _ in range(20):
+            assert not await asyncio.to_thread(other.try_acquire_or_renew)
+            await asyncio.sleep(0.25)  # the other replica's retry period, not a synchronisation
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await writer.stop()
+        await fleet.stop()
+    assert not crashes
+
+
+# Gateway API's bounds on HTTPRoute status (gateway.networking.k8s.io/v1), as its CRD states
+# them: what a real API server answers 422 to.
+_CONDITION = {
+    "type": "object",
+    "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+    "properties": {
+        "type": {"type": "string", "maxLength": 316},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "observedGeneration": {"type": "integer", "minimum": 0},
+        "lastTransitionTime": {"type": "string"},
+        "reason": {
+            "type": "string",
+            "maxLength": 1024,
+            "minLength": 1,
+            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        },
+        "message": {"type": "string", "maxLength": 32768},
+    },
+}
+ROUTE_STATUS = {
+    "type": "object",
+    "required": ["parents"],
+    "properties": {
+        "parents": {
+            "type": "array",
+            "maxItems": 32,
+            "items": {
+                "type": "object",
+                "required": ["parentRef", "controllerName"],
+                "properties": {
+                    "parentRef": {"type": "object"},
+                    "controllerName": {"type": "string", "maxLength": 253},
+                    "conditions": {"type": "array", "maxItems": 8, "items": _CONDITION},
+                },
+            },
+        }
+    },
+}
+
+
+def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
+    api: ApiEmulator, cluster: Cluster
+) -> None:
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    api.status_schema(HTTP_ROUTES, ROUTE_STATUS)
+    bad = {"parents": [{"parentRef": {"name": "gw"}, "controllerName": CONTROLLER}] * 33}
+    with capture_logs() as logs:
+        result = write_status(
+            cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: bad
+        )
+    assert result is Written.FAILED
+    [failed] = [e for e in logs if e["event"] == "status_write_failed"]
+    assert "HTTP 422" in failed["error"]
+    # What the writer writes: a refusal whose message is longer than the CRD allows.
+    refused = route_verdict(STATE, ROUTE, 1, {}, Programmed(0, 1, "x" * 40000))
+    ours = merged_status(
+        api.get(HTTP_ROUTES, "shop") or {},
+        field="parents",
+        refs=parent_refs(ROUTE_OBJECT),
+        ref_key="parentRef",
+        verdict=refused,
+    )
+    result = write_status(
+        cluster, HTTP_ROUTES, namespace="default", name="shop", merge=lambda obj: ours
+    )
+    assert result is Written.WRITTEN
 
 
 async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
@@ -405,6 +549,7 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
                 served=lambda: aggregator.state,
                 namespace="xdsfleet-system",
             )
+            await writer.renew()
             await writer.tick()
             await writer.stop()
         finally:

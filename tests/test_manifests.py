@@ -429,6 +429,7 @@ CASES = [
     Case("fleet", "spec.members[0].source", DELETE, "spec.members[0].source", "missing"),
     Case("fleet", "spec.members", DELETE, "spec.members", "missing required field"),
     Case("fleet", "spec.exportAll", "yes", "spec.exportAll", "expected a boolean"),
+    Case("fleet", "spec.ipFamily", "IPv5", "spec.ipFamily", "must be one of IPv4, IPv6"),
     Case("fleet", "spec.members[0].drain", "yes", "spec.members[0].drain", "expected a boolean"),
     Case("fleet", "spec.members[0].wieght", 2, "spec.members[0].wieght", "did you mean weight?"),
     Case(
@@ -686,3 +687,12 @@ def test_a_backend_no_member_exports_is_reported() -> None:
 
 def test_export_all_exports_every_service() -> None:
     assert reference_fields(loaded_fleet(ROUTE, export=False, export_all=True)) == []
+
+
+def test_the_fleets_address_family_reaches_the_fleet_state() -> None:
+    fleet = edited(FLEET, "spec.ipFamily", "IPv6")
+    contents = parse(fleet, place=Place.FLEET)
+    assert contents.fleet is not None
+    assert contents.fleet.ip_family == "IPv6"
+    loaded, _ = assemble(FleetFiles("/fleet/fleet.yaml", contents.fleet, {}, {"zone-a": {}}))
+    assert loaded.state.ip_family == "IPv6"

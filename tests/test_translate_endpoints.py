@@ -135,9 +135,29 @@ def test_a_member_weighted_zero_gets_no_locality() -> None:
 
 
 def test_a_locality_with_only_draining_endpoints_is_left_out() -> None:
-    member = running(EAST_A, Endpoint(("10.0.0.2",), ready=False, terminating=True))
+    member = running(
+        EAST_A,
+        ready("10.0.0.1"),
+        Endpoint(("10.0.0.2",), ready=False, terminating=True, zone="east-1b"),
+    )
 
-    assert localities(SIDECAR, member) == []
+    assert localities(SIDECAR, member) == [("east-a/east-1a", 0, 1)]
+
+
+def test_a_member_whose_every_endpoint_terminates_serves_those_still_serving() -> None:
+    # KEP-1669: a one-replica service during a node drain answers rather than 503.
+    member = running(
+        EAST_A,
+        Endpoint(("10.0.0.2",), ready=False, serving=True, terminating=True),
+        Endpoint(("10.0.0.3",), ready=False, serving=False, terminating=True),
+    )
+
+    [locality] = assignment(SIDECAR, member).endpoints
+
+    assert [e.endpoint.address.socket_address.address for e in locality.lb_endpoints] == [
+        "10.0.0.2"
+    ]
+    assert locality.lb_endpoints[0].health_status == health_check_pb2.HEALTHY
 
 
 def test_a_node_prefers_its_zone_then_its_region_then_elsewhere() -> None:
@@ -157,6 +177,26 @@ def test_a_node_ranks_its_own_member_first_whatever_the_zone() -> None:
         ("east-b/east-1b", 0, 1),
         ("west/west-1a", 0, 1),
         ("east-a/east-1a", 1, 1),
+    ]
+
+
+def test_in_its_own_regional_member_a_node_prefers_endpoints_of_its_zone() -> None:
+    regional = Member("eu", "eu-west", "eu-west")  # a regional cluster: zones come from slices
+    member = running(regional, ready("10.0.0.1", "eu-west-1a"), ready("10.0.0.2", "eu-west-1b"))
+    node = NodeProfile(role=Role.SIDECAR, member="eu", region="eu-west", zone="eu-west-1b")
+
+    assert localities(node, member) == [("eu/eu-west-1b", 0, 1), ("eu/eu-west-1a", 1, 1)]
+
+
+def test_a_zone_of_the_same_name_in_another_region_is_not_the_nodes_zone() -> None:
+    node = NodeProfile(role=Role.SIDECAR, region="east", zone="z1")
+    here, there = Member("here", "east", "z1"), Member("there", "west", "z1")
+
+    assert localities(
+        node, running(here, ready("10.0.0.1")), running(there, ready("10.1.0.1"))
+    ) == [
+        ("here/z1", 0, 1),
+        ("there/z1", 1, 1),
     ]
 
 

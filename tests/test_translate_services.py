@@ -19,6 +19,7 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
+from xdsfleet.translate.services import service_index, updated_index
 
 SIDECAR = NodeProfile(role=Role.SIDECAR)
 WEB = Service("ns", "web", (ServicePort("http", 80),))
@@ -168,3 +169,134 @@ def test_an_endpoint_listed_in_two_slices_is_served_once_and_ready_wins() -> Non
     [locality] = assignment.endpoints
     [endpoint] = locality.lb_endpoints
     assert endpoint.health_status == health_check_pb2.HEALTHY
+
+
+def slice_of(
+    service: str, address_type: str, *endpoints: Endpoint, ports: tuple[EndpointPort, ...] = ()
+) -> EndpointSlice:
+    return EndpointSlice(
+        "ns",
+        f"{service}-{address_type.lower()}",
+        service,
+        ports or (EndpointPort("http", 8080),),
+        endpoints,
+        address_type,
+    )
+
+
+def pod(
+    address: str, name: str, *, ready: bool = True, serving: bool = True, terminating: bool = False
+) -> Endpoint:
+    return Endpoint(
+        (address,), ready=ready, serving=serving, terminating=terminating, target=f"ns/{name}"
+    )
+
+
+def test_a_dual_stack_service_serves_its_first_family_and_counts_each_pod_once() -> None:
+    dual = Service("ns", "web", (ServicePort("http", 80),), ip_families=("IPv6", "IPv4"))
+    v4 = slice_of("web", "IPv4", pod("10.0.0.1", "a"), pod("10.0.0.2", "b"))
+    v6 = slice_of("web", "IPv6", pod("fd00::1", "a"), pod("fd00::2", "b"))
+    single = member_state("single", web_slice("10.1.0.1", "10.1.0.2"))
+    state = FleetState("f", (member_state("dual", v4, v6, services=(dual,)), single))
+
+    assert addresses(state) == [
+        ("fd00::1", 8080),
+        ("fd00::2", 8080),
+        ("10.1.0.1", 8080),
+        ("10.1.0.2", 8080),
+    ]
+    [entry] = service_index(state).values()
+    assert [m.replicas for m in entry.members] == [2, 2]
+
+
+def test_without_ip_families_ipv4_is_preferred() -> None:
+    v4 = slice_of("web", "IPv4", pod("10.0.0.1", "a"))
+    v6 = slice_of("web", "IPv6", pod("fd00::1", "a"))
+
+    assert addresses(FleetState("f", (member_state("a", v6, v4),))) == [("10.0.0.1", 8080)]
+
+
+def test_replicas_are_pods_not_addresses() -> None:
+    # One pod behind two addresses (a rollover listing it twice under different IPs).
+    state = FleetState(
+        "f",
+        (member_state("a", slice_of("web", "IPv4", pod("10.0.0.1", "a"), pod("10.0.0.2", "a"))),),
+    )
+
+    [entry] = service_index(state).values()
+    assert entry.members[0].replicas == 1
+
+
+DNS = Service(
+    "ns",
+    "dns",
+    (ServicePort("dns", 53, protocol="UDP"), ServicePort("dns-tcp", 53, protocol="TCP")),
+)
+DNS_PORTS = (EndpointPort("dns", 53, protocol="UDP"), EndpointPort("dns-tcp", 53, protocol="TCP"))
+
+
+def test_one_port_number_with_two_protocols_serves_the_tcp_port_only() -> None:
+    dns = slice_of("dns", "IPv4", pod("10.0.0.9", "coredns"), ports=DNS_PORTS)
+    state = FleetState("f", (member_state("a", dns, services=(DNS,), exports=(("ns", "dns"),)),))
+
+    [(key, entry)] = service_index(state).items()
+    assert (key.port, entry.port_name, len(entry.members)) == (53, "dns-tcp", 1)
+    assert entry.members[0].replicas == 1
+    assert addresses(state, "ns/dns:53") == [("10.0.0.9", 53)]
+
+
+def test_a_udp_only_service_is_not_served() -> None:
+    udp = Service("ns", "dns", (ServicePort("dns", 53, protocol="UDP"),))
+    dns = slice_of("dns", "IPv4", pod("10.0.0.9", "coredns"), ports=DNS_PORTS[:1])
+    state = FleetState("f", (member_state("a", dns, services=(udp,), exports=(("ns", "dns"),)),))
+
+    assert service_index(state) == {}
+
+
+def test_full_and_incremental_indexes_agree_on_a_port_with_two_protocols() -> None:
+    before = FleetState("f", (member_state("a", services=(), exports=(("ns", "dns"),)),))
+    dns = slice_of("dns", "IPv4", pod("10.0.0.9", "coredns"), ports=DNS_PORTS)
+    after = FleetState("f", (member_state("a", dns, services=(DNS,), exports=(("ns", "dns"),)),))
+
+    updated, _ = updated_index(service_index(before), after, {0: [("ns", "dns")]})
+
+    assert updated == service_index(after)
+
+
+def test_a_terminating_endpoint_is_draining_even_when_published_ready() -> None:
+    # publishNotReadyAddresses: `ready` is forced true; `serving` and `terminating` tell.
+    state = FleetState(
+        "f",
+        (
+            member_state(
+                "a",
+                slice_of(
+                    "web",
+                    "IPv4",
+                    pod("10.0.0.1", "a"),
+                    pod("10.0.0.2", "b", ready=True, serving=True, terminating=True),
+                    pod("10.0.0.3", "c", ready=True, serving=False, terminating=True),
+                ),
+            ),
+        ),
+    )
+
+    [entry] = service_index(state).values()
+    [zone] = entry.members[0].zones
+    assert [(b.address, b.draining) for b in zone.backends] == [
+        ("10.0.0.1", False),
+        ("10.0.0.2", True),
+    ]
+    assert zone.replicas == 1
+
+
+def test_the_fleets_address_family_wins_where_a_service_has_it() -> None:
+    dual = Service("ns", "web", (ServicePort("http", 80),), ip_families=("IPv4", "IPv6"))
+    v4 = slice_of("web", "IPv4", pod("10.0.0.1", "a"))
+    v6 = slice_of("web", "IPv6", pod("fd00::1", "a"))
+    single = member_state("single", web_slice("10.1.0.1"))  # IPv4 only: serves IPv4
+    state = FleetState(
+        "f", (member_state("dual", v4, v6, services=(dual,)), single), ip_family="IPv6"
+    )
+
+    assert addresses(state) == [("fd00::1", 8080), ("10.1.0.1", 8080)]

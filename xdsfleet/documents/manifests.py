@@ -99,6 +99,8 @@ class FleetSpec:
     # objects and member Secrets are watched.
     kubeconfig: str | None = None
     context: str | None = None
+    # spec.ipFamily: the address family dual-stack Services serve (else each one's first).
+    ip_family: str | None = None
     # spec.identities: who may claim which node profile over mTLS (model/identity.py).
     identities: tuple[IdentityRule, ...] = ()
 
@@ -124,6 +126,7 @@ class FileContents:
 # --- Kinds -----------------------------------------------------------------------------------
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
+_IP_FAMILIES = ("IPv4", "IPv6")
 _ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
 _NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
 
@@ -292,7 +295,9 @@ def _identity_rule(entry: Map, members: Collection[str]) -> IdentityRule:
 
 def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
     _, name, _ = _metadata(doc, kind, DNS_SUBDOMAIN)
-    spec = doc.mapping("spec", ("exportAll", "source", "members", "identities"), required=True)
+    spec = doc.mapping(
+        "spec", ("exportAll", "ipFamily", "source", "members", "identities"), required=True
+    )
     source = _source(spec, base_dir, secret=False, required=False)
     routes_dir = source.manifests
     entries = spec.mappings("members", _MEMBER_FIELDS, required=True)
@@ -311,6 +316,7 @@ def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
         routes_dir,
         kubeconfig=source.kubeconfig,
         context=source.context,
+        ip_family=spec.choice("ipFamily", _IP_FAMILIES, "IPv4") if spec.has("ipFamily") else None,
         identities=tuple(_identity_rule(entry, names) for entry in identities),
     )
 
@@ -339,7 +345,7 @@ def _service_port(port: Map) -> ServicePort:
 
 def _service(doc: Map, kind: _Kind) -> Service:
     namespace, name, _ = _metadata(doc, kind, DNS_1035_LABEL)
-    spec = doc.mapping("spec", ("ports",), required=True)
+    spec = doc.mapping("spec", ("ports", "ipFamilies"), required=True)
     entries = spec.mappings(
         "ports",
         ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort"),
@@ -354,7 +360,11 @@ def _service(doc: Map, kind: _Kind) -> Service:
     flag_repeats(spec, "ports", "name", [p.name for p in ports if p.name], "port name")
     numbers = [f"{p.port}/{p.protocol}" for p in ports]
     flag_repeats(spec, "ports", "port", numbers, "port")
-    return Service(namespace, name, ports)
+    families = spec.strings("ipFamilies")
+    for i, family in enumerate(families):
+        if family not in _IP_FAMILIES:
+            spec.problem(f"ipFamilies[{i}]", f"must be one of {', '.join(_IP_FAMILIES)}")
+    return Service(namespace, name, ports, tuple(families))
 
 
 def _check_address(entry: Map, i: int, address: str, address_type: str) -> None:
@@ -377,6 +387,8 @@ def _endpoint(entry: Map, address_type: str) -> Endpoint:
         for i, address in enumerate(addresses):
             _check_address(entry, i, address, address_type)
     conditions = entry.mapping("conditions", ("ready", "serving", "terminating"))
+    target = entry.mapping("targetRef", ("kind", "namespace", "name"))
+    target_name = target.text("name")
     # Kubernetes defaults: unknown readiness counts as ready, and serving follows ready.
     ready = conditions.flag("ready", True)
     return Endpoint(
@@ -386,6 +398,7 @@ def _endpoint(entry: Map, address_type: str) -> Endpoint:
         terminating=conditions.flag("terminating", False),
         zone=entry.text("zone"),
         node_name=entry.text("nodeName"),
+        target=f"{target.text('namespace', '')}/{target_name}" if target_name else None,
     )
 
 
@@ -412,7 +425,7 @@ def _endpoint_slice(doc: Map, kind: _Kind) -> EndpointSlice:
     ports = tuple(_endpoint_port(entry) for entry in doc.mappings("ports", fields))
     flag_repeats(doc, "ports", "name", [p.name for p in ports], "port name")
     entries = doc.mappings(
-        "endpoints", ("addresses", "conditions", "zone", "nodeName"), required=True
+        "endpoints", ("addresses", "conditions", "zone", "nodeName", "targetRef"), required=True
     )
     endpoints = tuple(_endpoint(entry, address_type) for entry in entries)
     return EndpointSlice(namespace, name, service, ports, endpoints, address_type or "IPv4")
@@ -706,6 +719,7 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
         gateways=_in_order(gateways),
         http_routes=_in_order(routes),
         export_all=files.fleet.export_all,
+        ip_family=files.fleet.ip_family,
         grpc_routes=_in_order(grpc_routes),
         policies=_in_order(policies),
         secrets=_in_order(secrets),

@@ -59,6 +59,8 @@ class Service:
     namespace: str
     name: str
     ports: tuple[ServicePort, ...]
+    # `spec.ipFamilies`: a dual-stack Service's first family is the one served.
+    ip_families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class Endpoint:
     terminating: bool = False
     zone: str | None = None
     node_name: str | None = None
+    # The Pod behind it (`targetRef`, "namespace/name"): replicas are counted by pod.
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +510,9 @@ class FleetState:
     gateways: tuple[Gateway, ...] = ()
     http_routes: tuple[HTTPRoute, ...] = ()
     export_all: bool = False
+    # The address family dual-stack Services serve when they have it (the Fleet's
+    # spec.ipFamily); None: each Service's first.
+    ip_family: str | None = None
     grpc_routes: tuple[GRPCRoute, ...] = ()
     policies: tuple[TrafficPolicy, ...] = ()
     secrets: tuple[TLSSecret, ...] = ()

@@ -156,6 +156,7 @@ class Aggregator:
             name=spec.name,
             members=tuple(sorted(members, key=lambda m: m.member.name)),
             export_all=spec.export_all,
+            ip_family=spec.ip_family,
             identities=spec.identities,
         )
 
@@ -288,6 +289,7 @@ class Aggregator:
                 "an HTTPRoute and an Ingress of this name; the HTTPRoute is used",
             ),
             export_all=base.export_all,
+            ip_family=base.ip_family,
             grpc_routes=self._merge("GRPCRoute", base.grpc_routes, objects.grpc_routes),
             policies=self._merge("TrafficPolicy", base.policies, objects.policies),
             secrets=base.secrets,

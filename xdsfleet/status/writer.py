@@ -5,7 +5,10 @@ Gateway (per listener), HTTPRoute, GRPCRoute and TrafficPolicy of the fleet clus
 (`conditions`), and of the Fleet
 resource when the Fleet is one (its members, stale or not, and why), and writes what changed
 since it last wrote (`sources.kube.status`: the status subresource, 409s retried). A
-replica that gains the Lease writes everything once; one that loses it stops writing.
+replica that gains the Lease writes everything once; one that loses it stops writing. The
+Lease is renewed on its own schedule (`lease_retry_seconds`), whatever `interval` is and however
+long writes take; each write starts only while the renew deadline holds. What was written is
+remembered per object uid: an object deleted and created again gets its status again.
 
 It must not block the loop: every API call runs in a thread.
 """
@@ -84,6 +87,8 @@ class StatusWriter:
         namespace: str,
         interval: float = 5.0,
         lease_seconds: int = 15,
+        lease_retry_seconds: float = 2.0,
+        renew_deadline_seconds: float = 10.0,
     ) -> None:
         self._aggregator = aggregator
         self._ads = ads
@@ -92,26 +97,49 @@ class StatusWriter:
         self._namespace = namespace
         self._interval = interval
         self._lease_seconds = lease_seconds
+        self._lease_retry = lease_retry_seconds
+        self._renew_deadline = renew_deadline_seconds
         self._identity = identity()
         self._elector: LeaseElector | None = None
         self._cluster: Cluster | None = None
-        # (resource, namespace, name) -> what was last written (a verdict; a Fleet's members)
-        self._written: dict[tuple[ApiResource, str, str], object] = {}
+        # (resource, namespace, name, uid) -> what was last written (a verdict; a Fleet's members)
+        self._written: dict[tuple[ApiResource, str, str, str], object] = {}
 
     async def run(self) -> None:
+        await self.renew()
+        keeper = asyncio.create_task(self._keep_lease(), name="status-lease")
+        try:
+            while True:
+                await self.tick()
+                await asyncio.sleep(self._interval)
+        finally:
+            keeper.cancel()
+
+    async def _keep_lease(self) -> None:
         while True:
-            await self.tick()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self._lease_retry)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """One attempt to take or keep the Lease."""
+        fleet = self._aggregator.fleet_cluster
+        if fleet is None or not fleet.synced.is_set():
+            return
+        elector = self._elector_for(fleet.cluster)
+        leading = await asyncio.to_thread(elector.try_acquire_or_renew)
+        metrics.STATUS_LEADER.set(1 if leading else 0)
+
+    def _holding(self, fleet: FleetCluster) -> bool:
+        return (
+            self._elector is not None and self._cluster is fleet.cluster and self._elector.holding()
+        )
 
     async def tick(self) -> None:
         fleet = self._aggregator.fleet_cluster
         state = self._served()
         if fleet is None or state is None or not fleet.synced.is_set():
             return
-        elector = self._elector_for(fleet.cluster)
-        leading = await asyncio.to_thread(elector.try_acquire_or_renew)
-        metrics.STATUS_LEADER.set(1 if leading else 0)
-        if not leading:
+        if not self._holding(fleet):
             self._written.clear()  # whoever leads next time writes everything once
             return
         await self._write_fleet(fleet)
@@ -121,9 +149,11 @@ class StatusWriter:
         )
         await self._write_gateways(fleet, state, streams)
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
-            key = (resource, namespace, name)
+            key = self._key(fleet, resource, namespace, name)
             if self._written.get(key) == verdict:
                 continue
+            if not self._holding(fleet):
+                return  # the renew deadline passed while writing: another replica may lead
             result = await asyncio.to_thread(
                 write_status,
                 fleet.cluster,
@@ -143,7 +173,7 @@ class StatusWriter:
         if name is None:
             return
         members = tuple((r.name, r.source, r.stale, r.message) for r in self._aggregator.reports())
-        key = (resources.FLEETS, "", name)
+        key = self._key(fleet, resources.FLEETS, "", name)
         if self._written.get(key) == members:
             return
         result = await asyncio.to_thread(
@@ -157,6 +187,13 @@ class StatusWriter:
         if result in (Written.WRITTEN, Written.UNCHANGED):
             self._written[key] = members
 
+    @staticmethod
+    def _key(
+        fleet: FleetCluster, resource: ApiResource, namespace: str, name: str
+    ) -> tuple[ApiResource, str, str, str]:
+        """What a write is remembered by: the object's uid too, since a name may be reused."""
+        return resource, namespace, name, fleet.mirror(resource).uids.get((namespace, name), "")
+
     async def _write_gateways(
         self, fleet: FleetCluster, state: FleetState, streams: list[list[Held]]
     ) -> None:
@@ -168,8 +205,11 @@ class StatusWriter:
             if gateway is None:
                 continue  # not served yet (the store coalesces): next time
             verdict = gateway_verdict(state, gateway, mirror.generations.get(key) or 0, streams)
-            if self._written.get((resources.GATEWAYS, *key)) == verdict:
+            written = self._key(fleet, resources.GATEWAYS, *key)
+            if self._written.get(written) == verdict:
                 continue
+            if not self._holding(fleet):
+                return  # the renew deadline passed while writing: another replica may lead
             result = await asyncio.to_thread(
                 write_status,
                 fleet.cluster,
@@ -179,7 +219,7 @@ class StatusWriter:
                 merge=functools.partial(gateway_status, verdict=verdict),
             )
             if result in (Written.WRITTEN, Written.UNCHANGED):
-                self._written[(resources.GATEWAYS, *key)] = verdict
+                self._written[written] = verdict
 
     async def stop(self) -> None:
         if self._elector is not None:
@@ -196,6 +236,7 @@ class StatusWriter:
                 namespace=self._namespace,
                 identity=self._identity,
                 duration_seconds=self._lease_seconds,
+                renew_deadline_seconds=self._renew_deadline,
             )
         return self._elector
 

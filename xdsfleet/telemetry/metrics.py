@@ -76,7 +76,7 @@ KUBE_LISTS = Counter(
 KUBE_WATCH_RESTARTS = Counter(
     "xdsfleet_kube_watch_restarts_total",
     "Watches resumed from their last resourceVersion, by why: expired (the server-side timeout), "
-    "dropped (the connection broke).",
+    "dropped (the connection broke), refused (the server would not open it for now: retried).",
     ["resource", "reason"],
 )
 KUBE_FAILURES = Counter(

@@ -30,9 +30,16 @@ def view_of(profile: NodeProfile) -> LocalityView:
 
 def tier(view: LocalityView, member: Member, zone: str) -> int:
     """The tier of endpoints in `zone` of `member`: nearer is lower. Empty node fields match
-    nothing, so a node that says nothing about itself sees every endpoint as elsewhere."""
-    if (view.member and view.member == member.name) or (view.zone and view.zone == zone):
+    nothing, so a node that says nothing about itself sees every endpoint as elsewhere. Zones
+    are compared within a region (two regions may both have a zone `a`). In the node's own
+    member, an endpoint is in its zone unless the slice puts it in another zone of the member
+    (a regional cluster): then it is in its region. (An endpoint whose slice names no zone is in
+    the member's; so is one in the zone the member is declared in.)"""
+    in_region = not view.region or view.region == member.region
+    if view.zone and view.zone == zone and in_region:
         return SAME_ZONE
+    if view.member and view.member == member.name:
+        return SAME_ZONE if not view.zone or zone == member.zone else SAME_REGION
     if view.region and view.region == member.region:
         return SAME_REGION
     return ELSEWHERE

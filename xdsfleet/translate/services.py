@@ -3,6 +3,11 @@
 This is where Kubernetes semantics end: ServiceExport (or `exportAll`), EndpointSlice port
 matching and endpoint conditions become plain `MemberPort` values that the Envoy builders key
 their memos on. It builds no Envoy messages and knows nothing of node profiles.
+
+Only TCP ports are served: every cluster is an HTTP or gRPC upstream, and no listener carries
+UDP or SCTP to one (kube-dns's 53/UDP beside 53/TCP is left out, so one port number keys one
+port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it has it, else its first
+`ipFamilies` entry) and counts its replicas by pod (`targetRef`), not by address.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from xdsfleet.translate.memo import memoised_by_identity
 # appProtocol values that mean HTTP/2 without TLS towards the pods.
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
 
-# Slices of type FQDN name hosts, not addresses: an EDS endpoint cannot carry them.
-_IP_ADDRESS_TYPES = frozenset({"IPv4", "IPv6"})
+# Slices of type FQDN name hosts, not addresses: an EDS endpoint cannot carry them. Without
+# `ipFamilies` (a file), IPv4 is preferred.
+_IP_ADDRESS_TYPES = ("IPv4", "IPv6")
+# What an upstream cluster carries.
+_SERVED_PROTOCOL = "TCP"
 
 
 class ServicePortKey(NamedTuple):
@@ -122,14 +130,14 @@ def service_index(state: FleetState) -> ServiceIndex:
     """
     gathered: dict[ServicePortKey, list[MemberPort]] = {}
     for member_state in state.members:
-        for key, contribution in member_ports(member_state, state.export_all):
+        for key, contribution in member_ports(member_state, state.export_all, state.ip_family):
             gathered.setdefault(key, []).append(contribution)
     return {key: ServicePortBackends(key, tuple(gathered[key])) for key in sorted(gathered)}
 
 
 @memoised_by_identity
 def member_ports(
-    member_state: MemberState, export_all: bool
+    member_state: MemberState, export_all: bool, ip_family: str | None
 ) -> tuple[tuple[ServicePortKey, MemberPort], ...]:
     """The service ports one member exports, each with that member's endpoints for it."""
     exported = set(member_state.exports)
@@ -137,7 +145,7 @@ def member_ports(
     contributions = []
     for service in member_state.services:
         if export_all or (service.namespace, service.name) in exported:
-            contributions += _service_ports(member_state, service, slices)
+            contributions += _service_ports(member_state, service, slices, ip_family)
     return tuple(contributions)
 
 
@@ -156,13 +164,18 @@ def _service_ports(
     member_state: MemberState,
     service: Service,
     slices: Mapping[tuple[str, str], list[EndpointSlice]],
+    ip_family: str | None,
 ) -> list[tuple[ServicePortKey, MemberPort]]:
     """What one member contributes to each port of one of its exported Services."""
     own_slices = slices.get((service.namespace, service.name), [])
+    family = _family(service, own_slices, ip_family)
+    served = [s for s in own_slices if s.address_type == family]
     contributions = []
     for service_port in service.ports:
+        if service_port.protocol != _SERVED_PROTOCOL:
+            continue
         key = ServicePortKey(service.namespace, service.name, service_port.port)
-        contribution = _member_port(member_state.member, service_port, own_slices)
+        contribution = _member_port(member_state.member, service_port, served)
         if member_state.member.endpoint_mode is EndpointMode.NODE_PORT:
             contribution = _through_nodes(contribution, service_port, member_state.nodes)
         contributions.append((key, contribution))
@@ -226,7 +239,9 @@ def _contributions(
             ports = found.setdefault(name, {})
             service = by_name.get(name)
             if service is not None and (state.export_all or name in exported):
-                for key, contribution in _service_ports(member_state, service, slices):
+                for key, contribution in _service_ports(
+                    member_state, service, slices, state.ip_family
+                ):
                     ports.setdefault(key, {})[position] = contribution
     return found
 
@@ -251,18 +266,40 @@ def _updated_entry(
     return ServicePortBackends(key, tuple(members)) if members else None
 
 
+def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:
+    """The address family served: the Fleet's when the Service has it, else the Service's
+    first; without `ipFamilies` (a file), what its slices carry, IPv4 first."""
+    carried = {s.address_type for s in slices}
+    families = service.ip_families or tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
+    if preferred in families:
+        return preferred
+    return families[0] if families else _IP_ADDRESS_TYPES[0]
+
+
+class _Found(NamedTuple):
+    zone: str
+    draining: bool
+    pod: str  # the Pod (targetRef), else the address
+
+
 def _member_port(
     member: Member, service_port: ServicePort, slices: list[EndpointSlice]
 ) -> MemberPort:
+    """`slices` are those of one address family."""
     http2 = service_port.app_protocol in HTTP2_APP_PROTOCOLS
-    # (address, port) -> (zone, draining). During slice rollovers Kubernetes may list one
+    # (address, port) -> where and what. During slice rollovers Kubernetes may list one
     # endpoint in two slices; keep it once, preferring the ready copy.
-    found: dict[tuple[str, int], tuple[str, bool]] = {}
+    found: dict[tuple[str, int], _Found] = {}
     for endpoint_slice in slices:
-        if endpoint_slice.address_type not in _IP_ADDRESS_TYPES:
-            continue
         # Slice ports carry the target port under the Service port's name.
-        slice_port = next((p for p in endpoint_slice.ports if p.name == service_port.name), None)
+        slice_port = next(
+            (
+                p
+                for p in endpoint_slice.ports
+                if p.name == service_port.name and p.protocol == service_port.protocol
+            ),
+            None,
+        )
         if slice_port is None:
             continue
         http2 = http2 or slice_port.app_protocol in HTTP2_APP_PROTOCOLS
@@ -272,16 +309,24 @@ def _member_port(
                 continue
             # Kubernetes: the addresses are fungible and consumers may use only the first.
             key = (endpoint.addresses[0], slice_port.port)
-            if key not in found or found[key][1]:
-                found[key] = (endpoint.zone or member.zone, draining)
+            if key not in found or found[key].draining:
+                pod = endpoint.target or endpoint.addresses[0]
+                found[key] = _Found(endpoint.zone or member.zone, draining, pod)
+    if found and all(f.draining for f in found.values()):
+        # KEP-1669: when every endpoint is terminating, those still serving take the traffic
+        # (as kube-proxy does) rather than none at all.
+        found = {key: f._replace(draining=False) for key, f in found.items()}
     by_zone: dict[str, list[Backend]] = {}
-    for (address, port), (zone, draining) in found.items():
+    pods: dict[str, set[str]] = {}
+    for (address, port), (zone, draining, pod) in found.items():
         by_zone.setdefault(zone, []).append(Backend(address, port, draining))
+        if not draining:
+            pods.setdefault(zone, set()).add(pod)
     zones = tuple(
         ZoneBackends(
             zone,
             tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))),
-            replicas=sum(not b.draining for b in by_zone[zone]),
+            replicas=len(pods.get(zone, ())),
         )
         for zone in sorted(by_zone)
     )
@@ -312,9 +357,11 @@ def _through_nodes(
 
 
 def _draining(endpoint: Endpoint) -> bool | None:
-    """False to serve the endpoint, True to keep it only for requests under way, None to skip."""
+    """False to serve the endpoint, True to keep it only for requests under way, None to skip.
+    A terminating endpoint never serves new requests, even `ready` (which a Service with
+    `publishNotReadyAddresses` forces to true): `serving` says whether it still answers."""
+    if endpoint.terminating:
+        return True if endpoint.serving else None
     if endpoint.ready:
         return False
-    if endpoint.serving and endpoint.terminating:
-        return True
     return None

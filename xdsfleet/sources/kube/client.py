@@ -9,15 +9,26 @@ Every request carries a client-side timeout (`_request_timeout`); sockets use TC
 Without both, a request over a cut network would block its thread forever. Every call blocks:
 never call this from the event loop's thread. It must not decide anything (retries, backoff,
 relists belong to `watching`), only speak HTTP and report what happened.
+
+Credentials (`_Credentials`) are the exception to "decide nothing", as in client-go: a
+kubeconfig whose user runs an exec credential plugin (EKS, GKE, AKS) gets its credentials on
+the first request, in the caller's thread (building a `Cluster` on the event loop runs no
+plugin), again shortly before the credential's `expirationTimestamp`, and again when the server
+answers 401 (the request is then sent once more). A plugin that yields nothing fails every
+request with its own error message, instead of the client's silent unauthenticated requests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -33,16 +44,18 @@ from xdsfleet.sources.kube.settings import KubeSettings
 
 
 class ApiError(Exception):
-    """A request the API server refused, or that did not reach it."""
+    """A request the API server refused, or that did not reach it. `retry_after`: the seconds
+    its `Retry-After` header asked the client to wait, if any."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 class Gone(ApiError):
-    """410: the resourceVersion is too old for a watch; list again."""
+    """410: the resourceVersion (or a list's continue token) is too old; list again."""
 
 
 class NotFound(ApiError):
@@ -55,6 +68,11 @@ class Conflict(ApiError):
 
 class Unreachable(ApiError):
     """No answer in time, a connection refused or cut, an overloaded or failing server."""
+
+
+class TooLarge(Unreachable):
+    """504 ResourceVersionTooLarge: this API server (an HA control plane's lagging watch cache)
+    has not reached the resourceVersion asked for; a list from etcd (a quorum read) has."""
 
 
 class AccessError(Exception):
@@ -95,16 +113,27 @@ def _message(body: object, default: str) -> str:
     return default
 
 
-def _error(status: int, message: str) -> ApiError:
+def _error(status: int, message: str, retry_after: float | None = None) -> ApiError:
     if status == 410:
         return Gone(status, message)
     if status == 404:
         return NotFound(status, message)
     if status == 409:
         return Conflict(status, message)
+    if status == 504 and "too large resource version" in message.lower():
+        return TooLarge(status, message, retry_after)
     if status == 0 or status == 429 or status >= 500:
-        return Unreachable(status, message)
+        return Unreachable(status, message, retry_after)
     return ApiError(status, message)
+
+
+def _retry_after(value: object) -> float | None:
+    """A `Retry-After` header in seconds (the API server never sends an HTTP date)."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 @contextlib.contextmanager
@@ -121,28 +150,126 @@ def _translated() -> Iterator[None]:
         raise Unreachable(0, f"unreadable answer: {error}") from None
 
 
-def _configuration(access: Access, settings: KubeSettings) -> Any:
+def _named(entries: object, name: object, key: str) -> dict[str, Any]:
+    """The `key` part of the entry called `name` in a kubeconfig list (contexts, users)."""
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            found = entry.get(key)
+            return found if isinstance(found, dict) else {}
+    return {}
+
+
+def _runs_a_plugin(document: object, context: str | None) -> bool:
+    """Whether the kubeconfig's user (in `context`, else the current one) gets credentials that
+    change: from an exec plugin, an auth provider (OIDC's refresh is a request), or a token file
+    (rotated by whoever writes it: a projected service account token, a Vault agent)."""
+    if not isinstance(document, dict):
+        return False
+    selected = _named(
+        document.get("contexts"), context or document.get("current-context"), "context"
+    )
+    user = _named(document.get("users"), selected.get("user"), "user")
+    return bool({"exec", "auth-provider", "tokenFile"} & user.keys())
+
+
+class _Swallowed(logging.Handler):
+    """Collects what the kubernetes loader logs instead of raising (a failing exec plugin)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "kubernetes" in record.pathname:
+            self.messages.append(record.getMessage())
+
+
+class _Credentials:
+    """The kubeconfig user's credentials of one `Cluster`, loaded into its configuration, and
+    loaded again when they are about to expire or the server refuses them (see the module
+    docstring). Thread-safe: the watch threads of a cluster share it."""
+
+    # Refreshed this long before they expire (at most), as a share of their lifetime.
+    SKEW_SECONDS = 60.0
+    SKEW_SHARE = 0.2
+
+    def __init__(self, access: Access, configuration: Any) -> None:
+        self._access = access
+        self._configuration = configuration
+        self._lock = threading.Lock()
+        self.generation = 0  # counts loads: a 401 after a newer load needs no other
+        self._refresh_at: float | None = None  # time.monotonic(); None: no expiry
+        try:
+            if access.kubeconfig_text is not None:
+                document = yaml.safe_load(access.kubeconfig_text)
+                source: Any = document
+            elif access.kubeconfig is not None:
+                document = yaml.safe_load(Path(access.kubeconfig).read_text())
+                source = config.kube_config.KubeConfigMerger(access.kubeconfig).config
+            else:
+                config.load_incluster_config(client_configuration=configuration)
+                self.plugin = False
+                return
+            self.plugin = _runs_a_plugin(document, access.context)
+            self._loader = config.kube_config.KubeConfigLoader(
+                config_dict=source, active_context=access.context, config_base_path=None
+            )
+            if not self.plugin:
+                self._loader.load_and_set(configuration)
+        except Exception as error:
+            # The loaders raise ConfigException, yaml, OS and key errors alike: all mean the same.
+            raise AccessError(f"{access.describe()}: {_safe(error)}") from None
+        # With a plugin, nothing is loaded until the first request (off the event loop).
+        self._loaded = not self.plugin
+
+    def current(self) -> int:
+        """Make sure credentials are loaded and not about to expire; their generation."""
+        with self._lock:
+            due = self._refresh_at is not None and time.monotonic() >= self._refresh_at
+            if not self._loaded or due:
+                self._load()
+            return self.generation
+
+    def refused(self, generation: int) -> bool:
+        """The server answered 401 to credentials of `generation`: load them again (unless
+        another thread already has). False when there is nothing to load again."""
+        if not self.plugin:
+            return False
+        with self._lock:
+            if generation == self.generation:
+                self._load()
+        return True
+
+    def _load(self) -> None:
+        swallowed = _Swallowed()
+        root = logging.getLogger()
+        root.addHandler(swallowed)
+        try:
+            self._loader.load_and_set(self._configuration)
+        except Exception as error:
+            raise ApiError(401, f"credentials of {self._access.describe()}: {error}") from None
+        finally:
+            root.removeHandler(swallowed)
+        # We refresh ourselves: the client's own hook would run the plugin on every request
+        # once a short-lived credential is within its fixed 5-minute margin.
+        self._configuration.refresh_api_key_hook = None
+        self.generation += 1
+        self._loaded = True
+        if not (self._configuration.api_key.get("BearerToken") or self._configuration.cert_file):
+            reason = "; ".join(swallowed.messages) or "the kubeconfig's user gave no credentials"
+            self._loaded = False  # try again on the next request
+            raise ApiError(401, f"no credentials from {self._access.describe()}: {reason}")
+        expiry = getattr(self._loader, "expiry", None)
+        self._refresh_at = None
+        if isinstance(expiry, datetime):
+            lifetime = (expiry - datetime.now(UTC)).total_seconds()
+            skew = min(self.SKEW_SECONDS, self.SKEW_SHARE * max(lifetime, 0.0))
+            self._refresh_at = time.monotonic() + lifetime - skew
+
+
+def _configuration(access: Access, settings: KubeSettings) -> tuple[Any, _Credentials]:
     configuration = client.Configuration()
-    try:
-        if access.kubeconfig_text is not None:
-            config.load_kube_config_from_dict(
-                yaml.safe_load(access.kubeconfig_text),
-                context=access.context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        elif access.kubeconfig is not None:
-            config.load_kube_config(
-                config_file=access.kubeconfig,
-                context=access.context,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-    except Exception as error:
-        # The loaders raise ConfigException, yaml, OS and key errors alike: all mean the same.
-        raise AccessError(f"{access.describe()}: {_safe(error)}") from None
+    credentials = _Credentials(access, configuration)
     configuration.socket_options = tcp_keepalive_socket_options(
         idle=settings.keepalive_idle,
         interval=settings.keepalive_interval,
@@ -150,7 +277,7 @@ def _configuration(access: Access, settings: KubeSettings) -> Any:
     )
     # No retries inside urllib3: `watching` retries with backoff and reports what failed.
     configuration.retries = 0
-    return configuration
+    return configuration, credentials
 
 
 def _safe(error: Exception) -> str:
@@ -170,9 +297,12 @@ class Cluster:
     urllib3 pool is shared by every watch thread of the cluster)."""
 
     def __init__(self, access: Access, settings: KubeSettings) -> None:
+        """Cheap enough for the event loop: no request, no credential plugin (see
+        `_Credentials`). Raises `AccessError` for a kubeconfig that cannot be used."""
         self.access = access
         self._settings = settings
-        self._api = client.ApiClient(configuration=_configuration(access, settings))
+        configuration, self._credentials = _configuration(access, settings)
+        self._api = client.ApiClient(configuration=configuration)
 
     def close(self) -> None:
         self._api.close()
@@ -186,26 +316,34 @@ class Cluster:
         body: JsonObject | None = None,
         read_seconds: float,
     ) -> Any:
-        """Send one request and return urllib3's response, unread; non-2xx answers raise."""
+        """Send one request and return urllib3's response, unread; non-2xx answers raise. A 401
+        to credentials a plugin gave is sent once more with fresh ones."""
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        serialized = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=params,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
         timeout = (self._settings.connect_seconds, read_seconds)
-        with _translated():
-            response = self._api.call_api(*serialized, _request_timeout=timeout)
-            if not 200 <= response.status <= 299:
+        refreshed = False
+        while True:
+            generation = self._credentials.current()
+            serialized = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=params,
+                header_params=dict(headers),
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            with _translated():
+                response = self._api.call_api(*serialized, _request_timeout=timeout)
+                if 200 <= response.status <= 299:
+                    return response.response
                 data = response.read()
-                raise _error(response.status, _message(data, str(response.reason)))
-            return response.response
+            if response.status == 401 and not refreshed and self._credentials.refused(generation):
+                refreshed = True
+                continue
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            raise _error(response.status, _message(data, str(response.reason)), retry_after)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> JsonObject:
         kwargs.setdefault("read_seconds", self._settings.request_seconds)
@@ -225,16 +363,52 @@ class Cluster:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        resource_version: str = "",
+        limit: int = 0,
     ) -> Listing:
-        document = self._json(
-            "GET",
-            resource.path(namespace=namespace),
-            query={"labelSelector": label_selector},
-            read_seconds=self._settings.list_seconds,
+        """Every object, in pages of `limit` when it is set. `resource_version`: "" for the
+        latest (a quorum read from etcd), "0" for any (the API server's watch cache), a version
+        for one at least that new. A continue token that expired (410) restarts the list
+        without pages, as client-go's pager does."""
+        items: list[JsonObject] = []
+        first: dict[str, str | int | bool | None] = {
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version or None,
+        }
+        query = {**first, "limit": limit or None}
+        while True:
+            try:
+                document = self._json(
+                    "GET",
+                    resource.path(namespace=namespace),
+                    query=query,
+                    read_seconds=self._settings.list_seconds,
+                )
+            except Gone:
+                if "continue" not in query:
+                    raise
+                query = first
+                items.clear()
+                continue
+            items += [item for item in document.get("items") or [] if isinstance(item, dict)]
+            metadata = document.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return Listing(tuple(items), str(metadata.get("resourceVersion", "")))
+            # Pages go on from the first one's snapshot: no resourceVersion with a token.
+            query = {"labelSelector": label_selector, "limit": limit, "continue": str(token)}
+
+    def served(self, resource: ApiResource) -> bool:
+        """Whether discovery lists `resource`: False once its CRD is really gone."""
+        root = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+        try:
+            document = self._json("GET", root)
+        except NotFound:
+            return False
+        return any(
+            isinstance(r, dict) and r.get("name") == resource.plural
+            for r in document.get("resources") or []
         )
-        items = document.get("items") or []
-        version = (document.get("metadata") or {}).get("resourceVersion", "")
-        return Listing(tuple(item for item in items if isinstance(item, dict)), str(version))
 
     def watch(
         self,

@@ -4,7 +4,9 @@
 Fleet-level objects are parsed by the same code as the files (`objects`), each keeping its last
 good version when an update is refused; the refusals stay visible in the mirrors for status
 write-back. Resource types the cluster lacks (no GRPCRoute CRD, say) simply hold nothing. While
-the API server does not answer, the last known objects are kept and marked stale.
+the API server does not answer, the last known objects are kept and marked stale. Until every
+resource has listed once there is nothing to serve; each one that keeps it so (403 from RBAC
+above all) is named in a log.
 
 It must not decide which members run or how objects combine with the Fleet file's: that is the
 aggregator's (app layer). It runs on the event loop.
@@ -74,6 +76,7 @@ class FleetCluster:
         self._on_change = on_change
         self.objects = FleetObjects()
         self.synced = asyncio.Event()
+        self._reported: dict[str, str] = {}  # resource -> the error last said to keep it unready
         watched = [
             Watched(kind, functools.partial(parse_object, kind, origin=ORIGIN))
             for kind in (
@@ -119,6 +122,26 @@ class FleetCluster:
     async def stop(self) -> None:
         await self._group.stop()
 
+    def _say_what_is_missing(self) -> None:
+        """Before the first lists, name each resource that keeps the server unready: without
+        it there is nothing to serve, and a Role that lacks it (403) will not grant it later."""
+        failures = self._group.failures
+        for plural, error in sorted(failures.items()):
+            if self._reported.get(plural) == error:
+                continue
+            self._reported[plural] = error
+            if "HTTP 403" in error:
+                log.error(
+                    "fleet_resource_forbidden",
+                    resource=plural,
+                    error=error,
+                    hint="grant get, list and watch on it; the server is not ready until it lists",
+                )
+            else:
+                log.warning("fleet_resource_unlisted", resource=plural, error=error)
+        for plural in self._reported.keys() - failures.keys():
+            del self._reported[plural]
+
     def _sorted(self, resource: ApiResource) -> tuple[Any, ...]:
         mirror = self._group.mirrors.get(resource)
         if mirror is None:
@@ -148,6 +171,8 @@ class FleetCluster:
                 log.info("fleet_cluster_recovered")
         if self._group.listed:
             self.synced.set()
+        else:
+            self._say_what_is_missing()
         if objects != self.objects:
             self.objects = objects
             self._on_change(objects)

@@ -17,7 +17,7 @@ from typing import Any
 
 from xdsfleet.documents.reading import JsonObject
 from xdsfleet.sources.kube.client import Cluster
-from xdsfleet.sources.kube.mirror import Mirror
+from xdsfleet.sources.kube.mirror import Mirror, prepare
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.sources.kube.watching import Event, Listed, Reflector
@@ -29,7 +29,7 @@ JOIN_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class Watched:
     """What to watch: a resource (in one namespace, with a label selector) and how to parse
-    its objects (see `Mirror`)."""
+    its objects (see `mirror.prepare`; it runs in the reflector's thread)."""
 
     resource: ApiResource
     parse: Callable[[JsonObject], Any]
@@ -59,7 +59,7 @@ class WatchGroup:
         self._on_crash = on_crash
         self._on_event = on_event
         self.mirrors: dict[ApiResource, Mirror[Any]] = {
-            w.resource: Mirror(w.resource, w.parse) for w in self._watched
+            w.resource: Mirror(w.resource) for w in self._watched
         }
         self._reflectors: dict[ApiResource, Reflector] = {}
         self._listed: set[ApiResource] = set()
@@ -78,6 +78,7 @@ class WatchGroup:
                 name=f"watch-{self._name}-{watched.resource.plural}",
                 namespace=watched.namespace,
                 label_selector=watched.label_selector,
+                prepare=functools.partial(prepare, watched.parse),
             )
         for reflector in self._reflectors.values():
             reflector.start()
@@ -93,6 +94,10 @@ class WatchGroup:
     def relist(self, resource: ApiResource) -> int:
         """See `Reflector.relist`."""
         return self._reflectors[resource].relist()
+
+    def listing(self, resource: ApiResource) -> int | None:
+        """The sequence of the list of `resource` under way, if one is."""
+        return self._reflectors[resource].listing
 
     @property
     def answered(self) -> bool:

@@ -2,10 +2,13 @@
 
 Replicas are identical and all serve (docs/architecture.md, decision 6); only status write-back
 needs a single writer, or replicas would overwrite each other's conditions. The protocol is
-client-go's leader election: the holder renews `renewTime` every few seconds; another replica takes
-over once it has seen the same record, unchanged, for `leaseDurationSeconds` by its own clock
-(clocks of different machines are never compared); every write is a PUT from the resourceVersion
-just read, so two replicas racing for the Lease cannot both win (the loser gets a 409).
+client-go's leader election: the holder renews `renewTime` every few seconds, on a schedule of
+its own (never behind other work); another replica takes over once it has seen the same record,
+unchanged, for `leaseDurationSeconds` by its own clock (clocks of different machines are never
+compared); every write is a PUT from the resourceVersion just read, so two replicas racing for
+the Lease cannot both win (the loser gets a 409). A holder that has not renewed for
+`renew_deadline_seconds` (shorter than the lease) stops counting itself the holder before
+anyone else may take over, so that two writers never overlap.
 
 It must not write anything but its Lease. Its calls block: run them in a thread.
 """
@@ -39,6 +42,7 @@ class LeaseElector:
         namespace: str,
         identity: str,
         duration_seconds: int = 15,
+        renew_deadline_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cluster = cluster
@@ -49,15 +53,27 @@ class LeaseElector:
         self._clock = clock
         # The record last seen (its resourceVersion) and when, by our clock.
         self._observed: tuple[str, float] | None = None
+        self._deadline = renew_deadline_seconds
+        self._renewed: float | None = None  # when this replica last wrote the Lease (our clock)
+        self._started = 0.0  # when the attempt under way started
         self.leading = False
 
+    def holding(self) -> bool:
+        """Whether this replica may act as the holder now: it renewed within the deadline."""
+        return (
+            self.leading
+            and self._renewed is not None
+            and self._clock() - self._renewed < self._deadline
+        )
+
     def try_acquire_or_renew(self) -> bool:
-        """Take or keep the Lease; True while this replica holds it."""
+        """Take or keep the Lease; True while this replica holds it. A failed attempt (the API
+        server does not answer) keeps the Lease until the renew deadline."""
         try:
             leading = self._attempt()
         except ApiError as error:
             log.warning("lease_unavailable", lease=self._name, error=str(error))
-            leading = False
+            leading = self.holding()
         if leading != self.leading:
             log.info("lease_acquired" if leading else "lease_lost", identity=self.identity)
         self.leading = leading
@@ -65,6 +81,8 @@ class LeaseElector:
 
     def _attempt(self) -> bool:
         now = datetime.now(UTC)
+        # The deadline runs from before the request: the other replicas' clocks ran meanwhile.
+        self._started = self._clock()
         try:
             lease = self._cluster.get(LEASES, namespace=self._namespace, name=self._name)
         except NotFound:
@@ -106,6 +124,7 @@ class LeaseElector:
         except Conflict:
             return False  # another replica created it first
         self._observed = (str(created["metadata"].get("resourceVersion", "")), self._clock())
+        self._renewed = self._started
         return True
 
     def _write(self, lease: JsonObject) -> bool:
@@ -114,6 +133,7 @@ class LeaseElector:
         except Conflict:
             return False  # another replica wrote it since we read it
         self._observed = (str(written["metadata"].get("resourceVersion", "")), self._clock())
+        self._renewed = self._started
         return True
 
     def release(self) -> None:

@@ -4,9 +4,15 @@ nodePort mode) kept as one `MemberState` that the member's failures never make w
 docs/architecture.md, decision 5, for a member:
 - An API server that stops answering leaves the last known objects in place, marked stale (log,
   metric, `MemberState.stale`); they are never replaced by nothing.
-- An update seen on a watch that removes more than half of a service's ready endpoints is held
+- An update seen on a watch that removes more than half of a service's ready endpoints (its
+  ServiceExport deleted removes them all) is held
   (the service keeps its previous objects) until a list started after it confirms it, at most
-  `hold_seconds`. A removal seen in a fresh list is already confirmed.
+  `hold_seconds` (or, when the confirming list is under way then, until it ends, at most
+  `list_seconds` more). A removal seen in a fresh list is already confirmed. Removed means gone from
+  the slices: an endpoint that turns terminating or not ready is news from the API server, not
+  a glitch of the watch, so it is never held, and while a hold keeps endpoints that went away,
+  those still listed take their latest conditions (a pod that began terminating is not served
+  as ready again).
 - A member that comes back is listed again; the list is compared with what is known and at
   most one state goes out.
 Without a ServiceExport CRD the member exports nothing of its own: the Fleet's `exportAll`
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +55,7 @@ class _Hold:
     services: set[ServiceKey]
     confirm: dict[ApiResource, int]  # resource -> the list sequence that confirms
     timer: asyncio.TimerHandle
+    extended: bool = False  # past `hold_seconds`, for a confirming list under way
 
 
 def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
@@ -61,21 +69,34 @@ def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
     return found
 
 
+def listed_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
+    """Per service, the addresses of all its endpoints, whatever their conditions."""
+    found: dict[ServiceKey, set[str]] = {}
+    for endpoint_slice in state.endpoint_slices:
+        addresses = found.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), set())
+        addresses.update(e.addresses[0] for e in endpoint_slice.endpoints if e.addresses)
+    return found
+
+
 def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
-    """The services that lose more than half of their ready endpoints from `before` to
-    `after` (a Service deleted loses all of them)."""
-    kept = ready_addresses(after)
+    """The services more than half of whose ready endpoints are gone (not listed at all) from
+    `before` to `after` (a Service deleted, or its ServiceExport, loses all of them)."""
+    kept = listed_addresses(after)
     services = {(s.namespace, s.name) for s in after.services}
+    unexported = set(before.exports) - set(after.exports)
     found = set()
     for key, addresses in ready_addresses(before).items():
-        remaining = kept.get(key, set()) if key in services else set()
+        remaining = kept.get(key, set()) if key in services - unexported else set()
         if addresses and 2 * len(addresses - remaining) > len(addresses):
             found.add(key)
     return found
 
 
-def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKey]) -> MemberState:
-    """`candidate`, except that `services` keep their Service and slices from `previous`."""
+def keep_held(
+    candidate: MemberState, previous: MemberState, services: set[ServiceKey]
+) -> MemberState:
+    """`candidate`, except that `services` keep their Service, slices and export from
+    `previous`."""
 
     def slice_key(s: EndpointSlice) -> ServiceKey:
         return s.namespace, s.service_name
@@ -86,12 +107,35 @@ def _keep(candidate: MemberState, previous: MemberState, services: set[ServiceKe
     kept_services = [s for s in candidate.services if service_key(s) not in services]
     kept_services += [s for s in previous.services if service_key(s) in services]
     kept_slices = [s for s in candidate.endpoint_slices if slice_key(s) not in services]
-    kept_slices += [s for s in previous.endpoint_slices if slice_key(s) in services]
+    # The held services' endpoints still listed, as they are listed now, by first address.
+    latest = {
+        (slice_key(s), e.addresses[0]): e
+        for s in candidate.endpoint_slices
+        if slice_key(s) in services
+        for e in s.endpoints
+        if e.addresses
+    }
+    kept_slices += [
+        dataclasses.replace(
+            s,
+            endpoints=tuple(
+                latest.get((slice_key(s), e.addresses[0]), e) if e.addresses else e
+                for e in s.endpoints
+            ),
+        )
+        for s in previous.endpoint_slices
+        if slice_key(s) in services
+    ]
     return MemberState(
         candidate.member,
         services=tuple(sorted(kept_services, key=service_key)),
         endpoint_slices=tuple(sorted(kept_slices, key=lambda s: (s.namespace, s.name))),
-        exports=candidate.exports,
+        exports=tuple(
+            sorted(
+                {e for e in candidate.exports if e not in services}
+                | {e for e in previous.exports if e in services}
+            )
+        ),
         nodes=candidate.nodes,
         stale=candidate.stale,
     )
@@ -208,7 +252,7 @@ class MemberWatcher:
             released = self._hold.services
             self._release("confirmed", candidate)
         # A list is the truth already; a removal only seen on a watch waits for one.
-        fresh = listed & {resources.SERVICES, resources.ENDPOINT_SLICES}
+        fresh = listed & {resources.SERVICES, resources.ENDPOINT_SLICES, resources.SERVICE_EXPORTS}
         removed = set()
         if self.settled.is_set() and not fresh:
             removed = mass_removals(self.state, candidate) - released
@@ -217,9 +261,16 @@ class MemberWatcher:
         if removed:
             self._start_hold(removed)
         if self._hold is not None:
-            candidate = _keep(candidate, self.state, self._hold.services)
+            candidate = keep_held(candidate, self.state, self._hold.services)
         self._publish(candidate)
         self.settled.set()
+
+    def _confirming(self, hold: _Hold) -> bool:
+        """A list that would confirm the hold is under way."""
+        return any(
+            (listing := self._group.listing(kind)) is not None and listing >= wanted
+            for kind, wanted in hold.confirm.items()
+        )
 
     def _confirmed(self, hold: _Hold) -> bool:
         mirrors = self._group.mirrors
@@ -232,11 +283,12 @@ class MemberWatcher:
             services=sorted(f"{ns}/{name}" for ns, name in services),
             hold_seconds=self._settings.hold_seconds,
         )
-        # A Service deleted and its slices emptied both remove endpoints: list both again.
-        confirm = {
-            kind: self._group.relist(kind)
-            for kind in (resources.SERVICES, resources.ENDPOINT_SLICES)
-        }
+        # A Service deleted, its slices emptied and its export deleted all remove endpoints:
+        # list all three again (the exports unless their CRD is absent: nothing to list).
+        kinds = [resources.SERVICES, resources.ENDPOINT_SLICES]
+        if not self._group.mirrors[resources.SERVICE_EXPORTS].absent:
+            kinds.append(resources.SERVICE_EXPORTS)
+        confirm = {kind: self._group.relist(kind) for kind in kinds}
         if self._hold is None:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self._settings.hold_seconds, self._expire)
@@ -246,6 +298,17 @@ class MemberWatcher:
             self._hold.confirm = confirm
 
     def _expire(self) -> None:
+        hold = self._hold
+        if hold is not None and not hold.extended and self._confirming(hold):
+            # A big member's list can take longer than the hold: its answer is worth waiting
+            # for (as long as the client waits for a list), rather than serving what it may
+            # contradict a moment later.
+            hold.extended = True
+            hold.timer = asyncio.get_running_loop().call_later(
+                self._settings.list_seconds, self._expire
+            )
+            self._log.info("mass_removal_extended", wait_seconds=self._settings.list_seconds)
+            return
         if self._hold is not None:
             candidate = self._candidate()
             self._release("expired", candidate)

@@ -5,7 +5,9 @@ refuses is reported and the previous version stays in use, as for a file. The mi
 how the resource answered (listed, absent, failing), which is what staleness and readiness are made
 of.
 
-It runs on the event loop and does no I/O: reflector events in, parsed objects out.
+Objects are parsed where they arrive, in the reflector's thread (`prepare`): a list of ten
+thousand EndpointSlices takes seconds to parse, which the event loop must not spend. The mirror
+itself runs on the event loop and does no I/O: prepared events in, parsed objects out.
 """
 
 from __future__ import annotations
@@ -37,17 +39,40 @@ class Refusal:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared(Generic[T]):
+    """One API object, parsed: the model object (None: left out), or why it was refused."""
+
+    key: Key
+    generation: int  # metadata.generation
+    parsed: T | None
+    problems: tuple[Problem, ...] | None = None  # set when the parser refused it
+    uid: str = ""  # metadata.uid: the same name may be another object after a delete
+
+
+def prepare(parse: Callable[[JsonObject], T | None], obj: JsonObject) -> Prepared[T]:
+    """`parse` turns one API object into a model object, None for objects to leave out, or
+    raises `InvalidInput`. Pure: the reflector's thread runs it."""
+    key = key_of(obj)
+    metadata = obj.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    uid = str(metadata.get("uid") or "")
+    try:
+        return Prepared(key, generation, parse(obj), uid=uid)
+    except InvalidInput as invalid:
+        return Prepared(key, generation, None, invalid.problems, uid)
+
+
 @dataclass(slots=True)
 class Mirror(Generic[T]):
-    """`parse` turns one API object into a model object, None for objects to leave out, or
-    raises `InvalidInput`."""
+    """Applies a reflector's events, whose objects were prepared with `prepare`."""
 
     resource: ApiResource
-    parse: Callable[[JsonObject], T | None]
     objects: dict[Key, T] = field(default_factory=dict)
     # metadata.generation of each object's version in use (what status reports as observed).
     generations: dict[Key, int] = field(default_factory=dict)
     refused: dict[Key, Refusal] = field(default_factory=dict)
+    uids: dict[Key, str] = field(default_factory=dict)  # of every object listed or seen
     answered: bool = False  # listed, found absent or failed, at least once
     listed: bool = False  # listed (or found absent) at least once
     failing: str | None = None  # the last error, while the API server does not answer
@@ -56,10 +81,10 @@ class Mirror(Generic[T]):
 
     def apply(self, event: Event) -> None:
         match event:
-            case Listed(items=items, sequence=sequence):
+            case Listed(prepared=prepared, sequence=sequence):
                 previous = self.objects, self.generations
-                self.objects, self.generations, self.refused = {}, {}, {}
-                for item in items:
+                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
+                for item in prepared:
                     self._put(item, *previous)
                 self.sequence = sequence
                 self.answered, self.listed, self.failing, self.absent = True, True, None, False
@@ -68,33 +93,34 @@ class Mirror(Generic[T]):
                 self.objects.pop(key, None)
                 self.generations.pop(key, None)
                 self.refused.pop(key, None)
-            case Changed(obj=obj):
-                self._put(obj, self.objects, self.generations)
+                self.uids.pop(key, None)
+            case Changed(prepared=prepared):
+                self._put(prepared, self.objects, self.generations)
             case Failed(error=error):
                 self.answered, self.failing = True, error
             case Absent():
-                self.objects, self.generations, self.refused = {}, {}, {}
+                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
                 self.answered, self.listed, self.failing, self.absent = True, True, None, True
 
-    def _put(self, obj: JsonObject, objects: dict[Key, T], generations: dict[Key, int]) -> None:
-        """Parse `obj` into place; when it is refused, its version in `objects` stays."""
-        key = key_of(obj)
-        generation = int((obj.get("metadata") or {}).get("generation") or 0)
-        try:
-            parsed = self.parse(obj)
-        except InvalidInput as invalid:
+    def _put(
+        self, prepared: Prepared[T], objects: dict[Key, T], generations: dict[Key, int]
+    ) -> None:
+        """Put `prepared` in place; when it was refused, its version in `objects` stays."""
+        key, generation = prepared.key, prepared.generation
+        self.uids[key] = prepared.uid
+        if prepared.problems is not None:
             metrics.OBJECT_REJECTIONS.labels(self.resource.plural).inc()
-            log.warning("object_rejected", problems=[str(p) for p in invalid.problems])
-            self.refused[key] = Refusal(invalid.problems, generation)
+            log.warning("object_rejected", problems=[str(p) for p in prepared.problems])
+            self.refused[key] = Refusal(prepared.problems, generation)
             if key in objects:
                 # Its last good version keeps serving.
                 self.objects[key] = objects[key]
                 self.generations[key] = generations.get(key, 0)
             return
         self.refused.pop(key, None)
-        if parsed is None:
+        if prepared.parsed is None:
             self.objects.pop(key, None)
             self.generations.pop(key, None)
         else:
-            self.objects[key] = parsed
+            self.objects[key] = prepared.parsed
             self.generations[key] = generation

@@ -71,11 +71,15 @@ def _metadata(obj: JsonObject, *, labels: bool = False) -> JsonObject:
 
 def _service(obj: JsonObject) -> JsonObject | None:
     ports = (obj.get("spec") or {}).get("ports") or []
-    if not ports:
-        # ExternalName and port-less headless Services: nothing a proxy could send to.
+    if not ports or (obj.get("spec") or {}).get("type") == "ExternalName":
+        # ExternalName Services (a DNS name, no endpoints, even with ports) and port-less
+        # headless ones: nothing a proxy could send to.
         return None
     fields = ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort")
-    return {"metadata": _metadata(obj), "spec": {"ports": [_pick(p, *fields) for p in ports]}}
+    spec = {"ports": [_pick(p, *fields) for p in ports]}
+    if families := (obj.get("spec") or {}).get("ipFamilies"):
+        spec["ipFamilies"] = families
+    return {"metadata": _metadata(obj), "spec": spec}
 
 
 def _endpoint(endpoint: JsonObject) -> JsonObject:
@@ -83,13 +87,25 @@ def _endpoint(endpoint: JsonObject) -> JsonObject:
     conditions = _pick(endpoint.get("conditions") or {}, "ready", "serving", "terminating")
     if conditions:
         picked["conditions"] = conditions
+    target = _pick(endpoint.get("targetRef") or {}, "kind", "namespace", "name")
+    if target.get("name"):
+        picked["targetRef"] = target
     return picked
+
+
+# Set by multi-cluster services implementations (KEP-1645) on the slices they import from other
+# clusters: those endpoints belong to another member, which xdsfleet reads itself.
+IMPORTED_LABEL = "multicluster.kubernetes.io/source-cluster"
 
 
 def _endpoint_slice(obj: JsonObject) -> JsonObject | None:
     metadata = _metadata(obj, labels=True)
-    if SERVICE_NAME_LABEL not in (metadata.get("labels") or {}):
-        # A slice no Service owns (hand-made, mirrored for another purpose): nothing to serve.
+    labels = metadata.get("labels") or {}
+    if SERVICE_NAME_LABEL not in labels or IMPORTED_LABEL in labels:
+        # A slice no Service owns (hand-made, mirrored for another purpose), or one an MCS
+        # controller imported from another cluster: nothing of this member's to serve. Slices
+        # of other controllers (`endpointslice.kubernetes.io/managed-by`) stay: a Service
+        # without a selector has its endpoints managed by whoever runs them.
         return None
     metadata["labels"] = {SERVICE_NAME_LABEL: metadata["labels"][SERVICE_NAME_LABEL]}
     fields = ("name", "port", "protocol", "appProtocol")

@@ -26,13 +26,23 @@ class KubeSettings:
     # Failures back off exponentially with full jitter, from this base up to this cap.
     backoff_seconds: float = 0.5
     backoff_cap_seconds: float = 30.0
+    # A watch the server will not open (connection refused, 429, 5xx) is retried from the same
+    # resourceVersion for this long before the resource is listed again.
+    watch_retry_seconds: float = 10.0
+    # Lists ask for pages of this many objects, where the server pages (quorum reads).
+    list_page_size: int = 500
     # A resource type that does not exist (a CRD not installed) is looked for again this often.
     absent_recheck_seconds: float = 60.0
+    # A type that answered a list and then 404 is only taken as gone (its objects dropped) once
+    # discovery has not listed it for this long: a restarting API server serves CRDs late.
+    absent_confirm_seconds: float = 30.0
     # TCP keepalive: a peer that stopped answering is noticed after about
     # idle + interval x count seconds, even on a quiet watch.
     keepalive_idle: int = 15
     keepalive_interval: int = 5
     keepalive_count: int = 3
     # docs/architecture.md, decision 5: a mass removal is held until a fresh list confirms it, at
-    # most this long.
+    # most this long (longer while the confirming list is under way: up to `list_seconds` more).
     hold_seconds: float = 10.0
+    # Lists asked for (to confirm mass removals) start at most this often per resource.
+    relist_interval_seconds: float = 2.0

@@ -189,8 +189,13 @@ async def test_an_unlabelled_secret_is_never_read(
     )
     await eventually(lambda: fleet.member("ok") is not None)
     assert fleet.member("east") is None
+    # Labelled Secrets of the server's namespace; elsewhere, only TLS Secrets.
     assert all(
-        r.query.get("labelSelector") == "xdsfleet.io/member"
+        (
+            r.query.get("labelSelector") == "xdsfleet.io/member"
+            and f"/namespaces/{NAMESPACE}/" in r.path
+        )
+        or r.query.get("fieldSelector") == "type=kubernetes.io/tls"
         for r in fleet_api.requests
         if "/secrets" in r.path
     )

@@ -1,9 +1,10 @@
 """A small Kubernetes API server for tests: enough of the real protocol to exercise watches.
 
 kmock 0.8 has no resourceVersions, 410 Gone or bookmarks, so this emulator has: one
-resourceVersion counter for every object (as etcd has), lists and watches with label
-selectors, bookmarks, a bounded window of past events (a watch from before it gets 410 Gone, as
-from a compacted etcd), server-side watch timeouts, and 409 on writes from a stale
+resourceVersion counter for every object (as etcd has), lists and watches with label selectors
+and field selectors (name, namespace, a Secret's type; 400 for other fields, as a real server),
+bookmarks, a bounded window of past events (a watch from before it gets 410 Gone, as from a
+compacted etcd), server-side watch timeouts, and 409 on writes from a stale
 resourceVersion (objects, their status subresource, Leases). Like the real server it answers
 400 to a resourceVersion that is not a number, and waits (`too_large_seconds`, 3 s on a real
 server) then answers 504 `ResourceVersionTooLarge` to one it has not reached; it pages lists
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.resources import ApiResource
 
 Obj = dict[str, Any]
+_Selector = tuple[str, dict[str, str]]  # a label selector, and a field selector's terms
 TOKEN = "emulator-token"
 
 # An exec credential plugin: asks the emulator for a token that expires, as `aws eks get-token`
@@ -185,6 +187,35 @@ class _Page:
     items: list[Obj]
     version: str
     expires: float
+
+
+# Field labels a real API server filters on: every resource's name and namespace, and the
+# kind-specific ones its registry adds (only Secrets' `type` is modelled).
+_FIELD_LABELS = {"secrets": ("type",)}
+
+
+def _field_selector(plural: str, query: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+    """`fieldSelector` as (field label -> value) and, for a label the server does not support
+    for this resource, the message of its 400 (as a real server says it)."""
+    wanted: dict[str, str] = {}
+    for term in filter(None, (t.strip() for t in query.get("fieldSelector", "").split(","))):
+        if "!=" in term or "=" not in term:
+            return {}, f"unsupported field selector term {term!r} in the emulator"
+        label, value = term.replace("==", "=").split("=", 1)
+        if label not in ("metadata.name", "metadata.namespace", *_FIELD_LABELS.get(plural, ())):
+            return {}, f"field label not supported: {label}"
+        wanted[label] = value
+    return wanted, None
+
+
+def _fields_match(wanted: dict[str, str], obj: Obj) -> bool:
+    metadata = obj.get("metadata", {})
+    values = {
+        "metadata.name": metadata.get("name", ""),
+        "metadata.namespace": metadata.get("namespace", ""),
+        "type": obj.get("type", ""),
+    }
+    return all(values[label] == value for label, value in wanted.items())
 
 
 def _labels_match(selector: str, labels: dict[str, str]) -> bool:
@@ -782,11 +813,14 @@ class ApiEmulator:
             return web.json_response(removed)
         return _error(405, "MethodNotAllowed", f"{request.method} {request.path}")
 
-    def _matching(self, kind: ApiResource, namespace: str | None, selector: str, obj: Obj) -> bool:
+    def _matching(
+        self, kind: ApiResource, namespace: str | None, selector: _Selector, obj: Obj
+    ) -> bool:
         metadata = obj.get("metadata", {})
         if namespace is not None and metadata.get("namespace") != namespace:
             return False
-        return _labels_match(selector, metadata.get("labels") or {})
+        labels, fields = selector
+        return _labels_match(labels, metadata.get("labels") or {}) and _fields_match(fields, obj)
 
     async def _check_version(self, request: web.Request) -> web.Response | None:
         """400 for a resourceVersion that is not a number; for one the server has not reached
@@ -814,7 +848,10 @@ class ApiEmulator:
 
     def _list(self, request: web.Request, kind: ApiResource, namespace: str | None) -> web.Response:
         query = request.query
-        selector = query.get("labelSelector", "")
+        fields, unsupported = _field_selector(kind.plural, query)
+        if unsupported is not None:
+            return _error(400, "BadRequest", unsupported)
+        selector = (query.get("labelSelector", ""), fields)
         token = query.get("continue", "")
         with self._lock:
             if self._failing_lists:
@@ -906,7 +943,7 @@ class ApiEmulator:
         return web.json_response(stored)
 
     async def _send_event(
-        self, send: Any, event: _Event, namespace: str | None, selector: str
+        self, send: Any, event: _Event, namespace: str | None, selector: _Selector
     ) -> None:
         """One event as a filtered watch sees it: an object that comes into the selector is
         ADDED, one that leaves it DELETED (as it was, at the new version)."""
@@ -928,7 +965,10 @@ class ApiEmulator:
         self, request: web.Request, kind: ApiResource, namespace: str | None
     ) -> web.StreamResponse:
         query = request.query
-        selector = query.get("labelSelector", "")
+        fields, unsupported = _field_selector(kind.plural, query)
+        if unsupported is not None:
+            return _error(400, "BadRequest", unsupported)
+        selector = (query.get("labelSelector", ""), fields)
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(query.get("timeoutSeconds") or 1800)

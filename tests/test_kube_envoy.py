@@ -1,5 +1,6 @@
 """Two emulated member clusters and a fleet cluster, aggregated by `xdsfleet serve` and served
-to a real Envoy gateway that reaches the backends of both members.
+to a real Envoy gateway that reaches the backends of both members, over HTTP and over HTTPS with
+a certificate from a TLS Secret of the fleet cluster.
 
 The server runs as a child process pointed at the emulators by the Fleet file's kubeconfig
 sources, exactly as it would be at real clusters; every assertion is on what Envoy does or what
@@ -8,7 +9,10 @@ the server reports.
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ import yaml
 from kube_api import ApiEmulator
 from kube_helpers import endpoint_slice, service, service_export
 
+from harness.certs import certificate
 from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.kube import resources
@@ -37,6 +42,7 @@ class KubeMesh:
     server: Server
     envoy: Envoy
     listener_port: int
+    https_port: int
     backend_port: int
     backends: dict[str, Backend] = field(default_factory=dict)  # by address
 
@@ -52,7 +58,16 @@ class KubeMesh:
         return {m["name"]: m for m in json.loads(body)} if status == 200 else {}
 
 
-def gateway(port: int) -> dict[str, Any]:
+def tls_secret(certificate: str, key: str) -> dict[str, Any]:
+    data = {"tls.crt": certificate, "tls.key": key}
+    return {
+        "metadata": {"name": "shop-tls", "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def gateway(port: int, https_port: int) -> dict[str, Any]:
     return {
         "metadata": {"name": "gw", "namespace": "default", "generation": 1},
         "spec": {
@@ -63,7 +78,14 @@ def gateway(port: int) -> dict[str, Any]:
                     "port": port,
                     "protocol": "HTTP",
                     "allowedRoutes": {"namespaces": {"from": "Same"}},
-                }
+                },
+                {
+                    "name": "https",
+                    "port": https_port,
+                    "protocol": "HTTPS",
+                    "hostname": "shop.example.com",
+                    "tls": {"certificateRefs": [{"name": "shop-tls"}]},
+                },
             ],
         },
     }
@@ -95,7 +117,7 @@ HTTP_ROUTE = {
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
     root = tmp_path_factory.mktemp("kube-fleet")
-    backend_port, listener_port = free_port(), free_port()
+    backend_port, listener_port, https_port = free_port(), free_port(), free_port()
     backends = [
         Backend(member=member, address=address, port=backend_port).start()
         for member, addresses in PODS.items()
@@ -109,7 +131,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
             api.apply(resources.SERVICE_EXPORTS, service_export("shop"))
             slice_ = endpoint_slice("shop", *PODS[name], port=backend_port, zone=f"{name}-1")
             api.apply(resources.ENDPOINT_SLICES, slice_)
-        emulators["fleet"].apply(resources.GATEWAYS, gateway(listener_port))
+        emulators["fleet"].apply(resources.GATEWAYS, gateway(listener_port, https_port))
+        emulators["fleet"].apply(resources.SECRETS, tls_secret(*certificate(("shop.example.com",))))
         emulators["fleet"].apply(resources.HTTP_ROUTES, HTTP_ROUTE)
         for name, api in emulators.items():
             api.kubeconfig(root / f"{name}.kubeconfig", context=name)
@@ -146,6 +169,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeMesh]:
                     server=server,
                     envoy=envoy,
                     listener_port=listener_port,
+                    https_port=https_port,
                     backend_port=backend_port,
                     backends={b.address: b for b in backends},
                 )
@@ -351,3 +375,38 @@ def test_a_rolling_update_in_one_member_fails_no_request(mesh: KubeMesh) -> None
         )
         for backend in started:
             backend.stop()
+
+
+def served_certificate(port: int) -> str | None:
+    """The PEM certificate Envoy presents for shop.example.com; None while nothing answers."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="shop.example.com") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return None if der is None else ssl.DER_cert_to_PEM_cert(der)
+
+
+def same(pem: str | None, other: str) -> bool:
+    return pem is not None and ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(other)
+
+
+def test_a_tls_secret_of_the_fleet_cluster_is_served_and_its_renewal_reaches_envoy(
+    mesh: KubeMesh,
+) -> None:
+    stored = mesh.fleet.get(resources.SECRETS, "shop-tls", namespace="default")
+    assert stored is not None
+    first = base64.b64decode(stored["data"]["tls.crt"]).decode()
+    converge(lambda: same(served_certificate(mesh.https_port), first), "the Secret's certificate")
+    # cert-manager renews: it updates the Secret in place.
+    renewed, key = certificate(("shop.example.com",))
+    mesh.fleet.apply(resources.SECRETS, tls_secret(renewed, key))
+    converge(lambda: same(served_certificate(mesh.https_port), renewed), "the renewed one")
+    status, _ = get(mesh.listener_port, "/", host="shop.example.com")
+    assert status == 200  # the HTTP listener was not disturbed

@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 from kube_api import ApiEmulator
 from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
+from states import AT_GATEWAY, NS
 from structlog.testing import capture_logs
 from waiting import eventually
 
+from harness.certs import certificate
+from xdsfleet.cache import typeurls
 from xdsfleet.model.attachment import GATEWAY_GROUP
 from xdsfleet.model.fleet import FleetState, GrantFrom, Member, MemberState, Namespace
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access
+from xdsfleet.translate import translate
 
 __all__ = ["no_threads_left"]
 
@@ -185,8 +189,13 @@ async def test_an_unlabelled_secret_is_never_read(
     )
     await eventually(lambda: fleet.member("ok") is not None)
     assert fleet.member("east") is None
+    # Labelled Secrets of the server's namespace; elsewhere, only TLS Secrets.
     assert all(
-        r.query.get("labelSelector") == "xdsfleet.io/member"
+        (
+            r.query.get("labelSelector") == "xdsfleet.io/member"
+            and f"/namespaces/{NAMESPACE}/" in r.path
+        )
+        or r.query.get("fieldSelector") == "type=kubernetes.io/tls"
         for r in fleet_api.requests
         if "/secrets" in r.path
     )
@@ -370,3 +379,94 @@ async def test_reference_grants_and_namespace_labels_of_the_fleet_cluster_join_t
     assert state.namespaces == (Namespace("blue", (("team", "blue"),)),)
     fleet_api.delete(resources.REFERENCE_GRANTS, "from-infra", namespace="web")
     await eventually(lambda: fleet.state.reference_grants == ())
+
+
+def tls_secret(name: str, namespace: str, certificate: str, key: str) -> dict[str, object]:
+    """A TLS Secret as cert-manager writes it (with `ca.crt`, and a key of another reader)."""
+    data = {"tls.crt": certificate, "tls.key": key, "ca.crt": certificate, "key.der": "AA=="}
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {
+            k: v if k == "key.der" else base64.b64encode(v.encode()).decode()
+            for k, v in data.items()
+        },
+    }
+
+
+HTTPS_GATEWAY = {
+    "metadata": {"name": "gw", "namespace": NS},
+    "spec": {
+        "gatewayClassName": "xdsfleet",
+        "listeners": [
+            {
+                "name": "https",
+                "port": 8443,
+                "protocol": "HTTPS",
+                "hostname": "shop.example.com",
+                "tls": {"certificateRefs": [{"name": "shop-tls", "namespace": "certs"}]},
+            }
+        ],
+    },
+}
+
+
+def served_certificate(state: FleetState) -> str | None:
+    """The certificate chain the gateway's SDS secret carries, None when none is served."""
+    secret = translate(state, AT_GATEWAY)[typeurls.SECRET].get("certs/shop-tls")
+    return None if secret is None else str(secret.tls_certificate.certificate_chain.inline_string)
+
+
+async def test_a_tls_secret_of_the_fleet_cluster_is_served_rotated_and_removed(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    first, first_key = certificate(("shop.example.com",))
+    fleet_api.apply(resources.GATEWAYS, HTTPS_GATEWAY)
+    fleet_api.apply(resources.SECRETS, tls_secret("shop-tls", "certs", first, first_key))
+    # Another namespace's Secret: the Gateway's namespace needs a ReferenceGrant, as for a file.
+    state = await fleet.start(base(), fleet_api)
+    assert [(s.namespace, s.name) for s in state.secrets] == [("certs", "shop-tls")]
+    assert served_certificate(state) is None
+    grant = {
+        "metadata": {"name": "gateways", "namespace": "certs"},
+        "spec": {
+            "from": [{"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": NS}],
+            "to": [{"group": "", "kind": "Secret"}],
+        },
+    }
+    fleet_api.apply(resources.REFERENCE_GRANTS, grant)
+    await eventually(lambda: served_certificate(fleet.state) == first)
+
+    # cert-manager renews: the Secret is updated in place.
+    second, second_key = certificate(("shop.example.com",))
+    fleet_api.apply(resources.SECRETS, tls_secret("shop-tls", "certs", second, second_key))
+    await eventually(lambda: served_certificate(fleet.state) == second)
+
+    # A key that does not match: Envoy would reject it, so the last good one keeps serving.
+    with capture_logs() as logs:
+        fleet_api.apply(resources.SECRETS, tls_secret("shop-tls", "certs", first, second_key))
+        await eventually(lambda: any(e["event"] == "object_rejected" for e in logs))
+    [rejected] = [e for e in logs if e["event"] == "object_rejected"]
+    assert any("KEY_VALUES_MISMATCH" in p for p in rejected["problems"])
+    assert "PRIVATE KEY" not in str(logs)
+    assert served_certificate(fleet.state) == second
+
+    fleet_api.delete(resources.SECRETS, "shop-tls", namespace="certs")
+    await eventually(lambda: fleet.state.secrets == ())
+    assert served_certificate(fleet.state) is None
+
+
+async def test_only_tls_secrets_are_read_from_the_fleet_cluster(
+    fleet: Fleet, fleet_api: ApiEmulator
+) -> None:
+    password = {
+        "metadata": {"name": "db", "namespace": NS},
+        "type": "Opaque",
+        "data": {"password": base64.b64encode(b"hunter2").decode()},
+    }
+    fleet_api.apply(resources.SECRETS, password)
+    with capture_logs() as logs:
+        state = await fleet.start(base(), fleet_api)
+    # Read, it would have been refused (and logged) as a Secret of the wrong type.
+    assert state.secrets == ()
+    assert not [e for e in logs if e["event"] == "object_rejected"]

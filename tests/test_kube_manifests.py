@@ -165,9 +165,14 @@ def test_in_the_fleet_cluster_the_server_writes_only_status_and_its_lease() -> N
                 assert resource.endswith("/status") or resource == "leases", rule
             if "update" in writes and rule["resources"] == ["leases"]:
                 assert rule["resourceNames"] == [LEASE_NAME]
-    # Secrets are read in the server's namespace only, never cluster-wide.
-    for role in by_kind("ClusterRole", docs):
-        assert all("secrets" not in rule["resources"] for rule in role["rules"])
+    # Secrets are read cluster-wide (TLS Secrets of any namespace), never written.
+    [secrets] = [
+        rule
+        for role in [*by_kind("ClusterRole", docs), *by_kind("Role", docs)]
+        for rule in role["rules"]
+        if "secrets" in rule["resources"]
+    ]
+    assert set(secrets["verbs"]) == READ
 
 
 # --- References ------------------------------------------------------------------------------

@@ -61,11 +61,47 @@ def certificate_problems(
     return problems
 
 
+def rejected_problems(secret: TLSSecret, file: str) -> list[Problem]:
+    """What makes Envoy reject the Secret whatever the time (a certificate or key that does not
+    parse, a key that does not match): a watched Secret with one of these is refused, so that
+    its last good version keeps serving. Time is left out: a certificate issued a second
+    "in the future" by a skewed clock is good a second later, with no new event to say so."""
+    found: list[tuple[str, str, Severity]] = []
+    _load(secret, found)
+    label = object_label("Secret", secret.namespace, secret.name)
+    return [Problem(file, label, f, m, severity) for f, m, severity in found]
+
+
 def _check_secret(
     secret: TLSSecret, now: datetime, found: list[tuple[str, str, Severity]]
 ) -> x509.Certificate | None:
     """Check one Secret, adding (field, message, severity) to `found`; its leaf certificate
     when it parses."""
+    leaf = _load(secret, found)
+    if leaf is None:
+        return None
+    error = Severity.ERROR
+    expires = leaf.not_valid_after_utc
+    if expires <= now:
+        found.append((CERTIFICATE_FIELD, f"expired on {expires:%Y-%m-%d %H:%M} UTC", error))
+    elif expires - now <= EXPIRY_WARNING:
+        days = (expires - now).days
+        found.append(
+            (
+                CERTIFICATE_FIELD,
+                f"expires on {expires:%Y-%m-%d %H:%M} UTC, in {days} days",
+                Severity.WARNING,
+            )
+        )
+    if leaf.not_valid_before_utc > now:
+        starts = leaf.not_valid_before_utc
+        found.append((CERTIFICATE_FIELD, f"not valid before {starts:%Y-%m-%d %H:%M} UTC", error))
+    return leaf
+
+
+def _load(secret: TLSSecret, found: list[tuple[str, str, Severity]]) -> x509.Certificate | None:
+    """The Secret's leaf certificate when it parses, after adding to `found` what Envoy would
+    reject: a certificate or key it cannot read, a key that does not match."""
     error = Severity.ERROR
     try:
         chain = x509.load_pem_x509_certificates(secret.certificate.encode())
@@ -91,21 +127,6 @@ def _check_secret(
                 error,
             )
         )
-    expires = leaf.not_valid_after_utc
-    if expires <= now:
-        found.append((CERTIFICATE_FIELD, f"expired on {expires:%Y-%m-%d %H:%M} UTC", error))
-    elif expires - now <= EXPIRY_WARNING:
-        days = (expires - now).days
-        found.append(
-            (
-                CERTIFICATE_FIELD,
-                f"expires on {expires:%Y-%m-%d %H:%M} UTC, in {days} days",
-                Severity.WARNING,
-            )
-        )
-    if leaf.not_valid_before_utc > now:
-        starts = leaf.not_valid_before_utc
-        found.append((CERTIFICATE_FIELD, f"not valid before {starts:%Y-%m-%d %H:%M} UTC", error))
     return leaf
 
 

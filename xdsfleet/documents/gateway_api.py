@@ -655,7 +655,7 @@ def grpc_route(doc: Map) -> GRPCRoute:
 
 # Secret key -> what its PEM must contain. ca.crt is accepted (cert-manager writes it) and unused.
 _TLS_KEYS = {"tls.crt": "CERTIFICATE-----", "tls.key": "PRIVATE KEY-----"}
-_SECRET_KEYS = (*_TLS_KEYS, "ca.crt")
+TLS_SECRET_KEYS = (*_TLS_KEYS, "ca.crt")
 
 
 def _secret_values(doc: Map) -> dict[str, str | None]:
@@ -665,8 +665,8 @@ def _secret_values(doc: Map) -> dict[str, str | None]:
     for field, encoded in (("data", True), ("stringData", False)):
         for key, value in doc.string_map(field).items():
             path = f'{field}["{key}"]'
-            if key not in _SECRET_KEYS:
-                doc.problem(path, f"unknown key (a TLS Secret holds {', '.join(_SECRET_KEYS)})")
+            if key not in TLS_SECRET_KEYS:
+                doc.problem(path, f"unknown key (a TLS Secret holds {', '.join(TLS_SECRET_KEYS)})")
                 continue
             if not encoded:
                 values[key] = value

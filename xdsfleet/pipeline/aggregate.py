@@ -292,7 +292,7 @@ class Aggregator:
             ip_family=base.ip_family,
             grpc_routes=self._merge("GRPCRoute", base.grpc_routes, objects.grpc_routes),
             policies=self._merge("TrafficPolicy", base.policies, objects.policies),
-            secrets=base.secrets,
+            secrets=self._merge("Secret", base.secrets, objects.tls_secrets),
             reference_grants=self._merge(
                 "ReferenceGrant", base.reference_grants, objects.reference_grants
             ),

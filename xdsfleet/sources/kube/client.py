@@ -373,6 +373,7 @@ class Cluster:
         items: list[JsonObject] = []
         first: dict[str, str | int | bool | None] = {
             "labelSelector": label_selector,
+            "fieldSelector": resource.field_selector,
             "resourceVersion": resource_version or None,
         }
         query = {**first, "limit": limit or None}
@@ -396,7 +397,12 @@ class Cluster:
             if not token:
                 return Listing(tuple(items), str(metadata.get("resourceVersion", "")))
             # Pages go on from the first one's snapshot: no resourceVersion with a token.
-            query = {"labelSelector": label_selector, "limit": limit, "continue": str(token)}
+            query = {
+                "labelSelector": label_selector,
+                "fieldSelector": resource.field_selector,
+                "limit": limit,
+                "continue": str(token),
+            }
 
     def served(self, resource: ApiResource) -> bool:
         """Whether discovery lists `resource`: False once its CRD is really gone."""
@@ -427,6 +433,7 @@ class Cluster:
             "resourceVersion": resource_version,
             "timeoutSeconds": timeout_seconds,
             "labelSelector": label_selector,
+            "fieldSelector": resource.field_selector,
         }
         path = resource.path(namespace=namespace)
         read_seconds = timeout_seconds + self._settings.watch_read_margin

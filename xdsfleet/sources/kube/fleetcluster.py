@@ -1,5 +1,6 @@
-"""The fleet cluster, watched: Gateway API routes, TrafficPolicies, Ingresses and member Secrets
-(and, when the Fleet is a custom resource there, the Fleet itself), as one `FleetObjects` value.
+"""The fleet cluster, watched: Gateway API routes, TrafficPolicies, Ingresses, TLS Secrets
+(of any namespace: Gateway certificates, which cert-manager writes) and member Secrets (and,
+when the Fleet is a custom resource there, the Fleet itself), as one `FleetObjects` value.
 
 Fleet-level objects are parsed by the same code as the files (`objects`), each keeping its last
 good version when an update is refused; the refusals stay visible in the mirrors for status
@@ -24,7 +25,14 @@ import structlog
 
 from xdsfleet.documents.ingress import Ingress, parse_ingress
 from xdsfleet.documents.manifests import FleetSpec
-from xdsfleet.model.fleet import Gateway, GRPCRoute, HTTPRoute, Namespace, ReferenceGrant
+from xdsfleet.model.fleet import (
+    Gateway,
+    GRPCRoute,
+    HTTPRoute,
+    Namespace,
+    ReferenceGrant,
+    TLSSecret,
+)
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Cluster
@@ -53,6 +61,7 @@ class FleetObjects:
     reference_grants: tuple[ReferenceGrant, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
     secrets: tuple[MemberSecret, ...] = ()  # sorted by name
+    tls_secrets: tuple[TLSSecret, ...] = ()
     stale: bool = False
 
 
@@ -86,6 +95,7 @@ class FleetCluster:
                 resources.TRAFFIC_POLICIES,
                 resources.REFERENCE_GRANTS,
                 resources.NAMESPACES,
+                resources.TLS_SECRETS,
             )
         ]
         watched.append(Watched(resources.INGRESSES, parse_ingress))
@@ -162,6 +172,7 @@ class FleetCluster:
             reference_grants=self._sorted(resources.REFERENCE_GRANTS),
             namespaces=self._sorted(resources.NAMESPACES),
             secrets=self._sorted(resources.SECRETS),
+            tls_secrets=self._sorted(resources.TLS_SECRETS),
             stale=bool(self._group.failures),
         )
         if objects.stale != self.objects.stale:

@@ -112,7 +112,12 @@ class WatchGroup:
     @property
     def failures(self) -> dict[str, str]:
         """Resource (plural) -> the error, for each resource the API server does not answer."""
-        return {k.plural: m.failing for k, m in self.mirrors.items() if m.failing is not None}
+        return {
+            # Two views of one resource (member and TLS Secrets) are named apart.
+            f"{k.plural} ({k.field_selector})" if k.field_selector else k.plural: m.failing
+            for k, m in self.mirrors.items()
+            if m.failing is not None
+        }
 
     def _deliver(self, resource: ApiResource, event: Event) -> None:
         if resource not in self._reflectors:

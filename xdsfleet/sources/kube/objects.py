@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from xdsfleet.documents.certificates import rejected_problems
+from xdsfleet.documents.gateway_api import TLS_SECRET_KEYS
 from xdsfleet.documents.manifests import (
     SERVICE_NAME_LABEL,
     FileContents,
@@ -22,6 +24,7 @@ from xdsfleet.documents.manifests import (
     Place,
     parse_documents,
 )
+from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.fleet import (
     EndpointSlice,
     Gateway,
@@ -31,6 +34,7 @@ from xdsfleet.model.fleet import (
     Node,
     ReferenceGrant,
     Service,
+    TLSSecret,
 )
 from xdsfleet.model.policy import TrafficPolicy
 from xdsfleet.sources.kube import resources
@@ -50,6 +54,7 @@ ModelObject = (
     | FleetSpec
     | ReferenceGrant
     | Namespace
+    | TLSSecret
 )
 
 
@@ -141,6 +146,12 @@ def _namespace(obj: JsonObject) -> JsonObject:
     return {"metadata": _metadata(obj, labels=True)}
 
 
+def _tls_secret(obj: JsonObject) -> JsonObject:
+    # Other keys (cert-manager's additional output formats, say) are for other readers.
+    data = {k: v for k, v in (obj.get("data") or {}).items() if k in TLS_SECRET_KEYS}
+    return {"metadata": _metadata(obj), "type": obj.get("type"), "data": data}
+
+
 def _with_spec(obj: JsonObject) -> JsonObject:
     return {"metadata": _metadata(obj), "spec": obj.get("spec")}
 
@@ -157,6 +168,7 @@ _PROJECTIONS: dict[ApiResource, Callable[[JsonObject], JsonObject | None]] = {
     resources.FLEETS: _with_spec,
     resources.REFERENCE_GRANTS: _with_spec,
     resources.NAMESPACES: _namespace,
+    resources.TLS_SECRETS: _tls_secret,
 }
 _PLACES = {
     resources.SERVICES: Place.MEMBER,
@@ -177,6 +189,7 @@ _PICKS: dict[ApiResource, Callable[[FileContents], tuple[Any, ...]]] = {
     resources.FLEETS: lambda c: (c.fleet,) if c.fleet else (),
     resources.REFERENCE_GRANTS: lambda c: c.reference_grants,
     resources.NAMESPACES: lambda c: c.namespaces,
+    resources.TLS_SECRETS: lambda c: c.secrets,
 }
 
 
@@ -190,5 +203,9 @@ def parse_object(resource: ApiResource, obj: JsonObject, origin: str) -> ModelOb
     projected = {"apiVersion": resource.api_version, "kind": resource.kind, **projected}
     contents = parse_documents([projected], origin, _PLACES.get(resource, Place.ROUTES))
     [parsed] = _PICKS[resource](contents)
+    if isinstance(parsed, TLSSecret) and (problems := rejected_problems(parsed, origin)):
+        # Envoy would reject it (and with it every listener waiting for it): its last good
+        # version keeps serving instead.
+        raise InvalidInput(problems)
     found: ModelObject = parsed
     return found

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xdsfleet.documents.gateway_api import TLS_SECRET_TYPE
+
 
 @dataclass(frozen=True, slots=True)
 class ApiResource:
@@ -16,6 +18,9 @@ class ApiResource:
     plural: str
     kind: str
     namespaced: bool = True
+    # Only the objects this field selector matches: part of the identity, so that two views of
+    # one resource (labelled member Secrets, TLS Secrets) are watched and mirrored side by side.
+    field_selector: str | None = None
 
     @property
     def api_version(self) -> str:
@@ -59,4 +64,7 @@ REFERENCE_GRANTS = ApiResource(
 NAMESPACES = ApiResource("", "v1", "namespaces", "Namespace", namespaced=False)
 INGRESSES = ApiResource("networking.k8s.io", "v1", "ingresses", "Ingress")
 SECRETS = ApiResource("", "v1", "secrets", "Secret")
+# Gateway certificates, in any namespace (cert-manager writes them). The API server filters on
+# `type`, so no other Secret (a token, a password) is ever sent to the server.
+TLS_SECRETS = ApiResource("", "v1", "secrets", "Secret", field_selector=f"type={TLS_SECRET_TYPE}")
 LEASES = ApiResource("coordination.k8s.io", "v1", "leases", "Lease")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from xdsfleet.documents.policy import SPEC_FIELDS
 from xdsfleet.documents.reading import did_you_mean, object_label, origin_key
 from xdsfleet.model.attachment import (
     GATEWAY_GROUP,
+    Attachable,
     Labels,
     attaches,
     backend_problem,
@@ -48,19 +49,7 @@ from xdsfleet.model.policy import (
     TrafficPolicy,
 )
 
-
-class _Route(Protocol):
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def parent_refs(self) -> tuple[ParentRef, ...]: ...
-    @property
-    def hostnames(self) -> tuple[str, ...]: ...
-
-
-R = TypeVar("R", bound=_Route)
+R = TypeVar("R", bound=Attachable)
 # PolicySpec field -> the YAML key under `spec` that sets it.
 _SPEC_KEYS = {field: key for key, field in SPEC_FIELDS.items()}
 

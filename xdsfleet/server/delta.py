@@ -28,7 +28,7 @@ from xdsfleet.server.protocol import (
     TypeStatus,
     Warming,
     clusters_ready,
-    news,
+    free_to_send,
 )
 
 # In `rejected`: the client refused a response that removed the name.
@@ -185,20 +185,7 @@ class DeltaStream:
         if self._resuming:
             self._learn_uses(snapshot)
         out = []
-        held_back = False
-        for type_url in typeurls.ORDER:
-            state = self._types[type_url]
-            if not state.requested:
-                continue
-            if state.pending is not None:
-                # Rule 13: what comes earlier in a push goes first, so a type that has news
-                # but waits for an answer (rule 26) holds back the types after it.
-                held_back = held_back or news(
-                    state, snapshot.changes_since(type_url, state.checked)
-                )
-                continue
-            if held_back:
-                continue
+        for type_url, state in free_to_send(self._types, snapshot):
             response = self._respond(type_url, state, snapshot)
             if response is not None:
                 out.append(response)

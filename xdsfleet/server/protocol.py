@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
+
+if TYPE_CHECKING:
+    from xdsfleet.cache.snapshot import Snapshot
 
 # Rules 9 and 20: only these types know the legacy wildcard (an empty first request).
 LEGACY_WILDCARD = typeurls.FULL_STATE
@@ -183,6 +186,25 @@ def news(state: Any, changes: Collection[str] | None) -> bool:
     (`changes`; None when unknown), or its client asked for more."""
     asked = state.recheck or any(n in state.names for n in state.forced)
     return changes is None or bool(changes) or asked
+
+
+S = TypeVar("S")
+
+
+def free_to_send(types: Mapping[str, S], snapshot: Snapshot) -> Iterator[tuple[str, S]]:
+    """The requested types that may respond now, in rule-13 order. What comes earlier in a push
+    goes first, so a type that has news but waits for an answer (rule 26) holds back the types
+    after it. The caller responds for each before asking for the next."""
+    held_back = False
+    for type_url in typeurls.ORDER:
+        state: Any = types[type_url]
+        if not state.requested:
+            continue
+        if state.pending is not None:
+            held_back = held_back or news(state, snapshot.changes_since(type_url, state.checked))
+            continue
+        if not held_back:
+            yield type_url, types[type_url]
 
 
 class Everything:

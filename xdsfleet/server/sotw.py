@@ -30,7 +30,7 @@ from xdsfleet.server.protocol import (
     TypeStatus,
     Warming,
     clusters_ready,
-    news,
+    free_to_send,
 )
 
 
@@ -186,20 +186,7 @@ class SotwStream:
         type whose last response is unanswered. A route waits for its new clusters to be warm;
         a cluster leaves only once no listener or route the client holds uses it."""
         out: list[Response] = []
-        held_back = False
-        for type_url in typeurls.ORDER:
-            state = self._types[type_url]
-            if not state.requested:
-                continue
-            if state.pending is not None:
-                # Rule 13: what comes earlier in a push goes first, so a type that has news
-                # but waits for an answer (rule 26) holds back the types after it.
-                held_back = held_back or news(
-                    state, snapshot.changes_since(type_url, state.checked)
-                )
-                continue
-            if held_back:
-                continue
+        for type_url, state in free_to_send(self._types, snapshot):
             plan = self._plan(type_url, state, snapshot)
             if plan is not None:
                 out.append(self._commit(plan, snapshot))

@@ -40,6 +40,7 @@ from xdsfleet.status.conditions import (
     Held,
     Programmed,
     merged_status,
+    our_parent,
     parent_refs,
     route_verdict,
 )
@@ -282,6 +283,28 @@ def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_chang
         "ResolvedRefs": "2025-01-01T00:00:00Z",
         "Programmed": "2025-01-02T00:00:00Z",
     }
+
+
+def test_a_parent_of_another_controllers_class_gets_no_status_from_us() -> None:
+    # gw is ours; other is Istio's (listed, not served): its entry is Istio's to write.
+    obj = {**ROUTE_OBJECT, "spec": {"parentRefs": [{"name": "gw"}, {"name": "other"}]}}
+    verdict = route_verdict(STATE, ROUTE, 1, {}, Programmed(1, 0))
+    mine = our_parent({("default", "other")})
+    status = merged_status(
+        obj, field="parents", refs=parent_refs(obj), ref_key="parentRef", verdict=verdict, mine=mine
+    )
+    assert status is not None
+    assert [p["parentRef"]["name"] for p in status["parents"]] == ["gw"]
+    # A route attached only to another controller's Gateway: nothing to write at all.
+    only_foreign = {**ROUTE_OBJECT, "spec": {"parentRefs": [{"name": "other"}]}}
+    refs = parent_refs(only_foreign)
+    args = {"field": "parents", "refs": refs, "ref_key": "parentRef", "verdict": verdict}
+    assert merged_status(only_foreign, **args, mine=mine) is None
+    # ... and what we once wrote there (before its class changed) is taken back.
+    ours_before = merged_status(only_foreign, **args)
+    assert ours_before is not None
+    taken_back = merged_status({**only_foreign, "status": ours_before}, **args, mine=mine)
+    assert taken_back == {"parents": []}
 
 
 # --- The writer, in process ------------------------------------------------------------------

@@ -34,6 +34,7 @@ from xdsfleet.documents.reading import (
     flag_repeats,
     metadata,
 )
+from xdsfleet.model.attachment import GATEWAY_CLASS
 from xdsfleet.model.fleet import (
     CORS,
     SERVED_PROTOCOLS,
@@ -183,7 +184,14 @@ def _allowed_routes(entry: Map) -> AllowedRoutes:
     return AllowedRoutes(namespaces, selector, tuple(kinds))
 
 
-def gateway(doc: Map) -> Gateway:
+def gateway(doc: Map) -> Gateway | None:
+    """The Gateway, or None when its class is not ours: another controller's Gateway is left
+    alone before any of its fields is checked, so that what we do not support there never
+    refuses anything of ours."""
+    spec_raw = doc.value("spec")
+    class_name = spec_raw.get("gatewayClassName") if isinstance(spec_raw, dict) else None
+    if isinstance(class_name, str) and class_name != GATEWAY_CLASS:
+        return None
     namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
     spec = doc.mapping("spec", ("gatewayClassName", "listeners"), required=True)
     gateway_class = spec.name("gatewayClassName", DNS_SUBDOMAIN)

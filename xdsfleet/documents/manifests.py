@@ -515,7 +515,8 @@ def _parse_document(
         case "Node":
             found.nodes.append(_node(doc, kind))
         case "Gateway":
-            found.gateways.append(gateway_api.gateway(doc))
+            if (gateway := gateway_api.gateway(doc)) is not None:
+                found.gateways.append(gateway)
         case "HTTPRoute":
             found.http_routes.append(gateway_api.http_route(doc))
         case "GRPCRoute":

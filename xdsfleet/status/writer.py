@@ -46,6 +46,7 @@ from xdsfleet.status.conditions import (
     gateway_verdict,
     holdings,
     merged_status,
+    our_parent,
     parent_refs,
     policy_affects,
     policy_verdict,
@@ -148,6 +149,10 @@ class StatusWriter:
             self._snapshot_of,
         )
         await self._write_gateways(fleet, state, streams)
+        gateways = fleet.mirror(resources.GATEWAYS)
+        # Listed but left out, neither served nor refused: of another controller's class.
+        foreign = gateways.uids.keys() - gateways.objects.keys() - gateways.refused.keys()
+        mine = our_parent(foreign)
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
             key = self._key(fleet, resource, namespace, name)
             if self._written.get(key) == verdict:
@@ -160,7 +165,7 @@ class StatusWriter:
                 resource,
                 namespace=namespace,
                 name=name,
-                merge=functools.partial(self._merge, field=field, verdict=verdict),
+                merge=functools.partial(self._merge, field=field, verdict=verdict, mine=mine),
             )
             if result in (Written.WRITTEN, Written.UNCHANGED):
                 self._written[key] = verdict
@@ -241,10 +246,13 @@ class StatusWriter:
         return self._elector
 
     @staticmethod
-    def _merge(obj: JsonObject, field: str, verdict: Verdict) -> JsonObject | None:
+    def _merge(
+        obj: JsonObject, field: str, verdict: Verdict, mine: Callable[[JsonObject], bool]
+    ) -> JsonObject | None:
         if field == "parents":
+            refs = parent_refs(obj)
             return merged_status(
-                obj, field=field, refs=parent_refs(obj), ref_key="parentRef", verdict=verdict
+                obj, field=field, refs=refs, ref_key="parentRef", verdict=verdict, mine=mine
             )
         return merged_status(
             obj, field=field, refs=target_refs(obj), ref_key="ancestorRef", verdict=verdict

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,13 +298,18 @@ def test_a_parent_of_another_controllers_class_gets_no_status_from_us() -> None:
     assert [p["parentRef"]["name"] for p in status["parents"]] == ["gw"]
     # A route attached only to another controller's Gateway: nothing to write at all.
     only_foreign = {**ROUTE_OBJECT, "spec": {"parentRefs": [{"name": "other"}]}}
-    refs = parent_refs(only_foreign)
-    args = {"field": "parents", "refs": refs, "ref_key": "parentRef", "verdict": verdict}
-    assert merged_status(only_foreign, **args, mine=mine) is None
+    merge = functools.partial(
+        merged_status,
+        field="parents",
+        refs=parent_refs(only_foreign),
+        ref_key="parentRef",
+        verdict=verdict,
+    )
+    assert merge(only_foreign, mine=mine) is None
     # ... and what we once wrote there (before its class changed) is taken back.
-    ours_before = merged_status(only_foreign, **args)
+    ours_before = merge(only_foreign)
     assert ours_before is not None
-    taken_back = merged_status({**only_foreign, "status": ours_before}, **args, mine=mine)
+    taken_back = merge({**only_foreign, "status": ours_before}, mine=mine)
     assert taken_back == {"parents": []}
 
 

@@ -525,9 +525,9 @@ def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
     assert result is Written.WRITTEN
 
 
-async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
-    api: ApiEmulator,
-) -> None:
+async def write_status_once(api: ApiEmulator) -> FleetState | None:
+    """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
+    holder; what was served."""
     with ApiEmulator() as member:
         secret = {
             "metadata": {
@@ -542,25 +542,6 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
             "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
         }
         api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
-        https = {
-            "name": "https",
-            "port": 443,
-            "protocol": "HTTPS",
-            "hostname": "a.example.com",
-            "tls": {"certificateRefs": [{"name": "missing"}]},
-        }
-        listeners = [
-            {"name": "http", "port": 80, "protocol": "HTTP"},
-            https,
-            # HTTPS on the HTTP port: a protocol conflict.
-            {**https, "name": "clash", "port": 80},
-        ]
-        gateway = {
-            "metadata": {"name": "gw", "namespace": "default", "generation": 3},
-            "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
-        }
-        api.apply(GATEWAYS, gateway)
-        api.apply(HTTP_ROUTES, ROUTE_OBJECT)
         aggregator = Aggregator(
             on_state=lambda _: None,
             on_crash=lambda _: None,
@@ -581,8 +562,34 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
             await writer.renew()
             await writer.tick()
             await writer.stop()
+            return aggregator.state
         finally:
             await aggregator.stop()
+
+
+async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
+    api: ApiEmulator,
+) -> None:
+    https = {
+        "name": "https",
+        "port": 443,
+        "protocol": "HTTPS",
+        "hostname": "a.example.com",
+        "tls": {"certificateRefs": [{"name": "missing"}]},
+    }
+    listeners = [
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        https,
+        # HTTPS on the HTTP port: a protocol conflict.
+        {**https, "name": "clash", "port": 80},
+    ]
+    gateway = {
+        "metadata": {"name": "gw", "namespace": "default", "generation": 3},
+        "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+    }
+    api.apply(GATEWAYS, gateway)
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    await write_status_once(api)
     written = api.get(GATEWAYS, "gw")
     assert written is not None
     found = {
@@ -623,3 +630,33 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
     }
     kinds = [k["kind"] for k in written["status"]["listeners"][0]["supportedKinds"]]
     assert kinds == ["HTTPRoute", "GRPCRoute"]
+
+
+async def test_another_controllers_gateway_and_its_routes_are_left_alone(api: ApiEmulator) -> None:
+    ours = {"name": "http", "port": 80, "protocol": "HTTP"}
+    api.apply(
+        GATEWAYS,
+        {"metadata": {"name": "gw"}, "spec": {"gatewayClassName": "xdsfleet", "listeners": [ours]}},
+    )
+    # Istio's, with what xdsfleet would refuse on its own: a TCP listener, an unknown field.
+    tcp = {"name": "db", "port": 5432, "protocol": "TCP"}
+    foreign = {"gatewayClassName": "istio", "listeners": [tcp], "infrastructure": {}}
+    api.apply(GATEWAYS, {"metadata": {"name": "mesh"}, "spec": foreign})
+    both = {"parentRefs": [{"name": "gw"}, {"name": "mesh"}], "rules": []}
+    api.apply(HTTP_ROUTES, {"metadata": {"name": "shop"}, "spec": both})
+    only_foreign = {"parentRefs": [{"name": "mesh"}], "rules": []}
+    api.apply(HTTP_ROUTES, {"metadata": {"name": "mesh-only"}, "spec": only_foreign})
+    state = await write_status_once(api)
+    assert state is not None
+    assert [g.name for g in state.gateways] == ["gw"]
+    gw, mesh = api.get(GATEWAYS, "gw"), api.get(GATEWAYS, "mesh")
+    assert gw is not None
+    assert mesh is not None
+    assert [x["name"] for x in gw["status"]["listeners"]] == ["http"]
+    assert "status" not in mesh
+    shop, mesh_only = api.get(HTTP_ROUTES, "shop"), api.get(HTTP_ROUTES, "mesh-only")
+    assert shop is not None
+    assert mesh_only is not None
+    [parent] = shop["status"]["parents"]
+    assert parent["parentRef"]["name"] == "gw"
+    assert "status" not in mesh_only

@@ -146,6 +146,7 @@ def test_another_controllers_gateway_is_left_alone_whatever_it_holds() -> None:
     foreign = edited(foreign, "spec.listeners", [tcp])
     contents = parse(foreign, HTTPS_GATEWAY, ROUTE, place=Place.ROUTES)
     assert [(g.name, g.gateway_class) for g in contents.gateways] == [("edge", "xdsfleet")]
+    assert contents.foreign_gateways == (("infra", "mesh"),)
     assert len(contents.http_routes) == 1
 
 

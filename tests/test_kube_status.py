@@ -649,6 +649,7 @@ async def test_another_controllers_gateway_and_its_routes_are_left_alone(api: Ap
     state = await write_status_once(api)
     assert state is not None
     assert [g.name for g in state.gateways] == ["gw"]
+    assert state.foreign_gateways == (("default", "mesh"),)
     gw, mesh = api.get(GATEWAYS, "gw"), api.get(GATEWAYS, "mesh")
     assert gw is not None
     assert mesh is not None

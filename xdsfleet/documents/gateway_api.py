@@ -184,14 +184,19 @@ def _allowed_routes(entry: Map) -> AllowedRoutes:
     return AllowedRoutes(namespaces, selector, tuple(kinds))
 
 
-def gateway(doc: Map) -> Gateway | None:
-    """The Gateway, or None when its class is not ours: another controller's Gateway is left
-    alone before any of its fields is checked, so that what we do not support there never
-    refuses anything of ours."""
-    spec_raw = doc.value("spec")
-    class_name = spec_raw.get("gatewayClassName") if isinstance(spec_raw, dict) else None
-    if isinstance(class_name, str) and class_name != GATEWAY_CLASS:
+def foreign_gateway(doc: Map) -> tuple[str, str] | None:
+    """(namespace, name) when the Gateway's class is not ours. Asked before `gateway`: another
+    controller's Gateway is left alone before its spec is checked, so that what we do not
+    support there never refuses anything of ours."""
+    spec = doc.value("spec")
+    class_name = spec.get("gatewayClassName") if isinstance(spec, dict) else None
+    if not isinstance(class_name, str) or class_name == GATEWAY_CLASS:
         return None
+    namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
+    return namespace, name
+
+
+def gateway(doc: Map) -> Gateway:
     namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
     spec = doc.mapping("spec", ("gatewayClassName", "listeners"), required=True)
     gateway_class = spec.name("gatewayClassName", DNS_SUBDOMAIN)

@@ -518,6 +518,9 @@ class FleetState:
     ramps: tuple[Ramp, ...] = ()
     reference_grants: tuple[ReferenceGrant, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    # (namespace, name) of the Gateways of another controller's class, sorted: neither served
+    # nor reported on, and route parentRefs to them are that controller's business.
+    foreign_gateways: tuple[tuple[str, str], ...] = ()
 
     def permits(self, source: GrantFrom, group: str, kind: str, namespace: str, name: str) -> bool:
         """Whether an object described by `source` may refer to `kind` `namespace/name`:

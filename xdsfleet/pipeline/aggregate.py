@@ -290,6 +290,7 @@ class Aggregator:
                 "ReferenceGrant", base.reference_grants, objects.reference_grants
             ),
             namespaces=self._merge("Namespace", base.namespaces, objects.namespaces),
+            foreign_gateways=tuple(sorted({*base.foreign_gateways, *objects.foreign_gateways})),
         )
         if state == self.state:
             return

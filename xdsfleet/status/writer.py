@@ -149,10 +149,7 @@ class StatusWriter:
             self._snapshot_of,
         )
         await self._write_gateways(fleet, state, streams)
-        gateways = fleet.mirror(resources.GATEWAYS)
-        # Listed but left out, neither served nor refused: of another controller's class.
-        foreign = gateways.uids.keys() - gateways.objects.keys() - gateways.refused.keys()
-        mine = our_parent(foreign)
+        mine = our_parent(frozenset(state.foreign_gateways))
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
             key = self._key(fleet, resource, namespace, name)
             if self._written.get(key) == verdict:

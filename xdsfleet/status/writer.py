@@ -152,7 +152,9 @@ class StatusWriter:
         mine = our_parent(frozenset(state.foreign_gateways))
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
             key = self._key(fleet, resource, namespace, name)
-            if self._written.get(key) == verdict:
+            # A Gateway changing class changes which parents are ours, maybe not the verdict.
+            written = (verdict, state.foreign_gateways)
+            if self._written.get(key) == written:
                 continue
             if not self._holding(fleet):
                 return  # the renew deadline passed while writing: another replica may lead
@@ -165,7 +167,7 @@ class StatusWriter:
                 merge=functools.partial(self._merge, field=field, verdict=verdict, mine=mine),
             )
             if result in (Written.WRITTEN, Written.UNCHANGED):
-                self._written[key] = verdict
+                self._written[key] = written
             if result is Written.WRITTEN:
                 log.info("status_written", object=f"{resource.kind} {namespace}/{name}")
 

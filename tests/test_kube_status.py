@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -525,9 +525,11 @@ def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
     assert result is Written.WRITTEN
 
 
-async def write_status_once(api: ApiEmulator) -> FleetState | None:
+async def write_status_once(
+    api: ApiEmulator, then: Callable[[], None] | None = None
+) -> FleetState | None:
     """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
-    holder; what was served."""
+    holder; with `then`, make that change and write again once it is served. What was served."""
     with ApiEmulator() as member:
         secret = {
             "metadata": {
@@ -561,6 +563,11 @@ async def write_status_once(api: ApiEmulator) -> FleetState | None:
             )
             await writer.renew()
             await writer.tick()
+            if then is not None:
+                before = aggregator.state
+                then()
+                await eventually(lambda: aggregator.state != before)
+                await writer.tick()
             await writer.stop()
             return aggregator.state
         finally:
@@ -661,3 +668,28 @@ async def test_another_controllers_gateway_and_its_routes_are_left_alone(api: Ap
     [parent] = shop["status"]["parents"]
     assert parent["parentRef"]["name"] == "gw"
     assert "status" not in mesh_only
+
+
+async def test_a_gateway_that_changes_class_loses_our_route_status(api: ApiEmulator) -> None:
+    listeners = [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    gateway: dict[str, Any] = {
+        "metadata": {"name": "gw"},
+        "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+    }
+    api.apply(GATEWAYS, gateway)
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    first: list[Any] = []
+
+    def to_istio() -> None:
+        route = api.get(HTTP_ROUTES, "shop")
+        assert route is not None
+        first.extend(route["status"]["parents"])
+        api.apply(GATEWAYS, {**gateway, "spec": {**gateway["spec"], "gatewayClassName": "istio"}})
+
+    state = await write_status_once(api, then=to_istio)
+    assert state is not None
+    assert state.foreign_gateways == (("default", "gw"),)
+    assert [p["parentRef"]["name"] for p in first] == ["gw"]  # ours, before
+    route = api.get(HTTP_ROUTES, "shop")
+    assert route is not None
+    assert route["status"]["parents"] == []  # taken back: Istio's to write now

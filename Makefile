@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint typecheck test proptest demo bench conformance clean
+.PHONY: install lint typecheck test proptest demo bench conformance clean protos fuzz
 
 # grpc-js-xds, the third xDS client the tests run (tests/grpcjs), at the versions the lock file
 # pins; node_modules is not committed.
@@ -25,6 +25,13 @@ $(GRPCJS)/node_modules/.installed: $(GRPCJS)/package.json $(GRPCJS)/package-lock
 	done; exit 1
 	touch $@
 
+# Our own API (protos/), compiled into the package; tests/test_protos.py fails when the committed
+# modules are not what this makes. Messages and type stubs only: the servicer and the client
+# register the methods themselves, so no untyped generated gRPC code enters the package.
+PROTOS := $(wildcard protos/xdsfleet/*/*/*.proto)
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. $(PROTOS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,6 +52,11 @@ proptest: install
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install
 	$(BIN)/python -m harness.demo
+
+# The document fuzzer for long: `make test` runs 40 examples per property, this 5,000.
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz_documents.py -o timeout=0 -q
 
 bench: install
 	$(BIN)/python -m benchmarks

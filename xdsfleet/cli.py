@@ -10,10 +10,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import grpc
+import structlog
 import typer
 import yaml
 from rich.console import Console
 
+from xdsfleet.admin.client import AdminClient, Connection
 from xdsfleet.documents.reading import did_you_mean
 from xdsfleet.model.errors import InvalidInput, Problem, Severity
 from xdsfleet.model.fleet import FleetState
@@ -25,9 +28,12 @@ from xdsfleet.model.node import (
     profile_from_fields,
 )
 from xdsfleet.pipeline.serve import Settings, serve
+from xdsfleet.pipeline.supervisor import Crashed, Refused
+from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
 from xdsfleet.telemetry import logs
-from xdsfleet.tools.bootstrap import Target, bootstrap
+from xdsfleet.tools.bootstrap import ClientTls, Target, bootstrap
+from xdsfleet.tools.clients import as_data, config_rows, status_table
 from xdsfleet.tools.drill.command import Drill, DrillError
 from xdsfleet.tools.drill.command import run as run_drill
 from xdsfleet.tools.drill.topology import Fault
@@ -42,6 +48,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+log = structlog.get_logger("xdsfleet.cli")
 
 
 class Output(StrEnum):
@@ -173,6 +180,47 @@ def serve_command(
         float,
         typer.Option(help="How often status is written back to the fleet cluster (if changed)."),
     ] = 5.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="TLS on the xDS port: the server's certificate (PEM), reloaded on change."
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="With --tls-cert: its private key (PEM).")
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="mTLS: clients must present a certificate this CA signed; its identity must "
+            "be allowed the profile it claims (the Fleet's spec.identities)."
+        ),
+    ] = None,
+    insecure_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-secrets",
+            help="Serve TLS Secrets to clients without mTLS on a non-loopback address.",
+        ),
+    ] = False,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the bearer token the admin API requires."),
+    ] = None,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            help="On SIGTERM: how long open streams are still served after GOAWAY, before "
+            "they are closed and their clients reconnect to another replica."
+        ),
+    ] = 5.0,
+    admit_rate: Annotated[
+        float,
+        typer.Option(
+            help="New ADS streams admitted per second after a burst of 200 (a reconnect storm "
+            "waits its turn; established streams never wait); 0: no limit."
+        ),
+    ] = 500.0,
     parse_cache: Annotated[
         Path | None,
         typer.Option(
@@ -189,6 +237,11 @@ def serve_command(
         raise typer.BadParameter("give --fleet or --fleet-resource, not both")
     if fleet_resource is None and (kubeconfig or context):
         raise typer.BadParameter("--kubeconfig and --context go with --fleet-resource")
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if client_ca is not None and tls_cert is None:
+        raise typer.BadParameter("--client-ca needs --tls-cert and --tls-key")
+    files = TlsFiles(tls_cert, tls_key, client_ca) if tls_cert and tls_key else None
     settings = Settings(
         fleet=None if fleet_resource else _fleet_path(fleet),
         xds_port=xds_port,
@@ -200,12 +253,23 @@ def serve_command(
         context=context,
         namespace=namespace,
         status_seconds=status_seconds,
+        tls=files,
+        insecure_secrets=insecure_secrets,
+        admin_token=admin_token_file,
+        drain_seconds=drain_seconds,
+        admit_rate=admit_rate,
         parse_cache=parse_cache,
     )
     try:
         asyncio.run(serve(settings))
     except InvalidInput as error:
         raise _fail(error) from None
+    except Refused as error:
+        # One line, in the log stream the operator already reads.
+        log.error("start_refused", error=str(error))
+        raise typer.Exit(1) from None
+    except Crashed:
+        raise typer.Exit(1) from None  # `task_failed` logged what, with its traceback
 
 
 @app.command("validate")
@@ -396,6 +460,14 @@ def bootstrap_command(
     ] = "127.0.0.1:18000",
     delta: Annotated[bool, typer.Option("--delta", help="Use Delta (incremental) ADS.")] = False,
     envoy_admin_port: Annotated[int, typer.Option(help="Port of Envoy's admin interface.")] = 9901,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(help="mTLS to the server: the client's certificate file, as it sees it."),
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="mTLS: the client's key file.")] = None,
+    tls_ca: Annotated[
+        str | None, typer.Option(help="mTLS: the CA file that signed the server's certificate.")
+    ] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
 ) -> None:
     """Print a bootstrap for a client: Envoy's, or gRPC's for --role proxyless."""
@@ -405,18 +477,98 @@ def bootstrap_command(
         raise typer.BadParameter(
             f"expected HOST:PORT, got {xds_address!r}", param_hint="--xds-address"
         )
+    given = [tls_cert, tls_key, tls_ca]
+    if any(given) and not all(given):
+        raise typer.BadParameter("--tls-cert, --tls-key and --tls-ca go together")
+    tls = ClientTls(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None
     _print(
         bootstrap(
             node_id=node_id,
             cluster=cluster,
             profile=profile,
-            target=Target(host=host.strip("[]"), port=int(port), delta=delta),
+            target=Target(host=host.strip("[]"), port=int(port), delta=delta, tls=tls),
             admin_port=envoy_admin_port,
         ),
         output,
     )
     if warning := locality_warning(profile):
         err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
+ServerOption = Annotated[
+    str, typer.Option("--server", help="HOST:PORT of the server's admin port.")
+]
+TokenFileOption = Annotated[
+    Path | None, typer.Option(help="A file holding the admin API's bearer token.")
+]
+CaOption = Annotated[
+    Path | None, typer.Option("--tls-ca", help="TLS: the CA of the server's certificate.")
+]
+CertOption = Annotated[Path | None, typer.Option("--tls-cert", help="mTLS: our certificate.")]
+KeyOption = Annotated[Path | None, typer.Option("--tls-key", help="mTLS: our key.")]
+
+
+def _admin(
+    server: str, token_file: Path | None, ca: Path | None, cert: Path | None, key: Path | None
+) -> AdminClient:
+    if (cert is None) != (key is None) or (cert is not None and ca is None):
+        raise typer.BadParameter("--tls-cert and --tls-key go together, with --tls-ca")
+    token = token_file.read_text().strip() if token_file is not None else None
+    return AdminClient(Connection(server, token=token, ca=ca, cert=cert, key=key))
+
+
+def _asking(call: Any) -> Any:
+    """The admin API's answer, or one line saying why there is none (exit 1)."""
+    try:
+        return call()
+    except grpc.RpcError as error:
+        err.print(f"[red]error[/red] {error.code().name}: {error.details()}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+@app.command("status")
+def status_command(
+    server: ServerOption = "127.0.0.1:18001",
+    token_file: TokenFileOption = None,
+    tls_ca: CaOption = None,
+    tls_cert: CertOption = None,
+    tls_key: KeyOption = None,
+    output: Annotated[
+        Output | None, typer.Option("--output", "-o", help="json or yaml instead of a table.")
+    ] = None,
+) -> None:
+    """One row per connected client: per type SYNCED, PENDING, STALE or NACKED (with why)."""
+    client = _admin(server, token_file, tls_ca, tls_cert, tls_key)
+    try:
+        clients = _asking(client.list_clients)
+    finally:
+        client.close()
+    if output is not None:
+        _print(as_data(clients).get("clients", []), output)
+        return
+    Console(width=200).print(status_table(clients))
+
+
+@app.command("config")
+def config_command(
+    node: Annotated[str, typer.Option("--node", help="The client's node id.")],
+    server: ServerOption = "127.0.0.1:18001",
+    token_file: TokenFileOption = None,
+    tls_ca: CaOption = None,
+    tls_cert: CertOption = None,
+    tls_key: KeyOption = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.YAML,
+) -> None:
+    """What a connected client holds, as `render` prints it (Secrets by name only)."""
+    client = _admin(server, token_file, tls_ca, tls_cert, tls_key)
+    try:
+        configs = _asking(lambda: client.client_config(node))
+    finally:
+        client.close()
+    if not configs.configs:
+        err.print(f"no client with node id {node!r} is connected", highlight=False)
+        raise typer.Exit(1)
+    _print(config_rows(configs), output)
 
 
 @app.command("drill")

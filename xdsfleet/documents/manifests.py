@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os.path
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -64,6 +64,8 @@ from xdsfleet.model.fleet import (
     ServicePort,
     TLSSecret,
 )
+from xdsfleet.model.identity import ANY, IdentityRule
+from xdsfleet.model.node import Role
 from xdsfleet.model.policy import TrafficPolicy
 
 T = TypeVar("T")
@@ -99,6 +101,8 @@ class FleetSpec:
     context: str | None = None
     # spec.ipFamily: the address family dual-stack Services serve (else each one's first).
     ip_family: str | None = None
+    # spec.identities: who may claim which node profile over mTLS (model/identity.py).
+    identities: tuple[IdentityRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +266,39 @@ def parse_member(entry: Mapping[str, object], file: str, obj: str) -> Member:
     return member
 
 
+_IDENTITY_FIELDS = ("identity", "roles", "gateways", "members")
+
+
+def _identity_rule(entry: Map, members: Collection[str]) -> IdentityRule:
+    identity = entry.required_text("identity")
+    if ANY in identity[:-1]:
+        entry.problem("identity", f"{ANY!r} may only end the pattern (a prefix match)")
+    known = [role.value for role in Role]
+    roles = entry.strings("roles", required=True)
+    for i, role in enumerate(roles):
+        if role not in known:
+            entry.problem(f"roles[{i}]", f"must be one of {', '.join(known)}; got {role!r}")
+    gateways = entry.strings("gateways")
+    for i, gateway in enumerate(gateways):
+        if gateway != ANY and (gateway.count("/") != 1 or "" in gateway.split("/")):
+            entry.problem(f"gateways[{i}]", f"expected NAMESPACE/NAME or {ANY!r}; got {gateway!r}")
+    listed = entry.strings("members")
+    for i, member in enumerate(listed):
+        if member != ANY and member not in members:
+            entry.problem(f"members[{i}]", f"no member {member!r} in spec.members")
+    return IdentityRule(
+        identity=identity,
+        roles=tuple(Role(r) for r in roles if r in known),
+        gateways=tuple(gateways),
+        members=tuple(listed),
+    )
+
+
 def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
     _, name, _ = _metadata(doc, kind, DNS_SUBDOMAIN)
-    spec = doc.mapping("spec", ("exportAll", "ipFamily", "source", "members"), required=True)
+    spec = doc.mapping(
+        "spec", ("exportAll", "ipFamily", "source", "members", "identities"), required=True
+    )
     source = _source(spec, base_dir, secret=False, required=False)
     routes_dir = source.manifests
     entries = spec.mappings("members", _MEMBER_FIELDS, required=True)
@@ -274,6 +308,8 @@ def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
         # One directory, one role: its files are read either as member objects or as routes.
         if routes_dir is not None and member.manifests == routes_dir:
             spec.problem(f"members[{i}].source.manifests", "same directory as spec.source")
+    names = {m.name for m in members}
+    identities = spec.mappings("identities", _IDENTITY_FIELDS)
     return FleetSpec(
         name,
         spec.flag("exportAll", False),
@@ -282,6 +318,7 @@ def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
         kubeconfig=source.kubeconfig,
         context=source.context,
         ip_family=spec.choice("ipFamily", _IP_FAMILIES, "IPv4") if spec.has("ipFamily") else None,
+        identities=tuple(_identity_rule(entry, names) for entry in identities),
     )
 
 
@@ -695,5 +732,6 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
         reference_grants=_in_order(grants),
         namespaces=_in_order(namespaces),
         foreign_gateways=tuple(sorted({k for c in level.values() for k in c.foreign_gateways})),
+        identities=files.fleet.identities,
     )
     return LoadedFleet(state, origins), problems

@@ -27,6 +27,8 @@ from xdsfleet.documents.reading import (
 from xdsfleet.model.policy import (
     LEVEL_FIELDS,
     LEVELS,
+    AccessLog,
+    AccessLogFormat,
     Balancer,
     ConnectionPool,
     ConsistentHash,
@@ -49,6 +51,7 @@ from xdsfleet.model.policy import (
     SidecarScope,
     SlowStart,
     TargetKind,
+    Tracing,
     TrafficPolicy,
 )
 
@@ -73,6 +76,8 @@ SPEC_FIELDS = {
     "pin": "pin",
     "http3": "http3",
     "sidecar": "sidecar",
+    "accessLog": "access_log",
+    "tracing": "tracing",
 }
 # Envoy's retry conditions (x-envoy-retry-on and x-envoy-retry-grpc-on).
 RETRY_ON = (
@@ -430,6 +435,24 @@ def _http3(spec: Map) -> Http3:
     return Http3(early_data=spec.mapping("http3", ("earlyData",)).flag("earlyData", True))
 
 
+def _access_log(spec: Map) -> AccessLog:
+    formats = [f.value for f in AccessLogFormat]
+    entry = spec.mapping("accessLog", ("format",))
+    return AccessLog(AccessLogFormat(entry.choice("format", formats, AccessLogFormat.JSON.value)))
+
+
+def _tracing(spec: Map, namespace: str) -> Tracing:
+    entry = spec.mapping("tracing", ("collector", "samplingPercent"))
+    collector = entry.mapping("collector", ("name", "namespace", "port"), required=True)
+    sampling = entry.decimal("samplingPercent", 0, 100)
+    return Tracing(
+        collector=collector.name("name", DNS_1035_LABEL),
+        namespace=collector.optional_name("namespace", DNS_LABEL) or namespace,
+        port=collector.port("port"),
+        sampling_percent=1.0 if sampling is None else sampling,
+    )
+
+
 def _sidecar(spec: Map, namespace: str) -> SidecarScope:
     entry = spec.mapping("sidecar", ("services",))
     services = tuple(
@@ -496,5 +519,9 @@ def _parse_field(spec: Map, key: str, level: Level | None, namespace: str) -> ob
             return _pin(spec)
         case "http3":
             return _http3(spec)
+        case "accessLog":
+            return _access_log(spec)
+        case "tracing":
+            return _tracing(spec, namespace)
         case _:
             return _sidecar(spec, namespace)

@@ -412,6 +412,10 @@ def _check_policy(
         _check_some_member_serves(report, label, policy, offered, index, members)
     if policy.spec.http3 is not None:
         _check_http3(report, label, state, policy)
+    if (tracing := policy.spec.tracing) is not None:
+        collector = BackendRef(tracing.collector, tracing.namespace, tracing.port)
+        if message := offered.problem(collector):
+            report.add(label, "spec.tracing.collector", f"{message}: requests are not traced")
 
 
 def _check_http3(report: _Report, label: str, state: FleetState, policy: TrafficPolicy) -> None:

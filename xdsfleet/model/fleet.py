@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from xdsfleet.model.identity import IdentityRule
 from xdsfleet.model.policy import TrafficPolicy
 
 
@@ -521,6 +522,9 @@ class FleetState:
     # (namespace, name) of the Gateways of another controller's class, sorted: neither served
     # nor reported on, and route parentRefs to them are that controller's business.
     foreign_gateways: tuple[tuple[str, str], ...] = ()
+
+    # Who may claim which node profile (the Fleet's spec.identities); translation ignores it.
+    identities: tuple[IdentityRule, ...] = ()
 
     def permits(self, source: GrantFrom, group: str, kind: str, namespace: str, name: str) -> bool:
         """Whether an object described by `source` may refer to `kind` `namespace/name`:

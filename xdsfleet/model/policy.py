@@ -199,6 +199,30 @@ class Http3:
     early_data: bool = True  # accept 0-RTT requests
 
 
+class AccessLogFormat(StrEnum):
+    JSON = "JSON"  # one JSON object per request (the default on gateway listeners)
+    TEXT = "Text"  # Envoy's default text line
+    OFF = "Off"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """The access log a gateway listener writes to Envoy's stdout."""
+
+    format: AccessLogFormat = AccessLogFormat.JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Tracing:
+    """OpenTelemetry traces of a gateway listener's requests, sent over OTLP/gRPC to the
+    collector Service `namespace/name:port` of the fleet, for `sampling_percent` of them."""
+
+    collector: str
+    namespace: str
+    port: int
+    sampling_percent: float = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class SidecarScope:
     """The services sidecars get outbound listeners for, as (namespace, name)."""
@@ -222,6 +246,8 @@ class PolicySpec:
     pin: Pin | None = None
     http3: Http3 | None = None
     sidecar: SidecarScope | None = None
+    access_log: AccessLog | None = None
+    tracing: Tracing | None = None
 
     def set_fields(self) -> Iterator[str]:
         """The names of the fields this spec sets."""
@@ -249,7 +275,7 @@ LEVEL_FIELDS = {
         }
     ),
     Level.ROUTE: frozenset({"pin", "retry"}),
-    Level.LISTENER: frozenset({"http3"}),
+    Level.LISTENER: frozenset({"http3", "access_log", "tracing"}),
     # `members` of a Fleet policy drain members from every service (drain only).
     Level.FLEET: frozenset({"sidecar", "members"}),
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -87,6 +88,7 @@ class Aggregator:
         # Per member: (the state it was made from, (member, stale), the state made).
         self._composed: dict[str, tuple[MemberState, tuple[Member, bool], MemberState]] = {}
         self._reported: set[str] = set()
+        self._stale_since: dict[str, float] = {}  # per member: when it was first seen stale
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False  # once stopped, no watcher starts any more
 
@@ -155,6 +157,7 @@ class Aggregator:
             members=tuple(sorted(members, key=lambda m: m.member.name)),
             export_all=spec.export_all,
             ip_family=spec.ip_family,
+            identities=spec.identities,
         )
 
     def _on_member(self, name: str, state: MemberState) -> None:
@@ -266,6 +269,10 @@ class Aggregator:
         # Members of their own Secrets.
         members += [self._member_state(w.member) for n, w in wanted.items() if n not in from_base]
         members.sort(key=lambda m: m.member.name)
+        now = time.time()
+        self._stale_since = {
+            m.member.name: self._stale_since.get(m.member.name, now) for m in members if m.stale
+        }
         for name in self._composed.keys() - wanted.keys():
             del self._composed[name]
         objects = self._objects
@@ -291,6 +298,7 @@ class Aggregator:
             ),
             namespaces=self._merge("Namespace", base.namespaces, objects.namespaces),
             foreign_gateways=tuple(sorted({*base.foreign_gateways, *objects.foreign_gateways})),
+            identities=base.identities,
         )
         if state == self.state:
             return
@@ -377,6 +385,7 @@ class Aggregator:
                     failures=watcher.failures if watcher else {},
                     services=len(state.services),
                     endpoints=endpoints,
+                    stale_since=self._stale_since.get(name) if state.stale else None,
                 )
             )
         return found

@@ -110,6 +110,11 @@ class Debouncer:
             self._timer = loop.call_at(deadline, self.flush)
 
     @property
+    def has_next(self) -> bool:
+        """True when a state newer than the one being published waits."""
+        return self._pending is not None
+
+    @property
     def pending(self) -> bool:
         """True while an update waits to be published or a publish runs."""
         return self._timer is not None or self._running is not None or self._due

@@ -29,6 +29,7 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
             "node": clip(info.node_id),
             "cluster": clip(info.node_cluster),
             "peer": clip(info.peer),
+            "identity": clip(info.identity) if info.identity else None,
             "profile": info.profile.describe(),
             "problem": info.problem,
             "types": {

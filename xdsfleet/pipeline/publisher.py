@@ -85,6 +85,9 @@ class Publisher:
         self._patched = 0
         # The CPU time of the last publish's own work (its slices, not what ran between them).
         self.last_cpu = 0.0
+        # Set when a publish raised: what it left half-done (index, destinations) is not
+        # trusted, and the next publish translates everything from scratch.
+        self._broken = False
         self.cache = SnapshotCache(self._first_snapshot)
 
     def publish(self, state: FleetState) -> None:
@@ -190,11 +193,25 @@ class Publisher:
                     return done.value  # type: ignore[no-any-return]
 
     def _publishing(self, state: FleetState) -> Steps[_Done]:
-        """The work of a publish, yielding wherever it may be interrupted."""
+        """The work of a publish, yielding wherever it may be interrupted. If it raises, the
+        cache still holds complete snapshots (each profile's old or new one), and the next
+        publish translates in full."""
+        try:
+            return (yield from self._publishing_steps(state))
+        except Exception:
+            self._broken = True
+            self._destinations.clear()
+            raise
+
+    def _publishing_steps(self, state: FleetState) -> Steps[_Done]:
         previous, self.state = self.state, state
-        ports = self._update_index(previous, state)
-        if not only_members_changed(previous, state) or self._patched > self._served():
-            ports = None
+        ports: frozenset[ServicePortKey] | None = None
+        if self._broken:
+            self._index = service_index(state)
+        else:
+            ports = self._update_index(previous, state)
+            if not only_members_changed(previous, state) or self._patched > self._served():
+                ports = None
         profiles = self.cache.profiles()
         for gone in self._destinations.keys() - set(profiles):
             del self._destinations[gone]
@@ -213,6 +230,7 @@ class Publisher:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
+            self._broken = False
         return _Done(len(profiles), changed, incremental=ports is not None)
 
     def _published(self, done: _Done, started: float, cpu: float) -> None:

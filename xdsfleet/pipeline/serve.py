@@ -1,8 +1,10 @@
 """`xdsfleet serve`: run the sources, the publisher and the servers until told to stop.
 
-Every long-lived task is named and guarded: one that ends unexpectedly is logged at once and
-stops the process, which a Deployment then restarts, instead of serving a config that silently
-stopped following its sources. Signals only set a flag; shutdown gives streams a grace period.
+Every long-lived task is named and supervised (`pipeline/supervisor.py`): one that ends
+unexpectedly is logged with its traceback and stops the process with a non-zero exit, which a
+Deployment then restarts, instead of serving a config that silently stopped following its
+sources. Signals only set a flag; shutdown gives streams a grace period. Every reason not to
+start is one `Refused` line.
 """
 
 from __future__ import annotations
@@ -11,35 +13,38 @@ import asyncio
 import dataclasses
 import gc
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health
-from grpc_reflection.v1alpha import reflection
+from aiohttp import web
+from grpc_health.v1 import health_pb2
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import grpcwake, httpapi
+from xdsfleet.pipeline import adminport, chain, grpcwake, httpapi
+from xdsfleet.pipeline.adminport import AdminSettings
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
-from xdsfleet.pipeline.debounce import Debouncer
-from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.pipeline.looplag import LoopLag
-from xdsfleet.pipeline.publisher import Publisher
-from xdsfleet.pipeline.ramps import Ramper
-from xdsfleet.pipeline.unresolved import UnresolvedReporter
-from xdsfleet.server import listen
+from xdsfleet.pipeline.security import Security
+from xdsfleet.pipeline.supervisor import Refused, Supervisor
+from xdsfleet.server import listen, tls
+from xdsfleet.server.admission import Admission
 from xdsfleet.server.ads import SERVICE, AdsService
+from xdsfleet.server.tls import TlsFiles
 from xdsfleet.sources.files import FileSource, ParseCache
-from xdsfleet.sources.kube.client import Access
+from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.status.writer import StatusWriter
+from xdsfleet.telemetry import logs
 
 log = structlog.get_logger(__name__)
 
-GRACE_SECONDS = 5.0
+# After SIGTERM: how long streams keep being served once every connection got its GOAWAY,
+# before they are cancelled and their clients reconnect to another replica.
+DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,37 +66,23 @@ class Settings:
     member_startup_seconds: float = 30.0
     # How often the replica holding the status Lease renews it and writes what changed.
     status_seconds: float = 5.0
+    # TLS on the xDS port (mTLS with a client CA); without mTLS, TLS Secrets are served only
+    # on loopback or with `insecure_secrets` (pipeline/security.py).
+    tls: TlsFiles | None = None
+    insecure_secrets: bool = False
+    # A file holding the admin API's bearer token (pipeline/adminport.py).
+    admin_token: Path | None = None
+    drain_seconds: float = DRAIN_SECONDS
+    # New ADS streams admitted per second after a burst (server/admission.py); 0: no limit.
+    admit_rate: float = 500.0
+    admit_burst: int = 200
     # Where parsed fleet files are kept across restarts (sources.files.ParseCache); None: off.
     parse_cache: Path | None = None
 
-
-class Stopped(Exception):
-    """A guarded task ended while the server was meant to keep running."""
-
-
-def _guard(task: asyncio.Task[None], stop: asyncio.Event) -> None:
-    def done(t: asyncio.Task[None]) -> None:
-        if t.cancelled() or stop.is_set():
-            return
-        log.error("task_ended", task=t.get_name(), error=repr(t.exception()))
-        stop.set()
-
-    task.add_done_callback(done)
-
-
-async def _start_admin(port: int, host: str) -> tuple[grpc.aio.Server, health.HealthServicer]:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    checker = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    names = (
-        SERVICE,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(names, server)
-    server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    return server, checker
+    @property
+    def security(self) -> Security:
+        mutual = self.tls is not None and self.tls.mutual
+        return Security(self.tls is not None, mutual, self.host, self.insecure_secrets)
 
 
 def _start_sources(
@@ -101,10 +92,14 @@ def _start_sources(
     a fleet cluster), or the Fleet resource of the fleet cluster."""
     if settings.fleet_resource is not None:
         access = Access(kubeconfig=settings.kubeconfig, context=settings.context)
+        try:
+            Cluster(access, settings.kube).close()  # reads the kubeconfig; no request yet
+        except AccessError as error:
+            raise Refused(f"--fleet-resource: cannot reach the fleet cluster: {error}") from None
         aggregator.use_fleet_resource(settings.fleet_resource, access)
         return None, []
     if settings.fleet is None:
-        raise ValueError("serve needs a Fleet file or a Fleet resource")
+        raise Refused("serve needs a Fleet file or a Fleet resource")
     cache = ParseCache(settings.parse_cache) if settings.parse_cache is not None else None
     source = FileSource(settings.fleet, cache)
 
@@ -131,110 +126,176 @@ def _members(aggregator: Aggregator) -> list[dict[str, Any]]:
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT. Raises `InvalidInput` if the fleet cannot be loaded at
-    all: with nothing good to fall back on, refusing to start is the clear error."""
+    all (with nothing good to fall back on, refusing to start is the clear error), `Refused`
+    for any other reason not to start, and `Crashed` once stopped because a task died."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    loop.set_exception_handler(logs.asyncio_exception_handler)
+    if settings.tls is not None:
+        try:
+            tls.Reloading(settings.tls)  # the files are read again when the port opens
+        except tls.TlsError as error:
+            raise Refused(f"--tls-cert/--tls-key/--client-ca: {error}") from None
+    if settings.admin_token is not None:
+        adminport.read_token(settings.admin_token)  # read again when the port opens
+    security = settings.security
+    supervisor = Supervisor()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    ramper: Ramper | None = None
+        loop.add_signal_handler(sig, supervisor.stop.set)
+    chains: list[chain.Chain] = []
+    listeners: list[Callable[[FleetState], None]] = []  # more of what follows each state
 
     def on_state(state: FleetState) -> None:
-        if ramper is not None:
-            ramper.update(state)
+        for built in chains:  # none yet: `chain.build` catches up from `aggregator.state`
+            built.update(security.prepare(state))
+        for listener in listeners:
+            listener(state)
 
-    def on_crash(_: BaseException) -> None:
-        stop.set()  # a watch thread hit a bug; it logged it
+    def latest() -> FleetState | None:
+        state = aggregator.state
+        return security.prepare(state) if state is not None else None
 
     aggregator = Aggregator(
-        on_state=on_state, on_crash=on_crash, settings=settings.kube, namespace=settings.namespace
+        on_state=on_state,
+        on_crash=lambda error: supervisor.fail("kube-watch", error),
+        settings=settings.kube,
+        namespace=settings.namespace,
     )
     source, tasks = _start_sources(settings, aggregator)
+    try:
+        first = await _first_state(settings, supervisor, aggregator, tasks)
+        if first is not None:
+            for task in tasks:
+                supervisor.watch(task)
+            security.announce(first)
+            built = chain.build(
+                security.prepare(first),
+                latest=latest,
+                origins=lambda: source.origins if source is not None else {},
+                serving=lambda publisher: AdsService(
+                    publisher.cache,
+                    authorize=security.authorizer(lambda: aggregator.state),
+                    admission=Admission(rate=settings.admit_rate, burst=settings.admit_burst),
+                    problem_of=publisher.node_problem,
+                    prepare=publisher.prepare,
+                ),
+            )
+            chains.append(built)
+            try:
+                await _serve(settings, supervisor, aggregator, built, listeners)
+            finally:
+                await built.close()
+    finally:
+        await supervisor.close()
+        await _stop_sources(source, tasks, aggregator)
+    supervisor.raise_if_failed()
+
+
+async def _first_state(
+    settings: Settings,
+    supervisor: Supervisor,
+    aggregator: Aggregator,
+    tasks: list[asyncio.Task[None]],
+) -> FleetState | None:
+    """The first complete state; None if told to stop before it was known."""
     first = asyncio.create_task(
         aggregator.wait_ready(member_seconds=settings.member_startup_seconds), name="first-state"
     )
-    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    stopping = asyncio.create_task(supervisor.stop.wait(), name="stop-signal")
     try:
         await asyncio.wait({first, stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done() and not first.done():
                 task.result()  # raises what stopped the source
-                raise Stopped("the fleet source ended before loading anything")
-    except BaseException:
-        first.cancel()
-        await _stop_sources(source, tasks, aggregator)
-        raise
+                raise Refused("the fleet source ended before loading anything")
     finally:
         stopping.cancel()
-    if not first.done():  # a signal, while the first state was still incomplete
-        first.cancel()
-        await _stop_sources(source, tasks, aggregator)
-        return
-    for task in tasks:
-        _guard(task, stop)
+        if not first.done():  # a signal, a crash or an error while it was still incomplete
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+    return None if first.cancelled() else first.result()
 
-    publisher = Publisher(first.result())
-    unresolved = UnresolvedReporter(lambda: source.origins if source is not None else {})
-    unresolved.check(first.result())
 
-    async def published(state: FleetState) -> None:
-        await publisher.publish_in_slices(state)
-        unresolved.check(state)
-
-    ads = AdsService(publisher.cache, problem_of=publisher.node_problem, prepare=publisher.prepare)
-    fanout = FanOut(publisher.cache, ads.streams.values)
-    debouncer = Debouncer(published, current=first.result(), settle=fanout.settle)
-    # Sources -> ramps -> debouncer -> publisher.
-    ramper = Ramper(debouncer.update, current=first.result())
-    ramping = asyncio.create_task(ramper.run(), name="undrain-ramper")
-    _guard(ramping, stop)
-    watchdog = asyncio.create_task(ads.watchdog(), name="ads-watchdog")
-    _guard(watchdog, stop)
+async def _serve(
+    settings: Settings,
+    supervisor: Supervisor,
+    aggregator: Aggregator,
+    built: chain.Chain,
+    listeners: list[Callable[[FleetState], None]],
+) -> None:
+    """Start the servers and the agents around `built`; run until the supervisor stops."""
+    supervisor.start(built.ramper.run(), name="undrain-ramper")
+    cache = built.publisher.cache
+    security = settings.security
+    ads = built.ads
+    listeners.append(security.revoker(ads, aggregator.state))
+    supervisor.start(ads.watchdog(), name="ads-watchdog")
     writer = StatusWriter(
         aggregator=aggregator,
         ads=ads,
-        snapshot_of=publisher.cache.get,
-        served=lambda: debouncer.current,
+        snapshot_of=cache.get,
+        served=lambda: built.debouncer.current,
         namespace=settings.namespace,
         interval=settings.status_seconds,
     )
-    status = asyncio.create_task(writer.run(), name="status-writer")
-    _guard(status, stop)
-    xds, xds_port = await listen.start(ads, port=settings.xds_port, host=settings.host)
-    grpcwake.install()
-    lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
-    _guard(lag, stop)
-    converging = asyncio.create_task(fanout.run(), name="convergence")
-    _guard(converging, stop)
-    admin, checker = await _start_admin(settings.admin_port, settings.host)
-    runner = await httpapi.start(
-        httpapi.app(ads, ready=lambda: not stop.is_set(), members=lambda: _members(aggregator)),
-        host=settings.host,
-        port=settings.metrics_port,
-    )
-    # What start-up built lives as long as the process: keep it out of the collector's full
-    # passes, which otherwise land inside a push to every stream (see BENCHMARKS.md).
-    gc.collect()
-    gc.freeze()
-    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
-    await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "serving",
-        fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
-        xds_port=xds_port,
-        metrics_port=settings.metrics_port,
-        admin_port=settings.admin_port,
-    )
+    supervisor.start(writer.run(), name="status-writer")
     try:
-        await stop.wait()
-    finally:
-        log.info("stopping", grace_seconds=GRACE_SECONDS)
+        xds, xds_port = await listen.start(
+            ads, port=settings.xds_port, host=settings.host, tls=settings.tls
+        )
+    except tls.TlsError as error:
+        raise Refused(f"--tls-cert/--tls-key/--client-ca: {error}") from None
+    except (RuntimeError, OSError) as error:
+        where = f"{settings.host}:{settings.xds_port}"
+        raise Refused(f"cannot listen on {where} (xDS port): {error}") from None
+    grpcwake.install()
+    supervisor.start(LoopLag().run(), name="loop-lag")
+    supervisor.start(built.fanout.run(), name="convergence")
+    admin: grpc.aio.Server | None = None
+    runner: web.AppRunner | None = None
+    try:
+        admin, checker, _ = await adminport.start(
+            AdminSettings(settings.host, settings.admin_port, settings.tls, settings.admin_token),
+            ads,
+            snapshot_of=cache.get,
+            members=aggregator.reports,
+        )
+        application = httpapi.app(
+            ads, ready=lambda: not supervisor.stop.is_set(), members=lambda: _members(aggregator)
+        )
+        runner = await _start_http(application, settings.host, settings.metrics_port)
+        # What start-up built lives as long as the process: keep it out of the collector's full
+        # passes, which otherwise land inside a push to every stream (see BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
+        await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+        await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
+            xds_port=xds_port,
+            xds_tls="mtls" if security.mutual else "tls" if security.tls else "plaintext",
+            metrics_port=settings.metrics_port,
+            admin_port=settings.admin_port,
+        )
+        await supervisor.stop.wait()
+        # /readyz answers 503 from here on (the stop flag); health says NOT_SERVING.
+        log.info("stopping", drain_seconds=settings.drain_seconds, streams=len(ads.streams))
         await checker.enter_graceful_shutdown()
-        for task in (ramping, watchdog, status, lag, converging):
-            task.cancel()
-        await asyncio.gather(ramping, watchdog, status, lag, converging, return_exceptions=True)
-        await debouncer.stop()
-        await writer.stop()
-        await _stop_sources(source, tasks, aggregator)
-        await asyncio.gather(xds.stop(GRACE_SECONDS), admin.stop(GRACE_SECONDS))
-        await runner.cleanup()
+    finally:
+        await supervisor.close()
+        await writer.stop()  # releases the status Lease now: another replica takes it over
+        # Every connection gets a GOAWAY and no new stream is accepted; the streams open are
+        # served for `drain_seconds` more, then cancelled, and their clients reconnect to
+        # another replica, which serves the same versions (content hashes).
+        grace = settings.drain_seconds
+        await asyncio.gather(xds.stop(grace), *([admin.stop(grace)] if admin else []))
+        if runner is not None:
+            await runner.cleanup()
+        log.info("stopped")
+
+
+async def _start_http(application: web.Application, host: str, port: int) -> web.AppRunner:
+    try:
+        return await httpapi.start(application, host=host, port=port)
+    except OSError as error:
+        raise Refused(f"cannot listen on {host}:{port} (metrics port): {error}") from None

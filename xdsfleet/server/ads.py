@@ -28,10 +28,12 @@ from google.protobuf.message import DecodeError
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.cache import NoSnapshot, SnapshotCache
 from xdsfleet.model.node import NodeProfile, ProfileError
+from xdsfleet.server.admission import Admission
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import clip, profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
 from xdsfleet.server.sotw import SotwStream
+from xdsfleet.server.tls import peer_identity
 from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -105,6 +107,7 @@ class StreamInfo:
     peer: str
     profile: NodeProfile
     machine: Machine
+    identity: str | None = None  # from the client certificate, over mTLS
     started: float = field(default_factory=time.time)
     # Why the node's configuration may not be what its operator expects (an unknown gateway).
     problem: str | None = None
@@ -112,6 +115,9 @@ class StreamInfo:
     writing_since: float | None = None
     task: asyncio.Task[Any] | None = None
     timed_out: bool = False
+    revoked: str | None = None  # why its identity may no longer claim its profile
+    # Per type: when (Unix seconds) the last response was written, for `status` (STALE).
+    sent_at: dict[str, float] = field(default_factory=dict)
     unsupported: set[str] = field(default_factory=set)
     # Delta only: the names subscribed per type, to bound their sum (`Limits`).
     subscribed: dict[str, set[str]] = field(default_factory=dict)
@@ -149,6 +155,15 @@ def _no_problem(_: NodeProfile) -> str | None:
     return None
 
 
+# Why a client may not claim a profile (None: it may), given its identity (None: no client
+# certificate). The pipeline answers from the Fleet's identity rules (model/identity.py).
+Authorizer = Callable[[str | None, NodeProfile], str | None]
+
+
+def _anyone(_: str | None, __: NodeProfile) -> str | None:
+    return None
+
+
 class AdsService:
     """Serves SotW and Delta ADS from a snapshot cache.
 
@@ -163,12 +178,17 @@ class AdsService:
         send_timeout: float = 30.0,
         limits: Limits = Limits(),
         problem_of: Callable[[NodeProfile], str | None] = _no_problem,
+        authorize: Authorizer = _anyone,
+        admission: Admission | None = None,
         prepare: Callable[[NodeProfile], Awaitable[None]] | None = None,
     ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
         self.limits = limits
         self._problem_of = problem_of
+        self._authorize = authorize
+        # New streams wait their turn (a reconnect storm); None: admitted at once.
+        self.admission = admission or Admission(rate=0, burst=1)
         # Builds a new profile's first snapshot without holding the loop (the publisher's);
         # without it, the cache builds it when the stream first reads it.
         self._prepare = prepare
@@ -221,6 +241,25 @@ class AdsService:
             metrics.STREAMS_REFUSED.labels("invalid_node").inc()
             _finish(context, _Ending("invalid_node", grpc.StatusCode.INVALID_ARGUMENT, error))
             return
+        identity = peer_identity(context)
+        refused = self._authorize(identity, profile)
+        if refused is not None:
+            # A node claiming a gateway, member or role its certificate does not allow: it
+            # would be served what that profile holds, TLS private keys included.
+            log.warning(
+                "stream_refused",
+                reason="permission_denied",
+                node_id=clip(first.node.id),
+                identity=identity,
+                profile=profile.describe(),
+                error=refused,
+            )
+            metrics.STREAMS_REFUSED.labels("permission_denied").inc()
+            _finish(
+                context, _Ending("permission_denied", grpc.StatusCode.PERMISSION_DENIED, refused)
+            )
+            return
+        await self.admission.admit()
         info = StreamInfo(
             stream_id=stream_id,
             protocol=protocol,
@@ -229,6 +268,7 @@ class AdsService:
             peer=context.peer(),
             profile=profile,
             machine=machine,
+            identity=identity,
         )
         with structlog.contextvars.bound_contextvars(
             stream_id=info.stream_id, node_id=clip(info.node_id)
@@ -300,6 +340,7 @@ class AdsService:
             protocol=info.protocol,
             peer=clip(info.peer),
             profile=info.profile.describe(),
+            identity=info.identity,
         )
         reader: asyncio.Task[None] | None = None
         ending = _Ending()
@@ -337,9 +378,17 @@ class AdsService:
                         ending = _Ending("write_failed", details=type(err).__name__)
                         return
                     info.writing_since = None
+                    info.sent_at[response.type_url] = time.time()
                     _RESPONSES[response.type_url].inc()
                     _RESOURCES_SENT[response.type_url].inc(len(response.resources))
         except asyncio.CancelledError:
+            if info.revoked is not None:
+                # Its identity may no longer claim its profile: it reconnects and is refused.
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                ending = _Ending(
+                    "permission_revoked", grpc.StatusCode.PERMISSION_DENIED, info.revoked
+                )
+                return
             if not info.timed_out:
                 ending = _Ending("cancelled")  # the client went, or the server is stopping
                 raise
@@ -374,6 +423,30 @@ class AdsService:
             if reader is not None:
                 # Shielded: if this task is cancelled here, the reader still finishes.
                 await asyncio.shield(asyncio.gather(reader, return_exceptions=True))
+
+    def revoke(self) -> int:
+        """Close every stream whose identity may no longer claim its profile (the identity
+        rules changed); returns how many were closed."""
+        closed = 0
+        for info in list(self.streams.values()):
+            if info.task is None or info.revoked is not None or info.timed_out:
+                continue
+            refused = self._authorize(info.identity, info.profile)
+            if refused is None:
+                continue
+            info.revoked = refused
+            metrics.STREAMS_REFUSED.labels("permission_revoked").inc()
+            log.warning(
+                "stream_revoked",
+                stream_id=info.stream_id,
+                node_id=clip(info.node_id),
+                identity=info.identity,
+                profile=info.profile.describe(),
+                error=refused,
+            )
+            info.task.cancel()
+            closed += 1
+        return closed
 
     async def watchdog(self, *, interval: float = 1.0) -> None:
         """Close streams whose current write has waited longer than `send_timeout`: a client

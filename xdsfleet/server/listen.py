@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from xdsfleet.server.ads import AdsService
+from xdsfleet.server.tls import TlsFiles, server_credentials
 
 MIB = 1024 * 1024
 
@@ -31,11 +32,17 @@ OPTIONS = [
 
 
 async def start(
-    ads: AdsService, *, port: int, host: str = "0.0.0.0"
+    ads: AdsService, *, port: int, host: str = "0.0.0.0", tls: TlsFiles | None = None
 ) -> tuple[grpc.aio.Server, int]:
-    """Start serving ADS; returns the server and the port bound (useful with port 0)."""
+    """Start serving ADS, over TLS if `tls` (mTLS with its client CA); returns the server and
+    the port bound (useful with port 0). Raises TlsError for unusable TLS files and
+    RuntimeError for a port it cannot bind."""
     server = grpc.aio.server(options=OPTIONS)
     server.add_generic_rpc_handlers((ads.handler(),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, server_credentials(tls))
     await server.start()
     return server, bound

@@ -17,6 +17,7 @@ class MemberReport:
     failures: dict[str, str]
     services: int
     endpoints: int
+    stale_since: float | None = None  # Unix seconds: since when it has been stale
 
     @property
     def message(self) -> str:

@@ -20,7 +20,9 @@ STREAMS_REFUSED = Counter(
     "xdsfleet_streams_refused_total",
     "Streams ended with an error status because of what the client sent or what we could not "
     "serve it, by reason (invalid_node, no_snapshot, no_first_request, malformed_request, "
-    "too_many_names, too_many_unknown_names).",
+    "too_many_names, too_many_unknown_names; permission_denied: a profile its client "
+    "certificate may not claim; permission_revoked: an open stream closed when the identity "
+    "rules stopped allowing its profile).",
     ["reason"],
 )
 STREAMS_MISCONFIGURED = Counter(
@@ -137,4 +139,18 @@ GC_FROZEN = Gauge(
     "Objects moved out of the collector's passes (gc.freeze after each publish and fan-out): "
     "a frozen object is freed when its last reference goes, but a reference cycle it joins "
     "after freezing is never collected, so steady growth here is such a leak.",
+)
+# Failures that stop loudly (pipeline/supervisor.py, pipeline/publishing.py).
+TASK_FAILURES = Counter(
+    "xdsfleet_task_failures_total",
+    "Long-lived tasks of `serve` that died (the process then exits non-zero).",
+    ["task"],
+)
+PUBLISH_FAILURES = Counter(
+    "xdsfleet_publish_failures_total",
+    "Publishes that raised (the last good snapshots keep serving; the state is retried).",
+)
+STREAMS_WAITING = Gauge(
+    "xdsfleet_streams_waiting_admission",
+    "New ADS streams waiting for their turn (new streams are admitted at a bounded rate).",
 )

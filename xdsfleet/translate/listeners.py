@@ -26,11 +26,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
+from xdsfleet.model.policy import AccessLogFormat
+from xdsfleet.translate.accesslog import access_logs
 from xdsfleet.translate.actions import CORS_FILTER, STATEFUL_SESSION, grpc_retry_policy
 from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import stat_prefix
 from xdsfleet.translate.proto import Message, ads_config_source, pack_into
 from xdsfleet.translate.rules import RetrySettings
+from xdsfleet.translate.tracing import Trace, http_tracing
 
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
@@ -52,20 +55,30 @@ def gateway_listener(
     chains: tuple[TlsChain, ...] = (),
     sessions: bool = False,
     cors: bool = False,
+    access_log: AccessLogFormat = AccessLogFormat.JSON,
+    trace: Trace | None = None,
 ) -> Message:
     """A gateway listener on all addresses. Plain HTTP: its routes are the RouteConfiguration
     `name`. With `chains` it terminates TLS, one filter chain per SNI hostname, each with its
     certificates and routes. `sessions` and `cors` add the filters that routes keeping sessions
-    by cookie, or with a CORS policy, configure."""
+    by cookie, or with a CORS policy, configure; `access_log` is the format of its log, `trace`
+    where its OpenTelemetry spans go."""
     built = listener_pb2.Listener(name=name, address=_address(ANY_ADDRESS, port))
     if not chains:
-        built.filter_chains.add(filters=[_manager(name, name, sessions, cors, edge=True)])
+        built.filter_chains.add(
+            filters=[
+                _manager(name, name, sessions, cors, edge=True, access_log=access_log, trace=trace)
+            ]
+        )
     if any(server_name is not None for server_name, _, _ in chains):
         # Reads the SNI name from the ClientHello, so that filter chains can match on it.
         inspector = built.listener_filters.add(name=TLS_INSPECTOR)
         pack_into(inspector.typed_config, tls_inspector_pb2.TlsInspector())
     for server_name, secrets, routes in chains:
-        chain = built.filter_chains.add(filters=[_manager(name, routes, sessions, cors, edge=True)])
+        manager = _manager(
+            name, routes, sessions, cors, edge=True, access_log=access_log, trace=trace
+        )
+        chain = built.filter_chains.add(filters=[manager])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h2", "http/1.1"))
@@ -82,9 +95,11 @@ def quic_listener(
     early_data: bool,
     sessions: bool,
     cors: bool = False,
+    access_log: AccessLogFormat = AccessLogFormat.JSON,
+    trace: Trace | None = None,
 ) -> Message:
     """The HTTP/3 twin of an HTTPS gateway listener: the same port over UDP, the same SNI
-    hostnames, certificates and routes. `early_data` accepts 0-RTT requests."""
+    hostnames, certificates, routes, access log and tracing. `early_data` accepts 0-RTT requests."""
     listener = listener_pb2.Listener(
         name=name, address=_address(ANY_ADDRESS, port, address_pb2.SocketAddress.UDP)
     )
@@ -92,7 +107,9 @@ def quic_listener(
         context = tls_pb2.DownstreamTlsContext(common_tls_context=_tls(secrets, "h3"))
         transport = quic_transport_pb2.QuicDownstreamTransport(downstream_tls_context=context)
         transport.enable_early_data.value = early_data
-        manager = _manager(name, routes, sessions, cors, http3=True, edge=True)
+        manager = _manager(
+            name, routes, sessions, cors, http3=True, edge=True, access_log=access_log, trace=trace
+        )
         chain = listener.filter_chains.add(filters=[manager])
         if server_name is not None:
             chain.filter_chain_match.server_names.append(server_name)
@@ -159,6 +176,8 @@ def _manager(
     *,
     http3: bool = False,
     edge: bool = False,
+    access_log: AccessLogFormat = AccessLogFormat.OFF,
+    trace: Trace | None = None,
 ) -> Message:
     """An HTTP connection manager fetching the RouteConfiguration `routes` over ADS. The Host
     header is left as sent, port included: gateway route tables match hosts without their
@@ -179,6 +198,9 @@ def _manager(
     if edge:
         manager.use_remote_address.value = True
         manager.normalize_path.value = True
+    manager.access_log.extend(access_logs(access_log))
+    if trace is not None:
+        manager.tracing.CopyFrom(http_tracing(trace))
     if not http3:
         manager.upgrade_configs.add(upgrade_type=WEBSOCKET)
     if http3:

@@ -14,6 +14,7 @@ from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
 from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener, GrantFrom, TLSSecret
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import PolicyIndex, TrafficPolicy
+from xdsfleet.translate.accesslog import port_format
 from xdsfleet.translate.clusters import ClusterSettings, cluster
 from xdsfleet.translate.endpoints import assignment
 from xdsfleet.translate.listeners import (
@@ -47,6 +48,7 @@ from xdsfleet.translate.rules import Destination, Planner
 from xdsfleet.translate.secrets import tls_secret
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index
 from xdsfleet.translate.sidecar import plan_outbound
+from xdsfleet.translate.tracing import plan_trace
 
 Resources = dict[str, dict[str, Message]]
 # How long clients may remember that a listener also speaks HTTP/3 (Alt-Svc `ma`, seconds).
@@ -244,11 +246,18 @@ def _add_gateway_port(
         resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
     # HTTPS: one chain per listener with certificates (the others were left out above).
     chains = tuple((x.hostname, secrets[x.name], routes[x.name]) for x in port.listeners if secrets)
-    resources[typeurls.LISTENER][name] = gateway_listener(name, port.port, chains, sessions, cors)
+    on_port = [
+        planner.policies.listener(gateway.namespace, gateway.name, x.name) for x in port.listeners
+    ]
+    log = port_format(p.access_log for p in on_port)
+    trace = plan_trace((p.tracing for p in on_port), planner, f"{gateway.namespace}/{gateway.name}")
+    resources[typeurls.LISTENER][name] = gateway_listener(
+        name, port.port, chains, sessions, cors, log, trace
+    )
     if http3 is not None:
         twin = quic_listener_name(name)
         resources[typeurls.LISTENER][twin] = quic_listener(
-            twin, port.port, chains, http3.early_data, sessions, cors
+            twin, port.port, chains, http3.early_data, sessions, cors, log, trace
         )
 
 

@@ -218,7 +218,7 @@ class _Credentials:
                 self._loader.load_and_set(configuration)
         except Exception as error:
             # The loaders raise ConfigException, yaml, OS and key errors alike: all mean the same.
-            raise AccessError(f"{access.describe()}: {error}") from None
+            raise AccessError(f"{access.describe()}: {_safe(error)}") from None
         # With a plugin, nothing is loaded until the first request (off the event loop).
         self._loaded = not self.plugin
 
@@ -278,6 +278,18 @@ def _configuration(access: Access, settings: KubeSettings) -> tuple[Any, _Creden
     # No retries inside urllib3: `watching` retries with backoff and reports what failed.
     configuration.retries = 0
     return configuration, credentials
+
+
+def _safe(error: Exception) -> str:
+    """What went wrong, without the kubeconfig's content: a YAML error quotes the lines around
+    its position, which may hold a token or a key, and this text goes to logs and /debug."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"not valid YAML ({error.problem or 'unreadable'}{where})"
+    if isinstance(error, yaml.YAMLError):
+        return "not valid YAML"
+    return str(error)
 
 
 class Cluster:

@@ -141,6 +141,20 @@ class ChildProcess:
         if not self.running():
             raise RuntimeError(f"{self.name} exited early; its log:\n{self.log()[-4000:]}")
 
+    def sigterm(self) -> None:
+        """SIGTERM, as a Deployment stops a pod (`wait` for the exit code)."""
+        assert self._process is not None, f"{self.name} was not started"
+        os.killpg(self._process.pid, signal.SIGTERM)
+
+    def wait(self, *, timeout: float = 30) -> int:
+        assert self._process is not None, f"{self.name} was not started"
+        return self._process.wait(timeout=timeout)
+
+    def terminate(self, *, timeout: float = 30) -> int:
+        """SIGTERM, and the exit code once it has exited."""
+        self.sigterm()
+        return self.wait(timeout=timeout)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing is flushed or closed cleanly."""
         process, self._process = self._process, None
@@ -227,12 +241,15 @@ class Envoy(ChildProcess):
         self.config_path = self._dir / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(bootstrap))
 
-    def start(self, *, timeout: float = 30) -> Self:
+    def start(self, *, timeout: float = 30, wait_ready: bool = True) -> Self:
+        """Start Envoy and wait until it is ready (its first config applied), unless told not
+        to: an Envoy whose control plane refuses it initialises only at its fetch timeout."""
         argv = [envoy_binary(), "-c", str(self.config_path), "--concurrency", "1"]
         # Several Envoys may run at once: no shared memory, no hot restart between them.
         argv += ["--disable-hot-restart", "--log-level", "warn"]
         self._spawn(argv)
-        wait_for(self._ready, timeout=timeout, what="envoy /ready")
+        if wait_ready:
+            wait_for(self._ready, timeout=timeout, what="envoy /ready")
         return self
 
     def _ready(self) -> bool:

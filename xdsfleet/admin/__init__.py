@@ -1,0 +1,1 @@
+"""The admin API: a read-only gRPC view of the clients, what they hold, and the members."""

@@ -1,0 +1,1 @@
+"""Generated from protos/xdsfleet/admin/v1/admin.proto by `make protos`: do not edit."""

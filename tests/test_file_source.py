@@ -234,6 +234,22 @@ def test_validate_fleet_reports_references_with_the_route_file(tmp_path: Path) -
     )
 
 
+def test_a_route_may_also_attach_to_another_controllers_gateway(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path)
+    # Envoy Gateway's, with a listener xdsfleet would refuse; the route also names it.
+    routes = tmp_path / "routes" / "gateway.yaml"
+    istio = ROUTES.split("---")[0].replace("demo", "mesh").replace("xdsfleet", "eg")
+    istio = istio.replace("protocol: HTTP", "protocol: HTTP, tls: {mode: Passthrough}")
+    text = hostname_routes("shop.example.com").replace(
+        "[{name: demo}]", "[{name: demo}, {name: mesh}]"
+    )
+    write(routes, f"{istio}---\n{text}")
+    assert validate_fleet(fleet) == []
+    state = load_fleet(fleet).state
+    assert [g.name for g in state.gateways] == ["demo"]
+    assert state.foreign_gateways == (("default", "mesh"),)
+
+
 def test_validate_fleet_returns_parse_problems(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path, {"zone-a": "kind: Service\n"})
     assert [p.field for p in validate_fleet(fleet)] == ["apiVersion", "metadata", "spec"]

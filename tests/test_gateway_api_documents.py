@@ -136,6 +136,26 @@ def test_an_https_listener_names_its_certificates() -> None:
     assert listener.certificate_refs == (SecretRef("infra", "tls"),)
 
 
+def test_another_controllers_gateway_is_left_alone_whatever_it_holds() -> None:
+    # Istio's class, with what xdsfleet refuses on its own Gateways: an unknown spec field, a
+    # TCP listener and a route kind it does not serve. None of it may refuse the file.
+    foreign = edited(HTTPS_GATEWAY, "metadata.name", "mesh")
+    foreign = edited(foreign, "spec.gatewayClassName", "istio")
+    foreign = edited(foreign, "spec.infrastructure", {"labels": {"a": "b"}})
+    tcp = {"name": "db", "port": 5432, "protocol": "TCP", "allowedRoutes": {"kinds": []}}
+    foreign = edited(foreign, "spec.listeners", [tcp])
+    contents = parse(foreign, HTTPS_GATEWAY, ROUTE, place=Place.ROUTES)
+    assert [(g.name, g.gateway_class) for g in contents.gateways] == [("edge", "xdsfleet")]
+    assert contents.foreign_gateways == (("infra", "mesh"),)
+    assert len(contents.http_routes) == 1
+
+
+def test_a_gateway_of_our_class_is_still_checked() -> None:
+    ours = edited(HTTPS_GATEWAY, "spec.infrastructure", {"labels": {"a": "b"}})
+    [problem] = problems_of(text_of(ours), Place.ROUTES)
+    assert (problem.obj, problem.field) == ("Gateway infra/edge", "spec.infrastructure")
+
+
 def test_a_tls_passthrough_listener_is_read_as_written_and_not_served() -> None:
     passthrough = {
         "name": "tls",

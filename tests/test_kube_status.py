@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +41,7 @@ from xdsfleet.status.conditions import (
     Held,
     Programmed,
     merged_status,
+    our_parent,
     parent_refs,
     route_verdict,
 )
@@ -284,6 +286,33 @@ def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_chang
     }
 
 
+def test_a_parent_of_another_controllers_class_gets_no_status_from_us() -> None:
+    # gw is ours; other is Istio's (listed, not served): its entry is Istio's to write.
+    obj = {**ROUTE_OBJECT, "spec": {"parentRefs": [{"name": "gw"}, {"name": "other"}]}}
+    verdict = route_verdict(STATE, ROUTE, 1, {}, Programmed(1, 0))
+    mine = our_parent({("default", "other")})
+    status = merged_status(
+        obj, field="parents", refs=parent_refs(obj), ref_key="parentRef", verdict=verdict, mine=mine
+    )
+    assert status is not None
+    assert [p["parentRef"]["name"] for p in status["parents"]] == ["gw"]
+    # A route attached only to another controller's Gateway: nothing to write at all.
+    only_foreign = {**ROUTE_OBJECT, "spec": {"parentRefs": [{"name": "other"}]}}
+    merge = functools.partial(
+        merged_status,
+        field="parents",
+        refs=parent_refs(only_foreign),
+        ref_key="parentRef",
+        verdict=verdict,
+    )
+    assert merge(only_foreign, mine=mine) is None
+    # ... and what we once wrote there (before its class changed) is taken back.
+    ours_before = merge(only_foreign)
+    assert ours_before is not None
+    taken_back = merge({**only_foreign, "status": ours_before}, mine=mine)
+    assert taken_back == {"parents": []}
+
+
 # --- The writer, in process ------------------------------------------------------------------
 
 
@@ -496,9 +525,11 @@ def test_a_status_the_crd_refuses_is_reported_and_ours_is_within_bounds(
     assert result is Written.WRITTEN
 
 
-async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
-    api: ApiEmulator,
-) -> None:
+async def write_status_once(
+    api: ApiEmulator, then: Callable[[], None] | None = None
+) -> FleetState | None:
+    """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
+    holder; with `then`, make that change and write again once it is served. What was served."""
     with ApiEmulator() as member:
         secret = {
             "metadata": {
@@ -513,25 +544,6 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
             "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
         }
         api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
-        https = {
-            "name": "https",
-            "port": 443,
-            "protocol": "HTTPS",
-            "hostname": "a.example.com",
-            "tls": {"certificateRefs": [{"name": "missing"}]},
-        }
-        listeners = [
-            {"name": "http", "port": 80, "protocol": "HTTP"},
-            https,
-            # HTTPS on the HTTP port: a protocol conflict.
-            {**https, "name": "clash", "port": 80},
-        ]
-        gateway = {
-            "metadata": {"name": "gw", "namespace": "default", "generation": 3},
-            "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
-        }
-        api.apply(GATEWAYS, gateway)
-        api.apply(HTTP_ROUTES, ROUTE_OBJECT)
         aggregator = Aggregator(
             on_state=lambda _: None,
             on_crash=lambda _: None,
@@ -551,9 +563,40 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
             )
             await writer.renew()
             await writer.tick()
+            if then is not None:
+                before = aggregator.state
+                then()
+                await eventually(lambda: aggregator.state != before)
+                await writer.tick()
             await writer.stop()
+            return aggregator.state
         finally:
             await aggregator.stop()
+
+
+async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
+    api: ApiEmulator,
+) -> None:
+    https = {
+        "name": "https",
+        "port": 443,
+        "protocol": "HTTPS",
+        "hostname": "a.example.com",
+        "tls": {"certificateRefs": [{"name": "missing"}]},
+    }
+    listeners = [
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        https,
+        # HTTPS on the HTTP port: a protocol conflict.
+        {**https, "name": "clash", "port": 80},
+    ]
+    gateway = {
+        "metadata": {"name": "gw", "namespace": "default", "generation": 3},
+        "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+    }
+    api.apply(GATEWAYS, gateway)
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    await write_status_once(api)
     written = api.get(GATEWAYS, "gw")
     assert written is not None
     found = {
@@ -594,3 +637,59 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
     }
     kinds = [k["kind"] for k in written["status"]["listeners"][0]["supportedKinds"]]
     assert kinds == ["HTTPRoute", "GRPCRoute"]
+
+
+async def test_another_controllers_gateway_and_its_routes_are_left_alone(api: ApiEmulator) -> None:
+    ours = {"name": "http", "port": 80, "protocol": "HTTP"}
+    api.apply(
+        GATEWAYS,
+        {"metadata": {"name": "gw"}, "spec": {"gatewayClassName": "xdsfleet", "listeners": [ours]}},
+    )
+    # Istio's, with what xdsfleet would refuse on its own: a TCP listener, an unknown field.
+    tcp = {"name": "db", "port": 5432, "protocol": "TCP"}
+    foreign = {"gatewayClassName": "istio", "listeners": [tcp], "infrastructure": {}}
+    api.apply(GATEWAYS, {"metadata": {"name": "mesh"}, "spec": foreign})
+    both = {"parentRefs": [{"name": "gw"}, {"name": "mesh"}], "rules": []}
+    api.apply(HTTP_ROUTES, {"metadata": {"name": "shop"}, "spec": both})
+    only_foreign = {"parentRefs": [{"name": "mesh"}], "rules": []}
+    api.apply(HTTP_ROUTES, {"metadata": {"name": "mesh-only"}, "spec": only_foreign})
+    state = await write_status_once(api)
+    assert state is not None
+    assert [g.name for g in state.gateways] == ["gw"]
+    assert state.foreign_gateways == (("default", "mesh"),)
+    gw, mesh = api.get(GATEWAYS, "gw"), api.get(GATEWAYS, "mesh")
+    assert gw is not None
+    assert mesh is not None
+    assert [x["name"] for x in gw["status"]["listeners"]] == ["http"]
+    assert "status" not in mesh
+    shop, mesh_only = api.get(HTTP_ROUTES, "shop"), api.get(HTTP_ROUTES, "mesh-only")
+    assert shop is not None
+    assert mesh_only is not None
+    [parent] = shop["status"]["parents"]
+    assert parent["parentRef"]["name"] == "gw"
+    assert "status" not in mesh_only
+
+
+async def test_a_gateway_that_changes_class_loses_our_route_status(api: ApiEmulator) -> None:
+    listeners = [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    gateway: dict[str, Any] = {
+        "metadata": {"name": "gw"},
+        "spec": {"gatewayClassName": "xdsfleet", "listeners": listeners},
+    }
+    api.apply(GATEWAYS, gateway)
+    api.apply(HTTP_ROUTES, ROUTE_OBJECT)
+    first: list[Any] = []
+
+    def to_istio() -> None:
+        route = api.get(HTTP_ROUTES, "shop")
+        assert route is not None
+        first.extend(route["status"]["parents"])
+        api.apply(GATEWAYS, {**gateway, "spec": {**gateway["spec"], "gatewayClassName": "istio"}})
+
+    state = await write_status_once(api, then=to_istio)
+    assert state is not None
+    assert state.foreign_gateways == (("default", "gw"),)
+    assert [p["parentRef"]["name"] for p in first] == ["gw"]  # ours, before
+    route = api.get(HTTP_ROUTES, "shop")
+    assert route is not None
+    assert route["status"]["parents"] == []  # taken back: Istio's to write now

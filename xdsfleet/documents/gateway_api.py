@@ -34,6 +34,7 @@ from xdsfleet.documents.reading import (
     flag_repeats,
     metadata,
 )
+from xdsfleet.model.attachment import GATEWAY_CLASS
 from xdsfleet.model.fleet import (
     CORS,
     SERVED_PROTOCOLS,
@@ -181,6 +182,18 @@ def _allowed_routes(entry: Map) -> AllowedRoutes:
             item.problem("kind", f"HTTP and HTTPS listeners take {supported}; got {kind.kind!r}")
         kinds.append(kind)
     return AllowedRoutes(namespaces, selector, tuple(kinds))
+
+
+def foreign_gateway(doc: Map) -> tuple[str, str] | None:
+    """(namespace, name) when the Gateway's class is not ours. Asked before `gateway`: another
+    controller's Gateway is left alone before its spec is checked, so that what we do not
+    support there never refuses anything of ours."""
+    spec = doc.value("spec")
+    class_name = spec.get("gatewayClassName") if isinstance(spec, dict) else None
+    if not isinstance(class_name, str) or class_name == GATEWAY_CLASS:
+        return None
+    namespace, name, _ = metadata(doc, DNS_SUBDOMAIN, namespaced=True)
+    return namespace, name
 
 
 def gateway(doc: Map) -> Gateway:

@@ -121,6 +121,7 @@ class FileContents:
     secrets: tuple[TLSSecret, ...] = ()
     reference_grants: tuple[ReferenceGrant, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    foreign_gateways: tuple[tuple[str, str], ...] = ()  # of another class: skipped
 
 
 # --- Kinds -----------------------------------------------------------------------------------
@@ -484,6 +485,7 @@ class _Found:
     secrets: list[TLSSecret] = field(default_factory=list)
     reference_grants: list[ReferenceGrant] = field(default_factory=list)
     namespaces: list[Namespace] = field(default_factory=list)
+    foreign_gateways: list[tuple[str, str]] = field(default_factory=list)
 
     def contents(self) -> FileContents:
         return FileContents(
@@ -499,6 +501,7 @@ class _Found:
             secrets=tuple(self.secrets),
             reference_grants=tuple(self.reference_grants),
             namespaces=tuple(self.namespaces),
+            foreign_gateways=tuple(self.foreign_gateways),
         )
 
 
@@ -552,7 +555,10 @@ def _parse_document(
         case "Node":
             found.nodes.append(_node(doc, kind))
         case "Gateway":
-            found.gateways.append(gateway_api.gateway(doc))
+            if (foreign := gateway_api.foreign_gateway(doc)) is not None:
+                found.foreign_gateways.append(foreign)
+            else:
+                found.gateways.append(gateway_api.gateway(doc))
         case "HTTPRoute":
             found.http_routes.append(gateway_api.http_route(doc))
         case "GRPCRoute":
@@ -725,6 +731,7 @@ def assemble(files: FleetFiles) -> tuple[LoadedFleet, list[Problem]]:
         secrets=_in_order(secrets),
         reference_grants=_in_order(grants),
         namespaces=_in_order(namespaces),
+        foreign_gateways=tuple(sorted({k for c in level.values() for k in c.foreign_gateways})),
         identities=files.fleet.identities,
     )
     return LoadedFleet(state, origins), problems

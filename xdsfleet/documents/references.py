@@ -183,7 +183,10 @@ def _check_route(
     labels: Labels,
 ) -> None:
     label = object_label(kind, route.namespace, route.name)
+    foreign = set(state.foreign_gateways)
     for i, parent in enumerate(route.parent_refs):
+        if (parent.namespace, parent.name) in foreign:
+            continue  # another controller's Gateway: its controller says what is wrong
         if message := _parent_problem(parent, gateways, kind, route, labels):
             report.add(label, f"spec.parentRefs[{i}]", message)
     rules: Sequence[RouteRule | GRPCRouteRule] = route.rules

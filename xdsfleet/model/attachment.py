@@ -24,6 +24,11 @@ from xdsfleet.model.fleet import (
 )
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+# The GatewayClass xdsfleet serves. Gateway API gives each Gateway to the controller its class
+# names; without this, xdsfleet would program (and refuse the features of) the Gateways of
+# another controller sharing the cluster
+# (docs/fleet.md, "Gateway (`gateway.networking.k8s.io/v1`)").
+GATEWAY_CLASS = "xdsfleet"
 MCS_GROUP = "multicluster.x-k8s.io"
 # (group, kind) of the backends a route may send to: a Service, or the same service across
 # every exporting member (docs/architecture.md, "Fleet documents").

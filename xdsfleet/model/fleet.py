@@ -519,6 +519,9 @@ class FleetState:
     ramps: tuple[Ramp, ...] = ()
     reference_grants: tuple[ReferenceGrant, ...] = ()
     namespaces: tuple[Namespace, ...] = ()
+    # (namespace, name) of the Gateways of another controller's class, sorted: neither served
+    # nor reported on, and route parentRefs to them are that controller's business.
+    foreign_gateways: tuple[tuple[str, str], ...] = ()
 
     # Who may claim which node profile (the Fleet's spec.identities); translation ignores it.
     identities: tuple[IdentityRule, ...] = ()

@@ -297,6 +297,7 @@ class Aggregator:
                 "ReferenceGrant", base.reference_grants, objects.reference_grants
             ),
             namespaces=self._merge("Namespace", base.namespaces, objects.namespaces),
+            foreign_gateways=tuple(sorted({*base.foreign_gateways, *objects.foreign_gateways})),
             identities=base.identities,
         )
         if state == self.state:

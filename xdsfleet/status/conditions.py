@@ -18,7 +18,7 @@ other controllers are kept; an unchanged status is reported as None, so nothing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -296,6 +296,19 @@ def parent_refs(route: JsonObject) -> list[JsonObject]:
     ]
 
 
+def our_parent(foreign: Collection[tuple[str, str]]) -> Callable[[JsonObject], bool]:
+    """Whether a parentRef (as `parent_refs` spells it) is ours to report on: Gateway API leaves
+    the routes of a Gateway to the controller of its class, so a parentRef to a `foreign`
+    Gateway (namespace, name) gets no status from us. A Gateway that does not exist anywhere
+    stays ours: NoMatchingParent is what tells of the typo."""
+
+    def mine(ref: JsonObject) -> bool:
+        gateway = (ref["group"], ref["kind"]) == (GATEWAY_GROUP, "Gateway")
+        return not gateway or (ref["namespace"], ref["name"]) not in foreign
+
+    return mine
+
+
 def target_refs(policy: JsonObject) -> list[JsonObject]:
     """The policy's targetRefs as ancestor references."""
     namespace = policy["metadata"].get("namespace", "default")
@@ -335,10 +348,11 @@ def merged_status(
     ref_key: str,
     verdict: Verdict,
     now: datetime | None = None,
+    mine: Callable[[JsonObject], bool] | None = None,
 ) -> JsonObject | None:
     """`obj`'s status with our entries of `field` (`parents` or `ancestors`) replaced: one per
-    reference in `refs`, under `ref_key` (`parentRef`, `ancestorRef`). None when that changes
-    nothing."""
+    reference in `refs` that is `mine` (default: all), under `ref_key` (`parentRef`,
+    `ancestorRef`). None when that changes nothing."""
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     status = dict(obj.get("status") or {})
     entries = [e for e in status.get(field) or [] if isinstance(e, dict)]
@@ -346,6 +360,8 @@ def merged_status(
     ours = {repr(e.get(ref_key)): e for e in entries if e.get("controllerName") == CONTROLLER}
     written = []
     for i, ref in enumerate(refs):
+        if mine is not None and not mine(ref):
+            continue
         conditions = verdict.conditions[min(i, len(verdict.conditions) - 1)]
         old = ours.get(repr(ref), {}).get("conditions") or []
         written.append(
@@ -355,6 +371,8 @@ def merged_status(
                 "conditions": [_condition(c, verdict.generation, old, stamp) for c in conditions],
             }
         )
+    if not written and not ours:
+        return None  # nothing of ours to say, nor to take back
     new = {**status, field: others + written}
     return None if new == status else new
 

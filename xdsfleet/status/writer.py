@@ -46,6 +46,7 @@ from xdsfleet.status.conditions import (
     gateway_verdict,
     holdings,
     merged_status,
+    our_parent,
     parent_refs,
     policy_affects,
     policy_verdict,
@@ -148,9 +149,12 @@ class StatusWriter:
             self._snapshot_of,
         )
         await self._write_gateways(fleet, state, streams)
+        mine = our_parent(frozenset(state.foreign_gateways))
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
             key = self._key(fleet, resource, namespace, name)
-            if self._written.get(key) == verdict:
+            # A Gateway changing class changes which parents are ours, maybe not the verdict.
+            written = (verdict, state.foreign_gateways)
+            if self._written.get(key) == written:
                 continue
             if not self._holding(fleet):
                 return  # the renew deadline passed while writing: another replica may lead
@@ -160,10 +164,10 @@ class StatusWriter:
                 resource,
                 namespace=namespace,
                 name=name,
-                merge=functools.partial(self._merge, field=field, verdict=verdict),
+                merge=functools.partial(self._merge, field=field, verdict=verdict, mine=mine),
             )
             if result in (Written.WRITTEN, Written.UNCHANGED):
-                self._written[key] = verdict
+                self._written[key] = written
             if result is Written.WRITTEN:
                 log.info("status_written", object=f"{resource.kind} {namespace}/{name}")
 
@@ -241,10 +245,13 @@ class StatusWriter:
         return self._elector
 
     @staticmethod
-    def _merge(obj: JsonObject, field: str, verdict: Verdict) -> JsonObject | None:
+    def _merge(
+        obj: JsonObject, field: str, verdict: Verdict, mine: Callable[[JsonObject], bool]
+    ) -> JsonObject | None:
         if field == "parents":
+            refs = parent_refs(obj)
             return merged_status(
-                obj, field=field, refs=parent_refs(obj), ref_key="parentRef", verdict=verdict
+                obj, field=field, refs=refs, ref_key="parentRef", verdict=verdict, mine=mine
             )
         return merged_status(
             obj, field=field, refs=target_refs(obj), ref_key="ancestorRef", verdict=verdict

@@ -62,6 +62,7 @@ class FleetObjects:
     namespaces: tuple[Namespace, ...] = ()
     secrets: tuple[MemberSecret, ...] = ()  # sorted by name
     tls_secrets: tuple[TLSSecret, ...] = ()
+    foreign_gateways: tuple[tuple[str, str], ...] = ()  # of another controller's class
     stale: bool = False
 
 
@@ -158,6 +159,13 @@ class FleetCluster:
             return ()
         return tuple(mirror.objects[key] for key in sorted(mirror.objects))
 
+    def _foreign_gateways(self) -> tuple[tuple[str, str], ...]:
+        """Gateways listed but left out, neither parsed nor refused: of another class."""
+        mirror = self._group.mirrors.get(resources.GATEWAYS)
+        if mirror is None:
+            return ()
+        return tuple(sorted(mirror.uids.keys() - mirror.objects.keys() - mirror.refused.keys()))
+
     def _update(self, _: set[ApiResource]) -> None:
         if not self._group.answered:
             return
@@ -173,6 +181,7 @@ class FleetCluster:
             namespaces=self._sorted(resources.NAMESPACES),
             secrets=self._sorted(resources.SECRETS),
             tls_secrets=self._sorted(resources.TLS_SECRETS),
+            foreign_gateways=self._foreign_gateways(),
             stale=bool(self._group.failures),
         )
         if objects.stale != self.objects.stale:

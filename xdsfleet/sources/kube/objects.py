@@ -202,7 +202,10 @@ def parse_object(resource: ApiResource, obj: JsonObject, origin: str) -> ModelOb
         return None
     projected = {"apiVersion": resource.api_version, "kind": resource.kind, **projected}
     contents = parse_documents([projected], origin, _PLACES.get(resource, Place.ROUTES))
-    [parsed] = _PICKS[resource](contents)
+    picked = _PICKS[resource](contents)
+    if not picked:
+        return None  # another controller's Gateway
+    [parsed] = picked
     if isinstance(parsed, TLSSecret) and (problems := rejected_problems(parsed, origin)):
         # Envoy would reject it (and with it every listener waiting for it): its last good
         # version keeps serving instead.

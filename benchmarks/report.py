@@ -33,6 +33,25 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f}"
 
 
+LATENCY_COLUMNS = ("run", "stream p50", "stream p99", "last ACK p50", "last ACK p99")
+
+
+def latency_rows(
+    runs: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+) -> tuple[list[tuple[str, ...]], dict[str, float]]:
+    """One `LATENCY_COLUMNS` row per named run (its per-stream ACK latencies and its per-change
+    last ACKs), and each run's stream p99, for the measures that compare a run with a
+    misbehaving client against one without."""
+    rows: list[tuple[str, ...]] = []
+    p99 = {}
+    for name, acks, last in runs:
+        p99[name] = rank(acks, 0.99)
+        rows.append(
+            (name, ms(rank(acks, 0.50)), ms(p99[name]), ms(rank(last, 0.50)), ms(rank(last, 0.99)))
+        )
+    return rows, p99
+
+
 def mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 

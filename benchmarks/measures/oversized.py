@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks import plan, run, targets
-from benchmarks.report import Section, Verdict, ms, rank
+from benchmarks.report import LATENCY_COLUMNS, Section, Verdict, latency_rows, ms
 
 TARGET_SHIFT = 0.20
 
@@ -32,24 +32,17 @@ async def measure(options: Options) -> Section:
         [run.Clients(others), run.Clients(others, oversized=1)],
         options.changes,
     )
-    rows = []
-    p99 = {}
-    for name, measured in (("without", without), ("with one oversized", with_oversized)):
-        p99[name] = rank(measured.acks, 0.99)
-        rows.append(
-            (
-                name,
-                ms(rank(measured.acks, 0.50)),
-                ms(p99[name]),
-                ms(rank(measured.last, 0.50)),
-                ms(rank(measured.last, 0.99)),
-            )
-        )
+    rows, p99 = latency_rows(
+        [
+            ("without", without.acks, without.last),
+            ("with one oversized", with_oversized.acks, with_oversized.last),
+        ]
+    )
     shift = p99["with one oversized"] / p99["without"] - 1
     return Section(
         measure="oversized",
         title=(f"One oversized client among {options.clients:,}: the other {others:,} streams, ms"),
-        columns=("run", "stream p50", "stream p99", "last ACK p50", "last ACK p99"),
+        columns=LATENCY_COLUMNS,
         rows=rows,
         notes=(
             "The oversized client asks for 100,000 unknown clusters on a new stream every 1.4 s.",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks import plan, run, targets
-from benchmarks.report import Section, Verdict, ms, rank
+from benchmarks.report import LATENCY_COLUMNS, Section, Verdict, latency_rows, ms
 from benchmarks.targets import Target
 
 TARGET_SHIFT = 0.20
@@ -79,24 +79,17 @@ async def measure(options: Options) -> Section:
         ready=blocked.ready,
         inspect=blocked.inspect,
     )
-    rows = []
-    p99 = {}
-    for name, measured in (("without", without), ("with one stalled", with_stall)):
-        p99[name] = rank(measured.acks, 0.99)
-        rows.append(
-            (
-                name,
-                ms(rank(measured.acks, 0.50)),
-                ms(p99[name]),
-                ms(rank(measured.last, 0.50)),
-                ms(rank(measured.last, 0.99)),
-            )
-        )
+    rows, p99 = latency_rows(
+        [
+            ("without", without.acks, without.last),
+            ("with one stalled", with_stall.acks, with_stall.last),
+        ]
+    )
     shift = p99["with one stalled"] / p99["without"] - 1
     return Section(
         measure="stall",
         title=f"One stalled stream among {options.clients:,}: the other {others:,} streams, ms",
-        columns=("run", "stream p50", "stream p99", "last ACK p50", "last ACK p99"),
+        columns=LATENCY_COLUMNS,
         rows=rows,
         notes=(
             f"The stalled stream was {blocked.how or 'stalled'} before the first change, and at"

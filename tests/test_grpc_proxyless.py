@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,11 @@ def who_server(member: str, address: str, port: int) -> grpc.Server:
     def ask(_request: bytes, _context: Any) -> bytes:
         return member.encode()
 
+    return ask_server(ask, address, port)
+
+
+def ask_server(ask: Callable[[bytes, Any], bytes], address: str, port: int) -> grpc.Server:
+    """A started gRPC backend serving `xdsfleet.test.Who/Ask` with `ask`."""
     handler = grpc.method_handlers_generic_handler(
         "xdsfleet.test.Who", {"Ask": grpc.unary_unary_rpc_method_handler(ask)}
     )

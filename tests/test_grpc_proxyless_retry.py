@@ -14,14 +14,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
-from test_grpc_proxyless import who_server
+from test_grpc_proxyless import ask_server, who_server
 
 from harness.local import Server, free_port
 from xdsfleet.model.node import NodeProfile, Role
@@ -43,16 +42,7 @@ def unavailable_server(address: str, port: int) -> grpc.Server:
         context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
         return b""
 
-    handler = grpc.method_handlers_generic_handler(
-        "xdsfleet.test.Who", {"Ask": grpc.unary_unary_rpc_method_handler(ask)}
-    )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)]
-    )
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{address}:{port}")
-    server.start()
-    return server
+    return ask_server(ask, address, port)
 
 
 @pytest.fixture

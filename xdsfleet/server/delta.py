@@ -89,6 +89,11 @@ class DeltaStream:
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
 
+    def subscribed(self, type_url: str) -> int:
+        """How many names the client asks for of the type (a wildcard counts none)."""
+        state = self._types.get(type_url)
+        return 0 if state is None else len(state.names)
+
     # Requests
 
     def on_request(self, request: Any) -> RequestResult:

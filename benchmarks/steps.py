@@ -9,9 +9,13 @@ generated fleet, then measures:
 - memory per stream once synced (tracemalloc: what the machines allocated, divided by N; the
   snapshot is shared and not counted), and the objects per stream the cyclic collector tracks;
 - CPU per stream for a member lost and then restored (every assignment changes): the machine's
-  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK.
+  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK;
+- a full collector pass with every stream synced, and again midway through a member loss's
+  fan-out (every stream sent its response and not answered yet): what the per-stream state
+  costs each gen-2 pass of the server's collector.
 
-Collector passes are switched off while timing, so the figures are the steps' own cost.
+Collector passes are switched off while timing the steps, so those are the steps' own cost;
+every figure is the thread's CPU time, so a busy machine does not inflate it.
 """
 
 from __future__ import annotations
@@ -80,15 +84,12 @@ def _sync(client: _Client, snapshot: Snapshot) -> None:
             client.machine.on_request(client.request(type_url, _names(snapshot, type_url)))
             client.asked.add(type_url)
     while responses := client.machine.next_responses(snapshot):
-        for response in responses:
-            _ack(client, snapshot, response)
+        for r in responses:
+            _ack(client, snapshot, r.type_url, r.nonce, r.version)
 
 
-def _ack(client: _Client, snapshot: Snapshot, response: Response) -> None:
-    names = _names(snapshot, response.type_url)
-    client.machine.on_request(
-        client.request(response.type_url, names, response.nonce, response.version)
-    )
+def _ack(client: _Client, snapshot: Snapshot, type_url: str, nonce: str, version: str) -> None:
+    client.machine.on_request(client.request(type_url, _names(snapshot, type_url), nonce, version))
 
 
 @dataclass
@@ -97,24 +98,44 @@ class _Timings:
     join: list[float]
     ack: list[float]
     sent_bytes: int = 0
+    collect_midway: float = 0.0
+
+
+def _collect() -> float:
+    """Seconds of a full collector pass (what is frozen is not looked at)."""
+    gc.enable()
+    t0 = time.thread_time()
+    gc.collect()
+    elapsed = time.thread_time() - t0
+    gc.disable()
+    return elapsed
 
 
 def _change(clients: list[_Client], snapshot: Snapshot) -> _Timings:
+    """Every stream is sent the change, then (a collector pass midway) every stream ACKs it."""
     out = _Timings([], [], [])
+    sent = []
     for client in clients:
         to_bytes: Callable[[Response], bytes] = _delta_bytes if client.delta else _sotw_bytes
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         responses = client.machine.next_responses(snapshot)
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         data = [to_bytes(r) for r in responses]
-        t2 = time.perf_counter()
-        for response in responses:
-            _ack(client, snapshot, response)
-        t3 = time.perf_counter()
+        t2 = time.thread_time()
         out.step.append(t1 - t0)
         out.join.append(t2 - t1)
-        out.ack.append(t3 - t2)
         out.sent_bytes = max(out.sent_bytes, sum(map(len, data)))
+        # As the server's writer: only what the ACK needs is kept once the bytes are written.
+        sent.append([(r.type_url, r.nonce, r.version) for r in responses])
+    # The server's frequent young-generation passes untrack tuples of strings (the names a
+    # response awaiting its answer keeps) soon after they are made; one such pass first.
+    gc.collect(0)
+    out.collect_midway = _collect()
+    for client, answered in zip(clients, sent, strict=True):
+        t0 = time.thread_time()
+        for type_url, nonce, version in answered:
+            _ack(client, snapshot, type_url, nonce, version)
+        out.ack.append(time.thread_time() - t0)
     return out
 
 
@@ -159,16 +180,21 @@ def main() -> None:
         objects = (len(gc.get_objects()) - tracked) / args.streams
         gc.disable()
         try:
+            synced = _collect()
             loss = _change(clients, lost)
             back = _change(clients, restored)
         finally:
             gc.enable()
             gc.unfreeze()
-        print(f"{name:5}: {per_stream:7.1f} KiB/stream, {objects:7.1f} tracked objects/stream")
+        print(
+            f"{name:5}: {per_stream:7.1f} KiB/stream, {objects:7.1f} tracked objects/stream;"
+            f" full collection {synced * 1e3:.1f} ms synced"
+        )
         for label, t in (("lost", loss), ("restored", back)):
             print(
                 f"  member {label:8} ({t.sent_bytes / 1e6:.1f} MB): step {_ms(t.step)};"
-                f" join {_ms(t.join)}; ack {_ms(t.ack)}"
+                f" join {_ms(t.join)}; ack {_ms(t.ack)};"
+                f" full collection midway {t.collect_midway * 1e3:.1f} ms"
             )
 
 

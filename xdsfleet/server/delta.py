@@ -31,6 +31,7 @@ from xdsfleet.server.protocol import (
     Warming,
     clusters_ready,
     free_to_send,
+    in_order,
     shared_names,
 )
 
@@ -122,7 +123,27 @@ class DeltaStream:
         if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
         held, rejected, uses = state.held, state.rejected, state.uses
-        for res in sent.resources:
+        if not (rejected or uses or pending.uses or state.unknown_uses) and (
+            state.wildcard or state.names.issuperset(sent.names)
+        ):
+            held.put_all(sent.resources)  # the common case, in one pass
+        else:
+            self._accept_each(state, pending)
+        for name in sent.removed:
+            held.drop(name)
+            state.uses.pop(name, None)
+            state.rejected.pop(name, None)
+            state.unknown_uses.discard(name)
+            if type_url == typeurls.CLUSTER:
+                # Its assignment may go now (not before: the client may refuse to let it go).
+                self._eds_of.pop(name, None)
+        held.rebase(sent.source)
+        return RequestResult(Outcome.ACK, type_url, sent.version)
+
+    @staticmethod
+    def _accept_each(state: _TypeState, pending: Pending) -> None:
+        held, rejected, uses = state.held, state.rejected, state.uses
+        for res in pending.sent.resources:
             if rejected and rejected.get(res.name) != res.version:
                 rejected.pop(res.name, None)
             if state.unknown_uses:
@@ -135,16 +156,6 @@ class DeltaStream:
                     uses[res.name] = used
                 elif uses:
                     uses.pop(res.name, None)
-        for name in sent.removed:
-            held.drop(name)
-            state.uses.pop(name, None)
-            state.rejected.pop(name, None)
-            state.unknown_uses.discard(name)
-            if type_url == typeurls.CLUSTER:
-                # Its assignment may go now (not before: the client may refuse to let it go).
-                self._eds_of.pop(name, None)
-        held.rebase(sent.source)
-        return RequestResult(Outcome.ACK, type_url, sent.version)
 
     def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
         subscribe = request.resource_names_subscribe
@@ -243,10 +254,22 @@ class DeltaStream:
         changed: list[Encoded] = []
         removed: list[str] = []
         retried: list[str] = []
+        order = in_order(candidates, available)
+        found = [available.get(name) for name in order]
+        if not (state.forced or state.rejected or uses) and None not in found:
+            # Nothing forced or refused, nothing waits on clusters, every name is there: what
+            # differs from what the client holds is all there is to send (a member lost: every
+            # assignment, in one pass).
+            state.deferred = set()
+            names, wildcard = state.names, state.wildcard
+            present = [r for r in found if r is not None and (wildcard or r.name in names)]
+            changed = state.held.differing(present)
+            if not (changed or state.answer_first):
+                return None
+            return self._commit(type_url, state, snapshot, changed, [])
         deferred = set()
         in_use: Container[str] | None = None
-        for name in sorted(candidates):
-            res = available.get(name)
+        for name, res in zip(order, found, strict=True):
             if res is None:
                 # Rule 17: held by the client and gone, or subscribed and never there (said
                 # once, at once).

@@ -146,10 +146,13 @@ class Held:
         return len(self) > 0
 
     def items(self) -> Iterator[tuple[str, Encoded]]:
-        for name in self:
-            found = self.get(name)
-            assert found is not None
-            yield name, found
+        diff = self._diff
+        for name, res in self._base.items():
+            if name not in diff:
+                yield name, res
+        for name, found in diff.items():
+            if found is not None:
+                yield name, found
 
     def names(self) -> set[str]:
         return set(self)
@@ -160,6 +163,33 @@ class Held:
             self._diff.pop(name, None)
         else:
             self._diff[name] = res
+
+    def put_all(self, resources: Iterable[Encoded]) -> None:
+        """`put` of each: the ACK of a large response, in one pass."""
+        base, diff = self._base, self._diff
+        for res in resources:
+            found = base.get(res.name)
+            if found is not None and found.version == res.version:
+                if diff:
+                    diff.pop(res.name, None)
+            else:
+                diff[res.name] = res
+
+    def differing(self, resources: list[Encoded]) -> list[Encoded]:
+        """Those of `resources` the client does not hold at their version, in order."""
+        base, diff = self._base, self._diff
+        if not diff:
+            return [
+                r
+                for r in resources
+                if (h := base.get(r.name)) is not r and (h is None or h.version != r.version)
+            ]
+        return [
+            r
+            for r in resources
+            if (h := diff[r.name] if r.name in diff else base.get(r.name)) is not r
+            and (h is None or h.version != r.version)
+        ]
 
     def drop(self, name: str) -> None:
         if name in self._base:
@@ -211,25 +241,17 @@ class Held:
 _SLACK = 8
 
 
-class _Versions(Mapping[str, str]):
-    """A read-only view of a `Held`: name -> version."""
-
-    __slots__ = ("_held",)
-
-    def __init__(self, held: Held) -> None:
-        self._held = held
-
-    def __getitem__(self, name: str) -> str:
-        found = self._held.version(name)
-        if found is None:
-            raise KeyError(name)
-        return found
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._held)
-
-    def __len__(self) -> int:
-        return len(self._held)
+def in_order(names: Collection[str], available: Mapping[str, Encoded]) -> list[str]:
+    """`names`, sorted. A snapshot's maps are built in name order, so when `names` are most of
+    one (a member lost changes every assignment), walking the map gives them (nearly) in order,
+    and sorting what is already in order is linear."""
+    if len(names) * 4 < len(available):
+        return sorted(names)
+    ordered = [n for n in available if n in names]
+    if len(ordered) < len(names):
+        ordered += [n for n in names if n not in available]
+    ordered.sort()
+    return ordered
 
 
 # Name sets that streams ask for, shared: the streams of one profile ask for the same names.
@@ -278,9 +300,10 @@ class TypeStatus:
         return self.sent_version == self.acked_version
 
     @property
-    def held(self) -> Mapping[str, str]:
-        """Per resource, the version the client accepted."""
-        return _Versions(self.holding)
+    def held(self) -> dict[str, str]:
+        """Per resource, the version the client accepted: made when asked (status pages, the
+        Gateway status writer), from the machine's own record."""
+        return {name: res.version for name, res in self.holding.items()}
 
     def resume(self) -> None:
         """A reconnecting client said what it holds."""

@@ -33,6 +33,7 @@ from xdsfleet.server.protocol import (
     Warming,
     clusters_ready,
     free_to_send,
+    in_order,
     shared_names,
 )
 
@@ -138,6 +139,12 @@ class SotwStream:
             state.rejected_set = None
             return
         held, rejected, uses = state.held, state.rejected, state.uses
+        if not (rejected or uses or pending.uses) and (
+            state.wildcard or state.names.issuperset(sent.names)
+        ):
+            held.put_all(sent.resources)  # the common case, in one pass
+            held.rebase(sent.source)
+            return
         for res in sent.resources:
             if rejected and rejected.get(res.name) != res.version:
                 rejected.pop(res.name, None)
@@ -162,7 +169,7 @@ class SotwStream:
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
         requested = shared_names(resource_names)
-        if requested == state.last_request:
+        if requested is state.last_request or requested == state.last_request:
             return  # an ACK of an unchanged subscription: most requests are
         state.last_request = requested
         state.recheck = True
@@ -219,10 +226,23 @@ class SotwStream:
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
             wanted = {n for n in changes | state.forced | state.deferred if n in wanted}
+        order = in_order(wanted, available)
+        found = [available.get(name) for name in order]
+        if not (state.forced or state.rejected or snapshot.uses.get(type_url)) and (
+            None not in found
+        ):
+            # Nothing forced or refused, nothing waits on clusters, every name is there: what
+            # differs from what the client holds is all there is to send (a member lost: every
+            # assignment, in one pass).
+            state.deferred = set()
+            present = [r for r in found if r is not None]
+            changed = state.held.differing(present)
+            if not changed:
+                return None
+            return _Plan(type_url, snapshot.versions.get(type_url, ""), tuple(changed))
         deferred = set()
         resources = []
-        for name in sorted(wanted):
-            res = available.get(name)
+        for name, res in zip(order, found, strict=True):
             if res is None:
                 if type_url != typeurls.ENDPOINT or name in state.held:
                     # Known before and gone now: its cluster is on its way out.

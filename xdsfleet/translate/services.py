@@ -37,7 +37,7 @@ HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
 # `ipFamilies` (a file), IPv4 is preferred.
 _IP_ADDRESS_TYPES = ("IPv4", "IPv6")
 # What an upstream cluster carries.
-_SERVED_PROTOCOL = "TCP"
+SERVED_PROTOCOL = "TCP"
 
 
 class ServicePortKey(NamedTuple):
@@ -172,7 +172,7 @@ def _service_ports(
     served = [s for s in own_slices if s.address_type == family]
     contributions = []
     for service_port in service.ports:
-        if service_port.protocol != _SERVED_PROTOCOL:
+        if service_port.protocol != SERVED_PROTOCOL:
             continue
         key = ServicePortKey(service.namespace, service.name, service_port.port)
         contribution = _member_port(member_state.member, service_port, served)

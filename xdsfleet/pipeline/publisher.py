@@ -33,7 +33,13 @@ import structlog
 
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.resources import Encoder
-from xdsfleet.cache.snapshot import InconsistentSnapshot, Snapshot, build_snapshot, patch_snapshot
+from xdsfleet.cache.snapshot import (
+    InconsistentSnapshot,
+    Siblings,
+    Snapshot,
+    build_snapshot,
+    patch_snapshot,
+)
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, locality_warning
 from xdsfleet.telemetry import metrics
@@ -42,6 +48,7 @@ from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
 from xdsfleet.translate.snapshot import (
+    DestinationTable,
     Resources,
     by_port,
     plan,
@@ -75,14 +82,20 @@ class Publisher:
     def __init__(self, state: FleetState) -> None:
         self.state = state
         self._index = service_index(state)
-        self._encoder = Encoder()
         # This publisher's translation memos: nothing else shares them.
         self._memo = Memo()
+        with self._memo.active():
+            self._table = DestinationTable(state, self._index)
+        # What the profiles' snapshots of `state` share (`cache.snapshot.Siblings`).
+        self._siblings = Siblings()
+        self._encoder = Encoder()
         # Per profile whose cached snapshot was made from `self.state`: the clusters each
         # service port gave it. A profile missing here is translated in full.
         self._destinations: dict[NodeProfile, Destinations] = {}
         # Resources patched since the last full translation.
         self._patched = 0
+        # Whether the ports the current patch rebuilds changed their clusters too.
+        self._clusters_changed = False
         # The CPU time of the last publish's own work (its slices, not what ran between them).
         self.last_cpu = 0.0
         # Set when a publish raised: what it left half-done (index, destinations) is not
@@ -209,9 +222,17 @@ class Publisher:
         if self._broken:
             self._index = service_index(state)
         else:
+            before = self._index
             ports = self._update_index(previous, state)
             if not only_members_changed(previous, state) or self._patched > self._served():
                 ports = None
+            # A cluster depends on its port's endpoints only through `http2`: when none of the
+            # changed ports turned it, patches rebuild assignments alone.
+            self._clusters_changed = ports is not None and any(
+                before[key].http2 != self._index[key].http2 for key in ports
+            )
+        self._table = DestinationTable(state, self._index)
+        self._siblings = Siblings()
         profiles = self.cache.profiles()
         for gone in self._destinations.keys() - set(profiles):
             del self._destinations[gone]
@@ -251,12 +272,12 @@ class Publisher:
     def _build(self, profile: NodeProfile) -> Steps[Snapshot | None]:
         self._destinations.pop(profile, None)
         # A publish may start while this one is suspended: build from one state throughout.
-        state, index = self.state, self._index
+        state, index, table, siblings = self.state, self._index, self._table, self._siblings
         planned = plan(state, profile, index)
         resources = planned.resources
-        yield from self._translate(resources, state, index, profile, planned.used)
+        yield from self._translate(resources, state, index, table, profile, planned.used)
         try:
-            snapshot = build_snapshot(resources, self._encoder)
+            snapshot = build_snapshot(resources, self._encoder, siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
@@ -273,11 +294,13 @@ class Publisher:
             return (yield from self._build(profile))
         used = [d for key in sorted(ports) for d in destinations.get(key, ())]
         patch: Resources = {}
-        yield from self._translate(patch, self.state, self._index, profile, used)
+        yield from self._translate(
+            patch, self.state, self._index, self._table, profile, used, self._clusters_changed
+        )
         self._patched += sum(len(named) for named in patch.values())
         try:
             # The profile's snapshot as it is now: a stream may have built it meanwhile.
-            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder)
+            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder, self._siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
@@ -289,15 +312,20 @@ class Publisher:
         resources: Resources,
         state: FleetState,
         index: ServiceIndex,
+        table: DestinationTable,
         profile: NodeProfile,
         used: Sequence[Destination],
+        clusters: bool = True,
     ) -> Steps[None]:
-        """Add the clusters and assignments of `used` to `resources`, encoded, a few at a
-        time. The encoder remembers each message, so building the snapshot then only looks
-        them up."""
+        """Add the clusters (unless not `clusters`) and assignments of `used` to `resources`,
+        encoded, a few at a time. The encoder remembers each message, so building the snapshot
+        then only looks them up."""
         for start in range(0, len(used), _STEP):
             chunk = used[start : start + _STEP]
-            for type_url, named in translate_destinations(state, profile, index, chunk).items():
+            translated = translate_destinations(
+                state, profile, index, chunk, table, clusters=clusters
+            )
+            for type_url, named in translated.items():
                 resources.setdefault(type_url, {}).update(named)
                 for name, message in named.items():
                     self._encoder.encode(type_url, name, message)

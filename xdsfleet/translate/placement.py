@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xdsfleet.model.fleet import Member, Ramp
+from xdsfleet.model.fleet import Ramp
 from xdsfleet.model.policy import PolicySpec
-from xdsfleet.translate.localities import LocalityView, tier
+from xdsfleet.translate.localities import LocalityView, Place, tier
 from xdsfleet.translate.memo import memoised_by_identity
 from xdsfleet.translate.services import MemberPort, ServicePortBackends, ServicePortKey
 
@@ -78,19 +78,22 @@ def ramps_by_port(
     return found
 
 
-def member_tier(view: LocalityView, placement: Placement, member: Member, zone: str) -> int:
-    """The tier of `zone` of `member`: explicit tiers by position (members left out come
-    last), else by topology from `view`; pinned members come before all of them."""
-    if placement.tiers:
-        base = next(
-            (i for i, names in enumerate(placement.tiers) if member.name in names),
-            len(placement.tiers),
-        )
+def member_tier(
+    view: LocalityView,
+    tiers: tuple[tuple[str, ...], ...],
+    pinned: tuple[str, ...],
+    place: Place,
+) -> int:
+    """The tier of the locality at `place` under a placement's `tiers` and `pinned`: explicit
+    tiers by position (members left out come last), else by topology from `view`; pinned
+    members come before all of them."""
+    if tiers:
+        base = next((i for i, names in enumerate(tiers) if place.member in names), len(tiers))
     else:
-        base = tier(view, member, zone)
-    if not placement.pinned:
+        base = tier(view, place)
+    if not pinned:
         return base
-    return 0 if member.name in placement.pinned else 1 + base
+    return 0 if place.member in pinned else 1 + base
 
 
 def locality_weights(

@@ -12,6 +12,7 @@ port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it ha
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -198,16 +199,14 @@ def updated_index(
     updated = dict(index)
     rebuilt: set[ServicePortKey] = set()
     contributions = _contributions(state, changed)
-    # The ports each changed service had before: one pass over the keys (not the endpoints).
-    before: dict[tuple[str, str], set[ServicePortKey]] = {name: set() for name in contributions}
-    for key in index:
-        had = before.get((key.namespace, key.service))
-        if had is not None:
-            had.add(key)
+    # The index is sorted: each changed service's previous ports are found by bisection.
+    keys = list(index)
     for name, ports in contributions.items():
-        keys = before[name] | ports.keys()
-        rebuilt |= keys
-        for key in keys:
+        start = bisect.bisect_left(keys, name)
+        end = bisect.bisect_left(keys, (*name, _AFTER_EVERY_PORT), start)
+        keys_of = {*keys[start:end], *ports.keys()}
+        rebuilt |= keys_of
+        for key in keys_of:
             entry = _updated_entry(index.get(key), key, state, changed, ports.get(key, {}))
             if entry is None:
                 updated.pop(key, None)
@@ -218,6 +217,10 @@ def updated_index(
     return IndexUpdate(updated, frozenset(rebuilt))
 
 
+# Greater than any port number: (namespace, service, this) sorts after all of the service's keys.
+_AFTER_EVERY_PORT = 1 << 32
+
+
 def _contributions(
     state: FleetState, changed: Mapping[int, Collection[tuple[str, str]]]
 ) -> dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]]:
@@ -226,15 +229,14 @@ def _contributions(
     found: dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]] = {}
     for position, services in changed.items():
         member_state = state.members[position]
-        exported = set(member_state.exports)
+        exported = _exported(member_state.exports)
+        by_name = _by_name(member_state.services)
+        names = {name for _, name in services}
         slices = _slices_by_service(
-            s for s in member_state.endpoint_slices if (s.namespace, s.service_name) in services
+            s
+            for s in member_state.endpoint_slices
+            if s.service_name in names and (s.namespace, s.service_name) in services
         )
-        by_name = {
-            (s.namespace, s.name): s
-            for s in member_state.services
-            if (s.namespace, s.name) in services
-        }
         for name in services:
             ports = found.setdefault(name, {})
             service = by_name.get(name)
@@ -244,6 +246,18 @@ def _contributions(
                 ):
                     ports.setdefault(key, {})[position] = contribution
     return found
+
+
+@memoised_by_identity
+def _exported(exports: tuple[tuple[str, str], ...]) -> frozenset[tuple[str, str]]:
+    """A member's exports as a set; kept while the member shares the same tuple."""
+    return frozenset(exports)
+
+
+@memoised_by_identity
+def _by_name(services: tuple[Service, ...]) -> dict[tuple[str, str], Service]:
+    """A member's Services by (namespace, name); kept while the member shares the same tuple."""
+    return {(s.namespace, s.name): s for s in services}
 
 
 def _updated_entry(

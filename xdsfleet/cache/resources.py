@@ -95,6 +95,8 @@ class Encoder:
     def __init__(self) -> None:
         self._current: dict[tuple[int, str], tuple[Any, Encoded]] = {}
         self._previous: dict[tuple[int, str], tuple[Any, Encoded]] = {}
+        # How many messages it has encoded (not found): what it added to memory.
+        self.encoded = 0
 
     def encode(self, type_url: str, name: str, message: Any) -> Encoded:
         key = (id(message), name)
@@ -105,6 +107,7 @@ class Encoder:
             return hit[1]
         encoded = encode(type_url, name, message)
         self._current[key] = (message, encoded)
+        self.encoded += 1
         return encoded
 
     def end_generation(self) -> None:

@@ -6,12 +6,18 @@ the changed service ports alone, so the work per state is proportional to the ch
 change translates every watched profile again, through memoised builders and an encoder keyed by
 message identity. Both ways give the same snapshot (tests/test_incremental_publish.py).
 
+Profiles translated from one state share what they have in common: each destination's
+placement, cluster and assignment is built once per role or locality view
+(`translate.snapshot.DestinationTable`), and profiles whose mappings of a type came out the same
+hold one mapping and patch it once (`cache.snapshot.Siblings`): a change costs one assignment per
+locality view, not one per profile.
+
 Memos and encodings are dropped by generation, and only full translations end one: a patch
 must not drop what everything unchanged is made of, or the next full translation (a route
 change, say) would cost a cold start. What patches add meanwhile is bounded: once they have
-patched as many resources as the snapshots hold, the next state is translated in full, which
-ends the generation. Memory then stays within about twice the served set, for one
-full translation per that many patched resources.
+encoded as many new resources as the snapshots hold (shared mappings counted once), the next
+state is translated in full, which ends the generation. Memory then stays within about twice
+the served set, for one full translation per that many patched resources.
 
 A publish is a generator of small steps, so that it never holds the event loop: `serve` runs it
 with `publish_in_slices` (the loop handed back every `SLICE_SECONDS`; a member lost rebuilds
@@ -294,10 +300,11 @@ class Publisher:
             return (yield from self._build(profile))
         used = [d for key in sorted(ports) for d in destinations.get(key, ())]
         patch: Resources = {}
+        encoded = self._encoder.encoded
         yield from self._translate(
             patch, self.state, self._index, self._table, profile, used, self._clusters_changed
         )
-        self._patched += sum(len(named) for named in patch.values())
+        self._patched += self._encoder.encoded - encoded
         try:
             # The profile's snapshot as it is now: a stream may have built it meanwhile.
             snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder, self._siblings)
@@ -339,13 +346,15 @@ class Publisher:
         log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
     def _served(self) -> int:
-        """How many resources the cached snapshots hold: what patches may add to memory before
-        a full translation drops what they replaced."""
-        return sum(
-            len(named)
+        """About how many resources the cached snapshots hold, each mapping that profiles share
+        counted once: what patches may add to memory before a full translation drops what they
+        replaced."""
+        mappings = {
+            id(named): len(named)
             for profile in self.cache.profiles()
             for named in self.cache.get(profile).resources.values()
-        )
+        }
+        return sum(mappings.values())
 
     def _update_index(
         self, previous: FleetState, state: FleetState

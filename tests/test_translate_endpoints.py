@@ -6,6 +6,9 @@ from typing import Any
 
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
@@ -248,7 +251,11 @@ def test_the_field_numbers_joined_are_those_of_the_descriptors() -> None:
         endpoints._ENDPOINTS,
         endpoints._POLICY,
     )
-    assert block["priority"].number == endpoints._PRIORITY
+    assert (block["load_balancing_weight"].number, block["priority"].number) == (
+        endpoints._WEIGHT,
+        endpoints._PRIORITY,
+    )
+    assert wrappers_pb2.UInt32Value.DESCRIPTOR.fields_by_name["value"].number == endpoints._VALUE
     # Joining a block's priority after its bytes keeps field order only while it is the last
     # field set: the fields after it (proximity, metadata, LEDS) are never set.
     assert [f.number for f in block.values() if f.number > endpoints._PRIORITY] == [9, 7, 8, 6]
@@ -268,3 +275,41 @@ def test_a_joined_assignment_is_what_serializing_the_message_gives() -> None:
         joined_bytes_are_deterministic(profile, spread, *FLEET[1:])
     # Priorities 0, 1 and 2 all present: the blocks with a priority carry field 5.
     assert [e.priority for e in assignment(east_node, *FLEET).endpoints] == [0, 1, 2]
+
+
+_zones = st.sampled_from(("east-1a", "east-1b", "west-1a", None))
+_members = st.sampled_from((EAST_A, EAST_B, WEST, Member("heavy", "east", "east-1a", weight=7)))
+_endpoint = st.builds(
+    Endpoint,
+    st.tuples(st.sampled_from(("10.0.0.1", "10.0.0.2", "10.1.0.1", "fd00::1"))),
+    ready=st.booleans(),
+    serving=st.booleans(),
+    terminating=st.booleans(),
+    zone=_zones,
+)
+_views = st.builds(
+    NodeProfile,
+    role=st.just(Role.SIDECAR),
+    member=st.sampled_from((None, "east-a", "west")),
+    region=st.sampled_from(("", "east", "west")),
+    zone=st.sampled_from(("", "east-1a", "west-1a")),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(_members, st.lists(_endpoint, max_size=4), min_size=1, max_size=4),
+    st.lists(_views, min_size=1, max_size=3),
+)
+def test_joined_assignments_are_deterministic_serializations_wherever_the_node_stands(
+    fleet: dict[Member, list[Endpoint]], views: list[NodeProfile]
+) -> None:
+    # Localities are serialized once per member and joined per view with their weight and
+    # priority: whatever the tiers, weights and zones, the bytes must be those of serializing
+    # the message they parse to, with contiguous priorities in the order sent.
+    members = [running(member, *endpoints) for member, endpoints in fleet.items()]
+    for profile in views:
+        joined_bytes_are_deterministic(profile, *members)
+        sent = [e.priority for e in assignment(profile, *members).endpoints]
+        assert sent == sorted(sent)
+        assert sorted(set(sent)) == list(range(len(set(sent))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 from hypothesis import given, settings
@@ -22,7 +22,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.translate import endpoints, translate
+from xdsfleet.translate import endpoints, services, translate
 
 
 def running(member: Member, *endpoints: Endpoint) -> MemberState:
@@ -313,3 +313,58 @@ def test_joined_assignments_are_deterministic_serializations_wherever_the_node_s
         sent = [e.priority for e in assignment(profile, *members).endpoints]
         assert sent == sorted(sent)
         assert sorted(set(sent)) == list(range(len(set(sent))))
+
+
+def reference_locality(
+    member: Member, zone: services.ZoneBackends, weight: int, health_check_port: int | None
+) -> bytes:
+    """A locality built as protobuf messages and serialized: what the hand-serialized blocks
+    must equal, byte for byte."""
+    lb_endpoints = []
+    for backend in zone.backends:
+        endpoint = endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(
+                    address=backend.address, port_value=backend.port
+                )
+            )
+        )
+        if health_check_port is not None:
+            endpoint.health_check_config.port_value = health_check_port
+        status = health_check_pb2.DRAINING if backend.draining else health_check_pb2.HEALTHY
+        lb_endpoints.append(
+            endpoint_components_pb2.LbEndpoint(endpoint=endpoint, health_status=status)
+        )
+    block = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region=member.region, zone=zone.zone, sub_zone=member.name),
+        lb_endpoints=lb_endpoints,
+        load_balancing_weight={"value": weight},
+    )
+    return bytes(block.SerializeToString(deterministic=True))
+
+
+_text = st.text(max_size=140)  # lengths past 127 take a two-byte varint
+_backends = st.builds(
+    services.Backend,
+    st.one_of(st.sampled_from(("10.0.0.1", "fd00::1", "")), _text),
+    st.integers(0, 65535),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.builds(Member, _text, _text, _text),
+    st.builds(services.ZoneBackends, _text, st.lists(_backends, max_size=5).map(tuple)),
+    st.integers(1, 2**32 - 1),
+    st.one_of(st.none(), st.integers(0, 65535)),
+)
+def test_a_hand_serialized_locality_is_what_protobuf_serializes(
+    member: Member, zone: services.ZoneBackends, weight: int, health_check_port: int | None
+) -> None:
+    member_port = services.MemberPort(member, http2=False, zones=(zone,))
+
+    _, [data] = endpoints._member_localities(member_port, health_check_port)
+
+    expected = reference_locality(member, zone, weight, health_check_port)
+    assert data + endpoints._weight(weight) == expected

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 
 def varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]  # tags, and the lengths of most fields here
     out = bytearray()
     while True:
         bits = value & 0x7F
@@ -21,6 +23,9 @@ def varint(value: int) -> bytes:
         else:
             out.append(bits)
             return bytes(out)
+
+
+_SMALL = tuple(bytes((value,)) for value in range(0x80))
 
 
 def length_delimited(field_number: int, payload: bytes) -> bytes:

@@ -87,6 +87,10 @@ class _Done:
 class Publisher:
     def __init__(self, state: FleetState) -> None:
         self.state = state
+        # The fleet as loaded lives until replaced: out of the collector's full passes, as
+        # after every publish (`publish_in_slices`), before deriving its index and snapshots
+        # (~500,000 objects at E = 100,000 that those passes would walk again and again).
+        gc.freeze()
         self._index = service_index(state)
         # This publisher's translation memos: nothing else shares them.
         self._memo = Memo()
@@ -108,6 +112,7 @@ class Publisher:
         # trusted, and the next publish translates everything from scratch.
         self._broken = False
         self.cache = SnapshotCache(self._first_snapshot)
+        gc.freeze()  # and so does its index
 
     def publish(self, state: FleetState) -> None:
         """Publish `state` in one go: for callers with no streams to keep serving (the CLI,
@@ -147,6 +152,7 @@ class Publisher:
                 return
             if self.cache.peek(profile) is None and self.state is state:
                 self.cache.set(profile, snapshot)
+                gc.freeze()  # as after a publish
 
     async def _sliced(self, steps: Steps[T]) -> tuple[T, float]:
         """Run `steps` to the end in slices of at most `SLICE_SECONDS`; its result and the CPU
@@ -171,7 +177,9 @@ class Publisher:
         snapshot, which would delete all of it."""
         self._warn_without_locality(profile)
         try:
-            return self._run(self._build(profile))
+            snapshot = self._run(self._build(profile))
+            gc.freeze()  # as after a publish
+            return snapshot
         except Exception as err:
             # Any failure, not only an inconsistent result: one profile's bug must not end
             # the stream (or the process) of everyone else.

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 
-from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from xdsfleet.cache import wire
+from xdsfleet.model.fleet import Member
 from xdsfleet.translate.localities import LocalityView, Place, compact
 from xdsfleet.translate.memo import memoised, memoised_by_identity
 from xdsfleet.translate.names import pinned_cluster_name
@@ -60,15 +61,15 @@ class _Layout:
         weights = locality_weights(port, placement)
         found = []
         for member_port, member_weights in zip(port.members, weights, strict=True):
-            localities = _member_localities(member_port, placement.health_check_port)
-            for (order, place, data), weight in zip(localities, member_weights, strict=True):
+            places, blocks = _member_localities(member_port, placement.health_check_port)
+            for place, data, weight in zip(places, blocks, member_weights, strict=True):
                 if weight:
-                    found.append((order, place, data, _weight(weight)))
-        found.sort(key=lambda f: f[0])
-        self.places = tuple(f[1] for f in found)
-        self.blocks = tuple(f[2] for f in found)
-        self.weights = tuple(f[3] for f in found)
-        self.sizes = tuple(len(f[2]) + len(f[3]) for f in found)
+                    found.append((place, data, _weight(weight)))
+        found.sort(key=lambda f: f[0])  # by place: region, zone, member
+        self.places = tuple(f[0] for f in found)
+        self.blocks = tuple(f[1] for f in found)
+        self.weights = tuple(f[2] for f in found)
+        self.sizes = tuple(len(f[1]) + len(f[2]) for f in found)
         self.heads = tuple(_head(size) for size in self.sizes)  # framing without a priority
         self.name = wire.text(_CLUSTER_NAME, assignment_name(port, placement))
         self.policy = b""
@@ -133,9 +134,19 @@ def _joined(layout: _Layout, tiers: tuple[int, ...]) -> Message:
 _CLUSTER_NAME = 1  # ClusterLoadAssignment.cluster_name
 _ENDPOINTS = 2  # ClusterLoadAssignment.endpoints
 _POLICY = 4  # ClusterLoadAssignment.policy
+_LOCALITY = 1  # LocalityLbEndpoints.locality
+_LB_ENDPOINTS = 2  # LocalityLbEndpoints.lb_endpoints
 _WEIGHT = 3  # LocalityLbEndpoints.load_balancing_weight
 _PRIORITY = 5  # LocalityLbEndpoints.priority
 _VALUE = 1  # google.protobuf.UInt32Value.value
+_REGION, _ZONE, _SUB_ZONE = 1, 2, 3  # Locality
+_ENDPOINT = 1  # LbEndpoint.endpoint
+_HEALTH_STATUS = 2  # LbEndpoint.health_status
+_ENDPOINT_ADDRESS = 1  # Endpoint.address
+_HEALTH_CHECK_CONFIG = 2  # Endpoint.health_check_config
+_PORT_VALUE = 1  # Endpoint.HealthCheckConfig.port_value
+_SOCKET_ADDRESS = 1  # Address.socket_address
+_ADDRESS, _SOCKET_PORT = 2, 3  # SocketAddress.address, .port_value
 
 
 @functools.cache
@@ -152,41 +163,112 @@ def _head(size: int) -> bytes:
 @memoised_by_identity
 def _member_localities(
     member_port: MemberPort, health_check_port: int | None
-) -> tuple[tuple[tuple[str, str, str], Place, bytes], ...]:
-    """Per zone of the member, in zone order: its sort key in a layout (region, zone, member),
-    its place, and its locality serialized without weight nor priority (fields 1-2): every
-    view and every weight shares it, and joining its bytes costs a fraction of building and
-    encoding it again."""
+) -> tuple[tuple[Place, ...], tuple[bytes, ...]]:
+    """The member's zones, in zone order: the place of each, and its locality serialized
+    without weight nor priority (fields 1-2): every view and every weight shares it, and
+    joining its bytes costs a fraction of building and encoding it again."""
     member = member_port.member
-    found = []
-    for zone in member_port.zones:
-        block = endpoint_components_pb2.LocalityLbEndpoints(
-            locality=base_pb2.Locality(region=member.region, zone=zone.zone, sub_zone=member.name),
-            lb_endpoints=[_lb_endpoint(backend, health_check_port) for backend in zone.backends],
-        )
-        data = bytes(block.SerializeToString(deterministic=True))
-        place = Place(member.name, member.region, member.zone, zone.zone)
-        found.append(((member.region, zone.zone, member.name), place, data))
-    return tuple(found)
+    check = b""
+    if health_check_port is not None:
+        check = wire.length_delimited(_HEALTH_CHECK_CONFIG, _uint32(_PORT_VALUE, health_check_port))
+    places = tuple(
+        _place(member.region, zone.zone, member.name, member.zone) for zone in member_port.zones
+    )
+    blocks = tuple(_locality(member, zone.zone, zone.backends, check) for zone in member_port.zones)
+    return places, blocks
+
+
+@memoised
+def _place(region: str, zone: str, member: str, member_zone: str) -> Place:
+    """One object per place: every service port of a member has a locality there, and a fleet
+    of 100,000 endpoints would otherwise hold a place per locality for the collector to walk."""
+    return Place(region, zone, member, member_zone)
 
 
 @functools.lru_cache(maxsize=4096)
 def _weight(weight: int) -> bytes:
     """A locality's `load_balancing_weight` (field 3, a UInt32Value), serialized."""
-    return wire.length_delimited(_WEIGHT, wire.varint(_VALUE << 3) + wire.varint(weight))
+    return wire.length_delimited(_WEIGHT, _uint32(_VALUE, weight))
 
 
-def _lb_endpoint(backend: Backend, health_check_port: int | None) -> Message:
-    endpoint = endpoint_components_pb2.Endpoint(
-        address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(
-                address=backend.address, port_value=backend.port
+def _locality(member: Member, zone: str, backends: tuple[Backend, ...], check: bytes) -> bytes:
+    """A LocalityLbEndpoints' `locality` and `lb_endpoints` (fields 1-2), serialized by hand as
+    deterministic serialization lays them out (fields in number order, proto3 defaults left
+    out; tests/test_translate_endpoints.py holds the protobuf-built reference): building 100,000
+    messages only to serialize them was most of a first publish at E = 100,000, and left the
+    collector half a million objects to walk."""
+    locality = (
+        wire.text(_REGION, member.region)
+        + wire.text(_ZONE, zone)
+        + wire.text(_SUB_ZONE, member.name)
+    )
+    parts = [wire.length_delimited(_LOCALITY, locality)]
+    endings: dict[tuple[int, bool], _Ending] = {}
+    for backend in backends:
+        key = (backend.port, backend.draining)
+        ending = endings.get(key)
+        if ending is None:
+            ending = endings[key] = _Ending(backend.port, backend.draining, check)
+        address = backend.address.encode()
+        size = len(address)
+        if 0 < size < 0x80 - ending.entry:
+            # Every length fits one byte: the five nested headers are written at once.
+            headers = (
+                _LB_ENDPOINTS_TAG,
+                size + ending.entry,
+                _ENDPOINT_TAG,
+                size + ending.endpoint,
+                _ADDRESS_TAG,
+                size + ending.address,
+                _SOCKET_ADDRESS_TAG,
+                size + ending.socket,
+                _HOST_TAG,
+                size,
             )
-        )
-    )
-    if health_check_port is not None:
-        endpoint.health_check_config.port_value = health_check_port
-    return endpoint_components_pb2.LbEndpoint(
-        endpoint=endpoint,
-        health_status=(health_check_pb2.DRAINING if backend.draining else health_check_pb2.HEALTHY),
-    )
+            parts.append(bytes(headers) + address + ending.tail)
+        else:
+            # An empty address is left out, as proto3 leaves out empty strings.
+            host = wire.length_delimited(_ADDRESS, address) if address else b""
+            socket = host + ending.port
+            endpoint = (
+                wire.length_delimited(
+                    _ENDPOINT_ADDRESS, wire.length_delimited(_SOCKET_ADDRESS, socket)
+                )
+                + check
+            )
+            entry = wire.length_delimited(_ENDPOINT, endpoint) + ending.status
+            parts.append(wire.length_delimited(_LB_ENDPOINTS, entry))
+    return b"".join(parts)
+
+
+class _Ending:
+    """What follows the address in an `lb_endpoints` entry of a given port and health (its
+    port, the health check, the status), and the sizes of the nested messages around the
+    address, less the address's own length."""
+
+    __slots__ = ("address", "endpoint", "entry", "port", "socket", "status", "tail")
+
+    def __init__(self, port: int, draining: bool, check: bytes) -> None:
+        # `port_value` is in a oneof: present, so serialized, even when 0.
+        self.port = wire.varint(_SOCKET_PORT << 3) + wire.varint(port)
+        self.status = _DRAINING if draining else _HEALTHY
+        self.tail = self.port + check + self.status
+        self.socket = 2 + len(self.port)  # the address's tag and length, then the port
+        self.address = 2 + self.socket
+        self.endpoint = 2 + self.address + len(check)
+        self.entry = 2 + self.endpoint + len(self.status)
+
+
+def _uint32(field_number: int, value: int) -> bytes:
+    """A varint field; proto3 leaves 0 out."""
+    return wire.varint(field_number << 3) + wire.varint(value) if value else b""
+
+
+# Tags (field number, wire type 2) of the nested messages of an `lb_endpoints` entry.
+_LB_ENDPOINTS_TAG = _LB_ENDPOINTS << 3 | 2
+_ENDPOINT_TAG = _ENDPOINT << 3 | 2
+_ADDRESS_TAG = _ENDPOINT_ADDRESS << 3 | 2
+_SOCKET_ADDRESS_TAG = _SOCKET_ADDRESS << 3 | 2
+_HOST_TAG = _ADDRESS << 3 | 2
+_HEALTHY = _uint32(_HEALTH_STATUS, health_check_pb2.HEALTHY)
+_DRAINING = _uint32(_HEALTH_STATUS, health_check_pb2.DRAINING)

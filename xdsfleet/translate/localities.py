@@ -24,14 +24,15 @@ class LocalityView(NamedTuple):
 
 
 class Place(NamedTuple):
-    """Where a locality is: its member (name, region, the zone it is declared in) and the zone
-    of its endpoints. All that its tier depends on, as plain strings: tiers are looked up by
-    place for every locality of every view (`endpoints`), and strings hash once."""
+    """Where a locality is: the region, the zone of its endpoints, its member and the zone the
+    member is declared in. All that its tier depends on, as plain strings: tiers are looked up
+    by place for every locality of every view (`endpoints`), and strings hash once. Places sort
+    as localities are sent within a priority: by region, zone, then member."""
 
-    member: str
     region: str
-    member_zone: str
     zone: str
+    member: str
+    member_zone: str
 
 
 def view_of(profile: NodeProfile) -> LocalityView:

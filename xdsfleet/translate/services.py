@@ -53,8 +53,12 @@ class ServicePortKey(NamedTuple):
         return names.cluster_name(self.namespace, self.service, self.port)
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+# Backends and zones are named tuples, not dataclasses: a fleet of 100,000 endpoints has as
+# many, and tuples of strings and numbers hash and compare in C (a member's contribution is
+# hashed once, over all of them) and are not walked by the collector.
+
+
+class Backend(NamedTuple):
     """One endpoint address of a service port; `draining` when it serves but is terminating."""
 
     address: str
@@ -62,8 +66,7 @@ class Backend:
     draining: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneBackends:
+class ZoneBackends(NamedTuple):
     zone: str
     backends: tuple[Backend, ...]  # sorted by (address, port)
     # Ready pods behind these backends: the backends themselves, or for nodePort members all
@@ -290,12 +293,6 @@ def _family(service: Service, slices: list[EndpointSlice], preferred: str | None
     return families[0] if families else _IP_ADDRESS_TYPES[0]
 
 
-class _Found(NamedTuple):
-    zone: str
-    draining: bool
-    pod: str  # the Pod (targetRef), else the address
-
-
 def _member_port(
     member: Member, service_port: ServicePort, slices: list[EndpointSlice]
 ) -> MemberPort:
@@ -303,7 +300,7 @@ def _member_port(
     http2 = service_port.app_protocol in HTTP2_APP_PROTOCOLS
     # (address, port) -> where and what. During slice rollovers Kubernetes may list one
     # endpoint in two slices; keep it once, preferring the ready copy.
-    found: dict[tuple[str, int], _Found] = {}
+    found: dict[tuple[str, int], tuple[str, bool, str]] = {}  # -> (zone, draining, pod)
     for endpoint_slice in slices:
         # Slice ports carry the target port under the Service port's name.
         slice_port = next(
@@ -317,31 +314,30 @@ def _member_port(
         if slice_port is None:
             continue
         http2 = http2 or slice_port.app_protocol in HTTP2_APP_PROTOCOLS
+        port = slice_port.port
         for endpoint in endpoint_slice.endpoints:
             draining = _draining(endpoint)
             if draining is None or not endpoint.addresses:
                 continue
             # Kubernetes: the addresses are fungible and consumers may use only the first.
-            key = (endpoint.addresses[0], slice_port.port)
-            if key not in found or found[key].draining:
-                pod = endpoint.target or endpoint.addresses[0]
-                found[key] = _Found(endpoint.zone or member.zone, draining, pod)
-    if found and all(f.draining for f in found.values()):
+            address = endpoint.addresses[0]
+            key = (address, port)
+            kept = found.get(key)
+            if kept is None or kept[1]:
+                found[key] = (endpoint.zone or member.zone, draining, endpoint.target or address)
+    if found and all(draining for _, draining, _ in found.values()):
         # KEP-1669: when every endpoint is terminating, those still serving take the traffic
         # (as kube-proxy does) rather than none at all.
-        found = {key: f._replace(draining=False) for key, f in found.items()}
+        found = {key: (zone, False, pod) for key, (zone, _, pod) in found.items()}
     by_zone: dict[str, list[Backend]] = {}
     pods: dict[str, set[str]] = {}
-    for (address, port), (zone, draining, pod) in found.items():
+    # Sorted by (address, port) once, before the backends are made: each zone's then are.
+    for (address, port), (zone, draining, pod) in sorted(found.items()):
         by_zone.setdefault(zone, []).append(Backend(address, port, draining))
         if not draining:
             pods.setdefault(zone, set()).add(pod)
     zones = tuple(
-        ZoneBackends(
-            zone,
-            tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))),
-            replicas=len(pods.get(zone, ())),
-        )
+        ZoneBackends(zone, tuple(by_zone[zone]), replicas=len(pods.get(zone, ())))
         for zone in sorted(by_zone)
     )
     return MemberPort(member=member, http2=http2, zones=zones, port_name=service_port.name)

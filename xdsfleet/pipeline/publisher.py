@@ -102,8 +102,10 @@ class Publisher:
         # Per profile whose cached snapshot was made from `self.state`: the clusters each
         # service port gave it. A profile missing here is translated in full.
         self._destinations: dict[NodeProfile, Destinations] = {}
-        # Resources patched since the last full translation.
+        # New resources patched in since the last full translation, and how many may be
+        # before the next (`_served` then; first snapshots add to it).
         self._patched = 0
+        self._budget = 0
         # Whether the ports the current patch rebuilds changed their clusters too.
         self._clusters_changed = False
         # The CPU time of the last publish's own work (its slices, not what ran between them).
@@ -152,6 +154,7 @@ class Publisher:
                 return
             if self.cache.peek(profile) is None and self.state is state:
                 self.cache.set(profile, snapshot)
+                self._budget = self._served()
                 gc.freeze()  # as after a publish
 
     async def _sliced(self, steps: Steps[T]) -> tuple[T, float]:
@@ -178,6 +181,8 @@ class Publisher:
         self._warn_without_locality(profile)
         try:
             snapshot = self._run(self._build(profile))
+            if snapshot is not None:
+                self._budget = self._served(snapshot)
             gc.freeze()  # as after a publish
             return snapshot
         except Exception as err:
@@ -238,7 +243,7 @@ class Publisher:
         else:
             before = self._index
             ports = self._update_index(previous, state)
-            if not only_members_changed(previous, state) or self._patched > self._served():
+            if not only_members_changed(previous, state) or self._patched > self._budget:
                 ports = None
             # A cluster depends on its port's endpoints only through `http2`: when none of the
             # changed ports turned it, patches rebuild assignments alone.
@@ -265,6 +270,7 @@ class Publisher:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
+            self._budget = self._served()
             self._broken = False
         return _Done(len(profiles), changed, incremental=ports is not None)
 
@@ -353,14 +359,16 @@ class Publisher:
         metrics.SNAPSHOT_REJECTIONS.inc()
         log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
-    def _served(self) -> int:
-        """About how many resources the cached snapshots hold, each mapping that profiles share
-        counted once: what patches may add to memory before a full translation drops what they
-        replaced."""
+    def _served(self, *new: Snapshot) -> int:
+        """About how many resources the cached snapshots (and `new` ones) hold, each mapping
+        that profiles share counted once: what patches may add to memory before a full
+        translation drops what they replaced. Builds nothing."""
+        snapshots = [self.cache.peek(profile) for profile in self.cache.profiles()]
         mappings = {
             id(named): len(named)
-            for profile in self.cache.profiles()
-            for named in self.cache.get(profile).resources.values()
+            for snapshot in (*snapshots, *new)
+            if snapshot is not None
+            for named in snapshot.resources.values()
         }
         return sum(mappings.values())
 

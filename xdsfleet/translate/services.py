@@ -271,16 +271,27 @@ def _updated_entry(
     fresh: Mapping[int, MemberPort],
 ) -> ServicePortBackends | None:
     """One service port's entry with the changed members' contributions swapped in."""
-    kept = {m.member.name: m for m in entry.members} if entry is not None else {}
-    members = []
-    for position, member_state in enumerate(state.members):
-        if (key.namespace, key.service) in changed.get(position, ()):
-            contribution = fresh.get(position)
-        else:
-            contribution = kept.get(member_state.member.name)
-        if contribution is not None:
-            members.append(contribution)
-    return ServicePortBackends(key, tuple(members)) if members else None
+    name = (key.namespace, key.service)
+    swapped = {
+        state.members[position].member.name: fresh.get(position)
+        for position, services in changed.items()
+        if name in services
+    }
+    members = list(entry.members) if entry is not None else []
+    # The common case, members that contributed before and still do (an endpoint changed):
+    # replaced in place, without a walk of the fleet's members.
+    places = {m.member.name: i for i, m in enumerate(members) if m.member.name in swapped}
+    present = {member: c for member, c in swapped.items() if c is not None}
+    if len(places) == len(present) == len(swapped):
+        for member, i in places.items():
+            members[i] = present[member]
+        return ServicePortBackends(key, tuple(members))
+    # Members came or went: in the fleet's member order.
+    kept: dict[str, MemberPort | None] = {m.member.name: m for m in members}
+    kept.update(swapped)
+    ordered = (kept.get(m.member.name) for m in state.members)
+    found = tuple(c for c in ordered if c is not None)
+    return ServicePortBackends(key, found) if found else None
 
 
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:

@@ -11,6 +11,7 @@ member lost rebuilds every assignment of every view by joining, not by building 
 from __future__ import annotations
 
 import functools
+from operator import add
 
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -59,18 +60,19 @@ class _Layout:
 
     def __init__(self, port: ServicePortBackends, placement: Placement) -> None:
         weights = locality_weights(port, placement)
-        found = []
+        check = placement.health_check_port
+        found: list[tuple[Place, bytes, bytes]] = []
         for member_port, member_weights in zip(port.members, weights, strict=True):
-            places, blocks = _member_localities(member_port, placement.health_check_port)
+            places, blocks = _member_localities(member_port, check)
             for place, data, weight in zip(places, blocks, member_weights, strict=True):
                 if weight:
                     found.append((place, data, _weight(weight)))
-        found.sort(key=lambda f: f[0])  # by place: region, zone, member
-        self.places = tuple(f[0] for f in found)
-        self.blocks = tuple(f[1] for f in found)
-        self.weights = tuple(f[2] for f in found)
-        self.sizes = tuple(len(f[1]) + len(f[2]) for f in found)
-        self.heads = tuple(_head(size) for size in self.sizes)  # framing without a priority
+        found.sort()  # by place (region, zone, member): unique, so the bytes are never compared
+        self.places: tuple[Place, ...] = tuple(f[0] for f in found)
+        self.blocks: tuple[bytes, ...] = tuple(f[1] for f in found)
+        self.weights: tuple[bytes, ...] = tuple(f[2] for f in found)
+        self.sizes = tuple(map(add, map(len, self.blocks), map(len, self.weights)))
+        self.heads = tuple(map(_head, self.sizes))  # framing without a priority
         self.name = wire.text(_CLUSTER_NAME, assignment_name(port, placement))
         self.policy = b""
         if placement.overprovisioning_factor is not None:
@@ -160,13 +162,32 @@ def _head(size: int) -> bytes:
     return wire.varint(_ENDPOINTS << 3 | 2) + wire.varint(size)
 
 
-@memoised_by_identity
 def _member_localities(
     member_port: MemberPort, health_check_port: int | None
 ) -> tuple[tuple[Place, ...], tuple[bytes, ...]]:
     """The member's zones, in zone order: the place of each, and its locality serialized
     without weight nor priority (fields 1-2): every view and every weight shares it, and
-    joining its bytes costs a fraction of building and encoding it again."""
+    joining its bytes costs a fraction of building and encoding it again. Kept with the
+    member port (`MemberPort.serialized`), for the health-check port last asked."""
+    kept = member_port.serialized
+    if isinstance(kept, _Localities) and kept.health_check_port == health_check_port:
+        return kept.places, kept.blocks
+    found = _Localities(member_port, health_check_port)
+    object.__setattr__(member_port, "serialized", found)
+    return found.places, found.blocks
+
+
+class _Localities:
+    __slots__ = ("blocks", "health_check_port", "places")
+
+    def __init__(self, member_port: MemberPort, health_check_port: int | None) -> None:
+        self.health_check_port = health_check_port
+        self.places, self.blocks = _serialized_localities(member_port, health_check_port)
+
+
+def _serialized_localities(
+    member_port: MemberPort, health_check_port: int | None
+) -> tuple[tuple[Place, ...], tuple[bytes, ...]]:
     member = member_port.member
     check = b""
     if health_check_port is not None:

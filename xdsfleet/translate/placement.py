@@ -100,9 +100,9 @@ def locality_weights(
     port: ServicePortBackends, placement: Placement
 ) -> tuple[tuple[int, ...], ...]:
     """Per member, per zone: the locality weight; 0 leaves the locality out."""
-    weights = tuple(_member_weights(m, placement) for m in port.members)
+    weights = tuple([_member_weights(m, placement) for m in port.members])
     ramping = dict(placement.ramps)
-    if not any(m.member.name in ramping for m in port.members):
+    if not ramping or not any(m.member.name in ramping for m in port.members):
         return _fit(weights)
     # Weights by endpoints are small integers (one endpoint weighs 1), so scale them as shares
     # are scaled first: 10 % of 1 would otherwise round back to 1. Only while a member ramps:
@@ -141,7 +141,8 @@ def _member_weights(member_port: MemberPort, placement: Placement) -> tuple[int,
     if member.name in placement.drained:
         return tuple(0 for _ in member_port.zones)
     if placement.shares is None:
-        return tuple(zone.replicas * member.weight for zone in member_port.zones)
+        weight = member.weight
+        return tuple([zone.replicas * weight for zone in member_port.zones])
     share = dict(placement.shares).get(member.name, member.weight)
     total = member_port.replicas
     return tuple(

@@ -85,6 +85,10 @@ class MemberPort:
     # Computed once: these values key the assignment memos on every translation of every
     # profile, and a generated dataclass hash would walk all endpoints each time.
     _hash: int = field(init=False, repr=False, compare=False)
+    # `endpoints`' serialized localities of this contribution, kept with it: every layout of
+    # its port takes them (a member lost re-lays every port), and a memo lookup per member
+    # per port was most of a layout. Derived from the fields above only, so shared safely.
+    serialized: object = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(

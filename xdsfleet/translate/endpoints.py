@@ -3,9 +3,12 @@
 Assignments are the hot path: they change with every endpoint event and are sent to every
 client. Each is built once per (endpoints, priorities) and handed out as the same object, which
 callers must never mutate; the cache then skips re-encoding it. Nodes in different places get
-different priorities for the same localities, so each locality is serialized once and an
-assignment is joined from those bytes (protobuf's repeated fields concatenate on the wire): a
-member lost rebuilds every assignment of every view by joining, not by building messages.
+different priorities for the same localities, so each member's localities are serialized once
+(by hand, byte for byte as protobuf would: building 100,000 endpoint messages only to serialize
+them was most of a first publish), laid out once per service port (`_Layout`: weighted and
+sorted), and a view only looks up the tier of each locality and joins bytes (protobuf's
+repeated fields concatenate on the wire): a member lost lays each port out again once and joins
+one assignment per view, never building a message.
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def _priority(tier: int) -> bytes:
 @functools.lru_cache(maxsize=4096)
 def _head(size: int) -> bytes:
     """The tag and length of an `endpoints` block of `size` bytes."""
-    return wire.varint(_ENDPOINTS << 3 | 2) + wire.varint(size)
+    return wire.header(_ENDPOINTS, size)
 
 
 def _member_localities(

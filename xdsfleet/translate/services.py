@@ -91,8 +91,10 @@ class MemberPort:
     serialized: object = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
+        # The member by name: equal members have equal names, and hashing the whole Member
+        # (a generated hash over all its fields) 50,000 times was a tenth of an index.
         object.__setattr__(
-            self, "_hash", hash((self.member, self.http2, self.zones, self.port_name))
+            self, "_hash", hash((self.member.name, self.http2, self.zones, self.port_name))
         )
 
     @property
@@ -301,8 +303,10 @@ def _updated_entry(
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:
     """The address family served: the Fleet's when the Service has it, else the Service's
     first; without `ipFamilies` (a file), what its slices carry, IPv4 first."""
-    carried = {s.address_type for s in slices}
-    families = service.ip_families or tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
+    families = service.ip_families
+    if not families:
+        carried = {s.address_type for s in slices}
+        families = tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
     if preferred in families:
         return preferred
     return families[0] if families else _IP_ADDRESS_TYPES[0]
@@ -318,15 +322,13 @@ def _member_port(
     found: dict[tuple[str, int], tuple[str, bool, str]] = {}  # -> (zone, draining, pod)
     for endpoint_slice in slices:
         # Slice ports carry the target port under the Service port's name.
-        slice_port = next(
-            (
-                p
-                for p in endpoint_slice.ports
-                if p.name == service_port.name and p.protocol == service_port.protocol
-            ),
-            None,
-        )
-        if slice_port is None:
+        for slice_port in endpoint_slice.ports:
+            if (
+                slice_port.name == service_port.name
+                and slice_port.protocol == service_port.protocol
+            ):
+                break
+        else:
             continue
         http2 = http2 or slice_port.app_protocol in HTTP2_APP_PROTOCOLS
         port = slice_port.port

@@ -38,6 +38,17 @@ class Placement:
     health_check_port: int | None = None
     # member -> the percentage of its share it gets while it ramps back from drain
     ramps: tuple[tuple[str, int], ...] = ()
+    # Computed once: a placement keys the assignment and layout memos of every destination of
+    # every profile (a member lost looks 12,000 of them up), and a generated hash is Python.
+    _hash: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.shares, self.drained, self.tiers, self.pinned)
+        rest = (self.overprovisioning_factor, self.health_check_port, self.ramps)
+        object.__setattr__(self, "_hash", hash((*fields, *rest)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def with_pinned(self, members: tuple[str, ...]) -> Placement:
         return dataclasses.replace(self, pinned=tuple(sorted(members)))

@@ -84,6 +84,7 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
         asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
         asyncio.create_task(lag.run(), name="loop-lag"),
         asyncio.create_task(fanout.run(), name="convergence"),
+        asyncio.create_task(fanout.collector.run(), name="collector"),
     ]
     try:
         yield Serving(publisher, ads, port, lag, fanout)
@@ -130,7 +131,7 @@ class _Tables:
     """Everything the floor writes to one profile's streams of one protocol, built once."""
 
     answers: Mapping[str, bytes]  # type URL -> the complete initial answer
-    changes: tuple[bytes, ...]  # step -> the hot assignment's response
+    changes: tuple[bytes, ...]  # step -> the response of the assignments it changed
 
 
 def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
@@ -160,9 +161,25 @@ def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
             if first.of(t)
         },
         changes=tuple(
-            response(s, typeurls.ENDPOINT, _change_nonce(step), [HOT_CLUSTER])
+            response(
+                s,
+                typeurls.ENDPOINT,
+                _change_nonce(step),
+                _changed(snapshots[step - 1], s) if step else [HOT_CLUSTER],
+            )
             for step, s in enumerate(snapshots)
         ),
+    )
+
+
+def _changed(before: Snapshot, after: Snapshot) -> list[str]:
+    """The assignments a change sends, as our server does: those whose version changed (the hot
+    one for a marker move; every one for a member lost)."""
+    old = before.of(typeurls.ENDPOINT)
+    return sorted(
+        name
+        for name, res in after.of(typeurls.ENDPOINT).items()
+        if name not in old or old[name].version != res.version
     )
 
 

@@ -26,7 +26,6 @@ generation replaced before it converged is not observed.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.cache import SnapshotCache, Wake
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.pipeline.collector import Collector
 from xdsfleet.server.ads import StreamInfo
 from xdsfleet.telemetry import metrics
 
@@ -64,8 +64,10 @@ class FanOut:
         *,
         limit: float = LIMIT,
         poll: float = POLL,
+        collector: Collector | None = None,
     ) -> None:
         self._cache = cache
+        self.collector = collector or Collector()
         self._streams = streams
         self.limit = limit
         self.poll = poll
@@ -94,11 +96,8 @@ class FanOut:
         except TimeoutError:
             self._cache.give_up()
         metrics.FANOUT_SECONDS.observe(loop.time() - started)
-        # What the fan-out made (each stream's responses, remembered until ACKed) out of the
-        # collector's full passes, as the publisher does with what it built: at E = 100,000
-        # and 1,000 streams those passes otherwise take 70-240 ms each.
-        gc.freeze()
-        metrics.GC_FROZEN.set(gc.get_freeze_count())
+        # The publish is out: a quiet moment for the collector (pipeline/collector.py).
+        self.collector.quiet()
 
     async def run(self) -> None:
         """Observe convergence until cancelled."""

@@ -13,7 +13,9 @@ an ACK.
 Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
 once (each answers in the iteration after its wake-up), the batch sized so that an iteration
 takes about `ITERATION_SECONDS`: hundreds of streams when each answers a small change in 0.1 ms,
-two or so when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
+one when each writes a member loss's 4.5 MB (14 ms for a SotW stream, 25 ms for a Delta one at
+E = 100,000). Each fan-out starts with one stream: what the last one cost a stream says nothing
+of this change, and starting at 8 made the first iteration of a member loss's fan-out 100-200 ms.
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
@@ -43,8 +45,8 @@ POLL = 0.025
 # Streams woken in the first loop iteration of a fan-out; then the batch follows how long the
 # iterations take, within [MIN_WAKE_BATCH, MAX_WAKE_BATCH]. Each fan-out starts small again:
 # the last one's batch says nothing of what this change costs a stream.
-WAKE_BATCH = 8
-MIN_WAKE_BATCH = 2
+WAKE_BATCH = 1
+MIN_WAKE_BATCH = 1
 MAX_WAKE_BATCH = 1024
 ITERATION_SECONDS = 0.02
 

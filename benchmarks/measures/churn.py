@@ -122,6 +122,7 @@ class Lags:
     measuring: bool = False
     acks: ClientAcks = field(default_factory=ClientAcks)
     loss_generation: int | None = None  # the first publish with the member lost
+    loss_published: tuple[float, float] | None = None  # its start and end, time.monotonic()
     _generations: dict[NodeProfile, dict[str, int]] = field(default_factory=dict)
 
     def record(self) -> None:
@@ -138,12 +139,14 @@ class Lags:
         if self.measuring:
             self._check()
         self.bookkeeping += time.thread_time() - started
+        publish_started = time.monotonic()
         await self.serving.publisher.publish_in_slices(state)
         started = time.thread_time()
         self.generation += 1
         self.record()
         if self.loss_generation is None and any(m.stale for m in state.members):
             self.loss_generation = self.generation
+            self.loss_published = (publish_started, time.monotonic())
         if self.measuring:
             # The publisher's own CPU: the thread's over the publish would include what the loop
             # ran between the slices.
@@ -259,6 +262,9 @@ class _Figures:
     converged_sum: float
     converged_count: float
     loss_seconds: float | None  # the member lost -> every stream ACKed a state without it
+    # ... of which: waiting for the publish under way and its settling, then publishing.
+    loss_waited: float | None
+    loss_publishing: float | None
     gc_largest: dict[str, float]
     gc_full_passes: int
     drain: float | None
@@ -314,6 +320,7 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 loss.cancel()
                 loss_seconds = await asyncio.gather(loss, return_exceptions=True)
                 cut = _send_timeouts() - cut0
+                lost_at, published = generator.replica.lost_at, lags.loss_published
     return _Figures(
         wall=wall,
         server_cpu=server_cpu,
@@ -324,6 +331,8 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         converged_sum=converged_sum,
         converged_count=converged_count,
         loss_seconds=loss_seconds[0] if isinstance(loss_seconds[0], float) else None,
+        loss_waited=published[0] - lost_at if published and lost_at else None,
+        loss_publishing=published[1] - published[0] if published else None,
         gc_largest=gc_largest,
         gc_full_passes=gc_full_passes,
         drain=drain,
@@ -419,6 +428,14 @@ async def measure(options: Options) -> Section:
                 f"floor {ms(floor)} ms = {loss_ratio:.2f}x" if loss_ratio and floor else "",
             )
         )
+        if f.loss_waited is not None and f.loss_publishing is not None:
+            rows.append(
+                (
+                    "... waiting for the publish under way, publishing, ms",
+                    f"{ms(f.loss_waited)}, {ms(f.loss_publishing)}",
+                    "(the rest: the fan-out)",
+                )
+            )
     verdicts = [
         Verdict(
             "5 %/min churn sustained on < 1 core",
@@ -489,6 +506,8 @@ async def measure(options: Options) -> Section:
             "eds_converged": f.converged_count,
             "member_loss_seconds": f.loss_seconds,
             "member_loss_floor_seconds": floor,
+            "member_loss_waited_seconds": f.loss_waited,
+            "member_loss_publishing_seconds": f.loss_publishing,
         },
     )
 

@@ -123,6 +123,7 @@ class Lags:
     acks: ClientAcks = field(default_factory=ClientAcks)
     loss_generation: int | None = None  # the first publish with the member lost
     loss_published: tuple[float, float] | None = None  # its start and end, time.monotonic()
+    _unconfirmed: dict[int, StreamInfo] | None = None  # for `at_least`
     _generations: dict[NodeProfile, dict[str, int]] = field(default_factory=dict)
 
     def record(self) -> None:
@@ -156,15 +157,19 @@ class Lags:
 
     def at_least(self, generation: int) -> bool:
         """Whether every stream subscribed to EDS has ACKed generation `generation` or a later
-        one (by what its client ACKed)."""
+        one (by what its client ACKed). Streams found there are not looked at again: polled
+        every 25 ms, this must cost the streams still behind, not all of them."""
         started = time.thread_time()
+        streams = self.serving.ads.streams
+        if self._unconfirmed is None:
+            self._unconfirmed = dict(streams)
         try:
-            for stream_id, info in self.serving.ads.streams.items():
-                client = self.acks.client(stream_id, info)
-                if client is None:
-                    continue
-                if self._generations.get(info.profile, {}).get(client, 0) < generation:
+            for stream_id, info in list(self._unconfirmed.items()):
+                client = self.acks.client(stream_id, info) if stream_id in streams else None
+                generations = self._generations.get(info.profile, {})
+                if client is not None and generations.get(client, 0) < generation:
                     return False
+                del self._unconfirmed[stream_id]
             return True
         finally:
             self.bookkeeping += time.thread_time() - started

@@ -56,6 +56,10 @@ class _Pending:
     event_at: float  # loop time of the first source event of the published state
     # Type URL -> profile -> the version every stream of that profile must ACK.
     targets: dict[str, dict[NodeProfile, str]]
+    # The streams not done at the last look (None: not looked yet): a stream done stays done,
+    # so each look costs the streams still behind, not all of them (a thousand statuses every
+    # 25 ms was ~10 % of the loop during a fan-out).
+    behind: list[StreamInfo] | None = None
 
 
 class FanOut:
@@ -160,9 +164,14 @@ class FanOut:
             # Streams still to take the snapshot have not said yet what they will be sent.
             return
         behind: set[str] = set()
-        for info in self._streams():
+        streams = pending.behind if pending.behind is not None else list(self._streams())
+        pending.behind = []
+        for info in streams:
             if info.writing_since is not None and info.writing_since < now - self.limit:
-                continue  # stuck: the watchdog's business, not a reason to wait
+                # Stuck: the watchdog's business, not a reason to wait; looked at again later.
+                pending.behind.append(info)
+                continue
+            waits = False
             for type_url, status in info.machine.status().items():
                 target = pending.targets.get(type_url, {}).get(info.profile)
                 # A stream subscribed to none of what changed (a proxyless client naming a
@@ -170,6 +179,9 @@ class FanOut:
                 waiting = status.acked_version not in (target, status.sent_version)
                 if target is not None and waiting:
                     behind.add(type_url)
+                    waits = True
+            if waits:
+                pending.behind.append(info)
         for type_url in [t for t in pending.targets if t not in behind]:
             short = typeurls.SHORT_NAMES.get(type_url, type_url)
             metrics.CONVERGENCE_SECONDS.labels(short).observe(now - pending.event_at)

@@ -24,6 +24,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from benchmarks.fleet import HOT_CLUSTER
+from benchmarks.iterations import Iterations
 from benchmarks.plan import Plan
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
@@ -58,6 +59,7 @@ class Serving:
     port: int
     lag: LoopLag  # the event loop's lag, measured all along as `serve` does
     fanout: FanOut  # publish pacing and convergence, as in `serve`
+    iterations: Iterations  # the loop's iterations in thread CPU (the benchmarks' own look)
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -79,6 +81,8 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
     lag = LoopLag()
+    iterations = Iterations()
+    undo = iterations.install(asyncio.get_running_loop())
     fanout = FanOut(publisher.cache, ads.streams.values)
     background = [
         asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
@@ -87,8 +91,9 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
         asyncio.create_task(fanout.collector.run(), name="collector"),
     ]
     try:
-        yield Serving(publisher, ads, port, lag, fanout)
+        yield Serving(publisher, ads, port, lag, fanout, iterations)
     finally:
+        undo()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -264,6 +264,9 @@ class _Figures:
     events: int
     loop_lag: float
     loop_lag_own: float
+    iteration: float  # the longest loop iteration, thread CPU
+    iterations_over: dict[float, int]  # how many took longer than each limit
+    iterations: int
     converged_sum: float
     converged_count: float
     loss_seconds: float | None  # the member lost -> every stream ACKed a state without it
@@ -304,6 +307,7 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 cut0 = _send_timeouts()
                 converged0 = _convergence()
                 served.lag.reset()
+                served.iterations.reset()
                 served.fanout.collector.reset()
                 lost = options.shape.members - 1 if options.lose_member else None
                 loss = asyncio.create_task(_loss_acked(lags, generator.replica), name="loss")
@@ -314,6 +318,8 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
                 loop_lag, loop_lag_own = served.lag.largest, served.lag.largest_own
+                iteration, iterations = served.iterations.largest, served.iterations.count
+                iterations_over = dict(served.iterations.over)
                 gc_largest = dict(served.fanout.collector.largest)
                 gc_full_passes = served.fanout.collector.full_passes
                 converged_sum, converged_count = (
@@ -333,6 +339,9 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         events=events,
         loop_lag=loop_lag,
         loop_lag_own=loop_lag_own,
+        iteration=iteration,
+        iterations_over=iterations_over,
+        iterations=iterations,
         converged_sum=converged_sum,
         converged_count=converged_count,
         loss_seconds=loss_seconds[0] if isinstance(loss_seconds[0], float) else None,
@@ -414,6 +423,12 @@ async def measure(options: Options) -> Section:
         ("streams cut by the send timeout", f"{f.cut:,.0f}", "(they reconnect)"),
         ("event-loop lag, largest, ms", ms(f.loop_lag), f"target ≤ {ms(TARGET_LOOP_LAG)}"),
         ("... of which its own thread's CPU, ms", ms(f.loop_lag_own), "(the rest: not scheduled)"),
+        (
+            "longest loop iteration, thread CPU, ms",
+            ms(f.iteration),
+            ", ".join(f"{n:,} > {ms(limit)} ms" for limit, n in f.iterations_over.items())
+            + f" of {f.iterations:,}",
+        ),
         (
             "collector pass, largest, ms",
             ms(gc_young),
@@ -503,6 +518,9 @@ async def measure(options: Options) -> Section:
             "streams_cut": f.cut,
             "loop_lag_max": f.loop_lag,
             "loop_lag_own_max": f.loop_lag_own,
+            "loop_iteration_cpu_max": f.iteration,
+            "loop_iterations_over": {str(k): v for k, v in f.iterations_over.items()},
+            "loop_iterations": f.iterations,
             "gc_pause_max": f.gc_largest,
             "gc_full_passes": f.gc_full_passes,
             "eds_convergence_mean": (

@@ -129,6 +129,10 @@ class FanOut:
             # would otherwise shrink the batches for nothing.
             took = max(now - self._batch_at, 1e-4)
             wanted = int(self._batch * ITERATION_SECONDS / took)
+            # Grows at most twofold an iteration (shrinks at once): an iteration whose streams
+            # did little (waiting on something else) said nothing of what the next ones cost,
+            # and a jump from 1 to 20 streams of a member loss's 25 ms each held the loop.
+            wanted = min(wanted, 2 * self._batch)
             self._batch = max(MIN_WAKE_BATCH, min(MAX_WAKE_BATCH, wanted))
         for _ in range(min(self._batch, len(self._waking))):
             self._waking.popleft()()

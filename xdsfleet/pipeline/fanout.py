@@ -47,6 +47,7 @@ POLL = 0.025
 # the last one's batch says nothing of what this change costs a stream.
 WAKE_BATCH = 1
 MIN_WAKE_BATCH = 1
+GROWTH = 4  # at most this many times the last batch (slow start: see `_wake_batch`)
 MAX_WAKE_BATCH = 1024
 ITERATION_SECONDS = 0.02
 
@@ -129,10 +130,11 @@ class FanOut:
             # would otherwise shrink the batches for nothing.
             took = max(now - self._batch_at, 1e-4)
             wanted = int(self._batch * ITERATION_SECONDS / took)
-            # Grows at most twofold an iteration (shrinks at once): an iteration whose streams
-            # did little (waiting on something else) said nothing of what the next ones cost,
-            # and a jump from 1 to 20 streams of a member loss's 25 ms each held the loop.
-            wanted = min(wanted, 2 * self._batch)
+            # Grows at most GROWTH-fold an iteration (shrinks at once): an iteration whose
+            # streams did little (waiting on something else) said nothing of what the next
+            # ones cost, and a jump to 20 streams of a member loss's 25 ms each held the loop.
+            # Twofold cost the steady state ~0.2x the floor (10 iterations for 1,000 streams).
+            wanted = min(wanted, GROWTH * self._batch)
             self._batch = max(MIN_WAKE_BATCH, min(MAX_WAKE_BATCH, wanted))
         for _ in range(min(self._batch, len(self._waking))):
             self._waking.popleft()()

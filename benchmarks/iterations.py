@@ -34,6 +34,9 @@ class Iterations:
 
     def install(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """Time every iteration of `loop` from now on; returns the undo."""
+        # Another measure's look may be installed already (two servers on one loop): wrap it,
+        # and give it back on undo.
+        outer = vars(loop).get("_run_once")
         run_once: Callable[[], Any] = getattr(loop, "_run_once")  # noqa: B009
 
         def timed() -> None:
@@ -49,6 +52,9 @@ class Iterations:
         setattr(loop, "_run_once", timed)  # noqa: B010
 
         def undo() -> None:
-            delattr(loop, "_run_once")
+            if outer is not None:
+                setattr(loop, "_run_once", outer)  # noqa: B010
+            elif vars(loop).get("_run_once") is timed:
+                delattr(loop, "_run_once")
 
         return undo

@@ -28,3 +28,17 @@ async def test_a_long_iteration_is_seen_and_the_loop_is_given_back() -> None:
     assert iterations.over[0.05] == 1
     assert iterations.count >= 2
     assert "_run_once" not in vars(loop)
+
+
+async def test_two_looks_on_one_loop_are_undone_the_last_first() -> None:
+    loop = asyncio.get_running_loop()
+    first, second = Iterations(), Iterations()
+    undo_first = first.install(loop)
+    undo_second = second.install(loop)
+    for _ in range(3):  # an iteration is counted once it is over
+        await asyncio.sleep(0)
+    assert first.count >= 1
+    assert second.count >= 1
+    undo_second()
+    undo_first()
+    assert "_run_once" not in vars(loop)

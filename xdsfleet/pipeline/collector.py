@@ -3,7 +3,7 @@
 CPython's automatic collector runs a full (generation 2) pass over every tracked object not
 frozen whenever the survivors since the last one reach a quarter of the long-lived objects. At
 E = 100,000 and 1,000 streams that is a million objects, 100-500 ms each, landing inside a
-publish slice or a stream's step (BENCHMARKS.md, "Issue 10"): the loop is held, and grpc.aio
+publish slice or a stream's step (BENCHMARKS.md, issue 10): the loop is held, and grpc.aio
 moves no byte meanwhile. So, while `run` runs:
 
 - Young passes (generations 0 and 1) stay automatic: each walks only the objects made since the

@@ -375,6 +375,33 @@ async def test_a_first_snapshot_prepared_in_slices_is_of_the_latest_state(
     assert_as_rebuilt(publisher)
 
 
+async def test_a_member_lost_is_indexed_in_slices_and_a_first_snapshot_meanwhile_catches_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member lost changes every service it runs, and the publish updates the service index a
+    few services at a time: a stream's first snapshot built in between is of the previous
+    state (the publish has not taken the new one yet), and the publish then patches it too."""
+    monkeypatch.setattr("xdsfleet.pipeline.publisher._SERVICES_STEP", 1)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.SLICE_SECONDS", 0.0)  # yield at every step
+    publisher = published(STATE)
+    newcomer = NodeProfile(role=Role.SIDECAR, region="r2", zone="z9")
+    publisher.cache.watch(newcomer, lambda: None)
+    publishing = asyncio.create_task(publisher.publish_in_slices(lost(STATE, 2)))
+    await asyncio.sleep(0)  # one service of three re-indexed
+
+    assert publisher.state is STATE
+    first = publisher.cache.get(newcomer)
+    assert wire_view(first) == wire_view(build_snapshot(translate(STATE, newcomer), Encoder()))
+    await publishing
+
+    served = publisher.cache.get(newcomer)
+    rebuilt = build_snapshot(translate(lost(STATE, 2), newcomer), Encoder())
+    assert wire_view(served) == wire_view(rebuilt)
+    assert_as_rebuilt(publisher)
+    publisher.publish(STATE)
+    assert_as_rebuilt(publisher)
+
+
 # --- Sharing between profiles, whatever the interleaving of changes ---
 
 # Two profiles per place where they can share assignments (a sidecar and a gateway), places

@@ -16,7 +16,7 @@ It runs on an event loop of its own in a thread, on a free port, so that the blo
 threads, async tests and child processes can all reach it. Tests inject faults: `go_down` (the
 port refuses), `drop_watches`, `compact`, `conflict_next_writes`, `fail_lists`, `fault` (429,
 503 or 504 with `Retry-After`), `hide` (a kind answers 404 and leaves discovery for a while),
-`expire_continues`. Every method is thread-safe.
+`expire_continues`, `hold_lists` (a slow first list). Every method is thread-safe.
 """
 
 from __future__ import annotations
@@ -269,6 +269,8 @@ class ApiEmulator:
         self.bookmark_seconds = bookmark_seconds
         self.too_large_seconds = too_large_seconds
         self.list_delay = 0.0  # seconds each list takes before it is answered
+        self._lists_open = threading.Event()  # cleared: lists wait (`hold_lists`)
+        self._lists_open.set()
         self.continue_seconds = continue_seconds
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
@@ -495,6 +497,13 @@ class ApiEmulator:
     def unhide(self, kind: ApiResource) -> None:
         with self._lock:
             self._hidden.pop(kind, None)
+
+    def hold_lists(self) -> None:
+        """Lists are not answered until `release_lists` (a member whose first list is slow)."""
+        self._lists_open.clear()
+
+    def release_lists(self) -> None:
+        self._lists_open.set()
 
     def expire_continues(self) -> None:
         """Every continue token handed out so far is too old now (etcd compacted it)."""
@@ -793,6 +802,8 @@ class ApiEmulator:
                     return await self._watch(request, kind, namespace)
                 if self.list_delay:
                     await asyncio.sleep(self.list_delay)  # a big list, or a slow etcd
+                if not self._lists_open.is_set():
+                    await asyncio.get_running_loop().run_in_executor(None, self._lists_open.wait)
                 return self._list(request, kind, namespace)
             if request.method == "POST" and (namespace is not None or not kind.namespaced):
                 return self._create(kind, namespace, await request.json())

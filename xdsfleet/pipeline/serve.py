@@ -160,8 +160,26 @@ async def serve(settings: Settings) -> None:
         settings=settings.kube,
         namespace=settings.namespace,
     )
+    started = asyncio.Event()  # set once every server is up: /readyz 200
+
+    def not_ready() -> str | None:
+        if supervisor.stop.is_set():
+            return "stopping"
+        if started.is_set():
+            return None
+        return aggregator.awaiting() or "building the first snapshots"
+
     source, tasks = _start_sources(settings, aggregator)
+    runner: web.AppRunner | None = None
     try:
+        # The side channel first: /healthz answers through a long start (a liveness probe must
+        # not kill a replica that is only slow), /readyz says what the start waits for.
+        application = httpapi.app(
+            lambda: chains[0].ads if chains else None,
+            not_ready=not_ready,
+            members=lambda: _members(aggregator),
+        )
+        runner = await _start_http(application, settings.host, settings.metrics_port)
         first = await _first_state(settings, supervisor, aggregator, tasks)
         if first is not None:
             for task in tasks:
@@ -181,12 +199,14 @@ async def serve(settings: Settings) -> None:
             )
             chains.append(built)
             try:
-                await _serve(settings, supervisor, aggregator, built, listeners)
+                await _serve(settings, supervisor, aggregator, built, listeners, started)
             finally:
                 await built.close()
     finally:
         await supervisor.close()
         await _stop_sources(source, tasks, aggregator)
+        if runner is not None:
+            await runner.cleanup()
     supervisor.raise_if_failed()
 
 
@@ -221,8 +241,10 @@ async def _serve(
     aggregator: Aggregator,
     built: chain.Chain,
     listeners: list[Callable[[FleetState], None]],
+    started: asyncio.Event,
 ) -> None:
-    """Start the servers and the agents around `built`; run until the supervisor stops."""
+    """Start the servers and the agents around `built`, then set `started`; run until the
+    supervisor stops."""
     supervisor.start(built.ramper.run(), name="undrain-ramper")
     cache = built.publisher.cache
     security = settings.security
@@ -251,7 +273,6 @@ async def _serve(
     supervisor.start(LoopLag().run(), name="loop-lag")
     supervisor.start(built.fanout.run(), name="convergence")
     admin: grpc.aio.Server | None = None
-    runner: web.AppRunner | None = None
     try:
         admin, checker, _ = await adminport.start(
             AdminSettings(settings.host, settings.admin_port, settings.tls, settings.admin_token),
@@ -259,16 +280,13 @@ async def _serve(
             snapshot_of=cache.get,
             members=aggregator.reports,
         )
-        application = httpapi.app(
-            ads, ready=lambda: not supervisor.stop.is_set(), members=lambda: _members(aggregator)
-        )
-        runner = await _start_http(application, settings.host, settings.metrics_port)
         # What start-up built lives as long as the process: keep it out of the collector's full
         # passes, which otherwise land inside a push to every stream (see BENCHMARKS.md).
         gc.collect()
         gc.freeze()
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)
         await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        started.set()
         log.info(
             "serving",
             fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
@@ -289,8 +307,6 @@ async def _serve(
         # another replica, which serves the same versions (content hashes).
         grace = settings.drain_seconds
         await asyncio.gather(xds.stop(grace), *([admin.stop(grace)] if admin else []))
-        if runner is not None:
-            await runner.cleanup()
         log.info("stopped")
 
 

@@ -182,9 +182,10 @@ class _Fault:
 
 @dataclass(slots=True)
 class _Page:
-    """A list being paged: the items left and when its continue token stops working."""
+    """A list being paged: the items left (as JSON, taken at the first page's resourceVersion)
+    and when its continue token stops working."""
 
-    items: list[Obj]
+    items: list[str]
     version: str
     expires: float
 
@@ -881,8 +882,10 @@ class ApiEmulator:
                     return _error(410, "Expired", message)
                 items, version = page.items, page.version
             else:
+                # Serialized under the lock: the snapshot of every page, however the objects
+                # change before the next page is asked for (as etcd serves its revision).
                 items = [
-                    {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
+                    json.dumps({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})
                     for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
                     if k == kind and self._matching(kind, namespace, selector, obj)
                 ]
@@ -897,14 +900,9 @@ class ApiEmulator:
                 self._pages[next_token] = _Page(rest, version, expires)
                 metadata["continue"] = next_token
                 metadata["remainingItemCount"] = len(rest)
-        return web.json_response(
-            {
-                "apiVersion": kind.api_version,
-                "kind": f"{kind.kind}List",
-                "metadata": metadata,
-                "items": items,
-            }
-        )
+        head = {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": metadata}
+        body = f'{json.dumps(head)[:-1]}, "items": [{", ".join(items)}]}}'
+        return web.Response(text=body, content_type="application/json")
 
     def _create(self, kind: ApiResource, namespace: str | None, obj: Obj) -> web.Response:
         with self._lock:

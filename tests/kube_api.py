@@ -254,6 +254,7 @@ class ApiEmulator:
         bookmark_seconds: float = 60.0,
         too_large_seconds: float = 3.0,
         continue_seconds: float = 300.0,
+        cache_pages: bool = False,
         tls: bool = False,
     ) -> None:
         """History is kept per resource, as the API server's watch cache keeps it: at most
@@ -263,8 +264,11 @@ class ApiEmulator:
         before the server-side timeout ends a watch). `too_large_seconds`: how long a request
         for a resourceVersion the server has not reached waits before its 504 (3 s on a real
         server). `continue_seconds`: how long a continue token works (until etcd compacts its
-        revision: 5 minutes by default). `tls`: serve HTTPS at `https://localhost:PORT` with a
-        certificate of its own, which its kubeconfigs trust (`certificate-authority-data`)."""
+        revision: 5 minutes by default). `cache_pages`: lists from the watch cache
+        (`resourceVersion=0`) are paged too, as newer API servers do from snapshots of their
+        watch cache (older ones answer them whole, ignoring `limit`). `tls`: serve HTTPS at
+        `https://localhost:PORT` with a certificate of its own, which its kubeconfigs trust
+        (`certificate-authority-data`)."""
         self.port = free_port()
         self._tls = _Tls.made() if tls else None
         self.bookmark_seconds = bookmark_seconds
@@ -273,6 +277,7 @@ class ApiEmulator:
         self._lists_open = threading.Event()  # cleared: lists wait (`hold_lists`)
         self._lists_open.set()
         self.continue_seconds = continue_seconds
+        self._cache_pages = cache_pages
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
         self._history_seconds = history_seconds
@@ -892,8 +897,9 @@ class ApiEmulator:
                 version = str(self._version)
             metadata: Obj = {"resourceVersion": version}
             limit = int(query.get("limit") or 0)
-            # The watch cache (resourceVersion=0) ignores `limit`, as a real server does.
-            if limit > 0 and query.get("resourceVersion") != "0" and len(items) > limit:
+            # The watch cache (resourceVersion=0) of an older server ignores `limit`.
+            from_cache = query.get("resourceVersion") == "0" and not self._cache_pages
+            if limit > 0 and not from_cache and len(items) > limit:
                 items, rest = items[:limit], items[limit:]
                 next_token = f"page-{next(self._tokens)}"
                 expires = time.monotonic() + self.continue_seconds

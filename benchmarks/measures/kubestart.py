@@ -94,8 +94,9 @@ def measure(options: Options) -> Section:
         rows=rows,
         notes=(
             f"Seeding the emulators (not part of cold start) took {seeded['seconds']:.1f} s.",
-            f"Every list paged by {PAGE} (limit/continue); the floor fetches the same pages,",
-            "one thread per list, and decodes them: what the emulators alone cost here.",
+            f"Every list paged by {PAGE} (limit/continue; pages counted for the floor only).",
+            "The floor fetches the same pages, one thread per list, and decodes them: what",
+            "the emulators alone cost here.",
         ),
         verdicts=(
             Verdict(

@@ -4,10 +4,10 @@ The members of the generated fleet are served by emulated API servers (`tests/ku
 process of their own, every list paged with `limit`/`continue`); the Fleet file and the routes
 are files. A fresh interpreter then runs what `serve` runs before it serves: the file source,
 the aggregator's member watchers (the official `kubernetes` client, pages of 500), until every
-member has been listed once (`Aggregator.wait_ready`, what `/readyz` waits for); the collector
-freeze; the first publish for the twelve active profiles. The floor is the same lists fetched
-by plain HTTP with one thread per list and decoded, nothing parsed: what the emulators alone
-cost on this machine.
+member has been listed once (`Aggregator.wait_ready`, what `/readyz` waits for), with the
+collector paused as `serve` has it then; the collector freeze; the first publish for the twelve
+active profiles. The floor is the same lists fetched by plain HTTP with one thread per list and
+decoded, nothing parsed: what the emulators alone cost on this machine.
 
 Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet by hand.
 """
@@ -129,7 +129,7 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
     """What `serve` does up to its first complete state, then the first publish."""
     from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
     from xdsfleet.pipeline.publisher import Publisher
-    from xdsfleet.sources.files import FileSource
+    from xdsfleet.sources.files import FileSource, collector_paused
     from xdsfleet.sources.kube.settings import KubeSettings
     from xdsfleet.telemetry import metrics
 
@@ -147,7 +147,8 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
 
     files = asyncio.create_task(source.run(on_files))
     try:
-        state = await aggregator.wait_ready(member_seconds=CHILD_SECONDS)
+        with collector_paused():  # as serve does until its first state
+            state = await aggregator.wait_ready(member_seconds=CHILD_SECONDS)
         ready, ready_cpu = time.perf_counter() - wall, time.process_time() - cpu
         host_cpu = proc.cpu_seconds(host) - host_cpu
         unsettled = [r.name for r in aggregator.reports() if not r.settled]

@@ -69,3 +69,14 @@ def test_liveness_answers_and_readiness_waits_for_every_member_to_be_listed(
         assert [(m["name"], m["settled"], m["endpoints"]) for m in json.loads(body)] == [
             ("east", True, 1)
         ]
+
+
+def test_a_replica_stopped_while_it_starts_exits_cleanly(
+    tmp_path: Path, member: ApiEmulator
+) -> None:
+    member.hold_lists()
+    with Server(fleet_file(tmp_path, member)) as server:
+        server.start(wait_ready=False)
+        assert get(server.metrics_port, "/readyz")[0] == 503
+        assert server.terminate(timeout=60) == 0
+        assert [e["event"] for e in server.events("start_refused", "crashed")] == []

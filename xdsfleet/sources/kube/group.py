@@ -104,8 +104,8 @@ class WatchGroup:
             reflector.stop()
         if self._starting is not None:
             await asyncio.gather(self._starting, return_exceptions=True)  # each now ends at once
-        for reflector in reflectors.values():
-            await asyncio.to_thread(reflector.join, JOIN_SECONDS)
+        if reflectors:
+            await asyncio.wait([r.ended for r in reflectors.values()], timeout=JOIN_SECONDS)
         self.cluster.close()
 
     def relist(self, resource: ApiResource) -> int:

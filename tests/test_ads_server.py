@@ -22,6 +22,7 @@ from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.model.node import ROLE_KEY, NodeProfile
 from xdsfleet.server import listen
 from xdsfleet.server.ads import AdsService, Limits
+from xdsfleet.server.budget import WriteBudget
 
 ONE = snapshot({"a": ("10.0.0.1",)})
 TWO = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)})
@@ -233,3 +234,21 @@ async def test_a_client_that_stops_reading_is_cut_loose_and_delays_no_one() -> N
     finally:
         watchdog.cancel()
         await server.stop(0)
+
+
+async def test_streams_are_served_in_turn_when_the_write_budget_is_smaller_than_a_response(
+    ads: Fixture,
+) -> None:
+    ads.service.budget = WriteBudget(1)  # every response is larger: each goes alone
+    calls = [ads.stub().StreamAggregatedResources() for _ in range(5)]
+    for call in calls:
+        await call.write(with_node(request(CLUSTER)))
+    firsts = [await read(call) for call in calls]
+    assert [cluster_names(first) for first in firsts] == [["a"]] * 5
+    for call, first in zip(calls, firsts, strict=True):
+        await call.write(request(CLUSTER, nonce=first.nonce, version=first.version_info))
+    ads.publish(TWO)
+    assert [cluster_names(await read(call)) for call in calls] == [["a", "b"]] * 5
+    assert ads.service.budget.in_flight == 0
+    for call in calls:
+        call.cancel()

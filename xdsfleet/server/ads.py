@@ -2,7 +2,9 @@
 
 The writer computes responses when woken, from the latest snapshot, so a client that reads
 slowly only delays itself and skips generations instead of queueing them (rule 23). Responses
-are joined from bytes the cache encoded once (rule 21); nothing is serialized per stream.
+are joined from bytes the cache encoded once (rule 21); nothing is serialized per stream. The
+bytes being written at once, across streams, are bounded (`budget.WriteBudget`), and a writer
+lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds none.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the
@@ -29,6 +31,7 @@ from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.cache import NoSnapshot, SnapshotCache
 from xdsfleet.model.node import NodeProfile, ProfileError
 from xdsfleet.server.admission import Admission
+from xdsfleet.server.budget import WriteBudget
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import clip, profile_of
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
@@ -53,6 +56,7 @@ class Machine(Protocol):
     def on_request(self, request: Any) -> RequestResult: ...
     def next_responses(self, snapshot: Any) -> list[Response]: ...
     def status(self) -> dict[str, TypeStatus]: ...
+    def subscribed(self, type_url: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +123,6 @@ class StreamInfo:
     # Per type: when (Unix seconds) the last response was written, for `status` (STALE).
     sent_at: dict[str, float] = field(default_factory=dict)
     unsupported: set[str] = field(default_factory=set)
-    # Delta only: the names subscribed per type, to bound their sum (`Limits`).
-    subscribed: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -130,6 +132,11 @@ class _Ending:
     reason: str = "client_closed"
     code: grpc.StatusCode | None = None
     details: str = ""
+
+
+def _size(response: Response) -> int:
+    """About the bytes of the response, before it is joined: what it takes from the budget."""
+    return sum(len(r.body) for r in response.resources) + 64 * len(response.resources) + 256
 
 
 def _sotw_bytes(response: Response) -> bytes:
@@ -181,6 +188,7 @@ class AdsService:
         authorize: Authorizer = _anyone,
         admission: Admission | None = None,
         prepare: Callable[[NodeProfile], Awaitable[None]] | None = None,
+        budget: WriteBudget | None = None,
     ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
@@ -192,6 +200,7 @@ class AdsService:
         # Builds a new profile's first snapshot without holding the loop (the publisher's);
         # without it, the cache builds it when the stream first reads it.
         self._prepare = prepare
+        self.budget = budget or WriteBudget()
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
         self.waiting: dict[int, Waiting] = {}
@@ -366,21 +375,13 @@ class AdsService:
                     ending = _reader_ending(reader, context)
                     break
                 snapshot = self._cache.take(info.profile, wake.set)
-                for response in info.machine.next_responses(snapshot):
-                    data = to_bytes(response)
-                    # No timer per write (it showed in profiles): the watchdog checks this.
-                    info.writing_since = loop.time()
-                    try:
-                        await context.write(data)
-                    except Exception as err:
-                        # The call is over: the client went. gRPC says so by raising here, with
-                        # a class of its private module (cygrpc.ExecuteBatchError): not our bug.
-                        ending = _Ending("write_failed", details=type(err).__name__)
+                responses = info.machine.next_responses(snapshot)
+                del snapshot  # an idle stream keeps no snapshot alive
+                if responses:
+                    failed = await self._send(info, responses, to_bytes, context, loop)
+                    if failed is not None:
+                        ending = failed
                         return
-                    info.writing_since = None
-                    info.sent_at[response.type_url] = time.time()
-                    _RESPONSES[response.type_url].inc()
-                    _RESOURCES_SENT[response.type_url].inc(len(response.resources))
         except asyncio.CancelledError:
             if info.revoked is not None:
                 # Its identity may no longer claim its profile: it reconnects and is refused.
@@ -423,6 +424,38 @@ class AdsService:
             if reader is not None:
                 # Shielded: if this task is cancelled here, the reader still finishes.
                 await asyncio.shield(asyncio.gather(reader, return_exceptions=True))
+
+    async def _send(
+        self,
+        info: StreamInfo,
+        responses: list[Response],
+        to_bytes: Callable[[Response], bytes],
+        context: Any,
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Ending | None:
+        """Write the responses in order; how the stream ends if a write fails. Its own frame,
+        so that the bytes written are let go of when it returns."""
+        while responses:
+            response = responses.pop(0)
+            share = await self.budget.take(_size(response))
+            try:
+                data = to_bytes(response)
+                # No timer per write (it showed in profiles): the watchdog checks this.
+                info.writing_since = loop.time()
+                try:
+                    await context.write(data)
+                except Exception as err:
+                    # The call is over: the client went. gRPC says so by raising here, with a
+                    # class of its private module (cygrpc.ExecuteBatchError): not our bug.
+                    return _Ending("write_failed", details=type(err).__name__)
+            finally:
+                self.budget.give(share)
+            del data
+            info.writing_since = None
+            info.sent_at[response.type_url] = time.time()
+            _RESPONSES[response.type_url].inc()
+            _RESOURCES_SENT[response.type_url].inc(len(response.resources))
+        return None
 
     def revoke(self) -> int:
         """Close every stream whose identity may no longer claim its profile (the identity
@@ -467,6 +500,8 @@ class AdsService:
         try:
             async for request in requests:
                 self._on_request(info, request)
+                # Not kept while the next is awaited: a SotW EDS request names every cluster.
+                del request
                 wake.set()
         finally:
             wake.set()
@@ -474,6 +509,17 @@ class AdsService:
     def _on_request(self, info: StreamInfo, request: Any) -> None:
         self._check_size(info, request)
         result = info.machine.on_request(request)
+        if info.protocol == "delta" and result.outcome is not Outcome.UNSUPPORTED:
+            # Delta subscriptions add up over requests: the same bound holds for their sum.
+            # Counted by the machine (it keeps the names anyway), before anything is built.
+            subscribed = info.machine.subscribed(result.type_url)
+            if subscribed > self.limits.names_per_request:
+                raise Refused(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too_many_names",
+                    f"{subscribed} resource names subscribed on this stream (at most "
+                    f"{self.limits.names_per_request})",
+                )
         short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
         if result.outcome is Outcome.ACK:
             _ACKS[result.type_url].inc()
@@ -513,18 +559,6 @@ class AdsService:
                 "too_many_names",
                 f"{count} resource names in one request (at most {self.limits.names_per_request})",
             )
-        if info.protocol == "delta" and request.type_url in typeurls.SHORT_NAMES:
-            # Delta subscriptions add up over requests: the same bound holds for their sum.
-            subscribed = info.subscribed.setdefault(request.type_url, set())
-            subscribed.difference_update(request.resource_names_unsubscribe)
-            subscribed.update(names)
-            if len(subscribed) > self.limits.names_per_request:
-                raise Refused(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "too_many_names",
-                    f"{len(subscribed)} resource names subscribed on this stream (at most "
-                    f"{self.limits.names_per_request})",
-                )
         if len(names) <= self.limits.unknown_names:
             return
         held = self._cache.get(info.profile).of(request.type_url)

@@ -18,7 +18,9 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
+    NO_NAMES,
     Everything,
+    Held,
     Nonces,
     Outcome,
     Pending,
@@ -29,6 +31,8 @@ from xdsfleet.server.protocol import (
     Warming,
     clusters_ready,
     free_to_send,
+    in_order,
+    shared_names,
 )
 
 # In `rejected`: the client refused a response that removed the name.
@@ -39,9 +43,10 @@ _REMOVAL = "\0removal"
 class _TypeState:
     requested: bool = False
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    # name -> version the client holds, as its answers tell (rule 19 seeds it).
-    held: dict[str, str] = field(default_factory=dict)
+    # Shared with the streams that subscribed to the same names (`protocol.shared_names`).
+    names: frozenset[str] = NO_NAMES
+    # What the client holds, as its answers tell (rule 19 seeds it with versions only).
+    held: Held = field(default_factory=Held)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
     # Listeners and routes held from an earlier stream, until their version is seen here.
     unknown_uses: set[str] = field(default_factory=set)
@@ -60,13 +65,22 @@ class _TypeState:
     recheck: bool = True
     status: TypeStatus = field(default_factory=TypeStatus)
 
+    def __post_init__(self) -> None:
+        self.status.holding = self.held
+
+
+def _resumed(type_url: str, name: str, version: str) -> Encoded:
+    """What a reconnecting client says it holds (rule 19): a version, never sent back."""
+    return Encoded(type_url, name, version, b"", b"", b"", 0)
+
 
 class DeltaStream:
     def __init__(self) -> None:
         self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
         self._warming = Warming()
-        # The assignment each cluster sent uses, so that it is removed after the cluster.
+        # The assignment each cluster sent uses, so that it is removed after the cluster: only
+        # those named otherwise than their cluster (`_in_use` counts every cluster's own name).
         self._eds_of: dict[str, str] = {}
         # The client came back holding resources: until it has said which listeners and routes
         # it holds (rule 19) and what they use is known, no cluster is removed (rule 13).
@@ -75,6 +89,11 @@ class DeltaStream:
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
+
+    def subscribed(self, type_url: str) -> int:
+        """How many names the client asks for of the type (a wildcard counts none)."""
+        state = self._types.get(type_url)
+        return 0 if state is None else len(state.names)
 
     # Requests
 
@@ -100,42 +119,56 @@ class DeltaStream:
             state.rejected.update((name, _REMOVAL) for name in sent.removed)
             state.status.refuse(sent, request.error_detail.message)
             return RequestResult(Outcome.NACK, type_url, sent.version, request.error_detail.message)
-        state.status.accept(sent, full_state=False)
-        if type_url == typeurls.ENDPOINT:
+        state.status.accept(sent)
+        if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
-        for res in sent.resources:
-            if state.rejected.get(res.name) != res.version:
-                state.rejected.pop(res.name, None)
-            state.unknown_uses.discard(res.name)
-            # Unless the client stopped asking for it meanwhile, and so dropped it.
-            if state.wildcard or res.name in state.names:
-                state.held[res.name] = res.version
-                used = pending.uses.get(res.name)
-                if used is None:
-                    state.uses.pop(res.name, None)
-                else:
-                    state.uses[res.name] = used
+        held, rejected, uses = state.held, state.rejected, state.uses
+        if not (rejected or uses or pending.uses or state.unknown_uses) and (
+            state.wildcard or state.names.issuperset(sent.names)
+        ):
+            held.put_all(sent.resources)  # the common case, in one pass
+        else:
+            self._accept_each(state, pending)
         for name in sent.removed:
-            state.held.pop(name, None)
+            held.drop(name)
             state.uses.pop(name, None)
             state.rejected.pop(name, None)
             state.unknown_uses.discard(name)
             if type_url == typeurls.CLUSTER:
                 # Its assignment may go now (not before: the client may refuse to let it go).
                 self._eds_of.pop(name, None)
+        held.rebase(sent.source)
         return RequestResult(Outcome.ACK, type_url, sent.version)
 
+    @staticmethod
+    def _accept_each(state: _TypeState, pending: Pending) -> None:
+        held, rejected, uses = state.held, state.rejected, state.uses
+        for res in pending.sent.resources:
+            if rejected and rejected.get(res.name) != res.version:
+                rejected.pop(res.name, None)
+            if state.unknown_uses:
+                state.unknown_uses.discard(res.name)
+            # Unless the client stopped asking for it meanwhile, and so dropped it.
+            if state.wildcard or res.name in state.names:
+                held.put(res.name, res)
+                used = pending.uses.get(res.name)
+                if used is not None:
+                    uses[res.name] = used
+                elif uses:
+                    uses.pop(res.name, None)
+
     def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
-        subscribe = list(request.resource_names_subscribe)
-        unsubscribe = list(request.resource_names_unsubscribe)
+        subscribe = request.resource_names_subscribe
+        unsubscribe = request.resource_names_unsubscribe
         if not state.requested:
             # Rule 20: both lists empty on the first request is the legacy wildcard.
             legacy = not subscribe and not unsubscribe and type_url in LEGACY_WILDCARD
             state.wildcard = legacy or "*" in subscribe
             # Rule 19: what the client already holds from an earlier stream.
-            state.held.update(request.initial_resource_versions)
+            for name, version in request.initial_resource_versions.items():
+                state.held.put(name, _resumed(type_url, name, version))
             if state.held:
-                state.status.resume(state.held)
+                state.status.resume()
                 self._resuming = True
                 if type_url in USERS:
                     state.unknown_uses.update(state.held)
@@ -143,38 +176,50 @@ class DeltaStream:
             fresh = not state.held
             state.answer_first = fresh and state.wildcard and type_url in typeurls.FULL_STATE
             state.requested = True
+        if not subscribe and not unsubscribe:
+            return  # an ACK: most requests are
+        # Changed in a copy, then shared again (`shared_names`).
+        names: set[str] | frozenset[str] = state.names
+        changed = False
         for name in subscribe:
             if name == "*":
                 state.wildcard = state.recheck = True
                 continue
             state.fresh.add(name)
-            if name in state.names:
+            if name in names:
                 # Rule 18: subscribing again asks for the resource again.
                 state.forced.add(name)
-            state.names.add(name)
+            else:
+                if not changed:
+                    names, changed = set(names), True
+                names.add(name)  # type: ignore[union-attr]
             state.reported_absent.discard(name)
         for name in unsubscribe:
             if name == "*":
                 state.wildcard = False
                 state.recheck = True
                 continue
-            if name not in state.names:
+            if name not in names:
                 continue  # never subscribed: ignored (rule 18)
-            state.names.discard(name)
+            if not changed:
+                names, changed = set(names), True
+            names.discard(name)  # type: ignore[union-attr]
             state.reported_absent.discard(name)
             state.rejected.pop(name, None)
             if state.wildcard:
                 # The client drops its copy, yet the wildcard still covers the name: tell it
                 # again what the name is (or that it does not exist).
-                state.held.pop(name, None)
+                state.held.drop(name)
                 state.forced.add(name)
                 continue
-            state.held.pop(name, None)
+            state.held.drop(name)
             state.uses.pop(name, None)
             state.forced.discard(name)
             state.status.forget(name)
             if type_url == typeurls.CLUSTER:
                 self._eds_of.pop(name, None)
+        if changed:
+            state.names = shared_names(names)
 
     # Responses
 
@@ -191,7 +236,8 @@ class DeltaStream:
                 out.append(response)
             state.checked = snapshot.versions.get(type_url, "")
             state.recheck = False
-            state.fresh.clear()
+            if state.fresh:
+                state.fresh = set()  # a set keeps the table it grew to: let it go
         return out
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
@@ -200,7 +246,7 @@ class DeltaStream:
         changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
         candidates: Collection[str]
         if changes is None:
-            candidates = state.names | state.held.keys() | state.forced
+            candidates = state.names | state.held.names() | state.forced
             if state.wildcard:
                 candidates |= available.keys()
         else:
@@ -208,10 +254,22 @@ class DeltaStream:
         changed: list[Encoded] = []
         removed: list[str] = []
         retried: list[str] = []
+        order = in_order(candidates, available)
+        found = [available.get(name) for name in order]
+        if not (state.forced or state.rejected or uses) and None not in found:
+            # Nothing forced or refused, nothing waits on clusters, every name is there: what
+            # differs from what the client holds is all there is to send (a member lost: every
+            # assignment, in one pass).
+            state.deferred = set()
+            names, wildcard = state.names, state.wildcard
+            present = [r for r in found if r is not None and (wildcard or r.name in names)]
+            changed = state.held.differing(present)
+            if not (changed or state.answer_first):
+                return None
+            return self._commit(type_url, state, snapshot, changed, [])
         deferred = set()
         in_use: Container[str] | None = None
-        for name in sorted(candidates):
-            res = available.get(name)
+        for name, res in zip(order, found, strict=True):
             if res is None:
                 # Rule 17: held by the client and gone, or subscribed and never there (said
                 # once, at once).
@@ -234,7 +292,8 @@ class DeltaStream:
             refused = state.rejected.get(name)
             # Back to what the client holds: sent again only after a refusal, so that the
             # client's answer closes it on both sides.
-            known = refused == res.version or (state.held.get(name) == res.version and not refused)
+            held = state.held.version(name)
+            known = refused == res.version or (held == res.version and not refused)
             if known and name not in state.forced:
                 continue
             if name in uses and not self._ready(uses[name], snapshot):
@@ -267,7 +326,7 @@ class DeltaStream:
         # What the client will hold once it takes the response on its way, if any.
         sent: Container[str] = cds.held
         if cds.pending is not None:
-            sent = (cds.held.keys() | cds.pending.names()) - set(cds.pending.sent.removed)
+            sent = (cds.held.names() | cds.pending.names()) - set(cds.pending.sent.removed)
         return clusters_ready(
             clusters,
             subscribed=subscribed,
@@ -290,7 +349,7 @@ class DeltaStream:
                     # removal): nothing more can be learnt, and waiting would keep every
                     # deleted cluster for good.
                     state.unknown_uses.discard(name)
-                elif res is not None and res.version == state.held[name]:
+                elif res is not None and res.version == state.held.version(name):
                     state.unknown_uses.discard(name)
                     if name in uses:
                         state.uses[name] = uses[name]
@@ -305,9 +364,14 @@ class DeltaStream:
         """What the client holds (or is being sent) that still needs a resource of the type:
         clusters are used by listeners and routes, assignments by clusters."""
         if type_url == typeurls.ENDPOINT:
-            # A cluster held from an earlier stream (rule 19) was never seen here: its
-            # assignment has its name unless it names another (`eds_cluster_config`).
-            return set(self._eds_of.values()) | self._types[typeurls.CLUSTER].held.keys()
+            # A cluster has an assignment of its own name unless it names another
+            # (`eds_cluster_config`, kept in `_eds_of`); one held from an earlier stream (rule
+            # 19) was never seen here, so its own name is all there is to go by.
+            cds = self._types[typeurls.CLUSTER]
+            assignments = set(self._eds_of.values()) | cds.held.names()
+            if cds.pending is not None:
+                assignments |= cds.pending.names()
+            return assignments
         if type_url != typeurls.CLUSTER:
             return ()
         if self._resuming:
@@ -339,15 +403,21 @@ class DeltaStream:
                 eds_name = snapshot.eds_names.get(res.name)
                 if eds_name:
                     endpoints.forced.add(eds_name)
-                    self._eds_of[res.name] = eds_name
+                    if eds_name != res.name:
+                        self._eds_of[res.name] = eds_name
+                    elif self._eds_of:
+                        self._eds_of.pop(res.name, None)
                     if res.name not in state.held:
                         self._warming.start(res.name, eds_name, nonce)
-                else:
+                elif self._eds_of:
                     self._eds_of.pop(res.name, None)
             for name in removed:
                 self._warming.stop(name)
-        state.forced.difference_update(r.name for r in changed)
-        state.forced.difference_update(removed)
+        if state.forced:
+            state.forced.difference_update(r.name for r in changed)
+            state.forced.difference_update(removed)
+            if not state.forced:
+                state.forced = set()  # a set keeps the table it grew to: let it go
         state.reported_absent.update(n for n in removed if n in state.names)
         state.answer_first = False
         version = snapshot.versions.get(type_url, "")
@@ -357,7 +427,7 @@ class DeltaStream:
         uses = snapshot.uses.get(type_url, {})
         state.pending = Pending(
             nonce,
-            Sent(type_url, version, tuple(changed), tuple(removed)),
-            {r.name: uses[r.name] for r in changed if r.name in uses},
+            Sent.of(type_url, version, changed, tuple(removed), snapshot.of(type_url)),
+            {r.name: uses[r.name] for r in changed if r.name in uses} if uses else {},
         )
         return Response(type_url, nonce, version, tuple(changed), tuple(removed))

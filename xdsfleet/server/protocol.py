@@ -1,10 +1,20 @@
-"""What both protocol variants share: responses, request outcomes and per-type status."""
+"""What both protocol variants share: responses, request outcomes and per-type status.
+
+Memory: a stream lives as long as its client, and a server holds thousands, so what the machines
+keep per stream must not grow with the fleet when the client holds what everyone holds. What a
+client holds is a snapshot's own map plus its differences from it (`Held`); the names it asks
+for are one frozenset shared by every stream that asks for the same (`shared_names`); a response
+waiting for its answer remembers names, not resources (`Sent`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Iterator, Mapping
+import itertools
+import weakref
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from xdsfleet.cache import typeurls
@@ -42,14 +52,225 @@ class RequestResult:
     message: str = ""  # for NACK: Envoy's error_detail.message
 
 
+NOTHING: Mapping[str, Encoded] = MappingProxyType({})
+NO_NAMES: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """A response remembered until the client answers it."""
+    """A response remembered until the client answers it.
+
+    It keeps the names it carried and the snapshot's map of the type they came from (`source`,
+    shared by every stream), with the few resources that did not come from there (`own`: a
+    placeholder, a listener kept at the version the client holds). A tuple of strings is
+    nothing for the cyclic collector to walk; a thousand streams each holding a tuple of a
+    thousand resources during a member loss's fan-out were a million references per pass.
+    """
 
     type_url: str
     version: str
-    resources: tuple[Encoded, ...]
+    names: tuple[str, ...]
     removed: tuple[str, ...] = ()
+    source: Mapping[str, Encoded] = field(default_factory=lambda: NOTHING)
+    own: Mapping[str, Encoded] = field(default_factory=lambda: NOTHING)
+
+    @classmethod
+    def of(
+        cls,
+        type_url: str,
+        version: str,
+        resources: Iterable[Encoded],
+        removed: tuple[str, ...],
+        source: Mapping[str, Encoded],
+    ) -> Sent:
+        names = []
+        own = {}
+        for res in resources:
+            names.append(res.name)
+            if source.get(res.name) is not res:
+                own[res.name] = res
+        return cls(type_url, version, tuple(names), removed, source, own or NOTHING)
+
+    @property
+    def resources(self) -> Iterator[Encoded]:
+        own, source = self.own, self.source
+        for name in self.names:
+            found = own.get(name) if own else None
+            yield source[name] if found is None else found
+
+
+class Held:
+    """What a client holds of one type, name -> resource, as its answers tell.
+
+    Most clients hold what their profile's snapshot has (Envoy's wildcard CDS and LDS, its EDS
+    for every cluster): they share that snapshot's map (`_base`) and keep only their differences
+    from it (`_diff`: a name's resource, or None for a name of the base they do not hold). When
+    the differences grow, `rebase` moves to the snapshot a response came from if that leaves
+    fewer. A thousand streams then hold one map of a thousand names between them, not a thousand
+    copies, and the collector walks a few small dicts per stream.
+    """
+
+    __slots__ = ("_base", "_diff")
+
+    def __init__(self) -> None:
+        self._base: Mapping[str, Encoded] = NOTHING
+        self._diff: dict[str, Encoded | None] = {}
+
+    def get(self, name: str) -> Encoded | None:
+        diff = self._diff
+        if diff and name in diff:
+            return diff[name]
+        return self._base.get(name)
+
+    def version(self, name: str) -> str | None:
+        found = self.get(name)
+        return None if found is None else found.version
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        diff = self._diff
+        for name in self._base:
+            if name not in diff:
+                yield name
+        for name, res in diff.items():
+            if res is not None:
+                yield name
+
+    def __len__(self) -> int:
+        base = self._base
+        return len(base) + sum((r is not None) - (n in base) for n, r in self._diff.items())
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def items(self) -> Iterator[tuple[str, Encoded]]:
+        diff = self._diff
+        for name, res in self._base.items():
+            if name not in diff:
+                yield name, res
+        for name, found in diff.items():
+            if found is not None:
+                yield name, found
+
+    def names(self) -> set[str]:
+        return set(self)
+
+    def put(self, name: str, res: Encoded) -> None:
+        base = self._base.get(name)
+        if base is not None and base.version == res.version:
+            self._diff.pop(name, None)
+        else:
+            self._diff[name] = res
+
+    def put_all(self, resources: Iterable[Encoded]) -> None:
+        """`put` of each: the ACK of a large response, in one pass."""
+        base, diff = self._base, self._diff
+        for res in resources:
+            found = base.get(res.name)
+            if found is not None and found.version == res.version:
+                if diff:
+                    diff.pop(res.name, None)
+            else:
+                diff[res.name] = res
+
+    def differing(self, resources: list[Encoded]) -> list[Encoded]:
+        """Those of `resources` the client does not hold at their version, in order."""
+        base, diff = self._base, self._diff
+        if not diff:
+            return [
+                r
+                for r in resources
+                if (h := base.get(r.name)) is not r and (h is None or h.version != r.version)
+            ]
+        return [
+            r
+            for r in resources
+            if (h := diff[r.name] if r.name in diff else base.get(r.name)) is not r
+            and (h is None or h.version != r.version)
+        ]
+
+    def drop(self, name: str) -> None:
+        if name in self._base:
+            self._diff[name] = None
+        else:
+            self._diff.pop(name, None)
+
+    def clear(self) -> None:
+        self._base, self._diff = NOTHING, {}
+
+    def assign(self, resources: Iterable[Encoded], source: Mapping[str, Encoded]) -> None:
+        """Hold exactly `resources` (a full-state response), sharing `source` where it can."""
+        self._base, self._diff = NOTHING, {r.name: r for r in resources}
+        self.rebase(source, force=True)
+
+    def rebase(self, source: Mapping[str, Encoded], *, force: bool = False) -> None:
+        """Share `source` (a snapshot's map of the type) if that leaves fewer differences.
+        Looked at only once the differences outgrow a sixteenth of the base, so the O(names)
+        work is paid once per that many changes."""
+        diff = self._diff
+        if source is self._base or not diff:
+            return
+        if not force and len(diff) <= _SLACK + len(self._base) // 16:
+            return
+        limit = len(diff)
+        if abs(len(source) - len(self)) >= limit:
+            return  # at least that many names differ: no gain
+        base = self._base
+        new: dict[str, Encoded | None] = {}
+        held = itertools.chain(
+            ((n, r) for n, r in base.items() if n not in diff),
+            ((n, r) for n, r in diff.items() if r is not None),
+        )
+        for name, res in held:
+            found = source.get(name)
+            if found is not res and (found is None or found.version != res.version):
+                new[name] = res
+                if len(new) >= limit:
+                    return
+        for name in source:
+            if (diff[name] if name in diff else base.get(name)) is None:
+                new[name] = None
+                if len(new) >= limit:
+                    return
+        self._base, self._diff = source, new
+
+
+# Differences a `Held` keeps before it looks for a base that leaves fewer.
+_SLACK = 8
+
+
+def in_order(names: Collection[str], available: Mapping[str, Encoded]) -> list[str]:
+    """`names`, sorted. A snapshot's maps are built in name order, so when `names` are most of
+    one (a member lost changes every assignment), walking the map gives them (nearly) in order,
+    and sorting what is already in order is linear."""
+    if len(names) * 4 < len(available):
+        return sorted(names)
+    ordered = [n for n in available if n in names]
+    if len(ordered) < len(names):
+        ordered += [n for n in names if n not in available]
+    ordered.sort()
+    return ordered
+
+
+# Name sets that streams ask for, shared: the streams of one profile ask for the same names.
+_SHARED_NAMES: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def shared_names(names: Iterable[str]) -> frozenset[str]:
+    """`names` as a frozenset, the very one another stream holds if it asked for the same: a
+    thousand EDS names are ~100 KiB per stream otherwise (fresh strings from each request)."""
+    frozen = names if isinstance(names, frozenset) else frozenset(names)
+    if not frozen:
+        return NO_NAMES
+    key = hash(frozen)
+    found = _SHARED_NAMES.get(key)
+    if found is not None and found == frozen:
+        return found
+    if found is None:
+        _SHARED_NAMES[key] = frozen
+    return frozen
 
 
 @dataclass(slots=True)
@@ -65,8 +286,9 @@ class TypeStatus:
     responses: int = 0
     acks: int = 0
     nacks: int = 0
-    # Per resource: the version the client accepted, and what it refused with its message.
-    held: dict[str, str] = field(default_factory=dict, repr=False)
+    # What the client holds (the machine's own record, seen through `held`), and per resource
+    # what it refused with its message.
+    holding: Held = field(default_factory=Held, repr=False)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     # The client came back holding what it needed: nothing had to be sent (rules 7 and 19).
     resumed: bool = False
@@ -77,21 +299,22 @@ class TypeStatus:
             return self.resumed
         return self.sent_version == self.acked_version
 
-    def resume(self, held: dict[str, str]) -> None:
-        """A reconnecting client says what it holds."""
-        self.held.update(held)
+    @property
+    def held(self) -> dict[str, str]:
+        """Per resource, the version the client accepted: made when asked (status pages, the
+        Gateway status writer), from the machine's own record."""
+        return {name: res.version for name, res in self.holding.items()}
+
+    def resume(self) -> None:
+        """A reconnecting client said what it holds."""
         self.resumed = True
 
-    def accept(self, sent: Sent, *, full_state: bool) -> None:
+    def accept(self, sent: Sent) -> None:
         self.acked_version = sent.version
         self.acks += 1
-        if full_state:
-            self.held.clear()
-        for res in sent.resources:
-            self.held[res.name] = res.version
-            self.refused.pop(res.name, None)
-        for name in sent.removed:
-            self.held.pop(name, None)
+        if self.refused:
+            for name in sent.names:
+                self.refused.pop(name, None)
 
     def refuse(self, sent: Sent, message: str) -> None:
         self.nacks += 1
@@ -102,7 +325,6 @@ class TypeStatus:
 
     def forget(self, name: str) -> None:
         """The client no longer asks for `name`."""
-        self.held.pop(name, None)
         self.refused.pop(name, None)
 
     def summary(self) -> dict[str, object]:
@@ -116,7 +338,7 @@ class TypeStatus:
             "responses": self.responses,
             "acks": self.acks,
             "nacks": self.nacks,
-            "resources": len(self.held),
+            "resources": len(self.holding),
             "refused": len(self.refused),
         }
 
@@ -133,7 +355,7 @@ class Pending:
     uses: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def names(self) -> set[str]:
-        return {r.name for r in self.sent.resources}
+        return set(self.sent.names)
 
 
 def clusters_ready(
@@ -167,6 +389,9 @@ class Warming:
     def __contains__(self, cluster: object) -> bool:
         return cluster in self._clusters
 
+    def __bool__(self) -> bool:
+        return bool(self._clusters)
+
     def start(self, cluster: str, eds_name: str, nonce: str) -> None:
         self._clusters[cluster] = (eds_name, int(nonce))
 
@@ -176,9 +401,13 @@ class Warming:
     def accepted(self, assignments: Collection[str], nonce: str) -> None:
         """The client accepted the response `nonce`, carrying these assignments."""
         sent = int(nonce)
-        for cluster, (eds_name, since) in list(self._clusters.items()):
-            if since < sent and eds_name in assignments:
-                del self._clusters[cluster]
+        # A new dict, not deletions: a dict keeps the table it grew to (every cluster warms
+        # once at the start of a stream), and this one lives as long as the stream.
+        self._clusters = {
+            cluster: (eds_name, since)
+            for cluster, (eds_name, since) in self._clusters.items()
+            if not (since < sent and eds_name in assignments)
+        }
 
 
 def news(state: Any, changes: Collection[str] | None) -> bool:

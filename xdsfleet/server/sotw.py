@@ -20,7 +20,9 @@ from xdsfleet.cache.resources import Encoded, set_version
 from xdsfleet.cache.snapshot import Snapshot, empty_assignment
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
+    NO_NAMES,
     Everything,
+    Held,
     Nonces,
     Outcome,
     Pending,
@@ -31,6 +33,8 @@ from xdsfleet.server.protocol import (
     Warming,
     clusters_ready,
     free_to_send,
+    in_order,
+    shared_names,
 )
 
 
@@ -39,10 +43,12 @@ class _TypeState:
     requested: bool = False
     wildcard: bool = False
     explicit: bool = False  # ever named a resource, `*` included (rule 9)
-    names: set[str] = field(default_factory=set)
-    last_request: tuple[str, ...] | None = None
+    # The names asked for (shared with the streams that ask for the same), `*` left out; and
+    # the last request's names, `*` included, to tell an unchanged subscription at once.
+    names: frozenset[str] = NO_NAMES
+    last_request: frozenset[str] | None = None
     # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
-    held: dict[str, Encoded] = field(default_factory=dict)
+    held: Held = field(default_factory=Held)
     held_set: str | None = None
     uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
     # A reconnecting client's `version_info` for a wildcard LDS or CDS (rule 7).
@@ -62,6 +68,9 @@ class _TypeState:
     recheck: bool = False  # the subscription changed: look at every name once
     status: TypeStatus = field(default_factory=TypeStatus)
 
+    def __post_init__(self) -> None:
+        self.status.holding = self.held
+
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -79,6 +88,11 @@ class SotwStream:
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
+
+    def subscribed(self, type_url: str) -> int:
+        """How many names the client asks for of the type (a wildcard counts none)."""
+        state = self._types.get(type_url)
+        return 0 if state is None else len(state.names)
 
     # Requests
 
@@ -108,34 +122,41 @@ class SotwStream:
         # A first request may carry a nonce of another stream (a client resuming): it is not
         # stale, nothing was sent on this one.
         first = not state.requested
-        self._subscribe(type_url, state, list(request.resource_names))
+        self._subscribe(type_url, state, request.resource_names)
         if first and state.wildcard and type_url in typeurls.FULL_STATE:
             state.resumed = request.version_info
         return result
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
         sent = pending.sent
-        if type_url == typeurls.ENDPOINT:
+        if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
-        full = type_url in typeurls.FULL_STATE
-        state.status.accept(sent, full_state=full)
-        if full:
-            state.held = {r.name: r for r in sent.resources}
+        state.status.accept(sent)
+        if type_url in typeurls.FULL_STATE:
+            state.held.assign(sent.resources, sent.source)
             state.held_set = sent.version
             state.uses = dict(pending.uses)
             state.rejected_set = None
             return
+        held, rejected, uses = state.held, state.rejected, state.uses
+        if not (rejected or uses or pending.uses) and (
+            state.wildcard or state.names.issuperset(sent.names)
+        ):
+            held.put_all(sent.resources)  # the common case, in one pass
+            held.rebase(sent.source)
+            return
         for res in sent.resources:
-            if state.rejected.get(res.name) != res.version:
-                state.rejected.pop(res.name, None)
+            if rejected and rejected.get(res.name) != res.version:
+                rejected.pop(res.name, None)
             # Unless the client stopped asking for it meanwhile, and so dropped it.
             if state.wildcard or res.name in state.names:
-                state.held[res.name] = res
+                held.put(res.name, res)
                 used = pending.uses.get(res.name)
-                if used is None:
-                    state.uses.pop(res.name, None)
-                else:
-                    state.uses[res.name] = used
+                if used is not None:
+                    uses[res.name] = used
+                elif uses:
+                    uses.pop(res.name, None)
+        held.rebase(sent.source)
 
     def _reject(self, state: _TypeState, pending: Pending, message: str) -> None:
         # Rule 6: the client kept what it had; these versions are not sent again.
@@ -146,15 +167,14 @@ class SotwStream:
             state.rejected.update((r.name, r.version) for r in sent.resources)
         state.status.refuse(sent, message)
 
-    def _subscribe(self, type_url: str, state: _TypeState, resource_names: list[str]) -> None:
-        requested = tuple(resource_names)
-        if requested == state.last_request:
+    def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
+        requested = shared_names(resource_names)
+        if requested is state.last_request or requested == state.last_request:
             return  # an ACK of an unchanged subscription: most requests are
         state.last_request = requested
         state.recheck = True
-        names = set(requested)
-        star = "*" in names
-        names.discard("*")
+        star = "*" in requested
+        names = shared_names(requested - {"*"}) if star else requested
         if not state.requested:
             wildcard = star or (not names and type_url in LEGACY_WILDCARD)
         else:
@@ -166,9 +186,9 @@ class SotwStream:
         # Rule 8: newly requested names are sent even if unchanged.
         state.forced |= names - state.names
         if type_url not in typeurls.FULL_STATE and not wildcard:
-            for gone in state.held.keys() - names:
+            for gone in state.held.names() - names:
                 # The client drops what it no longer asks for: asking again gets it again.
-                del state.held[gone]
+                state.held.drop(gone)
                 state.uses.pop(gone, None)
                 state.status.forget(gone)
             for gone in state.names - names:
@@ -206,10 +226,23 @@ class SotwStream:
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
             wanted = {n for n in changes | state.forced | state.deferred if n in wanted}
+        order = in_order(wanted, available)
+        found = [available.get(name) for name in order]
+        if not (state.forced or state.rejected or snapshot.uses.get(type_url)) and (
+            None not in found
+        ):
+            # Nothing forced or refused, nothing waits on clusters, every name is there: what
+            # differs from what the client holds is all there is to send (a member lost: every
+            # assignment, in one pass).
+            state.deferred = set()
+            present = [r for r in found if r is not None]
+            changed = state.held.differing(present)
+            if not changed:
+                return None
+            return _Plan(type_url, snapshot.versions.get(type_url, ""), tuple(changed))
         deferred = set()
         resources = []
-        for name in sorted(wanted):
-            res = available.get(name)
+        for name, res in zip(order, found, strict=True):
             if res is None:
                 if type_url != typeurls.ENDPOINT or name in state.held:
                     # Known before and gone now: its cluster is on its way out.
@@ -243,30 +276,31 @@ class SotwStream:
             if name in uses and not self._ready(uses[name], snapshot):
                 # A listener whose new clusters are not warm yet keeps its old version.
                 deferred.add(name)
-                if name in state.held:
-                    chosen[name] = state.held[name]
+                kept = state.held.get(name)
+                if kept is not None:
+                    chosen[name] = kept
                 continue
             chosen[name] = available[name]
         if type_url == typeurls.CLUSTER:
             subscribed = Everything() if state.wildcard else state.names
-            gone = [n for n in state.held if n not in chosen and n in subscribed]
+            gone = [(n, r) for n, r in state.held.items() if n not in chosen and n in subscribed]
             if gone:
                 # Rule 13: a deleted cluster stays while a listener or route the client holds
                 # (or is being sent) uses it.
                 in_use = self._in_use()
-                for name in gone:
+                for name, res in gone:
                     if name in in_use:
                         deferred.add(name)
-                        chosen[name] = state.held[name]
+                        chosen[name] = res
         state.deferred = deferred
         resources = tuple(sorted(chosen.values(), key=lambda r: r.name))
         version = set_version(resources)
         if state.held_set is None and state.resumed == version:
             # Rule 7: a client back from another replica with this very set holds it already.
-            state.held = {r.name: r for r in resources}
+            state.held.assign(resources, available)
             state.held_set = version
-            state.uses = {n: uses[n] for n in state.held if n in uses}
-            state.status.resume({r.name: r.version for r in resources})
+            state.uses = {r.name: uses[r.name] for r in resources if r.name in uses}
+            state.status.resume()
             state.status.acked_version = version
         state.resumed = ""
         if not state.force_all:
@@ -274,7 +308,7 @@ class SotwStream:
                 return None
             if version == state.held_set and state.rejected_set is None:
                 return None
-        removed = tuple(sorted(state.held.keys() - chosen.keys()))
+        removed = tuple(sorted(state.held.names() - chosen.keys()))
         return _Plan(type_url, version, resources, removed)
 
     def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
@@ -311,16 +345,20 @@ class SotwStream:
         nonce = self._nonces.next()
         if plan.type_url == typeurls.CLUSTER:
             self._clusters_sent(state, plan, snapshot.eds_names, nonce)
-        state.forced.difference_update(r.name for r in plan.resources)
+        if state.forced:
+            state.forced.difference_update(r.name for r in plan.resources)
+            if not state.forced:
+                state.forced = set()  # a set keeps the table it grew to: let it go
         state.latest_nonce = nonce
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
         uses = snapshot.uses.get(plan.type_url, {})
+        source = snapshot.of(plan.type_url)
         state.pending = Pending(
             nonce,
-            Sent(plan.type_url, plan.version, plan.resources, plan.removed),
-            {r.name: uses[r.name] for r in plan.resources if r.name in uses},
+            Sent.of(plan.type_url, plan.version, plan.resources, plan.removed, source),
+            {r.name: uses[r.name] for r in plan.resources if r.name in uses} if uses else {},
         )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)
 

@@ -1,0 +1,202 @@
+"""`python -m benchmarks.steps`: what one ADS stream costs, without gRPC: memory and CPU per step.
+
+The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
+every stream, and hold per-stream state for as long as the stream lives. This drives N machines
+of each protocol as Envoy does (wildcard CDS, EDS for every cluster, wildcard LDS, RDS for the
+routes the listeners name, an ACK for each response) against one profile's snapshots of the
+generated fleet, then measures:
+
+- memory per stream once synced (tracemalloc: what the machines allocated, divided by N; the
+  snapshot is shared and not counted), and the objects per stream the cyclic collector tracks;
+- CPU per stream for a member lost and then restored (every assignment changes): the machine's
+  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK;
+- a full collector pass with every stream synced, and again midway through a member loss's
+  fan-out (every stream sent its response and not answered yet): what the per-stream state
+  costs each gen-2 pass of the server's collector.
+
+Collector passes are switched off while timing the steps, so those are the steps' own cost;
+every figure is the thread's CPU time, so a busy machine does not inflate it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from benchmarks.fleet import Fleet, Shape, profiles
+from xdsfleet.cache import typeurls
+from xdsfleet.cache.resources import Encoder
+from xdsfleet.cache.snapshot import Snapshot, build_snapshot
+from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
+from xdsfleet.server.delta import DeltaStream
+from xdsfleet.server.protocol import Response
+from xdsfleet.server.sotw import SotwStream
+from xdsfleet.translate import translate
+from xdsfleet.translate.memo import Memo
+
+NODE = base_pb2.Node(id="bench", cluster="bench")
+
+
+@dataclass
+class _Client:
+    """One simulated Envoy: a machine and what it must still ask for."""
+
+    delta: bool
+    machine: Any
+    asked: set[str]
+
+    def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> Any:
+        if self.delta:
+            subscribe = [] if type_url in self.asked else names
+            return discovery_pb2.DeltaDiscoveryRequest(
+                node=NODE,
+                type_url=type_url,
+                resource_names_subscribe=subscribe,
+                response_nonce=nonce,
+            )
+        return discovery_pb2.DiscoveryRequest(
+            node=NODE,
+            type_url=type_url,
+            resource_names=names,
+            response_nonce=nonce,
+            version_info=version,
+        )
+
+
+def _names(snapshot: Snapshot, type_url: str) -> list[str]:
+    if type_url in (typeurls.CLUSTER, typeurls.LISTENER):
+        return []  # wildcard
+    return sorted(snapshot.of(type_url))
+
+
+def _sync(client: _Client, snapshot: Snapshot) -> None:
+    for type_url in typeurls.ORDER:
+        if snapshot.of(type_url) or type_url in (typeurls.CLUSTER, typeurls.LISTENER):
+            client.machine.on_request(client.request(type_url, _names(snapshot, type_url)))
+            client.asked.add(type_url)
+    while responses := client.machine.next_responses(snapshot):
+        for r in responses:
+            _ack(client, snapshot, r.type_url, r.nonce, r.version)
+
+
+def _ack(client: _Client, snapshot: Snapshot, type_url: str, nonce: str, version: str) -> None:
+    client.machine.on_request(client.request(type_url, _names(snapshot, type_url), nonce, version))
+
+
+@dataclass
+class _Timings:
+    step: list[float]
+    join: list[float]
+    ack: list[float]
+    sent_bytes: int = 0
+    collect_midway: float = 0.0
+
+
+def _collect() -> float:
+    """Seconds of a full collector pass (what is frozen is not looked at)."""
+    gc.enable()
+    t0 = time.thread_time()
+    gc.collect()
+    elapsed = time.thread_time() - t0
+    gc.disable()
+    return elapsed
+
+
+def _change(clients: list[_Client], snapshot: Snapshot) -> _Timings:
+    """Every stream is sent the change, then (a collector pass midway) every stream ACKs it."""
+    out = _Timings([], [], [])
+    sent = []
+    for client in clients:
+        to_bytes: Callable[[Response], bytes] = _delta_bytes if client.delta else _sotw_bytes
+        t0 = time.thread_time()
+        responses = client.machine.next_responses(snapshot)
+        t1 = time.thread_time()
+        data = [to_bytes(r) for r in responses]
+        t2 = time.thread_time()
+        out.step.append(t1 - t0)
+        out.join.append(t2 - t1)
+        out.sent_bytes = max(out.sent_bytes, sum(map(len, data)))
+        # As the server's writer: only what the ACK needs is kept once the bytes are written.
+        sent.append([(r.type_url, r.nonce, r.version) for r in responses])
+    # The server's frequent young-generation passes untrack tuples of strings (the names a
+    # response awaiting its answer keeps) soon after they are made; one such pass first.
+    gc.collect(0)
+    out.collect_midway = _collect()
+    for client, answered in zip(clients, sent, strict=True):
+        t0 = time.thread_time()
+        for type_url, nonce, version in answered:
+            _ack(client, snapshot, type_url, nonce, version)
+        out.ack.append(time.thread_time() - t0)
+    return out
+
+
+def _ms(values: list[float]) -> str:
+    return f"mean {statistics.fmean(values) * 1e3:6.2f}  max {max(values) * 1e3:6.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--endpoints", type=int, default=20_000)
+    parser.add_argument("--streams", type=int, default=50, help="per protocol")
+    args = parser.parse_args()
+    shape = Shape(50, max(1, args.endpoints // 100), args.endpoints)
+    fleet = Fleet(shape)
+    profile = profiles()[0]
+    encoder = Encoder()
+    with Memo().active():
+        first = build_snapshot(translate(fleet.state(), profile), encoder)
+        encoder.end_generation()
+        fleet.lose(1)
+        lost = build_snapshot(translate(fleet.state(), profile), encoder).after(first)
+        encoder.end_generation()
+        fleet.restore(1)
+        restored = build_snapshot(translate(fleet.state(), profile), encoder).after(lost)
+    counts = {t: len(first.of(t)) for t in typeurls.ORDER}
+    print(f"fleet {shape.describe()}, profile {profile.describe()}, resources {counts}")
+    for delta in (False, True):
+        name = "delta" if delta else "sotw"
+        gc.collect()
+        gc.freeze()
+        tracked = len(gc.get_objects())
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        clients = []
+        for _ in range(args.streams):
+            client = _Client(delta, DeltaStream() if delta else SotwStream(), set())
+            _sync(client, first)
+            clients.append(client)
+        gc.collect()
+        per_stream = (tracemalloc.get_traced_memory()[0] - base) / args.streams / 1024
+        tracemalloc.stop()
+        objects = (len(gc.get_objects()) - tracked) / args.streams
+        gc.disable()
+        try:
+            synced = _collect()
+            loss = _change(clients, lost)
+            back = _change(clients, restored)
+        finally:
+            gc.enable()
+            gc.unfreeze()
+        print(
+            f"{name:5}: {per_stream:7.1f} KiB/stream, {objects:7.1f} tracked objects/stream;"
+            f" full collection {synced * 1e3:.1f} ms synced"
+        )
+        for label, t in (("lost", loss), ("restored", back)):
+            print(
+                f"  member {label:8} ({t.sent_bytes / 1e6:.1f} MB): step {_ms(t.step)};"
+                f" join {_ms(t.join)}; ack {_ms(t.ack)};"
+                f" full collection midway {t.collect_midway * 1e3:.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

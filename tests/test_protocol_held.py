@@ -1,0 +1,97 @@
+"""What a client holds (`protocol.Held`: a shared snapshot map plus differences) always reads as
+the plain name -> resource dict it stands for, whatever was put, dropped, assigned or rebased."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xdsfleet.cache.resources import Encoded
+from xdsfleet.server.protocol import Held, Sent, TypeStatus, shared_names
+
+NAMES = [f"n{i}" for i in range(40)]
+
+
+def res(name: str, version: int) -> Encoded:
+    return Encoded("t", name, f"v{version}", b"", b"", b"", 0)
+
+
+# Snapshot maps to share: each name at one of two versions, or absent.
+MAPS = st.dictionaries(st.sampled_from(NAMES), st.integers(0, 1), max_size=40).map(
+    lambda chosen: {n: res(n, v) for n, v in sorted(chosen.items())}
+)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.sampled_from(NAMES), st.integers(0, 2)),
+        st.tuples(st.just("drop"), st.sampled_from(NAMES)),
+        st.tuples(st.just("rebase"), st.integers(0, 3), st.booleans()),
+        st.tuples(st.just("assign"), st.integers(0, 3)),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=60,
+)
+
+
+@given(st.lists(MAPS, min_size=4, max_size=4), OPS)
+def test_held_reads_as_the_dict_it_stands_for(
+    maps: list[dict[str, Encoded]], ops: list[tuple[Any, ...]]
+) -> None:
+    held: Held = Held()
+    model: dict[str, Encoded] = {}
+    for op in ops:
+        if op[0] == "put":
+            held.put(op[1], res(op[1], op[2]))
+            model[op[1]] = res(op[1], op[2])
+        elif op[0] == "drop":
+            held.drop(op[1])
+            model.pop(op[1], None)
+        elif op[0] == "rebase":
+            held.rebase(maps[op[1]], force=op[2])
+        elif op[0] == "assign":
+            held.assign(maps[op[1]].values(), maps[op[1]])
+            model = dict(maps[op[1]])
+        else:
+            held.clear()
+            model = {}
+        assert sorted(held) == sorted(model)
+        assert len(held) == len(model)
+        assert {n: r.version for n, r in held.items()} == {n: r.version for n, r in model.items()}
+        for name in NAMES:
+            assert held.version(name) == (model[name].version if name in model else None)
+            assert (name in held) == (name in model)
+
+
+def test_a_held_map_shares_the_snapshot_it_came_from() -> None:
+    snapshot = {n: res(n, 0) for n in NAMES}
+    held = Held()
+    for r in snapshot.values():
+        held.put(r.name, r)
+    held.rebase(snapshot)
+    assert held._diff == {}  # nothing of its own: the snapshot's map is all it keeps
+    held.put("n1", res("n1", 1))
+    assert held._diff == {"n1": res("n1", 1)}
+
+
+def test_status_shows_what_the_machine_holds() -> None:
+    status = TypeStatus()
+    status.holding.put("a", res("a", 3))
+    assert status.held == {"a": "v3"}
+    assert status.summary()["resources"] == 1
+
+
+def test_sent_keeps_names_and_finds_resources_in_its_source() -> None:
+    source = {"a": res("a", 0), "b": res("b", 0)}
+    placeholder = res("c", 9)
+    sent = Sent.of("t", "v", [source["a"], placeholder], (), source)
+    assert sent.names == ("a", "c")
+    assert list(sent.resources) == [source["a"], placeholder]
+    assert dict(sent.own) == {"c": placeholder}
+
+
+def test_equal_name_sets_are_one_object() -> None:
+    first = shared_names([f"x{i}" for i in range(100)])
+    again = shared_names([f"x{i}" for i in reversed(range(100))])
+    assert again is first
+    assert shared_names([]) == frozenset()

@@ -4,7 +4,8 @@ Every long-lived task is named and supervised (`pipeline/supervisor.py`): one th
 unexpectedly is logged with its traceback and stops the process with a non-zero exit, which a
 Deployment then restarts, instead of serving a config that silently stopped following its
 sources. Signals only set a flag; shutdown gives streams a grace period. Every reason not to
-start is one `Refused` line.
+start is one `Refused` line. The HTTP side channel starts before anything is loaded, so that
+`/healthz` answers through a long start and `/readyz` says what the start waits for.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cli import app
+from xdsfleet.documents.manifests import parse_file
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "fleet.yaml"
@@ -29,6 +30,22 @@ def test_validate_accepts_the_example_fleet() -> None:
     result = runner.invoke(app, ["validate", "--fleet", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
     assert "3 members" in result.output
+
+
+def test_validate_parses_each_file_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # At 50,000 endpoints parsing is all validate costs: it must not parse the fleet again
+    # to count what it holds.
+    parsed: list[str] = []
+
+    def counting(text: str, path: str, *args: object) -> object:
+        parsed.append(path)
+        return parse_file(text, path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", counting)
+
+    assert runner.invoke(app, ["validate", "--fleet", str(EXAMPLE)]).exit_code == 0
+    assert parsed
+    assert len(parsed) == len(set(parsed))
 
 
 def test_validate_without_a_fleet_checks_the_built_in_one() -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
@@ -31,7 +34,14 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.model.policy import Pin, PolicySpec, PolicyTarget, TargetKind, TrafficPolicy
+from xdsfleet.model.policy import (
+    Failover,
+    Pin,
+    PolicySpec,
+    PolicyTarget,
+    TargetKind,
+    TrafficPolicy,
+)
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
@@ -363,3 +373,150 @@ async def test_a_first_snapshot_prepared_in_slices_is_of_the_latest_state(
     rebuilt = build_snapshot(translate(publisher.state, newcomer), Encoder())
     assert wire_view(served) == wire_view(rebuilt)
     assert_as_rebuilt(publisher)
+
+
+# --- Sharing between profiles, whatever the interleaving of changes ---
+
+# Two profiles per place where they can share assignments (a sidecar and a gateway), places
+# that differ only in their zone, one without locality, and a pinned route (PIN): what
+# profiles may share, and what they must not.
+SHARING = (
+    NodeProfile(role=Role.SIDECAR, region="r1", zone="z1"),
+    NodeProfile(role=Role.GATEWAY, gateway="ns/edge", region="r1", zone="z1"),
+    NodeProfile(role=Role.SIDECAR, region="r1", zone="z2"),
+    NodeProfile(role=Role.GATEWAY, gateway="ns/edge", region="r2", zone="z3"),
+    NodeProfile(role=Role.PROXYLESS, region="r2", zone="z3"),
+    NodeProfile(role=Role.SIDECAR),
+)
+# db fails over by explicit tiers: its tiers do not follow the views.
+TIERED = TrafficPolicy(
+    "ns",
+    "tiers",
+    (PolicyTarget(TargetKind.SERVICE, "db"),),
+    PolicySpec(failover=Failover(tiers=(("west",), ("north",)))),
+)
+SHARED_STATE = dataclasses.replace(STATE, policies=(PIN, TIERED))
+
+
+def _endpoints(
+    position: int, service: str, last: int, zone: str | None
+) -> Callable[[FleetState], FleetState]:
+    def change(state: FleetState) -> FleetState:
+        if state.members[position].stale:
+            return state  # a lost member changes nothing until restored
+        slices = tuple(
+            dataclasses.replace(
+                s, endpoints=tuple(dataclasses.replace(e, zone=zone) for e in s.endpoints)
+            )
+            if s.service_name == service
+            else s
+            for s in new_endpoints(state, position, service, last).members[position].endpoint_slices
+        )
+        return with_member(state, position, endpoint_slices=slices)
+
+    return change
+
+
+def _lose(position: int) -> Callable[[FleetState], FleetState]:
+    return lambda state: lost(state, position)
+
+
+def _restore(position: int) -> Callable[[FleetState], FleetState]:
+    def change(state: FleetState) -> FleetState:
+        members = list(state.members)
+        members[position] = SHARED_STATE.members[position]
+        return dataclasses.replace(state, members=tuple(members))
+
+    return change
+
+
+def _http2(position: int, service: str) -> Callable[[FleetState], FleetState]:
+    """The member's Service port turns h2c: its cluster changes with its endpoints."""
+
+    def change(state: FleetState) -> FleetState:
+        old = state.members[position]
+        if old.stale:
+            return state
+        services = tuple(
+            dataclasses.replace(s, ports=(ServicePort("http", 80, app_protocol="h2c"),))
+            if s.name == service
+            else s
+            for s in old.services
+        )
+        return with_member(state, position, services=services)
+
+    return change
+
+
+def _without(position: int, service: str) -> Callable[[FleetState], FleetState]:
+    def change(state: FleetState) -> FleetState:
+        old = state.members[position]
+        if old.stale or all(s.name != service for s in old.services):
+            return state
+        return without_service(state, position, service)
+
+    return change
+
+
+_positions = st.integers(0, len(MEMBERS) - 1)
+_services = st.sampled_from(SERVICES)
+_changes = st.one_of(
+    st.builds(
+        _endpoints,
+        _positions,
+        _services,
+        st.integers(2, 9),
+        st.sampled_from((None, "z1", "z2", "z3", "z9")),
+    ),
+    st.builds(_lose, _positions),
+    st.builds(_restore, _positions),
+    st.builds(_http2, _positions, _services),
+    st.builds(_without, _positions, _services),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_changes, min_size=1, max_size=3), min_size=1, max_size=6))
+def test_profiles_that_share_stay_as_rebuilt_whatever_the_changes(
+    batches: list[list[Callable[[FleetState], FleetState]]],
+) -> None:
+    # Profiles share assignments by view and mappings by content, and patch them once for all
+    # (translate.snapshot.DestinationTable, cache.snapshot.Siblings): an interleaving of
+    # endpoint changes, zone moves, losses, restores and cluster changes must never leave one
+    # profile with another's resources, nor with a stale one.
+    publisher = Publisher(SHARED_STATE)
+    for profile in SHARING:
+        publisher.cache.watch(profile, lambda: None)
+        publisher.cache.get(profile)
+    state = SHARED_STATE
+    for batch in batches:
+        for change in batch:
+            state = change(state)
+        publisher.publish(state)
+        for profile in SHARING:
+            served = publisher.cache.get(profile)
+            rebuilt = build_snapshot(translate(state, profile), Encoder())
+            assert wire_view(served) == wire_view(rebuilt), profile.describe()
+            assert served.versions == rebuilt.versions
+            assert served.eds_names == rebuilt.eds_names
+            assert served.uses == rebuilt.uses
+
+
+def test_profiles_in_one_place_share_their_assignments_and_patch_them_once() -> None:
+    sidecar, gateway = SHARING[0], SHARING[1]
+    proxyless = NodeProfile(role=Role.PROXYLESS, region="r1", zone="z1")
+    publisher = Publisher(SHARED_STATE)
+    for profile in (sidecar, gateway, proxyless):
+        publisher.cache.watch(profile, lambda: None)
+        publisher.cache.get(profile)
+    publisher.publish(new_endpoints(SHARED_STATE, 1, "web", 5))
+
+    served = {p: publisher.cache.get(p) for p in (sidecar, gateway, proxyless)}
+    # The gateway routes to fewer services (and one pinned): its mapping is its own, but the
+    # assignment of a service both use is one object, encoded once.
+    assert served[sidecar].of(ENDPOINT)["ns/web:80"] is served[gateway].of(ENDPOINT)["ns/web:80"]
+    # A sidecar and a proxyless client of one place use the same assignments: one mapping,
+    # patched once for both; their clusters differ by role.
+    assert served[sidecar].of(ENDPOINT) is served[proxyless].of(ENDPOINT)
+    assert served[sidecar].of(CLUSTER) != served[proxyless].of(CLUSTER)
+    assert served[sidecar].changed[ENDPOINT] == {"ns/web:80"}

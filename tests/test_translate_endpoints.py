@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import (
@@ -19,7 +22,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.translate import endpoints, translate
+from xdsfleet.translate import endpoints, services, translate
 
 
 def running(member: Member, *endpoints: Endpoint) -> MemberState:
@@ -248,7 +251,11 @@ def test_the_field_numbers_joined_are_those_of_the_descriptors() -> None:
         endpoints._ENDPOINTS,
         endpoints._POLICY,
     )
-    assert block["priority"].number == endpoints._PRIORITY
+    assert (block["load_balancing_weight"].number, block["priority"].number) == (
+        endpoints._WEIGHT,
+        endpoints._PRIORITY,
+    )
+    assert wrappers_pb2.UInt32Value.DESCRIPTOR.fields_by_name["value"].number == endpoints._VALUE
     # Joining a block's priority after its bytes keeps field order only while it is the last
     # field set: the fields after it (proximity, metadata, LEDS) are never set.
     assert [f.number for f in block.values() if f.number > endpoints._PRIORITY] == [9, 7, 8, 6]
@@ -268,3 +275,96 @@ def test_a_joined_assignment_is_what_serializing_the_message_gives() -> None:
         joined_bytes_are_deterministic(profile, spread, *FLEET[1:])
     # Priorities 0, 1 and 2 all present: the blocks with a priority carry field 5.
     assert [e.priority for e in assignment(east_node, *FLEET).endpoints] == [0, 1, 2]
+
+
+_zones = st.sampled_from(("east-1a", "east-1b", "west-1a", None))
+_members = st.sampled_from((EAST_A, EAST_B, WEST, Member("heavy", "east", "east-1a", weight=7)))
+_endpoint = st.builds(
+    Endpoint,
+    st.tuples(st.sampled_from(("10.0.0.1", "10.0.0.2", "10.1.0.1", "fd00::1"))),
+    ready=st.booleans(),
+    serving=st.booleans(),
+    terminating=st.booleans(),
+    zone=_zones,
+)
+_views = st.builds(
+    NodeProfile,
+    role=st.just(Role.SIDECAR),
+    member=st.sampled_from((None, "east-a", "west")),
+    region=st.sampled_from(("", "east", "west")),
+    zone=st.sampled_from(("", "east-1a", "west-1a")),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(_members, st.lists(_endpoint, max_size=4), min_size=1, max_size=4),
+    st.lists(_views, min_size=1, max_size=3),
+)
+def test_joined_assignments_are_deterministic_serializations_wherever_the_node_stands(
+    fleet: dict[Member, list[Endpoint]], views: list[NodeProfile]
+) -> None:
+    # Localities are serialized once per member and joined per view with their weight and
+    # priority: whatever the tiers, weights and zones, the bytes must be those of serializing
+    # the message they parse to, with contiguous priorities in the order sent.
+    members = [running(member, *endpoints) for member, endpoints in fleet.items()]
+    for profile in views:
+        joined_bytes_are_deterministic(profile, *members)
+        sent = [e.priority for e in assignment(profile, *members).endpoints]
+        assert sent == sorted(sent)
+        assert sorted(set(sent)) == list(range(len(set(sent))))
+
+
+def reference_locality(
+    member: Member, zone: services.ZoneBackends, weight: int, health_check_port: int | None
+) -> bytes:
+    """A locality built as protobuf messages and serialized: what the hand-serialized blocks
+    must equal, byte for byte."""
+    lb_endpoints = []
+    for backend in zone.backends:
+        endpoint = endpoint_components_pb2.Endpoint(
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(
+                    address=backend.address, port_value=backend.port
+                )
+            )
+        )
+        if health_check_port is not None:
+            endpoint.health_check_config.port_value = health_check_port
+        status = health_check_pb2.DRAINING if backend.draining else health_check_pb2.HEALTHY
+        lb_endpoints.append(
+            endpoint_components_pb2.LbEndpoint(endpoint=endpoint, health_status=status)
+        )
+    block = endpoint_components_pb2.LocalityLbEndpoints(
+        locality=base_pb2.Locality(region=member.region, zone=zone.zone, sub_zone=member.name),
+        lb_endpoints=lb_endpoints,
+        load_balancing_weight={"value": weight},
+    )
+    return bytes(block.SerializeToString(deterministic=True))
+
+
+_text = st.text(max_size=140)  # lengths past 127 take a two-byte varint
+_backends = st.builds(
+    services.Backend,
+    st.one_of(st.sampled_from(("10.0.0.1", "fd00::1", "")), _text),
+    st.integers(0, 65535),
+    st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.builds(Member, _text, _text, _text),
+    st.builds(services.ZoneBackends, _text, st.lists(_backends, max_size=5).map(tuple)),
+    st.integers(1, 2**32 - 1),
+    st.one_of(st.none(), st.integers(0, 65535)),
+)
+def test_a_hand_serialized_locality_is_what_protobuf_serializes(
+    member: Member, zone: services.ZoneBackends, weight: int, health_check_port: int | None
+) -> None:
+    member_port = services.MemberPort(member, http2=False, zones=(zone,))
+
+    _, [data] = endpoints._member_localities(member_port, health_check_port)
+
+    expected = reference_locality(member, zone, weight, health_check_port)
+    assert data + endpoints._weight(weight) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
 from snapshots import assignment
 
 from xdsfleet.cache import typeurls, wire
@@ -61,3 +62,18 @@ def test_versions_are_content_hashes() -> None:
     again = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.1"))
     other = encode(typeurls.ENDPOINT, "a", assignment("a", "10.0.0.2"))
     assert first.version == again.version != other.version
+
+
+def test_entries_are_the_deterministic_serializations_of_their_fields() -> None:
+    # Byte for byte, not only equal once parsed: versions and the protocol machines' size
+    # accounting rely on these bytes being what protobuf itself would send.
+    for addresses in (("10.0.0.1",), tuple(f"10.0.{i // 250}.{i % 250}" for i in range(2000))):
+        message = assignment("a", *addresses)
+        res = encode(typeurls.ENDPOINT, "a", message)
+        packed = any_pb2.Any()
+        packed.Pack(message, deterministic=True)
+        sotw = discovery_pb2.DiscoveryResponse(resources=[packed])
+        assert res.sotw_entry == sotw.SerializeToString(deterministic=True)
+        resource = discovery_pb2.Resource(name="a", version=res.version, resource=packed)
+        delta = discovery_pb2.DeltaDiscoveryResponse(resources=[resource])
+        assert res.delta_entry == delta.SerializeToString(deterministic=True)

@@ -30,7 +30,7 @@ from xdsfleet.model.node import (
 from xdsfleet.pipeline.serve import Settings, serve
 from xdsfleet.pipeline.supervisor import Crashed, Refused
 from xdsfleet.server.tls import TlsFiles
-from xdsfleet.sources.files import builtin_fleet_path, load_fleet, validate_fleet
+from xdsfleet.sources.files import builtin_fleet_path, checked_fleet, load_fleet
 from xdsfleet.telemetry import logs
 from xdsfleet.tools.bootstrap import ClientTls, Target, bootstrap
 from xdsfleet.tools.clients import as_data, config_rows, status_table
@@ -288,9 +288,9 @@ def validate_command(
     """Check a fleet and every file it names, TLS certificates included; exit 1 on any error
     (warnings alone exit 0)."""
     path = _fleet_path(fleet)
-    problems = validate_fleet(path)
+    problems, loaded = checked_fleet(path)
     errors = [p for p in problems if p.severity is Severity.ERROR]
-    state = None if errors else load_fleet(path).state
+    state = None if errors or loaded is None else loaded.state
     if output is Report.JSON:
         document = {
             "fleet": str(path),

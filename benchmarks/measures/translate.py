@@ -9,6 +9,10 @@ one assignment per distinct locality view to rebuild, whatever the size of the r
 The floor is that irreducible work, done alone: decode and re-encode the changed assignment of
 each distinct view (six here: a sidecar and a gateway in one place see the same priorities).
 Any translation has to build messages of that size and serialize them at least once.
+
+Then a member is lost and restored, three times (three members): the loss changes every
+assignment of every view, the restore brings back what was there before (issue 10: publishing
+the loss took ~10x the restore).
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from xdsfleet.cache.resources import encode
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate.names import cluster_name
 
-TARGET_SECONDS = 0.005
+TARGET_SECONDS = 0.001  # issue 10
 TARGET_ENDPOINTS = 100_000
 MEMBERS = 50
 ENDPOINTS_PER_SERVICE = 100
 FIXED_SERVICES = 1_000
+LOST_MEMBERS = (3, 7, 11)
 PLOT = run.ROOT / "docs" / "bench-translate.png"
 
 
@@ -52,6 +57,8 @@ class Point:
     wall: list[float]
     floor: list[float]
     first: float  # the first publish of every profile, seconds of CPU
+    lost: list[float]  # publishing a member lost, seconds of CPU
+    restored: list[float]  # publishing it restored
 
 
 def grown(endpoints: int) -> Shape:
@@ -84,9 +91,18 @@ def measure_shape(shape: Shape, changes: int) -> Point:
             cpu.append(time.thread_time() - cpu0)
             wall.append(time.perf_counter() - wall0)
             floor.append(_floor(publisher, service_name(event.service)))
+        lost: list[float] = []
+        restored: list[float] = []
+        for member in LOST_MEMBERS:
+            for change, times in ((fleet.lose, lost), (fleet.restore, restored)):
+                change(member % shape.members)
+                state = fleet.state()
+                cpu0 = time.thread_time()
+                publisher.publish(state)
+                times.append(time.thread_time() - cpu0)
     finally:
         gc.unfreeze()
-    return Point(shape, cpu, wall, floor, first)
+    return Point(shape, cpu, wall, floor, first, lost, restored)
 
 
 def _floor(publisher: Publisher, service: str) -> float:
@@ -122,6 +138,8 @@ def measure(options: Options) -> Section:
                     ms(rank(p.floor, 0.5)),
                     f"{rank(p.cpu, 0.5) / rank(p.floor, 0.5):,.0f}x",
                     f"{p.first:,.2f}",
+                    ms(rank(p.lost, 0.5)),
+                    ms(rank(p.restored, 0.5)),
                 )
             )
     verdicts = []
@@ -159,12 +177,15 @@ def measure(options: Options) -> Section:
             "floor p50",
             "x floor",
             "first publish, s",
+            "member lost p50",
+            "restored p50",
         ),
         rows=rows,
         notes=(
             "CPU: thread time of Publisher.publish with one endpoint changed (a churn event).",
             "floor: decode + encode the changed assignment of each distinct locality view.",
             "first publish: every profile's first snapshot (what the first streams wait for).",
+            f"member lost / restored: CPU of the publish, members {LOST_MEMBERS} in turn.",
         ),
         verdicts=tuple(verdicts),
         data={
@@ -174,6 +195,9 @@ def measure(options: Options) -> Section:
                     "services": p.shape.services,
                     "cpu_p50": rank(p.cpu, 0.5),
                     "floor_p50": rank(p.floor, 0.5),
+                    "first": p.first,
+                    "lost_p50": rank(p.lost, 0.5),
+                    "restored_p50": rank(p.restored, 0.5),
                 }
                 for p in points
             ]

@@ -45,19 +45,31 @@ def encode(type_url: str, name: str, message: Any) -> Encoded:
     # would otherwise change bytes, and so versions, between runs (envoy#6252).
     body: bytes = message.SerializeToString(deterministic=True)
     version = content_version(body)
-    any_bytes = wire.any_message(type_url, body)
-    resource = (
-        wire.text(wire.RESOURCE_VERSION, version)
-        + wire.length_delimited(wire.RESOURCE_RESOURCE, any_bytes)
-        + wire.text(wire.RESOURCE_NAME, name)
-    )
+    # Both entries frame the same `Any` around the body: each is joined once from small
+    # headers and the body, rather than nesting concatenations that copy the body at every
+    # level (an assignment of a large service is megabytes).
+    value_head = wire.header(wire.ANY_VALUE, len(body))
+    any_head = wire.text(wire.ANY_TYPE_URL, type_url) + value_head
+    any_size = len(any_head) + len(body)
+    resource_version = wire.text(wire.RESOURCE_VERSION, version)
+    resource_head = resource_version + wire.header(wire.RESOURCE_RESOURCE, any_size)
+    resource_name = wire.text(wire.RESOURCE_NAME, name)
+    resource_size = len(resource_head) + any_size + len(resource_name)
     return Encoded(
         type_url=type_url,
         name=name,
         version=version,
         body=body,
-        sotw_entry=wire.length_delimited(wire.RESPONSE_RESOURCES, any_bytes),
-        delta_entry=wire.length_delimited(wire.DELTA_RESOURCES, resource),
+        sotw_entry=b"".join((wire.header(wire.RESPONSE_RESOURCES, any_size), any_head, body)),
+        delta_entry=b"".join(
+            (
+                wire.header(wire.DELTA_RESOURCES, resource_size),
+                resource_head,
+                any_head,
+                body,
+                resource_name,
+            )
+        ),
         set_term=set_term(name, version),
     )
 
@@ -95,6 +107,8 @@ class Encoder:
     def __init__(self) -> None:
         self._current: dict[tuple[int, str], tuple[Any, Encoded]] = {}
         self._previous: dict[tuple[int, str], tuple[Any, Encoded]] = {}
+        # How many messages it has encoded (not found): what it added to memory.
+        self.encoded = 0
 
     def encode(self, type_url: str, name: str, message: Any) -> Encoded:
         key = (id(message), name)
@@ -105,6 +119,7 @@ class Encoder:
             return hit[1]
         encoded = encode(type_url, name, message)
         self._current[key] = (message, encoded)
+        self.encoded += 1
         return encoded
 
     def end_generation(self) -> None:

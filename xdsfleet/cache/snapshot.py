@@ -22,10 +22,14 @@ from xdsfleet.cache.resources import (
     patched_set_version,
     set_version,
 )
-from xdsfleet.cache.uses import HCM_TYPE_URL, uses_of
+from xdsfleet.cache.uses import HCM_TYPE_URL, USERS, uses_of
 
 # One generation's change: the versions it started from, and the names it changed, per type.
 Step = tuple[Mapping[str, str], Mapping[str, frozenset[str]]]
+# The resources a patch puts into one type's mapping; and the result: the patched mapping, its
+# set version, the names that changed.
+Patch = tuple[Encoded, ...]
+Patched = tuple[Mapping[str, Encoded], str, frozenset[str]]
 # Generations of change sets kept at most; fewer when they name more resources than the
 # snapshot holds (walking every name is then no dearer than their union).
 HISTORY = 32
@@ -51,7 +55,7 @@ class Snapshot:
     changed: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # The same for the generations before, newest first (`base_versions`, `changed` of each),
     # so that a stream a few generations behind still does work in proportion to the changes
-    # (under churn a stream is often two or three behind). Bounded by `_keep`.
+    # (under churn a stream is often two or three behind). Bounded by `_succeeded`.
     earlier: tuple[Step, ...] = ()
     # How many names `changed` and `earlier` hold together: what bounds `earlier`.
     history_size: int = 0
@@ -112,7 +116,50 @@ class Snapshot:
         )
 
 
-def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) -> Snapshot:
+class Siblings:
+    """What snapshots of one state share: profiles that differ only in their listeners and
+    routes (a sidecar and a gateway in one place), or only in their assignments (two places),
+    hold the very same mapping of every type that came out the same, and a patch that makes the
+    same change to the same mapping is applied once for all of them (`patch_snapshot`). Saves
+    the memory of a copy per profile, and a patch per profile per change.
+
+    Made by the owner for each state it builds or patches snapshots from, and then dropped."""
+
+    def __init__(self) -> None:
+        # (type, size) -> mappings built for earlier profiles.
+        self._built: dict[tuple[str, int], list[Mapping[str, Encoded]]] = {}
+        # (type, id of the mapping patched) -> (that mapping, the resources patched in, the
+        # result: the patched mapping, its set version, the names that changed).
+        self._patched: dict[tuple[str, int], tuple[Mapping[str, Encoded], Patch, Patched]] = {}
+
+    def intern(self, type_url: str, named: dict[str, Encoded]) -> Mapping[str, Encoded]:
+        """`named`, or an equal mapping of an earlier profile (same names, same encodings in
+        the same order)."""
+        built = self._built.setdefault((type_url, len(named)), [])
+        for earlier in built:
+            # Equal values are the same objects (the encoder hands them out by message), so
+            # this compares identities, at C speed.
+            if earlier == named and list(earlier) == list(named):
+                return earlier
+        built.append(named)
+        return named
+
+    def patch(
+        self, type_url: str, before: Mapping[str, Encoded], version: str, encoded: Patch
+    ) -> Patched:
+        """`_patch_type`, done once for every profile that makes it."""
+        key = (type_url, id(before))
+        done = self._patched.get(key)
+        if done is not None and done[0] is before and _same(done[1], encoded):
+            return done[2]
+        result = _patch_type(before, version, encoded)
+        self._patched[key] = (before, encoded, result)
+        return result
+
+
+def build_snapshot(
+    messages: Mapping[str, Mapping[str, Any]], encoder: Encoder, siblings: Siblings | None = None
+) -> Snapshot:
     """Encode a translated resource set and check that every reference resolves."""
     eds_names = {
         name: _eds_name(name, cluster)
@@ -123,10 +170,12 @@ def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) 
         messages.get(typeurls.LISTENER, {}),
         lambda type_url, name: name in messages.get(type_url, {}),
     )
-    resources = {
+    resources: dict[str, Mapping[str, Encoded]] = {
         type_url: {name: encoder.encode(type_url, name, msg) for name, msg in sorted(named.items())}
         for type_url, named in messages.items()
     }
+    if siblings is not None:
+        resources = {t: siblings.intern(t, dict(named)) for t, named in resources.items()}
     return Snapshot(
         resources=resources,
         versions={t: set_version(named.values()) for t, named in resources.items()},
@@ -136,10 +185,14 @@ def build_snapshot(messages: Mapping[str, Mapping[str, Any]], encoder: Encoder) 
 
 
 def patch_snapshot(
-    previous: Snapshot, patch: Mapping[str, Mapping[str, Any]], encoder: Encoder
+    previous: Snapshot,
+    patch: Mapping[str, Mapping[str, Any]],
+    encoder: Encoder,
+    siblings: Siblings | None = None,
 ) -> Snapshot:
     """`previous` with some resources replaced or added: the snapshot `build_snapshot` would
-    give for the whole patched set, in O(patch).
+    give for the whole patched set, in O(patch). With `siblings`, a patch of a mapping that an
+    earlier profile's patch already made the same way gives that profile's result.
 
     Only the references of the patched resources are checked: the others were checked when
     `previous` was built, and nothing they name can have gone since the patch removes nothing.
@@ -155,32 +208,33 @@ def patch_snapshot(
     changed = {type_url: frozenset[str]() for type_url in previous.resources}
     for type_url, named in patch.items():
         before = previous.of(type_url)
-        encoded = (encoder.encode(type_url, name, msg) for name, msg in named.items())
-        new = [
-            e for e in encoded if (old := before.get(e.name)) is None or old.version != e.version
-        ]
-        if new:
-            resources[type_url] = _patched(before, new)
-            replaced = [before[e.name] for e in new if e.name in before]
-            versions[type_url] = patched_set_version(
-                versions.get(type_url, EMPTY_SET), replaced, new
-            )
-            changed[type_url] = frozenset(e.name for e in new)
-    eds = dict(previous.eds_names)
-    for name, eds_name in eds_names.items():
-        if eds_name is None:
-            eds.pop(name, None)
+        encoded = tuple(encoder.encode(type_url, name, msg) for name, msg in named.items())
+        version = versions.get(type_url, EMPTY_SET)
+        if siblings is None:
+            result = _patch_type(before, version, encoded)
         else:
-            eds[name] = eds_name
-    uses = dict(previous.uses)
-    for type_url, named in uses_of(patch).items():
-        if not patch.get(type_url):
-            continue
-        merged = dict(uses.get(type_url, {}))
-        for name in patch[type_url]:
-            merged.pop(name, None)
-        merged.update(named)
-        uses[type_url] = merged
+            result = siblings.patch(type_url, before, version, encoded)
+        if result[2]:
+            resources[type_url], versions[type_url], changed[type_url] = result
+    eds = previous.eds_names
+    if eds_names:
+        eds = dict(eds)
+        for name, eds_name in eds_names.items():
+            if eds_name is None:
+                eds.pop(name, None)
+            else:
+                eds[name] = eds_name
+    uses = previous.uses
+    if any(patch.get(type_url) for type_url in USERS):
+        uses = dict(uses)
+        for type_url, named in uses_of(patch).items():
+            if not patch.get(type_url):
+                continue
+            merged = dict(uses.get(type_url, {}))
+            for name in patch[type_url]:
+                merged.pop(name, None)
+            merged.update(named)
+            uses[type_url] = merged
     return Snapshot(
         resources,
         versions,
@@ -192,22 +246,22 @@ def patch_snapshot(
     )
 
 
-# Generations of change sets kept at most; fewer when they name more resources than the
-# snapshot holds (walking every name is then no dearer than their union).
-HISTORY = 32
+def _same(a: Patch, b: Patch) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
-def _keep(
-    steps: tuple[Step, ...], resources: Mapping[str, Mapping[str, Encoded]]
-) -> tuple[Step, ...]:
-    budget = sum(len(named) for named in resources.values())
-    kept = 0
-    for _, changed in steps[:HISTORY]:
-        budget -= sum(len(names) for names in changed.values())
-        if budget < 0:
-            break
-        kept += 1
-    return steps[:kept]
+def _patch_type(before: Mapping[str, Encoded], version: str, encoded: Patch) -> Patched:
+    """One type's mapping with `encoded` replaced or added: the new mapping, its set version
+    and the names that changed (none: `before` and `version` as they were)."""
+    new = [e for e in encoded if (old := before.get(e.name)) is None or old.version != e.version]
+    if not new:
+        return before, version, frozenset()
+    replaced = [before[e.name] for e in new if e.name in before]
+    return (
+        _patched(before, new),
+        patched_set_version(version, replaced, new),
+        frozenset(e.name for e in new),
+    )
 
 
 def _patched(before: Mapping[str, Encoded], new: list[Encoded]) -> dict[str, Encoded]:

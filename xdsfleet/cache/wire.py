@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 
 def varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]  # tags, and the lengths of most fields here
     out = bytearray()
     while True:
         bits = value & 0x7F
@@ -23,9 +25,18 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
+_SMALL = tuple(bytes((value,)) for value in range(0x80))
+
+
 def length_delimited(field_number: int, payload: bytes) -> bytes:
     """One length-delimited field (wire type 2): strings, bytes and embedded messages."""
-    return varint(field_number << 3 | 2) + varint(len(payload)) + payload
+    return header(field_number, len(payload)) + payload
+
+
+def header(field_number: int, size: int) -> bytes:
+    """The tag and length of a length-delimited field of `size` bytes, without its payload:
+    for joining a field from parts without copying them into one first."""
+    return varint(field_number << 3 | 2) + varint(size)
 
 
 def text(field_number: int, value: str) -> bytes:
@@ -51,10 +62,6 @@ DELTA_REMOVED_RESOURCES = 6
 RESOURCE_VERSION = 1
 RESOURCE_RESOURCE = 2
 RESOURCE_NAME = 3
-
-
-def any_message(type_url: str, value: bytes) -> bytes:
-    return text(ANY_TYPE_URL, type_url) + length_delimited(ANY_VALUE, value)
 
 
 def sotw_response(

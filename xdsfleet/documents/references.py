@@ -39,6 +39,7 @@ from xdsfleet.model.fleet import (
     ParentRef,
     RouteMatch,
     RouteRule,
+    ServicePort,
 )
 from xdsfleet.model.policy import (
     Level,
@@ -79,44 +80,77 @@ def _parent_problem(
 
 
 @dataclass(frozen=True, slots=True)
+class _Offer:
+    """What the members offer under one (namespace, service name)."""
+
+    ports: frozenset[int]
+    port_names: frozenset[str]
+    exporters: tuple[str, ...]  # the members exporting it, in member order
+
+
 class _Offered:
-    """What the members offer, by (namespace, service name)."""
+    """What the members offer, by (namespace, service name), gathered per name when asked.
 
-    ports: Mapping[tuple[str, str], frozenset[int]]
-    port_names: Mapping[tuple[str, str], frozenset[str]]
-    exported: frozenset[tuple[str, str]]
-    # (namespace, service) -> the members exporting it
-    exporters: Mapping[tuple[str, str], tuple[str, ...]]
+    A large fleet offers tens of thousands of (member, service) pairs while its documents name
+    a few hundred services: gathering every pair up front cost most of a second at 100,000
+    endpoints, each time a member came or went, on the event loop that serves Envoy.
+    """
 
-    @classmethod
-    def of(cls, state: FleetState) -> _Offered:
-        ports: dict[tuple[str, str], set[int]] = {}
-        names: dict[tuple[str, str], set[str]] = {}
-        exporters: dict[tuple[str, str], list[str]] = {}
-        for member in state.members:
-            for service in member.services:
-                key = (service.namespace, service.name)
-                ports.setdefault(key, set()).update(p.port for p in service.ports)
-                names.setdefault(key, set()).update(p.name for p in service.ports if p.name)
-                if state.export_all or key in member.exports:
-                    exporters.setdefault(key, []).append(member.member.name)
-        return cls(
-            {k: frozenset(v) for k, v in ports.items()},
-            {k: frozenset(v) for k, v in names.items()},
-            frozenset(exporters),
-            {k: tuple(v) for k, v in exporters.items()},
-        )
+    def __init__(self, state: FleetState) -> None:
+        self._members = [
+            (
+                {(service.namespace, service.name): service for service in member.services},
+                None if state.export_all else frozenset(member.exports),
+                member.member.name,
+            )
+            for member in state.members
+        ]
+        self._offers: dict[tuple[str, str], _Offer] = {}
+
+    def offer(self, key: tuple[str, str]) -> _Offer:
+        """What is offered under `key`: nothing at all when no member has the Service."""
+        found = self._offers.get(key)
+        if found is None:
+            # Members running the same Service often share its ports' tuple (the sources keep
+            # unchanged objects): each distinct one is read once.
+            distinct: dict[int, tuple[ServicePort, ...]] = {}
+            exporters = []
+            for services, exports, member in self._members:
+                service = services.get(key)
+                if service is None:
+                    continue
+                distinct.setdefault(id(service.ports), service.ports)
+                if exports is None or key in exports:
+                    exporters.append(member)
+            every = [p for ports in distinct.values() for p in ports]
+            found = _Offer(
+                frozenset(p.port for p in every),
+                frozenset(p.name for p in every if p.name),
+                tuple(exporters),
+            )
+            self._offers[key] = found
+        return found
+
+    def defines(self, key: tuple[str, str]) -> bool:
+        """Whether any member has the Service, whether or not it exports it."""
+        return any(key in services for services, _, _ in self._members)
+
+    def names_in(self, namespace: str) -> set[str]:
+        return {
+            name for services, _, _ in self._members for ns, name in services if ns == namespace
+        }
 
     def problem(self, backend: BackendRef) -> str:
         key = (backend.namespace, backend.name)
         label = object_label("Service", *key)
-        if key not in self.ports:
-            names = (name for namespace, name in self.ports if namespace == backend.namespace)
+        if not self.defines(key):
+            names = self.names_in(backend.namespace)
             return f"{label} is not defined by any member{did_you_mean(backend.name, names)}"
-        if backend.port not in self.ports[key]:
-            offered = ", ".join(map(str, sorted(self.ports[key])))
+        offer = self.offer(key)
+        if backend.port not in offer.ports:
+            offered = ", ".join(map(str, sorted(offer.ports)))
             return f"{label} has no port {backend.port} in any member (it has {offered})"
-        if key not in self.exported:
+        if not offer.exporters:
             return f"{label} is not exported by any member (add a ServiceExport)"
         return ""
 
@@ -147,7 +181,7 @@ def reference_problems(state: FleetState, origins: Mapping[str, str]) -> list[Pr
     and backends, listener certificates, policy targets and members, conflicting policies and
     routes, and node ports that nodePort members need. Translation skips such references."""
     report = _Report(origins)
-    offered = _Offered.of(state)
+    offered = _Offered(state)
     gateways = {(g.namespace, g.name): g for g in state.gateways}
     labels = labels_of(state.namespaces)
     for route in state.http_routes:
@@ -328,9 +362,9 @@ def _target_problem(
     match target.kind:
         case TargetKind.SERVICE | TargetKind.SERVICE_IMPORT:
             key = (namespace, target.name)
-            if key not in offered.ports:
+            if not offered.defines(key):
                 return f"{object_label('Service', *key)} is not defined by any member"
-            if section is not None and section not in offered.port_names[key]:
+            if section is not None and section not in offered.offer(key).port_names:
                 return f"{object_label('Service', *key)} has no port named {section!r}"
         case TargetKind.HTTP_ROUTE | TargetKind.GRPC_ROUTE:
             routes = (
@@ -394,7 +428,7 @@ def _check_policy(
             report.add(label, path, f"member {name} is not in the Fleet{hint}")
     if policy.spec.sidecar is not None:
         for i, (namespace, name) in enumerate(policy.spec.sidecar.services):
-            if (namespace, name) not in offered.exported:
+            if not offered.offer((namespace, name)).exporters:
                 service = object_label("Service", namespace, name)
                 report.add(label, f"spec.sidecar.services[{i}]", f"{service} is not exported")
     if policy.level is Level.SERVICE and policy.spec.members:
@@ -436,7 +470,7 @@ def _check_some_member_serves(
 ) -> None:
     """Weights that sum to zero: every member exporting the service drained or weighted 0."""
     for target in policy.targets:
-        exporters = offered.exporters.get((policy.namespace, target.name), ())
+        exporters = offered.offer((policy.namespace, target.name)).exporters
         spec = index.service(policy.namespace, target.name, target.section_name or "")
         serving = [name for name in exporters if not _silenced(spec.member(name), members[name])]
         if exporters and not serving:

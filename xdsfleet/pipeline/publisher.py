@@ -6,12 +6,18 @@ the changed service ports alone, so the work per state is proportional to the ch
 change translates every watched profile again, through memoised builders and an encoder keyed by
 message identity. Both ways give the same snapshot (tests/test_incremental_publish.py).
 
+Profiles translated from one state share what they have in common: each destination's
+placement, cluster and assignment is built once per role or locality view
+(`translate.snapshot.DestinationTable`), and profiles whose mappings of a type came out the same
+hold one mapping and patch it once (`cache.snapshot.Siblings`): a change costs one assignment per
+locality view, not one per profile.
+
 Memos and encodings are dropped by generation, and only full translations end one: a patch
 must not drop what everything unchanged is made of, or the next full translation (a route
 change, say) would cost a cold start. What patches add meanwhile is bounded: once they have
-patched as many resources as the snapshots hold, the next state is translated in full, which
-ends the generation. Memory then stays within about twice the served set, for one
-full translation per that many patched resources.
+encoded as many new resources as the snapshots hold (shared mappings counted once), the next
+state is translated in full, which ends the generation. Memory then stays within about twice
+the served set, for one full translation per that many patched resources.
 
 A publish is a generator of small steps, so that it never holds the event loop: `serve` runs it
 with `publish_in_slices` (the loop handed back every `SLICE_SECONDS`; a member lost rebuilds
@@ -33,7 +39,13 @@ import structlog
 
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.resources import Encoder
-from xdsfleet.cache.snapshot import InconsistentSnapshot, Snapshot, build_snapshot, patch_snapshot
+from xdsfleet.cache.snapshot import (
+    InconsistentSnapshot,
+    Siblings,
+    Snapshot,
+    build_snapshot,
+    patch_snapshot,
+)
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, locality_warning
 from xdsfleet.telemetry import metrics
@@ -42,6 +54,7 @@ from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
 from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
 from xdsfleet.translate.snapshot import (
+    DestinationTable,
     Resources,
     by_port,
     plan,
@@ -74,21 +87,34 @@ class _Done:
 class Publisher:
     def __init__(self, state: FleetState) -> None:
         self.state = state
+        # The fleet as loaded lives until replaced: out of the collector's full passes, as
+        # after every publish (`publish_in_slices`), before deriving its index and snapshots
+        # (~500,000 objects at E = 100,000 that those passes would walk again and again).
+        gc.freeze()
         self._index = service_index(state)
-        self._encoder = Encoder()
         # This publisher's translation memos: nothing else shares them.
         self._memo = Memo()
+        with self._memo.active():
+            self._table = DestinationTable(state, self._index)
+        # What the profiles' snapshots of `state` share (`cache.snapshot.Siblings`).
+        self._siblings = Siblings()
+        self._encoder = Encoder()
         # Per profile whose cached snapshot was made from `self.state`: the clusters each
         # service port gave it. A profile missing here is translated in full.
         self._destinations: dict[NodeProfile, Destinations] = {}
-        # Resources patched since the last full translation.
+        # New resources patched in since the last full translation, and how many may be
+        # before the next (`_served` then; first snapshots add to it).
         self._patched = 0
+        self._budget = 0
+        # Whether the ports the current patch rebuilds changed their clusters too.
+        self._clusters_changed = False
         # The CPU time of the last publish's own work (its slices, not what ran between them).
         self.last_cpu = 0.0
         # Set when a publish raised: what it left half-done (index, destinations) is not
         # trusted, and the next publish translates everything from scratch.
         self._broken = False
         self.cache = SnapshotCache(self._first_snapshot)
+        gc.freeze()  # and so does its index
 
     def publish(self, state: FleetState) -> None:
         """Publish `state` in one go: for callers with no streams to keep serving (the CLI,
@@ -128,6 +154,8 @@ class Publisher:
                 return
             if self.cache.peek(profile) is None and self.state is state:
                 self.cache.set(profile, snapshot)
+                self._budget = self._served()
+                gc.freeze()  # as after a publish
 
     async def _sliced(self, steps: Steps[T]) -> tuple[T, float]:
         """Run `steps` to the end in slices of at most `SLICE_SECONDS`; its result and the CPU
@@ -152,7 +180,11 @@ class Publisher:
         snapshot, which would delete all of it."""
         self._warn_without_locality(profile)
         try:
-            return self._run(self._build(profile))
+            snapshot = self._run(self._build(profile))
+            if snapshot is not None:
+                self._budget = self._served(snapshot)
+            gc.freeze()  # as after a publish
+            return snapshot
         except Exception as err:
             # Any failure, not only an inconsistent result: one profile's bug must not end
             # the stream (or the process) of everyone else.
@@ -209,9 +241,17 @@ class Publisher:
         if self._broken:
             self._index = service_index(state)
         else:
+            before = self._index
             ports = self._update_index(previous, state)
-            if not only_members_changed(previous, state) or self._patched > self._served():
+            if not only_members_changed(previous, state) or self._patched > self._budget:
                 ports = None
+            # A cluster depends on its port's endpoints only through `http2`: when none of the
+            # changed ports turned it, patches rebuild assignments alone.
+            self._clusters_changed = ports is not None and any(
+                before[key].http2 != self._index[key].http2 for key in ports
+            )
+        self._table = DestinationTable(state, self._index)
+        self._siblings = Siblings()
         profiles = self.cache.profiles()
         for gone in self._destinations.keys() - set(profiles):
             del self._destinations[gone]
@@ -230,6 +270,7 @@ class Publisher:
             # Drop the encodings this full translation did not use; patch again from here.
             self._encoder.end_generation()
             self._patched = 0
+            self._budget = self._served()
             self._broken = False
         return _Done(len(profiles), changed, incremental=ports is not None)
 
@@ -251,12 +292,12 @@ class Publisher:
     def _build(self, profile: NodeProfile) -> Steps[Snapshot | None]:
         self._destinations.pop(profile, None)
         # A publish may start while this one is suspended: build from one state throughout.
-        state, index = self.state, self._index
+        state, index, table, siblings = self.state, self._index, self._table, self._siblings
         planned = plan(state, profile, index)
         resources = planned.resources
-        yield from self._translate(resources, state, index, profile, planned.used)
+        yield from self._translate(resources, state, index, table, profile, planned.used)
         try:
-            snapshot = build_snapshot(resources, self._encoder)
+            snapshot = build_snapshot(resources, self._encoder, siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
@@ -273,11 +314,14 @@ class Publisher:
             return (yield from self._build(profile))
         used = [d for key in sorted(ports) for d in destinations.get(key, ())]
         patch: Resources = {}
-        yield from self._translate(patch, self.state, self._index, profile, used)
-        self._patched += sum(len(named) for named in patch.values())
+        encoded = self._encoder.encoded
+        yield from self._translate(
+            patch, self.state, self._index, self._table, profile, used, self._clusters_changed
+        )
+        self._patched += self._encoder.encoded - encoded
         try:
             # The profile's snapshot as it is now: a stream may have built it meanwhile.
-            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder)
+            snapshot = patch_snapshot(self.cache.get(profile), patch, self._encoder, self._siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
@@ -289,15 +333,20 @@ class Publisher:
         resources: Resources,
         state: FleetState,
         index: ServiceIndex,
+        table: DestinationTable,
         profile: NodeProfile,
         used: Sequence[Destination],
+        clusters: bool = True,
     ) -> Steps[None]:
-        """Add the clusters and assignments of `used` to `resources`, encoded, a few at a
-        time. The encoder remembers each message, so building the snapshot then only looks
-        them up."""
+        """Add the clusters (unless not `clusters`) and assignments of `used` to `resources`,
+        encoded, a few at a time. The encoder remembers each message, so building the snapshot
+        then only looks them up."""
         for start in range(0, len(used), _STEP):
             chunk = used[start : start + _STEP]
-            for type_url, named in translate_destinations(state, profile, index, chunk).items():
+            translated = translate_destinations(
+                state, profile, index, chunk, table, clusters=clusters
+            )
+            for type_url, named in translated.items():
                 resources.setdefault(type_url, {}).update(named)
                 for name, message in named.items():
                     self._encoder.encode(type_url, name, message)
@@ -310,14 +359,18 @@ class Publisher:
         metrics.SNAPSHOT_REJECTIONS.inc()
         log.error("snapshot_inconsistent", profile=profile.describe(), error=str(err))
 
-    def _served(self) -> int:
-        """How many resources the cached snapshots hold: what patches may add to memory before
-        a full translation drops what they replaced."""
-        return sum(
-            len(named)
-            for profile in self.cache.profiles()
-            for named in self.cache.get(profile).resources.values()
-        )
+    def _served(self, *new: Snapshot) -> int:
+        """About how many resources the cached snapshots (and `new` ones) hold, each mapping
+        that profiles share counted once: what patches may add to memory before a full
+        translation drops what they replaced. Builds nothing."""
+        snapshots = [self.cache.peek(profile) for profile in self.cache.profiles()]
+        mappings = {
+            id(named): len(named)
+            for snapshot in (*snapshots, *new)
+            if snapshot is not None
+            for named in snapshot.resources.values()
+        }
+        return sum(mappings.values())
 
     def _update_index(
         self, previous: FleetState, state: FleetState

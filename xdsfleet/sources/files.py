@@ -475,13 +475,21 @@ def validate_fleet(path: Path, now: datetime | None = None) -> list[Problem]:
     """Everything wrong with a fleet: parse problems, or when it parses, what its routes
     reference that does not exist and what is wrong with its TLS Secrets at `now` (default:
     the clock). Empty when valid; warnings (`Severity.WARNING`) do not make it invalid."""
+    return checked_fleet(path, now)[0]
+
+
+def checked_fleet(
+    path: Path, now: datetime | None = None
+) -> tuple[list[Problem], LoadedFleet | None]:
+    """`validate_fleet`'s problems, and the fleet loaded when it parses: callers that show it
+    too (`xdsfleet validate`) must not parse every file a second time."""
     try:
         loaded = load_fleet(path)
     except InvalidInput as invalid:
-        return list(invalid.problems)
+        return list(invalid.problems), None
     problems = reference_problems(loaded.state, loaded.origins)
     when = now if now is not None else datetime.now(UTC)
-    return problems + certificate_problems(loaded.state, loaded.origins, when)
+    return problems + certificate_problems(loaded.state, loaded.origins, when), loaded
 
 
 class FileSource:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from xdsfleet.model.fleet import Member
 from xdsfleet.model.node import NodeProfile
 
 SAME_ZONE, SAME_REGION, ELSEWHERE = 0, 1, 2
@@ -24,23 +23,35 @@ class LocalityView(NamedTuple):
     region: str
 
 
+class Place(NamedTuple):
+    """Where a locality is: the region, the zone of its endpoints, its member and the zone the
+    member is declared in. All that its tier depends on, as plain strings: tiers are looked up
+    by place for every locality of every view (`endpoints`), and strings hash once. Places sort
+    as localities are sent within a priority: by region, zone, then member."""
+
+    region: str
+    zone: str
+    member: str
+    member_zone: str
+
+
 def view_of(profile: NodeProfile) -> LocalityView:
     return LocalityView(member=profile.member, zone=profile.zone, region=profile.region)
 
 
-def tier(view: LocalityView, member: Member, zone: str) -> int:
-    """The tier of endpoints in `zone` of `member`: nearer is lower. Empty node fields match
+def tier(view: LocalityView, place: Place) -> int:
+    """The tier of endpoints at `place`: nearer is lower. Empty node fields match
     nothing, so a node that says nothing about itself sees every endpoint as elsewhere. Zones
     are compared within a region (two regions may both have a zone `a`). In the node's own
     member, an endpoint is in its zone unless the slice puts it in another zone of the member
     (a regional cluster): then it is in its region. (An endpoint whose slice names no zone is in
     the member's; so is one in the zone the member is declared in.)"""
-    in_region = not view.region or view.region == member.region
-    if view.zone and view.zone == zone and in_region:
+    in_region = not view.region or view.region == place.region
+    if view.zone and view.zone == place.zone and in_region:
         return SAME_ZONE
-    if view.member and view.member == member.name:
-        return SAME_ZONE if not view.zone or zone == member.zone else SAME_REGION
-    if view.region and view.region == member.region:
+    if view.member and view.member == place.member:
+        return SAME_ZONE if not view.zone or place.zone == place.member_zone else SAME_REGION
+    if view.region and view.region == place.region:
         return SAME_REGION
     return ELSEWHERE
 

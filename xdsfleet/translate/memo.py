@@ -42,7 +42,8 @@ class _Entries(Generic[R]):
         self._previous: dict[Hashable, tuple[object, R]] = {}
 
     def get(self, key: Hashable, generation: int) -> tuple[object, R] | None:
-        self._rotate(generation)
+        if self._seen != generation:
+            self._rotate(generation)
         hit = self._current.get(key)
         if hit is None:
             hit = self._previous.pop(key, None)
@@ -51,15 +52,15 @@ class _Entries(Generic[R]):
         return hit
 
     def put(self, key: Hashable, entry: tuple[object, R], generation: int) -> None:
-        self._rotate(generation)
+        if self._seen != generation:
+            self._rotate(generation)
         self._current[key] = entry
 
     def _rotate(self, generation: int) -> None:
-        if self._seen != generation:
-            # Entries last used before the previous generation are dropped.
-            self._previous = self._current if self._seen == generation - 1 else {}
-            self._current = {}
-            self._seen = generation
+        # Entries last used before the previous generation are dropped.
+        self._previous = self._current if self._seen == generation - 1 else {}
+        self._current = {}
+        self._seen = generation
 
 
 class Memo:
@@ -134,11 +135,25 @@ def _memo(
     return decorate
 
 
+# Marks a key made with keyword arguments: no positional argument can be this object, so such a
+# key never equals one made of positional arguments alone (which are the key themselves: the
+# builders on the hot paths take no keywords, and a lookup then builds no key).
+_KEYWORDS = object()
+
+
+def _by_value(args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
+    return (args, _KEYWORDS, tuple(sorted(kwargs.items()))) if kwargs else args
+
+
+def _by_identity(args: tuple[object, ...], kwargs: dict[str, object]) -> Hashable:
+    return _by_value((id(args[0]), *args[1:]), kwargs)
+
+
 def memoised(fn: Callable[P, R]) -> Callable[P, R]:
     """Memoise `fn` on the values of its (hashable) arguments."""
-    return _memo(lambda args, kwargs: (args, tuple(sorted(kwargs.items()))))(fn)
+    return _memo(_by_value)(fn)
 
 
 def memoised_by_identity(fn: Callable[P, R]) -> Callable[P, R]:
     """Memoise `fn` on the identity of its first argument and the values of the others."""
-    return _memo(lambda args, kwargs: (id(args[0]), args[1:], tuple(sorted(kwargs.items()))))(fn)
+    return _memo(_by_identity)(fn)

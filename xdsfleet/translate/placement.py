@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xdsfleet.model.fleet import Member, Ramp
+from xdsfleet.model.fleet import Ramp
 from xdsfleet.model.policy import PolicySpec
-from xdsfleet.translate.localities import LocalityView, tier
+from xdsfleet.translate.localities import LocalityView, Place, tier
 from xdsfleet.translate.memo import memoised_by_identity
 from xdsfleet.translate.services import MemberPort, ServicePortBackends, ServicePortKey
 
@@ -38,6 +38,17 @@ class Placement:
     health_check_port: int | None = None
     # member -> the percentage of its share it gets while it ramps back from drain
     ramps: tuple[tuple[str, int], ...] = ()
+    # Computed once: a placement keys the assignment and layout memos of every destination of
+    # every profile (a member lost looks 12,000 of them up), and a generated hash is Python.
+    _hash: int = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.shares, self.drained, self.tiers, self.pinned)
+        rest = (self.overprovisioning_factor, self.health_check_port, self.ramps)
+        object.__setattr__(self, "_hash", hash((*fields, *rest)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def with_pinned(self, members: tuple[str, ...]) -> Placement:
         return dataclasses.replace(self, pinned=tuple(sorted(members)))
@@ -78,28 +89,31 @@ def ramps_by_port(
     return found
 
 
-def member_tier(view: LocalityView, placement: Placement, member: Member, zone: str) -> int:
-    """The tier of `zone` of `member`: explicit tiers by position (members left out come
-    last), else by topology from `view`; pinned members come before all of them."""
-    if placement.tiers:
-        base = next(
-            (i for i, names in enumerate(placement.tiers) if member.name in names),
-            len(placement.tiers),
-        )
+def member_tier(
+    view: LocalityView,
+    tiers: tuple[tuple[str, ...], ...],
+    pinned: tuple[str, ...],
+    place: Place,
+) -> int:
+    """The tier of the locality at `place` under a placement's `tiers` and `pinned`: explicit
+    tiers by position (members left out come last), else by topology from `view`; pinned
+    members come before all of them."""
+    if tiers:
+        base = next((i for i, names in enumerate(tiers) if place.member in names), len(tiers))
     else:
-        base = tier(view, member, zone)
-    if not placement.pinned:
+        base = tier(view, place)
+    if not pinned:
         return base
-    return 0 if member.name in placement.pinned else 1 + base
+    return 0 if place.member in pinned else 1 + base
 
 
 def locality_weights(
     port: ServicePortBackends, placement: Placement
 ) -> tuple[tuple[int, ...], ...]:
     """Per member, per zone: the locality weight; 0 leaves the locality out."""
-    weights = tuple(_member_weights(m, placement) for m in port.members)
+    weights = tuple([_member_weights(m, placement) for m in port.members])
     ramping = dict(placement.ramps)
-    if not any(m.member.name in ramping for m in port.members):
+    if not ramping or not any(m.member.name in ramping for m in port.members):
         return _fit(weights)
     # Weights by endpoints are small integers (one endpoint weighs 1), so scale them as shares
     # are scaled first: 10 % of 1 would otherwise round back to 1. Only while a member ramps:
@@ -138,7 +152,8 @@ def _member_weights(member_port: MemberPort, placement: Placement) -> tuple[int,
     if member.name in placement.drained:
         return tuple(0 for _ in member_port.zones)
     if placement.shares is None:
-        return tuple(zone.replicas * member.weight for zone in member_port.zones)
+        weight = member.weight
+        return tuple([zone.replicas * weight for zone in member_port.zones])
     share = dict(placement.shares).get(member.name, member.weight)
     total = member_port.replicas
     return tuple(

@@ -12,6 +12,7 @@ port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it ha
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -37,7 +38,7 @@ HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
 # `ipFamilies` (a file), IPv4 is preferred.
 _IP_ADDRESS_TYPES = ("IPv4", "IPv6")
 # What an upstream cluster carries.
-_SERVED_PROTOCOL = "TCP"
+SERVED_PROTOCOL = "TCP"
 
 
 class ServicePortKey(NamedTuple):
@@ -52,8 +53,12 @@ class ServicePortKey(NamedTuple):
         return names.cluster_name(self.namespace, self.service, self.port)
 
 
-@dataclass(frozen=True, slots=True)
-class Backend:
+# Backends and zones are named tuples, not dataclasses: a fleet of 100,000 endpoints has as
+# many, and tuples of strings and numbers hash and compare in C (a member's contribution is
+# hashed once, over all of them) and are not walked by the collector.
+
+
+class Backend(NamedTuple):
     """One endpoint address of a service port; `draining` when it serves but is terminating."""
 
     address: str
@@ -61,8 +66,7 @@ class Backend:
     draining: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneBackends:
+class ZoneBackends(NamedTuple):
     zone: str
     backends: tuple[Backend, ...]  # sorted by (address, port)
     # Ready pods behind these backends: the backends themselves, or for nodePort members all
@@ -81,10 +85,16 @@ class MemberPort:
     # Computed once: these values key the assignment memos on every translation of every
     # profile, and a generated dataclass hash would walk all endpoints each time.
     _hash: int = field(init=False, repr=False, compare=False)
+    # `endpoints`' serialized localities of this contribution, kept with it: every layout of
+    # its port takes them (a member lost re-lays every port), and a memo lookup per member
+    # per port was most of a layout. Derived from the fields above only, so shared safely.
+    serialized: object = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
+        # The member by name: equal members have equal names, and hashing the whole Member
+        # (a generated hash over all its fields) 50,000 times was a tenth of an index.
         object.__setattr__(
-            self, "_hash", hash((self.member, self.http2, self.zones, self.port_name))
+            self, "_hash", hash((self.member.name, self.http2, self.zones, self.port_name))
         )
 
     @property
@@ -172,7 +182,7 @@ def _service_ports(
     served = [s for s in own_slices if s.address_type == family]
     contributions = []
     for service_port in service.ports:
-        if service_port.protocol != _SERVED_PROTOCOL:
+        if service_port.protocol != SERVED_PROTOCOL:
             continue
         key = ServicePortKey(service.namespace, service.name, service_port.port)
         contribution = _member_port(member_state.member, service_port, served)
@@ -198,16 +208,14 @@ def updated_index(
     updated = dict(index)
     rebuilt: set[ServicePortKey] = set()
     contributions = _contributions(state, changed)
-    # The ports each changed service had before: one pass over the keys (not the endpoints).
-    before: dict[tuple[str, str], set[ServicePortKey]] = {name: set() for name in contributions}
-    for key in index:
-        had = before.get((key.namespace, key.service))
-        if had is not None:
-            had.add(key)
+    # The index is sorted: each changed service's previous ports are found by bisection.
+    keys = list(index)
     for name, ports in contributions.items():
-        keys = before[name] | ports.keys()
-        rebuilt |= keys
-        for key in keys:
+        start = bisect.bisect_left(keys, name)
+        end = bisect.bisect_left(keys, (*name, _AFTER_EVERY_PORT), start)
+        keys_of = {*keys[start:end], *ports.keys()}
+        rebuilt |= keys_of
+        for key in keys_of:
             entry = _updated_entry(index.get(key), key, state, changed, ports.get(key, {}))
             if entry is None:
                 updated.pop(key, None)
@@ -218,6 +226,10 @@ def updated_index(
     return IndexUpdate(updated, frozenset(rebuilt))
 
 
+# Greater than any port number: (namespace, service, this) sorts after all of the service's keys.
+_AFTER_EVERY_PORT = 1 << 32
+
+
 def _contributions(
     state: FleetState, changed: Mapping[int, Collection[tuple[str, str]]]
 ) -> dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]]:
@@ -226,15 +238,14 @@ def _contributions(
     found: dict[tuple[str, str], dict[ServicePortKey, dict[int, MemberPort]]] = {}
     for position, services in changed.items():
         member_state = state.members[position]
-        exported = set(member_state.exports)
+        exported = _exported(member_state.exports)
+        by_name = _by_name(member_state.services)
+        names = {name for _, name in services}
         slices = _slices_by_service(
-            s for s in member_state.endpoint_slices if (s.namespace, s.service_name) in services
+            s
+            for s in member_state.endpoint_slices
+            if s.service_name in names and (s.namespace, s.service_name) in services
         )
-        by_name = {
-            (s.namespace, s.name): s
-            for s in member_state.services
-            if (s.namespace, s.name) in services
-        }
         for name in services:
             ports = found.setdefault(name, {})
             service = by_name.get(name)
@@ -246,6 +257,18 @@ def _contributions(
     return found
 
 
+@memoised_by_identity
+def _exported(exports: tuple[tuple[str, str], ...]) -> frozenset[tuple[str, str]]:
+    """A member's exports as a set; kept while the member shares the same tuple."""
+    return frozenset(exports)
+
+
+@memoised_by_identity
+def _by_name(services: tuple[Service, ...]) -> dict[tuple[str, str], Service]:
+    """A member's Services by (namespace, name); kept while the member shares the same tuple."""
+    return {(s.namespace, s.name): s for s in services}
+
+
 def _updated_entry(
     entry: ServicePortBackends | None,
     key: ServicePortKey,
@@ -254,32 +277,39 @@ def _updated_entry(
     fresh: Mapping[int, MemberPort],
 ) -> ServicePortBackends | None:
     """One service port's entry with the changed members' contributions swapped in."""
-    kept = {m.member.name: m for m in entry.members} if entry is not None else {}
-    members = []
-    for position, member_state in enumerate(state.members):
-        if (key.namespace, key.service) in changed.get(position, ()):
-            contribution = fresh.get(position)
-        else:
-            contribution = kept.get(member_state.member.name)
-        if contribution is not None:
-            members.append(contribution)
-    return ServicePortBackends(key, tuple(members)) if members else None
+    name = (key.namespace, key.service)
+    swapped = {
+        state.members[position].member.name: fresh.get(position)
+        for position, services in changed.items()
+        if name in services
+    }
+    members = list(entry.members) if entry is not None else []
+    # The common case, members that contributed before and still do (an endpoint changed):
+    # replaced in place, without a walk of the fleet's members.
+    places = {m.member.name: i for i, m in enumerate(members) if m.member.name in swapped}
+    present = {member: c for member, c in swapped.items() if c is not None}
+    if len(places) == len(present) == len(swapped):
+        for member, i in places.items():
+            members[i] = present[member]
+        return ServicePortBackends(key, tuple(members))
+    # Members came or went: in the fleet's member order.
+    kept: dict[str, MemberPort | None] = {m.member.name: m for m in members}
+    kept.update(swapped)
+    ordered = (kept.get(m.member.name) for m in state.members)
+    found = tuple(c for c in ordered if c is not None)
+    return ServicePortBackends(key, found) if found else None
 
 
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:
     """The address family served: the Fleet's when the Service has it, else the Service's
     first; without `ipFamilies` (a file), what its slices carry, IPv4 first."""
-    carried = {s.address_type for s in slices}
-    families = service.ip_families or tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
+    families = service.ip_families
+    if not families:
+        carried = {s.address_type for s in slices}
+        families = tuple(f for f in _IP_ADDRESS_TYPES if f in carried)
     if preferred in families:
         return preferred
     return families[0] if families else _IP_ADDRESS_TYPES[0]
-
-
-class _Found(NamedTuple):
-    zone: str
-    draining: bool
-    pod: str  # the Pod (targetRef), else the address
 
 
 def _member_port(
@@ -289,45 +319,42 @@ def _member_port(
     http2 = service_port.app_protocol in HTTP2_APP_PROTOCOLS
     # (address, port) -> where and what. During slice rollovers Kubernetes may list one
     # endpoint in two slices; keep it once, preferring the ready copy.
-    found: dict[tuple[str, int], _Found] = {}
+    found: dict[tuple[str, int], tuple[str, bool, str]] = {}  # -> (zone, draining, pod)
     for endpoint_slice in slices:
         # Slice ports carry the target port under the Service port's name.
-        slice_port = next(
-            (
-                p
-                for p in endpoint_slice.ports
-                if p.name == service_port.name and p.protocol == service_port.protocol
-            ),
-            None,
-        )
-        if slice_port is None:
+        for slice_port in endpoint_slice.ports:
+            if (
+                slice_port.name == service_port.name
+                and slice_port.protocol == service_port.protocol
+            ):
+                break
+        else:
             continue
         http2 = http2 or slice_port.app_protocol in HTTP2_APP_PROTOCOLS
+        port = slice_port.port
         for endpoint in endpoint_slice.endpoints:
             draining = _draining(endpoint)
             if draining is None or not endpoint.addresses:
                 continue
             # Kubernetes: the addresses are fungible and consumers may use only the first.
-            key = (endpoint.addresses[0], slice_port.port)
-            if key not in found or found[key].draining:
-                pod = endpoint.target or endpoint.addresses[0]
-                found[key] = _Found(endpoint.zone or member.zone, draining, pod)
-    if found and all(f.draining for f in found.values()):
+            address = endpoint.addresses[0]
+            key = (address, port)
+            kept = found.get(key)
+            if kept is None or kept[1]:
+                found[key] = (endpoint.zone or member.zone, draining, endpoint.target or address)
+    if found and all(draining for _, draining, _ in found.values()):
         # KEP-1669: when every endpoint is terminating, those still serving take the traffic
         # (as kube-proxy does) rather than none at all.
-        found = {key: f._replace(draining=False) for key, f in found.items()}
+        found = {key: (zone, False, pod) for key, (zone, _, pod) in found.items()}
     by_zone: dict[str, list[Backend]] = {}
     pods: dict[str, set[str]] = {}
-    for (address, port), (zone, draining, pod) in found.items():
+    # Sorted by (address, port) once, before the backends are made: each zone's then are.
+    for (address, port), (zone, draining, pod) in sorted(found.items()):
         by_zone.setdefault(zone, []).append(Backend(address, port, draining))
         if not draining:
             pods.setdefault(zone, set()).add(pod)
     zones = tuple(
-        ZoneBackends(
-            zone,
-            tuple(sorted(by_zone[zone], key=lambda b: (b.address, b.port))),
-            replicas=len(pods.get(zone, ())),
-        )
+        ZoneBackends(zone, tuple(by_zone[zone]), replicas=len(pods.get(zone, ())))
         for zone in sorted(by_zone)
     )
     return MemberPort(member=member, http2=http2, zones=zones, port_name=service_port.name)

@@ -54,6 +54,12 @@ from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
+# How many reflector threads parse a list at once. Parsing holds the interpreter lock; when all
+# of a big fleet's reflectors parse together (150 at start-up for 50 members), the event loop's
+# thread gets one turn in 150 and /healthz took up to 0.85 s at E = 100,000. The others wait on
+# this semaphore instead, where they do not compete for the lock.
+_PARSING = threading.BoundedSemaphore(2)
+
 
 @dataclass(frozen=True, slots=True)
 class Listed:
@@ -311,7 +317,8 @@ class Reflector:
         except ApiError as error:
             failed = error
         else:
-            prepared = tuple(map(self._prepared, listing.items))
+            with _PARSING:
+                prepared = tuple(map(self._prepared, listing.items))
             self._send(Listed(listing.items, sequence, prepared))
             self._log.debug("listed", reason=reason, items=len(listing.items), version=version)
             self._last = self._resume = listing.resource_version

@@ -155,6 +155,37 @@ def test_an_invalid_file_is_not_cached_and_still_rejected(tmp_path: Path) -> Non
             load_fleet(fleet, cache)
 
 
+def test_worker_processes_parse_as_this_process_does_and_fill_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = {f"zone-{c}": service_text("shop", f"10.0.0.{i}") for i, c in enumerate("abc", 1)}
+    fleet = make_fleet(tmp_path / "fleet", members)
+    broken = write(fleet.parent / "routes" / "broken.yaml", "kind: HTTPRoute\nspec: [\n")
+    with pytest.raises(InvalidInput) as alone:
+        load_fleet(fleet)
+    broken.unlink()
+    expected = load_fleet(fleet)
+    # From here the files of the directories are parsed in worker processes (the Fleet file,
+    # alone, here): a parse of one in this process would fail.
+
+    def fleet_only(text: str, file: str, *args: Any) -> FileContents:
+        assert file == str(fleet), f"{file} parsed in the server's process"
+        return parse_file(text, file, *args)
+
+    monkeypatch.setattr("xdsfleet.sources.files.POOL_MIN_BYTES", 0)
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", fleet_only)
+    write(broken, "kind: HTTPRoute\nspec: [\n")
+    with pytest.raises(InvalidInput) as pooled:
+        load_fleet(fleet)
+    assert pooled.value.problems == alone.value.problems
+    broken.unlink()
+    cache = ParseCache(tmp_path / "cache")
+
+    assert load_fleet(fleet, cache) == expected
+    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 5  # the workers kept theirs
+    assert load_fleet(fleet, cache) == expected  # from the cache
+
+
 # --- Loading ---------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xdsfleet.cache.resources import Encoded
-from xdsfleet.server.protocol import Held, Sent, TypeStatus, shared_names
+from xdsfleet.server.protocol import Held, Sent, Subscribed, TypeStatus, shared_names
 
 NAMES = [f"n{i}" for i in range(40)]
 
@@ -95,3 +95,60 @@ def test_equal_name_sets_are_one_object() -> None:
     again = shared_names([f"x{i}" for i in reversed(range(100))])
     assert again is first
     assert shared_names([]) == frozenset()
+
+
+# --- A Delta stream's subscribed names (`protocol.Subscribed`) ---
+
+SUBSCRIPTION_OPS = st.lists(
+    st.tuples(
+        st.sets(st.sampled_from(NAMES), max_size=12), st.sets(st.sampled_from(NAMES), max_size=6)
+    ),
+    max_size=30,
+)
+
+
+@given(SUBSCRIPTION_OPS)
+def test_subscribed_names_read_as_the_set_they_stand_for(
+    requests: list[tuple[set[str], set[str]]],
+) -> None:
+    names = Subscribed()
+    model: set[str] = set()
+    for subscribe, unsubscribe in requests:
+        for name in sorted(subscribe):
+            names.add(name)
+            model.add(name)
+        for name in sorted(unsubscribe):
+            names.discard(name)
+            model.discard(name)
+        names.settle()
+        assert set(names) == model
+        assert len(names) == len(model)
+        assert names.frozen() == model
+        assert (names | {"x"}) == model | {"x"}
+        assert names.issuperset(model)
+        assert names.issuperset(model | {"n0"}) == ("n0" in model)
+        for name in NAMES:
+            assert (name in names) == (name in model)
+
+
+def test_a_name_subscribed_by_itself_does_not_copy_every_name_subscribed() -> None:
+    # A client subscribing one assignment per request (gRPC-style, or hostile) made each
+    # request copy the tens of thousands already subscribed, on the loop that serves everyone.
+    names = Subscribed()
+    for i in range(10_000):
+        names.add(f"c{i}")
+    names.settle()
+    shared = names.frozen()
+    assert shared is shared_names({f"c{i}" for i in range(10_000)})  # one set for all streams
+    for i in range(100):
+        names.add(f"x{i}")
+        names.discard(f"c{i}")
+        names.settle()
+        assert names._base is shared  # a change kept apart, nothing copied
+    assert len(names) == 10_000
+    for i in range(1_000):
+        names.add(f"y{i}")
+        names.settle()
+    assert names._base is not shared  # folded in once the changes outgrew a sixteenth
+    assert len(names._added or ()) < 1_000  # what came after is kept apart again
+    assert len(names) == 11_000

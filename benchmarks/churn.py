@@ -8,16 +8,31 @@ restoring a member are separate calls: they are rare, large events the measures 
 themselves. The marker endpoint never churns: convergence runs rely on it.
 
 Seeded, so that two runs make the same changes.
+
+The events are made in a process of their own (`python -m benchmarks.churn`, `Generator` in the
+server's process starts it), as a real fleet's events come from the members' API servers, not
+from the control plane's own loop: what the serving process does with an event is what a
+source does with a watch event (`Replica.apply`: the changed slice's endpoints replaced, a
+member lost or restored), nothing more. The process reads one window per line on stdin,
+`{"seconds": S, "rate": R, "lose": M or null}`, and writes one line per event on stdout,
+`{"m": member, "s": service, "e": [[address, ready], ...]}` (the slice's endpoints after the
+event), `{"lose": M}` or `{"restore": M}`, flushed as they fall due, then `{"end": events}`.
+When it falls behind its clock it writes the overdue events at once, as a watch delivers a
+backlog.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
+import sys
+import time
 from collections import deque
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from benchmarks.fleet import Fleet, endpoint_address, marker_step
+from benchmarks.fleet import Fleet, Shape, endpoint_address, marker_step
 from xdsfleet.model.fleet import Endpoint
 
 # Random picks before giving up: only a fleet that has lost nearly everything runs out.
@@ -120,3 +135,90 @@ class Churn:
         self, member: int, service: int, endpoints: tuple[Endpoint, ...], i: int, new: Endpoint
     ) -> None:
         self.fleet.set_endpoints(member, service, (*endpoints[:i], new, *endpoints[i + 1 :]))
+
+
+# --- The generator's process, and the serving side's replica of the fleet ----------------------
+
+
+def encode(fleet: Fleet, event: Event) -> str:
+    """An event as the line the serving process applies: the slice's endpoints after it."""
+    endpoints = fleet.endpoints(event.member, event.service)
+    return json.dumps(
+        {"m": event.member, "s": event.service, "e": [[e.addresses[0], e.ready] for e in endpoints]}
+    )
+
+
+def generate(churn: Churn, seconds: float, rate: float, lost_member: int | None) -> int:
+    """`rate` events per second for `seconds`, written as lines; the member, if any, is lost at a
+    third of the events and restored at two thirds. Returns how many events were made."""
+    fleet = churn.fleet
+    total = round(seconds * rate)
+    marks = {round(total / 3): "lose", round(2 * total / 3): "restore"}
+    start = time.monotonic()
+    applied = 0
+    while applied < total:
+        due = min(total, int((time.monotonic() - start) * rate) + 1)
+        if due <= applied:
+            time.sleep(max(0.0, start + applied / rate - time.monotonic()))
+            continue
+        lines = []
+        for i in range(applied, due):
+            if lost_member is not None and (mark := marks.get(i)) is not None:
+                if mark == "lose":
+                    fleet.lose(lost_member)
+                else:
+                    fleet.restore(lost_member)
+                lines.append(json.dumps({mark: lost_member}))
+            lines.append(encode(fleet, churn.event()))
+        applied = due
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    return total
+
+
+class Replica:
+    """The serving process's copy of the generated fleet, kept by the generator's lines."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.events = 0
+        self.lost_at: float | None = None  # time.monotonic() when a member was last lost
+
+    def apply(self, line: str) -> bool:
+        """Apply one line; False at the end of a window."""
+        data = json.loads(line)
+        if "end" in data:
+            return False
+        if "lose" in data:
+            self.fleet.lose(data["lose"])
+            self.lost_at = time.monotonic()
+        elif "restore" in data:
+            self.fleet.restore(data["restore"])
+        else:
+            member = data["m"]
+            self.fleet.set_endpoints(
+                member,
+                data["s"],
+                tuple(self.fleet.new_endpoint(member, a, ready=r) for a, r in data["e"]),
+            )
+            self.events += 1
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="churn events, one JSON line each")
+    parser.add_argument("--members", type=int, required=True)
+    parser.add_argument("--services", type=int, required=True)
+    parser.add_argument("--endpoints", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    churn = Churn(Fleet(Shape(args.members, args.services, args.endpoints)), seed=args.seed)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        window = json.loads(line)
+        events = generate(churn, window["seconds"], window["rate"], window["lose"])
+        print(json.dumps({"end": events}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

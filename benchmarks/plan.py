@@ -44,6 +44,20 @@ def plan(changes: int, shape: Shape = CONVERGENCE_SHAPE) -> Plan:
     for step in range(1, changes + 1):
         fleet.move_marker(step)
         states.append(fleet.state())
+    return _translated(shape, states)
+
+
+def member_loss(shape: Shape, member: int) -> Plan:
+    """One change: `member` lost (every service's assignment changes), the marker moved with it
+    so that the clients can tell they have it."""
+    fleet = Fleet(shape)
+    first = fleet.state()
+    fleet.move_marker(1)
+    fleet.lose(member)
+    return _translated(shape, [first, fleet.state()])
+
+
+def _translated(shape: Shape, states: list[FleetState]) -> Plan:
     encoder = Encoder()
     snapshots = []
     with Memo().active():  # one translator for every state, as a publisher is

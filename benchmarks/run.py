@@ -179,10 +179,12 @@ async def paired(
     *,
     ready: Callable[[Sequence[Target]], bool] | None = None,
     inspect: Callable[[Sequence[Target]], None] | None = None,
+    starting: Callable[[Sequence[Target]], None] | None = None,
 ) -> list[Measurement]:
     """Each target with its own client process, through every change, in turns. The first
-    change waits for `ready` to hold as well as for every client; `inspect` looks at the servers
-    once the last change has converged, before they stop."""
+    change waits for `ready` to hold as well as for every client; `starting` is told right
+    before it; `inspect` looks at the servers once the last change has converged, before they
+    stop."""
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(t) for t in targets]
         stack.enter_context(frozen_start_up())
@@ -195,6 +197,8 @@ async def paired(
         if ready is not None:
             async with asyncio.timeout(READY_SECONDS):
                 await until(lambda: ready(servers))
+        if starting is not None:
+            starting(servers)
         for step in range(1, changes + 1):
             for side in sides if step % 2 else sides[::-1]:
                 await side.change(step)

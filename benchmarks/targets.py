@@ -24,6 +24,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from benchmarks.fleet import HOT_CLUSTER
+from benchmarks.iterations import Iterations
 from benchmarks.plan import Plan
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
@@ -58,6 +59,7 @@ class Serving:
     port: int
     lag: LoopLag  # the event loop's lag, measured all along as `serve` does
     fanout: FanOut  # publish pacing and convergence, as in `serve`
+    iterations: Iterations  # the loop's iterations in thread CPU (the benchmarks' own look)
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -79,15 +81,19 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
     lag = LoopLag()
+    iterations = Iterations()
+    undo = iterations.install(asyncio.get_running_loop())
     fanout = FanOut(publisher.cache, ads.streams.values)
     background = [
         asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
         asyncio.create_task(lag.run(), name="loop-lag"),
         asyncio.create_task(fanout.run(), name="convergence"),
+        asyncio.create_task(fanout.collector.run(), name="collector"),
     ]
     try:
-        yield Serving(publisher, ads, port, lag, fanout)
+        yield Serving(publisher, ads, port, lag, fanout, iterations)
     finally:
+        undo()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -130,7 +136,7 @@ class _Tables:
     """Everything the floor writes to one profile's streams of one protocol, built once."""
 
     answers: Mapping[str, bytes]  # type URL -> the complete initial answer
-    changes: tuple[bytes, ...]  # step -> the hot assignment's response
+    changes: tuple[bytes, ...]  # step -> the response of the assignments it changed
 
 
 def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
@@ -160,9 +166,25 @@ def _tables(snapshots: list[Snapshot], *, delta: bool) -> _Tables:
             if first.of(t)
         },
         changes=tuple(
-            response(s, typeurls.ENDPOINT, _change_nonce(step), [HOT_CLUSTER])
+            response(
+                s,
+                typeurls.ENDPOINT,
+                _change_nonce(step),
+                _changed(snapshots[step - 1], s) if step else [HOT_CLUSTER],
+            )
             for step, s in enumerate(snapshots)
         ),
+    )
+
+
+def _changed(before: Snapshot, after: Snapshot) -> list[str]:
+    """The assignments a change sends, as our server does: those whose version changed (the hot
+    one for a marker move; every one for a member lost)."""
+    old = before.of(typeurls.ENDPOINT)
+    return sorted(
+        name
+        for name, res in after.of(typeurls.ENDPOINT).items()
+        if name not in old or old[name].version != res.version
     )
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from waiting import eventually
 
 from xdsfleet.model.fleet import Endpoint, EndpointSlice, FleetState, Member, MemberState
-from xdsfleet.pipeline.debounce import Debouncer, removes_endpoints
+from xdsfleet.pipeline.debounce import Debouncer, loses_member, removes_endpoints
 
 
 def fleet(*pods: tuple[str, bool]) -> FleetState:
@@ -128,6 +128,38 @@ async def test_the_next_publish_waits_for_the_last_to_settle() -> None:
     await eventually(lambda: len(published) == 2)
     # The event time handed to settle is the loop time of the state's first update.
     assert settling[0] <= asyncio.get_running_loop().time()
+
+
+async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> None:
+    published = Published()
+    settled = asyncio.Event()  # never set: only the loss can go out
+    settling: list[float] = []
+
+    async def settle(event_at: float) -> None:
+        settling.append(event_at)
+        await settled.wait()
+
+    before = fleet(("10.0.0.1", True), ("10.0.0.2", True))
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=before, settle=settle)
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
+    await eventually(lambda: bool(settling))
+    lost = FleetState(name="f", members=(MemberState(member=before.members[0].member),))
+    store.update(lost)  # the member's EndpointSlices are gone
+    await eventually(lambda: len(published) == 2)
+    assert published[-1] == lost
+    assert not published.overlapped
+    await eventually(lambda: len(settling) == 2)  # the loss is settled in its turn
+    await store.stop()
+
+
+def test_a_member_lost_is_all_its_slices_gone_not_its_endpoints_unready() -> None:
+    ready = fleet(("10.0.0.1", True))
+    member = ready.members[0].member
+    assert loses_member(ready, FleetState(name="f", members=(MemberState(member=member),)))
+    assert loses_member(ready, FleetState(name="f", members=()))
+    assert not loses_member(ready, fleet(("10.0.0.1", False)))  # a removal, not a loss
+    unready = fleet(("10.0.0.1", False))
+    assert not loses_member(unready, FleetState(name="f", members=()))  # nothing ready to lose
 
 
 def reference_removes(old: FleetState, new: FleetState) -> bool:

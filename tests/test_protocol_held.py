@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from snapshots import ack, delta_ack, delta_request, request, snapshot
 
 from xdsfleet.cache.resources import Encoded
+from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
+from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Held, Sent, Subscribed, TypeStatus, shared_names
+from xdsfleet.server.sotw import SotwStream
 
 NAMES = [f"n{i}" for i in range(40)]
 
@@ -152,3 +157,55 @@ def test_a_name_subscribed_by_itself_does_not_copy_every_name_subscribed() -> No
     assert names._base is not shared  # folded in once the changes outgrew a sixteenth
     assert len(names._added or ()) < 1_000  # what came after is kept apart again
     assert len(names) == 11_000
+
+
+FLEET: dict[str, tuple[str, ...]] = {f"c{i:02d}": (f"10.0.0.{i}",) for i in range(40)}
+MOVED: dict[str, tuple[str, ...]] = dict.fromkeys(FLEET, ("10.9.9.9",))  # every assignment
+
+
+def subscribe(stream: Any, *, delta: bool) -> None:
+    """Wildcard CDS and EDS for every cluster, as Envoy asks."""
+    if delta:
+        stream.on_request(delta_request(CLUSTER))
+        stream.on_request(delta_request(ENDPOINT, sorted(FLEET)))
+    else:
+        stream.on_request(request(CLUSTER))
+        stream.on_request(request(ENDPOINT, sorted(FLEET)))
+
+
+def answer_all(stream: Any, snap: Any, *, delta: bool) -> None:
+    """Every response of `snap` sent and ACKed."""
+    while responses := stream.next_responses(snap):
+        for response in responses:
+            if delta:
+                delta_ack(stream, response)
+            else:
+                ack(stream, response, sorted(FLEET) if response.type_url == ENDPOINT else ())
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_streams_that_hold_what_the_profile_has_share_the_snapshot(delta: bool) -> None:
+    first, moved = snapshot(FLEET), snapshot(MOVED)
+    streams = [DeltaStream() if delta else SotwStream() for _ in range(2)]
+    for stream in streams:
+        subscribe(stream, delta=delta)
+        answer_all(stream, first, delta=delta)
+    for stream in streams:
+        for type_url in (CLUSTER, ENDPOINT):
+            # Nothing of its own: the snapshot's map is what it holds.
+            held = stream._types[type_url].held
+            assert held._base is first.of(type_url)
+            assert held._diff == {}
+    # One set of names between them (Delta: the shared set under each stream's own changes).
+    first_names, second_names = (stream._types[ENDPOINT].names for stream in streams[:2])
+    if isinstance(first_names, Subscribed) and isinstance(second_names, Subscribed):
+        first_names, second_names = first_names.frozen(), second_names.frozen()
+    assert first_names is second_names
+    for stream in streams:
+        answer_all(stream, moved, delta=delta)  # a member lost: every assignment changed
+        held = stream._types[ENDPOINT].held
+        assert held._base is moved.of(ENDPOINT)
+        assert held._diff == {}
+        assert stream.status()[ENDPOINT].held == {
+            n: r.version for n, r in moved.of(ENDPOINT).items()
+        }

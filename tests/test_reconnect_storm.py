@@ -57,7 +57,9 @@ async def test_without_a_rate_every_stream_is_admitted_at_once() -> None:
 async def test_established_streams_get_their_pushes_while_a_storm_waits() -> None:
     current: dict[str, Snapshot] = {"s": snapshot({"a": ("10.0.0.1",)})}
     cache = SnapshotCache(lambda _: current["s"])
-    ads = AdsService(cache, admission=Admission(rate=200, burst=20))
+    # The storm takes ~4.7 s to admit: the push must come within it even on a loaded machine
+    # (at 200/s, 1.4 s, a busy `make test` once saw the storm admitted first).
+    ads = AdsService(cache, admission=Admission(rate=60, burst=20))
     server, port = await listen.start(ads, port=0, host="127.0.0.1")
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(4)]
     try:

@@ -4,7 +4,10 @@ A state is published 100 ms after the last update and never more than 1 s after 
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
 removals are what a failover waits for. "At once" still waits for the publish under way and its
 settling (the streams taking and ACKing it, at most 1 s; `Debouncer`): a second publish started
-over the first would only make every stream skip one.
+over the first would only make every stream skip one. Except when a member is lost (all its
+EndpointSlices gone, or the member itself): that is the failover this project exists for, so
+it does not wait for the last publish to settle (only for the publish itself to end); streams
+still taking the last one take the loss instead, which supersedes it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,19 @@ def removes_endpoints(old: FleetState, new: FleetState) -> bool:
     return any(_ready_addresses(m.endpoint_slices) for m in before.values())
 
 
+def loses_member(old: FleetState, new: FleetState) -> bool:
+    """True if a member of `old` with ready endpoints has no EndpointSlice left in `new`, or is
+    gone: a member lost, not one endpoint. O(members)."""
+    after = {m.member.name: m for m in new.members}
+    for previous in old.members:
+        member = after.get(previous.member.name)
+        if member is previous or (member is not None and member.endpoint_slices):
+            continue
+        if any(e.ready for s in previous.endpoint_slices for e in s.endpoints):
+            return True
+    return False
+
+
 class Debouncer:
     """Hands states to an asynchronous `publish`, one publish at a time.
 
@@ -91,6 +107,7 @@ class Debouncer:
         self._first_at = 0.0
         self._timer: asyncio.Handle | None = None
         self._running: asyncio.Task[None] | None = None
+        self._settling: asyncio.Future[None] | None = None
         self._due = False  # a flush came while a publish ran: publish again when it ends
 
     def update(self, state: FleetState) -> None:
@@ -105,6 +122,12 @@ class Debouncer:
             self._timer.cancel()
         if self.current is None or removes_endpoints(self.current, state):
             self._timer = loop.call_soon(self.flush)
+            if (
+                self._settling is not None
+                and self.current is not None
+                and loses_member(self.current, state)
+            ):
+                self._settling.cancel()  # the failover goes first (see the module's docstring)
         else:
             deadline = min(now + self._quiet, self._first_at + self._max_delay)
             self._timer = loop.call_at(deadline, self.flush)
@@ -145,7 +168,15 @@ class Debouncer:
         try:
             await self._publish(state)
             if self._settle is not None:
-                await self._settle(event_at)
+                self._settling = asyncio.ensure_future(self._settle(event_at))
+                try:
+                    await self._settling
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # `stop`: this task itself is cancelled
+                finally:
+                    self._settling = None
         except Exception as err:
             # A bug: the streams keep what they were last sent, and the next state is tried.
             log.error("publish_failed", error=repr(err))

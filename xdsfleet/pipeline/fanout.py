@@ -13,7 +13,9 @@ an ACK.
 Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
 once (each answers in the iteration after its wake-up), the batch sized so that an iteration
 takes about `ITERATION_SECONDS`: hundreds of streams when each answers a small change in 0.1 ms,
-two or so when each writes a member loss's 4.5 MB (~13 ms at E = 100,000).
+one when each writes a member loss's 4.5 MB (14 ms for a SotW stream, 25 ms for a Delta one at
+E = 100,000). Each fan-out starts with one stream: what the last one cost a stream says nothing
+of this change, and starting at 8 made the first iteration of a member loss's fan-out 100-200 ms.
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every
@@ -26,7 +28,6 @@ generation replaced before it converged is not observed.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.cache import SnapshotCache, Wake
 from xdsfleet.model.node import NodeProfile
+from xdsfleet.pipeline.collector import Collector
 from xdsfleet.server.ads import StreamInfo
 from xdsfleet.telemetry import metrics
 
@@ -43,8 +45,9 @@ POLL = 0.025
 # Streams woken in the first loop iteration of a fan-out; then the batch follows how long the
 # iterations take, within [MIN_WAKE_BATCH, MAX_WAKE_BATCH]. Each fan-out starts small again:
 # the last one's batch says nothing of what this change costs a stream.
-WAKE_BATCH = 8
-MIN_WAKE_BATCH = 2
+WAKE_BATCH = 1
+MIN_WAKE_BATCH = 1
+GROWTH = 4  # at most this many times the last batch (slow start: see `_wake_batch`)
 MAX_WAKE_BATCH = 1024
 ITERATION_SECONDS = 0.02
 
@@ -54,6 +57,10 @@ class _Pending:
     event_at: float  # loop time of the first source event of the published state
     # Type URL -> profile -> the version every stream of that profile must ACK.
     targets: dict[str, dict[NodeProfile, str]]
+    # The streams not done at the last look (None: not looked yet): a stream done stays done,
+    # so each look costs the streams still behind, not all of them (a thousand statuses every
+    # 25 ms was ~10 % of the loop during a fan-out).
+    behind: list[StreamInfo] | None = None
 
 
 class FanOut:
@@ -64,8 +71,10 @@ class FanOut:
         *,
         limit: float = LIMIT,
         poll: float = POLL,
+        collector: Collector | None = None,
     ) -> None:
         self._cache = cache
+        self.collector = collector or Collector()
         self._streams = streams
         self.limit = limit
         self.poll = poll
@@ -94,11 +103,8 @@ class FanOut:
         except TimeoutError:
             self._cache.give_up()
         metrics.FANOUT_SECONDS.observe(loop.time() - started)
-        # What the fan-out made (each stream's responses, remembered until ACKed) out of the
-        # collector's full passes, as the publisher does with what it built: at E = 100,000
-        # and 1,000 streams those passes otherwise take 70-240 ms each.
-        gc.freeze()
-        metrics.GC_FROZEN.set(gc.get_freeze_count())
+        # The publish is out: a quiet moment for the collector (pipeline/collector.py).
+        self.collector.quiet()
 
     async def run(self) -> None:
         """Observe convergence until cancelled."""
@@ -124,6 +130,11 @@ class FanOut:
             # would otherwise shrink the batches for nothing.
             took = max(now - self._batch_at, 1e-4)
             wanted = int(self._batch * ITERATION_SECONDS / took)
+            # Grows at most GROWTH-fold an iteration (shrinks at once): an iteration whose
+            # streams did little (waiting on something else) said nothing of what the next
+            # ones cost, and a jump to 20 streams of a member loss's 25 ms each held the loop.
+            # Twofold cost the steady state ~0.2x the floor (10 iterations for 1,000 streams).
+            wanted = min(wanted, GROWTH * self._batch)
             self._batch = max(MIN_WAKE_BATCH, min(MAX_WAKE_BATCH, wanted))
         for _ in range(min(self._batch, len(self._waking))):
             self._waking.popleft()()
@@ -159,9 +170,14 @@ class FanOut:
             # Streams still to take the snapshot have not said yet what they will be sent.
             return
         behind: set[str] = set()
-        for info in self._streams():
+        streams = pending.behind if pending.behind is not None else list(self._streams())
+        pending.behind = []
+        for info in streams:
             if info.writing_since is not None and info.writing_since < now - self.limit:
-                continue  # stuck: the watchdog's business, not a reason to wait
+                # Stuck: the watchdog's business, not a reason to wait; looked at again later.
+                pending.behind.append(info)
+                continue
+            waits = False
             for type_url, status in info.machine.status().items():
                 target = pending.targets.get(type_url, {}).get(info.profile)
                 # A stream subscribed to none of what changed (a proxyless client naming a
@@ -169,6 +185,9 @@ class FanOut:
                 waiting = status.acked_version not in (target, status.sent_version)
                 if target is not None and waiting:
                     behind.add(type_url)
+                    waits = True
+            if waits:
+                pending.behind.append(info)
         for type_url in [t for t in pending.targets if t not in behind]:
             short = typeurls.SHORT_NAMES.get(type_url, type_url)
             metrics.CONVERGENCE_SECONDS.labels(short).observe(now - pending.event_at)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -263,10 +262,9 @@ async def _serve(
             ads, ready=lambda: not supervisor.stop.is_set(), members=lambda: _members(aggregator)
         )
         runner = await _start_http(application, settings.host, settings.metrics_port)
-        # What start-up built lives as long as the process: keep it out of the collector's full
-        # passes, which otherwise land inside a push to every stream (see BENCHMARKS.md).
-        gc.collect()
-        gc.freeze()
+        # What start-up built lives as long as the process: out of the collector's passes,
+        # which from here on run on our terms (pipeline/collector.py).
+        supervisor.start(built.fanout.collector.run(), name="collector")
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)
         await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         log.info(

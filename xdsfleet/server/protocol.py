@@ -207,12 +207,13 @@ class Held:
 
     def rebase(self, source: Mapping[str, Encoded], *, force: bool = False) -> None:
         """Share `source` (a snapshot's map of the type) if that leaves fewer differences.
-        Looked at only once the differences outgrow a sixteenth of the base, so the O(names)
-        work is paid once per that many changes."""
+        Looked at only once the differences outgrow 1/32 of the base, so the O(names) work is
+        paid once per that many changed names. The bound also bounds what an old base keeps
+        alive: the resources of it that the differences replace."""
         diff = self._diff
         if source is self._base or not diff:
             return
-        if not force and len(diff) <= _SLACK + len(self._base) // 16:
+        if not force and len(diff) <= _SLACK + len(self._base) // 32:
             return
         limit = len(diff)
         if abs(len(source) - len(self)) >= limit:

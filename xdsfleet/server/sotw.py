@@ -168,9 +168,10 @@ class SotwStream:
         state.status.refuse(sent, message)
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
-        requested = shared_names(resource_names)
-        if requested is state.last_request or requested == state.last_request:
+        requested = frozenset(resource_names)
+        if requested == state.last_request:
             return  # an ACK of an unchanged subscription: most requests are
+        requested = shared_names(requested)
         state.last_request = requested
         state.recheck = True
         star = "*" in requested

@@ -136,9 +136,22 @@ CONVERGENCE_SECONDS = Histogram(
 )
 GC_FROZEN = Gauge(
     "xdsfleet_gc_frozen_objects",
-    "Objects moved out of the collector's passes (gc.freeze after each publish and fan-out): "
-    "a frozen object is freed when its last reference goes, but a reference cycle it joins "
-    "after freezing is never collected, so steady growth here is such a leak.",
+    "Objects moved out of the collector's passes (gc.freeze at quiet moments), counted after "
+    "each full pass: a frozen object is freed when its last reference goes, but a reference "
+    "cycle that dies frozen waits for the next full pass, so growth from pass to pass, each "
+    "collecting much, is a leak.",
+)
+GC_PAUSE = Histogram(
+    "xdsfleet_gc_pause_seconds",
+    "Duration of each garbage collector pass, by generation (2: a full pass, run only at quiet "
+    "moments); the loop is held meanwhile.",
+    ["generation"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+)
+GC_COLLECTED = Counter(
+    "xdsfleet_gc_collected_total",
+    "Unreachable objects the garbage collector freed, by generation of the pass.",
+    ["generation"],
 )
 # Failures that stop loudly (pipeline/supervisor.py, pipeline/publishing.py).
 TASK_FAILURES = Counter(

@@ -1,0 +1,106 @@
+"""The collector run on our terms (pipeline/collector.py): no automatic full pass while it runs,
+freezing at quiet moments, and no leak: a cycle that dies frozen is collected by the full pass
+once it is due."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from xdsfleet.pipeline.collector import NEVER, Collector
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    """Two objects referring to each other, alive until the caller drops the reference the
+    returned weakref does not hold: here, at once (only the cycle keeps them)."""
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    made = Collector()
+    try:
+        yield made
+    finally:
+        made.stop()
+        gc.unfreeze()
+
+
+def test_automatic_full_passes_are_off_while_it_runs_and_back_after(collector: Collector) -> None:
+    before = gc.get_threshold()
+    collector.start()
+    assert gc.get_threshold() == (before[0], before[1], NEVER)
+    assert gc.get_freeze_count() > 0  # what start-up built is out of every pass
+    collector.stop()
+    assert gc.get_threshold() == before
+
+
+def test_a_cycle_that_dies_frozen_waits_for_the_full_pass_and_no_longer(
+    collector: Collector,
+) -> None:
+    collector.start()
+    collector.growth = 1e9  # the heap never grows enough: quiet moments only freeze
+    gc.disable()  # not even a young pass between the cycle's making and the freeze
+    try:
+        gone = _cycle()
+        collector.quiet()  # frozen while it is garbage already, as a generation-2 cycle is
+    finally:
+        gc.enable()
+    gc.collect(1)
+    assert gone() is not None  # out of the passes: this is what the full pass is for
+    passes = collector.full_passes
+
+    collector.growth, collector.interval = 0.0, 0.0  # the full pass is due at the next moment
+    _grow = [object() for _ in range(10_000)]  # the heap grew
+    collector.quiet()
+    assert collector.full_passes == passes + 1
+    assert gone() is None
+    del _grow
+
+
+def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
+    collector.start()
+    collector.growth, collector.interval = 0.0, 3600.0
+    passes = collector.full_passes
+    _grow = [object() for _ in range(10_000)]
+    collector.quiet()
+    assert collector.full_passes == passes  # grown, but the last full pass was just now
+    del _grow
+
+
+def test_quiet_moments_change_nothing_while_the_collector_is_not_ours() -> None:
+    gc.unfreeze()
+    Collector().quiet()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_run_gives_the_collector_back_when_cancelled() -> None:
+    before = gc.get_threshold()
+    collector = Collector()
+    running = asyncio.create_task(collector.run())
+    try:
+        await asyncio.sleep(0)
+        assert gc.get_threshold()[2] == NEVER
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        gc.unfreeze()
+    assert gc.get_threshold() == before
+
+
+def test_passes_are_timed(collector: Collector) -> None:
+    collector.start()
+    gc.collect(0)
+    assert collector.largest["0"] >= 0.0
+    assert collector.largest["2"] > 0.0  # the full pass of the start

@@ -216,9 +216,9 @@ class Subscriber(RuleBasedStateMachine):
             if not (self.delta or res is not None):
                 continue  # SotW: a name that is gone is not said to be gone (rule 10)
             holds = held.version if held else None
-            if not self.delta and holds in refused and name not in record:
-                # SotW: a client back on a new stream cannot say what it holds, and it
-                # refused the very version it kept: the machine takes it as not held.
+            if not self.delta and name not in record and res is not None and res.version in refused:
+                # SotW: a client back on a new stream cannot say what it holds; once it
+                # refused the latest version, what it kept is unknown to the machine.
                 continue
             # The machine's record is what the client holds.
             assert record.get(name) == holds, (name, record)

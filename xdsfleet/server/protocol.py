@@ -10,6 +10,7 @@ waiting for its answer remembers names, not resources (`Sent`).
 from __future__ import annotations
 
 import itertools
+import random
 import weakref
 from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -515,12 +516,16 @@ class Everything:
         return True
 
 
-class Nonces:
-    """Nonces are per stream; a counter is enough to make each one fresh."""
+# One counter for every stream of the process, from a random start: a stream's nonces increase
+# (`Warming` compares them), and a nonce a client carries over from its previous stream, or from
+# another replica, is never one this stream sent (rule 2). With a counter per stream, every
+# stream's first nonce was "1": a raw client repeating its old stream's last nonce on the new
+# one was taken to accept a response it had not seen.
+_NONCES = itertools.count(random.randrange(1 << 32, 1 << 48))
 
-    def __init__(self) -> None:
-        self._count = 0
+
+class Nonces:
+    """A stream's nonces: fresh on the stream and, as far as can be, on any other."""
 
     def next(self) -> str:
-        self._count += 1
-        return str(self._count)
+        return str(next(_NONCES))

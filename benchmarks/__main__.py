@@ -1,12 +1,12 @@
 """`python -m benchmarks [MEASURE ...]`: run measures, print their tables and the targets.
 
-Measures: convergence, translate, coldstart, rss, churn, stall, oversized, or `all`. Without
-one, the default set runs (all but oversized: what fits in about ten minutes on a 2-core
-machine; see BENCHMARKS.md for the figure each command produced). `--quick` runs every measure
-at toy sizes: the smoke test. Sizes can be overridden: `--clients` (convergence: a list),
-`--endpoints` (the fleet of coldstart, rss and churn: 50 members, E/100 services), `--changes`,
-`--seconds` (churn). `--no-member-loss` varies the churn measure.
-Progress goes to stderr, tables to stdout.
+Measures: convergence, translate, coldstart, kubestart, rss, churn, stall, oversized, or `all`.
+Without one, the default set runs (all but oversized and kubestart: what fits in about ten
+minutes on a 2-core machine; see BENCHMARKS.md for the figure each command produced). `--quick`
+runs every measure at toy sizes: the smoke test. Sizes can be overridden: `--clients`
+(convergence: a list), `--endpoints` (the fleet of coldstart, kubestart, rss and churn: 50
+members, E/100 services), `--changes`, `--seconds` (churn). `--no-member-loss` varies the
+churn measure. Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -21,11 +21,29 @@ from rich.console import Console
 
 from benchmarks import report, run
 from benchmarks.fleet import Shape
-from benchmarks.measures import churn, coldstart, convergence, oversized, rss, stall, translate
+from benchmarks.measures import (
+    churn,
+    coldstart,
+    convergence,
+    kubestart,
+    oversized,
+    rss,
+    stall,
+    translate,
+)
 from xdsfleet.telemetry import logs
 
-MEASURES = ("convergence", "translate", "coldstart", "rss", "churn", "stall", "oversized")
-DEFAULT = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
+MEASURES = (
+    "convergence",
+    "translate",
+    "coldstart",
+    "kubestart",
+    "rss",
+    "churn",
+    "stall",
+    "oversized",
+)
+DEFAULT = ("convergence", "translate", "coldstart", "rss", "churn", "stall")  # not kubestart
 QUICK_SHAPE = Shape(members=6, services=10, endpoints=120)
 MEMBERS = 50
 ENDPOINTS_PER_SERVICE = 100
@@ -38,7 +56,9 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="every measure at toy sizes")
     parser.add_argument("--clients", type=int, nargs="+", help="stream counts")
-    parser.add_argument("--endpoints", type=int, help="E of the coldstart, rss and churn fleets")
+    parser.add_argument(
+        "--endpoints", type=int, help="E of the coldstart, kubestart, rss and churn fleets"
+    )
     parser.add_argument("--changes", type=int, help="changes per convergence/stall/translate run")
     parser.add_argument("--seconds", type=float, help="churn: length of the measured window")
     parser.add_argument(
@@ -61,7 +81,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
     """Each measure's options: the defaults, `--quick`'s toy sizes, then explicit overrides."""
     conv, trans, cold = convergence.Options(), translate.Options(), coldstart.Options()
     mem, sustained, stalled = rss.Options(), churn.Options(), stall.Options()
-    hostile = oversized.Options()
+    hostile, kube = oversized.Options(), kubestart.Options()
     if args.quick:
         conv = convergence.Options(clients=(24,), changes=3, plot=False)
         trans = translate.Options(sizes=(1_000,), fixed_sizes=(), changes=3, plot=False)
@@ -72,6 +92,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         )
         stalled = stall.Options(clients=24, changes=3, blocked_seconds=0.2)
         hostile = oversized.Options(clients=24, changes=3)
+        kube = kubestart.Options(shape=QUICK_SHAPE)
     if args.clients:
         conv = replace(conv, clients=tuple(args.clients))
         mem = replace(mem, clients=args.clients[-1])
@@ -80,10 +101,11 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         hostile = replace(hostile, clients=args.clients[-1])
     if args.endpoints:
         shape = _shape(args.endpoints)
-        cold, mem, sustained = (
+        cold, mem, sustained, kube = (
             replace(cold, shape=shape),
             replace(mem, shape=shape),
             replace(sustained, shape=shape),
+            replace(kube, shape=shape),
         )
     if args.changes:
         conv, trans = replace(conv, changes=args.changes), replace(trans, changes=args.changes)
@@ -101,6 +123,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         "convergence": lambda: convergence.measure(conv),
         "translate": lambda: synchronous(lambda: translate.measure(trans)),
         "coldstart": lambda: synchronous(lambda: coldstart.measure(cold)),
+        "kubestart": lambda: synchronous(lambda: kubestart.measure(kube)),
         "rss": lambda: rss.measure(mem),
         "churn": lambda: churn.measure(sustained),
         "stall": lambda: stall.measure(stalled),

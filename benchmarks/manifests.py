@@ -35,20 +35,37 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 def write(fleet: Fleet, root: Path) -> Path:
     """Write `fleet` under `root`; returns the Fleet file."""
     (root / ROUTES_DIR).mkdir(parents=True, exist_ok=True)
-    _dump(root / FLEET_FILE, [_fleet_doc(fleet.members)])
+    sources = {m.name: {"manifests": f"members/{m.name}"} for m in fleet.members}
+    _dump(root / FLEET_FILE, [_fleet_doc(fleet.members, sources)])
     _dump(root / ROUTES_DIR / "gateway.yaml", [_gateway_doc(), *_route_docs(fleet)])
     for m, member in enumerate(fleet.members):
         directory = root / "members" / member.name
         directory.mkdir(parents=True, exist_ok=True)
-        docs = []
-        for s, service in enumerate(fleet.services()):
-            docs += [
-                _service_doc(service.name),
-                _slice_doc(member, service.name, fleet.endpoints(m, s)),
-                _export_doc(service.name),
-            ]
-        _dump(directory / "services.yaml", docs)
+        _dump(directory / "services.yaml", member_docs(fleet, m))
     return root / FLEET_FILE
+
+
+def write_kube(fleet: Fleet, root: Path, kubeconfigs: dict[str, Path]) -> Path:
+    """The Fleet file and routes of `fleet` under `root`, its members read from the Kubernetes
+    API servers their `kubeconfigs` reach (which hold `member_docs`); returns the Fleet file."""
+    (root / ROUTES_DIR).mkdir(parents=True, exist_ok=True)
+    sources = {name: {"kubeconfig": str(path)} for name, path in kubeconfigs.items()}
+    _dump(root / FLEET_FILE, [_fleet_doc(fleet.members, sources)])
+    _dump(root / ROUTES_DIR / "gateway.yaml", [_gateway_doc(), *_route_docs(fleet)])
+    return root / FLEET_FILE
+
+
+def member_docs(fleet: Fleet, m: int) -> list[dict[str, Any]]:
+    """The Services, EndpointSlices and ServiceExports of the member at index `m`."""
+    member = fleet.members[m]
+    docs = []
+    for s, service in enumerate(fleet.services()):
+        docs += [
+            _service_doc(service.name),
+            _slice_doc(member, service.name, fleet.endpoints(m, s)),
+            _export_doc(service.name),
+        ]
+    return docs
 
 
 def _dump(path: Path, docs: list[dict[str, Any]]) -> None:
@@ -59,7 +76,7 @@ def _metadata(name: str) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE}
 
 
-def _fleet_doc(members: tuple[Member, ...]) -> dict[str, Any]:
+def _fleet_doc(members: tuple[Member, ...], sources: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {
         "apiVersion": "xdsfleet.io/v1alpha1",
         "kind": "Fleet",
@@ -71,7 +88,7 @@ def _fleet_doc(members: tuple[Member, ...]) -> dict[str, Any]:
                     "name": m.name,
                     "region": m.region,
                     "zone": m.zone,
-                    "source": {"manifests": f"members/{m.name}"},
+                    "source": sources[m.name],
                 }
                 for m in members
             ],

@@ -16,7 +16,7 @@ It runs on an event loop of its own in a thread, on a free port, so that the blo
 threads, async tests and child processes can all reach it. Tests inject faults: `go_down` (the
 port refuses), `drop_watches`, `compact`, `conflict_next_writes`, `fail_lists`, `fault` (429,
 503 or 504 with `Retry-After`), `hide` (a kind answers 404 and leaves discovery for a while),
-`expire_continues`. Every method is thread-safe.
+`expire_continues`, `hold_lists` (a slow first list). Every method is thread-safe.
 """
 
 from __future__ import annotations
@@ -182,9 +182,10 @@ class _Fault:
 
 @dataclass(slots=True)
 class _Page:
-    """A list being paged: the items left and when its continue token stops working."""
+    """A list being paged: the items left (as JSON, taken at the first page's resourceVersion)
+    and when its continue token stops working."""
 
-    items: list[Obj]
+    items: list[str]
     version: str
     expires: float
 
@@ -253,6 +254,7 @@ class ApiEmulator:
         bookmark_seconds: float = 60.0,
         too_large_seconds: float = 3.0,
         continue_seconds: float = 300.0,
+        cache_pages: bool = False,
         tls: bool = False,
     ) -> None:
         """History is kept per resource, as the API server's watch cache keeps it: at most
@@ -262,14 +264,20 @@ class ApiEmulator:
         before the server-side timeout ends a watch). `too_large_seconds`: how long a request
         for a resourceVersion the server has not reached waits before its 504 (3 s on a real
         server). `continue_seconds`: how long a continue token works (until etcd compacts its
-        revision: 5 minutes by default). `tls`: serve HTTPS at `https://localhost:PORT` with a
-        certificate of its own, which its kubeconfigs trust (`certificate-authority-data`)."""
+        revision: 5 minutes by default). `cache_pages`: lists from the watch cache
+        (`resourceVersion=0`) are paged too, as newer API servers do from snapshots of their
+        watch cache (older ones answer them whole, ignoring `limit`). `tls`: serve HTTPS at
+        `https://localhost:PORT` with a certificate of its own, which its kubeconfigs trust
+        (`certificate-authority-data`)."""
         self.port = free_port()
         self._tls = _Tls.made() if tls else None
         self.bookmark_seconds = bookmark_seconds
         self.too_large_seconds = too_large_seconds
         self.list_delay = 0.0  # seconds each list takes before it is answered
+        self._lists_open = threading.Event()  # cleared: lists wait (`hold_lists`)
+        self._lists_open.set()
         self.continue_seconds = continue_seconds
+        self._cache_pages = cache_pages
         self._kinds = {(k.group, k.version, k.plural): k for k in kinds}
         self._window = window
         self._history_seconds = history_seconds
@@ -495,6 +503,13 @@ class ApiEmulator:
     def unhide(self, kind: ApiResource) -> None:
         with self._lock:
             self._hidden.pop(kind, None)
+
+    def hold_lists(self) -> None:
+        """Lists are not answered until `release_lists` (a member whose first list is slow)."""
+        self._lists_open.clear()
+
+    def release_lists(self) -> None:
+        self._lists_open.set()
 
     def expire_continues(self) -> None:
         """Every continue token handed out so far is too old now (etcd compacted it)."""
@@ -793,6 +808,8 @@ class ApiEmulator:
                     return await self._watch(request, kind, namespace)
                 if self.list_delay:
                     await asyncio.sleep(self.list_delay)  # a big list, or a slow etcd
+                if not self._lists_open.is_set():
+                    await asyncio.get_running_loop().run_in_executor(None, self._lists_open.wait)
                 return self._list(request, kind, namespace)
             if request.method == "POST" and (namespace is not None or not kind.namespaced):
                 return self._create(kind, namespace, await request.json())
@@ -870,30 +887,28 @@ class ApiEmulator:
                     return _error(410, "Expired", message)
                 items, version = page.items, page.version
             else:
+                # Serialized under the lock: the snapshot of every page, however the objects
+                # change before the next page is asked for (as etcd serves its revision).
                 items = [
-                    {k: v for k, v in copy.deepcopy(obj).items() if k not in ("apiVersion", "kind")}
+                    json.dumps({k: v for k, v in obj.items() if k not in ("apiVersion", "kind")})
                     for (k, _, _), obj in sorted(self._objects.items(), key=lambda e: e[0][1:])
                     if k == kind and self._matching(kind, namespace, selector, obj)
                 ]
                 version = str(self._version)
             metadata: Obj = {"resourceVersion": version}
             limit = int(query.get("limit") or 0)
-            # The watch cache (resourceVersion=0) ignores `limit`, as a real server does.
-            if limit > 0 and query.get("resourceVersion") != "0" and len(items) > limit:
+            # The watch cache (resourceVersion=0) of an older server ignores `limit`.
+            from_cache = query.get("resourceVersion") == "0" and not self._cache_pages
+            if limit > 0 and not from_cache and len(items) > limit:
                 items, rest = items[:limit], items[limit:]
                 next_token = f"page-{next(self._tokens)}"
                 expires = time.monotonic() + self.continue_seconds
                 self._pages[next_token] = _Page(rest, version, expires)
                 metadata["continue"] = next_token
                 metadata["remainingItemCount"] = len(rest)
-        return web.json_response(
-            {
-                "apiVersion": kind.api_version,
-                "kind": f"{kind.kind}List",
-                "metadata": metadata,
-                "items": items,
-            }
-        )
+        head = {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": metadata}
+        body = f'{json.dumps(head)[:-1]}, "items": [{", ".join(items)}]}}'
+        return web.Response(text=body, content_type="application/json")
 
     def _create(self, kind: ApiResource, namespace: str | None, obj: Obj) -> web.Response:
         with self._lock:

@@ -136,6 +136,42 @@ def test_a_restart_reuses_the_parses_of_unchanged_files(
     assert again.state.http_routes == first.state.http_routes
 
 
+def test_entries_of_another_parser_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package version stays the same between commits; a changed model or parser must not
+    read entries pickled by the old one."""
+    fleet = make_fleet(tmp_path / "fleet")
+    load_fleet(fleet, ParseCache(tmp_path / "cache"))
+    monkeypatch.setattr("xdsfleet.sources.files._BUILD", "another parser")
+    parsed: list[str] = []
+
+    def counting(text: str, file: str, *args: Any) -> FileContents:
+        parsed.append(Path(file).name)
+        return parse_file(text, file, *args)
+
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", counting)
+    load_fleet(fleet, ParseCache(tmp_path / "cache"))
+
+    assert "shop.yaml" in parsed
+
+
+def test_the_parser_key_follows_the_model_and_parser_source(tmp_path: Path) -> None:
+    import shutil
+
+    from xdsfleet.sources import files
+
+    package = Path(files.__file__).resolve().parent.parent
+    copy = tmp_path / "xdsfleet"
+    for name in ("model", "documents", "sources"):
+        shutil.copytree(package / name, copy / name)
+    assert files._build(copy) == files._BUILD
+    model = copy / "model" / "fleet.py"
+    model.write_text(model.read_text() + "\n# a field added\n")
+
+    assert files._build(copy) != files._BUILD
+
+
 def test_an_unreadable_cache_entry_is_parsed_again(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path / "fleet")
     cache = ParseCache(tmp_path / "cache")
@@ -153,6 +189,37 @@ def test_an_invalid_file_is_not_cached_and_still_rejected(tmp_path: Path) -> Non
     for _ in range(2):
         with pytest.raises(InvalidInput, match=r"broken\.yaml"):
             load_fleet(fleet, cache)
+
+
+def test_worker_processes_parse_as_this_process_does_and_fill_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = {f"zone-{c}": service_text("shop", f"10.0.0.{i}") for i, c in enumerate("abc", 1)}
+    fleet = make_fleet(tmp_path / "fleet", members)
+    broken = write(fleet.parent / "routes" / "broken.yaml", "kind: HTTPRoute\nspec: [\n")
+    with pytest.raises(InvalidInput) as alone:
+        load_fleet(fleet)
+    broken.unlink()
+    expected = load_fleet(fleet)
+    # From here the files of the directories are parsed in worker processes (the Fleet file,
+    # alone, here): a parse of one in this process would fail.
+
+    def fleet_only(text: str, file: str, *args: Any) -> FileContents:
+        assert file == str(fleet), f"{file} parsed in the server's process"
+        return parse_file(text, file, *args)
+
+    monkeypatch.setattr("xdsfleet.sources.files.POOL_MIN_BYTES", 0)
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", fleet_only)
+    write(broken, "kind: HTTPRoute\nspec: [\n")
+    with pytest.raises(InvalidInput) as pooled:
+        load_fleet(fleet)
+    assert pooled.value.problems == alone.value.problems
+    broken.unlink()
+    cache = ParseCache(tmp_path / "cache")
+
+    assert load_fleet(fleet, cache) == expected
+    assert len(list((tmp_path / "cache").glob("*.pkl"))) == 5  # the workers kept theirs
+    assert load_fleet(fleet, cache) == expected  # from the cache
 
 
 # --- Loading ---------------------------------------------------------------------------------

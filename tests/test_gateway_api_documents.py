@@ -226,6 +226,13 @@ def test_a_tls_secret_is_read_from_data_or_string_data() -> None:
     assert mixed == from_data
 
 
+def test_a_secret_value_outside_ascii_is_reported_as_not_base64() -> None:
+    broken = {**SECRET, "data": {**SECRET["data"], "tls.crt": "\x80"}}
+    [problem] = problems_of(text_of(broken), Place.ROUTES)
+    assert problem.field == 'data["tls.crt"]'
+    assert problem.message == "not base64-encoded PEM text"
+
+
 def test_a_node_gives_its_internal_addresses_zone_and_readiness() -> None:
     [node] = parse(NODE).nodes
     assert node == Node("node-1", ("192.168.0.1",), zone="dc1-a", ready=True)

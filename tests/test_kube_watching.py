@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from kube_api import MEMBER_RESOURCES, ApiEmulator, Request
+from kube_api import MEMBER_RESOURCES, TOKEN, ApiEmulator, Request
 from kube_helpers import FAST, no_threads_left, service
 from waiting import eventually
 
@@ -375,6 +379,42 @@ def test_a_paged_list_gets_every_object_and_restarts_whole_when_its_token_expire
             assert sent == [("2", False, 200), ("2", True, 410), (None, False, 200)]
         else:
             assert sent == [("2", False, 200), ("2", True, 200), ("2", True, 200)]
+
+
+def test_the_pages_of_a_list_are_one_snapshot_at_the_first_pages_version() -> None:
+    """What the real API server does for a paged list, over plain HTTP: `remainingItemCount`,
+    every page at the first one's resourceVersion however the objects change meanwhile, and a
+    token used after compaction answered 410 `Expired`."""
+    with ApiEmulator() as paging:
+        for i in range(5):
+            paging.apply(SERVICES, service(f"s{i}"))
+
+        def get(query: str) -> dict[str, Any]:
+            url = f"{paging.url}/api/v1/services?{query}"
+            asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+            try:
+                with urllib.request.urlopen(asked, timeout=5) as answer:
+                    return dict(json.load(answer))
+            except urllib.error.HTTPError as error:
+                return {"code": error.code, **json.load(error)}
+
+        first = get("limit=2")
+        assert first["metadata"]["remainingItemCount"] == 3
+        paging.apply(SERVICES, service("s4", port=81))  # changed after the first page
+        paging.apply(SERVICES, service("s5"))  # added after it
+        second = get(f"limit=2&continue={first['metadata']['continue']}")
+        third = get(f"limit=2&continue={second['metadata']['continue']}")
+        pages = (first, second, third)
+        assert [p["metadata"]["resourceVersion"] for p in pages] == ["5"] * 3
+        assert [s["metadata"]["name"] for p in pages for s in p["items"]] == [
+            f"s{i}" for i in range(5)
+        ]
+        assert third["items"][-1]["spec"]["ports"][0]["port"] == 80
+        assert "continue" not in third["metadata"]
+        again = get("limit=2")
+        paging.expire_continues()
+        expired = get(f"limit=2&continue={again['metadata']['continue']}")
+        assert (expired["code"], expired["reason"]) == (410, "Expired")
 
 
 async def test_an_update_that_changes_nothing_keeps_the_version_and_says_nothing(

@@ -347,6 +347,21 @@ class Aggregator:
         assert self.state is not None
         return self.state
 
+    def awaiting(self) -> str | None:
+        """What the first complete state still waits for (for `/readyz` during a long start),
+        None when nothing: the same conditions `wait_ready` waits on, said in words."""
+        if not self._based.is_set():
+            if self.fleet_resource is not None:
+                return f"waiting for the Fleet resource {self.fleet_resource!r}"
+            return "loading the fleet"
+        if self.fleet_cluster is not None and not self.fleet_cluster.synced.is_set():
+            return "listing the fleet cluster"
+        unsettled = sorted(n for n, w in self._watchers.items() if not w.settled.is_set())
+        if not unsettled:
+            return None
+        shown = ", ".join(unsettled[:5]) + (", ..." if len(unsettled) > 5 else "")
+        return f"listing members: {len(unsettled)} of {len(self._watchers)} not listed ({shown})"
+
     def _stop_later(self, what: str, stopping: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(stopping)
         task.set_name(f"stop-{what}")

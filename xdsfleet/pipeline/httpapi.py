@@ -1,6 +1,9 @@
 """The plaintext HTTP side channel: what kubelet probes, Prometheus scrapes and an SRE curls.
 
-`/healthz` says the process is alive; `/readyz` that a first fleet state is being served;
+It is the first thing `serve` starts: `/healthz` says the process is alive, and must answer
+through a long start (loading a big fleet, listing every member), or a liveness probe would kill
+a replica that is only slow to start; `/readyz` answers 503 with what the start still waits
+for until a complete fleet state is being served (and again while stopping);
 `/metrics` is Prometheus text; `/debug/clients` lists every connected client with, per type,
 what it was sent, what it accepted and why it last refused; `/debug/members` lists the
 Kubernetes members: how each is reached, whether it is stale and why.
@@ -52,24 +55,29 @@ def clients(ads: AdsService) -> list[dict[str, Any]]:
 
 
 def app(
-    ads: AdsService,
-    ready: Callable[[], bool],
+    ads: Callable[[], AdsService | None],
+    not_ready: Callable[[], str | None],
     members: Callable[[], list[dict[str, Any]]] = list,
 ) -> web.Application:
+    """`ads`: the ADS service once it exists (no clients before); `not_ready`: why the replica
+    must not be sent traffic, None when it may."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready():
+        reason = not_ready()
+        if reason is None:
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="not ready\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def debug_clients(_: web.Request) -> web.Response:
-        return web.json_response(clients(ads))
+        service = ads()
+        return web.json_response(clients(service) if service is not None else [])
 
     async def debug_members(_: web.Request) -> web.Response:
         return web.json_response(members())

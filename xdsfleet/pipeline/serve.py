@@ -4,7 +4,8 @@ Every long-lived task is named and supervised (`pipeline/supervisor.py`): one th
 unexpectedly is logged with its traceback and stops the process with a non-zero exit, which a
 Deployment then restarts, instead of serving a config that silently stopped following its
 sources. Signals only set a flag; shutdown gives streams a grace period. Every reason not to
-start is one `Refused` line.
+start is one `Refused` line. The HTTP side channel starts before anything is loaded, so that
+`/healthz` answers through a long start and `/readyz` says what the start waits for.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from xdsfleet.server import listen, tls
 from xdsfleet.server.admission import Admission
 from xdsfleet.server.ads import SERVICE, AdsService
 from xdsfleet.server.tls import TlsFiles
-from xdsfleet.sources.files import FileSource, ParseCache
+from xdsfleet.sources.files import FileSource, ParseCache, collector_paused
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.status.writer import StatusWriter
@@ -159,9 +160,30 @@ async def serve(settings: Settings) -> None:
         settings=settings.kube,
         namespace=settings.namespace,
     )
+    started = asyncio.Event()  # set once every server is up: /readyz 200
+
+    def not_ready() -> str | None:
+        if supervisor.stop.is_set():
+            return "stopping"
+        if started.is_set():
+            return None
+        return aggregator.awaiting() or "building the first snapshots"
+
     source, tasks = _start_sources(settings, aggregator)
+    runner: web.AppRunner | None = None
     try:
-        first = await _first_state(settings, supervisor, aggregator, tasks)
+        # The side channel first: /healthz answers through a long start (a liveness probe must
+        # not kill a replica that is only slow), /readyz says what the start waits for.
+        application = httpapi.app(
+            lambda: chains[0].ads if chains else None,
+            not_ready=not_ready,
+            members=lambda: _members(aggregator),
+        )
+        runner = await _start_http(application, settings.host, settings.metrics_port)
+        # What start-up builds lives on (and is frozen once serving): collector passes over it
+        # while members are listed cost 40 % of their CPU at E = 100,000 (BENCHMARKS.md).
+        with collector_paused():
+            first = await _first_state(settings, supervisor, aggregator, tasks)
         if first is not None:
             for task in tasks:
                 supervisor.watch(task)
@@ -180,12 +202,14 @@ async def serve(settings: Settings) -> None:
             )
             chains.append(built)
             try:
-                await _serve(settings, supervisor, aggregator, built, listeners)
+                await _serve(settings, supervisor, aggregator, built, listeners, started)
             finally:
                 await built.close()
     finally:
         await supervisor.close()
         await _stop_sources(source, tasks, aggregator)
+        if runner is not None:
+            await runner.cleanup()
     supervisor.raise_if_failed()
 
 
@@ -220,8 +244,10 @@ async def _serve(
     aggregator: Aggregator,
     built: chain.Chain,
     listeners: list[Callable[[FleetState], None]],
+    started: asyncio.Event,
 ) -> None:
-    """Start the servers and the agents around `built`; run until the supervisor stops."""
+    """Start the servers and the agents around `built`, then set `started`; run until the
+    supervisor stops."""
     supervisor.start(built.ramper.run(), name="undrain-ramper")
     cache = built.publisher.cache
     security = settings.security
@@ -250,7 +276,6 @@ async def _serve(
     supervisor.start(LoopLag().run(), name="loop-lag")
     supervisor.start(built.fanout.run(), name="convergence")
     admin: grpc.aio.Server | None = None
-    runner: web.AppRunner | None = None
     try:
         admin, checker, _ = await adminport.start(
             AdminSettings(settings.host, settings.admin_port, settings.tls, settings.admin_token),
@@ -258,15 +283,12 @@ async def _serve(
             snapshot_of=cache.get,
             members=aggregator.reports,
         )
-        application = httpapi.app(
-            ads, ready=lambda: not supervisor.stop.is_set(), members=lambda: _members(aggregator)
-        )
-        runner = await _start_http(application, settings.host, settings.metrics_port)
         # What start-up built lives as long as the process: out of the collector's passes,
         # which from here on run on our terms (pipeline/collector.py).
         supervisor.start(built.fanout.collector.run(), name="collector")
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)
         await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        started.set()
         log.info(
             "serving",
             fleet=str(settings.fleet or f"resource {settings.fleet_resource}"),
@@ -287,8 +309,6 @@ async def _serve(
         # another replica, which serves the same versions (content hashes).
         grace = settings.drain_seconds
         await asyncio.gather(xds.stop(grace), *([admin.stop(grace)] if admin else []))
-        if runner is not None:
-            await runner.cleanup()
         log.info("stopped")
 
 

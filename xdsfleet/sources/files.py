@@ -7,19 +7,24 @@ is rejected with precise problems while valid edits of every other file still ap
 
 It must not interpret documents (that is `manifests.py`) nor know what the state is used for: it
 reads, watches, decides which version of each file counts, and hands on whole `FleetState`s.
+Reading and settling run in a thread, off the event loop (seconds at E = 100,000); many
+megabytes of new YAML are parsed in worker processes, one per core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import importlib.metadata
 import importlib.resources
+import multiprocessing
 import os
-import pickle
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +46,7 @@ from xdsfleet.documents.manifests import (
 )
 from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.model.fleet import FleetState
+from xdsfleet.sources import pickling
 from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -82,7 +88,7 @@ class ParseCache:
     def get(self, place: Place, path: Path, base: str, text: str) -> FileContents | None:
         try:
             with self._entry(place, path, base).open("rb") as stored:
-                digest, contents = pickle.load(stored)
+                digest, contents = pickling.load(stored)
         except Exception:  # a missing, partial or foreign entry: a miss
             return None
         if digest != _digest(text) or not isinstance(contents, FileContents):
@@ -94,7 +100,7 @@ class ParseCache:
         partial = entry.with_suffix(f".{os.getpid()}.tmp")
         try:
             with partial.open("wb") as stored:
-                pickle.dump((_digest(text), contents), stored, protocol=pickle.HIGHEST_PROTOCOL)
+                pickling.dump((_digest(text), contents), stored)
             partial.replace(entry)  # atomic: a reader sees the old entry or the new one
         except OSError as error:
             # The cache only saves time: serving goes on without it.
@@ -105,15 +111,30 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _build() -> str:
+# What decides an entry's contents besides the file's text: the model, the parsing, and how
+# entries are pickled. Their source is part of the key, because the package version does not
+# change between commits, and an entry of another model read field by field would be misread.
+_PARSER_SOURCES = ("model", "documents", "sources/files.py", "sources/pickling.py")
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def _build(package: Path = _PACKAGE) -> str:
     try:
         version = importlib.metadata.version("xdsfleet")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return f"{version}/{sys.version}"
+    sources = hashlib.blake2b(digest_size=16)
+    for name in _PARSER_SOURCES:
+        where = package / name
+        for module in sorted(where.glob("*.py")) if where.is_dir() else [where]:
+            sources.update(module.relative_to(package).as_posix().encode() + b"\0")
+            sources.update(module.read_bytes())
+    return f"{version}/{sys.version}/{sources.hexdigest()}"
 
 
-# Which parser made an entry: pickles of another version's model are not reused.
+# Which parser made an entry: pickles of another model or parser are not reused.
 _BUILD = _build()
 
 
@@ -184,11 +205,15 @@ class _Catalog:
     def refresh(self, changed: Collection[Path]) -> list[Path]:
         """Read again what changed on disk, was never read, or left a directory; returns the
         files read again or removed."""
-        touched = [self.fleet_path] if self._reread(self._fleet_key, changed) else []
+        fleet: list[_Unparsed] = []
+        touched = [self.fleet_path] if self._reread(self._fleet_key, changed, fleet) else []
+        self._parse(fleet)  # now: it names the directories
         directories = self._directories(list(self._specs()))
         self._directory_errors.clear()
+        unparsed: list[_Unparsed] = []
         for place, directory in sorted(directories):
-            touched += self._refresh_directory(place, directory, changed)
+            touched += self._refresh_directory(place, directory, changed, unparsed)
+        self._parse(unparsed)
         for key in [k for k in self._latest if k != self._fleet_key]:
             if (key[0], key[1].parent) not in directories:
                 # The Fleet no longer names its directory: the file is no part of the fleet.
@@ -196,7 +221,7 @@ class _Catalog:
         return touched
 
     def _refresh_directory(
-        self, place: Place, directory: Path, changed: Collection[Path]
+        self, place: Place, directory: Path, changed: Collection[Path], unparsed: list[_Unparsed]
     ) -> list[Path]:
         try:
             files = sorted(
@@ -213,14 +238,16 @@ class _Catalog:
             # report, not a reason to withdraw a member's endpoints.
             self._directory_errors[directory] = error.strerror or str(error)
             return []
-        touched = [path for path in files if self._reread((place, path), changed)]
+        touched = [path for path in files if self._reread((place, path), changed, unparsed)]
         for key in [k for k in self._latest if k[0] is place and k[1].parent == directory]:
             if key[1] not in files:
                 del self._latest[key]
                 touched.append(key[1])
         return touched
 
-    def _reread(self, key: _Key, changed: Collection[Path]) -> bool:
+    def _reread(self, key: _Key, changed: Collection[Path], unparsed: list[_Unparsed]) -> bool:
+        """Read `key` again if it changed: its cached parse is used at once, a text to parse is
+        added to `unparsed` (for `_parse`)."""
         place, path = key
         known = self._latest.get(key)
         try:
@@ -243,16 +270,24 @@ class _Catalog:
         cached = self._cache.get(place, path, base, text) if self._cache else None
         if cached is not None:
             self._latest[key] = _Read(stamp, cached)
-            return True
-        try:
-            contents = parse_file(text, str(path), place, base)
-        except InvalidInput as invalid:
-            self._latest[key] = _Read(stamp, None, invalid.problems)
         else:
-            self._latest[key] = _Read(stamp, contents)
-            if self._cache is not None:
-                self._cache.put(place, path, base, text, contents)
+            unparsed.append(_Unparsed(key, stamp, text))
         return True
+
+    def _parse(self, unparsed: list[_Unparsed]) -> None:
+        """Parse the texts read (in worker processes when there is much to parse), keeping each
+        valid parse in the cache."""
+        base = str(self.fleet_path.parent)
+        jobs = [(u.text, u.key[1], u.key[0], base, self._cache) for u in unparsed]
+        workers = _workers(sum(len(u.text) for u in unparsed), len(unparsed))
+        parsed = _parse_in_workers(jobs, workers) if workers > 1 else None
+        if parsed is None:
+            parsed = [_parse_one(*job) for job in jobs]
+        for read, outcome in zip(unparsed, parsed, strict=True):
+            if isinstance(outcome, FileContents):
+                self._latest[read.key] = _Read(read.stamp, outcome)
+            else:
+                self._latest[read.key] = _Read(read.stamp, None, outcome)
 
     # --- Deciding ---
 
@@ -363,17 +398,89 @@ class _Catalog:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Unparsed:
+    """A file read whose text is still to be parsed."""
+
+    key: _Key
+    stamp: tuple[int, int]
+    text: str
+
+
+# Parsing costs ~0.8 s per MiB of YAML and a worker ~0.5 s to start (a fresh interpreter that
+# imports the parser): below this much text, parsing in this process is sooner.
+POOL_MIN_BYTES = 4 * 2**20
+
+
+def _workers(size: int, files: int) -> int:
+    """How many worker processes to parse `files` files of `size` characters in all."""
+    if size < POOL_MIN_BYTES or files < 2:
+        return 1
+    return min(files, len(os.sched_getaffinity(0)))
+
+
+def _parse_one(
+    text: str, path: Path, place: Place, base: str, cache: ParseCache | None
+) -> FileContents | tuple[Problem, ...]:
+    """One file's contents, or its problems; a valid parse is kept in `cache` (by a worker
+    process too: the pickling is then not the server's)."""
+    try:
+        contents = parse_file(text, str(path), place, base)
+    except InvalidInput as invalid:
+        return tuple(invalid.problems)
+    if cache is not None:
+        cache.put(place, path, base, text, contents)
+    return contents
+
+
+def _parse_sent(text: str, path: Path, place: Place, base: str, cache: ParseCache | None) -> bytes:
+    """`_parse_one` in a worker, pickled the fast way (`pickling`)."""
+    return pickling.dumps(_parse_one(text, path, place, base, cache))
+
+
+def _parse_in_workers(
+    jobs: list[tuple[str, Path, Place, str, ParseCache | None]], workers: int
+) -> list[FileContents | tuple[Problem, ...]] | None:
+    """`_parse_one` of each job in `workers` processes; None when they could not run (a script
+    without a `__main__` guard cannot spawn them): the caller then parses them itself."""
+    # Spawned, not forked: the server has threads (gRPC's, the Kubernetes clients').
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            sent = pool.map(_parse_sent, *zip(*jobs, strict=True))
+            return [pickling.loads(parsed) for parsed in sent]
+    except (BrokenProcessPool, OSError) as error:
+        log.warning("parse_workers_failed", workers=workers, error=repr(error))
+        return None
+
+
 def _unreadable(path: Path, error: Exception) -> _Read:
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return _Read(_UNREAD, None, (Problem(str(path), "", "", f"cannot read: {reason}"),))
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a fleet is read: it makes hundreds of thousands of
+    objects that live on, and the collector's passes over them, while nothing it could free
+    exists yet, cost more than all the rest (E = 100,000 from the parse cache: 2.0 s of CPU with
+    it, 0.7 s without; BENCHMARKS.md). Process-wide: the loop's garbage waits until the end."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def load_fleet(path: Path, cache: ParseCache | None = None) -> LoadedFleet:
     """Load the fleet of the Fleet file at `path` and every file it names; raises
     `InvalidInput` listing every problem in every file."""
     catalog = _Catalog(path, cache)
-    catalog.refresh(())
-    outcome = catalog.settle()
+    with collector_paused():
+        catalog.refresh(())
+        outcome = catalog.settle()
     if outcome.problems:
         raise InvalidInput(list(outcome.problems))
     return outcome.loaded
@@ -418,11 +525,18 @@ class FileSource:
         """Make `run` return (within one watch step)."""
         self._stop.set()
 
+    def _read(self, changed: Collection[Path]) -> tuple[list[Path], _Outcome]:
+        """Read what changed and settle: in a thread, since at E = 100,000 it takes seconds (the
+        loop must go on answering /healthz and streams). Only one runs at a time (`run` awaits
+        each), and nothing else touches the catalog."""
+        with collector_paused():
+            touched = self._catalog.refresh(changed)
+            return touched, self._catalog.settle()
+
     async def run(self, on_state: Callable[[FleetState], None]) -> None:
         """Load the fleet (raising `InvalidInput` when it has problems), then follow it until
         `stop`."""
-        self._catalog.refresh(())
-        outcome = self._catalog.settle()
+        _, outcome = await asyncio.to_thread(self._read, ())
         if outcome.problems:
             raise InvalidInput(list(outcome.problems))
         self._state, self.origins = outcome.loaded.state, outcome.loaded.origins
@@ -446,16 +560,17 @@ class FileSource:
         try:
             async with contextlib.aclosing(batches):
                 async for batch in batches:
-                    self._apply({Path(path) for _, path in batch}, on_state)
+                    await self._apply({Path(path) for _, path in batch}, on_state)
                     if self._catalog.watch_paths() != paths:
                         return
         except FileNotFoundError:
             # A watched directory vanished before the watcher started: watch its parent instead.
             return
 
-    def _apply(self, changed: Collection[Path], on_state: Callable[[FleetState], None]) -> None:
-        touched = self._catalog.refresh(changed)
-        outcome = self._catalog.settle()
+    async def _apply(
+        self, changed: Collection[Path], on_state: Callable[[FleetState], None]
+    ) -> None:
+        touched, outcome = await asyncio.to_thread(self._read, changed)
         self._report(outcome)
         self.origins = outcome.loaded.origins
         # The spec counts too: its `source.kubeconfig` (the fleet cluster) is not in the state.

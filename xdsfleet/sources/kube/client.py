@@ -184,6 +184,9 @@ class _Swallowed(logging.Handler):
             self.messages.append(record.getMessage())
 
 
+_YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Credentials:
     """The kubeconfig user's credentials of one `Cluster`, loaded into its configuration, and
     loaded again when they are about to expire or the server refuses them (see the module
@@ -200,19 +203,21 @@ class _Credentials:
         self.generation = 0  # counts loads: a 401 after a newer load needs no other
         self._refresh_at: float | None = None  # time.monotonic(); None: no expiry
         try:
+            # Read once, by libyaml: the client's own loader (pure-Python YAML, twice) took
+            # ~30 ms per member, on the event loop, at start-up (BENCHMARKS.md, kubestart).
+            # Paths in a kubeconfig file are relative to its directory, as kubectl has them.
             if access.kubeconfig_text is not None:
-                document = yaml.safe_load(access.kubeconfig_text)
-                source: Any = document
+                document, base = yaml.load(access.kubeconfig_text, Loader=_YAML), None
             elif access.kubeconfig is not None:
-                document = yaml.safe_load(Path(access.kubeconfig).read_text())
-                source = config.kube_config.KubeConfigMerger(access.kubeconfig).config
+                path = Path(access.kubeconfig).expanduser()
+                document, base = yaml.load(path.read_text(), Loader=_YAML), str(path.parent)
             else:
                 config.load_incluster_config(client_configuration=configuration)
                 self.plugin = False
                 return
             self.plugin = _runs_a_plugin(document, access.context)
             self._loader = config.kube_config.KubeConfigLoader(
-                config_dict=source, active_context=access.context, config_base_path=None
+                config_dict=document, active_context=access.context, config_base_path=base
             )
             if not self.plugin:
                 self._loader.load_and_set(configuration)

@@ -199,19 +199,22 @@ class Server(ChildProcess):
         self.metrics_port = free_port()
         self.admin_port = free_port()
 
-    def start(self, *, timeout: float = 30) -> Self:
+    def start(self, *, timeout: float = 30, wait_ready: bool = True) -> Self:
+        """Start it and wait until /readyz says ready (with `wait_ready=False`: until /healthz
+        answers, for a start that is still under way)."""
         argv = [sys.executable, "-m", "xdsfleet", "serve", "--address", "127.0.0.1"]
         argv += ["--xds-port", str(self.xds_port), "--metrics-port", str(self.metrics_port)]
         argv += ["--admin-port", str(self.admin_port)]
         if self.fleet is not None:
             argv += ["--fleet", str(self.fleet)]
         self._spawn(argv + list(self.args))
-        wait_for(self._ready, timeout=timeout, what="xdsfleet /readyz")
+        path = "/readyz" if wait_ready else "/healthz"
+        wait_for(lambda: self._answers(path), timeout=timeout, what=f"xdsfleet {path}")
         return self
 
-    def _ready(self) -> bool:
+    def _answers(self, path: str) -> bool:
         self._check_alive()
-        return get(self.metrics_port, "/readyz")[0] == 200
+        return get(self.metrics_port, path)[0] == 200
 
     def clients(self) -> list[dict[str, Any]]:
         status, body = get(self.metrics_port, "/debug/clients")

@@ -136,6 +136,42 @@ def test_a_restart_reuses_the_parses_of_unchanged_files(
     assert again.state.http_routes == first.state.http_routes
 
 
+def test_entries_of_another_parser_are_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package version stays the same between commits; a changed model or parser must not
+    read entries pickled by the old one."""
+    fleet = make_fleet(tmp_path / "fleet")
+    load_fleet(fleet, ParseCache(tmp_path / "cache"))
+    monkeypatch.setattr("xdsfleet.sources.files._BUILD", "another parser")
+    parsed: list[str] = []
+
+    def counting(text: str, file: str, *args: Any) -> FileContents:
+        parsed.append(Path(file).name)
+        return parse_file(text, file, *args)
+
+    monkeypatch.setattr("xdsfleet.sources.files.parse_file", counting)
+    load_fleet(fleet, ParseCache(tmp_path / "cache"))
+
+    assert "shop.yaml" in parsed
+
+
+def test_the_parser_key_follows_the_model_and_parser_source(tmp_path: Path) -> None:
+    import shutil
+
+    from xdsfleet.sources import files
+
+    package = Path(files.__file__).resolve().parent.parent
+    copy = tmp_path / "xdsfleet"
+    for name in ("model", "documents", "sources"):
+        shutil.copytree(package / name, copy / name)
+    assert files._build(copy) == files._BUILD
+    model = copy / "model" / "fleet.py"
+    model.write_text(model.read_text() + "\n# a field added\n")
+
+    assert files._build(copy) != files._BUILD
+
+
 def test_an_unreadable_cache_entry_is_parsed_again(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path / "fleet")
     cache = ParseCache(tmp_path / "cache")

@@ -13,7 +13,7 @@ from snapshots import ack, delta_ack, delta_request, request, snapshot
 from xdsfleet.cache.resources import Encoded
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.server.delta import DeltaStream
-from xdsfleet.server.protocol import Held, Sent, TypeStatus, shared_names
+from xdsfleet.server.protocol import Held, Sent, Subscribed, TypeStatus, shared_names
 from xdsfleet.server.sotw import SotwStream
 
 NAMES = [f"n{i}" for i in range(40)]
@@ -102,6 +102,63 @@ def test_equal_name_sets_are_one_object() -> None:
     assert shared_names([]) == frozenset()
 
 
+# --- A Delta stream's subscribed names (`protocol.Subscribed`) ---
+
+SUBSCRIPTION_OPS = st.lists(
+    st.tuples(
+        st.sets(st.sampled_from(NAMES), max_size=12), st.sets(st.sampled_from(NAMES), max_size=6)
+    ),
+    max_size=30,
+)
+
+
+@given(SUBSCRIPTION_OPS)
+def test_subscribed_names_read_as_the_set_they_stand_for(
+    requests: list[tuple[set[str], set[str]]],
+) -> None:
+    names = Subscribed()
+    model: set[str] = set()
+    for subscribe, unsubscribe in requests:
+        for name in sorted(subscribe):
+            names.add(name)
+            model.add(name)
+        for name in sorted(unsubscribe):
+            names.discard(name)
+            model.discard(name)
+        names.settle()
+        assert set(names) == model
+        assert len(names) == len(model)
+        assert names.frozen() == model
+        assert (names | {"x"}) == model | {"x"}
+        assert names.issuperset(model)
+        assert names.issuperset(model | {"n0"}) == ("n0" in model)
+        for name in NAMES:
+            assert (name in names) == (name in model)
+
+
+def test_a_name_subscribed_by_itself_does_not_copy_every_name_subscribed() -> None:
+    # A client subscribing one assignment per request (gRPC-style, or hostile) made each
+    # request copy the tens of thousands already subscribed, on the loop that serves everyone.
+    names = Subscribed()
+    for i in range(10_000):
+        names.add(f"c{i}")
+    names.settle()
+    shared = names.frozen()
+    assert shared is shared_names({f"c{i}" for i in range(10_000)})  # one set for all streams
+    for i in range(100):
+        names.add(f"x{i}")
+        names.discard(f"c{i}")
+        names.settle()
+        assert names._base is shared  # a change kept apart, nothing copied
+    assert len(names) == 10_000
+    for i in range(1_000):
+        names.add(f"y{i}")
+        names.settle()
+    assert names._base is not shared  # folded in once the changes outgrew a sixteenth
+    assert len(names._added or ()) < 1_000  # what came after is kept apart again
+    assert len(names) == 11_000
+
+
 FLEET: dict[str, tuple[str, ...]] = {f"c{i:02d}": (f"10.0.0.{i}",) for i in range(40)}
 MOVED: dict[str, tuple[str, ...]] = dict.fromkeys(FLEET, ("10.9.9.9",))  # every assignment
 
@@ -139,7 +196,11 @@ def test_streams_that_hold_what_the_profile_has_share_the_snapshot(delta: bool) 
             held = stream._types[type_url].held
             assert held._base is first.of(type_url)
             assert held._diff == {}
-    assert streams[0]._types[ENDPOINT].names is streams[1]._types[ENDPOINT].names
+    # One set of names between them (Delta: the shared set under each stream's own changes).
+    first_names, second_names = (stream._types[ENDPOINT].names for stream in streams[:2])
+    if isinstance(first_names, Subscribed) and isinstance(second_names, Subscribed):
+        first_names, second_names = first_names.frozen(), second_names.frozen()
+    assert first_names is second_names
     for stream in streams:
         answer_all(stream, moved, delta=delta)  # a member lost: every assignment changed
         held = stream._types[ENDPOINT].held

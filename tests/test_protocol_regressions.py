@@ -327,3 +327,26 @@ def test_delta_client_back_without_listeners_has_its_deleted_clusters_removed() 
     delta_ack(stream, probe)
     [removal] = stream.next_responses(snap)
     assert removal.removed == ("gone",)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_a_nonce_carried_from_an_earlier_stream_answers_nothing_on_a_new_one(delta: bool) -> None:
+    # Rule 2: a client that carries its previous stream's last nonce into a later request of
+    # the new stream (a raw client; found by tests/test_protocol_subscriptions.py) must not be
+    # taken to accept a response it has not seen: with a counter per stream, both streams'
+    # first nonce was "1", and the machine recorded the client as holding what it refused.
+    snap = snapshot({"a": ("10.0.0.1",)})
+    old: SotwStream | DeltaStream = DeltaStream() if delta else SotwStream()
+    new: SotwStream | DeltaStream = DeltaStream() if delta else SotwStream()
+    first = delta_request(ENDPOINT, ["a"]) if delta else request(ENDPOINT, ["a"])
+    old.on_request(first)
+    [gone] = old.next_responses(snap)  # the old stream's last response, then it broke
+    new.on_request(first)
+    [unseen] = new.next_responses(snap)
+    if delta:
+        result = new.on_request(delta_request(ENDPOINT, ["b"], nonce=gone.nonce))
+    else:
+        result = new.on_request(request(ENDPOINT, ["a", "b"], nonce=gone.nonce))
+    assert result.outcome is not Outcome.ACK
+    assert new.status()[ENDPOINT].held == {}
+    assert unseen.nonce != gone.nonce

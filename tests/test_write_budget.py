@@ -72,3 +72,36 @@ async def test_a_writer_cancelled_while_waiting_leaves_no_trace() -> None:
     budget.give(first)
     budget.give(await later)
     assert (budget.in_flight, budget.waiting) == (0, 0)
+
+
+async def test_writers_stalled_ahead_hold_up_a_reader_for_one_patience_at_most() -> None:
+    # Rule 23: a slow client slows only itself. Clients that never read, opening streams faster
+    # than their writes are written off (10 a second with 4.5 MB first responses was enough),
+    # queued ahead of a reading client one `patience` each: its push waited ever longer.
+    budget = WriteBudget(100, patience=0.05)
+    passes = 0
+    write_off = budget._write_off
+
+    def counted(loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal passes
+        passes += 1
+        write_off(loop)
+
+    budget._write_off = counted  # type: ignore[method-assign]
+    never = asyncio.Event()
+
+    async def stalled() -> None:
+        await budget.take(100)  # never given back: a client that never reads
+        await never.wait()
+
+    await budget.take(100)
+    ahead = [asyncio.create_task(stalled()) for _ in range(20)]
+    await eventually(lambda: budget.waiting == 20)
+    share = await asyncio.wait_for(budget.take(10), timeout=30)
+    # One pass writes off what stalled and lets go every writer that waited a whole patience
+    # (a pass comes every half patience): not one pass per stalled writer ahead.
+    assert passes <= 4
+    budget.give(share)
+    for task in ahead:
+        task.cancel()
+    await asyncio.gather(*ahead, return_exceptions=True)

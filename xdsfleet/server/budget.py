@@ -10,7 +10,10 @@ served. Peak memory is then the steady state plus the budget.
 It never deadlocks: a writer holds one share at a time and gives it back whatever happens; a
 response larger than the whole budget goes alone rather than never; and a write still under way
 after `patience` seconds (a client that stopped reading; the watchdog cuts it later) stops
-counting, so that a few stalled clients cannot stop everyone else.
+counting, so that a few stalled clients cannot stop everyone else. Nor can many: a writer that
+has waited `patience` goes whatever the budget says (rule 23), or clients that never read,
+opening streams faster than their writes are written off, would queue up ahead of every reading
+client one `patience` each (the watchdog, not this budget, bounds what stalled writes hold).
 
 It only counts: it must not look at what is written, nor at who writes it.
 """
@@ -40,7 +43,8 @@ class WriteBudget:
         self.patience = patience
         self.in_flight = 0  # bytes of the shares counted now
         self._counted: set[Share] = set()
-        self._waiting: deque[tuple[int, asyncio.Future[Share]]] = deque()
+        # Writers waiting, first come first: size, since when, and their turn.
+        self._waiting: deque[tuple[int, float, asyncio.Future[Share]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -53,7 +57,7 @@ class WriteBudget:
         if not self._waiting and self._fits(size):
             return self._grant(size, loop.time())
         future: asyncio.Future[Share] = loop.create_future()
-        entry = (size, future)
+        entry = (size, loop.time(), future)
         self._waiting.append(entry)
         self._watch(loop)
         try:
@@ -90,9 +94,12 @@ class WriteBudget:
 
     def _grant_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._waiting and self._fits(self._waiting[0][0]):
-            size, future = self._waiting.popleft()
-            if not future.done():  # a cancelled writer leaves its entry to its own handler
-                future.set_result(self._grant(size, loop.time()))
+            self._grant_next(loop)
+
+    def _grant_next(self, loop: asyncio.AbstractEventLoop) -> None:
+        size, _, future = self._waiting.popleft()
+        if not future.done():  # a cancelled writer leaves its entry to its own handler
+            future.set_result(self._grant(size, loop.time()))
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """While writers wait, look now and then for writes that stopped moving."""
@@ -105,5 +112,7 @@ class WriteBudget:
         for share in [s for s in self._counted if s.since <= stuck]:
             self._uncount(share)
         self._grant_waiting(loop)
+        while self._waiting and self._waiting[0][1] <= stuck:
+            self._grant_next(loop)  # waited long enough: stalled writes ahead must not hold it
         if self._waiting:
             self._watch(loop)

@@ -18,7 +18,6 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
-    NO_NAMES,
     Everything,
     Held,
     Nonces,
@@ -27,12 +26,12 @@ from xdsfleet.server.protocol import (
     RequestResult,
     Response,
     Sent,
+    Subscribed,
     TypeStatus,
     Warming,
     clusters_ready,
     free_to_send,
     in_order,
-    shared_names,
 )
 
 # In `rejected`: the client refused a response that removed the name.
@@ -43,8 +42,8 @@ _REMOVAL = "\0removal"
 class _TypeState:
     requested: bool = False
     wildcard: bool = False
-    # Shared with the streams that subscribed to the same names (`protocol.shared_names`).
-    names: frozenset[str] = NO_NAMES
+    # Shared with the streams that subscribed to the same names (`protocol.Subscribed`).
+    names: Subscribed = field(default_factory=Subscribed)
     # What the client holds, as its answers tell (rule 19 seeds it with versions only).
     held: Held = field(default_factory=Held)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
@@ -178,9 +177,7 @@ class DeltaStream:
             state.requested = True
         if not subscribe and not unsubscribe:
             return  # an ACK: most requests are
-        # Changed in a copy, then shared again (`shared_names`).
-        names: set[str] | frozenset[str] = state.names
-        changed = False
+        names = state.names
         for name in subscribe:
             if name == "*":
                 state.wildcard = state.recheck = True
@@ -190,9 +187,7 @@ class DeltaStream:
                 # Rule 18: subscribing again asks for the resource again.
                 state.forced.add(name)
             else:
-                if not changed:
-                    names, changed = set(names), True
-                names.add(name)  # type: ignore[union-attr]
+                names.add(name)
             state.reported_absent.discard(name)
         for name in unsubscribe:
             if name == "*":
@@ -201,9 +196,7 @@ class DeltaStream:
                 continue
             if name not in names:
                 continue  # never subscribed: ignored (rule 18)
-            if not changed:
-                names, changed = set(names), True
-            names.discard(name)  # type: ignore[union-attr]
+            names.discard(name)
             state.reported_absent.discard(name)
             state.rejected.pop(name, None)
             if state.wildcard:
@@ -218,8 +211,7 @@ class DeltaStream:
             state.status.forget(name)
             if type_url == typeurls.CLUSTER:
                 self._eds_of.pop(name, None)
-        if changed:
-            state.names = shared_names(names)
+        names.settle()
 
     # Responses
 

@@ -10,6 +10,7 @@ waiting for its answer remembers names, not resources (`Sent`).
 from __future__ import annotations
 
 import itertools
+import random
 import weakref
 from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -274,6 +275,77 @@ def shared_names(names: Iterable[str]) -> frozenset[str]:
     return frozen
 
 
+class Subscribed:
+    """A Delta stream's subscribed names: a frozenset shared with the streams that subscribed the
+    same (`shared_names`) and this stream's changes since (`_added`, `_removed`). Shared again
+    once the changes outgrow a sixteenth of it: a request that subscribes one name must not
+    copy the tens of thousands already subscribed (a client sending one name per request made
+    every request cost them all, on the loop that serves every stream)."""
+
+    __slots__ = ("_added", "_base", "_removed")
+
+    def __init__(self) -> None:
+        self._base: frozenset[str] = NO_NAMES
+        self._added: set[str] | None = None  # not in `_base`
+        self._removed: set[str] | None = None  # in `_base`
+
+    def __contains__(self, name: object) -> bool:
+        if self._added is not None and name in self._added:
+            return True
+        return name in self._base and (self._removed is None or name not in self._removed)
+
+    def __len__(self) -> int:
+        added, removed = self._added, self._removed
+        return len(self._base) + (len(added) if added else 0) - (len(removed) if removed else 0)
+
+    def __iter__(self) -> Iterator[str]:
+        removed = self._removed
+        for name in self._base:
+            if removed is None or name not in removed:
+                yield name
+        if self._added:
+            yield from self._added
+
+    def __or__(self, other: Iterable[str]) -> frozenset[str]:
+        return self.frozen() | frozenset(other)
+
+    def frozen(self) -> frozenset[str]:
+        """The names as a frozenset (the shared one when nothing changed since)."""
+        if not (self._added or self._removed):
+            return self._base
+        return frozenset(self)
+
+    def issuperset(self, names: Iterable[str]) -> bool:
+        if not (self._added or self._removed):
+            return self._base.issuperset(names)
+        return all(name in self for name in names)
+
+    def add(self, name: str) -> None:
+        if self._removed is not None and name in self._removed:
+            self._removed.discard(name)
+        elif name not in self._base:
+            if self._added is None:
+                self._added = set()
+            self._added.add(name)
+
+    def discard(self, name: str) -> None:
+        if self._added is not None and name in self._added:
+            self._added.discard(name)
+        elif name in self._base:
+            if self._removed is None:
+                self._removed = set()
+            self._removed.add(name)
+
+    def settle(self) -> None:
+        """After a request's changes: fold them in, sharing the result with the streams that
+        hold the same, once they outgrow what keeping them apart saves (a first subscription
+        at once; single names once a sixteenth of the names have changed)."""
+        changes = len(self._added or ()) + len(self._removed or ())
+        if changes > _SLACK + len(self._base) // 16:
+            self._base = shared_names(self)
+            self._added = self._removed = None
+
+
 @dataclass(slots=True)
 class TypeStatus:
     """Per stream and type, what an SRE asks: what was sent, what the client holds, and why it
@@ -444,12 +516,16 @@ class Everything:
         return True
 
 
-class Nonces:
-    """Nonces are per stream; a counter is enough to make each one fresh."""
+# One counter for every stream of the process, from a random start: a stream's nonces increase
+# (`Warming` compares them), and a nonce a client carries over from its previous stream, or from
+# another replica, is never one this stream sent (rule 2). With a counter per stream, every
+# stream's first nonce was "1": a raw client repeating its old stream's last nonce on the new
+# one was taken to accept a response it had not seen.
+_NONCES = itertools.count(random.randrange(1 << 32, 1 << 48))
 
-    def __init__(self) -> None:
-        self._count = 0
+
+class Nonces:
+    """A stream's nonces: fresh on the stream and, as far as can be, on any other."""
 
     def next(self) -> str:
-        self._count += 1
-        return str(self._count)
+        return str(next(_NONCES))

@@ -111,15 +111,30 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def _build() -> str:
+# What decides an entry's contents besides the file's text: the model, the parsing, and how
+# entries are pickled. Their source is part of the key, because the package version does not
+# change between commits, and an entry of another model read field by field would be misread.
+_PARSER_SOURCES = ("model", "documents", "sources/files.py", "sources/pickling.py")
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def _build(package: Path = _PACKAGE) -> str:
     try:
         version = importlib.metadata.version("xdsfleet")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return f"{version}/{sys.version}"
+    sources = hashlib.blake2b(digest_size=16)
+    for name in _PARSER_SOURCES:
+        where = package / name
+        for module in sorted(where.glob("*.py")) if where.is_dir() else [where]:
+            sources.update(module.relative_to(package).as_posix().encode() + b"\0")
+            sources.update(module.read_bytes())
+    return f"{version}/{sys.version}/{sources.hexdigest()}"
 
 
-# Which parser made an entry: pickles of another version's model are not reused.
+# Which parser made an entry: pickles of another model or parser are not reused.
 _BUILD = _build()
 
 

@@ -213,6 +213,21 @@ def test_delta_unsubscribing_a_name_the_wildcard_covers_is_answered() -> None:
     assert names(restated) == ["a"]
 
 
+def test_delta_wildcard_dropped_then_asked_again_sends_what_only_it_covered() -> None:
+    # Unsubscribing "*" makes the client drop what it held through the wildcard alone (no
+    # removal is sent); a wildcard asked for again must send those resources again.
+    stream = DeltaStream()
+    stream.on_request(delta_request(CLUSTER, ["*", "b"]))
+    snap = snapshot({"a": ("1",), "b": ("2",)})
+    delta_ack(stream, stream.next_responses(snap)[0])
+    stream.on_request(delta_request(CLUSTER, unsubscribe=["*"]))
+    assert stream.next_responses(snap) == []  # "b" is still asked for and held
+    stream.on_request(delta_request(CLUSTER, ["*"]))
+    [again] = stream.next_responses(snap)
+    assert names(again) == ["a"]
+    assert not again.removed
+
+
 def test_sotw_star_then_an_empty_list_means_nothing() -> None:
     stream = SotwStream()
     stream.on_request(request(CLUSTER, ["*"]))

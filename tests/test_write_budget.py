@@ -105,3 +105,23 @@ async def test_writers_stalled_ahead_hold_up_a_reader_for_one_patience_at_most()
     for task in ahead:
         task.cancel()
     await asyncio.gather(*ahead, return_exceptions=True)
+
+
+def test_the_budget_is_visible_in_the_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from xdsfleet.cache.cache import SnapshotCache
+    from xdsfleet.server.ads import AdsService
+
+    async def main() -> None:
+        service = AdsService(SnapshotCache(lambda profile: None), budget=WriteBudget(10))
+        share = await service.budget.take(7)  # a write under way
+        waiter = asyncio.create_task(service.budget.take(7))
+        await eventually(lambda: service.budget.waiting == 1)
+        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 7
+        assert REGISTRY.get_sample_value("xdsfleet_write_budget_waiting") == 1
+        service.budget.give(share)
+        service.budget.give(await waiter)
+        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 0
+
+    asyncio.run(main())

@@ -201,6 +201,9 @@ class AdsService:
         # without it, the cache builds it when the stream first reads it.
         self._prepare = prepare
         self.budget = budget or WriteBudget()
+        # Read when scraped: the budget itself only counts (the server has one servicer).
+        metrics.WRITE_BUDGET_BYTES.set_function(lambda: self.budget.in_flight)
+        metrics.WRITE_BUDGET_WAITING.set_function(lambda: self.budget.waiting)
         self._ids = itertools.count(1)
         self.streams: dict[int, StreamInfo] = {}
         self.waiting: dict[int, Waiting] = {}

@@ -191,6 +191,12 @@ class DeltaStream:
             state.reported_absent.discard(name)
         for name in unsubscribe:
             if name == "*":
+                if state.wildcard and "*" not in subscribe:
+                    # The client drops what it held through the wildcard alone, and no removal
+                    # is sent for it: forget it too, so that a wildcard asked for again sends
+                    # it again.
+                    for dropped in [held for held in state.held if held not in names]:
+                        self._forget(type_url, state, dropped)
                 state.wildcard = False
                 state.recheck = True
                 continue
@@ -205,13 +211,17 @@ class DeltaStream:
                 state.held.drop(name)
                 state.forced.add(name)
                 continue
-            state.held.drop(name)
-            state.uses.pop(name, None)
-            state.forced.discard(name)
-            state.status.forget(name)
-            if type_url == typeurls.CLUSTER:
-                self._eds_of.pop(name, None)
+            self._forget(type_url, state, name)
         names.settle()
+
+    def _forget(self, type_url: str, state: _TypeState, name: str) -> None:
+        """The client no longer holds `name` nor wants it, without a removal from us."""
+        state.held.drop(name)
+        state.uses.pop(name, None)
+        state.forced.discard(name)
+        state.status.forget(name)
+        if type_url == typeurls.CLUSTER:
+            self._eds_of.pop(name, None)
 
     # Responses
 

@@ -163,6 +163,14 @@ PUBLISH_FAILURES = Counter(
     "xdsfleet_publish_failures_total",
     "Publishes that raised (the last good snapshots keep serving; the state is retried).",
 )
+WRITE_BUDGET_BYTES = Gauge(
+    "xdsfleet_write_budget_bytes",
+    "Response bytes being written now, counted against the global write budget.",
+)
+WRITE_BUDGET_WAITING = Gauge(
+    "xdsfleet_write_budget_waiting",
+    "Stream writers waiting for the global write budget before they join a response.",
+)
 STREAMS_WAITING = Gauge(
     "xdsfleet_streams_waiting_admission",
     "New ADS streams waiting for their turn (new streams are admitted at a bounded rate).",

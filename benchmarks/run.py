@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -115,6 +117,23 @@ async def until(condition: Callable[[], bool]) -> float:
         if done:
             return spent
         await asyncio.sleep(POLL_SECONDS)
+
+
+def child_figures(module: str, *args: str, what: str, timeout: float) -> dict[str, float]:
+    """Run `python -m module args...` in a fresh interpreter (a cold start must not find this
+    process's imports and caches) and read the JSON figures it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{what} failed: {done.stderr.strip()}")
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
 
 
 @contextlib.contextmanager

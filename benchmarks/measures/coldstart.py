@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -95,18 +94,13 @@ def measure(options: Options) -> Section:
 
 
 def _run_child(path: Path, cache: Path) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.measures.coldstart", str(path), str(cache)],
-        cwd=run.ROOT,
-        capture_output=True,
-        text=True,
+    return run.child_figures(
+        "benchmarks.measures.coldstart",
+        str(path),
+        str(cache),
+        what="cold start",
         timeout=CHILD_SECONDS,
-        check=False,
     )
-    if done.returncode != 0:
-        raise run.BenchError(f"cold start failed: {done.stderr.strip()}")
-    figures: dict[str, float] = json.loads(done.stdout)
-    return figures
 
 
 def _children_cpu() -> float:

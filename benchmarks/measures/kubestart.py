@@ -111,18 +111,14 @@ def measure(options: Options) -> Section:
 
 
 def _run_child(path: Path, mode: str, host: int) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.measures.kubestart", str(path), mode, str(host)],
-        cwd=run.ROOT,
-        capture_output=True,
-        text=True,
+    return run.child_figures(
+        "benchmarks.measures.kubestart",
+        str(path),
+        mode,
+        str(host),
+        what=f"cold start from Kubernetes ({mode})",
         timeout=CHILD_SECONDS,
-        check=False,
     )
-    if done.returncode != 0:
-        raise run.BenchError(f"cold start from Kubernetes ({mode}) failed: {done.stderr.strip()}")
-    figures: dict[str, float] = json.loads(done.stdout)
-    return figures
 
 
 async def _serve_start(path: Path, host: int) -> dict[str, float]:

@@ -149,12 +149,7 @@ class DeltaStream:
                 state.unknown_uses.discard(res.name)
             # Unless the client stopped asking for it meanwhile, and so dropped it.
             if state.wildcard or res.name in state.names:
-                held.put(res.name, res)
-                used = pending.uses.get(res.name)
-                if used is not None:
-                    uses[res.name] = used
-                elif uses:
-                    uses.pop(res.name, None)
+                pending.keep(held, uses, res)
 
     def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
         subscribe = request.resource_names_subscribe

@@ -430,6 +430,15 @@ class Pending:
     def names(self) -> set[str]:
         return set(self.sent.names)
 
+    def keep(self, held: Held, uses: dict[str, frozenset[str]], res: Encoded) -> None:
+        """The client accepted `res` of this response: it holds it, and what it uses."""
+        held.put(res.name, res)
+        used = self.uses.get(res.name)
+        if used is not None:
+            uses[res.name] = used
+        elif uses:
+            uses.pop(res.name, None)
+
 
 def clusters_ready(
     clusters: Collection[str],

@@ -150,12 +150,7 @@ class SotwStream:
                 rejected.pop(res.name, None)
             # Unless the client stopped asking for it meanwhile, and so dropped it.
             if state.wildcard or res.name in state.names:
-                held.put(res.name, res)
-                used = pending.uses.get(res.name)
-                if used is not None:
-                    uses[res.name] = used
-                elif uses:
-                    uses.pop(res.name, None)
+                pending.keep(held, uses, res)
         held.rebase(sent.source)
 
     def _reject(self, state: _TypeState, pending: Pending, message: str) -> None:

@@ -20,9 +20,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.clients import Converged
 from benchmarks.targets import Target
+
+if TYPE_CHECKING:
+    from xdsfleet.model.fleet import FleetState
+    from xdsfleet.pipeline.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 # Connecting and syncing every client at start-up costs more than a change does.
@@ -117,6 +122,26 @@ async def until(condition: Callable[[], bool]) -> float:
         if done:
             return spent
         await asyncio.sleep(POLL_SECONDS)
+
+
+def first_snapshots(state: FleetState) -> tuple[float, float, float, Publisher]:
+    """What `serve` does once its first state is complete: collect and freeze what start-up
+    built (the collector's passes would otherwise walk the whole fleet again and again during
+    the first publish), then every generated profile's first snapshot. Returns the freeze's
+    seconds, the publish's seconds and CPU seconds, and the publisher."""
+    from benchmarks import fleet as generated
+    from xdsfleet.pipeline.publisher import Publisher
+
+    wall = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    freeze = time.perf_counter() - wall
+    wall, cpu = time.perf_counter(), time.process_time()
+    publisher = Publisher(state)
+    for profile in generated.profiles():
+        publisher.cache.watch(profile, lambda: None)
+        publisher.cache.get(profile)
+    return freeze, time.perf_counter() - wall, time.process_time() - cpu, publisher
 
 
 def child_figures(module: str, *args: str, what: str, timeout: float) -> dict[str, float]:

@@ -12,7 +12,6 @@ disk by hand.
 
 from __future__ import annotations
 
-import gc
 import json
 import resource
 import sys
@@ -112,25 +111,13 @@ def _children_cpu() -> float:
 def _child(path: Path, cache: Path | None) -> dict[str, float]:
     """The timing itself, in the fresh interpreter."""
     from xdsfleet.cache import typeurls, wire
-    from xdsfleet.pipeline.publisher import Publisher
     from xdsfleet.sources.files import ParseCache, load_fleet
 
     wall, cpu, workers = time.perf_counter(), time.process_time(), _children_cpu()
     state = load_fleet(path, ParseCache(cache) if cache is not None else None).state
     load, load_cpu = time.perf_counter() - wall, time.process_time() - cpu
     workers = _children_cpu() - workers
-    # As `serve` does before it serves: what start-up built is kept out of the collector's
-    # passes, which otherwise walk the whole fleet again and again during the first publish.
-    wall = time.perf_counter()
-    gc.collect()
-    gc.freeze()
-    freeze = time.perf_counter() - wall
-    wall, cpu = time.perf_counter(), time.process_time()
-    publisher = Publisher(state)
-    for profile in generated.profiles():
-        publisher.cache.watch(profile, lambda: None)
-        publisher.cache.get(profile)
-    publish, publish_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    freeze, publish, publish_cpu, publisher = run.first_snapshots(state)
     wall = time.perf_counter()
     snapshot = publisher.cache.get(generated.profiles()[0])
     for type_url in typeurls.ORDER:

@@ -15,7 +15,6 @@ Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import subprocess
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import fleet as generated
 from benchmarks import proc, run
 from benchmarks.fleet import FULL_SCALE, Shape
 from benchmarks.report import Section, Verdict
@@ -124,7 +122,6 @@ def _run_child(path: Path, mode: str, host: int) -> dict[str, float]:
 async def _serve_start(path: Path, host: int) -> dict[str, float]:
     """What `serve` does up to its first complete state, then the first publish."""
     from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
-    from xdsfleet.pipeline.publisher import Publisher
     from xdsfleet.sources.files import FileSource, collector_paused
     from xdsfleet.sources.kube.settings import KubeSettings
     from xdsfleet.telemetry import metrics
@@ -150,16 +147,7 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
         unsettled = [r.name for r in aggregator.reports() if not r.settled]
         if unsettled:
             raise RuntimeError(f"members not listed: {unsettled}")
-        wall = time.perf_counter()
-        gc.collect()
-        gc.freeze()
-        freeze = time.perf_counter() - wall
-        wall, cpu = time.perf_counter(), time.process_time()
-        publisher = Publisher(state)
-        for profile in generated.profiles():
-            publisher.cache.watch(profile, lambda: None)
-            publisher.cache.get(profile)
-        publish, publish_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        freeze, publish, publish_cpu, _ = run.first_snapshots(state)
     finally:
         source.stop()
         files.cancel()

@@ -167,3 +167,24 @@ def test_proxyless_bootstrap_is_grpc_format() -> None:
     boot = json.loads(result.stdout)
     assert boot["xds_servers"][0]["server_uri"] == "xds.example:18000"
     assert boot["node"]["metadata"]["xdsfleet.io/role"] == "proxyless"
+
+
+def test_validate_counts_one_of_each_in_the_singular(tmp_path: Path) -> None:
+    from fleets import FleetFiles, MemberSpec, Pod
+
+    files = FleetFiles(
+        root=tmp_path,
+        members=[MemberSpec("east", "eu-west", "eu-west-1a", {"shop": [Pod("10.0.0.1")]})],
+        target_port=8080,
+        listener_port=8000,
+        policies={
+            "shop": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "shop"}],
+                "members": [{"name": "east", "weight": 2}],
+            }
+        },
+    )
+    files.write()
+    text = runner.invoke(app, ["validate", "--fleet", str(files.fleet)])
+
+    assert "1 member, 1 gateway, 1 HTTP route, 0 gRPC routes, 1 traffic policy" in text.stdout

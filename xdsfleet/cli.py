@@ -307,7 +307,7 @@ def validate_command(
             ],
         }
         if state is not None:
-            document["counts"] = {key: n for key, (_, n) in _counts(state).items()}
+            document["counts"] = {key: n for key, (_, _, n) in _counts(state).items()}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         if errors:
             raise typer.Exit(1)
@@ -315,22 +315,20 @@ def validate_command(
     _print_problems(problems)
     if state is None:
         raise typer.Exit(1)
-    counts = ", ".join(
-        f"{n} {what if n != 1 else what[:-1]}" for what, n in _counts(state).values()
-    )
+    counts = ", ".join(f"{n} {one if n == 1 else many}" for one, many, n in _counts(state).values())
     plural = "s" if len(problems) > 1 else ""
     warned = f" ({len(problems)} warning{plural})" if problems else ""
     sys.stdout.write(f"valid {path}: {counts}{warned}\n")
 
 
-def _counts(state: FleetState) -> dict[str, tuple[str, int]]:
-    """JSON key -> (what a person reads, in the plural: one drops the final s; how many)."""
+def _counts(state: FleetState) -> dict[str, tuple[str, str, int]]:
+    """JSON key -> (what a person reads for one, for several; how many)."""
     return {
-        "members": ("members", len(state.members)),
-        "gateways": ("gateways", len(state.gateways)),
-        "httpRoutes": ("HTTP routes", len(state.http_routes)),
-        "grpcRoutes": ("gRPC routes", len(state.grpc_routes)),
-        "trafficPolicies": ("traffic policies", len(state.policies)),
+        "members": ("member", "members", len(state.members)),
+        "gateways": ("gateway", "gateways", len(state.gateways)),
+        "httpRoutes": ("HTTP route", "HTTP routes", len(state.http_routes)),
+        "grpcRoutes": ("gRPC route", "gRPC routes", len(state.grpc_routes)),
+        "trafficPolicies": ("traffic policy", "traffic policies", len(state.policies)),
     }
 
 

@@ -152,6 +152,30 @@ async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> N
     await store.stop()
 
 
+async def test_a_member_lost_after_a_removal_that_waits_for_the_settling_goes_at_once() -> None:
+    published = Published()
+    settled = asyncio.Event()  # never set: only the loss can cut the settling short
+    settling: list[float] = []
+
+    async def settle(event_at: float) -> None:
+        settling.append(event_at)
+        await settled.wait()
+
+    before = fleet(("10.0.0.1", True), ("10.0.0.2", True))
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=before, settle=settle)
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
+    await eventually(lambda: bool(settling))
+    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", False)))  # a removal: it waits
+    # Its flush was scheduled with call_soon: the loop runs it before resuming this task, which
+    # yields once (FIFO order, not timing), so the removal now waits for the settling.
+    await asyncio.sleep(0)
+    lost = FleetState(name="f", members=(MemberState(member=before.members[0].member),))
+    store.update(lost)  # then the member's EndpointSlices are gone
+    await eventually(lambda: len(published) == 2)
+    assert published[-1] == lost
+    await store.stop()
+
+
 def test_a_member_lost_is_all_its_slices_gone_not_its_endpoints_unready() -> None:
     ready = fleet(("10.0.0.1", True))
     member = ready.members[0].member

@@ -116,18 +116,20 @@ class Debouncer:
         if self._pending is None:
             self._first_at = now
         self._pending = state
+        if (
+            self._settling is not None
+            and self.current is not None
+            and loses_member(self.current, state)
+        ):
+            # The failover goes first (see the module's docstring), even when a flush already
+            # waits for this settling to end.
+            self._settling.cancel()
         if self._due:
             return  # the state goes out as soon as the running publish and its pace allow
         if self._timer is not None:
             self._timer.cancel()
         if self.current is None or removes_endpoints(self.current, state):
             self._timer = loop.call_soon(self.flush)
-            if (
-                self._settling is not None
-                and self.current is not None
-                and loses_member(self.current, state)
-            ):
-                self._settling.cancel()  # the failover goes first (see the module's docstring)
         else:
             deadline = min(now + self._quiet, self._first_at + self._max_delay)
             self._timer = loop.call_at(deadline, self.flush)

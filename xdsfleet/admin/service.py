@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -22,6 +22,7 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.server.ads import AdsService, StreamInfo
+from xdsfleet.server.protocol import TypeStatus
 
 SERVICE = "xdsfleet.admin.v1.Admin"
 
@@ -96,7 +97,7 @@ class AdminService:
     def list_clients(self, _: Any = None) -> admin_pb2.ListClientsResponse:
         now = self._clock()
         streams = sorted(self._ads.streams.values(), key=lambda s: (s.node_id, s.stream_id))
-        return admin_pb2.ListClientsResponse(clients=[self._client(s, now) for s in streams])
+        return admin_pb2.ListClientsResponse(clients=[self._listed(s, now) for s in streams])
 
     def list_members(self, _: Any = None) -> admin_pb2.ListMembersResponse:
         return admin_pb2.ListMembersResponse(
@@ -141,13 +142,22 @@ class AdminService:
                         )
                     resources.append(resource)
             configs.append(
-                admin_pb2.ClientConfig(client=self._client(info, now), resources=resources)
+                admin_pb2.ClientConfig(
+                    client=self._client(info, now, snapshot, statuses), resources=resources
+                )
             )
         return admin_pb2.GetClientConfigResponse(configs=configs)
 
-    def _client(self, info: StreamInfo, now: float) -> admin_pb2.Client:
-        snapshot = self._snapshot_of(info.profile)
-        statuses = info.machine.status()
+    def _listed(self, info: StreamInfo, now: float) -> admin_pb2.Client:
+        return self._client(info, now, self._snapshot_of(info.profile), info.machine.status())
+
+    def _client(
+        self,
+        info: StreamInfo,
+        now: float,
+        snapshot: Snapshot,
+        statuses: Mapping[str, TypeStatus],
+    ) -> admin_pb2.Client:
         types = []
         for type_url in typeurls.ORDER:
             status = statuses.get(type_url)
@@ -165,7 +175,7 @@ class AdminService:
                     nacked_version=status.nack_version,
                     nack_message=status.nack_message,
                     sent_at=sent_at,
-                    resources=len(status.held),
+                    resources=len(status.holding),
                 )
             )
         return admin_pb2.Client(

@@ -38,7 +38,8 @@ def type_state(
         return admin_pb2.NACKED
     answered = status.acked_version == status.sent_version
     if answered and all(
-        name in served and served[name].version == version for name, version in status.held.items()
+        (current := served.get(name)) is not None and current.version == res.version
+        for name, res in status.holding.items()
     ):
         return admin_pb2.SYNCED
     return admin_pb2.STALE if now - sent_at > STALE_AFTER_SECONDS else admin_pb2.PENDING

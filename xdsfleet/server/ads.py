@@ -512,8 +512,9 @@ class AdsService:
     def _on_request(self, info: StreamInfo, request: Any) -> None:
         self._check_size(info, request)
         result = info.machine.on_request(request)
-        if info.protocol == "delta" and result.outcome is not Outcome.UNSUPPORTED:
-            # Delta subscriptions add up over requests: the same bound holds for their sum.
+        if result.outcome is not Outcome.UNSUPPORTED:
+            # Delta subscriptions add up over requests: the same bound holds for their sum
+            # (a SotW request names them all, so `_check_size` has bounded it already).
             # Counted by the machine (it keeps the names anyway), before anything is built.
             subscribed = info.machine.subscribed(result.type_url)
             if subscribed > self.limits.names_per_request:

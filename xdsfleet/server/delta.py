@@ -25,6 +25,7 @@ from xdsfleet.server.protocol import (
     Pending,
     RequestResult,
     Response,
+    Sending,
     Sent,
     Subscribed,
     TypeStatus,
@@ -321,9 +322,7 @@ class DeltaStream:
         if cds.requested:
             subscribed = Everything() if cds.wildcard else cds.names
         # What the client will hold once it takes the response on its way, if any.
-        sent: Container[str] = cds.held
-        if cds.pending is not None:
-            sent = (cds.held.names() | cds.pending.names()) - set(cds.pending.sent.removed)
+        sent: Container[str] = cds.held if cds.pending is None else Sending(cds.held, cds.pending)
         return clusters_ready(
             clusters,
             subscribed=subscribed,

@@ -426,9 +426,16 @@ class Pending:
     sent: Sent
     # Listeners and routes: the clusters each resource of the response uses.
     uses: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Made once: every route and listener checked while it is on its way asks (`_ready`).
+    name_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    removed_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    def names(self) -> set[str]:
-        return set(self.sent.names)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name_set", frozenset(self.sent.names))
+        object.__setattr__(self, "removed_set", frozenset(self.sent.removed))
+
+    def names(self) -> frozenset[str]:
+        return self.name_set
 
     def keep(self, held: Held, uses: dict[str, frozenset[str]], res: Encoded) -> None:
         """The client accepted `res` of this response: it holds it, and what it uses."""
@@ -438,6 +445,23 @@ class Pending:
             uses[res.name] = used
         elif uses:
             uses.pop(res.name, None)
+
+
+class Sending:
+    """What a Delta client will hold of a type once it takes the response on its way: what it
+    holds, with the response's resources and without its removals. Asked per name, so that
+    checking each route does not copy every cluster name."""
+
+    __slots__ = ("_held", "_pending")
+
+    def __init__(self, held: Held, pending: Pending) -> None:
+        self._held, self._pending = held, pending
+
+    def __contains__(self, name: object) -> bool:
+        pending = self._pending
+        if name in pending.removed_set:
+            return False
+        return name in pending.name_set or name in self._held
 
 
 def clusters_ready(

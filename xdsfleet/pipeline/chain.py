@@ -59,10 +59,9 @@ def build(
 
     ads = serving(publisher)
     fanout = FanOut(publisher.cache, ads.streams.values)
-    newer: list[Debouncer] = []
-    publishing = RetryingPublish(published, newer=lambda: newer[0].has_next)
+    # The debouncer is made next; the lambda reads it only once publishing runs.
+    publishing = RetryingPublish(published, newer=lambda: debouncer.has_next)
     debouncer = Debouncer(publishing, current=first, settle=fanout.settle)
-    newer.append(debouncer)
     ramper = Ramper(debouncer.update, current=first)
     chain = Chain(publisher, debouncer, ramper, publishing, ads, fanout)
     now = latest()

@@ -35,7 +35,6 @@ from xdsfleet.model.fleet import (
     GRPCRouteRule,
     HTTPRoute,
     RouteRule,
-    SecretRef,
 )
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
@@ -426,10 +425,6 @@ def _certificate_problem(state: FleetState, gateway: Gateway, listener: GatewayL
         if (ref.namespace, ref.name) not in secrets:
             return f"InvalidCertificateRef: Secret {ref.namespace}/{ref.name} does not exist"
     return ""
-
-
-def _secret(ref: SecretRef) -> str:
-    return f"Secret {ref.namespace}/{ref.name}"
 
 
 def _listener_named(name: str) -> Affects:

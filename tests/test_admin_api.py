@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from snapshots import request, snapshot
 from test_ads_server import Fixture, read, start, with_node
+from waiting import eventually
 
 from harness.certs import Authority
 from xdsfleet.admin.client import AdminClient, Connection
@@ -151,12 +152,11 @@ async def test_health_needs_no_token(admin: Admin) -> None:
 
 
 async def wait_state(admin: Admin, state: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            clients = service(admin).list_clients().clients
-            if clients and clients[0].state == state:
-                return
-            await asyncio.sleep(0.02)
+    def reached() -> bool:
+        clients = service(admin).list_clients().clients
+        return bool(clients) and clients[0].state == state
+
+    await eventually(reached)
 
 
 async def test_behind_mtls_the_admin_api_answers_clients_with_a_certificate(

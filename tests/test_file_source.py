@@ -219,6 +219,11 @@ def test_worker_processes_parse_as_this_process_does_and_fill_the_cache(
 
     assert load_fleet(fleet, cache) == expected
     assert len(list((tmp_path / "cache").glob("*.pkl"))) == 5  # the workers kept theirs
+
+    def no_workers(*args: Any) -> None:
+        raise AssertionError("parsed again although every file is in the cache")
+
+    monkeypatch.setattr("xdsfleet.sources.files._parse_in_workers", no_workers)
     assert load_fleet(fleet, cache) == expected  # from the cache
 
 

@@ -316,24 +316,29 @@ def test_a_parent_of_another_controllers_class_gets_no_status_from_us() -> None:
 # --- The writer, in process ------------------------------------------------------------------
 
 
+def apply_fleet_of_one_member(api: ApiEmulator, member: ApiEmulator) -> None:
+    """The Fleet `prod` with one member, east, reached through a labelled member Secret."""
+    secret = {
+        "metadata": {
+            "name": "east",
+            "namespace": "xdsfleet-system",
+            "labels": {"xdsfleet.io/member": "true"},
+        },
+        "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
+    }
+    api.apply(SECRETS, secret)
+    spec = {
+        "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
+    }
+    api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+
+
 async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_changes(
     api: ApiEmulator, tmp_path: Path
 ) -> None:
     with ApiEmulator() as member:
         member.go_down()
-        secret = {
-            "metadata": {
-                "name": "east",
-                "namespace": "xdsfleet-system",
-                "labels": {"xdsfleet.io/member": "true"},
-            },
-            "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
-        }
-        api.apply(SECRETS, secret)
-        spec = {
-            "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
-        }
-        api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+        apply_fleet_of_one_member(api, member)
         api.apply(HTTP_ROUTES, ROUTE_OBJECT)
         crashes: list[BaseException] = []
         aggregator = Aggregator(
@@ -531,22 +536,11 @@ async def write_status_once(
     """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
     holder; with `then`, make that change and write again once it is served. What was served."""
     with ApiEmulator() as member:
-        secret = {
-            "metadata": {
-                "name": "east",
-                "namespace": "xdsfleet-system",
-                "labels": {"xdsfleet.io/member": "true"},
-            },
-            "data": {"kubeconfig": base64.b64encode(member.kubeconfig_text().encode()).decode()},
-        }
-        api.apply(SECRETS, secret)
-        spec = {
-            "members": [{"name": "east", "region": "eu", "zone": "a", "source": {"secret": "east"}}]
-        }
-        api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
+        apply_fleet_of_one_member(api, member)
+        crashes: list[BaseException] = []
         aggregator = Aggregator(
             on_state=lambda _: None,
-            on_crash=lambda _: None,
+            on_crash=crashes.append,
             settings=FAST,
             namespace="xdsfleet-system",
         )
@@ -569,6 +563,7 @@ async def write_status_once(
                 await eventually(lambda: aggregator.state != before)
                 await writer.tick()
             await writer.stop()
+            assert not crashes
             return aggregator.state
         finally:
             await aggregator.stop()

@@ -28,6 +28,7 @@ from xdsfleet.documents import ingress
 from xdsfleet.documents.manifests import FleetSpec
 from xdsfleet.model.fleet import FleetState, Member, MemberState
 from xdsfleet.sources.kube.client import Access, AccessError, Cluster
+from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.fleetcluster import FleetCluster, FleetObjects
 from xdsfleet.sources.kube.members import MemberWatcher
 from xdsfleet.sources.kube.settings import KubeSettings
@@ -91,6 +92,9 @@ class Aggregator:
         self._stale_since: dict[str, float] = {}  # per member: when it was first seen stale
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False  # once stopped, no watcher starts any more
+        # Every member's big lists are decoded and parsed in worker processes (it starts them
+        # only when there is much to decode: `sources.kube.decoding`).
+        self._decoder = Decoder()
 
     # --- Inputs ---
 
@@ -233,6 +237,7 @@ class Aggregator:
             on_state=lambda state: self._on_member(member.name, state),
             on_crash=self._on_crash,
             settings=self._settings,
+            decoder=self._decoder,
         )
         self._watchers[member.name] = watcher
         watcher.start()
@@ -382,6 +387,7 @@ class Aggregator:
         for name in list(self._watchers):
             self._stop_later(f"member-{name}", self._watchers.pop(name).stop())
         await asyncio.gather(*self._stopping, return_exceptions=True)
+        await asyncio.to_thread(self._decoder.close)  # waits for its processes
 
     def reports(self) -> list[MemberReport]:
         """Every Kubernetes member, for `/debug/members`."""

@@ -36,6 +36,7 @@ import structlog
 from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Node, Service
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.group import Watched, WatchGroup
 from xdsfleet.sources.kube.objects import ModelObject, parse_object
 from xdsfleet.sources.kube.resources import ApiResource
@@ -159,7 +160,10 @@ class MemberWatcher:
         on_state: Callable[[MemberState], None],
         on_crash: Callable[[BaseException], None],
         settings: KubeSettings,
+        decoder: Decoder | None = None,
     ) -> None:
+        """`decoder`: decodes and parses big lists off the interpreter lock (see `decoding`),
+        shared by every member."""
         self.member = member
         self._on_state = on_state
         self._settings = settings
@@ -179,6 +183,7 @@ class MemberWatcher:
             on_batch=self._update,
             on_crash=on_crash,
             on_event=self._on_event,
+            decoder=decoder,
         )
 
     @property

@@ -15,6 +15,7 @@ Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +43,19 @@ class Options:
     shape: Shape = FULL_SCALE
 
 
-def measure(options: Options) -> Section:
-    shape = options.shape
+@dataclass(frozen=True, slots=True)
+class Emulated:
+    """Member API servers holding a generated fleet (`tests/kube_host.py`)."""
+
+    fleet: Path  # the Fleet file naming them (and the routes, as files)
+    pid: int  # of the process serving them all
+    seconds: float  # seeding them took
+
+
+@contextlib.contextmanager
+def emulated_members(shape: Shape) -> Iterator[Emulated]:
+    """The members of the fleet of `shape`, each served by an emulated API server, in a process
+    of their own, until the block ends."""
     with tempfile.TemporaryDirectory(prefix="xdsfleet-bench-kube-") as root:
         host = subprocess.Popen(
             [sys.executable, "tests/kube_host.py"]
@@ -60,13 +73,18 @@ def measure(options: Options) -> Section:
             if not line:
                 raise run.BenchError(f"the emulated API servers did not start ({host.wait()})")
             seeded = json.loads(line)
-            path = Path(seeded["fleet"])
-            floor = _run_child(path, "floor", host.pid)
-            ours = _run_child(path, "serve", host.pid)
+            yield Emulated(Path(seeded["fleet"]), host.pid, seeded["seconds"])
         finally:
             if host.stdin is not None:
                 host.stdin.close()
             host.wait(timeout=60)
+
+
+def measure(options: Options) -> Section:
+    shape = options.shape
+    with emulated_members(shape) as members:
+        floor = _run_child(members.fleet, "floor", members.pid)
+        ours = _run_child(members.fleet, "serve", members.pid)
     if ours["endpoints"] != shape.endpoints:
         raise run.BenchError(f"listed {ours['endpoints']} endpoints, served {shape.endpoints}")
     total = ours["ready"] + ours["freeze"] + ours["publish"]
@@ -93,7 +111,7 @@ def measure(options: Options) -> Section:
         columns=("step", "xdsfleet", "floor: plain HTTP + JSON"),
         rows=rows,
         notes=(
-            f"Seeding the emulators (not part of cold start) took {seeded['seconds']:.1f} s.",
+            f"Seeding the emulators (not part of cold start) took {members.seconds:.1f} s.",
             f"Every list paged by {PAGE} (limit/continue; pages counted for the floor only).",
             "The floor fetches the same pages, one thread per list, and decodes them: what",
             "the emulators alone cost here.",

@@ -98,10 +98,10 @@ def test_a_worker_that_dies_leaves_every_page_decoded_here(decoder: Decoder) -> 
     data = _page(_slices(20))
     expected = decode_page(data, PARSE_SLICE)
     _pooled(decoder, data)
-    for worker in list(decoder._workers):
-        os.kill(worker.process.pid, signal.SIGKILL)
-        worker.process.wait()
     with capture_logs() as logs:
+        for worker in list(decoder._workers):
+            os.kill(worker.process.pid, signal.SIGKILL)
+            worker.process.wait()
         assert [decoder.decode(data, PARSE_SLICE) for _ in range(3)] == [expected] * 3
     assert [e for e in logs if e["event"] == "decode_workers_failed"]
     pooled = decoder.pooled

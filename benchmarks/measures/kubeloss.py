@@ -203,9 +203,11 @@ class _Lines:
 
     def _read(self) -> None:
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            with contextlib.suppress(ValueError):
-                self._queue.put(json.loads(line))
+        # ValueError: a line that is not JSON (skipped), or the pipe closed after a failure.
+        with contextlib.suppress(ValueError):
+            for line in self._process.stdout:
+                with contextlib.suppress(ValueError):
+                    self._queue.put(json.loads(line))
         self._queue.put(None)
 
     def collect(self, key: str, count: int, seconds: float) -> list[dict[str, Any]]:
@@ -279,6 +281,7 @@ class _Window:
     calls: float  # seconds the API calls took
     publishes: list[dict[str, Any]]  # the server's fleet_published events meanwhile
     held: float | None  # the first mass removal held -> its confirmation, seconds
+    published: tuple[float, float] | None  # the last publish's start and end, from the first call
     cpu: float  # the server's CPU seconds
     lag_over_50ms: int  # loop-lag samples over 50 ms
     lag_max_bound: float  # the largest loop lag was at most this (a histogram bound)
@@ -307,11 +310,18 @@ def _window(
     delta = {le: after.lag.get(le, 0.0) - before.lag.get(le, 0.0) for le in after.lag}
     total = delta.get(float("inf"), 0.0)
     bound = min((le for le, n in delta.items() if n >= total), default=float("inf"))
+    publishes = [e for e in in_window if e["event"] == "fleet_published"]
+    published = None
+    if publishes:
+        # Logged as it ends, with its wall time (`ms`).
+        end = _timestamp(publishes[-1]) - before.wall
+        published = (end - float(publishes[-1].get("ms", 0.0)) / 1000, end)
     return _Window(
         acked=[line["at"] - before.mono for line in lines],
         calls=calls,
-        publishes=[e for e in in_window if e["event"] == "fleet_published"],
+        publishes=publishes,
         held=(max(released) - min(held)) if held and released else None,
+        published=published,
         cpu=after.cpu - before.cpu,
         lag_over_50ms=int(total - delta.get(0.05, 0.0)),
         lag_max_bound=bound,
@@ -357,6 +367,8 @@ def _probe_process(port: int, options: Options) -> Iterator[subprocess.Popen[str
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def measure(options: Options) -> Section:
@@ -431,8 +443,19 @@ def _section(
     p99 = rank(loss.acked, 0.99)
     every = len(loss.acked) == options.streams and len(restore.acked) == options.streams
     held = f"{loss.held:.2f} s" if loss.held is not None else "none logged"
+
+    def timeline(window: _Window) -> str:
+        if window.published is None:
+            return "no publish logged"
+        start, end = window.published
+        fanout = [a - end for a in window.acked]
+        return (
+            f"last publish {start:.2f}-{end:.2f} s after the first call; from its end to the "
+            f"streams' ACKs p50 {rank(fanout, 0.5):.2f} s, p99 {rank(fanout, 0.99):.2f} s"
+        )
+
     publishes = ", ".join(
-        f"{e.get('changed', '?')} changed {e.get('ms', 0):,.0f} ms" for e in loss.publishes
+        f"{e.get('ms', 0):,.0f} ms ({e.get('cpu_ms', 0):,.0f} ms CPU)" for e in loss.publishes
     )
     return Section(
         measure="kubeloss",
@@ -446,7 +469,7 @@ def _section(
             "p99",
             "max",
             "publishes",
-            "publish CPU, s",
+            "publish CPU",
             "server CPU, s",
             "loop lag > 50 ms",
         ),
@@ -457,6 +480,8 @@ def _section(
             f"The API calls took {loss.calls:.2f} s (loss) and {restore.calls:.2f} s (restore).",
             f"Mass removal held until a fresh list confirmed it (decision 5): {held}.",
             f"Publishes during the loss: {publishes or 'none'}.",
+            f"Loss: {timeline(loss)}.",
+            f"Restore: {timeline(restore)}.",
             f"Streams cut: {cut}. Server ready after {ready:.1f} s; peak RSS {peak:,.0f} MiB.",
         ),
         verdicts=(

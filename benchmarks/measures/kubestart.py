@@ -78,6 +78,8 @@ def emulated_members(shape: Shape) -> Iterator[Emulated]:
             if host.stdin is not None:
                 host.stdin.close()
             host.wait(timeout=60)
+            if host.stdout is not None:
+                host.stdout.close()
 
 
 def measure(options: Options) -> Section:

@@ -263,12 +263,16 @@ class Aggregator:
 
     # --- The state ---
 
-    def _changed(self) -> None:
+    def _changed(self, *, build: bool = False) -> None:
         base = self._base
         if base is None or self._closed:
             return
         wanted = self._wanted_members(base)
         self._reconcile(wanted)
+        if not (self._emitting or build):
+            # Nothing reads a state before the first complete one, which `wait_ready` builds:
+            # one per member listed, at start-up, was 50 fleet states at E = 100,000.
+            return
         from_base = {m.member.name for m in base.members}
         members = [self._member_state(m.member) if _is_kube(m.member) else m for m in base.members]
         # Members of their own Secrets.
@@ -347,7 +351,7 @@ class Aggregator:
             unsettled = sorted(n for n, w in self._watchers.items() if not w.settled.is_set())
             if unsettled:
                 log.warning("members_not_settled", members=unsettled, seconds=member_seconds)
-        self._changed()
+        self._changed(build=True)
         self._emitting = True
         assert self.state is not None
         return self.state

@@ -147,12 +147,6 @@ def keep_held(
     )
 
 
-def _order(obj: ModelObject) -> tuple[str, str]:
-    if isinstance(obj, tuple):
-        return obj
-    return getattr(obj, "namespace", ""), obj.name
-
-
 class MemberWatcher:
     """Watches one member. `start` it on the loop; `state` is its latest published state, and
     `settled` is set once every resource has answered (listed, absent or failed) once."""
@@ -242,7 +236,11 @@ class MemberWatcher:
     def _candidate(self) -> MemberState:
         def of(kind: ApiResource) -> list[ModelObject]:
             mirror = self._group.mirrors.get(kind)
-            return sorted(mirror.objects.values(), key=_order) if mirror else []
+            if mirror is None:
+                return []
+            # By (namespace, name): each object's key in its mirror.
+            objects = mirror.objects
+            return [objects[key] for key in sorted(objects)]
 
         return MemberState(
             self.member,

@@ -59,9 +59,16 @@ class Mirror(Generic[T]):
         match event:
             case Listed(items=prepared, sequence=sequence):
                 previous = self.objects, self.generations
-                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
+                # What `_put` does for each, in bulk (a big list is 1,000s of objects, applied
+                # on the loop); the refused ones, few, one by one.
+                kept = [p for p in prepared if p.problems is None and p.parsed is not None]
+                self.objects = {p.key: p.parsed for p in kept}
+                self.generations = {p.key: p.generation for p in kept}
+                self.uids = {p.key: p.uid for p in prepared}
+                self.refused = {}
                 for item in prepared:
-                    self._put(item, *previous)
+                    if item.problems is not None:
+                        self._put(item, *previous)
                 self.sequence = sequence
                 self.answered, self.listed, self.failing, self.absent = True, True, None, False
             case Changed(type="DELETED", obj=obj):

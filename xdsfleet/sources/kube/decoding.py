@@ -19,12 +19,13 @@ must not import the `kubernetes` client (a worker imports this module and the pa
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import pickle
-import queue
 import signal
 import struct
 import subprocess
@@ -125,17 +126,33 @@ def decode_page(data: bytes, prepare: Prepare | None = None) -> Page:
 # unlike multiprocessing's spawn, which imports the parent's main module in every worker (the
 # `xdsfleet` script: the whole server, a second or more each). Requests and answers are
 # pickles, each after its length: (bytes, prepare) in, (True, page pickled the fast way) or
-# (False, what was raised) out. A worker says it is ready with one answer before any request.
+# (False, what was raised) out, in order. A worker says it is ready with one answer before any
+# request. Requests are queued in the worker's pipe, not handed over one at a time: a worker
+# waiting for the server's thread to take its answer and send the next page would wait for that
+# thread's turn of the interpreter lock, which 150 reflector threads share at start-up (the
+# workers were idle half the time).
 
 WORKER = "from xdsfleet.sources.kube.decoding import work; work()"
 _COLLECT_EVERY = 64
+# Pages queued for a worker beyond the one it decodes: enough that it never waits for the
+# server's threads between two, few enough that those threads decode the rest themselves.
+_WAITING = 2
 _LENGTH = struct.Struct("!Q")
 
 
+# Pipes this big hold a page (or several answers) whole: one write each, not one per 64 KiB
+# with a turn of the interpreter lock between them. Linux allows up to 1 MiB unprivileged.
+_PIPE_BYTES = 2**20
+
+
 def _send(stream: IO[bytes], blob: bytes) -> None:
-    stream.write(_LENGTH.pack(len(blob)))
-    stream.write(blob)
+    stream.write(_LENGTH.pack(len(blob)) + blob)
     stream.flush()
+
+
+def _widen(stream: IO[bytes]) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or over the limit
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 def _receive(stream: IO[bytes]) -> bytes | None:
@@ -179,7 +196,28 @@ class _Broken(Exception):
     """A worker that died or could not start."""
 
 
+class _Answer:
+    """A page asked of a worker: `wait` for what it answered."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._answer: tuple[bool, Any] | None = None
+        self._broken = ""
+
+    def give(self, answer: tuple[bool, Any] | None, broken: str = "") -> None:
+        self._answer, self._broken = answer, broken
+        self._done.set()
+
+    def wait(self) -> tuple[bool, Any]:
+        self._done.wait()
+        if self._answer is None:
+            raise _Broken(self._broken)
+        return self._answer
+
+
 class _Worker:
+    """One worker process, and a thread of ours reading its answers in order."""
+
     def __init__(self) -> None:
         # The worker imports what this process can: the same sys.path.
         path = os.pathsep.join(p for p in sys.path if p)
@@ -192,33 +230,64 @@ class _Worker:
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         self._requests, self._answers = self.process.stdin, self.process.stdout
+        _widen(self._requests)
+        _widen(self._answers)
+        self._lock = threading.Lock()  # the order of requests is the order of `_waiting`
+        self._waiting: collections.deque[_Answer] = collections.deque()
+        self._ended = ""  # why it cannot answer any more
+        self.ready = threading.Event()
+        self.failed = threading.Event()
+        threading.Thread(target=self._read, name="decode-answers", daemon=True).start()
 
-    def answer(self) -> tuple[bool, Any]:
+    @property
+    def pending(self) -> int:
+        return len(self._waiting)
+
+    def ask(self, data: bytes, prepare: Prepare | None) -> _Answer:
+        request = pickle.dumps((data, prepare), protocol=pickle.HIGHEST_PROTOCOL)
+        answer = _Answer()
+        with self._lock:
+            if self._ended:
+                raise _Broken(self._ended)
+            self._waiting.append(answer)
+            try:
+                # Blocks (without the interpreter lock) while the worker's pipe is full.
+                _send(self._requests, request)
+            except (OSError, ValueError) as error:  # ValueError: closed by `stop` meanwhile
+                self._end(f"a decode worker ended: {error}")
+        return answer
+
+    def _read(self) -> None:
         try:
-            blob = _receive(self._answers)
+            while (blob := _receive(self._answers)) is not None:
+                answer = pickle.loads(blob)
+                if not self.ready.is_set():
+                    self.ready.set()  # its first answer: started
+                    continue
+                self._waiting.popleft().give(answer)
         except (OSError, ValueError):  # ValueError: closed by `stop` meanwhile
-            blob = None
-        if blob is None:
-            raise _Broken(f"a decode worker ended (exit code {self.process.poll()})")
-        found: tuple[bool, Any] = pickle.loads(blob)
-        return found
+            pass
+        with self._lock:
+            self._end(f"a decode worker ended (exit code {self.process.poll()})")
 
-    def ask(self, data: bytes, prepare: Prepare | None) -> tuple[bool, Any]:
-        try:
-            _send(self._requests, pickle.dumps((data, prepare), protocol=pickle.HIGHEST_PROTOCOL))
-        except (OSError, ValueError) as error:  # ValueError: closed by `stop` meanwhile
-            raise _Broken(f"a decode worker ended: {error}") from None
-        return self.answer()
+    def _end(self, why: str) -> None:
+        """Under the lock: nothing more will be answered."""
+        if not self._ended:
+            self._ended = why
+            self.failed.set()
+        while self._waiting:
+            self._waiting.popleft().give(None, why)
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             self._requests.close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        self._answers.close()
+        with contextlib.suppress(OSError, ValueError):
+            self._answers.close()
 
 
 class Decoder:
@@ -239,9 +308,7 @@ class Decoder:
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []  # of the pool, started or starting
-        self._idle: queue.Queue[_Worker] = queue.Queue()  # started and not decoding
         self._running = False  # a pool was started (and not stopped since)
-        self._ready = False  # a worker of the pool has started
         self._decoded = 0  # bytes decoded here since the pool last stopped
         self._busy = 0  # pages in the pool
         self._used = 0.0  # time.monotonic() when the pool last took or gave back a page
@@ -256,22 +323,25 @@ class Decoder:
         worker = self._take(len(data))
         if worker is not None:
             try:
-                ok, answer = worker.ask(data, prepare)
+                ok, answer = worker.ask(data, prepare).wait()
             except _Broken as error:
                 self._break(error)
             else:
-                self._give_back(worker)
                 if not ok:
                     raise answer
                 with _PARSING:
                     page: Page = pickling.loads(answer)
                 self.pooled += 1
                 return page
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._used = time.monotonic()
         with _PARSING:
             return decode_page(data, prepare)
 
     def _take(self, size: int) -> _Worker | None:
-        """A worker of the pool for a page of `size` bytes; None: decode it here."""
+        """The worker of the pool with the fewest pages waiting; None: decode it here."""
         with self._lock:
             if self._broken or self._closed.is_set() or self._size < 1:
                 return None
@@ -280,78 +350,45 @@ class Decoder:
                 if self._decoded >= self._pool_min_bytes:
                     self._start()
                 return None
-            if not self._ready:
-                return None  # its workers are starting: this thread is sooner
+            # The pages a worker has waiting are at most `_WAITING`: with more, this thread
+            # decodes the page itself, so the server's own core works along (and a worker
+            # that is starting takes none).
+            free = [w for w in self._workers if w.ready.is_set() and w.pending < _WAITING]
+            if not free:
+                return None
             self._busy += 1
-        while True:
-            try:
-                return self._idle.get(timeout=0.5)
-            except queue.Empty:
-                if self._broken or self._closed.is_set():
-                    with self._lock:
-                        self._busy -= 1
-                    return None
-
-    def _give_back(self, worker: _Worker) -> None:
-        with self._lock:
-            self._busy -= 1
-            self._used = time.monotonic()
-        self._idle.put(worker)
+            return min(free, key=lambda w: w.pending)
 
     def _start(self) -> None:
-        """Under the lock: start the workers, off the callers' threads (starting a process is
-        slow), and take the pool into use once one of them is ready."""
-        self._running, self._ready, self._used = True, False, time.monotonic()
+        """Under the lock: start the workers (their threads say when each is ready)."""
+        self._running, self._used = True, time.monotonic()
         self.pools_started += 1
         log.info("decode_workers_starting", workers=self._size, decoded_bytes=self._decoded)
-        threading.Thread(target=self._run_pool, name="decode-pool", daemon=True).start()
-
-    def _run_pool(self) -> None:
         try:
-            for _ in range(self._size):
-                worker = _Worker()
-                with self._lock:
-                    self._workers.append(worker)
+            self._workers = [_Worker() for _ in range(self._size)]
         except OSError as error:
-            self._break(_Broken(f"decode workers could not start: {error}"))
+            self._broken = True
+            log.warning("decode_workers_failed", error=f"they could not start: {error}")
             return
-        for worker in list(self._workers):
-            try:
-                worker.answer()  # ready
-            except _Broken as error:
-                self._break(error)
-                return
-            with self._lock:
-                if not self._ready:
-                    log.info(
-                        "decode_workers_ready", seconds=round(time.monotonic() - self._used, 2)
-                    )
-                self._ready = True
-            self._idle.put(worker)
-        self._stop_when_idle()
+        threading.Thread(target=self._watch, args=(self._workers,), daemon=True).start()
 
-    def _stop_when_idle(self) -> None:
-        while not self._closed.wait(min(self._idle_seconds / 4, 5.0)):
+    def _watch(self, workers: list[_Worker]) -> None:
+        """Stop the pool once it has been idle long enough; note a worker that dies."""
+        while not self._closed.wait(min(self._idle_seconds / 4, 1.0)):
             with self._lock:
-                if self._broken or not self._running:
+                if self._workers is not workers:
                     return
+                if any(w.failed.is_set() for w in workers):
+                    break
                 if self._busy or time.monotonic() - self._used < self._idle_seconds:
                     continue
-                self._running = self._ready = False
-                self._decoded = 0
-                workers, self._workers = self._workers, []
+                self._running, self._decoded, self._workers = False, 0, []
             log.info("decode_workers_stopped", idle_seconds=self._idle_seconds)
-            self._drain(workers)
+            for worker in workers:
+                worker.stop()
             return
-
-    def _drain(self, workers: list[_Worker]) -> None:
-        while True:
-            try:
-                self._idle.get_nowait()
-            except queue.Empty:
-                break
-        for worker in workers:
-            worker.stop()
+        if not self._closed.is_set():
+            self._break(_Broken("a decode worker ended"))
 
     def _break(self, error: Exception) -> None:
         """A worker died: every page is decoded here from now on (a pool that breaks may well
@@ -360,15 +397,16 @@ class Decoder:
             if not self._broken and not self._closed.is_set():
                 log.warning("decode_workers_failed", error=str(error))
             self._broken = True
-            self._busy = max(self._busy - 1, 0)
             workers, self._workers = self._workers, []
-        threading.Thread(target=self._drain, args=(workers,), daemon=True).start()
+        for worker in workers:
+            threading.Thread(target=worker.stop, daemon=True).start()
 
     def close(self) -> None:
         """Stop the pool and wait for its processes (blocking: from a thread, not the loop).
-        Pages still waiting for a worker are decoded by their threads."""
+        Pages still waiting for it are decoded by their threads."""
         self._closed.set()
         with self._lock:
             workers, self._workers = self._workers, []
-            self._running = self._ready = False
-        self._drain(workers)
+            self._running = False
+        for worker in workers:
+            worker.stop()

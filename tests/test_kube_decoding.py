@@ -117,7 +117,7 @@ def test_small_lists_never_start_a_pool_and_an_idle_pool_stops() -> None:
         assert small.pools_started == 0
     finally:
         small.close()
-    idle = Decoder(workers=1, pool_min_bytes=0, idle_seconds=0.4)
+    idle = Decoder(workers=1, pool_min_bytes=0, idle_seconds=1.0)
     try:
         _pooled(idle, _page(_slices(5)))
         processes = [w.process for w in idle._workers]

@@ -236,6 +236,7 @@ class _Worker:
         self._waiting: collections.deque[_Answer] = collections.deque()
         self._ended = ""  # why it cannot answer any more
         self.ready = threading.Event()
+        self.ready_at = 0.0  # time.monotonic() when it said so
         self.failed = threading.Event()
         threading.Thread(target=self._read, name="decode-answers", daemon=True).start()
 
@@ -262,6 +263,7 @@ class _Worker:
             while (blob := _receive(self._answers)) is not None:
                 answer = pickle.loads(blob)
                 if not self.ready.is_set():
+                    self.ready_at = time.monotonic()
                     self.ready.set()  # its first answer: started
                     continue
                 self._waiting.popleft().give(answer)
@@ -380,7 +382,12 @@ class Decoder:
                     return
                 if any(w.failed.is_set() for w in workers):
                     break
-                if self._busy or time.monotonic() - self._used < self._idle_seconds:
+                # Idle since the last page, or since the last worker started (a pool whose
+                # workers are still starting is not idle).
+                if not all(w.ready.is_set() for w in workers):
+                    continue
+                last = max(self._used, *(w.ready_at for w in workers))
+                if self._busy or time.monotonic() - last < self._idle_seconds:
                     continue
                 self._running, self._decoded, self._workers = False, 0, []
             log.info("decode_workers_stopped", idle_seconds=self._idle_seconds)

@@ -22,7 +22,14 @@ from waiting import eventually
 
 from xdsfleet.model.fleet import Member, MemberState
 from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.decoding import Decoder, Page, Unreadable, decode_page, prepare
+from xdsfleet.sources.kube.decoding import (
+    Decoder,
+    Page,
+    Unreadable,
+    decode_page,
+    prepare,
+    usable_cores,
+)
 from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
 from xdsfleet.sources.kube.objects import parse_object
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES
@@ -190,3 +197,15 @@ async def test_a_member_listed_through_the_workers_then_watched_misses_no_change
     expected = set(addresses[2:]) | {"10.3.0.1", "10.3.0.2"}
     await eventually(lambda: _endpoints(watcher.state) == expected)
     assert decoder.pooled > 0
+
+
+def test_the_workers_follow_a_cgroup_cpu_quota(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    assert usable_cores(str(tmp_path / "absent")) == affinity
+    quota.write_text("max 100000\n")
+    assert usable_cores(str(quota)) == affinity
+    quota.write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
+    assert usable_cores(str(quota)) == 1
+    quota.write_text("50000 100000\n")
+    assert usable_cores(str(quota)) == 1

@@ -1,17 +1,20 @@
-"""Pages of lists decoded and parsed, in worker processes when there is much to decode.
+"""Pages of lists decoded and parsed, partly in worker processes when there is much to decode.
 
 At E = 100,000, a cold start from 50 members lists 150,000 objects. Decoding their JSON and
 parsing each object into the model (`prepare`) is seconds of Python, and in the server's process
 every second of it holds the one interpreter lock: the server used one core while the machine
-had two (BENCHMARKS.md, kubestart). Here each page, as the bytes the API server sent, goes to a
+had two (BENCHMARKS.md, kubestart). Here a page, as the bytes the API server sent, may go to a
 small pool of worker processes that decode it, prepare every object and send the results back
-pickled the fast way (`sources.pickling`); a reflector's thread then only unpickles them.
+pickled the fast way (`sources.pickling`); the reflector's thread then only unpickles them.
+Work is shared: a worker has at most `_WAITING` pages queued, and a page that finds every
+worker that busy is decoded by its own thread. So the server's core works along, and where no
+core is free (a loaded machine, a pod's CPU quota) few pages pay for the pickling both ways.
 
-The pool costs processes and a start-up (~0.5 s: a fresh interpreter importing the parser), so
-it starts only once `pool_min_bytes` of pages have been decoded in this process, and stops
-after `idle_seconds` without a page: small fleets and a quiet server never run it. Without a
-pool (too little to decode, no way to spawn one, or one that broke) pages are decoded in the
-calling thread, at most `_PARSING` at once.
+The pool costs processes and a start-up (~0.2 s of CPU each: a fresh interpreter importing the
+parser), so it starts only once `pool_min_bytes` of pages have been decoded in this process,
+and stops after `idle_seconds` without a page: small fleets and a quiet server never run it.
+Without a pool (too little to decode, no way to start one, or one that broke) pages are decoded
+in the calling thread, at most `_PARSING` at once.
 
 It must not decide what a list means: bytes in, `Page` out, the same in a worker or not. It
 must not import the `kubernetes` client (a worker imports this module and the parser only).
@@ -35,6 +38,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 import structlog
@@ -192,6 +196,17 @@ def work() -> None:
         _send(answers, pickle.dumps(answer))
 
 
+def usable_cores(quota: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a
+    pod's CPU limit), which the affinity does not show."""
+    cores = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        limit, period = Path(quota).read_text().split()
+        if limit != "max":
+            cores = min(cores, max(1, int(int(limit) / int(period))))
+    return cores
+
+
 class _Broken(Exception):
     """A worker that died or could not start."""
 
@@ -305,7 +320,7 @@ class Decoder:
     ) -> None:
         """`workers`: processes in the pool (default: one per core the process may use; 0:
         never a pool)."""
-        self._size = len(os.sched_getaffinity(0)) if workers is None else workers
+        self._size = usable_cores() if workers is None else workers
         self._pool_min_bytes = pool_min_bytes
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()

@@ -591,7 +591,11 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
     }
     api.apply(GATEWAYS, gateway)
     api.apply(HTTP_ROUTES, ROUTE_OBJECT)
-    await write_status_once(api)
+    with capture_logs() as logs:
+        await write_status_once(api)
+    # Every object written is logged, whatever its kind.
+    logged = {e["object"] for e in logs if e["event"] == "status_written"}
+    assert logged == {"Fleet prod", "Gateway default/gw", "HTTPRoute default/shop"}
     written = api.get(GATEWAYS, "gw")
     assert written is not None
     found = {

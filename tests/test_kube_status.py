@@ -19,13 +19,16 @@ from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache import typeurls
+from xdsfleet.model.attachment import GATEWAY_GROUP
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     FleetState,
     Gateway,
     GatewayListener,
     HTTPRoute,
     ParentRef,
+    RouteGroupKind,
     RouteRule,
 )
 from xdsfleet.pipeline.aggregate import Aggregator
@@ -40,6 +43,7 @@ from xdsfleet.status.conditions import (
     CONTROLLER,
     Held,
     Programmed,
+    gateway_verdict,
     merged_status,
     our_parent,
     parent_refs,
@@ -247,6 +251,21 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
     ]
     assert (second[0].status, second[0].reason) == ("False", "NoMatchingParent")
     assert "not exported" in first[1].message
+
+
+def test_supported_kinds_are_a_group_and_a_kind_as_attachment_reads_them() -> None:
+    """A listener that allows `HTTPRoute` of another group supports no route kind of ours, and
+    takes no HTTPRoute: status and attachment read `allowedRoutes.kinds` by one rule."""
+    other = AllowedRoutes(kinds=(RouteGroupKind("example.com", "HTTPRoute"),))
+    ours = AllowedRoutes(kinds=(RouteGroupKind(GATEWAY_GROUP, "GRPCRoute"),))
+    listeners = (GatewayListener("other", 80, allowed_routes=other),)
+    listeners += (GatewayListener("grpc", 81, allowed_routes=ours),)
+    gateway = Gateway("default", "gw", "xdsfleet", listeners)
+    route = HTTPRoute("default", "shop", (ParentRef("default", "gw"),), (), ())
+    state = FleetState("test", (), gateways=(gateway,), http_routes=(route,))
+    verdict = gateway_verdict(state, gateway, 1, [])
+    found = {x.name: (x.supported_kinds, x.attached_routes) for x in verdict.listeners}
+    assert found == {"other": ((), 0), "grpc": (("GRPCRoute",), 0)}
 
 
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:

@@ -89,16 +89,21 @@ def effective_hostnames(listener: GatewayListener, hostnames: tuple[str, ...]) -
 # --- Attachment ------------------------------------------------------------------------------
 
 
+def allows_kind(listener: GatewayListener, kind: str) -> bool:
+    """Whether the listener's `allowedRoutes.kinds` take routes of `kind` (of Gateway API's
+    group: a kind is its group and its name); none listed take every kind."""
+    kinds = listener.allowed_routes.kinds
+    return not kinds or RouteGroupKind(GATEWAY_GROUP, kind) in kinds
+
+
 def allows(
     gateway: Gateway, listener: GatewayListener, kind: str, namespace: str, labels: Labels
 ) -> bool:
     """Whether the listener's `allowedRoutes` take a route of `kind` from `namespace`. A
     listener xdsfleet does not serve (TLS, TCP, UDP) takes none of its route kinds."""
-    if not listener.served:
+    if not listener.served or not allows_kind(listener, kind):
         return False
     allowed = listener.allowed_routes
-    if allowed.kinds and RouteGroupKind(GATEWAY_GROUP, kind) not in allowed.kinds:
-        return False
     if allowed.namespaces is RouteNamespaces.SAME:
         return namespace == gateway.namespace
     if allowed.namespaces is RouteNamespaces.ALL:

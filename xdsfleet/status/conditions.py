@@ -25,7 +25,13 @@ from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, labels_of, parent_problem
+from xdsfleet.model.attachment import (
+    GATEWAY_GROUP,
+    allows_kind,
+    backend_problem,
+    labels_of,
+    parent_problem,
+)
 from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
@@ -452,10 +458,7 @@ def gateway_verdict(
             found.append(ListenerVerdict(listener.name, 0, (), left_alone))
             continue
         kinds = tuple(
-            k
-            for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE)
-            if not listener.allowed_routes.kinds
-            or any(k == allowed.kind for allowed in listener.allowed_routes.kinds)
+            k for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE) if allows_kind(listener, k)
         )
         attached_routes = len(
             attached(gateway, listener, TargetKind.HTTP_ROUTE, state.http_routes, labels)

@@ -258,8 +258,10 @@ def test_supported_kinds_are_a_group_and_a_kind_as_attachment_reads_them() -> No
     takes no HTTPRoute: status and attachment read `allowedRoutes.kinds` by one rule."""
     other = AllowedRoutes(kinds=(RouteGroupKind("example.com", "HTTPRoute"),))
     ours = AllowedRoutes(kinds=(RouteGroupKind(GATEWAY_GROUP, "GRPCRoute"),))
-    listeners = (GatewayListener("other", 80, allowed_routes=other),)
-    listeners += (GatewayListener("grpc", 81, allowed_routes=ours),)
+    listeners = (
+        GatewayListener("other", 80, allowed_routes=other),
+        GatewayListener("grpc", 81, allowed_routes=ours),
+    )
     gateway = Gateway("default", "gw", "xdsfleet", listeners)
     route = HTTPRoute("default", "shop", (ParentRef("default", "gw"),), (), ())
     state = FleetState("test", (), gateways=(gateway,), http_routes=(route,))

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache import typeurls
+from xdsfleet.documents.references import reference_problems
 from xdsfleet.model.attachment import GATEWAY_GROUP
 from xdsfleet.model.fleet import (
     AllowedRoutes,
@@ -30,6 +31,8 @@ from xdsfleet.model.fleet import (
     ParentRef,
     RouteGroupKind,
     RouteRule,
+    SecretRef,
+    TLSSecret,
 )
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.pipeline.publisher import Publisher
@@ -268,6 +271,37 @@ def test_supported_kinds_are_a_group_and_a_kind_as_attachment_reads_them() -> No
     verdict = gateway_verdict(state, gateway, 1, [])
     found = {x.name: (x.supported_kinds, x.attached_routes) for x in verdict.listeners}
     assert found == {"other": ((), 0), "grpc": (("GRPCRoute",), 0)}
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_certificate_of_another_namespace_without_a_grant_is_not_permitted(exists: bool) -> None:
+    """Status and `validate` read a certificateRef by one rule: the grant first, whether or not
+    the Secret exists (whether it does is not for a Gateway that was granted nothing to learn);
+    a Secret of its own namespace that does not exist is an InvalidCertificateRef."""
+    refs = (SecretRef("vault", "edge"), SecretRef("default", "gone"))
+    listeners = (
+        GatewayListener("far", 443, "HTTPS", certificate_refs=refs[:1]),
+        GatewayListener("near", 8443, "HTTPS", certificate_refs=refs[1:]),
+    )
+    gateway = Gateway("default", "gw", "xdsfleet", listeners)
+    secrets = (TLSSecret("vault", "edge", "", ""),) if exists else ()
+    state = FleetState("test", (), gateways=(gateway,), secrets=secrets)
+    verdict = gateway_verdict(state, gateway, 1, [])
+    resolved = {
+        x.name: next((c.reason, c.message) for c in x.conditions if c.type == "ResolvedRefs")
+        for x in verdict.listeners
+    }
+    assert resolved == {
+        "far": ("RefNotPermitted", "no ReferenceGrant lets it use Secret vault/edge"),
+        "near": ("InvalidCertificateRef", "Secret default/gone does not exist"),
+    }
+    reported = {p.field: p.message for p in reference_problems(state, {})}
+    assert reported == {
+        "spec.listeners[0].tls.certificateRefs[0]": "no ReferenceGrant in namespace vault lets "
+        "Gateways of default use Secret vault/edge (RefNotPermitted)",
+        "spec.listeners[1].tls.certificateRefs[0]": "Secret default/gone does not exist (the "
+        "listener is not served)",
+    }
 
 
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:

@@ -18,7 +18,7 @@ other controllers are kept; an unchanged status is reported as None, so nothing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +27,10 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.attachment import (
     GATEWAY_GROUP,
+    CertificateProblem,
     allows_kind,
     backend_problem,
+    certificate_problem,
     labels_of,
     parent_problem,
 )
@@ -36,7 +38,6 @@ from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
     GatewayListener,
-    GrantFrom,
     GRPCRoute,
     GRPCRouteRule,
     HTTPRoute,
@@ -419,18 +420,25 @@ class GatewayVerdict:
     listeners: tuple[ListenerVerdict, ...]
 
 
-def _certificate_problem(state: FleetState, gateway: Gateway, listener: GatewayListener) -> str:
-    """Why some certificateRef of an HTTPS listener cannot be used (its reason: message)."""
-    secrets = {(s.namespace, s.name) for s in state.secrets}
-    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+def _certificate_condition(
+    state: FleetState,
+    gateway: Gateway,
+    listener: GatewayListener,
+    secrets: Container[tuple[str, str]],
+) -> Condition:
+    """ResolvedRefs of a listener: the first certificateRef it cannot use, and why."""
     for ref in listener.certificate_refs:
-        if not state.permits(source, "", "Secret", ref.namespace, ref.name):
-            return (
-                f"RefNotPermitted: no ReferenceGrant lets it use Secret {ref.namespace}/{ref.name}"
-            )
-        if (ref.namespace, ref.name) not in secrets:
-            return f"InvalidCertificateRef: Secret {ref.namespace}/{ref.name} does not exist"
-    return ""
+        problem = certificate_problem(state, gateway, ref, secrets)
+        if problem is None:
+            continue
+        secret = f"Secret {ref.namespace}/{ref.name}"
+        message = (
+            f"no ReferenceGrant lets it use {secret}"
+            if problem is CertificateProblem.NOT_PERMITTED
+            else f"{secret} does not exist"
+        )
+        return Condition("ResolvedRefs", "False", problem.value, message)
+    return Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves")
 
 
 def _listener_named(name: str) -> Affects:
@@ -445,6 +453,7 @@ def gateway_verdict(
     routes attached to it; and the Gateway's own Accepted and Programmed."""
     streams = list(streams)
     labels = labels_of(state.namespaces)
+    secrets = {(s.namespace, s.name) for s in state.secrets}
     ports = {x.name: port for port in gateway_ports(gateway) for x in port.listeners}
     conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
     found = []
@@ -463,16 +472,12 @@ def gateway_verdict(
         attached_routes = len(
             attached(gateway, listener, TargetKind.HTTP_ROUTE, state.http_routes, labels)
         ) + len(attached(gateway, listener, TargetKind.GRPC_ROUTE, state.grpc_routes, labels))
-        problem = _certificate_problem(state, gateway, listener)
-        reason, _, message = problem.partition(": ")
         conditions = [
             Condition("Accepted", "True", "Accepted", "served"),
             Condition("Conflicted", "True", "ProtocolConflict", "another protocol has the port")
             if listener.name in conflicted
             else Condition("Conflicted", "False", "NoConflicts", "no conflict"),
-            Condition("ResolvedRefs", "False", reason, message)
-            if problem
-            else Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves"),
+            _certificate_condition(state, gateway, listener, secrets),
         ]
         if listener.name in conflicted:
             conditions.append(Condition("Programmed", "False", "Invalid", "not served"))

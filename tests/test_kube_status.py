@@ -20,7 +20,7 @@ from waiting import eventually
 
 from xdsfleet.cache import typeurls
 from xdsfleet.documents.references import reference_problems
-from xdsfleet.model.attachment import GATEWAY_GROUP
+from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
 from xdsfleet.model.fleet import (
     AllowedRoutes,
     BackendRef,
@@ -42,6 +42,7 @@ from xdsfleet.sources.kube.fleetcluster import FleetCluster
 from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import FLEETS, GATEWAYS, HTTP_ROUTES, LEASES, SECRETS
 from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.status import conditions
 from xdsfleet.status.conditions import (
     CONTROLLER,
     Held,
@@ -50,6 +51,7 @@ from xdsfleet.status.conditions import (
     merged_status,
     our_parent,
     parent_refs,
+    route_affects,
     route_verdict,
 )
 from xdsfleet.status.writer import StatusWriter
@@ -302,6 +304,43 @@ def test_a_certificate_of_another_namespace_without_a_grant_is_not_permitted(exi
         "spec.listeners[1].tls.certificateRefs[0]": "Secret default/gone does not exist (the "
         "listener is not served)",
     }
+
+
+def test_a_status_pass_reads_the_gateways_once_for_every_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Namespace labels, Gateways by name and their ports are made once per pass (`Gateways`),
+    not once per route; the verdicts are those made without it."""
+    routes = [
+        HTTPRoute("default", f"shop-{i}", ROUTE.parent_refs, (), ROUTE.rules) for i in range(3)
+    ]
+    state = FleetState("test", (), gateways=STATE.gateways, http_routes=tuple(routes))
+    alone = [
+        (
+            route_verdict(state, r, 1, {}, Programmed(0, 0)),
+            route_affects(state, r)(typeurls.ROUTE, "default/gw:80"),
+        )
+        for r in routes
+    ]
+    reads: list[object] = []
+    counted = functools.partial(_counting, labels_of, reads)
+    monkeypatch.setattr(conditions, "labels_of", counted)
+    gateways = conditions.Gateways.of(state)
+    shared = [
+        (
+            route_verdict(state, r, 1, {}, Programmed(0, 0), gateways),
+            route_affects(state, r, gateways)(typeurls.ROUTE, "default/gw:80"),
+        )
+        for r in routes
+    ]
+    assert len(reads) == 1
+    assert shared == alone
+    assert all(affected for _, affected in shared)
+
+
+def _counting(real: Callable[..., Any], calls: list[object], *args: Any) -> Any:
+    calls.append(args)
+    return real(*args)
 
 
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:

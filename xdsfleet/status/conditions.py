@@ -28,6 +28,7 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.attachment import (
     GATEWAY_GROUP,
     CertificateProblem,
+    Labels,
     allows_kind,
     backend_problem,
     certificate_problem,
@@ -47,7 +48,7 @@ from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
 from xdsfleet.translate.names import gateway_port_name
-from xdsfleet.translate.routes import attached, gateway_ports, route_names
+from xdsfleet.translate.routes import GatewayPort, attached, gateway_ports, route_names
 from xdsfleet.translate.snapshot import certificates
 
 CONTROLLER = "xdsfleet.io/controller"
@@ -185,21 +186,42 @@ def _verdict(
     return Verdict(generation, tuple(per_reference))
 
 
+@dataclass(frozen=True, slots=True)
+class Gateways:
+    """What the status of every route reads of a state's Gateways, made once per status pass
+    rather than once per route: the namespaces' labels (what `allowedRoutes` selectors read),
+    the Gateways by (namespace, name), and each one's ports."""
+
+    labels: Labels
+    by_name: Mapping[tuple[str, str], Gateway]
+    ports: tuple[tuple[Gateway, tuple[GatewayPort, ...]], ...]
+
+    @classmethod
+    def of(cls, state: FleetState) -> Gateways:
+        return cls(
+            labels_of(state.namespaces),
+            {(g.namespace, g.name): g for g in state.gateways},
+            tuple((g, gateway_ports(g)) for g in state.gateways),
+        )
+
+
 def route_verdict(
     state: FleetState,
     route: HTTPRoute | GRPCRoute,
     generation: int,
     problems: Mapping[str, str],
     programmed: Programmed,
+    gateways: Gateways | None = None,
 ) -> Verdict:
     """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
     message, from the reference checks. The reasons are Gateway API's: per parent, why the
     route attaches to none of its listeners; for the refs, the first of RefNotPermitted,
-    InvalidKind, BackendNotFound that applies."""
+    InvalidKind, BackendNotFound that applies. `gateways`: `Gateways.of(state)`, made once for
+    many routes."""
     verdict = _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
     kind = _kind(route)
-    labels = labels_of(state.namespaces)
-    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    found_gateways = gateways or Gateways.of(state)
+    labels = found_gateways.labels
     rules: Iterable[RouteRule | GRPCRouteRule] = route.rules
     reasons = set()
     for rule in rules:
@@ -211,7 +233,7 @@ def route_verdict(
     for parent, (accepted, resolved, programmed_condition) in zip(
         route.parent_refs, verdict.conditions, strict=True
     ):
-        gateway = gateways.get((parent.namespace, parent.name))
+        gateway = found_gateways.by_name.get((parent.namespace, parent.name))
         found = parent_problem(gateway, parent, kind, route, labels) if gateway else None
         if found is not None:
             accepted = Condition("Accepted", "False", found[0], found[1])
@@ -238,20 +260,22 @@ def policy_verdict(
 # --- What an object shapes ---------------------------------------------------------------------
 
 
-def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
+def _route_configurations(route: HTTPRoute | GRPCRoute, gateways: Gateways) -> frozenset[str]:
     """The gateway RouteConfigurations a route is part of (a port's, or an SNI chain's)."""
-    labels = labels_of(state.namespaces)
+    kind, labels = _kind(route), gateways.labels
     return frozenset(
         route_names(gateway, port)[listener.name]
-        for gateway in state.gateways
-        for port in gateway_ports(gateway)
+        for gateway, ports in gateways.ports
+        for port in ports
         for listener in port.listeners
-        if attached(gateway, listener, _kind(route), (route,), labels)
+        if attached(gateway, listener, kind, (route,), labels)
     )
 
 
-def route_affects(state: FleetState, route: HTTPRoute | GRPCRoute) -> Affects:
-    names = _route_configurations(state, route)
+def route_affects(
+    state: FleetState, route: HTTPRoute | GRPCRoute, gateways: Gateways | None = None
+) -> Affects:
+    names = _route_configurations(route, gateways or Gateways.of(state))
     return lambda type_url, name: type_url == typeurls.ROUTE and name in names
 
 
@@ -259,7 +283,9 @@ def _named(prefix: str, *type_urls: str) -> Affects:
     return lambda type_url, name: type_url in type_urls and name.startswith(prefix)
 
 
-def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
+def policy_affects(
+    state: FleetState, policy: TrafficPolicy, gateways: Gateways | None = None
+) -> Affects:
     """The resources its targets shape: a service's clusters and assignments (every port and
     pinning), a route's RouteConfigurations, a Gateway's listeners and routes, or, for the
     Fleet, everything."""
@@ -275,7 +301,8 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
                 )
                 for route in routes:
                     if (route.namespace, route.name) == (policy.namespace, target.name):
-                        tests.append(route_affects(state, route))
+                        gateways = gateways or Gateways.of(state)
+                        tests.append(route_affects(state, route, gateways))
             case TargetKind.GATEWAY:
                 prefix = f"{policy.namespace}/{target.name}:"
                 tests.append(_named(prefix, typeurls.LISTENER, typeurls.ROUTE))

@@ -38,6 +38,7 @@ from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.status import Written, write_status
 from xdsfleet.status.conditions import (
+    Gateways,
     Held,
     Programmed,
     Verdict,
@@ -270,6 +271,7 @@ class StatusWriter:
             resources.GRPC_ROUTES: {(r.namespace, r.name): r for r in state.grpc_routes},
             resources.TRAFFIC_POLICIES: {(p.namespace, p.name): p for p in state.policies},
         }
+        gateways = Gateways.of(state)
         found = []
         for resource in _KINDS:
             mirror = fleet.mirror(resource)
@@ -283,11 +285,15 @@ class StatusWriter:
                     label = object_label(resource.kind, *key)
                     mine = problems.get(label, {})
                     if resource is resources.TRAFFIC_POLICIES:
-                        programmed = Programmed.count(streams, policy_affects(state, obj))
+                        affects = policy_affects(state, obj, gateways)
+                        programmed = Programmed.count(streams, affects)
                         verdict = policy_verdict(obj, serving or 0, mine, programmed)
                     else:
-                        programmed = Programmed.count(streams, route_affects(state, obj))
-                        verdict = route_verdict(state, obj, serving or 0, mine, programmed)
+                        affects = route_affects(state, obj, gateways)
+                        programmed = Programmed.count(streams, affects)
+                        verdict = route_verdict(
+                            state, obj, serving or 0, mine, programmed, gateways
+                        )
                 else:
                     continue  # not served yet (the store coalesces): next time
                 found.append((resource, *key, verdict, field))

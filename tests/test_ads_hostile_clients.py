@@ -14,8 +14,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from prometheus_client import REGISTRY
 from raw_http2 import read_part_and_vanish
+from samples import sample
 from snapshots import delta_request, request, snapshot
 from structlog.testing import capture_logs
 from test_ads_server import ONE, TWO, Fixture, read, start, with_node
@@ -41,10 +41,6 @@ STALLING = (
 def huge(version: int) -> Snapshot:
     addresses = tuple(f"10.{version}.{i // 250 % 250}.{i % 250}" for i in range(100_000))
     return snapshot({"a": addresses})
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def closed(

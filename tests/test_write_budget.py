@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from samples import sample
 from waiting import eventually
 
 from xdsfleet.server.budget import WriteBudget
@@ -108,8 +109,6 @@ async def test_writers_stalled_ahead_hold_up_a_reader_for_one_patience_at_most()
 
 
 def test_the_budget_is_visible_in_the_metrics() -> None:
-    from prometheus_client import REGISTRY
-
     from xdsfleet.cache.cache import SnapshotCache
     from xdsfleet.server.ads import AdsService
 
@@ -118,10 +117,10 @@ def test_the_budget_is_visible_in_the_metrics() -> None:
         share = await service.budget.take(7)  # a write under way
         waiter = asyncio.create_task(service.budget.take(7))
         await eventually(lambda: service.budget.waiting == 1)
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 7
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_waiting") == 1
+        assert sample("xdsfleet_write_budget_bytes") == 7
+        assert sample("xdsfleet_write_budget_waiting") == 1
         service.budget.give(share)
         service.budget.give(await waiter)
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 0
+        assert sample("xdsfleet_write_budget_bytes") == 0
 
     asyncio.run(main())

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -427,33 +427,47 @@ def apply_fleet_of_one_member(api: ApiEmulator, member: ApiEmulator) -> None:
     api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
 
 
+@contextlib.asynccontextmanager
+async def status_writer(
+    api: ApiEmulator, member: ApiEmulator
+) -> AsyncIterator[tuple[Aggregator, StatusWriter]]:
+    """Serve the fleet `api` holds (`member` its one member, east), with a status writer that
+    holds the lease and has written once; stopped at the end, asserting nothing crashed."""
+    apply_fleet_of_one_member(api, member)
+    crashes: list[BaseException] = []
+    aggregator = Aggregator(
+        on_state=lambda _: None,
+        on_crash=crashes.append,
+        settings=FAST,
+        namespace="xdsfleet-system",
+    )
+    aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
+    try:
+        await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
+        publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
+        writer = StatusWriter(
+            aggregator=aggregator,
+            ads=AdsService(publisher.cache),
+            snapshot_of=publisher.cache.get,
+            served=lambda: aggregator.state,
+            namespace="xdsfleet-system",
+        )
+        await writer.renew()
+        await writer.tick()
+        yield aggregator, writer
+        await writer.stop()
+    finally:
+        await aggregator.stop()
+    assert not crashes
+
+
 async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_changes(
     api: ApiEmulator, tmp_path: Path
 ) -> None:
     with ApiEmulator() as member:
         member.go_down()
-        apply_fleet_of_one_member(api, member)
         api.apply(HTTP_ROUTES, ROUTE_OBJECT)
-        crashes: list[BaseException] = []
-        aggregator = Aggregator(
-            on_state=lambda _: None,
-            on_crash=crashes.append,
-            settings=FAST,
-            namespace="xdsfleet-system",
-        )
-        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
-        try:
-            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
-            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
-            writer = StatusWriter(
-                aggregator=aggregator,
-                ads=AdsService(publisher.cache),
-                snapshot_of=publisher.cache.get,
-                served=lambda: aggregator.state,
-                namespace="xdsfleet-system",
-            )
-            await writer.renew()
-            await writer.tick()
+        async with status_writer(api, member) as (aggregator, writer):
             fleet = api.get(FLEETS, "prod", namespace=None)
             assert fleet is not None
             [east] = fleet["status"]["members"]
@@ -489,10 +503,6 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
             fleet = api.get(FLEETS, "prod", namespace=None)
             assert fleet is not None
             assert fleet["status"]["members"][0]["stale"] is False
-            await writer.stop()
-        finally:
-            await aggregator.stop()
-        assert not crashes
 
 
 def test_a_holder_that_cannot_renew_stops_holding_at_the_renew_deadline(
@@ -630,37 +640,13 @@ async def write_status_once(
     """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
     holder; with `then`, make that change and write again once it is served. What was served."""
     with ApiEmulator() as member:
-        apply_fleet_of_one_member(api, member)
-        crashes: list[BaseException] = []
-        aggregator = Aggregator(
-            on_state=lambda _: None,
-            on_crash=crashes.append,
-            settings=FAST,
-            namespace="xdsfleet-system",
-        )
-        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
-        try:
-            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
-            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
-            writer = StatusWriter(
-                aggregator=aggregator,
-                ads=AdsService(publisher.cache),
-                snapshot_of=publisher.cache.get,
-                served=lambda: aggregator.state,
-                namespace="xdsfleet-system",
-            )
-            await writer.renew()
-            await writer.tick()
+        async with status_writer(api, member) as (aggregator, writer):
             if then is not None:
                 before = aggregator.state
                 then()
                 await eventually(lambda: aggregator.state != before)
                 await writer.tick()
-            await writer.stop()
-            assert not crashes
-            return aggregator.state
-        finally:
-            await aggregator.stop()
+        return aggregator.state
 
 
 async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(

@@ -317,23 +317,21 @@ async def test_unknown_types_are_counted_and_logged_once_per_stream() -> None:
 
 async def test_delta_subscriptions_are_bounded_over_requests_too() -> None:
     async with serving(ONE, limits=Limits(names_per_request=1000, unknown_names=1000)) as fixture:
-        call = fixture.stub().DeltaAggregatedResources()
-        await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        first = await read(call)
+
+        async def subscribe_600_drop_300_add(more: int) -> Any:
+            call = fixture.stub().DeltaAggregatedResources()
+            await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
+            first = await read(call)
+            unsubscribe = [f"u{i}" for i in range(300)]
+            await call.write(delta_request(ENDPOINT, [], unsubscribe, nonce=first.nonce))
+            await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(more)]))
+            return call
+
         # Each request is within the bound; together they subscribe 600 - 300 + 800 = 1,100.
-        await call.write(
-            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
-        )
-        await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(800)]))
+        call = await subscribe_600_drop_300_add(800)
         assert await status_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Unsubscribing made room: 600 - 300 + 700 = 1,000 fits, and is answered.
-        ok = fixture.stub().DeltaAggregatedResources()
-        await ok.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        first = await read(ok)
-        await ok.write(
-            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
-        )
-        await ok.write(delta_request(ENDPOINT, [f"v{i}" for i in range(700)]))
+        ok = await subscribe_600_drop_300_add(700)
         assert len((await read(ok)).removed_resources) == 700
         ok.cancel()
 

@@ -61,8 +61,8 @@ class _TypeState:
     # them, rule 15: their clusters are on their way out).
     inherited: str = ""
     learnt: bool = False
-    unknown_uses: set[str] | None = field(default_factory=set)
-    held_gone: set[str] = field(default_factory=set)
+    unknown_uses: frozenset[str] | None = NO_NAMES
+    held_gone: frozenset[str] = NO_NAMES
     pending: Pending | None = None
     latest_nonce: str = ""
     forced: set[str] = field(default_factory=set)
@@ -87,9 +87,9 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
     it names (all of them, for a full set or when which ones is not known) no longer wait to be
     learnt."""
     if sent.type_url in typeurls.FULL_STATE or state.unknown_uses is None:
-        state.unknown_uses = set()
+        state.unknown_uses = NO_NAMES
     else:
-        state.unknown_uses.difference_update(sent.names)
+        state.unknown_uses = state.unknown_uses.difference(sent.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +161,7 @@ class SotwStream:
         if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
         state.status.accept(sent)
-        if state.unknown_uses != set():
+        if state.unknown_uses is None or state.unknown_uses:
             # What a listener or route held from an earlier stream uses is known once it is
             # replaced here.
             _answered_for(state, sent)
@@ -193,7 +193,7 @@ class SotwStream:
             state.rejected_set = sent.version
         else:
             state.rejected.update((r.name, r.version) for r in sent.resources)
-        if state.unknown_uses != set():
+        if state.unknown_uses is None or state.unknown_uses:
             # The client refused what would have told what the old ones use: nothing more can
             # be learnt of those, and waiting would keep every deleted cluster for good.
             _answered_for(state, sent)
@@ -227,7 +227,8 @@ class SotwStream:
             for gone in state.names - names:
                 state.rejected.pop(gone, None)
                 state.forced.discard(gone)
-                state.held_gone.discard(gone)
+                if gone in state.held_gone:
+                    state.held_gone = state.held_gone - {gone}
         state.requested = True
         state.wildcard = wildcard
         state.explicit = state.explicit or star or bool(names)
@@ -378,22 +379,24 @@ class SotwStream:
             if type_url == typeurls.ENDPOINT:
                 if changes:
                     available = snapshot.of(type_url)
-                    state.held_gone = {n for n in changes if n not in available}
+                    state.held_gone = frozenset(n for n in changes if n not in available)
             elif changes is None:
                 # Any of them may be at a version whose uses this replica never saw.
-                state.unknown_uses = None if state.wildcard else set(state.names)
+                state.unknown_uses = None if state.wildcard else state.names
             else:
-                state.unknown_uses = {n for n in changes if state.wildcard or n in state.names}
+                state.unknown_uses = frozenset(
+                    n for n in changes if state.wildcard or n in state.names
+                )
         listeners, routes = self._types[typeurls.LISTENER], self._types[typeurls.ROUTE]
         if routes.unknown_uses:
             # Routes the client no longer asks for, it dropped.
-            routes.unknown_uses.intersection_update(routes.names)
+            routes.unknown_uses = routes.unknown_uses & routes.names
         # A client answers only after its first requests, so by its first answer it has said
         # what it holds; before, once it asked for listeners and for the routes they name.
         said = self._answered or (
             listeners.requested and (routes.requested or not listeners.inherited)
         )
-        if said and all(self._types[t].unknown_uses == set() for t in USERS):
+        if said and all(self._types[t].unknown_uses == NO_NAMES for t in USERS):
             self._resuming = False
 
     def _probe(self, type_url: str, deferred: set[str]) -> bool:

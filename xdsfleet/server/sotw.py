@@ -249,6 +249,10 @@ class SotwStream:
                 out.append(self._commit(plan, snapshot))
             state.checked = snapshot.versions.get(type_url, "")
             state.force_all = state.recheck = False
+        if not out and self._resuming:
+            probe = self._probe()
+            if probe is not None:
+                out.append(self._commit(probe, snapshot))
         return out
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
@@ -342,7 +346,7 @@ class SotwStream:
             state.status.resume()
             state.status.acked_version = version
         state.resumed = ""
-        if not (state.force_all or self._probe(type_url, deferred)):
+        if not state.force_all:
             if version == state.rejected_set:
                 return None
             if version == state.held_set and state.rejected_set is None:
@@ -399,13 +403,18 @@ class SotwStream:
         if said and all(self._types[t].unknown_uses == NO_NAMES for t in USERS):
             self._resuming = False
 
-    def _probe(self, type_url: str, deferred: set[str]) -> bool:
-        """Whether to send a resuming client the clusters it holds again so that its answer
-        tells its first requests are all in (a client with no routes would otherwise never
-        say): only when clusters are kept for that and nothing else is on its way."""
-        waiting = type_url == typeurls.CLUSTER and bool(deferred) and self._resuming
-        idle = all(s.pending is None for s in self._types.values())
-        return waiting and not self._answered and idle
+    def _probe(self) -> _Plan | None:
+        """The clusters a resuming client holds, sent again so that its answer tells its first
+        requests are all in: only when clusters are kept for that and nothing is on its way (a
+        client that holds no routes, or whose routes are all current, would otherwise never
+        say)."""
+        cds = self._types[typeurls.CLUSTER]
+        if self._answered or not cds.deferred or cds.held_set is None:
+            return None
+        if any(s.pending is not None for s in self._types.values()):
+            return None
+        resources = tuple(sorted((r for _, r in cds.held.items()), key=lambda r: r.name))
+        return _Plan(typeurls.CLUSTER, cds.held_set, resources)
 
     def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
         if not clusters:

@@ -6,9 +6,10 @@ clusters it holds and to the route configurations of the listeners it holds; it 
 response, with an ACK or, when told to, a NACK that rejects the whole response. As a gRPC client
 (`proxyless`) it asks for its listeners by name and for a cluster only once a route names it.
 It checks, as it goes, what Envoy needs to serve without errors: a route arrives only once every
-cluster it uses is held and warm (an assignment accepted after the cluster), and no cluster or
-assignment goes while something it holds uses it. Convention of `tests/snapshots.py`: a cluster's
-assignment has its name, listener `L-x` uses route configuration `x`.
+cluster it uses is held and warm (an assignment accepted after the cluster), no cluster or
+assignment goes while something it holds uses it, and no placeholder empties the assignment of
+a cluster a route sends to. Convention of `tests/snapshots.py`: a cluster's assignment has its
+name, listener `L-x` uses route configuration `x`.
 """
 
 from __future__ import annotations

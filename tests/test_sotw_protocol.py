@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from snapshots import ack, request, snapshot
+from snapshots import ack, api_listener, assignment, cluster, request, snapshot
 
+from xdsfleet.cache.resources import Encoder
+from xdsfleet.cache.snapshot import build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.protocol import Outcome, Response
 from xdsfleet.server.sotw import SotwStream
@@ -292,3 +294,36 @@ def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_go
             ack(stream, response, wanted[response.type_url])
     assert clusters[-1] == (["a"], ("b",))
     assert "b" not in stream.status()[CLUSTER].held
+
+
+def test_a_client_back_from_an_earlier_stream_keeps_its_listener_while_its_clusters_warm() -> None:
+    """A gRPC client asks again, with its versions, for a listener whose inline routes use
+    cluster c, and for c. c warms again on this stream; the listener waits for it, but it is
+    not left out of a response meanwhile: a full set without it would remove it there."""
+    snap = build_snapshot(
+        {
+            CLUSTER: {"c": cluster("c")},
+            ENDPOINT: {"c": assignment("c", "10.0.0.1")},
+            LISTENER: {"L": api_listener("L", "c")},
+        },
+        Encoder(),
+    )
+    wanted = {LISTENER: ["L"], CLUSTER: ["c"], ENDPOINT: ["c"]}
+    earlier = SotwStream()
+    for type_url, names_ in wanted.items():
+        earlier.on_request(request(type_url, names_))
+    versions: dict[str, str] = {}
+    while sent := earlier.next_responses(snap):
+        for response in sent:
+            ack(earlier, response, wanted[response.type_url])
+            versions[response.type_url] = response.version
+    stream = SotwStream()
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    listeners = []
+    while sent := stream.next_responses(snap):
+        for response in sent:
+            if response.type_url == LISTENER:
+                listeners.append(names(response))
+            ack(stream, response, wanted[response.type_url])
+    assert listeners == [["L"]]

@@ -315,6 +315,8 @@ class SotwStream:
         wanted = available.keys() if state.wildcard else state.names & available.keys()
         chosen: dict[str, Encoded] = {}
         deferred = set()
+        # A client back from an earlier stream may hold listeners this one has not answered yet.
+        unknown = bool(state.inherited) and state.held_set is None
         for name in wanted:
             if name in uses and not self._ready(uses[name], snapshot):
                 # A listener whose new clusters are not warm yet keeps its old version.
@@ -322,6 +324,11 @@ class SotwStream:
                 kept = state.held.get(name)
                 if kept is not None:
                     chosen[name] = kept
+                elif unknown:
+                    # Which version the client holds is not known here: leaving it out would
+                    # remove it (a full set), so nothing of the type goes until it can.
+                    state.deferred = deferred
+                    return None
                 continue
             chosen[name] = available[name]
         if type_url == typeurls.CLUSTER:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from snapshots import ack, api_listener, assignment, cluster, request, snapshot
 
 from xdsfleet.cache.resources import Encoder
-from xdsfleet.cache.snapshot import build_snapshot
+from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.protocol import Outcome, Response
 from xdsfleet.server.sotw import SotwStream
@@ -263,6 +263,23 @@ def test_rule13_a_type_waiting_for_an_answer_holds_back_the_types_after_it() -> 
     assert [r.type_url for r in stream.next_responses(changed)] == [CLUSTER, LISTENER]
 
 
+def resumed(held: Snapshot, wanted: dict[str, list[str]]) -> SotwStream:
+    """A new stream of a client that asked for `wanted` on an earlier one, took everything of
+    `held` there, and now asks again with the versions it holds."""
+    earlier = SotwStream()
+    for type_url, names_ in wanted.items():
+        earlier.on_request(request(type_url, names_))
+    versions: dict[str, str] = {}
+    while sent := earlier.next_responses(held):
+        for response in sent:
+            ack(earlier, response, wanted[response.type_url])
+            versions[response.type_url] = response.version
+    stream = SotwStream()
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    return stream
+
+
 def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_goes() -> None:
     """Make before break across a reconnect: the client holds route r -> b, and b was deleted
     meanwhile. The versions its first requests carry and the snapshot's history say it holds
@@ -270,17 +287,7 @@ def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_go
     before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"})
     after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"}).after(before)
     wanted = {CLUSTER: [], ENDPOINT: ["a", "b"], LISTENER: [], ROUTE: ["r"]}
-    earlier = SotwStream()
-    for type_url, names_ in wanted.items():
-        earlier.on_request(request(type_url, names_))
-    versions: dict[str, str] = {}
-    while sent := earlier.next_responses(before):
-        for response in sent:
-            ack(earlier, response, wanted[response.type_url])
-            versions[response.type_url] = response.version
-    stream = SotwStream()
-    for type_url, names_ in wanted.items():
-        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    stream = resumed(before, wanted)
     route_replaced = False
     clusters: list[tuple[list[str], tuple[str, ...]]] = []
     while sent := stream.next_responses(after):
@@ -309,17 +316,7 @@ def test_a_client_back_from_an_earlier_stream_keeps_its_listener_while_its_clust
         Encoder(),
     )
     wanted = {LISTENER: ["L"], CLUSTER: ["c"], ENDPOINT: ["c"]}
-    earlier = SotwStream()
-    for type_url, names_ in wanted.items():
-        earlier.on_request(request(type_url, names_))
-    versions: dict[str, str] = {}
-    while sent := earlier.next_responses(snap):
-        for response in sent:
-            ack(earlier, response, wanted[response.type_url])
-            versions[response.type_url] = response.version
-    stream = SotwStream()
-    for type_url, names_ in wanted.items():
-        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    stream = resumed(snap, wanted)
     listeners = []
     while sent := stream.next_responses(snap):
         for response in sent:

@@ -135,7 +135,7 @@ class FanOut:
     async def settle(self, event_at: float) -> None:
         """Wait until every stream woken by the publish just made has taken its snapshot and
         ACKed what changed, while that keeps moving (module docstring), and follow its
-        convergence from now on."""
+        convergence from now on. `run` must be running: it does the looking."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.begin(event_at, started)

@@ -18,8 +18,10 @@ order: take late, write long, ACK after other publishes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -55,6 +57,7 @@ class Stream:
     index: int
     profile: NodeProfile = SIDECAR
     writing_since: float | None = None
+    task: Any = None  # set to a finished task: the stream is gone
     stuck: str | None = None  # "writing": blocked in a write for good; "silent": never ACKs
     woken: bool = False
     sent: int = 0
@@ -283,3 +286,29 @@ def test_a_stream_stuck_before_taking_is_given_up_on_and_the_others_acks_still_w
     assert fanout.look(2.5)  # ...and the slow one's ACK still waited for
     slow.statuses[ENDPOINT].acked_version = version(1)
     assert not fanout.look(2.6)
+
+
+async def test_a_stream_gone_while_owing_an_ack_is_not_waited_for() -> None:
+    cache = SnapshotCache(lambda _: generation(0))
+    streams = [Stream(i) for i in range(2)]
+    for s in streams:
+        cache.watch(SIDECAR, s.wake)
+    cache.get(SIDECAR)
+    fanout = FanOut(cache, lambda: streams, stall=1.0, bound=5.0)  # type: ignore[arg-type,return-value]
+    cache.waker = lambda wakes: None
+    fanout.begin(0.0, 0.0)
+    assert not fanout.look(0.0)
+
+    cache.set(SIDECAR, generation(1))
+    fanout.begin(0.0, 0.0)
+    gone, staying = streams
+    for s in streams:
+        cache.take(SIDECAR, s.wake)
+        s.send(1, 0.0)
+        s.writing_since = None
+    assert fanout.look(0.1)
+    staying.statuses[ENDPOINT].acked_version = version(1)
+    assert fanout.look(0.2)  # the other still owes its ACK...
+    gone.task = asyncio.get_running_loop().create_future()
+    gone.task.set_result(None)  # ...until its stream ends: then nothing is left to wait for
+    assert not fanout.look(0.3)

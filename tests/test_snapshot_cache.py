@@ -99,6 +99,7 @@ class FakeStream:
     profile: NodeProfile
     statuses: dict[str, TypeStatus]
     writing_since: float | None = None
+    task: None = None
 
     @property
     def machine(self) -> FakeStream:

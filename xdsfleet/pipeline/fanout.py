@@ -246,6 +246,8 @@ class FanOut:
         pending.behind = []
         pending.waiting = 0
         for info in streams:
+            if info.task is not None and info.task.done():
+                continue  # gone (its status no longer moves): neither waited for nor looked at
             if info.writing_since is not None and info.writing_since < now - self.stall:
                 # Stuck: the watchdog's business, not a reason to wait; looked at again later.
                 pending.behind.append(info)

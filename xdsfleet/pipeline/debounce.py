@@ -3,7 +3,7 @@
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
 removals are what a failover waits for. Both still wait for the publish under way and its
-settling (the streams taking and ACKing it while that keeps moving, at most 5 s:
+settling (the streams taking and ACKing it while that keeps moving, at most 10 s:
 pipeline/fanout.py; `Debouncer`): a second publish started over the first would only make
 every stream skip one, so when a fan-out takes longer than the second, the updates meanwhile
 go out as one publish when it ends. Except when a member is lost (all its EndpointSlices gone,

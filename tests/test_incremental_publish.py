@@ -45,8 +45,9 @@ from xdsfleet.model.policy import (
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
-from xdsfleet.translate.services import ServiceIndex, service_index, updated_index
-from xdsfleet.translate.snapshot import Plan, plan
+from xdsfleet.translate.services import service_index, updated_index
+from xdsfleet.translate.snapshot import DestinationTable, Plan
+from xdsfleet.translate.steps import Steps
 
 MEMBERS = (Member("east", "r1", "z1"), Member("north", "r1", "z2"), Member("west", "r2", "z3"))
 SERVICES = ("api", "db", "web")
@@ -147,11 +148,13 @@ def full_translations(monkeypatch: pytest.MonkeyPatch) -> list[NodeProfile]:
     """The profiles the publisher translated in full, in order."""
     seen: list[NodeProfile] = []
 
-    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Plan:
-        seen.append(profile)
-        return plan(state, profile, index)
+    planning = DestinationTable.plan
 
-    monkeypatch.setattr("xdsfleet.pipeline.publisher.plan", counting)
+    def counting(table: DestinationTable, profile: NodeProfile) -> Steps[Plan]:
+        seen.append(profile)
+        return (yield from planning(table, profile))
+
+    monkeypatch.setattr(DestinationTable, "plan", counting)
     return seen
 
 

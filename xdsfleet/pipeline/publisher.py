@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Collection, Generator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -56,11 +56,10 @@ from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_in
 from xdsfleet.translate.snapshot import (
     DestinationTable,
     Resources,
-    by_port,
-    plan,
     policy_index,
     translate_destinations,
 )
+from xdsfleet.translate.steps import Steps, finish, released
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -75,8 +74,6 @@ SLICE_SECONDS = 0.01
 _STEP = 16
 # Services re-indexed between two looks at the clock (~25 us each at E = 100,000).
 _SERVICES_STEP = 64
-
-Steps = Generator[None, None, T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +217,7 @@ class Publisher:
     def _run(self, steps: Steps[T]) -> T:
         """Run `steps` to the end without interruption; its result."""
         with self._memo.active():
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+            return finish(steps)
 
     def _publishing(self, state: FleetState) -> Steps[_Done]:
         """The work of a publish, yielding wherever it may be interrupted. If it raises, the
@@ -271,12 +264,17 @@ class Publisher:
                 snapshot = yield from self._patch(profile, ports)
             if snapshot is not None:
                 changed += self.cache.set(profile, snapshot)
+        dropped = []
         if ports is None:
             # Drop the encodings this full translation did not use; patch again from here.
-            self._encoder.end_generation()
+            dropped.append(self._encoder.end_generation())
             self._patched = 0
             self._budget = self._served()
             self._broken = False
+        # Every profile has its snapshot: free what the memos and the encoder dropped, a few
+        # entries per step.
+        yield from released(dropped)
+        yield from self._memo.releasing()
         return _Done(len(profiles), changed, incremental=ports is not None)
 
     def _published(self, done: _Done, started: float, cpu: float) -> None:
@@ -298,15 +296,15 @@ class Publisher:
         self._destinations.pop(profile, None)
         # A publish may start while this one is suspended: build from one state throughout.
         state, index, table, siblings = self.state, self._index, self._table, self._siblings
-        planned = plan(state, profile, index)
-        resources = planned.resources
+        planned = yield from table.plan(profile)
+        resources = planned.resources()
         yield from self._translate(resources, state, index, table, profile, planned.used)
         try:
             snapshot = build_snapshot(resources, self._encoder, siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
-        self._destinations[profile] = by_port(planned.used)
+        self._destinations[profile] = planned.by_port
         return snapshot
 
     def _patch(

@@ -7,13 +7,21 @@ different priorities for the same localities, so each member's localities are se
 (by hand, byte for byte as protobuf would: building 100,000 endpoint messages only to serialize
 them was most of a first publish), laid out once per service port (`_Layout`: weighted and
 sorted), and a view only looks up the tier of each locality and joins bytes (protobuf's
-repeated fields concatenate on the wire): a member lost lays each port out again once and joins
-one assignment per view, never building a message.
+repeated fields concatenate on the wire), never building a message.
+
+A member lost changes every assignment of every view, and leaves the rest of each as it was: a
+port's layout is then derived from the previous one by leaving the member's localities out, and
+each view's assignment by cutting the member's blocks out of the previous bytes (`_spliced`),
+as long as the priorities of the others stay the same. Byte for byte what a join gives
+(tests/test_translate_endpoints.py).
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
+from array import array
+from itertools import compress
 from operator import add
 
 from envoy.config.core.v3 import health_check_pb2
@@ -27,8 +35,8 @@ from xdsfleet.translate.names import pinned_cluster_name
 from xdsfleet.translate.placement import (
     DEFAULT_PLACEMENT,
     Placement,
-    locality_weights,
     member_tier,
+    weights_and_whether_alone,
 )
 from xdsfleet.translate.proto import Message, Serialized
 from xdsfleet.translate.services import Backend, MemberPort, ServicePortBackends
@@ -59,10 +67,24 @@ class _Layout:
     and joins bytes: a port's change costs one layout and a join per view, not a build per view.
     Compared by identity (`_joined` is memoised on it)."""
 
-    __slots__ = ("blocks", "heads", "name", "places", "policy", "sizes", "weights")
+    __slots__ = (
+        "__weakref__",
+        "alone",
+        "blocks",
+        "cut",
+        "heads",
+        "joins",
+        "lengths",
+        "members",
+        "name",
+        "places",
+        "policy",
+        "sizes",
+        "weights",
+    )
 
     def __init__(self, port: ServicePortBackends, placement: Placement) -> None:
-        weights = locality_weights(port, placement)
+        weights, alone = weights_and_whether_alone(port, placement)
         check = placement.health_check_port
         found: list[tuple[Place, bytes, bytes]] = []
         for member_port, member_weights in zip(port.members, weights, strict=True):
@@ -76,6 +98,7 @@ class _Layout:
         self.weights: tuple[bytes, ...] = tuple(f[2] for f in found)
         self.sizes = tuple(map(add, map(len, self.blocks), map(len, self.weights)))
         self.heads = tuple(map(_head, self.sizes))  # framing without a priority
+        self.lengths = tuple(map(add, map(len, self.heads), self.sizes))  # of a block at 0
         self.name = wire.text(_CLUSTER_NAME, assignment_name(port, placement))
         self.policy = b""
         if placement.overprovisioning_factor is not None:
@@ -84,11 +107,94 @@ class _Layout:
             self.policy = wire.length_delimited(
                 _POLICY, policy.SerializeToString(deterministic=True)
             )
+        # Whether each member's weights are its own alone: only then can a member be left out
+        # without laying the others out again.
+        self.alone = alone
+        self.members = port.members  # what it was laid out from
+        self.cut: _Cut | None = None  # set on a layout derived by leaving members out
+        # The assignments joined from it, by tiers, while they live: what a derived layout's
+        # assignments are cut from.
+        self.joins: dict[tuple[int, ...], weakref.ref[_Joined]] = {}
+
+    def without(self, port: ServicePortBackends) -> _Layout | None:
+        """The layout of `port` made from this one, when `port` has the very members this one
+        was laid out from less some (a member lost), and their weights do not depend on each
+        other; else None. Leaves the lost members' localities out: nothing is serialized,
+        weighed nor sorted again."""
+        members, now = self.members, port.members
+        if not self.alone or len(now) >= len(members):
+            return None
+        gone = set()
+        found = 0
+        for member_port in members:
+            if found < len(now) and now[found] is member_port:
+                found += 1
+            else:
+                gone.add(member_port.member.name)
+        if found < len(now):
+            return None  # a member changed, or came: lay it out anew
+        keep = [place.member not in gone for place in self.places]
+        derived: _Layout = _Layout.__new__(_Layout)
+        derived.places = tuple(compress(self.places, keep))
+        derived.blocks = tuple(compress(self.blocks, keep))
+        derived.weights = tuple(compress(self.weights, keep))
+        derived.sizes = tuple(compress(self.sizes, keep))
+        derived.heads = tuple(compress(self.heads, keep))
+        derived.lengths = tuple(compress(self.lengths, keep))
+        derived.name, derived.policy = self.name, self.policy
+        derived.alone, derived.members = True, now
+        derived.cut = _Cut(weakref.ref(self), keep)
+        derived.joins = {}
+        return derived
 
 
-@memoised
+class _Cut:
+    """How a layout was derived from another (`_Layout.without`): which of its localities it
+    keeps, and the index each kept one has in the derived layout (-1: left out)."""
+
+    __slots__ = ("_sources", "keep", "left_out", "renumber", "source")
+
+    def __init__(self, source: weakref.ref[_Layout], keep: list[bool]) -> None:
+        self.source = source
+        self.keep = keep
+        self.left_out = tuple(i for i, kept in enumerate(keep) if not kept)
+        renumber, kept_so_far = [], 0
+        for kept in keep:
+            renumber.append(kept_so_far if kept else -1)
+            kept_so_far += kept
+        self.renumber = tuple(renumber)
+        self._sources: dict[tuple[int, ...], weakref.ref[_Joined]] | None = None
+
+    def source_at(self, tiers: tuple[int, ...]) -> _Joined | None:
+        """An assignment of the source layout that gives each kept locality `tiers`, at the
+        same priorities (no tier in use that only a lost locality had: compacting would move
+        the others), if one lives."""
+        if self._sources is None:
+            source = self.source()
+            self._sources = {}
+            for ref in source.joins.values() if source is not None else ():
+                joined = ref()
+                if joined is None:
+                    continue
+                kept = tuple(compress(joined.tiers, self.keep))
+                if set(kept) == set(joined.tiers):
+                    self._sources[kept] = ref
+        found = self._sources.get(tiers)
+        return found() if found is not None else None
+
+
 def _layout(port: ServicePortBackends, placement: Placement) -> _Layout:
-    return _Layout(port, placement)
+    """The port's layout under `placement`, kept with the port's entry (as long as it lives),
+    and derived from the layout of the entry it replaced when a member was lost."""
+    found = port.layouts.get(placement)
+    if isinstance(found, _Layout):
+        return found
+    replaced = port.replaced() if port.replaced is not None else None
+    before = replaced.layouts.get(placement) if replaced is not None else None
+    derived = before.without(port) if isinstance(before, _Layout) else None
+    layout = derived or _Layout(port, placement)
+    port.layouts[placement] = layout
+    return layout
 
 
 class _TierTable(dict[Place, int]):
@@ -113,26 +219,93 @@ def _tier_table(
     return _TierTable(view, tiers, pinned)
 
 
+class _Joined(Serialized):
+    """An assignment joined from a layout, and where each locality's block lies in it: the
+    layout's index of each block in the order they are sent, and each block's length. What
+    `_spliced` cuts a lost member's blocks out by."""
+
+    __slots__ = ("__weakref__", "_cut", "_lengths", "_order", "tiers")
+
+    def __init__(
+        self,
+        data: bytes,
+        tiers: tuple[int, ...],
+        order: array[int],
+        lengths: array[int],
+        cut: tuple[list[int], tuple[int, ...]] | None = None,
+    ) -> None:
+        super().__init__(endpoint_pb2.ClusterLoadAssignment, data)
+        self.tiers = tiers
+        self._order = order
+        self._lengths = lengths
+        # Spliced: the order and lengths are those of the source, less the blocks at these
+        # positions, renumbered: made when a later splice asks (`blocks`), most never are.
+        self._cut = cut
+
+    def blocks(self) -> tuple[array[int], array[int]]:
+        """The layout's index of each block, in the order they are sent; and their lengths."""
+        if self._cut is not None:
+            positions, renumber = self._cut
+            order, lengths = array("I", self._order), array("I", self._lengths)
+            for position in reversed(positions):
+                del order[position]
+                del lengths[position]
+            self._order, self._lengths = array("I", map(renumber.__getitem__, order)), lengths
+            self._cut = None
+        return self._order, self._lengths
+
+
 @memoised_by_identity
-def _joined(layout: _Layout, tiers: tuple[int, ...]) -> Message:
+def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
     """The assignment of `layout` with each locality at its tier: serialized as deterministic
     serialization lays the message out: fields in number order, the repeated `endpoints` one
     framed block after another, and each block's `priority` (field 5) after its locality,
-    endpoints and weight (fields 1-3). Proto3 leaves a 0 priority out."""
-    # Compact only the tiers still in use, or a dropped locality would leave a gap.
-    priority = compact(tiers)
-    parts = [layout.name]
-    blocks, weights, heads, sizes = layout.blocks, layout.weights, layout.heads, layout.sizes
-    # Stable: within a tier, the layout's (region, zone, member) order.
-    for index in sorted(range(len(tiers)), key=tiers.__getitem__):
-        tier = priority[tiers[index]]
-        if tier:
-            suffix = _priority(tier)
-            parts += (_head(sizes[index] + len(suffix)), blocks[index], weights[index], suffix)
-        else:
-            parts += (heads[index], blocks[index], weights[index])
-    parts.append(layout.policy)
-    return Serialized(endpoint_pb2.ClusterLoadAssignment, b"".join(parts))
+    endpoints and weight (fields 1-3). Proto3 leaves a 0 priority out. Cut out of an assignment
+    of the layout this one was derived from, when there is one at the same priorities."""
+    previous = layout.cut.source_at(tiers) if layout.cut is not None else None
+    if previous is not None and layout.cut is not None:
+        found = _spliced(previous, layout, layout.cut, tiers)
+    else:
+        # Compact only the tiers still in use, or a dropped locality would leave a gap.
+        priority = compact(tiers)
+        parts = [layout.name]
+        blocks, weights, heads, sizes = layout.blocks, layout.weights, layout.heads, layout.sizes
+        lengths, plain = array("I"), layout.lengths
+        # Stable: within a tier, the layout's (region, zone, member) order.
+        order = sorted(range(len(tiers)), key=tiers.__getitem__)
+        for index in order:
+            tier = priority[tiers[index]]
+            if tier:
+                suffix = _priority(tier)
+                head = _head(sizes[index] + len(suffix))
+                parts += (head, blocks[index], weights[index], suffix)
+                lengths.append(len(head) + sizes[index] + len(suffix))
+            else:
+                parts += (heads[index], blocks[index], weights[index])
+                lengths.append(plain[index])
+        parts.append(layout.policy)
+        found = _Joined(b"".join(parts), tiers, array("I", order), lengths)
+    layout.joins[tiers] = weakref.ref(found)
+    return found
+
+
+def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ...]) -> _Joined:
+    """`previous` without the blocks of the localities `cut` leaves out: the bytes between
+    them are copied as they are, since every other block keeps its priority and its framing."""
+    data = previous.SerializeToString()
+    order, lengths = previous.blocks()
+    positions = sorted(map(order.index, cut.left_out))
+    pieces = []
+    at = 0  # where the next piece kept starts
+    begin = len(layout.name)  # where block `done` starts: the name comes first
+    done = 0
+    for position in positions:
+        begin += sum(lengths[done:position])
+        pieces.append(data[at:begin])
+        at = begin = begin + lengths[position]
+        done = position + 1
+    pieces.append(data[at:])
+    return _Joined(b"".join(pieces), tiers, order, lengths, (positions, cut.renumber))
 
 
 # Field numbers of envoy.config.endpoint.v3 (checked against the descriptors in the tests).

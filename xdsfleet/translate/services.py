@@ -13,6 +13,7 @@ port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it ha
 from __future__ import annotations
 
 import bisect
+import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -105,18 +106,29 @@ class MemberPort:
         return self._hash
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ServicePortBackends:
     """A service port and each exporting member's contribution: all that its cluster and its
     assignments depend on."""
 
     key: ServicePortKey
     members: tuple[MemberPort, ...]  # in member order
+    # The entry of the port this one replaced in an updated index (`updated_index`), while it
+    # lives: a member lost derives this entry's layouts from that one's (`endpoints`) rather
+    # than laying every locality out again. Not part of the value.
+    replaced: weakref.ref[ServicePortBackends] | None = field(
+        default=None, repr=False, compare=False
+    )
     http2: bool = field(init=False, compare=False)
     # The port's name, from the first member that names it: policies select ports by name.
     port_name: str = field(init=False, compare=False)
     # Computed once, as in MemberPort: every profile looks its assignment up by this value.
     _hash: int = field(init=False, repr=False, compare=False)
+    # `endpoints`' layouts of this port by placement, kept with it (as `MemberPort.serialized`):
+    # they live as long as the entry, so the next entry of the port can be derived from them.
+    layouts: dict[object, object] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "http2", any(m.http2 for m in self.members))
@@ -288,16 +300,17 @@ def _updated_entry(
     # replaced in place, without a walk of the fleet's members.
     places = {m.member.name: i for i, m in enumerate(members) if m.member.name in swapped}
     present = {member: c for member, c in swapped.items() if c is not None}
+    replaced = weakref.ref(entry) if entry is not None else None
     if len(places) == len(present) == len(swapped):
         for member, i in places.items():
             members[i] = present[member]
-        return ServicePortBackends(key, tuple(members))
+        return ServicePortBackends(key, tuple(members), replaced)
     # Members came or went: in the fleet's member order.
     kept: dict[str, MemberPort | None] = {m.member.name: m for m in members}
     kept.update(swapped)
     ordered = (kept.get(m.member.name) for m in state.members)
     found = tuple(c for c in ordered if c is not None)
-    return ServicePortBackends(key, found) if found else None
+    return ServicePortBackends(key, found, replaced) if found else None
 
 
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:

@@ -550,3 +550,19 @@ def test_profiles_in_one_place_share_their_assignments_and_patch_them_once() -> 
     assert served[sidecar].of(ENDPOINT) is served[proxyless].of(ENDPOINT)
     assert served[sidecar].of(CLUSTER) != served[proxyless].of(CLUSTER)
     assert served[sidecar].changed[ENDPOINT] == {"ns/web:80"}
+
+
+def test_a_member_restored_gets_back_the_very_entries_of_before_its_loss() -> None:
+    # Their layouts and assignments live with them: a later loss is cut out of those.
+    before = service_index(EXPORTING)
+    gone = lost(EXPORTING, 0)
+    changes = service_changes(EXPORTING, gone)
+    assert changes is not None
+    during, _ = updated_index(before, gone, changes)
+    back = service_changes(gone, EXPORTING)
+    assert back is not None
+
+    after, _ = updated_index(during, EXPORTING, back)
+
+    assert all(after[key] is before[key] for key in before)
+    assert all(during[key] is not before[key] for key in before)

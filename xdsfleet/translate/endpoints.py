@@ -13,7 +13,8 @@ A member lost changes every assignment of every view, and leaves the rest of eac
 port's layout is then derived from the previous one by leaving the member's localities out, and
 each view's assignment by cutting the member's blocks out of the previous bytes (`_spliced`),
 as long as the priorities of the others stay the same. Byte for byte what a join gives
-(tests/test_translate_endpoints.py).
+(tests/test_translate_splice.py). Layouts and their assignments are kept with the port's entry
+(`ServicePortBackends.layouts`), so that the entry that replaces it finds them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from xdsfleet.cache import wire
 from xdsfleet.model.fleet import Member
 from xdsfleet.translate.localities import LocalityView, Place, compact
-from xdsfleet.translate.memo import memoised, memoised_by_identity
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import pinned_cluster_name
 from xdsfleet.translate.placement import (
     DEFAULT_PLACEMENT,
@@ -65,7 +66,8 @@ class _Layout:
     locality weights of at least 1: a drained member, a member weighted 0 and a locality with
     only draining endpoints are left out). Each view then only looks up the tier of each place
     and joins bytes: a port's change costs one layout and a join per view, not a build per view.
-    Compared by identity (`_joined` is memoised on it)."""
+    Kept with its port's entry, and its assignments with it (`joins`): they live as long as
+    the entry (a view no longer asked for keeps its assignment until the port changes)."""
 
     __slots__ = (
         "__weakref__",
@@ -112,9 +114,9 @@ class _Layout:
         self.alone = alone
         self.members = port.members  # what it was laid out from
         self.cut: _Cut | None = None  # set on a layout derived by leaving members out
-        # The assignments joined from it, by tiers, while they live: what a derived layout's
-        # assignments are cut from.
-        self.joins: dict[tuple[int, ...], weakref.ref[_Joined]] = {}
+        # Its assignments by tiers: views with the same tiers share one; a derived layout's
+        # are cut out of these.
+        self.joins: dict[tuple[int, ...], _Joined] = {}
 
     def without(self, port: ServicePortBackends) -> _Layout | None:
         """The layout of `port` made from this one, when `port` has the very members this one
@@ -133,7 +135,7 @@ class _Layout:
                 gone.add(member_port.member.name)
         if found < len(now):
             return None  # a member changed, or came: lay it out anew
-        keep = [place.member not in gone for place in self.places]
+        keep = tuple([place.member not in gone for place in self.places])
         derived: _Layout = _Layout.__new__(_Layout)
         derived.places = tuple(compress(self.places, keep))
         derived.blocks = tuple(compress(self.blocks, keep))
@@ -154,7 +156,7 @@ class _Cut:
 
     __slots__ = ("_sources", "keep", "left_out", "renumber", "source")
 
-    def __init__(self, source: weakref.ref[_Layout], keep: list[bool]) -> None:
+    def __init__(self, source: weakref.ref[_Layout], keep: tuple[bool, ...]) -> None:
         self.source = source
         self.keep = keep
         self.left_out = tuple(i for i, kept in enumerate(keep) if not kept)
@@ -163,24 +165,24 @@ class _Cut:
             renumber.append(kept_so_far if kept else -1)
             kept_so_far += kept
         self.renumber = tuple(renumber)
-        self._sources: dict[tuple[int, ...], weakref.ref[_Joined]] | None = None
+        # The source's tiers that give the kept localities these tiers, at the same priorities.
+        self._sources: dict[tuple[int, ...], tuple[int, ...]] | None = None
 
     def source_at(self, tiers: tuple[int, ...]) -> _Joined | None:
         """An assignment of the source layout that gives each kept locality `tiers`, at the
         same priorities (no tier in use that only a lost locality had: compacting would move
-        the others), if one lives."""
+        the others), if the source lives."""
+        source = self.source()
+        if source is None:
+            return None
         if self._sources is None:
-            source = self.source()
             self._sources = {}
-            for ref in source.joins.values() if source is not None else ():
-                joined = ref()
-                if joined is None:
-                    continue
-                kept = tuple(compress(joined.tiers, self.keep))
-                if set(kept) == set(joined.tiers):
-                    self._sources[kept] = ref
+            for joined in source.joins:
+                kept = tuple(compress(joined, self.keep))
+                if set(kept) == set(joined):
+                    self._sources[kept] = joined
         found = self._sources.get(tiers)
-        return found() if found is not None else None
+        return source.joins.get(found) if found is not None else None
 
 
 def _layout(port: ServicePortBackends, placement: Placement) -> _Layout:
@@ -224,18 +226,16 @@ class _Joined(Serialized):
     layout's index of each block in the order they are sent, and each block's length. What
     `_spliced` cuts a lost member's blocks out by."""
 
-    __slots__ = ("__weakref__", "_cut", "_lengths", "_order", "tiers")
+    __slots__ = ("_cut", "_lengths", "_order")
 
     def __init__(
         self,
         data: bytes,
-        tiers: tuple[int, ...],
         order: array[int],
         lengths: array[int],
         cut: tuple[list[int], tuple[int, ...]] | None = None,
     ) -> None:
         super().__init__(endpoint_pb2.ClusterLoadAssignment, data)
-        self.tiers = tiers
         self._order = order
         self._lengths = lengths
         # Spliced: the order and lengths are those of the source, less the blocks at these
@@ -255,16 +255,18 @@ class _Joined(Serialized):
         return self._order, self._lengths
 
 
-@memoised_by_identity
 def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
     """The assignment of `layout` with each locality at its tier: serialized as deterministic
     serialization lays the message out: fields in number order, the repeated `endpoints` one
     framed block after another, and each block's `priority` (field 5) after its locality,
     endpoints and weight (fields 1-3). Proto3 leaves a 0 priority out. Cut out of an assignment
     of the layout this one was derived from, when there is one at the same priorities."""
+    found = layout.joins.get(tiers)
+    if found is not None:
+        return found
     previous = layout.cut.source_at(tiers) if layout.cut is not None else None
     if previous is not None and layout.cut is not None:
-        found = _spliced(previous, layout, layout.cut, tiers)
+        found = _spliced(previous, layout, layout.cut)
     else:
         # Compact only the tiers still in use, or a dropped locality would leave a gap.
         priority = compact(tiers)
@@ -284,12 +286,12 @@ def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
                 parts += (heads[index], blocks[index], weights[index])
                 lengths.append(plain[index])
         parts.append(layout.policy)
-        found = _Joined(b"".join(parts), tiers, array("I", order), lengths)
-    layout.joins[tiers] = weakref.ref(found)
+        found = _Joined(b"".join(parts), array("I", order), lengths)
+    layout.joins[tiers] = found
     return found
 
 
-def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ...]) -> _Joined:
+def _spliced(previous: _Joined, layout: _Layout, cut: _Cut) -> _Joined:
     """`previous` without the blocks of the localities `cut` leaves out: the bytes between
     them are copied as they are, since every other block keeps its priority and its framing."""
     data = previous.SerializeToString()
@@ -305,7 +307,7 @@ def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ..
         at = begin = begin + lengths[position]
         done = position + 1
     pieces.append(data[at:])
-    return _Joined(b"".join(pieces), tiers, order, lengths, (positions, cut.renumber))
+    return _Joined(b"".join(pieces), order, lengths, (positions, cut.renumber))
 
 
 # Field numbers of envoy.config.endpoint.v3 (checked against the descriptors in the tests).

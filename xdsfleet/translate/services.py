@@ -300,17 +300,30 @@ def _updated_entry(
     # replaced in place, without a walk of the fleet's members.
     places = {m.member.name: i for i, m in enumerate(members) if m.member.name in swapped}
     present = {member: c for member, c in swapped.items() if c is not None}
-    replaced = weakref.ref(entry) if entry is not None else None
     if len(places) == len(present) == len(swapped):
         for member, i in places.items():
             members[i] = present[member]
-        return ServicePortBackends(key, tuple(members), replaced)
+        return _new_entry(entry, key, tuple(members))
     # Members came or went: in the fleet's member order.
     kept: dict[str, MemberPort | None] = {m.member.name: m for m in members}
     kept.update(swapped)
     ordered = (kept.get(m.member.name) for m in state.members)
     found = tuple(c for c in ordered if c is not None)
-    return ServicePortBackends(key, found, replaced) if found else None
+    return _new_entry(entry, key, found) if found else None
+
+
+def _new_entry(
+    entry: ServicePortBackends | None, key: ServicePortKey, members: tuple[MemberPort, ...]
+) -> ServicePortBackends:
+    """The port's entry with `members`, replacing `entry`: that entry itself, or the one it
+    replaced, when equal (a member restored gets back the very entry of before its loss, with
+    the layouts kept with it: a later loss is derived from them, `endpoints`)."""
+    found = ServicePortBackends(key, members, weakref.ref(entry) if entry is not None else None)
+    earlier = entry.replaced() if entry is not None and entry.replaced is not None else None
+    for candidate in (entry, earlier):
+        if candidate is not None and hash(candidate) == hash(found) and candidate == found:
+            return candidate
+    return found
 
 
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:

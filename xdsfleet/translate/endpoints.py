@@ -76,7 +76,6 @@ class _Layout:
         "cut",
         "heads",
         "joins",
-        "lengths",
         "members",
         "name",
         "places",
@@ -100,7 +99,6 @@ class _Layout:
         self.weights: tuple[bytes, ...] = tuple(f[2] for f in found)
         self.sizes = tuple(map(add, map(len, self.blocks), map(len, self.weights)))
         self.heads = tuple(map(_head, self.sizes))  # framing without a priority
-        self.lengths = tuple(map(add, map(len, self.heads), self.sizes))  # of a block at 0
         self.name = wire.text(_CLUSTER_NAME, assignment_name(port, placement))
         self.policy = b""
         if placement.overprovisioning_factor is not None:
@@ -142,7 +140,6 @@ class _Layout:
         derived.weights = tuple(compress(self.weights, keep))
         derived.sizes = tuple(compress(self.sizes, keep))
         derived.heads = tuple(compress(self.heads, keep))
-        derived.lengths = tuple(compress(self.lengths, keep))
         derived.name, derived.policy = self.name, self.policy
         derived.alone, derived.members = True, now
         derived.cut = _Cut(weakref.ref(self), keep)
@@ -152,19 +149,14 @@ class _Layout:
 
 class _Cut:
     """How a layout was derived from another (`_Layout.without`): which of its localities it
-    keeps, and the index each kept one has in the derived layout (-1: left out)."""
+    keeps."""
 
-    __slots__ = ("_sources", "keep", "left_out", "renumber", "source")
+    __slots__ = ("_sources", "keep", "left_out", "source")
 
     def __init__(self, source: weakref.ref[_Layout], keep: tuple[bool, ...]) -> None:
         self.source = source
         self.keep = keep
         self.left_out = tuple(i for i, kept in enumerate(keep) if not kept)
-        renumber, kept_so_far = [], 0
-        for kept in keep:
-            renumber.append(kept_so_far if kept else -1)
-            kept_so_far += kept
-        self.renumber = tuple(renumber)
         # The source's tiers that give the kept localities these tiers, at the same priorities.
         self._sources: dict[tuple[int, ...], tuple[int, ...]] | None = None
 
@@ -222,37 +214,41 @@ def _tier_table(
 
 
 class _Joined(Serialized):
-    """An assignment joined from a layout, and where each locality's block lies in it: the
-    layout's index of each block in the order they are sent, and each block's length. What
-    `_spliced` cuts a lost member's blocks out by."""
+    """An assignment joined from a layout at `tiers`, and each block's length in the order
+    they are sent (that order follows from the tiers): what `_spliced` cuts a lost member's
+    blocks out by. Two bytes a block when every block is under 64 KiB: kept with every
+    assignment, so they count."""
 
-    __slots__ = ("_cut", "_lengths", "_order")
+    __slots__ = ("_cut", "_lengths", "tiers")
 
     def __init__(
         self,
         data: bytes,
-        order: array[int],
+        tiers: tuple[int, ...],
         lengths: array[int],
-        cut: tuple[list[int], tuple[int, ...]] | None = None,
+        cut: list[int] | None = None,
     ) -> None:
         super().__init__(endpoint_pb2.ClusterLoadAssignment, data)
-        self._order = order
+        self.tiers = tiers
         self._lengths = lengths
-        # Spliced: the order and lengths are those of the source, less the blocks at these
-        # positions, renumbered: made when a later splice asks (`blocks`), most never are.
+        # Spliced: the lengths are those of the source less the blocks at these positions,
+        # made when a later splice asks (`lengths`); most never are.
         self._cut = cut
 
-    def blocks(self) -> tuple[array[int], array[int]]:
-        """The layout's index of each block, in the order they are sent; and their lengths."""
+    def lengths(self) -> array[int]:
+        """Each block's length, in the order they are sent."""
         if self._cut is not None:
-            positions, renumber = self._cut
-            order, lengths = array("I", self._order), array("I", self._lengths)
-            for position in reversed(positions):
-                del order[position]
+            lengths = array(self._lengths.typecode, self._lengths)
+            for position in reversed(self._cut):
                 del lengths[position]
-            self._order, self._lengths = array("I", map(renumber.__getitem__, order)), lengths
-            self._cut = None
-        return self._order, self._lengths
+            self._lengths, self._cut = lengths, None
+        return self._lengths
+
+
+def _order(tiers: tuple[int, ...]) -> list[int]:
+    """The layout's index of each block in the order they are sent: by tier, and within a
+    tier in the layout's (region, zone, member) order (a stable sort)."""
+    return sorted(range(len(tiers)), key=tiers.__getitem__)
 
 
 def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
@@ -266,16 +262,14 @@ def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
         return found
     previous = layout.cut.source_at(tiers) if layout.cut is not None else None
     if previous is not None and layout.cut is not None:
-        found = _spliced(previous, layout, layout.cut)
+        found = _spliced(previous, layout, layout.cut, tiers)
     else:
         # Compact only the tiers still in use, or a dropped locality would leave a gap.
         priority = compact(tiers)
         parts = [layout.name]
         blocks, weights, heads, sizes = layout.blocks, layout.weights, layout.heads, layout.sizes
-        lengths, plain = array("I"), layout.lengths
-        # Stable: within a tier, the layout's (region, zone, member) order.
-        order = sorted(range(len(tiers)), key=tiers.__getitem__)
-        for index in order:
+        lengths = array("I")
+        for index in _order(tiers):
             tier = priority[tiers[index]]
             if tier:
                 suffix = _priority(tier)
@@ -284,19 +278,21 @@ def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
                 lengths.append(len(head) + sizes[index] + len(suffix))
             else:
                 parts += (heads[index], blocks[index], weights[index])
-                lengths.append(plain[index])
+                lengths.append(len(heads[index]) + sizes[index])
         parts.append(layout.policy)
-        found = _Joined(b"".join(parts), array("I", order), lengths)
+        if max(lengths, default=0) < 0x10000:
+            lengths = array("H", lengths)
+        found = _Joined(b"".join(parts), tiers, lengths)
     layout.joins[tiers] = found
     return found
 
 
-def _spliced(previous: _Joined, layout: _Layout, cut: _Cut) -> _Joined:
+def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ...]) -> _Joined:
     """`previous` without the blocks of the localities `cut` leaves out: the bytes between
     them are copied as they are, since every other block keeps its priority and its framing."""
     data = previous.SerializeToString()
-    order, lengths = previous.blocks()
-    positions = sorted(map(order.index, cut.left_out))
+    lengths = previous.lengths()
+    positions = sorted(map(_order(previous.tiers).index, cut.left_out))
     pieces = []
     at = 0  # where the next piece kept starts
     begin = len(layout.name)  # where block `done` starts: the name comes first
@@ -307,7 +303,7 @@ def _spliced(previous: _Joined, layout: _Layout, cut: _Cut) -> _Joined:
         at = begin = begin + lengths[position]
         done = position + 1
     pieces.append(data[at:])
-    return _Joined(b"".join(pieces), order, lengths, (positions, cut.renumber))
+    return _Joined(b"".join(pieces), tiers, lengths, positions)
 
 
 # Field numbers of envoy.config.endpoint.v3 (checked against the descriptors in the tests).

@@ -9,8 +9,11 @@ one call, so that profiles share objects within it).
 
 Entries live by generation. A generation starts when translation is handed a `FleetState` other
 than the last one, and each memo table keeps only the entries used in the current or the
-previous generation. An `lru_cache` would instead keep thousands of stale assignments of a
-churning service alive, and a 5,000-endpoint assignment weighs about 2 MB here.
+previous generation. What a generation drops is handed to the owner, who frees it a few entries
+at a time (`Memo.releasing`) so that a publish never frees 12,000 assignments in one step; what
+no owner released is freed when the next generation starts. An `lru_cache` would instead keep
+thousands of stale assignments of a churning service alive, and a 5,000-endpoint assignment
+weighs about 2 MB here.
 
 Two keyings. By value (`memoised`), for inputs that hash cheaply or have their hash cached. By
 the identity of the first argument (`memoised_by_identity`), for large model objects: frozen

@@ -290,9 +290,15 @@ def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
 def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ...]) -> _Joined:
     """`previous` without the blocks of the localities `cut` leaves out: the bytes between
     them are copied as they are, since every other block keeps its priority and its framing."""
-    data = previous.SerializeToString()
+    data = memoryview(previous.SerializeToString())  # slices of it copy nothing
     lengths = previous.lengths()
-    positions = sorted(map(_order(previous.tiers).index, cut.left_out))
+    before = previous.tiers
+    # Where each block left out is sent: after every block of a lower tier, and after those of
+    # its tier that come before it in the layout (the order is a stable sort by tier).
+    positions = sorted(
+        sum(map(before[index].__gt__, before)) + before[:index].count(before[index])
+        for index in cut.left_out
+    )
     pieces = []
     at = 0  # where the next piece kept starts
     begin = len(layout.name)  # where block `done` starts: the name comes first

@@ -47,7 +47,7 @@ from xdsfleet.model.policy import (
     TrafficPolicy,
 )
 from xdsfleet.translate import translate
-from xdsfleet.translate.memo import Memo, memoised
+from xdsfleet.translate.memo import Memo, cached, memoised
 from xdsfleet.translate.services import ServicePortKey, service_index
 
 
@@ -288,3 +288,11 @@ def test_what_no_owner_released_is_freed_when_the_next_generation_starts(memo: M
     memo.start_generation(object())
 
     assert alive() is None  # at most one generation's drop waits for `releasing`
+
+
+def test_cached_finds_what_a_builder_gave_and_builds_nothing(memo: Memo) -> None:
+    assert cached(_build, "asked") is None
+    built = _build("asked")
+
+    assert cached(_build, "asked") is built
+    assert cached(_build, "never") is None

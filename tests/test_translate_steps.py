@@ -4,6 +4,8 @@ profiles of one role share one plan per state."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 
 from benchmarks.fleet import Fleet, Shape, profiles
@@ -11,12 +13,14 @@ from xdsfleet.cache import typeurls
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
-from xdsfleet.translate.routes import ROUTES_STEP
+from xdsfleet.translate.routes import ROUTES_STEP, route_configuration, route_configuration_steps
+from xdsfleet.translate.rules import Planner
 from xdsfleet.translate.services import service_index
-from xdsfleet.translate.sidecar import SERVICES_STEP
-from xdsfleet.translate.snapshot import DestinationTable, planning
-from xdsfleet.translate.steps import finish
+from xdsfleet.translate.sidecar import SERVICES_STEP, plan_outbound
+from xdsfleet.translate.snapshot import DestinationTable, planning, policy_index
+from xdsfleet.translate.steps import Steps, finish
 
+T = TypeVar("T")
 SERVICES = 300
 STATE = Fleet(Shape(members=3, services=SERVICES, endpoints=2 * SERVICES)).state()
 SIDECAR, GATEWAY = profiles()[:2]
@@ -59,3 +63,29 @@ def test_profiles_of_one_role_share_a_plan_and_each_gets_its_own_resources() -> 
     mine = plans[0].resources()
     mine[typeurls.LISTENER].clear()
     assert plans[1].resources()[typeurls.LISTENER]
+
+
+def run(steps: Steps[T]) -> tuple[int, T]:
+    """How many times `steps` yielded, and its result."""
+    yields = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return yields, done.value
+        yields += 1
+
+
+def test_a_route_table_not_in_the_memo_is_built_a_few_virtual_hosts_per_step() -> None:
+    index = service_index(STATE)
+    members = frozenset(m.member.name for m in STATE.members)
+    with Memo().active():
+        planner = Planner(index, policy_index(STATE.policies), members, STATE.permits)
+        [hosts] = finish(plan_outbound(list(index), planner)).values()
+        yields, built = run(route_configuration_steps("routes", hosts))
+        again, found = run(route_configuration_steps("routes", hosts))
+
+    assert yields >= len(hosts) // ROUTES_STEP
+    assert (again, found) == (0, built)  # from the memo, in one step
+    assert found is built
+    assert built == route_configuration("routes", hosts)  # as built in one go, without memo

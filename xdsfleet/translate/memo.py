@@ -153,9 +153,25 @@ def _memo(
             entries.put(key, (args[0], value), memo.generation)
             return value
 
+        _KEYS[memoised] = key_of
         return memoised
 
     return decorate
+
+
+# Each memoised builder's way of making its keys (`cached` looks entries up with it).
+_KEYS: dict[Callable[..., object], Callable[[tuple[object, ...], dict[str, object]], Hashable]] = {}
+
+
+def cached(builder: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
+    """What the memoised `builder` gave for these arguments, if the current memo still holds
+    it; builds nothing. For callers that would prepare a miss in steps (`routes`)."""
+    memo = _CURRENT.get()
+    table = memo._tables.get(builder) if memo is not None else None
+    if memo is None or table is None:
+        return None
+    hit = table.get(_KEYS[builder](args, kwargs), memo.generation)
+    return None if hit is None else hit[1]  # type: ignore[return-value]
 
 
 # Marks a key made with keyword arguments: no positional argument can be this object, so such a

@@ -35,7 +35,7 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.policy import TargetKind
 from xdsfleet.translate.actions import envoy_route
-from xdsfleet.translate.memo import memoised
+from xdsfleet.translate.memo import cached, memoised
 from xdsfleet.translate.names import gateway_port_name, sni_routes_name
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.rules import Action, Planner, RoutePlan, VirtualHostPlan, as_http_route
@@ -225,6 +225,21 @@ def _precedence(match: RouteMatch) -> tuple[int, ...]:
     )
 
 
+def route_configuration_steps(
+    name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None = None
+) -> Steps[Message]:
+    """`route_configuration`, its virtual hosts built a few per step when it is not in the
+    memo: a route table of a fleet of 1,000 services took ~20 ms to build in one go."""
+    found = cached(route_configuration, name, hosts, alt_svc)
+    if found is None:
+        for done, host in enumerate(hosts, 1):
+            virtual_host(host)
+            if done % ROUTES_STEP == 0:
+                yield
+        found = route_configuration(name, hosts, alt_svc)
+    return found
+
+
 @memoised
 def route_configuration(
     name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None = None
@@ -234,14 +249,7 @@ def route_configuration(
     backend as sent (Gateway API hostnames carry no port; clients often send one)."""
     built = route_pb2.RouteConfiguration(
         name=name,
-        virtual_hosts=[
-            route_components_pb2.VirtualHost(
-                name=host.name,
-                domains=host.domains,
-                routes=[envoy_route(plan) for plan in host.routes],
-            )
-            for host in hosts
-        ],
+        virtual_hosts=[virtual_host(host) for host in hosts],
         ignore_port_in_host_matching=True,
     )
     if alt_svc is not None:
@@ -250,6 +258,14 @@ def route_configuration(
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
     return built
+
+
+@memoised
+def virtual_host(host: VirtualHostPlan) -> Message:
+    """One virtual host of a route configuration (which copies it)."""
+    return route_components_pb2.VirtualHost(
+        name=host.name, domains=host.domains, routes=[envoy_route(plan) for plan in host.routes]
+    )
 
 
 def uses_sessions(hosts: tuple[VirtualHostPlan, ...]) -> bool:

@@ -39,7 +39,7 @@ from xdsfleet.translate.routes import (
     gateway_ports,
     misdirected,
     plan_port,
-    route_configuration,
+    route_configuration_steps,
     route_names,
     uses_cors,
     uses_sessions,
@@ -325,7 +325,7 @@ def _add_gateway_port(
             others |= {x.hostname or "*" for x in port.listeners if x is not listener}
             others -= mine
             hosts = (*planned[listener.name], *((misdirected(others),) if others else ()))
-        resources[typeurls.ROUTE][own] = route_configuration(own, hosts, alt_svc)
+        resources[typeurls.ROUTE][own] = yield from route_configuration_steps(own, hosts, alt_svc)
         yield
     # HTTPS: one chain per listener with certificates (the others were left out above).
     chains = tuple((x.hostname, secrets[x.name], routes[x.name]) for x in port.listeners if secrets)
@@ -354,7 +354,7 @@ def _add_sidecar(
     for port, hosts in outbound.items():
         name = outbound_name(port)
         resources[typeurls.LISTENER][name] = outbound_listener(name, port, uses_sessions(hosts))
-        resources[typeurls.ROUTE][name] = route_configuration(name, hosts)
+        resources[typeurls.ROUTE][name] = yield from route_configuration_steps(name, hosts)
         yield
 
 

@@ -3,11 +3,12 @@ longest single steps, and what one ADS stream costs in memory and CPU per step.
 
 The publisher runs a publish as a generator of small steps (`pipeline/publisher.py`), a slice of
 them at a time between two looks at the loop: no single step may hold the loop longer than the
-loop-lag target allows (issue 10: ~20 ms). This publishes a member lost and restored to the
-twelve profiles of the generated fleet, each way as a patch (endpoints alone changed) and as a
-full translation (the same change together with a namespace's labels), and times every step
-(thread CPU, collector off): it lists the longest, where each ended (the innermost `yield`), and
-how many took over 20 ms.
+loop-lag target allows (issue 10: ~20 ms). This builds the first snapshots of the twelve
+profiles of the generated fleet and of a proxyless client (as `Publisher.prepare` does), then
+publishes a member lost and restored to the twelve profiles, each way as a patch (endpoints alone
+changed) and as a full translation (the same change together with a namespace's labels), and
+times every step (thread CPU, collector off): it lists the longest, where each resumed and
+ended (the innermost `yield`), and how many took over 20 ms.
 
 The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
 every stream, and hold per-stream state for as long as the stream lives. This drives N machines
@@ -36,7 +37,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -46,6 +47,7 @@ from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.model.fleet import FleetState, Namespace
+from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
@@ -53,11 +55,14 @@ from xdsfleet.server.protocol import Response
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
+from xdsfleet.translate.steps import Steps
 
 NODE = base_pb2.Node(id="bench", cluster="bench")
 # Issue 10: no callback of ours longer than ~20 ms on the loop.
 LONG_STEP_SECONDS = 0.020
 LOST_MEMBER = 3
+PROXYLESS = NodeProfile(role=Role.PROXYLESS, region="eu-west", zone="eu-west-1a")
+T = TypeVar("T")
 
 
 @dataclass
@@ -174,9 +179,8 @@ def _yielded_at(steps: Any) -> str:
     return f"{frame.f_code.co_name}:{frame.f_lineno}"
 
 
-def _publish_steps(publisher: Publisher, state: FleetState, label: str) -> list[_Step]:
-    """Publish `state` as `publish_in_slices` does, timing each step alone (thread CPU)."""
-    steps = publisher._publishing(state)
+def _timed_steps(publisher: Publisher, steps: Steps[T], label: str) -> tuple[list[_Step], T]:
+    """Run `steps` as `Publisher._sliced` does, timing each step alone (thread CPU)."""
     found: list[_Step] = []
     resumed = "start"
     with publisher._memo.active():
@@ -184,28 +188,42 @@ def _publish_steps(publisher: Publisher, state: FleetState, label: str) -> list[
             started = time.thread_time()
             try:
                 next(steps)
-                ended = _yielded_at(steps)
-            except StopIteration:
-                ended = "end"
+            except StopIteration as done:
+                found.append(_Step(time.thread_time() - started, label, f"{resumed} -> end"))
+                return found, done.value
+            ended = _yielded_at(steps)
             found.append(_Step(time.thread_time() - started, label, f"{resumed} -> {ended}"))
-            if ended == "end":
-                return found
             resumed = ended
 
 
+def _publish_steps(publisher: Publisher, state: FleetState, label: str) -> list[_Step]:
+    """Publish `state` as `publish_in_slices` does, timing each step alone."""
+    return _timed_steps(publisher, publisher._publishing(state), label)[0]
+
+
 def publisher_steps(shape: Shape, top: int) -> None:
-    """Print the longest steps of a member lost and restored, patched and in full."""
+    """Print the longest steps of the first snapshots (the twelve profiles and a proxyless
+    client, as `Publisher.prepare` builds them), then of a member lost and restored to the
+    twelve profiles, patched and in full."""
     fleet = Fleet(shape)
     publisher = Publisher(fleet.state())
-    for profile in profiles():
-        publisher.cache.watch(profile, lambda: None)
-        publisher.cache.get(profile)
+    found: list[_Step] = []
     gc.collect()
     gc.freeze()
-    labelled = (Namespace(NAMESPACE, (("edited", "yes"),)),)
-    found: list[_Step] = []
     gc.disable()
     try:
+        for profile in (*profiles(), PROXYLESS):
+            stop = publisher.cache.watch(profile, lambda: None)
+            built, snapshot = _timed_steps(publisher, publisher._build(profile), "first")
+            found += built
+            assert snapshot is not None
+            publisher.cache.set(profile, snapshot)
+            publisher._budget = publisher._served()  # as `prepare` does after each
+            if profile is PROXYLESS:
+                stop()  # the member loss is published to the twelve profiles
+        gc.collect()
+        gc.freeze()
+        labelled = (Namespace(NAMESPACE, (("edited", "yes"),)),)
         for full in (False, True):
             for lose in (True, False):
                 (fleet.lose if lose else fleet.restore)(LOST_MEMBER)
@@ -220,7 +238,10 @@ def publisher_steps(shape: Shape, top: int) -> None:
     finally:
         gc.enable()
         gc.unfreeze()
-    print(f"publisher, fleet {shape.describe()}, 12 profiles, member {LOST_MEMBER} lost, restored")
+    print(
+        f"publisher, fleet {shape.describe()}: first snapshots (12 profiles and a proxyless"
+        f" client), then member {LOST_MEMBER} lost and restored (12 profiles)"
+    )
     for publish in dict.fromkeys(s.publish for s in found):
         mine = [s.seconds for s in found if s.publish == publish]
         over = sum(1 for s in mine if s > LONG_STEP_SECONDS)

@@ -353,6 +353,7 @@ class Publisher:
                 done += 1
                 if done % _ENCODE_STEP == 0:
                     yield
+        yield  # a route table of a large fleet takes a few milliseconds to serialize
 
     def _translate(
         self,

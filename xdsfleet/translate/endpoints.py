@@ -57,7 +57,7 @@ def assignment(
     layout = _layout(port, placement)
     table = _tier_table(view, placement.tiers, placement.pinned)
     # Many views give the same tiers (every node in a far region, say): they share one object.
-    return _joined(layout, tuple(map(table.__getitem__, layout.places)))
+    return _joined(layout, layout.tiers_at(table))
 
 
 class _Layout:
@@ -76,6 +76,7 @@ class _Layout:
         "cut",
         "heads",
         "joins",
+        "looked_up",
         "members",
         "name",
         "places",
@@ -115,6 +116,24 @@ class _Layout:
         # Its assignments by tiers: views with the same tiers share one; a derived layout's
         # are cut out of these.
         self.joins: dict[tuple[int, ...], _Joined] = {}
+        # The tiers each view's table gave its places (id of the table -> the table, those
+        # tiers): a derived layout's are the source's less the places it leaves out.
+        self.looked_up: dict[int, tuple[_TierTable, tuple[int, ...]]] = {}
+
+    def tiers_at(self, table: _TierTable) -> tuple[int, ...]:
+        """The tier of each place for the view of `table`."""
+        known = self.looked_up.get(id(table))
+        if known is not None and known[0] is table:
+            return known[1]
+        cut = self.cut
+        source = cut.source() if cut is not None else None
+        before = source.looked_up.get(id(table)) if source is not None else None
+        if cut is not None and before is not None and before[0] is table:
+            tiers = tuple(compress(before[1], cut.keep))
+        else:
+            tiers = tuple(map(table.__getitem__, self.places))
+        self.looked_up[id(table)] = (table, tiers)
+        return tiers
 
     def without(self, port: ServicePortBackends) -> _Layout | None:
         """The layout of `port` made from this one, when `port` has the very members this one
@@ -144,6 +163,7 @@ class _Layout:
         derived.alone, derived.members = True, now
         derived.cut = _Cut(weakref.ref(self), keep)
         derived.joins = {}
+        derived.looked_up = {}
         return derived
 
 

@@ -174,6 +174,16 @@ def cached(builder: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | No
     return None if hit is None else hit[1]  # type: ignore[return-value]
 
 
+def remember(builder: Callable[P, R], value: R, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Keep `value` in the current memo as what the memoised `builder` gives for these
+    arguments (the caller built it, in steps); `value`."""
+    memo = _CURRENT.get()
+    if memo is not None:
+        key = _KEYS[builder](args, kwargs)
+        memo._table(builder).put(key, (args[0], value), memo.generation)
+    return value
+
+
 # Marks a key made with keyword arguments: no positional argument can be this object, so such a
 # key never equals one made of positional arguments alone (which are the key themselves: the
 # builders on the hot paths take no keywords, and a lookup then builds no key).

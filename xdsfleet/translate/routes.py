@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_pb2
 
 from xdsfleet.model.attachment import (
     Attachable,
@@ -35,11 +35,11 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.policy import TargetKind
 from xdsfleet.translate.actions import envoy_route
-from xdsfleet.translate.memo import cached, memoised
+from xdsfleet.translate.memo import cached, memoised, remember
 from xdsfleet.translate.names import gateway_port_name, sni_routes_name
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.rules import Action, Planner, RoutePlan, VirtualHostPlan, as_http_route
-from xdsfleet.translate.steps import Steps
+from xdsfleet.translate.steps import Steps, finish
 
 A = TypeVar("A", bound=Attachable)
 # Path kinds in Gateway API precedence order.
@@ -232,11 +232,8 @@ def route_configuration_steps(
     memo: a route table of a fleet of 1,000 services took ~20 ms to build in one go."""
     found = cached(route_configuration, name, hosts, alt_svc)
     if found is None:
-        for done, host in enumerate(hosts, 1):
-            virtual_host(host)
-            if done % ROUTES_STEP == 0:
-                yield
-        found = route_configuration(name, hosts, alt_svc)
+        found = yield from _building(name, hosts, alt_svc)
+        remember(route_configuration, found, name, hosts, alt_svc)
     return found
 
 
@@ -247,25 +244,25 @@ def route_configuration(
     """The RouteConfiguration `name`. `alt_svc` advertises HTTP/3 on every response. Virtual
     hosts match the Host without its port, while the Host itself, port included, goes to the
     backend as sent (Gateway API hostnames carry no port; clients often send one)."""
-    built = route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[virtual_host(host) for host in hosts],
-        ignore_port_in_host_matching=True,
-    )
+    return finish(_building(name, hosts, alt_svc))
+
+
+def _building(name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None) -> Steps[Message]:
+    """`route_configuration`, yielding every few virtual hosts (built in place: a virtual host
+    built apart is copied into the table)."""
+    built = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True)
+    for done, host in enumerate(hosts, 1):
+        built.virtual_hosts.add(
+            name=host.name, domains=host.domains, routes=[envoy_route(p) for p in host.routes]
+        )
+        if done % ROUTES_STEP == 0:
+            yield
     if alt_svc is not None:
         built.response_headers_to_add.add(
             header=base_pb2.HeaderValue(key="alt-svc", value=alt_svc),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
     return built
-
-
-@memoised
-def virtual_host(host: VirtualHostPlan) -> Message:
-    """One virtual host of a route configuration (which copies it)."""
-    return route_components_pb2.VirtualHost(
-        name=host.name, domains=host.domains, routes=[envoy_route(plan) for plan in host.routes]
-    )
 
 
 def uses_sessions(hosts: tuple[VirtualHostPlan, ...]) -> bool:

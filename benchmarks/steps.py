@@ -6,9 +6,10 @@ them at a time between two looks at the loop: no single step may hold the loop l
 loop-lag target allows (issue 10: ~20 ms). This builds the first snapshots of the twelve
 profiles of the generated fleet and of a proxyless client (as `Publisher.prepare` does), then
 publishes a member lost and restored to the twelve profiles, each way as a patch (endpoints alone
-changed) and as a full translation (the same change together with a namespace's labels), and
-times every step (thread CPU, collector off): it lists the longest, where each resumed and
-ended (the innermost `yield`), and how many took over 20 ms.
+changed) and as a full translation (the same change together with a namespace's labels), then a
+member's weight edited (the service index derived again), and times every step (thread CPU,
+collector off): it lists the longest, where each resumed and ended (the innermost `yield`), and
+how many took over 20 ms.
 
 The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
 every stream, and hold per-stream state for as long as the stream lives. This drives N machines
@@ -235,12 +236,18 @@ def publisher_steps(shape: Shape, top: int) -> None:
                 state = replace(state, namespaces=namespaces)
                 label = f"{'full' if full else 'patch'} {'lost' if lose else 'restored'}"
                 found += _publish_steps(publisher, state, label)
+        # A member's own fields edited (a weight, a drain): the index is derived again.
+        members = list(publisher.state.members)
+        edited = members[LOST_MEMBER]
+        members[LOST_MEMBER] = replace(edited, member=replace(edited.member, weight=2))
+        weighted = replace(publisher.state, members=tuple(members))
+        found += _publish_steps(publisher, weighted, "member edited")
     finally:
         gc.enable()
         gc.unfreeze()
     print(
         f"publisher, fleet {shape.describe()}: first snapshots (12 profiles and a proxyless"
-        f" client), then member {LOST_MEMBER} lost and restored (12 profiles)"
+        f" client), then member {LOST_MEMBER} lost and restored, then weighted (12 profiles)"
     )
     for publish in dict.fromkeys(s.publish for s in found):
         mine = [s.seconds for s in found if s.publish == publish]

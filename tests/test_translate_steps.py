@@ -15,7 +15,7 @@ from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.routes import ROUTES_STEP, route_configuration, route_configuration_steps
 from xdsfleet.translate.rules import Planner
-from xdsfleet.translate.services import service_index
+from xdsfleet.translate.services import indexing, service_index
 from xdsfleet.translate.sidecar import SERVICES_STEP, plan_outbound
 from xdsfleet.translate.snapshot import DestinationTable, planning, policy_index
 from xdsfleet.translate.steps import Steps, finish
@@ -89,3 +89,14 @@ def test_a_route_table_not_in_the_memo_is_built_a_few_virtual_hosts_per_step() -
     assert (again, found) == (0, built)  # from the memo, in one step
     assert found is built
     assert built == route_configuration("routes", hosts)  # as built in one go, without memo
+
+
+def test_the_service_index_is_derived_a_member_per_step_and_kept_in_the_memo() -> None:
+    with Memo().active():
+        yields, index = run(indexing(STATE))
+        again, found = run(indexing(STATE))
+
+        assert service_index(STATE) is index
+    assert yields >= len(STATE.members)
+    assert (again, found) == (0, index)
+    assert list(index.items()) == list(service_index(STATE).items())  # a fresh derivation

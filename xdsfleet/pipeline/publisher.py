@@ -58,7 +58,13 @@ from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
 from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
-from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
+from xdsfleet.translate.services import (
+    ServiceIndex,
+    ServicePortKey,
+    indexing,
+    service_index,
+    updated_index,
+)
 from xdsfleet.translate.snapshot import (
     DestinationTable,
     Resources,
@@ -242,7 +248,7 @@ class Publisher:
         previous = self.state
         ports: frozenset[ServicePortKey] | None = None
         if self._broken:
-            index = service_index(state)
+            index = yield from indexing(state)
         else:
             index, ports = yield from self._updated_index(previous, state)
             if not only_members_changed(previous, state) or self._patched > self._budget:
@@ -409,7 +415,7 @@ class Publisher:
         before = self._index
         changes = service_changes(previous, state)
         if changes is None:
-            return service_index(state), None
+            return (yield from indexing(state)), None
         # Each service in one update, with every member it changed in: an index updated for
         # some of the services is that of a state that differs from `state` in the others only.
         names = sorted({name for services in changes.values() for name in services})

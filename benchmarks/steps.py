@@ -7,9 +7,10 @@ loop-lag target allows (issue 10: ~20 ms). This builds the first snapshots of th
 profiles of the generated fleet and of a proxyless client (as `Publisher.prepare` does), then
 publishes a member lost and restored to the twelve profiles, each way as a patch (endpoints alone
 changed) and as a full translation (the same change together with a namespace's labels), then a
-member's weight edited (the service index derived again), and times every step (thread CPU,
-collector off): it lists the longest, where each resumed and ended (the innermost `yield`), and
-how many took over 20 ms.
+member's weight edited (the service index derived again), and times every step (thread CPU;
+the collector off, or with `--collector server` as `pipeline/collector.py` runs it: young passes
+automatic, no automatic full pass, survivors frozen after each publish): it lists the longest,
+where each resumed and ended (the innermost `yield`), and how many took over 20 ms.
 
 The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
 every stream, and hold per-stream state for as long as the stream lives. This drives N machines
@@ -49,6 +50,7 @@ from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.model.fleet import FleetState, Namespace
 from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.pipeline.collector import NEVER
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
@@ -202,7 +204,7 @@ def _publish_steps(publisher: Publisher, state: FleetState, label: str) -> list[
     return _timed_steps(publisher, publisher._publishing(state), label)[0]
 
 
-def publisher_steps(shape: Shape, top: int) -> None:
+def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
     """Print the longest steps of the first snapshots (the twelve profiles and a proxyless
     client, as `Publisher.prepare` builds them), then of a member lost and restored to the
     twelve profiles, patched and in full."""
@@ -211,12 +213,18 @@ def publisher_steps(shape: Shape, top: int) -> None:
     found: list[_Step] = []
     gc.collect()
     gc.freeze()
-    gc.disable()
+    thresholds = gc.get_threshold()
+    if collector:
+        young, middle, _ = thresholds
+        gc.set_threshold(young, middle, NEVER)
+    else:
+        gc.disable()
     try:
         for profile in (*profiles(), PROXYLESS):
             stop = publisher.cache.watch(profile, lambda: None)
             built, snapshot = _timed_steps(publisher, publisher._build(profile), "first")
             found += built
+            gc.freeze()  # as after each first snapshot
             assert snapshot is not None
             publisher.cache.set(profile, snapshot)
             publisher._budget = publisher._served()  # as `prepare` does after each
@@ -236,6 +244,7 @@ def publisher_steps(shape: Shape, top: int) -> None:
                 state = replace(state, namespaces=namespaces)
                 label = f"{'full' if full else 'patch'} {'lost' if lose else 'restored'}"
                 found += _publish_steps(publisher, state, label)
+                gc.freeze()  # as after each publish
         # A member's own fields edited (a weight, a drain): the index is derived again.
         members = list(publisher.state.members)
         edited = members[LOST_MEMBER]
@@ -243,6 +252,7 @@ def publisher_steps(shape: Shape, top: int) -> None:
         weighted = replace(publisher.state, members=tuple(members))
         found += _publish_steps(publisher, weighted, "member edited")
     finally:
+        gc.set_threshold(*thresholds)
         gc.enable()
         gc.unfreeze()
     print(
@@ -266,9 +276,15 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=20_000)
     parser.add_argument("--streams", type=int, default=50, help="per protocol; 0: none")
     parser.add_argument("--top", type=int, default=15, help="the publisher's longest steps")
+    parser.add_argument(
+        "--collector",
+        choices=("off", "server"),
+        default="off",
+        help="publisher steps: the collector off, or as the server runs it",
+    )
     args = parser.parse_args()
     shape = Shape(50, max(1, args.endpoints // 100), args.endpoints)
-    publisher_steps(shape, args.top)
+    publisher_steps(shape, args.top, collector=args.collector == "server")
     if args.streams < 1:
         return
     fleet = Fleet(shape)

@@ -63,6 +63,23 @@ def read_manifests(paths: list[Path]) -> list[dict[str, Any]]:
 _addresses = (f"127.78.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
 
+def fleet_document() -> dict[str, Any]:
+    """The Fleet of a conformance run: Gateway API objects in `routes/`, one member `m1` (region
+    r1, zone z1) whose Services and pods are in `m1/`, every Service exported."""
+    return {
+        "apiVersion": "xdsfleet.io/v1alpha1",
+        "kind": "Fleet",
+        "metadata": {"name": "conformance"},
+        "spec": {
+            "exportAll": True,
+            "source": {"manifests": "routes"},
+            "members": [
+                {"name": "m1", "region": "r1", "zone": "z1", "source": {"manifests": "m1"}}
+            ],
+        },
+    }
+
+
 def build(docs: list[dict[str, Any]], root: Path) -> Fleet:
     """Write fleet.yaml, routes/ and member m1/ under `root`."""
     (root / "routes").mkdir(parents=True, exist_ok=True)
@@ -120,19 +137,7 @@ def build(docs: list[dict[str, Any]], root: Path) -> Fleet:
                     "stringData": {"tls.crt": cert, "tls.key": key},
                 }
             )
-    manifest = {
-        "apiVersion": "xdsfleet.io/v1alpha1",
-        "kind": "Fleet",
-        "metadata": {"name": "conformance"},
-        "spec": {
-            "exportAll": True,
-            "source": {"manifests": "routes"},
-            "members": [
-                {"name": "m1", "region": "r1", "zone": "z1", "source": {"manifests": "m1"}}
-            ],
-        },
-    }
-    (root / "fleet.yaml").write_text(yaml.safe_dump(manifest))
+    (root / "fleet.yaml").write_text(yaml.safe_dump(fleet_document()))
     (root / "routes" / "routes.yaml").write_text(yaml.safe_dump_all(routes))
     (root / "m1" / "services.yaml").write_text(yaml.safe_dump_all(members))
     return fleet

@@ -26,13 +26,14 @@ from conformance.fleet import Fleet, build, read_manifests, remove
 from conformance.gocases import Case, GoTest, Var
 from harness.local import Backend, Envoy, Response, Server, request, wait_for
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
+from xdsfleet.tools.bootstrap import XDS_CLUSTER, Target, envoy_bootstrap
 
 CASE_SECONDS = 4.0
 DISTRIBUTION_REQUESTS = 500
 DISTRIBUTION_TRIES = 10
 DISTRIBUTION_TOLERANCE = 0.05
 MIRROR_ROUNDS = 5
+MIRROR_SECONDS = 30.0  # for the mirrors of one round to have arrived
 CORE_FEATURES = {"SupportGateway", "SupportHTTPRoute", "SupportReferenceGrant"}
 
 
@@ -104,7 +105,8 @@ def run(test: GoTest, upstream: Path) -> Outcome:
             if shares and not outcome.failures:
                 moved = fleet.ports[case.gateway or ""]
                 port = moved[_port_of(case, fleet, "")]
-                if problem := mirrored_share(case, shares[0], backends, port):
+                envoy = envoy_for(case.gateway or "")
+                if problem := mirrored_share(case, shares[0], backends, port, envoy):
                     outcome.failures.append(f"case {number} mirror share: {problem}")
         if test.weights and test.cases and not outcome.failures:
             moved = fleet.ports[test.cases[0].gateway or ""]
@@ -114,11 +116,15 @@ def run(test: GoTest, upstream: Path) -> Outcome:
 
 
 def mirrored_share(
-    case: Case, mirror: dict[str, Any], backends: dict[str, list[Backend]], port: int
+    case: Case,
+    mirror: dict[str, Any],
+    backends: dict[str, list[Backend]],
+    port: int,
+    envoy: Envoy,
 ) -> str:
     """As upstream's percentage-mirror check: of 500 requests (a fresh request id each
     round), the share the mirror received within 3 binomial standard deviations of its
-    percent; up to 5 rounds."""
+    percent; up to 5 rounds. Counted once `envoy`, which sent them, has none in flight."""
     ref = mirror.get("BackendRef") or {}
     pods = backends.get(f"{ref.get('Namespace')}/{ref.get('Name')}", [])
     want = float(mirror["Percent"]) / 100
@@ -131,19 +137,28 @@ def mirrored_share(
         for _ in range(DISTRIBUTION_REQUESTS):
             request(port, path, host=_text(req.get("Host")), headers=headers)
 
-        def mirrored(path: str = path) -> int:
-            return sum(b.received.count(path) for b in pods)
-
-        # Mirrors are sent in the background: count once the count stops growing.
-        counts = [-1, mirrored()]
-        while counts[-1] != counts[-2]:
-            time.sleep(0.5)
-            counts.append(mirrored())
-        got = counts[-1] / DISTRIBUTION_REQUESTS
+        # Mirrors are sent in the background, after the answers: every request has been
+        # answered, so what is still in flight upstream is a mirror.
+        try:
+            wait_for(lambda: _in_flight(envoy) == 0, timeout=MIRROR_SECONDS, what="mirrors")
+        except TimeoutError:
+            return f"mirrored requests still in flight after {MIRROR_SECONDS} s"
+        got = sum(b.received.count(path) for b in pods) / DISTRIBUTION_REQUESTS
         if abs(got - want) <= tolerance:
             return ""
         problem = f"{got:.3f} of requests mirrored, want {want:.2f} +/- {tolerance:.3f}"
     return problem
+
+
+def _in_flight(envoy: Envoy) -> int:
+    """Requests Envoy has sent upstream and not had answered, over every cluster but its ADS
+    stream's (always open)."""
+    xds = f"cluster.{XDS_CLUSTER}."
+    return sum(
+        v
+        for k, v in envoy.stats().items()
+        if k.endswith(".upstream_rq_active") and not k.startswith(xds)
+    )
 
 
 def distribution(weights: dict[str, float], port: int) -> str:

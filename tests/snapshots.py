@@ -68,6 +68,17 @@ def listener(name: str, route: str, port: int = 10000) -> Any:
     return msg
 
 
+def api_listener(name: str, cluster_name: str) -> Any:
+    """A proxyless gRPC client's listener: its routes inline, to `cluster_name`."""
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="t")
+    hcm.route_config.CopyFrom(route("inline", cluster_name))
+    packed = any_pb2.Any()
+    packed.Pack(hcm)
+    msg = listener_pb2.Listener(name=name)
+    msg.api_listener.api_listener.CopyFrom(packed)
+    return msg
+
+
 def route(name: str, cluster_name: str) -> Any:
     return route_pb2.RouteConfiguration(
         name=name,

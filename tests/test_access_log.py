@@ -16,15 +16,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 from states import AT_GATEWAY, EAST, fleet, policy, running
 
-from harness.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, free_port, get, wait_for
 from xdsfleet.cache.typeurls import LISTENER
 from xdsfleet.documents.manifests import Place, parse_file
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import AccessLog, AccessLogFormat, PolicyTarget, TargetKind
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 from xdsfleet.translate import translate
 
 
@@ -88,28 +88,20 @@ def test_envoy_writes_a_json_line_per_request(tmp_path: Path, backend: Backend) 
         listener_port=free_port(),
     )
     files.write()
-    with Server(files.fleet) as server:
-        server.start()
-        boot = envoy_bootstrap(
-            node_id="gateway-logs",
-            cluster="test",
-            profile=NodeProfile(gateway="default/gw", region="eu-west"),
-            target=Target(port=server.xds_port),
-            admin_port=0,
+    profile = NodeProfile(gateway="default/gw", region="eu-west")
+    with served_envoy(files.fleet, "gateway-logs", profile) as (_, envoy):
+        wait_for(
+            lambda: get(files.listener_port, "/logged", host="shop.example.com")[0] == 200,
+            timeout=30,
+            what="traffic through Envoy",
         )
-        with Envoy(boot).start() as envoy:
-            wait_for(
-                lambda: get(files.listener_port, "/logged", host="shop.example.com")[0] == 200,
-                timeout=30,
-                what="traffic through Envoy",
-            )
 
-            def logged() -> list[dict[str, Any]]:
-                lines = [line for line in envoy.log().splitlines() if line.startswith("{")]
-                return [entry for entry in map(json.loads, lines) if entry["path"] == "/logged"]
+        def logged() -> list[dict[str, Any]]:
+            lines = [line for line in envoy.log().splitlines() if line.startswith("{")]
+            return [entry for entry in map(json.loads, lines) if entry["path"] == "/logged"]
 
-            wait_for(lambda: bool(logged()), timeout=30, what="an access log line")
-            entry = logged()[-1]
+        wait_for(lambda: bool(logged()), timeout=30, what="an access log line")
+        entry = logged()[-1]
     assert (entry["method"], entry["response_code"]) == ("GET", 200)
     assert entry["authority"] == "shop.example.com"
     assert entry["upstream_host"] == f"127.0.24.1:{backend.port}"

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from prometheus_client import REGISTRY
+from samples import sample
 from snapshots import delta_request, request
 from structlog.testing import capture_logs
 from test_ads_server import ONE, TWO, with_node
@@ -72,10 +72,6 @@ async def requests(protocol: str) -> AsyncIterator[Any]:
     await asyncio.Event().wait()
 
 
-def streams_gauge(protocol: str) -> float:
-    return REGISTRY.get_sample_value("xdsfleet_streams", {"protocol": protocol}) or 0.0
-
-
 @pytest.mark.parametrize("write_fails", [False, True], ids=["writes", "write-fails"])
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])
 async def test_a_stream_cancelled_anywhere_leaves_nothing_behind(
@@ -93,7 +89,7 @@ async def cancelled_after(protocol: str, write_fails: bool, steps: int, cleanup:
     method = "StreamAggregatedResources" if protocol == "sotw" else "DeltaAggregatedResources"
     details = SimpleNamespace(method=f"/{SERVICE}/{method}", invocation_metadata=())
     handler = service.handler().service(details).stream_stream
-    before = streams_gauge(protocol)
+    before = sample("xdsfleet_streams", protocol=protocol)
     others = asyncio.all_tasks()
     with capture_logs() as logs:
         task = asyncio.create_task(handler(requests(protocol), Context(write_fails=write_fails)))
@@ -115,7 +111,7 @@ async def cancelled_after(protocol: str, write_fails: bool, steps: int, cleanup:
     assert not service.streams, where
     assert not service.waiting, where
     assert not cache.profiles(), where
-    assert streams_gauge(protocol) == before, where
+    assert sample("xdsfleet_streams", protocol=protocol) == before, where
     assert asyncio.all_tasks() <= others | {asyncio.current_task()}, where
     opened = [e for e in logs if e["event"] == "stream_opened"]
     closed = [e for e in logs if e["event"] == "stream_closed"]

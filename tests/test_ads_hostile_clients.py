@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from prometheus_client import REGISTRY
 from raw_http2 import read_part_and_vanish
+from samples import sample
 from snapshots import delta_request, request, snapshot
 from structlog.testing import capture_logs
-from test_ads_server import ONE, TWO, Fixture, read, start, with_node
+from test_ads_server import ONE, TWO, Fixture, read, serving, with_node
 from waiting import eventually
 
 from xdsfleet.cache.snapshot import Snapshot
@@ -41,10 +41,6 @@ STALLING = (
 def huge(version: int) -> Snapshot:
     addresses = tuple(f"10.{version}.{i // 250 % 250}.{i % 250}" for i in range(100_000))
     return snapshot({"a": addresses})
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def closed(
@@ -79,11 +75,10 @@ async def status_of(call: Any) -> grpc.StatusCode:
 )
 async def test_connections_dropped_leave_nothing_behind(endpoints: int, read_bytes: int) -> None:
     addresses = tuple(f"10.{i // 62500}.{i // 250 % 250}.{i % 250}" for i in range(endpoints))
-    fixture, server = await start(snapshot({"a": addresses}))
-    connections = 60
-    first = with_node(request(ENDPOINT, ["a"])).SerializeToString()
-    before = sample("xdsfleet_streams", protocol="sotw")
-    try:
+    async with serving(snapshot({"a": addresses})) as fixture:
+        connections = 60
+        first = with_node(request(ENDPOINT, ["a"])).SerializeToString()
+        before = sample("xdsfleet_streams", protocol="sotw")
         with capture_logs() as logs:
             await asyncio.gather(
                 *(
@@ -101,30 +96,29 @@ async def test_connections_dropped_leave_nothing_behind(endpoints: int, read_byt
         assert len([e for e in logs if e["event"] == "stream_opened"]) == connections
         assert {e["reason"] for e in closed(logs)} <= {"write_failed", "cancelled", "client_closed"}
         assert not [e for e in logs if e["log_level"] == "error"]
-    finally:
-        await server.stop(0)
 
 
 async def test_a_client_that_stopped_reading_is_told_and_reconnects() -> None:
-    fixture, server = await start(huge(0), send_timeout=0.3)
-    watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
-    try:
-        with capture_logs() as logs:
-            stalled = fixture.stub(*STALLING).StreamAggregatedResources()
-            await stalled.write(with_node(request(ENDPOINT, ["a"])))
-            await eventually(lambda: bool(closed(logs)))
-        assert [(e["reason"], e["code"]) for e in closed(logs)] == [("send_timeout", "UNAVAILABLE")]
-        # It reads again: what was under way, then the status that makes it reconnect.
-        fixture.publish(huge(1))
-        assert await status_of(stalled) == grpc.StatusCode.UNAVAILABLE
-        again = fixture.stub().StreamAggregatedResources()
-        await again.write(with_node(request(ENDPOINT, ["a"])))
-        response = await read(again)
-        assert response.version_info == fixture.current.versions[ENDPOINT]
-        again.cancel()
-    finally:
-        watchdog.cancel()
-        await server.stop(0)
+    async with serving(huge(0), send_timeout=0.3) as fixture:
+        watchdog = asyncio.create_task(fixture.service.watchdog(interval=0.05))
+        try:
+            with capture_logs() as logs:
+                stalled = fixture.stub(*STALLING).StreamAggregatedResources()
+                await stalled.write(with_node(request(ENDPOINT, ["a"])))
+                await eventually(lambda: bool(closed(logs)))
+            assert [(e["reason"], e["code"]) for e in closed(logs)] == [
+                ("send_timeout", "UNAVAILABLE")
+            ]
+            # It reads again: what was under way, then the status that makes it reconnect.
+            fixture.publish(huge(1))
+            assert await status_of(stalled) == grpc.StatusCode.UNAVAILABLE
+            again = fixture.stub().StreamAggregatedResources()
+            await again.write(with_node(request(ENDPOINT, ["a"])))
+            response = await read(again)
+            assert response.version_info == fixture.current.versions[ENDPOINT]
+            again.cancel()
+        finally:
+            watchdog.cancel()
 
 
 def raw_stub(fixture: Fixture) -> Any:
@@ -138,8 +132,7 @@ def raw_stub(fixture: Fixture) -> Any:
 
 
 async def test_garbage_after_a_valid_request_ends_the_stream_with_an_error() -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         call = raw_stub(fixture)
         with capture_logs() as logs:
             await call.write(with_node(request(CLUSTER)).SerializeToString())
@@ -149,13 +142,10 @@ async def test_garbage_after_a_valid_request_ends_the_stream_with_an_error() -> 
             await eventually(lambda: bool(closed(logs)))
         assert [e["reason"] for e in closed(logs)] == ["malformed_request"]
         assert any(e["event"] == "request_malformed" for e in logs)
-    finally:
-        await server.stop(0)
 
 
 async def test_garbage_as_the_first_request_is_refused() -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         call = raw_stub(fixture)
         with capture_logs() as logs:
             await call.write(b"\xff\xff\xff\xff not a protobuf")
@@ -164,8 +154,6 @@ async def test_garbage_as_the_first_request_is_refused() -> None:
         assert [e["reason"] for e in refused] == ["malformed_request"]
         assert not fixture.service.waiting
         assert not fixture.service.streams
-    finally:
-        await server.stop(0)
 
 
 async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
@@ -179,8 +167,7 @@ async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
         return real(self, req)
 
     monkeypatch.setattr(SotwStream, "on_request", failing)
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         call = fixture.stub().StreamAggregatedResources()
         with capture_logs() as logs:
             await call.write(with_node(request(CLUSTER)))
@@ -191,13 +178,10 @@ async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
         assert [e["reason"] for e in closed(logs)] == ["reader_failed"]
         failed = [e for e in logs if e["event"] == "stream_reader_failed"]
         assert isinstance(failed[0]["exc_info"], RuntimeError)
-    finally:
-        await server.stop(0)
 
 
 async def test_an_oversized_request_is_refused_and_others_are_still_served() -> None:
-    fixture, server = await start(ONE, limits=Limits(names_per_request=1000, unknown_names=100))
-    try:
+    async with serving(ONE, limits=Limits(names_per_request=1000, unknown_names=100)) as fixture:
         other = fixture.stub().StreamAggregatedResources()
         await other.write(with_node(request(CLUSTER)))
         first = await read(other)
@@ -226,13 +210,10 @@ async def test_an_oversized_request_is_refused_and_others_are_still_served() -> 
         assert len((await read(other)).resources) == 2
         for call in (other, small):
             call.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_a_stream_that_never_names_its_node_is_listed_then_timed_out() -> None:
-    fixture, server = await start(ONE, limits=Limits(first_request_seconds=0.5))
-    try:
+    async with serving(ONE, limits=Limits(first_request_seconds=0.5)) as fixture:
         silent = fixture.stub().StreamAggregatedResources()
         await eventually(lambda: bool(fixture.service.waiting))
         assert [c["problem"] for c in clients(fixture.service)] == [
@@ -240,14 +221,11 @@ async def test_a_stream_that_never_names_its_node_is_listed_then_timed_out() -> 
         ]
         assert await status_of(silent) == grpc.StatusCode.DEADLINE_EXCEEDED
         await eventually(lambda: not fixture.service.waiting)
-    finally:
-        await server.stop(0)
 
 
 async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it_has_one() -> None:
-    fixture, server = await start(ONE)
-    fixture.failing = True
-    try:
+    async with serving(ONE) as fixture:
+        fixture.failing = True
         for stub in (fixture.stub(), fixture.stub()):
             sotw = stub.StreamAggregatedResources()
             await sotw.write(with_node(request(CLUSTER)))
@@ -263,8 +241,6 @@ async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it
         await call.write(with_node(request(CLUSTER)))
         assert len((await read(call)).resources) == 1
         call.cancel()
-    finally:
-        await server.stop(0)
 
 
 @pytest.mark.parametrize(
@@ -272,8 +248,7 @@ async def test_a_profile_without_a_good_snapshot_is_refused_unavailable_until_it
     [struct_pb2.Value(number_value=1), struct_pb2.Value(list_value=struct_pb2.ListValue())],
 )
 async def test_a_role_that_is_not_a_string_is_refused_naming_the_field(value: Any) -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         req = with_node(request(CLUSTER))
         req.node.metadata.fields[ROLE_KEY].CopyFrom(value)
         call = fixture.stub().StreamAggregatedResources()
@@ -282,16 +257,13 @@ async def test_a_role_that_is_not_a_string_is_refused_naming_the_field(value: An
             await read(call)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert ROLE_KEY in (caught.value.details() or "")
-    finally:
-        await server.stop(0)
 
 
 async def test_a_node_naming_an_unknown_gateway_is_logged_once_and_listed() -> None:
     def problem_of(profile: NodeProfile) -> str | None:
         return f"gateway {profile.gateway} is not in the fleet" if profile.gateway else None
 
-    fixture, server = await start(ONE, problem_of=problem_of)
-    try:
+    async with serving(ONE, problem_of=problem_of) as fixture:
         req = with_node(request(CLUSTER), role="gateway")
         req.node.metadata.fields[GATEWAY_KEY].string_value = "infra/nope"
         call = fixture.stub().StreamAggregatedResources()
@@ -308,13 +280,10 @@ async def test_a_node_naming_an_unknown_gateway_is_logged_once_and_listed() -> N
             "gateway infra/nope is not in the fleet"
         ]
         call.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_huge_node_fields_are_clipped_in_logs_and_listings() -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         req = with_node(request(CLUSTER))
         req.node.id = "n" * 1_000_000
         req.node.locality.region = "r" * 1_000_000
@@ -330,13 +299,10 @@ async def test_huge_node_fields_are_clipped_in_logs_and_listings() -> None:
         assert len(listed["node"]) < 300
         assert len(listed["profile"]) < 200
         call.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_unknown_types_are_counted_and_logged_once_per_stream() -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         before = sample("xdsfleet_unsupported_requests_total")
         call = fixture.stub().StreamAggregatedResources()
         with capture_logs() as logs:
@@ -347,39 +313,31 @@ async def test_unknown_types_are_counted_and_logged_once_per_stream() -> None:
             await eventually(lambda: sample("xdsfleet_unsupported_requests_total") == before + 5)
         assert len([e for e in logs if e["event"] == "unsupported_type"]) == 1
         call.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_delta_subscriptions_are_bounded_over_requests_too() -> None:
-    fixture, server = await start(ONE, limits=Limits(names_per_request=1000, unknown_names=1000))
-    try:
-        call = fixture.stub().DeltaAggregatedResources()
-        await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        first = await read(call)
+    async with serving(ONE, limits=Limits(names_per_request=1000, unknown_names=1000)) as fixture:
+
+        async def subscribe_600_drop_300_add(more: int) -> Any:
+            call = fixture.stub().DeltaAggregatedResources()
+            await call.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
+            first = await read(call)
+            unsubscribe = [f"u{i}" for i in range(300)]
+            await call.write(delta_request(ENDPOINT, [], unsubscribe, nonce=first.nonce))
+            await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(more)]))
+            return call
+
         # Each request is within the bound; together they subscribe 600 - 300 + 800 = 1,100.
-        await call.write(
-            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
-        )
-        await call.write(delta_request(ENDPOINT, [f"v{i}" for i in range(800)]))
+        call = await subscribe_600_drop_300_add(800)
         assert await status_of(call) == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Unsubscribing made room: 600 - 300 + 700 = 1,000 fits, and is answered.
-        ok = fixture.stub().DeltaAggregatedResources()
-        await ok.write(with_node(delta_request(ENDPOINT, [f"u{i}" for i in range(600)])))
-        first = await read(ok)
-        await ok.write(
-            delta_request(ENDPOINT, [], [f"u{i}" for i in range(300)], nonce=first.nonce)
-        )
-        await ok.write(delta_request(ENDPOINT, [f"v{i}" for i in range(700)]))
+        ok = await subscribe_600_drop_300_add(700)
         assert len((await read(ok)).removed_resources) == 700
         ok.cancel()
-    finally:
-        await server.stop(0)
 
 
 async def test_a_half_closed_stream_ends_ok_as_client_closed() -> None:
-    fixture, server = await start(ONE)
-    try:
+    async with serving(ONE) as fixture:
         call = fixture.stub().StreamAggregatedResources()
         with capture_logs() as logs:
             await call.write(with_node(request(CLUSTER)))
@@ -388,5 +346,3 @@ async def test_a_half_closed_stream_ends_ok_as_client_closed() -> None:
             assert await status_of(call) == grpc.StatusCode.OK
             await eventually(lambda: bool(closed(logs)))
         assert [(e["reason"], e["code"]) for e in closed(logs)] == [("client_closed", "OK")]
-    finally:
-        await server.stop(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,13 +70,28 @@ async def start(
     return holder["f"], server
 
 
-@pytest.fixture
-async def ads() -> AsyncIterator[Fixture]:
-    fixture, server = await start(ONE)
+@contextlib.asynccontextmanager
+async def serving(
+    initial: Snapshot,
+    *,
+    send_timeout: float = 30,
+    limits: Limits | None = None,
+    problem_of: Callable[[NodeProfile], str | None] | None = None,
+) -> AsyncIterator[Fixture]:
+    """A server (`start`) for the length of the block, stopped however it ends."""
+    fixture, server = await start(
+        initial, send_timeout=send_timeout, limits=limits, problem_of=problem_of
+    )
     try:
         yield fixture
     finally:
         await server.stop(0)
+
+
+@pytest.fixture
+async def ads() -> AsyncIterator[Fixture]:
+    async with serving(ONE) as fixture:
+        yield fixture
 
 
 def with_node(req: Any, role: str = "sidecar") -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -29,7 +30,7 @@ def _cycle() -> weakref.ref[_Node]:
 
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    made = Collector()
+    made = Collector(warmup=0.0)  # served from the start (the warm-up has its own test)
     try:
         yield made
     finally:
@@ -104,3 +105,22 @@ def test_passes_are_timed(collector: Collector) -> None:
     gc.collect(0)
     assert collector.largest["0"] >= 0.0
     assert collector.largest["2"] > 0.0  # the full pass of the start
+
+
+def test_the_heap_grows_from_the_served_one_not_the_one_at_start_up(collector: Collector) -> None:
+    # Issue 10: the baseline taken at start-up, before any client connected, made a full pass
+    # (0.3-0.9 s at E = 100,000) come about five minutes after every start.
+    collector.warmup, collector.growth, collector.interval = 3600.0, 0.05, 0.0
+    collector.start()
+    passes = collector.full_passes
+    clients = [object() for _ in range(sys.getallocatedblocks() // 5)]  # the streams connect
+    collector.quiet()
+    assert collector.full_passes == passes  # grown a fifth, while the clients arrive
+
+    collector.warmup = 0.0  # served
+    collector.quiet()
+    assert collector.full_passes == passes  # no growth since: no full pass
+    more = [object() for _ in range(sys.getallocatedblocks() // 10)]
+    collector.quiet()
+    assert collector.full_passes == passes + 1  # grown by a tenth over the served heap
+    del clients, more

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from waiting import eventually
 
@@ -242,3 +242,51 @@ def test_the_removal_check_looks_only_at_replaced_slices_and_agrees_with_its_def
     old = FleetState("f", (MemberState(zone, endpoint_slices=tuple(slices)),))
     new = FleetState("f", (MemberState(zone, endpoint_slices=tuple(new_slices)),))
     assert removes_endpoints(old, new) == reference_removes(old, new)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["add", "unready", "lose", "restore"]), st.integers(0, 3)),
+        min_size=1,
+        max_size=12,
+    )
+)
+async def test_a_member_lost_is_never_held_by_pacing_whatever_came_before(
+    steps: list[tuple[str, int]],
+) -> None:
+    # Issue 10: pacing follows the fan-out, which may take seconds; a fan-out that never ends
+    # (settle never returns) must still not hold a member loss, whatever publishes, removals
+    # and settlings are under way or waiting when it comes.
+    published = Published()
+    never = asyncio.Event()
+
+    async def settle(_: float) -> None:
+        await never.wait()
+
+    pods = [("10.0.0.1", True)]
+    store = Debouncer(published, quiet=3600, max_delay=3600, current=fleet(*pods), settle=settle)
+    member = store.current.members[0].member  # type: ignore[union-attr]
+    try:
+        for kind, yields in steps:
+            if kind == "add":
+                pods.append((f"10.0.1.{len(pods)}", True))
+            elif kind == "unready":
+                pods[0] = (pods[0][0], False)
+            state = (
+                FleetState(name="f", members=(MemberState(member=member),))
+                if kind == "lose"
+                else fleet(*pods)
+            )
+            lost = store.current is not None and loses_member(store.current, state)
+            store.update(state)
+            if lost:
+                for _ in range(6):  # a flush, a cancelled settling, a publish task: no timer
+                    await asyncio.sleep(0)
+                assert published
+                assert published[-1] == state
+            for _ in range(yields):
+                await asyncio.sleep(0)
+        assert not published.overlapped
+    finally:
+        await store.stop()

@@ -176,6 +176,32 @@ def test_rule13_cluster_and_endpoint_removals_come_after_routes() -> None:
     assert (assignment_removal.type_url, assignment_removal.removed) == (ENDPOINT, ("b",))
 
 
+def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_goes() -> None:
+    """Make before break across a reconnect (rule 19): the client says it holds route r -> b,
+    and b was deleted meanwhile: b is removed only once the route is replaced."""
+    before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"})
+    after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"}).after(before)
+    wanted = {CLUSTER: [], ENDPOINT: ["a", "b"], LISTENER: [], ROUTE: ["r"]}
+    stream = DeltaStream()
+    for type_url, names_ in wanted.items():
+        held = {
+            r.name: r.version
+            for n in names_ or before.of(type_url)
+            for r in [before.of(type_url)[n]]
+        }
+        stream.on_request(delta_request(type_url, names_, initial=held))
+    route_replaced = False
+    removed: list[tuple[str, tuple[str, ...]]] = []
+    while sent := stream.next_responses(after):
+        for response in sent:
+            if response.removed:
+                removed.append((response.type_url, response.removed))
+                assert route_replaced, f"{response.removed} went before the route"
+            route_replaced = route_replaced or response.type_url == ROUTE
+            delta_ack(stream, response)
+    assert removed == [(CLUSTER, ("b",)), (ENDPOINT, ("b",))]
+
+
 def test_status_forgets_removed_resources_once_acked() -> None:
     stream = DeltaStream()
     stream.on_request(delta_request(CLUSTER))

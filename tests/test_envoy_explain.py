@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 
-from harness.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, Envoy, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.files import load_fleet
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 from xdsfleet.tools.explain import Explanation, Request, Scenario, explain
 
 pytestmark = pytest.mark.envoy
@@ -121,18 +121,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     )
     files.write()
     try:
-        with Server(files.fleet) as server:
-            server.start()
-            boot = envoy_bootstrap(
-                node_id="explain-gateway",
-                cluster="test",
-                profile=PROFILE,
-                target=Target(port=server.xds_port),
-                admin_port=0,
-            )
-            with Envoy(boot) as envoy:
-                envoy.start()
-                yield Gateway(files, envoy)
+        with served_envoy(files.fleet, "explain-gateway", PROFILE) as (_, envoy):
+            yield Gateway(files, envoy)
     finally:
         for backend in backends:
             backend.stop()

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 
 from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.cache.typeurls import CLUSTER
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.sources.files import load_fleet
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 from xdsfleet.tools.render import render
 
 pytestmark = pytest.mark.envoy
@@ -90,18 +90,9 @@ def mesh(request: pytest.FixtureRequest, tmp_path: Path, backends: int) -> Itera
     )
     files.write()
     delta = request.param == "delta"
-    with Server(files.fleet) as server:
-        server.start()
-        boot = envoy_bootstrap(
-            node_id=f"gateway-{request.param}",
-            cluster="test",
-            profile=PROFILE,
-            target=Target(port=server.xds_port, delta=delta),
-            admin_port=0,
-        )
-        with Envoy(boot) as envoy:
-            envoy.start()
-            yield Mesh(files, server, envoy, delta)
+    node_id = f"gateway-{request.param}"
+    with served_envoy(files.fleet, node_id, PROFILE, delta=delta) as (server, envoy):
+        yield Mesh(files, server, envoy, delta)
 
 
 def converge(condition: Any, what: str) -> None:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from conformance.fleet import fleet_document
 from harness.local import Backend, Envoy, Response, Server, free_port, request, wait_for
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
@@ -519,21 +520,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         certificate, key, der = _certificate(root, name)
         certificates[name] = der
         secrets.append(_secret_doc(f"cert-{x}", certificate, key))
-    fleet = {
-        "apiVersion": "xdsfleet.io/v1alpha1",
-        "kind": "Fleet",
-        "metadata": {"name": "conformance"},
-        "spec": {
-            "exportAll": True,
-            "source": {"manifests": "routes"},
-            "members": [
-                {"name": "m1", "region": "r1", "zone": "z1", "source": {"manifests": "m1"}}
-            ],
-        },
-    }
     (root / "routes").mkdir()
     (root / "m1").mkdir()
-    (root / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    # The layout of a conformance run: routes/ and one member, m1.
+    (root / "fleet.yaml").write_text(yaml.safe_dump(fleet_document()))
     docs = [*_route_docs(ports), *secrets]
     (root / "routes" / "gateway.yaml").write_text(yaml.safe_dump_all(docs))
     (root / "m1" / "services.yaml").write_text(yaml.safe_dump_all(_member_docs(target_port)))

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 
 from harness.local import Backend, Envoy, Server, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
 
@@ -101,18 +101,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, backend_port: int) -> Iter
         listener_port=free_port(),
     )
     files.write()
-    with Server(files.fleet) as server:
-        server.start()
-        boot = envoy_bootstrap(
-            node_id="policy-gateway",
-            cluster="test",
-            profile=PROFILE,
-            target=Target(port=server.xds_port),
-            admin_port=0,
-        )
-        with Envoy(boot) as envoy:
-            envoy.start()
-            yield Gateway(files, server, envoy)
+    with served_envoy(files.fleet, "policy-gateway", PROFILE) as (server, envoy):
+        yield Gateway(files, server, envoy)
 
 
 def converge(condition: Any, what: str) -> None:

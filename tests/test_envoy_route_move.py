@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 
-from harness.local import Backend, Envoy, Server, free_port, get, wait_for
+from harness.local import Backend, Envoy, free_port, get, wait_for
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
 
@@ -88,40 +88,31 @@ def test_route_moves_to_a_new_cluster_under_load_without_a_failed_request(
         root=tmp_path, members=[east], target_port=backends, listener_port=free_port()
     )
     files.write()
-    with Server(files.fleet) as server:
-        server.start()
-        boot = envoy_bootstrap(
-            node_id=f"gateway-{protocol}",
-            cluster="test",
-            profile=PROFILE,
-            target=Target(port=server.xds_port, delta=protocol == "delta"),
-            admin_port=0,
-        )
-        with Envoy(boot) as envoy:
-            envoy.start()
-            port = files.listener_port
-            wait_for(lambda: answers(port) == "old", timeout=CONVERGE_SECONDS, what="old serving")
-            with Load(port) as load:
-                wait_for(lambda: load.statuses["old"] > 20, timeout=10, what="load running")
-                # One change: a new service, and the host's route moved to it.
-                east.services["shop-v2"] = [Pod(NEW)]
-                files.write_member(east)
-                files.rules["shop"] = [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [files.backend("shop-v2")],
-                    }
-                ]
-                files.write_routes()
-                wait_for(lambda: load.statuses["new"] > 20, timeout=CONVERGE_SECONDS, what="moved")
-                # Then the old service goes; its cluster leaves Envoy.
-                del east.services["shop"]
-                files.write_member(east)
-                wait_for(
-                    lambda: "default/shop:80" not in clusters(envoy),
-                    timeout=CONVERGE_SECONDS,
-                    what="old cluster removed",
-                )
-                seen = load.statuses["new"]
-                wait_for(lambda: load.statuses["new"] > seen + 20, timeout=10, what="still new")
+    delta = protocol == "delta"
+    with served_envoy(files.fleet, f"gateway-{protocol}", PROFILE, delta=delta) as (_, envoy):
+        port = files.listener_port
+        wait_for(lambda: answers(port) == "old", timeout=CONVERGE_SECONDS, what="old serving")
+        with Load(port) as load:
+            wait_for(lambda: load.statuses["old"] > 20, timeout=10, what="load running")
+            # One change: a new service, and the host's route moved to it.
+            east.services["shop-v2"] = [Pod(NEW)]
+            files.write_member(east)
+            files.rules["shop"] = [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [files.backend("shop-v2")],
+                }
+            ]
+            files.write_routes()
+            wait_for(lambda: load.statuses["new"] > 20, timeout=CONVERGE_SECONDS, what="moved")
+            # Then the old service goes; its cluster leaves Envoy.
+            del east.services["shop"]
+            files.write_member(east)
+            wait_for(
+                lambda: "default/shop:80" not in clusters(envoy),
+                timeout=CONVERGE_SECONDS,
+                what="old cluster removed",
+            )
+            seen = load.statuses["new"]
+            wait_for(lambda: load.statuses["new"] > seen + 20, timeout=10, what="still new")
     assert set(load.statuses) == {"old", "new"}, load.statuses

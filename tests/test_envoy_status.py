@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import yaml
 from fleets import FleetFiles, MemberSpec, Pod
+from gateways import served_envoy
 
 from harness.certs import Authority
 from harness.local import Backend, Envoy, Server, free_port, wait_for
 from xdsfleet.cache import typeurls
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.tools.bootstrap import Target, envoy_bootstrap
 
 pytestmark = pytest.mark.envoy
 
@@ -84,17 +84,11 @@ def setup(
     }
     routes.write_text(yaml.safe_dump_all([gateway, *others, secret]))
     try:
-        with Server(files.fleet) as server:
-            server.start()
-            boot = envoy_bootstrap(
-                node_id=NODE,
-                cluster="test",
-                profile=NodeProfile(gateway="default/gw", region="eu-west"),
-                target=Target(port=server.xds_port, delta=request.param == "delta"),
-                admin_port=0,
-            )
-            with Envoy(boot).start(wait_ready=False) as envoy:
-                yield Setup(server, envoy)
+        profile = NodeProfile(gateway="default/gw", region="eu-west")
+        delta = request.param == "delta"
+        # It refuses a secret of its config, so it is never ready.
+        with served_envoy(files.fleet, NODE, profile, delta=delta, wait_ready=False) as both:
+            yield Setup(*both)
     finally:
         backend.stop()
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from xdsfleet.cli import app
 from xdsfleet.model.fleet import FleetState
@@ -19,6 +19,13 @@ FULL = Path(__file__).parent.parent / "examples" / "full" / "fleet.yaml"
 EDGE = NodeProfile(gateway="default/edge", region="eu-west", zone="eu-west-1a")
 A = frozenset({"zone-a"})
 runner = CliRunner()
+
+
+def explain_at_edge(*options: str) -> Result:
+    """`xdsfleet explain` of a request for shop.example.com at the full example's edge Gateway,
+    from eu-west, with `options`."""
+    args = ["explain", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
+    return runner.invoke(app, [*args, "--host", "shop.example.com", *options])
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +95,7 @@ def test_a_redirect_and_a_miss(state: FleetState) -> None:
 
 
 def test_the_command_prints_the_route_and_a_table_per_cluster() -> None:
-    args = ["explain", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
-    args += ["--host", "shop.example.com", "--path", "/", "-H", "x-canary=true"]
-    result = runner.invoke(app, args)
+    result = explain_at_edge("--path", "/", "-H", "x-canary=true")
 
     assert result.exit_code == 0, result.output
     assert "HTTPRoute default/shop rules[0].matches[0]" in result.output
@@ -158,9 +163,7 @@ def test_without_a_what_if_a_healthy_fleet_warns_of_nothing(state: FleetState) -
 
 
 def test_the_command_shows_a_what_if_column_and_its_warnings() -> None:
-    args = ["explain", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
-    args += ["--host", "shop.example.com", "--fail", "zone-a", "--drain", "zone-b"]
-    result = runner.invoke(app, args)
+    result = explain_at_edge("--fail", "zone-a", "--drain", "zone-b")
 
     assert result.exit_code == 0, result.output
     assert "if fail zone-a, drain zone-b" in result.output
@@ -177,9 +180,7 @@ def test_an_unknown_member_is_refused_with_a_suggestion() -> None:
 
 
 def test_drain_takes_a_comma_separated_list_as_fail_does() -> None:
-    args = ["explain", "--fleet", str(FULL), "--gateway", "default/edge", "--region", "eu-west"]
-    args += ["--host", "shop.example.com", "--drain", "zone-a,zone-b"]
-    result = runner.invoke(app, args)
+    result = explain_at_edge("--drain", "zone-a,zone-b")
 
     assert result.exit_code == 0, result.output
     assert "drain zone-a, drain zone-b" in result.output

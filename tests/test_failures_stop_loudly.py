@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from samples import sample
 from states import AT_GATEWAY, EAST, WEST, fleet, running
 from structlog.testing import capture_logs
 from waiting import eventually
@@ -21,10 +21,6 @@ from xdsfleet.pipeline.supervisor import Crashed, Supervisor
 from xdsfleet.server.ads import AdsService
 
 
-def counter(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 async def test_a_task_that_raises_stops_the_server_with_its_traceback() -> None:
     supervisor = Supervisor()
 
@@ -32,7 +28,7 @@ async def test_a_task_that_raises_stops_the_server_with_its_traceback() -> None:
         await asyncio.sleep(0)
         raise KeyError("gone")
 
-    before = counter("xdsfleet_task_failures_total", task="broken")
+    before = sample("xdsfleet_task_failures_total", task="broken")
     with capture_logs() as events:
         supervisor.start(broken(), name="broken")
         await asyncio.wait_for(supervisor.stop.wait(), 5)
@@ -41,7 +37,7 @@ async def test_a_task_that_raises_stops_the_server_with_its_traceback() -> None:
     [failed] = [e for e in events if e["event"] == "task_failed"]
     assert failed["task"] == "broken"
     assert isinstance(failed["exc_info"], KeyError)
-    assert counter("xdsfleet_task_failures_total", task="broken") == before + 1
+    assert sample("xdsfleet_task_failures_total", task="broken") == before + 1
     with pytest.raises(Crashed, match="broken"):
         supervisor.raise_if_failed()
 
@@ -90,12 +86,12 @@ async def test_a_failing_publish_is_logged_counted_and_retried_until_it_goes_thr
         published.append(state)
 
     retrying = RetryingPublish(publish, newer=lambda: False, first_retry=0.01, max_retry=0.02)
-    before = counter("xdsfleet_publish_failures_total")
+    before = sample("xdsfleet_publish_failures_total")
     with capture_logs() as events:
         await asyncio.wait_for(retrying(state), 5)
 
     assert published == [state]
-    assert counter("xdsfleet_publish_failures_total") == before + 2
+    assert sample("xdsfleet_publish_failures_total") == before + 2
     failed = [e for e in events if e["event"] == "publish_failed"]
     assert len(failed) == 2
     assert all(isinstance(e["exc_info"], RuntimeError) for e in failed)

@@ -61,6 +61,22 @@ def backends() -> Iterator[int]:
             server.stop(None)
 
 
+def ask_who(
+    path: Path, boot: dict[str, Any], calls: int, client: Path = CLIENT
+) -> subprocess.CompletedProcess[str]:
+    """Call who.default `calls` times through gRPC's own xDS client (`client`), bootstrapped
+    from `boot` written at `path`, in a process of its own (the bootstrap is process-wide)."""
+    path.write_text(json.dumps(boot))
+    return subprocess.run(
+        [sys.executable, str(client), "xds:///who.default:80", str(calls)],
+        env=os.environ | {"GRPC_XDS_BOOTSTRAP": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def two_members(root: Path, port: int) -> FleetFiles:
     files = FleetFiles(
         root=root,
@@ -88,16 +104,7 @@ def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> 
             profile=profile,
             target=Target(port=server.xds_port),
         )
-        bootstrap.write_text(json.dumps(boot))
-        env = os.environ | {"GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-        done = subprocess.run(
-            [sys.executable, str(CLIENT), "xds:///who.default:80", "20"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = ask_who(bootstrap, boot, 20)
         assert done.returncode == 0, done.stderr[-3000:]
         answers = json.loads(done.stdout)
         assert set(answers) == {"east", "west"}

@@ -5,17 +5,13 @@ certificate's SPIFFE ID."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from fleets import FleetFiles, MemberSpec, Pod
-from test_grpc_proxyless import CLIENT, backends
+from test_grpc_proxyless import ask_who, backends, two_members
 
 from harness.certs import Authority
-from harness.local import Server, free_port
+from harness.local import Server
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.tools.bootstrap import ClientTls, Target, grpc_bootstrap
 
@@ -27,17 +23,7 @@ SPIFFE = "spiffe://test.example/ns/default/sa/who-client"
 def test_grpc_xds_client_over_mtls_reaches_every_member(tmp_path: Path, backends: int) -> None:
     ca = Authority(tmp_path)
     server_pair, client = ca.issue("xds", server=True), ca.issue("client", spiffe=SPIFFE)
-    files = FleetFiles(
-        root=tmp_path / "fleet",
-        members=[
-            MemberSpec("east", "eu-west", "eu-west-1a", {"who": [Pod("127.0.21.1")]}),
-            MemberSpec("west", "eu-west", "eu-west-1b", {"who": [Pod("127.0.22.1")]}),
-        ],
-        target_port=backends,
-        listener_port=free_port(),
-        app_protocol="grpc",
-    )
-    files.write()
+    files = two_members(tmp_path / "fleet", backends)
     fleet = yaml.safe_load(files.fleet.read_text())
     fleet["spec"]["identities"] = [{"identity": SPIFFE, "roles": ["proxyless"]}]
     files.fleet.write_text(yaml.safe_dump(fleet))
@@ -54,16 +40,7 @@ def test_grpc_xds_client_over_mtls_reaches_every_member(tmp_path: Path, backends
                 tls=ClientTls(str(client.cert), str(client.key), str(ca.ca)),
             ),
         )
-        bootstrap = tmp_path / "grpc-bootstrap.json"
-        bootstrap.write_text(json.dumps(boot))
-        done = subprocess.run(
-            [sys.executable, str(CLIENT), "xds:///who.default:80", "10"],
-            env=os.environ | {"GRPC_XDS_BOOTSTRAP": str(bootstrap)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = ask_who(tmp_path / "grpc-bootstrap.json", boot, 10)
         assert done.returncode == 0, done.stderr[-3000:]
         assert set(json.loads(done.stdout)) == {"east", "west"}
         [opened] = server.events("stream_opened")

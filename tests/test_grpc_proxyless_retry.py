@@ -10,9 +10,6 @@ below one in a million. The test asserts at most a quarter."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from fleets import FleetFiles, MemberSpec, Pod
-from test_grpc_proxyless import ask_server, who_server
+from test_grpc_proxyless import ask_server, ask_who, who_server
 
 from harness.local import Server, free_port
 from xdsfleet.model.node import NodeProfile, Role
@@ -73,23 +70,13 @@ def test_calls_refused_with_unavailable_are_retried_on_the_other_member(
     files.write()
     with Server(files.fleet) as server:
         server.start()
-        bootstrap = tmp_path / "grpc-bootstrap.json"
         boot = grpc_bootstrap(
             node_id="proxyless-retry",
             cluster="test",
             profile=NodeProfile(role=Role.PROXYLESS, region="eu-west"),
             target=Target(port=server.xds_port),
         )
-        bootstrap.write_text(json.dumps(boot))
-        env = os.environ | {"GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-        done = subprocess.run(
-            [sys.executable, str(CLIENT), "xds:///who.default:80", str(CALLS)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = ask_who(tmp_path / "grpc-bootstrap.json", boot, CALLS, CLIENT)
 
     assert done.returncode == 0, done.stderr[-3000:]
     tally = json.loads(done.stdout)

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,14 +19,20 @@ from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.cache import typeurls
+from xdsfleet.documents.references import reference_problems
+from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
 from xdsfleet.model.fleet import (
+    AllowedRoutes,
     BackendRef,
     FleetState,
     Gateway,
     GatewayListener,
     HTTPRoute,
     ParentRef,
+    RouteGroupKind,
     RouteRule,
+    SecretRef,
+    TLSSecret,
 )
 from xdsfleet.pipeline.aggregate import Aggregator
 from xdsfleet.pipeline.publisher import Publisher
@@ -36,13 +42,16 @@ from xdsfleet.sources.kube.fleetcluster import FleetCluster
 from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import FLEETS, GATEWAYS, HTTP_ROUTES, LEASES, SECRETS
 from xdsfleet.sources.kube.status import Written, write_status
+from xdsfleet.status import conditions
 from xdsfleet.status.conditions import (
     CONTROLLER,
     Held,
     Programmed,
+    gateway_verdict,
     merged_status,
     our_parent,
     parent_refs,
+    route_affects,
     route_verdict,
 )
 from xdsfleet.status.writer import StatusWriter
@@ -249,6 +258,91 @@ def test_a_route_verdict_names_the_parent_and_the_backends_that_do_not_resolve()
     assert "not exported" in first[1].message
 
 
+def test_supported_kinds_are_a_group_and_a_kind_as_attachment_reads_them() -> None:
+    """A listener that allows `HTTPRoute` of another group supports no route kind of ours, and
+    takes no HTTPRoute: status and attachment read `allowedRoutes.kinds` by one rule."""
+    other = AllowedRoutes(kinds=(RouteGroupKind("example.com", "HTTPRoute"),))
+    ours = AllowedRoutes(kinds=(RouteGroupKind(GATEWAY_GROUP, "GRPCRoute"),))
+    listeners = (
+        GatewayListener("other", 80, allowed_routes=other),
+        GatewayListener("grpc", 81, allowed_routes=ours),
+    )
+    gateway = Gateway("default", "gw", "xdsfleet", listeners)
+    route = HTTPRoute("default", "shop", (ParentRef("default", "gw"),), (), ())
+    state = FleetState("test", (), gateways=(gateway,), http_routes=(route,))
+    verdict = gateway_verdict(state, gateway, 1, [])
+    found = {x.name: (x.supported_kinds, x.attached_routes) for x in verdict.listeners}
+    assert found == {"other": ((), 0), "grpc": (("GRPCRoute",), 0)}
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_certificate_of_another_namespace_without_a_grant_is_not_permitted(exists: bool) -> None:
+    """Status and `validate` read a certificateRef by one rule: the grant first, whether or not
+    the Secret exists (whether it does is not for a Gateway that was granted nothing to learn);
+    a Secret of its own namespace that does not exist is an InvalidCertificateRef."""
+    refs = (SecretRef("vault", "edge"), SecretRef("default", "gone"))
+    listeners = (
+        GatewayListener("far", 443, "HTTPS", certificate_refs=refs[:1]),
+        GatewayListener("near", 8443, "HTTPS", certificate_refs=refs[1:]),
+    )
+    gateway = Gateway("default", "gw", "xdsfleet", listeners)
+    secrets = (TLSSecret("vault", "edge", "", ""),) if exists else ()
+    state = FleetState("test", (), gateways=(gateway,), secrets=secrets)
+    verdict = gateway_verdict(state, gateway, 1, [])
+    resolved = {
+        x.name: next((c.reason, c.message) for c in x.conditions if c.type == "ResolvedRefs")
+        for x in verdict.listeners
+    }
+    assert resolved == {
+        "far": ("RefNotPermitted", "no ReferenceGrant lets it use Secret vault/edge"),
+        "near": ("InvalidCertificateRef", "Secret default/gone does not exist"),
+    }
+    reported = {p.field: p.message for p in reference_problems(state, {})}
+    assert reported == {
+        "spec.listeners[0].tls.certificateRefs[0]": "no ReferenceGrant in namespace vault lets "
+        "Gateways of default use Secret vault/edge (RefNotPermitted)",
+        "spec.listeners[1].tls.certificateRefs[0]": "Secret default/gone does not exist (the "
+        "listener is not served)",
+    }
+
+
+def test_a_status_pass_reads_the_gateways_once_for_every_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Namespace labels, Gateways by name and their ports are made once per pass (`Gateways`),
+    not once per route; the verdicts are those made without it."""
+    routes = [
+        HTTPRoute("default", f"shop-{i}", ROUTE.parent_refs, (), ROUTE.rules) for i in range(3)
+    ]
+    state = FleetState("test", (), gateways=STATE.gateways, http_routes=tuple(routes))
+    alone = [
+        (
+            route_verdict(state, r, 1, {}, Programmed(0, 0)),
+            route_affects(state, r)(typeurls.ROUTE, "default/gw:80"),
+        )
+        for r in routes
+    ]
+    reads: list[object] = []
+    counted = functools.partial(_counting, labels_of, reads)
+    monkeypatch.setattr(conditions, "labels_of", counted)
+    gateways = conditions.Gateways.of(state)
+    shared = [
+        (
+            route_verdict(state, r, 1, {}, Programmed(0, 0), gateways),
+            route_affects(state, r, gateways)(typeurls.ROUTE, "default/gw:80"),
+        )
+        for r in routes
+    ]
+    assert len(reads) == 1
+    assert shared == alone
+    assert all(affected for _, affected in shared)
+
+
+def _counting(real: Callable[..., Any], calls: list[object], *args: Any) -> Any:
+    calls.append(args)
+    return real(*args)
+
+
 def test_merging_keeps_other_controllers_and_transition_times_and_skips_no_change() -> None:
     other = {"parentRef": {"name": "gw"}, "controllerName": "example.com/other", "conditions": []}
     obj = {**ROUTE_OBJECT, "status": {"parents": [other]}}
@@ -333,33 +427,47 @@ def apply_fleet_of_one_member(api: ApiEmulator, member: ApiEmulator) -> None:
     api.apply(FLEETS, {"metadata": {"name": "prod"}, "spec": spec})
 
 
+@contextlib.asynccontextmanager
+async def status_writer(
+    api: ApiEmulator, member: ApiEmulator
+) -> AsyncIterator[tuple[Aggregator, StatusWriter]]:
+    """Serve the fleet `api` holds (`member` its one member, east), with a status writer that
+    holds the lease and has written once; stopped at the end, asserting nothing crashed."""
+    apply_fleet_of_one_member(api, member)
+    crashes: list[BaseException] = []
+    aggregator = Aggregator(
+        on_state=lambda _: None,
+        on_crash=crashes.append,
+        settings=FAST,
+        namespace="xdsfleet-system",
+    )
+    aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
+    try:
+        await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
+        publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
+        writer = StatusWriter(
+            aggregator=aggregator,
+            ads=AdsService(publisher.cache),
+            snapshot_of=publisher.cache.get,
+            served=lambda: aggregator.state,
+            namespace="xdsfleet-system",
+        )
+        await writer.renew()
+        await writer.tick()
+        yield aggregator, writer
+        await writer.stop()
+    finally:
+        await aggregator.stop()
+    assert not crashes
+
+
 async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_changes(
     api: ApiEmulator, tmp_path: Path
 ) -> None:
     with ApiEmulator() as member:
         member.go_down()
-        apply_fleet_of_one_member(api, member)
         api.apply(HTTP_ROUTES, ROUTE_OBJECT)
-        crashes: list[BaseException] = []
-        aggregator = Aggregator(
-            on_state=lambda _: None,
-            on_crash=crashes.append,
-            settings=FAST,
-            namespace="xdsfleet-system",
-        )
-        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
-        try:
-            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
-            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
-            writer = StatusWriter(
-                aggregator=aggregator,
-                ads=AdsService(publisher.cache),
-                snapshot_of=publisher.cache.get,
-                served=lambda: aggregator.state,
-                namespace="xdsfleet-system",
-            )
-            await writer.renew()
-            await writer.tick()
+        async with status_writer(api, member) as (aggregator, writer):
             fleet = api.get(FLEETS, "prod", namespace=None)
             assert fleet is not None
             [east] = fleet["status"]["members"]
@@ -395,10 +503,6 @@ async def test_the_lease_holder_writes_the_fleet_and_route_status_and_only_chang
             fleet = api.get(FLEETS, "prod", namespace=None)
             assert fleet is not None
             assert fleet["status"]["members"][0]["stale"] is False
-            await writer.stop()
-        finally:
-            await aggregator.stop()
-        assert not crashes
 
 
 def test_a_holder_that_cannot_renew_stops_holding_at_the_renew_deadline(
@@ -536,37 +640,13 @@ async def write_status_once(
     """Serve the fleet `api` holds (one member, east) and write its status once, as the lease
     holder; with `then`, make that change and write again once it is served. What was served."""
     with ApiEmulator() as member:
-        apply_fleet_of_one_member(api, member)
-        crashes: list[BaseException] = []
-        aggregator = Aggregator(
-            on_state=lambda _: None,
-            on_crash=crashes.append,
-            settings=FAST,
-            namespace="xdsfleet-system",
-        )
-        aggregator.use_fleet_resource("prod", Access(kubeconfig_text=api.kubeconfig_text()))
-        try:
-            await asyncio.wait_for(aggregator.wait_ready(member_seconds=5), 10)
-            publisher = Publisher(aggregator.state)  # type: ignore[arg-type]
-            writer = StatusWriter(
-                aggregator=aggregator,
-                ads=AdsService(publisher.cache),
-                snapshot_of=publisher.cache.get,
-                served=lambda: aggregator.state,
-                namespace="xdsfleet-system",
-            )
-            await writer.renew()
-            await writer.tick()
+        async with status_writer(api, member) as (aggregator, writer):
             if then is not None:
                 before = aggregator.state
                 then()
                 await eventually(lambda: aggregator.state != before)
                 await writer.tick()
-            await writer.stop()
-            assert not crashes
-            return aggregator.state
-        finally:
-            await aggregator.stop()
+        return aggregator.state
 
 
 async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
@@ -591,7 +671,11 @@ async def test_each_gateway_listener_gets_its_conditions_and_attached_routes(
     }
     api.apply(GATEWAYS, gateway)
     api.apply(HTTP_ROUTES, ROUTE_OBJECT)
-    await write_status_once(api)
+    with capture_logs() as logs:
+        await write_status_once(api)
+    # Every object written is logged, whatever its kind.
+    logged = {e["object"] for e in logs if e["event"] == "status_written"}
+    assert logged == {"Fleet prod", "Gateway default/gw", "HTTPRoute default/shop"}
     written = api.get(GATEWAYS, "gw")
     assert written is not None
     found = {

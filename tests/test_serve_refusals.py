@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from harness.local import free_port
 
 SECRET = "s3cr3t-t0ken-never-logged"
@@ -34,24 +36,15 @@ def refusal(events: list[dict[str, Any]]) -> str:
     return str(refused["error"])
 
 
-def test_an_xds_port_in_use_refuses_the_start() -> None:
+@pytest.mark.parametrize(("flag", "name"), [("--xds-port", "xDS"), ("--metrics-port", "metrics")])
+def test_a_port_in_use_refuses_the_start(flag: str, name: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, events = serve("--xds-port", str(port))
+        code, events = serve(flag, str(port))
     assert code == 1
-    assert f"127.0.0.1:{port} (xDS port)" in refusal(events)
-
-
-def test_a_metrics_port_in_use_refuses_the_start() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        code, events = serve("--metrics-port", str(port))
-    assert code == 1
-    assert f"127.0.0.1:{port} (metrics port)" in refusal(events)
+    assert f"127.0.0.1:{port} ({name} port)" in refusal(events)
 
 
 def test_a_fleet_resource_with_a_missing_kubeconfig_refuses_the_start(tmp_path: Path) -> None:

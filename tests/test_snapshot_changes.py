@@ -45,6 +45,24 @@ def test_changes_since_knows_the_generations_before() -> None:
     assert S3.changes_since(ENDPOINT, "a version it never had") is None
 
 
+def test_departed_clusters_are_kept_as_long_as_the_history_that_removed_them() -> None:
+    many: dict[str, tuple[str, ...]] = {
+        f"x{i}": ("10.0.1.1",) for i in range(8)
+    }  # room in the history for a few steps
+    full = snapshot({**many, "b": ("10.0.0.3",), "c": ("10.0.0.5",)})
+    shrunk = snapshot(many).after(full)
+    assert set(shrunk.departed) == {"b", "c"}
+    assert shrunk.departed["c"] is full.of(CLUSTER)["c"]  # its last version, shared
+    back = snapshot({**many, "c": ("10.0.0.5",)}).after(shrunk)
+    assert set(back.departed) == {"b"}  # here again: no longer departed
+    latest = back
+    for i in range(6, 40):
+        latest = snapshot({**many, "c": (f"10.0.0.{i}",)}).after(latest)
+    # The step that removed b left the history: b goes with it.
+    assert latest.changes_since(CLUSTER, full.versions[CLUSTER]) is None
+    assert not latest.departed
+
+
 def test_history_is_bounded_by_what_the_snapshot_holds() -> None:
     latest = S3
     for i in range(6, 40):

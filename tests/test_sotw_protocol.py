@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from snapshots import ack, request, snapshot
+from snapshots import ack, api_listener, assignment, cluster, request, snapshot
 
+from xdsfleet.cache.resources import Encoder
+from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xdsfleet.server.protocol import Outcome, Response
 from xdsfleet.server.sotw import SotwStream
@@ -259,3 +261,66 @@ def test_rule13_a_type_waiting_for_an_answer_holds_back_the_types_after_it() -> 
     assert stream.next_responses(changed) == []
     ack(stream, cds)
     assert [r.type_url for r in stream.next_responses(changed)] == [CLUSTER, LISTENER]
+
+
+def resumed(held: Snapshot, wanted: dict[str, list[str]]) -> SotwStream:
+    """A new stream of a client that asked for `wanted` on an earlier one, took everything of
+    `held` there, and now asks again with the versions it holds."""
+    earlier = SotwStream()
+    for type_url, names_ in wanted.items():
+        earlier.on_request(request(type_url, names_))
+    versions: dict[str, str] = {}
+    while sent := earlier.next_responses(held):
+        for response in sent:
+            ack(earlier, response, wanted[response.type_url])
+            versions[response.type_url] = response.version
+    stream = SotwStream()
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    return stream
+
+
+def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_goes() -> None:
+    """Make before break across a reconnect: the client holds route r -> b, and b was deleted
+    meanwhile. The versions its first requests carry and the snapshot's history say it holds
+    b: b stays, and no placeholder empties its assignment, until the route is replaced."""
+    before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "b"})
+    after = snapshot({"a": ("10.0.0.1",)}, {"r": "a"}).after(before)
+    wanted = {CLUSTER: [], ENDPOINT: ["a", "b"], LISTENER: [], ROUTE: ["r"]}
+    stream = resumed(before, wanted)
+    route_replaced = False
+    clusters: list[tuple[list[str], tuple[str, ...]]] = []
+    while sent := stream.next_responses(after):
+        for response in sent:
+            if response.type_url == CLUSTER:
+                clusters.append((names(response), response.removed))
+                assert route_replaced or "b" in names(response), "b went before the route"
+            if response.type_url == ENDPOINT:
+                assert "b" not in names(response)  # no placeholder for what the client holds
+            route_replaced = route_replaced or response.type_url == ROUTE
+            ack(stream, response, wanted[response.type_url])
+    assert clusters[-1] == (["a"], ("b",))
+    assert "b" not in stream.status()[CLUSTER].held
+
+
+def test_a_client_back_from_an_earlier_stream_keeps_its_listener_while_its_clusters_warm() -> None:
+    """A gRPC client asks again, with its versions, for a listener whose inline routes use
+    cluster c, and for c. c warms again on this stream; the listener waits for it, but it is
+    not left out of a response meanwhile: a full set without it would remove it there."""
+    snap = build_snapshot(
+        {
+            CLUSTER: {"c": cluster("c")},
+            ENDPOINT: {"c": assignment("c", "10.0.0.1")},
+            LISTENER: {"L": api_listener("L", "c")},
+        },
+        Encoder(),
+    )
+    wanted = {LISTENER: ["L"], CLUSTER: ["c"], ENDPOINT: ["c"]}
+    stream = resumed(snap, wanted)
+    listeners = []
+    while sent := stream.next_responses(snap):
+        for response in sent:
+            if response.type_url == LISTENER:
+                listeners.append(names(response))
+            ack(stream, response, wanted[response.type_url])
+    assert listeners == [["L"]]

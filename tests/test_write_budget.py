@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from samples import sample
 from waiting import eventually
 
 from xdsfleet.server.budget import WriteBudget
@@ -108,8 +109,6 @@ async def test_writers_stalled_ahead_hold_up_a_reader_for_one_patience_at_most()
 
 
 def test_the_budget_is_visible_in_the_metrics() -> None:
-    from prometheus_client import REGISTRY
-
     from xdsfleet.cache.cache import SnapshotCache
     from xdsfleet.server.ads import AdsService
 
@@ -118,10 +117,32 @@ def test_the_budget_is_visible_in_the_metrics() -> None:
         share = await service.budget.take(7)  # a write under way
         waiter = asyncio.create_task(service.budget.take(7))
         await eventually(lambda: service.budget.waiting == 1)
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 7
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_waiting") == 1
+        assert sample("xdsfleet_write_budget_bytes") == 7
+        assert sample("xdsfleet_write_budget_waiting") == 1
         service.budget.give(share)
         service.budget.give(await waiter)
-        assert REGISTRY.get_sample_value("xdsfleet_write_budget_bytes") == 0
+        assert sample("xdsfleet_write_budget_bytes") == 0
 
     asyncio.run(main())
+
+
+async def test_writers_that_waited_long_go_a_quarter_of_the_budget_per_loop_iteration() -> None:
+    # Issue 10: a member loss's fan-out queues hundreds of 4.5 MB writers; let go at once after
+    # a patience, each joining its response as it resumed, they held the loop 0.6-0.8 s.
+    budget = WriteBudget(100, patience=0.05)
+    first = await budget.take(100)  # a write that never ends
+    waiting = [asyncio.create_task(budget.take(30)) for _ in range(12)]
+    await eventually(lambda: budget.waiting == 12, timeout=10)
+    let_go = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while budget.waiting and asyncio.get_running_loop().time() < deadline:
+        left = budget.waiting
+        await asyncio.sleep(0)  # one loop iteration: what it let go
+        let_go.append(left - budget.waiting)
+    assert budget.waiting == 0
+    # Per iteration: what fits the budget once the stuck write stops counting (3 of 30) and a
+    # quarter of it (one of 30) past a patience; never all twelve.
+    assert max(let_go) <= 4
+    for task in waiting:
+        budget.give(await task)
+    budget.give(first)

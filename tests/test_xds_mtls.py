@@ -15,7 +15,7 @@ import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from google.protobuf import struct_pb2
-from prometheus_client import REGISTRY
+from samples import sample
 from snapshots import request, snapshot
 from structlog.testing import capture_logs
 
@@ -90,10 +90,6 @@ async def first_response(channel: grpc.aio.Channel, req: Any) -> Any:
             call.cancel()
 
 
-def refused(reason: str) -> float:
-    return REGISTRY.get_sample_value("xdsfleet_streams_refused_total", {"reason": reason}) or 0
-
-
 async def test_a_spiffe_identity_may_claim_the_gateway_it_is_allowed(server: Server) -> None:
     edge = server.ca.issue("edge", spiffe=EDGE)
     response = await first_response(server.channel(edge), claiming("gateway", "infra/edge"))
@@ -104,14 +100,14 @@ async def test_a_node_claiming_another_gateway_is_refused_logged_and_counted(
     server: Server,
 ) -> None:
     edge = server.ca.issue("edge", spiffe=EDGE)
-    before = refused("permission_denied")
+    before = sample("xdsfleet_streams_refused_total", reason="permission_denied")
     with capture_logs() as events, pytest.raises(grpc.aio.AioRpcError) as error:
         await first_response(server.channel(edge), claiming("gateway", "infra/payments"))
     assert error.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "may not claim" in str(error.value.details())
     [event] = [e for e in events if e["event"] == "stream_refused"]
     assert (event["identity"], event["node_id"]) == (EDGE, "gateway-node")
-    assert refused("permission_denied") == before + 1
+    assert sample("xdsfleet_streams_refused_total", reason="permission_denied") == before + 1
 
 
 async def test_a_node_claiming_another_role_is_refused(server: Server) -> None:

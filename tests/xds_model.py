@@ -6,9 +6,10 @@ clusters it holds and to the route configurations of the listeners it holds; it 
 response, with an ACK or, when told to, a NACK that rejects the whole response. As a gRPC client
 (`proxyless`) it asks for its listeners by name and for a cluster only once a route names it.
 It checks, as it goes, what Envoy needs to serve without errors: a route arrives only once every
-cluster it uses is held and warm (an assignment accepted after the cluster), and no cluster or
-assignment goes while something it holds uses it. Convention of `tests/snapshots.py`: a cluster's
-assignment has its name, listener `L-x` uses route configuration `x`.
+cluster it uses is held and warm (an assignment accepted after the cluster), no cluster or
+assignment goes while something it holds uses it, and no placeholder empties the assignment of
+a cluster a route sends to. Convention of `tests/snapshots.py`: a cluster's assignment has its
+name, listener `L-x` uses route configuration `x`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from snapshots import assignment, cluster, delta_request, listener, request, route
 
@@ -70,11 +72,13 @@ class Client:
     )
     rejected_removals: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     outbox: deque[Any] = field(default_factory=deque)
-    # Routes held from before a reconnect, until replaced. A SotW stream cannot know what they
-    # use (a request says no more than a version per type), so a cluster they use may go first.
-    # A Delta stream learns it from their versions, or from sending them again, unless the
-    # client refuses that.
+    # Routes held from before a reconnect, until replaced. A Delta stream learns what they use
+    # from their versions, or from sending them again, unless the client refuses that. A SotW
+    # stream learns it from the versions per type its first requests carry and the snapshot's
+    # history; where that history no longer reaches back (`blind`), a cluster they use may go
+    # first.
     inherited: set[str] = field(default_factory=set)
+    blind: bool = False
 
     # What it subscribes to
 
@@ -95,7 +99,23 @@ class Client:
     def unknowable(self, route_name: str) -> bool:
         """A route held from before a reconnect whose use the server cannot know."""
         refused = route_name in self.rejected[ROUTE] or route_name in self.rejected_removals[ROUTE]
-        return route_name in self.inherited and (not self.delta or refused)
+        return route_name in self.inherited and (self.blind or refused)
+
+    def blind_to(self, snapshot: Snapshot) -> bool:
+        """Whether a SotW server with `snapshot` cannot tell what this client holds from before:
+        the clusters deleted since its set, and their assignments, are not in the history."""
+        if self.delta:
+            return False
+        assignments = snapshot.changes_since(ENDPOINT, self.accepted.get(ENDPOINT, ""))
+        clusters: object = True  # asked for by name: the names tell
+        if self.wildcard(CLUSTER):
+            clusters = snapshot.changes_since(CLUSTER, self.accepted.get(CLUSTER, ""))
+        gone = self.held[CLUSTER].keys() - snapshot.of(CLUSTER).keys()
+        return (
+            clusters is None
+            or assignments is None
+            or any(name not in snapshot.departed for name in gone)
+        )
 
     def routes_using(self, cluster_name: str, *, inherited: bool = True) -> list[str]:
         return [
@@ -110,6 +130,7 @@ class Client:
         """The first requests of a stream: every type it needs, saying what it holds."""
         self.star = star
         self.inherited = set(self.held[ROUTE])
+        self.blind = False
         for type_url in TYPES:
             names = self.names(type_url)
             if not self.wildcard(type_url) and not names:
@@ -221,6 +242,12 @@ class Client:
         if type_url == ENDPOINT:
             for name in removed & held.keys():
                 assert name not in self.held[CLUSTER], f"assignment {name} removed under it"
+            for name, res in incoming.items():
+                # Every cluster of the model has an endpoint: an empty assignment is a
+                # placeholder (rule 15), and must not drain a cluster a route sends to.
+                if not endpoint_pb2.ClusterLoadAssignment.FromString(res.body).endpoints:
+                    users = self.routes_using(name, inherited=False)
+                    assert not users, f"assignment {name} emptied while routes {users} use it"
         if type_url == ROUTE and not self.proxyless:
             # A gRPC client asks for a route's clusters once it has the route.
             for name, res in incoming.items():
@@ -246,7 +273,7 @@ class Client:
         # Delta: a route held from before a reconnect whose replacement waits on a cluster the
         # client refused; the server cannot know what the old one uses, so it keeps every
         # cluster meanwhile.
-        unknown_route = self.delta and any(
+        unknown_route = any(
             name in self.inherited
             and name in routes
             and have.version != routes[name].version
@@ -316,6 +343,9 @@ class Link:
         self.client.outbox.clear()
 
     def server_writes(self, snapshot: Snapshot) -> int:
+        if self.client.inherited and not self.client.blind:
+            # Checked while routes from before remain: a write may be the first to look.
+            self.client.blind = self.client.blind_to(snapshot)
         responses = self.machine.next_responses(snapshot)
         self.to_client.extend(responses)
         return len(responses)

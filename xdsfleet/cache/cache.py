@@ -3,9 +3,10 @@
 Contract: used from one asyncio loop only (it is not thread-safe). Streams watch a profile and
 are woken, without arguments, when its snapshot changes; they then `take` the latest snapshot
 themselves, so a slow stream skips intermediate generations instead of queueing them. The cache
-counts the streams woken that have not taken their snapshot yet: the publisher waits for that
-count to reach zero (or a limit) before publishing again, so that no stream skips a generation
-merely because the next one came before it got to it.
+counts the streams woken that have not taken their snapshot yet (`owed`, O(1)): the fan-out
+(pipeline/fanout.py) waits for that count to reach zero, while it keeps falling, before the next
+publish, so that no stream skips a generation merely because the next one came before it got to
+it; the streams it stops waiting for (`give_up`) are not counted again until they take one.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ class SnapshotCache:
         self._builder = builder
         self._snapshots: dict[NodeProfile, Snapshot] = {}
         self._watchers: dict[NodeProfile, set[Wake]] = {}
-        # Watchers woken by `set` that have not called `take` since; and those of them given
-        # up on (`give_up`): slow streams skip generations (rule 23) and are not waited for.
+        # Watchers woken by `set` that have not called `take` since, apart: those waited for,
+        # and those given up on (`give_up`: slow streams skip generations, rule 23, and are not
+        # waited for until they take one). Disjoint, so that `owed` is a length, not a set
+        # difference (which was quadratic in the streams given up on, under overload).
         self._woken: set[Wake] = set()
         self._laggards: set[Wake] = set()
-        # Called when the last woken watcher not given up on takes its snapshot (or goes).
-        self.on_taken: Callable[[], None] | None = None
         # Calls the watchers to wake; the server spreads them over loop iterations (FanOut),
         # so that a thousand streams answering one change do not make one long iteration.
         self.waker: Callable[[list[Wake]], None] = _wake_all
@@ -83,18 +84,16 @@ class SnapshotCache:
     @property
     def owed(self) -> int:
         """How many woken watchers, not given up on, have not taken their snapshot yet."""
-        return len(self._woken - self._laggards)
+        return len(self._woken)
 
     def give_up(self) -> None:
         """Stop waiting for the watchers owed a snapshot now, until they take one."""
         self._laggards |= self._woken
+        self._woken.clear()
 
     def _untake(self, wake: Wake) -> None:
         self._laggards.discard(wake)
-        if wake in self._woken:
-            self._woken.discard(wake)
-            if self._woken <= self._laggards and self.on_taken is not None:
-                self.on_taken()
+        self._woken.discard(wake)
 
     def profiles(self) -> list[NodeProfile]:
         """The profiles that someone watches: the ones worth translating for."""
@@ -107,7 +106,7 @@ class SnapshotCache:
             return False
         self._snapshots[profile] = snapshot if old is None else snapshot.after(old)
         wakes = list(self._watchers.get(profile, ()))
-        self._woken.update(wakes)
+        self._woken.update(w for w in wakes if w not in self._laggards)
         self.waker(wakes)
         return True
 

@@ -56,6 +56,10 @@ class Snapshot:
     earlier: tuple[Step, ...] = ()
     # How many names `changed` and `earlier` hold together: what bounds `earlier`.
     history_size: int = 0
+    # The clusters removed within that history, at their last version: a client that comes
+    # back holding an older set may hold them still, with routes that use them, and must keep
+    # them until those routes are replaced (rule 13; `SotwStream` reads them).
+    departed: Mapping[str, Encoded] = field(default_factory=dict)
 
     def of(self, type_url: str) -> Mapping[str, Encoded]:
         return self.resources.get(type_url, {})
@@ -76,20 +80,40 @@ class Snapshot:
                 return frozenset(names)
         return None
 
-    def _succeeded(self, changed: Mapping[str, frozenset[str]]) -> dict[str, Any]:
-        """The history fields of a snapshot that replaces this one with `changed`: this one's
-        own step joins `earlier`, and the oldest steps go while the names they hold outnumber
-        the resources (or there are more than HISTORY)."""
+    def _succeeded(
+        self, changed: Mapping[str, frozenset[str]], clusters: Mapping[str, Encoded]
+    ) -> dict[str, Any]:
+        """The history fields of a snapshot that replaces this one with `changed` and holds
+        `clusters`: this one's own step joins `earlier`, and the oldest steps go while the
+        names they hold outnumber the resources (or there are more than HISTORY); the clusters
+        removed are kept as long as a step that removed them."""
         size = sum(len(names) for names in changed.values())
+        departed = self._departed(changed, clusters)
         if not self.base_versions:
-            return {"earlier": (), "history_size": size}
+            return {"earlier": (), "history_size": size, "departed": departed}
         steps = ((self.base_versions, self.changed), *self.earlier)
         total = size + self.history_size
         budget = sum(len(named) for named in self.resources.values())
         while steps and (total > budget or len(steps) > HISTORY):
             total -= sum(len(names) for names in steps[-1][1].values())
             steps = steps[:-1]
-        return {"earlier": steps, "history_size": total}
+        if departed:
+            within = set(changed.get(typeurls.CLUSTER, ()))
+            for _, step in steps:
+                within.update(step.get(typeurls.CLUSTER, ()))
+            departed = {n: r for n, r in departed.items() if n in within}
+        return {"earlier": steps, "history_size": total, "departed": departed}
+
+    def _departed(
+        self, changed: Mapping[str, frozenset[str]], clusters: Mapping[str, Encoded]
+    ) -> dict[str, Encoded]:
+        """The clusters removed so far and not back in `clusters`, this step's included."""
+        before = self.of(typeurls.CLUSTER)
+        departed = {n: r for n, r in self.departed.items() if n not in clusters}
+        for name in changed.get(typeurls.CLUSTER, ()):
+            if name not in clusters and name in before:
+                departed[name] = before[name]
+        return departed
 
     def after(self, previous: Snapshot) -> Snapshot:
         """This snapshot, knowing what changed since `previous`."""
@@ -109,7 +133,10 @@ class Snapshot:
                 or a.version != b.version
             )
         return replace(
-            self, base_versions=previous.versions, changed=changed, **previous._succeeded(changed)
+            self,
+            base_versions=previous.versions,
+            changed=changed,
+            **previous._succeeded(changed, self.of(typeurls.CLUSTER)),
         )
 
 
@@ -244,7 +271,7 @@ def patch_snapshot(
         uses=uses,
         base_versions=previous.versions,
         changed=changed,
-        **previous._succeeded(changed),
+        **previous._succeeded(changed, resources.get(typeurls.CLUSTER, {})),
     )
 
 

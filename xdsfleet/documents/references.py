@@ -15,11 +15,12 @@ from typing import TypeVar
 from xdsfleet.documents.policy import SPEC_FIELDS
 from xdsfleet.documents.reading import did_you_mean, object_label, origin_key
 from xdsfleet.model.attachment import (
-    GATEWAY_GROUP,
     Attachable,
+    CertificateProblem,
     Labels,
     attaches,
     backend_problem,
+    certificate_problem,
     effective_hostnames,
     labels_of,
     parent_problem,
@@ -30,7 +31,6 @@ from xdsfleet.model.fleet import (
     EndpointMode,
     FleetState,
     Gateway,
-    GrantFrom,
     GRPCRoute,
     GRPCRouteMatch,
     GRPCRouteRule,
@@ -247,17 +247,18 @@ def _check_certificates(report: _Report, state: FleetState) -> None:
     secrets = {(s.namespace, s.name) for s in state.secrets}
     for gateway in state.gateways:
         label = object_label("Gateway", gateway.namespace, gateway.name)
-        source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
         for i, listener in enumerate(gateway.listeners):
             for c, ref in enumerate(listener.certificate_refs):
                 path = f"spec.listeners[{i}].tls.certificateRefs[{c}]"
                 secret = object_label("Secret", ref.namespace, ref.name)
-                if (ref.namespace, ref.name) not in secrets:
-                    report.add(label, path, f"{secret} does not exist (the listener is not served)")
-                elif not state.permits(source, "", "Secret", ref.namespace, ref.name):
-                    message = f"no ReferenceGrant in namespace {ref.namespace} lets Gateways of "
-                    message += f"{gateway.namespace} use {secret} (RefNotPermitted)"
-                    report.add(label, path, message)
+                match certificate_problem(state, gateway, ref, secrets):
+                    case CertificateProblem.NOT_FOUND:
+                        message = f"{secret} does not exist (the listener is not served)"
+                        report.add(label, path, message)
+                    case CertificateProblem.NOT_PERMITTED:
+                        message = f"no ReferenceGrant in namespace {ref.namespace} lets Gateways "
+                        message += f"of {gateway.namespace} use {secret} (RefNotPermitted)"
+                        report.add(label, path, message)
 
 
 def _check_shared_ports(report: _Report, state: FleetState) -> None:

@@ -8,7 +8,8 @@ reports) and the status conditions (the reasons Gateway API names), so that all 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
+from enum import StrEnum
 from typing import Protocol
 
 from xdsfleet.model.fleet import (
@@ -21,6 +22,7 @@ from xdsfleet.model.fleet import (
     ParentRef,
     RouteGroupKind,
     RouteNamespaces,
+    SecretRef,
 )
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -89,16 +91,21 @@ def effective_hostnames(listener: GatewayListener, hostnames: tuple[str, ...]) -
 # --- Attachment ------------------------------------------------------------------------------
 
 
+def allows_kind(listener: GatewayListener, kind: str) -> bool:
+    """Whether the listener's `allowedRoutes.kinds` take routes of `kind` (of Gateway API's
+    group: a kind is its group and its name); none listed take every kind."""
+    kinds = listener.allowed_routes.kinds
+    return not kinds or RouteGroupKind(GATEWAY_GROUP, kind) in kinds
+
+
 def allows(
     gateway: Gateway, listener: GatewayListener, kind: str, namespace: str, labels: Labels
 ) -> bool:
     """Whether the listener's `allowedRoutes` take a route of `kind` from `namespace`. A
     listener xdsfleet does not serve (TLS, TCP, UDP) takes none of its route kinds."""
-    if not listener.served:
+    if not listener.served or not allows_kind(listener, kind):
         return False
     allowed = listener.allowed_routes
-    if allowed.kinds and RouteGroupKind(GATEWAY_GROUP, kind) not in allowed.kinds:
-        return False
     if allowed.namespaces is RouteNamespaces.SAME:
         return namespace == gateway.namespace
     if allowed.namespaces is RouteNamespaces.ALL:
@@ -151,4 +158,25 @@ def backend_problem(
         message = f"no ReferenceGrant in namespace {ref.namespace} lets {kind}s of {namespace} "
         message += f"refer to {ref.kind} {ref.name}"
         return "RefNotPermitted", message
+    return None
+
+
+class CertificateProblem(StrEnum):
+    """Why a listener cannot use a certificateRef: Gateway API's ResolvedRefs reasons."""
+
+    NOT_PERMITTED = "RefNotPermitted"
+    NOT_FOUND = "InvalidCertificateRef"
+
+
+def certificate_problem(
+    state: FleetState, gateway: Gateway, ref: SecretRef, secrets: Container[tuple[str, str]]
+) -> CertificateProblem | None:
+    """Why a listener of `gateway` cannot use the Secret `ref` (`secrets`: the (namespace, name)
+    of those that exist); None when it can. The grant comes first: whether a Secret exists in a
+    namespace that grants the Gateway nothing is not for its status to tell."""
+    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+    if not state.permits(source, "", "Secret", ref.namespace, ref.name):
+        return CertificateProblem.NOT_PERMITTED
+    if (ref.namespace, ref.name) not in secrets:
+        return CertificateProblem.NOT_FOUND
     return None

@@ -2,12 +2,14 @@
 
 A state is published 100 ms after the last update and never more than 1 s after the first of a
 burst (xds-protocol rule 24); an update that removes endpoints is published at once, because
-removals are what a failover waits for. "At once" still waits for the publish under way and its
-settling (the streams taking and ACKing it, at most 1 s; `Debouncer`): a second publish started
-over the first would only make every stream skip one. Except when a member is lost (all its
-EndpointSlices gone, or the member itself): that is the failover this project exists for, so
-it does not wait for the last publish to settle (only for the publish itself to end); streams
-still taking the last one take the loss instead, which supersedes it.
+removals are what a failover waits for. Both still wait for the publish under way and its
+settling (the streams taking and ACKing it while that keeps moving, at most 10 s:
+pipeline/fanout.py; `Debouncer`): a second publish started over the first would only make
+every stream skip one, so when a fan-out takes longer than the second, the updates meanwhile
+go out as one publish when it ends. Except when a member is lost (all its EndpointSlices gone,
+or the member itself): that is the failover this project exists for, so it does not wait for
+the last publish to settle (only for the publish itself to end); streams still taking the last
+one take the loss instead, which supersedes it.
 """
 
 from __future__ import annotations
@@ -116,11 +118,7 @@ class Debouncer:
         if self._pending is None:
             self._first_at = now
         self._pending = state
-        if (
-            self._settling is not None
-            and self.current is not None
-            and loses_member(self.current, state)
-        ):
+        if self._settling is not None and self._loss_waits():
             # The failover goes first (see the module's docstring), even when a flush already
             # waits for this settling to end.
             self._settling.cancel()
@@ -166,10 +164,16 @@ class Debouncer:
             self._running.cancel()
             await asyncio.gather(self._running, return_exceptions=True)
 
+    def _loss_waits(self) -> bool:
+        """Whether the state waiting loses a member of the one published last."""
+        pending, current = self._pending, self.current
+        return pending is not None and current is not None and loses_member(current, pending)
+
     async def _run(self, state: FleetState, event_at: float) -> None:
         try:
             await self._publish(state)
-            if self._settle is not None:
+            # A member lost while this publish ran goes next without its settling.
+            if self._settle is not None and not self._loss_waits():
                 self._settling = asyncio.ensure_future(self._settle(event_at))
                 try:
                     await self._settling

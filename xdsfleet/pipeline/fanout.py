@@ -4,11 +4,16 @@ measure convergence, from the source event to the last stream's ACK of what it c
 Pacing by fan-out: a publish that comes while streams are still taking the previous one makes
 them skip it (a stream always reads the latest snapshot). So after a publish, the next waits
 until every woken stream has taken its snapshot and every stream has ACKed the versions it
-changed, for at most `limit` seconds in all: this costs little when streams keep up and, when
-they do not, turns a storm of publishes into one per fan-out. Streams still owed a snapshot
-when the limit passes are slow ones and are not waited for again until they catch up (rule 23;
-`SnapshotCache.give_up`); a stream stuck in a write for longer than `limit` is not waited for
-an ACK.
+changed, for as long as that keeps moving: the wait follows the fan-out, however long the
+server itself takes to wake the streams and write to them (a member loss's 4.5 MB to each of
+1,000 streams takes seconds), and a storm of changes meanwhile becomes one publish per fan-out.
+What it does not wait for is slow streams (rule 23): once neither the streams owed a snapshot
+nor those owing an ACK have become fewer for `stall` seconds, the ones left are slow (stuck in a
+write, or not reading, or not answering) and are given up on (`SnapshotCache.give_up`: not
+waited for again until they catch up); a stream stuck in a write for longer than `stall` is
+not waited for an ACK. So a slow client delays the next publish by at most `stall` per stage
+after the others are done, and whatever happens the next publish may go `bound` seconds after
+this one (`Pace`). A member loss does not wait for any of this (pipeline/debounce.py).
 
 Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
 once (each answers in the iteration after its wake-up), the batch sized so that an iteration
@@ -28,6 +33,7 @@ generation replaced before it converged is not observed.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -40,7 +46,20 @@ from xdsfleet.pipeline.collector import Collector
 from xdsfleet.server.ads import StreamInfo
 from xdsfleet.telemetry import metrics
 
-LIMIT = 1.0  # rule 24: no change waits longer than a second for another
+# A fan-out that has not moved for this long waits only on slow streams (rule 23). The time a
+# healthy one takes between two streams done is milliseconds (writes of a member loss overlap
+# within the write budget; server/budget.py lets a writer wait at most 2 s, but the others move
+# meanwhile); a second is what a slow client could hold a publish before, and still is.
+STALL = 1.0
+# The longest a publish waits for the fan-out of the last, however it moves. The longest fan-out
+# expected at the design's scale is a member loss or its restore, ~4.5 MB to each of 1,000
+# streams at E = 100,000: 5.7-12 s for ours on 2 shared cores, 5.8-13 s for the bare-gRPC floor
+# itself. A stream reached after the bound is at most two generations behind for fan-outs up to
+# twice it (it takes the newest when its turn comes): at 5 s, a 12 s fan-out left 24 streams 3
+# behind. Past it, freshness (rule 24) wins over not skipping: many slow-but-moving clients must
+# not hold every change for longer; and only such fan-outs (a failover's) make changes wait this
+# long.
+BOUND = 10.0
 POLL = 0.025
 # Streams woken in the first loop iteration of a fan-out; then the batch follows how long the
 # iterations take, within [MIN_WAKE_BATCH, MAX_WAKE_BATCH]. Each fan-out starts small again:
@@ -61,6 +80,32 @@ class _Pending:
     # so each look costs the streams still behind, not all of them (a thousand statuses every
     # 25 ms was ~10 % of the loop during a fan-out).
     behind: list[StreamInfo] | None = None
+    waiting: int = 0  # of `behind`, the streams not stuck in a write: what is waited for
+
+
+@dataclass(slots=True)
+class Pace:
+    """Whether the fan-out of the publish made at `began` is still worth waiting for.
+
+    `look` is told what is left: (streams owed a snapshot, streams owing an ACK), compared in
+    that order (the ACKs are counted once nothing is owed). The fan-out moves when that falls
+    below the least seen; it is worth waiting for while it moved in the last `stall` seconds
+    and `bound` seconds have not passed since `began`. Pure: the clock is the caller's.
+    """
+
+    began: float
+    stall: float = STALL
+    bound: float = BOUND
+    least: tuple[int, int] | None = None
+    moved: float = 0.0  # when `least` last fell
+
+    def __post_init__(self) -> None:
+        self.moved = self.began
+
+    def look(self, now: float, left: tuple[int, int]) -> bool:
+        if self.least is None or left < self.least:
+            self.least, self.moved = left, now
+        return now < min(self.moved + self.stall, self.began + self.bound)
 
 
 class FanOut:
@@ -69,49 +114,82 @@ class FanOut:
         cache: SnapshotCache,
         streams: Callable[[], Iterable[StreamInfo]],
         *,
-        limit: float = LIMIT,
+        stall: float = STALL,
+        bound: float = BOUND,
         poll: float = POLL,
         collector: Collector | None = None,
     ) -> None:
         self._cache = cache
         self.collector = collector or Collector()
         self._streams = streams
-        self.limit = limit
+        self.stall = stall
+        self.bound = bound
         self.poll = poll
-        self._taken = asyncio.Event()
-        cache.on_taken = self._taken.set
         cache.waker = self._wake
         self._waking: deque[Wake] = deque()
         self._batch = WAKE_BATCH
         self._batch_at: float | None = None  # when the last batch was woken, while waking
         self._versions: dict[NodeProfile, Mapping[str, str]] = {}
         self._pending: _Pending | None = None
-        self._converged = asyncio.Event()
+        self._pace: Pace | None = None  # while a publish's fan-out is waited for
+        self._settled = asyncio.Event()
 
     async def settle(self, event_at: float) -> None:
-        """Wait until every stream woken by the publish just made has taken its snapshot (at
-        most `limit` seconds), and start following its convergence."""
+        """Wait until every stream woken by the publish just made has taken its snapshot and
+        ACKed what changed, while that keeps moving (module docstring), and follow its
+        convergence from now on. `run` must be running: it does the looking."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._follow(event_at)
+        self.begin(event_at, started)
         try:
-            async with asyncio.timeout(self.limit):
-                if self._cache.owed:
-                    self._taken.clear()
-                    await self._taken.wait()
-                await self._converged.wait()
-        except TimeoutError:
-            self._cache.give_up()
+            if self.look(started):
+                self._settled.clear()
+                await self._settled.wait()  # `run` looks every `poll`
+        finally:
+            self._pace = None
         metrics.FANOUT_SECONDS.observe(loop.time() - started)
         # The publish is out: a quiet moment for the collector (pipeline/collector.py).
         self.collector.quiet()
 
+    def begin(self, event_at: float, now: float) -> None:
+        """A publish was just made, of a state whose first source event was at `event_at`."""
+        self._follow(event_at)
+        self._pace = Pace(now, self.stall, self.bound)
+
+    def look(self, now: float) -> bool:
+        """Whether the fan-out of the publish `begin` was told of is still worth waiting for.
+        The streams it stops waiting for are given up on."""
+        pace = self._pace
+        assert pace is not None
+        while True:
+            owed = self._cache.owed
+            if owed:
+                # Streams still to take the snapshot have not said what they will be sent.
+                left = (owed, sys.maxsize)
+            else:
+                if self._pending is not None:
+                    self._check(now)
+                if self._pending is None:
+                    return False  # every stream took it and ACKed what changed
+                left = (0, self._pending.waiting)
+            if pace.look(now, left):
+                return True
+            self._cache.give_up()
+            if not owed or now >= pace.began + pace.bound:
+                return False
+            # Those not taking it were slow; the ACKs of the others are looked at next (fewer
+            # left than any count with some owed: the fan-out moved).
+
     async def run(self) -> None:
-        """Observe convergence until cancelled."""
+        """Look at the fan-out `settle` waits for, and observe convergence, until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.poll)
-            if self._pending is not None:
+            if self._pace is not None:
+                if not self.look(loop.time()):
+                    self._pace = None
+                    self._settled.set()
+            elif self._pending is not None:
                 self._check(loop.time())
 
     def _wake(self, wakes: list[Wake]) -> None:
@@ -158,10 +236,6 @@ class FanOut:
                     targets.setdefault(type_url, {})[profile] = version
         self._versions = versions
         self._pending = _Pending(event_at, targets) if targets else None
-        if targets:
-            self._converged.clear()
-        else:
-            self._converged.set()
 
     def _check(self, now: float) -> None:
         pending = self._pending
@@ -172,8 +246,11 @@ class FanOut:
         behind: set[str] = set()
         streams = pending.behind if pending.behind is not None else list(self._streams())
         pending.behind = []
+        pending.waiting = 0
         for info in streams:
-            if info.writing_since is not None and info.writing_since < now - self.limit:
+            if info.task is not None and info.task.done():
+                continue  # gone (its status no longer moves): neither waited for nor looked at
+            if info.writing_since is not None and info.writing_since < now - self.stall:
                 # Stuck: the watchdog's business, not a reason to wait; looked at again later.
                 pending.behind.append(info)
                 continue
@@ -188,10 +265,10 @@ class FanOut:
                     waits = True
             if waits:
                 pending.behind.append(info)
+                pending.waiting += 1
         for type_url in [t for t in pending.targets if t not in behind]:
             short = typeurls.SHORT_NAMES.get(type_url, type_url)
             metrics.CONVERGENCE_SECONDS.labels(short).observe(now - pending.event_at)
             del pending.targets[type_url]
         if not pending.targets:
             self._pending = None
-            self._converged.set()

@@ -112,7 +112,19 @@ class WriteBudget:
         for share in [s for s in self._counted if s.since <= stuck]:
             self._uncount(share)
         self._grant_waiting(loop)
-        while self._waiting and self._waiting[0][1] <= stuck:
-            self._grant_next(loop)  # waited long enough: stalled writes ahead must not hold it
+        self._let_go(loop, stuck)
         if self._waiting:
             self._watch(loop)
+
+    def _let_go(self, loop: asyncio.AbstractEventLoop, stuck: float) -> None:
+        """Let the writers that waited since `stuck` go (stalled writes ahead must not hold
+        them), a quarter of the budget's bytes per loop iteration: each joins its response as
+        it resumes, and the hundreds of a member loss's fan-out (4.5 MB each, ~3 ms to join)
+        let go at once held the loop 0.6-0.8 s."""
+        size = 0
+        while self._waiting and self._waiting[0][1] <= stuck:
+            if size and size + self._waiting[0][0] > self.limit // 4:
+                loop.call_soon(self._let_go, loop, stuck)
+                return
+            size += self._waiting[0][0]
+            self._grant_next(loop)

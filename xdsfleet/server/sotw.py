@@ -18,6 +18,7 @@ from typing import Any
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
 from xdsfleet.cache.snapshot import Snapshot, empty_assignment
+from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
     NO_NAMES,
@@ -53,6 +54,15 @@ class _TypeState:
     uses: dict[str, frozenset[str]] = field(default_factory=dict)  # of held listeners, routes
     # A reconnecting client's `version_info` for a wildcard LDS or CDS (rule 7).
     resumed: str = ""
+    # A reconnecting client's first `version_info` of the type (it holds what it got then),
+    # looked at once (`SotwStream._learn`): of listeners and routes, those it may hold at a
+    # version whose uses are not known here (None: which ones is not known either); of
+    # assignments, those it holds that the snapshot no longer has (no placeholder replaces
+    # them, rule 15: their clusters are on their way out).
+    inherited: str = ""
+    learnt: bool = False
+    unknown_uses: frozenset[str] | None = NO_NAMES
+    held_gone: frozenset[str] = NO_NAMES
     pending: Pending | None = None
     latest_nonce: str = ""
     forced: set[str] = field(default_factory=set)
@@ -72,6 +82,16 @@ class _TypeState:
         self.status.holding = self.held
 
 
+def _answered_for(state: _TypeState, sent: Sent) -> None:
+    """The client answered `sent`: the listeners or routes it held from an earlier stream that
+    it names (all of them, for a full set or when which ones is not known) no longer wait to be
+    learnt."""
+    if sent.type_url in typeurls.FULL_STATE or state.unknown_uses is None:
+        state.unknown_uses = NO_NAMES
+    else:
+        state.unknown_uses = state.unknown_uses.difference(sent.names)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     type_url: str
@@ -85,6 +105,11 @@ class SotwStream:
         self._types = {t: _TypeState() for t in typeurls.ORDER}
         self._nonces = Nonces()
         self._warming = Warming()
+        # The client came back holding resources from an earlier stream: until it has said which
+        # listeners and routes it holds and what they use is known, no cluster it holds is
+        # removed (rule 13), as on a Delta stream.
+        self._resuming = False
+        self._answered = False
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -106,6 +131,7 @@ class SotwStream:
         result = RequestResult(Outcome.SUBSCRIBE, type_url)
         if pending is not None and nonce == pending.nonce:
             state.pending = None
+            self._answered = True
             if request.HasField("error_detail"):
                 # Rule 5: a NACK is an error_detail, whatever version it carries.
                 self._reject(state, pending, request.error_detail.message)
@@ -125,6 +151,9 @@ class SotwStream:
         self._subscribe(type_url, state, request.resource_names)
         if first and state.wildcard and type_url in typeurls.FULL_STATE:
             state.resumed = request.version_info
+        if first and request.version_info:
+            state.inherited = request.version_info
+            self._resuming = True
         return result
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
@@ -132,6 +161,10 @@ class SotwStream:
         if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
         state.status.accept(sent)
+        if state.unknown_uses is None or state.unknown_uses:
+            # What a listener or route held from an earlier stream uses is known once it is
+            # replaced here.
+            _answered_for(state, sent)
         if type_url in typeurls.FULL_STATE:
             state.held.assign(sent.resources, sent.source)
             state.held_set = sent.version
@@ -160,6 +193,10 @@ class SotwStream:
             state.rejected_set = sent.version
         else:
             state.rejected.update((r.name, r.version) for r in sent.resources)
+        if state.unknown_uses is None or state.unknown_uses:
+            # The client refused what would have told what the old ones use: nothing more can
+            # be learnt of those, and waiting would keep every deleted cluster for good.
+            _answered_for(state, sent)
         state.status.refuse(sent, message)
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
@@ -190,6 +227,8 @@ class SotwStream:
             for gone in state.names - names:
                 state.rejected.pop(gone, None)
                 state.forced.discard(gone)
+                if gone in state.held_gone:
+                    state.held_gone = state.held_gone - {gone}
         state.requested = True
         state.wildcard = wildcard
         state.explicit = state.explicit or star or bool(names)
@@ -201,6 +240,8 @@ class SotwStream:
         """What to send now, in rule-13 order, one response per type at most and none for a
         type whose last response is unanswered. A route waits for its new clusters to be warm;
         a cluster leaves only once no listener or route the client holds uses it."""
+        if self._resuming:
+            self._learn(snapshot)
         out: list[Response] = []
         for type_url, state in free_to_send(self._types, snapshot):
             plan = self._plan(type_url, state, snapshot)
@@ -208,6 +249,10 @@ class SotwStream:
                 out.append(self._commit(plan, snapshot))
             state.checked = snapshot.versions.get(type_url, "")
             state.force_all = state.recheck = False
+        if not out and self._resuming:
+            probe = self._probe()
+            if probe is not None:
+                out.append(self._commit(probe, snapshot))
         return out
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
@@ -240,7 +285,7 @@ class SotwStream:
         resources = []
         for name, res in zip(order, found, strict=True):
             if res is None:
-                if type_url != typeurls.ENDPOINT or name in state.held:
+                if type_url != typeurls.ENDPOINT or name in state.held or name in state.held_gone:
                     # Known before and gone now: its cluster is on its way out.
                     continue
                 res = empty_assignment(name)  # rule 15
@@ -265,9 +310,13 @@ class SotwStream:
     def _plan_full(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
+        if type_url == typeurls.CLUSTER and state.inherited and not state.learnt:
+            self._resume_clusters(state, snapshot)
         wanted = available.keys() if state.wildcard else state.names & available.keys()
         chosen: dict[str, Encoded] = {}
         deferred = set()
+        # A client back from an earlier stream may hold listeners this one has not answered yet.
+        unknown = bool(state.inherited) and state.held_set is None
         for name in wanted:
             if name in uses and not self._ready(uses[name], snapshot):
                 # A listener whose new clusters are not warm yet keeps its old version.
@@ -275,6 +324,11 @@ class SotwStream:
                 kept = state.held.get(name)
                 if kept is not None:
                     chosen[name] = kept
+                elif unknown:
+                    # Which version the client holds is not known here: leaving it out would
+                    # remove it (a full set), so nothing of the type goes until it can.
+                    state.deferred = deferred
+                    return None
                 continue
             chosen[name] = available[name]
         if type_url == typeurls.CLUSTER:
@@ -307,6 +361,68 @@ class SotwStream:
         removed = tuple(sorted(state.held.names() - chosen.keys()))
         return _Plan(type_url, version, resources, removed)
 
+    @staticmethod
+    def _resume_clusters(state: _TypeState, snapshot: Snapshot) -> None:
+        """A client back with clusters from an earlier stream holds those deleted since, where
+        the snapshot's history tells which (by the set's version for a wildcard, by the names
+        asked for otherwise): hold them here too, so that rule 13 keeps them while a listener
+        or route the client holds may use them, as on a stream that saw them go."""
+        state.learnt = True
+        names: Collection[str] | None = state.names
+        if state.wildcard:
+            names = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
+        if not names:
+            return  # the same set, or one the history no longer tells: nothing to keep
+        available, departed = snapshot.of(typeurls.CLUSTER), snapshot.departed
+        for name in names:
+            if name not in available and name in departed:
+                state.held.put(name, departed[name])
+
+    def _learn(self, snapshot: Snapshot) -> None:
+        """What a reconnecting client holds from its earlier stream, from the versions its first
+        requests carried and the snapshot's history; and whether it has said all it holds."""
+        for type_url in (*USERS, typeurls.ENDPOINT):
+            state = self._types[type_url]
+            if not state.inherited or state.learnt:
+                continue
+            state.learnt = True
+            changes = snapshot.changes_since(type_url, state.inherited)
+            if type_url == typeurls.ENDPOINT:
+                if changes:
+                    available = snapshot.of(type_url)
+                    state.held_gone = frozenset(n for n in changes if n not in available)
+            elif changes is None:
+                # Any of them may be at a version whose uses this replica never saw.
+                state.unknown_uses = None if state.wildcard else state.names
+            else:
+                state.unknown_uses = frozenset(
+                    n for n in changes if state.wildcard or n in state.names
+                )
+        listeners, routes = self._types[typeurls.LISTENER], self._types[typeurls.ROUTE]
+        if routes.unknown_uses:
+            # Routes the client no longer asks for, it dropped.
+            routes.unknown_uses = routes.unknown_uses & routes.names
+        # A client answers only after its first requests, so by its first answer it has said
+        # what it holds; before, once it asked for listeners and for the routes they name.
+        said = self._answered or (
+            listeners.requested and (routes.requested or not listeners.inherited)
+        )
+        if said and all(self._types[t].unknown_uses == NO_NAMES for t in USERS):
+            self._resuming = False
+
+    def _probe(self) -> _Plan | None:
+        """The clusters a resuming client holds, sent again so that its answer tells its first
+        requests are all in: only when clusters are kept for that and nothing is on its way (a
+        client that holds no routes, or whose routes are all current, would otherwise never
+        say)."""
+        cds = self._types[typeurls.CLUSTER]
+        if self._answered or not cds.deferred or cds.held_set is None:
+            return None
+        if any(s.pending is not None for s in self._types.values()):
+            return None
+        resources = tuple(sorted((r for _, r in cds.held.items()), key=lambda r: r.name))
+        return _Plan(typeurls.CLUSTER, cds.held_set, resources)
+
     def _ready(self, clusters: Collection[str], snapshot: Snapshot) -> bool:
         if not clusters:
             return True
@@ -324,8 +440,11 @@ class SotwStream:
             warming=self._warming,
         )
 
-    def _in_use(self) -> set[str]:
-        """The clusters that the listeners and routes the client holds or is being sent use."""
+    def _in_use(self) -> Container[str]:
+        """The clusters that the listeners and routes the client holds or is being sent use
+        (any, while what those held from an earlier stream use is not known)."""
+        if self._resuming:
+            return Everything()
         used: set[str] = set()
         for type_url in (typeurls.LISTENER, typeurls.ROUTE):
             state = self._types[type_url]

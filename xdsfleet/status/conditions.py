@@ -18,19 +18,27 @@ other controllers are kept; an unchanged status is reported as None, so nothing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.snapshot import Snapshot
-from xdsfleet.model.attachment import GATEWAY_GROUP, backend_problem, labels_of, parent_problem
+from xdsfleet.model.attachment import (
+    GATEWAY_GROUP,
+    CertificateProblem,
+    Labels,
+    allows_kind,
+    backend_problem,
+    certificate_problem,
+    labels_of,
+    parent_problem,
+)
 from xdsfleet.model.fleet import (
     FleetState,
     Gateway,
     GatewayListener,
-    GrantFrom,
     GRPCRoute,
     GRPCRouteRule,
     HTTPRoute,
@@ -40,7 +48,7 @@ from xdsfleet.model.node import NodeProfile
 from xdsfleet.model.policy import TargetKind, TrafficPolicy
 from xdsfleet.server.protocol import TypeStatus
 from xdsfleet.translate.names import gateway_port_name
-from xdsfleet.translate.routes import attached, gateway_ports, route_names
+from xdsfleet.translate.routes import GatewayPort, attached, gateway_ports, route_names
 from xdsfleet.translate.snapshot import certificates
 
 CONTROLLER = "xdsfleet.io/controller"
@@ -178,21 +186,42 @@ def _verdict(
     return Verdict(generation, tuple(per_reference))
 
 
+@dataclass(frozen=True, slots=True)
+class Gateways:
+    """What the status of every route reads of a state's Gateways, made once per status pass
+    rather than once per route: the namespaces' labels (what `allowedRoutes` selectors read),
+    the Gateways by (namespace, name), and each one's ports."""
+
+    labels: Labels
+    by_name: Mapping[tuple[str, str], Gateway]
+    ports: tuple[tuple[Gateway, tuple[GatewayPort, ...]], ...]
+
+    @classmethod
+    def of(cls, state: FleetState) -> Gateways:
+        return cls(
+            labels_of(state.namespaces),
+            {(g.namespace, g.name): g for g in state.gateways},
+            tuple((g, gateway_ports(g)) for g in state.gateways),
+        )
+
+
 def route_verdict(
     state: FleetState,
     route: HTTPRoute | GRPCRoute,
     generation: int,
     problems: Mapping[str, str],
     programmed: Programmed,
+    gateways: Gateways | None = None,
 ) -> Verdict:
     """`problems`: field path (`spec.parentRefs[0]`, `spec.rules[1].backendRefs[0]`) ->
     message, from the reference checks. The reasons are Gateway API's: per parent, why the
     route attaches to none of its listeners; for the refs, the first of RefNotPermitted,
-    InvalidKind, BackendNotFound that applies."""
+    InvalidKind, BackendNotFound that applies. `gateways`: `Gateways.of(state)`, made once for
+    many routes."""
     verdict = _verdict(_ROUTE, len(route.parent_refs), generation, problems, programmed)
     kind = _kind(route)
-    labels = labels_of(state.namespaces)
-    gateways = {(g.namespace, g.name): g for g in state.gateways}
+    found_gateways = gateways or Gateways.of(state)
+    labels = found_gateways.labels
     rules: Iterable[RouteRule | GRPCRouteRule] = route.rules
     reasons = set()
     for rule in rules:
@@ -204,7 +233,7 @@ def route_verdict(
     for parent, (accepted, resolved, programmed_condition) in zip(
         route.parent_refs, verdict.conditions, strict=True
     ):
-        gateway = gateways.get((parent.namespace, parent.name))
+        gateway = found_gateways.by_name.get((parent.namespace, parent.name))
         found = parent_problem(gateway, parent, kind, route, labels) if gateway else None
         if found is not None:
             accepted = Condition("Accepted", "False", found[0], found[1])
@@ -231,20 +260,22 @@ def policy_verdict(
 # --- What an object shapes ---------------------------------------------------------------------
 
 
-def _route_configurations(state: FleetState, route: HTTPRoute | GRPCRoute) -> frozenset[str]:
+def _route_configurations(route: HTTPRoute | GRPCRoute, gateways: Gateways) -> frozenset[str]:
     """The gateway RouteConfigurations a route is part of (a port's, or an SNI chain's)."""
-    labels = labels_of(state.namespaces)
+    kind, labels = _kind(route), gateways.labels
     return frozenset(
         route_names(gateway, port)[listener.name]
-        for gateway in state.gateways
-        for port in gateway_ports(gateway)
+        for gateway, ports in gateways.ports
+        for port in ports
         for listener in port.listeners
-        if attached(gateway, listener, _kind(route), (route,), labels)
+        if attached(gateway, listener, kind, (route,), labels)
     )
 
 
-def route_affects(state: FleetState, route: HTTPRoute | GRPCRoute) -> Affects:
-    names = _route_configurations(state, route)
+def route_affects(
+    state: FleetState, route: HTTPRoute | GRPCRoute, gateways: Gateways | None = None
+) -> Affects:
+    names = _route_configurations(route, gateways or Gateways.of(state))
     return lambda type_url, name: type_url == typeurls.ROUTE and name in names
 
 
@@ -252,7 +283,9 @@ def _named(prefix: str, *type_urls: str) -> Affects:
     return lambda type_url, name: type_url in type_urls and name.startswith(prefix)
 
 
-def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
+def policy_affects(
+    state: FleetState, policy: TrafficPolicy, gateways: Gateways | None = None
+) -> Affects:
     """The resources its targets shape: a service's clusters and assignments (every port and
     pinning), a route's RouteConfigurations, a Gateway's listeners and routes, or, for the
     Fleet, everything."""
@@ -268,7 +301,8 @@ def policy_affects(state: FleetState, policy: TrafficPolicy) -> Affects:
                 )
                 for route in routes:
                     if (route.namespace, route.name) == (policy.namespace, target.name):
-                        tests.append(route_affects(state, route))
+                        gateways = gateways or Gateways.of(state)
+                        tests.append(route_affects(state, route, gateways))
             case TargetKind.GATEWAY:
                 prefix = f"{policy.namespace}/{target.name}:"
                 tests.append(_named(prefix, typeurls.LISTENER, typeurls.ROUTE))
@@ -413,18 +447,25 @@ class GatewayVerdict:
     listeners: tuple[ListenerVerdict, ...]
 
 
-def _certificate_problem(state: FleetState, gateway: Gateway, listener: GatewayListener) -> str:
-    """Why some certificateRef of an HTTPS listener cannot be used (its reason: message)."""
-    secrets = {(s.namespace, s.name) for s in state.secrets}
-    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
+def _certificate_condition(
+    state: FleetState,
+    gateway: Gateway,
+    listener: GatewayListener,
+    secrets: Container[tuple[str, str]],
+) -> Condition:
+    """ResolvedRefs of a listener: the first certificateRef it cannot use, and why."""
     for ref in listener.certificate_refs:
-        if not state.permits(source, "", "Secret", ref.namespace, ref.name):
-            return (
-                f"RefNotPermitted: no ReferenceGrant lets it use Secret {ref.namespace}/{ref.name}"
-            )
-        if (ref.namespace, ref.name) not in secrets:
-            return f"InvalidCertificateRef: Secret {ref.namespace}/{ref.name} does not exist"
-    return ""
+        problem = certificate_problem(state, gateway, ref, secrets)
+        if problem is None:
+            continue
+        secret = f"Secret {ref.namespace}/{ref.name}"
+        message = (
+            f"no ReferenceGrant lets it use {secret}"
+            if problem is CertificateProblem.NOT_PERMITTED
+            else f"{secret} does not exist"
+        )
+        return Condition("ResolvedRefs", "False", problem.value, message)
+    return Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves")
 
 
 def _listener_named(name: str) -> Affects:
@@ -439,6 +480,7 @@ def gateway_verdict(
     routes attached to it; and the Gateway's own Accepted and Programmed."""
     streams = list(streams)
     labels = labels_of(state.namespaces)
+    secrets = {(s.namespace, s.name) for s in state.secrets}
     ports = {x.name: port for port in gateway_ports(gateway) for x in port.listeners}
     conflicted = {x.name for port in gateway_ports(gateway) for x in port.conflicted}
     found = []
@@ -452,24 +494,17 @@ def gateway_verdict(
             found.append(ListenerVerdict(listener.name, 0, (), left_alone))
             continue
         kinds = tuple(
-            k
-            for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE)
-            if not listener.allowed_routes.kinds
-            or any(k == allowed.kind for allowed in listener.allowed_routes.kinds)
+            k for k in (TargetKind.HTTP_ROUTE, TargetKind.GRPC_ROUTE) if allows_kind(listener, k)
         )
         attached_routes = len(
             attached(gateway, listener, TargetKind.HTTP_ROUTE, state.http_routes, labels)
         ) + len(attached(gateway, listener, TargetKind.GRPC_ROUTE, state.grpc_routes, labels))
-        problem = _certificate_problem(state, gateway, listener)
-        reason, _, message = problem.partition(": ")
         conditions = [
             Condition("Accepted", "True", "Accepted", "served"),
             Condition("Conflicted", "True", "ProtocolConflict", "another protocol has the port")
             if listener.name in conflicted
             else Condition("Conflicted", "False", "NoConflicts", "no conflict"),
-            Condition("ResolvedRefs", "False", reason, message)
-            if problem
-            else Condition("ResolvedRefs", "True", "ResolvedRefs", "every reference resolves"),
+            _certificate_condition(state, gateway, listener, secrets),
         ]
         if listener.name in conflicted:
             conditions.append(Condition("Programmed", "False", "Invalid", "not served"))

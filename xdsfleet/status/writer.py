@@ -20,7 +20,7 @@ import functools
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -38,6 +38,7 @@ from xdsfleet.sources.kube.lease import LeaseElector
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.status import Written, write_status
 from xdsfleet.status.conditions import (
+    Gateways,
     Held,
     Programmed,
     Verdict,
@@ -61,6 +62,11 @@ log = structlog.get_logger(__name__)
 
 LEASE_NAME = "xdsfleet-status"
 _KINDS = (resources.HTTP_ROUTES, resources.GRPC_ROUTES, resources.TRAFFIC_POLICIES)
+
+
+# One status to write: resource, namespace, name, what it says (compared with what was written
+# last), and how to merge it into the object.
+_Status = tuple[ApiResource, str, str, object, Callable[[JsonObject], JsonObject | None]]
 
 
 def identity() -> str:
@@ -143,53 +149,56 @@ class StatusWriter:
         if not self._holding(fleet):
             self._written.clear()  # whoever leads next time writes everything once
             return
-        await self._write_fleet(fleet)
+        for resource, namespace, name, what, merge in self._statuses(fleet, state):
+            if not await self._write(fleet, resource, namespace, name, what, merge):
+                return  # the renew deadline passed while writing: another replica may lead
+
+    def _statuses(self, fleet: FleetCluster, state: FleetState) -> Iterator[_Status]:
+        """Every status to write, in order: the Fleet resource's, each served Gateway's, then
+        each route's and TrafficPolicy's."""
+        name = self._aggregator.fleet_resource
+        if name is not None:
+            # Which members are stale, and why.
+            reports = self._aggregator.reports()
+            members = tuple((r.name, r.source, r.stale, r.message) for r in reports)
+            merge = functools.partial(fleet_members_status, members=members)
+            yield resources.FLEETS, "", name, members, merge
         streams = holdings(
             ((i.profile, i.machine.status()) for i in self._ads.streams.values()),
             self._snapshot_of,
         )
-        await self._write_gateways(fleet, state, streams)
+        yield from self._gateways(fleet, state, streams)
         mine = our_parent(frozenset(state.foreign_gateways))
         for resource, namespace, name, verdict, field in self._verdicts(fleet, state, streams):
-            key = self._key(fleet, resource, namespace, name)
             # A Gateway changing class changes which parents are ours, maybe not the verdict.
-            written = (verdict, state.foreign_gateways)
-            if self._written.get(key) == written:
-                continue
-            if not self._holding(fleet):
-                return  # the renew deadline passed while writing: another replica may lead
-            result = await asyncio.to_thread(
-                write_status,
-                fleet.cluster,
-                resource,
-                namespace=namespace,
-                name=name,
-                merge=functools.partial(self._merge, field=field, verdict=verdict, mine=mine),
-            )
-            if result in (Written.WRITTEN, Written.UNCHANGED):
-                self._written[key] = written
-            if result is Written.WRITTEN:
-                log.info("status_written", object=f"{resource.kind} {namespace}/{name}")
+            what = (verdict, state.foreign_gateways)
+            merge = functools.partial(self._merge, field=field, verdict=verdict, mine=mine)
+            yield resource, namespace, name, what, merge
 
-    async def _write_fleet(self, fleet: FleetCluster) -> None:
-        """The Fleet resource's status: which members are stale, and why."""
-        name = self._aggregator.fleet_resource
-        if name is None:
-            return
-        members = tuple((r.name, r.source, r.stale, r.message) for r in self._aggregator.reports())
-        key = self._key(fleet, resources.FLEETS, "", name)
-        if self._written.get(key) == members:
-            return
+    async def _write(
+        self,
+        fleet: FleetCluster,
+        resource: ApiResource,
+        namespace: str,
+        name: str,
+        what: object,
+        merge: Callable[[JsonObject], JsonObject | None],
+    ) -> bool:
+        """Write one object's status unless `what` it says was written already; False when
+        this replica may no longer write (the renew deadline passed)."""
+        key = self._key(fleet, resource, namespace, name)
+        if self._written.get(key) == what:
+            return True
+        if not self._holding(fleet):
+            return False
         result = await asyncio.to_thread(
-            write_status,
-            fleet.cluster,
-            resources.FLEETS,
-            namespace="",
-            name=name,
-            merge=functools.partial(fleet_members_status, members=members),
+            write_status, fleet.cluster, resource, namespace=namespace, name=name, merge=merge
         )
         if result in (Written.WRITTEN, Written.UNCHANGED):
-            self._written[key] = members
+            self._written[key] = what
+        if result is Written.WRITTEN:
+            log.info("status_written", object=object_label(resource.kind, namespace, name))
+        return True
 
     @staticmethod
     def _key(
@@ -198,9 +207,10 @@ class StatusWriter:
         """What a write is remembered by: the object's uid too, since a name may be reused."""
         return resource, namespace, name, fleet.mirror(resource).uids.get((namespace, name), "")
 
-    async def _write_gateways(
-        self, fleet: FleetCluster, state: FleetState, streams: list[list[Held]]
-    ) -> None:
+    @staticmethod
+    def _gateways(
+        fleet: FleetCluster, state: FleetState, streams: list[list[Held]]
+    ) -> Iterator[_Status]:
         """Each served Gateway of the fleet cluster: its listeners' conditions."""
         mirror = fleet.mirror(resources.GATEWAYS)
         served = {(g.namespace, g.name): g for g in state.gateways}
@@ -209,21 +219,12 @@ class StatusWriter:
             if gateway is None:
                 continue  # not served yet (the store coalesces): next time
             verdict = gateway_verdict(state, gateway, mirror.generations.get(key) or 0, streams)
-            written = self._key(fleet, resources.GATEWAYS, *key)
-            if self._written.get(written) == verdict:
-                continue
-            if not self._holding(fleet):
-                return  # the renew deadline passed while writing: another replica may lead
-            result = await asyncio.to_thread(
-                write_status,
-                fleet.cluster,
+            yield (
                 resources.GATEWAYS,
-                namespace=key[0],
-                name=key[1],
-                merge=functools.partial(gateway_status, verdict=verdict),
+                *key,
+                verdict,
+                functools.partial(gateway_status, verdict=verdict),
             )
-            if result in (Written.WRITTEN, Written.UNCHANGED):
-                self._written[written] = verdict
 
     async def stop(self) -> None:
         if self._elector is not None:
@@ -270,6 +271,7 @@ class StatusWriter:
             resources.GRPC_ROUTES: {(r.namespace, r.name): r for r in state.grpc_routes},
             resources.TRAFFIC_POLICIES: {(p.namespace, p.name): p for p in state.policies},
         }
+        gateways = Gateways.of(state)
         found = []
         for resource in _KINDS:
             mirror = fleet.mirror(resource)
@@ -283,11 +285,15 @@ class StatusWriter:
                     label = object_label(resource.kind, *key)
                     mine = problems.get(label, {})
                     if resource is resources.TRAFFIC_POLICIES:
-                        programmed = Programmed.count(streams, policy_affects(state, obj))
+                        affects = policy_affects(state, obj, gateways)
+                        programmed = Programmed.count(streams, affects)
                         verdict = policy_verdict(obj, serving or 0, mine, programmed)
                     else:
-                        programmed = Programmed.count(streams, route_affects(state, obj))
-                        verdict = route_verdict(state, obj, serving or 0, mine, programmed)
+                        affects = route_affects(state, obj, gateways)
+                        programmed = Programmed.count(streams, affects)
+                        verdict = route_verdict(
+                            state, obj, serving or 0, mine, programmed, gateways
+                        )
                 else:
                     continue  # not served yet (the store coalesces): next time
                 found.append((resource, *key, verdict, field))

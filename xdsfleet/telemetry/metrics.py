@@ -124,8 +124,9 @@ PUBLISH_SECONDS = Histogram(
 FANOUT_SECONDS = Histogram(
     "xdsfleet_fanout_seconds",
     "After a publish, until every stream woken has taken the new snapshot and ACKed what it "
-    "changed (capped at 1 s; slower streams are not waited for): what paces the next publish.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    "changed, while they keep doing so (streams that stop for a second are not waited for; at "
+    "most 10 s): what paces the next publish.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CONVERGENCE_SECONDS = Histogram(
     "xdsfleet_convergence_seconds",

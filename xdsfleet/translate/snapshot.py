@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from xdsfleet.cache import typeurls
-from xdsfleet.model.attachment import GATEWAY_GROUP, labels_of
-from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener, GrantFrom, TLSSecret
+from xdsfleet.model.attachment import certificate_problem, labels_of
+from xdsfleet.model.fleet import FleetState, Gateway, GatewayListener, TLSSecret
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.model.policy import PolicyIndex, PolicySpec, TrafficPolicy
 from xdsfleet.translate.accesslog import port_format
@@ -266,12 +266,10 @@ def certificates(state: FleetState, gateway: Gateway, listener: GatewayListener)
     """The TLS Secrets a listener may use: those that exist, in its own namespace or granted
     to Gateways by a ReferenceGrant in theirs."""
     by_name = {(s.namespace, s.name): s for s in state.secrets}
-    source = GrantFrom(GATEWAY_GROUP, "Gateway", gateway.namespace)
     return [
         by_name[r.namespace, r.name]
         for r in listener.certificate_refs
-        if (r.namespace, r.name) in by_name
-        and state.permits(source, "", "Secret", r.namespace, r.name)
+        if certificate_problem(state, gateway, r, by_name) is None
     ]
 
 

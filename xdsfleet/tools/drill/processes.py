@@ -146,6 +146,16 @@ class ChildProcess:
         assert self._process is not None, f"{self.name} was not started"
         os.killpg(self._process.pid, signal.SIGTERM)
 
+    def freeze(self) -> None:
+        """SIGSTOP: it keeps its sockets and answers nothing, as a frozen node does."""
+        assert self._process is not None, f"{self.name} was not started"
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT, after `freeze`."""
+        assert self._process is not None, f"{self.name} was not started"
+        os.killpg(self._process.pid, signal.SIGCONT)
+
     def wait(self, *, timeout: float = 30) -> int:
         assert self._process is not None, f"{self.name} was not started"
         return self._process.wait(timeout=timeout)
@@ -167,6 +177,7 @@ class ChildProcess:
         if process is None or process.poll() is not None:
             return
         os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGCONT)  # a frozen one acts on it only once thawed
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

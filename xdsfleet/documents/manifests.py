@@ -21,14 +21,29 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from xdsfleet.documents import gateway_api, policy
+from xdsfleet.documents import gateway_api, plain, policy
+from xdsfleet.documents.plain import (
+    ADDRESS_TYPES,
+    CONDITION_FIELDS,
+    ENDPOINT_FIELDS,
+    IP_FAMILIES,
+    MAX_ADDRESSES,
+    PROTOCOLS,
+    SERVICE_API_VERSION,
+    SERVICE_PORT_FIELDS,
+    SERVICE_SPEC_FIELDS,
+    SLICE_API_VERSION,
+    SLICE_PORT_FIELDS,
+    TARGET_FIELDS,
+    valid_address,
+)
+from xdsfleet.documents.plain import SERVICE_NAME_LABEL as SERVICE_NAME_LABEL
 from xdsfleet.documents.reading import (
     DNS_1035_LABEL,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     FLEET_API_VERSION,
     GATEWAY_GROUP,
-    HOSTNAME,
     MAX_PORT,
     MAX_WEIGHT,
     MCS_GROUP,
@@ -70,12 +85,8 @@ from xdsfleet.model.policy import TrafficPolicy
 
 T = TypeVar("T")
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SERVICE_NAME_FIELD = f'metadata.labels["{SERVICE_NAME_LABEL}"]'
 ZONE_LABEL = "topology.kubernetes.io/zone"
-
-# Kubernetes allows at most 100 addresses per endpoint.
-MAX_ADDRESSES = 100
 
 
 class Place(StrEnum):
@@ -126,9 +137,6 @@ class FileContents:
 
 # --- Kinds -----------------------------------------------------------------------------------
 
-_PROTOCOLS = ("TCP", "UDP", "SCTP")
-_IP_FAMILIES = ("IPv4", "IPv6")
-_ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
 _NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
 
 
@@ -146,8 +154,8 @@ def _kind(api_version: str | tuple[str, ...], *fields: str, namespaced: bool = T
 
 _KINDS = {
     "Fleet": _kind(FLEET_API_VERSION, "spec", namespaced=False),
-    "Service": _kind("v1", "spec"),
-    "EndpointSlice": _kind("discovery.k8s.io/v1", "addressType", "ports", "endpoints"),
+    "Service": _kind(SERVICE_API_VERSION, "spec"),
+    "EndpointSlice": _kind(SLICE_API_VERSION, "addressType", "ports", "endpoints"),
     "ServiceExport": _kind(f"{MCS_GROUP}/v1alpha1"),
     "Node": _kind("v1", "status", namespaced=False),
     "Gateway": _kind(f"{GATEWAY_GROUP}/v1", "spec"),
@@ -317,7 +325,7 @@ def _fleet(doc: Map, kind: _Kind, base_dir: str) -> FleetSpec:
         routes_dir,
         kubeconfig=source.kubeconfig,
         context=source.context,
-        ip_family=spec.choice("ipFamily", _IP_FAMILIES, "IPv4") if spec.has("ipFamily") else None,
+        ip_family=spec.choice("ipFamily", IP_FAMILIES, "IPv4") if spec.has("ipFamily") else None,
         identities=tuple(_identity_rule(entry, names) for entry in identities),
     )
 
@@ -337,7 +345,7 @@ def _service_port(port: Map) -> ServicePort:
     return ServicePort(
         name=port.optional_name("name", DNS_LABEL) or "",
         port=port.port("port"),
-        protocol=port.choice("protocol", _PROTOCOLS, "TCP"),
+        protocol=port.choice("protocol", PROTOCOLS, "TCP"),
         app_protocol=port.text("appProtocol"),
         target_port=_target_port(port),
         node_port=port.number("nodePort", 1, MAX_PORT),
@@ -346,13 +354,8 @@ def _service_port(port: Map) -> ServicePort:
 
 def _service(doc: Map, kind: _Kind) -> Service:
     namespace, name, _ = _metadata(doc, kind, DNS_1035_LABEL)
-    spec = doc.mapping("spec", ("ports", "ipFamilies"), required=True)
-    entries = spec.mappings(
-        "ports",
-        ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort"),
-        required=True,
-        non_empty=True,
-    )
+    spec = doc.mapping("spec", SERVICE_SPEC_FIELDS, required=True)
+    entries = spec.mappings("ports", SERVICE_PORT_FIELDS, required=True, non_empty=True)
     ports = tuple(_service_port(entry) for entry in entries)
     if len(ports) > 1:
         for i, port in enumerate(ports):
@@ -363,20 +366,13 @@ def _service(doc: Map, kind: _Kind) -> Service:
     flag_repeats(spec, "ports", "port", numbers, "port")
     families = spec.strings("ipFamilies")
     for i, family in enumerate(families):
-        if family not in _IP_FAMILIES:
-            spec.problem(f"ipFamilies[{i}]", f"must be one of {', '.join(_IP_FAMILIES)}")
+        if family not in IP_FAMILIES:
+            spec.problem(f"ipFamilies[{i}]", f"must be one of {', '.join(IP_FAMILIES)}")
     return Service(namespace, name, ports, tuple(families))
 
 
 def _check_address(entry: Map, i: int, address: str, address_type: str) -> None:
-    if address_type == "FQDN":
-        valid = HOSTNAME.accepts(address) and not address.startswith("*")
-    else:
-        try:
-            valid = ipaddress.ip_address(address).version == (4 if address_type == "IPv4" else 6)
-        except ValueError:
-            valid = False
-    if not valid:
+    if not valid_address(address, address_type):
         entry.problem(f"addresses[{i}]", f"{address!r} is not an {address_type} address")
 
 
@@ -384,11 +380,11 @@ def _endpoint(entry: Map, address_type: str) -> Endpoint:
     addresses = entry.strings("addresses", required=True)
     if len(addresses) > MAX_ADDRESSES:
         entry.problem("addresses", f"at most {MAX_ADDRESSES} addresses; got {len(addresses)}")
-    if address_type in _ADDRESS_TYPES:
+    if address_type in ADDRESS_TYPES:
         for i, address in enumerate(addresses):
             _check_address(entry, i, address, address_type)
-    conditions = entry.mapping("conditions", ("ready", "serving", "terminating"))
-    target = entry.mapping("targetRef", ("kind", "namespace", "name"))
+    conditions = entry.mapping("conditions", CONDITION_FIELDS)
+    target = entry.mapping("targetRef", TARGET_FIELDS)
     target_name = target.text("name")
     # Kubernetes defaults: unknown readiness counts as ready, and serving follows ready.
     ready = conditions.flag("ready", True)
@@ -407,7 +403,7 @@ def _endpoint_port(port: Map) -> EndpointPort:
     return EndpointPort(
         name=port.optional_name("name", DNS_LABEL) or "",
         port=port.port("port"),
-        protocol=port.choice("protocol", _PROTOCOLS, "TCP"),
+        protocol=port.choice("protocol", PROTOCOLS, "TCP"),
         app_protocol=port.text("appProtocol"),
     )
 
@@ -418,16 +414,13 @@ def _endpoint_slice(doc: Map, kind: _Kind) -> EndpointSlice:
     if not service:
         doc.problem(SERVICE_NAME_FIELD, "missing required label")
     address_type = doc.required_text("addressType")
-    if address_type and address_type not in _ADDRESS_TYPES:
+    if address_type and address_type not in ADDRESS_TYPES:
         doc.problem(
-            "addressType", f"must be one of {', '.join(_ADDRESS_TYPES)}; got {address_type!r}"
+            "addressType", f"must be one of {', '.join(ADDRESS_TYPES)}; got {address_type!r}"
         )
-    fields = ("name", "port", "protocol", "appProtocol")
-    ports = tuple(_endpoint_port(entry) for entry in doc.mappings("ports", fields))
+    ports = tuple(_endpoint_port(entry) for entry in doc.mappings("ports", SLICE_PORT_FIELDS))
     flag_repeats(doc, "ports", "name", [p.name for p in ports], "port name")
-    entries = doc.mappings(
-        "endpoints", ("addresses", "conditions", "zone", "nodeName", "targetRef"), required=True
-    )
+    entries = doc.mappings("endpoints", ENDPOINT_FIELDS, required=True)
     endpoints = tuple(_endpoint(entry, address_type) for entry in entries)
     return EndpointSlice(namespace, name, service, ports, endpoints, address_type or "IPv4")
 
@@ -529,12 +522,29 @@ def _check_kind(where: Where, document: dict[Any, Any], place: Place) -> _Kind |
     return kind
 
 
+def _plain(document: dict[Any, Any]) -> Service | EndpointSlice | None:
+    """A member's Service or EndpointSlice of the common shape, read at once (`plain`); None
+    for every other document, read field by field below."""
+    match document.get("kind"):
+        case "EndpointSlice":
+            return plain.endpoint_slice(document)
+        case "Service":
+            return plain.service(document)
+    return None
+
+
 def _parse_document(
     document: object, index: int, where: Where, place: Place, base_dir: str, found: _Found
 ) -> None:
     if not isinstance(document, dict):
         where.obj = f"document {index}"
         where.add("", f"expected a Kubernetes object, got {type_name(document)}")
+        return
+    if place is Place.MEMBER and (plain_object := _plain(document)) is not None:
+        if isinstance(plain_object, Service):
+            found.services.append(plain_object)
+        else:
+            found.endpoint_slices.append(plain_object)
         return
     where.obj = _document_label(document, index)
     kind = _check_kind(where, document, place)

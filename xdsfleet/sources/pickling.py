@@ -14,6 +14,8 @@ import io
 import pickle
 from typing import IO, Any
 
+from xdsfleet.model.frozen import builder
+
 _NAMES: dict[type, tuple[str, ...]] = {}
 
 
@@ -25,12 +27,8 @@ def _names(cls: type) -> tuple[str, ...]:
 
 
 def _rebuilt(cls: type, values: tuple[Any, ...]) -> object:
-    """What `_Pickler` took apart: set like the generated `__init__` sets a frozen instance,
-    without running `__post_init__` (the values were valid when pickled)."""
-    obj: object = object.__new__(cls)
-    for name, value in zip(_names(cls), values, strict=True):
-        object.__setattr__(obj, name, value)
-    return obj
+    """What `_Pickler` took apart, stored straight into its fields (`model.frozen`)."""
+    return builder(cls)(*values)
 
 
 class _Pickler(pickle.Pickler):

@@ -42,12 +42,16 @@ def main(argv: list[str]) -> None:
     numbers = [int(a) for a in argv if not a.startswith("--")] or [50, 1_000, 100_000]
     shape = Shape(*numbers)
     if full:
-        parser._plain = lambda document: None  # type: ignore[assignment]  # the full reader only
+        parser._plain = lambda document: None  # the full reader only
     docs = manifests.member_docs(Fleet(shape), 0)
     print(f"{shape.describe()}, member 0: {len(docs):,} objects; {'full' if full else 'fast'}")
     for kind, resource in _RESOURCES.items():
         picked: list[dict[str, Any]] = [d for d in docs if d["kind"] == kind]
-        whole = _best(lambda picked=picked: parser.parse_documents(picked, "f", _MEMBER))
+
+        def whole_file(picked: list[dict[str, Any]] = picked) -> None:
+            parser.parse_documents(picked, "f", _MEMBER)
+
+        whole = _best(whole_file)
 
         def one_by_one(picked: list[dict[str, Any]] = picked, resource: Any = resource) -> None:
             for doc in picked:

@@ -5,7 +5,9 @@ which kinds a file may hold where, reads the Fleet and the member documents, and
 one state; Gateway API kinds are read by `gateway_api` and TrafficPolicy by `policy`, all through
 `reading` (docs/fleet.md and docs/policy.md are the user-facing twins). Each mistake is named by
 file, object and field. It is strict on purpose: a misspelt field that was silently ignored would
-be a route or an endpoint silently missing.
+be a route or an endpoint silently missing. A member's Services and EndpointSlices (the bulk of a
+large fleet) are first offered to `plain`, which reads the common well-formed shape in one pass
+and hands anything else back to be read here.
 
 It must not do I/O, read the clock or know about Envoy: text and path strings come in (paths are
 joined, never resolved), frozen model objects and `Problem`s go out. Reading and watching files is

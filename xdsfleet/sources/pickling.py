@@ -2,9 +2,10 @@
 
 A frozen dataclass with slots is pickled through the `__setstate__` dataclasses generates, which
 calls `dataclasses.fields()` for every object it restores: at E = 100,000 (300,000 objects) that
-was most of loading the parse cache. Here each dataclass is rebuilt from its field values, the
-names looked up once per class. Used for the parse cache and for what parse workers send back;
-it must only ever load pickles this program wrote (a pickle runs code when loaded).
+was most of loading the parse cache. Here each dataclass is rebuilt from its field values,
+stored straight into its slots (`model.frozen.builder`, made once per class). Used for the parse
+cache and for what parse workers send back; it must only ever load pickles this program wrote
+(a pickle runs code when loaded).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import mock
@@ -221,6 +221,8 @@ def _mistaken(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict
     document = copy.deepcopy(draw(valid))
     for _ in range(draw(st.integers(0, 3))):
         paths = [p for p in _paths(document) if p and p != ("kind",)]
+        if not paths:
+            break
         *where, last = draw(st.sampled_from(paths))
         parent: Any = document
         for step in where:
@@ -243,7 +245,21 @@ def _mistaken(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict
     return document
 
 
+_READERS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "EndpointSlice": plain.endpoint_slice,
+    "Service": plain.service,
+    "ServiceExport": plain.service_export,
+}
 endpoint_slices = _mistaken(_valid_slice())
+exports = _mistaken(
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just(plain.EXPORT_API_VERSION),
+            "kind": st.just("ServiceExport"),
+            "metadata": _metadata(st.sampled_from(["web", "api", "w-1", "z" * 63])),
+        }
+    )
+)
 services = _mistaken(_valid_service())
 
 # --- Reading both ways ------------------------------------------------------------------------
@@ -263,14 +279,14 @@ def _outcome(documents: list[Any]) -> object:
 
 
 def _check(document: dict[str, Any]) -> None:
-    reader = plain.endpoint_slice if document["kind"] == "EndpointSlice" else plain.service
+    reader = _READERS[document["kind"]]
     fast = reader(copy.deepcopy(document))
     with _full_reader_only():
         full = _outcome([document])
     if fast is not None:
         # Accepted by the plain reader: the full one finds nothing wrong and builds the same.
         assert isinstance(full, manifests.FileContents), full
-        assert (full.services or full.endpoint_slices) == (fast,)
+        assert (full.services or full.endpoint_slices or full.exports) == (fast,)
     # Either way, a file of it (between two other documents) reads the same both ways.
     neighbours = [document, {"kind": "Node"}, document]
     assert _outcome(neighbours) == _outcome_full(neighbours)
@@ -292,6 +308,12 @@ def test_an_endpoint_slice_reads_the_same_with_the_plain_reader_as_without(doc: 
 
 
 @_SLOW
+@given(exports)
+def test_a_service_export_reads_the_same_with_the_plain_reader_as_without(doc: Any) -> None:
+    _check(doc)
+
+
+@_SLOW
 @given(services)
 def test_a_service_reads_the_same_with_the_plain_reader_as_without(doc: Any) -> None:
     _check(doc)
@@ -305,6 +327,7 @@ def test_the_plain_readers_take_the_common_shape() -> None:
     assert slices
     assert all(plain.endpoint_slice(d) is not None for d in slices)
     assert all(plain.service(d) is not None for d in docs if d["kind"] == "Service")
+    assert all(plain.service_export(d) is not None for d in docs if d["kind"] == "ServiceExport")
     kube_slice = {
         "apiVersion": plain.SLICE_API_VERSION,
         "kind": "EndpointSlice",
@@ -420,7 +443,12 @@ def test_every_single_mistake_in_a_full_document_reads_the_same() -> None:
     # set to each value near its bounds (and to the general odd values), dropped, or given an
     # unknown neighbour.
     checked = 0
-    for original in (_FULL_SLICE, _FULL_SERVICE):
+    export = {
+        "apiVersion": plain.EXPORT_API_VERSION,
+        "kind": "ServiceExport",
+        "metadata": {"name": "web"},
+    }
+    for original in (_FULL_SLICE, _FULL_SERVICE, export):
         _check(copy.deepcopy(original))
         for path in [p for p in _paths(original) if p and p != ("kind",)]:
             *where, last = path

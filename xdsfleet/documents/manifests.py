@@ -28,6 +28,7 @@ from xdsfleet.documents.plain import (
     ADDRESS_TYPES,
     CONDITION_FIELDS,
     ENDPOINT_FIELDS,
+    EXPORT_API_VERSION,
     IP_FAMILIES,
     MAX_ADDRESSES,
     PROTOCOLS,
@@ -48,7 +49,6 @@ from xdsfleet.documents.reading import (
     GATEWAY_GROUP,
     MAX_PORT,
     MAX_WEIGHT,
-    MCS_GROUP,
     PORT_NAME,
     Map,
     NameRule,
@@ -81,6 +81,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
     TLSSecret,
 )
+from xdsfleet.model.frozen import builder
 from xdsfleet.model.identity import ANY, IdentityRule
 from xdsfleet.model.node import Role
 from xdsfleet.model.policy import TrafficPolicy
@@ -158,7 +159,7 @@ _KINDS = {
     "Fleet": _kind(FLEET_API_VERSION, "spec", namespaced=False),
     "Service": _kind(SERVICE_API_VERSION, "spec"),
     "EndpointSlice": _kind(SLICE_API_VERSION, "addressType", "ports", "endpoints"),
-    "ServiceExport": _kind(f"{MCS_GROUP}/v1alpha1"),
+    "ServiceExport": _kind(EXPORT_API_VERSION),
     "Node": _kind("v1", "status", namespaced=False),
     "Gateway": _kind(f"{GATEWAY_GROUP}/v1", "spec"),
     "HTTPRoute": _kind(f"{GATEWAY_GROUP}/v1", "spec"),
@@ -466,6 +467,9 @@ def _node(doc: Map, kind: _Kind) -> Node:
 # --- Files -----------------------------------------------------------------------------------
 
 
+_new_contents = builder(FileContents)
+
+
 @dataclass(slots=True)
 class _Found:
     fleets: list[FleetSpec] = field(default_factory=list)
@@ -483,7 +487,8 @@ class _Found:
     foreign_gateways: list[tuple[str, str]] = field(default_factory=list)
 
     def contents(self) -> FileContents:
-        return FileContents(
+        # Built once per API object read (a file of one object), so without `__init__`.
+        return _new_contents(
             fleet=self.fleets[0] if self.fleets else None,
             services=tuple(self.services),
             endpoint_slices=tuple(self.endpoint_slices),
@@ -524,14 +529,16 @@ def _check_kind(where: Where, document: dict[Any, Any], place: Place) -> _Kind |
     return kind
 
 
-def _plain(document: dict[Any, Any]) -> Service | EndpointSlice | None:
-    """A member's Service or EndpointSlice of the common shape, read at once (`plain`); None
-    for every other document, read field by field below."""
+def _plain(document: dict[Any, Any]) -> Service | EndpointSlice | tuple[str, str] | None:
+    """A member's Service, EndpointSlice or ServiceExport of the common shape, read at once
+    (`plain`); None for every other document, read field by field below."""
     match document.get("kind"):
         case "EndpointSlice":
             return plain.endpoint_slice(document)
         case "Service":
             return plain.service(document)
+        case "ServiceExport":
+            return plain.service_export(document)
     return None
 
 
@@ -545,8 +552,10 @@ def _parse_document(
     if place is Place.MEMBER and (plain_object := _plain(document)) is not None:
         if isinstance(plain_object, Service):
             found.services.append(plain_object)
-        else:
+        elif isinstance(plain_object, EndpointSlice):
             found.endpoint_slices.append(plain_object)
+        else:
+            found.exports.append(plain_object)
         return
     where.obj = _document_label(document, index)
     kind = _check_kind(where, document, place)

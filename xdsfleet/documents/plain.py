@@ -1,4 +1,4 @@
-"""Services and EndpointSlices of the common, well-formed shape, read in one pass.
+"""Services, EndpointSlices and ServiceExports of the common, well-formed shape, read at once.
 
 A large fleet is mostly Services and EndpointSlices (150,000 of them at E = 100,000), nearly all
 well formed, and reading each one field by field through `reading.Map` (a `Map` per entry, a path
@@ -25,6 +25,7 @@ from xdsfleet.documents.reading import (
     DNS_SUBDOMAIN,
     HOSTNAME,
     MAX_PORT,
+    MCS_GROUP,
     METADATA_FIELDS,
     PORT_NAME,
     NameRule,
@@ -49,6 +50,8 @@ SERVICE_API_VERSION = "v1"
 SERVICE_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec"})
 SERVICE_SPEC_FIELDS = ("ports", "ipFamilies")
 SERVICE_PORT_FIELDS = ("name", "port", "protocol", "appProtocol", "targetPort", "nodePort")
+EXPORT_API_VERSION = f"{MCS_GROUP}/v1alpha1"
+EXPORT_FIELDS = frozenset({"apiVersion", "kind", "metadata"})
 
 _SLICE_PORT_KEYS = frozenset(SLICE_PORT_FIELDS)
 _ENDPOINT_KEYS = frozenset(ENDPOINT_FIELDS)
@@ -316,3 +319,15 @@ def service(document: dict[Any, Any]) -> Service | None:
     ):
         return None
     return _new_service(namespace, _intern(name), tuple(ports), tuple(families))
+
+
+def service_export(document: dict[Any, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) a plain ServiceExport `document` exports; None when `manifests`
+    must read it in full."""
+    if document.get("apiVersion") != EXPORT_API_VERSION or not EXPORT_FIELDS.issuperset(document):
+        return None
+    found = _metadata(document, _service_name)
+    if found is None:
+        return None
+    namespace, name, _ = found
+    return namespace, _intern(name)

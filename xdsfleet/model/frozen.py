@@ -2,8 +2,8 @@
 
 A frozen dataclass's `__init__` sets each field through `object.__setattr__` (the class's own
 refuses), which makes an `Endpoint` cost about three times what storing its seven slots does.
-`builder(cls)` gives a function that takes every field positionally, in declaration order, and
-stores them straight into the slots: the same object `cls(...)` builds when all its fields are
+`builder(cls)` gives a function that takes every field (by position or by name, all required)
+and stores them straight into the slots: the same object `cls(...)` builds when all its fields are
 given, except that `__post_init__` is not run (use it only for values already known valid).
 Used by the common-shape document readers and by the pickles of parsed files; everything else
 keeps calling the class.
@@ -31,19 +31,23 @@ def builder(cls: type[T]) -> Callable[..., T]:
 
 def _make(cls: type) -> Callable[..., Any]:
     names = [f.name for f in dataclasses.fields(cls)]
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, "setattr": object.__setattr__}
+    if any(name.startswith("_b_") for name in names):
+        raise TypeError(f"{cls.__name__}: a field name clashes with the builder's own names")
+    scope: dict[str, Any] = {"_b_new": object.__new__, "_b_cls": cls, "_b_set": object.__setattr__}
     lines = []
     for i, name in enumerate(names):
         slot = cls.__dict__.get(name)
         if isinstance(slot, types.MemberDescriptorType):
-            scope[f"set{i}"] = slot.__set__  # the slot itself: no frozen check to go through
-            lines.append(f"    set{i}(o, v{i})")
+            scope[f"_b_set{i}"] = slot.__set__  # the slot itself: no frozen check to go through
+            lines.append(f"    _b_set{i}(_b_o, {name})")
         else:
-            lines.append(f"    setattr(o, {name!r}, v{i})")
-    parameters = ", ".join(f"v{i}" for i in range(len(names)))
+            lines.append(f"    _b_set(_b_o, {name!r}, {name})")
     # Generated like dataclasses generates `__init__`: one straight-line function per class,
-    # as a loop over the fields would cost most of what it saves.
-    source = "\n".join([f"def build({parameters}):", "    o = new(cls)", *lines, "    return o"])
+    # as a loop over the fields would cost most of what it saves. Its parameters are the
+    # fields', so callers may name them.
+    source = "\n".join(
+        [f"def build({', '.join(names)}):", "    _b_o = _b_new(_b_cls)", *lines, "    return _b_o"]
+    )
     exec(source, scope)  # only field names of our own dataclasses go in
     built: Callable[..., Any] = scope["build"]
     return built

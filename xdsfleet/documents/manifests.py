@@ -16,6 +16,7 @@ joined, never resolved), frozen model objects and `Problem`s go out. Reading and
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os.path
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -542,6 +543,11 @@ def _plain(document: dict[Any, Any]) -> Service | EndpointSlice | tuple[str, str
     return None
 
 
+# The FileContents field of what `_plain` reads, by its type.
+_PLAIN_FIELDS = {Service: "services", EndpointSlice: "endpoint_slices", tuple: "exports"}
+_NOTHING = {f.name: getattr(FileContents(), f.name) for f in dataclasses.fields(FileContents)}
+
+
 def _parse_document(
     document: object, index: int, where: Where, place: Place, base_dir: str, found: _Found
 ) -> None:
@@ -550,12 +556,7 @@ def _parse_document(
         where.add("", f"expected a Kubernetes object, got {type_name(document)}")
         return
     if place is Place.MEMBER and (plain_object := _plain(document)) is not None:
-        if isinstance(plain_object, Service):
-            found.services.append(plain_object)
-        elif isinstance(plain_object, EndpointSlice):
-            found.endpoint_slices.append(plain_object)
-        else:
-            found.exports.append(plain_object)
+        getattr(found, _PLAIN_FIELDS[type(plain_object)]).append(plain_object)
         return
     where.obj = _document_label(document, index)
     kind = _check_kind(where, document, place)
@@ -606,6 +607,15 @@ def parse_documents(
 ) -> FileContents:
     """`parse_file` for documents already loaded: objects read from a Kubernetes API are
     checked by exactly the rules files are. `file` names where they came from in problems."""
+    if (
+        place is Place.MEMBER
+        and type(documents) is list
+        and len(documents) == 1
+        and isinstance(documents[0], dict)
+        and (plain_object := _plain(documents[0])) is not None
+    ):
+        # One API object of the common shape, as a member list gives them: no file to gather.
+        return _new_contents(**{**_NOTHING, _PLAIN_FIELDS[type(plain_object)]: (plain_object,)})
     problems: list[Problem] = []
     found = _Found()
     for index, document in enumerate(documents, start=1):

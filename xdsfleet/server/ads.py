@@ -4,10 +4,11 @@ The writer computes responses when woken, from the latest snapshot, so a client 
 slowly only delays itself and skips generations instead of queueing them (rule 23). It is woken
 by a new snapshot and by a request that may let something go (`RequestResult.wakes`), not by
 every ACK: the ACKs of a fan-out find nothing to send, and waking every writer for them was a
-task switch per stream and fan-out for nothing, in the loop iterations that serve everyone. Responses
-are joined from bytes the cache encoded once (rule 21); nothing is serialized per stream. The
-bytes being written at once, across streams, are bounded (`budget.WriteBudget`), and a writer
-lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds none.
+task switch per stream and fan-out for nothing, in the loop iterations that serve everyone.
+Responses are joined from bytes the cache encoded once (rule 21); nothing is serialized per
+stream. The bytes being written at once, across streams, are bounded (`budget.WriteBudget`),
+and a writer lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds
+none.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the

@@ -1,12 +1,12 @@
 """`python -m benchmarks [MEASURE ...]`: run measures, print their tables and the targets.
 
-Measures: convergence, translate, coldstart, kubestart, rss, churn, stall, oversized, or `all`.
-Without one, the default set runs (all but oversized and kubestart: what fits in about ten
-minutes on a 2-core machine; see BENCHMARKS.md for the figure each command produced). `--quick`
-runs every measure at toy sizes: the smoke test. Sizes can be overridden: `--clients`
-(convergence: a list), `--endpoints` (the fleet of coldstart, kubestart, rss and churn: 50
-members, E/100 services), `--changes`, `--seconds` (churn). `--no-member-loss` varies the
-churn measure. Progress goes to stderr, tables to stdout.
+Measures: convergence, translate, coldstart, kubestart, kubeloss, rss, churn, stall, oversized,
+or `all`. Without one, the default set runs (all but oversized, kubestart and kubeloss: what
+fits in about ten minutes on a 2-core machine; see BENCHMARKS.md for the figure each command
+produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes can be overridden:
+`--clients` (convergence: a list; kubeloss: its streams), `--endpoints` (the fleet of
+coldstart, kubestart, rss and churn: 50 members, E/100 services), `--changes`, `--seconds`
+(churn). `--no-member-loss` varies the churn measure. Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from benchmarks.measures import (
     churn,
     coldstart,
     convergence,
+    kubeloss,
     kubestart,
     oversized,
     rss,
@@ -38,12 +39,14 @@ MEASURES = (
     "translate",
     "coldstart",
     "kubestart",
+    "kubeloss",
     "rss",
     "churn",
     "stall",
     "oversized",
 )
-DEFAULT = ("convergence", "translate", "coldstart", "rss", "churn", "stall")  # not kubestart
+# Not kubestart, kubeloss (50 and 20 API servers, a real `serve`) nor oversized.
+DEFAULT = ("convergence", "translate", "coldstart", "rss", "churn", "stall")
 QUICK_SHAPE = Shape(members=6, services=10, endpoints=120)
 MEMBERS = 50
 ENDPOINTS_PER_SERVICE = 100
@@ -82,6 +85,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
     conv, trans, cold = convergence.Options(), translate.Options(), coldstart.Options()
     mem, sustained, stalled = rss.Options(), churn.Options(), stall.Options()
     hostile, kube = oversized.Options(), kubestart.Options()
+    probe = kubeloss.Options()
     if args.quick:
         conv = convergence.Options(clients=(24,), changes=3, plot=False)
         trans = translate.Options(sizes=(1_000,), fixed_sizes=(), changes=3, plot=False)
@@ -93,12 +97,14 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         stalled = stall.Options(clients=24, changes=3, blocked_seconds=0.2)
         hostile = oversized.Options(clients=24, changes=3)
         kube = kubestart.Options(shape=QUICK_SHAPE)
+        probe = kubeloss.Options(shape=QUICK_SHAPE, streams=24)
     if args.clients:
         conv = replace(conv, clients=tuple(args.clients))
         mem = replace(mem, clients=args.clients[-1])
         sustained = replace(sustained, clients=args.clients[-1])
         stalled = replace(stalled, clients=args.clients[-1])
         hostile = replace(hostile, clients=args.clients[-1])
+        probe = replace(probe, streams=args.clients[-1])
     if args.endpoints:
         shape = _shape(args.endpoints)
         cold, mem, sustained, kube = (
@@ -124,6 +130,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[repor
         "translate": lambda: synchronous(lambda: translate.measure(trans)),
         "coldstart": lambda: synchronous(lambda: coldstart.measure(cold)),
         "kubestart": lambda: synchronous(lambda: kubestart.measure(kube)),
+        "kubeloss": lambda: synchronous(lambda: kubeloss.measure(probe)),
         "rss": lambda: rss.measure(mem),
         "churn": lambda: churn.measure(sustained),
         "stall": lambda: stall.measure(stalled),

@@ -1,4 +1,16 @@
-"""`python -m benchmarks.steps`: what one ADS stream costs, without gRPC: memory and CPU per step.
+"""`python -m benchmarks.steps`: the steps that run on the event loop, without gRPC: a publish's
+longest single steps, and what one ADS stream costs in memory and CPU per step.
+
+The publisher runs a publish as a generator of small steps (`pipeline/publisher.py`), a slice of
+them at a time between two looks at the loop: no single step may hold the loop longer than the
+loop-lag target allows (issue 10: ~20 ms). This builds the first snapshots of the twelve
+profiles of the generated fleet and of a proxyless client (as `Publisher.prepare` does), then
+publishes a member lost and restored to the twelve profiles, each way as a patch (endpoints alone
+changed) and as a full translation (the same change together with a namespace's labels), then a
+member's weight edited (the service index derived again), and times every step (thread CPU;
+the collector off, or with `--collector server` as `pipeline/collector.py` runs it: young passes
+automatic, no automatic full pass, survivors frozen after each publish): it lists the longest,
+where each resumed and ended (the innermost `yield`), and how many took over 20 ms.
 
 The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
 every stream, and hold per-stream state for as long as the stream lives. This drives N machines
@@ -26,24 +38,34 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from benchmarks.fleet import Fleet, Shape, profiles
+from benchmarks.fleet import NAMESPACE, Fleet, Shape, profiles
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
+from xdsfleet.model.fleet import FleetState, Namespace
+from xdsfleet.model.node import NodeProfile, Role
+from xdsfleet.pipeline.collector import NEVER
+from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
+from xdsfleet.translate.steps import Steps
 
 NODE = base_pb2.Node(id="bench", cluster="bench")
+# Issue 10: no callback of ours longer than ~20 ms on the loop.
+LONG_STEP_SECONDS = 0.020
+LOST_MEMBER = 3
+PROXYLESS = NodeProfile(role=Role.PROXYLESS, region="eu-west", zone="eu-west-1a")
+T = TypeVar("T")
 
 
 @dataclass
@@ -143,12 +165,128 @@ def _ms(values: list[float]) -> str:
     return f"mean {statistics.fmean(values) * 1e3:6.2f}  max {max(values) * 1e3:6.2f} ms"
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    seconds: float
+    publish: str
+    where: str  # where the step resumed and where it yielded: function and line
+
+
+def _yielded_at(steps: Any) -> str:
+    """The innermost generator's function and line: where this step ended."""
+    while steps.gi_yieldfrom is not None and hasattr(steps.gi_yieldfrom, "gi_frame"):
+        steps = steps.gi_yieldfrom
+    frame = steps.gi_frame
+    if frame is None:
+        return "end"
+    return f"{frame.f_code.co_name}:{frame.f_lineno}"
+
+
+def _timed_steps(publisher: Publisher, steps: Steps[T], label: str) -> tuple[list[_Step], T]:
+    """Run `steps` as `Publisher._sliced` does, timing each step alone (thread CPU)."""
+    found: list[_Step] = []
+    resumed = "start"
+    with publisher._memo.active():
+        while True:
+            started = time.thread_time()
+            try:
+                next(steps)
+            except StopIteration as done:
+                found.append(_Step(time.thread_time() - started, label, f"{resumed} -> end"))
+                return found, done.value
+            ended = _yielded_at(steps)
+            found.append(_Step(time.thread_time() - started, label, f"{resumed} -> {ended}"))
+            resumed = ended
+
+
+def _publish_steps(publisher: Publisher, state: FleetState, label: str) -> list[_Step]:
+    """Publish `state` as `publish_in_slices` does, timing each step alone."""
+    return _timed_steps(publisher, publisher._publishing(state), label)[0]
+
+
+def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
+    """Print the longest steps of the first snapshots (the twelve profiles and a proxyless
+    client, as `Publisher.prepare` builds them), then of a member lost and restored to the
+    twelve profiles, patched and in full."""
+    fleet = Fleet(shape)
+    publisher = Publisher(fleet.state())
+    found: list[_Step] = []
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    if collector:
+        young, middle, _ = thresholds
+        gc.set_threshold(young, middle, NEVER)
+    else:
+        gc.disable()
+    try:
+        for profile in (*profiles(), PROXYLESS):
+            stop = publisher.cache.watch(profile, lambda: None)
+            built, snapshot = _timed_steps(publisher, publisher._build(profile), "first")
+            found += built
+            gc.freeze()  # as after each first snapshot
+            assert snapshot is not None
+            publisher.cache.set(profile, snapshot)
+            publisher._budget = publisher._served()  # as `prepare` does after each
+            if profile is PROXYLESS:
+                stop()  # the member loss is published to the twelve profiles
+        gc.collect()
+        gc.freeze()
+        labelled = (Namespace(NAMESPACE, (("edited", "yes"),)),)
+        for full in (False, True):
+            for lose in (True, False):
+                (fleet.lose if lose else fleet.restore)(LOST_MEMBER)
+                state = fleet.state()
+                namespaces = publisher.state.namespaces
+                if full:
+                    # A change beside the members': every profile is translated in full.
+                    namespaces = () if namespaces else labelled
+                state = replace(state, namespaces=namespaces)
+                label = f"{'full' if full else 'patch'} {'lost' if lose else 'restored'}"
+                found += _publish_steps(publisher, state, label)
+                gc.freeze()  # as after each publish
+        # A member's own fields edited (a weight, a drain): the index is derived again.
+        members = list(publisher.state.members)
+        edited = members[LOST_MEMBER]
+        members[LOST_MEMBER] = replace(edited, member=replace(edited.member, weight=2))
+        weighted = replace(publisher.state, members=tuple(members))
+        found += _publish_steps(publisher, weighted, "member edited")
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.enable()
+        gc.unfreeze()
+    print(
+        f"publisher, fleet {shape.describe()}: first snapshots (12 profiles and a proxyless"
+        f" client), then member {LOST_MEMBER} lost and restored, then weighted (12 profiles)"
+    )
+    for publish in dict.fromkeys(s.publish for s in found):
+        mine = [s.seconds for s in found if s.publish == publish]
+        over = sum(1 for s in mine if s > LONG_STEP_SECONDS)
+        print(
+            f"  {publish:14}: {len(mine):5} steps, total {sum(mine) * 1e3:7.1f} ms,"
+            f" longest {max(mine) * 1e3:5.1f} ms, {over} over {LONG_STEP_SECONDS * 1e3:.0f} ms"
+        )
+    print(f"  longest {top} steps (ms, publish, from the yield it resumed at to the next):")
+    for step in sorted(found, key=lambda s: -s.seconds)[:top]:
+        print(f"    {step.seconds * 1e3:6.1f}  {step.publish:14}  {step.where}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--endpoints", type=int, default=20_000)
-    parser.add_argument("--streams", type=int, default=50, help="per protocol")
+    parser.add_argument("--streams", type=int, default=50, help="per protocol; 0: none")
+    parser.add_argument("--top", type=int, default=15, help="the publisher's longest steps")
+    parser.add_argument(
+        "--collector",
+        choices=("off", "server"),
+        default="off",
+        help="publisher steps: the collector off, or as the server runs it",
+    )
     args = parser.parse_args()
     shape = Shape(50, max(1, args.endpoints // 100), args.endpoints)
+    publisher_steps(shape, args.top, collector=args.collector == "server")
+    if args.streams < 1:
+        return
     fleet = Fleet(shape)
     profile = profiles()[0]
     encoder = Encoder()

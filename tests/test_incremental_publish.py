@@ -45,8 +45,9 @@ from xdsfleet.model.policy import (
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
-from xdsfleet.translate.services import ServiceIndex, service_index, updated_index
-from xdsfleet.translate.snapshot import Plan, plan
+from xdsfleet.translate.services import service_index, updated_index
+from xdsfleet.translate.snapshot import DestinationTable, Plan
+from xdsfleet.translate.steps import Steps
 
 MEMBERS = (Member("east", "r1", "z1"), Member("north", "r1", "z2"), Member("west", "r2", "z3"))
 SERVICES = ("api", "db", "web")
@@ -147,11 +148,13 @@ def full_translations(monkeypatch: pytest.MonkeyPatch) -> list[NodeProfile]:
     """The profiles the publisher translated in full, in order."""
     seen: list[NodeProfile] = []
 
-    def counting(state: FleetState, profile: NodeProfile, index: ServiceIndex) -> Plan:
-        seen.append(profile)
-        return plan(state, profile, index)
+    planning = DestinationTable.plan
 
-    monkeypatch.setattr("xdsfleet.pipeline.publisher.plan", counting)
+    def counting(table: DestinationTable, profile: NodeProfile) -> Steps[Plan]:
+        seen.append(profile)
+        return (yield from planning(table, profile))
+
+    monkeypatch.setattr(DestinationTable, "plan", counting)
     return seen
 
 
@@ -547,3 +550,19 @@ def test_profiles_in_one_place_share_their_assignments_and_patch_them_once() -> 
     assert served[sidecar].of(ENDPOINT) is served[proxyless].of(ENDPOINT)
     assert served[sidecar].of(CLUSTER) != served[proxyless].of(CLUSTER)
     assert served[sidecar].changed[ENDPOINT] == {"ns/web:80"}
+
+
+def test_a_member_restored_gets_back_the_very_entries_of_before_its_loss() -> None:
+    # Their layouts and assignments live with them: a later loss is cut out of those.
+    before = service_index(EXPORTING)
+    gone = lost(EXPORTING, 0)
+    changes = service_changes(EXPORTING, gone)
+    assert changes is not None
+    during, _ = updated_index(before, gone, changes)
+    back = service_changes(gone, EXPORTING)
+    assert back is not None
+
+    after, _ = updated_index(during, EXPORTING, back)
+
+    assert all(after[key] is before[key] for key in before)
+    assert all(during[key] is not before[key] for key in before)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kube_api import MEMBER_RESOURCES, ApiEmulator
@@ -420,6 +422,39 @@ async def test_lists_asked_for_come_no_more_often_than_the_relist_interval(
     assert asked._value.get() == before + 3
     # The first may start at once; the next two each wait out the interval after the last.
     assert time.monotonic() - started >= 2.0
+
+
+def _held(logs: list[MutableMapping[str, Any]], count: int) -> bool:
+    return [e["event"] for e in logs].count("mass_removal_held") == count
+
+
+async def test_a_burst_of_removals_is_confirmed_by_one_list(api: ApiEmulator, watch: Watch) -> None:
+    """A member's slices deleted one by one (what losing a member through its API server looks
+    like: one watch event each) are all confirmed by one list, asked for once they pause, not
+    one asked for at the first and another that waits out the relist interval."""
+    others = [f"10.2.0.{n}" for n in range(1, 11)]
+    for n, address in enumerate(others):
+        api.apply(SERVICES, service(f"s{n}"))
+        api.apply(SERVICE_EXPORTS, service_export(f"s{n}"))
+        api.apply(ENDPOINT_SLICES, endpoint_slice(f"s{n}", address, name=f"s{n}-a"))
+    slow = dataclasses.replace(FAST, relist_interval_seconds=60.0, hold_seconds=60.0)
+    watched = watch(settings=slow)
+    await eventually(
+        lambda: set(others) <= set().union(*ready_addresses(watched.watcher.state).values())
+    )
+    lists = api.lists(ENDPOINT_SLICES)
+    with capture_logs() as logs:
+        for n in range(len(others)):
+            api.delete(ENDPOINT_SLICES, f"s{n}-a")
+            # Seen before the next one goes: each delete is its own watch event, and hold.
+            await eventually(functools.partial(_held, logs, n + 1))
+        await eventually(
+            lambda: not set(others) & set().union(*ready_addresses(watched.watcher.state).values())
+        )
+    assert api.lists(ENDPOINT_SLICES) == lists + 1
+    assert [e["event"] for e in logs if e["event"] == "mass_removal_confirmed"] == [
+        "mass_removal_confirmed"
+    ]
 
 
 async def test_a_service_deleted_gracefully_serves_until_it_is_gone(

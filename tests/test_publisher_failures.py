@@ -12,9 +12,8 @@ from structlog.testing import capture_logs
 from xdsfleet.cache.cache import NoSnapshot
 from xdsfleet.cache.typeurls import LISTENER
 from xdsfleet.model.node import NodeProfile
-from xdsfleet.pipeline import publisher as publisher_module
 from xdsfleet.pipeline.publisher import Publisher
-from xdsfleet.translate.snapshot import plan
+from xdsfleet.translate.snapshot import DestinationTable
 
 STATE = fleet(running(EAST, "10.0.0.1"))
 
@@ -25,14 +24,14 @@ def test_a_first_build_that_fails_gives_no_snapshot_then_the_next_good_one_serve
     def failing(*args: Any) -> Any:
         raise RuntimeError("translation bug")
 
-    monkeypatch.setattr(publisher_module, "plan", failing)
+    monkeypatch.setattr(DestinationTable, "plan", failing)
     publisher = Publisher(STATE)
     stop = publisher.cache.watch(AT_GATEWAY, lambda: None)
     with capture_logs() as logs, pytest.raises(NoSnapshot):
         publisher.cache.get(AT_GATEWAY)
     assert [e["event"] for e in logs] == ["snapshot_build_failed"]
     # Fixed (or the input changed): the next publish builds it, and it is served.
-    monkeypatch.setattr(publisher_module, "plan", plan)
+    monkeypatch.undo()
     publisher.publish(fleet(running(EAST, "10.0.0.2")))
     assert publisher.cache.get(AT_GATEWAY).of(LISTENER)
     stop()

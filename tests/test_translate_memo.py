@@ -4,6 +4,7 @@ only the resources that depend on it (the cache skips re-encoding by object iden
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -46,7 +47,7 @@ from xdsfleet.model.policy import (
     TrafficPolicy,
 )
 from xdsfleet.translate import translate
-from xdsfleet.translate.memo import Memo
+from xdsfleet.translate.memo import Memo, cached, memoised
 from xdsfleet.translate.services import ServicePortKey, service_index
 
 
@@ -247,3 +248,51 @@ def test_a_resource_used_in_every_generation_is_kept() -> None:
         again = translate(fleet(web=addresses), SIDECAR)[typeurls.ENDPOINT]["ns/api:80"]
 
         assert again is first
+
+
+class _Built:
+    """A result that can be watched for being freed."""
+
+
+@memoised
+def _build(key: str) -> _Built:
+    return _Built()
+
+
+def _two_generations_later(memo: Memo) -> None:
+    for _ in range(2):
+        memo.start_generation(object())
+        _build("other")  # a table rotates when next used
+
+
+def test_what_a_generation_drops_is_freed_by_its_owner_a_few_entries_at_a_time(
+    memo: Memo,
+) -> None:
+    alive = weakref.ref(_build("dropped"))
+    _two_generations_later(memo)
+
+    # Forgotten (asked again, it is built anew) but not freed: the owner frees it in steps.
+    assert alive() is not None
+    assert _build("dropped") is not alive()
+    steps = memo.releasing()
+    assert next(steps, "done") is None  # one step at least: the caller may pause there
+    for _ in steps:
+        pass
+    assert alive() is None
+
+
+def test_what_no_owner_released_is_freed_when_the_next_generation_starts(memo: Memo) -> None:
+    alive = weakref.ref(_build("dropped"))
+    _two_generations_later(memo)
+
+    memo.start_generation(object())
+
+    assert alive() is None  # at most one generation's drop waits for `releasing`
+
+
+def test_cached_finds_what_a_builder_gave_and_builds_nothing(memo: Memo) -> None:
+    assert cached(_build, "asked") is None
+    built = _build("asked")
+
+    assert cached(_build, "asked") is built
+    assert cached(_build, "never") is None

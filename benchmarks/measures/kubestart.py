@@ -3,10 +3,12 @@
 The members of the generated fleet are served by emulated API servers (`tests/kube_host.py`, a
 process of their own, every list paged with `limit`/`continue`); the Fleet file and the routes
 are files. A fresh interpreter then runs what `serve` runs before it serves: the file source,
-the aggregator's member watchers (the official `kubernetes` client, pages of 500), until every
-member has been listed once (`Aggregator.wait_ready`, what `/readyz` waits for), with the
-collector paused as `serve` has it then; the collector freeze; the first publish for the twelve
-active profiles. The floor is the same lists fetched by plain HTTP with one thread per list and
+the aggregator's member watchers (the official `kubernetes` client, pages of 500, decoded and
+parsed partly in worker processes: `sources/kube/decoding.py`), until every member has been
+listed once (`Aggregator.wait_ready`, what `/readyz` waits for), with the collector paused as
+`serve` has it then, and start-up frozen as `serve` freezes it; the first publish for the
+twelve active profiles. The collector's first full pass, which `serve` runs once it serves, is
+shown apart. The floor is the same lists fetched by plain HTTP with one thread per list and
 decoded, nothing parsed: what the emulators alone cost on this machine.
 
 Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet by hand.
@@ -15,12 +17,16 @@ Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +46,19 @@ class Options:
     shape: Shape = FULL_SCALE
 
 
-def measure(options: Options) -> Section:
-    shape = options.shape
+@dataclass(frozen=True, slots=True)
+class Emulated:
+    """Member API servers holding a generated fleet (`tests/kube_host.py`)."""
+
+    fleet: Path  # the Fleet file naming them (and the routes, as files)
+    pid: int  # of the process serving them all
+    seconds: float  # seeding them took
+
+
+@contextlib.contextmanager
+def emulated_members(shape: Shape) -> Iterator[Emulated]:
+    """The members of the fleet of `shape`, each served by an emulated API server, in a process
+    of their own, until the block ends."""
     with tempfile.TemporaryDirectory(prefix="xdsfleet-bench-kube-") as root:
         host = subprocess.Popen(
             [sys.executable, "tests/kube_host.py"]
@@ -59,13 +76,20 @@ def measure(options: Options) -> Section:
             if not line:
                 raise run.BenchError(f"the emulated API servers did not start ({host.wait()})")
             seeded = json.loads(line)
-            path = Path(seeded["fleet"])
-            floor = _run_child(path, "floor", host.pid)
-            ours = _run_child(path, "serve", host.pid)
+            yield Emulated(Path(seeded["fleet"]), host.pid, seeded["seconds"])
         finally:
             if host.stdin is not None:
                 host.stdin.close()
             host.wait(timeout=60)
+            if host.stdout is not None:
+                host.stdout.close()
+
+
+def measure(options: Options) -> Section:
+    shape = options.shape
+    with emulated_members(shape) as members:
+        floor = _run_child(members.fleet, "floor", members.pid)
+        ours = _run_child(members.fleet, "serve", members.pid)
     if ours["endpoints"] != shape.endpoints:
         raise run.BenchError(f"listed {ours['endpoints']} endpoints, served {shape.endpoints}")
     total = ours["ready"] + ours["freeze"] + ours["publish"]
@@ -75,10 +99,12 @@ def measure(options: Options) -> Section:
             f"{ours['ready']:.2f} ({ours['ready_cpu']:.2f})",
             f"{floor['ready']:.2f} ({floor['ready_cpu']:.2f})",
         ),
+        ("… the decode workers' CPU", f"{ours['workers_cpu']:.2f}", "—"),
         ("… the API servers' CPU meanwhile", f"{ours['host_cpu']:.2f}", f"{floor['host_cpu']:.2f}"),
         ("collect and freeze (as serve does)", f"{ours['freeze']:.2f}", "—"),
         ("first publish, 12 profiles", f"{ours['publish']:.2f} ({ours['publish_cpu']:.2f})", "—"),
         ("total", f"{total:.2f}", f"{floor['ready']:.2f}"),
+        ("then: the collector's first full pass, once serving", f"{ours['full_pass']:.2f}", "—"),
         ("lists (pages)", f"{ours['lists']:,.0f}", f"{floor['lists']:,} ({floor['pages']:,})"),
         ("peak RSS, MiB", f"{ours['hwm_mib']:,.0f}", f"{floor['hwm_mib']:,.0f}"),
     ]
@@ -91,7 +117,7 @@ def measure(options: Options) -> Section:
         columns=("step", "xdsfleet", "floor: plain HTTP + JSON"),
         rows=rows,
         notes=(
-            f"Seeding the emulators (not part of cold start) took {seeded['seconds']:.1f} s.",
+            f"Seeding the emulators (not part of cold start) took {members.seconds:.1f} s.",
             f"Every list paged by {PAGE} (limit/continue; pages counted for the floor only).",
             "The floor fetches the same pages, one thread per list, and decodes them: what",
             "the emulators alone cost here.",
@@ -142,17 +168,27 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
     try:
         with collector_paused():  # as serve does until its first state
             state = await aggregator.wait_ready(member_seconds=CHILD_SECONDS)
+            gc.freeze()  # as serve does
         ready, ready_cpu = time.perf_counter() - wall, time.process_time() - cpu
         host_cpu = proc.cpu_seconds(host) - host_cpu
         unsettled = [r.name for r in aggregator.reports() if not r.settled]
         if unsettled:
             raise RuntimeError(f"members not listed: {unsettled}")
         freeze, publish, publish_cpu, _ = run.first_snapshots(state)
+        # The collector's first full pass, which serve runs once it serves (not part of the
+        # cold start, but a hold of the loop right after it).
+        full = time.perf_counter()
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        full = time.perf_counter() - full
     finally:
         source.stop()
         files.cancel()
         await asyncio.gather(files, return_exceptions=True)
         await aggregator.stop()
+    # The decode workers ended with the aggregator (it waits for them).
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     lists = sum(
         sample.value
         for family in metrics.KUBE_LISTS.collect()
@@ -162,10 +198,12 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
     return {
         "ready": ready,
         "ready_cpu": ready_cpu,
+        "workers_cpu": children.ru_utime + children.ru_stime,
         "host_cpu": host_cpu,
         "freeze": freeze,
         "publish": publish,
         "publish_cpu": publish_cpu,
+        "full_pass": full,
         "endpoints": sum(len(s.endpoints) for m in state.members for s in m.endpoint_slices),
         "lists": lists,
         "hwm_mib": proc.memory_kib()["VmHWM"] / 1024,

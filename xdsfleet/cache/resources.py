@@ -122,5 +122,9 @@ class Encoder:
         self.encoded += 1
         return encoded
 
-    def end_generation(self) -> None:
+    def end_generation(self) -> dict[tuple[int, str], tuple[Any, Encoded]]:
+        """Start a generation; the entries it drops, for the caller to free at its pace (all of
+        a generation's at once can take 10 ms)."""
+        dropped = self._previous
         self._previous, self._current = self._current, {}
+        return dropped

@@ -9,9 +9,6 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import (
@@ -22,7 +19,7 @@ from xdsfleet.cache.resources import (
     patched_set_version,
     set_version,
 )
-from xdsfleet.cache.uses import HCM_TYPE_URL, USERS, uses_of
+from xdsfleet.cache.uses import USERS, ListenerReferences, uses_of
 
 # One generation's change: the versions it started from, and the names it changed, per type.
 Step = tuple[Mapping[str, str], Mapping[str, frozenset[str]]]
@@ -158,6 +155,8 @@ class Siblings:
         # (type, id of the mapping patched) -> (that mapping, the resources patched in, the
         # result: the patched mapping, its set version, the names that changed).
         self._patched: dict[tuple[str, int], tuple[Mapping[str, Encoded], Patch, Patched]] = {}
+        # Profiles of one role hold the same listener messages: unpacked once for all.
+        self.listeners = ListenerReferences()
 
     def intern(self, type_url: str, named: dict[str, Encoded]) -> Mapping[str, Encoded]:
         """`named`, or an equal mapping of an earlier profile (same names, same encodings in
@@ -192,10 +191,12 @@ def build_snapshot(
         name: _eds_name(name, cluster)
         for name, cluster in messages.get(typeurls.CLUSTER, {}).items()
     }
+    listeners = siblings.listeners if siblings is not None else ListenerReferences()
     _check(
         eds_names,
         messages.get(typeurls.LISTENER, {}),
         lambda type_url, name: name in messages.get(type_url, {}),
+        listeners,
     )
     resources: dict[str, Mapping[str, Encoded]] = {
         type_url: {name: encoder.encode(type_url, name, msg) for name, msg in sorted(named.items())}
@@ -207,7 +208,7 @@ def build_snapshot(
         resources=resources,
         versions={t: set_version(named.values()) for t, named in resources.items()},
         eds_names={c: e for c, e in eds_names.items() if e is not None},
-        uses=uses_of(messages),
+        uses=uses_of(messages, listeners),
     )
 
 
@@ -229,7 +230,8 @@ def patch_snapshot(
     def present(type_url: str, name: str) -> bool:
         return name in patch.get(type_url, {}) or name in previous.of(type_url)
 
-    _check(eds_names, patch.get(typeurls.LISTENER, {}), present)
+    listeners = siblings.listeners if siblings is not None else ListenerReferences()
+    _check(eds_names, patch.get(typeurls.LISTENER, {}), present, listeners)
     resources = dict(previous.resources)
     versions = dict(previous.versions)
     changed = {type_url: frozenset[str]() for type_url in previous.resources}
@@ -254,7 +256,7 @@ def patch_snapshot(
     uses = previous.uses
     if any(patch.get(type_url) for type_url in USERS):
         uses = dict(uses)
-        for type_url, named in uses_of(patch).items():
+        for type_url, named in uses_of(patch, listeners).items():
             if not patch.get(type_url):
                 continue
             merged = dict(uses.get(type_url, {}))
@@ -303,6 +305,7 @@ def _check(
     eds_names: Mapping[str, str | None],
     listeners: Mapping[str, Any],
     present: Callable[[str, str], bool],
+    references: ListenerReferences,
 ) -> None:
     """Refuse a snapshot whose clusters or listeners name an assignment or a route it lacks."""
     problems = [
@@ -313,7 +316,7 @@ def _check(
     problems += [
         f"listener {listener!r} needs RouteConfiguration {route!r}, which is missing"
         for listener, msg in listeners.items()
-        for route in _rds_names(msg)
+        for route in references.of(msg).routes
         if not present(typeurls.ROUTE, route)
     ]
     if problems:
@@ -324,24 +327,6 @@ def _eds_name(name: str, cluster: Any) -> str | None:
     if cluster.type != cluster_pb2.Cluster.EDS:
         return None
     return str(cluster.eds_cluster_config.service_name) or name
-
-
-def _rds_names(listener: Any) -> list[str]:
-    managers = [
-        flt.typed_config
-        for chain in listener.filter_chains
-        for flt in chain.filters
-        if flt.typed_config.type_url == HCM_TYPE_URL
-    ]
-    if listener.HasField("api_listener"):
-        managers.append(listener.api_listener.api_listener)
-    names = []
-    for packed in managers:
-        hcm = hcm_pb2.HttpConnectionManager()
-        packed.Unpack(hcm)
-        if hcm.HasField("rds"):
-            names.append(hcm.rds.route_config_name)
-    return names
 
 
 @lru_cache(maxsize=4096)

@@ -6,11 +6,12 @@ the changed service ports alone, so the work per state is proportional to the ch
 change translates every watched profile again, through memoised builders and an encoder keyed by
 message identity. Both ways give the same snapshot (tests/test_incremental_publish.py).
 
-Profiles translated from one state share what they have in common: each destination's
-placement, cluster and assignment is built once per role or locality view
-(`translate.snapshot.DestinationTable`), and profiles whose mappings of a type came out the same
-hold one mapping and patch it once (`cache.snapshot.Siblings`): a change costs one assignment per
-locality view, not one per profile.
+Profiles translated from one state share what they have in common: each role's plan (listeners,
+routes, the destinations they use) and each destination's placement, cluster and assignment is
+built once per role or locality view (`translate.snapshot.DestinationTable`), and profiles whose
+mappings of a type came out the same hold one mapping and patch it once
+(`cache.snapshot.Siblings`): a change costs one assignment per locality view, not one per
+profile, and a full translation two plans, not twelve.
 
 Memos and encodings are dropped by generation, and only full translations end one: a patch
 must not drop what everything unchanged is made of, or the next full translation (a route
@@ -22,8 +23,12 @@ the served set, for one full translation per that many patched resources.
 A publish is a generator of small steps, so that it never holds the event loop: `serve` runs it
 with `publish_in_slices` (the loop handed back every `SLICE_SECONDS`; a member lost rebuilds
 every assignment of every profile), and a new profile's first snapshot with `prepare`; the CLI,
-tests and the translation benchmark run it in one go (`publish`). The memos belong to the
-publisher (`translate.memo.Memo`), made current around each slice.
+tests and the translation benchmark run it in one go (`publish`). No step is long: plans yield
+every few routes or services (`translate.steps`), destinations are translated a few at a time,
+and what a generation of memos and encodings drops is freed a few entries per step once every
+profile has its snapshot (freeing 12,000 assignments at once took 10-20 ms at E = 100,000;
+`python -m benchmarks.steps` lists the longest steps). The memos belong to the publisher
+(`translate.memo.Memo`), made current around each slice.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Collection, Generator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -46,21 +51,27 @@ from xdsfleet.cache.snapshot import (
     build_snapshot,
     patch_snapshot,
 )
+from xdsfleet.cache.typeurls import LISTENER
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile, locality_warning
 from xdsfleet.telemetry import metrics
 from xdsfleet.translate.changes import only_members_changed, service_changes
 from xdsfleet.translate.memo import Memo
 from xdsfleet.translate.rules import Destination
-from xdsfleet.translate.services import ServiceIndex, ServicePortKey, service_index, updated_index
+from xdsfleet.translate.services import (
+    ServiceIndex,
+    ServicePortKey,
+    indexing,
+    service_index,
+    updated_index,
+)
 from xdsfleet.translate.snapshot import (
     DestinationTable,
     Resources,
-    by_port,
-    plan,
     policy_index,
     translate_destinations,
 )
+from xdsfleet.translate.steps import Steps, finish, released
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -75,8 +86,8 @@ SLICE_SECONDS = 0.01
 _STEP = 16
 # Services re-indexed between two looks at the clock (~25 us each at E = 100,000).
 _SERVICES_STEP = 64
-
-Steps = Generator[None, None, T]
+# Planned resources encoded between two looks at the clock (~10 us a listener).
+_ENCODE_STEP = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +231,7 @@ class Publisher:
     def _run(self, steps: Steps[T]) -> T:
         """Run `steps` to the end without interruption; its result."""
         with self._memo.active():
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+            return finish(steps)
 
     def _publishing(self, state: FleetState) -> Steps[_Done]:
         """The work of a publish, yielding wherever it may be interrupted. If it raises, the
@@ -241,7 +248,7 @@ class Publisher:
         previous = self.state
         ports: frozenset[ServicePortKey] | None = None
         if self._broken:
-            index = service_index(state)
+            index = yield from indexing(state)
         else:
             index, ports = yield from self._updated_index(previous, state)
             if not only_members_changed(previous, state) or self._patched > self._budget:
@@ -271,12 +278,17 @@ class Publisher:
                 snapshot = yield from self._patch(profile, ports)
             if snapshot is not None:
                 changed += self.cache.set(profile, snapshot)
+        dropped = []
         if ports is None:
             # Drop the encodings this full translation did not use; patch again from here.
-            self._encoder.end_generation()
+            dropped.append(self._encoder.end_generation())
             self._patched = 0
             self._budget = self._served()
             self._broken = False
+        # Every profile has its snapshot: free what the memos and the encoder dropped, a few
+        # entries per step.
+        yield from released(dropped)
+        yield from self._memo.releasing()
         return _Done(len(profiles), changed, incremental=ports is not None)
 
     def _published(self, done: _Done, started: float, cpu: float) -> None:
@@ -298,15 +310,16 @@ class Publisher:
         self._destinations.pop(profile, None)
         # A publish may start while this one is suspended: build from one state throughout.
         state, index, table, siblings = self.state, self._index, self._table, self._siblings
-        planned = plan(state, profile, index)
-        resources = planned.resources
+        planned = yield from table.plan(profile)
+        resources = planned.resources()
+        yield from self._planned_encoded(planned.planned, siblings)
         yield from self._translate(resources, state, index, table, profile, planned.used)
         try:
             snapshot = build_snapshot(resources, self._encoder, siblings)
         except InconsistentSnapshot as err:
             self._rejected(profile, err)
             return None
-        self._destinations[profile] = by_port(planned.used)
+        self._destinations[profile] = planned.by_port
         return snapshot
 
     def _patch(
@@ -332,6 +345,21 @@ class Publisher:
             return None
         self._destinations[profile] = destinations
         return snapshot
+
+    def _planned_encoded(self, planned: Resources, siblings: Siblings) -> Steps[None]:
+        """Encode the planned listeners, routes and secrets, and read what each listener refers
+        to, a few at a time: `build_snapshot` then only looks them up (a proxyless client has
+        a listener per service port: 1,000 at E = 100,000). Once per plan and state."""
+        done = 0
+        for type_url, named in planned.items():
+            for name, message in named.items():
+                self._encoder.encode(type_url, name, message)
+                if type_url == LISTENER:
+                    siblings.listeners.of(message)
+                done += 1
+                if done % _ENCODE_STEP == 0:
+                    yield
+        yield  # a route table of a large fleet takes a few milliseconds to serialize
 
     def _translate(
         self,
@@ -387,7 +415,7 @@ class Publisher:
         before = self._index
         changes = service_changes(previous, state)
         if changes is None:
-            return service_index(state), None
+            return (yield from indexing(state)), None
         # Each service in one update, with every member it changed in: an index updated for
         # some of the services is that of a state that differs from `state` in the others only.
         names = sorted({name for services in changes.values() for name in services})

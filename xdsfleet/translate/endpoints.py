@@ -7,13 +7,22 @@ different priorities for the same localities, so each member's localities are se
 (by hand, byte for byte as protobuf would: building 100,000 endpoint messages only to serialize
 them was most of a first publish), laid out once per service port (`_Layout`: weighted and
 sorted), and a view only looks up the tier of each locality and joins bytes (protobuf's
-repeated fields concatenate on the wire): a member lost lays each port out again once and joins
-one assignment per view, never building a message.
+repeated fields concatenate on the wire), never building a message.
+
+A member lost changes every assignment of every view, and leaves the rest of each as it was: a
+port's layout is then derived from the previous one by leaving the member's localities out, and
+each view's assignment by cutting the member's blocks out of the previous bytes (`_spliced`),
+as long as the priorities of the others stay the same. Byte for byte what a join gives
+(tests/test_translate_splice.py). Layouts and their assignments are kept with the port's entry
+(`ServicePortBackends.layouts`), so that the entry that replaces it finds them.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
+from array import array
+from itertools import compress
 from operator import add
 
 from envoy.config.core.v3 import health_check_pb2
@@ -22,13 +31,13 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from xdsfleet.cache import wire
 from xdsfleet.model.fleet import Member
 from xdsfleet.translate.localities import LocalityView, Place, compact
-from xdsfleet.translate.memo import memoised, memoised_by_identity
+from xdsfleet.translate.memo import memoised
 from xdsfleet.translate.names import pinned_cluster_name
 from xdsfleet.translate.placement import (
     DEFAULT_PLACEMENT,
     Placement,
-    locality_weights,
     member_tier,
+    weights_and_whether_alone,
 )
 from xdsfleet.translate.proto import Message, Serialized
 from xdsfleet.translate.services import Backend, MemberPort, ServicePortBackends
@@ -48,7 +57,7 @@ def assignment(
     layout = _layout(port, placement)
     table = _tier_table(view, placement.tiers, placement.pinned)
     # Many views give the same tiers (every node in a far region, say): they share one object.
-    return _joined(layout, tuple(map(table.__getitem__, layout.places)))
+    return _joined(layout, layout.tiers_at(table))
 
 
 class _Layout:
@@ -57,12 +66,27 @@ class _Layout:
     locality weights of at least 1: a drained member, a member weighted 0 and a locality with
     only draining endpoints are left out). Each view then only looks up the tier of each place
     and joins bytes: a port's change costs one layout and a join per view, not a build per view.
-    Compared by identity (`_joined` is memoised on it)."""
+    Kept with its port's entry, and its assignments with it (`joins`): they live as long as
+    the entry (a view no longer asked for keeps its assignment until the port changes)."""
 
-    __slots__ = ("blocks", "heads", "name", "places", "policy", "sizes", "weights")
+    __slots__ = (
+        "__weakref__",
+        "alone",
+        "blocks",
+        "cut",
+        "heads",
+        "joins",
+        "looked_up",
+        "members",
+        "name",
+        "places",
+        "policy",
+        "sizes",
+        "weights",
+    )
 
     def __init__(self, port: ServicePortBackends, placement: Placement) -> None:
-        weights = locality_weights(port, placement)
+        weights, alone = weights_and_whether_alone(port, placement)
         check = placement.health_check_port
         found: list[tuple[Place, bytes, bytes]] = []
         for member_port, member_weights in zip(port.members, weights, strict=True):
@@ -84,11 +108,107 @@ class _Layout:
             self.policy = wire.length_delimited(
                 _POLICY, policy.SerializeToString(deterministic=True)
             )
+        # Whether each member's weights are its own alone: only then can a member be left out
+        # without laying the others out again.
+        self.alone = alone
+        self.members = port.members  # what it was laid out from
+        self.cut: _Cut | None = None  # set on a layout derived by leaving members out
+        # Its assignments by tiers: views with the same tiers share one; a derived layout's
+        # are cut out of these.
+        self.joins: dict[tuple[int, ...], _Joined] = {}
+        # The tiers each view's table gave its places (id of the table -> the table, those
+        # tiers): a derived layout's are the source's less the places it leaves out.
+        self.looked_up: dict[int, tuple[_TierTable, tuple[int, ...]]] = {}
+
+    def tiers_at(self, table: _TierTable) -> tuple[int, ...]:
+        """The tier of each place for the view of `table`."""
+        known = self.looked_up.get(id(table))
+        if known is not None and known[0] is table:
+            return known[1]
+        cut = self.cut
+        source = cut.source() if cut is not None else None
+        before = source.looked_up.get(id(table)) if source is not None else None
+        if cut is not None and before is not None and before[0] is table:
+            tiers = tuple(compress(before[1], cut.keep))
+        else:
+            tiers = tuple(map(table.__getitem__, self.places))
+        self.looked_up[id(table)] = (table, tiers)
+        return tiers
+
+    def without(self, port: ServicePortBackends) -> _Layout | None:
+        """The layout of `port` made from this one, when `port` has the very members this one
+        was laid out from less some (a member lost), and their weights do not depend on each
+        other; else None. Leaves the lost members' localities out: nothing is serialized,
+        weighed nor sorted again."""
+        members, now = self.members, port.members
+        if not self.alone or len(now) >= len(members):
+            return None
+        gone = set()
+        found = 0
+        for member_port in members:
+            if found < len(now) and now[found] is member_port:
+                found += 1
+            else:
+                gone.add(member_port.member.name)
+        if found < len(now):
+            return None  # a member changed, or came: lay it out anew
+        keep = tuple([place.member not in gone for place in self.places])
+        derived: _Layout = _Layout.__new__(_Layout)
+        derived.places = tuple(compress(self.places, keep))
+        derived.blocks = tuple(compress(self.blocks, keep))
+        derived.weights = tuple(compress(self.weights, keep))
+        derived.sizes = tuple(compress(self.sizes, keep))
+        derived.heads = tuple(compress(self.heads, keep))
+        derived.name, derived.policy = self.name, self.policy
+        derived.alone, derived.members = True, now
+        derived.cut = _Cut(weakref.ref(self), keep)
+        derived.joins = {}
+        derived.looked_up = {}
+        return derived
 
 
-@memoised
+class _Cut:
+    """How a layout was derived from another (`_Layout.without`): which of its localities it
+    keeps."""
+
+    __slots__ = ("_sources", "keep", "left_out", "source")
+
+    def __init__(self, source: weakref.ref[_Layout], keep: tuple[bool, ...]) -> None:
+        self.source = source
+        self.keep = keep
+        self.left_out = tuple(i for i, kept in enumerate(keep) if not kept)
+        # The source's tiers that give the kept localities these tiers, at the same priorities.
+        self._sources: dict[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def source_at(self, tiers: tuple[int, ...]) -> _Joined | None:
+        """An assignment of the source layout that gives each kept locality `tiers`, at the
+        same priorities (no tier in use that only a lost locality had: compacting would move
+        the others), if the source lives."""
+        source = self.source()
+        if source is None:
+            return None
+        if self._sources is None:
+            self._sources = {}
+            for joined in source.joins:
+                kept = tuple(compress(joined, self.keep))
+                if set(kept) == set(joined):
+                    self._sources[kept] = joined
+        found = self._sources.get(tiers)
+        return source.joins.get(found) if found is not None else None
+
+
 def _layout(port: ServicePortBackends, placement: Placement) -> _Layout:
-    return _Layout(port, placement)
+    """The port's layout under `placement`, kept with the port's entry (as long as it lives),
+    and derived from the layout of the entry it replaced when a member was lost."""
+    found = port.layouts.get(placement)
+    if isinstance(found, _Layout):
+        return found
+    replaced = port.replaced() if port.replaced is not None else None
+    before = replaced.layouts.get(placement) if replaced is not None else None
+    derived = before.without(port) if isinstance(before, _Layout) else None
+    layout = derived or _Layout(port, placement)
+    port.layouts[placement] = layout
+    return layout
 
 
 class _TierTable(dict[Place, int]):
@@ -113,26 +233,103 @@ def _tier_table(
     return _TierTable(view, tiers, pinned)
 
 
-@memoised_by_identity
-def _joined(layout: _Layout, tiers: tuple[int, ...]) -> Message:
+class _Joined(Serialized):
+    """An assignment joined from a layout at `tiers`, and each block's length in the order
+    they are sent (that order follows from the tiers): what `_spliced` cuts a lost member's
+    blocks out by. Two bytes a block when every block is under 64 KiB: kept with every
+    assignment, so they count."""
+
+    __slots__ = ("_cut", "_lengths", "tiers")
+
+    def __init__(
+        self,
+        data: bytes,
+        tiers: tuple[int, ...],
+        lengths: array[int],
+        cut: list[int] | None = None,
+    ) -> None:
+        super().__init__(endpoint_pb2.ClusterLoadAssignment, data)
+        self.tiers = tiers
+        self._lengths = lengths
+        # Spliced: the lengths are those of the source less the blocks at these positions,
+        # made when a later splice asks (`lengths`); most never are.
+        self._cut = cut
+
+    def lengths(self) -> array[int]:
+        """Each block's length, in the order they are sent."""
+        if self._cut is not None:
+            lengths = array(self._lengths.typecode, self._lengths)
+            for position in reversed(self._cut):
+                del lengths[position]
+            self._lengths, self._cut = lengths, None
+        return self._lengths
+
+
+def _order(tiers: tuple[int, ...]) -> list[int]:
+    """The layout's index of each block in the order they are sent: by tier, and within a
+    tier in the layout's (region, zone, member) order (a stable sort)."""
+    return sorted(range(len(tiers)), key=tiers.__getitem__)
+
+
+def _joined(layout: _Layout, tiers: tuple[int, ...]) -> _Joined:
     """The assignment of `layout` with each locality at its tier: serialized as deterministic
     serialization lays the message out: fields in number order, the repeated `endpoints` one
     framed block after another, and each block's `priority` (field 5) after its locality,
-    endpoints and weight (fields 1-3). Proto3 leaves a 0 priority out."""
-    # Compact only the tiers still in use, or a dropped locality would leave a gap.
-    priority = compact(tiers)
-    parts = [layout.name]
-    blocks, weights, heads, sizes = layout.blocks, layout.weights, layout.heads, layout.sizes
-    # Stable: within a tier, the layout's (region, zone, member) order.
-    for index in sorted(range(len(tiers)), key=tiers.__getitem__):
-        tier = priority[tiers[index]]
-        if tier:
-            suffix = _priority(tier)
-            parts += (_head(sizes[index] + len(suffix)), blocks[index], weights[index], suffix)
-        else:
-            parts += (heads[index], blocks[index], weights[index])
-    parts.append(layout.policy)
-    return Serialized(endpoint_pb2.ClusterLoadAssignment, b"".join(parts))
+    endpoints and weight (fields 1-3). Proto3 leaves a 0 priority out. Cut out of an assignment
+    of the layout this one was derived from, when there is one at the same priorities."""
+    found = layout.joins.get(tiers)
+    if found is not None:
+        return found
+    previous = layout.cut.source_at(tiers) if layout.cut is not None else None
+    if previous is not None and layout.cut is not None:
+        found = _spliced(previous, layout, layout.cut, tiers)
+    else:
+        # Compact only the tiers still in use, or a dropped locality would leave a gap.
+        priority = compact(tiers)
+        parts = [layout.name]
+        blocks, weights, heads, sizes = layout.blocks, layout.weights, layout.heads, layout.sizes
+        lengths = array("I")
+        for index in _order(tiers):
+            tier = priority[tiers[index]]
+            if tier:
+                suffix = _priority(tier)
+                head = _head(sizes[index] + len(suffix))
+                parts += (head, blocks[index], weights[index], suffix)
+                lengths.append(len(head) + sizes[index] + len(suffix))
+            else:
+                parts += (heads[index], blocks[index], weights[index])
+                lengths.append(len(heads[index]) + sizes[index])
+        parts.append(layout.policy)
+        if max(lengths, default=0) < 0x10000:
+            lengths = array("H", lengths)
+        found = _Joined(b"".join(parts), tiers, lengths)
+    layout.joins[tiers] = found
+    return found
+
+
+def _spliced(previous: _Joined, layout: _Layout, cut: _Cut, tiers: tuple[int, ...]) -> _Joined:
+    """`previous` without the blocks of the localities `cut` leaves out: the bytes between
+    them are copied as they are, since every other block keeps its priority and its framing."""
+    data = memoryview(previous.SerializeToString())  # slices of it copy nothing
+    lengths = previous.lengths()
+    before = previous.tiers
+    # Where each block left out is sent: after every block of a lower tier, and after those of
+    # its tier that come before it in the layout (the order is a stable sort by tier).
+    positions = sorted(
+        sum(map(before[index].__gt__, before)) + before[:index].count(before[index])
+        for index in cut.left_out
+    )
+    pieces = []
+    at = 0  # where the next piece kept starts
+    begin = len(layout.name)  # where block `done` starts: the name comes first
+    done = 0
+    for position in positions:
+        begin += sum(lengths[done:position])
+        pieces.append(data[at:begin])
+        at = begin = begin + lengths[position]
+        done = position + 1
+    pieces.append(data[at:])
+    return _Joined(b"".join(pieces), tiers, lengths, positions)
 
 
 # Field numbers of envoy.config.endpoint.v3 (checked against the descriptors in the tests).

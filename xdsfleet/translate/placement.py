@@ -111,15 +111,25 @@ def locality_weights(
     port: ServicePortBackends, placement: Placement
 ) -> tuple[tuple[int, ...], ...]:
     """Per member, per zone: the locality weight; 0 leaves the locality out."""
+    return weights_and_whether_alone(port, placement)[0]
+
+
+def weights_and_whether_alone(
+    port: ServicePortBackends, placement: Placement
+) -> tuple[tuple[tuple[int, ...], ...], bool]:
+    """`locality_weights`, and whether each member's weights depend on that member alone: no
+    ramp scales them all and they were not scaled down to fit. A member lost then leaves the
+    weights of the others as they were (`endpoints` derives the port's layout)."""
     weights = tuple([_member_weights(m, placement) for m in port.members])
     ramping = dict(placement.ramps)
     if not ramping or not any(m.member.name in ramping for m in port.members):
-        return _fit(weights)
+        fitted = _fit(weights)
+        return fitted, fitted is weights
     # Weights by endpoints are small integers (one endpoint weighs 1), so scale them as shares
     # are scaled first: 10 % of 1 would otherwise round back to 1. Only while a member ramps:
     # once it is done, the weights are those of a state that never saw the drain.
     scale = 1 if placement.shares is not None else SHARE_SCALE
-    return _fit(
+    ramped = _fit(
         tuple(
             tuple(
                 max(1, weight * scale * ramping.get(m.member.name, 100) // 100) if weight else 0
@@ -128,6 +138,7 @@ def locality_weights(
             for m, member_weights in zip(port.members, weights, strict=True)
         )
     )
+    return ramped, False
 
 
 # Envoy rejects an assignment whose locality weights in one priority add up to more than a

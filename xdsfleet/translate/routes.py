@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_pb2
 
 from xdsfleet.model.attachment import (
     Attachable,
@@ -35,10 +35,11 @@ from xdsfleet.model.fleet import (
 )
 from xdsfleet.model.policy import TargetKind
 from xdsfleet.translate.actions import envoy_route
-from xdsfleet.translate.memo import memoised
+from xdsfleet.translate.memo import cached, memoised, remember
 from xdsfleet.translate.names import gateway_port_name, sni_routes_name
 from xdsfleet.translate.proto import Message
 from xdsfleet.translate.rules import Action, Planner, RoutePlan, VirtualHostPlan, as_http_route
+from xdsfleet.translate.steps import Steps, finish
 
 A = TypeVar("A", bound=Attachable)
 # Path kinds in Gateway API precedence order.
@@ -49,6 +50,8 @@ _PATH_ORDER = {
 }
 # The port a listener's protocol implies: a redirect from it names no other.
 DEFAULT_PORTS = {"HTTP": 80, "HTTPS": 443}
+# Routes planned between two yields (~20 us each).
+ROUTES_STEP = 64
 
 
 def attached(
@@ -121,10 +124,11 @@ def plan_port(
     grpc_routes: Iterable[GRPCRoute],
     planner: Planner,
     labels: Labels,
-) -> dict[str, tuple[VirtualHostPlan, ...]]:
+) -> Steps[dict[str, tuple[VirtualHostPlan, ...]]]:
     """The virtual hosts of one port by the listener they belong to, each with its routes in
     precedence order. A hostname is served by the listener it belongs to only, so that listeners
-    stay apart on a shared port."""
+    stay apart on a shared port. Yields every `ROUTES_STEP` routes (a Gateway with a route per
+    service of a large fleet plans thousands)."""
     http_routes, grpc_routes = tuple(http_routes), tuple(grpc_routes)
     hosts: dict[str, list[tuple[tuple[object, ...], RoutePlan]]] = {}
     owners: dict[str, str] = {}  # virtual host -> its listener
@@ -147,8 +151,10 @@ def plan_port(
         for domain in domains:
             hosts[domain] = []
             owners[domain] = listener.name
-        for kind, route, names in serving:
+        for done, (kind, route, names) in enumerate(serving, 1):
             _plan_route(hosts, domains, kind, route, names, listener, port, planner)
+            if done % ROUTES_STEP == 0:
+                yield
     planned: dict[str, tuple[VirtualHostPlan, ...]] = {x.name: () for x in port.listeners}
     for domain in sorted(hosts):
         plans = tuple(p for _, p in sorted(hosts[domain], key=_key))
@@ -219,6 +225,18 @@ def _precedence(match: RouteMatch) -> tuple[int, ...]:
     )
 
 
+def route_configuration_steps(
+    name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None = None
+) -> Steps[Message]:
+    """`route_configuration`, its virtual hosts built a few per step when it is not in the
+    memo: a route table of a fleet of 1,000 services took ~20 ms to build in one go."""
+    found = cached(route_configuration, name, hosts, alt_svc)
+    if found is None:
+        found = yield from _building(name, hosts, alt_svc)
+        remember(route_configuration, found, name, hosts, alt_svc)
+    return found
+
+
 @memoised
 def route_configuration(
     name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None = None
@@ -226,18 +244,19 @@ def route_configuration(
     """The RouteConfiguration `name`. `alt_svc` advertises HTTP/3 on every response. Virtual
     hosts match the Host without its port, while the Host itself, port included, goes to the
     backend as sent (Gateway API hostnames carry no port; clients often send one)."""
-    built = route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[
-            route_components_pb2.VirtualHost(
-                name=host.name,
-                domains=host.domains,
-                routes=[envoy_route(plan) for plan in host.routes],
-            )
-            for host in hosts
-        ],
-        ignore_port_in_host_matching=True,
-    )
+    return finish(_building(name, hosts, alt_svc))
+
+
+def _building(name: str, hosts: tuple[VirtualHostPlan, ...], alt_svc: str | None) -> Steps[Message]:
+    """`route_configuration`, yielding every few virtual hosts (built in place: a virtual host
+    built apart is copied into the table)."""
+    built = route_pb2.RouteConfiguration(name=name, ignore_port_in_host_matching=True)
+    for done, host in enumerate(hosts, 1):
+        built.virtual_hosts.add(
+            name=host.name, domains=host.domains, routes=[envoy_route(p) for p in host.routes]
+        )
+        if done % ROUTES_STEP == 0:
+            yield
     if alt_svc is not None:
         built.response_headers_to_add.add(
             header=base_pb2.HeaderValue(key="alt-svc", value=alt_svc),

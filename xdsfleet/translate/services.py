@@ -13,6 +13,7 @@ port). A dual-stack Service serves one family (the Fleet's `ipFamily` when it ha
 from __future__ import annotations
 
 import bisect
+import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -29,7 +30,8 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.translate import names
-from xdsfleet.translate.memo import memoised_by_identity
+from xdsfleet.translate.memo import cached, memoised_by_identity, remember
+from xdsfleet.translate.steps import Steps, finish
 
 # appProtocol values that mean HTTP/2 without TLS towards the pods.
 HTTP2_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "grpc", "h2c", "http2"})
@@ -105,18 +107,29 @@ class MemberPort:
         return self._hash
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class ServicePortBackends:
     """A service port and each exporting member's contribution: all that its cluster and its
     assignments depend on."""
 
     key: ServicePortKey
     members: tuple[MemberPort, ...]  # in member order
+    # The entry of the port this one replaced in an updated index (`updated_index`), while it
+    # lives: a member lost derives this entry's layouts from that one's (`endpoints`) rather
+    # than laying every locality out again. Not part of the value.
+    replaced: weakref.ref[ServicePortBackends] | None = field(
+        default=None, repr=False, compare=False
+    )
     http2: bool = field(init=False, compare=False)
     # The port's name, from the first member that names it: policies select ports by name.
     port_name: str = field(init=False, compare=False)
     # Computed once, as in MemberPort: every profile looks its assignment up by this value.
     _hash: int = field(init=False, repr=False, compare=False)
+    # `endpoints`' layouts of this port by placement, kept with it (as `MemberPort.serialized`):
+    # they live as long as the entry, so the next entry of the port can be derived from them.
+    layouts: dict[object, object] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "http2", any(m.http2 for m in self.members))
@@ -138,11 +151,31 @@ def service_index(state: FleetState) -> ServiceIndex:
 
     A port of the multi-cluster service exists when any exporting member's Service has it.
     """
+    return finish(indexing(state))
+
+
+# Index entries made between two yields (a few microseconds each).
+_ENTRIES_STEP = 256
+
+
+def indexing(state: FleetState) -> Steps[ServiceIndex]:
+    """`service_index`, a member per step and then a few hundred entries per step, unless the
+    memo has it: a member whose own fields changed (a drain, a weight) makes the whole index
+    again, 20-30 ms at E = 100,000, and a first one takes ~6 ms per member."""
+    found = cached(service_index, state)
+    if found is not None:
+        return found
     gathered: dict[ServicePortKey, list[MemberPort]] = {}
     for member_state in state.members:
         for key, contribution in member_ports(member_state, state.export_all, state.ip_family):
             gathered.setdefault(key, []).append(contribution)
-    return {key: ServicePortBackends(key, tuple(gathered[key])) for key in sorted(gathered)}
+        yield
+    index: dict[ServicePortKey, ServicePortBackends] = {}
+    for done, key in enumerate(sorted(gathered), 1):
+        index[key] = ServicePortBackends(key, tuple(gathered[key]))
+        if done % _ENTRIES_STEP == 0:
+            yield
+    return remember(service_index, index, state)
 
 
 @memoised_by_identity
@@ -291,13 +324,27 @@ def _updated_entry(
     if len(places) == len(present) == len(swapped):
         for member, i in places.items():
             members[i] = present[member]
-        return ServicePortBackends(key, tuple(members))
+        return _new_entry(entry, key, tuple(members))
     # Members came or went: in the fleet's member order.
     kept: dict[str, MemberPort | None] = {m.member.name: m for m in members}
     kept.update(swapped)
     ordered = (kept.get(m.member.name) for m in state.members)
     found = tuple(c for c in ordered if c is not None)
-    return ServicePortBackends(key, found) if found else None
+    return _new_entry(entry, key, found) if found else None
+
+
+def _new_entry(
+    entry: ServicePortBackends | None, key: ServicePortKey, members: tuple[MemberPort, ...]
+) -> ServicePortBackends:
+    """The port's entry with `members`, replacing `entry`: that entry itself, or the one it
+    replaced, when equal (a member restored gets back the very entry of before its loss, with
+    the layouts kept with it: a later loss is derived from them, `endpoints`)."""
+    found = ServicePortBackends(key, members, weakref.ref(entry) if entry is not None else None)
+    earlier = entry.replaced() if entry is not None and entry.replaced is not None else None
+    for candidate in (entry, earlier):
+        if candidate is not None and hash(candidate) == hash(found) and candidate == found:
+            return candidate
+    return found
 
 
 def _family(service: Service, slices: list[EndpointSlice], preferred: str | None) -> str:

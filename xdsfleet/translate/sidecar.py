@@ -13,6 +13,10 @@ from collections.abc import Iterable
 from xdsfleet.model.fleet import RouteMatch
 from xdsfleet.translate.rules import Planner, RoutePlan, VirtualHostPlan
 from xdsfleet.translate.services import ServicePortKey
+from xdsfleet.translate.steps import Steps
+
+# Services planned between two yields (~10 us each).
+SERVICES_STEP = 128
 
 
 def service_domains(key: ServicePortKey) -> tuple[str, ...]:
@@ -23,11 +27,14 @@ def service_domains(key: ServicePortKey) -> tuple[str, ...]:
 
 def plan_outbound(
     keys: Iterable[ServicePortKey], planner: Planner
-) -> dict[int, tuple[VirtualHostPlan, ...]]:
-    """Port -> the virtual hosts of the services on that port."""
+) -> Steps[dict[int, tuple[VirtualHostPlan, ...]]]:
+    """Port -> the virtual hosts of the services on that port. Yields every `SERVICES_STEP`
+    services."""
     by_port: dict[int, list[VirtualHostPlan]] = {}
-    for key in sorted(keys):
+    for done, key in enumerate(sorted(keys), 1):
         plan = RoutePlan(RouteMatch(), planner.service(key), f"Service {key.cluster}")
         host = VirtualHostPlan(key.cluster, service_domains(key), (plan,))
         by_port.setdefault(key.port, []).append(host)
+        if done % SERVICES_STEP == 0:
+            yield
     return {port: tuple(hosts) for port, hosts in sorted(by_port.items())}

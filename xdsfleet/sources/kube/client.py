@@ -39,6 +39,7 @@ from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from kubernetes.watch.watch import iter_resp_lines
 
 from xdsfleet.documents.reading import JsonObject
+from xdsfleet.sources.kube.decoding import Page, Unreadable, decode_page
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 
@@ -99,7 +100,7 @@ class Access:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    items: tuple[JsonObject, ...]
+    items: tuple[Any, ...]  # each object as the list's `decode` made it
     resource_version: str
 
 
@@ -350,14 +351,21 @@ class Cluster:
             retry_after = _retry_after(response.headers.get("Retry-After"))
             raise _error(response.status, _message(data, str(response.reason)), retry_after)
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> JsonObject:
+    def _body(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """The whole body of a 2xx answer, as sent."""
         kwargs.setdefault("read_seconds", self._settings.request_seconds)
         response = self._request(method, path, **kwargs)
         with _translated():
             try:
-                document = json.loads(response.data)
+                data: bytes = response.data
             finally:
                 response.release_conn()
+        return data
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> JsonObject:
+        data = self._body(method, path, **kwargs)
+        with _translated():
+            document = json.loads(data)
         if not isinstance(document, dict):
             raise Unreachable(0, f"expected a JSON object from {path}")
         return document
@@ -370,25 +378,25 @@ class Cluster:
         label_selector: str | None = None,
         resource_version: str = "",
         limit: int = 0,
+        decode: Callable[[bytes], Page] = decode_page,
     ) -> Listing:
-        """Every object, in pages of `limit` when it is set. `resource_version`: "" for the
-        latest (a quorum read from etcd), "0" for any (the API server's watch cache), a version
-        for one at least that new. A continue token that expired (410) restarts the list
-        without pages, as client-go's pager does."""
-        items: list[JsonObject] = []
+        """Every object, in pages of `limit` when it is set, each page's bytes made into a
+        `Page` by `decode` (by default, the objects as JSON dicts). `resource_version`: "" for
+        the latest (a quorum read from etcd), "0" for any (the API server's watch cache), a
+        version for one at least that new. A continue token that expired (410) restarts the
+        list without pages, as client-go's pager does."""
+        items: list[Any] = []
         first: dict[str, str | int | bool | None] = {
             "labelSelector": label_selector,
             "fieldSelector": resource.field_selector,
             "resourceVersion": resource_version or None,
         }
         query = {**first, "limit": limit or None}
+        path = resource.path(namespace=namespace)
         while True:
             try:
-                document = self._json(
-                    "GET",
-                    resource.path(namespace=namespace),
-                    query=query,
-                    read_seconds=self._settings.list_seconds,
+                data = self._body(
+                    "GET", path, query=query, read_seconds=self._settings.list_seconds
                 )
             except Gone:
                 if "continue" not in query:
@@ -396,17 +404,19 @@ class Cluster:
                 query = first
                 items.clear()
                 continue
-            items += [item for item in document.get("items") or [] if isinstance(item, dict)]
-            metadata = document.get("metadata") or {}
-            token = metadata.get("continue")
-            if not token:
-                return Listing(tuple(items), str(metadata.get("resourceVersion", "")))
+            try:
+                page = decode(data)
+            except Unreadable as error:
+                raise Unreachable(0, f"{path}: {error}") from None
+            items += page.items
+            if not page.continue_token:
+                return Listing(tuple(items), page.resource_version)
             # Pages go on from the first one's snapshot: no resourceVersion with a token.
             query = {
                 "labelSelector": label_selector,
                 "fieldSelector": resource.field_selector,
                 "limit": limit,
-                "continue": str(token),
+                "continue": page.continue_token,
             }
 
     def served(self, resource: ApiResource) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 
 from xdsfleet.documents.reading import JsonObject
 from xdsfleet.sources.kube.client import Cluster
-from xdsfleet.sources.kube.mirror import Mirror, prepare
+from xdsfleet.sources.kube.decoding import Decoder, prepare
+from xdsfleet.sources.kube.mirror import Mirror
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.sources.kube.watching import Event, Listed, Reflector
@@ -29,7 +30,8 @@ JOIN_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class Watched:
     """What to watch: a resource (in one namespace, with a label selector) and how to parse
-    its objects (see `mirror.prepare`; it runs in the reflector's thread)."""
+    its objects (see `decoding.prepare`; it runs in the reflector's thread, or in the decoder's
+    workers: with a decoder, `parse` must be picklable)."""
 
     resource: ApiResource
     parse: Callable[[JsonObject], Any]
@@ -53,9 +55,11 @@ class WatchGroup:
         on_batch: Callable[[set[ApiResource]], None],
         on_crash: Callable[[BaseException], None],
         on_event: Callable[[ApiResource, Event], None] | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
         """`on_event` sees each event before its mirror does; `on_batch` gets the resources
-        listed in the batch (a list is a fresh, complete view)."""
+        listed in the batch (a list is a fresh, complete view). `decoder` decodes and parses
+        the pages of lists (see `Reflector`)."""
         self.cluster = cluster
         self._name = name
         self._watched = tuple(watched)
@@ -63,6 +67,7 @@ class WatchGroup:
         self._on_batch = on_batch
         self._on_crash = on_crash
         self._on_event = on_event
+        self._decoder = decoder
         self.mirrors: dict[ApiResource, Mirror[Any]] = {
             w.resource: Mirror(w.resource) for w in self._watched
         }
@@ -85,6 +90,7 @@ class WatchGroup:
                 namespace=watched.namespace,
                 label_selector=watched.label_selector,
                 prepare=functools.partial(prepare, watched.parse),
+                decoder=self._decoder,
             )
         # Starting a thread waits until it runs, which takes a turn of the interpreter lock:
         # ~7 ms each while the threads of other members parse their lists, 1 s for 50 members

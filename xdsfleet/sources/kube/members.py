@@ -6,7 +6,8 @@ docs/architecture.md, decision 5, for a member:
   metric, `MemberState.stale`); they are never replaced by nothing.
 - An update seen on a watch that removes more than half of a service's ready endpoints (its
   ServiceExport deleted removes them all) is held
-  (the service keeps its previous objects) until a list started after it confirms it, at most
+  (the service keeps its previous objects) until a list started after it confirms it (one list
+  for a burst of such updates: it is asked for once they pause, `hold_quiet_seconds`), at most
   `hold_seconds` (or, when the confirming list is under way then, until it ends, at most
   `list_seconds` more). A removal seen in a fresh list is already confirmed. Removed means gone from
   the slices: an endpoint that turns terminating or not ready is news from the API server, not
@@ -36,6 +37,7 @@ import structlog
 from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Node, Service
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access, Cluster
+from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.group import Watched, WatchGroup
 from xdsfleet.sources.kube.objects import ModelObject, parse_object
 from xdsfleet.sources.kube.resources import ApiResource
@@ -53,8 +55,12 @@ class _Hold:
     """A mass removal waiting for a list to confirm it."""
 
     services: set[ServiceKey]
-    confirm: dict[ApiResource, int]  # resource -> the list sequence that confirms
     timer: asyncio.TimerHandle
+    first: float  # loop.time() of its first removal
+    # Resource -> the list sequence that confirms; None until the lists are asked for, once
+    # the removals have stopped coming (`asking`).
+    confirm: dict[ApiResource, int] | None = None
+    asking: asyncio.TimerHandle | None = None
     extended: bool = False  # past `hold_seconds`, for a confirming list under way
 
 
@@ -141,12 +147,6 @@ def keep_held(
     )
 
 
-def _order(obj: ModelObject) -> tuple[str, str]:
-    if isinstance(obj, tuple):
-        return obj
-    return getattr(obj, "namespace", ""), obj.name
-
-
 class MemberWatcher:
     """Watches one member. `start` it on the loop; `state` is its latest published state, and
     `settled` is set once every resource has answered (listed, absent or failed) once."""
@@ -159,7 +159,10 @@ class MemberWatcher:
         on_state: Callable[[MemberState], None],
         on_crash: Callable[[BaseException], None],
         settings: KubeSettings,
+        decoder: Decoder | None = None,
     ) -> None:
+        """`decoder`: decodes and parses big lists off the interpreter lock (see `decoding`),
+        shared by every member."""
         self.member = member
         self._on_state = on_state
         self._settings = settings
@@ -179,6 +182,7 @@ class MemberWatcher:
             on_batch=self._update,
             on_crash=on_crash,
             on_event=self._on_event,
+            decoder=decoder,
         )
 
     @property
@@ -197,6 +201,8 @@ class MemberWatcher:
     async def stop(self) -> None:
         if self._hold is not None:
             self._hold.timer.cancel()
+            if self._hold.asking is not None:
+                self._hold.asking.cancel()
             self._hold = None
         await self._group.stop()
         with contextlib.suppress(KeyError):
@@ -230,7 +236,11 @@ class MemberWatcher:
     def _candidate(self) -> MemberState:
         def of(kind: ApiResource) -> list[ModelObject]:
             mirror = self._group.mirrors.get(kind)
-            return sorted(mirror.objects.values(), key=_order) if mirror else []
+            if mirror is None:
+                return []
+            # By (namespace, name): each object's key in its mirror.
+            objects = mirror.objects
+            return [objects[key] for key in sorted(objects)]
 
         return MemberState(
             self.member,
@@ -267,14 +277,16 @@ class MemberWatcher:
 
     def _confirming(self, hold: _Hold) -> bool:
         """A list that would confirm the hold is under way."""
-        return any(
+        return hold.confirm is not None and any(
             (listing := self._group.listing(kind)) is not None and listing >= wanted
             for kind, wanted in hold.confirm.items()
         )
 
     def _confirmed(self, hold: _Hold) -> bool:
         mirrors = self._group.mirrors
-        return all(mirrors[kind].sequence >= wanted for kind, wanted in hold.confirm.items())
+        return hold.confirm is not None and all(
+            mirrors[kind].sequence >= wanted for kind, wanted in hold.confirm.items()
+        )
 
     def _start_hold(self, services: set[ServiceKey]) -> None:
         metrics.MASS_REMOVALS.labels("held").inc()
@@ -283,19 +295,34 @@ class MemberWatcher:
             services=sorted(f"{ns}/{name}" for ns, name in services),
             hold_seconds=self._settings.hold_seconds,
         )
+        loop = asyncio.get_running_loop()
+        if self._hold is None:
+            timer = loop.call_later(self._settings.hold_seconds, self._expire)
+            self._hold = _Hold(set(services), timer, loop.time())
+        else:
+            # Removals after the lists were asked for need lists started after them.
+            self._hold.services |= services
+            self._hold.confirm = None
+        hold = self._hold
+        if hold.asking is not None:
+            hold.asking.cancel()
+        # One list for a burst: asked for once the removals pause, or the burst has lasted
+        # the relist interval (a relist asked for sooner would wait for it anyway).
+        quiet = self._settings.hold_quiet_seconds
+        due = min(loop.time() + quiet, hold.first + self._settings.relist_interval_seconds)
+        hold.asking = loop.call_at(due, self._ask_confirmation)
+
+    def _ask_confirmation(self) -> None:
+        hold = self._hold
+        if hold is None:
+            return
+        hold.asking = None
         # A Service deleted, its slices emptied and its export deleted all remove endpoints:
         # list all three again (the exports unless their CRD is absent: nothing to list).
         kinds = [resources.SERVICES, resources.ENDPOINT_SLICES]
         if not self._group.mirrors[resources.SERVICE_EXPORTS].absent:
             kinds.append(resources.SERVICE_EXPORTS)
-        confirm = {kind: self._group.relist(kind) for kind in kinds}
-        if self._hold is None:
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(self._settings.hold_seconds, self._expire)
-            self._hold = _Hold(set(services), confirm, timer)
-        else:
-            self._hold.services |= services
-            self._hold.confirm = confirm
+        hold.confirm = {kind: self._group.relist(kind) for kind in kinds}
 
     def _expire(self) -> None:
         hold = self._hold
@@ -318,6 +345,8 @@ class MemberWatcher:
         assert self._hold is not None
         hold, self._hold = self._hold, None
         hold.timer.cancel()
+        if hold.asking is not None:
+            hold.asking.cancel()
         metrics.MASS_REMOVALS.labels(outcome).inc()
         still = mass_removals(self.state, candidate) & hold.services
         self._log.info(

@@ -5,21 +5,21 @@ refuses is reported and the previous version stays in use, as for a file. The mi
 how the resource answered (listed, absent, failing), which is what staleness and readiness are made
 of.
 
-Objects are parsed where they arrive, in the reflector's thread (`prepare`): a list of ten
-thousand EndpointSlices takes seconds to parse, which the event loop must not spend. The mirror
-itself runs on the event loop and does no I/O: prepared events in, parsed objects out.
+Objects are parsed where they arrive (`decoding.prepare`), in the reflector's thread or, for
+big lists, in worker processes: a list of ten thousand EndpointSlices takes seconds to parse,
+which the event loop must not spend. The mirror itself runs on the event loop and does no I/O:
+prepared events in, parsed objects out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import structlog
 
-from xdsfleet.documents.reading import JsonObject
-from xdsfleet.model.errors import InvalidInput, Problem
+from xdsfleet.model.errors import Problem
+from xdsfleet.sources.kube.decoding import Prepared
 from xdsfleet.sources.kube.objects import key_of
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.watching import Absent, Changed, Event, Failed, Listed
@@ -37,30 +37,6 @@ class Refusal:
 
     problems: tuple[Problem, ...]
     generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared(Generic[T]):
-    """One API object, parsed: the model object (None: left out), or why it was refused."""
-
-    key: Key
-    generation: int  # metadata.generation
-    parsed: T | None
-    problems: tuple[Problem, ...] | None = None  # set when the parser refused it
-    uid: str = ""  # metadata.uid: the same name may be another object after a delete
-
-
-def prepare(parse: Callable[[JsonObject], T | None], obj: JsonObject) -> Prepared[T]:
-    """`parse` turns one API object into a model object, None for objects to leave out, or
-    raises `InvalidInput`. Pure: the reflector's thread runs it."""
-    key = key_of(obj)
-    metadata = obj.get("metadata") or {}
-    generation = int(metadata.get("generation") or 0)
-    uid = str(metadata.get("uid") or "")
-    try:
-        return Prepared(key, generation, parse(obj), uid=uid)
-    except InvalidInput as invalid:
-        return Prepared(key, generation, None, invalid.problems, uid)
 
 
 @dataclass(slots=True)
@@ -81,11 +57,18 @@ class Mirror(Generic[T]):
 
     def apply(self, event: Event) -> None:
         match event:
-            case Listed(prepared=prepared, sequence=sequence):
+            case Listed(items=prepared, sequence=sequence):
                 previous = self.objects, self.generations
-                self.objects, self.generations, self.refused, self.uids = {}, {}, {}, {}
+                # What `_put` does for each, in bulk (a big list is 1,000s of objects, applied
+                # on the loop); the refused ones, few, one by one.
+                kept = [p for p in prepared if p.problems is None and p.parsed is not None]
+                self.objects = {p.key: p.parsed for p in kept}
+                self.generations = {p.key: p.generation for p in kept}
+                self.uids = {p.key: p.uid for p in prepared}
+                self.refused = {}
                 for item in prepared:
-                    self._put(item, *previous)
+                    if item.problems is not None:
+                        self._put(item, *previous)
                 self.sequence = sequence
                 self.answered, self.listed, self.failing, self.absent = True, True, None, False
             case Changed(type="DELETED", obj=obj):

@@ -46,3 +46,8 @@ class KubeSettings:
     hold_seconds: float = 10.0
     # Lists asked for (to confirm mass removals) start at most this often per resource.
     relist_interval_seconds: float = 2.0
+    # A burst of removals (a member's slices deleted one by one: one watch event each) is
+    # confirmed by one list, asked for once no removal has come for this long (and at most
+    # `relist_interval_seconds` after the first): asked for at the first, the list that
+    # confirms the last would wait out the relist interval.
+    hold_quiet_seconds: float = 0.1

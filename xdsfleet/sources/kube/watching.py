@@ -20,15 +20,16 @@ after the watch retries ran out. A 404 after a successful list is a type that ma
 come back (an API server restarting serves CRDs late): its objects stay until discovery has not
 listed the type for `absent_confirm_seconds`.
 
-It must not interpret objects: it reports raw dicts, each with what the owner's `prepare`
-made of it (parsing, done here so that the event loop never spends seconds on a big list), and
-whether the API server answers.
+It must not interpret objects: it reports what the owner's `prepare` made of each (parsing,
+done here, or for a list in the `decoding` workers, so that the event loop never spends seconds
+on a big list; a watch event keeps its raw dict too), and whether the API server answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -48,27 +49,25 @@ from xdsfleet.sources.kube.client import (
     Unreachable,
     Watch,
 )
+from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
-# How many reflector threads parse a list at once. Parsing holds the interpreter lock; when all
-# of a big fleet's reflectors parse together (150 at start-up for 50 members), the event loop's
-# thread gets one turn in 150 and /healthz took up to 0.85 s at E = 100,000. The others wait on
-# this semaphore instead, where they do not compete for the lock.
-_PARSING = threading.BoundedSemaphore(2)
+# Lists of reflectors without a decoder of their own are decoded in their threads.
+_IN_THREAD = Decoder(workers=0)
 
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """A complete list: every object there is, replacing what was known. `sequence` counts
-    the lists this reflector started, this one included (see `Reflector.relist`)."""
+    """A complete list: every object there is, replacing what was known, each as the
+    reflector's `prepare` made it (the object itself without one). `sequence` counts the lists
+    this reflector started, this one included (see `Reflector.relist`)."""
 
-    items: tuple[JsonObject, ...]
+    items: tuple[Any, ...]
     sequence: int
-    prepared: tuple[Any, ...] = ()  # the reflector's `prepare` of each item, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +119,14 @@ class Reflector:
         namespace: str | None = None,
         label_selector: str | None = None,
         prepare: Callable[[JsonObject], Any] | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
-        """`prepare` (such as parsing) runs on each object in the reflector's thread."""
+        """`prepare` (such as parsing) runs on each object: a watch's in the reflector's
+        thread, a list's through `decoder` (in its worker processes when it runs them; without
+        a decoder, in this thread)."""
         self._cluster = cluster
         self._prepare = prepare
+        self._decode = functools.partial((decoder or _IN_THREAD).decode, prepare=prepare)
         self.resource = resource
         self._deliver = deliver
         self._on_crash = on_crash
@@ -303,6 +306,7 @@ class Reflector:
                 # etcd read of its history (client-go drops paging there too). Servers whose
                 # watch cache cannot page ignore `limit` at "0"; newer ones page from it.
                 limit=self._settings.list_page_size if version in ("", "0") else 0,
+                decode=self._decode,
             )
         except NotFound as error:
             return self._not_found(error, reason, failures)
@@ -317,9 +321,7 @@ class Reflector:
         except ApiError as error:
             failed = error
         else:
-            with _PARSING:
-                prepared = tuple(map(self._prepared, listing.items))
-            self._send(Listed(listing.items, sequence, prepared))
+            self._send(Listed(listing.items, sequence))
             self._log.debug("listed", reason=reason, items=len(listing.items), version=version)
             self._last = self._resume = listing.resource_version
             self._quorum = False

@@ -7,9 +7,8 @@ the aggregator's member watchers (the official `kubernetes` client, pages of 500
 parsed partly in worker processes: `sources/kube/decoding.py`), until every member has been
 listed once (`Aggregator.wait_ready`, what `/readyz` waits for), with the collector paused as
 `serve` has it then, and start-up frozen as `serve` freezes it; the first publish for the
-twelve active profiles. The collector's first full pass, which `serve` runs once it serves, is
-shown apart. The floor is the same lists fetched by plain HTTP with one thread per list and
-decoded, nothing parsed: what the emulators alone cost on this machine.
+twelve active profiles. The floor is the same lists fetched by plain HTTP with one thread per
+list and decoded, nothing parsed: what the emulators alone cost on this machine.
 
 Run `python -m benchmarks.measures.kubestart FLEET_FILE [floor]` to time a fleet by hand.
 """
@@ -104,7 +103,6 @@ def measure(options: Options) -> Section:
         ("collect and freeze (as serve does)", f"{ours['freeze']:.2f}", "—"),
         ("first publish, 12 profiles", f"{ours['publish']:.2f} ({ours['publish_cpu']:.2f})", "—"),
         ("total", f"{total:.2f}", f"{floor['ready']:.2f}"),
-        ("then: the collector's first full pass, once serving", f"{ours['full_pass']:.2f}", "—"),
         ("lists (pages)", f"{ours['lists']:,.0f}", f"{floor['lists']:,} ({floor['pages']:,})"),
         ("peak RSS, MiB", f"{ours['hwm_mib']:,.0f}", f"{floor['hwm_mib']:,.0f}"),
     ]
@@ -175,13 +173,6 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
         if unsettled:
             raise RuntimeError(f"members not listed: {unsettled}")
         freeze, publish, publish_cpu, _ = run.first_snapshots(state)
-        # The collector's first full pass, which serve runs once it serves (not part of the
-        # cold start, but a hold of the loop right after it).
-        full = time.perf_counter()
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        full = time.perf_counter() - full
     finally:
         source.stop()
         files.cancel()
@@ -203,7 +194,6 @@ async def _serve_start(path: Path, host: int) -> dict[str, float]:
         "freeze": freeze,
         "publish": publish,
         "publish_cpu": publish_cpu,
-        "full_pass": full,
         "endpoints": sum(len(s.endpoints) for m in state.members for s in m.endpoint_slices),
         "lists": lists,
         "hwm_mib": proc.memory_kib()["VmHWM"] / 1024,

@@ -185,7 +185,7 @@ async def serve(settings: Settings) -> None:
         # while members are listed cost 40 % of their CPU at E = 100,000 (BENCHMARKS.md).
         with collector_paused():
             first = await _first_state(settings, supervisor, aggregator, tasks)
-            # Out of every pass until the collector's first full one (once serving): the
+            # Out of every pass until the collector's first full one comes due: the
             # collector resumed with all of start-up in its youngest generation would walk it
             # all at the next allocation, and again as it ages (~1 s at E = 100,000, in the
             # first publish).

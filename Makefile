@@ -47,7 +47,7 @@ test: lint typecheck
 # The protocol machines' property tests with many more examples than `make test` runs
 # (minutes, not seconds); a failure prints the shortest sequence of steps that breaks a rule.
 proptest: install
-	XDSFLEET_HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_protocol_properties.py --timeout 0 -p no:cacheprovider
+	XDSFLEET_HYPOTHESIS_PROFILE=long $(BIN)/pytest tests/test_protocol_properties.py tests/test_protocol_wakes.py --timeout 0 -p no:cacheprovider
 
 # The built-in fleet served to a real Envoy gateway, with local backends for each member.
 demo: install

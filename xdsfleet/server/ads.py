@@ -1,10 +1,14 @@
 """The gRPC side of ADS: one reader and one writer per stream around a protocol state machine.
 
 The writer computes responses when woken, from the latest snapshot, so a client that reads
-slowly only delays itself and skips generations instead of queueing them (rule 23). Responses
-are joined from bytes the cache encoded once (rule 21); nothing is serialized per stream. The
-bytes being written at once, across streams, are bounded (`budget.WriteBudget`), and a writer
-lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds none.
+slowly only delays itself and skips generations instead of queueing them (rule 23). It is woken
+by a new snapshot and by a request that may let something go (`RequestResult.wakes`), not by
+every ACK: the ACKs of a fan-out find nothing to send, and waking every writer for them was a
+task switch per stream and fan-out for nothing, in the loop iterations that serve everyone.
+Responses are joined from bytes the cache encoded once (rule 21); nothing is serialized per
+stream. The bytes being written at once, across streams, are bounded (`budget.WriteBudget`),
+and a writer lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds
+none.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the
@@ -502,14 +506,15 @@ class AdsService:
     ) -> None:
         try:
             async for request in requests:
-                self._on_request(info, request)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
+                wakes = self._on_request(info, request).wakes
                 del request
-                wake.set()
+                if wakes:
+                    wake.set()
         finally:
             wake.set()
 
-    def _on_request(self, info: StreamInfo, request: Any) -> None:
+    def _on_request(self, info: StreamInfo, request: Any) -> RequestResult:
         self._check_size(info, request)
         result = info.machine.on_request(request)
         if result.outcome is not Outcome.UNSUPPORTED:
@@ -544,6 +549,7 @@ class AdsService:
             ):
                 info.unsupported.add(result.type_url)
                 log.warning("unsupported_type", type=clip(result.type_url))
+        return result
 
     def _check_size(self, info: StreamInfo, request: Any) -> None:
         """Refuse a request that would cost more than `limits` allow (before any of it does)."""

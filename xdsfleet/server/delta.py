@@ -86,6 +86,9 @@ class DeltaStream:
         # it holds (rule 19) and what they use is known, no cluster is removed (rule 13).
         self._resuming = False
         self._answered = False
+        # Whether something was left for a request to let go of at the last look (`_waiting`):
+        # until then, an ACK that changes no subscription has nothing to wake the writer for.
+        self._waits = True
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -138,7 +141,12 @@ class DeltaStream:
                 # Its assignment may go now (not before: the client may refuse to let it go).
                 self._eds_of.pop(name, None)
         held.rebase(sent.source)
-        return RequestResult(Outcome.ACK, type_url, sent.version)
+        # The ACK of an unchanged subscription with nothing held back: the snapshot last looked
+        # at has nothing more for this stream (a new one wakes it anyway).
+        wakes = self._waits or bool(
+            request.resource_names_subscribe or request.resource_names_unsubscribe
+        )
+        return RequestResult(Outcome.ACK, type_url, sent.version, wakes=wakes)
 
     @staticmethod
     def _accept_each(state: _TypeState, pending: Pending) -> None:
@@ -236,7 +244,29 @@ class DeltaStream:
             state.recheck = False
             if state.fresh:
                 state.fresh = set()  # a set keeps the table it grew to: let it go
+        self._waits = self._waiting(snapshot)
         return out
+
+    def _waiting(self, snapshot: Snapshot) -> bool:
+        """Whether an answer (or anything but a new snapshot) may let more go on `snapshot`: a
+        type not looked at on it (held back by an unanswered response, rule 26), names forced,
+        fresh or held back (make before break, rule 13), a subscription or a first answer
+        (rule 20) not looked at, or a client still saying what it holds. Otherwise every type
+        has nothing to send on `snapshot` (`_respond`)."""
+        if self._resuming:
+            return True
+        versions = snapshot.versions
+        for type_url, state in self._types.items():
+            if state.requested and (
+                state.checked != versions.get(type_url, "")
+                or state.forced
+                or state.fresh
+                or state.deferred
+                or state.recheck
+                or state.answer_first
+            ):
+                return True
+        return False
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
         available = snapshot.of(type_url)

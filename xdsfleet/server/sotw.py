@@ -110,6 +110,9 @@ class SotwStream:
         # removed (rule 13), as on a Delta stream.
         self._resuming = False
         self._answered = False
+        # Whether something was left for a request to let go of at the last look (`_waiting`):
+        # until then, an ACK that changes no subscription has nothing to wake the writer for.
+        self._waits = True
 
     def status(self) -> dict[str, TypeStatus]:
         return {t: s.status for t, s in self._types.items() if s.requested}
@@ -154,6 +157,10 @@ class SotwStream:
         if first and request.version_info:
             state.inherited = request.version_info
             self._resuming = True
+        if result.outcome is Outcome.ACK and not (self._waits or state.recheck or state.forced):
+            # The ACK of an unchanged subscription with nothing held back: the snapshot last
+            # looked at has nothing more for this stream (a new one wakes it anyway).
+            return RequestResult(Outcome.ACK, type_url, request.version_info, wakes=False)
         return result
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
@@ -253,7 +260,27 @@ class SotwStream:
             probe = self._probe()
             if probe is not None:
                 out.append(self._commit(probe, snapshot))
+        self._waits = self._waiting(snapshot)
         return out
+
+    def _waiting(self, snapshot: Snapshot) -> bool:
+        """Whether an answer (or anything but a new snapshot) may let more go on `snapshot`: a
+        type not looked at on it (held back by an unanswered response, rule 26), names forced
+        or held back (make before break, rule 13), a subscription not looked at, or a client
+        still saying what it holds. Otherwise every type is quiet on `snapshot` (`_plan`)."""
+        if self._resuming:
+            return True
+        versions = snapshot.versions
+        for type_url, state in self._types.items():
+            if state.requested and (
+                state.checked != versions.get(type_url, "")
+                or state.forced
+                or state.deferred
+                or state.recheck
+                or state.force_all
+            ):
+                return True
+        return False
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)

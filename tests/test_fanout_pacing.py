@@ -259,9 +259,11 @@ def test_acks_count_as_moving_only_once_nothing_is_owed() -> None:
     assert not pace.look(2.9, (0, 49))
 
 
-def test_a_stream_stuck_before_taking_is_given_up_on_and_the_others_acks_still_waited_for() -> None:
+def _second_publish(count: int) -> tuple[SnapshotCache, list[Stream], FanOut]:
+    """`count` streams that took generation 0, and generation 1 just published: its fan-out
+    begun, nothing taken yet."""
     cache = SnapshotCache(lambda _: generation(0))
-    streams = [Stream(i) for i in range(3)]
+    streams = [Stream(i) for i in range(count)]
     for s in streams:
         cache.watch(SIDECAR, s.wake)
     cache.get(SIDECAR)
@@ -269,9 +271,13 @@ def test_a_stream_stuck_before_taking_is_given_up_on_and_the_others_acks_still_w
     cache.waker = lambda wakes: None
     fanout.begin(0.0, 0.0)
     assert not fanout.look(0.0)
-
     cache.set(SIDECAR, generation(1))
     fanout.begin(0.0, 0.0)
+    return cache, streams, fanout
+
+
+def test_a_stream_stuck_before_taking_is_given_up_on_and_the_others_acks_still_waited_for() -> None:
+    cache, streams, fanout = _second_publish(3)
     stuck, slow, quick = streams
     stuck.writing_since = 0.0  # blocked in a write of the last generation: never takes
     for s in (slow, quick):
@@ -289,18 +295,7 @@ def test_a_stream_stuck_before_taking_is_given_up_on_and_the_others_acks_still_w
 
 
 async def test_a_stream_gone_while_owing_an_ack_is_not_waited_for() -> None:
-    cache = SnapshotCache(lambda _: generation(0))
-    streams = [Stream(i) for i in range(2)]
-    for s in streams:
-        cache.watch(SIDECAR, s.wake)
-    cache.get(SIDECAR)
-    fanout = FanOut(cache, lambda: streams, stall=1.0, bound=5.0)  # type: ignore[arg-type,return-value]
-    cache.waker = lambda wakes: None
-    fanout.begin(0.0, 0.0)
-    assert not fanout.look(0.0)
-
-    cache.set(SIDECAR, generation(1))
-    fanout.begin(0.0, 0.0)
+    cache, streams, fanout = _second_publish(2)
     gone, staying = streams
     for s in streams:
         cache.take(SIDECAR, s.wake)

@@ -57,12 +57,14 @@ class _TypeState:
     # A reconnecting client's first `version_info` of the type (it holds what it got then),
     # looked at once (`SotwStream._learn`): of listeners and routes, those it may hold at a
     # version whose uses are not known here (None: which ones is not known either); of
-    # assignments, those it holds that the snapshot no longer has (no placeholder replaces
-    # them, rule 15: their clusters are on their way out).
+    # clusters and assignments, the names it holds from before as the history tells
+    # (`held_before`). Those stay known as held until an answer says otherwise: a NACK does
+    # not (rule 6, the client kept them), so one deleted later is still kept while a route
+    # may use it (a cluster, rule 13) and gets no placeholder (an assignment, rule 15).
     inherited: str = ""
     learnt: bool = False
     unknown_uses: frozenset[str] | None = NO_NAMES
-    held_gone: frozenset[str] = NO_NAMES
+    held_before: frozenset[str] = NO_NAMES
     pending: Pending | None = None
     latest_nonce: str = ""
     forced: set[str] = field(default_factory=set)
@@ -175,6 +177,7 @@ class SotwStream:
         if type_url in typeurls.FULL_STATE:
             state.held.assign(sent.resources, sent.source)
             state.held_set = sent.version
+            state.held_before = NO_NAMES  # the set it holds now is known exactly
             state.uses = dict(pending.uses)
             state.rejected_set = None
             return
@@ -234,8 +237,8 @@ class SotwStream:
             for gone in state.names - names:
                 state.rejected.pop(gone, None)
                 state.forced.discard(gone)
-                if gone in state.held_gone:
-                    state.held_gone = state.held_gone - {gone}
+                if gone in state.held_before:
+                    state.held_before = state.held_before - {gone}
         state.requested = True
         state.wildcard = wildcard
         state.explicit = state.explicit or star or bool(names)
@@ -312,7 +315,7 @@ class SotwStream:
         resources = []
         for name, res in zip(order, found, strict=True):
             if res is None:
-                if type_url != typeurls.ENDPOINT or name in state.held or name in state.held_gone:
+                if type_url != typeurls.ENDPOINT or name in state.held or name in state.held_before:
                     # Known before and gone now: its cluster is on its way out.
                     continue
                 res = empty_assignment(name)  # rule 15
@@ -337,7 +340,7 @@ class SotwStream:
     def _plan_full(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
-        if type_url == typeurls.CLUSTER and state.inherited and not state.learnt:
+        if type_url == typeurls.CLUSTER and state.inherited:
             self._resume_clusters(state, snapshot)
         wanted = available.keys() if state.wildcard else state.names & available.keys()
         chosen: dict[str, Encoded] = {}
@@ -376,6 +379,7 @@ class SotwStream:
             # Rule 7: a client back from another replica with this very set holds it already.
             state.held.assign(resources, available)
             state.held_set = version
+            state.held_before = NO_NAMES
             state.uses = {r.name: uses[r.name] for r in resources if r.name in uses}
             state.status.resume()
             state.status.acked_version = version
@@ -390,19 +394,24 @@ class SotwStream:
 
     @staticmethod
     def _resume_clusters(state: _TypeState, snapshot: Snapshot) -> None:
-        """A client back with clusters from an earlier stream holds those deleted since, where
-        the snapshot's history tells which (by the set's version for a wildcard, by the names
-        asked for otherwise): hold them here too, so that rule 13 keeps them while a listener
-        or route the client holds may use them, as on a stream that saw them go."""
-        state.learnt = True
-        names: Collection[str] | None = state.names
-        if state.wildcard:
-            names = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
-        if not names:
-            return  # the same set, or one the history no longer tells: nothing to keep
+        """A client back with clusters from an earlier stream holds those the snapshot's history
+        tells it had (by the set's version for a wildcard, by the names asked for otherwise):
+        those deleted since, and deleted later while it has not taken a new set here, are held
+        here too, so that rule 13 keeps them while a listener or route the client holds may use
+        them, as on a stream that saw them go."""
         available, departed = snapshot.of(typeurls.CLUSTER), snapshot.departed
-        for name in names:
-            if name not in available and name in departed:
+        if not state.learnt:
+            state.learnt = True
+            if state.wildcard:
+                changes = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
+                if changes is None:
+                    return  # a set the history no longer tells: nothing to keep
+                names: Collection[str] = available.keys() | changes
+            else:
+                names = state.names
+            state.held_before = frozenset(n for n in names if n in available or n in departed)
+        for name in state.held_before:
+            if name not in available and name not in state.held and name in departed:
                 state.held.put(name, departed[name])
 
     def _learn(self, snapshot: Snapshot) -> None:
@@ -415,9 +424,12 @@ class SotwStream:
             state.learnt = True
             changes = snapshot.changes_since(type_url, state.inherited)
             if type_url == typeurls.ENDPOINT:
-                if changes:
+                if changes is not None:
+                    # Those there at its version: unchanged since, or changed (or gone) since.
                     available = snapshot.of(type_url)
-                    state.held_gone = frozenset(n for n in changes if n not in available)
+                    state.held_before = frozenset(
+                        n for n in state.names if n in available or n in changes
+                    )
             elif changes is None:
                 # Any of them may be at a version whose uses this replica never saw.
                 state.unknown_uses = None if state.wildcard else state.names

@@ -56,11 +56,12 @@ class _TypeState:
     resumed: str = ""
     # A reconnecting client's first `version_info` of the type (it holds what it got then),
     # looked at once (`SotwStream._learn`): of listeners and routes, those it may hold at a
-    # version whose uses are not known here (None: which ones is not known either); of
-    # clusters and assignments, the names it holds from before as the history tells
-    # (`held_before`). Those stay known as held until an answer says otherwise: a NACK does
-    # not (rule 6, the client kept them), so one deleted later is still kept while a route
-    # may use it (a cluster, rule 13) and gets no placeholder (an assignment, rule 15).
+    # version whose uses are not known here (None: which ones is not known either). Of
+    # clusters and assignments, what it holds from before stays known as held until an answer
+    # says otherwise, and a NACK does not (rule 6: it kept what it had): assignments unchanged
+    # since go in `held` at once; `held_before` names those changed or deleted since (no
+    # placeholder replaces them, rule 15), and, asked for by name, the clusters it first asked
+    # for (`_resume_clusters` holds each as it departs, for rule 13).
     inherited: str = ""
     learnt: bool = False
     unknown_uses: frozenset[str] | None = NO_NAMES
@@ -340,7 +341,7 @@ class SotwStream:
     def _plan_full(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
-        if type_url == typeurls.CLUSTER and state.inherited:
+        if type_url == typeurls.CLUSTER and state.inherited and state.held_set is None:
             self._resume_clusters(state, snapshot)
         wanted = available.keys() if state.wildcard else state.names & available.keys()
         chosen: dict[str, Encoded] = {}
@@ -394,25 +395,34 @@ class SotwStream:
 
     @staticmethod
     def _resume_clusters(state: _TypeState, snapshot: Snapshot) -> None:
-        """A client back with clusters from an earlier stream holds those the snapshot's history
-        tells it had (by the set's version for a wildcard, by the names asked for otherwise):
-        those deleted since, and deleted later while it has not taken a new set here, are held
-        here too, so that rule 13 keeps them while a listener or route the client holds may use
-        them, as on a stream that saw them go."""
-        available, departed = snapshot.of(typeurls.CLUSTER), snapshot.departed
+        """A client back with clusters from an earlier stream, that has not taken a set here,
+        holds those the snapshot's history tells it had and that are deleted since (by the
+        set's version for a wildcard, by the names it first asked for otherwise): hold them
+        here too, so that rule 13 keeps them while a listener or route the client holds may
+        use them, as on a stream that saw them go. Looked at again on every new snapshot: its
+        NACK of the set sent here leaves it holding what it had (rule 6)."""
         if not state.learnt:
             state.learnt = True
-            if state.wildcard:
-                changes = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
-                if changes is None:
-                    return  # a set the history no longer tells: nothing to keep
-                names: Collection[str] = available.keys() | changes
-            else:
-                names = state.names
-            state.held_before = frozenset(n for n in names if n in available or n in departed)
-        for name in state.held_before:
-            if name not in available and name not in state.held and name in departed:
-                state.held.put(name, departed[name])
+            if not state.wildcard:
+                state.held_before = state.names  # shared, not copied
+        names: Collection[str] | None = state.held_before
+        if state.wildcard:
+            names = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
+        if not names:
+            return  # the same set, or one the history no longer tells: nothing to keep
+        available, departed, held = snapshot.of(typeurls.CLUSTER), snapshot.departed, state.held
+        for name in names:
+            if name not in available and name in departed and name not in held:
+                held.put(name, departed[name])
+
+    @staticmethod
+    def _resume_assignments(
+        state: _TypeState, available: Mapping[str, Encoded], changes: Collection[str]
+    ) -> None:
+        names = state.names
+        state.held.put_all(available[n] for n in names if n in available and n not in changes)
+        state.held.rebase(available, force=True)
+        state.held_before = frozenset(n for n in changes if n in names)
 
     def _learn(self, snapshot: Snapshot) -> None:
         """What a reconnecting client holds from its earlier stream, from the versions its first
@@ -425,11 +435,10 @@ class SotwStream:
             changes = snapshot.changes_since(type_url, state.inherited)
             if type_url == typeurls.ENDPOINT:
                 if changes is not None:
-                    # Those there at its version: unchanged since, or changed (or gone) since.
-                    available = snapshot.of(type_url)
-                    state.held_before = frozenset(
-                        n for n in state.names if n in available or n in changes
-                    )
+                    # It holds those unchanged since its version as they are now, as if taken
+                    # here (so a NACK leaves them held, rule 6), and those changed or deleted
+                    # since at a version whose bytes this stream does not have.
+                    self._resume_assignments(state, snapshot.of(type_url), changes)
             elif changes is None:
                 # Any of them may be at a version whose uses this replica never saw.
                 state.unknown_uses = None if state.wildcard else state.names

@@ -266,6 +266,15 @@ def test_rule13_a_type_waiting_for_an_answer_holds_back_the_types_after_it() -> 
 def resumed(held: Snapshot, wanted: dict[str, list[str]]) -> SotwStream:
     """A new stream of a client that asked for `wanted` on an earlier one, took everything of
     `held` there, and now asks again with the versions it holds."""
+    versions = held_versions(held, wanted)
+    stream = SotwStream()
+    for type_url, names_ in wanted.items():
+        stream.on_request(request(type_url, names_, version=versions[type_url]))
+    return stream
+
+
+def held_versions(held: Snapshot, wanted: dict[str, list[str]]) -> dict[str, str]:
+    """The version per type of a client that asked for `wanted` and took everything of `held`."""
     earlier = SotwStream()
     for type_url, names_ in wanted.items():
         earlier.on_request(request(type_url, names_))
@@ -274,10 +283,7 @@ def resumed(held: Snapshot, wanted: dict[str, list[str]]) -> SotwStream:
         for response in sent:
             ack(earlier, response, wanted[response.type_url])
             versions[response.type_url] = response.version
-    stream = SotwStream()
-    for type_url, names_ in wanted.items():
-        stream.on_request(request(type_url, names_, version=versions[type_url]))
-    return stream
+    return versions
 
 
 def test_rule13_a_client_back_with_a_deleted_cluster_keeps_it_until_its_route_goes() -> None:
@@ -324,3 +330,81 @@ def test_a_client_back_from_an_earlier_stream_keeps_its_listener_while_its_clust
                 listeners.append(names(response))
             ack(stream, response, wanted[response.type_url])
     assert listeners == [["L"]]
+
+
+def nack_first_response(
+    held: Snapshot, wanted: dict[str, list[str]], first: str
+) -> tuple[SotwStream, Response]:
+    """A client back with what it took of `held`: its request for `first` arrives alone, it
+    refuses the response to it, then its other first requests arrive."""
+    versions = held_versions(held, wanted)
+    stream = SotwStream()
+    stream.on_request(request(first, wanted[first], version=versions[first]))
+    [response] = stream.next_responses(held)
+    assert response.type_url == first
+    for type_url, names_ in wanted.items():
+        if type_url != first:
+            stream.on_request(request(type_url, names_, version=versions[type_url]))
+    nack = request(first, wanted[first], nonce=response.nonce, version=versions[first], error="no")
+    assert stream.on_request(nack).outcome is Outcome.NACK
+    return stream, response
+
+
+def test_rule13_an_envoy_back_that_refuses_its_assignments_keeps_them_for_its_route() -> None:
+    """Found by the property tests. An Envoy back with route r -> a and clusters a, b refuses
+    the first response (EDS a, b): it kept what it had (rule 6). Then r moves to c, and a and
+    b are deleted. Neither a placeholder for a nor a set without a may reach it before the new
+    route: the NACK must not make the server forget that the client holds a."""
+    before = snapshot({"a": ("10.0.0.1",), "b": ("10.0.0.2",)}, {"r": "a"})
+    after = snapshot({"c": ("10.0.0.3",)}, {"r": "c"}).after(before)
+    wanted = {CLUSTER: [], ENDPOINT: ["a", "b"], LISTENER: [], ROUTE: ["r"]}
+    stream, refused = nack_first_response(before, wanted, ENDPOINT)
+    eds_nonce = refused.nonce
+    route_replaced = False
+    clusters = []
+    while sent := stream.next_responses(after):
+        for response in sent:
+            ack(stream, response, wanted[response.type_url])
+            if response.type_url == CLUSTER:
+                clusters.append(names(response))
+                assert route_replaced or "a" in names(response), "a went before the route"
+                # Envoy asks for the assignments of the clusters it now holds.
+                wanted[ENDPOINT] = names(response)
+                stream.on_request(request(ENDPOINT, wanted[ENDPOINT], nonce=eds_nonce))
+            if response.type_url == ENDPOINT:
+                eds_nonce = response.nonce
+                assert "a" not in names(response), "a placeholder drained a"
+            route_replaced = route_replaced or response.type_url == ROUTE
+    assert route_replaced
+    assert clusters[-1] == ["c"]
+
+
+def test_rule13_a_grpc_client_back_that_refuses_its_clusters_keeps_them_for_its_listener() -> None:
+    """Found by the property tests. A gRPC client back with listener L (inline route to a)
+    and cluster a refuses the first response (CDS a): it kept what it had (rule 6). Then
+    everything is deleted. a stays until the listener is gone: the NACK must not make the
+    server forget that the client holds a."""
+    before = build_snapshot(
+        {
+            CLUSTER: {"a": cluster("a")},
+            ENDPOINT: {"a": assignment("a", "10.0.0.1")},
+            LISTENER: {"L": api_listener("L", "a")},
+        },
+        Encoder(),
+    )
+    after = build_snapshot({CLUSTER: {}, ENDPOINT: {}, LISTENER: {}}, Encoder()).after(before)
+    wanted = {CLUSTER: ["a"], ENDPOINT: ["a"], LISTENER: ["L"]}
+    stream, _ = nack_first_response(before, wanted, CLUSTER)
+    listener_gone = False
+    clusters = []
+    while sent := stream.next_responses(after):
+        for response in sent:
+            if response.type_url == CLUSTER:
+                clusters.append(names(response))
+                assert listener_gone or "a" in names(response), "a went before the listener"
+            if response.type_url == ENDPOINT:
+                assert "a" not in names(response), "a placeholder drained a"
+            ack(stream, response, wanted[response.type_url])
+            listener_gone = listener_gone or response.type_url == LISTENER
+    assert listener_gone
+    assert clusters == [[]]

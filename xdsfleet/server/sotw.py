@@ -56,13 +56,16 @@ class _TypeState:
     resumed: str = ""
     # A reconnecting client's first `version_info` of the type (it holds what it got then),
     # looked at once (`SotwStream._learn`): of listeners and routes, those it may hold at a
-    # version whose uses are not known here (None: which ones is not known either); of
-    # assignments, those it holds that the snapshot no longer has (no placeholder replaces
-    # them, rule 15: their clusters are on their way out).
+    # version whose uses are not known here (None: which ones is not known either). Of
+    # clusters and assignments, what it holds from before stays known as held until an answer
+    # says otherwise, and a NACK does not (rule 6: it kept what it had): assignments unchanged
+    # since go in `held` at once; `held_before` names those changed or deleted since (no
+    # placeholder replaces them, rule 15), and, asked for by name, the clusters it first asked
+    # for (`_resume_clusters` holds each as it departs, for rule 13).
     inherited: str = ""
     learnt: bool = False
     unknown_uses: frozenset[str] | None = NO_NAMES
-    held_gone: frozenset[str] = NO_NAMES
+    held_before: frozenset[str] = NO_NAMES
     pending: Pending | None = None
     latest_nonce: str = ""
     forced: set[str] = field(default_factory=set)
@@ -175,6 +178,7 @@ class SotwStream:
         if type_url in typeurls.FULL_STATE:
             state.held.assign(sent.resources, sent.source)
             state.held_set = sent.version
+            state.held_before = NO_NAMES  # the set it holds now is known exactly
             state.uses = dict(pending.uses)
             state.rejected_set = None
             return
@@ -234,8 +238,8 @@ class SotwStream:
             for gone in state.names - names:
                 state.rejected.pop(gone, None)
                 state.forced.discard(gone)
-                if gone in state.held_gone:
-                    state.held_gone = state.held_gone - {gone}
+                if gone in state.held_before:
+                    state.held_before = state.held_before - {gone}
         state.requested = True
         state.wildcard = wildcard
         state.explicit = state.explicit or star or bool(names)
@@ -312,7 +316,7 @@ class SotwStream:
         resources = []
         for name, res in zip(order, found, strict=True):
             if res is None:
-                if type_url != typeurls.ENDPOINT or name in state.held or name in state.held_gone:
+                if type_url != typeurls.ENDPOINT or name in state.held or name in state.held_before:
                     # Known before and gone now: its cluster is on its way out.
                     continue
                 res = empty_assignment(name)  # rule 15
@@ -337,7 +341,7 @@ class SotwStream:
     def _plan_full(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
-        if type_url == typeurls.CLUSTER and state.inherited and not state.learnt:
+        if type_url == typeurls.CLUSTER and state.inherited and state.held_set is None:
             self._resume_clusters(state, snapshot)
         wanted = available.keys() if state.wildcard else state.names & available.keys()
         chosen: dict[str, Encoded] = {}
@@ -376,6 +380,7 @@ class SotwStream:
             # Rule 7: a client back from another replica with this very set holds it already.
             state.held.assign(resources, available)
             state.held_set = version
+            state.held_before = NO_NAMES
             state.uses = {r.name: uses[r.name] for r in resources if r.name in uses}
             state.status.resume()
             state.status.acked_version = version
@@ -390,20 +395,34 @@ class SotwStream:
 
     @staticmethod
     def _resume_clusters(state: _TypeState, snapshot: Snapshot) -> None:
-        """A client back with clusters from an earlier stream holds those deleted since, where
-        the snapshot's history tells which (by the set's version for a wildcard, by the names
-        asked for otherwise): hold them here too, so that rule 13 keeps them while a listener
-        or route the client holds may use them, as on a stream that saw them go."""
-        state.learnt = True
-        names: Collection[str] | None = state.names
+        """A client back with clusters from an earlier stream, that has not taken a set here,
+        holds those the snapshot's history tells it had and that are deleted since (by the
+        set's version for a wildcard, by the names it first asked for otherwise): hold them
+        here too, so that rule 13 keeps them while a listener or route the client holds may
+        use them, as on a stream that saw them go. Looked at again on every new snapshot: its
+        NACK of the set sent here leaves it holding what it had (rule 6)."""
+        if not state.learnt:
+            state.learnt = True
+            if not state.wildcard:
+                state.held_before = state.names  # shared, not copied
+        names: Collection[str] | None = state.held_before
         if state.wildcard:
             names = snapshot.changes_since(typeurls.CLUSTER, state.inherited)
         if not names:
             return  # the same set, or one the history no longer tells: nothing to keep
-        available, departed = snapshot.of(typeurls.CLUSTER), snapshot.departed
+        available, departed, held = snapshot.of(typeurls.CLUSTER), snapshot.departed, state.held
         for name in names:
-            if name not in available and name in departed:
-                state.held.put(name, departed[name])
+            if name not in available and name in departed and name not in held:
+                held.put(name, departed[name])
+
+    @staticmethod
+    def _resume_assignments(
+        state: _TypeState, available: Mapping[str, Encoded], changes: Collection[str]
+    ) -> None:
+        names = state.names
+        state.held.put_all(available[n] for n in names if n in available and n not in changes)
+        state.held.rebase(available, force=True)
+        state.held_before = frozenset(n for n in changes if n in names)
 
     def _learn(self, snapshot: Snapshot) -> None:
         """What a reconnecting client holds from its earlier stream, from the versions its first
@@ -415,9 +434,11 @@ class SotwStream:
             state.learnt = True
             changes = snapshot.changes_since(type_url, state.inherited)
             if type_url == typeurls.ENDPOINT:
-                if changes:
-                    available = snapshot.of(type_url)
-                    state.held_gone = frozenset(n for n in changes if n not in available)
+                if changes is not None:
+                    # It holds those unchanged since its version as they are now, as if taken
+                    # here (so a NACK leaves them held, rule 6), and those changed or deleted
+                    # since at a version whose bytes this stream does not have.
+                    self._resume_assignments(state, snapshot.of(type_url), changes)
             elif changes is None:
                 # Any of them may be at a version whose uses this replica never saw.
                 state.unknown_uses = None if state.wildcard else state.names

@@ -30,6 +30,7 @@ from xdsfleet.server.protocol import (
     Subscribed,
     TypeStatus,
     Warming,
+    anything_left,
     clusters_ready,
     free_to_send,
     in_order,
@@ -65,6 +66,10 @@ class _TypeState:
     recheck: bool = True
     status: TypeStatus = field(default_factory=TypeStatus)
 
+    def left(self) -> bool:
+        """Something an answer may let go (`protocol.anything_left`)."""
+        return bool(self.forced or self.fresh or self.deferred or self.recheck or self.answer_first)
+
     def __post_init__(self) -> None:
         self.status.holding = self.held
 
@@ -86,8 +91,9 @@ class DeltaStream:
         # it holds (rule 19) and what they use is known, no cluster is removed (rule 13).
         self._resuming = False
         self._answered = False
-        # Whether something was left for a request to let go of at the last look (`_waiting`):
-        # until then, an ACK that changes no subscription has nothing to wake the writer for.
+        # Whether something was left for a request to let go of at the last look
+        # (`anything_left`): until then, an ACK that changes no subscription has nothing to
+        # wake the writer for.
         self._waits = True
 
     def status(self) -> dict[str, TypeStatus]:
@@ -244,29 +250,8 @@ class DeltaStream:
             state.recheck = False
             if state.fresh:
                 state.fresh = set()  # a set keeps the table it grew to: let it go
-        self._waits = self._waiting(snapshot)
+        self._waits = self._resuming or anything_left(self._types, snapshot)
         return out
-
-    def _waiting(self, snapshot: Snapshot) -> bool:
-        """Whether an answer (or anything but a new snapshot) may let more go on `snapshot`: a
-        type not looked at on it (held back by an unanswered response, rule 26), names forced,
-        fresh or held back (make before break, rule 13), a subscription or a first answer
-        (rule 20) not looked at, or a client still saying what it holds. Otherwise every type
-        has nothing to send on `snapshot` (`_respond`)."""
-        if self._resuming:
-            return True
-        versions = snapshot.versions
-        for type_url, state in self._types.items():
-            if state.requested and (
-                state.checked != versions.get(type_url, "")
-                or state.forced
-                or state.fresh
-                or state.deferred
-                or state.recheck
-                or state.answer_first
-            ):
-                return True
-        return False
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
         available = snapshot.of(type_url)

@@ -32,6 +32,7 @@ from xdsfleet.server.protocol import (
     Sent,
     TypeStatus,
     Warming,
+    anything_left,
     clusters_ready,
     free_to_send,
     in_order,
@@ -81,6 +82,10 @@ class _TypeState:
     recheck: bool = False  # the subscription changed: look at every name once
     status: TypeStatus = field(default_factory=TypeStatus)
 
+    def left(self) -> bool:
+        """Something an answer may let go (`protocol.anything_left`)."""
+        return bool(self.forced or self.deferred or self.recheck or self.force_all)
+
     def __post_init__(self) -> None:
         self.status.holding = self.held
 
@@ -113,8 +118,9 @@ class SotwStream:
         # removed (rule 13), as on a Delta stream.
         self._resuming = False
         self._answered = False
-        # Whether something was left for a request to let go of at the last look (`_waiting`):
-        # until then, an ACK that changes no subscription has nothing to wake the writer for.
+        # Whether something was left for a request to let go of at the last look
+        # (`anything_left`): until then, an ACK that changes no subscription has nothing to
+        # wake the writer for.
         self._waits = True
 
     def status(self) -> dict[str, TypeStatus]:
@@ -264,27 +270,8 @@ class SotwStream:
             probe = self._probe()
             if probe is not None:
                 out.append(self._commit(probe, snapshot))
-        self._waits = self._waiting(snapshot)
+        self._waits = self._resuming or anything_left(self._types, snapshot)
         return out
-
-    def _waiting(self, snapshot: Snapshot) -> bool:
-        """Whether an answer (or anything but a new snapshot) may let more go on `snapshot`: a
-        type not looked at on it (held back by an unanswered response, rule 26), names forced
-        or held back (make before break, rule 13), a subscription not looked at, or a client
-        still saying what it holds. Otherwise every type is quiet on `snapshot` (`_plan`)."""
-        if self._resuming:
-            return True
-        versions = snapshot.versions
-        for type_url, state in self._types.items():
-            if state.requested and (
-                state.checked != versions.get(type_url, "")
-                or state.forced
-                or state.deferred
-                or state.recheck
-                or state.force_all
-            ):
-                return True
-        return False
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
         available = snapshot.of(type_url)

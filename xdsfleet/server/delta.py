@@ -250,7 +250,7 @@ class DeltaStream:
             state.recheck = False
             if state.fresh:
                 state.fresh = set()  # a set keeps the table it grew to: let it go
-        self._waits = self._resuming or anything_left(self._types, snapshot)
+        self._waits = anything_left(self._types, snapshot, resuming=self._resuming)
         return out
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:

@@ -536,13 +536,15 @@ def news(state: Any, changes: Collection[str] | None) -> bool:
     return changes is None or bool(changes) or asked
 
 
-def anything_left(types: Mapping[str, Any], snapshot: Snapshot) -> bool:
+def anything_left(types: Mapping[str, Any], snapshot: Snapshot, *, resuming: bool) -> bool:
     """Whether an answer (or anything but a new snapshot) may let more go on `snapshot`: a
-    requested type not looked at on it (held back by an unanswered response, rule 26), or one
-    whose state says something is left (`left()`: names forced or held back by make before
-    break, rule 13, a subscription or a first answer not looked at). Otherwise every type has
-    nothing to send on `snapshot`, and an ACK that changes no subscription need not wake the
-    writer."""
+    client still saying what it holds (`resuming`), a requested type not looked at on it (held
+    back by an unanswered response, rule 26), or one whose state says something is left
+    (`left()`: names forced or held back by make before break, rule 13, a subscription or a
+    first answer not looked at). Otherwise every type has nothing to send on `snapshot`, and an
+    ACK that changes no subscription need not wake the writer."""
+    if resuming:
+        return True
     versions = snapshot.versions
     return any(
         state.requested and (state.checked != versions.get(type_url, "") or state.left())

@@ -12,7 +12,7 @@ later response can overtake the one a NACK speaks of.
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xdsfleet.cache import typeurls
@@ -94,6 +94,8 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
     """The client answered `sent`: the listeners or routes it held from an earlier stream that
     it names (all of them, for a full set or when which ones is not known) no longer wait to be
     learnt."""
+    if state.unknown_uses is not None and not state.unknown_uses:
+        return  # nothing waits to be learnt (the common case)
     if sent.type_url in typeurls.FULL_STATE or state.unknown_uses is None:
         state.unknown_uses = NO_NAMES
     else:
@@ -169,7 +171,7 @@ class SotwStream:
         if result.outcome is Outcome.ACK and not (self._waits or state.recheck or state.forced):
             # The ACK of an unchanged subscription with nothing held back: the snapshot last
             # looked at has nothing more for this stream (a new one wakes it anyway).
-            return RequestResult(Outcome.ACK, type_url, request.version_info, wakes=False)
+            return replace(result, wakes=False)
         return result
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
@@ -177,10 +179,9 @@ class SotwStream:
         if type_url == typeurls.ENDPOINT and self._warming:
             self._warming.accepted(pending.names(), pending.nonce)
         state.status.accept(sent)
-        if state.unknown_uses is None or state.unknown_uses:
-            # What a listener or route held from an earlier stream uses is known once it is
-            # replaced here.
-            _answered_for(state, sent)
+        # What a listener or route held from an earlier stream uses is known once it is
+        # replaced here.
+        _answered_for(state, sent)
         if type_url in typeurls.FULL_STATE:
             state.held.assign(sent.resources, sent.source)
             state.held_set = sent.version
@@ -210,10 +211,9 @@ class SotwStream:
             state.rejected_set = sent.version
         else:
             state.rejected.update((r.name, r.version) for r in sent.resources)
-        if state.unknown_uses is None or state.unknown_uses:
-            # The client refused what would have told what the old ones use: nothing more can
-            # be learnt of those, and waiting would keep every deleted cluster for good.
-            _answered_for(state, sent)
+        # The client refused what would have told what the old ones use: nothing more can be
+        # learnt of those, and waiting would keep every deleted cluster for good.
+        _answered_for(state, sent)
         state.status.refuse(sent, message)
 
     def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
@@ -241,11 +241,12 @@ class SotwStream:
                 state.held.drop(gone)
                 state.uses.pop(gone, None)
                 state.status.forget(gone)
-            for gone in state.names - names:
+            dropped = state.names - names
+            for gone in dropped:
                 state.rejected.pop(gone, None)
                 state.forced.discard(gone)
-                if gone in state.held_before:
-                    state.held_before = state.held_before - {gone}
+            if state.held_before:
+                state.held_before = state.held_before - dropped
         state.requested = True
         state.wildcard = wildcard
         state.explicit = state.explicit or star or bool(names)
@@ -270,7 +271,7 @@ class SotwStream:
             probe = self._probe()
             if probe is not None:
                 out.append(self._commit(probe, snapshot))
-        self._waits = self._resuming or anything_left(self._types, snapshot)
+        self._waits = anything_left(self._types, snapshot, resuming=self._resuming)
         return out
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:

@@ -37,7 +37,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.cache import SnapshotCache, Wake
@@ -96,8 +96,8 @@ class Pace:
     began: float
     stall: float = STALL
     bound: float = BOUND
-    least: tuple[int, int] | None = None
-    moved: float = 0.0  # when `least` last fell
+    least: tuple[int, int] | None = field(default=None, init=False)
+    moved: float = field(init=False)  # when `least` last fell
 
     def __post_init__(self) -> None:
         self.moved = self.began

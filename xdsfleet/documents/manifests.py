@@ -34,6 +34,7 @@ from xdsfleet.documents.plain import (
     MAX_ADDRESSES,
     PROTOCOLS,
     SERVICE_API_VERSION,
+    SERVICE_NAME_LABEL,
     SERVICE_PORT_FIELDS,
     SERVICE_SPEC_FIELDS,
     SLICE_API_VERSION,
@@ -41,7 +42,6 @@ from xdsfleet.documents.plain import (
     TARGET_FIELDS,
     valid_address,
 )
-from xdsfleet.documents.plain import SERVICE_NAME_LABEL as SERVICE_NAME_LABEL
 from xdsfleet.documents.reading import (
     DNS_1035_LABEL,
     DNS_LABEL,

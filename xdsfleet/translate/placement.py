@@ -107,19 +107,13 @@ def member_tier(
     return 0 if place.member in pinned else 1 + base
 
 
-def locality_weights(
-    port: ServicePortBackends, placement: Placement
-) -> tuple[tuple[int, ...], ...]:
-    """Per member, per zone: the locality weight; 0 leaves the locality out."""
-    return weights_and_whether_alone(port, placement)[0]
-
-
 def weights_and_whether_alone(
     port: ServicePortBackends, placement: Placement
 ) -> tuple[tuple[tuple[int, ...], ...], bool]:
-    """`locality_weights`, and whether each member's weights depend on that member alone: no
-    ramp scales them all and they were not scaled down to fit. A member lost then leaves the
-    weights of the others as they were (`endpoints` derives the port's layout)."""
+    """Per member, per zone: the locality weight (0 leaves the locality out), and whether each
+    member's weights depend on that member alone: no ramp scales them all and they were not
+    scaled down to fit. A member lost then leaves the weights of the others as they were
+    (`endpoints` derives the port's layout)."""
     weights = tuple([_member_weights(m, placement) for m in port.members])
     ramping = dict(placement.ramps)
     if not ramping or not any(m.member.name in ramping for m in port.members):

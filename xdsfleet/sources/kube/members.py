@@ -63,6 +63,11 @@ class _Hold:
     asking: asyncio.TimerHandle | None = None
     extended: bool = False  # past `hold_seconds`, for a confirming list under way
 
+    def cancel(self) -> None:
+        self.timer.cancel()
+        if self.asking is not None:
+            self.asking.cancel()
+
 
 def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
     """Per service, the addresses of its ready endpoints (the first of each, as translation)."""
@@ -200,9 +205,7 @@ class MemberWatcher:
 
     async def stop(self) -> None:
         if self._hold is not None:
-            self._hold.timer.cancel()
-            if self._hold.asking is not None:
-                self._hold.asking.cancel()
+            self._hold.cancel()
             self._hold = None
         await self._group.stop()
         with contextlib.suppress(KeyError):
@@ -344,9 +347,7 @@ class MemberWatcher:
     def _release(self, outcome: str, candidate: MemberState) -> None:
         assert self._hold is not None
         hold, self._hold = self._hold, None
-        hold.timer.cancel()
-        if hold.asking is not None:
-            hold.asking.cancel()
+        hold.cancel()
         metrics.MASS_REMOVALS.labels(outcome).inc()
         still = mass_removals(self.state, candidate) & hold.services
         self._log.info(

@@ -18,12 +18,12 @@ from typing import Any
 from xdsfleet.documents.certificates import rejected_problems
 from xdsfleet.documents.gateway_api import TLS_SECRET_KEYS
 from xdsfleet.documents.manifests import (
-    SERVICE_NAME_LABEL,
     FileContents,
     FleetSpec,
     Place,
     parse_documents,
 )
+from xdsfleet.documents.plain import SERVICE_NAME_LABEL
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.fleet import (
     EndpointSlice,

@@ -26,6 +26,7 @@ from benchmarks.clients import Converged
 from benchmarks.targets import Target
 
 if TYPE_CHECKING:
+    from benchmarks.fleet import Shape
     from xdsfleet.model.fleet import FleetState
     from xdsfleet.pipeline.publisher import Publisher
 
@@ -96,6 +97,32 @@ async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientPro
     try:
         yield ClientProcess(process)
     finally:
+        await stop_process(process)
+
+
+@contextlib.asynccontextmanager
+async def fleet_process(
+    module: str, shape: Shape, *argv: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m module` on the generated fleet of `shape`: a fresh interpreter (gRPC must
+    never be forked), stdin and stdout piped; stdin closed and the process stopped on exit."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *argv,
+        f"--members={shape.members}",
+        f"--services={shape.services}",
+        f"--endpoints={shape.endpoints}",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
         await stop_process(process)
 
 

@@ -132,9 +132,12 @@ async def test_the_next_publish_waits_for_the_last_to_settle() -> None:
     assert before <= settling[0] <= after
 
 
-async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> None:
+async def _settling_forever() -> tuple[Published, list[float], FleetState, Debouncer]:
+    """A debouncer whose settling never ends (only a member lost can go out past it), after a
+    first removal published and settling: what it published, the event times handed to settle,
+    the state before, the debouncer."""
     published = Published()
-    settled = asyncio.Event()  # never set: only the loss can go out
+    settled = asyncio.Event()  # never set
     settling: list[float] = []
 
     async def settle(event_at: float) -> None:
@@ -145,6 +148,11 @@ async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> N
     store = Debouncer(published, quiet=3600, max_delay=3600, current=before, settle=settle)
     store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
     await eventually(lambda: bool(settling))
+    return published, settling, before, store
+
+
+async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> None:
+    published, settling, before, store = await _settling_forever()
     lost = FleetState(name="f", members=(MemberState(member=before.members[0].member),))
     store.update(lost)  # the member's EndpointSlices are gone
     await eventually(lambda: len(published) == 2)
@@ -155,18 +163,7 @@ async def test_a_member_lost_does_not_wait_for_the_last_publish_to_settle() -> N
 
 
 async def test_a_member_lost_after_a_removal_that_waits_for_the_settling_goes_at_once() -> None:
-    published = Published()
-    settled = asyncio.Event()  # never set: only the loss can cut the settling short
-    settling: list[float] = []
-
-    async def settle(event_at: float) -> None:
-        settling.append(event_at)
-        await settled.wait()
-
-    before = fleet(("10.0.0.1", True), ("10.0.0.2", True))
-    store = Debouncer(published, quiet=3600, max_delay=3600, current=before, settle=settle)
-    store.update(fleet(("10.0.0.1", False), ("10.0.0.2", True)))
-    await eventually(lambda: bool(settling))
+    published, _, before, store = await _settling_forever()
     store.update(fleet(("10.0.0.1", False), ("10.0.0.2", False)))  # a removal: it waits
     # Its flush was scheduled with call_soon: the loop runs it before resuming this task, which
     # yields once (FIFO order, not timing), so the removal now waits for the settling.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -208,27 +207,12 @@ class _Generator:
     @classmethod
     @contextlib.asynccontextmanager
     async def started(cls, shape: Shape) -> AsyncIterator[_Generator]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.churn",
-            f"--members={shape.members}",
-            f"--services={shape.services}",
-            f"--endpoints={shape.endpoints}",
-            cwd=run.ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        try:
+        async with run.fleet_process("benchmarks.churn", shape) as process:
             generator = cls(process, Replica(Fleet(shape)))
             assert process.stdout is not None
             if not await process.stdout.readline():
                 raise run.BenchError("the churn generator exited before it was ready")
             yield generator
-        finally:
-            if process.stdin is not None:
-                process.stdin.close()
-            await run.stop_process(process)
 
     @property
     def events(self) -> int:

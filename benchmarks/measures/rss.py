@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,24 +75,8 @@ class _Server:
 
 @contextlib.asynccontextmanager
 async def server_process(target: str, shape: Shape) -> AsyncIterator[_Server]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.server",
-        f"--target={target}",
-        f"--members={shape.members}",
-        f"--services={shape.services}",
-        f"--endpoints={shape.endpoints}",
-        cwd=run.ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with run.fleet_process("benchmarks.server", shape, f"--target={target}") as process:
         yield _Server(process)
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        await run.stop_process(process)
 
 
 def _reset_peak(pid: int) -> None:

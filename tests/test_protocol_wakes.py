@@ -18,9 +18,9 @@ import copy
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 from snapshots import delta_request, request
-from test_protocol_properties import PROFILE, worlds
+from test_protocol_properties import PROFILE, Stream, worlds
 from xds_model import Client, Link, World
 
 from xdsfleet.cache.snapshot import Snapshot
@@ -38,26 +38,17 @@ def _would_send(machine: SotwStream | DeltaStream, snapshot: Snapshot) -> list[s
     return [r.type_url for r in twin.next_responses(snapshot)]
 
 
-class WokenStream(RuleBasedStateMachine):
-    delta = False
+class WokenStream(Stream):
+    """The stream of test_protocol_properties with the writer's wake flag modelled."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.snapshot: Snapshot | None = None
-        self.link: Link | None = None
         self.woken = True
-        self.skipped = 0  # requests that did not wake the writer (the examples must have some)
 
     @initialize(world=worlds(), star=st.booleans(), proxyless=st.booleans())
     def connect(self, world: World, star: bool, proxyless: bool) -> None:
-        self.snapshot = world.snapshot()
-        self.link = Link.open(Client(delta=self.delta, proxyless=proxyless), star=star)
+        super().connect(world, star, proxyless)
         self.woken = True
-
-    def current(self) -> tuple[Snapshot, Link]:
-        assert self.snapshot is not None
-        assert self.link is not None
-        return self.snapshot, self.link
 
     @rule(world=worlds())
     def publish(self, world: World) -> None:
@@ -79,16 +70,11 @@ class WokenStream(RuleBasedStateMachine):
             if result.wakes:
                 self.woken = True
             else:
-                assert result.outcome is Outcome.ACK
-                self.skipped += 1
+                assert result.outcome is Outcome.ACK  # only an ACK may let the writer sleep
 
     @rule()
     def request_arrives(self) -> None:
         self._deliver_request()
-
-    @rule(nack=st.booleans())
-    def response_arrives(self, nack: bool) -> None:
-        self.current()[1].deliver_response(nack=nack)
 
     @rule(star=st.booleans(), carry_nonce=st.booleans())
     def reconnect(self, star: bool, carry_nonce: bool) -> None:
@@ -121,10 +107,6 @@ class WokenStream(RuleBasedStateMachine):
         if self.link is None or self.snapshot is None or self.woken:
             return
         assert _would_send(self.link.machine, self.snapshot) == []
-
-    def teardown(self) -> None:
-        if self.link is not None:
-            self.settle()
 
 
 class WokenDeltaStream(WokenStream):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -42,6 +42,7 @@ from xdsfleet.model.policy import (
     TargetKind,
     TrafficPolicy,
 )
+from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.translate import translate
 from xdsfleet.translate.changes import ServiceChanges, service_changes
@@ -403,6 +404,44 @@ async def test_a_member_lost_is_indexed_in_slices_and_a_first_snapshot_meanwhile
     assert_as_rebuilt(publisher)
     publisher.publish(STATE)
     assert_as_rebuilt(publisher)
+
+
+async def test_no_stream_is_woken_while_a_publish_runs_and_each_once_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream woken while a publish runs in slices would take a snapshot the publish is about
+    to replace: the fan-out holds its wakes, those of the fan-out under way included, until
+    the publish ends, then wakes each stream once."""
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.SLICE_SECONDS", 0.0)  # yield at every step
+    publisher = published(STATE)
+    FanOut(publisher.cache, list)
+    streams = [profile for profile in PROFILES for _ in range(3)]
+    seen: list[tuple[int, Mapping[str, str]]] = []  # (stream, the versions it would take)
+    for stream, profile in enumerate(streams):
+
+        def wake(stream: int = stream, profile: NodeProfile = profile) -> None:
+            seen.append((stream, publisher.cache.get(profile).versions))
+
+        publisher.cache.watch(profile, wake)
+    # Its fan-out begins: one stream woken (maybe `published`'s own watcher), the rest queued.
+    publisher.publish(new_endpoints(STATE, 2, "api", 7))
+    before = {p: publisher.cache.get(p).versions for p in PROFILES}
+    assert len(seen) <= 1
+
+    publishing = asyncio.create_task(publisher.publish_in_slices(lost(STATE, 2)))
+    await asyncio.sleep(0)  # a batch of the fan-out under way, then the publish's first slice
+    assert not publishing.done()
+    seen.clear()
+    while not publishing.done():
+        assert not seen
+        await asyncio.sleep(0)
+    for _ in range(2 * (len(streams) + len(PROFILES))):  # a batch of at least one a turn
+        await asyncio.sleep(0)
+
+    latest = {p: publisher.cache.get(p).versions for p in PROFILES}
+    assert all(latest[p] != before[p] for p in PROFILES)  # a loss changes them all
+    assert sorted(stream for stream, _ in seen) == list(range(len(streams)))
+    assert all(versions == latest[streams[stream]] for stream, versions in seen)
 
 
 # --- Sharing between profiles, whatever the interleaving of changes ---

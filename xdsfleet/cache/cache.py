@@ -7,11 +7,15 @@ counts the streams woken that have not taken their snapshot yet (`owed`, O(1)): 
 (pipeline/fanout.py) waits for that count to reach zero, while it keeps falling, before the next
 publish, so that no stream skips a generation merely because the next one came before it got to
 it; the streams it stops waiting for (`give_up`) are not counted again until they take one.
+A publish holds the wakes while it runs (`holding`): the streams are woken onto its snapshots,
+not onto those it is replacing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.node import NodeProfile
@@ -42,6 +46,10 @@ class SnapshotCache:
         # Calls the watchers to wake; the server spreads them over loop iterations (FanOut),
         # so that a thousand streams answering one change do not make one long iteration.
         self.waker: Callable[[list[Wake]], None] = _wake_all
+        # Held by a publish while it runs (`Publisher.publish_in_slices`): the waker then wakes
+        # nobody, since a stream woken would take a snapshot the publish is about to replace,
+        # and wakes every stream owed one when it ends (FanOut.holding).
+        self.holding: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
     def watch(self, profile: NodeProfile, wake: Wake) -> Callable[[], None]:
         """Wake `wake` whenever `profile`'s snapshot changes; returns the cancel function."""

@@ -4,6 +4,7 @@ publishes are paced by (pipeline/fanout.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from snapshots import snapshot
@@ -90,6 +91,31 @@ async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:
     # The first batch at once, the others in later iterations (cheap wake-ups: bigger batches).
     assert woken[0] == WAKE_BATCH < len(streams)
     assert all(s.woken == 1 for s in streams)
+
+
+async def test_while_held_nobody_is_woken_then_each_once_the_last_fan_outs_first() -> None:
+    cache = SnapshotCache(lambda _: ONE)
+    fanout = FanOut(cache, list)
+    woken: list[str] = []
+    for name in ("s1", "s2", "s3", "s4", "g1", "g2"):
+        cache.watch(GATEWAY if name[0] == "g" else SIDECAR, functools.partial(woken.append, name))
+    cache.set(SIDECAR, TWO)  # a fan-out under way: its first batch woken at once
+    first = list(woken)
+    assert len(first) == WAKE_BATCH
+
+    with fanout.holding():  # a publish: the rest of that fan-out waits, and so do its own wakes
+        cache.set(GATEWAY, TWO)
+        cache.set(SIDECAR, ONE)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert woken == first
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+    after = woken[len(first) :]
+    assert sorted(after) == ["g1", "g2", "s1", "s2", "s3", "s4"]  # each once
+    # The last fan-out's streams not woken yet go first.
+    assert set(after[: 4 - len(first)]) == {"s1", "s2", "s3", "s4"} - set(first)
 
 
 @dataclass

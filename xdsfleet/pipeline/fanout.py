@@ -25,7 +25,7 @@ While a publish runs, nobody is woken (`holding`, which the publisher holds thro
 `SnapshotCache.holding`): a stream woken then would take a snapshot the publish is about to
 replace (for a member loss, the one it supersedes), and the last fan-out's streams competed
 with the publish's slices, so that a member loss's publish took seconds for 0.3 s of CPU. When
-it ends, every stream owed a snapshot is woken, each once, the last fan-out's first.
+it ends, the streams held are woken, each once, those of the last fan-out first.
 
 Convergence (`xdsfleet_convergence_seconds{type}`): per type whose version changed in some
 profile, the time from the first source event of the published state to the moment every

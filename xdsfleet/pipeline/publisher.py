@@ -28,7 +28,9 @@ every few routes or services (`translate.steps`), destinations are translated a 
 and what a generation of memos and encodings drops is freed a few entries per step once every
 profile has its snapshot (freeing 12,000 assignments at once took 10-20 ms at E = 100,000;
 `python -m benchmarks.steps` lists the longest steps). The memos belong to the publisher
-(`translate.memo.Memo`), made current around each slice.
+(`translate.memo.Memo`), made current around each slice. While a publish runs in slices, no
+stream is woken (`SnapshotCache.holding`): between two slices the loop runs only what was
+already under way, and the streams are woken onto the new snapshots once they are all set.
 """
 
 from __future__ import annotations

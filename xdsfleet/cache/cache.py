@@ -48,7 +48,7 @@ class SnapshotCache:
         self.waker: Callable[[list[Wake]], None] = _wake_all
         # Held by a publish while it runs (`Publisher.publish_in_slices`): the waker then wakes
         # nobody, since a stream woken would take a snapshot the publish is about to replace,
-        # and wakes every stream owed one when it ends (FanOut.holding).
+        # and wakes the streams it held when it ends (FanOut.holding).
         self.holding: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
     def watch(self, profile: NodeProfile, wake: Wake) -> Callable[[], None]:

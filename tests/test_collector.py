@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from xdsfleet.pipeline.collector import NEVER, Collector
+from xdsfleet.pipeline.collector import MIDDLE, NEVER, Collector
 
 
 class _Node:
@@ -38,10 +38,12 @@ def collector() -> Iterator[Collector]:
         gc.unfreeze()
 
 
-def test_automatic_full_passes_are_off_while_it_runs_and_back_after(collector: Collector) -> None:
+def test_full_passes_are_off_and_middle_ones_shorter_while_it_runs_and_back_after(
+    collector: Collector,
+) -> None:
     before = gc.get_threshold()
     collector.start()
-    assert gc.get_threshold() == (before[0], before[1], NEVER)
+    assert gc.get_threshold() == (before[0], MIDDLE, NEVER)
     assert gc.get_freeze_count() > 0  # what start-up built is out of every pass
     collector.stop()
     assert gc.get_threshold() == before

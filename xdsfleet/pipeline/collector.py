@@ -7,8 +7,17 @@ publish slice or a stream's step (BENCHMARKS.md, issue 10): the loop is held, an
 moves no byte meanwhile. So, while `run` runs:
 
 - Young passes (generations 0 and 1) stay automatic: each walks only the objects made since the
-  last few, well under a millisecond, and they collect the short-lived cycles (exceptions and
-  their tracebacks, finished tasks' frames) that are nearly all the cyclic garbage there is.
+  last few, and they collect the short-lived cycles (exceptions and their tracebacks, finished
+  tasks' frames) that are nearly all the cyclic garbage there is. A generation 1 pass comes
+  every `middle` generation 0 passes (CPython's 10 made it 7-15 ms at 1,000 streams, 25 ms at
+  E = 100,000, inside a fan-out's iteration), and walks what they left: while 1,000 streams are
+  served that is their operations under way (coroutines, futures and gRPC's batch tags alive
+  across an await, 15,000-20,000 objects at 10), all alive, nothing to collect (not one
+  object in any young pass of a 30 s churn window at 1,000 streams, BENCHMARKS.md). At 2 each
+  such object is walked about as often (once young, once more before it is promoted) but a
+  pass walks a fifth of them: 5-7 ms. Promoted sooner is harmless here: generation 2 is
+  frozen at the next quiet moment, and what dies there by its last reference is freed as
+  ever.
 - Automatic full passes are off (the third threshold is never reached).
 - At quiet moments (`quiet`: the fan-out calls it once the streams have taken a publish),
   what survived since the last quiet moment is frozen (`gc.freeze`, O(1)): moved out of every
@@ -47,6 +56,7 @@ from typing import Any
 from xdsfleet.telemetry import metrics
 
 GROWTH = 0.25
+MIDDLE = 2  # generation 0 passes per generation 1 pass (CPython's: 10)
 INTERVAL = 300.0
 WARMUP = 300.0  # the clients of a fleet have reconnected to a replica well within it
 # Never reached: generation 1 passes since the last full pass would have to exceed it.
@@ -55,9 +65,15 @@ NEVER = 1 << 30
 
 class Collector:
     def __init__(
-        self, *, growth: float = GROWTH, interval: float = INTERVAL, warmup: float = WARMUP
+        self,
+        *,
+        growth: float = GROWTH,
+        interval: float = INTERVAL,
+        warmup: float = WARMUP,
+        middle: int = MIDDLE,
     ) -> None:
         self.growth = growth
+        self.middle = middle
         self.interval = interval
         self.warmup = warmup
         self.largest: dict[str, float] = {}  # generation -> its longest pass, seconds
@@ -77,20 +93,20 @@ class Collector:
             self.stop()
 
     def start(self) -> None:
-        """Freeze what start-up built (it lives as long as the process) and turn automatic
-        full passes off. Frozen, not collected: a full pass here walked the whole fleet
-        (0.5-1 s at E = 100,000) just as the clients reconnect, to find almost nothing (1,339
-        objects at E = 20,000: start-up makes little cyclic garbage); what it made is
-        collected by the first full pass that comes due."""
+        """Freeze what start-up built (it lives as long as the process), turn automatic
+        full passes off and generation 1 passes shorter (`middle`). Frozen, not collected: a
+        full pass here walked the whole fleet (0.5-1 s at E = 100,000) just as the clients
+        reconnect, to find almost nothing (1,339 objects at E = 20,000: start-up makes little
+        cyclic garbage); what it made is collected by the first full pass that comes due."""
         if self._thresholds is not None:
             return
         gc.callbacks.append(self._timed)
         self._thresholds = gc.get_threshold()
-        young, middle, _ = self._thresholds
+        young, _, _ = self._thresholds
         gc.freeze()
         self._baseline = sys.getallocatedblocks()
         self._last_full = self._began = time.monotonic()
-        gc.set_threshold(young, middle, NEVER)
+        gc.set_threshold(young, self.middle, NEVER)
 
     def stop(self) -> None:
         """Automatic passes as they were; what is frozen stays frozen."""

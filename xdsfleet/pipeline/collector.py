@@ -101,10 +101,10 @@ class Collector:
 
     def start(self) -> None:
         """Freeze what start-up built (it lives as long as the process) and turn automatic
-        full and generation 1 passes off. Frozen, not collected: a
-        full pass here walked the whole fleet (0.5-1 s at E = 100,000) just as the clients
-        reconnect, to find almost nothing (1,339 objects at E = 20,000: start-up makes little
-        cyclic garbage); what it made is collected by the first full pass that comes due."""
+        full and generation 1 passes off. Frozen, not collected: a full pass here walked the
+        whole fleet (0.5-1 s at E = 100,000) just as the clients reconnect, to find almost
+        nothing (1,339 objects at E = 20,000: start-up makes little cyclic garbage); what it
+        made is collected by the first full pass that comes due."""
         if self._thresholds is not None:
             return
         gc.callbacks.append(self._timed)
@@ -171,8 +171,12 @@ class Collector:
         metrics.GC_PAUSE.labels(generation).observe(took)
         metrics.GC_COLLECTED.labels(generation).inc(info.get("collected", 0))
         self.largest[generation] = max(self.largest.get(generation, 0.0), took)
-        idle = time.monotonic() > self._last_quiet + self.idle
-        if generation == "0" and idle and not self._middle and self._thresholds is not None:
-            # Nothing to publish for a while: let cycles die in generation 1 again.
+        if generation == "0" and not self._middle:
+            self._middle_if_idle()
+
+    def _middle_if_idle(self) -> None:
+        """No quiet moment for a while (nothing to publish): cycles die in generation 1 again,
+        as nothing freezes them for the full pass."""
+        if self._thresholds is not None and time.monotonic() > self._last_quiet + self.idle:
             gc.set_threshold(self._thresholds[0], self.middle, NEVER)
             self._middle = True

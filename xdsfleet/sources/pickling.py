@@ -3,41 +3,78 @@
 A frozen dataclass with slots is pickled through the `__setstate__` dataclasses generates, which
 calls `dataclasses.fields()` for every object it restores: at E = 100,000 (300,000 objects) that
 was most of loading the parse cache. Here each dataclass is rebuilt from its field values,
-stored straight into its slots (`model.frozen.builder`, made once per class). Used for the parse
-cache and for what parse workers send back; it must only ever load pickles this program wrote
-(a pickle runs code when loaded).
+stored straight into its slots (`model.frozen.builder`, made once per class). The pickle names
+that builder itself, as an attribute of this module (`__getattr__` below makes it on first use),
+so that loading an object is one call; and the values of each class's fields are read by one
+`attrgetter`. Used for the parse cache and for what parse and decode workers send back; it must
+only ever load pickles this program wrote (a pickle runs code when loaded).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
+import operator
 import pickle
+from collections.abc import Callable
 from typing import IO, Any
 
 from xdsfleet.model.frozen import builder
 
-_NAMES: dict[type, tuple[str, ...]] = {}
+# A builder's name here: "build:" then its class's module and name, with ":" for dots (pickle
+# takes dots for nested attributes).
+_PREFIX = "build:"
+# Per dataclass: its builder (named as above) and a getter of its field values, in order.
+_TAKEN: dict[type, tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
-def _names(cls: type) -> tuple[str, ...]:
-    names = _NAMES.get(cls)
-    if names is None:
-        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+def _builder(cls: type) -> Callable[..., Any]:
+    """`builder(cls)`, under a name pickle can find it by in this module."""
+    name = _PREFIX + f"{cls.__module__}.{cls.__qualname__}".replace(".", ":")
+    found = globals().get(name)
+    if found is None:
+        found = builder(cls)
+        found.__module__, found.__qualname__ = __name__, name
+        globals()[name] = found
+    return found
 
 
-def _rebuilt(cls: type, values: tuple[Any, ...]) -> object:
-    """What `_Pickler` took apart, stored straight into its fields (`model.frozen`)."""
-    return builder(cls)(*values)
+def __getattr__(name: str) -> Any:
+    """The builder a pickle names (the first time one is loaded in this process)."""
+    if not name.startswith(_PREFIX):
+        raise AttributeError(name)
+    *module, qualname = name.removeprefix(_PREFIX).split(":")
+    cls = getattr(importlib.import_module(".".join(module)), qualname)
+    if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
+        raise AttributeError(name)
+    return _builder(cls)
+
+
+def _taken(cls: type) -> tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]]:
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: Callable[[Any], tuple[Any, ...]]
+    if len(names) > 1:
+        values = operator.attrgetter(*names)
+    else:
+        # attrgetter of one name gives the value itself, not a tuple of one (nor takes none).
+        def values(obj: Any, names: list[str] = names) -> tuple[Any, ...]:
+            return tuple(getattr(obj, name) for name in names)
+
+    found = _TAKEN[cls] = (_builder(cls), values)
+    return found
 
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
-        if not hasattr(cls, "__dataclass_fields__") or isinstance(obj, type):
-            return NotImplemented
-        return _rebuilt, (cls, tuple(getattr(obj, name) for name in _names(cls)))
+        taken = _TAKEN.get(cls)
+        if taken is None:
+            if not hasattr(cls, "__dataclass_fields__") or isinstance(obj, type):
+                return NotImplemented
+            taken = _taken(cls)
+        build, values = taken
+        return build, values(obj)
 
 
 def dump(obj: object, file: IO[bytes]) -> None:

@@ -54,8 +54,10 @@ class Mirror(Generic[T]):
     failing: str | None = None  # the last error, while the API server does not answer
     absent: bool = False  # the resource type does not exist there (a CRD not installed)
     sequence: int = 0  # of the last list
+    changes: int = 0  # events applied: `objects` is as it was while this stays the same
 
     def apply(self, event: Event) -> None:
+        self.changes += 1
         match event:
             case Listed(items=prepared, sequence=sequence):
                 previous = self.objects, self.generations

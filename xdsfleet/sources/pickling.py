@@ -17,6 +17,7 @@ import importlib
 import io
 import operator
 import pickle
+import threading
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -25,18 +26,23 @@ from xdsfleet.model.frozen import builder
 # A builder's name here: "build:" then its class's module and name, with ":" for dots (pickle
 # takes dots for nested attributes).
 _PREFIX = "build:"
+_MAKING = threading.Lock()
 # Per dataclass: its builder (named as above) and a getter of its field values, in order.
 _TAKEN: dict[type, tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
 def _builder(cls: type) -> Callable[..., Any]:
-    """`builder(cls)`, under a name pickle can find it by in this module."""
+    """`builder(cls)`, under a name pickle can find it by in this module (one per class: pickle
+    refuses a function that is not the one its name finds, so threads do not race to make it)."""
     name = _PREFIX + f"{cls.__module__}.{cls.__qualname__}".replace(".", ":")
     found = globals().get(name)
     if found is None:
-        found = builder(cls)
-        found.__module__, found.__qualname__ = __name__, name
-        globals()[name] = found
+        with _MAKING:
+            found = globals().get(name)
+            if found is None:
+                found = builder(cls)
+                found.__module__, found.__qualname__ = __name__, name
+                globals()[name] = found
     return found
 
 

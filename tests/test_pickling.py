@@ -66,6 +66,9 @@ def test_a_fresh_interpreter_loads_them(tmp_path: Path) -> None:
 
 def test_a_pickle_names_only_dataclasses_builders() -> None:
     with pytest.raises(AttributeError):
-        pickling.__getattr__("build:os:system")
+        pickling.BUILDERS.__getattr__("os:system")
     with pytest.raises(AttributeError):
-        pickling.__getattr__("system")
+        pickling.BUILDERS.__getattr__("system")
+    assert pickling.BUILDERS.__getattr__("xdsfleet:model:fleet:Endpoint") is pickling.BUILDERS.of(
+        Endpoint
+    )

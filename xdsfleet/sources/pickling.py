@@ -4,8 +4,8 @@ A frozen dataclass with slots is pickled through the `__setstate__` dataclasses 
 calls `dataclasses.fields()` for every object it restores: at E = 100,000 (300,000 objects) that
 was most of loading the parse cache. Here each dataclass is rebuilt from its field values,
 stored straight into its slots (`model.frozen.builder`, made once per class). The pickle names
-that builder itself, as an attribute of this module (`__getattr__` below makes it on first use),
-so that loading an object is one call; and the values of each class's fields are read by one
+that builder itself (`BUILDERS`, which makes it on first use), so that loading an object is one
+call; and the values of each class's fields are read by one
 `attrgetter`. Used for the parse cache and for what parse and decode workers send back; it must
 only ever load pickles this program wrote (a pickle runs code when loaded).
 """
@@ -23,38 +23,42 @@ from typing import IO, Any
 
 from xdsfleet.model.frozen import builder
 
-# A builder's name here: "build:" then its class's module and name, with ":" for dots (pickle
-# takes dots for nested attributes).
-_PREFIX = "build:"
-_MAKING = threading.Lock()
-# Per dataclass: its builder (named as above) and a getter of its field values, in order.
+
+class _Builders:
+    """Each dataclass's builder, as an attribute pickles name: `BUILDERS.<module>:<class>` (":"
+    for the module's dots: pickle reads dots as attributes of attributes), made on first use."""
+
+    def __init__(self) -> None:
+        self._making = threading.Lock()
+
+    def of(self, cls: type) -> Callable[..., Any]:
+        """`builder(cls)`, named for pickle. One per class: pickle refuses a function that is
+        not the one its name finds, so threads do not race to make it."""
+        name = f"{cls.__module__}.{cls.__qualname__}".replace(".", ":")
+        found: Callable[..., Any] | None = self.__dict__.get(name)
+        if found is None:
+            with self._making:
+                found = self.__dict__.get(name)
+                if found is None:
+                    found = builder(cls)
+                    found.__module__, found.__qualname__ = __name__, f"BUILDERS.{name}"
+                    setattr(self, name, found)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        """The builder a pickle names, the first time one is loaded in this process."""
+        *module, qualname = name.split(":")
+        if not module:
+            raise AttributeError(name)
+        cls = getattr(importlib.import_module(".".join(module)), qualname, None)
+        if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
+            raise AttributeError(name)
+        return self.of(cls)
+
+
+BUILDERS = _Builders()
+# Per dataclass: its builder and a getter of its field values, in order.
 _TAKEN: dict[type, tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]]] = {}
-
-
-def _builder(cls: type) -> Callable[..., Any]:
-    """`builder(cls)`, under a name pickle can find it by in this module (one per class: pickle
-    refuses a function that is not the one its name finds, so threads do not race to make it)."""
-    name = _PREFIX + f"{cls.__module__}.{cls.__qualname__}".replace(".", ":")
-    found = globals().get(name)
-    if found is None:
-        with _MAKING:
-            found = globals().get(name)
-            if found is None:
-                found = builder(cls)
-                found.__module__, found.__qualname__ = __name__, name
-                globals()[name] = found
-    return found
-
-
-def __getattr__(name: str) -> Any:
-    """The builder a pickle names (the first time one is loaded in this process)."""
-    if not name.startswith(_PREFIX):
-        raise AttributeError(name)
-    *module, qualname = name.removeprefix(_PREFIX).split(":")
-    cls = getattr(importlib.import_module(".".join(module)), qualname)
-    if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
-        raise AttributeError(name)
-    return _builder(cls)
 
 
 def _taken(cls: type) -> tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]]:
@@ -67,7 +71,7 @@ def _taken(cls: type) -> tuple[Callable[..., Any], Callable[[Any], tuple[Any, ..
         def values(obj: Any, names: list[str] = names) -> tuple[Any, ...]:
             return tuple(getattr(obj, name) for name in names)
 
-    found = _TAKEN[cls] = (_builder(cls), values)
+    found = _TAKEN[cls] = (BUILDERS.of(cls), values)
     return found
 
 

@@ -18,6 +18,7 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
+    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -257,6 +258,12 @@ class DeltaStream:
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
         changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
+        if changes is not None and not (
+            changes or state.forced or state.fresh or state.deferred or state.answer_first
+        ):
+            # Nothing changed nor asked for, nothing held back: no name to look at (most types
+            # of most looks: a change touches one type).
+            return None
         candidates: Collection[str]
         if changes is None:
             candidates = state.names | state.held.names() | state.forced
@@ -435,10 +442,13 @@ class DeltaStream:
         state.status.sent_version = version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(type_url, {})
+        uses = snapshot.uses.get(type_url)
+        resources, gone = tuple(changed), tuple(removed)
         state.pending = Pending(
             nonce,
-            Sent.of(type_url, version, changed, tuple(removed), snapshot.of(type_url)),
-            {r.name: uses[r.name] for r in changed if r.name in uses} if uses else {},
+            Sent.of(type_url, version, resources, gone, snapshot.of(type_url)),
+            ({r.name: uses[r.name] for r in resources if r.name in uses} or NO_USES)
+            if uses
+            else NO_USES,
         )
-        return Response(type_url, nonce, version, tuple(changed), tuple(removed))
+        return Response(type_url, nonce, version, resources, gone)

@@ -66,7 +66,10 @@ class RequestResult:
     wakes: bool = True
 
 
-NOTHING: Mapping[str, Encoded] = MappingProxyType({})
+# One empty mapping, whatever it maps: per-stream state points at it rather than at an empty
+# dict of its own.
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+NOTHING: Mapping[str, Encoded] = _EMPTY
 NO_NAMES: frozenset[str] = frozenset()
 
 
@@ -93,17 +96,18 @@ class Sent:
         cls,
         type_url: str,
         version: str,
-        resources: Iterable[Encoded],
+        resources: Collection[Encoded],
         removed: tuple[str, ...],
         source: Mapping[str, Encoded],
     ) -> Sent:
-        names = []
-        own = {}
+        names = tuple([res.name for res in resources])
+        own: dict[str, Encoded] | None = None
         for res in resources:
-            names.append(res.name)
             if source.get(res.name) is not res:
+                if own is None:
+                    own = {}
                 own[res.name] = res
-        return cls(type_url, version, tuple(names), removed, source, own or NOTHING)
+        return cls(type_url, version, names, removed, source, own or NOTHING)
 
     @property
     def resources(self) -> Iterator[Encoded]:
@@ -429,26 +433,41 @@ class TypeStatus:
         }
 
 
-@dataclass(frozen=True, slots=True)
+NO_USES: Mapping[str, frozenset[str]] = _EMPTY
+
+
 class Pending:
     """The one response of a type that the client has not answered yet (rule 26): nothing more
     of that type is sent until it does, so an ACK or NACK always speaks of the latest response
-    and what the client holds is known exactly."""
+    and what the client holds is known exactly.
 
-    nonce: str
-    sent: Sent
-    # Listeners and routes: the clusters each resource of the response uses.
-    uses: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # Made once: every route and listener checked while it is on its way asks (`_ready`).
-    name_set: frozenset[str] = field(init=False, repr=False, compare=False)
-    removed_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    Every stream holds one per response until its answer comes, across a whole fan-out, so it
+    is kept small: the sets of its names are made only when first asked (a route or listener
+    checked while clusters are on their way, `_ready`), which most responses never are."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name_set", frozenset(self.sent.names))
-        object.__setattr__(self, "removed_set", frozenset(self.sent.removed))
+    __slots__ = ("_name_set", "_removed_set", "nonce", "sent", "uses")
+
+    def __init__(
+        self, nonce: str, sent: Sent, uses: Mapping[str, frozenset[str]] = NO_USES
+    ) -> None:
+        self.nonce = nonce
+        self.sent = sent
+        # Listeners and routes: the clusters each resource of the response uses.
+        self.uses = uses
+        self._name_set: frozenset[str] | None = None
+        self._removed_set: frozenset[str] | None = None
 
     def names(self) -> frozenset[str]:
-        return self.name_set
+        if self._name_set is None:
+            self._name_set = frozenset(self.sent.names)
+        return self._name_set
+
+    def removes(self, name: str) -> bool:
+        if not self.sent.removed:
+            return False
+        if self._removed_set is None:
+            self._removed_set = frozenset(self.sent.removed)
+        return name in self._removed_set
 
     def keep(self, held: Held, uses: dict[str, frozenset[str]], res: Encoded) -> None:
         """The client accepted `res` of this response: it holds it, and what it uses."""
@@ -471,10 +490,12 @@ class Sending:
         self._held, self._pending = held, pending
 
     def __contains__(self, name: object) -> bool:
-        pending = self._pending
-        if name in pending.removed_set:
+        if not isinstance(name, str):
             return False
-        return name in pending.name_set or name in self._held
+        pending = self._pending
+        if pending.removes(name):
+            return False
+        return name in pending.names() or name in self._held
 
 
 def clusters_ready(

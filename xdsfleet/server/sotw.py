@@ -12,7 +12,7 @@ later response can overtake the one a NACK speaks of.
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from xdsfleet.cache import typeurls
@@ -22,6 +22,7 @@ from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
     NO_NAMES,
+    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -142,37 +143,40 @@ class SotwStream:
             return RequestResult(Outcome.UNSUPPORTED, type_url)
         nonce = request.response_nonce
         pending = state.pending
-        result = RequestResult(Outcome.SUBSCRIBE, type_url)
+        version = request.version_info
+        outcome = Outcome.SUBSCRIBE
+        message = ""
         if pending is not None and nonce == pending.nonce:
             state.pending = None
             self._answered = True
             if request.HasField("error_detail"):
                 # Rule 5: a NACK is an error_detail, whatever version it carries.
-                self._reject(state, pending, request.error_detail.message)
-                result = RequestResult(
-                    Outcome.NACK, type_url, request.version_info, request.error_detail.message
-                )
+                outcome, message = Outcome.NACK, request.error_detail.message
+                self._reject(state, pending, message)
             else:
+                outcome = Outcome.ACK
                 self._accept(type_url, state, pending)
-                result = RequestResult(Outcome.ACK, type_url, request.version_info)
         elif state.latest_nonce and nonce != state.latest_nonce:
             # Rule 3: written before the client saw our latest response: nothing is sent in
             # reply. Its names still count below: the client will not repeat them.
-            result = RequestResult(Outcome.STALE, type_url, request.version_info)
+            outcome = Outcome.STALE
         # A first request may carry a nonce of another stream (a client resuming): it is not
         # stale, nothing was sent on this one.
         first = not state.requested
         self._subscribe(type_url, state, request.resource_names)
         if first and state.wildcard and type_url in typeurls.FULL_STATE:
-            state.resumed = request.version_info
-        if first and request.version_info:
-            state.inherited = request.version_info
+            state.resumed = version
+        if first and version:
+            state.inherited = version
             self._resuming = True
-        if result.outcome is Outcome.ACK and not (self._waits or state.recheck or state.forced):
-            # The ACK of an unchanged subscription with nothing held back: the snapshot last
-            # looked at has nothing more for this stream (a new one wakes it anyway).
-            return replace(result, wakes=False)
-        return result
+        if outcome is not Outcome.ACK:
+            return RequestResult(
+                outcome, type_url, "" if outcome is Outcome.SUBSCRIBE else version, message
+            )
+        # The ACK of an unchanged subscription with nothing held back: the snapshot last looked
+        # at has nothing more for this stream (a new one wakes it anyway).
+        wakes = self._waits or state.recheck or bool(state.forced)
+        return RequestResult(outcome, type_url, version, wakes=wakes)
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
         sent = pending.sent
@@ -504,12 +508,14 @@ class SotwStream:
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(plan.type_url, {})
+        uses = snapshot.uses.get(plan.type_url)
         source = snapshot.of(plan.type_url)
         state.pending = Pending(
             nonce,
             Sent.of(plan.type_url, plan.version, plan.resources, plan.removed, source),
-            {r.name: uses[r.name] for r in plan.resources if r.name in uses} if uses else {},
+            ({r.name: uses[r.name] for r in plan.resources if r.name in uses} or NO_USES)
+            if uses
+            else NO_USES,
         )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)
 

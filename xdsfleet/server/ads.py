@@ -444,7 +444,8 @@ class AdsService:
         so that the bytes written are let go of when it returns."""
         while responses:
             response = responses.pop(0)
-            share = await self.budget.take(_size(response))
+            size = _size(response)
+            share = self.budget.try_take(size, loop.time()) or await self.budget.take(size)
             try:
                 data = to_bytes(response)
                 # No timer per write (it showed in profiles): the watchdog checks this.
@@ -515,12 +516,13 @@ class AdsService:
             wake.set()
 
     def _on_request(self, info: StreamInfo, request: Any) -> RequestResult:
-        self._check_size(info, request)
+        subscribes = self._check_size(info, request)
         result = info.machine.on_request(request)
-        if result.outcome is not Outcome.UNSUPPORTED:
+        if subscribes and result.outcome is not Outcome.UNSUPPORTED:
             # Delta subscriptions add up over requests: the same bound holds for their sum
-            # (a SotW request names them all, so `_check_size` has bounded it already).
-            # Counted by the machine (it keeps the names anyway), before anything is built.
+            # (a SotW request names them all, so `_check_size` has bounded it already; a Delta
+            # request that subscribes nothing adds nothing). Counted by the machine (it keeps
+            # the names anyway), before anything is built.
             subscribed = info.machine.subscribed(result.type_url)
             if subscribed > self.limits.names_per_request:
                 raise Refused(
@@ -529,10 +531,11 @@ class AdsService:
                     f"{subscribed} resource names subscribed on this stream (at most "
                     f"{self.limits.names_per_request})",
                 )
-        short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
         if result.outcome is Outcome.ACK:
             _ACKS[result.type_url].inc()
-        elif result.outcome is Outcome.NACK:
+            return result
+        short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
+        if result.outcome is Outcome.NACK:
             metrics.NACKS.labels(short).inc()
             log.warning(
                 "nack_received",
@@ -551,13 +554,17 @@ class AdsService:
                 log.warning("unsupported_type", type=clip(result.type_url))
         return result
 
-    def _check_size(self, info: StreamInfo, request: Any) -> None:
-        """Refuse a request that would cost more than `limits` allow (before any of it does)."""
+    def _check_size(self, info: StreamInfo, request: Any) -> bool:
+        """Refuse a request that would cost more than `limits` allow (before any of it does).
+        Returns whether it is a Delta request that subscribes to names: the stream's sum of
+        subscriptions is then checked too (`_on_request`)."""
+        subscribes = False
         if info.protocol == "sotw":
             names = request.resource_names
             count = len(names)
         else:
             names = request.resource_names_subscribe
+            subscribes = bool(names)
             count = (
                 len(names)
                 + len(request.resource_names_unsubscribe)
@@ -570,7 +577,7 @@ class AdsService:
                 f"{count} resource names in one request (at most {self.limits.names_per_request})",
             )
         if len(names) <= self.limits.unknown_names:
-            return
+            return subscribes
         held = self._cache.get(info.profile).of(request.type_url)
         unknown = sum(1 for name in names if name not in held)
         if unknown > self.limits.unknown_names:
@@ -580,6 +587,7 @@ class AdsService:
                 f"{unknown} names this server does not serve in one request (at most "
                 f"{self.limits.unknown_names})",
             )
+        return subscribes
 
 
 def _reader_ending(reader: asyncio.Task[None], context: Any) -> _Ending:

@@ -255,8 +255,6 @@ class DeltaStream:
         return out
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
-        available = snapshot.of(type_url)
-        uses = snapshot.uses.get(type_url, {})
         changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
         if changes is not None and not (
             changes or state.forced or state.fresh or state.deferred or state.answer_first
@@ -264,13 +262,17 @@ class DeltaStream:
             # Nothing changed nor asked for, nothing held back: no name to look at (most types
             # of most looks: a change touches one type).
             return None
+        available = snapshot.of(type_url)
+        uses = snapshot.uses.get(type_url, {})
         candidates: Collection[str]
         if changes is None:
             candidates = state.names | state.held.names() | state.forced
             if state.wildcard:
                 candidates |= available.keys()
-        else:
+        elif state.forced or state.fresh or state.deferred:
             candidates = changes | state.forced | state.fresh | state.deferred
+        else:
+            candidates = changes
         changed: list[Encoded] = []
         removed: list[str] = []
         retried: list[str] = []
@@ -280,7 +282,8 @@ class DeltaStream:
             # Nothing forced or refused, nothing waits on clusters, every name is there: what
             # differs from what the client holds is all there is to send (a member lost: every
             # assignment, in one pass).
-            state.deferred = set()
+            if state.deferred:
+                state.deferred = set()
             names, wildcard = state.names, state.wildcard
             present = [r for r in found if r is not None and (wildcard or r.name in names)]
             changed = state.held.differing(present)

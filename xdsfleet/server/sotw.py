@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
@@ -103,7 +103,7 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
         state.unknown_uses = state.unknown_uses.difference(sent.names)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per stream and response (protocol.Response)
 class _Plan:
     type_url: str
     version: str
@@ -279,17 +279,18 @@ class SotwStream:
         return out
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
-        available = snapshot.of(type_url)
         recheck = state.force_all or state.recheck
         changes = None if recheck else snapshot.changes_since(type_url, state.checked)
-        quiet = changes is not None and not changes and not state.forced and not state.deferred
-        if quiet:
-            return None
+        if changes is not None and not (changes or state.forced or state.deferred):
+            return None  # quiet
+        available = snapshot.of(type_url)
         if type_url in typeurls.FULL_STATE:
             return self._plan_full(type_url, state, snapshot)
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
-            wanted = {n for n in changes | state.forced | state.deferred if n in wanted}
+            if state.forced or state.deferred:
+                changes = changes | state.forced | state.deferred
+            wanted = {n for n in changes if n in wanted}
         order = in_order(wanted, available)
         found = [available.get(name) for name in order]
         if not (state.forced or state.rejected or snapshot.uses.get(type_url)) and (
@@ -298,9 +299,9 @@ class SotwStream:
             # Nothing forced or refused, nothing waits on clusters, every name is there: what
             # differs from what the client holds is all there is to send (a member lost: every
             # assignment, in one pass).
-            state.deferred = set()
-            present = [r for r in found if r is not None]
-            changed = state.held.differing(present)
+            if state.deferred:
+                state.deferred = set()
+            changed = state.held.differing(cast(list[Encoded], found))
             if not changed:
                 return None
             return _Plan(type_url, snapshot.versions.get(type_url, ""), tuple(changed))

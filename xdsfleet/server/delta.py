@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
@@ -273,9 +273,6 @@ class DeltaStream:
             candidates = changes | state.forced | state.fresh | state.deferred
         else:
             candidates = changes
-        changed: list[Encoded] = []
-        removed: list[str] = []
-        retried: list[str] = []
         order = in_order(candidates, available)
         found = [available.get(name) for name in order]
         if not (state.forced or state.rejected or uses) and None not in found:
@@ -284,12 +281,17 @@ class DeltaStream:
             # assignment, in one pass).
             if state.deferred:
                 state.deferred = set()
-            names, wildcard = state.names, state.wildcard
-            present = [r for r in found if r is not None and (wildcard or r.name in names)]
+            present = cast(list[Encoded], found)
+            if not state.wildcard:
+                names = state.names
+                present = [r for r in present if r.name in names]
             changed = state.held.differing(present)
             if not (changed or state.answer_first):
                 return None
             return self._commit(type_url, state, snapshot, changed, [])
+        changed = []
+        removed: list[str] = []
+        retried: list[str] = []
         deferred = set()
         in_use: Container[str] | None = None
         for name, res in zip(order, found, strict=True):
@@ -439,7 +441,8 @@ class DeltaStream:
             state.forced.difference_update(removed)
             if not state.forced:
                 state.forced = set()  # a set keeps the table it grew to: let it go
-        state.reported_absent.update(n for n in removed if n in state.names)
+        if removed:
+            state.reported_absent.update(n for n in removed if n in state.names)
         state.answer_first = False
         version = snapshot.versions.get(type_url, "")
         state.status.sent_version = version

@@ -106,10 +106,10 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
 
 
 # A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a large
-# fleet names every cluster. Telling that nothing changed by making the names a set was
-# ~300 µs for 1,000 names (a Python string and a hash each, then a lookup each), in the loop
-# iteration that reads a fan-out's ACKs. Past this many names, the names as the client sent them
-# are hashed instead (in C: ~25 µs for 1,000), and the set is made only when that hash changed.
+# fleet names every cluster. Making them a set of fresh strings to tell that nothing changed was
+# most of a steady EDS ACK naming 1,000 clusters (59 µs in all), in the loop iterations that
+# read a fan-out's ACKs. Past this many names, the names as the client sent them are hashed
+# instead, in C (25 µs in all), and the set is made only when that hash changed.
 _DIGEST_NAMES = 64
 _NAMES_ONLY = ("version_info", "node", "type_url", "response_nonce", "error_detail")
 

@@ -136,7 +136,10 @@ class DeltaStream:
         if not (rejected or uses or pending.uses or state.unknown_uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            held.put_all(sent.resources)  # the common case, in one pass
+            # The common case, in one pass; a response of every resource of its source (a
+            # member lost) in none.
+            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
+                held.put_all(sent.resources)
         else:
             self._accept_each(state, pending)
         for name in sent.removed:

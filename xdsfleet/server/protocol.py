@@ -198,6 +198,21 @@ class Held:
             else:
                 diff[res.name] = res
 
+    def put_source(self, source: Mapping[str, Encoded]) -> bool:
+        """`put` of every resource of `source` (a snapshot's map of the type), as an ACK of a
+        response that carried all of it does (a member lost changes every assignment): when the
+        base holds the same names, `source` becomes the base at once, for the cost of the
+        differences, instead of a `put` and a `rebase` of every name. False, doing nothing,
+        otherwise (the caller puts them one by one)."""
+        base, diff = self._base, self._diff
+        if base is not source and base.keys() != source.keys():
+            return False
+        # The names held beyond the base stay as they are (their entries are never None: a
+        # None marks a name of the base); every name of `source` is now held as it is there.
+        self._base = source
+        self._diff = {n: r for n, r in diff.items() if n not in source} if diff else {}
+        return True
+
     def differing(self, resources: list[Encoded]) -> list[Encoded]:
         """Those of `resources` the client does not hold at their version, in order."""
         base, diff = self._base, self._diff

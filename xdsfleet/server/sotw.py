@@ -220,8 +220,11 @@ class SotwStream:
         if not (rejected or uses or pending.uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            held.put_all(sent.resources)  # the common case, in one pass
-            held.rebase(sent.source)
+            # The common case, in one pass; a response of every resource of its source (a
+            # member lost) in none.
+            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
+                held.put_all(sent.resources)
+                held.rebase(sent.source)
             return
         for res in sent.resources:
             if rejected and rejected.get(res.name) != res.version:

@@ -183,6 +183,7 @@ class Replica:
         self.fleet = fleet
         self.events = 0
         self.lost_at: float | None = None  # time.monotonic() when a member was last lost
+        self.restored_at: float | None = None  # ... restored
 
     def apply(self, line: str) -> bool:
         """Apply one line; False at the end of a window."""
@@ -194,6 +195,7 @@ class Replica:
             self.lost_at = time.monotonic()
         elif "restore" in data:
             self.fleet.restore(data["restore"])
+            self.restored_at = time.monotonic()
         else:
             member = data["m"]
             self.fleet.set_endpoints(

@@ -8,9 +8,10 @@ profiles of the generated fleet and of a proxyless client (as `Publisher.prepare
 publishes a member lost and restored to the twelve profiles, each way as a patch (endpoints alone
 changed) and as a full translation (the same change together with a namespace's labels), then a
 member's weight edited (the service index derived again), and times every step (thread CPU;
-the collector off, or with `--collector server` as `pipeline/collector.py` runs it: young passes
-automatic, no automatic full pass, survivors frozen after each publish): it lists the longest,
-where each resumed and ended (the innermost `yield`), and how many took over 20 ms.
+the collector off, or with `--collector server` as `pipeline/collector.py` runs it: generation 0
+passes automatic, no automatic generation 1 or full pass, survivors frozen after each publish):
+it lists the longest, where each resumed and ended (the innermost `yield`), and how many took
+over 20 ms.
 
 The protocol machines (`server/sotw.py`, `server/delta.py`) run on the event loop that serves
 every stream, and hold per-stream state for as long as the stream lives. This drives N machines
@@ -215,8 +216,7 @@ def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
     gc.freeze()
     thresholds = gc.get_threshold()
     if collector:
-        young, middle, _ = thresholds
-        gc.set_threshold(young, middle, NEVER)
+        gc.set_threshold(thresholds[0], NEVER, NEVER)
     else:
         gc.disable()
     try:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from xdsfleet.pipeline.collector import NEVER, Collector
+from xdsfleet.pipeline.collector import MIDDLE, NEVER, Collector
 
 
 class _Node:
@@ -38,10 +38,12 @@ def collector() -> Iterator[Collector]:
         gc.unfreeze()
 
 
-def test_automatic_full_passes_are_off_while_it_runs_and_back_after(collector: Collector) -> None:
+def test_full_and_middle_passes_are_off_while_it_runs_and_back_after(
+    collector: Collector,
+) -> None:
     before = gc.get_threshold()
     collector.start()
-    assert gc.get_threshold() == (before[0], before[1], NEVER)
+    assert gc.get_threshold() == (before[0], NEVER, NEVER)
     assert gc.get_freeze_count() > 0  # what start-up built is out of every pass
     collector.stop()
     assert gc.get_threshold() == before
@@ -68,6 +70,24 @@ def test_a_cycle_that_dies_frozen_waits_for_the_full_pass_and_no_longer(
     assert collector.full_passes == passes + 1
     assert gone() is None
     del _grow
+
+
+def test_middle_passes_come_back_when_no_quiet_moment_comes_and_go_at_the_next(
+    collector: Collector,
+) -> None:
+    young = gc.get_threshold()[0]
+    collector.start()
+    collector.growth = 1e9  # quiet moments only freeze
+    gc.collect(0)
+    assert gc.get_threshold() == (young, NEVER, NEVER)  # a quiet moment was just now (start)
+
+    collector.idle = 0.0  # none since for longer than that
+    gc.collect(0)
+    assert gc.get_threshold() == (young, MIDDLE, NEVER)
+
+    collector.idle = 3600.0
+    collector.quiet()
+    assert gc.get_threshold() == (young, NEVER, NEVER)
 
 
 def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:

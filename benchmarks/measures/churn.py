@@ -248,6 +248,12 @@ class _Figures:
     events: int
     loop_lag: float
     loop_lag_own: float
+    lag_samples: int
+    lag_over: dict[float, int]  # samples lagging more than each limit, wall
+    lag_over_own: dict[float, int]  # ... own CPU
+    lag_worst: list[tuple[float, float, float]]  # (lag, own, seconds into the window)
+    loss_at: float | None  # seconds into the window the member was lost, restored
+    restore_at: float | None
     iteration: float  # the longest loop iteration, thread CPU
     iterations_over: dict[float, int]  # how many took longer than each limit
     iterations: int
@@ -302,6 +308,9 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
                 loop_lag, loop_lag_own = served.lag.largest, served.lag.largest_own
+                lag_samples, lag_over = served.lag.samples, dict(served.lag.over)
+                lag_over_own = dict(served.lag.over_own)
+                lag_worst = [(s.lag, s.own, s.at - wall0) for s in served.lag.worst]
                 iteration, iterations = served.iterations.largest, served.iterations.count
                 iterations_over = dict(served.iterations.over)
                 gc_largest = dict(served.fanout.collector.largest)
@@ -316,6 +325,7 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 loss_seconds = await asyncio.gather(loss, return_exceptions=True)
                 cut = _send_timeouts() - cut0
                 lost_at, published = generator.replica.lost_at, lags.loss_published
+                restored_at = generator.replica.restored_at
     return _Figures(
         wall=wall,
         server_cpu=server_cpu,
@@ -323,6 +333,12 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         events=events,
         loop_lag=loop_lag,
         loop_lag_own=loop_lag_own,
+        lag_samples=lag_samples,
+        lag_over=lag_over,
+        lag_over_own=lag_over_own,
+        lag_worst=lag_worst,
+        loss_at=lost_at - wall0 if lost_at else None,
+        restore_at=restored_at - wall0 if restored_at else None,
         iteration=iteration,
         iterations_over=iterations_over,
         iterations=iterations,
@@ -407,6 +423,19 @@ async def measure(options: Options) -> Section:
         ("streams cut by the send timeout", f"{f.cut:,.0f}", "(they reconnect)"),
         ("event-loop lag, largest, ms", ms(f.loop_lag), f"target ≤ {ms(TARGET_LOOP_LAG)}"),
         ("... of which its own thread's CPU, ms", ms(f.loop_lag_own), "(the rest: not scheduled)"),
+        (
+            "event-loop lag samples over " + " / ".join(ms(limit) for limit in f.lag_over) + " ms",
+            " / ".join(f"{n:,}" for n in f.lag_over.values()),
+            "own CPU: "
+            + " / ".join(f"{n:,}" for n in f.lag_over_own.values())
+            + f" of {f.lag_samples:,}",
+        ),
+        (
+            "largest lags, ms (own) at s into the window",
+            "; ".join(f"{ms(lag)} ({ms(own)}) at {at:.1f}" for lag, own, at in f.lag_worst)
+            or f"none over {ms(min(f.lag_over))} ms",
+            _marks(f.loss_at, f.restore_at),
+        ),
         (
             "longest loop iteration, thread CPU, ms",
             ms(f.iteration),
@@ -502,6 +531,12 @@ async def measure(options: Options) -> Section:
             "streams_cut": f.cut,
             "loop_lag_max": f.loop_lag,
             "loop_lag_own_max": f.loop_lag_own,
+            "loop_lag_samples": f.lag_samples,
+            "loop_lag_over": {str(k): v for k, v in f.lag_over.items()},
+            "loop_lag_over_own": {str(k): v for k, v in f.lag_over_own.items()},
+            "loop_lag_worst": f.lag_worst,
+            "member_lost_at": f.loss_at,
+            "member_restored_at": f.restore_at,
             "loop_iteration_cpu_max": f.iteration,
             "loop_iterations_over": {str(k): v for k, v in f.iterations_over.items()},
             "loop_iterations": f.iterations,
@@ -559,3 +594,9 @@ def _histogram(counts: Counter[int]) -> str:
         if n:
             parts.append(f"{label}: {n}")
     return ", ".join(parts) or "none"
+
+
+def _marks(lost: float | None, restored: float | None) -> str:
+    """When the member was lost and restored, in the same seconds as the largest lags."""
+    marks = [f"{what} at {at:.1f} s" for what, at in (("lost", lost), ("restored", restored)) if at]
+    return ", ".join(marks) or "no member lost"

@@ -6,15 +6,26 @@ E = 100,000 and 1,000 streams that is a million objects, 100-500 ms each, landin
 publish slice or a stream's step (BENCHMARKS.md, issue 10): the loop is held, and grpc.aio
 moves no byte meanwhile. So, while `run` runs:
 
-- Young passes (generations 0 and 1) stay automatic: each walks only the objects made since the
-  last few, well under a millisecond, and they collect the short-lived cycles (exceptions and
-  their tracebacks, finished tasks' frames) that are nearly all the cyclic garbage there is.
+- Generation 0 passes stay automatic: each walks only the objects made since the last one
+  (700), and they collect the short-lived cycles (exceptions and their tracebacks, finished
+  tasks' frames) that are nearly all the cyclic garbage there is.
+- Generation 1 passes are off while quiet moments keep coming: what survives a generation 0
+  pass waits in generation 1, walked by no pass, until the next quiet moment freezes it. A
+  generation 1 pass walks what the generation 0 passes since the last one left, and while
+  1,000 streams are served that is their operations under way (coroutines, futures and gRPC's
+  batch tags alive across an await) and the responses waiting for the write budget, all alive:
+  7-25 ms each inside a fan-out's iteration, to collect nothing (not one object in any
+  generation 1 pass of a 30 s churn window at 1,000 streams, BENCHMARKS.md). So each object is
+  walked once, young. A cycle that outlives a generation 0 pass and dies before the next quiet
+  moment is then frozen with it: what the full pass below is for. When no quiet moment has come
+  for `idle` seconds (a server with nothing to publish, whose streams still come and go),
+  generation 1 passes come back, every `middle` generation 0 passes, until the next one.
 - Automatic full passes are off (the third threshold is never reached).
 - At quiet moments (`quiet`: the fan-out calls it once the streams have taken a publish),
   what survived since the last quiet moment is frozen (`gc.freeze`, O(1)): moved out of every
   later pass. A frozen object is still freed when its last reference goes; only a reference
-  cycle that dies after it was frozen (or was garbage in generation 2 when frozen) is not
-  collected there.
+  cycle that dies after it was frozen (or was garbage in generation 1 or 2 when frozen) is
+  not collected there.
 - So that such cycles cannot pile up, a full pass over everything (`gc.unfreeze`, collect,
   freeze) runs at a quiet moment once the heap has grown by `growth` (a quarter, as CPython's
   own rule for full passes) since the last one, and at most once per `interval`: leaked cycles
@@ -47,6 +58,8 @@ from typing import Any
 from xdsfleet.telemetry import metrics
 
 GROWTH = 0.25
+MIDDLE = 2  # generation 0 passes per generation 1 pass, when they run (CPython's: 10)
+IDLE = 60.0  # seconds without a quiet moment after which generation 1 passes come back
 INTERVAL = 300.0
 WARMUP = 300.0  # the clients of a fleet have reconnected to a replica well within it
 # Never reached: generation 1 passes since the last full pass would have to exceed it.
@@ -55,9 +68,17 @@ NEVER = 1 << 30
 
 class Collector:
     def __init__(
-        self, *, growth: float = GROWTH, interval: float = INTERVAL, warmup: float = WARMUP
+        self,
+        *,
+        growth: float = GROWTH,
+        interval: float = INTERVAL,
+        warmup: float = WARMUP,
+        middle: int = MIDDLE,
+        idle: float = IDLE,
     ) -> None:
         self.growth = growth
+        self.middle = middle
+        self.idle = idle
         self.interval = interval
         self.warmup = warmup
         self.largest: dict[str, float] = {}  # generation -> its longest pass, seconds
@@ -65,6 +86,8 @@ class Collector:
         self._baseline = 0  # allocated blocks after the last full pass
         self._last_full = 0.0  # time.monotonic() of the last full pass
         self._began = 0.0  # time.monotonic() at `start`
+        self._last_quiet = 0.0  # time.monotonic() of the last quiet moment (or `start`)
+        self._middle = False  # whether generation 1 passes run (no quiet moment for `idle`)
         self._started: float | None = None
         self._thresholds: tuple[int, int, int] | None = None
 
@@ -78,19 +101,18 @@ class Collector:
 
     def start(self) -> None:
         """Freeze what start-up built (it lives as long as the process) and turn automatic
-        full passes off. Frozen, not collected: a full pass here walked the whole fleet
-        (0.5-1 s at E = 100,000) just as the clients reconnect, to find almost nothing (1,339
-        objects at E = 20,000: start-up makes little cyclic garbage); what it made is
-        collected by the first full pass that comes due."""
+        full and generation 1 passes off. Frozen, not collected: a full pass here walked the
+        whole fleet (0.5-1 s at E = 100,000) just as the clients reconnect, to find almost
+        nothing (1,339 objects at E = 20,000: start-up makes little cyclic garbage); what it
+        made is collected by the first full pass that comes due."""
         if self._thresholds is not None:
             return
         gc.callbacks.append(self._timed)
         self._thresholds = gc.get_threshold()
-        young, middle, _ = self._thresholds
         gc.freeze()
         self._baseline = sys.getallocatedblocks()
-        self._last_full = self._began = time.monotonic()
-        gc.set_threshold(young, middle, NEVER)
+        self._last_full = self._began = self._last_quiet = time.monotonic()
+        self._young_only()
 
     def stop(self) -> None:
         """Automatic passes as they were; what is frozen stays frozen."""
@@ -113,6 +135,14 @@ class Collector:
             self.full()
         else:
             gc.freeze()
+        self._last_quiet = now
+        if self._middle:
+            self._young_only()
+
+    def _young_only(self) -> None:
+        assert self._thresholds is not None
+        gc.set_threshold(self._thresholds[0], NEVER, NEVER)
+        self._middle = False
 
     def full(self) -> None:
         """A pass over every object, frozen or not; then freeze the survivors."""
@@ -141,3 +171,12 @@ class Collector:
         metrics.GC_PAUSE.labels(generation).observe(took)
         metrics.GC_COLLECTED.labels(generation).inc(info.get("collected", 0))
         self.largest[generation] = max(self.largest.get(generation, 0.0), took)
+        if generation == "0" and not self._middle:
+            self._middle_if_idle()
+
+    def _middle_if_idle(self) -> None:
+        """No quiet moment for a while (nothing to publish): cycles die in generation 1 again,
+        as nothing freezes them for the full pass."""
+        if self._thresholds is not None and time.monotonic() > self._last_quiet + self.idle:
+            gc.set_threshold(self._thresholds[0], self.middle, NEVER)
+            self._middle = True

@@ -8,17 +8,31 @@ its timer, which is the scheduling of tasks, not a hold. The largest seen is als
 benchmarks, which report it beside each measure, with the part of it the loop's own thread spent
 computing (`largest_own`: a sample's lag, at most the thread's CPU time since the timer was
 set): on a machine shared with other work, a process that is not scheduled lags too, without
-holding anything.
+holding anything. So that a largest figure can be told from a common one, the benchmarks also
+get how many samples lagged more than each of `OVER` (wall and own) and the few largest, with
+when they were taken: a maximum set by two samples in a minute is another finding than one set
+by a hundred.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
+from dataclasses import dataclass
 
 from xdsfleet.telemetry import metrics
 
 INTERVAL = 0.05
+OVER = (0.02, 0.05, 0.1)  # samples lagging more than these are counted
+WORST = 5  # the largest samples kept
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Sample:
+    lag: float  # seconds late
+    own: float  # ... of which, at most, the loop thread's CPU
+    at: float  # time.monotonic() when it ran
 
 
 class LoopLag:
@@ -26,9 +40,22 @@ class LoopLag:
         self.interval = interval
         self.largest = 0.0  # seconds, since the start or the last `reset`
         self.largest_own = 0.0
+        self.samples = 0
+        self.over = dict.fromkeys(OVER, 0)  # wall lag over each limit
+        self.over_own = dict.fromkeys(OVER, 0)
+        self._worst: list[Sample] = []  # a min-heap of the largest
 
     def reset(self) -> None:
         self.largest = self.largest_own = 0.0
+        self.samples = 0
+        self.over = dict.fromkeys(OVER, 0)
+        self.over_own = dict.fromkeys(OVER, 0)
+        self._worst = []
+
+    @property
+    def worst(self) -> list[Sample]:
+        """The largest samples since the start or the last `reset`, largest first."""
+        return sorted(self._worst, reverse=True)
 
     async def run(self) -> None:
         """Sample until cancelled."""
@@ -39,15 +66,29 @@ class LoopLag:
         finally:
             timer[0].cancel()
 
+    def _record(self, lag: float, own: float) -> None:
+        metrics.EVENT_LOOP_LAG.observe(lag)
+        self.largest = max(self.largest, lag)
+        self.largest_own = max(self.largest_own, own)
+        self.samples += 1
+        for limit in OVER:
+            if lag > limit:
+                self.over[limit] += 1
+                self.over_own[limit] += own > limit
+        if lag > OVER[0]:
+            sample = Sample(lag, own, time.monotonic())
+            if len(self._worst) < WORST:
+                heapq.heappush(self._worst, sample)
+            else:
+                heapq.heappushpop(self._worst, sample)
+
     def _arm(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
         """Set the first timer; each sets the next. The list holds the one pending."""
         timer: list[asyncio.TimerHandle] = []
 
         def sample(due: float, cpu: float) -> None:
             lag = max(0.0, loop.time() - due)
-            metrics.EVENT_LOOP_LAG.observe(lag)
-            self.largest = max(self.largest, lag)
-            self.largest_own = max(self.largest_own, min(lag, time.thread_time() - cpu))
+            self._record(lag, min(lag, time.thread_time() - cpu))
             set_next()
 
         def set_next() -> None:

@@ -3,8 +3,9 @@
 `python -m benchmarks.parsing [MEMBERS SERVICES ENDPOINTS] [--full]` reads the documents
 `benchmarks.manifests` writes for one member's share of the fleet, both ways the server reads
 them: a file's documents in one `parse_documents` call, and one API object at a time through
-`sources.kube.objects.parse_object`, as a member list is. `--full` turns the common-shape readers
-(`documents/plain.py`) off, to compare with the field-by-field reading alone. CPU time, best of
+`sources.kube.objects.parse_object`, as a member list is (read straight off the API object by
+`documents/plain.py`'s `api_*` readers). `--full` turns the common-shape readers off, both of
+them, to compare with the field-by-field reading alone. CPU time, best of
 five, microseconds per object and per kind.
 """
 
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> None:
     shape = Shape(*numbers)
     if full:
         parser._plain = lambda document: None  # the full reader only
+        objects._DIRECT = {}
     docs = manifests.member_docs(Fleet(shape), 0)
     print(f"{shape.describe()}, member 0: {len(docs):,} objects; {'full' if full else 'fast'}")
     for kind, resource in _RESOURCES.items():

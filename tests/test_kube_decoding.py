@@ -22,16 +22,10 @@ from waiting import eventually
 
 from xdsfleet.model.fleet import Member, MemberState
 from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.decoding import (
-    Decoder,
-    Page,
-    Unreadable,
-    decode_page,
-    prepare,
-    usable_cores,
-)
+from xdsfleet.sources.kube.decoding import Decoder, usable_cores
 from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
 from xdsfleet.sources.kube.objects import parse_object
+from xdsfleet.sources.kube.pages import Page, Unreadable, decode_page, prepare
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES
 
 __all__ = ["no_threads_left"]

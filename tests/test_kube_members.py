@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kube_api import MEMBER_RESOURCES, ApiEmulator
 from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
 from structlog.testing import capture_logs
@@ -540,3 +542,80 @@ def test_only_endpoints_gone_from_the_slices_count_as_removed_and_a_hold_keeps_t
                 assert served[address] == dataclasses.replace(
                     CONDITIONS[condition], addresses=(address,)
                 )
+
+
+# --- Mass removals looked for only where something changed ------------------------------------
+
+
+def _every_service_looked_at(before: MemberState, after: MemberState) -> set[tuple[str, str]]:
+    """`mass_removals` as decision 5 states it, over every service of the member."""
+    ready = ready_addresses(before)
+    listed: dict[tuple[str, str], set[str]] = {}
+    for s in after.endpoint_slices:
+        listed.setdefault((s.namespace, s.service_name), set()).update(
+            e.addresses[0] for e in s.endpoints if e.addresses
+        )
+    offered = {(s.namespace, s.name) for s in after.services} - (
+        set(before.exports) - set(after.exports)
+    )
+    return {
+        key
+        for key, addresses in ready.items()
+        if addresses
+        and 2 * len(addresses - (listed.get(key, set()) if key in offered else set()))
+        > len(addresses)
+    }
+
+
+_SERVICE_NAMES = ("a", "b", "c")
+_ENDPOINTS = st.builds(
+    Endpoint,
+    st.lists(st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]), max_size=2).map(
+        tuple
+    ),
+    ready=st.booleans(),
+)
+_SLICES = st.builds(
+    EndpointSlice,
+    st.just("default"),
+    st.sampled_from(["s1", "s2", "s3", "s4"]),
+    st.sampled_from(_SERVICE_NAMES),
+    st.just((EndpointPort("http", 8080),)),
+    st.lists(_ENDPOINTS, max_size=4).map(tuple),
+)
+_KEYS = st.sets(st.sampled_from([("default", n) for n in _SERVICE_NAMES]))
+
+
+@st.composite
+def _batch(draw: st.DrawFn) -> tuple[MemberState, MemberState]:
+    """A state, and the next: some of its slices kept (the same objects), some replaced, some
+    removed, some added; Services and exports changed or not."""
+    before_slices = draw(st.lists(_SLICES, max_size=6))
+    after_slices = [s for s in before_slices if draw(st.booleans())]
+    after_slices += draw(st.lists(_SLICES, max_size=3))
+    before_services, after_services = draw(_KEYS), draw(_KEYS)
+    before_exports, after_exports = draw(_KEYS), draw(_KEYS)
+
+    def state(slices: list[EndpointSlice], services: Any, exports: Any) -> MemberState:
+        return MemberState(
+            MEMBER,
+            services=tuple(
+                Service(ns, n, (ServicePort("http", 80),)) for ns, n in sorted(services)
+            ),
+            endpoint_slices=tuple(slices),
+            exports=tuple(sorted(exports)),
+        )
+
+    return (
+        state(before_slices, before_services, before_exports),
+        state(after_slices, after_services, after_exports),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(_batch())
+def test_mass_removals_looked_for_where_something_changed_are_those_of_every_service(
+    batch: tuple[MemberState, MemberState],
+) -> None:
+    before, after = batch
+    assert mass_removals(before, after) == _every_service_looked_at(before, after)

@@ -12,6 +12,14 @@ address or port, a repeat) it returns None, and `manifests` reads the document a
 every problem is found and worded in one place only. A reader that returns an object returns
 exactly what `manifests` would have returned, with no problem: tests/test_plain_documents.py
 proves both with hypothesis. It must not report problems, do I/O or know about Envoy.
+
+Objects listed from a member's API server are read here too, as they come (`api_service`,
+`api_endpoint_slice`, `api_service_export`): they carry much the model does not read
+(managedFields, status, uid, an endpoint's hints), which a file may not, and list items carry
+no apiVersion or kind. `sources.kube.objects` cuts such an object down to the fields the model
+reads before `manifests` reads it; these readers skip the copy and read the same fields off the
+object itself, with the same rule: what they accept is exactly what the cut-down document reads
+as, anything unexpected is left to that path (tests/test_kube_objects.py holds them to it).
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ from xdsfleet.model.fleet import Endpoint, EndpointPort, EndpointSlice, Service,
 from xdsfleet.model.frozen import builder
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# Set by multi-cluster services implementations (KEP-1645) on the slices they import from other
+# clusters: those endpoints belong to another member, which xdsfleet reads itself.
+IMPORTED_LABEL = "multicluster.kubernetes.io/source-cluster"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 IP_FAMILIES = ("IPv4", "IPv6")
 ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
@@ -123,10 +134,13 @@ def _strings_map(value: object) -> bool:
     return all(type(k) is str and type(v) is str for k, v in value.items())
 
 
-def _metadata(document: dict[Any, Any], name_ok: Any) -> tuple[str, str, dict[str, str]] | None:
-    """(namespace, name, labels) of a namespaced object, as `reading.metadata` reads them."""
+def _metadata(
+    document: dict[Any, Any], name_ok: Any, api: bool = False
+) -> tuple[str, str, dict[str, str]] | None:
+    """(namespace, name, labels) of a namespaced object, as `reading.metadata` reads them. Of an
+    API object (`api`): its other fields, labels and annotations are not read (labels: {})."""
     meta = document.get("metadata")
-    if type(meta) is not dict or not METADATA_FIELDS.issuperset(meta):
+    if type(meta) is not dict or not (api or METADATA_FIELDS.issuperset(meta)):
         return None
     name = meta.get("name")
     if type(name) is not str or not name or not name_ok(name):
@@ -138,6 +152,8 @@ def _metadata(document: dict[Any, Any], name_ok: Any) -> tuple[str, str, dict[st
         namespace = "default"
     elif type(namespace) is not str or not _label(namespace):
         return None
+    if api:
+        return _intern(namespace), name, {}
     labels = meta.get("labels")
     if not _strings_map(labels) or not _strings_map(meta.get("annotations")):
         return None
@@ -165,8 +181,10 @@ def _port_fields(port: dict[Any, Any]) -> tuple[str, int, str, str | None] | Non
     return _intern(name), number, _intern(protocol), app_protocol
 
 
-def _endpoint(entry: object, address_type: str) -> Endpoint | None:
-    if type(entry) is not dict or not _ENDPOINT_KEYS.issuperset(entry):
+def _endpoint(entry: object, address_type: str, api: bool = False) -> Endpoint | None:
+    """One `endpoints[]` entry. Of an API object (`api`), fields other than those the model reads
+    are not read, and a `targetRef` without a name is none (`objects` leaves it out)."""
+    if type(entry) is not dict or not (api or _ENDPOINT_KEYS.issuperset(entry)):
         return None
     addresses = entry.get("addresses")
     if type(addresses) is not list or not addresses or len(addresses) > MAX_ADDRESSES:
@@ -181,7 +199,7 @@ def _endpoint(entry: object, address_type: str) -> Endpoint | None:
     terminating: object = False
     conditions = entry.get("conditions")
     if conditions is not None:
-        if type(conditions) is not dict or not _CONDITION_KEYS.issuperset(conditions):
+        if type(conditions) is not dict or not (api or _CONDITION_KEYS.issuperset(conditions)):
             return None
         ready = conditions.get("ready", True)
         serving = conditions.get("serving")
@@ -202,8 +220,10 @@ def _endpoint(entry: object, address_type: str) -> Endpoint | None:
         return None
     target = entry.get("targetRef")
     target_text = None
+    if api and type(target) is dict and not target.get("name"):
+        target = None
     if target is not None:
-        if type(target) is not dict or not _TARGET_KEYS.issuperset(target):
+        if type(target) is not dict or not (api or _TARGET_KEYS.issuperset(target)):
             return None
         target_name = target.get("name")
         target_namespace = target.get("namespace")
@@ -232,7 +252,32 @@ def endpoint_slice(document: dict[Any, Any]) -> EndpointSlice | None:
     found = _metadata(document, DNS_SUBDOMAIN.accepts)
     if found is None:
         return None
-    namespace, name, labels = found
+    return _slice_body(document, *found, api=False)
+
+
+def api_endpoint_slice(obj: dict[Any, Any]) -> EndpointSlice | None:
+    """The EndpointSlice a member's API object `obj` is, as `objects` cut down and `manifests`
+    read it, when it has the common shape, no problem, and is one of a Service that is not
+    imported from elsewhere; None when that path must read it."""
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if type(meta) is dict else None
+    if type(labels) is not dict or IMPORTED_LABEL in labels:
+        return None
+    service = labels.get(SERVICE_NAME_LABEL)
+    if type(service) is not str:
+        return None
+    found = _metadata(obj, DNS_SUBDOMAIN.accepts, api=True)
+    if found is None:
+        return None
+    namespace, name, _ = found
+    return _slice_body(obj, namespace, name, {SERVICE_NAME_LABEL: service}, api=True)
+
+
+def _slice_body(
+    document: dict[Any, Any], namespace: str, name: str, labels: dict[str, str], *, api: bool
+) -> EndpointSlice | None:
+    """An EndpointSlice's fields after its metadata. Of an API object (`api`): a port without a
+    number is one `objects` leaves out, left to that path, and no endpoints is none."""
     service = labels.get(SERVICE_NAME_LABEL)
     address_type = document.get("addressType")
     if not service or address_type not in ADDRESS_TYPES or type(address_type) is not str:
@@ -244,7 +289,7 @@ def endpoint_slice(document: dict[Any, Any]) -> EndpointSlice | None:
             return None
         names = set()
         for port in raw_ports:
-            if type(port) is not dict or not _SLICE_PORT_KEYS.issuperset(port):
+            if type(port) is not dict or not (api or _SLICE_PORT_KEYS.issuperset(port)):
                 return None
             fields = _port_fields(port)
             if fields is None or fields[0] in names:
@@ -252,11 +297,13 @@ def endpoint_slice(document: dict[Any, Any]) -> EndpointSlice | None:
             names.add(fields[0])
             ports.append(_new_endpoint_port(*fields))
     entries = document.get("endpoints")
+    if api and entries is None:
+        entries = []
     if type(entries) is not list:
         return None
     endpoints = []
     for entry in entries:
-        endpoint = _endpoint(entry, address_type)
+        endpoint = _endpoint(entry, address_type, api)
         if endpoint is None:
             return None
         endpoints.append(endpoint)
@@ -265,8 +312,8 @@ def endpoint_slice(document: dict[Any, Any]) -> EndpointSlice | None:
     )
 
 
-def _service_port(port: object) -> ServicePort | None:
-    if type(port) is not dict or not _SERVICE_PORT_KEYS.issuperset(port):
+def _service_port(port: object, api: bool = False) -> ServicePort | None:
+    if type(port) is not dict or not (api or _SERVICE_PORT_KEYS.issuperset(port)):
         return None
     fields = _port_fields(port)
     if fields is None:
@@ -289,13 +336,30 @@ def service(document: dict[Any, Any]) -> Service | None:
     and no problem; None when `manifests` must read it in full."""
     if document.get("apiVersion") != SERVICE_API_VERSION or not SERVICE_FIELDS.issuperset(document):
         return None
-    found = _metadata(document, _service_name)
-    if found is None:
-        return None
-    namespace, name, _ = found
     spec = document.get("spec")
     if type(spec) is not dict or not _SERVICE_SPEC_KEYS.issuperset(spec):
         return None
+    return _service_body(document, spec, spec.get("ipFamilies"), api=False)
+
+
+def api_service(obj: dict[Any, Any]) -> Service | None:
+    """The Service a member's API object `obj` is, as `objects` cut down and `manifests` read
+    it, when it has the common shape, ports, no problem and is not an ExternalName; None when
+    that path must read it."""
+    spec = obj.get("spec")
+    if type(spec) is not dict or spec.get("type") == "ExternalName":
+        return None
+    # `objects` keeps `ipFamilies` only when it holds something.
+    return _service_body(obj, spec, spec.get("ipFamilies") or None, api=True)
+
+
+def _service_body(
+    document: dict[Any, Any], spec: dict[Any, Any], families: object, *, api: bool
+) -> Service | None:
+    found = _metadata(document, _service_name, api)
+    if found is None:
+        return None
+    namespace, name, _ = found
     raw_ports = spec.get("ports")
     if type(raw_ports) is not list or not raw_ports:
         return None
@@ -303,7 +367,7 @@ def service(document: dict[Any, Any]) -> Service | None:
     names = set()
     numbers = set()
     for raw in raw_ports:
-        port = _service_port(raw)
+        port = _service_port(raw, api)
         if port is None or port.name in names or (port.port, port.protocol) in numbers:
             return None
         if port.name:
@@ -312,7 +376,6 @@ def service(document: dict[Any, Any]) -> Service | None:
             return None  # several ports, each needs a name
         numbers.add((port.port, port.protocol))
         ports.append(port)
-    families = spec.get("ipFamilies")
     if families is None:
         families = []
     elif type(families) is not list or not all(
@@ -328,6 +391,16 @@ def service_export(document: dict[Any, Any]) -> tuple[str, str] | None:
     if document.get("apiVersion") != EXPORT_API_VERSION or not EXPORT_FIELDS.issuperset(document):
         return None
     found = _metadata(document, _service_name)
+    if found is None:
+        return None
+    namespace, name, _ = found
+    return namespace, _intern(name)
+
+
+def api_service_export(obj: dict[Any, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) a member's ServiceExport API object `obj` exports; None when
+    `objects` and `manifests` must read it."""
+    found = _metadata(obj, _service_name, api=True)
     if found is None:
         return None
     namespace, name, _ = found

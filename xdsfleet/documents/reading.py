@@ -92,7 +92,76 @@ _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 class _StrictLoader(_SafeLoader):  # type: ignore[misc]
     """A SafeLoader that refuses duplicate keys: plain YAML keeps the last one without a word,
-    which would hide a mistake exactly where this module promises to find them."""
+    which would hide a mistake exactly where this module promises to find them.
+
+    A document of plain maps, lists and scalars (nearly every manifest) is built from its nodes
+    by `_plain_data`, about a third cheaper than PyYAML's constructor, which (a generator per
+    map, a memo per node, every key built twice for the duplicate check) was about a third of
+    reading a large fleet's files. Anything else (an alias, a merge key, a tag other than
+    str/seq/map on a collection, a duplicate key, or any error) is built by PyYAML's own
+    construction from the start, so that what it builds and every error it raises are unchanged
+    (tests/test_yaml_reading.py holds the two ways to each other)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        try:
+            data = _plain_data(self, node, set())
+            if self.state_generators:
+                raise _Irregular("construction left for later")
+        except Exception:  # not plain, or wrong: PyYAML's construction decides
+            self._forget()  # what the attempt left (a node it was building counts as recursive)
+            return super().construct_document(node)
+        self._forget()
+        return data
+
+    def _forget(self) -> None:
+        """PyYAML's construction state, back to that of a new document."""
+        self.constructed_objects: dict[Any, Any] = {}
+        self.recursive_objects: dict[Any, Any] = {}
+        self.state_generators: list[Any] = []
+        self.deep_construct = False
+
+
+class _Irregular(Exception):
+    """A document `_plain_data` leaves to PyYAML's construction."""
+
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_ScalarNode, _SequenceNode, _MappingNode = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+
+
+def _plain_data(loader: _StrictLoader, node: yaml.Node, seen: set[int]) -> Any:
+    """What PyYAML's construction builds of `node` when it is plain; raises when it is not."""
+    kind = type(node)
+    if kind is _ScalarNode:
+        # A str is the scalar's text; other scalars (int, bool, null, timestamp...) are built by
+        # PyYAML's own constructor for them.
+        # (deep: a constructor that is a generator, on a scalar, runs to its end here, not later.)
+        return node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+    if id(node) in seen:
+        raise _Irregular("an alias")  # PyYAML gives the very same object again
+    seen.add(id(node))
+    if kind is _SequenceNode and node.tag == _SEQ:
+        return [_plain_data(loader, item, seen) for item in node.value]
+    if kind is not _MappingNode or node.tag != _MAP:
+        raise _Irregular(node.tag)
+    # Keys first, then values, in order: PyYAML's order (`_construct_unique_mapping`).
+    keys = []
+    for key_node, _ in node.value:
+        if type(key_node) is not _ScalarNode or key_node.tag.startswith(_NOT_KEYS):
+            raise _Irregular("a merge key, a value key or a collection as a key")
+        keys.append(_plain_data(loader, key_node, seen))
+    data: dict[Any, Any] = {}
+    for key, (_, value_node) in zip(keys, node.value, strict=True):
+        if key in data:
+            raise _Irregular("a duplicate key")
+        data[key] = _plain_data(loader, value_node, seen)
+    return data
+
+
+# Keys PyYAML's mapping construction treats apart (`flatten_mapping`): `<<` and `=`.
+_NOT_KEYS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 
 
 def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:

@@ -39,7 +39,7 @@ from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from kubernetes.watch.watch import iter_resp_lines
 
 from xdsfleet.documents.reading import JsonObject
-from xdsfleet.sources.kube.decoding import Page, Unreadable, decode_page
+from xdsfleet.sources.kube.pages import Page, Unreadable, decode_page
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 
@@ -222,6 +222,10 @@ class _Credentials:
             )
             if not self.plugin:
                 self._loader.load_and_set(configuration)
+                # Credentials that never change: the client's hook would copy them into the
+                # configuration again before every request, looking up proxies in the
+                # environment each time (~0.2 ms, 300 list pages at a cold start).
+                configuration.refresh_api_key_hook = None
         except Exception as error:
             # The loaders raise ConfigException, yaml, OS and key errors alike: all mean the same.
             raise AccessError(f"{access.describe()}: {_safe(error)}") from None

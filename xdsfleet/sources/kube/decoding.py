@@ -10,14 +10,15 @@ Work is shared: a worker has at most `_WAITING` pages queued, and a page that fi
 worker that busy is decoded by its own thread. So the server's core works along, and where no
 core is free (a loaded machine, a pod's CPU quota) few pages pay for the pickling both ways.
 
-The pool costs processes and a start-up (~0.2 s of CPU each: a fresh interpreter importing the
+The pool costs processes and a start-up (~0.15 s of CPU each: a fresh interpreter importing the
 parser), so it starts only once `pool_min_bytes` of pages have been decoded in this process,
 and stops after `idle_seconds` without a page: small fleets and a quiet server never run it.
 Without a pool (too little to decode, no way to start one, or one that broke) pages are decoded
 in the calling thread, at most `_PARSING` at once.
 
-It must not decide what a list means: bytes in, `Page` out, the same in a worker or not. It
-must not import the `kubernetes` client (a worker imports this module and the parser only).
+What a worker runs is `pages` (decoding a page, preparing its objects): a worker imports that
+and the parser only. This module must not decide what a list means, nor import the `kubernetes`
+client.
 """
 
 from __future__ import annotations
@@ -25,33 +26,21 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
-import gc
-import json
 import os
 import pickle
-import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any
 
 import structlog
 
-from xdsfleet.documents.reading import JsonObject
-from xdsfleet.model.errors import InvalidInput, Problem
 from xdsfleet.sources import pickling
-from xdsfleet.sources.kube.objects import key_of
+from xdsfleet.sources.kube.pages import Page, Prepare, decode_page, receive, send
 
 log = structlog.get_logger(__name__)
-
-T = TypeVar("T")
-Key = tuple[str, str]  # (namespace, name)
 
 # How many threads decode or unpickle a page at once. Both hold the interpreter lock; when all
 # of a big fleet's reflectors did it together (150 at start-up for 50 members), the event loop's
@@ -66,82 +55,18 @@ POOL_MIN_BYTES = 2 * 2**20
 IDLE_SECONDS = 60.0
 
 
-class Unreadable(ValueError):
-    """A page that is not a JSON object: the API server (or what answers for it) is not well."""
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared(Generic[T]):
-    """One API object, parsed: the model object (None: left out), or why it was refused."""
-
-    key: Key
-    generation: int  # metadata.generation
-    parsed: T | None
-    problems: tuple[Problem, ...] | None = None  # set when the parser refused it
-    uid: str = ""  # metadata.uid: the same name may be another object after a delete
-
-
-def prepare(parse: Callable[[JsonObject], T | None], obj: JsonObject) -> Prepared[T]:
-    """`parse` turns one API object into a model object, None for objects to leave out, or
-    raises `InvalidInput`. Pure: a reflector's thread or a worker process runs it."""
-    key = key_of(obj)
-    metadata = obj.get("metadata") or {}
-    generation = int(metadata.get("generation") or 0)
-    uid = str(metadata.get("uid") or "")
-    try:
-        return Prepared(key, generation, parse(obj), uid=uid)
-    except InvalidInput as invalid:
-        return Prepared(key, generation, None, invalid.problems, uid)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a list: each object as `prepare` made it (the object itself without one),
-    the list's resourceVersion and its continue token ("" on the last page)."""
-
-    items: tuple[Any, ...]
-    resource_version: str
-    continue_token: str
-
-
-Prepare = Callable[[JsonObject], Any]
-
-
-def decode_page(data: bytes, prepare: Prepare | None = None) -> Page:
-    """A page of a list (a `*List` object) as the API server sent it, decoded and prepared."""
-    try:
-        document = json.loads(data)
-    except ValueError as error:
-        raise Unreadable(f"unreadable answer: {error}") from None
-    if not isinstance(document, dict):
-        raise Unreadable("expected a JSON object")
-    items = [item for item in document.get("items") or [] if isinstance(item, dict)]
-    metadata = document.get("metadata") or {}
-    return Page(
-        tuple(map(prepare, items)) if prepare is not None else tuple(items),
-        str(metadata.get("resourceVersion", "")),
-        str(metadata.get("continue") or ""),
-    )
-
-
 # --- The workers ---
 #
-# A worker is `python -c WORKER`: it imports this module (and so the parser) and nothing else,
-# unlike multiprocessing's spawn, which imports the parent's main module in every worker (the
-# `xdsfleet` script: the whole server, a second or more each). Requests and answers are
-# pickles, each after its length: (bytes, prepare) in, (True, page pickled the fast way) or
-# (False, what was raised) out, in order. A worker says it is ready with one answer before any
-# request. Requests are queued in the worker's pipe, not handed over one at a time: a worker
-# waiting for the server's thread to take its answer and send the next page would wait for that
-# thread's turn of the interpreter lock, which 150 reflector threads share at start-up (the
-# workers were idle half the time).
+# A worker is `python -c WORKER`, which runs `pages.work` (see there for how a worker and this
+# process talk). Requests are queued in the worker's pipe, not handed over one at a time: a
+# worker waiting for the server's thread to take its answer and send the next page would wait
+# for that thread's turn of the interpreter lock, which 150 reflector threads share at start-up
+# (the workers were idle half the time).
 
-WORKER = "from xdsfleet.sources.kube.decoding import work; work()"
-_COLLECT_EVERY = 64
+WORKER = "from xdsfleet.sources.kube.pages import work; work()"
 # Pages queued for a worker beyond the one it decodes: enough that it never waits for the
 # server's threads between two, few enough that those threads decode the rest themselves.
 _WAITING = 2
-_LENGTH = struct.Struct("!Q")
 
 
 # Pipes this big hold a page (or several answers) whole: one write each, not one per 64 KiB
@@ -149,51 +74,9 @@ _LENGTH = struct.Struct("!Q")
 _PIPE_BYTES = 2**20
 
 
-def _send(stream: IO[bytes], blob: bytes) -> None:
-    stream.write(_LENGTH.pack(len(blob)) + blob)
-    stream.flush()
-
-
 def _widen(stream: IO[bytes]) -> None:
     with contextlib.suppress(OSError, AttributeError):  # not Linux, or over the limit
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
-def _receive(stream: IO[bytes]) -> bytes | None:
-    """The next blob, None at the end of the stream."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    blob = stream.read(length)
-    return blob if len(blob) == length else None
-
-
-def work() -> None:
-    """A worker's life: decode each page asked for until standard input ends."""
-    # Ctrl-C reaches the whole process group: the server stops its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A page's objects live until they are sent, then go all at once: the collector's passes
-    # over them (automatic ones, as they pile up) find nothing and cost a third of the work.
-    # Cycles (a refusal's traceback) are collected every `_COLLECT_EVERY` pages instead.
-    gc.freeze()
-    gc.disable()
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    _send(answers, pickle.dumps((True, b"")))
-    pages = 0
-    while (request := _receive(requests)) is not None:
-        pages += 1
-        if pages % _COLLECT_EVERY == 0:
-            gc.collect()
-        data, prepare = pickle.loads(request)
-        answer: tuple[bool, Any]
-        try:
-            answer = (True, pickling.dumps(decode_page(data, prepare)))
-        except Unreadable as error:
-            answer = (False, error)
-        except Exception:
-            answer = (False, RuntimeError(f"decoding a page failed:\n{traceback.format_exc()}"))
-        _send(answers, pickle.dumps(answer))
 
 
 def usable_cores(quota: str = "/sys/fs/cgroup/cpu.max") -> int:
@@ -268,14 +151,14 @@ class _Worker:
             self._waiting.append(answer)
             try:
                 # Blocks (without the interpreter lock) while the worker's pipe is full.
-                _send(self._requests, request)
+                send(self._requests, request)
             except (OSError, ValueError) as error:  # ValueError: closed by `stop` meanwhile
                 self._end(f"a decode worker ended: {error}")
         return answer
 
     def _read(self) -> None:
         try:
-            while (blob := _receive(self._answers)) is not None:
+            while (blob := receive(self._answers)) is not None:
                 answer = pickle.loads(blob)
                 if not self.ready.is_set():
                     self.ready_at = time.monotonic()

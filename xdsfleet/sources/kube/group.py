@@ -17,8 +17,9 @@ from typing import Any
 
 from xdsfleet.documents.reading import JsonObject
 from xdsfleet.sources.kube.client import Cluster
-from xdsfleet.sources.kube.decoding import Decoder, prepare
+from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.mirror import Mirror
+from xdsfleet.sources.kube.pages import prepare
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.sources.kube.watching import Event, Listed, Reflector
@@ -30,7 +31,7 @@ JOIN_SECONDS = 10.0
 @dataclass(frozen=True, slots=True)
 class Watched:
     """What to watch: a resource (in one namespace, with a label selector) and how to parse
-    its objects (see `decoding.prepare`; it runs in the reflector's thread, or in the decoder's
+    its objects (see `pages.prepare`; it runs in the reflector's thread, or in the decoder's
     workers: with a decoder, `parse` must be picklable)."""
 
     resource: ApiResource

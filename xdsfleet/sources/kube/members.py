@@ -29,8 +29,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 
@@ -39,7 +40,7 @@ from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.decoding import Decoder
 from xdsfleet.sources.kube.group import Watched, WatchGroup
-from xdsfleet.sources.kube.objects import ModelObject, parse_object
+from xdsfleet.sources.kube.objects import parse_object
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.sources.kube.watching import Absent, Event, Listed
@@ -48,6 +49,7 @@ from xdsfleet.telemetry import metrics
 log = structlog.get_logger(__name__)
 
 ServiceKey = tuple[str, str]  # (namespace, service name)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -71,33 +73,54 @@ class _Hold:
 
 def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
     """Per service, the addresses of its ready endpoints (the first of each, as translation)."""
+    return _addresses(state.endpoint_slices, ready=True)
+
+
+def _addresses(slices: Iterable[EndpointSlice], *, ready: bool) -> dict[ServiceKey, set[str]]:
+    """Per service, the first address of each endpoint of `slices` (`ready`: of the ready ones;
+    else of all of them, whatever their conditions)."""
     found: dict[ServiceKey, set[str]] = {}
-    for endpoint_slice in state.endpoint_slices:
+    for endpoint_slice in slices:
         addresses = found.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), set())
         addresses.update(
-            e.addresses[0] for e in endpoint_slice.endpoints if e.ready and e.addresses
+            e.addresses[0]
+            for e in endpoint_slice.endpoints
+            if e.addresses and (e.ready or not ready)
         )
-    return found
-
-
-def listed_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
-    """Per service, the addresses of all its endpoints, whatever their conditions."""
-    found: dict[ServiceKey, set[str]] = {}
-    for endpoint_slice in state.endpoint_slices:
-        addresses = found.setdefault((endpoint_slice.namespace, endpoint_slice.service_name), set())
-        addresses.update(e.addresses[0] for e in endpoint_slice.endpoints if e.addresses)
     return found
 
 
 def mass_removals(before: MemberState, after: MemberState) -> set[ServiceKey]:
     """The services more than half of whose ready endpoints are gone (not listed at all) from
-    `before` to `after` (a Service deleted, or its ServiceExport, loses all of them)."""
-    kept = listed_addresses(after)
+    `before` to `after` (a Service deleted, or its ServiceExport, loses all of them).
+
+    A watch batch changes a few services of a member, and states share the objects that did not
+    change, so only the services a slice was added to or removed from (by identity: a changed
+    slice is a new object) and those not offered any more are looked at: the others list the very
+    same endpoints on both sides, and none of them is gone. So a batch costs its own endpoints
+    and a pass over the member's slices, not every endpoint of the member."""
     services = {(s.namespace, s.name) for s in after.services}
-    unexported = set(before.exports) - set(after.exports)
+    offered = services - (set(before.exports) - set(after.exports))
+    before_ids = set(map(id, before.endpoint_slices))
+    after_ids = set(map(id, after.endpoint_slices))
+    changed = {
+        (s.namespace, s.service_name) for s in before.endpoint_slices if id(s) not in after_ids
+    }
+    changed.update(
+        (s.namespace, s.service_name) for s in after.endpoint_slices if id(s) not in before_ids
+    )
+
+    def looked_at(s: EndpointSlice) -> bool:
+        key = (s.namespace, s.service_name)
+        return key in changed or key not in offered
+
+    ready = _addresses(filter(looked_at, before.endpoint_slices), ready=True)
+    kept = _addresses(
+        (s for s in after.endpoint_slices if (s.namespace, s.service_name) in ready), ready=False
+    )
     found = set()
-    for key, addresses in ready_addresses(before).items():
-        remaining = kept.get(key, set()) if key in services - unexported else set()
+    for key, addresses in ready.items():
+        remaining = kept.get(key, set()) if key in offered else set()
         if addresses and 2 * len(addresses - remaining) > len(addresses):
             found.add(key)
     return found
@@ -174,6 +197,8 @@ class MemberWatcher:
         self.state = MemberState(member)
         self.settled = asyncio.Event()
         self._hold: _Hold | None = None
+        # Per resource: the mirror's `changes` and its objects, sorted (`_of`).
+        self._sorted: dict[ApiResource, tuple[int, tuple[Any, ...]]] = {}
         self._log = log.bind(member=member.name)
         kinds = [resources.SERVICES, resources.ENDPOINT_SLICES, resources.SERVICE_EXPORTS]
         if member.endpoint_mode is EndpointMode.NODE_PORT:
@@ -237,24 +262,29 @@ class MemberWatcher:
     # --- States ---
 
     def _candidate(self) -> MemberState:
-        def of(kind: ApiResource) -> list[ModelObject]:
-            mirror = self._group.mirrors.get(kind)
-            if mirror is None:
-                return []
-            # By (namespace, name): each object's key in its mirror.
-            objects = mirror.objects
-            return [objects[key] for key in sorted(objects)]
-
         return MemberState(
             self.member,
-            services=tuple(o for o in of(resources.SERVICES) if isinstance(o, Service)),
-            endpoint_slices=tuple(
-                o for o in of(resources.ENDPOINT_SLICES) if isinstance(o, EndpointSlice)
-            ),
-            exports=tuple(o for o in of(resources.SERVICE_EXPORTS) if isinstance(o, tuple)),
-            nodes=tuple(o for o in of(resources.NODES) if isinstance(o, Node)),
+            services=self._of(resources.SERVICES, Service),
+            endpoint_slices=self._of(resources.ENDPOINT_SLICES, EndpointSlice),
+            exports=self._of(resources.SERVICE_EXPORTS, tuple),
+            nodes=self._of(resources.NODES, Node),
             stale=bool(self._group.failures),
         )
+
+    def _of(self, kind: ApiResource, cls: type[T]) -> tuple[T, ...]:
+        """The objects of `kind` (those of `cls`), by (namespace, name): each object's key in
+        its mirror. Made again only when the mirror changed: a batch of slices does not sort
+        the member's Services again."""
+        mirror = self._group.mirrors.get(kind)
+        if mirror is None:
+            return ()
+        made = self._sorted.get(kind)
+        if made is not None and made[0] == mirror.changes:
+            return made[1]
+        objects = mirror.objects
+        found = tuple(o for o in map(objects.__getitem__, sorted(objects)) if isinstance(o, cls))
+        self._sorted[kind] = (mirror.changes, found)
+        return found
 
     def _update(self, listed: set[ApiResource]) -> None:
         if not self._group.answered:

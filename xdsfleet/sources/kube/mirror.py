@@ -5,7 +5,7 @@ refuses is reported and the previous version stays in use, as for a file. The mi
 how the resource answered (listed, absent, failing), which is what staleness and readiness are made
 of.
 
-Objects are parsed where they arrive (`decoding.prepare`), in the reflector's thread or, for
+Objects are parsed where they arrive (`pages.prepare`), in the reflector's thread or, for
 big lists, in worker processes: a list of ten thousand EndpointSlices takes seconds to parse,
 which the event loop must not spend. The mirror itself runs on the event loop and does no I/O:
 prepared events in, parsed objects out.
@@ -19,8 +19,8 @@ from typing import Generic, TypeVar
 import structlog
 
 from xdsfleet.model.errors import Problem
-from xdsfleet.sources.kube.decoding import Prepared
 from xdsfleet.sources.kube.objects import key_of
+from xdsfleet.sources.kube.pages import Prepared
 from xdsfleet.sources.kube.resources import ApiResource
 from xdsfleet.sources.kube.watching import Absent, Changed, Event, Failed, Listed
 from xdsfleet.telemetry import metrics
@@ -54,8 +54,10 @@ class Mirror(Generic[T]):
     failing: str | None = None  # the last error, while the API server does not answer
     absent: bool = False  # the resource type does not exist there (a CRD not installed)
     sequence: int = 0  # of the last list
+    changes: int = 0  # events applied: `objects` is as it was while this stays the same
 
     def apply(self, event: Event) -> None:
+        self.changes += 1
         match event:
             case Listed(items=prepared, sequence=sequence):
                 previous = self.objects, self.generations

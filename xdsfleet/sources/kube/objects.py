@@ -5,7 +5,10 @@ does not read (managedFields, status, a Service's clusterIP and selector, an end
 targetRef). Member objects are therefore cut down to the fields the model reads before parsing;
 fleet-level objects (Gateway API, TrafficPolicy, the Fleet) keep their whole `spec`, so that a
 field we do not support is reported, as in a file, instead of silently ignored. What is left
-goes through `manifests.parse_documents`: both sources validate identically.
+goes through `manifests.parse_documents`: both sources validate identically. A member's
+Services, EndpointSlices and ServiceExports of the common shape (150,000 objects of a cold start
+at E = 100,000) are first read straight off the object by `documents.plain`, which reads exactly
+what the cut-down object would read as, or leaves the object to this path.
 
 It must not do I/O or keep state: one JSON object in, one model object (or a reason) out.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from xdsfleet.documents import plain
 from xdsfleet.documents.certificates import rejected_problems
 from xdsfleet.documents.gateway_api import TLS_SECRET_KEYS
 from xdsfleet.documents.manifests import (
@@ -23,7 +27,7 @@ from xdsfleet.documents.manifests import (
     Place,
     parse_documents,
 )
-from xdsfleet.documents.plain import SERVICE_NAME_LABEL
+from xdsfleet.documents.plain import IMPORTED_LABEL, SERVICE_NAME_LABEL
 from xdsfleet.model.errors import InvalidInput
 from xdsfleet.model.fleet import (
     EndpointSlice,
@@ -96,11 +100,6 @@ def _endpoint(endpoint: JsonObject) -> JsonObject:
     if target.get("name"):
         picked["targetRef"] = target
     return picked
-
-
-# Set by multi-cluster services implementations (KEP-1645) on the slices they import from other
-# clusters: those endpoints belong to another member, which xdsfleet reads itself.
-IMPORTED_LABEL = "multicluster.kubernetes.io/source-cluster"
 
 
 def _endpoint_slice(obj: JsonObject) -> JsonObject | None:
@@ -193,10 +192,30 @@ _PICKS: dict[ApiResource, Callable[[FileContents], tuple[Any, ...]]] = {
 }
 
 
+# A member's objects of the common shape, read straight off the API object: what the
+# projection above and `parse_documents` make of it, without the copy (`plain`). Keyed by kind,
+# whose hash a string keeps, rather than by the resource, whose hash is made on every lookup
+# (one per object); only the member kinds are here, and each is one resource's.
+_DIRECT: dict[str, Callable[[JsonObject], ModelObject | None]] = {
+    resources.SERVICES.kind: plain.api_service,
+    resources.ENDPOINT_SLICES.kind: plain.api_endpoint_slice,
+    resources.SERVICE_EXPORTS.kind: plain.api_service_export,
+}
+
+
 def parse_object(resource: ApiResource, obj: JsonObject, origin: str) -> ModelObject | None:
     """The model object for `obj`, or None for objects that have nothing to serve (a Service
     without ports, a slice no Service owns). Raises `InvalidInput` naming `origin` (such as
     `member zone-a`), the object and the field, exactly as for a file."""
+    direct = _DIRECT.get(resource.kind)
+    if direct is not None and (read := direct(obj)) is not None:
+        return read
+    return _parsed(resource, obj, origin)
+
+
+def _parsed(resource: ApiResource, obj: JsonObject, origin: str) -> ModelObject | None:
+    """`parse_object` the long way: the object cut down to what the model reads, then read by
+    `parse_documents` as a file's document is."""
     projected = _PROJECTIONS[resource](obj)
     if projected is None:
         return None

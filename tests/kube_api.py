@@ -311,6 +311,9 @@ class ApiEmulator:
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-api", daemon=True)
         self._tick = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        # Every aiohttp server this emulator listened with: a connection accepted just as it
+        # went down joins its server after the runner's clean-up has closed the others.
+        self._servers: list[web.Server] = []
 
     # --- Life cycle ---
 
@@ -356,6 +359,8 @@ class ApiEmulator:
         # A short shutdown timeout: watches are aborted, nothing else is in flight for long.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._servers.append(self._runner.server)
         context = None
         if self._tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -369,6 +374,9 @@ class ApiEmulator:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        for server in self._servers:
+            for handler in server.connections:
+                handler.force_close()
         # Closing a transport closes its socket in a callback: let those run.
         for _ in range(3):
             await asyncio.sleep(0)

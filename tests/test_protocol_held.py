@@ -31,8 +31,9 @@ OPS = st.lists(
     st.one_of(
         st.tuples(st.just("put"), st.sampled_from(NAMES), st.integers(0, 2)),
         st.tuples(st.just("drop"), st.sampled_from(NAMES)),
-        st.tuples(st.just("rebase"), st.integers(0, 3), st.booleans()),
-        st.tuples(st.just("assign"), st.integers(0, 3)),
+        st.tuples(st.just("rebase"), st.integers(0, 4), st.booleans()),
+        st.tuples(st.just("assign"), st.integers(0, 4)),
+        st.tuples(st.just("put_source"), st.integers(0, 4)),
         st.tuples(st.just("clear")),
     ),
     max_size=60,
@@ -45,6 +46,9 @@ def test_held_reads_as_the_dict_it_stands_for(
 ) -> None:
     held: Held = Held()
     model: dict[str, Encoded] = {}
+    # A fifth map of the first's names at another version: the next snapshot's, when a member
+    # lost changed every resource.
+    maps = [*maps, {n: res(n, 2) for n in maps[0]}]
     for op in ops:
         if op[0] == "put":
             held.put(op[1], res(op[1], op[2]))
@@ -54,6 +58,11 @@ def test_held_reads_as_the_dict_it_stands_for(
             model.pop(op[1], None)
         elif op[0] == "rebase":
             held.rebase(maps[op[1]], force=op[2])
+        elif op[0] == "put_source":
+            # As an ACK of a response carrying every resource of a map: one by one if not.
+            if not held.put_source(maps[op[1]]):
+                held.put_all(maps[op[1]].values())
+            model.update(maps[op[1]])
         elif op[0] == "assign":
             held.assign(maps[op[1]].values(), maps[op[1]])
             model = dict(maps[op[1]])

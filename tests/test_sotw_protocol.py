@@ -408,3 +408,44 @@ def test_rule13_a_grpc_client_back_that_refuses_its_clusters_keeps_them_for_its_
             listener_gone = listener_gone or response.type_url == LISTENER
     assert listener_gone
     assert clusters == [[]]
+
+
+# Past 64 names, an unchanged subscription is told by a hash of the names as sent
+# (`sotw._names_digest`); these hold the same rules as the short lists above.
+MANY = snapshot({f"c{i:03d}": (f"10.1.{i // 250}.{i % 250}",) for i in range(100)})
+LONG = [f"c{i:03d}" for i in range(80)]
+
+
+def long_subscription() -> tuple[SotwStream, Response]:
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, LONG))
+    [first] = stream.next_responses(MANY)
+    assert names(first) == LONG
+    return stream, first
+
+
+def test_a_long_unchanged_subscription_acked_wakes_nothing_and_sends_nothing() -> None:
+    stream, first = long_subscription()
+    result = stream.on_request(request(ENDPOINT, LONG, nonce=first.nonce, version=first.version))
+    assert result.outcome is Outcome.ACK
+    assert not result.wakes
+    assert stream.next_responses(MANY) == []
+    # The same names in another order are the same subscription.
+    stream.on_request(request(ENDPOINT, LONG[::-1], nonce=first.nonce, version=first.version))
+    assert stream.next_responses(MANY) == []
+
+
+def test_rule8_a_long_subscription_grown_or_with_a_name_swapped_sends_the_new_names() -> None:
+    stream, first = long_subscription()
+    grown = [*LONG, "c090"]
+    stream.on_request(request(ENDPOINT, grown, nonce=first.nonce, version=first.version))
+    [second] = stream.next_responses(MANY)
+    assert names(second) == ["c090"]
+    swapped = [*LONG[1:], "c091", "c090"]  # as long as `grown`, c000 gone, c091 new
+    result = stream.on_request(
+        request(ENDPOINT, swapped, nonce=second.nonce, version=second.version)
+    )
+    assert result.wakes
+    [third] = stream.next_responses(MANY)
+    assert names(third) == ["c091"]
+    assert "c000" not in stream.status()[ENDPOINT].held

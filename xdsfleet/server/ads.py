@@ -444,9 +444,13 @@ class AdsService:
         so that the bytes written are let go of when it returns."""
         while responses:
             response = responses.pop(0)
-            share = await self.budget.take(_size(response))
+            type_url, count, size = response.type_url, len(response.resources), _size(response)
+            share = self.budget.try_take(size, loop.time()) or await self.budget.take(size)
             try:
                 data = to_bytes(response)
+                # Only its bytes wait for the write: during a fan-out every stream's response
+                # objects would otherwise be there for the collector's young passes to walk.
+                del response
                 # No timer per write (it showed in profiles): the watchdog checks this.
                 info.writing_since = loop.time()
                 try:
@@ -459,9 +463,9 @@ class AdsService:
                 self.budget.give(share)
             del data
             info.writing_since = None
-            info.sent_at[response.type_url] = time.time()
-            _RESPONSES[response.type_url].inc()
-            _RESOURCES_SENT[response.type_url].inc(len(response.resources))
+            info.sent_at[type_url] = time.time()
+            _RESPONSES[type_url].inc()
+            _RESOURCES_SENT[type_url].inc(count)
         return None
 
     def revoke(self) -> int:
@@ -515,12 +519,13 @@ class AdsService:
             wake.set()
 
     def _on_request(self, info: StreamInfo, request: Any) -> RequestResult:
-        self._check_size(info, request)
+        subscribes = self._check_size(info, request)
         result = info.machine.on_request(request)
-        if result.outcome is not Outcome.UNSUPPORTED:
+        if subscribes and result.outcome is not Outcome.UNSUPPORTED:
             # Delta subscriptions add up over requests: the same bound holds for their sum
-            # (a SotW request names them all, so `_check_size` has bounded it already).
-            # Counted by the machine (it keeps the names anyway), before anything is built.
+            # (a SotW request names them all, so `_check_size` has bounded it already; a Delta
+            # request that subscribes nothing adds nothing). Counted by the machine (it keeps
+            # the names anyway), before anything is built.
             subscribed = info.machine.subscribed(result.type_url)
             if subscribed > self.limits.names_per_request:
                 raise Refused(
@@ -529,10 +534,11 @@ class AdsService:
                     f"{subscribed} resource names subscribed on this stream (at most "
                     f"{self.limits.names_per_request})",
                 )
-        short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
         if result.outcome is Outcome.ACK:
             _ACKS[result.type_url].inc()
-        elif result.outcome is Outcome.NACK:
+            return result
+        short = typeurls.SHORT_NAMES.get(result.type_url, result.type_url)
+        if result.outcome is Outcome.NACK:
             metrics.NACKS.labels(short).inc()
             log.warning(
                 "nack_received",
@@ -551,13 +557,17 @@ class AdsService:
                 log.warning("unsupported_type", type=clip(result.type_url))
         return result
 
-    def _check_size(self, info: StreamInfo, request: Any) -> None:
-        """Refuse a request that would cost more than `limits` allow (before any of it does)."""
+    def _check_size(self, info: StreamInfo, request: Any) -> bool:
+        """Refuse a request that would cost more than `limits` allow (before any of it does).
+        Returns whether it is a Delta request that subscribes to names: the stream's sum of
+        subscriptions is then checked too (`_on_request`)."""
+        subscribes = False
         if info.protocol == "sotw":
             names = request.resource_names
             count = len(names)
         else:
             names = request.resource_names_subscribe
+            subscribes = bool(names)
             count = (
                 len(names)
                 + len(request.resource_names_unsubscribe)
@@ -570,7 +580,7 @@ class AdsService:
                 f"{count} resource names in one request (at most {self.limits.names_per_request})",
             )
         if len(names) <= self.limits.unknown_names:
-            return
+            return subscribes
         held = self._cache.get(info.profile).of(request.type_url)
         unknown = sum(1 for name in names if name not in held)
         if unknown > self.limits.unknown_names:
@@ -580,6 +590,7 @@ class AdsService:
                 f"{unknown} names this server does not serve in one request (at most "
                 f"{self.limits.unknown_names})",
             )
+        return subscribes
 
 
 def _reader_ending(reader: asyncio.Task[None], context: Any) -> _Ending:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded
@@ -18,6 +18,7 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
+    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -135,7 +136,10 @@ class DeltaStream:
         if not (rejected or uses or pending.uses or state.unknown_uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            held.put_all(sent.resources)  # the common case, in one pass
+            # The common case, in one pass; a response of every resource of its source (a
+            # member lost) in none.
+            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
+                held.put_all(sent.resources)
         else:
             self._accept_each(state, pending)
         for name in sent.removed:
@@ -254,32 +258,43 @@ class DeltaStream:
         return out
 
     def _respond(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> Response | None:
+        changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
+        if changes is not None and not (
+            changes or state.forced or state.fresh or state.deferred or state.answer_first
+        ):
+            # Nothing changed nor asked for, nothing held back: no name to look at (most types
+            # of most looks: a change touches one type).
+            return None
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
-        changes = None if state.recheck else snapshot.changes_since(type_url, state.checked)
         candidates: Collection[str]
         if changes is None:
             candidates = state.names | state.held.names() | state.forced
             if state.wildcard:
                 candidates |= available.keys()
-        else:
+        elif state.forced or state.fresh or state.deferred:
             candidates = changes | state.forced | state.fresh | state.deferred
-        changed: list[Encoded] = []
-        removed: list[str] = []
-        retried: list[str] = []
+        else:
+            candidates = changes
         order = in_order(candidates, available)
         found = [available.get(name) for name in order]
         if not (state.forced or state.rejected or uses) and None not in found:
             # Nothing forced or refused, nothing waits on clusters, every name is there: what
             # differs from what the client holds is all there is to send (a member lost: every
             # assignment, in one pass).
-            state.deferred = set()
-            names, wildcard = state.names, state.wildcard
-            present = [r for r in found if r is not None and (wildcard or r.name in names)]
+            if state.deferred:
+                state.deferred = set()
+            present = cast(list[Encoded], found)
+            if not state.wildcard:
+                names = state.names
+                present = [r for r in present if r.name in names]
             changed = state.held.differing(present)
             if not (changed or state.answer_first):
                 return None
             return self._commit(type_url, state, snapshot, changed, [])
+        changed = []
+        removed: list[str] = []
+        retried: list[str] = []
         deferred = set()
         in_use: Container[str] | None = None
         for name, res in zip(order, found, strict=True):
@@ -429,16 +444,20 @@ class DeltaStream:
             state.forced.difference_update(removed)
             if not state.forced:
                 state.forced = set()  # a set keeps the table it grew to: let it go
-        state.reported_absent.update(n for n in removed if n in state.names)
+        if removed:
+            state.reported_absent.update(n for n in removed if n in state.names)
         state.answer_first = False
         version = snapshot.versions.get(type_url, "")
         state.status.sent_version = version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(type_url, {})
+        uses = snapshot.uses.get(type_url)
+        resources, gone = tuple(changed), tuple(removed)
         state.pending = Pending(
             nonce,
-            Sent.of(type_url, version, changed, tuple(removed), snapshot.of(type_url)),
-            {r.name: uses[r.name] for r in changed if r.name in uses} if uses else {},
+            Sent.of(type_url, version, resources, gone, snapshot.of(type_url)),
+            ({r.name: uses[r.name] for r in resources if r.name in uses} or NO_USES)
+            if uses
+            else NO_USES,
         )
-        return Response(type_url, nonce, version, tuple(changed), tuple(removed))
+        return Response(type_url, nonce, version, resources, gone)

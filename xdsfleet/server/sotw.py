@@ -12,8 +12,8 @@ later response can overtake the one a NACK speaks of.
 from __future__ import annotations
 
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from xdsfleet.cache import typeurls
 from xdsfleet.cache.resources import Encoded, set_version
@@ -22,6 +22,7 @@ from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
     NO_NAMES,
+    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -49,6 +50,8 @@ class _TypeState:
     # the last request's names, `*` included, to tell an unchanged subscription at once.
     names: frozenset[str] = NO_NAMES
     last_request: frozenset[str] | None = None
+    # Of a long last request, a hash of its names as they came on the wire (`_names_digest`).
+    last_digest: int | None = None
     # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
     held: Held = field(default_factory=Held)
     held_set: str | None = None
@@ -102,7 +105,28 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
         state.unknown_uses = state.unknown_uses.difference(sent.names)
 
 
-@dataclass(frozen=True, slots=True)
+# A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a large
+# fleet names every cluster. Making them a set of fresh strings to tell that nothing changed was
+# most of a steady EDS ACK naming 1,000 clusters (59 µs in all), in the loop iterations that
+# read a fan-out's ACKs. Past this many names, the names as the client sent them are hashed
+# instead, in C (25 µs in all), and the set is made only when that hash changed.
+_DIGEST_NAMES = 64
+_NAMES_ONLY = ("version_info", "node", "type_url", "response_nonce", "error_detail")
+
+
+def _names_digest(request: Any) -> int:
+    """A hash of the request's resource names as they came on the wire, in their order: the
+    request copied without its other fields, serialized. Python's hash of bytes is keyed by a
+    secret of the process (SipHash), so a client cannot make two lists of names collide; 64
+    bits, as every version here."""
+    names = type(request)()
+    names.CopyFrom(request)
+    for name in _NAMES_ONLY:
+        names.ClearField(name)
+    return hash(names.SerializeToString())
+
+
+@dataclass(slots=True)  # not frozen: made per stream and response (protocol.Response)
 class _Plan:
     type_url: str
     version: str
@@ -142,37 +166,40 @@ class SotwStream:
             return RequestResult(Outcome.UNSUPPORTED, type_url)
         nonce = request.response_nonce
         pending = state.pending
-        result = RequestResult(Outcome.SUBSCRIBE, type_url)
+        version = request.version_info
+        outcome = Outcome.SUBSCRIBE
+        message = ""
         if pending is not None and nonce == pending.nonce:
             state.pending = None
             self._answered = True
             if request.HasField("error_detail"):
                 # Rule 5: a NACK is an error_detail, whatever version it carries.
-                self._reject(state, pending, request.error_detail.message)
-                result = RequestResult(
-                    Outcome.NACK, type_url, request.version_info, request.error_detail.message
-                )
+                outcome, message = Outcome.NACK, request.error_detail.message
+                self._reject(state, pending, message)
             else:
+                outcome = Outcome.ACK
                 self._accept(type_url, state, pending)
-                result = RequestResult(Outcome.ACK, type_url, request.version_info)
         elif state.latest_nonce and nonce != state.latest_nonce:
             # Rule 3: written before the client saw our latest response: nothing is sent in
             # reply. Its names still count below: the client will not repeat them.
-            result = RequestResult(Outcome.STALE, type_url, request.version_info)
+            outcome = Outcome.STALE
         # A first request may carry a nonce of another stream (a client resuming): it is not
         # stale, nothing was sent on this one.
         first = not state.requested
-        self._subscribe(type_url, state, request.resource_names)
+        self._subscribe(type_url, state, request)
         if first and state.wildcard and type_url in typeurls.FULL_STATE:
-            state.resumed = request.version_info
-        if first and request.version_info:
-            state.inherited = request.version_info
+            state.resumed = version
+        if first and version:
+            state.inherited = version
             self._resuming = True
-        if result.outcome is Outcome.ACK and not (self._waits or state.recheck or state.forced):
-            # The ACK of an unchanged subscription with nothing held back: the snapshot last
-            # looked at has nothing more for this stream (a new one wakes it anyway).
-            return replace(result, wakes=False)
-        return result
+        if outcome is not Outcome.ACK:
+            return RequestResult(
+                outcome, type_url, "" if outcome is Outcome.SUBSCRIBE else version, message
+            )
+        # The ACK of an unchanged subscription with nothing held back: the snapshot last looked
+        # at has nothing more for this stream (a new one wakes it anyway).
+        wakes = self._waits or state.recheck or bool(state.forced)
+        return RequestResult(outcome, type_url, version, wakes=wakes)
 
     def _accept(self, type_url: str, state: _TypeState, pending: Pending) -> None:
         sent = pending.sent
@@ -193,8 +220,11 @@ class SotwStream:
         if not (rejected or uses or pending.uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            held.put_all(sent.resources)  # the common case, in one pass
-            held.rebase(sent.source)
+            # The common case, in one pass; a response of every resource of its source (a
+            # member lost) in none.
+            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
+                held.put_all(sent.resources)
+                held.rebase(sent.source)
             return
         for res in sent.resources:
             if rejected and rejected.get(res.name) != res.version:
@@ -216,10 +246,17 @@ class SotwStream:
         _answered_for(state, sent)
         state.status.refuse(sent, message)
 
-    def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
+    def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
+        resource_names = request.resource_names
+        digest = None
+        if len(resource_names) > _DIGEST_NAMES:
+            digest = _names_digest(request)
+            if digest == state.last_digest:
+                return  # an ACK of an unchanged subscription: most requests are
         requested = frozenset(resource_names)
+        state.last_digest = digest
         if requested == state.last_request:
-            return  # an ACK of an unchanged subscription: most requests are
+            return  # the same names, or the same in another order
         requested = shared_names(requested)
         state.last_request = requested
         state.recheck = True
@@ -275,17 +312,18 @@ class SotwStream:
         return out
 
     def _plan(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> _Plan | None:
-        available = snapshot.of(type_url)
         recheck = state.force_all or state.recheck
         changes = None if recheck else snapshot.changes_since(type_url, state.checked)
-        quiet = changes is not None and not changes and not state.forced and not state.deferred
-        if quiet:
-            return None
+        if changes is not None and not (changes or state.forced or state.deferred):
+            return None  # quiet
+        available = snapshot.of(type_url)
         if type_url in typeurls.FULL_STATE:
             return self._plan_full(type_url, state, snapshot)
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
-            wanted = {n for n in changes | state.forced | state.deferred if n in wanted}
+            if state.forced or state.deferred:
+                changes = changes | state.forced | state.deferred
+            wanted = {n for n in changes if n in wanted}
         order = in_order(wanted, available)
         found = [available.get(name) for name in order]
         if not (state.forced or state.rejected or snapshot.uses.get(type_url)) and (
@@ -294,9 +332,9 @@ class SotwStream:
             # Nothing forced or refused, nothing waits on clusters, every name is there: what
             # differs from what the client holds is all there is to send (a member lost: every
             # assignment, in one pass).
-            state.deferred = set()
-            present = [r for r in found if r is not None]
-            changed = state.held.differing(present)
+            if state.deferred:
+                state.deferred = set()
+            changed = state.held.differing(cast(list[Encoded], found))
             if not changed:
                 return None
             return _Plan(type_url, snapshot.versions.get(type_url, ""), tuple(changed))
@@ -504,12 +542,14 @@ class SotwStream:
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(plan.type_url, {})
+        uses = snapshot.uses.get(plan.type_url)
         source = snapshot.of(plan.type_url)
         state.pending = Pending(
             nonce,
             Sent.of(plan.type_url, plan.version, plan.resources, plan.removed, source),
-            {r.name: uses[r.name] for r in plan.resources if r.name in uses} if uses else {},
+            ({r.name: uses[r.name] for r in plan.resources if r.name in uses} or NO_USES)
+            if uses
+            else NO_USES,
         )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)
 

@@ -252,7 +252,8 @@ def endpoint_slice(document: dict[Any, Any]) -> EndpointSlice | None:
     found = _metadata(document, DNS_SUBDOMAIN.accepts)
     if found is None:
         return None
-    return _slice_body(document, *found, api=False)
+    namespace, name, labels = found
+    return _slice_body(document, namespace, name, labels.get(SERVICE_NAME_LABEL), api=False)
 
 
 def api_endpoint_slice(obj: dict[Any, Any]) -> EndpointSlice | None:
@@ -270,15 +271,14 @@ def api_endpoint_slice(obj: dict[Any, Any]) -> EndpointSlice | None:
     if found is None:
         return None
     namespace, name, _ = found
-    return _slice_body(obj, namespace, name, {SERVICE_NAME_LABEL: service}, api=True)
+    return _slice_body(obj, namespace, name, service, api=True)
 
 
 def _slice_body(
-    document: dict[Any, Any], namespace: str, name: str, labels: dict[str, str], *, api: bool
+    document: dict[Any, Any], namespace: str, name: str, service: str | None, *, api: bool
 ) -> EndpointSlice | None:
     """An EndpointSlice's fields after its metadata. Of an API object (`api`): a port without a
     number is one `objects` leaves out, left to that path, and no endpoints is none."""
-    service = labels.get(SERVICE_NAME_LABEL)
     address_type = document.get("addressType")
     if not service or address_type not in ADDRESS_TYPES or type(address_type) is not str:
         return None

@@ -519,8 +519,9 @@ class AdsService:
             wake.set()
 
     def _on_request(self, info: StreamInfo, request: Any) -> RequestResult:
-        subscribes = self._check_size(info, request)
+        self._check_size(info, request)
         result = info.machine.on_request(request)
+        subscribes = info.protocol != "sotw" and bool(request.resource_names_subscribe)
         if subscribes and result.outcome is not Outcome.UNSUPPORTED:
             # Delta subscriptions add up over requests: the same bound holds for their sum
             # (a SotW request names them all, so `_check_size` has bounded it already; a Delta
@@ -557,17 +558,13 @@ class AdsService:
                 log.warning("unsupported_type", type=clip(result.type_url))
         return result
 
-    def _check_size(self, info: StreamInfo, request: Any) -> bool:
-        """Refuse a request that would cost more than `limits` allow (before any of it does).
-        Returns whether it is a Delta request that subscribes to names: the stream's sum of
-        subscriptions is then checked too (`_on_request`)."""
-        subscribes = False
+    def _check_size(self, info: StreamInfo, request: Any) -> None:
+        """Refuse a request that would cost more than `limits` allow (before any of it does)."""
         if info.protocol == "sotw":
             names = request.resource_names
             count = len(names)
         else:
             names = request.resource_names_subscribe
-            subscribes = bool(names)
             count = (
                 len(names)
                 + len(request.resource_names_unsubscribe)
@@ -580,7 +577,7 @@ class AdsService:
                 f"{count} resource names in one request (at most {self.limits.names_per_request})",
             )
         if len(names) <= self.limits.unknown_names:
-            return subscribes
+            return
         held = self._cache.get(info.profile).of(request.type_url)
         unknown = sum(1 for name in names if name not in held)
         if unknown > self.limits.unknown_names:
@@ -590,7 +587,6 @@ class AdsService:
                 f"{unknown} names this server does not serve in one request (at most "
                 f"{self.limits.unknown_names})",
             )
-        return subscribes
 
 
 def _reader_ending(reader: asyncio.Task[None], context: Any) -> _Ending:

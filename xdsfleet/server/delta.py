@@ -18,7 +18,6 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
-    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -35,6 +34,7 @@ from xdsfleet.server.protocol import (
     clusters_ready,
     free_to_send,
     in_order,
+    uses_of,
 )
 
 # In `rejected`: the client refused a response that removed the name.
@@ -136,10 +136,8 @@ class DeltaStream:
         if not (rejected or uses or pending.uses or state.unknown_uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            # The common case, in one pass; a response of every resource of its source (a
-            # member lost) in none.
-            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
-                held.put_all(sent.resources)
+            # The common case, in one pass.
+            held.put_sent(sent)
         else:
             self._accept_each(state, pending)
         for name in sent.removed:
@@ -451,13 +449,10 @@ class DeltaStream:
         state.status.sent_version = version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(type_url)
         resources, gone = tuple(changed), tuple(removed)
         state.pending = Pending(
             nonce,
             Sent.of(type_url, version, resources, gone, snapshot.of(type_url)),
-            ({r.name: uses[r.name] for r in resources if r.name in uses} or NO_USES)
-            if uses
-            else NO_USES,
+            uses_of(resources, snapshot.uses.get(type_url)),
         )
         return Response(type_url, nonce, version, resources, gone)

@@ -213,6 +213,12 @@ class Held:
         self._diff = {n: r for n, r in diff.items() if n not in source} if diff else {}
         return True
 
+    def put_sent(self, sent: Sent) -> None:
+        """`put` of every resource `sent` carried, in one step when that is all of its source
+        (`put_source`: a member lost changes every assignment)."""
+        if sent.own or len(sent.names) != len(sent.source) or not self.put_source(sent.source):
+            self.put_all(sent.resources)
+
     def differing(self, resources: list[Encoded]) -> list[Encoded]:
         """Those of `resources` the client does not hold at their version, in order."""
         base, diff = self._base, self._diff
@@ -457,6 +463,16 @@ class TypeStatus:
 
 
 NO_USES: Mapping[str, frozenset[str]] = _EMPTY
+
+
+def uses_of(
+    resources: Iterable[Encoded], uses: Mapping[str, frozenset[str]] | None
+) -> Mapping[str, frozenset[str]]:
+    """What `resources` use of a type's `uses` (the snapshot's), for a pending response; the
+    one shared empty map when nothing (most responses), so a stream keeps no dict per response."""
+    if not uses:
+        return NO_USES
+    return {r.name: uses[r.name] for r in resources if r.name in uses} or NO_USES
 
 
 class Pending:

@@ -22,7 +22,6 @@ from xdsfleet.cache.uses import USERS
 from xdsfleet.server.protocol import (
     LEGACY_WILDCARD,
     NO_NAMES,
-    NO_USES,
     Everything,
     Held,
     Nonces,
@@ -38,6 +37,7 @@ from xdsfleet.server.protocol import (
     free_to_send,
     in_order,
     shared_names,
+    uses_of,
 )
 
 
@@ -220,11 +220,9 @@ class SotwStream:
         if not (rejected or uses or pending.uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            # The common case, in one pass; a response of every resource of its source (a
-            # member lost) in none.
-            if sent.own or len(sent.names) != len(sent.source) or not held.put_source(sent.source):
-                held.put_all(sent.resources)
-                held.rebase(sent.source)
+            # The common case, in one pass.
+            held.put_sent(sent)
+            held.rebase(sent.source)
             return
         for res in sent.resources:
             if rejected and rejected.get(res.name) != res.version:
@@ -316,9 +314,9 @@ class SotwStream:
         changes = None if recheck else snapshot.changes_since(type_url, state.checked)
         if changes is not None and not (changes or state.forced or state.deferred):
             return None  # quiet
-        available = snapshot.of(type_url)
         if type_url in typeurls.FULL_STATE:
             return self._plan_full(type_url, state, snapshot)
+        available = snapshot.of(type_url)
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
             if state.forced or state.deferred:
@@ -542,14 +540,11 @@ class SotwStream:
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1
-        uses = snapshot.uses.get(plan.type_url)
         source = snapshot.of(plan.type_url)
         state.pending = Pending(
             nonce,
             Sent.of(plan.type_url, plan.version, plan.resources, plan.removed, source),
-            ({r.name: uses[r.name] for r in plan.resources if r.name in uses} or NO_USES)
-            if uses
-            else NO_USES,
+            uses_of(plan.resources, snapshot.uses.get(plan.type_url)),
         )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)
 

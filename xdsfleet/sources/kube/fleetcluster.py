@@ -155,9 +155,7 @@ class FleetCluster:
 
     def _sorted(self, resource: ApiResource) -> tuple[Any, ...]:
         mirror = self._group.mirrors.get(resource)
-        if mirror is None:
-            return ()
-        return tuple(mirror.objects[key] for key in sorted(mirror.objects))
+        return () if mirror is None else mirror.in_order()
 
     def _foreign_gateways(self) -> tuple[tuple[str, str], ...]:
         """Gateways listed but left out, neither parsed nor refused: of another class."""

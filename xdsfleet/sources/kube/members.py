@@ -31,11 +31,11 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
-from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Node, Service
+from xdsfleet.model.fleet import EndpointMode, EndpointSlice, Member, MemberState, Service
 from xdsfleet.sources.kube import resources
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.decoding import Decoder
@@ -49,7 +49,6 @@ from xdsfleet.telemetry import metrics
 log = structlog.get_logger(__name__)
 
 ServiceKey = tuple[str, str]  # (namespace, service name)
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -197,8 +196,6 @@ class MemberWatcher:
         self.state = MemberState(member)
         self.settled = asyncio.Event()
         self._hold: _Hold | None = None
-        # Per resource: the mirror's `changes` and its objects, sorted (`_of`).
-        self._sorted: dict[ApiResource, tuple[int, tuple[Any, ...]]] = {}
         self._log = log.bind(member=member.name)
         kinds = [resources.SERVICES, resources.ENDPOINT_SLICES, resources.SERVICE_EXPORTS]
         if member.endpoint_mode is EndpointMode.NODE_PORT:
@@ -264,27 +261,17 @@ class MemberWatcher:
     def _candidate(self) -> MemberState:
         return MemberState(
             self.member,
-            services=self._of(resources.SERVICES, Service),
-            endpoint_slices=self._of(resources.ENDPOINT_SLICES, EndpointSlice),
-            exports=self._of(resources.SERVICE_EXPORTS, tuple),
-            nodes=self._of(resources.NODES, Node),
+            services=self._of(resources.SERVICES),
+            endpoint_slices=self._of(resources.ENDPOINT_SLICES),
+            exports=self._of(resources.SERVICE_EXPORTS),
+            nodes=self._of(resources.NODES),
             stale=bool(self._group.failures),
         )
 
-    def _of(self, kind: ApiResource, cls: type[T]) -> tuple[T, ...]:
-        """The objects of `kind` (those of `cls`), by (namespace, name): each object's key in
-        its mirror. Made again only when the mirror changed: a batch of slices does not sort
-        the member's Services again."""
+    def _of(self, kind: ApiResource) -> tuple[Any, ...]:
+        """The objects of `kind`, by (namespace, name)."""
         mirror = self._group.mirrors.get(kind)
-        if mirror is None:
-            return ()
-        made = self._sorted.get(kind)
-        if made is not None and made[0] == mirror.changes:
-            return made[1]
-        objects = mirror.objects
-        found = tuple(o for o in map(objects.__getitem__, sorted(objects)) if isinstance(o, cls))
-        self._sorted[kind] = (mirror.changes, found)
-        return found
+        return () if mirror is None else mirror.in_order()
 
     def _update(self, listed: set[ApiResource]) -> None:
         if not self._group.answered:

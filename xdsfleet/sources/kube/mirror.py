@@ -54,10 +54,18 @@ class Mirror(Generic[T]):
     failing: str | None = None  # the last error, while the API server does not answer
     absent: bool = False  # the resource type does not exist there (a CRD not installed)
     sequence: int = 0  # of the last list
-    changes: int = 0  # events applied: `objects` is as it was while this stays the same
+    # `objects` by key, made once per change (`in_order`): a batch of slices does not sort the
+    # member's Services again.
+    _in_order: tuple[T, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def in_order(self) -> tuple[T, ...]:
+        """The objects, by (namespace, name)."""
+        if self._in_order is None:
+            self._in_order = tuple(map(self.objects.__getitem__, sorted(self.objects)))
+        return self._in_order
 
     def apply(self, event: Event) -> None:
-        self.changes += 1
+        self._in_order = None
         match event:
             case Listed(items=prepared, sequence=sequence):
                 previous = self.objects, self.generations

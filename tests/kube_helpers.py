@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from xdsfleet.model.fleet import MemberState
 from xdsfleet.sources.kube.settings import KubeSettings
 
 # Short everything, so that a test sees several watch cycles, backoffs and holds in a second.
@@ -39,6 +40,17 @@ def no_threads_left() -> Iterator[None]:
     yield
     left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("watch-")]
     assert not left, f"watch threads left running: {left}"
+
+
+def ready_addresses(state: MemberState) -> dict[tuple[str, str], set[str]]:
+    """Per (namespace, service), the addresses of its ready endpoints (the first of each, as
+    translation). Written out here rather than taken from `sources.kube.members`, whose mass
+    removal check the tests hold to it."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for one in state.endpoint_slices:
+        addresses = found.setdefault((one.namespace, one.service_name), set())
+        addresses.update(e.addresses[0] for e in one.endpoints if e.ready and e.addresses)
+    return found
 
 
 def service(name: str, *, namespace: str = "default", port: int = 80, target: int = 8080) -> Obj:

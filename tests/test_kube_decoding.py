@@ -16,14 +16,21 @@ from pathlib import Path
 
 import pytest
 from kube_api import ApiEmulator
-from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
+from kube_helpers import (
+    FAST,
+    endpoint_slice,
+    no_threads_left,
+    ready_addresses,
+    service,
+    service_export,
+)
 from structlog.testing import capture_logs
 from waiting import eventually
 
 from xdsfleet.model.fleet import Member, MemberState
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.decoding import Decoder, usable_cores
-from xdsfleet.sources.kube.members import MemberWatcher, ready_addresses
+from xdsfleet.sources.kube.members import MemberWatcher
 from xdsfleet.sources.kube.objects import parse_object
 from xdsfleet.sources.kube.pages import Page, Unreadable, decode_page, prepare
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, SERVICE_EXPORTS, SERVICES

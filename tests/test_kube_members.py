@@ -16,7 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kube_api import MEMBER_RESOURCES, ApiEmulator
-from kube_helpers import FAST, endpoint_slice, no_threads_left, service, service_export
+from kube_helpers import (
+    FAST,
+    endpoint_slice,
+    no_threads_left,
+    ready_addresses,
+    service,
+    service_export,
+)
 from structlog.testing import capture_logs
 from waiting import eventually
 
@@ -32,7 +39,7 @@ from xdsfleet.model.fleet import (
     ServicePort,
 )
 from xdsfleet.sources.kube.client import Access, Cluster
-from xdsfleet.sources.kube.members import MemberWatcher, keep_held, mass_removals, ready_addresses
+from xdsfleet.sources.kube.members import MemberWatcher, keep_held, mass_removals
 from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, NODES, SERVICE_EXPORTS, SERVICES
 from xdsfleet.sources.kube.settings import KubeSettings
 from xdsfleet.telemetry import metrics

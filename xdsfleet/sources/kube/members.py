@@ -70,11 +70,6 @@ class _Hold:
             self.asking.cancel()
 
 
-def ready_addresses(state: MemberState) -> dict[ServiceKey, set[str]]:
-    """Per service, the addresses of its ready endpoints (the first of each, as translation)."""
-    return _addresses(state.endpoint_slices, ready=True)
-
-
 def _addresses(slices: Iterable[EndpointSlice], *, ready: bool) -> dict[ServiceKey, set[str]]:
     """Per service, the first address of each endpoint of `slices` (`ready`: of the ready ones;
     else of all of them, whatever their conditions)."""

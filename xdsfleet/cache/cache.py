@@ -46,9 +46,8 @@ class SnapshotCache:
         # Calls the watchers to wake; the server spreads them over loop iterations (FanOut),
         # so that a thousand streams answering one change do not make one long iteration.
         self.waker: Callable[[list[Wake]], None] = _wake_all
-        # Held by a publish while it runs (`Publisher.publish_in_slices`): the waker then wakes
-        # nobody, since a stream woken would take a snapshot the publish is about to replace,
-        # and wakes the streams it held when it ends (FanOut.holding).
+        # Held by a publish while it runs (`Publisher.publish_in_slices`): the waker wakes
+        # nobody meanwhile, and the streams it held when it ends (why: FanOut.holding).
         self.holding: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
     def watch(self, profile: NodeProfile, wake: Wake) -> Callable[[], None]:

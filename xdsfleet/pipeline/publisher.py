@@ -143,9 +143,7 @@ class Publisher:
         being served while a large change (a member lost: every assignment of every profile)
         is translated. Profiles are set as they are done. Never run two at once."""
         started = time.perf_counter()
-        # No stream is woken meanwhile (`SnapshotCache.holding`): one woken now would take a
-        # snapshot this publish is about to replace, and the previous fan-out's streams would
-        # compete with its slices (a member loss's publish took 2-7 times its CPU time).
+        # No stream is woken meanwhile (why: pipeline/fanout.py).
         with self.cache.holding():
             done, cpu = await self._sliced(self._publishing(state))
         # What the publish built lives until a later one replaces it: out of the collector's

@@ -51,7 +51,7 @@ from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.model.fleet import FleetState, Namespace
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.pipeline.collector import NEVER
+from xdsfleet.pipeline.collector import Collector
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
@@ -213,18 +213,26 @@ def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
     publisher = Publisher(fleet.state())
     found: list[_Step] = []
     gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
+    server = Collector()  # the server's own settings, started as `serve` starts it
     if collector:
-        gc.set_threshold(thresholds[0], NEVER, NEVER)
+        server.start()
     else:
+        gc.freeze()
         gc.disable()
+
+    def settle() -> None:
+        """What the server does once the streams took a publish (`Collector.quiet`)."""
+        if collector:
+            server.quiet()
+        else:
+            gc.freeze()
+
     try:
         for profile in (*profiles(), PROXYLESS):
             stop = publisher.cache.watch(profile, lambda: None)
             built, snapshot = _timed_steps(publisher, publisher._build(profile), "first")
             found += built
-            gc.freeze()  # as after each first snapshot
+            settle()  # as after each first snapshot
             assert snapshot is not None
             publisher.cache.set(profile, snapshot)
             publisher._budget = publisher._served()  # as `prepare` does after each
@@ -244,7 +252,7 @@ def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
                 state = replace(state, namespaces=namespaces)
                 label = f"{'full' if full else 'patch'} {'lost' if lose else 'restored'}"
                 found += _publish_steps(publisher, state, label)
-                gc.freeze()  # as after each publish
+                settle()  # as after each publish
         # A member's own fields edited (a weight, a drain): the index is derived again.
         members = list(publisher.state.members)
         edited = members[LOST_MEMBER]
@@ -252,7 +260,7 @@ def publisher_steps(shape: Shape, top: int, collector: bool = False) -> None:
         weighted = replace(publisher.state, members=tuple(members))
         found += _publish_steps(publisher, weighted, "member edited")
     finally:
-        gc.set_threshold(*thresholds)
+        server.stop()
         gc.enable()
         gc.unfreeze()
     print(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from xdsfleet.model.fleet import MemberState
+from xdsfleet.model.fleet import Member, MemberState
 from xdsfleet.sources.kube.settings import KubeSettings
 
 # Short everything, so that a test sees several watch cycles, backoffs and holds in a second.
@@ -40,6 +40,9 @@ def no_threads_left() -> Iterator[None]:
     yield
     left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("watch-")]
     assert not left, f"watch threads left running: {left}"
+
+
+MEMBER = Member(name="east", region="eu-west", zone="eu-west-1a")  # the member watched
 
 
 def ready_addresses(state: MemberState) -> dict[tuple[str, str], set[str]]:

@@ -18,6 +18,7 @@ import pytest
 from kube_api import ApiEmulator
 from kube_helpers import (
     FAST,
+    MEMBER,
     endpoint_slice,
     no_threads_left,
     ready_addresses,
@@ -27,7 +28,7 @@ from kube_helpers import (
 from structlog.testing import capture_logs
 from waiting import eventually
 
-from xdsfleet.model.fleet import Member, MemberState
+from xdsfleet.model.fleet import MemberState
 from xdsfleet.sources.kube.client import Access, Cluster
 from xdsfleet.sources.kube.decoding import Decoder, usable_cores
 from xdsfleet.sources.kube.members import MemberWatcher
@@ -37,7 +38,6 @@ from xdsfleet.sources.kube.resources import ENDPOINT_SLICES, SERVICE_EXPORTS, SE
 
 __all__ = ["no_threads_left"]
 
-MEMBER = Member(name="east", region="eu-west", zone="eu-west-1a")
 PARSE_SLICE = functools.partial(
     prepare, functools.partial(parse_object, ENDPOINT_SLICES, origin="member east")
 )

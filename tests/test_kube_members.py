@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from kube_api import MEMBER_RESOURCES, ApiEmulator
 from kube_helpers import (
     FAST,
+    MEMBER,
     endpoint_slice,
     no_threads_left,
     ready_addresses,
@@ -47,7 +48,6 @@ from xdsfleet.translate.services import service_index
 
 __all__ = ["no_threads_left"]
 
-MEMBER = Member(name="east", region="eu-west", zone="eu-west-1a")
 PODS = ("10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4")
 
 

@@ -38,19 +38,15 @@ class Sample:
 class LoopLag:
     def __init__(self, interval: float = INTERVAL) -> None:
         self.interval = interval
-        self.largest = 0.0  # seconds, since the start or the last `reset`
-        self.largest_own = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the samples so far (a benchmark's window starts)."""
+        self.largest = self.largest_own = 0.0  # seconds
         self.samples = 0
         self.over = dict.fromkeys(OVER, 0)  # wall lag over each limit
         self.over_own = dict.fromkeys(OVER, 0)
         self._worst: list[Sample] = []  # a min-heap of the largest
-
-    def reset(self) -> None:
-        self.largest = self.largest_own = 0.0
-        self.samples = 0
-        self.over = dict.fromkeys(OVER, 0)
-        self.over_own = dict.fromkeys(OVER, 0)
-        self._worst = []
 
     @property
     def worst(self) -> list[Sample]:

@@ -38,6 +38,7 @@ from xdsfleet.server.admission import Admission
 from xdsfleet.server.budget import WriteBudget
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import clip, profile_of
+from xdsfleet.server.pacer import Pacer
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.server.tls import peer_identity
@@ -193,6 +194,7 @@ class AdsService:
         admission: Admission | None = None,
         prepare: Callable[[NodeProfile], Awaitable[None]] | None = None,
         budget: WriteBudget | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._cache = cache
         self.send_timeout = send_timeout
@@ -205,6 +207,8 @@ class AdsService:
         # without it, the cache builds it when the stream first reads it.
         self._prepare = prepare
         self.budget = budget or WriteBudget()
+        # Every stream's reader and writer steps share one budget per loop turn (server/pacer.py).
+        self.pacer = pacer or Pacer()
         # Read when scraped: the budget itself only counts (the server has one servicer).
         metrics.WRITE_BUDGET_BYTES.set_function(lambda: self.budget.in_flight)
         metrics.WRITE_BUDGET_WAITING.set_function(lambda: self.budget.waiting)
@@ -332,6 +336,7 @@ class AdsService:
     ) -> None:
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
+        pacer = self.pacer
         # Watch before building, so that the profile is translated on every publish from now.
         cancel_watch = self._cache.watch(info.profile, wake.set)
         try:
@@ -377,6 +382,9 @@ class AdsService:
             )
             while True:
                 await wake.wait()
+                if pacer.full():
+                    await pacer.next_turn()
+                # Cleared after its turn came: wakes meanwhile are this step's.
                 wake.clear()
                 if reader.done():
                     ending = _reader_ending(reader, context)
@@ -508,8 +516,11 @@ class AdsService:
     async def _read(
         self, info: StreamInfo, requests: AsyncIterator[Any], wake: asyncio.Event
     ) -> None:
+        pacer = self.pacer
         try:
             async for request in requests:
+                if pacer.full():
+                    await pacer.next_turn()
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 wakes = self._on_request(info, request).wakes
                 del request

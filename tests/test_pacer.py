@@ -1,0 +1,180 @@
+"""The pacer bounds the steps' work per loop iteration, first in first out, on a real loop.
+
+Steps are tasks that ask the pacer before their work and then "work" by moving a clock of the
+test's own, so what a turn holds is exact whatever the machine's load. Iterations are counted by
+wrapping the loop's private `_run_once` (the test's look, not the pacer's: it never sees them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdsfleet.server.pacer import Pacer
+
+BUDGET = 0.010
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Run:
+    """Steps on the running loop, and what happened to them."""
+
+    budget: float = BUDGET
+    clock: Clock = field(default_factory=Clock)
+    pacer: Pacer = field(init=False)
+    iteration: int = 0
+    arrived: list[int] = field(default_factory=list)  # in the order they asked the pacer
+    ran: list[tuple[int, int, float]] = field(default_factory=list)  # (step, iteration, cost)
+
+    def __post_init__(self) -> None:
+        self.pacer = Pacer(self.budget, clock=self.clock)
+        loop = asyncio.get_running_loop()
+        run_once = loop._run_once  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            self.iteration += 1
+            run_once()
+
+        loop._run_once = counted  # type: ignore[attr-defined]
+
+    async def step(self, name: int, cost: float) -> None:
+        self.arrived.append(name)
+        if self.pacer.full():
+            await self.pacer.next_turn()
+        self.ran.append((name, self.iteration, cost))
+        self.clock.now += cost
+
+    def per_iteration(self) -> dict[int, list[float]]:
+        costs: dict[int, list[float]] = defaultdict(list)
+        for _, iteration, cost in self.ran:
+            costs[iteration].append(cost)
+        return costs
+
+    def idle(self) -> bool:
+        pacer = self.pacer
+        return (
+            not pacer._waiting and not pacer._again and not pacer._released and pacer._end is None
+        )
+
+
+async def _iterations(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_step_runs_at_once_and_leaves_nothing_due() -> None:
+    run = Run()
+    for name in range(5):  # one at a time: the loop is idle between them
+        await run.step(name, BUDGET * 2)  # even a step longer than the budget
+        await _iterations(2)
+
+    assert [name for name, _, _ in run.ran] == list(range(5))
+    assert run.pacer.deferred == 0
+    assert run.idle()
+
+
+async def test_a_burst_is_spread_over_turns_of_the_budget_in_order() -> None:
+    run = Run()
+    steps = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(100)]
+    await asyncio.gather(*steps)
+    await _iterations(2)
+
+    assert [name for name, _, _ in run.ran] == run.arrived == list(range(100))
+    per_iteration = run.per_iteration()
+    # 11 steps fit a turn (the eleventh starts at exactly the budget): 100 take 10 iterations.
+    assert all(len(costs) <= 11 for costs in per_iteration.values())
+    assert len(per_iteration) <= 11
+    assert run.idle()
+
+
+async def test_a_step_cancelled_while_it_waits_leaves_nothing_behind() -> None:
+    run = Run()
+    steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
+    await asyncio.sleep(0)  # all four asked; the first ran, the rest wait
+    assert [name for name, _, _ in run.ran] == [0]
+    steps[2].cancel()
+    await asyncio.gather(*steps, return_exceptions=True)
+    await _iterations(2)
+
+    assert [name for name, _, _ in run.ran] == [0, 1, 3]
+    assert steps[2].cancelled()
+    assert run.idle()
+
+
+async def test_a_step_cancelled_once_released_still_lets_the_others_run() -> None:
+    run = Run()
+    steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
+    await asyncio.sleep(0)  # the first ran
+    await asyncio.sleep(0)  # the turn's end released the second (its estimate: one a turn)
+    assert run.pacer._released == 1
+    steps[1].cancel()
+    await asyncio.gather(*steps, return_exceptions=True)
+    await _iterations(2)
+
+    assert [name for name, _, _ in run.ran] == [0, 2, 3]
+    assert run.idle()
+
+
+# A trifle, a few of a turn, half one, more than one (a member loss's write).
+COSTS = [0.0, BUDGET / 50, BUDGET / 7, BUDGET / 2, BUDGET * 1.5]
+# Rounds: in each loop iteration, new steps (their costs) arrive and some earlier ones are
+# cancelled (by index among those started so far).
+ROUNDS = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(COSTS), max_size=12),
+        st.lists(st.integers(0, 200), max_size=3),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rounds=ROUNDS)
+def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_behind(
+    rounds: list[tuple[list[float], list[int]]],
+) -> None:
+    async def scenario() -> Run:
+        run = Run()
+        tasks: list[asyncio.Task[None]] = []
+        for costs, cancels in rounds:
+            for cost in costs:
+                tasks.append(asyncio.create_task(run.step(len(tasks), cost)))
+            for index in cancels:
+                if index < len(tasks):
+                    tasks[index].cancel()
+            await asyncio.sleep(0)
+        last_arrival = run.iteration
+        async with asyncio.timeout(10):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        done = run.iteration
+        await _iterations(2)
+
+        ran = [name for name, _, _ in run.ran]
+        # First in, first out: steps ran in the order they asked, and all that were not
+        # cancelled ran.
+        assert ran == [name for name in run.arrived if name in set(ran)]
+        assert set(ran) == {n for n, task in enumerate(tasks) if not task.cancelled()}
+        # A turn's work: whatever ran in an iteration before its last step started within the
+        # budget (a step over the budget runs alone).
+        for costs in run.per_iteration().values():
+            assert sum(costs[:-1]) <= BUDGET + 1e-9
+        # Progress: at least a step every other iteration while some wait (a turn releases
+        # when those it released last have run).
+        assert done - last_arrival <= 2 * len(tasks) + 2
+        assert run.idle()
+        return run
+
+    asyncio.run(scenario())

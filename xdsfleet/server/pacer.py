@@ -41,7 +41,7 @@ from collections.abc import Callable
 # Our work per turn. A timer due in a turn waits for the rest of it and the start of the next
 # (steps made ready before it), so about twice this; plus what is not paced (gRPC's own
 # callbacks, a write's completion, the collector).
-BUDGET = 0.020
+BUDGET = 0.010
 # What a step is assumed to cost before any turn measured one (a SotW EDS ACK or a writer's
 # step at E = 100,000 and 1,000 streams is 30-200 us); only the first release uses it.
 STEP = 0.0002

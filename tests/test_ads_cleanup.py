@@ -4,7 +4,8 @@ gRPC cancels a handler when its connection goes, at whatever `await` it is in, a
 cleanup awaits (that is how streams leaked). Here the servicer runs against a context that
 stands in for gRPC's at its seam (`peer`, `write`, `set_code`...), so that the test can cancel
 the handler after each step of the event loop in turn, and its cleanup once more after each
-of its own steps; every combination is tried, for both protocols.
+of its own steps; every combination is tried, for both protocols, and with a pacer that makes
+every step but the first of a loop turn wait for a later one (server/pacer.py).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from test_ads_server import ONE, TWO, with_node
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.server.ads import SERVICE, AdsService
+from xdsfleet.server.pacer import Pacer
 
-# Loop steps before the first cancellation: past the stream's whole life here (about 15).
-STEPS = range(24)
+# Loop steps before the first cancellation: past the stream's whole life here (about 15; about
+# 25 when paced).
+STEPS = range(32)
 # Loop steps of the cleanup before the second cancellation.
 CLEANUP_STEPS = range(3)
 
@@ -40,6 +43,9 @@ class Context:
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}  # no client certificate
 
     async def send_initial_metadata(self, _metadata: Any) -> None:
         await asyncio.sleep(0)
@@ -72,20 +78,31 @@ async def requests(protocol: str) -> AsyncIterator[Any]:
     await asyncio.Event().wait()
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["unpaced", "paced"])
 @pytest.mark.parametrize("write_fails", [False, True], ids=["writes", "write-fails"])
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])
 async def test_a_stream_cancelled_anywhere_leaves_nothing_behind(
-    protocol: str, write_fails: bool
+    protocol: str, write_fails: bool, paced: bool
 ) -> None:
-    for steps in STEPS:
-        for cleanup_steps in CLEANUP_STEPS:
-            await cancelled_after(protocol, write_fails, steps, cleanup_steps)
+    opened = [
+        await cancelled_after(protocol, write_fails, paced, steps, cleanup_steps)
+        for steps in STEPS
+        for cleanup_steps in CLEANUP_STEPS
+    ]
+    assert any(opened)
 
 
-async def cancelled_after(protocol: str, write_fails: bool, steps: int, cleanup: int) -> None:
+async def cancelled_after(
+    protocol: str, write_fails: bool, paced: bool, steps: int, cleanup: int
+) -> bool:
+    """Whether the stream was opened before it was cancelled."""
     current = {"snapshot": ONE}
     cache = SnapshotCache(lambda _profile: current["snapshot"])
-    service = AdsService(cache)
+    # A budget of nothing: a step waits whenever another ran in the same turn, and one other
+    # runs in every turn.
+    pacer = Pacer(0.0) if paced else Pacer()
+    hog = asyncio.create_task(_hog(pacer)) if paced else None
+    service = AdsService(cache, pacer=pacer)
     method = "StreamAggregatedResources" if protocol == "sotw" else "DeltaAggregatedResources"
     details = SimpleNamespace(method=f"/{SERVICE}/{method}", invocation_metadata=())
     handler = service.handler().service(details).stream_stream
@@ -113,6 +130,26 @@ async def cancelled_after(protocol: str, write_fails: bool, steps: int, cleanup:
     assert not cache.profiles(), where
     assert sample("xdsfleet_streams", protocol=protocol) == before, where
     assert asyncio.all_tasks() <= others | {asyncio.current_task()}, where
+    if hog is not None:
+        hog.cancel()
+        await asyncio.gather(hog, return_exceptions=True)
+    assert not pacer._waiting, where
+    assert not pacer._again, where
+    assert not pacer._released, where
+    assert paced or not pacer.deferred, where
+
     opened = [e for e in logs if e["event"] == "stream_opened"]
     closed = [e for e in logs if e["event"] == "stream_closed"]
     assert len(closed) == len(opened), where
+    # The stream got as far as that many steps let it (a handler failing at once passes the
+    # checks above for nothing: this one's context lacked `auth_context` for a while).
+    assert not [e for e in logs if e["event"] == "stream_failed"], where
+    return bool(opened)
+
+
+async def _hog(pacer: Pacer) -> None:
+    """A paced step in every loop iteration, so that the stream's steps wait for later turns."""
+    while True:
+        if pacer.full():
+            await pacer.next_turn()
+        await asyncio.sleep(0)

@@ -8,7 +8,9 @@ task switch per stream and fan-out for nothing, in the loop iterations that serv
 Responses are joined from bytes the cache encoded once (rule 21); nothing is serialized per
 stream. The bytes being written at once, across streams, are bounded (`budget.WriteBudget`),
 and a writer lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds
-none.
+none. Every reader and writer step shares one budget per loop turn (`pacer.Pacer`): after a
+fan-out, hundreds of them are ready at once, and past the budget they wait for later turns so
+that timers and sockets are not held behind all of them.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the

@@ -134,7 +134,6 @@ async def cancelled_after(
         hog.cancel()
         await asyncio.gather(hog, return_exceptions=True)
     assert not pacer._waiting, where
-    assert not pacer._ahead, where
     assert not pacer._again, where
     assert not pacer._released, where
     assert paced or not pacer.deferred, where

@@ -532,7 +532,7 @@ class AdsService:
         try:
             async for request in requests:
                 if pacer.full():
-                    await pacer.next_turn(ahead=True)
+                    await pacer.next_turn()
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 wakes = self._on_request(info, request).wakes
                 del request

@@ -14,12 +14,9 @@ the turn's `budget` spent waits for a later turn (`next_turn`). Those waiting ar
 order of arrival, at the end of each turn as many as the last turn's cost per step says fit in
 the next (that cost counts the loop's other work in the turn too, so what is released and the
 rest fill the budget together); a released step runs first in its turn, and one that finds the
-budget spent anyway waits again, ahead of the others. Readers wait ahead of writers (`ahead`):
-an ACK read is cheap (25-60 us), lets its stream's next response go, and is how a fan-out is
-seen to end (the next publish waits for it); behind a member loss's writers (a join of 4.5 MB
-each), the ACKs of those already written waited for all of them. A step asking in a turn with
-budget left runs even if others wait to be released: the turn's budget is not left unused
-(strict first in, first out made almost every step of a fan-out wait once, ~7 us each).
+budget spent anyway waits again, ahead of the others. A step asking in a turn with budget left
+runs even if others wait to be released: the turn's budget is not left unused (strict first in,
+first out made almost every step of a fan-out wait once, for ~7 us each).
 
 The budget is of the loop thread's CPU (`thread_time`), read only once the wall clock says the
 turn is spent: a process the machine does not schedule would otherwise defer its steps for
@@ -85,7 +82,6 @@ class Pacer:
         self._end: asyncio.Handle | None = None  # the turn's end, while a turn is under way
         self._step = STEP  # what a step cost, the loop's other work included, lately
         self._waiting: deque[asyncio.Future[None]] = deque()
-        self._ahead: deque[asyncio.Future[None]] = deque()  # released before `_waiting`
         # Released steps found over budget this turn: they go before `_waiting` next.
         self._again: list[asyncio.Future[None]] = []
         # Released at the last turn's end, to run in this turn (they go first: a step asking
@@ -98,15 +94,13 @@ class Pacer:
         """Whether a step must wait for a later turn (`next_turn`); if not, it runs now."""
         return bool(self._released) or not self._admit()
 
-    async def next_turn(self, *, ahead: bool = False) -> None:
-        """Wait until a later turn lets the step run (after `full()` said so); `ahead`: before
-        any step waiting without it."""
+    async def next_turn(self) -> None:
+        """Wait until a later turn lets the step run (after `full()` said so)."""
         loop = asyncio.get_running_loop()
-        queue = self._ahead if ahead else self._waiting
         again = False
         while True:
             waiter = loop.create_future()
-            (self._again if again else queue).append(waiter)
+            (self._again if again else self._waiting).append(waiter)
             self.deferred += 1
             try:
                 await waiter
@@ -148,12 +142,12 @@ class Pacer:
             # to steps asking then; too many wait again, first in the turn after.
             self._step = max(self._cpu() - self._began_cpu, 1e-6) / self._ran
         if self._again:
-            self._ahead.extendleft(reversed(self._again))
+            self._waiting.extendleft(reversed(self._again))
             self._again = []
         # Those released at the last end run in the turn that begins now (they are woken
         # after this callback); those released now, in the next.
         self._released, self._releasing = self._releasing, 0
-        if not self._ran and not self._ahead and not self._waiting and not self._released:
+        if not self._ran and not self._waiting and not self._released:
             self._began = self._end = None  # quiet: the next step begins a turn
             return
         # The next turn begins here, and ends where this callback comes next time round: once
@@ -162,8 +156,8 @@ class Pacer:
         self._begin(self._clock())
         self._end = asyncio.get_running_loop().call_soon(self._end_turn)
         release = max(1, int(self.budget / self._step))
-        while release and (self._ahead or self._waiting):
-            waiter = (self._ahead or self._waiting).popleft()
+        while release and self._waiting:
+            waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 self._releasing += 1
@@ -171,7 +165,7 @@ class Pacer:
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:
         # Rare (a stream ends while it waits), so a walk of the queue is fine.
-        for queue in (self._ahead, self._waiting, self._again):
+        for queue in (self._waiting, self._again):
             if waiter in queue:
                 queue.remove(waiter)
                 return

@@ -16,7 +16,9 @@ the next (that cost counts the loop's other work in the turn too, so what is rel
 rest fill the budget together); a released step runs first in its turn, and one that finds the
 budget spent anyway waits again, ahead of the others. A step asking in a turn with budget left
 runs even if others wait to be released: the turn's budget is not left unused (strict first in,
-first out made almost every step of a fan-out wait once, for ~7 us each).
+first out made almost every step of a fan-out wait once). Readers and writers wait in one
+queue: putting readers (cheap ACKs) ahead made a member loss's fan-out take 2.3x the floor in
+both runs (11.5 and 18.4 s, against 6.4 s in one queue), its writers waiting behind the ACKs.
 
 The budget is of the loop thread's CPU (`thread_time`), read only once the wall clock says the
 turn is spent: a process the machine does not schedule would otherwise defer its steps for

@@ -37,9 +37,9 @@ an iteration then holds at most the end of one turn and the next turn, each with
 and one step. Steps released at an end are woken after the next end was scheduled, so they run
 first in the turn that end begins.
 
-Deferring costs a future and a task switch for the step deferred (~7 us), nothing for one that
-runs (`full()` is a few comparisons and a clock read). A step whose task is cancelled while it
-waits leaves nothing behind.
+Deferring costs a future and a task switch for the step deferred (7 us alone, about 20 us in
+the server), nothing for one that runs (`full()` is a few comparisons and a clock read). A step
+whose task is cancelled while it waits leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -52,10 +52,11 @@ from collections.abc import Callable
 # Our work per turn, of the loop thread's CPU. A timer due in a turn waits for the rest of it
 # and the start of the next (what was made ready before it), plus what is not paced (gRPC's own
 # callbacks, a write's completion, the resumption of a step that then waits, the collector).
-# Less waits less but costs more: at 10 ms the longest iteration under churn at E = 100,000 and
-# 1,000 streams was 21-25 ms (30-33 ms at 20 ms), but steady convergence at 1,000 streams cost
-# 10-15 % more CPU per change (1.5x the floor): more, smaller iterations make gRPC's completions
-# dearer, and a step that waits costs ~20 us in the server (BENCHMARKS.md).
+# Less waits less but costs more (a waiting step ~20 us; more, smaller iterations make gRPC's
+# completions dearer). Under churn at E = 100,000 and 1,000 streams, lag samples over 50 ms of
+# own CPU were 167-188 of ~730 at 20 ms (main: 120-183), 79 at 15 ms, 7-30 at 10 ms (longest
+# iteration 21-25 ms); steady convergence at 1,000 streams was the same as main's at 20 ms,
+# +3 % CPU per change at 15 ms, 10-15 % (1.5x the floor) at 10 ms. On a loaded machine.
 BUDGET = 0.020
 # What a step is assumed to cost before any turn measured one (a SotW EDS ACK or a writer's
 # step at E = 100,000 and 1,000 streams is 30-200 us); only the first release uses it.

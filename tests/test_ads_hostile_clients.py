@@ -161,10 +161,10 @@ async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
 ) -> None:
     real = SotwStream.on_request
 
-    def failing(self: SotwStream, req: Any) -> Any:
+    def failing(self: SotwStream, req: Any, same_names: bool = False) -> Any:
         if req.type_url == "type.googleapis.com/fault.Injected":
             raise RuntimeError("injected fault")
-        return real(self, req)
+        return real(self, req, same_names)
 
     monkeypatch.setattr(SotwStream, "on_request", failing)
     async with serving(ONE) as fixture:

@@ -59,7 +59,7 @@ def request(
     )
     if node:
         message.node.CopyFrom(base_pb2.Node(id="n", cluster="c"))
-    return message.SerializeToString()
+    return bytes(message.SerializeToString())
 
 
 def read_all(reader: SotwRequests, requests: list[bytes]) -> list[bool]:

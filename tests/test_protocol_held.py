@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from snapshots import ack, delta_ack, delta_request, request, snapshot
 
 from xdsfleet.cache.resources import Encoded
+from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Held, Sent, Subscribed, TypeStatus, shared_names
@@ -34,6 +35,7 @@ OPS = st.lists(
         st.tuples(st.just("rebase"), st.integers(0, 4), st.booleans()),
         st.tuples(st.just("assign"), st.integers(0, 4)),
         st.tuples(st.just("put_source"), st.integers(0, 4)),
+        st.tuples(st.just("follow"), st.integers(0, 4)),
         st.tuples(st.just("clear")),
     ),
     max_size=60,
@@ -49,6 +51,10 @@ def test_held_reads_as_the_dict_it_stands_for(
     # A fifth map of the first's names at another version: the next snapshot's, when a member
     # lost changed every resource.
     maps = [*maps, {n: res(n, 2) for n in maps[0]}]
+    # The maps as one profile's snapshots, in this order, each knowing what changed before it:
+    # `follow` to an earlier one than the base's finds no history and walks every name.
+    snapshots = history(maps)
+    versions = [s.versions["t"] for s in snapshots]
     for op in ops:
         if op[0] == "put":
             held.put(op[1], res(op[1], op[2]))
@@ -57,12 +63,14 @@ def test_held_reads_as_the_dict_it_stands_for(
             held.drop(op[1])
             model.pop(op[1], None)
         elif op[0] == "rebase":
-            held.rebase(maps[op[1]], force=op[2])
+            held.rebase(maps[op[1]], force=op[2], version=versions[op[1]])
         elif op[0] == "put_source":
             # As an ACK of a response carrying every resource of a map: one by one if not.
-            if not held.put_source(maps[op[1]]):
+            if not held.put_source(maps[op[1]], versions[op[1]]):
                 held.put_all(maps[op[1]].values())
             model.update(maps[op[1]])
+        elif op[0] == "follow":
+            held.follow(snapshots[op[1]], "t")
         elif op[0] == "assign":
             held.assign(maps[op[1]].values(), maps[op[1]])
             model = dict(maps[op[1]])
@@ -75,6 +83,73 @@ def test_held_reads_as_the_dict_it_stands_for(
         for name in NAMES:
             assert held.version(name) == (model[name].version if name in model else None)
             assert (name in held) == (name in model)
+
+
+def history(maps: list[dict[str, Encoded]]) -> list[Snapshot]:
+    """`maps` as successive snapshots of one type "t", each with the change sets before it."""
+    snapshots: list[Snapshot] = []
+    for named in maps:
+        version = "|".join(f"{n}={r.version}" for n, r in sorted(named.items()))
+        snap = Snapshot(resources={"t": named}, versions={"t": version})
+        snapshots.append(snap.after(snapshots[-1]) if snapshots else snap)
+    return snapshots
+
+
+class Unwalkable(dict[str, Encoded]):
+    """A snapshot's map that, once `armed`, refuses to be walked: only looked up by name."""
+
+    armed = False
+
+    def _walked(self) -> None:
+        if self.armed:
+            raise AssertionError("walked every name")
+
+    def __iter__(self) -> Any:
+        self._walked()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._walked()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._walked()
+        return super().items()
+
+    def values(self) -> Any:
+        self._walked()
+        return super().values()
+
+
+def test_following_the_snapshot_costs_the_changes_not_every_name() -> None:
+    # Every stream of a profile crosses the rebase bound on the same fan-out: each following
+    # the new snapshot by walking every name was the loop's longest iterations.
+    names = [f"c{i:04d}" for i in range(1_000)]
+    first = Unwalkable({n: res(n, 0) for n in names})
+    changed = frozenset(names[:200])
+    second = Unwalkable({n: res(n, 1 if n in changed else 0) for n in names})
+    second.update((n, first[n]) for n in names[200:])  # unchanged: the very same objects
+    before = Snapshot(resources={"t": first}, versions={"t": "v0"})
+    after = Snapshot(
+        resources={"t": second},
+        versions={"t": "v1"},
+        base_versions={"t": "v0"},
+        changed={"t": changed},
+    )
+    held = Held()
+    held.put_all(first.values())  # the first response's ACK
+    held.rebase(first, force=True, version="v0")
+    first.armed = second.armed = True
+    held.follow(before, "t")  # nothing to follow yet
+    assert held._base is first
+    for name in names[:199]:  # the response's ACK: all but one of the changes
+        held.put(name, second[name])
+    held.drop(names[500])  # and a name the client no longer holds
+    held.follow(after, "t")
+    assert held._base is second
+    # What it still differs in: the change it did not take, the name it dropped.
+    assert held._diff == {names[199]: first[names[199]], names[500]: None}
+    assert held._version == "v1"
 
 
 def test_a_held_map_shares_the_snapshot_it_came_from() -> None:

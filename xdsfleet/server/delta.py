@@ -149,7 +149,6 @@ class DeltaStream:
             if type_url == typeurls.CLUSTER:
                 # Its assignment may go now (not before: the client may refuse to let it go).
                 self._eds_of.pop(name, None)
-        held.rebase(sent.source)
         # The ACK of an unchanged subscription with nothing held back: the snapshot last looked
         # at has nothing more for this stream (a new one wakes it anyway).
         wakes = self._waits or bool(
@@ -264,6 +263,7 @@ class DeltaStream:
             # Nothing changed nor asked for, nothing held back: no name to look at (most types
             # of most looks: a change touches one type).
             return None
+        state.held.follow(snapshot, type_url)
         available = snapshot.of(type_url)
         uses = snapshot.uses.get(type_url, {})
         candidates: Collection[str]
@@ -453,7 +453,7 @@ class DeltaStream:
         resources, gone = tuple(changed), tuple(removed)
         state.pending = Pending(
             nonce,
-            Sent.of(type_url, version, resources, gone, snapshot.of(type_url)),
+            Sent.of(type_url, version, resources, gone, snapshot.of(type_url), version),
             uses_of(resources, snapshot.uses.get(type_url)),
         )
         return Response(type_url, nonce, version, resources, gone)

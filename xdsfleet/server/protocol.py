@@ -95,6 +95,8 @@ class Sent:
     removed: tuple[str, ...] = ()
     source: Mapping[str, Encoded] = field(default_factory=lambda: NOTHING)
     own: Mapping[str, Encoded] = field(default_factory=lambda: NOTHING)
+    # The snapshot's version of the type whose map `source` is (`Held.follow` reads it).
+    source_version: str | None = None
 
     @classmethod
     def of(
@@ -104,6 +106,7 @@ class Sent:
         resources: Collection[Encoded],
         removed: tuple[str, ...],
         source: Mapping[str, Encoded],
+        source_version: str | None = None,
     ) -> Sent:
         names = tuple([res.name for res in resources])
         own: dict[str, Encoded] | None = None
@@ -112,7 +115,7 @@ class Sent:
                 if own is None:
                     own = {}
                 own[res.name] = res
-        return cls(type_url, version, names, removed, source, own or NOTHING)
+        return cls(type_url, version, names, removed, source, own or NOTHING, source_version)
 
     @property
     def resources(self) -> Iterator[Encoded]:
@@ -128,16 +131,18 @@ class Held:
     Most clients hold what their profile's snapshot has (Envoy's wildcard CDS and LDS, its EDS
     for every cluster): they share that snapshot's map (`_base`) and keep only their differences
     from it (`_diff`: a name's resource, or None for a name of the base they do not hold). When
-    the differences grow, `rebase` moves to the snapshot a response came from if that leaves
-    fewer. A thousand streams then hold one map of a thousand names between them, not a thousand
-    copies, and the collector walks a few small dicts per stream.
+    the differences grow, `follow` moves to the newest snapshot's map. A thousand streams then
+    hold one map of a thousand names between them, not a thousand copies, and the collector
+    walks a few small dicts per stream.
     """
 
-    __slots__ = ("_base", "_diff")
+    __slots__ = ("_base", "_diff", "_version")
 
     def __init__(self) -> None:
         self._base: Mapping[str, Encoded] = NOTHING
         self._diff: dict[str, Encoded | None] = {}
+        # The version of the type in the snapshot whose map `_base` is; None when not known.
+        self._version: str | None = None
 
     def get(self, name: str) -> Encoded | None:
         diff = self._diff
@@ -198,7 +203,7 @@ class Held:
             else:
                 diff[res.name] = res
 
-    def put_source(self, source: Mapping[str, Encoded]) -> bool:
+    def put_source(self, source: Mapping[str, Encoded], version: str | None = None) -> bool:
         """`put` of every resource of `source` (a snapshot's map of the type), as an ACK of a
         response that carried all of it does (a member lost changes every assignment): when the
         base holds the same names, `source` becomes the base at once, for the cost of the
@@ -209,15 +214,23 @@ class Held:
             return False
         # The names held beyond the base stay as they are (their entries are never None: a
         # None marks a name of the base); every name of `source` is now held as it is there.
-        self._base = source
+        self._base, self._version = source, version
         self._diff = {n: r for n, r in diff.items() if n not in source} if diff else {}
         return True
 
     def put_sent(self, sent: Sent) -> None:
         """`put` of every resource `sent` carried, in one step when that is all of its source
         (`put_source`: a member lost changes every assignment)."""
-        if sent.own or len(sent.names) != len(sent.source) or not self.put_source(sent.source):
+        if (
+            sent.own
+            or len(sent.names) != len(sent.source)
+            or not self.put_source(sent.source, sent.source_version)
+        ):
             self.put_all(sent.resources)
+            if self._base is NOTHING:
+                # A first response: its map is shared at once (for the cost of the put), not
+                # copied per stream until the writer next looks (2,000 streams just connected).
+                self.rebase(sent.source, version=sent.source_version)
 
     def differing(self, resources: list[Encoded]) -> list[Encoded]:
         """Those of `resources` the client does not hold at their version, in order."""
@@ -242,21 +255,63 @@ class Held:
             self._diff.pop(name, None)
 
     def clear(self) -> None:
-        self._base, self._diff = NOTHING, {}
+        self._base, self._diff, self._version = NOTHING, {}, None
 
     def assign(self, resources: Iterable[Encoded], source: Mapping[str, Encoded]) -> None:
         """Hold exactly `resources` (a full-state response), sharing `source` where it can."""
-        self._base, self._diff = NOTHING, {r.name: r for r in resources}
+        self._base, self._diff, self._version = NOTHING, {r.name: r for r in resources}, None
         self.rebase(source, force=True)
 
-    def rebase(self, source: Mapping[str, Encoded], *, force: bool = False) -> None:
-        """Share `source` (a snapshot's map of the type) if that leaves fewer differences.
-        Looked at only once the differences outgrow 1/8 of the base, so the O(names) work is
-        paid once per that many changed names: under 5 %/min churn at E = 100,000 a publish
-        changes ~60 of 1,000 assignments, and at 1/32 every ACK paid it (a SotW EDS ACK 181 µs
-        on average, in the loop iterations that read a fan-out's ACKs; 77 µs at 1/8). The
-        bound also bounds what an old base keeps alive: the resources of it that the
-        differences replace, and what a stream keeps of its own: an eighth of the names."""
+    def follow(self, snapshot: Snapshot, type_url: str) -> None:
+        """Share the snapshot's map of the type once the differences outgrow an eighth of the
+        base: for the cost of the differences and of the names the snapshot's history says
+        changed since the base's version, not of every name. Every stream of a profile takes
+        the same responses, so all cross that bound on the same fan-out; walking every name
+        there (a SotW EDS ACK 190 µs at E = 100,000, 1,000 streams at once) made the loop's
+        longest iterations. Called before the writer looks at a snapshot, when no response of
+        the type is unanswered. The bound also bounds what an old base keeps alive, and what a
+        stream keeps of its own: an eighth of the names, and the response since."""
+        diff = self._diff
+        if len(diff) <= _SLACK + len(self._base) // 8:
+            return
+        source = snapshot.of(type_url)
+        if source is self._base:
+            return
+        version = snapshot.versions.get(type_url, "")
+        since = self._version
+        changes = None if since is None else snapshot.changes_since(type_url, since)
+        if changes is None:
+            # Beyond the history (or never known): the walk of every name, once.
+            self.rebase(source, force=True, version=version)
+            return
+        base = self._base
+        new: dict[str, Encoded | None] = {}
+        for name, res in diff.items():
+            found = source.get(name)
+            if res is None:
+                if found is not None:
+                    new[name] = None  # still not held
+            elif found is not res and (found is None or found.version != res.version):
+                new[name] = res
+        # Any other name is held as the base has it, and the base as the source (unchanged).
+        for name in changes:
+            if name in diff:
+                continue
+            res, found = base.get(name), source.get(name)
+            if res is found:
+                continue
+            if res is None:
+                new[name] = None
+            elif found is None or found.version != res.version:
+                new[name] = res
+        self._base, self._diff, self._version = source, new, version
+
+    def rebase(
+        self, source: Mapping[str, Encoded], *, force: bool = False, version: str | None = None
+    ) -> None:
+        """Share `source` (a snapshot's map of the type, at `version` if known) if that leaves
+        fewer differences, walking every name held. Unless forced, looked at only once the
+        differences outgrow 1/8 of the base."""
         diff = self._diff
         if source is self._base or not diff:
             return
@@ -282,7 +337,7 @@ class Held:
                 new[name] = None
                 if len(new) >= limit:
                     return
-        self._base, self._diff = source, new
+        self._base, self._diff, self._version = source, new, version
 
 
 # Differences a `Held` keeps before it looks for a base that leaves fewer.

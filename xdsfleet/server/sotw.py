@@ -200,9 +200,9 @@ class SotwStream:
         if not (rejected or uses or pending.uses) and (
             state.wildcard or state.names.issuperset(sent.names)
         ):
-            # The common case, in one pass.
+            # The common case, in one pass. No rebase here: the writer's `follow` does it for
+            # the cost of the changes, out of the iterations that read a fan-out's ACKs.
             held.put_sent(sent)
-            held.rebase(sent.source)
             return
         for res in sent.resources:
             if rejected and rejected.get(res.name) != res.version:
@@ -210,7 +210,6 @@ class SotwStream:
             # Unless the client stopped asking for it meanwhile, and so dropped it.
             if state.wildcard or res.name in state.names:
                 pending.keep(held, uses, res)
-        held.rebase(sent.source)
 
     def _reject(self, state: _TypeState, pending: Pending, message: str) -> None:
         # Rule 6: the client kept what it had; these versions are not sent again.
@@ -289,6 +288,7 @@ class SotwStream:
             return None  # quiet
         if type_url in typeurls.FULL_STATE:
             return self._plan_full(type_url, state, snapshot)
+        state.held.follow(snapshot, type_url)
         available = snapshot.of(type_url)
         wanted: Collection[str] = available.keys() if state.wildcard else state.names
         if changes is not None:
@@ -516,7 +516,14 @@ class SotwStream:
         source = snapshot.of(plan.type_url)
         state.pending = Pending(
             nonce,
-            Sent.of(plan.type_url, plan.version, plan.resources, plan.removed, source),
+            Sent.of(
+                plan.type_url,
+                plan.version,
+                plan.resources,
+                plan.removed,
+                source,
+                snapshot.versions.get(plan.type_url, ""),
+            ),
             uses_of(plan.resources, snapshot.uses.get(plan.type_url)),
         )
         return Response(plan.type_url, nonce, plan.version, plan.resources, plan.removed)

@@ -6,9 +6,10 @@ by a new snapshot and by a request that may let something go (`RequestResult.wak
 every ACK: the ACKs of a fan-out find nothing to send, and waking every writer for them was a
 task switch per stream and fan-out for nothing, in the loop iterations that serve everyone.
 Responses are joined from bytes the cache encoded once (rule 21); nothing is serialized per
-stream. The bytes being written at once, across streams, are bounded (`budget.WriteBudget`),
-and a writer lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds
-none.
+stream. SotW requests come as bytes, and an unchanged list of names (every ACK's) is told from
+them without decoding it (`server/requests.py`). The bytes being written at once, across
+streams, are bounded (`budget.WriteBudget`), and a writer lets go of a response's bytes as soon
+as gRPC has taken them: an idle stream holds none.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the

@@ -36,6 +36,7 @@ OPS = st.lists(
         st.tuples(st.just("assign"), st.integers(0, 4)),
         st.tuples(st.just("put_source"), st.integers(0, 4)),
         st.tuples(st.just("follow"), st.integers(0, 4)),
+        st.tuples(st.just("assign_sent"), st.integers(0, 4), st.integers(-1, 40), st.booleans()),
         st.tuples(st.just("clear")),
     ),
     max_size=60,
@@ -74,6 +75,14 @@ def test_held_reads_as_the_dict_it_stands_for(
         elif op[0] == "assign":
             held.assign(maps[op[1]].values(), maps[op[1]])
             model = dict(maps[op[1]])
+        elif op[0] == "assign_sent":
+            # A full-state response's ACK: all of a map, or some of it and a placeholder.
+            named = maps[op[1]]
+            sent = list(named.values())[: op[2]] if op[2] >= 0 else list(named.values())
+            if op[3]:
+                sent.append(res("p", 7))
+            held.assign_sent(Sent.of("t", "v", sent, (), named, versions[op[1]]))
+            model = {r.name: r for r in sent}
         else:
             held.clear()
             model = {}

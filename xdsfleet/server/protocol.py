@@ -257,6 +257,16 @@ class Held:
     def clear(self) -> None:
         self._base, self._diff, self._version = NOTHING, {}, None
 
+    def assign_sent(self, sent: Sent) -> None:
+        """Hold exactly what a full-state response carried: the snapshot's map itself when it
+        carried all of it, as a CDS or LDS response mostly does. Every SotW stream ACKs a new
+        set of clusters at once, and building each its own map of them was a walk of every
+        cluster per stream, hundreds in one loop iteration."""
+        if not sent.own and len(sent.names) == len(sent.source):
+            self._base, self._diff, self._version = sent.source, {}, sent.source_version
+        else:
+            self.assign(sent.resources, sent.source)
+
     def assign(self, resources: Iterable[Encoded], source: Mapping[str, Encoded]) -> None:
         """Hold exactly `resources` (a full-state response), sharing `source` where it can."""
         self._base, self._diff, self._version = NOTHING, {r.name: r for r in resources}, None

@@ -190,7 +190,7 @@ class SotwStream:
         # replaced here.
         _answered_for(state, sent)
         if type_url in typeurls.FULL_STATE:
-            state.held.assign(sent.resources, sent.source)
+            state.held.assign_sent(sent)
             state.held_set = sent.version
             state.held_before = NO_NAMES  # the set it holds now is known exactly
             state.uses = dict(pending.uses)

@@ -50,6 +50,8 @@ class _TypeState:
     # the last request's names, `*` included, to tell an unchanged subscription at once.
     names: frozenset[str] = NO_NAMES
     last_request: frozenset[str] | None = None
+    # `names` when the pending response was planned: every name it carries was among them.
+    names_planned: frozenset[str] = NO_NAMES
     # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
     held: Held = field(default_factory=Held)
     held_set: str | None = None
@@ -198,7 +200,11 @@ class SotwStream:
             return
         held, rejected, uses = state.held, state.rejected, state.uses
         if not (rejected or uses or pending.uses) and (
-            state.wildcard or state.names.issuperset(sent.names)
+            # The subscription unchanged since the response was planned (the same set, as
+            # `_subscribe` replaces it) asks for all it carried, without looking at each name.
+            state.wildcard
+            or state.names is state.names_planned
+            or state.names.issuperset(sent.names)
         ):
             # The common case, in one pass. No rebase here: the writer's `follow` does it for
             # the cost of the changes, out of the iterations that read a fan-out's ACKs.
@@ -510,6 +516,7 @@ class SotwStream:
             if not state.forced:
                 state.forced = set()  # a set keeps the table it grew to: let it go
         state.latest_nonce = nonce
+        state.names_planned = state.names
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1

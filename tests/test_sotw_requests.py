@@ -221,3 +221,26 @@ def test_streams_sending_the_same_names_share_one_copy() -> None:
     assert len(runs) == 2
     del readers, reader, other
     assert len(runs) == 0  # a list no stream keeps is let go
+
+
+def test_lists_that_differ_in_a_byte_the_key_misses_are_each_shared() -> None:
+    """`Runs` keys on the length and a sample of the bytes: two profiles' lists with a name
+    each that differ in one letter (a zone's) share a key, and each is still shared by the
+    streams that send it."""
+    for i in range(len(CLUSTERS)):
+        other = [*CLUSTERS[:i], CLUSTERS[i].replace("cluster", "klaster"), *CLUSTERS[i + 1 :]]
+        first, second = names_run(CLUSTERS), names_run(other)
+        if first[::64] == second[::64]:
+            break
+    assert first[::64] == second[::64], "no such pair: the test needs another"
+    runs = Runs()
+    readers = [SotwRequests(runs, 10_000) for _ in range(4)]
+    for reader, names in zip(readers, (CLUSTERS, other, CLUSTERS, other), strict=True):
+        reader.read(request(names))
+    assert len(runs) == 2
+    assert all(
+        reader.read(request(names, nonce="1"))[1]
+        for reader, names in zip(readers, (CLUSTERS, other, CLUSTERS, other), strict=True)
+    )
+    del readers, reader
+    assert len(runs) == 0

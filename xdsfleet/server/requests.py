@@ -26,6 +26,7 @@ thousand.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -42,8 +43,10 @@ _VERSION_TAG = 0x0A
 _NODE_TAG = 0x12
 # A length's varint, in bytes: gRPC takes at most 4 MiB per message by default; 5 is 32 bits.
 _LENGTH_BYTES = 5
-# Bytes of a run sampled for its key in `Runs` (about 1 in this many).
+# Bytes of a run sampled for its key in `Runs` (about 1 in this many), and the different runs
+# a key holds at most.
 _SAMPLE_STRIDE = 64
+_PER_KEY = 8
 
 
 class _Run:
@@ -61,26 +64,34 @@ class Runs:
     let go.
 
     Keyed by the run's length and a sample of its bytes, not by their hash: hashing 50 kB costs
-    about as much as decoding it. Two different runs with the same key are both kept, only the
-    first shared, and the answer is the same either way (a reader compares the bytes)."""
+    about as much as decoding it. Lists that differ in a name or two often share a key (the
+    sample misses the bytes that differ), so a key holds a few runs, compared byte for byte;
+    past `_PER_KEY` (only a client making lists to collide gets there) a run is kept unshared,
+    which costs memory, never a wrong answer."""
 
     def __init__(self) -> None:
-        self._runs: weakref.WeakValueDictionary[tuple[int, bytes], _Run] = (
-            weakref.WeakValueDictionary()
-        )
+        self._runs: dict[tuple[int, bytes], list[weakref.ref[_Run]]] = {}
 
-    def share(self, run: bytes) -> _Run:
-        key = (len(run), run[::_SAMPLE_STRIDE])
-        known = self._runs.get(key)
-        if known is not None and known.names == run:
-            return known
-        kept = _Run(run)
-        if known is None:
-            self._runs[key] = kept
-        return kept
+    def share(self, names: bytes) -> _Run:
+        key = (len(names), names[::_SAMPLE_STRIDE])
+        kept = self._runs.setdefault(key, [])
+        for ref in kept:
+            run = ref()
+            if run is not None and run.names == names:
+                return run
+        run = _Run(names)
+        if len(kept) < _PER_KEY:
+            kept.append(weakref.ref(run, functools.partial(self._gone, key)))
+        return run
+
+    def _gone(self, key: tuple[int, bytes], ref: weakref.ref[_Run]) -> None:
+        kept = self._runs[key]
+        kept.remove(ref)
+        if not kept:
+            del self._runs[key]
 
     def __len__(self) -> int:
-        return len(self._runs)
+        return sum(len(kept) for kept in self._runs.values())
 
 
 def _names_start(data: bytes) -> int:

@@ -1,27 +1,27 @@
 """SotW requests read from their bytes, an unchanged list of names told by its bytes.
 
 A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a fleet of
-1,000 clusters names all of them, about 50 kB. Decoding those names (~10 µs) and then telling
+1,000 clusters names all of them, tens of kB. Decoding those names (~10 µs) and then telling
 that they did not change (~20 µs) was most of such an ACK, and a fan-out's ACKs arrive together,
 hundreds in one loop iteration that every stream waits for.
 
-Protobuf writes a message's fields in field-number order (C++ for Envoy, upb for gRPC's own
-xDS clients and Python, Java, Go; protobufjs for grpc-js), so a request is `version_info` (1),
-`node` (2), then its names (3) as one run, then the rest. A stream keeps the last run of names
-of each type as bytes. A request whose bytes, once past a leading `version_info` and `node`,
-go on with a run kept, and whose other bytes hold no name, names exactly what the last request
-of that type named: only the other bytes are decoded, and the machine is told the names are
-the same (`SotwStream.on_request`). Anything else (names first, as our benchmark's clients
-write them, are found as well; another order, names split into several runs, unknown fields
-among them, garbage) is decoded whole, as gRPC's deserializer did: the shortcut never answers
-differently from the full decode (`tests/test_sotw_requests.py` holds it with hypothesis), and
-a malformed request raises `DecodeError` either way.
+Protobuf writes a message's fields in field-number order (C++ for Envoy; upb for gRPC's C-core
+xDS client and Python; Java's and Go's protobuf; protobufjs for grpc-js), so a request is
+`version_info` (1), `node` (2), then its names (3) as one run, then the rest. A stream keeps
+the last run of names of each type as bytes. A request whose bytes, once past a leading
+`version_info` and `node`, go on with a run kept, and whose other bytes hold no name, names
+exactly what the last request of that type named: only the other bytes are decoded, and the
+machine is told the names are the same (`SotwStream.on_request`). Names first, as our
+benchmark's clients write them, are found as well. Anything else (another order, names split
+into several runs, unknown fields among them, garbage) is decoded whole, as gRPC's
+deserializer did: the shortcut never answers differently from the full decode
+(`tests/test_sotw_requests.py` holds it with hypothesis), and a malformed request raises
+`DecodeError` either way.
 
 A run is kept only for a type the server serves and for lists no longer than the server's
 request limits let through without looking at the names (`ads.Limits`), so a request read
 this way passes those limits as its last one did. Runs are shared between streams that send
-the same (`Runs`): a thousand streams of one profile keep one copy of its 50 kB, not a
-thousand.
+the same (`Runs`): a thousand streams of one profile keep one copy, not a thousand.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ class SotwRequests:
     def __init__(self, runs: Runs, keep_at_most: int) -> None:
         self._shared = runs
         self._keep_at_most = keep_at_most
-        # The last run of names of each type, as sent (none: the names were not one run).
+        # The last request's names of each type, as protobuf writes them (none: it named none,
+        # or more than `keep_at_most`).
         self._runs: dict[str, _Run] = {}
 
     def read(self, data: bytes) -> tuple[Any, bool]:

@@ -74,12 +74,14 @@ class Runs:
 
     def share(self, names: bytes) -> _Run:
         key = (len(names), names[::_SAMPLE_STRIDE])
-        kept = self._runs.setdefault(key, [])
-        for ref in kept:
+        for ref in self._runs.get(key, ()):
             run = ref()
             if run is not None and run.names == names:
                 return run
         run = _Run(names)
+        # Looked up again: making the run may have run the collector, and a run it let go
+        # may have emptied (and removed) the list.
+        kept = self._runs.setdefault(key, [])
         if len(kept) < _PER_KEY:
             kept.append(weakref.ref(run, functools.partial(self._gone, key)))
         return run

@@ -22,7 +22,9 @@ generated fleet, then measures:
 - memory per stream once synced (tracemalloc: what the machines allocated, divided by N; the
   snapshot is shared and not counted), and the objects per stream the cyclic collector tracks;
 - CPU per stream for a member lost and then restored (every assignment changes): the machine's
-  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK;
+  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK, read from
+  its bytes as the server reads it (SotW: `server/requests.py`; Delta: protobuf, as gRPC's
+  deserializer);
 - a full collector pass with every stream synced, and again midway through a member loss's
   fan-out (every stream sent its response and not answered yet): what the per-stream state
   costs each gen-2 pass of the server's collector.
@@ -53,9 +55,10 @@ from xdsfleet.model.fleet import FleetState, Namespace
 from xdsfleet.model.node import NodeProfile, Role
 from xdsfleet.pipeline.collector import Collector
 from xdsfleet.pipeline.publisher import Publisher
-from xdsfleet.server.ads import _delta_bytes, _sotw_bytes
+from xdsfleet.server.ads import Limits, _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
+from xdsfleet.server.requests import Runs, SotwRequests
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
@@ -69,30 +72,51 @@ PROXYLESS = NodeProfile(role=Role.PROXYLESS, region="eu-west", zone="eu-west-1a"
 T = TypeVar("T")
 
 
+def _delta_read(data: bytes) -> tuple[Any, bool]:
+    return discovery_pb2.DeltaDiscoveryRequest.FromString(data), False
+
+
 @dataclass
 class _Client:
-    """One simulated Envoy: a machine and what it must still ask for."""
+    """One simulated Envoy: a machine, how the server reads its requests' bytes, and what it
+    must still ask for."""
 
     delta: bool
     machine: Any
     asked: set[str]
+    read: Callable[[bytes], tuple[Any, bool]] = _delta_read
 
-    def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> Any:
+    @classmethod
+    def of(cls, delta: bool, runs: Runs) -> _Client:
+        """`runs`: shared by the streams, as the server shares them."""
+        if delta:
+            return cls(True, DeltaStream(), set())
+        return cls(False, SotwStream(), set(), SotwRequests(runs, Limits().unknown_names).read)
+
+    def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> bytes:
+        """The request's bytes, as Envoy writes them (the node on every request)."""
         if self.delta:
             subscribe = [] if type_url in self.asked else names
-            return discovery_pb2.DeltaDiscoveryRequest(
+            message: Any = discovery_pb2.DeltaDiscoveryRequest(
                 node=NODE,
                 type_url=type_url,
                 resource_names_subscribe=subscribe,
                 response_nonce=nonce,
             )
-        return discovery_pb2.DiscoveryRequest(
-            node=NODE,
-            type_url=type_url,
-            resource_names=names,
-            response_nonce=nonce,
-            version_info=version,
-        )
+        else:
+            message = discovery_pb2.DiscoveryRequest(
+                node=NODE,
+                type_url=type_url,
+                resource_names=names,
+                response_nonce=nonce,
+                version_info=version,
+            )
+        return bytes(message.SerializeToString())
+
+    def send(self, data: bytes) -> None:
+        """The server reads the request: decodes it, and the machine takes it."""
+        request, same_names = self.read(data)
+        self.machine.on_request(request, same_names)
 
 
 def _names(snapshot: Snapshot, type_url: str) -> list[str]:
@@ -104,7 +128,7 @@ def _names(snapshot: Snapshot, type_url: str) -> list[str]:
 def _sync(client: _Client, snapshot: Snapshot) -> None:
     for type_url in typeurls.ORDER:
         if snapshot.of(type_url) or type_url in (typeurls.CLUSTER, typeurls.LISTENER):
-            client.machine.on_request(client.request(type_url, _names(snapshot, type_url)))
+            client.send(client.request(type_url, _names(snapshot, type_url)))
             client.asked.add(type_url)
     while responses := client.machine.next_responses(snapshot):
         for r in responses:
@@ -112,7 +136,7 @@ def _sync(client: _Client, snapshot: Snapshot) -> None:
 
 
 def _ack(client: _Client, snapshot: Snapshot, type_url: str, nonce: str, version: str) -> None:
-    client.machine.on_request(client.request(type_url, _names(snapshot, type_url), nonce, version))
+    client.send(client.request(type_url, _names(snapshot, type_url), nonce, version))
 
 
 @dataclass
@@ -155,15 +179,24 @@ def _change(clients: list[_Client], snapshot: Snapshot) -> _Timings:
     gc.collect(0)
     out.collect_midway = _collect()
     for client, answered in zip(clients, sent, strict=True):
+        # The client writes its ACKs; the server's part alone is timed.
+        acks = [
+            client.request(type_url, _names(snapshot, type_url), nonce, version)
+            for type_url, nonce, version in answered
+        ]
         t0 = time.thread_time()
-        for type_url, nonce, version in answered:
-            _ack(client, snapshot, type_url, nonce, version)
+        for ack in acks:
+            client.send(ack)
         out.ack.append(time.thread_time() - t0)
     return out
 
 
 def _ms(values: list[float]) -> str:
     return f"mean {statistics.fmean(values) * 1e3:6.2f}  max {max(values) * 1e3:6.2f} ms"
+
+
+def _us(values: list[float]) -> str:
+    return f"mean {statistics.fmean(values) * 1e6:6.1f}  max {max(values) * 1e6:6.1f} µs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,8 +349,9 @@ def main() -> None:
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         clients = []
+        runs = Runs()
         for _ in range(args.streams):
-            client = _Client(delta, DeltaStream() if delta else SotwStream(), set())
+            client = _Client.of(delta, runs)
             _sync(client, first)
             clients.append(client)
         gc.collect()
@@ -339,7 +373,7 @@ def main() -> None:
         for label, t in (("lost", loss), ("restored", back)):
             print(
                 f"  member {label:8} ({t.sent_bytes / 1e6:.1f} MB): step {_ms(t.step)};"
-                f" join {_ms(t.join)}; ack {_ms(t.ack)};"
+                f" join {_ms(t.join)}; ack {_us(t.ack)};"
                 f" full collection midway {t.collect_midway * 1e3:.1f} ms"
             )
 

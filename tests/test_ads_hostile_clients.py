@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from raw_http2 import read_part_and_vanish
 from samples import sample
@@ -144,6 +145,22 @@ async def test_garbage_after_a_valid_request_ends_the_stream_with_an_error() -> 
         assert any(e["event"] == "request_malformed" for e in logs)
 
 
+async def test_garbage_after_an_unchanged_list_of_names_ends_the_stream_with_an_error() -> None:
+    """An unchanged list of names is told by its bytes and only the rest of the request is
+    decoded (`server/requests.py`): garbage in the rest is still a malformed request."""
+    async with serving(TWO) as fixture:
+        call = raw_stub(fixture)
+        with capture_logs() as logs:
+            await call.write(with_node(request(ENDPOINT, ["a", "b"])).SerializeToString())
+            sent = discovery_pb2.DiscoveryResponse.FromString(await read(call))
+            ack = request(ENDPOINT, ["a", "b"], nonce=sent.nonce, version=sent.version_info)
+            await call.write(ack.SerializeToString())
+            await call.write(ack.SerializeToString() + b"\xff\xff\xff\xff")
+            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+            await eventually(lambda: bool(closed(logs)))
+        assert [e["reason"] for e in closed(logs)] == ["malformed_request"]
+
+
 async def test_garbage_as_the_first_request_is_refused() -> None:
     async with serving(ONE) as fixture:
         call = raw_stub(fixture)
@@ -161,10 +178,10 @@ async def test_a_failing_reader_ends_the_stream_internal_with_a_traceback(
 ) -> None:
     real = SotwStream.on_request
 
-    def failing(self: SotwStream, req: Any) -> Any:
+    def failing(self: SotwStream, req: Any, same_names: bool = False) -> Any:
         if req.type_url == "type.googleapis.com/fault.Injected":
             raise RuntimeError("injected fault")
-        return real(self, req)
+        return real(self, req, same_names)
 
     monkeypatch.setattr(SotwStream, "on_request", failing)
     async with serving(ONE) as fixture:

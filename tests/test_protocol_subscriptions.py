@@ -27,6 +27,7 @@ from xdsfleet.cache.snapshot import build_snapshot, patch_snapshot
 from xdsfleet.cache.typeurls import ENDPOINT
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
+from xdsfleet.server.requests import Runs, SotwRequests
 from xdsfleet.server.sotw import SotwStream
 
 NAMES = tuple(f"c{i:02}" for i in range(12))
@@ -44,6 +45,7 @@ class Subscriber(RuleBasedStateMachine):
         self.messages: dict[tuple[str, int], Any] = {}
         self.snapshot = build_snapshot({ENDPOINT: {}}, self.encoder)
         self.machine: SotwStream | DeltaStream = SotwStream()
+        self.reader = SotwRequests(Runs(), 10_000)
         self.to_server: deque[Any] = deque()
         self.to_client: deque[Response] = deque()
         self.names: set[str] = set()
@@ -86,6 +88,7 @@ class Subscriber(RuleBasedStateMachine):
 
     def connect(self) -> None:
         self.machine = DeltaStream() if self.delta else SotwStream()
+        self.reader = SotwRequests(Runs(), 10_000)  # a stream's own
         self.to_server.clear()
         self.to_client.clear()
         if self.delta:
@@ -172,10 +175,19 @@ class Subscriber(RuleBasedStateMachine):
     def server_writes(self) -> None:
         self.to_client.extend(self.machine.next_responses(self.snapshot))
 
+    def take_request(self) -> None:
+        """The next request on the wire, taken as the server reads it (SotW: from its bytes,
+        an unchanged list of names told by them, `server/requests.py`)."""
+        request = self.to_server.popleft()
+        if isinstance(self.machine, DeltaStream):
+            self.machine.on_request(request)
+        else:
+            self.machine.on_request(*self.reader.read(request.SerializeToString()))
+
     @precondition(lambda self: bool(self.to_server))
     @rule()
     def request_arrives(self) -> None:
-        self.machine.on_request(self.to_server.popleft())
+        self.take_request()
 
     @precondition(lambda self: bool(self.to_client))
     @rule(nack=st.booleans())
@@ -186,7 +198,7 @@ class Subscriber(RuleBasedStateMachine):
     def settle(self) -> None:
         for _ in range(100):
             while self.to_server:
-                self.machine.on_request(self.to_server.popleft())
+                self.take_request()
             responses = self.machine.next_responses(self.snapshot)
             self.to_client.extend(responses)
             while self.to_client:

@@ -66,7 +66,7 @@ class WokenStream(Stream):
     def _deliver_request(self) -> None:
         _, link = self.current()
         if link.to_server:
-            result = link.machine.on_request(link.to_server.popleft())
+            result = link.take_request()
             if result.wakes:
                 self.woken = True
             else:
@@ -136,7 +136,7 @@ def test_the_acks_of_a_settled_fan_out_do_not_wake_the_writer() -> None:
         link.deliver_response(nack=False)
         results = []
         while link.to_server:
-            results.append(link.machine.on_request(link.to_server.popleft()))
+            results.append(link.take_request())
         assert [(r.outcome, r.wakes) for r in results] == [(Outcome.ACK, False)]
 
 
@@ -151,7 +151,7 @@ def test_an_ack_wakes_the_writer_when_a_newer_snapshot_waited_for_it() -> None:
         link.deliver_response(nack=False)
         results = []
         while link.to_server:
-            results.append(link.machine.on_request(link.to_server.popleft()))
+            results.append(link.take_request())
         assert [(r.outcome, r.wakes) for r in results] == [(Outcome.ACK, True)]
         assert link.server_writes(third) == 1
 
@@ -173,7 +173,7 @@ def test_an_ack_wakes_the_writer_for_a_route_that_waited_for_its_new_cluster(del
             link.deliver_response(nack=False)
         woken = False
         while link.to_server:
-            woken |= link.machine.on_request(link.to_server.popleft()).wakes
+            woken |= link.take_request().wakes
         if woken:
             link.server_writes(moved)
     link.client.check_settled(moved)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from snapshots import ack, api_listener, assignment, cluster, request, snapshot
 
 from xdsfleet.cache.resources import Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from xdsfleet.server.protocol import Outcome, Response
+from xdsfleet.server.protocol import Outcome, RequestResult, Response
+from xdsfleet.server.requests import Runs, SotwRequests
 from xdsfleet.server.sotw import SotwStream
 
 ONE = snapshot({"a": ("10.0.0.1",)})
@@ -410,16 +413,28 @@ def test_rule13_a_grpc_client_back_that_refuses_its_clusters_keeps_them_for_its_
     assert clusters == [[]]
 
 
-# Past 64 names, an unchanged subscription is told by a hash of the names as sent
-# (`sotw._names_digest`); these hold the same rules as the short lists above.
+# An unchanged list of names is told by its bytes when the server reads a request
+# (`server/requests.py`) and reaches the machine as `same_names`; these hold the same rules for
+# long lists read so as the short lists above.
 MANY = snapshot({f"c{i:03d}": (f"10.1.{i // 250}.{i % 250}",) for i in range(100)})
 LONG = [f"c{i:03d}" for i in range(80)]
 
 
-def long_subscription() -> tuple[SotwStream, Response]:
-    stream = SotwStream()
+class Read:
+    """A stream whose requests are read from their bytes, as the server reads them."""
+
+    def __init__(self) -> None:
+        self.stream = SotwStream()
+        self._read = SotwRequests(Runs(), 10_000).read
+
+    def on_request(self, req: Any) -> RequestResult:
+        return self.stream.on_request(*self._read(req.SerializeToString()))
+
+
+def long_subscription() -> tuple[Read, Response]:
+    stream = Read()
     stream.on_request(request(ENDPOINT, LONG))
-    [first] = stream.next_responses(MANY)
+    [first] = stream.stream.next_responses(MANY)
     assert names(first) == LONG
     return stream, first
 
@@ -429,23 +444,23 @@ def test_a_long_unchanged_subscription_acked_wakes_nothing_and_sends_nothing() -
     result = stream.on_request(request(ENDPOINT, LONG, nonce=first.nonce, version=first.version))
     assert result.outcome is Outcome.ACK
     assert not result.wakes
-    assert stream.next_responses(MANY) == []
+    assert stream.stream.next_responses(MANY) == []
     # The same names in another order are the same subscription.
     stream.on_request(request(ENDPOINT, LONG[::-1], nonce=first.nonce, version=first.version))
-    assert stream.next_responses(MANY) == []
+    assert stream.stream.next_responses(MANY) == []
 
 
 def test_rule8_a_long_subscription_grown_or_with_a_name_swapped_sends_the_new_names() -> None:
     stream, first = long_subscription()
     grown = [*LONG, "c090"]
     stream.on_request(request(ENDPOINT, grown, nonce=first.nonce, version=first.version))
-    [second] = stream.next_responses(MANY)
+    [second] = stream.stream.next_responses(MANY)
     assert names(second) == ["c090"]
     swapped = [*LONG[1:], "c091", "c090"]  # as long as `grown`, c000 gone, c091 new
     result = stream.on_request(
         request(ENDPOINT, swapped, nonce=second.nonce, version=second.version)
     )
     assert result.wakes
-    [third] = stream.next_responses(MANY)
+    [third] = stream.stream.next_responses(MANY)
     assert names(third) == ["c091"]
-    assert "c000" not in stream.status()[ENDPOINT].held
+    assert "c000" not in stream.stream.status()[ENDPOINT].held

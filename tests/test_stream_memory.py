@@ -16,7 +16,6 @@ import asyncio
 import gc
 import weakref
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from test_ads_cleanup import Context, requests
@@ -25,14 +24,6 @@ from test_ads_server import ONE
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.pipeline.collector import Collector
 from xdsfleet.server.ads import SERVICE, AdsService
-
-
-class _Context(Context):
-    def auth_context(self) -> dict[str, Any]:
-        return {}
-
-    def invocation_metadata(self) -> tuple[Any, ...]:
-        return ()
 
 
 @pytest.mark.parametrize("protocol", ["sotw", "delta"])
@@ -44,7 +35,7 @@ async def test_a_stream_open_during_a_freeze_is_freed_by_a_full_pass_once_it_end
     method = "StreamAggregatedResources" if protocol == "sotw" else "DeltaAggregatedResources"
     details = SimpleNamespace(method=f"/{SERVICE}/{method}", invocation_metadata=())
     handler = service.handler().service(details).stream_stream
-    task = asyncio.create_task(handler(requests(protocol), _Context(write_fails=False)))
+    task = asyncio.create_task(handler(requests(protocol), Context(write_fails=False)))
     try:
         for _ in range(12):
             await asyncio.sleep(0)

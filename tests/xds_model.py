@@ -26,7 +26,8 @@ from xdsfleet.cache.resources import Encoded, Encoder
 from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, FULL_STATE, LISTENER, ROUTE
 from xdsfleet.server.delta import DeltaStream
-from xdsfleet.server.protocol import Response
+from xdsfleet.server.protocol import RequestResult, Response
+from xdsfleet.server.requests import Runs, SotwRequests
 from xdsfleet.server.sotw import SotwStream
 
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
@@ -328,6 +329,9 @@ class Link:
     machine: SotwStream | DeltaStream
     to_server: deque[Any] = field(default_factory=deque)
     to_client: deque[Response] = field(default_factory=deque)
+    # How the server reads a SotW stream's requests: from their bytes, an unchanged list of
+    # names told by them (`server/requests.py`), in every interleaving here.
+    reader: SotwRequests = field(default_factory=lambda: SotwRequests(Runs(), 10_000))
 
     @classmethod
     def open(cls, client: Client, *, star: bool = False, carry_nonce: bool = False) -> Link:
@@ -350,9 +354,16 @@ class Link:
         self.to_client.extend(responses)
         return len(responses)
 
+    def take_request(self) -> RequestResult:
+        """The next request on the wire, taken by the machine as the server reads it."""
+        request = self.to_server.popleft()
+        if isinstance(self.machine, DeltaStream):
+            return self.machine.on_request(request)
+        return self.machine.on_request(*self.reader.read(request.SerializeToString()))
+
     def deliver_request(self) -> None:
         if self.to_server:
-            self.machine.on_request(self.to_server.popleft())
+            self.take_request()
 
     def deliver_response(self, *, nack: bool) -> None:
         if self.to_client:

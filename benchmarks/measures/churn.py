@@ -94,11 +94,11 @@ class ClientAcks:
             return
         on_request = info.machine.on_request
 
-        def observed(request: Any) -> Any:
+        def observed(request: Any, same_names: bool = False) -> Any:
             acked = request.response_nonce and not request.HasField("error_detail")
             if acked and request.type_url == typeurls.ENDPOINT:
                 self._acked[stream_id] = request.version_info
-            return on_request(request)
+            return on_request(request, same_names)
 
         # setattr: mypy refuses assigning to a method, which is the point here.
         setattr(info.machine, "on_request", observed)  # noqa: B010

@@ -6,11 +6,13 @@ by a new snapshot and by a request that may let something go (`RequestResult.wak
 every ACK: the ACKs of a fan-out find nothing to send, and waking every writer for them was a
 task switch per stream and fan-out for nothing, in the loop iterations that serve everyone.
 Responses are joined from bytes the cache encoded once (rule 21); nothing is serialized per
-stream. The bytes being written at once, across streams, are bounded (`budget.WriteBudget`),
-and a writer lets go of a response's bytes as soon as gRPC has taken them: an idle stream holds
-none. Every reader and writer step shares one budget per loop turn (`pacer.Pacer`): after a
-fan-out, hundreds of them are ready at once, and past the budget they wait for later turns so
-that timers and sockets are not held behind all of them.
+stream. SotW requests come as bytes, and an unchanged list of names (every ACK's) is told from
+them without decoding it (`server/requests.py`). The bytes being written at once, across
+streams, are bounded (`budget.WriteBudget`), and a writer lets go of a response's bytes as soon
+as gRPC has taken them: an idle stream holds none. Every reader and writer step shares one
+budget per loop turn (`pacer.Pacer`): after a fan-out, hundreds of them are ready at once, and
+past the budget they wait for later turns so that timers and sockets are not held behind all of
+them.
 
 Every stream ends with a status that says why, and leaves nothing behind: gRPC cancels a
 handler at its next `await` when the connection goes, including one inside its cleanup, so the
@@ -42,6 +44,7 @@ from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import clip, profile_of
 from xdsfleet.server.pacer import Pacer
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
+from xdsfleet.server.requests import Runs, SotwRequests
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.server.tls import peer_identity
 from xdsfleet.telemetry import metrics
@@ -60,7 +63,7 @@ _UNSUPPORTED_NAMED = 8
 
 
 class Machine(Protocol):
-    def on_request(self, request: Any) -> RequestResult: ...
+    def on_request(self, request: Any, same_names: bool = False) -> RequestResult: ...
     def next_responses(self, snapshot: Any) -> list[Response]: ...
     def status(self) -> dict[str, TypeStatus]: ...
     def subscribed(self, type_url: str) -> int: ...
@@ -165,6 +168,16 @@ def _delta_bytes(response: Response) -> bytes:
     )
 
 
+# A request as gRPC hands it to what the stream reads: the request, and whether it names what
+# the last request of its type named (undecoded, `server/requests.py`).
+Reader = Callable[[Any], tuple[Any, bool]]
+
+
+def _decoded(request: Any) -> tuple[Any, bool]:
+    """A Delta request, decoded by gRPC: its names are changes, read every time."""
+    return request, False
+
+
 def _no_problem(_: NodeProfile) -> str | None:
     return None
 
@@ -215,17 +228,18 @@ class AdsService:
         metrics.WRITE_BUDGET_BYTES.set_function(lambda: self.budget.in_flight)
         metrics.WRITE_BUDGET_WAITING.set_function(lambda: self.budget.waiting)
         self._ids = itertools.count(1)
+        # SotW streams' last lists of names, as bytes, shared between streams.
+        self._runs = Runs()
         self.streams: dict[int, StreamInfo] = {}
         self.waiting: dict[int, Waiting] = {}
 
     def handler(self) -> grpc.GenericRpcHandler:
-        # No response serializer: the writer hands gRPC finished bytes.
+        # No response serializer: the writer hands gRPC finished bytes. No SotW request
+        # deserializer: the stream reads the bytes (`server/requests.py`).
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
-                ),
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(self._sotw),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self._delta,
                     request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
@@ -234,22 +248,26 @@ class AdsService:
         )
 
     async def _sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
-        await self._serve("sotw", SotwStream(), _sotw_bytes, requests, context)
+        # Lists of names longer than these limits let through unread are read every time.
+        keep = min(self.limits.names_per_request, self.limits.unknown_names)
+        read = SotwRequests(self._runs, keep).read
+        await self._serve("sotw", SotwStream(), _sotw_bytes, read, requests, context)
 
     async def _delta(self, requests: AsyncIterator[Any], context: Any) -> None:
-        await self._serve("delta", DeltaStream(), _delta_bytes, requests, context)
+        await self._serve("delta", DeltaStream(), _delta_bytes, _decoded, requests, context)
 
     async def _serve(
         self,
         protocol: str,
         machine: Machine,
         to_bytes: Callable[[Response], bytes],
+        read: Reader,
         requests: AsyncIterator[Any],
         context: Any,
     ) -> None:
         # One id for the stream's life, from waiting for its first request on.
         stream_id = next(self._ids)
-        first = await self._first_request(stream_id, protocol, requests, context)
+        first = await self._first_request(stream_id, protocol, read, requests, context)
         if first is None:
             return
         # Rule 1: only the first request is sure to carry the node.
@@ -295,10 +313,15 @@ class AdsService:
         with structlog.contextvars.bound_contextvars(
             stream_id=info.stream_id, node_id=clip(info.node_id)
         ):
-            await self._run(info, first, to_bytes, requests, context)
+            await self._run(info, first, to_bytes, read, requests, context)
 
     async def _first_request(
-        self, stream_id: int, protocol: str, requests: AsyncIterator[Any], context: Any
+        self,
+        stream_id: int,
+        protocol: str,
+        read: Reader,
+        requests: AsyncIterator[Any],
+        context: Any,
     ) -> Any | None:
         """The first request, or None when the stream ended (with a status) before it."""
         waiting = Waiting(stream_id=stream_id, protocol=protocol, peer=context.peer())
@@ -306,7 +329,9 @@ class AdsService:
         ending: _Ending | None = None
         try:
             async with asyncio.timeout(self.limits.first_request_seconds):
-                return await anext(aiter(requests), None)
+                data = await anext(aiter(requests), None)
+            # The first request names no list kept yet: it is decoded whole.
+            return None if data is None else read(data)[0]
         except TimeoutError:
             ending = _Ending(
                 "no_first_request",
@@ -333,6 +358,7 @@ class AdsService:
         info: StreamInfo,
         first: Any,
         to_bytes: Callable[[Response], bytes],
+        read: Reader,
         requests: AsyncIterator[Any],
         context: Any,
     ) -> None:
@@ -380,7 +406,7 @@ class AdsService:
             await context.send_initial_metadata(())
             wake.set()
             reader = asyncio.create_task(
-                self._read(info, requests, wake), name=f"ads-reader-{info.stream_id}"
+                self._read(info, read, requests, wake), name=f"ads-reader-{info.stream_id}"
             )
             while True:
                 await wake.wait()
@@ -526,24 +552,31 @@ class AdsService:
                     info.task.cancel()
 
     async def _read(
-        self, info: StreamInfo, requests: AsyncIterator[Any], wake: asyncio.Event
+        self, info: StreamInfo, read: Reader, requests: AsyncIterator[Any], wake: asyncio.Event
     ) -> None:
         pacer = self.pacer
         try:
-            async for request in requests:
+            async for data in requests:
                 if pacer.full():
                     await pacer.next_turn()
+                request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
-                wakes = self._on_request(info, request).wakes
+                del data
+                wakes = self._on_request(info, request, same_names).wakes
                 del request
                 if wakes:
                     wake.set()
         finally:
             wake.set()
 
-    def _on_request(self, info: StreamInfo, request: Any) -> RequestResult:
-        self._check_size(info, request)
-        result = info.machine.on_request(request)
+    def _on_request(
+        self, info: StreamInfo, request: Any, same_names: bool = False
+    ) -> RequestResult:
+        if not same_names:
+            # Names the last request of the type named passed these checks: the reader tells
+            # only lists no longer than the limits let through without reading them.
+            self._check_size(info, request)
+        result = info.machine.on_request(request, same_names)
         subscribes = info.protocol != "sotw" and bool(request.resource_names_subscribe)
         if subscribes and result.outcome is not Outcome.UNSUPPORTED:
             # Delta subscriptions add up over requests: the same bound holds for their sum

@@ -107,7 +107,8 @@ class DeltaStream:
 
     # Requests
 
-    def on_request(self, request: Any) -> RequestResult:
+    def on_request(self, request: Any, same_names: bool = False) -> RequestResult:
+        # `same_names` is SotW's (`server/requests.py`): a Delta request names changes only.
         type_url = request.type_url
         state = self._types.get(type_url)
         if state is None:

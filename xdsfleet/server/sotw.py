@@ -50,8 +50,8 @@ class _TypeState:
     # the last request's names, `*` included, to tell an unchanged subscription at once.
     names: frozenset[str] = NO_NAMES
     last_request: frozenset[str] | None = None
-    # Of a long last request, a hash of its names as they came on the wire (`_names_digest`).
-    last_digest: int | None = None
+    # `names` when the pending response was planned: every name it carries was among them.
+    names_planned: frozenset[str] = NO_NAMES
     # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
     held: Held = field(default_factory=Held)
     held_set: str | None = None
@@ -105,27 +105,6 @@ def _answered_for(state: _TypeState, sent: Sent) -> None:
         state.unknown_uses = state.unknown_uses.difference(sent.names)
 
 
-# A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a large
-# fleet names every cluster. Making them a set of fresh strings to tell that nothing changed was
-# most of a steady EDS ACK naming 1,000 clusters (59 µs in all), in the loop iterations that
-# read a fan-out's ACKs. Past this many names, the names as the client sent them are hashed
-# instead, in C (25 µs in all), and the set is made only when that hash changed.
-_DIGEST_NAMES = 64
-_NAMES_ONLY = ("version_info", "node", "type_url", "response_nonce", "error_detail")
-
-
-def _names_digest(request: Any) -> int:
-    """A hash of the request's resource names as they came on the wire, in their order: the
-    request copied without its other fields, serialized. Python's hash of bytes is keyed by a
-    secret of the process (SipHash), so a client cannot make two lists of names collide; 64
-    bits, as every version here."""
-    names = type(request)()
-    names.CopyFrom(request)
-    for name in _NAMES_ONLY:
-        names.ClearField(name)
-    return hash(names.SerializeToString())
-
-
 @dataclass(slots=True)  # not frozen: made per stream and response (protocol.Response)
 class _Plan:
     type_url: str
@@ -159,7 +138,9 @@ class SotwStream:
 
     # Requests
 
-    def on_request(self, request: Any) -> RequestResult:
+    def on_request(self, request: Any, same_names: bool = False) -> RequestResult:
+        """`same_names`: the request names what the last request of its type named, and its
+        `resource_names` were left undecoded (`server/requests.py` tells so from the bytes)."""
         type_url = request.type_url
         state = self._types.get(type_url)
         if state is None:
@@ -186,7 +167,8 @@ class SotwStream:
         # A first request may carry a nonce of another stream (a client resuming): it is not
         # stale, nothing was sent on this one.
         first = not state.requested
-        self._subscribe(type_url, state, request)
+        if not same_names:
+            self._subscribe(type_url, state, request.resource_names)
         if first and state.wildcard and type_url in typeurls.FULL_STATE:
             state.resumed = version
         if first and version:
@@ -218,7 +200,11 @@ class SotwStream:
             return
         held, rejected, uses = state.held, state.rejected, state.uses
         if not (rejected or uses or pending.uses) and (
-            state.wildcard or state.names.issuperset(sent.names)
+            # The subscription unchanged since the response was planned (the same set, as
+            # `_subscribe` replaces it) asks for all it carried, without looking at each name.
+            state.wildcard
+            or state.names is state.names_planned
+            or state.names.issuperset(sent.names)
         ):
             # The common case, in one pass. No rebase here: the writer's `follow` does it for
             # the cost of the changes, out of the iterations that read a fan-out's ACKs.
@@ -243,15 +229,8 @@ class SotwStream:
         _answered_for(state, sent)
         state.status.refuse(sent, message)
 
-    def _subscribe(self, type_url: str, state: _TypeState, request: Any) -> None:
-        resource_names = request.resource_names
-        digest = None
-        if len(resource_names) > _DIGEST_NAMES:
-            digest = _names_digest(request)
-            if digest == state.last_digest:
-                return  # an ACK of an unchanged subscription: most requests are
+    def _subscribe(self, type_url: str, state: _TypeState, resource_names: Any) -> None:
         requested = frozenset(resource_names)
-        state.last_digest = digest
         if requested == state.last_request:
             return  # the same names, or the same in another order
         requested = shared_names(requested)
@@ -537,6 +516,7 @@ class SotwStream:
             if not state.forced:
                 state.forced = set()  # a set keeps the table it grew to: let it go
         state.latest_nonce = nonce
+        state.names_planned = state.names
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1

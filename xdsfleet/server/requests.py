@@ -10,13 +10,14 @@ xDS client and Python; Java's and Go's protobuf; protobufjs for grpc-js), so a r
 `version_info` (1), `node` (2), then its names (3) as one run, then the rest. A stream keeps
 the last run of names of each type as bytes. A request whose bytes, once past a leading
 `version_info` and `node`, go on with a run kept, and whose other bytes hold no name, names
-exactly what the last request of that type named: only the other bytes are decoded, and the
-machine is told the names are the same (`SotwStream.on_request`). Names first, as our
-benchmark's clients write them, are found as well. Anything else (another order, names split
-into several runs, unknown fields among them, garbage) is decoded whole, as gRPC's
-deserializer did: the shortcut never answers differently from the full decode
+exactly what the last request of that type named: only the other bytes are decoded (not the
+`node` either: only a stream's first request's counts, rule 1), and the machine is told the
+names are the same (`SotwStream.on_request`). Names first, as our benchmark's clients write
+them, are found as well. Anything else (another order, names split into several runs, unknown
+fields among them, garbage) is decoded whole, as gRPC's deserializer did: the shortcut never
+answers differently from the full decode but for the node it leaves unread
 (`tests/test_sotw_requests.py` holds it with hypothesis), and a malformed request raises
-`DecodeError` either way.
+`DecodeError` either way, unless all that is malformed is a later request's node.
 
 A run is kept only for a type the server serves and for lists no longer than the server's
 request limits let through without looking at the names (`ads.Limits`), so a request read
@@ -96,17 +97,19 @@ class Runs:
         return sum(len(kept) for kept in self._runs.values())
 
 
-def _names_start(data: bytes) -> int:
-    """Where the names would start: past a leading `version_info`, then a `node`, each if
-    there (skipped by its length, unread). -1 when a length is not one."""
-    pos = 0
+def _names_start(data: bytes) -> tuple[int, int]:
+    """Where a leading `version_info` ends and where the names would start: past it, then a
+    `node`, each if there (skipped by its length, unread). -1 when a length is not one."""
+    pos = version_end = 0
     for tag in (_VERSION_TAG, _NODE_TAG):
         if pos < len(data) and data[pos] == tag:
             pos, length = _length(data, pos + 1)
             if pos < 0:
-                return -1
+                return -1, -1
             pos += length
-    return pos
+        if tag == _VERSION_TAG:
+            version_end = pos
+    return version_end, pos
 
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:
@@ -137,11 +140,11 @@ class SotwRequests:
         self._runs: dict[str, _Run] = {}
 
     def read(self, data: bytes) -> tuple[Any, bool]:
-        start = _names_start(data) if self._runs else -1
+        version_end, start = _names_start(data) if self._runs else (-1, -1)
         if start >= 0:
             for run in self._runs.values():
                 if data.startswith(run.names, start):
-                    rest = self._rest(data, start, run)
+                    rest = self._rest(data, version_end, start, run)
                     if rest is not None:
                         return rest, True
                     break
@@ -149,12 +152,14 @@ class SotwRequests:
         self._remember(request)
         return request, False
 
-    def _rest(self, data: bytes, start: int, run: _Run) -> Any | None:
+    def _rest(self, data: bytes, version_end: int, start: int, run: _Run) -> Any | None:
         """The request without the run at `start`, if it names nothing else and the run is
         its type's; None otherwise (and when the rest is malformed: the full decode says
-        how)."""
+        how). A `node` before the run is left unread: only a stream's first request's counts
+        (rule 1), and an Envoy left at its default sends it on every request, ~60 kB that
+        cost six times its thousand names to decode."""
         try:
-            rest = _REQUEST.FromString(data[:start] + data[start + len(run.names) :])
+            rest = _REQUEST.FromString(data[:version_end] + data[start + len(run.names) :])
         except DecodeError:
             return None
         kept = self._runs.get(rest.type_url)

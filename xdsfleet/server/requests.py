@@ -37,8 +37,6 @@ from google.protobuf.message import DecodeError
 from xdsfleet.cache import typeurls
 
 _REQUEST = discovery_pb2.DiscoveryRequest
-# The fields of a request other than its names: cleared to leave the names alone.
-_NOT_NAMES = tuple(f.name for f in _REQUEST.DESCRIPTOR.fields if f.name != "resource_names")
 # Tags of length-delimited `version_info` (1) and `node` (2): what may come before the names.
 _VERSION_TAG = 0x0A
 _NODE_TAG = 0x12
@@ -147,7 +145,6 @@ class SotwRequests:
                     rest = self._rest(data, version_end, start, run)
                     if rest is not None:
                         return rest, True
-                    break
         request = _REQUEST.FromString(data)
         self._remember(request)
         return request, False
@@ -177,9 +174,5 @@ class SotwRequests:
         count = len(request.resource_names)
         if not count or count > self._keep_at_most:
             return
-        names = _REQUEST()
-        names.CopyFrom(request)
-        for field in _NOT_NAMES:
-            names.ClearField(field)
-        names.DiscardUnknownFields()
-        self._runs[type_url] = self._shared.share(names.SerializeToString())
+        names = _REQUEST(resource_names=request.resource_names).SerializeToString()
+        self._runs[type_url] = self._shared.share(names)

@@ -91,7 +91,7 @@ class _Client:
         """`runs`: shared by the streams, as the server shares them."""
         if delta:
             return cls(True, DeltaStream(), set())
-        return cls(False, SotwStream(), set(), SotwRequests(runs, Limits().unknown_names).read)
+        return cls(False, SotwStream(), set(), SotwRequests(runs, Limits().unread_names).read)
 
     def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> bytes:
         """The request's bytes, as Envoy writes them (the node on every request)."""

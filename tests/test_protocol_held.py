@@ -66,9 +66,8 @@ def test_held_reads_as_the_dict_it_stands_for(
         elif op[0] == "rebase":
             held.rebase(maps[op[1]], force=op[2], version=versions[op[1]])
         elif op[0] == "put_source":
-            # As an ACK of a response carrying every resource of a map: one by one if not.
-            if not held.put_source(maps[op[1]], versions[op[1]]):
-                held.put_all(maps[op[1]].values())
+            # As an ACK of a response carrying every resource of a map.
+            held.put_source(maps[op[1]], versions[op[1]])
             model.update(maps[op[1]])
         elif op[0] == "follow":
             held.follow(snapshots[op[1]], "t")
@@ -158,6 +157,19 @@ def test_following_the_snapshot_costs_the_changes_not_every_name() -> None:
     assert held._base is second
     # What it still differs in: the change it did not take, the name it dropped.
     assert held._diff == {names[199]: first[names[199]], names[500]: None}
+    assert held._version == "v1"
+
+
+def test_a_response_of_a_whole_map_that_removed_names_makes_it_the_base() -> None:
+    # A member lost can remove clusters as it changes the rest: the ACK of a response carrying
+    # all of the new map shares it at once; only the names it no longer has stay apart.
+    before = {n: res(n, 0) for n in NAMES}
+    after = {n: res(n, 1) for n in NAMES[:30]}
+    held = Held()
+    held.put_source(before, "v0")
+    held.put_source(after, "v1")
+    assert held._base is after
+    assert held._diff == {n: before[n] for n in NAMES[30:]}
     assert held._version == "v1"
 
 

@@ -130,6 +130,18 @@ def test_rule9_explicit_star_turns_wildcard_on() -> None:
     assert names(second) == ["a", "b"]
 
 
+def test_an_ack_after_the_wildcard_was_dropped_holds_only_what_is_still_asked_for() -> None:
+    # Planned under `*`, the response carried every assignment; the client dropped the
+    # wildcard before it came, so its ACK keeps none of them.
+    stream = SotwStream()
+    stream.on_request(request(ENDPOINT, ["*"]))
+    [first] = stream.next_responses(TWO)
+    assert names(first) == ["a", "b"]
+    stream.on_request(request(ENDPOINT, [], nonce="stale"))
+    ack(stream, first, [])
+    assert stream.status()[ENDPOINT].held == {}
+
+
 def test_rule10_full_state_response_leaves_out_deleted_clusters() -> None:
     stream, first = connect(TWO)
     stream.on_request(request(CLUSTER, nonce=first.nonce))

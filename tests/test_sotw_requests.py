@@ -42,6 +42,25 @@ def field(number: int, payload: bytes, *, long_length: int = 0) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload), long_length) + payload
 
 
+def without_node(data: bytes) -> bytes:
+    """`data` without a `node` right after a leading `version_info` (each if there): what the
+    reader decodes of a request it reads by its names' bytes."""
+
+    def skip(pos: int) -> int:  # past the length-delimited field at `pos`
+        length, shift = 0, 0
+        pos += 1
+        while data[pos] & 0x80:
+            length |= (data[pos] & 0x7F) << shift
+            shift += 7
+            pos += 1
+        return pos + 1 + (length | data[pos] << shift)
+
+    start = skip(0) if data[:1] == b"\x0a" else 0
+    if data[start : start + 1] != b"\x12":
+        return data
+    return data[:start] + data[skip(start) :]
+
+
 def names_run(names: list[str]) -> bytes:
     return b"".join(field(3, name.encode()) for name in names)
 
@@ -144,14 +163,16 @@ def test_reading_from_bytes_is_decoding_whole(data: st.DataObject) -> None:
         try:
             whole = Request.FromString(raw)
         except DecodeError:
-            try:
-                reader.read(raw)
-            except DecodeError:
-                continue
-            raise AssertionError("malformed bytes read as a request") from None
-        read, same = reader.read(raw)
+            whole = None
+        try:
+            read, same = reader.read(raw)
+        except DecodeError:
+            assert whole is None, "a request protobuf decodes refused"
+            continue
         if same:
-            # Told by the bytes: the names are the last request's of the type, in order.
+            # Told by the bytes: the names are the last request's of the type, in order. The
+            # node is left unread (rule 1: a later request's is not looked at), even malformed.
+            whole = Request.FromString(without_node(raw))
             assert list(whole.resource_names) == last[whole.type_url]
             assert not read.resource_names
             assert len(whole.resource_names) <= keep_at_most
@@ -161,6 +182,7 @@ def test_reading_from_bytes_is_decoding_whole(data: st.DataObject) -> None:
             assert read == expected
             assert read.SerializeToString() == expected.SerializeToString()
         else:
+            assert whole is not None, "malformed bytes read as a request"
             assert read == whole
             assert read.SerializeToString() == whole.SerializeToString()
         last[whole.type_url] = list(whole.resource_names)
@@ -183,6 +205,23 @@ def test_an_ack_of_the_same_names_is_told_by_its_bytes() -> None:
         names_run(CLUSTERS) + Request(type_url=ENDPOINT, version_info="v4").SerializeToString()
     )
     assert reader.read(names_first)[1]
+
+
+def test_a_later_requests_node_is_not_decoded() -> None:
+    # An Envoy at its default sends its node (tens of kB of extensions) on every request:
+    # only the first's counts (rule 1), so an ACK read by its names' bytes leaves it unread.
+    reader = SotwRequests(Runs(), 10_000)
+    first, _ = reader.read(request(CLUSTERS, node=True))
+    assert first.node.id == "n"
+    ack, same = reader.read(request(CLUSTERS, version="v1", nonce="1", node=True))
+    assert same
+    assert not ack.HasField("node")
+    assert ack.version_info == "v1"
+    garbage_node = field(1, b"v2") + field(2, b"\xff\xff") + names_run(CLUSTERS)
+    garbage_node += Request(type_url=ENDPOINT, response_nonce="2").SerializeToString()
+    ack, same = reader.read(garbage_node)
+    assert same
+    assert ack.response_nonce == "2"
 
 
 def test_names_changed_reordered_or_of_another_type_are_read_whole() -> None:

@@ -89,6 +89,12 @@ class Limits:
     # A connection that opens a stream and never says who it is holds a handler for nothing.
     first_request_seconds: float = 15.0
 
+    @property
+    def unread_names(self) -> int:
+        """The longest lists of names a SotW stream may take as unchanged by their bytes: a
+        request read so passes `_check_size` as its predecessor did, without the names."""
+        return min(self.names_per_request, self.unknown_names)
+
 
 class Refused(Exception):
     """A request the stream cannot serve: it ends with `code`, logged as `reason`."""
@@ -248,9 +254,7 @@ class AdsService:
         )
 
     async def _sotw(self, requests: AsyncIterator[Any], context: Any) -> None:
-        # Lists of names longer than these limits let through unread are read every time.
-        keep = min(self.limits.names_per_request, self.limits.unknown_names)
-        read = SotwRequests(self._runs, keep).read
+        read = SotwRequests(self._runs, self.limits.unread_names).read
         await self._serve("sotw", SotwStream(), _sotw_bytes, read, requests, context)
 
     async def _delta(self, requests: AsyncIterator[Any], context: Any) -> None:

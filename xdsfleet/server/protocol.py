@@ -203,29 +203,29 @@ class Held:
             else:
                 diff[res.name] = res
 
-    def put_source(self, source: Mapping[str, Encoded], version: str | None = None) -> bool:
-        """`put` of every resource of `source` (a snapshot's map of the type), as an ACK of a
-        response that carried all of it does (a member lost changes every assignment): when the
-        base holds the same names, `source` becomes the base at once, for the cost of the
-        differences, instead of a `put` and a `rebase` of every name. False, doing nothing,
-        otherwise (the caller puts them one by one)."""
+    def put_source(self, source: Mapping[str, Encoded], version: str | None = None) -> None:
+        """`put` of every resource of `source` (a snapshot's map of the type, at `version`), as
+        an ACK of a response that carried all of it does (a member lost or restored changes
+        every assignment, and may add or remove some): `source` becomes the base at once, for
+        the cost of the names held beyond it, instead of a `put` of every name and a difference
+        per name until the writer next looks."""
         base, diff = self._base, self._diff
+        # Every name of `source` is now held as it is there; any other keeps what it had.
+        kept: dict[str, Encoded | None] = (
+            {n: r for n, r in diff.items() if r is not None and n not in source} if diff else {}
+        )
         if base is not source and base.keys() != source.keys():
-            return False
-        # The names held beyond the base stay as they are (their entries are never None: a
-        # None marks a name of the base); every name of `source` is now held as it is there.
-        self._base, self._version = source, version
-        self._diff = {n: r for n, r in diff.items() if n not in source} if diff else {}
-        return True
+            for name in base.keys() - source.keys():
+                if name not in diff:
+                    kept[name] = base[name]
+        self._base, self._diff, self._version = source, kept, version
 
     def put_sent(self, sent: Sent) -> None:
         """`put` of every resource `sent` carried, in one step when that is all of its source
         (`put_source`: a member lost changes every assignment)."""
-        if (
-            sent.own
-            or len(sent.names) != len(sent.source)
-            or not self.put_source(sent.source, sent.source_version)
-        ):
+        if not sent.own and len(sent.names) == len(sent.source):
+            self.put_source(sent.source, sent.source_version)
+        else:
             self.put_all(sent.resources)
             if self._base is NOTHING:
                 # A first response: its map is shared at once (for the cost of the put), not

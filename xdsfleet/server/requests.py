@@ -10,13 +10,14 @@ xDS client and Python; Java's and Go's protobuf; protobufjs for grpc-js), so a r
 `version_info` (1), `node` (2), then its names (3) as one run, then the rest. A stream keeps
 the last run of names of each type as bytes. A request whose bytes, once past a leading
 `version_info` and `node`, go on with a run kept, and whose other bytes hold no name, names
-exactly what the last request of that type named: only the other bytes are decoded, and the
-machine is told the names are the same (`SotwStream.on_request`). Names first, as our
-benchmark's clients write them, are found as well. Anything else (another order, names split
-into several runs, unknown fields among them, garbage) is decoded whole, as gRPC's
-deserializer did: the shortcut never answers differently from the full decode
+exactly what the last request of that type named: only the other bytes are decoded (not the
+`node` either: only a stream's first request's counts, rule 1), and the machine is told the
+names are the same (`SotwStream.on_request`). Names first, as our benchmark's clients write
+them, are found as well. Anything else (another order, names split into several runs, unknown
+fields among them, garbage) is decoded whole, as gRPC's deserializer did: the shortcut never
+answers differently from the full decode but for the node it leaves unread
 (`tests/test_sotw_requests.py` holds it with hypothesis), and a malformed request raises
-`DecodeError` either way.
+`DecodeError` either way, unless all that is malformed is a later request's node.
 
 A run is kept only for a type the server serves and for lists no longer than the server's
 request limits let through without looking at the names (`ads.Limits`), so a request read
@@ -36,8 +37,6 @@ from google.protobuf.message import DecodeError
 from xdsfleet.cache import typeurls
 
 _REQUEST = discovery_pb2.DiscoveryRequest
-# The fields of a request other than its names: cleared to leave the names alone.
-_NOT_NAMES = tuple(f.name for f in _REQUEST.DESCRIPTOR.fields if f.name != "resource_names")
 # Tags of length-delimited `version_info` (1) and `node` (2): what may come before the names.
 _VERSION_TAG = 0x0A
 _NODE_TAG = 0x12
@@ -96,17 +95,19 @@ class Runs:
         return sum(len(kept) for kept in self._runs.values())
 
 
-def _names_start(data: bytes) -> int:
-    """Where the names would start: past a leading `version_info`, then a `node`, each if
-    there (skipped by its length, unread). -1 when a length is not one."""
-    pos = 0
+def _names_start(data: bytes) -> tuple[int, int]:
+    """Where a leading `version_info` ends and where the names would start: past it, then a
+    `node`, each if there (skipped by its length, unread). -1 when a length is not one."""
+    pos = version_end = 0
     for tag in (_VERSION_TAG, _NODE_TAG):
         if pos < len(data) and data[pos] == tag:
             pos, length = _length(data, pos + 1)
             if pos < 0:
-                return -1
+                return -1, -1
             pos += length
-    return pos
+        if tag == _VERSION_TAG:
+            version_end = pos
+    return version_end, pos
 
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:
@@ -137,24 +138,25 @@ class SotwRequests:
         self._runs: dict[str, _Run] = {}
 
     def read(self, data: bytes) -> tuple[Any, bool]:
-        start = _names_start(data) if self._runs else -1
+        version_end, start = _names_start(data) if self._runs else (-1, -1)
         if start >= 0:
             for run in self._runs.values():
                 if data.startswith(run.names, start):
-                    rest = self._rest(data, start, run)
+                    rest = self._rest(data, version_end, start, run)
                     if rest is not None:
                         return rest, True
-                    break
         request = _REQUEST.FromString(data)
         self._remember(request)
         return request, False
 
-    def _rest(self, data: bytes, start: int, run: _Run) -> Any | None:
+    def _rest(self, data: bytes, version_end: int, start: int, run: _Run) -> Any | None:
         """The request without the run at `start`, if it names nothing else and the run is
         its type's; None otherwise (and when the rest is malformed: the full decode says
-        how)."""
+        how). A `node` before the run is left unread: only a stream's first request's counts
+        (rule 1), and an Envoy left at its default sends it on every request, ~60 kB that
+        cost six times its thousand names to decode."""
         try:
-            rest = _REQUEST.FromString(data[:start] + data[start + len(run.names) :])
+            rest = _REQUEST.FromString(data[:version_end] + data[start + len(run.names) :])
         except DecodeError:
             return None
         kept = self._runs.get(rest.type_url)
@@ -172,9 +174,5 @@ class SotwRequests:
         count = len(request.resource_names)
         if not count or count > self._keep_at_most:
             return
-        names = _REQUEST()
-        names.CopyFrom(request)
-        for field in _NOT_NAMES:
-            names.ClearField(field)
-        names.DiscardUnknownFields()
-        self._runs[type_url] = self._shared.share(names.SerializeToString())
+        names = _REQUEST(resource_names=request.resource_names).SerializeToString()
+        self._runs[type_url] = self._shared.share(names)

@@ -50,8 +50,9 @@ class _TypeState:
     # the last request's names, `*` included, to tell an unchanged subscription at once.
     names: frozenset[str] = NO_NAMES
     last_request: frozenset[str] | None = None
-    # `names` when the pending response was planned: every name it carries was among them.
-    names_planned: frozenset[str] = NO_NAMES
+    # `names` when the pending response was planned, every name it carries among them (None:
+    # planned under a wildcard, which `names` does not hold).
+    names_planned: frozenset[str] | None = None
     # What the client holds, by name, as its answers tell; for LDS and CDS, the set's version.
     held: Held = field(default_factory=Held)
     held_set: str | None = None
@@ -516,7 +517,7 @@ class SotwStream:
             if not state.forced:
                 state.forced = set()  # a set keeps the table it grew to: let it go
         state.latest_nonce = nonce
-        state.names_planned = state.names
+        state.names_planned = None if state.wildcard else state.names
         state.status.sent_version = plan.version
         state.status.sent_nonce = nonce
         state.status.responses += 1

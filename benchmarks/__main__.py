@@ -32,7 +32,6 @@ from benchmarks.measures import (
     stall,
     translate,
 )
-from xdsfleet.pipeline import allocator
 from xdsfleet.telemetry import logs
 
 MEASURES = (
@@ -152,9 +151,6 @@ def main() -> None:
     args = _arguments()
     # Stream open/close events at info level would flood the output; warnings still show.
     logs.configure(fmt="console", level="warning")
-    # As `xdsfleet serve` does; the floors share this process, and so the allocator (their CPU
-    # is the lower for it). The RSS measure runs each server in a process of its own.
-    allocator.keep_freed_memory()
     try:
         sections = asyncio.run(_bench(args, Console(stderr=True)))
     except run.BenchError as err:

@@ -60,14 +60,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, required=True)
     parser.add_argument("--endpoints", type=int, required=True)
     args = parser.parse_args()
-    from xdsfleet.pipeline import allocator
     from xdsfleet.telemetry import logs
 
     logs.configure(fmt="console", level="warning")
-    if args.target == "ours":
-        # As `xdsfleet serve` does. Not the floor: its memory is bare gRPC's, defaults and all
-        # (a heap kept for reuse stays near its last peak).
-        allocator.keep_freed_memory()
     asyncio.run(serve(args.target, Shape(args.members, args.services, args.endpoints)))
 
 

@@ -37,6 +37,8 @@ from google.protobuf.message import DecodeError
 from xdsfleet.cache import typeurls
 
 _REQUEST = discovery_pb2.DiscoveryRequest
+# The fields of a request other than its names: cleared to leave the names alone.
+_NOT_NAMES = tuple(f.name for f in _REQUEST.DESCRIPTOR.fields if f.name != "resource_names")
 # Tags of length-delimited `version_info` (1) and `node` (2): what may come before the names.
 _VERSION_TAG = 0x0A
 _NODE_TAG = 0x12
@@ -174,5 +176,11 @@ class SotwRequests:
         count = len(request.resource_names)
         if not count or count > self._keep_at_most:
             return
-        names = _REQUEST(resource_names=request.resource_names).SerializeToString()
-        self._runs[type_url] = self._shared.share(names)
+        # Copied and cleared in C: building the message from the names is 2-5x dearer (each name
+        # made a Python string and back), even with a 60 kB node to copy.
+        names = _REQUEST()
+        names.CopyFrom(request)
+        for field in _NOT_NAMES:
+            names.ClearField(field)
+        names.DiscardUnknownFields()
+        self._runs[type_url] = self._shared.share(names.SerializeToString())

@@ -118,6 +118,12 @@ class Sent:
         return cls(type_url, version, names, removed, source, own or NOTHING, source_version)
 
     @property
+    def whole(self) -> bool:
+        """Whether it carried every resource of its source, and nothing else (names are unique
+        in a response, and every one not in `own` came from `source`)."""
+        return not self.own and len(self.names) == len(self.source)
+
+    @property
     def resources(self) -> Iterator[Encoded]:
         own, source = self.own, self.source
         for name in self.names:
@@ -223,7 +229,7 @@ class Held:
     def put_sent(self, sent: Sent) -> None:
         """`put` of every resource `sent` carried, in one step when that is all of its source
         (`put_source`: a member lost changes every assignment)."""
-        if not sent.own and len(sent.names) == len(sent.source):
+        if sent.whole:
             self.put_source(sent.source, sent.source_version)
         else:
             self.put_all(sent.resources)
@@ -262,7 +268,7 @@ class Held:
         carried all of it, as a CDS or LDS response mostly does. Every SotW stream ACKs a new
         set of clusters at once, and building each its own map of them was a walk of every
         cluster per stream, hundreds in one loop iteration."""
-        if not sent.own and len(sent.names) == len(sent.source):
+        if sent.whole:
             self._base, self._diff, self._version = sent.source, {}, sent.source_version
         else:
             self.assign(sent.resources, sent.source)

@@ -100,16 +100,17 @@ class Runs:
 def _names_start(data: bytes) -> tuple[int, int]:
     """Where a leading `version_info` ends and where the names would start: past it, then a
     `node`, each if there (skipped by its length, unread). -1 when a length is not one."""
-    pos = version_end = 0
-    for tag in (_VERSION_TAG, _NODE_TAG):
-        if pos < len(data) and data[pos] == tag:
-            pos, length = _length(data, pos + 1)
-            if pos < 0:
-                return -1, -1
-            pos += length
-        if tag == _VERSION_TAG:
-            version_end = pos
-    return version_end, pos
+    version_end = _past(data, 0, _VERSION_TAG)
+    return version_end, -1 if version_end < 0 else _past(data, version_end, _NODE_TAG)
+
+
+def _past(data: bytes, pos: int, tag: int) -> int:
+    """Where the length-delimited field `tag` at `pos` ends; `pos` when it is not there, -1
+    when its length is not one."""
+    if pos >= len(data) or data[pos] != tag:
+        return pos
+    pos, length = _length(data, pos + 1)
+    return -1 if pos < 0 else pos + length
 
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:

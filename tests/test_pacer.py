@@ -1,13 +1,17 @@
-"""The pacer bounds the steps' work per loop iteration, first in first out, on a real loop.
+"""The pacer bounds the steps' work per loop turn, first in first out, on a real loop, so that a
+timer due while steps run waits for at most one turn of them.
 
 Steps are tasks that ask the pacer before their work and then "work" by moving a clock of the
-test's own, so what a turn holds is exact whatever the machine's load. Iterations are counted by
-wrapping the loop's private `_run_once` (the test's look, not the pacer's: it never sees them).
+test's own, so what a turn holds is exact whatever the machine's load. Each step, once it has
+worked, sets a timer due at once: how much work ran between that and the timer's callback is
+how long a timer falling due then would wait. Iterations are counted by wrapping the loop's
+private `_run_once` (the test's look, not the pacer's: it never sees them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -38,6 +42,8 @@ class Run:
     arrived: list[int] = field(default_factory=list)  # in the order they asked the pacer
     deferred: list[int] = field(default_factory=list)  # those it told to wait, in that order
     ran: list[tuple[int, int, float]] = field(default_factory=list)  # (step, iteration, cost)
+    # Per timer set by a step: (steps run when it was set, steps run when its callback ran).
+    timers: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pacer = Pacer(self.budget, clock=self.clock, cpu=self.clock)
@@ -57,6 +63,18 @@ class Run:
             await self.pacer.next_turn()
         self.ran.append((name, self.iteration, cost))
         self.clock.now += cost
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time(), self._timer, len(self.ran))
+
+    def _timer(self, set_at: int) -> None:
+        self.timers.append((set_at, len(self.ran)))
+
+    def longest_wait(self) -> float:
+        """The most work that ran between a timer's setting and its callback."""
+        return max(
+            (sum(cost for _, _, cost in self.ran[set_at:fired]) for set_at, fired in self.timers),
+            default=0.0,
+        )
 
     def per_iteration(self) -> dict[int, list[float]]:
         costs: dict[int, list[float]] = defaultdict(list)
@@ -67,7 +85,11 @@ class Run:
     def idle(self) -> bool:
         pacer = self.pacer
         return (
-            not pacer._waiting and not pacer._again and not pacer._released and pacer._end is None
+            not pacer._waiting
+            and not pacer._again
+            and not pacer._released
+            and pacer._mark is None
+            and pacer._next is None
         )
 
 
@@ -103,6 +125,38 @@ async def test_a_burst_is_spread_over_turns_of_the_budget_in_order() -> None:
     assert run.idle()
 
 
+async def test_a_timer_due_in_a_full_turn_runs_before_the_next_turn_releases_steps() -> None:
+    run = Run()
+    steps = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(100)]
+    await asyncio.gather(*steps)
+    await _iterations(2)
+
+    assert len(run.timers) == 100
+    # A timer set by the first step of a turn waits for the rest of that turn (11 steps fit,
+    # the eleventh starting at the budget), never for the steps the next turn released too.
+    assert run.longest_wait() <= BUDGET + 1e-9
+    # Each turn's steps ran in one iteration, and the next turn's two iterations later: the
+    # iteration between (its timers) is where the timers due meanwhile ran.
+    iterations = sorted(run.per_iteration())
+    assert all(b - a >= 2 for a, b in itertools.pairwise(iterations))
+
+
+async def test_steps_after_a_full_turn_wait_for_the_next_even_with_budget_left() -> None:
+    run = Run()
+    first = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(3)]
+    await asyncio.sleep(0)  # the three ran (a turn began, with budget to spare)
+    assert [name for name, _, _ in run.ran] == [0, 1, 2]
+    # Steps asking in the next iteration's head wait: had they run there, a timer due during
+    # the first three would wait for them and then for what the next turn releases.
+    later = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(3, 6)]
+    await asyncio.gather(*first, *later)
+    await _iterations(2)
+
+    assert run.deferred == [3, 4, 5]
+    assert [name for name, _, _ in run.ran] == list(range(6))
+    assert run.idle()
+
+
 async def test_a_step_cancelled_while_it_waits_leaves_nothing_behind() -> None:
     run = Run()
     steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
@@ -121,8 +175,12 @@ async def test_a_step_cancelled_once_released_still_lets_the_others_run() -> Non
     run = Run()
     steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
     await asyncio.sleep(0)  # the first ran
-    await asyncio.sleep(0)  # the turn's end released the second (its estimate: one a turn)
-    assert run.pacer._releasing == 1
+    for _ in range(3):  # until the next turn released the second (its estimate: one a turn)
+        if run.pacer._released:
+            break
+        await asyncio.sleep(0)
+    assert run.pacer._released == 1
+    assert [name for name, _, _ in run.ran] == [0]
     steps[1].cancel()
     await asyncio.gather(*steps, return_exceptions=True)
     await _iterations(2)
@@ -173,6 +231,9 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
         # budget (a step over the budget runs alone).
         for costs in run.per_iteration().values():
             assert sum(costs[:-1]) <= BUDGET + 1e-9
+        # A timer due while steps run waits for at most a turn of them: the rest of the turn
+        # it fell due in (a step over the budget runs alone), never the next turn's too.
+        assert run.longest_wait() <= BUDGET + max(COSTS) + 1e-9
         # Progress: at least a step every other iteration while some wait (a turn releases
         # when those it released last have run).
         assert done - last_arrival <= 2 * len(tasks) + 2

@@ -83,7 +83,7 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     lag = LoopLag()
     iterations = Iterations()
     undo = iterations.install(asyncio.get_running_loop())
-    fanout = FanOut(publisher.cache, ads.streams.values)
+    fanout = FanOut(publisher.cache, ads.streams.values, pacer=ads.pacer)
     background = [
         asyncio.create_task(ads.watchdog(), name="ads-watchdog"),
         asyncio.create_task(lag.run(), name="loop-lag"),

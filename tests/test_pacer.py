@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import given, settings
@@ -191,10 +192,12 @@ async def test_a_step_cancelled_once_released_still_lets_the_others_run() -> Non
 
 # A trifle, a few of a turn, half one, more than one (a member loss's write).
 COSTS = [0.0, BUDGET / 50, BUDGET / 7, BUDGET / 2, BUDGET * 1.5]
-# Rounds: in each loop iteration, new steps (their costs) arrive and some earlier ones are
-# cancelled (by index among those started so far).
+# Rounds: in each loop iteration, new steps (their costs) arrive, others are queued for the
+# pacer's feed to wake (a fan-out's streams), and some earlier ones are cancelled (by index
+# among those started so far).
 ROUNDS = st.lists(
     st.tuples(
+        st.lists(st.sampled_from(COSTS), max_size=12),
         st.lists(st.sampled_from(COSTS), max_size=12),
         st.lists(st.integers(0, 200), max_size=3),
     ),
@@ -206,14 +209,33 @@ ROUNDS = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(rounds=ROUNDS)
 def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_behind(
-    rounds: list[tuple[list[float], list[int]]],
+    rounds: list[tuple[list[float], list[float], list[int]]],
 ) -> None:
     async def scenario() -> Run:
         run = Run()
+        queued: deque[Callable[[], None]] = deque()
+
+        def feed(room: int) -> int:
+            woken = min(room, len(queued))
+            for _ in range(woken):
+                queued.popleft()()
+            return woken
+
+        run.pacer.feed = feed
+
+        async def fed(name: int, cost: float) -> None:
+            woken = asyncio.Event()
+            queued.append(woken.set)
+            run.pacer.wanted()
+            await woken.wait()
+            await run.step(name, cost)
+
         tasks: list[asyncio.Task[None]] = []
-        for costs, cancels in rounds:
+        for costs, fed_costs, cancels in rounds:
             for cost in costs:
                 tasks.append(asyncio.create_task(run.step(len(tasks), cost)))
+            for cost in fed_costs:
+                tasks.append(asyncio.create_task(fed(len(tasks), cost)))
             for index in cancels:
                 if index < len(tasks):
                     tasks[index].cancel()
@@ -238,6 +260,7 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
         # when those it released last have run).
         assert done - last_arrival <= 2 * len(tasks) + 2
         assert run.idle()
+        assert not queued
         return run
 
     asyncio.run(scenario())

@@ -4,7 +4,6 @@ publishes are paced by (pipeline/fanout.py)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 from dataclasses import dataclass
 
 from snapshots import snapshot
@@ -12,7 +11,7 @@ from snapshots import snapshot
 from xdsfleet.cache.cache import SnapshotCache
 from xdsfleet.cache.typeurls import ENDPOINT
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.pipeline.fanout import WAKE_BATCH, FanOut
+from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.server.protocol import TypeStatus
 
 SIDECAR = NodeProfile(role=Role.SIDECAR)
@@ -75,47 +74,6 @@ async def test_settling_waits_for_the_streams_to_take_and_gives_up_once_they_sto
     await asyncio.wait_for(fanout.settle(0.0), 5.0)
     assert cache.owed == 0
     following.cancel()
-
-
-async def test_streams_are_woken_a_batch_per_loop_iteration() -> None:
-    cache = SnapshotCache(lambda _: ONE)
-    FanOut(cache, list)
-    streams = [Stream(cache, SIDECAR) for _ in range(WAKE_BATCH * 3)]
-    woken: list[int] = []
-
-    cache.set(SIDECAR, TWO)
-    while len(woken) < 100 and sum(s.woken for s in streams) < len(streams):
-        woken.append(sum(s.woken for s in streams))
-        await asyncio.sleep(0)
-
-    # The first batch at once, the others in later iterations (cheap wake-ups: bigger batches).
-    assert woken[0] == WAKE_BATCH < len(streams)
-    assert all(s.woken == 1 for s in streams)
-
-
-async def test_while_held_nobody_is_woken_then_each_once_the_last_fan_outs_first() -> None:
-    cache = SnapshotCache(lambda _: ONE)
-    fanout = FanOut(cache, list)
-    woken: list[str] = []
-    for name in ("s1", "s2", "s3", "s4", "g1", "g2"):
-        cache.watch(GATEWAY if name[0] == "g" else SIDECAR, functools.partial(woken.append, name))
-    cache.set(SIDECAR, TWO)  # a fan-out under way: its first batch woken at once
-    first = list(woken)
-    assert len(first) == WAKE_BATCH
-
-    with fanout.holding():  # a publish: the rest of that fan-out waits, and so do its own wakes
-        cache.set(GATEWAY, TWO)
-        cache.set(SIDECAR, ONE)
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert woken == first
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-    after = woken[len(first) :]
-    assert sorted(after) == ["g1", "g2", "s1", "s2", "s3", "s4"]  # each once
-    # The last fan-out's streams not woken yet go first.
-    assert set(after[: 4 - len(first)]) == {"s1", "s2", "s3", "s4"} - set(first)
 
 
 @dataclass

@@ -58,7 +58,7 @@ def build(
         unresolved.check(state)
 
     ads = serving(publisher)
-    fanout = FanOut(publisher.cache, ads.streams.values)
+    fanout = FanOut(publisher.cache, ads.streams.values, pacer=ads.pacer)
     # The debouncer is made next; the lambda reads it only once publishing runs.
     publishing = RetryingPublish(published, newer=lambda: debouncer.has_next)
     debouncer = Debouncer(publishing, current=first, settle=fanout.settle)

@@ -15,12 +15,15 @@ not waited for an ACK. So a slow client delays the next publish by at most `stal
 after the others are done, and whatever happens the next publish may go `bound` seconds after
 this one (`Pace`). A member loss does not wait for any of this (pipeline/debounce.py).
 
-Waking: the streams of a profile that changed are woken a batch per loop iteration, not all at
-once (each answers in the iteration after its wake-up), the batch sized so that an iteration
-takes about `ITERATION_SECONDS`: hundreds of streams when each answers a small change in 0.1 ms,
-one when each writes a member loss's 4.5 MB (14 ms for a SotW stream, 25 ms for a Delta one at
-E = 100,000). Each fan-out starts with one stream: what the last one cost a stream says nothing
-of this change, and starting at 8 made the first iteration of a member loss's fan-out 100-200 ms.
+Waking: the streams of a profile that changed are queued, and the streams' pacer
+(server/pacer.py) wakes them: each of its turns, as many as it has room for after the steps it
+released, so that they run in that turn, behind those, and do not wait again (a future and a
+task switch each, ~20 us). The pacer's budget bounds what they cost in a turn whatever the
+change: when each answers a small change in 0.1 ms, a turn wakes a couple of hundred; when
+each writes a member loss's 4.5 MB (14 ms for a SotW stream, 25 ms for a Delta one at
+E = 100,000), the first ones of a turn run and the others wait for later turns, in order. (The
+fan-out used to wake a batch per loop iteration itself, sized on the last iteration's length;
+with turns two iterations long, the streams woken in the light one all waited once more.)
 While a publish runs, nobody is woken (`holding`, which the publisher holds through
 `SnapshotCache.holding`): a stream woken then would take a snapshot the publish is about to
 replace (for a member loss, the one it supersedes), and the last fan-out's streams competed
@@ -40,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ from xdsfleet.cache.cache import SnapshotCache, Wake
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.pipeline.collector import Collector
 from xdsfleet.server.ads import StreamInfo
+from xdsfleet.server.pacer import Pacer
 from xdsfleet.telemetry import metrics
 
 # A fan-out that has not moved for this long waits only on slow streams (rule 23). The time a
@@ -67,14 +70,6 @@ STALL = 1.0
 # long.
 BOUND = 10.0
 POLL = 0.025
-# Streams woken in the first loop iteration of a fan-out; then the batch follows how long the
-# iterations take, within [MIN_WAKE_BATCH, MAX_WAKE_BATCH]. Each fan-out starts small again:
-# the last one's batch says nothing of what this change costs a stream.
-WAKE_BATCH = 1
-MIN_WAKE_BATCH = 1
-GROWTH = 4  # at most this many times the last batch (slow start: see `_wake_batch`)
-MAX_WAKE_BATCH = 1024
-ITERATION_SECONDS = 0.02
 
 
 @dataclass(slots=True)
@@ -124,6 +119,7 @@ class FanOut:
         bound: float = BOUND,
         poll: float = POLL,
         collector: Collector | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._cache = cache
         self.collector = collector or Collector()
@@ -135,9 +131,10 @@ class FanOut:
         cache.holding = self.holding
         self._waking: deque[Wake] = deque()
         self._held = 0  # `holding`s under way: nothing is woken meanwhile
-        self._next: asyncio.Handle | None = None  # the next batch's, while waking
-        self._batch = WAKE_BATCH
-        self._batch_at: float | None = None  # when the last batch was woken, while waking
+        # The streams' pacer (the servicer's) wakes them a turn's worth at a time; without
+        # one, a pacer of its own does (no step asks it: each turn wakes its first estimate).
+        self._pacer = pacer or Pacer()
+        self._pacer.feed = self._feed
         self._versions: dict[NodeProfile, Mapping[str, str]] = {}
         self._pending: _Pending | None = None
         self._pace: Pace | None = None  # while a publish's fan-out is waited for
@@ -205,7 +202,7 @@ class FanOut:
     def holding(self) -> Iterator[None]:
         """Wake no stream meanwhile (a publish runs): the streams it would wake take a snapshot
         the publish is about to replace. Those waiting, and those the publish wakes, go once
-        it ends, each once, from a batch of one again."""
+        it ends, each once."""
         self._held += 1
         try:
             yield
@@ -215,43 +212,22 @@ class FanOut:
                 # A stream in the queue twice (woken by the last publish and by this one) is
                 # woken once: the second would find nothing new.
                 self._waking = deque(dict.fromkeys(self._waking))
-                if self._next is not None:
-                    self._next.cancel()
-                self._batch, self._batch_at = WAKE_BATCH, None
-                self._wake_batch()
+                self._pacer.wanted()
 
     def _wake(self, wakes: list[Wake]) -> None:
-        """Wake a batch of streams now and the rest in later loop iterations."""
-        idle = not self._waking
+        """Queue the streams to wake: the pacer's turns wake them (`_feed`)."""
         self._waking.extend(wakes)
-        if idle and not self._held:
-            self._batch = WAKE_BATCH
-            self._wake_batch()
+        if not self._held:
+            self._pacer.wanted()
 
-    def _wake_batch(self) -> None:
-        self._next = None
+    def _feed(self, room: int) -> int:
+        """Wake at most `room` streams (a pacer's turn has room for as many steps); how many."""
         if self._held:
-            return  # `holding` wakes the rest when it ends
-        now = time.thread_time()
-        if self._batch_at is not None:
-            # The iteration since the last batch ran that batch's streams: scale to the target.
-            # Thread CPU, not wall time: on a busy machine a process that is not scheduled
-            # would otherwise shrink the batches for nothing.
-            took = max(now - self._batch_at, 1e-4)
-            wanted = int(self._batch * ITERATION_SECONDS / took)
-            # Grows at most GROWTH-fold an iteration (shrinks at once): an iteration whose
-            # streams did little (waiting on something else) said nothing of what the next
-            # ones cost, and a jump to 20 streams of a member loss's 25 ms each held the loop.
-            # Twofold cost the steady state ~0.2x the floor (10 iterations for 1,000 streams).
-            wanted = min(wanted, GROWTH * self._batch)
-            self._batch = max(MIN_WAKE_BATCH, min(MAX_WAKE_BATCH, wanted))
-        for _ in range(min(self._batch, len(self._waking))):
+            return 0  # `holding` asks for a turn again when it ends
+        woken = min(room, len(self._waking))
+        for _ in range(woken):
             self._waking.popleft()()
-        if self._waking:
-            self._batch_at = now
-            self._next = asyncio.get_running_loop().call_soon(self._wake_batch)
-        else:
-            self._batch_at = None
+        return woken
 
     def _follow(self, event_at: float) -> None:
         targets: dict[str, dict[NodeProfile, str]] = {}

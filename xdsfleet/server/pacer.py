@@ -106,6 +106,16 @@ class Pacer:
         # while some are left waits).
         self._released = 0
         self.deferred = 0  # steps that waited for a later turn, since the start
+        # Steps waiting elsewhere (the streams a fan-out has yet to wake), woken by each turn
+        # as many as it has room for after those it released; says how many it woke.
+        self.feed: Callable[[int], int] | None = None
+
+    def wanted(self) -> None:
+        """`feed` has steps to wake: a turn begins at the end of the next iteration, unless one
+        is under way (its next turn feeds them)."""
+        if self._began is None and self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.call_at(loop.time(), self._turn)
 
     def full(self) -> bool:
         """Whether a step must wait for a later turn (`next_turn`); if not, it runs now."""
@@ -142,7 +152,8 @@ class Pacer:
             self._begin(now)
             loop = asyncio.get_running_loop()
             self._mark = loop.call_soon(self._close)
-            self._next = loop.call_at(loop.time(), self._turn)
+            if self._next is None:  # (else `wanted` set it)
+                self._next = loop.call_at(loop.time(), self._turn)
         elif self._closed or (
             self._ran  # the first step of a turn always runs: every turn moves on
             and now - self._began > self.budget
@@ -168,18 +179,23 @@ class Pacer:
         if self._again:
             self._waiting.extendleft(reversed(self._again))
             self._again = []
-        if not self._waiting and not self._released:
-            # Nothing waits: the next step begins a turn, as one would begin now.
-            self._began = None
-            return
         self._begin(self._clock())
-        release = max(1, int(self.budget / self._step))
-        while release and self._waiting:
+        room = max(1, int(self.budget / self._step))
+        released = 0
+        while released < room and self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                self._released += 1
-                release -= 1
+                released += 1
+        self._released += released
+        # Then those the feed holds (streams to wake), behind the released: they run in the
+        # same turn, without a deferral each.
+        if released < room and self.feed is not None:
+            released += self.feed(room - released)
+        if not released and not self._released:
+            # Nothing waits: the next step begins a turn, as one would begin now.
+            self._began = None
+            return
         # Scheduled after the released steps were woken: it runs behind them.
         self._mark = asyncio.get_running_loop().call_soon(self._close)
 

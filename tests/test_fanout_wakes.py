@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 
 from snapshots import snapshot
 
 from xdsfleet.cache.cache import SnapshotCache, Wake
 from xdsfleet.model.node import NodeProfile, Role
-from xdsfleet.pipeline.fanout import FanOut
+from xdsfleet.pipeline.fanout import GROWTH, WAKE_BATCH, FanOut
 from xdsfleet.server.pacer import STEP, Pacer
 
 SIDECAR = NodeProfile(role=Role.SIDECAR)
@@ -60,10 +61,13 @@ async def test_streams_are_woken_a_turn_at_a_time_each_once_in_order() -> None:
         counts.append(len(woken))
 
     assert woken == [wake.args[0] for wake in queued]  # type: ignore[attr-defined]
-    # No step ran in these turns: each woke as many as the first estimate of a step's cost
-    # says fit its budget, a turn every other iteration.
+    # A turn every other iteration; the first wakes one, each then at most GROWTH times the
+    # last, and no more than the pacer's room (no step ran: its first estimate of a step's cost).
     room = int(0.02 / STEP)
-    assert sorted(set(counts)) == [0, room, 2 * room, 250]
+    totals = sorted(set(counts))
+    per_turn = [b - a for a, b in itertools.pairwise(totals)]
+    growing = [WAKE_BATCH * GROWTH**turn for turn in range(4)]  # 1, 4, 16, 64
+    assert per_turn == [*growing, room, 250 - sum(growing) - room]
 
 
 async def test_while_held_nobody_is_woken_then_each_once_the_last_fan_outs_first() -> None:

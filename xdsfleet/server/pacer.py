@@ -65,14 +65,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-# Our work per turn, of the loop thread's CPU. A timer due in a turn waits for the rest of it
-# and the start of the next (what was made ready before it), plus what is not paced (gRPC's own
-# callbacks, a write's completion, the resumption of a step that then waits, the collector).
-# Less waits less but costs more (a waiting step ~20 us; more, smaller iterations make gRPC's
-# completions dearer). Under churn at E = 100,000 and 1,000 streams, lag samples over 50 ms of
-# own CPU were 167-188 of ~730 at 20 ms (main: 120-183), 79 at 15 ms, 7-30 at 10 ms (longest
-# iteration 21-25 ms); steady convergence at 1,000 streams was the same as main's at 20 ms,
-# +3 % CPU per change at 15 ms, 10-15 % (1.5x the floor) at 10 ms. On a loaded machine.
+# Our work per turn, of the loop thread's CPU. A timer waits for at most the rest of one turn
+# and a light head (the module docstring), plus what is not paced (gRPC's own callbacks, a
+# write's completion, the resumption of a step that then waits, the collector). Under churn at
+# E = 100,000 and 1,000 streams: lag max 40-61 ms wall, 0-2 of ~950 samples over 50 ms, longest
+# iteration 25 ms, where turns back to back (main, same minutes) gave 72-115 ms, 94-162 samples
+# and 30-36 ms. Less waits less but costs more (a waiting step ~10-20 us; more, smaller
+# iterations make gRPC's completions dearer): at 10 ms, with turns back to back, steady
+# convergence at 1,000 streams took 10-15 % more CPU per change.
 BUDGET = 0.020
 # What a step is assumed to cost before any turn measured one (a SotW EDS ACK or a writer's
 # step at E = 100,000 and 1,000 streams is 30-200 us); only the first release uses it.

@@ -208,7 +208,7 @@ class _Generator:
     @classmethod
     @contextlib.asynccontextmanager
     async def started(cls, shape: Shape) -> AsyncIterator[_Generator]:
-        async with run.fleet_process("benchmarks.churn", shape) as process:
+        async with run.fleet_process("benchmarks.churn", shape, load=True) as process:
             generator = cls(process, Replica(Fleet(shape)))
             assert process.stdout is not None
             if not await process.stdout.readline():
@@ -533,6 +533,10 @@ async def measure(options: Options) -> Section:
             else "",
             "Lag = newest generation - the stream's ACKed one, right after each publish (1 = it",
             "had the previous one).",
+            "Loop lag is wall time; own CPU is the loop thread's from a timer's due time to its",
+            "run; queued: runnable without a core; blocked: neither (the GIL, a select).",
+            f"Load generators (clients, churn) at niceness {run.NICE}"
+            + (" (the server's equals)." if not run.NICE else "."),
         ),
         verdicts=tuple(verdicts),
         data={
@@ -541,6 +545,7 @@ async def measure(options: Options) -> Section:
             "publish_cpu_mean": lags.publish_cpu / max(1, lags.publishes),
             "cores": cores,
             "client_cores": f.clients_cpu / f.wall,
+            "load_niceness": run.NICE,
             "largest_lag": lags.largest,
             "largest_lag_in_status": lags.largest_in_status,
             "streams_behind": len(lags.behind),

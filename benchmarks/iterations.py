@@ -46,7 +46,8 @@ OVER = (0.02, 0.05)  # iterations longer than these are counted
 OWN_OVER = (0.02, 0.05, 0.1)  # samples whose own CPU exceeds these are counted (as LoopLag.OVER)
 KEEP_OVER = 0.05  # samples lagging more than this keep their attribution
 KEEP = 5_000  # ... at most so many
-# Points kept: two per iteration, ~15 s of a busy loop; a sample needs the last second at most.
+# Points kept at most: two per iteration. A sample lets go of those before its due time, so
+# this bounds only a loop whose lag is not sampled; a sample needs those since its due time.
 POINTS = 1 << 13
 
 # What starts at a point: an iteration (the work before its select, then the select), or the
@@ -189,6 +190,11 @@ class Iterations:
             _RunDelay.seconds(self._delay.raw()),
         )
         found = self.attribute(due, ran, now)
+        # The next sample is due after this one ran: the points before this one's due time,
+        # but the last, are of no more use.
+        points = self._points
+        while len(points) > 1 and points[1][0] <= due:
+            points.popleft()
         if found is None:
             return None
         self.samples += 1

@@ -114,6 +114,8 @@ async def test_own_cpu_is_what_the_loop_thread_computed_after_the_timer_was_due(
     assert iterations.largest_own == sample.own
     assert iterations.kept == [sample]
     assert iterations.samples == 2
+    # What came before the last sample's due time is let go of (but the point before it).
+    assert len(iterations._points) <= 10
 
 
 async def test_waiting_for_the_gil_held_by_another_thread_is_blocked_not_own() -> None:

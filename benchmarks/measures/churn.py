@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -216,6 +217,10 @@ class _Generator:
             yield generator
 
     @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
     def events(self) -> int:
         return self.replica.events
 
@@ -246,6 +251,8 @@ class _Figures:
     wall: float
     server_cpu: float
     clients_cpu: float
+    generator_cpu: float
+    machine_cpu: float  # every core's busy time, whoever used it
     events: int
     loop_lag: float  # wall time
     loop_lag_own: float  # the loop thread's CPU from a timer's due time to its run, largest
@@ -296,6 +303,7 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 lags.measuring = True
                 pid = process.process.pid
                 cpu0, clients0, wall0 = time.process_time(), proc.cpu_seconds(pid), time.monotonic()
+                generator0, machine0 = proc.cpu_seconds(generator.pid), proc.machine_busy_seconds()
                 spent0, events0 = lags.bookkeeping, generator.events
                 cut0 = _send_timeouts()
                 converged0 = _convergence()
@@ -310,6 +318,8 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 if process.process.returncode is not None:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
+                generator_cpu = proc.cpu_seconds(generator.pid) - generator0
+                machine_cpu = proc.machine_busy_seconds() - machine0
                 loop_lag, loop_lag_own = served.lag.largest, served.iterations.largest_own
                 lag_samples, lag_over = served.lag.samples, dict(served.lag.over)
                 lag_over_own = dict(served.iterations.own_over)
@@ -338,6 +348,8 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         wall=wall,
         server_cpu=server_cpu,
         clients_cpu=clients_cpu,
+        generator_cpu=generator_cpu,
+        machine_cpu=machine_cpu,
         events=events,
         loop_lag=loop_lag,
         loop_lag_own=loop_lag_own,
@@ -418,6 +430,12 @@ async def measure(options: Options) -> Section:
         ),
         ("server CPU, cores", f"{cores:.2f}", f"publish: {lags.publish_cpu / f.wall:.2f}"),
         ("client process CPU, cores", f"{f.clients_cpu / f.wall:.2f}", "(not the server's)"),
+        (
+            "machine CPU busy, cores",
+            f"{f.machine_cpu / f.wall:.2f} of {os.cpu_count()}",
+            f"churn generator {f.generator_cpu / f.wall:.2f}; the rest (other work) "
+            f"{(f.machine_cpu - f.server_cpu - f.clients_cpu - f.generator_cpu) / f.wall:.2f}",
+        ),
         (
             "largest lag, versions",
             str(lags.largest),
@@ -545,6 +563,8 @@ async def measure(options: Options) -> Section:
             "publish_cpu_mean": lags.publish_cpu / max(1, lags.publishes),
             "cores": cores,
             "client_cores": f.clients_cpu / f.wall,
+            "generator_cores": f.generator_cpu / f.wall,
+            "machine_busy_cores": f.machine_cpu / f.wall,
             "load_niceness": run.NICE,
             "largest_lag": lags.largest,
             "largest_lag_in_status": lags.largest_in_status,

@@ -21,7 +21,8 @@ start of every iteration and at every return from the select the clocks are read
 clocks at its due time are interpolated within the stretch between two such points it fell in:
 linearly inside a run of callbacks (the thread computes throughout); inside a select, its CPU is
 taken as spent before the due time (the work before the select) and its run delay after (a
-thread woken at its timeout waits for a core then). So "own" is exact but for the part of one
+thread woken at its timeout waits for a core then, as long as the stretch after the due time
+allows). So "own" is exact but for the part of one
 iteration the due time fell in; `Attribution.own_bounds` are the two ends of that uncertainty.
 
 The reads cost ~5 µs per iteration (four clocks, twice; the CPU-only look before them cost
@@ -254,8 +255,8 @@ def _at(
     process = start.process + share * (end.process - start.process)
     if before[1] == _ITERATION:
         # In the select's stretch: the CPU was the work before the select, the run delay the
-        # wait for a core once woken at the timeout.
-        return _Clocks(due, end.cpu, process, start.queued)
+        # wait for a core once woken (at the timeout, or earlier by a socket).
+        return _Clocks(due, end.cpu, process, max(start.queued, end.queued - (end.wall - due)))
     return _Clocks(
         due,
         start.cpu + share * (end.cpu - start.cpu),

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from benchmarks.iterations import _ITERATION, _RUN, Attribution, Iterations, _Clocks
 from xdsfleet.pipeline.looplag import LoopLag
@@ -186,3 +188,41 @@ def test_the_clocks_at_the_due_time_are_interpolated_within_the_stretch_it_fell_
 
     # Older than every point kept: nothing to say.
     assert iterations.attribute(-0.001, 0.080, now) is None
+
+
+# A stretch between two points: its wall time, the shares of it the loop thread computed and
+# was queued for a core (together at most all of it), and the other threads' CPU in it.
+_stretch = st.tuples(st.floats(1e-6, 0.05), st.floats(0, 1), st.floats(0, 1), st.floats(0, 0.1))
+
+
+@given(st.lists(_stretch, min_size=1, max_size=12), st.floats(0, 1))
+def test_an_attribution_adds_up_wherever_the_due_time_falls(
+    stretches: list[tuple[float, float, float, float]], where: float
+) -> None:
+    # Iterations' stretches (a select's, then its callbacks', and so on), a point at the start
+    # of each, the sample's clocks at the end of the last; the timer due anywhere in them.
+    iterations = Iterations()
+    wall = cpu = process = queued = 0.0
+    for i, (span, computing, waiting, others) in enumerate(stretches):
+        iterations._points.append(
+            _point(wall, _ITERATION if i % 2 == 0 else _RUN, cpu, process, queued)
+        )
+        computed = span * computing
+        wall += span
+        cpu += computed
+        queued += (span - computed) * waiting
+        process += computed + others
+    # Schedstat counts whole nanoseconds: the run delay at the end is read the same way.
+    now = _Clocks(wall, cpu, process, round(queued * 1e9) / 1e9)
+
+    found = iterations.attribute(wall * where, wall, now)
+
+    assert found is not None
+    low, high = found.own_bounds
+    assert -1e-9 <= low <= found.own + 1e-9 <= high + 2e-9
+    assert sum(found.iterations) == pytest.approx(found.own, abs=1e-9)
+    assert found.queued >= 0
+    assert found.others >= 0
+    # Computing and queued never take more than the wait's wall time; blocked is the rest.
+    assert found.own + found.queued <= found.lag + 2e-9
+    assert found.own + found.queued + found.blocked == pytest.approx(found.lag, abs=2e-9)

@@ -13,7 +13,11 @@ many generations behind the newest it is right after that publish (1 when it had
 previous one). Only publishes make the newest generation move, so the largest lag seen there is
 the largest lag there ever was. Member loss: from the loss applied to the last stream's ACK of a
 state with it, beside the floor (bare grpc.aio, `targets.Floor`) pushing the same response bytes
-to as many streams of the same clients, in the same run once ours has stopped.
+to as many streams of the same clients, in the same run once ours has stopped. Loop lag: the
+wall time of `serve`'s own monitor (the target), and what each sample over 50 ms waited for
+(`benchmarks/iterations.py`: the loop thread's own CPU after the timer was due, time queued for
+a core, time blocked), beside the machine's busy cores: on a machine shared with the client
+fleet (`--nice` lowers its priority) or with other work, the server's loop waits for a core too.
 """
 
 from __future__ import annotations

@@ -83,8 +83,8 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
     iterations = Iterations()
-    undo = iterations.install(asyncio.get_running_loop())
     lag = LoopLag(probe=iterations.sample)
+    undo = iterations.install(asyncio.get_running_loop())
     fanout = FanOut(publisher.cache, ads.streams.values)
     background = [
         asyncio.create_task(ads.watchdog(), name="ads-watchdog"),

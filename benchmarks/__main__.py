@@ -6,7 +6,10 @@ fits in about ten minutes on a 2-core machine; see BENCHMARKS.md for the figure 
 produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes can be overridden:
 `--clients` (convergence: a list; kubeloss: its streams), `--endpoints` (the fleet of
 coldstart, kubestart, rss and churn: 50 members, E/100 services), `--changes`, `--seconds`
-(churn). `--no-member-loss` varies the churn measure. Progress goes to stderr, tables to stdout.
+(churn). `--no-member-loss` varies the churn measure. `--nice N` runs the load generators (the
+client processes of convergence, rss, churn, stall and oversized, churn's event generator) at
+niceness N, as if on other hosts;
+the default 0 leaves them the server's equals. Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="churn: length of the measured window")
     parser.add_argument(
         "--no-member-loss", action="store_true", help="churn: no member lost and restored"
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="niceness of the load generators (clients, churn events); default 0",
     )
     args = parser.parse_args()
     unknown = set(args.measures) - {*MEASURES, "all"}
@@ -149,6 +159,7 @@ async def _bench(args: argparse.Namespace, progress: Console) -> list[report.Sec
 
 def main() -> None:
     args = _arguments()
+    run.NICE = args.nice
     # Stream open/close events at info level would flood the output; warnings still show.
     logs.configure(fmt="console", level="warning")
     try:

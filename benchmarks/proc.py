@@ -32,3 +32,12 @@ def cpu_seconds(pid: int | str) -> float:
     # The command name may hold spaces and parentheses: fields count from the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent busy so far (not idle, not waiting for
+    I/O), summed: over a window, the machine's load in cores, whoever made it."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    # user nice system idle iowait irq softirq steal (guest and guest_nice are in user, nice)
+    return (sum(fields[:8]) - idle - iowait) / _TICKS

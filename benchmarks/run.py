@@ -38,6 +38,11 @@ STOP_SECONDS = 10.0
 POLL_SECONDS = 0.005
 # A report line holds one time per client: well beyond asyncio's 64 KiB default at 5,000.
 LINE_LIMIT = 16 * 1024 * 1024
+# The load generators' niceness (`python -m benchmarks --nice N`): the client fleets and the
+# churn generator stand for Envoys and API servers on other hosts, yet share this machine's cores
+# with the server measured. 0 (the default) leaves them its equals; above, the kernel gives the
+# server's threads a core first, and every ratio to a floor is measured with the same setting.
+NICE = 0
 
 
 class BenchError(Exception):
@@ -86,6 +91,7 @@ class ClientProcess:
 async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientProcess]:
     # Spawned as a fresh interpreter: gRPC must never be forked.
     process = await asyncio.create_subprocess_exec(
+        *_load(),
         sys.executable,
         "-m",
         "benchmarks.clients",
@@ -100,13 +106,20 @@ async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientPro
         await stop_process(process)
 
 
+def _load() -> list[str]:
+    """The command prefix a load generator runs under (`NICE`), every thread of it."""
+    return ["nice", "-n", str(NICE)] if NICE else []
+
+
 @contextlib.asynccontextmanager
 async def fleet_process(
-    module: str, shape: Shape, *argv: str
+    module: str, shape: Shape, *argv: str, load: bool = False
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m module` on the generated fleet of `shape`: a fresh interpreter (gRPC must
-    never be forked), stdin and stdout piped; stdin closed and the process stopped on exit."""
+    never be forked), stdin and stdout piped; stdin closed and the process stopped on exit.
+    `load`: it generates load (at `NICE`), it is not measured."""
     process = await asyncio.create_subprocess_exec(
+        *(_load() if load else []),
         sys.executable,
         "-m",
         module,

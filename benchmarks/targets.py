@@ -57,9 +57,11 @@ class Serving:
     publisher: Publisher
     ads: AdsService
     port: int
-    lag: LoopLag  # the event loop's lag, measured all along as `serve` does
+    lag: LoopLag  # the event loop's lag, measured all along as `serve` does (wall time)
     fanout: FanOut  # publish pacing and convergence, as in `serve`
-    iterations: Iterations  # the loop's iterations in thread CPU (the benchmarks' own look)
+    # The loop's iterations in thread CPU, and each lag sample's wait attributed (the
+    # benchmarks' own look).
+    iterations: Iterations
 
     def in_sync(self) -> int:
         """Streams whose every subscribed type has ACKed the version of their profile's latest
@@ -80,8 +82,8 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     ads = AdsService(publisher.cache, prepare=publisher.prepare)
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
-    lag = LoopLag()
     iterations = Iterations()
+    lag = LoopLag(probe=iterations.sample)
     undo = iterations.install(asyncio.get_running_loop())
     fanout = FanOut(publisher.cache, ads.streams.values, pacer=ads.pacer)
     background = [

@@ -170,6 +170,11 @@ def test_a_member_drained_for_an_upgrade_and_brought_back_fails_no_request(rig: 
 def test_envoy_keeps_serving_without_its_control_plane_and_a_restart_sends_nothing_new(
     rig: Rig,
 ) -> None:
+    # Earlier tests ejected zone-b's hosts several times, each ejection longer than the last:
+    # what Envoy must keep is a region where every member takes traffic, so start from one. (It
+    # failed once under load with zone-b missing after the kill; not starting from a region
+    # whose members all answered together is the likely cause.)
+    comes_back(rig, REGION_1)
     target = rig.target(HOST)
     samples, marks = rig.load(
         target, rate=RATE, seconds=SECONDS, events=[Event(FAULT_AT, "kill", rig.kill_server)]

@@ -13,7 +13,11 @@ many generations behind the newest it is right after that publish (1 when it had
 previous one). Only publishes make the newest generation move, so the largest lag seen there is
 the largest lag there ever was. Member loss: from the loss applied to the last stream's ACK of a
 state with it, beside the floor (bare grpc.aio, `targets.Floor`) pushing the same response bytes
-to as many streams of the same clients, in the same run once ours has stopped.
+to as many streams of the same clients, in the same run once ours has stopped. Loop lag: the
+wall time of `serve`'s own monitor (the target), and what each sample over 50 ms waited for
+(`benchmarks/iterations.py`: the loop thread's own CPU after the timer was due, time queued for
+a core, time blocked), beside the machine's busy cores: on a machine shared with the client
+fleet (`--nice` lowers its priority) or with other work, the server's loop waits for a core too.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -32,7 +37,8 @@ from prometheus_client import REGISTRY
 from benchmarks import plan, proc, run, targets
 from benchmarks.churn import Replica
 from benchmarks.fleet import FULL_SCALE, Fleet, Shape
-from benchmarks.report import Section, Verdict, ms
+from benchmarks.iterations import KEEP_OVER, Attribution
+from benchmarks.report import Section, Verdict, mean, ms
 from xdsfleet.cache import typeurls
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
@@ -207,12 +213,16 @@ class _Generator:
     @classmethod
     @contextlib.asynccontextmanager
     async def started(cls, shape: Shape) -> AsyncIterator[_Generator]:
-        async with run.fleet_process("benchmarks.churn", shape) as process:
+        async with run.fleet_process("benchmarks.churn", shape, load=True) as process:
             generator = cls(process, Replica(Fleet(shape)))
             assert process.stdout is not None
             if not await process.stdout.readline():
                 raise run.BenchError("the churn generator exited before it was ready")
             yield generator
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     @property
     def events(self) -> int:
@@ -245,13 +255,17 @@ class _Figures:
     wall: float
     server_cpu: float
     clients_cpu: float
+    generator_cpu: float
+    machine_cpu: float  # every core's busy time, whoever used it
     events: int
-    loop_lag: float
-    loop_lag_own: float
+    loop_lag: float  # wall time
+    loop_lag_own: float  # the loop thread's CPU from a timer's due time to its run, largest
     lag_samples: int
+    lag_attributed: int  # samples whose wait was attributed (`Iterations.sample`)
     lag_over: dict[float, int]  # samples lagging more than each limit, wall
     lag_over_own: dict[float, int]  # ... own CPU
-    lag_worst: list[tuple[float, float, float]]  # (lag, own, seconds into the window)
+    lag_worst: list[tuple[float, float | None, float]]  # (lag, own, seconds into the window)
+    lag_kept: list[Attribution]  # every sample lagging more than KEEP_OVER, attributed
     loss_at: float | None  # seconds into the window the member was lost, restored
     restore_at: float | None
     iteration: float  # the longest loop iteration, thread CPU
@@ -293,6 +307,7 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 lags.measuring = True
                 pid = process.process.pid
                 cpu0, clients0, wall0 = time.process_time(), proc.cpu_seconds(pid), time.monotonic()
+                generator0, machine0 = proc.cpu_seconds(generator.pid), proc.machine_busy_seconds()
                 spent0, events0 = lags.bookkeeping, generator.events
                 cut0 = _send_timeouts()
                 converged0 = _convergence()
@@ -307,10 +322,17 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 if process.process.returncode is not None:
                     raise run.BenchError("the client process exited: the server cut its streams")
                 clients_cpu = proc.cpu_seconds(pid) - clients0
-                loop_lag, loop_lag_own = served.lag.largest, served.lag.largest_own
+                generator_cpu = proc.cpu_seconds(generator.pid) - generator0
+                machine_cpu = proc.machine_busy_seconds() - machine0
+                loop_lag, loop_lag_own = served.lag.largest, served.iterations.largest_own
                 lag_samples, lag_over = served.lag.samples, dict(served.lag.over)
-                lag_over_own = dict(served.lag.over_own)
-                lag_worst = [(s.lag, s.own, s.at - wall0) for s in served.lag.worst]
+                lag_over_own = dict(served.iterations.own_over)
+                lag_attributed = served.iterations.samples
+                lag_kept = [replace(a, at=a.at - wall0) for a in served.iterations.kept]
+                own_at = {a.at: a.own for a in lag_kept}
+                lag_worst = [
+                    (s.lag, own_at.get(s.at - wall0), s.at - wall0) for s in served.lag.worst
+                ]
                 iteration, iterations = served.iterations.largest, served.iterations.count
                 iterations_over = dict(served.iterations.over)
                 gc_largest = dict(served.fanout.collector.largest)
@@ -330,13 +352,17 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         wall=wall,
         server_cpu=server_cpu,
         clients_cpu=clients_cpu,
+        generator_cpu=generator_cpu,
+        machine_cpu=machine_cpu,
         events=events,
         loop_lag=loop_lag,
         loop_lag_own=loop_lag_own,
         lag_samples=lag_samples,
+        lag_attributed=lag_attributed,
         lag_over=lag_over,
         lag_over_own=lag_over_own,
         lag_worst=lag_worst,
+        lag_kept=lag_kept,
         loss_at=lost_at - wall0 if lost_at else None,
         restore_at=restored_at - wall0 if restored_at else None,
         iteration=iteration,
@@ -409,6 +435,12 @@ async def measure(options: Options) -> Section:
         ("server CPU, cores", f"{cores:.2f}", f"publish: {lags.publish_cpu / f.wall:.2f}"),
         ("client process CPU, cores", f"{f.clients_cpu / f.wall:.2f}", "(not the server's)"),
         (
+            "machine CPU busy, cores",
+            f"{f.machine_cpu / f.wall:.2f} of {os.cpu_count()}",
+            f"churn generator {f.generator_cpu / f.wall:.2f}; the rest (other work) "
+            f"{(f.machine_cpu - f.server_cpu - f.clients_cpu - f.generator_cpu) / f.wall:.2f}",
+        ),
+        (
             "largest lag, versions",
             str(lags.largest),
             f"{len(lags.behind):,} streams > {TARGET_LAG}",
@@ -421,8 +453,12 @@ async def measure(options: Options) -> Section:
             "",
         ),
         ("streams cut by the send timeout", f"{f.cut:,.0f}", "(they reconnect)"),
-        ("event-loop lag, largest, ms", ms(f.loop_lag), f"target ≤ {ms(TARGET_LOOP_LAG)}"),
-        ("... of which its own thread's CPU, ms", ms(f.loop_lag_own), "(the rest: not scheduled)"),
+        ("event-loop lag, largest, ms (wall)", ms(f.loop_lag), f"target ≤ {ms(TARGET_LOOP_LAG)}"),
+        (
+            "... the loop thread's CPU between a timer's due time and its run, largest, ms",
+            ms(f.loop_lag_own),
+            f"{f.lag_attributed:,} samples attributed",
+        ),
         (
             "event-loop lag samples over " + " / ".join(ms(limit) for limit in f.lag_over) + " ms",
             " / ".join(f"{n:,}" for n in f.lag_over.values()),
@@ -430,9 +466,13 @@ async def measure(options: Options) -> Section:
             + " / ".join(f"{n:,}" for n in f.lag_over_own.values())
             + f" of {f.lag_samples:,}",
         ),
+        *_waits(f.lag_kept),
         (
-            "largest lags, ms (own) at s into the window",
-            "; ".join(f"{ms(lag)} ({ms(own)}) at {at:.1f}" for lag, own, at in f.lag_worst)
+            "largest lags, ms (own CPU) at s into the window",
+            "; ".join(
+                f"{ms(lag)} ({'-' if own is None else ms(own)}) at {at:.1f}"
+                for lag, own, at in f.lag_worst
+            )
             or f"none over {ms(min(f.lag_over))} ms",
             _marks(f.loss_at, f.restore_at),
         ),
@@ -482,7 +522,7 @@ async def measure(options: Options) -> Section:
         ),
         Verdict(
             f"event loop never held longer than {ms(TARGET_LOOP_LAG)} ms",
-            f"largest lag {ms(f.loop_lag)} ms ({ms(f.loop_lag_own)} ms of own CPU)",
+            f"largest lag {ms(f.loop_lag)} ms wall (largest own CPU {ms(f.loop_lag_own)} ms)",
             f.loop_lag <= TARGET_LOOP_LAG,
         ),
     ]
@@ -515,6 +555,10 @@ async def measure(options: Options) -> Section:
             else "",
             "Lag = newest generation - the stream's ACKed one, right after each publish (1 = it",
             "had the previous one).",
+            "Loop lag is wall time; own CPU is the loop thread's from a timer's due time to its",
+            "run; queued: runnable without a core; blocked: neither (the GIL, a select).",
+            f"Load generators (clients, churn) at niceness {run.NICE}"
+            + (" (the server's equals)." if not run.NICE else "."),
         ),
         verdicts=tuple(verdicts),
         data={
@@ -523,6 +567,9 @@ async def measure(options: Options) -> Section:
             "publish_cpu_mean": lags.publish_cpu / max(1, lags.publishes),
             "cores": cores,
             "client_cores": f.clients_cpu / f.wall,
+            "generator_cores": f.generator_cpu / f.wall,
+            "machine_busy_cores": f.machine_cpu / f.wall,
+            "load_niceness": run.NICE,
             "largest_lag": lags.largest,
             "largest_lag_in_status": lags.largest_in_status,
             "streams_behind": len(lags.behind),
@@ -534,7 +581,11 @@ async def measure(options: Options) -> Section:
             "loop_lag_samples": f.lag_samples,
             "loop_lag_over": {str(k): v for k, v in f.lag_over.items()},
             "loop_lag_over_own": {str(k): v for k, v in f.lag_over_own.items()},
+            "loop_lag_attributed": f.lag_attributed,
             "loop_lag_worst": f.lag_worst,
+            # Every sample lagging more than KEEP_OVER: its wait, attributed (seconds; `at` is
+            # seconds into the window; `iterations` the loop thread's CPU in each it spanned).
+            "loop_lag_waits": [asdict(a) for a in f.lag_kept],
             "member_lost_at": f.loss_at,
             "member_restored_at": f.restore_at,
             "loop_iteration_cpu_max": f.iteration,
@@ -594,6 +645,40 @@ def _histogram(counts: Counter[int]) -> str:
         if n:
             parts.append(f"{label}: {n}")
     return ", ".join(parts) or "none"
+
+
+def _waits(kept: list[Attribution]) -> list[tuple[str, str, str]]:
+    """What the samples lagging more than KEEP_OVER waited for, in the table's rows."""
+    over = ms(KEEP_OVER)
+    if not kept:
+        return [(f"lag samples > {over} ms wall", "0", "")]
+    count = len(kept)
+    own_over = sum(a.own > KEEP_OVER for a in kept)
+    # Which part of each wait was the largest: the server computing, the machine, or neither.
+    parts = Counter(
+        max(("own", a.own), ("queued", a.queued), ("blocked", a.blocked), key=lambda p: p[1])[0]
+        for a in kept
+    )
+    spans = [len(a.iterations) for a in kept]
+    parts_mean = [mean([getattr(a, p) for a in kept]) for p in ("own", "queued", "blocked")]
+    return [
+        (
+            f"lag samples > {over} ms wall",
+            f"{count:,}",
+            f"of which own CPU > {over} ms: {own_over:,}; largest own "
+            f"{ms(max(a.own for a in kept))} ms",
+        ),
+        (
+            "... their waits, mean, ms: own CPU / queued for a core / blocked (GIL, select)",
+            " / ".join(ms(m) for m in parts_mean),
+            "largest part: " + ", ".join(f"{p} {parts[p]:,}" for p in ("own", "queued", "blocked")),
+        ),
+        (
+            "... the process's other threads' CPU meanwhile, mean, ms",
+            ms(mean([a.others for a in kept])),
+            f"loop iterations spanned: mean {mean(spans):.1f}, most {max(spans)}",
+        ),
+    ]
 
 
 def _marks(lost: float | None, restored: float | None) -> str:

@@ -4,21 +4,22 @@ loop, and while it is held grpc.aio moves no byte of any stream (BENCHMARKS.md, 
 A timer is set `interval` seconds ahead, again and again; the difference between when it was due
 and when its callback ran goes to `xdsfleet_event_loop_lag_seconds`. The timer is a plain
 callback (`call_at`), not a task sleeping: a task's wake-up takes one more loop iteration after
-its timer, which is the scheduling of tasks, not a hold. The largest seen is also kept for the
-benchmarks, which report it beside each measure, with the part of it the loop's own thread spent
-computing (`largest_own`: a sample's lag, at most the thread's CPU time since the timer was
-set): on a machine shared with other work, a process that is not scheduled lags too, without
-holding anything. So that a largest figure can be told from a common one, the benchmarks also
-get how many samples lagged more than each of `OVER` (wall and own) and the few largest, with
-when they were taken: a maximum set by two samples in a minute is another finding than one set
-by a hundred.
+its timer, which is the scheduling of tasks, not a hold. The figure is wall time: on a machine
+shared with other work, a loop thread that waits for a core, or for the GIL, lags too without
+holding anything. What part of a sample was the loop thread's own CPU needs clocks read at every
+loop iteration, which the server does not pay for: the benchmarks pass a `probe`, told of each
+sample's due and run times in the loop's thread (`benchmarks/iterations.py`). The largest
+sample is kept for the benchmarks, which report it beside each measure; so that a largest
+figure can be told from a common one, they also get how many samples lagged more than each of
+`OVER` and the few largest, with when they were taken: a maximum set by two samples in a minute
+is another finding than one set by a hundred.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsfleet.telemetry import metrics
@@ -31,21 +32,24 @@ WORST = 5  # the largest samples kept
 @dataclass(frozen=True, order=True, slots=True)
 class Sample:
     lag: float  # seconds late
-    own: float  # ... of which, at most, the loop thread's CPU
-    at: float  # time.monotonic() when it ran
+    at: float  # loop.time() (time.monotonic()) when it ran
+
+
+# Told of each sample: when its timer was due and when it ran, in loop.time().
+Probe = Callable[[float, float], object]
 
 
 class LoopLag:
-    def __init__(self, interval: float = INTERVAL) -> None:
+    def __init__(self, interval: float = INTERVAL, *, probe: Probe | None = None) -> None:
         self.interval = interval
+        self.probe = probe
         self.reset()
 
     def reset(self) -> None:
         """Forget the samples so far (a benchmark's window starts)."""
-        self.largest = self.largest_own = 0.0  # seconds
+        self.largest = 0.0  # seconds
         self.samples = 0
-        self.over = dict.fromkeys(OVER, 0)  # wall lag over each limit
-        self.over_own = dict.fromkeys(OVER, 0)
+        self.over = dict.fromkeys(OVER, 0)  # lag over each limit
         self._worst: list[Sample] = []  # a min-heap of the largest
 
     @property
@@ -62,17 +66,15 @@ class LoopLag:
         finally:
             timer[0].cancel()
 
-    def _record(self, lag: float, own: float) -> None:
+    def _record(self, lag: float, at: float) -> None:
         metrics.EVENT_LOOP_LAG.observe(lag)
         self.largest = max(self.largest, lag)
-        self.largest_own = max(self.largest_own, own)
         self.samples += 1
         for limit in OVER:
             if lag > limit:
                 self.over[limit] += 1
-                self.over_own[limit] += own > limit
         if lag > OVER[0]:
-            sample = Sample(lag, own, time.monotonic())
+            sample = Sample(lag, at)
             if len(self._worst) < WORST:
                 heapq.heappush(self._worst, sample)
             else:
@@ -82,15 +84,16 @@ class LoopLag:
         """Set the first timer; each sets the next. The list holds the one pending."""
         timer: list[asyncio.TimerHandle] = []
 
-        def sample(due: float, cpu: float) -> None:
-            lag = max(0.0, loop.time() - due)
-            self._record(lag, min(lag, time.thread_time() - cpu))
+        def sample(due: float) -> None:
+            ran = loop.time()
+            self._record(max(0.0, ran - due), ran)
+            if self.probe is not None:
+                self.probe(due, ran)
             set_next()
 
         def set_next() -> None:
             due = loop.time() + self.interval
-            handle = loop.call_at(due, sample, due, time.thread_time())
-            timer[:] = [handle]
+            timer[:] = [loop.call_at(due, sample, due)]
 
         set_next()
         return timer

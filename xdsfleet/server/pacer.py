@@ -68,9 +68,10 @@ from collections.abc import Callable
 # Our work per turn, of the loop thread's CPU. A timer waits for at most the rest of one turn
 # and a light head (the module docstring), plus what is not paced (gRPC's own callbacks, a
 # write's completion, the resumption of a step that then waits, the collector). Under churn at
-# E = 100,000 and 1,000 streams: lag max 40-61 ms wall, 0-2 of ~950 samples over 50 ms, longest
-# iteration 25 ms, where turns back to back (main, same minutes) gave 72-115 ms, 94-162 samples
-# and 30-36 ms. Less waits less but costs more (a waiting step ~10-20 us; more, smaller
+# E = 100,000 and 1,000 streams: lag max 40-75 ms wall, 0-2 of ~950 samples over 50 ms, longest
+# iteration 25-28 ms (once 85), where turns back to back (main, same minutes) gave 72-115 ms,
+# 94-162 samples and 30-36 ms; steady convergence at 1,000 streams took ~10 % longer (the light
+# heads' deferrals). Less waits less but costs more (a waiting step ~10-20 us; more, smaller
 # iterations make gRPC's completions dearer): at 10 ms, with turns back to back, steady
 # convergence at 1,000 streams took 10-15 % more CPU per change.
 BUDGET = 0.020

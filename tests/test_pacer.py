@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdsfleet.server.pacer import Pacer
+from xdsfleet.server.pacer import LIGHT, Pacer
 
 BUDGET = 0.010
 
@@ -57,9 +57,9 @@ class Run:
 
         loop._run_once = counted  # type: ignore[attr-defined]
 
-    async def step(self, name: int, cost: float) -> None:
+    async def step(self, name: int, cost: float, light: bool = False) -> None:
         self.arrived.append(name)
-        if self.pacer.full():
+        if self.pacer.full(light):
             self.deferred.append(name)
             await self.pacer.next_turn()
         self.ran.append((name, self.iteration, cost))
@@ -158,6 +158,30 @@ async def test_steps_after_a_full_turn_wait_for_the_next_even_with_budget_left()
     assert run.idle()
 
 
+async def test_light_steps_after_a_full_turn_run_for_a_share_of_the_budget() -> None:
+    run = Run()
+    first = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(11)]
+    await asyncio.sleep(0)  # a full turn ran
+    # ACKs gRPC made ready meanwhile: light ones run in the next iteration's head while it has
+    # spent at most LIGHT of the budget since the turn closed; the others wait, and so does
+    # any step not said to be light.
+    light = [asyncio.create_task(run.step(name, BUDGET / 20, light=True)) for name in range(11, 21)]
+    heavy = asyncio.create_task(run.step(21, BUDGET / 20))
+    await asyncio.gather(*first, *light, heavy)
+    await _iterations(2)
+
+    full = run.ran[0][1]  # the full turn's iteration
+    in_light = [name for name, iteration, _ in run.ran if iteration == full + 1]
+    # In order, as many as LIGHT of the budget holds (the last may start at it exactly).
+    assert in_light == list(range(11, 11 + len(in_light)))
+    assert int(LIGHT * 20) <= len(in_light) <= int(LIGHT * 20) + 1
+    assert 21 in run.deferred
+    # A timer due during the full turn waited for its rest and the light steps, no more.
+    assert run.longest_wait() <= BUDGET * (1 + LIGHT) + BUDGET / 20 + 1e-9
+    assert sorted(name for name, _, _ in run.ran) == list(range(22))
+    assert run.idle()
+
+
 async def test_a_step_cancelled_while_it_waits_leaves_nothing_behind() -> None:
     run = Run()
     steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
@@ -192,12 +216,15 @@ async def test_a_step_cancelled_once_released_still_lets_the_others_run() -> Non
 
 # A trifle, a few of a turn, half one, more than one (a member loss's write).
 COSTS = [0.0, BUDGET / 50, BUDGET / 7, BUDGET / 2, BUDGET * 1.5]
-# Rounds: in each loop iteration, new steps (their costs) arrive, others are queued for the
-# pacer's feed to wake (a fan-out's streams), and some earlier ones are cancelled (by index
-# among those started so far).
+# Light steps: an ACK read from its bytes.
+LIGHT_COSTS = [0.0, BUDGET / 50]
+# Rounds: in each loop iteration, new steps (their costs) arrive, light ones too, others are
+# queued for the pacer's feed to wake (a fan-out's streams), and some earlier ones are
+# cancelled (by index among those started so far).
 ROUNDS = st.lists(
     st.tuples(
         st.lists(st.sampled_from(COSTS), max_size=12),
+        st.lists(st.sampled_from(LIGHT_COSTS), max_size=12),
         st.lists(st.sampled_from(COSTS), max_size=12),
         st.lists(st.integers(0, 200), max_size=3),
     ),
@@ -209,7 +236,7 @@ ROUNDS = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(rounds=ROUNDS)
 def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_behind(
-    rounds: list[tuple[list[float], list[float], list[int]]],
+    rounds: list[tuple[list[float], list[float], list[float], list[int]]],
 ) -> None:
     async def scenario() -> Run:
         run = Run()
@@ -231,9 +258,11 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
             await run.step(name, cost)
 
         tasks: list[asyncio.Task[None]] = []
-        for costs, fed_costs, cancels in rounds:
+        for costs, light_costs, fed_costs, cancels in rounds:
             for cost in costs:
                 tasks.append(asyncio.create_task(run.step(len(tasks), cost)))
+            for cost in light_costs:
+                tasks.append(asyncio.create_task(run.step(len(tasks), cost, light=True)))
             for cost in fed_costs:
                 tasks.append(asyncio.create_task(fed(len(tasks), cost)))
             for index in cancels:
@@ -250,12 +279,14 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
         # Every step not cancelled ran.
         assert set(ran) == {n for n, task in enumerate(tasks) if not task.cancelled()}
         # A turn's work: whatever ran in an iteration before its last step started within the
-        # budget (a step over the budget runs alone).
+        # budget (a step over the budget runs alone), and light steps for a share more.
         for costs in run.per_iteration().values():
-            assert sum(costs[:-1]) <= BUDGET + 1e-9
+            assert sum(costs[:-1]) <= BUDGET * (1 + LIGHT) + 1e-9
         # A timer due while steps run waits for at most a turn of them: the rest of the turn
-        # it fell due in (a step over the budget runs alone), never the next turn's too.
-        assert run.longest_wait() <= BUDGET + max(COSTS) + 1e-9
+        # it fell due in (a step over the budget runs alone) and light steps for a share of
+        # the budget, never the next turn's too.
+        bound = BUDGET + max(COSTS) + BUDGET * LIGHT + max(LIGHT_COSTS)
+        assert run.longest_wait() <= bound + 1e-9
         # Progress: at least a step every other iteration while some wait (a turn releases
         # when those it released last have run).
         assert done - last_arrival <= 2 * len(tasks) + 2

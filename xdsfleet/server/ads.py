@@ -561,11 +561,12 @@ class AdsService:
         pacer = self.pacer
         try:
             async for data in requests:
-                if pacer.full():
-                    await pacer.next_turn()
+                # Read before asking: an unchanged list of names (an ACK's) is a light step.
                 request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 del data
+                if pacer.full(light=same_names):
+                    await pacer.next_turn()
                 wakes = self._on_request(info, request, same_names).wakes
                 del request
                 if wakes:

@@ -62,13 +62,19 @@ def backends() -> Iterator[int]:
 
 
 def ask_who(
-    path: Path, boot: dict[str, Any], calls: int, client: Path = CLIENT
+    path: Path,
+    boot: dict[str, Any],
+    calls: int,
+    client: Path = CLIENT,
+    until: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Call who.default `calls` times through gRPC's own xDS client (`client`), bootstrapped
-    from `boot` written at `path`, in a process of its own (the bootstrap is process-wide)."""
+    from `boot` written at `path`, in a process of its own (the bootstrap is process-wide); with
+    `until`, stop once each of those members has answered."""
     path.write_text(json.dumps(boot))
+    extra = [",".join(until)] if until else []
     return subprocess.run(
-        [sys.executable, str(client), "xds:///who.default:80", str(calls)],
+        [sys.executable, str(client), "xds:///who.default:80", str(calls), *extra],
         env=os.environ | {"GRPC_XDS_BOOTSTRAP": str(path)},
         capture_output=True,
         text=True,
@@ -104,7 +110,7 @@ def test_grpc_xds_client_reaches_every_member(tmp_path: Path, backends: int) -> 
             profile=profile,
             target=Target(port=server.xds_port),
         )
-        done = ask_who(bootstrap, boot, 20)
+        done = ask_who(bootstrap, boot, 200, until=("east", "west"))
         assert done.returncode == 0, done.stderr[-3000:]
         answers = json.loads(done.stdout)
         assert set(answers) == {"east", "west"}

@@ -40,7 +40,7 @@ def test_grpc_xds_client_over_mtls_reaches_every_member(tmp_path: Path, backends
                 tls=ClientTls(str(client.cert), str(client.key), str(ca.ca)),
             ),
         )
-        done = ask_who(tmp_path / "grpc-bootstrap.json", boot, 10)
+        done = ask_who(tmp_path / "grpc-bootstrap.json", boot, 200, until=("east", "west"))
         assert done.returncode == 0, done.stderr[-3000:]
         assert set(json.loads(done.stdout)) == {"east", "west"}
         [opened] = server.events("stream_opened")

@@ -141,7 +141,6 @@ async def cancelled_after(
         await asyncio.gather(hog, return_exceptions=True)
     assert not pacer._waiting, where
     assert not pacer._again, where
-    assert not pacer._released, where
     opened = [e for e in logs if e["event"] == "stream_opened"]
     closed = [e for e in logs if e["event"] == "stream_closed"]
     assert len(closed) == len(opened), where

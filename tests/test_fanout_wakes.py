@@ -124,3 +124,31 @@ async def test_a_stream_woken_by_a_turn_runs_in_it_without_waiting() -> None:
 
     assert ran == [events[wake] for wake in queued]
     assert pacer.deferred == 0
+
+
+async def test_a_step_asking_before_the_fan_outs_first_turn_does_not_close_it_early() -> None:
+    # A publish asks for a turn on a quiet loop; a step asking before that turn's timer ran
+    # begins a turn of its own, whose close was still to run when the timer's turn woke the
+    # streams, and closed that turn ahead of them: every one of them waited once more.
+    cache = SnapshotCache(lambda _: ONE)
+    pacer = Pacer(10.0)  # room for all, whatever the machine's load
+    FanOut(cache, list, pacer=pacer)
+    ran: list[str] = []
+
+    async def step(name: str, wake: asyncio.Event | None = None) -> None:
+        if wake is not None:
+            cache.watch(SIDECAR, wake.set)
+            await wake.wait()
+        if pacer.full():  # what a reader or a woken writer asks (server/ads.py)
+            await pacer.next_turn()
+        ran.append(name)
+
+    writers = [asyncio.create_task(step(f"w{i}", asyncio.Event())) for i in range(5)]
+    await asyncio.sleep(0)  # all watching
+    cache.set(SIDECAR, TWO)  # the pacer is quiet: the fan-out's turn is set for now
+    stray = asyncio.create_task(step("stray"))  # asks in the next iteration, before that turn
+    await asyncio.gather(*writers, stray)
+
+    assert ran[0] == "stray"
+    assert sorted(ran[1:]) == [f"w{i}" for i in range(5)]
+    assert pacer.deferred == 0

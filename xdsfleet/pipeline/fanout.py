@@ -144,6 +144,8 @@ class FanOut:
         # The streams' pacer (the servicer's) wakes them a turn's worth at a time; without
         # one, a pacer of its own does (no step asks it: each turn wakes its first estimate).
         self._pacer = pacer or Pacer()
+        # A second fan-out would take the feed over, and the first one's streams never wake.
+        assert self._pacer.feed is None, "one fan-out per pacer"
         self._pacer.feed = self._feed
         self._batch = WAKE_BATCH  # the most the next turn wakes
         self._versions: dict[NodeProfile, Mapping[str, str]] = {}
@@ -228,6 +230,8 @@ class FanOut:
 
     def _wake(self, wakes: list[Wake]) -> None:
         """Queue the streams to wake: the pacer's turns wake them (`_feed`)."""
+        if not wakes:
+            return  # a profile nobody watches: no turn for nothing
         if not self._waking:
             self._batch = WAKE_BATCH  # a fan-out begins
         self._waking.extend(wakes)

@@ -9,8 +9,10 @@ work is the same whatever we do; it can be spread over more iterations.
 
 How: every reader step (a request read) and writer step (a writer woken, or going on after a
 wait for the write budget or a write) asks `full()` before its work. The first step of a turn
-always runs, so a lone request is handled at once and every turn moves on; a step that finds
-the turn's `budget` spent, or the turn closed (below), waits for a later turn (`next_turn`).
+always runs, so a lone request is read at once and every turn moves on (the answer it wakes
+asks after the turn closed, and waits for the next: two iterations on a quiet loop); a step
+that finds the turn's `budget` spent, or the turn closed (below), waits for a later turn
+(`next_turn`).
 Those waiting are released in order of arrival, at the beginning of each turn as many as the
 last turn's cost per step says fit in it (that cost counts the loop's other work in the turn
 too, so what is released and the rest fill the budget together). A released step that finds
@@ -119,8 +121,6 @@ class Pacer:
         self._waiting: deque[asyncio.Future[None]] = deque()
         # Released steps found over budget this turn: they go before `_waiting` next.
         self._again: list[asyncio.Future[None]] = []
-        # Released at this turn's beginning and not run yet (the turn is not quiet).
-        self._released = 0
         self.deferred = 0  # steps that waited for a later turn, since the start
         # Steps waiting elsewhere (the streams a fan-out has yet to wake), woken by each turn
         # as many as it has room for after those it released; says how many it woke.
@@ -129,9 +129,8 @@ class Pacer:
     def wanted(self) -> None:
         """`feed` has steps to wake: a turn begins at the end of the next iteration, unless one
         is under way (its next turn feeds them)."""
-        if self._began is None and self._next is None:
-            loop = asyncio.get_running_loop()
-            self._next = loop.call_at(loop.time(), self._turn)
+        if self._began is None:
+            self._turn_due()
 
     def full(self, light: bool = False) -> bool:
         """Whether a step must wait for a later turn (`next_turn`); if not, it runs now. A
@@ -155,10 +154,6 @@ class Pacer:
                 if waiter.cancelled():
                     # Its task was cancelled before its turn came: nothing of it stays.
                     self._discard(waiter)
-                else:
-                    # Released by this turn's beginning (its task may have been cancelled
-                    # since: it is told so only now, when its turn comes).
-                    self._released -= 1
             if self._admit():
                 return
             again = True  # over budget: first in the next turn
@@ -170,10 +165,8 @@ class Pacer:
             # head of the next iteration, and the next turn begins at that iteration's end
             # (the module docstring).
             self._begin(now)
-            loop = asyncio.get_running_loop()
-            self._mark = loop.call_soon(self._close)
-            if self._next is None:  # (else `wanted` set it)
-                self._next = loop.call_at(loop.time(), self._turn)
+            self._mark = asyncio.get_running_loop().call_soon(self._close)
+            self._turn_due()  # (unless `wanted` set it)
         elif self._closed or (
             self._ran  # the first step of a turn always runs: every turn moves on
             and now - self._began > self.budget
@@ -186,11 +179,22 @@ class Pacer:
     def _begin(self, now: float) -> None:
         self._began, self._began_cpu, self._ran = now, self._cpu(), 0
 
+    def _turn_due(self) -> None:
+        """The next turn begins with a timer due now: at the end of the next iteration."""
+        if self._next is None:
+            loop = asyncio.get_running_loop()
+            self._next = loop.call_at(loop.time(), self._turn)
+
     def _turn(self) -> None:
         """A timer: the next turn begins, at the end of the iteration after the last one's
         steps ran (the module docstring)."""
         self._next = None
         self._closed = False
+        if self._mark is not None:
+            # A step began a turn after `wanted` set this timer: its mark, still to run, would
+            # close this turn ahead of the steps it releases.
+            self._mark.cancel()
+            self._mark = None
         if self._ran:
             # What a step costs, the loop's other work in the turn included, so that what is
             # released fills the turn's budget with the rest. Too few leave the budget to
@@ -207,17 +211,21 @@ class Pacer:
             if not waiter.done():
                 waiter.set_result(None)
                 released += 1
-        self._released += released
-        # Then those the feed holds (streams to wake), behind the released: they run in the
-        # same turn, without a deferral each.
-        if released < room and self.feed is not None:
-            released += self.feed(room - released)
-        if not released and not self._released:
-            # Nothing waits: the next step begins a turn, as one would begin now.
-            self._began = None
-            return
-        # Scheduled after the released steps were woken: it runs behind them.
-        self._mark = asyncio.get_running_loop().call_soon(self._close)
+        try:
+            # Then those the feed holds (streams to wake), behind the released: they run in
+            # the same turn, without a deferral each.
+            if released < room and self.feed is not None:
+                released += self.feed(room - released)
+        finally:
+            # Even if a wake raised: a pacer left with a turn under way and neither a mark nor
+            # a timer would keep every later step waiting.
+            if released:
+                # Scheduled after the released steps were woken: it runs behind them.
+                self._mark = asyncio.get_running_loop().call_soon(self._close)
+            else:
+                # Nothing waits (released steps run in the next head, before any next turn):
+                # the next step begins a turn, as one would begin now.
+                self._began = None
 
     def _close(self) -> None:
         """Behind the turn's first steps, in the head of the iteration after it began: the
@@ -226,9 +234,7 @@ class Pacer:
         self._mark = None
         self._closed = True
         self._closed_cpu = self._cpu()
-        if self._next is None:
-            loop = asyncio.get_running_loop()
-            self._next = loop.call_at(loop.time(), self._turn)
+        self._turn_due()
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:
         # Rare (a stream ends while it waits), so a walk of the queue is fine.

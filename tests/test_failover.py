@@ -204,5 +204,8 @@ def _config_changes(rig: Rig) -> dict[str, int]:
 def _connected(rig: Rig) -> bool:
     """Envoy is back on a control plane that counts it in sync for every type."""
     clients = rig.server.clients()
-    in_sync = bool(clients) and all(t["inSync"] for c in clients for t in c["types"].values())
+    # A stream still waiting for its first request is listed without types: not in sync yet.
+    in_sync = bool(clients) and all(
+        "types" in c and all(t["inSync"] for t in c["types"].values()) for c in clients
+    )
     return in_sync and rig.envoy.stats().get("control_plane.connected_state") == 1

@@ -8,8 +8,8 @@ produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes can 
 coldstart, kubestart, rss and churn: 50 members, E/100 services), `--changes`, `--seconds`
 (churn). `--no-member-loss` varies the churn measure. `--nice N` runs the load generators (the
 client processes of convergence, rss, churn, stall and oversized, churn's event generator) at
-niceness N, as if on other hosts;
-the default 0 leaves them the server's equals. Progress goes to stderr, tables to stdout.
+niceness N, as if on other hosts; the default 0 leaves them the server's equals. Progress goes
+to stderr, tables to stdout.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes can 
 `--clients` (convergence: a list; kubeloss: its streams), `--endpoints` (the fleet of
 coldstart, kubestart, rss and churn: 50 members, E/100 services), `--changes`, `--seconds`
 (churn). `--no-member-loss` varies the churn measure. `--nice N` runs the load generators (the
-client processes of convergence, rss, churn, stall and oversized, churn's event generator) at
-niceness N, as if on other hosts; the default 0 leaves them the server's equals. `--cpus LIST`
-(e.g. `--cpus 0`) places the measured servers, ours and the floor alike, on those CPUs and the
-load generators (and the emulated API servers, the outside probe) on the others. Progress goes
-to stderr, tables to stdout.
+client processes of convergence, rss, churn, stall and oversized, churn's event generator, the
+emulated API servers and the outside probe of kubestart and kubeloss) at niceness N, as if on
+other hosts; the default 0 leaves them the server's equals. `--cpus LIST` (e.g. `--cpus 0`)
+places the measured servers, ours and the floor alike, on those CPUs and the load generators
+on the others. Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations

@@ -87,7 +87,14 @@ def comes_back(rig: Rig, members: tuple[str, ...], headers: dict[str, str] | Non
 def test_canary_requests_fall_back_when_the_canary_member_hangs(rig: Rig) -> None:
     canary = dict([CANARY_HEADER])
     target = rig.target(HOST, headers=canary)
-    rig.wait_serving(target, ["zone-b"])
+    # Answered by zone-b alone, not only once: until every zone-b host has passed its first
+    # health check, Envoy spills part of the canary's traffic to its fallback priorities (seen
+    # under load: zone-a and onprem answered before the fault).
+    wait_for(
+        lambda: answering(rig.load(target, rate=50, seconds=0.4)[0], 0) == {"zone-b"},
+        timeout=RETURN_S,
+        what="canary traffic on zone-b alone",
+    )
     run = under_fault(
         rig, target, ["zone-b"], Fault.HANG, rate=RATE, seconds=SECONDS, fault_at=FAULT_AT
     )

@@ -61,7 +61,7 @@ class Run:
         self.arrived.append(name)
         if self.pacer.full(light):
             self.deferred.append(name)
-            await self.pacer.next_turn(light)
+            await self.pacer.next_turn()
         self.ran.append((name, self.iteration, cost))
         self.clock.now += cost
         loop = asyncio.get_running_loop()
@@ -86,11 +86,7 @@ class Run:
     def idle(self) -> bool:
         pacer = self.pacer
         return (
-            not pacer._waiting
-            and not pacer._again
-            and not pacer._later
-            and pacer._mark is None
-            and pacer._next is None
+            not pacer._waiting and not pacer._again and pacer._mark is None and pacer._next is None
         )
 
 
@@ -182,63 +178,6 @@ async def test_light_steps_after_a_full_turn_run_for_a_share_of_the_budget() -> 
     assert run.idle()
 
 
-async def test_light_steps_wait_while_a_fan_out_is_woken_then_run_in_order() -> None:
-    run = Run()
-    queued: deque[Callable[[], None]] = deque()
-
-    def feed(room: int) -> tuple[int, bool]:
-        woken = min(room, len(queued))
-        for _ in range(woken):
-            queued.popleft()()
-        return woken, bool(queued)
-
-    run.pacer.feed = feed
-
-    async def fed(name: int) -> None:
-        woken = asyncio.Event()
-        queued.append(woken.set)
-        await woken.wait()
-        await run.step(name, BUDGET / 10)
-
-    # A fan-out of 30 streams (three turns of 11 at most), and ACKs coming in while it is
-    # woken: they wait until the last stream is woken, even in a turn with budget left, so
-    # that what the fan-out writes is not behind them; a step not said light does not.
-    streams = [asyncio.create_task(fed(name)) for name in range(30)]
-    await asyncio.sleep(0)
-    run.pacer.wanted()
-    acks = [asyncio.create_task(run.step(name, BUDGET / 50, light=True)) for name in range(30, 40)]
-    other = asyncio.create_task(run.step(40, BUDGET / 50))
-    await asyncio.gather(*streams, *acks, other)
-    await _iterations(2)
-
-    order = [name for name, _, _ in run.ran]
-    last_stream = max(order.index(name) for name in range(30))
-    assert all(order.index(name) > last_stream for name in range(30, 40))
-    assert [name for name in order if 30 <= name < 40] == list(range(30, 40))
-    assert order.index(40) < last_stream
-    assert run.idle()
-    assert not queued
-
-
-async def test_light_steps_put_off_for_a_fan_out_run_when_a_publish_holds_it() -> None:
-    run = Run()
-
-    def feed(_room: int) -> tuple[int, bool]:
-        return 0, False  # a publish runs (`FanOut.holding`): nobody is woken, none is left
-
-    run.pacer.feed = feed
-    first = asyncio.create_task(run.step(0, BUDGET / 10))
-    await asyncio.sleep(0)
-    run.pacer.wanted()
-    acks = [asyncio.create_task(run.step(name, BUDGET / 50, light=True)) for name in range(1, 4)]
-    await asyncio.gather(first, *acks)
-    await _iterations(2)
-
-    assert run.deferred == [1, 2, 3]
-    assert [name for name, _, _ in run.ran] == [0, 1, 2, 3]
-    assert run.idle()
-
-
 async def test_a_step_cancelled_while_it_waits_leaves_nothing_behind() -> None:
     run = Run()
     steps = [asyncio.create_task(run.step(name, BUDGET * 1.5)) for name in range(4)]
@@ -299,11 +238,11 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
         run = Run()
         queued: deque[Callable[[], None]] = deque()
 
-        def feed(room: int) -> tuple[int, bool]:
+        def feed(room: int) -> int:
             woken = min(room, len(queued))
             for _ in range(woken):
                 queued.popleft()()
-            return woken, bool(queued)
+            return woken
 
         run.pacer.feed = feed
 

@@ -52,8 +52,7 @@ async def test_delta_acks_and_nacks_are_light_and_subscriptions_are_not() -> Non
         await call.write(delta_request(ENDPOINT, nonce=more.nonce, error="refused"))  # NACK
         await eventually(lambda: len(pacer.reader) == 4)
         assert pacer.reader == [True, False, False, True]
-        assert pacer.writer
-        assert not any(pacer.writer)
+        assert pacer.writer and not any(pacer.writer)
         call.cancel()
 
 
@@ -75,8 +74,7 @@ async def test_sotw_acks_of_the_same_names_are_light_and_other_lists_are_not() -
         await eventually(lambda: len(pacer.reader) == 4)
         # The first ACK of a type has no list of names kept before it: it is read whole.
         assert pacer.reader == [False, False, True, False]
-        assert pacer.writer
-        assert not any(pacer.writer)
+        assert pacer.writer and not any(pacer.writer)
         call.cancel()
 
 

@@ -238,16 +238,15 @@ class FanOut:
         if not self._held:
             self._pacer.wanted()
 
-    def _feed(self, room: int) -> tuple[int, bool]:
-        """Wake at most `room` streams (a pacer's turn has room for as many steps); how many,
-        and whether any are left to wake."""
+    def _feed(self, room: int) -> int:
+        """Wake at most `room` streams (a pacer's turn has room for as many steps); how many."""
         if self._held:
-            return 0, False  # `holding` asks for a turn again when it ends
+            return 0  # `holding` asks for a turn again when it ends
         woken = min(room, self._batch, len(self._waking))
         for _ in range(woken):
             self._waking.popleft()()
         self._batch = max(WAKE_BATCH, GROWTH * woken)
-        return woken, bool(self._waking)
+        return woken
 
     def _follow(self, event_at: float) -> None:
         targets: dict[str, dict[NodeProfile, str]] = {}

@@ -577,9 +577,8 @@ class AdsService:
                 request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 del data
-                light = same_names or (delta and _delta_ack(request))
-                if pacer.full(light):
-                    await pacer.next_turn(light)
+                if pacer.full(light=same_names or (delta and _delta_ack(request))):
+                    await pacer.next_turn()
                 wakes = self._on_request(info, request, same_names).wakes
                 del request
                 if wakes:

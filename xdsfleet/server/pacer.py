@@ -119,45 +119,34 @@ class Pacer:
         self._closed_cpu = 0.0  # ... since then (thread CPU), but light ones for a while
         self._step = STEP  # what a step cost, the loop's other work included, lately
         self._waiting: deque[asyncio.Future[None]] = deque()
-        # Light steps that asked while a fan-out was being woken: they go once it all is.
-        self._later: deque[asyncio.Future[None]] = deque()
         # Released steps found over budget this turn: they go before `_waiting` next.
         self._again: list[asyncio.Future[None]] = []
         self.deferred = 0  # steps that waited for a later turn, since the start
         # Steps waiting elsewhere (the streams a fan-out has yet to wake), woken by each turn
         # as many as it has room for after those it released; says how many it woke.
-        self.feed: Callable[[int], tuple[int, bool]] | None = None
-        self._feeding = False  # the feed has steps left to wake
+        self.feed: Callable[[int], int] | None = None
 
     def wanted(self) -> None:
         """`feed` has steps to wake: a turn begins at the end of the next iteration, unless one
         is under way (its next turn feeds them)."""
-        self._feeding = self.feed is not None
         if self._began is None:
             self._turn_due()
 
     def full(self, light: bool = False) -> bool:
         """Whether a step must wait for a later turn (`next_turn`); if not, it runs now. A
         `light` step (a few tens of us, whatever the fleet) may run in a light iteration."""
-        if light and self._feeding:
-            return True
         if light and self._closed and self._cpu() - self._closed_cpu <= self.budget * LIGHT:
             self._ran += 1
             return False
         return not self._admit()
 
-    async def next_turn(self, light: bool = False) -> None:
+    async def next_turn(self) -> None:
         """Wait until a later turn lets the step run (after `full()` said so)."""
         loop = asyncio.get_running_loop()
         again = False
         while True:
             waiter = loop.create_future()
-            if again:
-                self._again.append(waiter)
-            elif light and self._feeding:
-                self._later.append(waiter)
-            else:
-                self._waiting.append(waiter)
+            (self._again if again else self._waiting).append(waiter)
             self.deferred += 1
             try:
                 await waiter
@@ -214,27 +203,20 @@ class Pacer:
         if self._again:
             self._waiting.extendleft(reversed(self._again))
             self._again = []
-        if self._later and not self._feeding:
-            # The fan-out was all woken last turn: the light steps put off meanwhile go next,
-            # behind its streams that found that turn's budget spent.
-            self._waiting.extend(self._later)
-            self._later.clear()
         self._begin(self._clock())
         room = max(1, int(self.budget / self._step))
-        released = self._release(room)
+        released = 0
+        while released < room and self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                released += 1
         try:
             # Then those the feed holds (streams to wake), behind the released: they run in
             # the same turn, without a deferral each.
-            if released < room and self.feed is not None and self._feeding:
-                self._feeding = False  # (if a wake raises: `wanted` says when there are more)
-                fed, self._feeding = self.feed(room - released)
-                released += fed
+            if released < room and self.feed is not None:
+                released += self.feed(room - released)
         finally:
-            if not released and self._later and not self._feeding:
-                # Nothing else to let go (the fan-out is held by a publish): they go now.
-                self._waiting.extend(self._later)
-                self._later.clear()
-                released = self._release(room)
             # Even if a wake raised: a pacer left with a turn under way and neither a mark nor
             # a timer would keep every later step waiting.
             if released:
@@ -244,16 +226,6 @@ class Pacer:
                 # Nothing waits (released steps run in the next head, before any next turn):
                 # the next step begins a turn, as one would begin now.
                 self._began = None
-
-    def _release(self, room: int) -> int:
-        """Let at most `room` of the steps waiting go, in order; how many."""
-        released = 0
-        while released < room and self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                released += 1
-        return released
 
     def _close(self) -> None:
         """Behind the turn's first steps, in the head of the iteration after it began: the
@@ -266,7 +238,7 @@ class Pacer:
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:
         # Rare (a stream ends while it waits), so a walk of the queue is fine.
-        for queue in (self._waiting, self._again, self._later):
+        for queue in (self._waiting, self._again):
             if waiter in queue:
                 queue.remove(waiter)
                 return

@@ -1,6 +1,6 @@
 """Which of a stream's steps ask the pacer as light (server/pacer.py), over a real gRPC server:
-an ACK or NACK that changes no subscription, SotW or Delta; never a request that changes one,
-nor a writer's step.
+an ACK that changes no subscription, SotW or Delta; never a request that changes one, a Delta
+NACK, nor a writer's step.
 
 A light step may run in the light iteration after a turn (a share of the budget), so a step
 said light that is not (a subscription that builds responses) would put heavy work where a
@@ -35,7 +35,7 @@ class Recording(Pacer):
         return super().full(light)
 
 
-async def test_delta_acks_and_nacks_are_light_and_subscriptions_are_not() -> None:
+async def test_delta_acks_are_light_and_subscriptions_and_nacks_are_not() -> None:
     async with serving(TWO) as ads:
         pacer = ads.service.pacer = Recording()
         call = ads.stub().DeltaAggregatedResources()
@@ -51,8 +51,9 @@ async def test_delta_acks_and_nacks_are_light_and_subscriptions_are_not() -> Non
         await eventually(lambda: len(pacer.reader) == 3)
         await call.write(delta_request(ENDPOINT, nonce=more.nonce, error="refused"))  # NACK
         await eventually(lambda: len(pacer.reader) == 4)
-        assert pacer.reader == [True, False, False, True]
-        assert pacer.writer and not any(pacer.writer)
+        assert pacer.reader == [True, False, False, False]
+        assert pacer.writer
+        assert not any(pacer.writer)
         call.cancel()
 
 
@@ -74,7 +75,8 @@ async def test_sotw_acks_of_the_same_names_are_light_and_other_lists_are_not() -
         await eventually(lambda: len(pacer.reader) == 4)
         # The first ACK of a type has no list of names kept before it: it is read whole.
         assert pacer.reader == [False, False, True, False]
-        assert pacer.writer and not any(pacer.writer)
+        assert pacer.writer
+        assert not any(pacer.writer)
         call.cancel()
 
 

@@ -185,13 +185,14 @@ def _decoded(request: Any) -> tuple[Any, bool]:
 
 
 def _delta_ack(request: Any) -> bool:
-    """A Delta request that answers a response and changes no subscription (an ACK or NACK):
-    its step costs what a SotW ACK's does (server/pacer.py, "light"), whatever the fleet."""
+    """A Delta ACK that changes no subscription: its step costs what a SotW ACK's does
+    (server/pacer.py, "light"). Not a NACK: rare, and its bookkeeping is per resource."""
     return bool(
         request.response_nonce
         and not request.resource_names_subscribe
         and not request.resource_names_unsubscribe
         and not request.initial_resource_versions
+        and not request.HasField("error_detail")
     )
 
 

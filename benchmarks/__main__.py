@@ -7,9 +7,11 @@ produced). `--quick` runs every measure at toy sizes: the smoke test. Sizes can 
 `--clients` (convergence: a list; kubeloss: its streams), `--endpoints` (the fleet of
 coldstart, kubestart, rss and churn: 50 members, E/100 services), `--changes`, `--seconds`
 (churn). `--no-member-loss` varies the churn measure. `--nice N` runs the load generators (the
-client processes of convergence, rss, churn, stall and oversized, churn's event generator) at
-niceness N, as if on other hosts; the default 0 leaves them the server's equals. Progress goes
-to stderr, tables to stdout.
+client processes of convergence, rss, churn, stall and oversized, churn's event generator, the
+emulated API servers and the outside probe of kubestart and kubeloss) at niceness N, as if on
+other hosts; the default 0 leaves them the server's equals. `--cpus LIST` (e.g. `--cpus 0`)
+places the measured servers, ours and the floor alike, on those CPUs and the load generators
+on the others. Progress goes to stderr, tables to stdout.
 """
 
 from __future__ import annotations
@@ -77,6 +79,12 @@ def _arguments() -> argparse.Namespace:
         metavar="N",
         help="niceness of the load generators (clients, churn events); default 0",
     )
+    parser.add_argument(
+        "--cpus",
+        type=_cpus,
+        metavar="LIST",
+        help="CPUs of the measured servers (e.g. 0 or 0,1); the load generators get the rest",
+    )
     args = parser.parse_args()
     unknown = set(args.measures) - {*MEASURES, "all"}
     if unknown:
@@ -84,6 +92,13 @@ def _arguments() -> argparse.Namespace:
     chosen = args.measures or (["all"] if args.quick else list(DEFAULT))
     args.measures = list(MEASURES) if "all" in chosen else list(dict.fromkeys(chosen))
     return args
+
+
+def _cpus(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(cpu) for cpu in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU numbers: {text!r}") from None
 
 
 def _shape(endpoints: int) -> Shape:
@@ -160,6 +175,12 @@ async def _bench(args: argparse.Namespace, progress: Console) -> list[report.Sec
 def main() -> None:
     args = _arguments()
     run.NICE = args.nice
+    try:
+        if args.cpus is not None:
+            # Before any thread of gRPC's starts: they inherit it.
+            run.place(args.cpus)
+    except run.BenchError as err:
+        sys.exit(f"benchmark failed: {err}")
     # Stream open/close events at info level would flood the output; warnings still show.
     logs.configure(fmt="console", level="warning")
     try:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.clients import Converged
 from benchmarks.targets import Target
@@ -43,6 +44,12 @@ LINE_LIMIT = 16 * 1024 * 1024
 # with the server measured. 0 (the default) leaves them its equals; above, the kernel gives the
 # server's threads a core first, and every ratio to a floor is measured with the same setting.
 NICE = 0
+# CPU placement (`python -m benchmarks --cpus LIST`, `place`): the CPUs of the measured servers
+# (this process, where ours and the floor serve side by side, and every process it starts but the
+# load generators: the RSS servers, the cold starts, `serve`) and those of the load generators
+# (the rest this process was allowed). Empty: no placement, everything shares every CPU.
+SERVER_CPUS: frozenset[int] = frozenset()
+LOAD_CPUS: frozenset[int] = frozenset()
 
 
 class BenchError(Exception):
@@ -91,7 +98,7 @@ class ClientProcess:
 async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientProcess]:
     # Spawned as a fresh interpreter: gRPC must never be forked.
     process = await asyncio.create_subprocess_exec(
-        *_load(),
+        *load_prefix(),
         sys.executable,
         "-m",
         "benchmarks.clients",
@@ -106,9 +113,51 @@ async def client_process(port: int, clients: Clients) -> AsyncIterator[ClientPro
         await stop_process(process)
 
 
-def _load() -> list[str]:
-    """The command prefix a load generator runs under (`NICE`), every thread of it."""
-    return ["nice", "-n", str(NICE)] if NICE else []
+def load_prefix() -> list[str]:
+    """The command prefix a load generator runs under (`NICE`, `LOAD_CPUS`), every thread of
+    it (affinity and niceness are inherited by the threads a process starts)."""
+    cpus = ["taskset", "--cpu-list", _cpu_list(LOAD_CPUS)] if LOAD_CPUS else []
+    return [*cpus, *(["nice", "-n", str(NICE)] if NICE else [])]
+
+
+def place(server: frozenset[int]) -> None:
+    """Pin this process, every thread of it, to the CPUs `server`, and the load generators
+    started from now on to the other CPUs it was allowed: as if the Envoys and API servers
+    they stand for ran on other hosts. The processes this one starts inherit `server`."""
+    global SERVER_CPUS, LOAD_CPUS
+    allowed = os.sched_getaffinity(0)
+    if not server or not server < allowed:
+        raise BenchError(
+            f"--cpus {_cpu_list(server)}: must name some, not all, of the CPUs allowed "
+            f"({_cpu_list(frozenset(allowed))})"
+        )
+    for task in os.listdir("/proc/self/task"):  # threads started already (none expected)
+        os.sched_setaffinity(int(task), server)
+    SERVER_CPUS, LOAD_CPUS = server, frozenset(allowed - server)
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def setting() -> str:
+    """Where the load generators ran, for a table's notes: niceness and CPUs."""
+    where = (
+        f"on CPU {_cpu_list(LOAD_CPUS)}; servers on CPU {_cpu_list(SERVER_CPUS)}"
+        if SERVER_CPUS
+        else "sharing every CPU with the servers"
+    )
+    equals = "" if NICE else " (the servers' equals)"
+    return f"Load generators at niceness {NICE}{equals}, {where}."
+
+
+def placement() -> dict[str, Any]:
+    """The same, for a results file."""
+    return {
+        "load_niceness": NICE,
+        "server_cpus": sorted(SERVER_CPUS) or None,
+        "load_cpus": sorted(LOAD_CPUS) or None,
+    }
 
 
 @contextlib.asynccontextmanager
@@ -117,9 +166,9 @@ async def fleet_process(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m module` on the generated fleet of `shape`: a fresh interpreter (gRPC must
     never be forked), stdin and stdout piped; stdin closed and the process stopped on exit.
-    `load`: it generates load (at `NICE`), it is not measured."""
+    `load`: it generates load (at `NICE`, on `LOAD_CPUS`), it is not measured."""
     process = await asyncio.create_subprocess_exec(
-        *(_load() if load else []),
+        *(load_prefix() if load else []),
         sys.executable,
         "-m",
         module,

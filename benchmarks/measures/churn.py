@@ -17,7 +17,8 @@ to as many streams of the same clients, in the same run once ours has stopped. L
 wall time of `serve`'s own monitor (the target), and what each sample over 50 ms waited for
 (`benchmarks/iterations.py`: the loop thread's own CPU after the timer was due, time queued for
 a core, time blocked), beside the machine's busy cores: on a machine shared with the client
-fleet (`--nice` lowers its priority) or with other work, the server's loop waits for a core too.
+fleet (`--nice` lowers its priority, `--cpus` gives it CPUs of its own) or with other work,
+the server's loop waits for a core too.
 """
 
 from __future__ import annotations
@@ -557,8 +558,7 @@ async def measure(options: Options) -> Section:
             "had the previous one).",
             "Loop lag is wall time; own CPU is the loop thread's from a timer's due time to its",
             "run; queued: runnable without a core; blocked: neither (the GIL, a select).",
-            f"Load generators (clients, churn) at niceness {run.NICE}"
-            + (" (the server's equals)." if not run.NICE else "."),
+            run.setting(),
         ),
         verdicts=tuple(verdicts),
         data={
@@ -569,7 +569,7 @@ async def measure(options: Options) -> Section:
             "client_cores": f.clients_cpu / f.wall,
             "generator_cores": f.generator_cpu / f.wall,
             "machine_busy_cores": f.machine_cpu / f.wall,
-            "load_niceness": run.NICE,
+            **run.placement(),
             "largest_lag": lags.largest,
             "largest_lag_in_status": lags.largest_in_status,
             "streams_behind": len(lags.behind),

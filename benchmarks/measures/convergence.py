@@ -125,10 +125,14 @@ async def measure(options: Options) -> Section:
             "without the coalescing delay. floor: bare grpc.aio writing the same bytes.",
             "cores: that CPU over the time to the last ACK. loop lag: the largest event-loop lag",
             "over the changes (both servers share the process's loop, as the measure pairs them).",
+            run.setting(),
         ),
         verdicts=tuple(verdicts),
         data={
-            str(n): {"xdsfleet": asdict(a), "floor": asdict(b), "loop_lag_max": lag}
-            for (n, (a, b)), lag in zip(figures.items(), loop_lags, strict=True)
+            "placement": run.placement(),
+            **{
+                str(n): {"xdsfleet": asdict(a), "floor": asdict(b), "loop_lag_max": lag}
+                for (n, (a, b)), lag in zip(figures.items(), loop_lags, strict=True)
+            },
         },
     )

@@ -351,7 +351,7 @@ def _probe_process(port: int, options: Options) -> Iterator[subprocess.Popen[str
         "lost": options.lost,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.measures.kubeloss"]
+        [*run.load_prefix(), sys.executable, "-m", "benchmarks.measures.kubeloss"]
         + [f"--{name}={value}" for name, value in figures.items()],
         cwd=run.ROOT,
         stdout=subprocess.PIPE,

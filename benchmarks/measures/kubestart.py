@@ -60,7 +60,7 @@ def emulated_members(shape: Shape) -> Iterator[Emulated]:
     of their own, until the block ends."""
     with tempfile.TemporaryDirectory(prefix="xdsfleet-bench-kube-") as root:
         host = subprocess.Popen(
-            [sys.executable, "tests/kube_host.py"]
+            [*run.load_prefix(), sys.executable, "tests/kube_host.py"]
             + [str(n) for n in (shape.members, shape.services, shape.endpoints)]
             + [root],
             cwd=run.ROOT,

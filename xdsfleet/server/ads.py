@@ -184,6 +184,18 @@ def _decoded(request: Any) -> tuple[Any, bool]:
     return request, False
 
 
+def _delta_ack(request: Any) -> bool:
+    """A Delta ACK that changes no subscription: its step costs what a SotW ACK's does
+    (server/pacer.py, "light"). Not a NACK: rare, and its bookkeeping is per resource."""
+    return bool(
+        request.response_nonce
+        and not request.resource_names_subscribe
+        and not request.resource_names_unsubscribe
+        and not request.initial_resource_versions
+        and not request.HasField("error_detail")
+    )
+
+
 def _no_problem(_: NodeProfile) -> str | None:
     return None
 
@@ -559,13 +571,14 @@ class AdsService:
         self, info: StreamInfo, read: Reader, requests: AsyncIterator[Any], wake: asyncio.Event
     ) -> None:
         pacer = self.pacer
+        delta = info.protocol == "delta"
         try:
             async for data in requests:
-                # Read before asking: an unchanged list of names (an ACK's) is a light step.
+                # Read before asking: an ACK that changes no subscription is a light step.
                 request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 del data
-                if pacer.full(light=same_names):
+                if pacer.full(light=same_names or (delta and _delta_ack(request))):
                     await pacer.next_turn()
                 wakes = self._on_request(info, request, same_names).wakes
                 del request

@@ -54,11 +54,13 @@ alternation: ~580 per change of steady convergence at 1,000 streams, against ~19
 before). Steps the loop would otherwise start in any iteration, a fan-out's streams, are held by
 the pacer's `feed` instead (pipeline/fanout.py): each turn wakes as many as it has room for
 behind those it released, so they run in its heavy iteration without waiting once more. And a
-step its caller knows to be light (an ACK whose names did not change, told from its bytes
-before it asks: ~26 us whatever the fleet) runs in a light iteration while that has spent less
-than `LIGHT` of the budget since the turn closed: most of what gRPC makes ready during a turn
-is such ACKs, and deferring each (~10 us, and a turn later) cost steady convergence at 1,000
-streams 1.26-1.37x the floor against 1.25x with them run (main: 1.11-1.12x, same minutes). A
+step its caller knows to be light (an ACK that changes no subscription: SotW's told from its
+bytes before it asks, Delta's from its fields; ~26 us whatever the fleet) runs in a light
+iteration while that has spent less than `LIGHT` of the budget since the turn closed: most of
+what gRPC makes ready during a turn is such ACKs, and deferring each (~10 us, and a turn later)
+cost steady convergence at 1,000 streams 1.26-1.37x the floor against 1.25x with SotW's run
+(turns back to back: 1.11-1.12x, same minutes). Delta ACKs were then 43-74 % of the deferrals
+(6,800-8,500 of 11,600-16,000 in 30 changes); with them light, ~200-380 a change, not ~390-530. A
 timer then waits for at most a turn and that share more, and no heavy step runs in a light
 iteration (a member loss's join of 12-25 ms would not be light).
 

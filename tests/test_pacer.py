@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from xdsfleet.server.pacer import LIGHT, Pacer
@@ -231,6 +231,9 @@ ROUNDS = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(rounds=ROUNDS)
+# A fan-out asked for a turn, then steps began one in the next iteration: the turn it asked for
+# began right behind theirs, and a timer waited for two (found by hypothesis, 1 run in 4).
+@example(rounds=[([], [], [0.0], []), ([0.0, 0.015, 0.015], [], [], [])])
 def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_behind(
     rounds: list[tuple[list[float], list[float], list[float], list[int]]],
 ) -> None:

@@ -28,41 +28,40 @@ The budget is of the loop thread's CPU (`thread_time`), read only once the wall 
 turn is spent: a process the machine does not schedule would otherwise defer its steps for
 nothing, and `thread_time` costs 1 us where `perf_counter` costs 40 ns.
 
-What a turn is, and why a timer waits for at most one. asyncio's iteration (`_run_once`, which
-the pacer does not touch) runs, in this order: the handles made ready during the last iteration
-(its head), the callbacks of the sockets found ready, and the timers found due when the
-iteration began. A timer that falls due while an iteration runs is found at the beginning of the
-next and runs after that one's head. So an iteration whose head is a turn's steps must be
-followed by one whose head is light: then the timers due during the turn's steps run at the end
-of the light iteration, before the next turn's steps. Hence a turn begins with a timer due at
-once (`_turn`, `call_at`), in the timers' part of an iteration, and releases the steps that wait;
-they run in the next iteration's head, followed by the turn's mark (`_close`, `call_soon`'d
-just after they were woken), which closes the turn (a step asking from then on waits) and sets
-the next turn's timer. That timer is found due at the beginning of the following iteration and
-runs at its end, with the timers that fell due during the turn's steps (before it or after it:
-all of them were found due when that iteration began). Turns and iterations then alternate:
-a heavy iteration (the released steps and those asking before the mark, within the budget), and
-a light one whose head holds only what the heavy one made ready (steps that now wait, and what
-the pacer does not see). A timer due during a turn's steps waits for the rest of them and a
-light head; one due during a light iteration waits for its rest and the next turn's steps: at
-most one turn either way, where running the released steps in every iteration's head made it
-two back to back (40-70 ms at E = 100,000 and 1,000 streams). A turn begun by a step on a quiet
-loop sets its mark and the next turn's timer at once: it closes at the head of the next
-iteration and the next turn begins at that iteration's end. Steps that gRPC makes ready run in
-whichever head they land in: in a light one they wait (a deferral each, the price of the
-alternation: ~580 per change of steady convergence at 1,000 streams, against ~190 of all kinds
-before). Steps the loop would otherwise start in any iteration, a fan-out's streams, are held by
-the pacer's `feed` instead (pipeline/fanout.py): each turn wakes as many as it has room for
-behind those it released, so they run in its heavy iteration without waiting once more. And a
-step its caller knows to be light (an ACK that changes no subscription: SotW's told from its
-bytes before it asks, Delta's from its fields; ~26 us whatever the fleet) runs in a light
-iteration while that has spent less than `LIGHT` of the budget since the turn closed: most of
-what gRPC makes ready during a turn is such ACKs, and deferring each (~10 us, and a turn later)
-cost steady convergence at 1,000 streams 1.26-1.37x the floor against 1.25x with SotW's run
-(turns back to back: 1.11-1.12x, same minutes). Delta ACKs were then 43-74 % of the deferrals
-(6,800-8,500 of 11,600-16,000 in 30 changes); with them light, ~200-380 a change, not ~390-530. A
-timer then waits for at most a turn and that share more, and no heavy step runs in a light
-iteration (a member loss's join of 12-25 ms would not be light).
+What a turn is, and why a timer waits for at most one. asyncio's iteration (`_run_once`, which the
+pacer does not touch) runs, in this order: the handles made ready during the last iteration (its
+head), the callbacks of the sockets found ready, and the timers found due when the iteration began.
+A timer that falls due while an iteration runs is found at the beginning of the next and runs after
+that one's head. So an iteration whose head is a turn's steps must be followed by one whose head is
+light: then the timers due during the turn's steps run at the end of the light iteration, before the
+next turn's steps. Hence a turn begins with a timer due at once (`_turn`, `call_at`), in the timers'
+part of an iteration, and releases the steps that wait; they run in the next iteration's head,
+followed by the turn's mark (`_close`, `call_soon`'d just after they were woken), which closes the
+turn (a step asking from then on waits) and sets the next turn's timer. That timer is found due at
+the beginning of the following iteration and runs at its end, with the timers that fell due during
+the turn's steps (before it or after it: all of them were found due when that iteration began).
+Turns and iterations then alternate: a heavy iteration (the released steps and those asking before
+the mark, within the budget), and a light one whose head holds only what the heavy one made ready
+(steps that now wait, and what the pacer does not see). A timer due during a turn's steps waits for
+the rest of them and a light head; one due during a light iteration waits for its rest and the next
+turn's steps: at most one turn either way, where running the released steps in every iteration's
+head made it two back to back (40-70 ms at E = 100,000 and 1,000 streams). A turn begun by a step on
+a quiet loop sets its mark and the next turn's timer at once (anew, if a fan-out had set it before):
+it closes at the head of the next iteration and the next turn begins at that iteration's end. Steps
+that gRPC makes ready run in whichever head they land in: in a light one they wait (a deferral each,
+the price of the alternation: ~580 per change of steady convergence at 1,000 streams, against ~190
+of all kinds before). Steps the loop would otherwise start in any iteration, a fan-out's streams,
+are held by the pacer's `feed` instead (pipeline/fanout.py): each turn wakes as many as it has room
+for behind those it released, so they run in its heavy iteration without waiting once more. And a
+step its caller knows to be light (an ACK that changes no subscription: SotW's told from its bytes
+before it asks, Delta's from its fields; ~26 us whatever the fleet) runs in a light iteration while
+that has spent less than `LIGHT` of the budget since the turn closed: most of what gRPC makes ready
+during a turn is such ACKs, and deferring each (~10 us, and a turn later) cost steady convergence at
+1,000 streams 1.26-1.37x the floor against 1.25x with SotW's run (turns back to back: 1.11-1.12x,
+same minutes). Delta ACKs were then 43-74 % of the deferrals (6,800-8,500 of 11,600-16,000 in 30
+changes); with them light, ~200-380 a change, not ~390-530. A timer then waits for at most a turn
+and that share more, and no heavy step runs in a light iteration (a member loss's join of 12-25 ms
+would not be light).
 
 Deferring costs a future and a task switch for the step deferred (7 us alone, about 20 us in
 the server), nothing for one that runs (`full()` is a few comparisons and a clock read). A step
@@ -130,7 +129,7 @@ class Pacer:
 
     def wanted(self) -> None:
         """`feed` has steps to wake: a turn begins at the end of the next iteration, unless one
-        is under way (its next turn feeds them)."""
+        is under way (its next turn feeds them); a step that begins a turn first sets it anew."""
         if self._began is None:
             self._turn_due()
 
@@ -168,7 +167,12 @@ class Pacer:
             # (the module docstring).
             self._begin(now)
             self._mark = asyncio.get_running_loop().call_soon(self._close)
-            self._turn_due()  # (unless `wanted` set it)
+            if self._next is not None:
+                # `wanted` set it, maybe an iteration ago: due at this iteration's end, it would
+                # begin the next turn right behind this one's steps, ahead of its mark.
+                self._next.cancel()
+                self._next = None
+            self._turn_due()
         elif self._closed or (
             self._ran  # the first step of a turn always runs: every turn moves on
             and now - self._began > self.budget
@@ -192,11 +196,6 @@ class Pacer:
         steps ran (the module docstring)."""
         self._next = None
         self._closed = False
-        if self._mark is not None:
-            # A step began a turn after `wanted` set this timer: its mark, still to run, would
-            # close this turn ahead of the steps it releases.
-            self._mark.cancel()
-            self._mark = None
         if self._ran:
             # What a step costs, the loop's other work in the turn included, so that what is
             # released fills the turn's budget with the rest. Too few leave the budget to

@@ -1,6 +1,6 @@
 """Which of a stream's steps ask the pacer as light (server/pacer.py), over a real gRPC server:
-an ACK that changes no subscription, SotW or Delta; never a request that changes one, a Delta
-NACK, nor a writer's step.
+an ACK that changes no subscription, SotW or Delta; never a request that changes one, a NACK,
+nor a writer's step.
 
 A light step may run in the light iteration after a turn (a share of the budget), so a step
 said light that is not (a subscription that builds responses) would put heavy work where a
@@ -70,11 +70,14 @@ async def test_sotw_acks_of_the_same_names_are_light_and_other_lists_are_not() -
         await eventually(lambda: len(pacer.reader) == 2)
         await call.write(ack(endpoints, ["a"]))
         await eventually(lambda: len(pacer.reader) == 3)
+        # A NACK of the same names: not light (its bookkeeping is per resource).
+        await call.write(request(ENDPOINT, ["a"], nonce=endpoints.nonce, error="refused"))
+        await eventually(lambda: len(pacer.reader) == 4)
         await call.write(request(ENDPOINT, ["a", "b"], nonce=endpoints.nonce, version="x"))
         await read(call)
-        await eventually(lambda: len(pacer.reader) == 4)
+        await eventually(lambda: len(pacer.reader) == 5)
         # The first ACK of a type has no list of names kept before it: it is read whole.
-        assert pacer.reader == [False, False, True, False]
+        assert pacer.reader == [False, False, True, False, False]
         assert pacer.writer
         assert not any(pacer.writer)
         call.cancel()

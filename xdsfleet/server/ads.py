@@ -184,16 +184,18 @@ def _decoded(request: Any) -> tuple[Any, bool]:
     return request, False
 
 
-def _delta_ack(request: Any) -> bool:
-    """A Delta ACK that changes no subscription: its step costs what a SotW ACK's does
-    (server/pacer.py, "light"). Not a NACK: rare, and its bookkeeping is per resource."""
-    return bool(
-        request.response_nonce
+def _light(request: Any, same_names: bool, delta: bool) -> bool:
+    """A step the pacer may run in a light iteration (server/pacer.py): a request that changes
+    no subscription, SotW's told from its bytes (`same_names`), Delta's from its fields. Not a
+    NACK of either: rare, and its bookkeeping is per resource."""
+    unchanged = same_names or bool(
+        delta
+        and request.response_nonce
         and not request.resource_names_subscribe
         and not request.resource_names_unsubscribe
         and not request.initial_resource_versions
-        and not request.HasField("error_detail")
     )
+    return unchanged and not request.HasField("error_detail")
 
 
 def _no_problem(_: NodeProfile) -> str | None:
@@ -578,7 +580,7 @@ class AdsService:
                 request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 del data
-                if pacer.full(light=same_names or (delta and _delta_ack(request))):
+                if pacer.full(light=_light(request, same_names, delta)):
                     await pacer.next_turn()
                 wakes = self._on_request(info, request, same_names).wakes
                 del request

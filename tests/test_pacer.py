@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from xdsfleet.server.pacer import LIGHT, Pacer
 
@@ -139,6 +140,7 @@ async def test_a_timer_due_in_a_full_turn_runs_before_the_next_turn_releases_ste
 
 
 async def test_steps_after_a_full_turn_wait_for_the_next_even_with_budget_left() -> None:
+    before = REGISTRY.get_sample_value("xdsfleet_pacer_deferred_steps_total") or 0.0
     run = Run()
     first = [asyncio.create_task(run.step(name, BUDGET / 10)) for name in range(3)]
     await asyncio.sleep(0)  # the three ran (a turn began, with budget to spare)
@@ -152,6 +154,8 @@ async def test_steps_after_a_full_turn_wait_for_the_next_even_with_budget_left()
     assert run.deferred == [3, 4, 5]
     assert [name for name, _, _ in run.ran] == list(range(6))
     assert run.idle()
+    # An SRE sees them too.
+    assert REGISTRY.get_sample_value("xdsfleet_pacer_deferred_steps_total") == before + 3
 
 
 async def test_light_steps_after_a_full_turn_run_for_a_share_of_the_budget() -> None:

@@ -75,6 +75,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from xdsfleet.telemetry import metrics
+
 # Our work per turn, of the loop thread's CPU. A timer waits for at most the rest of one turn
 # and a light head (the module docstring), plus what is not paced (gRPC's own callbacks, a
 # write's completion, the resumption of a step that then waits, the collector). Under churn at
@@ -149,6 +151,7 @@ class Pacer:
             waiter = loop.create_future()
             (self._again if again else self._waiting).append(waiter)
             self.deferred += 1
+            metrics.PACER_DEFERRED.inc()
             try:
                 await waiter
             finally:

@@ -172,6 +172,11 @@ WRITE_BUDGET_WAITING = Gauge(
     "xdsfleet_write_budget_waiting",
     "Stream writers waiting for the global write budget before they join a response.",
 )
+PACER_DEFERRED = Counter(
+    "xdsfleet_pacer_deferred_steps_total",
+    "Stream steps (a request read, a response written) that waited for a later turn of the "
+    "event loop: the price of bounding each turn's work, rising with fan-outs.",
+)
 STREAMS_WAITING = Gauge(
     "xdsfleet_streams_waiting_admission",
     "New ADS streams waiting for their turn (new streams are admitted at a bounded rate).",

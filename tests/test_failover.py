@@ -29,7 +29,7 @@ from harness.scenarios import (
     write_fleet,
 )
 from xdsfleet.tools.drill.figures import answering
-from xdsfleet.tools.drill.load import Event
+from xdsfleet.tools.drill.load import Event, Target
 from xdsfleet.tools.drill.processes import wait_for
 from xdsfleet.tools.drill.rig import Place, Rig
 from xdsfleet.tools.drill.topology import Fault, Mode
@@ -74,10 +74,15 @@ def recovered(rig: Rig) -> Iterator[None]:
         rig.start_server()
 
 
+def answering_now(rig: Rig, target: Target) -> set[str]:
+    """The members answering a short burst of requests to `target` now."""
+    return answering(rig.load(target, rate=50, seconds=0.4)[0], 0)
+
+
 def comes_back(rig: Rig, members: tuple[str, ...], headers: dict[str, str] | None = None) -> None:
     target = rig.target(HOST, headers=headers)
     wait_for(
-        lambda: set(members) <= answering(rig.load(target, rate=50, seconds=0.4)[0], 0),
+        lambda: set(members) <= answering_now(rig, target),
         timeout=RETURN_S,
         what=f"traffic back on {members}",
     )
@@ -91,7 +96,7 @@ def test_canary_requests_fall_back_when_the_canary_member_hangs(rig: Rig) -> Non
     # health check, Envoy spills part of the canary's traffic to its fallback priorities (seen
     # under load: zone-a and onprem answered before the fault).
     wait_for(
-        lambda: answering(rig.load(target, rate=50, seconds=0.4)[0], 0) == {"zone-b"},
+        lambda: answering_now(rig, target) == {"zone-b"},
         timeout=RETURN_S,
         what="canary traffic on zone-b alone",
     )
@@ -163,7 +168,7 @@ def test_a_member_drained_for_an_upgrade_and_brought_back_fails_no_request(rig: 
     )
     assert [s for s in samples if not s.ok] == []
     wait_for(
-        lambda: "zone-a" not in answering(rig.load(target, rate=50, seconds=0.4)[0], 0),
+        lambda: "zone-a" not in answering_now(rig, target),
         timeout=RETURN_S,
         what="zone-a drained",
     )

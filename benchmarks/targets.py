@@ -31,6 +31,7 @@ from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
 from xdsfleet.pipeline import grpcwake
 from xdsfleet.pipeline.fanout import FanOut
+from xdsfleet.pipeline.loophold import HoldWatch
 from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server import listen
@@ -57,7 +58,7 @@ class Serving:
     publisher: Publisher
     ads: AdsService
     port: int
-    lag: LoopLag  # the event loop's lag, measured all along as `serve` does (wall time)
+    lag: LoopLag  # the event loop's lag (wall time) and what held it, as `serve` watches them
     fanout: FanOut  # publish pacing and convergence, as in `serve`
     # The loop's iterations in thread CPU, and each lag sample's wait attributed (the
     # benchmarks' own look).
@@ -83,7 +84,7 @@ async def serving(state: FleetState) -> AsyncIterator[Serving]:
     server, port = await listen.start(ads, port=0, host=HOST)
     grpcwake.install()
     iterations = Iterations()
-    lag = LoopLag(probe=iterations.sample)
+    lag = LoopLag(probe=iterations.sample, watch=HoldWatch())
     undo = iterations.install(asyncio.get_running_loop())
     fanout = FanOut(publisher.cache, ads.streams.values, pacer=ads.pacer)
     background = [

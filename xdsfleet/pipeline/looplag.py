@@ -12,7 +12,8 @@ sample's due and run times in the loop's thread (`benchmarks/iterations.py`). Th
 sample is kept for the benchmarks, which report it beside each measure; so that a largest
 figure can be told from a common one, they also get how many samples lagged more than each of
 `OVER` and the few largest, with when they were taken: a maximum set by two samples in a minute
-is another finding than one set by a hundred.
+is another finding than one set by a hundred. A `HoldWatch` (`pipeline/loophold.py`), told of
+each run, names what held the loop while it is held.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from xdsfleet.pipeline.loophold import HoldWatch
 from xdsfleet.telemetry import metrics
 
 INTERVAL = 0.05
@@ -40,9 +42,16 @@ Probe = Callable[[float, float], object]
 
 
 class LoopLag:
-    def __init__(self, interval: float = INTERVAL, *, probe: Probe | None = None) -> None:
+    def __init__(
+        self,
+        interval: float = INTERVAL,
+        *,
+        probe: Probe | None = None,
+        watch: HoldWatch | None = None,
+    ) -> None:
         self.interval = interval
         self.probe = probe
+        self.watch = watch
         self.reset()
 
     def reset(self) -> None:
@@ -58,13 +67,17 @@ class LoopLag:
         return sorted(self._worst, reverse=True)
 
     async def run(self) -> None:
-        """Sample until cancelled."""
+        """Sample (and watch, if given a watch) until cancelled."""
         loop = asyncio.get_running_loop()
         timer = self._arm(loop)
+        if self.watch is not None:
+            self.watch.start(loop)
         try:
             await asyncio.Event().wait()
         finally:
             timer[0].cancel()
+            if self.watch is not None:
+                self.watch.stop()
 
     def _record(self, lag: float, at: float) -> None:
         metrics.EVENT_LOOP_LAG.observe(lag)
@@ -92,8 +105,11 @@ class LoopLag:
             set_next()
 
         def set_next() -> None:
-            due = loop.time() + self.interval
+            now = loop.time()
+            due = now + self.interval
             timer[:] = [loop.call_at(due, sample, due)]
+            if self.watch is not None:
+                self.watch.beat(now, due)
 
         set_next()
         return timer

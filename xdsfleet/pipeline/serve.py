@@ -28,6 +28,7 @@ from xdsfleet.model.fleet import FleetState
 from xdsfleet.pipeline import adminport, chain, grpcwake, httpapi
 from xdsfleet.pipeline.adminport import AdminSettings
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
+from xdsfleet.pipeline.loophold import HoldWatch
 from xdsfleet.pipeline.looplag import LoopLag
 from xdsfleet.pipeline.security import Security
 from xdsfleet.pipeline.supervisor import Refused, Supervisor
@@ -279,7 +280,7 @@ async def _serve(
         where = f"{settings.host}:{settings.xds_port}"
         raise Refused(f"cannot listen on {where} (xDS port): {error}") from None
     grpcwake.install()
-    supervisor.start(LoopLag().run(), name="loop-lag")
+    supervisor.start(LoopLag(watch=HoldWatch()).run(), name="loop-lag")
     supervisor.start(built.fanout.run(), name="convergence")
     admin: grpc.aio.Server | None = None
     try:

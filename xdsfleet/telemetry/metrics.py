@@ -115,6 +115,11 @@ EVENT_LOOP_LAG = Histogram(
     "How late the event loop ran a timer due now: the longest any callback held it, sampled.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+EVENT_LOOP_HELD = Counter(
+    "xdsfleet_event_loop_held_total",
+    "Times the event loop was held past 100 ms (its lag timer that late); each is logged, at "
+    "most one line per 10 s, as `event_loop_held` with the loop thread's stack.",
+)
 PUBLISH_SECONDS = Histogram(
     "xdsfleet_publish_seconds",
     "Wall time from a fleet state handed to the publisher until every watched profile's snapshot "

@@ -1,0 +1,216 @@
+"""What held the event loop: a watch outside the loop that names the code holding it.
+
+`xdsfleet_event_loop_lag_seconds` (`pipeline/looplag.py`) says *that* the loop was held, and
+only once it is free again; it cannot say by what, because whatever held the loop is gone by
+the time the loop's own code runs. This watch looks from another thread, while the hold lasts:
+the loop's lag timer tells it, at each run, when the next is due (`beat`); a daemon thread sleeps
+until that due time plus `threshold`, and if the timer has not run by then, the loop is held. It
+then reads the loop thread's Python stack (`sys._current_frames`) and the task it is running,
+counts the hold (`xdsfleet_event_loop_held_total`), looks again every `look_every` while the
+hold lasts (at most `LOOKS` looks), and when the timer finally runs logs one `event_loop_held`
+warning: how long the loop was held (the lag sample that ends it), the loop thread's CPU while
+the watch looked (a loop thread that got little CPU was waiting for a core or the GIL, not
+computing), and each look's stack, innermost last, from the callback the loop ran down (the
+loop's own frames above it say nothing). At most one line per `log_every` seconds: holds in
+between are counted, and the next line says how many went unlogged.
+
+What it costs when the loop is healthy: no work in the loop beyond an attribute set per lag
+sample (20 a second), and the thread's one wake per sample, a few microseconds with the GIL
+(another thread's wake takes the GIL from the loop at most once per wake). It never touches
+the loop's objects but through reads (the current task); it must not log from the loop's
+thread, nor look more than `LOOKS` times per hold, nor keep the process alive (a daemon thread,
+stopped and joined by `stop`).
+
+Prior art: asyncio's debug mode (`slow_callback_duration`) times every callback and names only
+the handle, after the fact, at a cost per callback; aiodebug's hang inspection and the common
+"StackMonitor" recipe ping the loop from a thread (`call_soon_threadsafe`) and dump stacks when
+the ping is late, which wakes the loop for every ping. Here the lag timer the server runs anyway
+is the ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from xdsfleet.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+THRESHOLD = 0.1  # a lag timer this late (seconds past due) is a hold
+LOOKS = 5  # stacks read per hold, at most
+FRAMES = 16  # frames kept per stack: the outermost few (the task) and the innermost rest
+OUTER_FRAMES = 4
+LOG_EVERY = 10.0  # seconds between two `event_loop_held` lines, at least
+
+# Where a frame's file is shown from: the package's and the libraries' roots, longest first.
+_ROOTS = sorted(
+    {
+        str(Path(__file__).resolve().parents[2]) + "/",
+        *(sysconfig.get_paths()[key] + "/" for key in ("purelib", "platlib", "stdlib")),
+    },
+    key=len,
+    reverse=True,
+)
+_LOOP_RUN = "asyncio/events.py"  # Handle._run: what the loop ran, from here inwards
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What the loop thread was running, `at` seconds after the hold's timer was due."""
+
+    at: float
+    task: str | None  # the task's name and its coroutine's qualified name; None: a callback
+    stack: tuple[str, ...]  # "file:line function", innermost last
+
+    def fields(self) -> dict[str, object]:
+        return {"at_seconds": round(self.at, 4), "task": self.task, "loop_stack": list(self.stack)}
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One hold, as logged."""
+
+    seconds: float  # from the timer's due time to its run
+    watched: float  # how long the watch looked, from its first look to the hold's end
+    cpu: float  # the loop thread's CPU meanwhile
+    looks: tuple[Look, ...]
+    unlogged: int  # holds since the last line that had none
+
+
+class HoldWatch:
+    def __init__(
+        self,
+        threshold: float = THRESHOLD,
+        *,
+        look_every: float | None = None,
+        log_every: float = LOG_EVERY,
+    ) -> None:
+        self.threshold = threshold
+        self.look_every = threshold / 2 if look_every is None else look_every
+        self.log_every = log_every
+        self.holds: list[Hold] = []  # those logged, for tests and the benchmarks
+        self._beat: tuple[float, float] | None = None  # (the last timer's run, the next's due)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._logged_at = -float("inf")
+        self._unlogged = 0
+
+    def beat(self, ran: float, due: float) -> None:
+        """The lag timer ran at `ran` and the next is due at `due` (time.monotonic()); in the
+        loop's thread."""
+        self._beat = (ran, due)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch `loop`, which runs in the calling thread."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="loop-hold-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _watch(self) -> None:
+        clock = time.pthread_getcpuclockid(self._loop_thread)
+        while True:
+            beat = self._beat
+            wait = self.threshold if beat is None else beat[1] + self.threshold - time.monotonic()
+            if wait > 0 or beat is None:
+                if self._stop.wait(max(wait, 0.0)):
+                    return
+                continue
+            loop = self._loop
+            if loop is None or not loop.is_running():  # a loop stopped is not held
+                if self._stop.wait(self.threshold):
+                    return
+                continue
+            if not self._held(beat, clock):
+                return
+
+    def _held(self, beat: tuple[float, float], clock: int) -> bool:
+        """Follow the hold of the timer due at `beat[1]` to its end; False if told to stop."""
+        metrics.EVENT_LOOP_HELD.inc()
+        due = beat[1]
+        logging = time.monotonic() - self._logged_at >= self.log_every
+        looks: list[Look] = []
+        first = time.monotonic()
+        cpu = time.clock_gettime(clock)
+        while self._beat is beat:
+            if logging and len(looks) < LOOKS:
+                looks.append(self._look(time.monotonic() - due))
+            if self._stop.wait(self.look_every):
+                return False
+        ran = self._beat[0] if self._beat is not None else time.monotonic()
+        if not logging:
+            self._unlogged += 1
+            return True
+        hold = Hold(
+            seconds=ran - due,
+            watched=time.monotonic() - first,
+            cpu=time.clock_gettime(clock) - cpu,
+            looks=tuple(looks),
+            unlogged=self._unlogged,
+        )
+        self._logged_at = time.monotonic()
+        self._unlogged = 0
+        self.holds.append(hold)
+        log.warning(
+            "event_loop_held",
+            held_seconds=round(hold.seconds, 4),
+            watched_seconds=round(hold.watched, 4),
+            loop_cpu_seconds=round(hold.cpu, 4),
+            **looks[0].fields(),
+            later=[look.fields() for look in looks[1:]],
+            unlogged=hold.unlogged,
+        )
+        return True
+
+    def _look(self, at: float) -> Look:
+        frame = sys._current_frames().get(self._loop_thread)
+        task: asyncio.Task[object] | None = None
+        try:
+            task = asyncio.current_task(self._loop)
+        except RuntimeError:  # the loop stopped meanwhile
+            task = None
+        named = None
+        if task is not None:
+            named = f"{task.get_name()} {getattr(task.get_coro(), '__qualname__', '?')}"
+        return Look(at, named, _stack(frame))
+
+
+def _stack(frame: FrameType | None) -> tuple[str, ...]:
+    """`frame`'s stack, innermost last, from the callback the loop ran inwards; its outermost
+    and innermost frames when deeper than FRAMES."""
+    frames: list[str] = []
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.endswith(_LOOP_RUN) and code.co_name == "_run":
+            break
+        frames.append(f"{_short(code.co_filename)}:{frame.f_lineno} {code.co_qualname}")
+        frame = frame.f_back
+    frames.reverse()
+    if len(frames) > FRAMES:
+        frames[OUTER_FRAMES : len(frames) - (FRAMES - OUTER_FRAMES)] = ["..."]
+    return tuple(frames)
+
+
+def _short(filename: str) -> str:
+    for root in _ROOTS:
+        if filename.startswith(root):
+            return filename[len(root) :]
+    return filename

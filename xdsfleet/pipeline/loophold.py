@@ -8,15 +8,18 @@ until that due time plus `threshold`, and if the timer has not run by then, the 
 then reads the loop thread's Python stack (`sys._current_frames`) and the task it is running,
 counts the hold (`xdsfleet_event_loop_held_total`), looks again every `look_every` while the
 hold lasts (at most `LOOKS` looks), and when the timer finally runs logs one `event_loop_held`
-warning: how long the loop was held (the lag sample that ends it), the loop thread's CPU while
-the watch looked (a loop thread that got little CPU was waiting for a core or the GIL, not
-computing), and each look's stack, innermost last, from the callback the loop ran down (the
-loop's own frames above it say nothing). At most one line per `log_every` seconds: holds in
-between are counted, and the next line says how many went unlogged.
+warning: how long the loop was held (the lag sample that ends it); the loop thread's CPU from
+the timer before to the hold's end (a thread that got little of it was waiting for a core, not
+computing); and each look's stack, innermost last, from the callback the loop ran inwards (the
+loop's own frames outside it say nothing), with when it was taken. A look needs the GIL: while
+the loop thread holds it in one long C call (a protobuf parse, a collector pass) the first look
+comes only after that call, late into the hold (`at_seconds` near `held_seconds`), and shows
+the Python line that made the call. At most one line per `log_every` seconds: holds in between
+are counted, and the next line says how many went unlogged.
 
-What it costs when the loop is healthy: no work in the loop beyond an attribute set per lag
-sample (20 a second), and the thread's one wake per sample, a few microseconds with the GIL
-(another thread's wake takes the GIL from the loop at most once per wake). It never touches
+What it costs when the loop is healthy: in the loop, a clock read and an attribute set per lag
+sample (20 a second); the thread wakes about once per sample, for a few microseconds with the
+GIL. It never touches
 the loop's objects but through reads (the current task); it must not log from the loop's
 thread, nor look more than `LOOKS` times per hold, nor keep the process alive (a daemon thread,
 stopped and joined by `stop`).
@@ -61,6 +64,7 @@ _ROOTS = sorted(
     reverse=True,
 )
 _LOOP_RUN = "asyncio/events.py"  # Handle._run: what the loop ran, from here inwards
+_LOOP = "asyncio/base_events.py"  # run_forever: the loop's iterations, from here inwards
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,8 @@ class Hold:
     """One hold, as logged."""
 
     seconds: float  # from the timer's due time to its run
-    watched: float  # how long the watch looked, from its first look to the hold's end
-    cpu: float  # the loop thread's CPU meanwhile
+    span: float  # from the timer before it ran to the hold's end: the hold and an interval
+    cpu: float  # the loop thread's CPU in `span` (little: it waited for a core, or the GIL)
     looks: tuple[Look, ...]
     unlogged: int  # holds since the last line that had none
 
@@ -98,7 +102,8 @@ class HoldWatch:
         self.look_every = threshold / 2 if look_every is None else look_every
         self.log_every = log_every
         self.holds: list[Hold] = []  # those logged, for tests and the benchmarks
-        self._beat: tuple[float, float] | None = None  # (the last timer's run, the next's due)
+        # The last lag timer's run, the next one's due time, the loop thread's CPU at the run.
+        self._beat: tuple[float, float, float] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +114,7 @@ class HoldWatch:
     def beat(self, ran: float, due: float) -> None:
         """The lag timer ran at `ran` and the next is due at `due` (time.monotonic()); in the
         loop's thread."""
-        self._beat = (ran, due)
+        self._beat = (ran, due, time.thread_time())
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Watch `loop`, which runs in the calling thread."""
@@ -126,7 +131,6 @@ class HoldWatch:
             self._thread = None
 
     def _watch(self) -> None:
-        clock = time.pthread_getcpuclockid(self._loop_thread)
         while True:
             beat = self._beat
             wait = self.threshold if beat is None else beat[1] + self.threshold - time.monotonic()
@@ -139,30 +143,27 @@ class HoldWatch:
                 if self._stop.wait(self.threshold):
                     return
                 continue
-            if not self._held(beat, clock):
+            if not self._held(beat):
                 return
 
-    def _held(self, beat: tuple[float, float], clock: int) -> bool:
+    def _held(self, beat: tuple[float, float, float]) -> bool:
         """Follow the hold of the timer due at `beat[1]` to its end; False if told to stop."""
         metrics.EVENT_LOOP_HELD.inc()
-        due = beat[1]
+        before, due, cpu = beat
         logging = time.monotonic() - self._logged_at >= self.log_every
         looks: list[Look] = []
-        first = time.monotonic()
-        cpu = time.clock_gettime(clock)
-        while self._beat is beat:
+        while (end := self._beat) is beat:
             if logging and len(looks) < LOOKS:
                 looks.append(self._look(time.monotonic() - due))
             if self._stop.wait(self.look_every):
                 return False
-        ran = self._beat[0] if self._beat is not None else time.monotonic()
-        if not logging:
+        if not logging or end is None:
             self._unlogged += 1
             return True
         hold = Hold(
-            seconds=ran - due,
-            watched=time.monotonic() - first,
-            cpu=time.clock_gettime(clock) - cpu,
+            seconds=end[0] - due,
+            span=end[0] - before,
+            cpu=end[2] - cpu,
             looks=tuple(looks),
             unlogged=self._unlogged,
         )
@@ -172,7 +173,7 @@ class HoldWatch:
         log.warning(
             "event_loop_held",
             held_seconds=round(hold.seconds, 4),
-            watched_seconds=round(hold.watched, 4),
+            span_seconds=round(hold.span, 4),
             loop_cpu_seconds=round(hold.cpu, 4),
             **looks[0].fields(),
             later=[look.fields() for look in looks[1:]],
@@ -194,16 +195,30 @@ class HoldWatch:
 
 
 def _stack(frame: FrameType | None) -> tuple[str, ...]:
-    """`frame`'s stack, innermost last, from the callback the loop ran inwards; its outermost
-    and innermost frames when deeper than FRAMES."""
-    frames: list[str] = []
+    """`frame`'s stack, innermost last, from the callback the loop ran inwards (or, between
+    callbacks, from the loop's iteration inwards); its outermost and innermost frames when
+    deeper than FRAMES."""
+    walked: list[tuple[str, int, str]] = []
     while frame is not None:
         code = frame.f_code
-        if code.co_filename.endswith(_LOOP_RUN) and code.co_name == "_run":
-            break
-        frames.append(f"{_short(code.co_filename)}:{frame.f_lineno} {code.co_qualname}")
+        walked.append((code.co_filename, frame.f_lineno, code.co_qualname))
         frame = frame.f_back
-    frames.reverse()
+    end = next(
+        (i for i, w in enumerate(walked) if w[0].endswith(_LOOP_RUN) and w[2] == "Handle._run"),
+        None,
+    )
+    if end is None:
+        end = next(
+            (
+                i
+                for i, w in enumerate(walked)
+                if w[0].endswith(_LOOP) and w[2].endswith(".run_forever")
+            ),
+            len(walked),
+        )
+    frames = [
+        f"{_short(name)}:{line} {function}" for name, line, function in reversed(walked[:end])
+    ]
     if len(frames) > FRAMES:
         frames[OUTER_FRAMES : len(frames) - (FRAMES - OUTER_FRAMES)] = ["..."]
     return tuple(frames)

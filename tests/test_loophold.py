@@ -116,7 +116,10 @@ async def test_holds_close_together_are_counted_but_logged_once() -> None:
     await asyncio.gather(sampling, return_exceptions=True)
 
     assert len(watch.holds) == 1
+    assert watch.count == 2
     assert sample("xdsfleet_event_loop_held_total") == before + 2
+    monitor.reset()  # a benchmark's window starts: the watch forgets its holds too
+    assert (watch.count, watch.holds) == (0, [])
 
 
 def test_a_deep_stack_keeps_its_outermost_and_innermost_frames() -> None:

@@ -45,6 +45,7 @@ from xdsfleet.model.fleet import FleetState
 from xdsfleet.model.node import NodeProfile
 from xdsfleet.pipeline import fanout
 from xdsfleet.pipeline.debounce import Debouncer
+from xdsfleet.pipeline.loophold import Hold
 from xdsfleet.server.ads import StreamInfo
 
 TARGET_CORES = 1.0
@@ -280,6 +281,8 @@ class _Figures:
     loss_publishing: float | None
     gc_largest: dict[str, float]
     gc_full_passes: int
+    holds: int  # times the loop was held past the hold watch's threshold (`event_loop_held`)
+    hold_longest: Hold | None  # ... the longest of those logged
     drain: float | None
     cut: float
 
@@ -338,6 +341,11 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
                 iterations_over = dict(served.iterations.over)
                 gc_largest = dict(served.fanout.collector.largest)
                 gc_full_passes = served.fanout.collector.full_passes
+                watch = served.lag.watch
+                holds = watch.count if watch is not None else 0
+                hold_longest = max(
+                    watch.holds if watch is not None else [], key=lambda h: h.seconds, default=None
+                )
                 converged_sum, converged_count = (
                     now - before for now, before in zip(_convergence(), converged0, strict=True)
                 )
@@ -376,6 +384,8 @@ async def _ours(options: Options, lags_out: list[Lags]) -> _Figures:
         loss_publishing=published[1] - published[0] if published else None,
         gc_largest=gc_largest,
         gc_full_passes=gc_full_passes,
+        holds=holds,
+        hold_longest=hold_longest,
         drain=drain,
         cut=cut,
     )
@@ -489,6 +499,11 @@ async def measure(options: Options) -> Section:
             f"full passes: {f.gc_full_passes}, largest {ms(f.gc_largest.get('2', 0.0))} ms",
         ),
         (
+            "event loop held past 100 ms (`event_loop_held`)",
+            f"{f.holds:,}",
+            _hold(f.hold_longest),
+        ),
+        (
             "EDS convergence, mean, ms",
             ms(f.converged_sum / f.converged_count) if f.converged_count else "-",
             f"{f.converged_count:,.0f} of {lags.publishes:,} publishes converged",
@@ -593,6 +608,8 @@ async def measure(options: Options) -> Section:
             "loop_iterations": f.iterations,
             "gc_pause_max": f.gc_largest,
             "gc_full_passes": f.gc_full_passes,
+            "loop_holds": f.holds,
+            "loop_hold_longest": asdict(f.hold_longest) if f.hold_longest else None,
             "eds_convergence_mean": (
                 f.converged_sum / f.converged_count if f.converged_count else None
             ),
@@ -679,6 +696,14 @@ def _waits(kept: list[Attribution]) -> list[tuple[str, str, str]]:
             f"loop iterations spanned: mean {mean(spans):.1f}, most {max(spans)}",
         ),
     ]
+
+
+def _hold(hold: Hold | None) -> str:
+    """The longest hold logged: how long, the loop thread's own CPU, and where it first was."""
+    if hold is None:
+        return ""
+    where = " < ".join(reversed(hold.looks[0].stack[-2:])) if hold.looks else "?"
+    return f"longest {ms(hold.seconds)} ms (own CPU {ms(hold.cpu)} of {ms(hold.span)}): {where}"
 
 
 def _marks(lost: float | None, restored: float | None) -> str:

@@ -101,6 +101,7 @@ class HoldWatch:
         self.threshold = threshold
         self.look_every = threshold / 2 if look_every is None else look_every
         self.log_every = log_every
+        self.count = 0  # holds seen, logged or not
         self.holds: list[Hold] = []  # those logged, for tests and the benchmarks
         # The last lag timer's run, the next one's due time, the loop thread's CPU at the run.
         self._beat: tuple[float, float, float] | None = None
@@ -110,6 +111,11 @@ class HoldWatch:
         self._loop_thread = 0
         self._logged_at = -float("inf")
         self._unlogged = 0
+
+    def reset(self) -> None:
+        """Forget the holds so far (a benchmark's window starts)."""
+        self.count = 0
+        self.holds = []
 
     def beat(self, ran: float, due: float) -> None:
         """The lag timer ran at `ran` and the next is due at `due` (time.monotonic()); in the
@@ -149,6 +155,7 @@ class HoldWatch:
     def _held(self, beat: tuple[float, float, float]) -> bool:
         """Follow the hold of the timer due at `beat[1]` to its end; False if told to stop."""
         metrics.EVENT_LOOP_HELD.inc()
+        self.count += 1
         before, due, cpu = beat
         logging = time.monotonic() - self._logged_at >= self.log_every
         looks: list[Look] = []

@@ -55,7 +55,9 @@ class LoopLag:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the samples so far (a benchmark's window starts)."""
+        """Forget the samples so far, and the watch's holds (a benchmark's window starts)."""
+        if self.watch is not None:
+            self.watch.reset()
         self.largest = 0.0  # seconds
         self.samples = 0
         self.over = dict.fromkeys(OVER, 0)  # lag over each limit

@@ -29,7 +29,7 @@ from benchmarks.plan import Plan
 from xdsfleet.cache import typeurls, wire
 from xdsfleet.cache.snapshot import Snapshot
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import grpcwake
+from xdsfleet.pipeline import grpcwake, heap
 from xdsfleet.pipeline.fanout import FanOut
 from xdsfleet.pipeline.loophold import HoldWatch
 from xdsfleet.pipeline.looplag import LoopLag
@@ -79,6 +79,7 @@ class Serving:
 
 @contextlib.asynccontextmanager
 async def serving(state: FleetState) -> AsyncIterator[Serving]:
+    heap.keep_freed()  # as `serve` does (process-wide: the floor's writes reuse memory too)
     publisher = Publisher(state)
     ads = AdsService(publisher.cache, prepare=publisher.prepare)
     server, port = await listen.start(ads, port=0, host=HOST)

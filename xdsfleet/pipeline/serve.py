@@ -25,7 +25,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from xdsfleet.model.fleet import FleetState
-from xdsfleet.pipeline import adminport, chain, grpcwake, httpapi
+from xdsfleet.pipeline import adminport, chain, grpcwake, heap, httpapi
 from xdsfleet.pipeline.adminport import AdminSettings
 from xdsfleet.pipeline.aggregate import Aggregator, cluster_access
 from xdsfleet.pipeline.loophold import HoldWatch
@@ -132,6 +132,7 @@ async def serve(settings: Settings) -> None:
     for any other reason not to start, and `Crashed` once stopped because a task died."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(logs.asyncio_exception_handler)
+    heap.keep_freed()  # a member loss's megabyte responses reuse memory, not fresh pages
     if settings.tls is not None:
         try:
             tls.Reloading(settings.tls)  # the files are read again when the port opens

@@ -1,0 +1,50 @@
+"""The C heap keeps what a member loss's responses free, instead of giving it back at each free.
+
+A member loss sends every stream a response of megabytes (4.5 MB at E = 100,000), and while it
+is written it exists twice: the bytes the writer joins and gRPC's copy. By default glibc's
+malloc serves a block that large from a fresh `mmap` and unmaps it when it is freed (its
+threshold rises after the first, but then the heap's top is handed back past twice that), so
+the next writer's block is fresh pages again: ~1,100 page faults per 4.5 MB, each zero-filled
+by the kernel in the loop thread's time: ~2 ms of its CPU per block on this 2-core machine
+and several times that when the machine is busy. In a churn run at E = 100,000 and 1,000
+streams that was ~850,000 faults between a member's loss and its restore (~2 s of the loop's
+CPU), and what made a writer's step 15-27 ms (BENCHMARKS.md, issue 10, eighth pass).
+
+So `serve` calls `keep_freed` once at start: blocks up to `MMAP_THRESHOLD` come from the heap,
+and the heap's top is given back only once more than `TRIM_THRESHOLD` of it is free, so a
+fan-out's blocks are reused from one write to the next, faulted in once. The price is memory
+held after a burst: at most the write budget's blocks (64 MiB counted, twice that in memory,
+`server/budget.py`) stay resident until the heap shrinks past the threshold, which the RSS
+benchmark counts. Setting these turns glibc's own adjustment of the thresholds off.
+
+glibc only (`mallopt`); on another C library, or where the call fails, nothing changes and
+`keep_freed` says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+# mallopt's parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MIB = 1024 * 1024
+# The largest blocks served from the heap: glibc's maximum (HEAP_MAX_SIZE / 2 on 64 bits).
+MMAP_THRESHOLD = 32 * MIB
+# Free memory at the heap's top kept before it is given back: the write budget's blocks, both
+# copies.
+TRIM_THRESHOLD = 128 * MIB
+
+
+def keep_freed() -> bool:
+    """Keep freed blocks for reuse (the module docstring); whether the C library took it."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no mallopt in this C library
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    # Both, or the second alone would still leave blocks past the mmap threshold to mmap.
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )

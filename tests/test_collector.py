@@ -90,6 +90,40 @@ def test_middle_passes_come_back_when_no_quiet_moment_comes_and_go_at_the_next(
     assert gc.get_threshold() == (young, NEVER, NEVER)
 
 
+def test_a_fan_out_walks_its_objects_under_way_only_past_a_bound_and_freezes_the_rest(
+    collector: Collector,
+) -> None:
+    young = gc.get_threshold()[0]
+    passes: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    collector.start()
+    collector.growth = 1e9  # quiet moments only freeze
+    collector.busy_young = 5_000
+    gc.collect(0)
+    gc.callbacks.append(counted)
+    try:
+        collector.busy()
+        assert gc.get_threshold() == (5_000, NEVER, NEVER)
+        under_way: list[list[int]] = [
+            [] for _ in range(3_000)
+        ]  # ~4 passes' worth at CPython's threshold
+        assert passes == []
+        more: list[list[int]] = [[] for _ in range(3_000)]  # past the bound: a pass walks them
+        assert passes == [0]
+        frozen = gc.get_freeze_count()
+        collector.quiet()
+        assert gc.get_threshold() == (young, NEVER, NEVER)
+        assert gc.get_freeze_count() >= frozen + len(under_way)  # never walked, not lost
+        assert passes == [0]
+    finally:
+        gc.callbacks.remove(counted)
+    del under_way, more
+
+
 def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
     collector.start()
     collector.growth, collector.interval = 0.0, 3600.0
@@ -100,10 +134,13 @@ def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
     del _grow
 
 
-def test_quiet_moments_change_nothing_while_the_collector_is_not_ours() -> None:
+def test_quiet_moments_and_fan_outs_change_nothing_while_the_collector_is_not_ours() -> None:
     gc.unfreeze()
+    before = gc.get_threshold()
+    Collector().busy()
     Collector().quiet()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
 
 
 async def test_run_gives_the_collector_back_when_cancelled() -> None:

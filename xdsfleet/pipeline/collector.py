@@ -20,6 +20,15 @@ moves no byte meanwhile. So, while `run` runs:
   moment is then frozen with it: what the full pass below is for. When no quiet moment has come
   for `idle` seconds (a server with nothing to publish, whose streams still come and go),
   generation 1 passes come back, every `middle` generation 0 passes, until the next one.
+- While a publish's fan-out runs (`busy` when it begins, `quiet` when it is out), generation 0
+  passes wait until `busy_young` objects made since the last pass are alive at once: the 700 of
+  CPython's threshold are then nearly all the fan-out's operations under way (a write or a read
+  of each of 1,000 streams, their futures, coroutines and gRPC's batch tags), walked by some 20
+  passes a change at 1,000 streams to collect nothing (~10 ms of the loop thread's CPU a change,
+  a tenth of it; BENCHMARKS.md, issue 10, eighth pass). Most are freed by their reference
+  counts before the fan-out ends; the few that live on are frozen at the quiet moment, never
+  walked. The raised threshold still bounds how much a fan-out that makes cycles leaves to its
+  end (one pass of `busy_young` objects, ~10 ms), and a fan-out lasts at most its bound.
 - Automatic full passes are off (the third threshold is never reached).
 - At quiet moments (`quiet`: the fan-out calls it once the streams have taken a publish),
   what survived since the last quiet moment is frozen (`gc.freeze`, O(1)): moved out of every
@@ -62,6 +71,7 @@ MIDDLE = 2  # generation 0 passes per generation 1 pass, when they run (CPython'
 IDLE = 60.0  # seconds without a quiet moment after which generation 1 passes come back
 INTERVAL = 300.0
 WARMUP = 300.0  # the clients of a fleet have reconnected to a replica well within it
+BUSY_YOUNG = 20_000  # young objects alive before a pass, during a fan-out (~10 ms a pass)
 # Never reached: generation 1 passes since the last full pass would have to exceed it.
 NEVER = 1 << 30
 
@@ -75,8 +85,10 @@ class Collector:
         warmup: float = WARMUP,
         middle: int = MIDDLE,
         idle: float = IDLE,
+        busy_young: int = BUSY_YOUNG,
     ) -> None:
         self.growth = growth
+        self.busy_young = busy_young
         self.middle = middle
         self.idle = idle
         self.interval = interval
@@ -122,6 +134,14 @@ class Collector:
         self._thresholds = None
         gc.callbacks.remove(self._timed)
 
+    def busy(self) -> None:
+        """A publish's fan-out begins: generation 0 passes wait for `busy_young` young objects
+        until the next quiet moment. Nothing while the collector is not ours."""
+        if self._thresholds is None:
+            return
+        gc.set_threshold(self.busy_young, NEVER, NEVER)
+        self._middle = False  # a quiet moment is coming: the fan-out's end
+
     def quiet(self) -> None:
         """A moment when nothing waits for the loop: freeze what survived since the last one,
         or run the full pass when it is due. Nothing while the collector is not ours."""
@@ -136,8 +156,7 @@ class Collector:
         else:
             gc.freeze()
         self._last_quiet = now
-        if self._middle:
-            self._young_only()
+        self._young_only()  # after a fan-out's `busy`, or generation 1 passes that came back
 
     def _young_only(self) -> None:
         assert self._thresholds is not None

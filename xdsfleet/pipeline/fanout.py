@@ -160,6 +160,7 @@ class FanOut:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.begin(event_at, started)
+        self.collector.busy()
         try:
             if self.look(started):
                 self._settled.clear()

@@ -90,7 +90,7 @@ def test_middle_passes_come_back_when_no_quiet_moment_comes_and_go_at_the_next(
     assert gc.get_threshold() == (young, NEVER, NEVER)
 
 
-def test_a_fan_out_walks_its_objects_under_way_only_past_a_bound_and_freezes_the_rest(
+def test_a_fan_out_walks_its_objects_under_way_only_past_a_bound_and_once_at_its_end(
     collector: Collector,
 ) -> None:
     young = gc.get_threshold()[0]
@@ -103,25 +103,45 @@ def test_a_fan_out_walks_its_objects_under_way_only_past_a_bound_and_freezes_the
     collector.start()
     collector.growth = 1e9  # quiet moments only freeze
     collector.busy_young = 5_000
+    collector.idle = 0.0  # no quiet moment for long: the fan-out's end is the one coming
     gc.collect(0)
     gc.callbacks.append(counted)
     try:
-        collector.busy()
-        assert gc.get_threshold() == (5_000, NEVER, NEVER)
-        under_way: list[list[int]] = [
-            [] for _ in range(3_000)
-        ]  # ~4 passes' worth at CPython's threshold
-        assert passes == []
-        more: list[list[int]] = [[] for _ in range(3_000)]  # past the bound: a pass walks them
-        assert passes == [0]
-        frozen = gc.get_freeze_count()
+        with collector.busy():
+            assert gc.get_threshold() == (5_000, NEVER, NEVER)
+            under_way: list[list[int]] = [[] for _ in range(3_000)]  # 4 passes at CPython's
+            gone = _cycle()  # dies during the fan-out
+            assert passes == []
+            more: list[list[int]] = [[] for _ in range(3_000)]  # past the bound: walked
+            assert passes == [0]
+            assert gc.get_threshold() == (5_000, NEVER, NEVER)  # still the fan-out's
+        assert passes == [0, 0]  # its end: what is left young
+        assert gone() is None  # collected as the passes it replaced would have
+        assert gc.get_threshold()[0] == young
+        collector.idle = 3600.0
         collector.quiet()
         assert gc.get_threshold() == (young, NEVER, NEVER)
-        assert gc.get_freeze_count() >= frozen + len(under_way)  # never walked, not lost
-        assert passes == [0]
     finally:
         gc.callbacks.remove(counted)
     del under_way, more
+
+
+async def test_a_fan_out_cancelled_gives_the_young_threshold_back(collector: Collector) -> None:
+    young = gc.get_threshold()[0]
+    collector.start()
+    entered = asyncio.Event()
+
+    async def fan_out() -> None:
+        with collector.busy():
+            entered.set()
+            await asyncio.Event().wait()
+
+    running = asyncio.create_task(fan_out())
+    await entered.wait()
+    assert gc.get_threshold()[0] == collector.busy_young
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert gc.get_threshold() == (young, NEVER, NEVER)
 
 
 def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
@@ -137,7 +157,8 @@ def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
 def test_quiet_moments_and_fan_outs_change_nothing_while_the_collector_is_not_ours() -> None:
     gc.unfreeze()
     before = gc.get_threshold()
-    Collector().busy()
+    with Collector().busy():
+        assert gc.get_threshold() == before
     Collector().quiet()
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before

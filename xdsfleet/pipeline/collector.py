@@ -20,15 +20,15 @@ moves no byte meanwhile. So, while `run` runs:
   moment is then frozen with it: what the full pass below is for. When no quiet moment has come
   for `idle` seconds (a server with nothing to publish, whose streams still come and go),
   generation 1 passes come back, every `middle` generation 0 passes, until the next one.
-- While a publish's fan-out runs (`busy` when it begins, `quiet` when it is out), generation 0
-  passes wait until `busy_young` objects made since the last pass are alive at once: the 700 of
-  CPython's threshold are then nearly all the fan-out's operations under way (a write or a read
-  of each of 1,000 streams, their futures, coroutines and gRPC's batch tags), walked by some 20
-  passes a change at 1,000 streams to collect nothing (~10 ms of the loop thread's CPU a change,
-  a tenth of it; BENCHMARKS.md, issue 10, eighth pass). Most are freed by their reference
-  counts before the fan-out ends; the few that live on are frozen at the quiet moment, never
-  walked. The raised threshold still bounds how much a fan-out that makes cycles leaves to its
-  end (one pass of `busy_young` objects, ~10 ms), and a fan-out lasts at most its bound.
+- While a publish's fan-out runs (`busy`), generation 0 passes wait until `busy_young`
+  objects made since the last pass are alive at once. At CPython's 700, what they walked was
+  nearly all the fan-out's operations under way (a write or a read of each of 1,000 streams:
+  their futures, coroutines and gRPC's batch tags), some 20 passes a change at 1,000 streams
+  that collected nothing, ~10 ms of the loop thread's CPU a change (a tenth of it). Most of
+  those objects are freed by their reference counts before the fan-out ends; when it ends
+  (taken, given up on or cancelled), one generation 0 pass walks what is left young and
+  collects the cycles that died meanwhile, as the passes it replaced would have. A fan-out
+  that keeps more than `busy_young` objects alive gets passes as before (each ~10 ms).
 - Automatic full passes are off (the third threshold is never reached).
 - At quiet moments (`quiet`: the fan-out calls it once the streams have taken a publish),
   what survived since the last quiet moment is frozen (`gc.freeze`, O(1)): moved out of every
@@ -59,9 +59,11 @@ not run work of its own on a timer: passes run where CPython or `quiet` puts the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from xdsfleet.telemetry import metrics
@@ -100,6 +102,7 @@ class Collector:
         self._began = 0.0  # time.monotonic() at `start`
         self._last_quiet = 0.0  # time.monotonic() of the last quiet moment (or `start`)
         self._middle = False  # whether generation 1 passes run (no quiet moment for `idle`)
+        self._busy = False  # a fan-out runs (`busy`): its end is the quiet moment to come
         self._started: float | None = None
         self._thresholds: tuple[int, int, int] | None = None
 
@@ -134,13 +137,23 @@ class Collector:
         self._thresholds = None
         gc.callbacks.remove(self._timed)
 
-    def busy(self) -> None:
-        """A publish's fan-out begins: generation 0 passes wait for `busy_young` young objects
-        until the next quiet moment. Nothing while the collector is not ours."""
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """While a publish's fan-out runs: generation 0 passes wait for `busy_young` young
+        objects; at its end, one pass over what is left young. Nothing while the collector
+        is not ours."""
         if self._thresholds is None:
+            yield
             return
         gc.set_threshold(self.busy_young, NEVER, NEVER)
-        self._middle = False  # a quiet moment is coming: the fan-out's end
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._busy = False
+            if self._thresholds is not None:  # not stopped meanwhile
+                self._young_only()
+                gc.collect(0)
 
     def quiet(self) -> None:
         """A moment when nothing waits for the loop: freeze what survived since the last one,
@@ -156,7 +169,8 @@ class Collector:
         else:
             gc.freeze()
         self._last_quiet = now
-        self._young_only()  # after a fan-out's `busy`, or generation 1 passes that came back
+        if self._middle:
+            self._young_only()
 
     def _young_only(self) -> None:
         assert self._thresholds is not None
@@ -190,7 +204,7 @@ class Collector:
         metrics.GC_PAUSE.labels(generation).observe(took)
         metrics.GC_COLLECTED.labels(generation).inc(info.get("collected", 0))
         self.largest[generation] = max(self.largest.get(generation, 0.0), took)
-        if generation == "0" and not self._middle:
+        if generation == "0" and not self._middle and not self._busy:
             self._middle_if_idle()
 
     def _middle_if_idle(self) -> None:

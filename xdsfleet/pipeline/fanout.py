@@ -160,11 +160,11 @@ class FanOut:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.begin(event_at, started)
-        self.collector.busy()
         try:
-            if self.look(started):
-                self._settled.clear()
-                await self._settled.wait()  # `run` looks every `poll`
+            with self.collector.busy():
+                if self.look(started):
+                    self._settled.clear()
+                    await self._settled.wait()  # `run` looks every `poll`
         finally:
             self._pace = None
         metrics.FANOUT_SECONDS.observe(loop.time() - started)

@@ -22,13 +22,17 @@ moves no byte meanwhile. So, while `run` runs:
   generation 1 passes come back, every `middle` generation 0 passes, until the next one.
 - While a publish's fan-out runs (`busy`), generation 0 passes wait until `busy_young`
   objects made since the last pass are alive at once. At CPython's 700, what they walked was
-  nearly all the fan-out's operations under way (a write or a read of each of 1,000 streams:
-  their futures, coroutines and gRPC's batch tags), some 20 passes a change at 1,000 streams
-  that collected nothing, ~10 ms of the loop thread's CPU a change (a tenth of it). Most of
-  those objects are freed by their reference counts before the fan-out ends; when it ends
-  (taken, given up on or cancelled), one generation 0 pass walks what is left young and
-  collects the cycles that died meanwhile, as the passes it replaced would have. A fan-out
-  that keeps more than `busy_young` objects alive gets passes as before (each ~10 ms).
+  the fan-out's operations under way and the streams' new state (a write or a read of each of
+  1,000 streams: their futures, coroutines, gRPC's batch tags, what each stream keeps of the
+  version it was sent), some 20 passes a change at 1,000 streams that collected nothing:
+  ~10 ms of the loop thread's CPU a change, a tenth of it, spent while the streams wait. The
+  fan-out's quiet moment comes while the threshold is still raised, so what it left young is
+  frozen, never walked, as the survivors of a generation 0 pass were before; a cycle that died
+  young during the fan-out is frozen with them, for the full pass below (in a steady state
+  generation 0 passes had found 0.2 objects a change to collect). A fan-out that keeps more
+  than `busy_young` objects alive gets passes as before (each ~10 ms); one that ends without
+  its quiet moment (cancelled: a member loss does not wait) gives CPython's threshold back,
+  and its next pass walks what the fan-out left.
 - Automatic full passes are off (the third threshold is never reached).
 - At quiet moments (`quiet`: the fan-out calls it once the streams have taken a publish),
   what survived since the last quiet moment is frozen (`gc.freeze`, O(1)): moved out of every
@@ -139,9 +143,9 @@ class Collector:
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
-        """While a publish's fan-out runs: generation 0 passes wait for `busy_young` young
-        objects; at its end, one pass over what is left young. Nothing while the collector
-        is not ours."""
+        """While a publish's fan-out runs, generation 0 passes wait for `busy_young` young
+        objects; call `quiet` inside, once the publish is out. Nothing while the collector is
+        not ours."""
         if self._thresholds is None:
             yield
             return
@@ -153,7 +157,6 @@ class Collector:
             self._busy = False
             if self._thresholds is not None:  # not stopped meanwhile
                 self._young_only()
-                gc.collect(0)
 
     def quiet(self) -> None:
         """A moment when nothing waits for the loop: freeze what survived since the last one,

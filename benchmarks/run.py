@@ -303,6 +303,7 @@ class _Side:
         latencies = [t - t0 for t in acked]
         self.measured.acks.extend(latencies)
         self.measured.last.append(max(latencies))
+        await self.target.settled()
 
 
 async def paired(

@@ -50,6 +50,9 @@ class Target(Protocol):
     def acked(self, step: int) -> int:
         """How many streams the server has seen ACK step `step` (0: fully synced)."""
 
+    async def settled(self) -> None:
+        """Once the change is measured: wait for what the server does before the next."""
+
 
 @dataclass(frozen=True, slots=True)
 class Serving:
@@ -110,8 +113,18 @@ class Ours:
     plan: Plan
     port: int
 
+    settling: asyncio.Task[None] | None = None
+
     def apply(self, step: int) -> None:
+        # As `serve`'s Debouncer does: publish, then settle the fan-out (its pacing, the
+        # collector's terms while it runs and its quiet moment once out) before the next.
         self.serving.publisher.publish(self.plan.states[step])
+        fanout = self.serving.fanout
+        self.settling = asyncio.create_task(fanout.settle(asyncio.get_running_loop().time()))
+
+    async def settled(self) -> None:
+        if self.settling is not None:
+            await self.settling
 
     def acked(self, step: int) -> int:
         # Between changes the cache holds the snapshot of the latest step.
@@ -236,6 +249,9 @@ class Floor:
 
     def connected(self) -> int:
         return len(self._streams)
+
+    async def settled(self) -> None:
+        """Nothing: the floor does nothing between changes."""
 
     def acked(self, step: int) -> int:
         # Every stream's last initial ACK is of its route configurations.

@@ -90,6 +90,60 @@ def test_middle_passes_come_back_when_no_quiet_moment_comes_and_go_at_the_next(
     assert gc.get_threshold() == (young, NEVER, NEVER)
 
 
+def test_a_fan_out_walks_what_it_makes_only_past_a_bound_and_its_quiet_moment_freezes_it(
+    collector: Collector,
+) -> None:
+    young = gc.get_threshold()[0]
+    passes: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    collector.start()
+    collector.growth = 1e9  # quiet moments only freeze
+    collector.busy_young = 5_000
+    collector.idle = 0.0  # no quiet moment for long: the fan-out's is the one coming
+    gc.collect(0)
+    gc.callbacks.append(counted)
+    try:
+        with collector.busy():
+            assert gc.get_threshold() == (5_000, NEVER, NEVER)
+            made: list[list[int]] = [[] for _ in range(3_000)]  # 4 passes at CPython's
+            assert passes == []
+            made += [[] for _ in range(3_000)]  # past the bound: walked
+            assert passes == [0]
+            assert gc.get_threshold() == (5_000, NEVER, NEVER)  # still the fan-out's
+            frozen = gc.get_freeze_count()
+            made += [[] for _ in range(3_000)]
+            collector.quiet()
+            assert gc.get_freeze_count() >= frozen + 3_000  # frozen, not walked
+        assert gc.get_threshold() == (young, NEVER, NEVER)
+        made += [[] for _ in range(1_000)]
+        assert passes == [0, 0]  # CPython's threshold again
+    finally:
+        gc.callbacks.remove(counted)
+    del made
+
+
+async def test_a_fan_out_cancelled_gives_the_young_threshold_back(collector: Collector) -> None:
+    young = gc.get_threshold()[0]
+    collector.start()
+    entered = asyncio.Event()
+
+    async def fan_out() -> None:
+        with collector.busy():
+            entered.set()
+            await asyncio.Event().wait()
+
+    running = asyncio.create_task(fan_out())
+    await entered.wait()
+    assert gc.get_threshold()[0] == collector.busy_young
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert gc.get_threshold() == (young, NEVER, NEVER)
+
+
 def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
     collector.start()
     collector.growth, collector.interval = 0.0, 3600.0
@@ -100,10 +154,14 @@ def test_the_full_pass_waits_for_its_interval(collector: Collector) -> None:
     del _grow
 
 
-def test_quiet_moments_change_nothing_while_the_collector_is_not_ours() -> None:
+def test_quiet_moments_and_fan_outs_change_nothing_while_the_collector_is_not_ours() -> None:
     gc.unfreeze()
+    before = gc.get_threshold()
+    with Collector().busy():
+        assert gc.get_threshold() == before
     Collector().quiet()
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
 
 
 async def test_run_gives_the_collector_back_when_cancelled() -> None:

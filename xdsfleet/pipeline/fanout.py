@@ -161,14 +161,17 @@ class FanOut:
         started = loop.time()
         self.begin(event_at, started)
         try:
-            if self.look(started):
-                self._settled.clear()
-                await self._settled.wait()  # `run` looks every `poll`
+            with self.collector.busy():
+                if self.look(started):
+                    self._settled.clear()
+                    await self._settled.wait()  # `run` looks every `poll`
+                metrics.FANOUT_SECONDS.observe(loop.time() - started)
+                # The publish is out: a quiet moment for the collector, before its young
+                # passes come back, so that what the fan-out left is frozen, not walked
+                # (pipeline/collector.py).
+                self.collector.quiet()
         finally:
             self._pace = None
-        metrics.FANOUT_SECONDS.observe(loop.time() - started)
-        # The publish is out: a quiet moment for the collector (pipeline/collector.py).
-        self.collector.quiet()
 
     def begin(self, event_at: float, now: float) -> None:
         """A publish was just made, of a state whose first source event was at `event_at`."""

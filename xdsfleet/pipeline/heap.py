@@ -5,17 +5,20 @@ is written it exists twice: the bytes the writer joins and gRPC's copy. By defau
 malloc serves a block that large from a fresh `mmap` and unmaps it when it is freed (its
 threshold rises after the first, but then the heap's top is handed back past twice that), so
 the next writer's block is fresh pages again: ~1,100 page faults per 4.5 MB, each zero-filled
-by the kernel in the loop thread's time: ~2 ms of its CPU per block on this 2-core machine
-and several times that when the machine is busy. In a churn run at E = 100,000 and 1,000
-streams that was ~850,000 faults between a member's loss and its restore (~2 s of the loop's
-CPU), and what made a writer's step 15-27 ms (BENCHMARKS.md, issue 10, eighth pass).
+by the kernel in the loop thread's time: ~2 ms of its CPU per block on this 2-core machine, and
+several times that when the machine is busy. In churn runs at E = 100,000 and 1,000 streams
+that was 232,000-1,071,000 faults between a member's loss and its restore (0.5-2.5 s of the
+loop's CPU; the defaults fall into re-faulting in some runs more than others), and what made a
+writer's step 15-27 ms; with `keep_freed`, 110,000-126,000 (issue 10, eighth pass).
 
 So `serve` calls `keep_freed` once at start: blocks up to `MMAP_THRESHOLD` come from the heap,
 and the heap's top is given back only once more than `TRIM_THRESHOLD` of it is free, so a
 fan-out's blocks are reused from one write to the next, faulted in once. The price is memory
 held after a burst: at most the write budget's blocks (64 MiB counted, twice that in memory,
-`server/budget.py`) stay resident until the heap shrinks past the threshold, which the RSS
-benchmark counts. Setting these turns glibc's own adjustment of the thresholds off.
+`server/budget.py`) stay resident until the heap shrinks past the threshold (40-55 MiB more at
+2,000 streams in `python -m benchmarks rss`). Setting these turns glibc's own adjustment of
+the thresholds off: both are set, as the trim threshold alone would leave every block past the
+default mmap threshold (128 KiB) to a fresh mmap.
 
 glibc only (`mallopt`); on another C library, or where the call fails, nothing changes and
 `keep_freed` says so.
@@ -44,7 +47,6 @@ def keep_freed() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # Both, or the second alone would still leave blocks past the mmap threshold to mmap.
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )

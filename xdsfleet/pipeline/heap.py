@@ -15,7 +15,7 @@ So `serve` calls `keep_freed` once at start: blocks up to `MMAP_THRESHOLD` come 
 and the heap's top is given back only once more than `TRIM_THRESHOLD` of it is free, so a
 fan-out's blocks are reused from one write to the next, faulted in once. The price is memory
 held after a burst: at most the write budget's blocks (64 MiB counted, twice that in memory,
-`server/budget.py`) stay resident until the heap shrinks past the threshold (40-55 MiB more at
+`server/budget.py`) stay resident until the heap shrinks past the threshold (40-57 MiB more at
 2,000 streams in `python -m benchmarks rss`). Setting these turns glibc's own adjustment of
 the thresholds off: both are set, as the trim threshold alone would leave every block past the
 default mmap threshold (128 KiB) to a fresh mmap.

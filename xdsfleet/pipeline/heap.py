@@ -9,14 +9,14 @@ by the kernel in the loop thread's time: ~2 ms of its CPU per block on this 2-co
 several times that when the machine is busy. In churn runs at E = 100,000 and 1,000 streams
 that was 232,000-1,071,000 faults between a member's loss and its restore (0.5-2.5 s of the
 loop's CPU; the defaults fall into re-faulting in some runs more than others), and what made a
-writer's step 15-27 ms; with `keep_freed`, 110,000-126,000 (issue 10, eighth pass).
+writer's step 15-27 ms; with `keep_freed`, 110,000-127,000 (issue 10, eighth pass).
 
 So `serve` calls `keep_freed` once at start: blocks up to `MMAP_THRESHOLD` come from the heap,
 and the heap's top is given back only once more than `TRIM_THRESHOLD` of it is free, so a
 fan-out's blocks are reused from one write to the next, faulted in once. The price is memory
-held after a burst: at most the write budget's blocks (64 MiB counted, twice that in memory,
-`server/budget.py`) stay resident until the heap shrinks past the threshold (40-57 MiB more at
-2,000 streams in `python -m benchmarks rss`). Setting these turns glibc's own adjustment of
+held after a burst: up to the threshold's worth of freed blocks (the write budget's 64 MiB,
+`server/budget.py`) stays resident (`python -m benchmarks rss`, 2,000 streams: 411-464 MiB
+against 383-422 without, in the same half hour). Setting these turns glibc's own adjustment of
 the thresholds off: both are set, as the trim threshold alone would leave every block past the
 default mmap threshold (128 KiB) to a fresh mmap.
 
@@ -34,9 +34,10 @@ _M_MMAP_THRESHOLD = -3
 MIB = 1024 * 1024
 # The largest blocks served from the heap: glibc's maximum (HEAP_MAX_SIZE / 2 on 64 bits).
 MMAP_THRESHOLD = 32 * MIB
-# Free memory at the heap's top kept before it is given back: the write budget's blocks, both
-# copies.
-TRIM_THRESHOLD = 128 * MIB
+# Free memory at the heap's top kept before it is given back: the write budget's blocks. As
+# few faults per member loss as with twice that (126,500 against 110,000-126,000), and less
+# memory held after a burst.
+TRIM_THRESHOLD = 64 * MIB
 
 
 def keep_freed() -> bool:

@@ -244,11 +244,17 @@ class DeltaStream:
         if self._resuming:
             self._learn_uses(snapshot)
         out = []
+        versions = snapshot.versions
         for type_url, state in free_to_send(self._types, snapshot):
+            version = versions.get(type_url, "")
+            if state.checked == version and not state.left():
+                # Quiet: looked at on this version, nothing forced, fresh or held back since
+                # (most types of most looks: a change touches one type), as `_respond` finds.
+                continue
             response = self._respond(type_url, state, snapshot)
             if response is not None:
                 out.append(response)
-            state.checked = snapshot.versions.get(type_url, "")
+            state.checked = version
             state.recheck = False
             if state.fresh:
                 state.fresh = set()  # a set keeps the table it grew to: let it go

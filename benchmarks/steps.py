@@ -59,7 +59,7 @@ from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import Limits, _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
-from xdsfleet.server.requests import Runs, SotwRequests
+from xdsfleet.server.requests import Runs, SotwRequests, read_delta
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
@@ -74,7 +74,7 @@ T = TypeVar("T")
 
 
 def _delta_read(data: bytes) -> tuple[Any, bool]:
-    return discovery_pb2.DeltaDiscoveryRequest.FromString(data), False
+    return read_delta(discovery_pb2.DeltaDiscoveryRequest.FromString(data))
 
 
 @dataclass

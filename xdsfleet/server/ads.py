@@ -582,7 +582,8 @@ class AdsService:
     ) -> RequestResult:
         if not same_names:
             # Names the last request of the type named passed these checks: the reader tells
-            # only lists no longer than the limits let through without reading them.
+            # only lists no longer than the limits let through without reading them (a Delta
+            # request told so names none).
             self._check_size(info, request)
         result = info.machine.on_request(request, same_names)
         subscribes = (

@@ -30,7 +30,7 @@ may be spent, then not again before the wall clock has moved by what it said was
 it said spent (`_Share`): `thread_time` is a system call (0.5 us idle, 4-60 us on average while
 the machine is loaded), `perf_counter` is not (40 ns). On a loaded machine the wall clock runs
 well ahead of the thread's CPU, and every step of a turn's second half read it: ~620-920 reads
-per change of steady convergence at 1,000 streams, ~60 now.
+per change of steady convergence at 1,000 streams, ~60 reading it so.
 
 What a turn is, and why a timer waits for at most one. asyncio's iteration (`_run_once`, which the
 pacer does not touch) runs, in this order: the handles made ready during the last iteration (its

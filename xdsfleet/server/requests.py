@@ -1,4 +1,5 @@
-"""SotW requests read from their bytes, an unchanged list of names told by its bytes.
+"""SotW requests read from their bytes, an unchanged list of names told by its bytes (and a
+Delta request's unchanged subscription told once).
 
 A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a fleet of
 1,000 clusters names all of them, tens of kB. Decoding those names (~10 µs) and then telling
@@ -23,6 +24,9 @@ A run is kept only for a type the server serves and for lists no longer than the
 request limits let through without looking at the names (`ads.Limits`), so a request read
 this way passes those limits as its last one did. Runs are shared between streams that send
 the same (`Runs`): a thousand streams of one profile keep one copy, not a thousand.
+
+A Delta request names changes only, and gRPC decodes it; whether it changes no subscription
+(an ACK's, most of them) is told once by `read_delta`, for the pacer and the machine alike.
 """
 
 from __future__ import annotations

@@ -119,6 +119,8 @@ def _past(data: bytes, pos: int, tag: int) -> int:
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at `pos` and where it ends; (-1, 0) when it is not a length."""
+    if pos < len(data) and data[pos] < 0x80:
+        return pos + 1, data[pos]  # one byte (a `version_info`'s): a quarter of the loop's cost
     length = 0
     for i in range(_LENGTH_BYTES):
         if pos + i >= len(data):

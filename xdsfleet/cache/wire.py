@@ -64,15 +64,33 @@ RESOURCE_RESOURCE = 2
 RESOURCE_NAME = 3
 
 
+# A response's version and type URL, framed, by value: the same for every stream a fan-out writes
+# to (a snapshot's version; five type URLs), so framed once, not per stream. Both responses
+# number them alike (1 and 4). Bounded: forgotten all at once when full (versions come and go).
+_VERSIONS: dict[str, bytes] = {}
+_TYPE_URLS: dict[str, bytes] = {}
+_KEPT = 256
+assert RESPONSE_VERSION_INFO == DELTA_SYSTEM_VERSION_INFO
+assert RESPONSE_TYPE_URL == DELTA_TYPE_URL
+
+
+def _framed(kept: dict[str, bytes], field_number: int, value: str) -> bytes:
+    """`value`'s field, framed and kept (its caller found it not kept)."""
+    if len(kept) >= _KEPT:
+        kept.clear()
+    framed = kept[value] = text(field_number, value)
+    return framed
+
+
 def sotw_response(
     *, version_info: str, type_url: str, nonce: str, entries: Iterable[bytes]
 ) -> bytes:
     """A serialized DiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            text(RESPONSE_VERSION_INFO, version_info),
+            _VERSIONS.get(version_info) or _framed(_VERSIONS, RESPONSE_VERSION_INFO, version_info),
             *entries,
-            text(RESPONSE_TYPE_URL, type_url),
+            _TYPE_URLS.get(type_url) or _framed(_TYPE_URLS, RESPONSE_TYPE_URL, type_url),
             text(RESPONSE_NONCE, nonce),
         )
     )
@@ -89,9 +107,10 @@ def delta_response(
     """A serialized DeltaDiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            text(DELTA_SYSTEM_VERSION_INFO, system_version_info),
+            _VERSIONS.get(system_version_info)
+            or _framed(_VERSIONS, DELTA_SYSTEM_VERSION_INFO, system_version_info),
             *entries,
-            text(DELTA_TYPE_URL, type_url),
+            _TYPE_URLS.get(type_url) or _framed(_TYPE_URLS, DELTA_TYPE_URL, type_url),
             text(DELTA_NONCE, nonce),
             *(text(DELTA_REMOVED_RESOURCES, name) for name in removed),
         )

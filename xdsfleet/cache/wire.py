@@ -8,6 +8,7 @@ are those of envoy.service.discovery.v3 (checked against the descriptors in the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 
@@ -64,22 +65,12 @@ RESOURCE_RESOURCE = 2
 RESOURCE_NAME = 3
 
 
-# A response's version and type URL, framed, by value: the same for every stream a fan-out writes
-# to (a snapshot's version; five type URLs), so framed once, not per stream. Both responses
-# number them alike (1 and 4). Bounded: forgotten all at once when full (versions come and go).
-_VERSIONS: dict[str, bytes] = {}
-_TYPE_URLS: dict[str, bytes] = {}
-_KEPT = 256
-assert RESPONSE_VERSION_INFO == DELTA_SYSTEM_VERSION_INFO
-assert RESPONSE_TYPE_URL == DELTA_TYPE_URL
-
-
-def _framed(kept: dict[str, bytes], field_number: int, value: str) -> bytes:
-    """`value`'s field, framed and kept (its caller found it not kept)."""
-    if len(kept) >= _KEPT:
-        kept.clear()
-    framed = kept[value] = text(field_number, value)
-    return framed
+@functools.lru_cache(maxsize=256)
+def _header(field_number: int, value: str) -> bytes:
+    """A response's version or type URL field, framed once per value: the same for every stream
+    a fan-out writes to (a snapshot's version; five type URLs), not framed per stream. Bounded:
+    versions come and go."""
+    return text(field_number, value)
 
 
 def sotw_response(
@@ -88,9 +79,9 @@ def sotw_response(
     """A serialized DiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            _VERSIONS.get(version_info) or _framed(_VERSIONS, RESPONSE_VERSION_INFO, version_info),
+            _header(RESPONSE_VERSION_INFO, version_info),
             *entries,
-            _TYPE_URLS.get(type_url) or _framed(_TYPE_URLS, RESPONSE_TYPE_URL, type_url),
+            _header(RESPONSE_TYPE_URL, type_url),
             text(RESPONSE_NONCE, nonce),
         )
     )
@@ -107,10 +98,9 @@ def delta_response(
     """A serialized DeltaDiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            _VERSIONS.get(system_version_info)
-            or _framed(_VERSIONS, DELTA_SYSTEM_VERSION_INFO, system_version_info),
+            _header(DELTA_SYSTEM_VERSION_INFO, system_version_info),
             *entries,
-            _TYPE_URLS.get(type_url) or _framed(_TYPE_URLS, DELTA_TYPE_URL, type_url),
+            _header(DELTA_TYPE_URL, type_url),
             text(DELTA_NONCE, nonce),
             *(text(DELTA_REMOVED_RESOURCES, name) for name in removed),
         )

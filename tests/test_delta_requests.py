@@ -108,3 +108,13 @@ def test_a_request_told_unchanged_by_the_reader_is_taken_as_one_read_in_full(
             taken.append(take(request, machine, reader))
         assert taken[0] == taken[1]
     assert _shown(told.next_responses(current)) == _shown(plain.next_responses(current))
+
+
+def test_a_request_naming_what_it_holds_or_answering_nothing_is_not_told_unchanged() -> None:
+    # The machine ignores initial_resource_versions once a type is requested, so only this
+    # tells the reader's clause apart: a request told unchanged skips the size check.
+    assert read_delta(delta_request(ENDPOINT, nonce="n"))[1] is True
+    assert read_delta(delta_request(ENDPOINT, nonce="n", initial={"a": "1"}))[1] is False
+    assert read_delta(delta_request(ENDPOINT, ["a"], nonce="n"))[1] is False
+    assert read_delta(delta_request(ENDPOINT, (), ["a"], nonce="n"))[1] is False
+    assert read_delta(delta_request(ENDPOINT))[1] is False  # no nonce: answers nothing

@@ -57,9 +57,10 @@ the price of the alternation: ~580 per change of steady convergence at 1,000 str
 of all kinds before). Steps the loop would otherwise start in any iteration, a fan-out's streams,
 are held by the pacer's `feed` instead (pipeline/fanout.py): each turn wakes as many as it has room
 for behind those it released, so they run in its heavy iteration without waiting once more. And a
-step its caller knows to be light (an ACK that changes no subscription: SotW's told from its bytes
-before it asks, Delta's from its fields; ~26 us whatever the fleet) runs in a light iteration while
-that has spent less than `LIGHT` of the budget since the turn closed: most of what gRPC makes ready
+step its caller knows to be light (an ACK that changes no subscription, told once by its reader,
+server/requests.py: SotW's from its bytes, Delta's from its fields; ~26 us whatever the fleet)
+runs in a light iteration while that has spent less than `LIGHT` of the budget since the turn
+closed: most of what gRPC makes ready
 during a turn is such ACKs, and deferring each (~10 us, and a turn later) cost steady convergence at
 1,000 streams 1.26-1.37x the floor against 1.25x with SotW's run (turns back to back: 1.11-1.12x,
 same minutes). Delta ACKs were then 43-74 % of the deferrals (6,800-8,500 of 11,600-16,000 in 30
@@ -143,8 +144,8 @@ class Pacer:
     ) -> None:
         self.budget = budget
         # The budget is of this thread's CPU: a process the machine does not schedule should
-        # not defer its steps for that. Read only once a turn looks spent by `clock`, which
-        # costs 40 ns where `thread_time` costs 1 us (a few checks per step would show).
+        # not defer its steps for that. Read only when `clock` (40 ns) says it may matter
+        # (`_Share`): `thread_time` is a system call, several us on a loaded machine.
         self._clock = clock
         self._cpu = cpu
         self._began: float | None = None  # when this turn began; None: no turn (idle)

@@ -21,10 +21,11 @@ generated fleet, then measures:
 
 - memory per stream once synced (tracemalloc: what the machines allocated, divided by N; the
   snapshot is shared and not counted), and the objects per stream the cyclic collector tracks;
-- CPU per stream for a member lost and then restored (every assignment changes): the machine's
-  `next_responses`, the join of the response bytes (`server/ads.py`), and the ACK, read from
-  its bytes as the server reads it (SotW: `server/requests.py`; Delta: protobuf, as gRPC's
-  deserializer);
+- CPU per stream for one endpoint moved (a steady change: one assignment changes, as in
+  `python -m benchmarks convergence`), then for a member lost and then restored (every
+  assignment changes): the machine's `next_responses`, the join of the response bytes
+  (`server/ads.py`), and the ACK, read from its bytes as the server reads it (SotW:
+  `server/requests.py`; Delta: protobuf, as gRPC's deserializer);
 - a full collector pass with every stream synced, and again midway through a member loss's
   fan-out (every stream sent its response and not answered yet): what the per-stream state
   costs each gen-2 pass of the server's collector.
@@ -58,7 +59,7 @@ from xdsfleet.pipeline.publisher import Publisher
 from xdsfleet.server.ads import Limits, _delta_bytes, _sotw_bytes
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
-from xdsfleet.server.requests import Runs, SotwRequests
+from xdsfleet.server.requests import Runs, SotwRequests, read_delta
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.translate import translate
 from xdsfleet.translate.memo import Memo
@@ -73,7 +74,7 @@ T = TypeVar("T")
 
 
 def _delta_read(data: bytes) -> tuple[Any, bool]:
-    return discovery_pb2.DeltaDiscoveryRequest.FromString(data), False
+    return read_delta(discovery_pb2.DeltaDiscoveryRequest.FromString(data))
 
 
 @dataclass
@@ -334,8 +335,11 @@ def main() -> None:
     with Memo().active():
         first = build_snapshot(translate(fleet.state(), profile), encoder)
         encoder.end_generation()
+        fleet.move_marker(1)
+        moved = build_snapshot(translate(fleet.state(), profile), encoder).after(first)
+        encoder.end_generation()
         fleet.lose(1)
-        lost = build_snapshot(translate(fleet.state(), profile), encoder).after(first)
+        lost = build_snapshot(translate(fleet.state(), profile), encoder).after(moved)
         encoder.end_generation()
         fleet.restore(1)
         restored = build_snapshot(translate(fleet.state(), profile), encoder).after(lost)
@@ -361,6 +365,7 @@ def main() -> None:
         gc.disable()
         try:
             synced = _collect()
+            steady = _change(clients, moved)
             loss = _change(clients, lost)
             back = _change(clients, restored)
         finally:
@@ -369,6 +374,10 @@ def main() -> None:
         print(
             f"{name:5}: {per_stream:7.1f} KiB/stream, {objects:7.1f} tracked objects/stream;"
             f" full collection {synced * 1e3:.1f} ms synced"
+        )
+        print(
+            f"  one endpoint moved ({steady.sent_bytes / 1e3:.1f} kB): step {_us(steady.step)};"
+            f" join {_us(steady.join)}; ack {_us(steady.ack)}"
         )
         for label, t in (("lost", loss), ("restored", back)):
             print(

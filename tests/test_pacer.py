@@ -39,6 +39,13 @@ class Run:
 
     budget: float = BUDGET
     clock: Clock = field(default_factory=Clock)
+    # The loop thread's CPU, when not the clock: it moves by `cpu_share` of a step's cost (the
+    # machine ran something else meanwhile). `reference`: the pacer's wall clock leaps ahead at
+    # every read, so that every look at the budget reads the CPU (what the pacer must decide
+    # the same as).
+    cpu: Clock | None = None
+    cpu_share: float = 1.0
+    reference: bool = False
     pacer: Pacer = field(init=False)
     iteration: int = 0
     arrived: list[int] = field(default_factory=list)  # in the order they asked the pacer
@@ -48,7 +55,10 @@ class Run:
     timers: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.pacer = Pacer(self.budget, clock=self.clock, cpu=self.clock)
+        cpu = self.clock if self.cpu is None else self.cpu
+        leaps = itertools.count(step=1e6)
+        clock = (lambda: float(next(leaps))) if self.reference else self.clock
+        self.pacer = Pacer(self.budget, clock=clock, cpu=cpu)
         loop = asyncio.get_running_loop()
         run_once = loop._run_once  # type: ignore[attr-defined]
 
@@ -65,6 +75,8 @@ class Run:
             await self.pacer.next_turn()
         self.ran.append((name, self.iteration, cost))
         self.clock.now += cost
+        if self.cpu is not None:
+            self.cpu.now += cost * self.cpu_share
         loop = asyncio.get_running_loop()
         loop.call_at(loop.time(), self._timer, len(self.ran))
 
@@ -233,6 +245,48 @@ ROUNDS = st.lists(
 )
 
 
+async def _drive(
+    run: Run, rounds: list[tuple[list[float], list[float], list[float], list[int]]]
+) -> tuple[list[asyncio.Task[None]], int, int, deque[Callable[[], None]]]:
+    """Steps arriving in rounds, one loop iteration each (ROUNDS), until all ran: the tasks, the
+    iterations of the last arrival and of the last step, and the feed's queue."""
+    queued: deque[Callable[[], None]] = deque()
+
+    def feed(room: int) -> int:
+        woken = min(room, len(queued))
+        for _ in range(woken):
+            queued.popleft()()
+        return woken
+
+    run.pacer.feed = feed
+
+    async def fed(name: int, cost: float) -> None:
+        woken = asyncio.Event()
+        queued.append(woken.set)
+        run.pacer.wanted()
+        await woken.wait()
+        await run.step(name, cost)
+
+    tasks: list[asyncio.Task[None]] = []
+    for costs, light_costs, fed_costs, cancels in rounds:
+        for cost in costs:
+            tasks.append(asyncio.create_task(run.step(len(tasks), cost)))
+        for cost in light_costs:
+            tasks.append(asyncio.create_task(run.step(len(tasks), cost, light=True)))
+        for cost in fed_costs:
+            tasks.append(asyncio.create_task(fed(len(tasks), cost)))
+        for index in cancels:
+            if index < len(tasks):
+                tasks[index].cancel()
+        await asyncio.sleep(0)
+    last_arrival = run.iteration
+    async with asyncio.timeout(10):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    done = run.iteration
+    await _iterations(2)
+    return tasks, last_arrival, done, queued
+
+
 @settings(max_examples=150, deadline=None)
 @given(rounds=ROUNDS)
 # A fan-out asked for a turn, then steps began one in the next iteration: the turn it asked for
@@ -243,40 +297,7 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
 ) -> None:
     async def scenario() -> Run:
         run = Run()
-        queued: deque[Callable[[], None]] = deque()
-
-        def feed(room: int) -> int:
-            woken = min(room, len(queued))
-            for _ in range(woken):
-                queued.popleft()()
-            return woken
-
-        run.pacer.feed = feed
-
-        async def fed(name: int, cost: float) -> None:
-            woken = asyncio.Event()
-            queued.append(woken.set)
-            run.pacer.wanted()
-            await woken.wait()
-            await run.step(name, cost)
-
-        tasks: list[asyncio.Task[None]] = []
-        for costs, light_costs, fed_costs, cancels in rounds:
-            for cost in costs:
-                tasks.append(asyncio.create_task(run.step(len(tasks), cost)))
-            for cost in light_costs:
-                tasks.append(asyncio.create_task(run.step(len(tasks), cost, light=True)))
-            for cost in fed_costs:
-                tasks.append(asyncio.create_task(fed(len(tasks), cost)))
-            for index in cancels:
-                if index < len(tasks):
-                    tasks[index].cancel()
-            await asyncio.sleep(0)
-        last_arrival = run.iteration
-        async with asyncio.timeout(10):
-            await asyncio.gather(*tasks, return_exceptions=True)
-        done = run.iteration
-        await _iterations(2)
+        tasks, last_arrival, done, queued = await _drive(run, rounds)
 
         ran = [name for name, _, _ in run.ran]
         # Every step not cancelled ran.
@@ -298,3 +319,54 @@ def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_be
         return run
 
     asyncio.run(scenario())
+
+
+@dataclass
+class Counted(Clock):
+    reads: int = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+# As ROUNDS, with light iterations that may outgrow their share (a fan-out's ACKs).
+ACK_ROUNDS = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(COSTS), max_size=12),
+        st.lists(st.sampled_from(LIGHT_COSTS), max_size=40),
+        st.lists(st.sampled_from(COSTS), max_size=12),
+        st.lists(st.integers(0, 200), max_size=3),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rounds=ACK_ROUNDS, share=st.sampled_from([0.0, 0.3, 0.9, 1.0]))
+# A turn, then more light steps than its share holds.
+@example(rounds=[([BUDGET / 2] * 3, [], [], []), ([], [BUDGET / 50] * 40, [], [])], share=0.9)
+def test_the_cpu_read_only_when_the_wall_clock_says_the_budget_may_be_spent_decides_the_same(
+    rounds: list[tuple[list[float], list[float], list[float], list[int]]], share: float
+) -> None:
+    """The pacer reads the thread's CPU (a system call) only once the wall clock says a turn's
+    budget, or a light iteration's share, may be spent, and not again in that turn or light
+    iteration once it found it spent: the thread cannot have run longer than the wall clock
+    moved, and neither share comes back until the next. So it decides exactly as a pacer that
+    reads the CPU at every look, on a machine that runs the loop's thread all the time or a
+    part of it (`share` of the wall time its steps take)."""
+
+    async def scenario(reference: bool) -> tuple[list[tuple[int, int]], list[int], int]:
+        run = Run(cpu=Counted(), cpu_share=share, reference=reference)
+        first = run.iteration
+        await _drive(run, rounds)
+        assert isinstance(run.cpu, Counted)
+        ran = [(name, iteration - first) for name, iteration, _ in run.ran]
+        return ran, run.deferred, run.cpu.reads
+
+    ran, deferred, reads = asyncio.run(scenario(reference=False))
+    expected_ran, expected_deferred, reference_reads = asyncio.run(scenario(reference=True))
+    assert ran == expected_ran
+    assert deferred == expected_deferred
+    assert reads <= reference_reads

@@ -27,7 +27,7 @@ from xdsfleet.cache.snapshot import build_snapshot, patch_snapshot
 from xdsfleet.cache.typeurls import ENDPOINT
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import Response
-from xdsfleet.server.requests import Runs, SotwRequests
+from xdsfleet.server.requests import Runs, SotwRequests, read_delta
 from xdsfleet.server.sotw import SotwStream
 
 NAMES = tuple(f"c{i:02}" for i in range(12))
@@ -180,7 +180,7 @@ class Subscriber(RuleBasedStateMachine):
         an unchanged list of names told by them, `server/requests.py`)."""
         request = self.to_server.popleft()
         if isinstance(self.machine, DeltaStream):
-            self.machine.on_request(request)
+            self.machine.on_request(*read_delta(request))
         else:
             self.machine.on_request(*self.reader.read(request.SerializeToString()))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from snapshots import assignment
 
 from xdsfleet.cache import typeurls, wire
@@ -77,3 +79,40 @@ def test_entries_are_the_deterministic_serializations_of_their_fields() -> None:
         resource = discovery_pb2.Resource(name="a", version=res.version, resource=packed)
         delta = discovery_pb2.DeltaDiscoveryResponse(resources=[resource])
         assert res.delta_entry == delta.SerializeToString(deterministic=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    responses=st.lists(
+        st.tuples(
+            st.booleans(),  # Delta
+            st.text(max_size=20),  # version, empty ones included
+            st.sampled_from(typeurls.ORDER),
+            st.integers(0, 10**12),
+        ),
+        min_size=300,  # more versions than are kept framed: they are forgotten and framed anew
+        max_size=400,
+    )
+)
+def test_framed_fields_kept_across_responses_are_the_fields_protobuf_writes(
+    responses: list[tuple[bool, str, str, int]],
+) -> None:
+    for delta, version, type_url, nonce in responses:
+        if delta:
+            data = wire.delta_response(
+                system_version_info=version,
+                type_url=type_url,
+                nonce=str(nonce),
+                entries=[],
+                removed=[],
+            )
+            assert data == discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=version, type_url=type_url, nonce=str(nonce)
+            ).SerializeToString(deterministic=True)
+        else:
+            data = wire.sotw_response(
+                version_info=version, type_url=type_url, nonce=str(nonce), entries=[]
+            )
+            assert data == discovery_pb2.DiscoveryResponse(
+                version_info=version, type_url=type_url, nonce=str(nonce)
+            ).SerializeToString(deterministic=True)

@@ -27,7 +27,7 @@ from xdsfleet.cache.snapshot import Snapshot, build_snapshot
 from xdsfleet.cache.typeurls import CLUSTER, ENDPOINT, FULL_STATE, LISTENER, ROUTE
 from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.protocol import RequestResult, Response
-from xdsfleet.server.requests import Runs, SotwRequests
+from xdsfleet.server.requests import Runs, SotwRequests, read_delta
 from xdsfleet.server.sotw import SotwStream
 
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
@@ -358,7 +358,7 @@ class Link:
         """The next request on the wire, taken by the machine as the server reads it."""
         request = self.to_server.popleft()
         if isinstance(self.machine, DeltaStream):
-            return self.machine.on_request(request)
+            return self.machine.on_request(*read_delta(request))
         return self.machine.on_request(*self.reader.read(request.SerializeToString()))
 
     def deliver_request(self) -> None:

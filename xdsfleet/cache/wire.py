@@ -8,6 +8,7 @@ are those of envoy.service.discovery.v3 (checked against the descriptors in the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 
@@ -64,15 +65,23 @@ RESOURCE_RESOURCE = 2
 RESOURCE_NAME = 3
 
 
+@functools.lru_cache(maxsize=256)
+def _header(field_number: int, value: str) -> bytes:
+    """A response's version or type URL field, framed once per value: the same for every stream
+    a fan-out writes to (a snapshot's version; five type URLs), not framed per stream. Bounded:
+    versions come and go."""
+    return text(field_number, value)
+
+
 def sotw_response(
     *, version_info: str, type_url: str, nonce: str, entries: Iterable[bytes]
 ) -> bytes:
     """A serialized DiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            text(RESPONSE_VERSION_INFO, version_info),
+            _header(RESPONSE_VERSION_INFO, version_info),
             *entries,
-            text(RESPONSE_TYPE_URL, type_url),
+            _header(RESPONSE_TYPE_URL, type_url),
             text(RESPONSE_NONCE, nonce),
         )
     )
@@ -89,9 +98,9 @@ def delta_response(
     """A serialized DeltaDiscoveryResponse; `entries` are pre-framed `resources` fields."""
     return b"".join(
         (
-            text(DELTA_SYSTEM_VERSION_INFO, system_version_info),
+            _header(DELTA_SYSTEM_VERSION_INFO, system_version_info),
             *entries,
-            text(DELTA_TYPE_URL, type_url),
+            _header(DELTA_TYPE_URL, type_url),
             text(DELTA_NONCE, nonce),
             *(text(DELTA_REMOVED_RESOURCES, name) for name in removed),
         )

@@ -44,7 +44,7 @@ from xdsfleet.server.delta import DeltaStream
 from xdsfleet.server.nodes import clip, profile_of
 from xdsfleet.server.pacer import Pacer
 from xdsfleet.server.protocol import Outcome, RequestResult, Response, TypeStatus
-from xdsfleet.server.requests import Runs, SotwRequests
+from xdsfleet.server.requests import Runs, SotwRequests, read_delta
 from xdsfleet.server.sotw import SotwStream
 from xdsfleet.server.tls import peer_identity
 from xdsfleet.telemetry import metrics
@@ -174,28 +174,17 @@ def _delta_bytes(response: Response) -> bytes:
     )
 
 
-# A request as gRPC hands it to what the stream reads: the request, and whether it names what
-# the last request of its type named (undecoded, `server/requests.py`).
+# A request as gRPC hands it to what the stream reads: the request, and whether it changes no
+# subscription (`same_names`: SotW's names what the last request of its type named, undecoded;
+# Delta's subscribes and unsubscribes nothing; `server/requests.py`).
 Reader = Callable[[Any], tuple[Any, bool]]
 
 
-def _decoded(request: Any) -> tuple[Any, bool]:
-    """A Delta request, decoded by gRPC: its names are changes, read every time."""
-    return request, False
-
-
-def _light(request: Any, same_names: bool, delta: bool) -> bool:
+def _light(request: Any, same_names: bool) -> bool:
     """A step the pacer may run in a light iteration (server/pacer.py): a request that changes
-    no subscription, SotW's told from its bytes (`same_names`), Delta's from its fields. Not a
-    NACK of either: rare, and its bookkeeping is per resource."""
-    unchanged = same_names or bool(
-        delta
-        and request.response_nonce
-        and not request.resource_names_subscribe
-        and not request.resource_names_unsubscribe
-        and not request.initial_resource_versions
-    )
-    return unchanged and not request.HasField("error_detail")
+    no subscription (`same_names`, as the reader told it). Not a NACK: rare, and its
+    bookkeeping is per resource."""
+    return same_names and not request.HasField("error_detail")
 
 
 def _no_problem(_: NodeProfile) -> str | None:
@@ -272,7 +261,7 @@ class AdsService:
         await self._serve("sotw", SotwStream(), _sotw_bytes, read, requests, context)
 
     async def _delta(self, requests: AsyncIterator[Any], context: Any) -> None:
-        await self._serve("delta", DeltaStream(), _delta_bytes, _decoded, requests, context)
+        await self._serve("delta", DeltaStream(), _delta_bytes, read_delta, requests, context)
 
     async def _serve(
         self,
@@ -573,14 +562,13 @@ class AdsService:
         self, info: StreamInfo, read: Reader, requests: AsyncIterator[Any], wake: asyncio.Event
     ) -> None:
         pacer = self.pacer
-        delta = info.protocol == "delta"
         try:
             async for data in requests:
                 # Read before asking: an ACK that changes no subscription is a light step.
                 request, same_names = read(data)
                 # Not kept while the next is awaited: a SotW EDS request names every cluster.
                 del data
-                if pacer.full(light=_light(request, same_names, delta)):
+                if pacer.full(light=_light(request, same_names)):
                     await pacer.next_turn()
                 wakes = self._on_request(info, request, same_names).wakes
                 del request
@@ -594,10 +582,13 @@ class AdsService:
     ) -> RequestResult:
         if not same_names:
             # Names the last request of the type named passed these checks: the reader tells
-            # only lists no longer than the limits let through without reading them.
+            # only lists no longer than the limits let through without reading them (a Delta
+            # request told so names none).
             self._check_size(info, request)
         result = info.machine.on_request(request, same_names)
-        subscribes = info.protocol != "sotw" and bool(request.resource_names_subscribe)
+        subscribes = (
+            not same_names and info.protocol != "sotw" and bool(request.resource_names_subscribe)
+        )
         if subscribes and result.outcome is not Outcome.UNSUPPORTED:
             # Delta subscriptions add up over requests: the same bound holds for their sum
             # (a SotW request names them all, so `_check_size` has bounded it already; a Delta

@@ -108,13 +108,15 @@ class DeltaStream:
     # Requests
 
     def on_request(self, request: Any, same_names: bool = False) -> RequestResult:
-        # `same_names` is SotW's (`server/requests.py`): a Delta request names changes only.
+        """`same_names`: the request subscribes, unsubscribes and says it holds nothing, as the
+        reader told (`requests.read_delta`), so those fields need not be read again."""
         type_url = request.type_url
         state = self._types.get(type_url)
         if state is None:
             return RequestResult(Outcome.UNSUPPORTED, type_url)
-        # Rule 18: subscription changes count even on a stale nonce.
-        self._subscribe(type_url, state, request)
+        if not (same_names and state.requested):
+            # Rule 18: subscription changes count even on a stale nonce.
+            self._subscribe(type_url, state, request)
         nonce = request.response_nonce
         pending = state.pending
         if not nonce:
@@ -151,8 +153,9 @@ class DeltaStream:
                 self._eds_of.pop(name, None)
         # The ACK of an unchanged subscription with nothing held back: the snapshot last looked
         # at has nothing more for this stream (a new one wakes it anyway).
-        wakes = self._waits or bool(
-            request.resource_names_subscribe or request.resource_names_unsubscribe
+        wakes = self._waits or (
+            not same_names
+            and bool(request.resource_names_subscribe or request.resource_names_unsubscribe)
         )
         return RequestResult(Outcome.ACK, type_url, sent.version, wakes=wakes)
 
@@ -244,11 +247,17 @@ class DeltaStream:
         if self._resuming:
             self._learn_uses(snapshot)
         out = []
+        versions = snapshot.versions
         for type_url, state in free_to_send(self._types, snapshot):
+            version = versions.get(type_url, "")
+            if state.checked == version and not state.left():
+                # Quiet: looked at on this version, nothing forced, fresh or held back since
+                # (most types of most looks: a change touches one type), as `_respond` finds.
+                continue
             response = self._respond(type_url, state, snapshot)
             if response is not None:
                 out.append(response)
-            state.checked = snapshot.versions.get(type_url, "")
+            state.checked = version
             state.recheck = False
             if state.fresh:
                 state.fresh = set()  # a set keeps the table it grew to: let it go

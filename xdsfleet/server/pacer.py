@@ -24,9 +24,13 @@ deferrals in 30 changes of steady convergence at 1,000 streams). Readers and wri
 queue: putting readers (cheap ACKs) ahead made a member loss's fan-out take 2.3x the floor in
 both runs (11.5 and 18.4 s, against 6.4 s in one queue), its writers waiting behind the ACKs.
 
-The budget is of the loop thread's CPU (`thread_time`), read only once the wall clock says the
-turn is spent: a process the machine does not schedule would otherwise defer its steps for
-nothing, and `thread_time` costs 1 us where `perf_counter` costs 40 ns.
+The budget is of the loop thread's CPU (`thread_time`): a process the machine does not schedule
+would otherwise defer its steps for nothing. It is read only when the wall clock says the turn
+may be spent, then not again before the wall clock has moved by what it said was left, nor once
+it said spent (`_Share`): `thread_time` is a system call (0.5 us idle, 4-60 us on average while
+the machine is loaded), `perf_counter` is not (40 ns). On a loaded machine the wall clock runs
+well ahead of the thread's CPU, and every step of a turn's second half read it: ~620-920 reads
+per change of steady convergence at 1,000 streams, ~60 reading it so.
 
 What a turn is, and why a timer waits for at most one. asyncio's iteration (`_run_once`, which the
 pacer does not touch) runs, in this order: the handles made ready during the last iteration (its
@@ -53,9 +57,10 @@ the price of the alternation: ~580 per change of steady convergence at 1,000 str
 of all kinds before). Steps the loop would otherwise start in any iteration, a fan-out's streams,
 are held by the pacer's `feed` instead (pipeline/fanout.py): each turn wakes as many as it has room
 for behind those it released, so they run in its heavy iteration without waiting once more. And a
-step its caller knows to be light (an ACK that changes no subscription: SotW's told from its bytes
-before it asks, Delta's from its fields; ~26 us whatever the fleet) runs in a light iteration while
-that has spent less than `LIGHT` of the budget since the turn closed: most of what gRPC makes ready
+step its caller knows to be light (an ACK that changes no subscription, told once by its reader,
+server/requests.py: SotW's from its bytes, Delta's from its fields; ~26 us whatever the fleet)
+runs in a light iteration while that has spent less than `LIGHT` of the budget since the turn
+closed: most of what gRPC makes ready
 during a turn is such ACKs, and deferring each (~10 us, and a turn later) cost steady convergence at
 1,000 streams 1.26-1.37x the floor against 1.25x with SotW's run (turns back to back: 1.11-1.12x,
 same minutes). Delta ACKs were then 43-74 % of the deferrals (6,800-8,500 of 11,600-16,000 in 30
@@ -95,6 +100,38 @@ LIGHT = 0.25
 STEP = 0.0002
 
 
+class _Share:
+    """A share of the loop thread's CPU from a moment on (a turn's budget, a light iteration's
+    part of it), found spent reading that CPU as little as can be (the module docstring). The
+    thread cannot have run longer than the wall clock moved, so the CPU is read only once the
+    wall clock says the share may be spent; if it is not, not again before the wall clock has
+    moved by what is left of it; once it is, it stays so until `begin`. The same answers as
+    reading the CPU at every look (`tests/test_pacer.py` holds it with hypothesis)."""
+
+    __slots__ = ("_at", "_cpu_at", "_room", "_spent", "share")
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self._at = self._cpu_at = 0.0
+        self._room = share  # the wall time from `_at` before which it cannot be spent
+        self._spent = False
+
+    def begin(self, now: float, cpu: float) -> None:
+        self._at, self._cpu_at, self._room, self._spent = now, cpu, self.share, False
+
+    def spent(self, now: float, cpu: Callable[[], float]) -> bool:
+        if self._spent:
+            return True
+        if now - self._at <= self._room:
+            return False
+        used = cpu() - self._cpu_at
+        if used > self.share:
+            self._spent = True
+            return True
+        self._room = now - self._at + (self.share - used)
+        return False
+
+
 class Pacer:
     """One per event loop: the turn under way and the steps waiting for a later one."""
 
@@ -107,19 +144,20 @@ class Pacer:
     ) -> None:
         self.budget = budget
         # The budget is of this thread's CPU: a process the machine does not schedule should
-        # not defer its steps for that. Read only once a turn looks spent by `clock`, which
-        # costs 40 ns where `thread_time` costs 1 us (a few checks per step would show).
+        # not defer its steps for that. Read only when `clock` (40 ns) says it may matter
+        # (`_Share`): `thread_time` is a system call, several us on a loaded machine.
         self._clock = clock
         self._cpu = cpu
         self._began: float | None = None  # when this turn began; None: no turn (idle)
         self._began_cpu = 0.0
+        self._turn_budget = _Share(budget)  # this turn's
         self._ran = 0  # steps run this turn
         # While a turn is under way: the callback that schedules the next one (`_mark`, until
         # it has run) and the next turn's beginning (`_next`, a timer).
         self._mark: asyncio.Handle | None = None
         self._next: asyncio.TimerHandle | None = None
         self._closed = False  # the turn admits no more steps (`_close` ran)...
-        self._closed_cpu = 0.0  # ... since then (thread CPU), but light ones for a while
+        self._light = _Share(budget * LIGHT)  # ... but light ones, for this share since then
         self._step = STEP  # what a step cost, the loop's other work included, lately
         self._waiting: deque[asyncio.Future[None]] = deque()
         # Released steps found over budget this turn: they go before `_waiting` next.
@@ -138,7 +176,7 @@ class Pacer:
     def full(self, light: bool = False) -> bool:
         """Whether a step must wait for a later turn (`next_turn`); if not, it runs now. A
         `light` step (a few tens of us, whatever the fleet) may run in a light iteration."""
-        if light and self._closed and self._cpu() - self._closed_cpu <= self.budget * LIGHT:
+        if light and self._closed and not self._light.spent(self._clock(), self._cpu):
             self._ran += 1
             return False
         return not self._admit()
@@ -178,8 +216,7 @@ class Pacer:
             self._turn_due()
         elif self._closed or (
             self._ran  # the first step of a turn always runs: every turn moves on
-            and now - self._began > self.budget
-            and self._cpu() - self._began_cpu > self.budget
+            and self._turn_budget.spent(now, self._cpu)
         ):
             return False
         self._ran += 1
@@ -187,6 +224,7 @@ class Pacer:
 
     def _begin(self, now: float) -> None:
         self._began, self._began_cpu, self._ran = now, self._cpu(), 0
+        self._turn_budget.begin(now, self._began_cpu)
 
     def _turn_due(self) -> None:
         """The next turn begins with a timer due now: at the end of the next iteration."""
@@ -237,7 +275,7 @@ class Pacer:
         of the next iteration, after the timers that fell due meanwhile."""
         self._mark = None
         self._closed = True
-        self._closed_cpu = self._cpu()
+        self._light.begin(self._clock(), self._cpu())
         self._turn_due()
 
     def _discard(self, waiter: asyncio.Future[None]) -> None:

@@ -1,4 +1,5 @@
-"""SotW requests read from their bytes, an unchanged list of names told by its bytes.
+"""SotW requests read from their bytes, an unchanged list of names told by its bytes (and a
+Delta request's unchanged subscription told once).
 
 A SotW request restates every name it asks for, its ACKs included: an EDS ACK of a fleet of
 1,000 clusters names all of them, tens of kB. Decoding those names (~10 µs) and then telling
@@ -23,6 +24,9 @@ A run is kept only for a type the server serves and for lists no longer than the
 request limits let through without looking at the names (`ads.Limits`), so a request read
 this way passes those limits as its last one did. Runs are shared between streams that send
 the same (`Runs`): a thousand streams of one profile keep one copy, not a thousand.
+
+A Delta request names changes only, and gRPC decodes it; whether it changes no subscription
+(an ACK's, most of them) is told once by `read_delta`, for the pacer and the machine alike.
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ def _past(data: bytes, pos: int, tag: int) -> int:
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at `pos` and where it ends; (-1, 0) when it is not a length."""
+    if pos < len(data) and data[pos] < 0x80:
+        return pos + 1, data[pos]  # one byte (a `version_info`'s): a quarter of the loop's cost
     length = 0
     for i in range(_LENGTH_BYTES):
         if pos + i >= len(data):
@@ -185,3 +191,18 @@ class SotwRequests:
             names.ClearField(field)
         names.DiscardUnknownFields()
         self._runs[type_url] = self._shared.share(names.SerializeToString())
+
+
+def read_delta(request: Any) -> tuple[Any, bool]:
+    """A Delta request as gRPC decoded it, and whether it changes no subscription: it answers a
+    response (an ACK or a NACK) and subscribes, unsubscribes and says it holds nothing, as most
+    requests do. Told once, here: the pacer (light or not) and the machine
+    (`DeltaStream.on_request`) would each read those fields again (a repeated field read makes a
+    container each time, ~0.1 us)."""
+    unchanged = bool(
+        request.response_nonce
+        and not request.resource_names_subscribe
+        and not request.resource_names_unsubscribe
+        and not request.initial_resource_versions
+    )
+    return request, unchanged

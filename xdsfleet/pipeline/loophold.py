@@ -6,8 +6,8 @@ the time the loop's own code runs. This watch looks from another thread, while t
 the loop's lag timer tells it, at each run, when the next is due (`beat`); a daemon thread sleeps
 until that due time plus `threshold`, and if the timer has not run by then, the loop is held. It
 then reads the loop thread's Python stack (`sys._current_frames`) and the task it is running,
-counts the hold (`xdsfleet_event_loop_held_total`), looks again every `look_every` while the
-hold lasts (at most `LOOKS` looks), and when the timer finally runs logs one `event_loop_held`
+looks again every `look_every` while the hold lasts (at most `LOOKS` looks), and when the timer
+finally runs counts the hold (`xdsfleet_event_loop_held_total`) and logs one `event_loop_held`
 warning: how long the loop was held (the lag sample that ends it); the loop thread's CPU from
 the timer before to the hold's end (a thread that got little of it was waiting for a core, not
 computing); and each look's stack, innermost last, from the callback the loop ran inwards (the
@@ -15,11 +15,13 @@ loop's own frames outside it say nothing), with when it was taken. A look needs 
 the loop thread holds it in one long C call (a protobuf parse, a collector pass) the first look
 comes only after that call, late into the hold (`at_seconds` near `held_seconds`), and shows
 the Python line that made the call. At most one line per `log_every` seconds: holds in between
-are counted, and the next line says how many went unlogged.
+are counted, and the next line says how many went unlogged. A loop whose thread was found
+waiting in its selector at every look held nothing: the process was not run (stopped, a paused
+VM, no core for it), and that is neither counted nor logged (the lag histogram has it).
 
 What it costs when the loop is healthy: in the loop, a clock read and an attribute set per lag
-sample (20 a second); the thread wakes about once per sample, for a few microseconds with the
-GIL. It never touches
+sample (20 a second); the thread wakes about ten times a second, for a few microseconds with
+the GIL. It never touches
 the loop's objects but through reads (the current task); it must not log from the loop's
 thread, nor look more than `LOOKS` times per hold, nor keep the process alive (a daemon thread,
 stopped and joined by `stop`).
@@ -38,6 +40,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -53,6 +56,7 @@ LOOKS = 5  # stacks read per hold, at most
 FRAMES = 16  # frames kept per stack: the outermost few (the task) and the innermost rest
 OUTER_FRAMES = 4
 LOG_EVERY = 10.0  # seconds between two `event_loop_held` lines, at least
+KEPT = 64  # holds logged that are kept in `HoldWatch.holds`
 
 # Where a frame's file is shown from: the package's and the libraries' roots, longest first.
 _ROOTS = sorted(
@@ -65,6 +69,7 @@ _ROOTS = sorted(
 )
 _LOOP_RUN = "asyncio/events.py"  # Handle._run: what the loop ran, from here inwards
 _LOOP = "asyncio/base_events.py"  # run_forever: the loop's iterations, from here inwards
+_SELECT = "selectors.py:"  # the loop waiting for events: innermost, it ran nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,8 @@ class HoldWatch:
         self.look_every = threshold / 2 if look_every is None else look_every
         self.log_every = log_every
         self.count = 0  # holds seen, logged or not
-        self.holds: list[Hold] = []  # those logged, for tests and the benchmarks
+        # The last ones logged, for tests and the benchmarks (bounded: a server runs for months).
+        self.holds: deque[Hold] = deque(maxlen=KEPT)
         # The last lag timer's run, the next one's due time, the loop thread's CPU at the run.
         self._beat: tuple[float, float, float] | None = None
         self._stop = threading.Event()
@@ -115,7 +121,7 @@ class HoldWatch:
     def reset(self) -> None:
         """Forget the holds so far (a benchmark's window starts)."""
         self.count = 0
-        self.holds = []
+        self.holds.clear()
 
     def beat(self, ran: float, due: float) -> None:
         """The lag timer ran at `ran` and the next is due at `due` (time.monotonic()); in the
@@ -154,19 +160,23 @@ class HoldWatch:
 
     def _held(self, beat: tuple[float, float, float]) -> bool:
         """Follow the hold of the timer due at `beat[1]` to its end; False if told to stop."""
-        metrics.EVENT_LOOP_HELD.inc()
-        self.count += 1
         before, due, cpu = beat
         logging = time.monotonic() - self._logged_at >= self.log_every
         looks: list[Look] = []
         while (end := self._beat) is beat:
-            if logging and len(looks) < LOOKS:
+            # The first look even when not logging: it tells a hold from a process not run.
+            if len(looks) < (LOOKS if logging else 1):
                 looks.append(self._look(time.monotonic() - due))
             if self._stop.wait(self.look_every):
                 return False
-        if not logging or end is None:
+        if looks and all(look.stack[-1:] and look.stack[-1].startswith(_SELECT) for look in looks):
+            return True  # the loop waited for events all along: nothing of ours held it
+        metrics.EVENT_LOOP_HELD.inc()
+        self.count += 1
+        if not logging or not looks:  # not looked at: it ended before the first look
             self._unlogged += 1
             return True
+        assert end is not None  # `beat` was one, and beats are never taken back
         hold = Hold(
             seconds=end[0] - due,
             span=end[0] - before,

@@ -605,3 +605,32 @@ def test_a_member_restored_gets_back_the_very_entries_of_before_its_loss() -> No
 
     assert all(after[key] is before[key] for key in before)
     assert all(during[key] is not before[key] for key in before)
+
+
+async def test_first_snapshots_asked_for_at_once_are_built_one_at_a_time_and_once_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The streams of a fleet's clients connecting at once (a replica's start) each ask for
+    their profile's first snapshot: built side by side, the builds' slices all landed in the
+    same loop iterations, and each stream of a profile built it again."""
+    publisher = published(STATE)
+    newcomers = [NodeProfile(role=Role.SIDECAR, region="r2", zone=z) for z in ("z7", "z8", "z9")]
+    builds: list[tuple[str, NodeProfile]] = []
+    building = Publisher._build
+
+    def recorded(self: Publisher, profile: NodeProfile) -> Steps[Snapshot | None]:
+        builds.append(("start", profile))
+        built = yield from building(self, profile)
+        builds.append(("end", profile))
+        return built
+
+    monkeypatch.setattr(Publisher, "_build", recorded)
+    monkeypatch.setattr("xdsfleet.pipeline.publisher.SLICE_SECONDS", 0.0)  # yield at every step
+    for profile in newcomers:
+        publisher.cache.watch(profile, lambda: None)
+    await asyncio.gather(*(publisher.prepare(p) for p in newcomers for _ in range(4)))
+
+    assert builds == [(moment, p) for p in newcomers for moment in ("start", "end")]
+    for profile in newcomers:
+        rebuilt = build_snapshot(translate(publisher.state, profile), Encoder())
+        assert wire_view(publisher.cache.get(profile)) == wire_view(rebuilt)

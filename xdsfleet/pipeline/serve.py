@@ -132,7 +132,10 @@ async def serve(settings: Settings) -> None:
     for any other reason not to start, and `Crashed` once stopped because a task died."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(logs.asyncio_exception_handler)
-    heap.keep_freed()  # a member loss's megabyte responses reuse memory, not fresh pages
+    if not heap.keep_freed():  # a member loss's megabyte responses reuse memory, not fresh pages
+        # Not glibc: its allocator's defaults stay, and a member loss may fault in its
+        # responses' pages afresh (pipeline/heap.py).
+        log.info("heap_defaults_kept", reason="mallopt unavailable")
     if settings.tls is not None:
         try:
             tls.Reloading(settings.tls)  # the files are read again when the port opens

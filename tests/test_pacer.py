@@ -230,23 +230,33 @@ async def test_a_step_cancelled_once_released_still_lets_the_others_run() -> Non
 COSTS = [0.0, BUDGET / 50, BUDGET / 7, BUDGET / 2, BUDGET * 1.5]
 # Light steps: an ACK read from its bytes.
 LIGHT_COSTS = [0.0, BUDGET / 50]
-# Rounds: in each loop iteration, new steps (their costs) arrive, light ones too, others are
-# queued for the pacer's feed to wake (a fan-out's streams), and some earlier ones are
-# cancelled (by index among those started so far).
-ROUNDS = st.lists(
-    st.tuples(
-        st.lists(st.sampled_from(COSTS), max_size=12),
-        st.lists(st.sampled_from(LIGHT_COSTS), max_size=12),
-        st.lists(st.sampled_from(COSTS), max_size=12),
-        st.lists(st.integers(0, 200), max_size=3),
-    ),
-    min_size=1,
-    max_size=12,
-)
+
+
+# A round's arriving costs, light costs and fed costs, and the indexes of the steps cancelled.
+Round = tuple[list[float], list[float], list[float], list[int]]
+
+
+def _rounds(light_at_most: int) -> st.SearchStrategy[list[Round]]:
+    """Rounds: in each loop iteration, new steps (their costs) arrive, light ones too (at most
+    `light_at_most`), others are queued for the pacer's feed to wake (a fan-out's streams), and
+    some earlier ones are cancelled (by index among those started so far)."""
+    return st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(COSTS), max_size=12),
+            st.lists(st.sampled_from(LIGHT_COSTS), max_size=light_at_most),
+            st.lists(st.sampled_from(COSTS), max_size=12),
+            st.lists(st.integers(0, 200), max_size=3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+
+
+ROUNDS = _rounds(12)
 
 
 async def _drive(
-    run: Run, rounds: list[tuple[list[float], list[float], list[float], list[int]]]
+    run: Run, rounds: list[Round]
 ) -> tuple[list[asyncio.Task[None]], int, int, deque[Callable[[], None]]]:
     """Steps arriving in rounds, one loop iteration each (ROUNDS), until all ran: the tasks, the
     iterations of the last arrival and of the last step, and the feed's queue."""
@@ -293,7 +303,7 @@ async def _drive(
 # began right behind theirs, and a timer waited for two (found by hypothesis, 1 run in 4).
 @example(rounds=[([], [], [0.0], []), ([0.0, 0.015, 0.015], [], [], [])])
 def test_any_arrivals_and_cancellations_keep_the_budget_the_order_and_nothing_behind(
-    rounds: list[tuple[list[float], list[float], list[float], list[int]]],
+    rounds: list[Round],
 ) -> None:
     async def scenario() -> Run:
         run = Run()
@@ -331,16 +341,7 @@ class Counted(Clock):
 
 
 # As ROUNDS, with light iterations that may outgrow their share (a fan-out's ACKs).
-ACK_ROUNDS = st.lists(
-    st.tuples(
-        st.lists(st.sampled_from(COSTS), max_size=12),
-        st.lists(st.sampled_from(LIGHT_COSTS), max_size=40),
-        st.lists(st.sampled_from(COSTS), max_size=12),
-        st.lists(st.integers(0, 200), max_size=3),
-    ),
-    min_size=1,
-    max_size=12,
-)
+ACK_ROUNDS = _rounds(40)
 
 
 @settings(max_examples=100, deadline=None)
@@ -348,7 +349,7 @@ ACK_ROUNDS = st.lists(
 # A turn, then more light steps than its share holds.
 @example(rounds=[([BUDGET / 2] * 3, [], [], []), ([], [BUDGET / 50] * 40, [], [])], share=0.9)
 def test_the_cpu_read_only_when_the_wall_clock_says_the_budget_may_be_spent_decides_the_same(
-    rounds: list[tuple[list[float], list[float], list[float], list[int]]], share: float
+    rounds: list[Round], share: float
 ) -> None:
     """The pacer reads the thread's CPU (a system call) only once the wall clock says a turn's
     budget, or a light iteration's share, may be spent, and not again in that turn or light
